@@ -1,0 +1,144 @@
+/**
+ * The idle model of DESIGN.md, as pure functions.
+ *
+ * Per GPU the agent keeps a small `GpuBaseline` (idle power floor, idle memory baseline,
+ * last time active). `classify` turns one reading plus the baseline into a state and a real
+ * utilization; `nextBaseline` folds the reading into the baseline for the next sample.
+ */
+import type { GpuReading, GpuState, RealSource, Thresholds } from "../../common/types.js";
+import { defaultPowerFloor } from "./power-floors.js";
+
+/** The idle memory baseline is never above this, so a GPU held since the agent started still counts as held. */
+export const MEM_BASELINE_CAP_BYTES = 64 * 1024 * 1024;
+
+export interface GpuBaseline {
+  /** Lowest power seen while unheld, W; undefined until one such reading. */
+  learnedFloorW?: number | undefined;
+  /** Lowest memory used seen, bytes. */
+  minMemUsedBytes?: number | undefined;
+  /** Time of the last `active` sample, ms; undefined if never active. */
+  lastActiveMs?: number | undefined;
+  /** Time of the first sample, ms. */
+  firstSeenMs?: number | undefined;
+}
+
+export interface Classification {
+  state: GpuState;
+  /** Real utilization 0–1; 0 when unheld or unavailable. */
+  real: number;
+  source: RealSource;
+  /** Whether the GPU is held (a process listed, or memory above the baseline). */
+  held: boolean;
+  /** Floor used for this reading, W. */
+  floorW?: number | undefined;
+  powerFrac?: number | undefined;
+  /** utilization.gpu present and below U. */
+  reportedIdle: boolean;
+}
+
+/** The floor in force: the learned floor, never above the per-model default cap. */
+export function powerFloor(reading: GpuReading, baseline: GpuBaseline): number | undefined {
+  const cap = defaultPowerFloor(reading.model, reading.powerLimitW);
+  const learned = baseline.learnedFloorW;
+  if (cap === undefined) return learned;
+  if (learned === undefined) return cap;
+  return Math.min(learned, cap);
+}
+
+export function powerFraction(powerW: number | undefined, floorW: number | undefined, limitW: number | undefined): number | undefined {
+  if (powerW === undefined || floorW === undefined || limitW === undefined) return undefined;
+  const span = limitW - floorW;
+  if (!(span > 0)) return undefined;
+  return clamp01((powerW - floorW) / span);
+}
+
+/**
+ * Whether the GPU is held. Unknown (no process list and no memory reading) counts as held:
+ * the model never calls a GPU free without evidence.
+ */
+export function isHeld(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): boolean {
+  const procs = reading.processes;
+  if (procs !== undefined && procs.length > 0) return true;
+  const used = reading.memUsedBytes;
+  if (used !== undefined) {
+    const base = Math.min(baseline.minMemUsedBytes ?? used, used, MEM_BASELINE_CAP_BYTES);
+    if (used > base + thresholds.heldMemoryBytes) return true;
+    return false;
+  }
+  return procs === undefined;
+}
+
+/** Classifies one reading. Pure: same inputs, same answer. */
+export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): Classification {
+  const util = reading.util;
+  const reportedIdle = util !== undefined && util < thresholds.utilBusyPercent;
+  const floorW = powerFloor(reading, baseline);
+  const powerFrac = powerFraction(reading.powerW, floorW, reading.powerLimitW);
+  const base = { floorW, powerFrac, reportedIdle };
+
+  if (reading.error !== undefined || !hasSignal(reading)) {
+    return { ...base, state: "unavailable", real: 0, source: "none", held: false };
+  }
+  const held = isHeld(reading, baseline, thresholds);
+  if (!held) return { ...base, state: "free_idle", real: 0, source: "none", held };
+
+  let compute: number | undefined;
+  let source: RealSource = "none";
+  if (reading.smActive !== undefined) {
+    compute = clamp01(reading.smActive);
+    source = "sm_active";
+  } else if (powerFrac !== undefined) {
+    compute = util === undefined ? powerFrac : Math.min(clamp01(util / 100), powerFrac);
+    source = "power";
+  } else if (util !== undefined) {
+    // No power reading (some consumer boards and vGPUs): utilization.gpu is all there is.
+    compute = clamp01(util / 100);
+    source = "util";
+  }
+  let real = compute ?? 0;
+  if (reading.media !== undefined) {
+    const media = clamp01(reading.media / 100);
+    if (compute === undefined || media > compute) {
+      real = media;
+      source = "media";
+    }
+  }
+
+  let state: GpuState;
+  if (real >= thresholds.realActiveRatio) state = "active";
+  else if (util !== undefined && util >= thresholds.utilBusyPercent) state = "busy_phantom";
+  else state = "held_idle";
+  return { ...base, state, real, source, held };
+}
+
+/** Folds a classified reading into the GPU's baseline. Returns a new object. */
+export function nextBaseline(reading: GpuReading, c: Classification, baseline: GpuBaseline, timeMs: number): GpuBaseline {
+  const next: GpuBaseline = { ...baseline };
+  if (next.firstSeenMs === undefined) next.firstSeenMs = timeMs;
+  if (c.state === "unavailable") return next;
+  if (reading.memUsedBytes !== undefined && (next.minMemUsedBytes === undefined || reading.memUsedBytes < next.minMemUsedBytes)) {
+    next.minMemUsedBytes = reading.memUsedBytes;
+  }
+  if (!c.held && reading.powerW !== undefined && reading.powerW > 0 &&
+      (next.learnedFloorW === undefined || reading.powerW < next.learnedFloorW)) {
+    next.learnedFloorW = reading.powerW;
+  }
+  if (c.state === "active") next.lastActiveMs = timeMs;
+  return next;
+}
+
+/** Seconds since the GPU was last active (or since it was first seen). */
+export function idleStreakSeconds(baseline: GpuBaseline, state: GpuState, timeMs: number): number {
+  if (state === "active") return 0;
+  const since = baseline.lastActiveMs ?? baseline.firstSeenMs ?? timeMs;
+  return Math.max(0, (timeMs - since) / 1000);
+}
+
+function hasSignal(r: GpuReading): boolean {
+  return r.util !== undefined || r.smActive !== undefined || r.media !== undefined ||
+    (r.powerW !== undefined && r.powerLimitW !== undefined);
+}
+
+function clamp01(x: number): number {
+  return x < 0 ? 0 : x > 1 ? 1 : x;
+}

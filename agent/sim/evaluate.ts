@@ -1,0 +1,93 @@
+/**
+ * What every simulated GPU shows at an instant. Pure and deterministic in (scenario, time),
+ * so the simulator source, the fake nvidia-smi and the tests that check them agree.
+ */
+import type { GpuProcess, GpuReading } from "../../common/types.js";
+import type { Scenario, ScenarioGpu, ScenarioPhase } from "./scenario.js";
+
+const MiB = 1024 * 1024;
+
+export function phaseAt(gpu: ScenarioGpu, timeMs: number, originMs: number): ScenarioPhase {
+  let t = (timeMs - originMs) % gpu.cycleMs;
+  if (t < 0) t += gpu.cycleMs;
+  for (const p of gpu.phases) {
+    if (t < p.durationMs) return p;
+    t -= p.durationMs;
+  }
+  return gpu.phases[gpu.phases.length - 1]!;
+}
+
+/** Readings of every GPU of the scenario at `timeMs`. */
+export function readingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
+  return scenario.gpus.map((g) => readingOf(scenario, g, timeMs));
+}
+
+export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): GpuReading {
+  const p = phaseAt(g, timeMs, scenario.originMs);
+  const base: GpuReading = {
+    uuid: g.uuid,
+    index: g.index,
+    model: g.model,
+    busId: g.busId,
+    driverVersion: scenario.driverVersion,
+  };
+  const preset = p.state;
+  if (p.error !== undefined || preset === "unavailable") {
+    return { ...base, error: p.error ?? "GPU is lost" };
+  }
+  const span = g.powerLimitW - g.idlePowerW;
+  let util = 0, power = g.idlePowerW, memMiB = 0, procs = 0;
+  let smActive: number | undefined, media: number | undefined;
+  switch (preset) {
+    case "held_idle": util = 0; power = g.idlePowerW + 0.02 * span; memMiB = Math.round(g.memTotalMiB * 0.3); procs = 1; break;
+    case "busy_phantom": util = 100; power = g.idlePowerW + 0.04 * span; memMiB = Math.round(g.memTotalMiB * 0.4); procs = 1; break;
+    case "active": util = 97; power = g.idlePowerW + 0.75 * span; memMiB = Math.round(g.memTotalMiB * 0.7); procs = 2; break;
+    case "free_busy": util = 100; power = g.idlePowerW + 0.01 * span; memMiB = 0; procs = 0; break;
+    case "free_idle": case undefined: break;
+  }
+  const noise = p.noise ?? 0;
+  const jitter = noise > 0 ? (hash01(g.uuid, timeMs) - 0.5) * 2 * noise : 0;
+  const pick = (v: number | null | undefined, dflt: number | undefined): number | undefined =>
+    v === null ? undefined : v !== undefined ? v : dflt;
+  let u = pick(p.util, util);
+  if (u !== undefined && noise > 0 && u > 0 && u < 100) u = Math.min(100, Math.max(0, Math.round(u * (1 + jitter))));
+  let w = pick(p.powerW, power);
+  if (w !== undefined && noise > 0) w = Math.max(0, w * (1 + jitter / 4));
+  const m = pick(p.memUsedMiB, memMiB);
+  smActive = pick(p.smActive, smActive);
+  media = pick(p.media, media);
+
+  let processes: GpuProcess[];
+  if (Array.isArray(p.processes)) {
+    processes = p.processes.map((x) => ({ pid: x.pid, name: x.name, usedMemoryBytes: x.usedMiB === undefined ? undefined : x.usedMiB * MiB }));
+  } else {
+    const n = p.processes ?? procs;
+    processes = [];
+    for (let i = 0; i < n; i++) {
+      processes.push({
+        pid: 10000 + g.index * 100 + i,
+        name: i === 0 ? "python3" : "torchrun",
+        usedMemoryBytes: m === undefined ? undefined : Math.floor(m / n) * MiB,
+      });
+    }
+  }
+  return {
+    ...base,
+    util: u,
+    powerW: w === undefined ? undefined : Math.round(w * 100) / 100,
+    powerLimitW: g.powerLimitW,
+    memUsedBytes: m === undefined ? undefined : m * MiB,
+    memTotalBytes: g.memTotalMiB * MiB,
+    smActive,
+    media,
+    processes,
+  };
+}
+
+/** Deterministic pseudo-random number in [0, 1) from a GPU and a second. */
+function hash01(uuid: string, timeMs: number): number {
+  let h = 2166136261 ^ Math.floor(timeMs / 1000);
+  for (let i = 0; i < uuid.length; i++) h = Math.imul(h ^ uuid.charCodeAt(i), 16777619);
+  h ^= h >>> 13; h = Math.imul(h, 0x5bd1e995); h ^= h >>> 15;
+  return (h >>> 0) / 4294967296;
+}

@@ -1,0 +1,226 @@
+/**
+ * Scenario files drive the simulator source and the fake `nvidia-smi` used by tests, so
+ * both produce the same GPUs from the same file.
+ *
+ * A scenario is JSON:
+ *
+ *   {
+ *     "host": "sim-a",                 // hostname the simulated host reports (optional)
+ *     "driverVersion": "550.90.07",     // optional
+ *     "originMs": 0,                   // phases repeat from this instant (default: Unix epoch)
+ *     "gpus": [
+ *       { "model": "NVIDIA H100 80GB HBM3", "count": 2,
+ *         "phases": [ { "for": "60s", "state": "active" }, { "for": "30s", "state": "held_idle" } ] },
+ *       { "model": "NVIDIA L40S", "phases": [ { "for": "1m", "util": 100, "powerW": 40, "processes": 1 } ] }
+ *     ]
+ *   }
+ *
+ * A phase names a `state` preset (values a GPU in that state shows) and/or explicit
+ * signals, which override the preset. Phases repeat; time within the cycle is
+ * (t - originMs) mod (sum of phase lengths), so every process reading the same file
+ * agrees on what each GPU does at any instant without sharing state.
+ */
+import { readFileSync } from "node:fs";
+import { TrueidleError } from "../../common/errors.js";
+import { parseDuration } from "../../common/duration.js";
+import { GPU_STATES, type GpuState } from "../../common/types.js";
+
+export const PHASE_PRESETS = [...GPU_STATES, "free_busy"] as const;
+/** `free_busy`: nothing holds the GPU but utilization.gpu reads 100 (persistence mode off). */
+export type PhasePreset = (typeof PHASE_PRESETS)[number];
+
+export interface ScenarioPhase {
+  durationMs: number;
+  state?: PhasePreset | undefined;
+  util?: number | null | undefined;
+  powerW?: number | null | undefined;
+  memUsedMiB?: number | null | undefined;
+  smActive?: number | null | undefined;
+  media?: number | null | undefined;
+  /** Number of compute processes, or explicit processes. */
+  processes?: number | Array<{ pid: number; name: string; usedMiB?: number }> | undefined;
+  /** Makes the GPU give no reading, with this message (e.g. "GPU is lost"). */
+  error?: string | undefined;
+  /** Relative noise (0–0.5) added to util and power, deterministic in time. */
+  noise?: number | undefined;
+}
+
+export interface ScenarioGpu {
+  index: number;
+  uuid: string;
+  busId: string;
+  model: string;
+  memTotalMiB: number;
+  powerLimitW: number;
+  idlePowerW: number;
+  phases: ScenarioPhase[];
+  cycleMs: number;
+}
+
+export interface Scenario {
+  host?: string | undefined;
+  driverVersion: string;
+  originMs: number;
+  gpus: ScenarioGpu[];
+  /** Fake nvidia-smi only: exit after printing this long in loop mode. */
+  exitAfterMs?: number | undefined;
+}
+
+interface ModelSpec { memTotalMiB: number; powerLimitW: number; idlePowerW: number }
+const MODEL_SPECS: ReadonlyArray<readonly [string, ModelSpec]> = [
+  ["h200", { memTotalMiB: 143771, powerLimitW: 700, idlePowerW: 76 }],
+  ["h100", { memTotalMiB: 81559, powerLimitW: 700, idlePowerW: 70 }],
+  ["a100", { memTotalMiB: 81920, powerLimitW: 400, idlePowerW: 55 }],
+  ["l40s", { memTotalMiB: 46068, powerLimitW: 350, idlePowerW: 32 }],
+  ["t4", { memTotalMiB: 15360, powerLimitW: 70, idlePowerW: 26 }],
+];
+const GENERIC_SPEC: ModelSpec = { memTotalMiB: 24576, powerLimitW: 300, idlePowerW: 25 };
+
+export function modelSpec(model: string): ModelSpec {
+  const name = model.toLowerCase();
+  for (const [needle, spec] of MODEL_SPECS) if (name.includes(needle)) return spec;
+  return GENERIC_SPEC;
+}
+
+/** Reads and validates a scenario file; errors name the file and every bad field. */
+export function loadScenario(path: string): Scenario {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new TrueidleError("bad_scenario", `cannot read scenario file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new TrueidleError("bad_scenario", `scenario file ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  return parseScenario(json, path);
+}
+
+export function parseScenario(json: unknown, name = "scenario"): Scenario {
+  const problems: string[] = [];
+  const obj = asObject(json, name, problems);
+  const gpusIn = obj?.["gpus"];
+  if (!Array.isArray(gpusIn) || gpusIn.length === 0) problems.push(`${name}: "gpus" must be a non-empty array`);
+  const host = optString(obj?.["host"], `${name}.host`, problems);
+  const seed = host ?? "sim";
+  const gpus: ScenarioGpu[] = [];
+  if (Array.isArray(gpusIn)) {
+    gpusIn.forEach((g, i) => {
+      const where = `${name}.gpus[${i}]`;
+      const o = asObject(g, where, problems);
+      if (!o) return;
+      const model = optString(o["model"], `${where}.model`, problems) ?? "NVIDIA H100 80GB HBM3";
+      const count = optNumber(o["count"], `${where}.count`, problems, 1, 64) ?? 1;
+      const spec = modelSpec(model);
+      const phasesIn = o["phases"];
+      const phases: ScenarioPhase[] = [];
+      if (!Array.isArray(phasesIn) || phasesIn.length === 0) problems.push(`${where}.phases must be a non-empty array`);
+      else phasesIn.forEach((p, j) => { const ph = parsePhase(p, `${where}.phases[${j}]`, problems); if (ph) phases.push(ph); });
+      const cycleMs = phases.reduce((s, p) => s + p.durationMs, 0);
+      for (let c = 0; c < count; c++) {
+        const index = gpus.length;
+        gpus.push({
+          index,
+          uuid: optString(o["uuid"], `${where}.uuid`, problems) ?? fakeUuid(seed, index),
+          busId: `00000000:${(0x10 + index * 0x10).toString(16).toUpperCase().padStart(2, "0")}:00.0`,
+          model,
+          memTotalMiB: optNumber(o["memTotalMiB"], `${where}.memTotalMiB`, problems, 1, 1e7) ?? spec.memTotalMiB,
+          powerLimitW: optNumber(o["powerLimitW"], `${where}.powerLimitW`, problems, 1, 5000) ?? spec.powerLimitW,
+          idlePowerW: optNumber(o["idlePowerW"], `${where}.idlePowerW`, problems, 0, 5000) ?? spec.idlePowerW,
+          phases,
+          cycleMs,
+        });
+      }
+    });
+  }
+  const exitAfter = optString(obj?.["exitAfter"], `${name}.exitAfter`, problems);
+  const scenario: Scenario = {
+    host,
+    driverVersion: optString(obj?.["driverVersion"], `${name}.driverVersion`, problems) ?? "550.90.07",
+    originMs: optNumber(obj?.["originMs"], `${name}.originMs`, problems, 0, 1e15) ?? 0,
+    gpus,
+    exitAfterMs: exitAfter === undefined ? undefined : durationOf(exitAfter, `${name}.exitAfter`, problems),
+  };
+  if (problems.length > 0) throw new TrueidleError("bad_scenario", `invalid scenario: ${problems.join("; ")}`);
+  return scenario;
+}
+
+function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhase | undefined {
+  const o = asObject(p, where, problems);
+  if (!o) return undefined;
+  const known = new Set(["for", "state", "util", "powerW", "memUsedMiB", "smActive", "media", "processes", "error", "noise"]);
+  for (const k of Object.keys(o)) if (!known.has(k)) problems.push(`${where}: unknown key "${k}"`);
+  const forText = o["for"];
+  const durationMs = typeof forText === "string" ? durationOf(forText, `${where}.for`, problems)
+    : typeof forText === "number" ? forText * 1000 : undefined;
+  if (durationMs === undefined || !(durationMs > 0)) {
+    problems.push(`${where}.for must be a positive duration such as "30s"`);
+  }
+  const state = o["state"];
+  if (state !== undefined && !(PHASE_PRESETS as readonly string[]).includes(state as string)) {
+    problems.push(`${where}.state must be one of ${PHASE_PRESETS.join(", ")}`);
+  }
+  const procs = o["processes"];
+  if (procs !== undefined && typeof procs !== "number" && !Array.isArray(procs)) {
+    problems.push(`${where}.processes must be a count or a list of {pid, name, usedMiB}`);
+  }
+  return {
+    durationMs: durationMs ?? 1000,
+    state: state as PhasePreset | undefined,
+    util: nullableNumber(o["util"], `${where}.util`, problems, 0, 100),
+    powerW: nullableNumber(o["powerW"], `${where}.powerW`, problems, 0, 5000),
+    memUsedMiB: nullableNumber(o["memUsedMiB"], `${where}.memUsedMiB`, problems, 0, 1e7),
+    smActive: nullableNumber(o["smActive"], `${where}.smActive`, problems, 0, 1),
+    media: nullableNumber(o["media"], `${where}.media`, problems, 0, 100),
+    processes: procs as ScenarioPhase["processes"],
+    error: optString(o["error"], `${where}.error`, problems),
+    noise: optNumber(o["noise"], `${where}.noise`, problems, 0, 0.5),
+  };
+}
+
+/** A stable, well-formed GPU UUID derived from the host name and GPU index. */
+export function fakeUuid(seed: string, index: number): string {
+  let h1 = 0x811c9dc5, h2 = 0x12345678;
+  const s = `${seed}#${index}`;
+  for (let i = 0; i < s.length; i++) {
+    h1 = Math.imul(h1 ^ s.charCodeAt(i), 16777619) >>> 0;
+    h2 = Math.imul(h2 ^ s.charCodeAt(i), 2246822519) >>> 0;
+  }
+  const hex = (h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0")).repeat(2);
+  return `GPU-${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+export type { GpuState };
+
+function asObject(v: unknown, where: string, problems: string[]): Record<string, unknown> | undefined {
+  if (typeof v === "object" && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  problems.push(`${where} must be an object`);
+  return undefined;
+}
+function optString(v: unknown, where: string, problems: string[]): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === "string") return v;
+  problems.push(`${where} must be a string`);
+  return undefined;
+}
+function optNumber(v: unknown, where: string, problems: string[], min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === "number" && Number.isFinite(v) && v >= min && v <= max) return v;
+  problems.push(`${where} must be a number from ${min} to ${max}`);
+  return undefined;
+}
+function nullableNumber(v: unknown, where: string, problems: string[], min: number, max: number): number | null | undefined {
+  if (v === null) return null;
+  return optNumber(v, where, problems, min, max);
+}
+function durationOf(text: string, where: string, problems: string[]): number | undefined {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    problems.push(`${where}: ${(err as Error).message}`);
+    return undefined;
+  }
+}

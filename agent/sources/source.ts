@@ -1,0 +1,26 @@
+/**
+ * A sampler source: NVML, nvidia-smi and the scenario simulator implement this one
+ * interface, and nothing downstream knows which one ran.
+ *
+ * Lifecycle: `start` returns once the GPUs are discovered (or fails with a clear error);
+ * sampling then runs in the background. `sample(now)` is cheap and synchronous: it returns
+ * the freshest reading of every known GPU, with `error` set on a GPU that has no valid
+ * reading (lost, read error, sampler down or silent). `stop` is safe twice and before
+ * `start`.
+ */
+import type { GpuReading } from "../../common/types.js";
+
+export interface SourceStats {
+  /** Times the underlying sampler (process, library) was restarted. */
+  restarts: number;
+  /** Lines or records that could not be parsed. */
+  parseErrors: number;
+}
+
+export interface GpuSource {
+  readonly name: string;
+  start(signal?: AbortSignal): Promise<void>;
+  sample(nowMs: number): GpuReading[];
+  stop(): Promise<void>;
+  stats(): SourceStats;
+}

@@ -1,0 +1,44 @@
+/**
+ * The gRPC service definition of trueidle.v1.IngestService for @grpc/grpc-js, built from
+ * the protobuf-es schemas: messages cross the wire with toBinary/fromBinary.
+ */
+import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import type { ServiceDefinition, MethodDefinition } from "@grpc/grpc-js";
+import {
+  IngestService,
+  StreamRequestSchema,
+  StreamResponseSchema,
+  type StreamRequest,
+  type StreamResponse,
+} from "../gen/trueidle/v1/ingest_pb.js";
+
+function codec<D extends DescMessage>(schema: D) {
+  return {
+    serialize: (msg: MessageShape<D>): Buffer => Buffer.from(toBinary(schema, msg)),
+    deserialize: (buf: Buffer): MessageShape<D> => fromBinary(schema, buf),
+  };
+}
+
+const req = codec(StreamRequestSchema);
+const res = codec(StreamResponseSchema);
+
+export const STREAM_METHOD_PATH = `/${IngestService.typeName}/${IngestService.method.stream.name}`;
+
+export const ingestServiceDefinition = {
+  stream: {
+    path: STREAM_METHOD_PATH,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: req.serialize,
+    requestDeserialize: req.deserialize,
+    responseSerialize: res.serialize,
+    responseDeserialize: res.deserialize,
+    originalName: "Stream",
+  } satisfies MethodDefinition<StreamRequest, StreamResponse>,
+} satisfies ServiceDefinition;
+
+export type IngestServiceDefinition = typeof ingestServiceDefinition;
+
+/** Default ports of the public CLI. */
+export const DEFAULT_GRPC_PORT = 9746;
+export const DEFAULT_HTTP_PORT = 9745;
