@@ -1,0 +1,319 @@
+/**
+ * Ships finished windows to a collector over one long-lived gRPC stream.
+ *
+ * Windows wait in a bounded buffer until the collector acknowledges the batch that carried
+ * them; a window leaves the buffer only then. When the stream breaks, the batches in flight
+ * go back to the front of the buffer in order and are sent again after reconnecting
+ * (exponential backoff with jitter). The collector keys windows by (uuid, start), so a
+ * window sent twice is harmless. When the bound is hit the oldest windows are dropped,
+ * counted and logged.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { create } from "@bufbuild/protobuf";
+import {
+  StreamRequestSchema,
+  type StreamRequest,
+  type StreamResponse,
+  type GpuWindow,
+} from "../../gen/trueidle/v1/ingest_pb.js";
+import { ingestServiceDefinition } from "../../common/grpc-service.js";
+import type { Logger } from "../../common/log.js";
+import type { HostIdentity, Thresholds } from "../../common/types.js";
+import type { GpuWindowRecord } from "../window.js";
+import { windowToProto } from "./to-proto.js";
+import { Backoff } from "./backoff.js";
+
+export interface ShipperOptions {
+  /** Collector addresses, HOST:PORT; tried in turn on reconnect. */
+  targets: string[];
+  host: HostIdentity;
+  agentVersion: string;
+  source: string;
+  windowMs: number;
+  logger: Logger;
+  credentials?: grpc.ChannelCredentials;
+  /** Windows kept unacknowledged at most; the oldest beyond it are dropped and counted. */
+  maxBufferedWindows?: number;
+  maxWindowsPerBatch?: number;
+  /** Batches sent and not yet acknowledged, at most. */
+  maxBatchesInFlight?: number;
+  /** A stream with no Welcome, or a batch with no ack, after this long is broken. */
+  responseTimeoutMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  onThresholds?: (t: Thresholds) => void;
+  now?: () => number;
+}
+
+export interface ShipperStats {
+  connected: boolean;
+  buffered: number;
+  inFlight: number;
+  sent: number;
+  acked: number;
+  rejected: number;
+  dropped: number;
+  reconnects: number;
+  /** Time of the last ack, ms; undefined before the first. */
+  lastAckMs?: number | undefined;
+}
+
+const IngestClient = grpc.makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
+type Duplex = grpc.ClientDuplexStream<StreamRequest, StreamResponse>;
+
+interface InFlight {
+  seq: bigint;
+  windows: GpuWindow[];
+  sentMs: number;
+}
+
+export class Shipper {
+  private readonly opts: Required<Omit<ShipperOptions, "credentials" | "onThresholds">> & Pick<ShipperOptions, "onThresholds">;
+  private readonly credentials: grpc.ChannelCredentials;
+  private queue: GpuWindow[] = [];
+  private inFlight: InFlight[] = [];
+  private call: Duplex | undefined;
+  private client: grpc.Client | undefined;
+  private ready = false;
+  private seq = 0n;
+  private targetIdx = 0;
+  private readonly backoff: Backoff;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private started = false;
+  private streamOpenedMs = 0;
+  private counters = { sent: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0 };
+  private lastAckMs: number | undefined;
+  private lastDropLogMs = 0;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(opts: ShipperOptions) {
+    if (opts.targets.length === 0) throw new Error("at least one collector address is needed");
+    this.opts = {
+      maxBufferedWindows: 200_000,
+      maxWindowsPerBatch: 2_000,
+      maxBatchesInFlight: 4,
+      responseTimeoutMs: 30_000,
+      backoffInitialMs: 500,
+      backoffMaxMs: 30_000,
+      now: Date.now,
+      ...opts,
+    };
+    this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
+    this.backoff = new Backoff({ initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
+  }
+
+  start(): void {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.watchdog = setInterval(() => this.checkTimeouts(), 1000);
+    this.watchdog.unref();
+    this.connect();
+  }
+
+  /** Adds finished windows to the buffer and sends them when the stream is ready. */
+  enqueue(windows: readonly GpuWindowRecord[]): void {
+    for (const w of windows) this.queue.push(windowToProto(w));
+    this.enforceBound();
+    this.pump();
+  }
+
+  stats(): ShipperStats {
+    const inFlight = this.inFlight.reduce((n, b) => n + b.windows.length, 0);
+    return {
+      connected: this.ready,
+      buffered: this.queue.length + inFlight,
+      inFlight,
+      ...this.counters,
+      lastAckMs: this.lastAckMs,
+    };
+  }
+
+  /** Resolves true once every buffered window is acknowledged, false after `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.isIdle()) return true;
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      timer.unref();
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.idleWaiters.push(done);
+    });
+  }
+
+  /** Closes the stream. Unacknowledged windows are reported as lost by the caller's log. Safe twice. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.watchdog) clearInterval(this.watchdog);
+    const call = this.call;
+    this.call = undefined;
+    this.ready = false;
+    if (call) {
+      call.removeAllListeners();
+      call.on("error", () => {});
+      call.end();
+      call.cancel();
+    }
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  private isIdle(): boolean {
+    return this.queue.length === 0 && this.inFlight.length === 0;
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const target = this.opts.targets[this.targetIdx % this.opts.targets.length]!;
+    this.targetIdx++;
+    this.client?.close();
+    this.client = new IngestClient(target, this.credentials, {
+      "grpc.keepalive_time_ms": 20_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.max_send_message_length": 8 * 1024 * 1024,
+      "grpc.initial_reconnect_backoff_ms": 500,
+      "grpc.max_reconnect_backoff_ms": 5_000,
+    });
+    const call = (this.client as unknown as { stream(): Duplex }).stream();
+    this.call = call;
+    this.ready = false;
+    this.streamOpenedMs = this.opts.now();
+    call.on("data", (msg: StreamResponse) => this.onResponse(call, target, msg));
+    call.on("error", (err: grpc.ServiceError) => this.onBroken(call, target, err));
+    call.on("end", () => this.onBroken(call, target, undefined));
+    call.write(create(StreamRequestSchema, {
+      msg: {
+        case: "hello",
+        value: {
+          agentVersion: this.opts.agentVersion,
+          host: { hostname: this.opts.host.hostname, machineId: this.opts.host.machineId, labels: this.opts.host.labels },
+          source: this.opts.source,
+          windowMs: this.opts.windowMs,
+        },
+      },
+    }));
+  }
+
+  private onResponse(call: Duplex, target: string, msg: StreamResponse): void {
+    if (call !== this.call) return;
+    if (msg.msg.case === "welcome") {
+      const w = msg.msg.value;
+      this.ready = true;
+      this.backoff.reset();
+      this.opts.logger.info("Connected to the collector.", { collector: target, collector_id: w.collectorId, buffered: this.stats().buffered });
+      if (w.thresholds && this.opts.onThresholds) {
+        this.opts.onThresholds({
+          utilBusyPercent: w.thresholds.utilBusyPercent,
+          realActiveRatio: w.thresholds.realActiveRatio,
+          heldMemoryBytes: Number(w.thresholds.heldMemoryBytes),
+        });
+      }
+      this.pump();
+    } else if (msg.msg.case === "ack") {
+      const ack = msg.msg.value;
+      const i = this.inFlight.findIndex((b) => b.seq === ack.seq);
+      if (i < 0) {
+        this.opts.logger.warn("The collector acknowledged a batch this agent did not send; ignoring it.", { seq: String(ack.seq) });
+        return;
+      }
+      const [batch] = this.inFlight.splice(i, 1);
+      this.counters.acked += ack.accepted;
+      this.lastAckMs = this.opts.now();
+      if (ack.rejections.length > 0) {
+        this.counters.rejected += ack.rejections.length;
+        const first = ack.rejections[0]!;
+        this.opts.logger.error("The collector rejected windows as invalid; they are dropped.", {
+          count: ack.rejections.length, reason: first.reason, field: first.field, batch_windows: batch?.windows.length,
+        });
+      }
+      this.pump();
+    }
+  }
+
+  private onBroken(call: Duplex, target: string, err: grpc.ServiceError | undefined): void {
+    if (call !== this.call || this.stopped) return;
+    this.call = undefined;
+    const wasReady = this.ready;
+    this.ready = false;
+    call.removeAllListeners();
+    call.on("error", () => {});
+    call.cancel();
+    // Unacknowledged batches go back to the front, in order, to be sent again.
+    const back = this.inFlight.flatMap((b) => b.windows);
+    this.inFlight = [];
+    this.queue = back.concat(this.queue);
+    this.counters.reconnects++;
+    const delay = this.backoff.next();
+    const fields = {
+      collector: target,
+      code: err?.code, detail: err?.details ?? "stream ended",
+      retry_in_ms: delay, buffered: this.queue.length,
+    };
+    if (err?.code === grpc.status.INVALID_ARGUMENT || err?.code === grpc.status.UNAUTHENTICATED || err?.code === grpc.status.PERMISSION_DENIED) {
+      this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", fields);
+    } else if (wasReady) {
+      this.opts.logger.warn("Lost the stream to the collector; will reconnect.", fields);
+    } else {
+      this.opts.logger.warn("Could not open a stream to the collector; will retry.", fields);
+    }
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+    this.reconnectTimer.unref();
+  }
+
+  private pump(): void {
+    const call = this.call;
+    if (call && this.ready) {
+      while (this.queue.length > 0 && this.inFlight.length < this.opts.maxBatchesInFlight) {
+        const windows = this.queue.splice(0, this.opts.maxWindowsPerBatch);
+        this.seq++;
+        this.inFlight.push({ seq: this.seq, windows, sentMs: this.opts.now() });
+        this.counters.sent += windows.length;
+        call.write(create(StreamRequestSchema, { msg: { case: "batch", value: { seq: this.seq, windows } } }));
+      }
+    }
+    if (this.isIdle() && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private enforceBound(): void {
+    const inFlight = this.inFlight.reduce((n, b) => n + b.windows.length, 0);
+    const excess = this.queue.length + inFlight - this.opts.maxBufferedWindows;
+    if (excess <= 0) return;
+    const n = Math.min(excess, this.queue.length);
+    this.queue.splice(0, n);
+    this.counters.dropped += n;
+    const now = this.opts.now();
+    if (now - this.lastDropLogMs > 10_000) {
+      this.lastDropLogMs = now;
+      this.opts.logger.error("The window buffer is full; the oldest windows were dropped.", {
+        dropped_now: n, dropped_total: this.counters.dropped, bound: this.opts.maxBufferedWindows,
+      });
+    }
+  }
+
+  private checkTimeouts(): void {
+    const call = this.call;
+    if (!call) return;
+    const now = this.opts.now();
+    const limit = this.opts.responseTimeoutMs;
+    const oldest = this.inFlight[0];
+    if ((!this.ready && now - this.streamOpenedMs > limit) || (oldest && now - oldest.sentMs > limit)) {
+      const err = Object.assign(new Error("no answer from the collector"), {
+        code: grpc.status.DEADLINE_EXCEEDED, details: `no answer within ${limit} ms`, metadata: new grpc.Metadata(),
+      }) as grpc.ServiceError;
+      this.onBroken(call, this.opts.targets[(this.targetIdx - 1) % this.opts.targets.length]!, err);
+    }
+  }
+}

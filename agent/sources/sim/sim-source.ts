@@ -1,0 +1,32 @@
+/**
+ * The simulator source: GPUs from a scenario file, computed for the instant asked. Used by
+ * the demo, by backfill with a simulated clock, and by tests.
+ */
+import type { GpuReading } from "../../../common/types.js";
+import type { GpuSource, SourceStats } from "../source.js";
+import { readingsAt } from "../../sim/evaluate.js";
+import type { Scenario } from "../../sim/scenario.js";
+
+export class SimSource implements GpuSource {
+  readonly name = "sim";
+  private started = false;
+
+  constructor(private readonly scenario: Scenario) {}
+
+  async start(): Promise<void> {
+    this.started = true;
+  }
+
+  sample(nowMs: number): GpuReading[] {
+    if (!this.started) return [];
+    return readingsAt(this.scenario, nowMs);
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+  }
+
+  stats(): SourceStats {
+    return { restarts: 0, parseErrors: 0 };
+  }
+}

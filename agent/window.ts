@@ -1,0 +1,56 @@
+/**
+ * One GPU's aggregate over one window — the unit the agent ships and the collector
+ * stores. Keyed by (uuid, startMs): a window sent twice is the same window.
+ */
+import type { GpuState, RealSource } from "../common/types.js";
+
+export interface WindowHolder {
+  pid: number;
+  name: string;
+  usedMemoryBytes?: number | undefined;
+}
+
+export interface WindowLast {
+  timeMs: number;
+  state: GpuState;
+  real: number;
+  realSource: RealSource;
+  utilPercent?: number | undefined;
+  powerW?: number | undefined;
+  memUsedBytes?: number | undefined;
+  processes: number;
+  idleStreakS: number;
+  error?: string | undefined;
+}
+
+export interface GpuWindowRecord {
+  uuid: string;
+  index: number;
+  model: string;
+  driverVersion: string;
+  startMs: number;
+  durationMs: number;
+  observedS: number;
+  stateS: Record<GpuState, number>;
+  reportedIdleS: number;
+  reportedBusyS: number;
+  realBusyS: number;
+  powerMeanW?: number | undefined;
+  powerMaxW?: number | undefined;
+  powerFloorW?: number | undefined;
+  powerLimitW?: number | undefined;
+  memUsedMaxBytes?: number | undefined;
+  memTotalBytes?: number | undefined;
+  processesMax: number;
+  last: WindowLast;
+  topHolders: WindowHolder[];
+}
+
+export function emptyStateSeconds(): Record<GpuState, number> {
+  return { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 };
+}
+
+/** Real idle seconds: free_idle + held_idle + busy_phantom. */
+export function realIdleSeconds(s: Record<GpuState, number>): number {
+  return s.free_idle + s.held_idle + s.busy_phantom;
+}

@@ -1,0 +1,40 @@
+/** Flags shared by several commands, and turning them into typed settings. */
+import type { FlagSpec, FlagValues } from "./args.js";
+import { UsageError } from "./args.js";
+import { createLogger, type Logger, type LogLevel } from "../common/log.js";
+import { DEFAULT_THRESHOLDS, type Thresholds } from "../common/types.js";
+
+const MiB = 1024 * 1024;
+
+export const LOG_FLAGS: FlagSpec[] = [
+  { name: "log-level", type: "string", choices: ["debug", "info", "warn", "error"], default: "info", help: "Least severe log level written." },
+  { name: "log-format", type: "string", choices: ["json", "text"], default: "json", help: "Log line format on stderr." },
+];
+
+export const THRESHOLD_FLAGS: FlagSpec[] = [
+  { name: "util-busy-percent", type: "number", min: 0, max: 100, default: String(DEFAULT_THRESHOLDS.utilBusyPercent), placeholder: "U",
+    help: "U: utilization.gpu at or above this percentage is reported busy." },
+  { name: "real-active-ratio", type: "number", min: 0, max: 1, default: String(DEFAULT_THRESHOLDS.realActiveRatio), placeholder: "R",
+    help: "R: real utilization (0-1) at or above this is active." },
+  { name: "held-memory-mib", type: "number", min: 0, max: 1_048_576, default: String(DEFAULT_THRESHOLDS.heldMemoryBytes / MiB), placeholder: "MIB",
+    help: "GPU memory above the idle baseline that makes a GPU held." },
+];
+
+export function loggerFrom(v: FlagValues, base: Record<string, unknown> = {}): Logger {
+  return createLogger({ level: v["log-level"] as LogLevel, format: v["log-format"] as "json" | "text" }, base);
+}
+
+export function thresholdsFrom(v: FlagValues): Thresholds {
+  return {
+    utilBusyPercent: v["util-busy-percent"] as number,
+    realActiveRatio: v["real-active-ratio"] as number,
+    heldMemoryBytes: Math.round((v["held-memory-mib"] as number) * MiB),
+  };
+}
+
+/** Checks that the window is a whole number of sampling intervals. */
+export function checkWindow(intervalMs: number, windowMs: number): void {
+  if (windowMs < intervalMs || windowMs % intervalMs !== 0) {
+    throw new UsageError(`--window (${windowMs} ms) must be a whole multiple of --interval (${intervalMs} ms)`);
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The demo fleet: a collector on the default ports and three simulated 8-GPU hosts that
+ * stream over real gRPC, with a live summary after every window.
+ */
+import * as path from "node:path";
+import { startCollector, type Collector } from "../collector/collector.js";
+import { Agent } from "../agent/agent.js";
+import { SimSource } from "../agent/sources/sim/sim-source.js";
+import { loadScenario } from "../agent/sim/scenario.js";
+import { packageRoot } from "../common/paths.js";
+import type { Logger } from "../common/log.js";
+import { GPU_STATES, type GpuState, type Thresholds } from "../common/types.js";
+
+export interface DemoHost {
+  scenarioFile: string;
+  labels: Record<string, string>;
+}
+
+export const DEMO_HOSTS: DemoHost[] = [
+  { scenarioFile: "gpu-a01.json", labels: { site: "eu-west", pool: "training" } },
+  { scenarioFile: "gpu-b01.json", labels: { site: "us-east", pool: "training" } },
+  { scenarioFile: "gpu-c01.json", labels: { site: "us-east", pool: "inference" } },
+];
+
+export interface DemoOptions {
+  grpcListen: string;
+  httpListen: string;
+  intervalMs: number;
+  windowMs: number;
+  /** Run this long, or until `signal` aborts. */
+  durationMs?: number | undefined;
+  thresholds: Thresholds;
+  logger: Logger;
+  out: (line: string) => void;
+  signal?: AbortSignal | undefined;
+}
+
+type Totals = ReturnType<Collector["summary"]>["totals"];
+
+export async function runDemo(opts: DemoOptions): Promise<void> {
+  const collector = await startCollector({
+    grpcListen: opts.grpcListen,
+    httpListen: opts.httpListen,
+    thresholds: opts.thresholds,
+    logger: opts.logger.child({ component: "collector" }),
+  });
+  const grpcTarget = `127.0.0.1:${collector.grpcPort}`;
+  const agents = DEMO_HOSTS.map((h) => {
+    const scenario = loadScenario(path.join(packageRoot(), "demo", "scenarios", h.scenarioFile));
+    return new Agent({
+      source: new SimSource(scenario),
+      host: { hostname: scenario.host ?? h.scenarioFile, machineId: "", labels: h.labels },
+      collectors: [grpcTarget],
+      intervalMs: opts.intervalMs,
+      windowMs: opts.windowMs,
+      thresholds: opts.thresholds,
+      logger: opts.logger.child({ component: "agent", host: scenario.host }),
+    });
+  });
+  const gpuCount = agents.length * 8;
+  opts.out(`trueidle demo: collector gRPC ${grpcTarget}, metrics http://${hostOf(opts.httpListen)}:${collector.httpPort}/metrics`);
+  opts.out(`${agents.length} simulated hosts, ${gpuCount} GPUs, window ${opts.windowMs / 1000}s. ` +
+    `Real idle counts free_idle + held_idle + busy_phantom; reported idle is utilization.gpu < ${opts.thresholds.utilBusyPercent}%.`);
+  opts.out(opts.durationMs ? `Running for ${opts.durationMs / 1000}s (Ctrl-C stops sooner).` : "Running until Ctrl-C.");
+  opts.out("");
+  opts.out(header());
+
+  for (const a of agents) await a.start();
+  let prev: Totals = collector.summary().totals;
+  const started = Date.now();
+  const until = opts.durationMs ? started + opts.durationMs : Infinity;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  const onAbort = (): void => wake?.();
+  opts.signal?.addEventListener("abort", onAbort);
+  try {
+    while (!opts.signal?.aborted) {
+      // Report shortly after each window boundary, once the agents' windows have arrived.
+      const now = Date.now();
+      const nextReport = Math.floor(now / opts.windowMs) * opts.windowMs + opts.windowMs + Math.min(1500, opts.windowMs / 4);
+      const wakeAt = Math.min(nextReport, until);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, Math.max(0, wakeAt - now));
+      });
+      if (opts.signal?.aborted) break;
+      if (Date.now() >= nextReport - 5) {
+        const s = collector.summary();
+        opts.out(row(new Date(), s.gpus, s.up, s.byState, prev, s.totals));
+        prev = s.totals;
+      }
+      if (Date.now() >= until) break;
+    }
+  } finally {
+    if (timer) clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", onAbort);
+    await Promise.all(agents.map((a) => a.stop(3000)));
+    const s = collector.summary();
+    opts.out("");
+    opts.out(`Whole run: ${pct(realIdle(s.totals.stateS), s.totals.observedS)} really idle, ` +
+      `${pct(s.totals.reportedIdleS, s.totals.observedS)} reported idle, over ${Math.round(s.totals.observedS)} GPU-seconds observed.`);
+    await collector.stop();
+  }
+}
+
+const COLS = ["time", "GPUs", "up", "real idle", "reported idle", "hidden idle", ...GPU_STATES] as const;
+const WIDTHS = [9, 5, 4, 10, 14, 12, 12, 10, 7, 13, 10];
+
+function header(): string {
+  return COLS.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
+}
+
+function row(t: Date, gpus: number, up: number, byState: Record<GpuState, number>, a: Totals, b: Totals): string {
+  const observed = b.observedS - a.observedS;
+  const real = realIdle(b.stateS) - realIdle(a.stateS);
+  const reported = b.reportedIdleS - a.reportedIdleS;
+  const cells = [
+    t.toTimeString().slice(0, 8), String(gpus), String(up),
+    pct(real, observed), pct(reported, observed), observed > 0 ? signedPct((real - reported) / observed) : "-",
+    ...GPU_STATES.map((s) => String(byState[s] ?? 0)),
+  ];
+  return cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
+}
+
+function realIdle(s: Record<GpuState, number>): number {
+  return s.free_idle + s.held_idle + s.busy_phantom;
+}
+
+function pct(x: number, of: number): string {
+  return of > 0 ? `${((100 * x) / of).toFixed(1)}%` : "-";
+}
+
+function signedPct(r: number): string {
+  return `${r >= 0 ? "+" : ""}${(100 * r).toFixed(1)}%`;
+}
+
+function hostOf(listen: string): string {
+  const i = listen.lastIndexOf(":");
+  const h = i > 0 ? listen.slice(0, i) : listen;
+  return h === "0.0.0.0" || h === "" ? "127.0.0.1" : h;
+}
