@@ -32,7 +32,7 @@ export interface Classification {
   /** Floor used for this reading, W. */
   floorW?: number | undefined;
   powerFrac?: number | undefined;
-  /** utilization.gpu present and below U. */
+  /** utilization.gpu present and below U, on a valid reading. */
   reportedIdle: boolean;
 }
 
@@ -77,7 +77,8 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
   const base = { floorW, powerFrac, reportedIdle };
 
   if (reading.error !== undefined || !hasSignal(reading)) {
-    return { ...base, state: "unavailable", real: 0, source: "none", held: false };
+    // No valid reading: nobody calls it idle, the usual tools included.
+    return { ...base, reportedIdle: false, state: "unavailable", real: 0, source: "none", held: false };
   }
   const held = isHeld(reading, baseline, thresholds);
   if (!held) return { ...base, state: "free_idle", real: 0, source: "none", held };

@@ -21,7 +21,7 @@ const FLOORS: ReadonlyArray<readonly [string, number]> = [
   ["a10", 30],
   ["a16", 20],
   ["a2", 15],
-  ["l40s", 35],
+  ["l40s", 30],
   ["l40", 35],
   ["l20", 35],
   ["l4", 18],
