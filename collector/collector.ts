@@ -1,0 +1,161 @@
+/**
+ * The collector: gRPC ingest from agents → fleet state → Prometheus `/metrics` and
+ * `/healthz`. `startCollector` validates its options (every problem at once), binds both
+ * listeners and returns once they accept connections.
+ */
+import { hostname } from "node:os";
+import { TrueidleError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import type { Thresholds } from "../common/types.js";
+import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
+import { IngestServer } from "./grpc-server.js";
+import { CollectorHttpServer } from "./http-server.js";
+import { parseListenAddress, type ListenAddress } from "./listen-address.js";
+import { SelfMetrics } from "./self-metrics.js";
+import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from "./validate.js";
+
+export type { FleetSummary } from "./fleet-state.js";
+
+export interface CollectorOptions {
+  /** gRPC listen address, HOST:PORT, e.g. "0.0.0.0:9746"; port 0 picks a free port. */
+  grpcListen: string;
+  /** HTTP listen address, HOST:PORT, e.g. "0.0.0.0:9745"; port 0 picks a free port. */
+  httpListen: string;
+  /** Thresholds pushed to every agent in Welcome. */
+  thresholds: Thresholds;
+  /** Window lengths without a fresh window before trueidle_gpu_up is 0 (default 3). */
+  staleAfterWindows?: number;
+  /** Time without a window before a GPU's series are removed (default 15 min). */
+  expireAfterMs?: number;
+  /** Distinct GPUs one host may report (default 64). */
+  maxGpusPerHost?: number;
+  /** Windows one batch may hold; a larger batch ends the stream (default 10,000). */
+  maxWindowsPerBatch?: number;
+  /** How old a window's start may be (default 7 days). */
+  maxWindowAgeMs?: number;
+  /** How far a window's start may lie ahead of the collector's clock (default 5 min). */
+  maxWindowFutureMs?: number;
+  logger: Logger;
+  /** Clock, Unix milliseconds; injectable for tests. */
+  now?: () => number;
+  /** Names this collector to agents and in logs (default HOSTNAME:PID). */
+  collectorId?: string;
+}
+
+export interface Collector {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly collectorId: string;
+  summary(): FleetSummary;
+  /** Graceful: stops accepting, ends agent streams with UNAVAILABLE, closes both servers; safe twice. */
+  stop(): Promise<void>;
+}
+
+interface ValidOptions {
+  grpc: ListenAddress;
+  http: ListenAddress;
+  limits: WindowLimits;
+}
+
+/** Every problem of the options at once, by name; throws a bad_config error if any. */
+function validateOptions(opts: CollectorOptions): ValidOptions {
+  const problems: string[] = [];
+  const addr = (text: string, what: string): ListenAddress => {
+    try {
+      return parseListenAddress(text, what);
+    } catch (err) {
+      problems.push(err instanceof Error ? err.message : String(err));
+      return { host: "", port: 0 };
+    }
+  };
+  const grpc = addr(opts.grpcListen, "grpcListen");
+  const http = addr(opts.httpListen, "httpListen");
+  const positive = (name: string, v: number | undefined, integer: boolean): void => {
+    if (v === undefined) return;
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+      problems.push(`${name} must be a positive ${integer ? "integer" : "number"} (got ${v})`);
+    }
+  };
+  positive("staleAfterWindows", opts.staleAfterWindows, false);
+  positive("expireAfterMs", opts.expireAfterMs, false);
+  positive("maxGpusPerHost", opts.maxGpusPerHost, true);
+  positive("maxWindowsPerBatch", opts.maxWindowsPerBatch, true);
+  positive("maxWindowAgeMs", opts.maxWindowAgeMs, false);
+  positive("maxWindowFutureMs", opts.maxWindowFutureMs, false);
+  const stale = opts.staleAfterWindows ?? DEFAULT_STALE_AFTER_WINDOWS;
+  const expire = opts.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
+  if (expire < stale * 1_000) problems.push(`expireAfterMs (${expire}) must be at least staleAfterWindows × 1000 ms (${stale * 1000})`);
+  const t = opts.thresholds;
+  if (!(t.utilBusyPercent > 0 && t.utilBusyPercent <= 100)) problems.push(`thresholds.utilBusyPercent must be in (0, 100] (got ${t.utilBusyPercent})`);
+  if (!(t.realActiveRatio > 0 && t.realActiveRatio <= 1)) problems.push(`thresholds.realActiveRatio must be in (0, 1] (got ${t.realActiveRatio})`);
+  if (!(Number.isSafeInteger(t.heldMemoryBytes) && t.heldMemoryBytes >= 0)) {
+    problems.push(`thresholds.heldMemoryBytes must be a non-negative integer (got ${t.heldMemoryBytes})`);
+  }
+  if (problems.length > 0) throw new TrueidleError("bad_config", `bad collector options: ${problems.join("; ")}`);
+  return {
+    grpc,
+    http,
+    limits: {
+      maxFutureMs: opts.maxWindowFutureMs ?? DEFAULT_WINDOW_LIMITS.maxFutureMs,
+      maxAgeMs: opts.maxWindowAgeMs ?? DEFAULT_WINDOW_LIMITS.maxAgeMs,
+      maxWindowsPerBatch: opts.maxWindowsPerBatch ?? DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch,
+      maxGpusPerHost: opts.maxGpusPerHost ?? DEFAULT_WINDOW_LIMITS.maxGpusPerHost,
+    },
+  };
+}
+
+export async function startCollector(opts: CollectorOptions): Promise<Collector> {
+  const valid = validateOptions(opts);
+  const now = opts.now ?? Date.now;
+  const collectorId = opts.collectorId ?? `${hostname()}:${process.pid}`;
+  const logger = opts.logger;
+  const fleet = new FleetState({
+    now,
+    staleAfterWindows: opts.staleAfterWindows,
+    expireAfterMs: opts.expireAfterMs,
+    maxGpusPerHost: valid.limits.maxGpusPerHost,
+  });
+  const self = new SelfMetrics();
+  const grpc = new IngestServer({
+    fleet,
+    self,
+    thresholds: { ...opts.thresholds },
+    collectorId,
+    limits: Object.freeze(valid.limits),
+    logger,
+    now,
+  });
+  const http = new CollectorHttpServer({ fleet, self, logger });
+
+  let grpcPort: number;
+  let httpPort: number;
+  try {
+    grpcPort = await grpc.listen(valid.grpc);
+    httpPort = await http.listen(valid.http);
+  } catch (err) {
+    await Promise.all([grpc.stop(), http.stop()]);
+    throw new TrueidleError("unavailable", err instanceof Error ? err.message : String(err), { cause: err });
+  }
+  fleet.startSweeper();
+  logger.info(`The collector is listening for agents on gRPC port ${grpcPort} and for scrapes on HTTP port ${httpPort}.`, {
+    collectorId,
+    grpcListen: opts.grpcListen,
+    httpListen: opts.httpListen,
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    grpcPort,
+    httpPort,
+    collectorId,
+    summary: () => fleet.summary(),
+    stop: () => {
+      stopping ??= (async () => {
+        fleet.stop();
+        await Promise.all([grpc.stop(), http.stop()]);
+        logger.info("The collector stopped.", { collectorId });
+      })();
+      return stopping;
+    },
+  };
+}

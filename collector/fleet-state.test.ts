@@ -1,0 +1,188 @@
+import { describe, expect, it } from "vitest";
+import { GpuState, RealSource } from "../gen/trueidle/v1/ingest_pb.js";
+import { FleetState, type GpuRecord, type HostInfo } from "./fleet-state.js";
+import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
+
+const HOST: HostInfo = { hostname: "gpu-node-1", labels: { site: "dc1" }, windowMs: 10_000 };
+const UUID_A = "GPU-aaaaaaaa";
+const UUID_B = "GPU-bbbbbbbb";
+
+function clock(start = T0): { now: () => number; advance: (ms: number) => void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => void (t += ms) };
+}
+
+function only(fleet: FleetState): GpuRecord {
+  const recs = [...fleet.gpus()];
+  expect(recs).toHaveLength(1);
+  return recs[0] as GpuRecord;
+}
+
+describe("FleetState", () => {
+  it("accumulates counters and keeps the last window's gauges", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now });
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A }))).toBe("applied");
+    expect(fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000), powerFloorW: undefined }))).toBe("applied");
+    const rec = only(fleet);
+    expect(rec.observedS).toBe(20);
+    expect(rec.stateS).toEqual({ unavailable: 0, free_idle: 10, active: 0, busy_phantom: 10, held_idle: 0 });
+    expect(rec.reportedIdleS).toBe(10);
+    expect(rec.reportedBusyS).toBe(10);
+    expect(rec.realBusyS).toBeCloseTo(0.2);
+    expect(rec.state).toBe("busy_phantom");
+    expect(rec.real).toBe(0.02);
+    expect(rec.realSource).toBe("power");
+    expect(rec.reportedUtilization).toBe(1);
+    expect(rec.processes).toBe(1);
+    expect(rec.powerW).toBe(80);
+    expect(rec.memUsedBytes).toBe(1_073_741_824);
+    // Not reported in the last window: missing, not 0 and not the older value.
+    expect(rec.powerFloorW).toBeUndefined();
+  });
+
+  it("acknowledges a re-sent window without counting it again", () => {
+    const fleet = new FleetState({ now: clock().now });
+    const w1 = makeWindow({ uuid: UUID_A });
+    const w2 = makeWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000) });
+    expect(fleet.applyWindow(HOST, w1)).toBe("applied");
+    expect(fleet.applyWindow(HOST, w2)).toBe("applied");
+    expect(fleet.applyWindow(HOST, w1)).toBe("duplicate");
+    expect(fleet.applyWindow(HOST, w2)).toBe("duplicate");
+    expect(only(fleet).observedS).toBe(20);
+    expect(fleet.summary().totals.observedS).toBe(20);
+    // The same uuid on another host is another GPU record.
+    expect(fleet.applyWindow({ ...HOST, hostname: "gpu-node-2" }, w1)).toBe("applied");
+    expect(fleet.size).toBe(2);
+  });
+
+  it("marks a GPU down after three window lengths without a window, and unavailable", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now });
+    fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A }));
+    const rec = only(fleet);
+    c.advance(30_000);
+    expect(fleet.isUp(rec)).toBe(true);
+    expect(fleet.currentState(rec)).toBe("busy_phantom");
+    c.advance(1);
+    expect(fleet.isUp(rec)).toBe(false);
+    expect(fleet.currentState(rec)).toBe("unavailable");
+    expect(fleet.summary()).toMatchObject({ gpus: 1, up: 0, byState: { unavailable: 1, busy_phantom: 0 } });
+    // A fresh window brings it back.
+    fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 40_000) }));
+    expect(fleet.isUp(rec)).toBe(true);
+  });
+
+  it("uses the longer of the host's and the window's length for staleness", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now, staleAfterWindows: 2 });
+    fleet.applyWindow({ ...HOST, windowMs: 60_000 }, makeWindow({ uuid: UUID_A }));
+    c.advance(120_000);
+    expect(fleet.isUp(only(fleet))).toBe(true);
+    c.advance(1);
+    expect(fleet.isUp(only(fleet))).toBe(false);
+  });
+
+  it("removes a GPU's record after expireAfterMs, but keeps the fleet counters until the group expires too", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now, expireAfterMs: 60_000 });
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A }));
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_B, index: 1 }));
+    c.advance(30_000);
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_B, index: 1, startMs: BigInt(T0 + 10_000) }));
+    c.advance(30_001);
+    expect(fleet.sweep()).toBe(1);
+    expect([...fleet.gpus()].map((r) => r.uuid)).toEqual([UUID_B]);
+    const [group] = [...fleet.groups()];
+    expect(group?.stateS.free_idle).toBe(30);
+    expect(group?.gpuCount).toBe(1);
+    c.advance(30_000);
+    expect(fleet.sweep()).toBe(1);
+    expect(fleet.size).toBe(0);
+    expect([...fleet.groups()]).toHaveLength(1);
+    c.advance(60_000);
+    fleet.sweep();
+    expect([...fleet.groups()]).toHaveLength(1);
+    c.advance(1);
+    fleet.sweep();
+    expect([...fleet.groups()]).toHaveLength(0);
+    // Cumulative totals survive expiry.
+    expect(fleet.summary()).toMatchObject({ gpus: 0, up: 0, totals: { observedS: 30 } });
+  });
+
+  it("refuses new GPUs of a host beyond maxGpusPerHost, but keeps serving the known ones", () => {
+    const fleet = new FleetState({ now: clock().now, maxGpusPerHost: 2 });
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1" }))).toBe("applied");
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-2" }))).toBe("applied");
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-3" }))).toBe("too_many_gpus");
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+    expect(fleet.applyWindow({ ...HOST, hostname: "other" }, makeWindow({ uuid: "GPU-3" }))).toBe("applied");
+  });
+
+  it("rolls GPUs up by model and configured labels, counting stale GPUs as unavailable", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now });
+    const dc2: HostInfo = { hostname: "gpu-node-9", labels: { site: "dc2" }, windowMs: 10_000 };
+    fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1" }));
+    fleet.applyWindow(HOST, phantomWindow({ uuid: "GPU-2" }));
+    fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-3", model: "NVIDIA A100-SXM4-80GB" }));
+    fleet.applyWindow(dc2, makeWindow({ uuid: "GPU-4", freeIdleS: 0, activeS: 10, reportedIdleS: 0, reportedBusyS: 10, realBusyS: 9 }, { state: GpuState.ACTIVE, real: 0.9, realSource: RealSource.SM_ACTIVE }));
+    c.advance(20_000);
+    fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1", startMs: BigInt(T0 + 20_000) }));
+    c.advance(15_000); // GPU-2, GPU-3 and GPU-4 are now stale; GPU-1 is not.
+
+    const counts = new Map([...fleet.groupStateCounts()].map(([g, s]) => [`${g.model}|${g.labels.map((l) => l.join("=")).join(",")}`, s]));
+    expect(Object.fromEntries(counts)).toEqual({
+      "NVIDIA H100 80GB HBM3|site=dc1": { unavailable: 1, free_idle: 1, active: 0, busy_phantom: 0, held_idle: 0 },
+      "NVIDIA A100-SXM4-80GB|site=dc1": { unavailable: 1, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 },
+      "NVIDIA H100 80GB HBM3|site=dc2": { unavailable: 1, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 },
+    });
+    const h100dc1 = [...fleet.groups()].find((g) => g.model === "NVIDIA H100 80GB HBM3" && g.labels[0]?.[1] === "dc1");
+    expect(h100dc1?.stateS).toEqual({ unavailable: 0, free_idle: 20, active: 0, busy_phantom: 10, held_idle: 0 });
+
+    expect(fleet.summary()).toEqual({
+      gpus: 4,
+      up: 1,
+      byState: { unavailable: 3, free_idle: 1, active: 0, busy_phantom: 0, held_idle: 0 },
+      totals: {
+        observedS: 50,
+        realIdleS: 40,
+        reportedIdleS: 30,
+        stateS: { unavailable: 0, free_idle: 30, active: 10, busy_phantom: 10, held_idle: 0 },
+      },
+    });
+  });
+
+  it("moves a GPU to its host's new labels, clearing the cached label string", () => {
+    const fleet = new FleetState({ now: clock().now });
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A }));
+    const rec = only(fleet);
+    rec.promLabels = "cached";
+    fleet.applyWindow({ ...HOST, labels: { site: "dc3" } }, makeWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000) }));
+    expect(rec.promLabels).toBeUndefined();
+    expect(rec.labels).toEqual([["site", "dc3"]]);
+    expect(rec.group.labels).toEqual([["site", "dc3"]]);
+    expect(rec.observedS).toBe(20);
+    const groups = [...fleet.groups()];
+    expect(groups.map((g) => g.gpuCount)).toEqual([0, 1]);
+  });
+
+  it("sweeps on an unref'd timer until stopped", async () => {
+    let t = T0;
+    const fleet = new FleetState({ now: () => t, expireAfterMs: 1_000 });
+    fleet.applyWindow({ ...HOST, windowMs: 1_000 }, makeWindow({ uuid: UUID_A, durationMs: 1_000, observedS: 1, freeIdleS: 1, reportedIdleS: 1 }));
+    t += 5_000;
+    fleet.startSweeper(5);
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (fleet.size === 0) {
+          clearInterval(poll);
+          resolve();
+        }
+      }, 5);
+    });
+    fleet.stop();
+    fleet.stop();
+    expect(fleet.size).toBe(0);
+  });
+});

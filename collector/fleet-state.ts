@@ -1,0 +1,359 @@
+/**
+ * The collector's view of the fleet: one record per GPU, keyed by (host, uuid), and
+ * roll-up groups by model and the host's configured labels.
+ *
+ * Contracts:
+ * - Windows must be validated before `applyWindow` (see validate.ts).
+ * - A window whose start is not after the last start applied for its GPU is a replay: it
+ *   is acknowledged ("duplicate") but counted nowhere, so re-sent batches are harmless.
+ * - Counters only grow while a record lives. A GPU is "up" until `staleAfterWindows` of
+ *   its window lengths pass (by the collector's clock) without a fresh window; after that
+ *   its current state is `unavailable`. After `expireAfterMs` without a window the record
+ *   and its per-GPU series go; the fleet roll-up counters stay until their group has had
+ *   no GPU for `expireAfterMs` too.
+ * - Freshness is measured from arrival, not from the window's own timestamps, so agent
+ *   clock skew cannot make a GPU flap.
+ */
+import { GPU_STATES, REAL_SOURCES, type GpuState, type RealSource } from "../common/types.js";
+import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
+import { DEFAULT_WINDOW_LIMITS } from "./validate.js";
+
+/** The host facts a stream's Hello gave. */
+export interface HostInfo {
+  hostname: string;
+  labels: Readonly<Record<string, string>>;
+  /** The agent's window length. */
+  windowMs: number;
+}
+
+export type ApplyOutcome = "applied" | "duplicate" | "too_many_gpus";
+
+/** A roll-up group: GPUs of one model with one set of configured labels. */
+export interface FleetGroup {
+  readonly key: string;
+  readonly model: string;
+  /** Configured labels, sorted by key. */
+  readonly labels: readonly (readonly [string, string])[];
+  readonly stateS: Record<GpuState, number>;
+  /** Live GPU records in the group. */
+  gpuCount: number;
+  /** When gpuCount last fell to 0; meaningful only while it is 0. */
+  emptySince: number;
+  /** Cache for the renderer; the group's identity never changes. */
+  promLabels: string | undefined;
+}
+
+export interface GpuRecord {
+  readonly host: string;
+  readonly uuid: string;
+  index: number;
+  model: string;
+  driver: string;
+  /** The host's configured labels, sorted by key. */
+  labels: readonly (readonly [string, string])[];
+  group: FleetGroup;
+
+  observedS: number;
+  readonly stateS: Record<GpuState, number>;
+  reportedIdleS: number;
+  reportedBusyS: number;
+  realBusyS: number;
+
+  /** Start of the last applied window (agent clock); replays at or before it are ignored. */
+  lastStartMs: number;
+  /** Window length used for staleness: the larger of the host's and the last window's. */
+  windowMs: number;
+  /** Collector clock when the last window was applied. */
+  freshAt: number;
+
+  /** Values of the last sample of the last window; undefined where not reported. */
+  state: GpuState;
+  real: number;
+  realSource: RealSource;
+  reportedUtilization: number | undefined;
+  idleStreakS: number;
+  processes: number;
+  powerW: number | undefined;
+  powerFloorW: number | undefined;
+  memUsedBytes: number | undefined;
+
+  /** Cache for the renderer; cleared whenever an identity label changes. */
+  promLabels: string | undefined;
+}
+
+export interface FleetSummary {
+  gpus: number;
+  up: number;
+  byState: Record<GpuState, number>;
+  /** Cumulative since start over accepted windows; real idle = free_idle + held_idle + busy_phantom. */
+  totals: { observedS: number; realIdleS: number; reportedIdleS: number; stateS: Record<GpuState, number> };
+}
+
+export interface FleetStateOptions {
+  now?: () => number;
+  /** Window lengths without a fresh window before a GPU is down (default 3). */
+  staleAfterWindows?: number;
+  /** Time without a window before a GPU's series are removed (default 15 min). */
+  expireAfterMs?: number;
+  /** Distinct GPUs one host may report (default 64). */
+  maxGpusPerHost?: number;
+}
+
+export const DEFAULT_STALE_AFTER_WINDOWS = 3;
+export const DEFAULT_EXPIRE_AFTER_MS = 15 * 60_000;
+
+/** Proto enum value → state / source; the proto numbers them in the same order as common/types.ts. */
+const STATE_BY_ENUM: readonly (GpuState | undefined)[] = [undefined, ...GPU_STATES];
+const SOURCE_BY_ENUM: readonly (RealSource | undefined)[] = [undefined, ...REAL_SOURCES];
+
+export function zeroStates(): Record<GpuState, number> {
+  return { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 };
+}
+
+function windowStates(w: GpuWindow): Record<GpuState, number> {
+  return {
+    unavailable: w.unavailableS,
+    free_idle: w.freeIdleS,
+    active: w.activeS,
+    busy_phantom: w.busyPhantomS,
+    held_idle: w.heldIdleS,
+  };
+}
+
+function leaveGroup(group: FleetGroup, now: number): void {
+  group.gpuCount--;
+  if (group.gpuCount === 0) group.emptySince = now;
+}
+
+interface HostEntry {
+  labelsKey: string;
+  labels: readonly (readonly [string, string])[];
+  gpus: Map<string, GpuRecord>;
+}
+
+export class FleetState {
+  readonly now: () => number;
+  readonly staleAfterWindows: number;
+  readonly expireAfterMs: number;
+  readonly maxGpusPerHost: number;
+
+  private readonly hosts = new Map<string, HostEntry>();
+  private readonly records = new Map<string, GpuRecord>();
+  private readonly groupMap = new Map<string, FleetGroup>();
+  private readonly totals = { observedS: 0, reportedIdleS: 0, stateS: zeroStates() };
+  private sweeper: NodeJS.Timeout | undefined;
+  /** Sorted labels per HostInfo object: a stream passes the same one with every window. */
+  private readonly sortedLabels = new WeakMap<HostInfo, { labels: readonly (readonly [string, string])[]; labelsKey: string }>();
+
+  constructor(options: FleetStateOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.staleAfterWindows = options.staleAfterWindows ?? DEFAULT_STALE_AFTER_WINDOWS;
+    this.expireAfterMs = options.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
+    this.maxGpusPerHost = options.maxGpusPerHost ?? DEFAULT_WINDOW_LIMITS.maxGpusPerHost;
+  }
+
+  /** Live GPU records, in the order they first appeared. */
+  gpus(): IterableIterator<GpuRecord> {
+    return this.records.values();
+  }
+
+  groups(): IterableIterator<FleetGroup> {
+    return this.groupMap.values();
+  }
+
+  get size(): number {
+    return this.records.size;
+  }
+
+  isUp(rec: GpuRecord, now = this.now()): boolean {
+    return now - rec.freshAt <= this.staleAfterWindows * rec.windowMs;
+  }
+
+  /** The state to expose: the last sample's, or `unavailable` once the GPU is stale. */
+  currentState(rec: GpuRecord, now = this.now()): GpuState {
+    return this.isUp(rec, now) ? rec.state : "unavailable";
+  }
+
+  /** Applies one validated window of `host`. */
+  applyWindow(host: HostInfo, w: GpuWindow): ApplyOutcome {
+    const now = this.now();
+    const hostEntry = this.hostEntry(host);
+    let rec = hostEntry.gpus.get(w.uuid);
+    const startMs = Number(w.startMs);
+    if (rec && startMs <= rec.lastStartMs) return "duplicate";
+    if (!rec) {
+      if (hostEntry.gpus.size >= this.maxGpusPerHost) return "too_many_gpus";
+      rec = this.createRecord(host.hostname, hostEntry, w, now);
+    } else if (rec.model !== w.model || rec.labels !== hostEntry.labels || rec.index !== w.index || rec.driver !== w.driverVersion) {
+      this.relabel(rec, hostEntry, w);
+    }
+    const last = w.last;
+    const states = windowStates(w);
+    rec.observedS += w.observedS;
+    this.totals.observedS += w.observedS;
+    for (const s of GPU_STATES) {
+      rec.stateS[s] += states[s];
+      rec.group.stateS[s] += states[s];
+      this.totals.stateS[s] += states[s];
+    }
+    rec.reportedIdleS += w.reportedIdleS;
+    this.totals.reportedIdleS += w.reportedIdleS;
+    rec.reportedBusyS += w.reportedBusyS;
+    rec.realBusyS += w.realBusyS;
+    rec.lastStartMs = startMs;
+    rec.windowMs = Math.max(host.windowMs, w.durationMs);
+    rec.freshAt = now;
+    rec.state = STATE_BY_ENUM[last?.state ?? 0] ?? "unavailable";
+    rec.real = last?.real ?? 0;
+    rec.realSource = SOURCE_BY_ENUM[last?.realSource ?? 0] ?? "none";
+    rec.reportedUtilization = last?.utilPercent === undefined ? undefined : last.utilPercent / 100;
+    rec.idleStreakS = last?.idleStreakS ?? 0;
+    rec.processes = last?.processes ?? 0;
+    rec.powerW = last?.powerW;
+    rec.powerFloorW = w.powerFloorW;
+    rec.memUsedBytes = last?.memUsedBytes === undefined ? undefined : Number(last.memUsedBytes);
+    return "applied";
+  }
+
+  /** Removes GPUs without a window for `expireAfterMs`, and empty groups as old. Returns GPUs removed. */
+  sweep(now = this.now()): number {
+    let removed = 0;
+    for (const [key, rec] of this.records) {
+      if (now - rec.freshAt <= this.expireAfterMs) continue;
+      this.records.delete(key);
+      leaveGroup(rec.group, now);
+      const host = this.hosts.get(rec.host);
+      host?.gpus.delete(rec.uuid);
+      if (host && host.gpus.size === 0) this.hosts.delete(rec.host);
+      removed++;
+    }
+    for (const [key, group] of this.groupMap) {
+      if (group.gpuCount === 0 && now - group.emptySince > this.expireAfterMs) this.groupMap.delete(key);
+    }
+    return removed;
+  }
+
+  /** Sweeps every `intervalMs` on an unref'd timer until `stop()`. */
+  startSweeper(intervalMs = Math.max(1_000, Math.min(30_000, this.expireAfterMs / 4))): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => this.sweep(), intervalMs);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  /** GPUs per current state for every group, groups without GPUs included (all zero). */
+  groupStateCounts(now = this.now()): Map<FleetGroup, Record<GpuState, number>> {
+    const counts = new Map<FleetGroup, Record<GpuState, number>>();
+    for (const group of this.groupMap.values()) counts.set(group, zeroStates());
+    for (const rec of this.records.values()) {
+      const c = counts.get(rec.group);
+      if (c) c[this.currentState(rec, now)]++;
+    }
+    return counts;
+  }
+
+  summary(now = this.now()): FleetSummary {
+    const byState = zeroStates();
+    let up = 0;
+    for (const rec of this.records.values()) {
+      const isUp = this.isUp(rec, now);
+      if (isUp) up++;
+      byState[isUp ? rec.state : "unavailable"]++;
+    }
+    const t = this.totals;
+    return {
+      gpus: this.records.size,
+      up,
+      byState,
+      totals: {
+        observedS: t.observedS,
+        realIdleS: t.stateS.free_idle + t.stateS.held_idle + t.stateS.busy_phantom,
+        reportedIdleS: t.reportedIdleS,
+        stateS: { ...t.stateS },
+      },
+    };
+  }
+
+  private hostEntry(host: HostInfo): HostEntry {
+    let sorted = this.sortedLabels.get(host);
+    if (!sorted) {
+      const labels = Object.entries(host.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      sorted = { labels, labelsKey: JSON.stringify(labels) };
+      this.sortedLabels.set(host, sorted);
+    }
+    const { labels, labelsKey } = sorted;
+    let entry = this.hosts.get(host.hostname);
+    if (!entry) {
+      entry = { labelsKey, labels, gpus: new Map() };
+      this.hosts.set(host.hostname, entry);
+    } else if (entry.labelsKey !== labelsKey) {
+      // The host came back with other labels: its GPUs move to them with their next window.
+      entry.labelsKey = labelsKey;
+      entry.labels = labels;
+    }
+    return entry;
+  }
+
+  private group(model: string, labels: readonly (readonly [string, string])[], now: number): FleetGroup {
+    const key = JSON.stringify([model, labels]);
+    let g = this.groupMap.get(key);
+    if (!g) {
+      g = { key, model, labels, stateS: zeroStates(), gpuCount: 0, emptySince: now, promLabels: undefined };
+      this.groupMap.set(key, g);
+    }
+    return g;
+  }
+
+  private createRecord(hostname: string, host: HostEntry, w: GpuWindow, now: number): GpuRecord {
+    const group = this.group(w.model, host.labels, now);
+    group.gpuCount++;
+    const rec: GpuRecord = {
+      host: hostname,
+      uuid: w.uuid,
+      index: w.index,
+      model: w.model,
+      driver: w.driverVersion,
+      labels: host.labels,
+      group,
+      observedS: 0,
+      stateS: zeroStates(),
+      reportedIdleS: 0,
+      reportedBusyS: 0,
+      realBusyS: 0,
+      lastStartMs: -Infinity,
+      windowMs: 0,
+      freshAt: now,
+      state: "unavailable",
+      real: 0,
+      realSource: "none",
+      reportedUtilization: undefined,
+      idleStreakS: 0,
+      processes: 0,
+      powerW: undefined,
+      powerFloorW: undefined,
+      memUsedBytes: undefined,
+      promLabels: undefined,
+    };
+    host.gpus.set(w.uuid, rec);
+    this.records.set(JSON.stringify([hostname, w.uuid]), rec);
+    return rec;
+  }
+
+  private relabel(rec: GpuRecord, host: HostEntry, w: GpuWindow): void {
+    rec.index = w.index;
+    rec.driver = w.driverVersion;
+    if (rec.model !== w.model || rec.labels !== host.labels) {
+      rec.model = w.model;
+      rec.labels = host.labels;
+      const now = this.now();
+      leaveGroup(rec.group, now);
+      rec.group = this.group(w.model, host.labels, now);
+      rec.group.gpuCount++;
+    }
+    rec.promLabels = undefined;
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * The collector's HTTP side (node:http): `GET /metrics` (Prometheus text), `GET /healthz`
+ * (JSON `{status, agents, gpus}`), `GET /` (a pointer to /metrics), 404 elsewhere.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { errorMessage } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import type { FleetState } from "./fleet-state.js";
+import type { ListenAddress } from "./listen-address.js";
+import { renderMetrics } from "./metrics-render.js";
+import { PROMETHEUS_CONTENT_TYPE } from "./prom-text.js";
+import type { SelfMetrics } from "./self-metrics.js";
+
+export interface HttpServerDeps {
+  fleet: FleetState;
+  self: SelfMetrics;
+  logger: Logger;
+}
+
+const INDEX_HTML =
+  '<!doctype html>\n<html><head><meta charset="utf-8"><title>trueidle collector</title></head>\n' +
+  '<body><h1>trueidle collector</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p></body></html>\n';
+
+export class CollectorHttpServer {
+  private readonly server: Server;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly deps: HttpServerDeps) {
+    this.server = createServer((req, res) => this.handle(req, res));
+    // Idle keep-alive connections (Prometheus keeps one per target) must not hold stop() up.
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  /** Resolves to the port bound (useful with port 0). */
+  listen(addr: ListenAddress): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(new Error(`HTTP could not listen on ${addr.host}:${addr.port}: ${err.message}`, { cause: err }));
+      this.server.once("error", onError);
+      this.server.listen(addr.port, addr.host, () => {
+        this.server.off("error", onError);
+        resolve((this.server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  /** Stops accepting, closes idle connections, waits for requests in flight; safe twice. */
+  stop(): Promise<void> {
+    this.stopping ??= new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+    return this.stopping;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? "/").split("?", 1)[0];
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "GET, HEAD" });
+      res.end("Only GET and HEAD are allowed.\n");
+      return;
+    }
+    try {
+      switch (path) {
+        case "/metrics":
+          return this.metrics(req, res);
+        case "/healthz":
+          return this.send(req, res, 200, "application/json", JSON.stringify({
+            status: "ok",
+            agents: this.deps.self.agentsConnected,
+            gpus: this.deps.fleet.size,
+          }) + "\n");
+        case "/":
+          return this.send(req, res, 200, "text/html; charset=utf-8", INDEX_HTML);
+        default:
+          return this.send(req, res, 404, "text/plain; charset=utf-8", "Not found; see /metrics and /healthz.\n");
+      }
+    } catch (err) {
+      this.deps.logger.error("The collector failed to answer an HTTP request.", { path, err: errorMessage(err) });
+      if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+      res.end("Internal error.\n");
+    }
+  }
+
+  private metrics(req: IncomingMessage, res: ServerResponse): void {
+    this.deps.fleet.sweep();
+    const chunks = renderMetrics(this.deps.fleet, this.deps.self);
+    let length = 0;
+    for (const c of chunks) length += Buffer.byteLength(c);
+    res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE, "content-length": length });
+    if (req.method === "HEAD") return void res.end();
+    for (const c of chunks) res.write(c);
+    res.end();
+  }
+
+  private send(req: IncomingMessage, res: ServerResponse, code: number, type: string, body: string): void {
+    res.writeHead(code, { "content-type": type, "content-length": Buffer.byteLength(body) });
+    res.end(req.method === "HEAD" ? undefined : body);
+  }
+}

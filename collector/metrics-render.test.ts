@@ -1,0 +1,116 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { GpuState, RealSource } from "../gen/trueidle/v1/ingest_pb.js";
+import { promtool } from "../test/helpers/prometheus.js";
+import { FleetState } from "./fleet-state.js";
+import { renderMetricsText } from "./metrics-render.js";
+import { METRIC_TABLE } from "./metrics-table.js";
+import { escapeHelp, escapeLabelValue, formatValue } from "./prom-text.js";
+import { SelfMetrics } from "./self-metrics.js";
+import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
+
+const GOLDEN = fileURLToPath(new URL("./testdata/metrics.golden.prom", import.meta.url));
+
+/** A small fleet that touches every branch: missing values, a stale GPU, label-less hosts. */
+function goldenFleet(): { fleet: FleetState; self: SelfMetrics } {
+  let t = T0;
+  const fleet = new FleetState({ now: () => t });
+  const dc1 = { hostname: "gpu-node-1", labels: { site: "dc1", pool: "train" }, windowMs: 10_000 };
+  fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0 }));
+  fleet.applyWindow(dc1, phantomWindow({ uuid: "GPU-bbbb", index: 1 }));
+  fleet.applyWindow(
+    { hostname: "gpu-node-2", labels: {}, windowMs: 10_000 },
+    makeWindow(
+      { uuid: "GPU-cccc", model: "Tesla T4", driverVersion: "535.129.03", powerFloorW: undefined, freeIdleS: 0, heldIdleS: 2.5, activeS: 7.5, reportedIdleS: 2.5, reportedBusyS: 6.25, realBusyS: 5.5 },
+      { state: GpuState.ACTIVE, real: 0.73, realSource: RealSource.MEDIA, utilPercent: undefined, powerW: undefined, memUsedBytes: undefined, processes: 2, idleStreakS: 0 },
+    ),
+  );
+  t += 25_000;
+  fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 10_000) }));
+  fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 20_000) }, { idleStreakS: 140.5 }));
+  t += 10_000; // GPU-bbbb and GPU-cccc are stale now.
+  const self = new SelfMetrics();
+  self.agentsConnected = 2;
+  self.windowsReceived = 9;
+  self.reject("in_future", 3);
+  self.reject("bad_number");
+  return { fleet, self };
+}
+
+describe("prom-text", () => {
+  it("escapes label values and help text as the exposition format says", () => {
+    expect(escapeLabelValue(String.raw`a\b"c` + "\nd")).toBe(String.raw`a\\b\"c\nd`);
+    expect(escapeLabelValue("plain é ✓")).toBe("plain é ✓");
+    expect(escapeHelp(String.raw`a\b "c"` + "\n")).toBe(String.raw`a\\b "c"\n`);
+  });
+
+  it("formats special numbers with Prometheus' spellings", () => {
+    expect([Number.NaN, Infinity, -Infinity, 0, 1.5, 1e-7, 1e21].map(formatValue)).toEqual(["NaN", "+Inf", "-Inf", "0", "1.5", "1e-7", "1e+21"]);
+  });
+});
+
+describe("the metrics table", () => {
+  it("names every metric of DESIGN.md once, with a unit suffix and _total on counters", () => {
+    const names = METRIC_TABLE.map((m) => m.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(names.sort()).toEqual([
+      "trueidle_agents_connected", "trueidle_fleet_gpus", "trueidle_fleet_state_seconds_total",
+      "trueidle_gpu_idle_streak_seconds", "trueidle_gpu_info", "trueidle_gpu_memory_used_bytes",
+      "trueidle_gpu_observed_seconds_total", "trueidle_gpu_power_floor_watts", "trueidle_gpu_power_watts",
+      "trueidle_gpu_processes", "trueidle_gpu_real_busy_seconds_total", "trueidle_gpu_real_utilization_ratio",
+      "trueidle_gpu_reported_busy_seconds_total", "trueidle_gpu_reported_idle_seconds_total",
+      "trueidle_gpu_reported_utilization_ratio", "trueidle_gpu_state", "trueidle_gpu_state_seconds_total",
+      "trueidle_gpu_up", "trueidle_influx_points_written_total", "trueidle_influx_write_errors_total",
+      "trueidle_spool_bytes", "trueidle_windows_received_total", "trueidle_windows_rejected_total",
+    ]);
+    for (const m of METRIC_TABLE) {
+      const base = m.type === "counter" ? m.name.replace(/_total$/, "") : m.name;
+      if (m.type === "counter") expect(m.name).toMatch(/_total$/);
+      if (m.unit) expect(base.endsWith(`_${m.unit}`)).toBe(true);
+    }
+  });
+});
+
+describe("renderMetrics", () => {
+  it("matches the golden file (regenerate with UPDATE_GOLDEN=1)", () => {
+    const { fleet, self } = goldenFleet();
+    const text = renderMetricsText(fleet, self);
+    if (process.env.UPDATE_GOLDEN === "1") writeFileSync(GOLDEN, text);
+    expect(existsSync(GOLDEN), `${GOLDEN} is missing; run with UPDATE_GOLDEN=1 to create it`).toBe(true);
+    expect(text).toBe(readFileSync(GOLDEN, "utf8"));
+  });
+
+  it("omits missing values instead of rendering 0, and shows a stale GPU as down and unavailable", () => {
+    const { fleet, self } = goldenFleet();
+    const text = renderMetricsText(fleet, self);
+    const t4 = (name: string): string[] => text.split("\n").filter((l) => l.startsWith(`${name}{`) && l.includes('uuid="GPU-cccc"'));
+    expect(t4("trueidle_gpu_power_watts")).toEqual([]);
+    expect(t4("trueidle_gpu_power_floor_watts")).toEqual([]);
+    expect(t4("trueidle_gpu_memory_used_bytes")).toEqual([]);
+    expect(t4("trueidle_gpu_reported_utilization_ratio")).toEqual([]);
+    expect(t4("trueidle_gpu_up")).toEqual(['trueidle_gpu_up{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4"} 0']);
+    expect(t4("trueidle_gpu_state").filter((l) => l.endsWith(" 1"))).toEqual([
+      'trueidle_gpu_state{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4",state="unavailable"} 1',
+    ]);
+    expect(t4("trueidle_gpu_real_utilization_ratio")).toEqual([
+      'trueidle_gpu_real_utilization_ratio{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4",source="media"} 0.73',
+    ]);
+  });
+
+  it("passes promtool check metrics with hostile label values", async () => {
+    const fleet = new FleetState({ now: () => T0 });
+    const hostile = 'a\\b"c\nd}{e=",\u00e9\u2713 \\n';
+    fleet.applyWindow({ hostname: hostile, labels: { site: hostile, pool: "\\" }, windowMs: 10_000 }, makeWindow({ uuid: hostile, model: hostile, driverVersion: hostile }));
+    fleet.applyWindow({ hostname: "plain", labels: {}, windowMs: 10_000 }, phantomWindow({ uuid: '"', model: "\n" }));
+    const text = renderMetricsText(fleet, new SelfMetrics());
+    expect(text).toContain(String.raw`host="a\\b\"c\nd}{e=\",é✓ \\n"`);
+    const r = await promtool(["check", "metrics"], text);
+    expect({ code: r.code, out: r.stdout + r.stderr }).toEqual({ code: 0, out: "" });
+  });
+
+  it("promtool notices a broken exposition, so the check above can fail", async () => {
+    const r = await promtool(["check", "metrics"], 'trueidle_gpu_up{host="a\nb"} 1\n');
+    expect(r.code).not.toBe(0);
+  });
+});

@@ -1,0 +1,89 @@
+/**
+ * Every metric the collector exposes, in one table: name, type, unit, scope, extra labels
+ * and help. The renderer takes names and help from here only, so a name appears once.
+ *
+ * Scope says which labels a series carries besides `labels`:
+ * - `gpu`: the per-GPU labels `host`, `gpu` (index), `uuid`, `model` and the host's
+ *   configured labels;
+ * - `fleet`: `model` and the host's configured labels;
+ * - `self`: none.
+ */
+export type MetricType = "counter" | "gauge";
+/** Base unit, which is also the name's suffix (before `_total` on counters); "" for none. */
+export type MetricUnit = "seconds" | "watts" | "bytes" | "ratio" | "";
+export type MetricScope = "gpu" | "fleet" | "self";
+
+export interface MetricDef {
+  readonly name: string;
+  readonly type: MetricType;
+  readonly unit: MetricUnit;
+  readonly scope: MetricScope;
+  /** Labels beyond those of the scope. */
+  readonly labels: readonly string[];
+  readonly help: string;
+}
+
+function metric(
+  name: string,
+  type: MetricType,
+  unit: MetricUnit,
+  scope: MetricScope,
+  labels: readonly string[],
+  help: string,
+): MetricDef {
+  return Object.freeze({ name, type, unit, scope, labels: Object.freeze([...labels]), help });
+}
+
+export const METRICS = {
+  gpuInfo: metric("trueidle_gpu_info", "gauge", "", "gpu", ["driver"],
+    "Always 1; the labels name the GPU, its host's configured labels and its driver version."),
+  gpuUp: metric("trueidle_gpu_up", "gauge", "", "gpu", [],
+    "1 while fresh windows arrive for the GPU, 0 once three window lengths passed without one."),
+  gpuObservedSeconds: metric("trueidle_gpu_observed_seconds_total", "counter", "seconds", "gpu", [],
+    "Seconds of the GPU covered by samples."),
+  gpuStateSeconds: metric("trueidle_gpu_state_seconds_total", "counter", "seconds", "gpu", ["state"],
+    "Seconds the GPU spent in each idle-model state (unavailable, free_idle, active, busy_phantom, held_idle)."),
+  gpuReportedIdleSeconds: metric("trueidle_gpu_reported_idle_seconds_total", "counter", "seconds", "gpu", [],
+    "Seconds with utilization.gpu below the busy threshold U: what nvidia-smi based dashboards call idle."),
+  gpuReportedBusySeconds: metric("trueidle_gpu_reported_busy_seconds_total", "counter", "seconds", "gpu", [],
+    "Sum of utilization.gpu/100 times seconds; its rate is the mean reported utilization."),
+  gpuRealBusySeconds: metric("trueidle_gpu_real_busy_seconds_total", "counter", "seconds", "gpu", [],
+    "Sum of real utilization times seconds; its rate is the mean real utilization."),
+  gpuState: metric("trueidle_gpu_state", "gauge", "", "gpu", ["state"],
+    "1 for the GPU's current idle-model state, 0 for the other four; a stale GPU is unavailable."),
+  gpuIdleStreakSeconds: metric("trueidle_gpu_idle_streak_seconds", "gauge", "seconds", "gpu", [],
+    "Seconds since the GPU was last active, as of its last window."),
+  gpuRealUtilization: metric("trueidle_gpu_real_utilization_ratio", "gauge", "ratio", "gpu", ["source"],
+    "Real utilization (0 to 1) of the GPU's last sample; source names the signal it came from."),
+  gpuReportedUtilization: metric("trueidle_gpu_reported_utilization_ratio", "gauge", "ratio", "gpu", [],
+    "utilization.gpu/100 of the GPU's last sample; absent where the driver does not report it."),
+  gpuProcesses: metric("trueidle_gpu_processes", "gauge", "", "gpu", [],
+    "Compute processes on the GPU in its last sample."),
+  gpuPowerWatts: metric("trueidle_gpu_power_watts", "gauge", "watts", "gpu", [],
+    "Power draw of the GPU's last sample; absent where the driver does not report it."),
+  gpuPowerFloorWatts: metric("trueidle_gpu_power_floor_watts", "gauge", "watts", "gpu", [],
+    "Idle power floor the agent uses for the GPU; absent where unknown."),
+  gpuMemoryUsedBytes: metric("trueidle_gpu_memory_used_bytes", "gauge", "bytes", "gpu", [],
+    "GPU memory in use in the GPU's last sample; absent where the driver does not report it."),
+  fleetGpus: metric("trueidle_fleet_gpus", "gauge", "", "fleet", ["state"],
+    "GPUs in each current idle-model state, by model and configured labels; stale GPUs count as unavailable."),
+  fleetStateSeconds: metric("trueidle_fleet_state_seconds_total", "counter", "seconds", "fleet", ["state"],
+    "Seconds GPUs spent in each idle-model state, by model and configured labels."),
+  agentsConnected: metric("trueidle_agents_connected", "gauge", "", "self", [],
+    "Agent streams that said Hello and are still open."),
+  windowsReceived: metric("trueidle_windows_received_total", "counter", "", "self", [],
+    "GPU windows received from agents, accepted or not."),
+  windowsRejected: metric("trueidle_windows_rejected_total", "counter", "", "self", ["reason"],
+    "GPU windows refused as invalid, by reason."),
+  influxPointsWritten: metric("trueidle_influx_points_written_total", "counter", "", "self", [],
+    "Points written to InfluxDB."),
+  influxWriteErrors: metric("trueidle_influx_write_errors_total", "counter", "", "self", [],
+    "Failed InfluxDB writes."),
+  spoolBytes: metric("trueidle_spool_bytes", "gauge", "bytes", "self", [],
+    "Bytes held in the collector's disk spool while InfluxDB is away."),
+} as const satisfies Record<string, MetricDef>;
+
+export type MetricKey = keyof typeof METRICS;
+
+/** The table in exposition order. */
+export const METRIC_TABLE: readonly MetricDef[] = Object.freeze(Object.values(METRICS));

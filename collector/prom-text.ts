@@ -1,0 +1,42 @@
+/**
+ * Pieces of the Prometheus text exposition format, version 0.0.4: escaping and numbers.
+ * https://prometheus.io/docs/instrumenting/exposition_formats/
+ */
+
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+const LABEL_VALUE_SPECIAL = /[\\"\n]/;
+const HELP_SPECIAL = /[\\\n]/;
+
+/** A label value: backslash, double quote and line feed are escaped. */
+export function escapeLabelValue(value: string): string {
+  if (!LABEL_VALUE_SPECIAL.test(value)) return value;
+  return value.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`));
+}
+
+/** HELP text: backslash and line feed are escaped (double quotes are not). */
+export function escapeHelp(text: string): string {
+  if (!HELP_SPECIAL.test(text)) return text;
+  return text.replace(/[\\\n]/g, (c) => (c === "\n" ? "\\n" : "\\\\"));
+}
+
+/** `k1="v1",k2="v2"` from pairs whose keys are valid label names; no braces. */
+export function labelPairs(pairs: Iterable<readonly [string, string]>): string {
+  let out = "";
+  for (const [k, v] of pairs) {
+    out += `${out ? "," : ""}${k}="${escapeLabelValue(v)}"`;
+  }
+  return out;
+}
+
+/** A sample value as Go's strconv.ParseFloat reads it, with Prometheus' spellings of the specials. */
+export function formatValue(n: number): string {
+  if (Number.isFinite(n)) return String(n);
+  if (Number.isNaN(n)) return "NaN";
+  return n > 0 ? "+Inf" : "-Inf";
+}
+
+/** `# HELP` and `# TYPE` lines of one family. */
+export function familyHeader(name: string, type: string, help: string): string {
+  return `# HELP ${name} ${escapeHelp(help)}\n# TYPE ${name} ${type}\n`;
+}

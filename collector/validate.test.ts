@@ -1,0 +1,116 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { GpuState, HelloSchema, HolderSchema, RealSource, type Hello } from "../gen/trueidle/v1/ingest_pb.js";
+import { T0, makeWindow, type LastInit, type WindowInit } from "./testdata/windows.js";
+import { DEFAULT_WINDOW_LIMITS, validateHello, validateWindow, type RejectionReason } from "./validate.js";
+
+const NOW = T0 + 10_000;
+
+function hello(init: Partial<Hello> & { hostname?: string; labels?: Record<string, string> } = {}): Hello {
+  return create(HelloSchema, {
+    agentVersion: init.agentVersion ?? "0.1.0",
+    source: init.source ?? "sim",
+    windowMs: init.windowMs ?? 10_000,
+    host: { hostname: init.hostname ?? "gpu-node-1", machineId: "abc", labels: init.labels ?? { site: "dc1" } },
+  });
+}
+
+describe("validateHello", () => {
+  it("accepts a normal hello and copies its facts", () => {
+    const r = validateHello(hello());
+    expect(r).toEqual({
+      ok: true,
+      hello: { agentVersion: "0.1.0", source: "sim", hostname: "gpu-node-1", machineId: "abc", labels: { site: "dc1" }, windowMs: 10_000 },
+    });
+  });
+
+  const bad: [string, Hello, RegExp][] = [
+    ["no host", create(HelloSchema, { windowMs: 10_000 }), /^hello\.host is missing/],
+    ["empty hostname", hello({ hostname: "" }), /^hello\.host\.hostname is empty/],
+    ["hostname with a newline", hello({ hostname: "a\nb" }), /^hello\.host\.hostname holds control characters/],
+    ["hostname too long", hello({ hostname: "h".repeat(256) }), /^hello\.host\.hostname is longer than 255/],
+    ["label key with upper case", hello({ labels: { Site: "dc1" } }), /^hello\.host\.labels\["Site"\]: label key "Site" must match/],
+    ["reserved label key", hello({ labels: { host: "x" } }), /^hello\.host\.labels\["host"\]: .*reserved/],
+    ["label key with __", hello({ labels: { __x: "x" } }), /^hello\.host\.labels\["__x"\]/],
+    ["empty label value", hello({ labels: { site: "" } }), /^hello\.host\.labels\["site"\]: label "site" has an empty value/],
+    ["label value with a control character", hello({ labels: { site: "a\u0007" } }), /control characters/],
+    ["too many labels", hello({ labels: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`l${i}`, "v"])) }), /^hello\.host\.labels holds 9 labels/],
+    ["window_ms of 0", hello({ windowMs: 0 }), /^hello\.window_ms is 0; it must be between 1000 and 3600000/],
+    ["window_ms of 2 hours", hello({ windowMs: 7_200_000 }), /^hello\.window_ms is 7200000/],
+    ["agent_version too long", hello({ agentVersion: "v".repeat(65) }), /^hello\.agent_version is longer than 64/],
+  ];
+  it.each(bad)("refuses %s, naming the field", (_name, h, message) => {
+    const r = validateHello(h);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.message).toMatch(message);
+  });
+});
+
+describe("validateWindow", () => {
+  it("accepts the reference window and windows at the edges of the limits", () => {
+    expect(validateWindow(makeWindow(), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(validateWindow(makeWindow({ startMs: BigInt(NOW + 5 * 60_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(validateWindow(makeWindow({ startMs: BigInt(NOW - 7 * 86_400_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    // 5% slack over the window length, and sums within 1% of observed.
+    expect(validateWindow(makeWindow({ observedS: 10.5, freeIdleS: 10.5, reportedIdleS: 10.5 }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(validateWindow(makeWindow({ freeIdleS: 9.95 }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    // Missing optional signals are fine.
+    expect(
+      validateWindow(
+        makeWindow({ powerMeanW: undefined, powerMaxW: undefined, powerFloorW: undefined, memUsedMaxBytes: undefined }, { utilPercent: undefined, powerW: undefined, memUsedBytes: undefined }),
+        0, DEFAULT_WINDOW_LIMITS, NOW,
+      ),
+    ).toBeUndefined();
+  });
+
+  const cases: [string, WindowInit, LastInit, RejectionReason, string][] = [
+    ["empty uuid", { uuid: "" }, {}, "bad_uuid", "uuid"],
+    ["uuid over 128 characters", { uuid: "G".repeat(129) }, {}, "bad_uuid", "uuid"],
+    ["uuid with a newline", { uuid: "GPU-1\n" }, {}, "bad_uuid", "uuid"],
+    ["model over 256 characters", { model: "m".repeat(257) }, {}, "bad_string", "model"],
+    ["driver with a control character", { driverVersion: "550\u0000" }, {}, "bad_string", "driver_version"],
+    ["huge GPU index", { index: 70_000 }, {}, "bad_number", "index"],
+    ["duration of 999 ms", { durationMs: 999 }, {}, "bad_duration", "duration_ms"],
+    ["duration over an hour", { durationMs: 3_600_001 }, {}, "bad_duration", "duration_ms"],
+    ["start too far ahead", { startMs: BigInt(NOW + 5 * 60_000 + 1) }, {}, "in_future", "start_ms"],
+    ["start older than 7 days", { startMs: BigInt(NOW - 7 * 86_400_000 - 1) }, {}, "too_old", "start_ms"],
+    ["negative start", { startMs: -1n }, {}, "too_old", "start_ms"],
+    ["NaN observed", { observedS: Number.NaN }, {}, "bad_number", "observed_s"],
+    ["observed beyond the window", { observedS: 10.6, freeIdleS: 10.6 }, {}, "exceeds_duration", "observed_s"],
+    ["negative state seconds", { freeIdleS: -1, heldIdleS: 11 }, {}, "bad_number", "free_idle_s"],
+    ["infinite active seconds", { activeS: Number.POSITIVE_INFINITY }, {}, "bad_number", "active_s"],
+    ["state beyond the window", { observedS: 10, freeIdleS: 0, heldIdleS: 11 }, {}, "exceeds_duration", "held_idle_s"],
+    ["states not summing to observed", { freeIdleS: 5 }, {}, "inconsistent", "observed_s"],
+    ["reported idle above observed", { observedS: 5, freeIdleS: 5, reportedIdleS: 6 }, {}, "inconsistent", "reported_idle_s"],
+    ["negative real busy", { realBusyS: -0.1 }, {}, "bad_number", "real_busy_s"],
+    ["NaN power", { powerMeanW: Number.NaN }, {}, "bad_number", "power_mean_w"],
+    ["negative power limit", { powerLimitW: -5 }, {}, "bad_number", "power_limit_w"],
+    ["memory beyond 2^53", { memUsedMaxBytes: 2n ** 60n }, {}, "bad_number", "mem_used_max_bytes"],
+    ["too many holders", { topHolders: Array.from({ length: 65 }, (_, i) => create(HolderSchema, { pid: i, name: "p" })) }, {}, "too_large", "top_holders"],
+    ["holder name too long", { topHolders: [create(HolderSchema, { pid: 1, name: "p".repeat(257) })] }, {}, "bad_string", "top_holders[0].name"],
+    ["unspecified state", {}, { state: GpuState.UNSPECIFIED }, "bad_enum", "last.state"],
+    ["unknown state", {}, { state: 42 as GpuState }, "bad_enum", "last.state"],
+    ["unspecified real source", {}, { realSource: RealSource.UNSPECIFIED }, "bad_enum", "last.real_source"],
+    ["real above 1", {}, { real: 1.5 }, "bad_number", "last.real"],
+    ["util above 100", {}, { utilPercent: 101 }, "bad_number", "last.util_percent"],
+    ["NaN last power", {}, { powerW: Number.NaN }, "bad_number", "last.power_w"],
+    ["negative idle streak", {}, { idleStreakS: -1 }, "bad_number", "last.idle_streak_s"],
+    ["error text too long", {}, { error: "e".repeat(1025) }, "bad_string", "last.error"],
+  ];
+  it.each(cases)("refuses %s", (_name, init, last, reason, field) => {
+    expect(validateWindow(makeWindow(init, last), 3, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 3, reason, field: `windows[3].${field}` });
+  });
+
+  it("refuses a window without its last reading", () => {
+    const w = makeWindow();
+    w.last = undefined;
+    expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 0, reason: "missing_field", field: "windows[0].last" });
+  });
+
+  it("uses the configured age and future limits", () => {
+    const limits = { ...DEFAULT_WINDOW_LIMITS, maxAgeMs: 60_000, maxFutureMs: 0 };
+    expect(validateWindow(makeWindow({ startMs: BigInt(NOW - 60_001) }), 0, limits, NOW)?.reason).toBe("too_old");
+    expect(validateWindow(makeWindow({ startMs: BigInt(NOW + 1) }), 0, limits, NOW)?.reason).toBe("in_future");
+    expect(validateWindow(makeWindow({ startMs: BigInt(NOW) }), 0, limits, NOW)).toBeUndefined();
+  });
+});

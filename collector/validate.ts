@@ -1,0 +1,235 @@
+/**
+ * Validation of what agents send. Pure: no I/O, no clock (the caller passes `nowMs`).
+ *
+ * A bad Hello ends the stream (the caller answers INVALID_ARGUMENT with the message, which
+ * names the field). A bad window is refused on its own with a machine-readable reason and
+ * the field, e.g. `windows[3].power_mean_w`; the rest of its batch is still accepted.
+ */
+import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
+import type { GpuWindow, Hello, LastReading } from "../gen/trueidle/v1/ingest_pb.js";
+
+/** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
+export const REJECTION_REASONS = [
+  "bad_uuid",
+  "bad_string",
+  "bad_number",
+  "bad_enum",
+  "missing_field",
+  "bad_duration",
+  "exceeds_duration",
+  "inconsistent",
+  "too_old",
+  "in_future",
+  "too_large",
+  "too_many_gpus",
+  "batch_too_large",
+] as const;
+export type RejectionReason = (typeof REJECTION_REASONS)[number];
+
+export interface WindowRejection {
+  /** Index of the window within its batch. */
+  index: number;
+  reason: RejectionReason;
+  /** The offending field, e.g. `windows[3].power_mean_w`. */
+  field: string;
+}
+
+export interface WindowLimits {
+  /** How far a window may start after the collector's clock (agent clock skew). */
+  maxFutureMs: number;
+  /** How old a window's start may be. */
+  maxAgeMs: number;
+  /** Windows in one batch; a larger batch ends the stream. */
+  maxWindowsPerBatch: number;
+  /** Distinct GPUs one host may report; windows of further GPUs are refused. */
+  maxGpusPerHost: number;
+}
+
+export const DEFAULT_WINDOW_LIMITS: Readonly<WindowLimits> = Object.freeze({
+  maxFutureMs: 5 * 60_000,
+  maxAgeMs: 7 * 86_400_000,
+  maxWindowsPerBatch: 10_000,
+  maxGpusPerHost: 64,
+});
+
+/** Window lengths an agent may use (Hello.window_ms) and a window may cover (duration_ms). */
+export const MIN_WINDOW_MS = 1_000;
+export const MAX_WINDOW_MS = 3_600_000;
+
+const MAX_UUID_LENGTH = 128;
+const MAX_MODEL_LENGTH = 256;
+const MAX_DRIVER_LENGTH = 64;
+const MAX_HOSTNAME_LENGTH = 255;
+const MAX_MACHINE_ID_LENGTH = 128;
+const MAX_AGENT_VERSION_LENGTH = 64;
+const MAX_SOURCE_LENGTH = 32;
+const MAX_ERROR_LENGTH = 1024;
+const MAX_HOLDERS = 64;
+const MAX_HOLDER_NAME_LENGTH = 256;
+const MAX_GPU_INDEX = 65_535;
+const MAX_UTIL_PERCENT = 100;
+/** Time sums may exceed the window by this factor: sample ticks jitter around its edges. */
+const DURATION_SLACK = 1.05;
+/** Sum of state seconds may differ from observed seconds by this much (seconds or fraction). */
+const SUM_TOLERANCE_S = 0.01;
+const SUM_TOLERANCE_FRACTION = 0.01;
+
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+
+/** The validated content of a Hello. */
+export interface AgentHello {
+  agentVersion: string;
+  source: string;
+  hostname: string;
+  machineId: string;
+  labels: Readonly<Record<string, string>>;
+  windowMs: number;
+}
+
+export type HelloResult = { ok: true; hello: AgentHello } | { ok: false; message: string };
+
+function stringProblem(field: string, value: string, max: number, required: boolean): string | undefined {
+  if (required && value.length === 0) return `${field} is empty`;
+  if (value.length > max) return `${field} is longer than ${max} characters`;
+  if (CONTROL_RE.test(value)) return `${field} holds control characters`;
+  return undefined;
+}
+
+/** Checks a Hello; on failure the message names the field, for an INVALID_ARGUMENT status. */
+export function validateHello(hello: Hello): HelloResult {
+  const host = hello.host;
+  if (!host) return { ok: false, message: "hello.host is missing" };
+  const problem =
+    stringProblem("hello.host.hostname", host.hostname, MAX_HOSTNAME_LENGTH, true) ??
+    stringProblem("hello.host.machine_id", host.machineId, MAX_MACHINE_ID_LENGTH, false) ??
+    stringProblem("hello.agent_version", hello.agentVersion, MAX_AGENT_VERSION_LENGTH, false) ??
+    stringProblem("hello.source", hello.source, MAX_SOURCE_LENGTH, false) ??
+    labelsProblem(host.labels) ??
+    (hello.windowMs < MIN_WINDOW_MS || hello.windowMs > MAX_WINDOW_MS
+      ? `hello.window_ms is ${hello.windowMs}; it must be between ${MIN_WINDOW_MS} and ${MAX_WINDOW_MS}`
+      : undefined);
+  if (problem) return { ok: false, message: problem };
+  return {
+    ok: true,
+    hello: {
+      agentVersion: hello.agentVersion,
+      source: hello.source,
+      hostname: host.hostname,
+      machineId: host.machineId,
+      labels: Object.freeze({ ...host.labels }),
+      windowMs: hello.windowMs,
+    },
+  };
+}
+
+function labelsProblem(labels: Record<string, string>): string | undefined {
+  const keys = Object.keys(labels);
+  if (keys.length > MAX_LABELS) return `hello.host.labels holds ${keys.length} labels; at most ${MAX_LABELS} are allowed`;
+  for (const key of keys) {
+    const p = labelKeyProblem(key) ?? labelValueProblem(key, labels[key] ?? "");
+    if (p) return `hello.host.labels[${JSON.stringify(key.slice(0, 64))}]: ${p}`;
+  }
+  return undefined;
+}
+
+/** The time sums of a window, by proto field name. */
+const STATE_FIELDS = [
+  ["free_idle_s", (w: GpuWindow) => w.freeIdleS],
+  ["held_idle_s", (w: GpuWindow) => w.heldIdleS],
+  ["busy_phantom_s", (w: GpuWindow) => w.busyPhantomS],
+  ["active_s", (w: GpuWindow) => w.activeS],
+  ["unavailable_s", (w: GpuWindow) => w.unavailableS],
+] as const;
+/** Sums bounded by observed seconds (each sample adds at most dt). */
+const PART_OF_OBSERVED_FIELDS = [
+  ["reported_idle_s", (w: GpuWindow) => w.reportedIdleS],
+  ["reported_busy_s", (w: GpuWindow) => w.reportedBusyS],
+  ["real_busy_s", (w: GpuWindow) => w.realBusyS],
+] as const;
+const OPTIONAL_WATTS_FIELDS = [
+  ["power_mean_w", (w: GpuWindow) => w.powerMeanW],
+  ["power_max_w", (w: GpuWindow) => w.powerMaxW],
+  ["power_floor_w", (w: GpuWindow) => w.powerFloorW],
+  ["power_limit_w", (w: GpuWindow) => w.powerLimitW],
+] as const;
+
+const badNumber = (n: number): boolean => !Number.isFinite(n) || n < 0;
+const badBytes = (n: bigint | undefined): boolean => n !== undefined && n > BigInt(Number.MAX_SAFE_INTEGER);
+
+/** The first problem of one window, or undefined when it is acceptable. */
+export function validateWindow(
+  w: GpuWindow,
+  index: number,
+  limits: Readonly<WindowLimits>,
+  nowMs: number,
+): WindowRejection | undefined {
+  const f = (name: string): string => `windows[${index}].${name}`;
+  const reject = (reason: RejectionReason, field: string): WindowRejection => ({ index, reason, field: f(field) });
+
+  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || CONTROL_RE.test(w.uuid)) return reject("bad_uuid", "uuid");
+  if (stringProblem("model", w.model, MAX_MODEL_LENGTH, false)) return reject("bad_string", "model");
+  if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false)) return reject("bad_string", "driver_version");
+  if (w.index > MAX_GPU_INDEX) return reject("bad_number", "index");
+
+  if (w.durationMs < MIN_WINDOW_MS || w.durationMs > MAX_WINDOW_MS) return reject("bad_duration", "duration_ms");
+  if (w.startMs > BigInt(Math.floor(nowMs + limits.maxFutureMs))) return reject("in_future", "start_ms");
+  if (w.startMs < BigInt(Math.ceil(nowMs - limits.maxAgeMs))) return reject("too_old", "start_ms");
+
+  const maxS = (w.durationMs / 1000) * DURATION_SLACK;
+  if (badNumber(w.observedS)) return reject("bad_number", "observed_s");
+  if (w.observedS > maxS) return reject("exceeds_duration", "observed_s");
+  let stateSum = 0;
+  for (const [name, get] of STATE_FIELDS) {
+    const v = get(w);
+    if (badNumber(v)) return reject("bad_number", name);
+    if (v > maxS) return reject("exceeds_duration", name);
+    stateSum += v;
+  }
+  if (Math.abs(stateSum - w.observedS) > Math.max(SUM_TOLERANCE_S, w.observedS * SUM_TOLERANCE_FRACTION)) {
+    return reject("inconsistent", "observed_s");
+  }
+  const partMax = w.observedS + Math.max(SUM_TOLERANCE_S, w.observedS * SUM_TOLERANCE_FRACTION);
+  for (const [name, get] of PART_OF_OBSERVED_FIELDS) {
+    const v = get(w);
+    if (badNumber(v)) return reject("bad_number", name);
+    if (v > maxS) return reject("exceeds_duration", name);
+    if (v > partMax) return reject("inconsistent", name);
+  }
+  for (const [name, get] of OPTIONAL_WATTS_FIELDS) {
+    const v = get(w);
+    if (v !== undefined && badNumber(v)) return reject("bad_number", name);
+  }
+  if (badBytes(w.memUsedMaxBytes)) return reject("bad_number", "mem_used_max_bytes");
+  if (badBytes(w.memTotalBytes)) return reject("bad_number", "mem_total_bytes");
+
+  if (w.topHolders.length > MAX_HOLDERS) return reject("too_large", "top_holders");
+  for (let i = 0; i < w.topHolders.length; i++) {
+    const h = w.topHolders[i];
+    if (h && h.name.length > MAX_HOLDER_NAME_LENGTH) return reject("bad_string", `top_holders[${i}].name`);
+    if (h && badBytes(h.usedMemoryBytes)) return reject("bad_number", `top_holders[${i}].used_memory_bytes`);
+  }
+
+  if (!w.last) return reject("missing_field", "last");
+  const lastProblem = lastReadingProblem(w.last);
+  if (lastProblem) return { index, reason: lastProblem[0], field: f(`last.${lastProblem[1]}`) };
+  return undefined;
+}
+
+/** Enum values a LastReading may carry (UNSPECIFIED is refused: the current state must be known). */
+const KNOWN_STATES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
+const KNOWN_SOURCES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
+
+function lastReadingProblem(last: LastReading): [RejectionReason, string] | undefined {
+  if (!KNOWN_STATES.has(last.state)) return ["bad_enum", "state"];
+  if (!KNOWN_SOURCES.has(last.realSource)) return ["bad_enum", "real_source"];
+  if (badNumber(last.real) || last.real > 1) return ["bad_number", "real"];
+  if (last.utilPercent !== undefined && (badNumber(last.utilPercent) || last.utilPercent > MAX_UTIL_PERCENT)) {
+    return ["bad_number", "util_percent"];
+  }
+  if (last.powerW !== undefined && badNumber(last.powerW)) return ["bad_number", "power_w"];
+  if (badBytes(last.memUsedBytes)) return ["bad_number", "mem_used_bytes"];
+  if (badNumber(last.idleStreakS)) return ["bad_number", "idle_streak_s"];
+  if (last.error.length > MAX_ERROR_LENGTH) return ["bad_string", "error"];
+  return undefined;
+}
