@@ -9,7 +9,7 @@ import { SimSource } from "../agent/sources/sim/sim-source.js";
 import { loadScenario } from "../agent/sim/scenario.js";
 import { packageRoot } from "../common/paths.js";
 import type { Logger } from "../common/log.js";
-import { GPU_STATES, type GpuState, type Thresholds } from "../common/types.js";
+import type { GpuState, Thresholds } from "../common/types.js";
 
 export interface DemoHost {
   scenarioFile: string;
@@ -103,8 +103,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   }
 }
 
-const COLS = ["time", "GPUs", "up", "real idle", "reported idle", "hidden idle", ...GPU_STATES] as const;
-const WIDTHS = [9, 5, 4, 10, 14, 12, 12, 10, 7, 13, 10];
+/** States in the order a reader scans them: working, then the kinds of idle, then lost. */
+const SHOWN_STATES: readonly GpuState[] = ["active", "busy_phantom", "held_idle", "free_idle", "unavailable"];
+const COLS = ["time", "GPUs", "up", "real idle", "reported idle", "hidden idle", ...SHOWN_STATES] as const;
+const WIDTHS = [10, 6, 5, 11, 15, 13, 8, 14, 11, 11, 11];
 
 function header(): string {
   return COLS.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
@@ -117,7 +119,7 @@ function row(t: Date, gpus: number, up: number, byState: Record<GpuState, number
   const cells = [
     t.toTimeString().slice(0, 8), String(gpus), String(up),
     pct(real, observed), pct(reported, observed), observed > 0 ? signedPct((real - reported) / observed) : "-",
-    ...GPU_STATES.map((s) => String(byState[s] ?? 0)),
+    ...SHOWN_STATES.map((s) => String(byState[s] ?? 0)),
   ];
   return cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
 }

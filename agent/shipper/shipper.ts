@@ -98,7 +98,7 @@ export class Shipper {
       backoffInitialMs: 500,
       backoffMaxMs: 30_000,
       now: Date.now,
-      ...opts,
+      ...(definedOnly(opts) as ShipperOptions),
     };
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
     this.backoff = new Backoff({ initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
@@ -316,4 +316,9 @@ export class Shipper {
       this.onBroken(call, this.opts.targets[(this.targetIdx - 1) % this.opts.targets.length]!, err);
     }
   }
+}
+
+/** The options actually given: an explicit `undefined` must not override a default. */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
