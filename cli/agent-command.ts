@@ -37,7 +37,7 @@ export const agentSpec: CommandSpec = {
   examples: [
     "trueidle agent --once                                   # what does trueidle see on this node?",
     "trueidle agent --collector collector.example:9746 --label site=eu-west --label pool=training",
-    "trueidle agent --source sim --scenario demo/scenarios/host-a.json --collector localhost:9746",
+    "trueidle agent --source sim --scenario demo/scenarios/gpu-a01.json --collector localhost:9746",
   ],
 };
 

@@ -45,8 +45,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     logger: opts.logger.child({ component: "collector" }),
   });
   const grpcTarget = `127.0.0.1:${collector.grpcPort}`;
+  let gpuCount = 0;
   const agents = DEMO_HOSTS.map((h) => {
     const scenario = loadScenario(path.join(packageRoot(), "demo", "scenarios", h.scenarioFile));
+    gpuCount += scenario.gpus.length;
     return new Agent({
       source: new SimSource(scenario),
       host: { hostname: scenario.host ?? h.scenarioFile, machineId: "", labels: h.labels },
@@ -57,7 +59,6 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       logger: opts.logger.child({ component: "agent", host: scenario.host }),
     });
   });
-  const gpuCount = agents.length * 8;
   opts.out(`trueidle demo: collector gRPC ${grpcTarget}, metrics http://${hostOf(opts.httpListen)}:${collector.httpPort}/metrics`);
   opts.out(`${agents.length} simulated hosts, ${gpuCount} GPUs, window ${opts.windowMs / 1000}s. ` +
     `Real idle counts free_idle + held_idle + busy_phantom; reported idle is utilization.gpu < ${opts.thresholds.utilBusyPercent}%.`);
@@ -84,8 +85,9 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         timer = setTimeout(resolve, Math.max(0, wakeAt - now));
       });
       if (opts.signal?.aborted) break;
-      if (Date.now() >= nextReport - 5) {
-        const s = collector.summary();
+      const s = collector.summary();
+      // Until the first window arrives there is nothing to show; a row of zeros would read as a dead fleet.
+      if (Date.now() >= nextReport - 5 && s.gpus > 0) {
         opts.out(row(new Date(), s.gpus, s.up, s.byState, prev, s.totals));
         prev = s.totals;
       }
