@@ -25,7 +25,8 @@ export const agentSpec: CommandSpec = {
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
     { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length; windows align to wall-clock multiples." },
     { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (nvidia-smi source)." },
-    { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8)." },
+    { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8).",
+      check: (values) => void parseLabels(values) },
     { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's." },
     { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them, then exit." },
     { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
@@ -48,12 +49,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   checkWindow(intervalMs, windowMs);
   const source = v["source"] as SourceName;
   if (source === "sim" && !v["scenario"]) throw new UsageError("--source sim needs --scenario FILE");
-  let labels: Record<string, string>;
-  try {
-    labels = parseLabels(v["label"] as string[]);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const labels = parseLabels(v["label"] as string[]);
   const collectors = (v["collector"] as string[]).flatMap((c) => c.split(",")).map((c) => c.trim()).filter(Boolean);
   if (collectors.length === 0) throw new UsageError("--collector needs at least one HOST:PORT");
   const logger = loggerFrom(v, { component: "agent" });

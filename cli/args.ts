@@ -18,6 +18,8 @@ export interface FlagSpec {
   choices?: readonly string[] | undefined;
   min?: number | undefined;
   max?: number | undefined;
+  /** Further check of the raw values; throws with a message naming what is wrong. */
+  check?: ((values: readonly string[]) => void) | undefined;
 }
 
 export interface CommandSpec {
@@ -89,7 +91,7 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
         origin = envName(f.name);
       }
     }
-    if (!values && f.default !== undefined) values = f.type === "list" ? [] : [f.default];
+    if (!values && f.default !== undefined) values = [f.default];
     if (!values) {
       out[f.name] = f.type === "list" ? [] : undefined;
       continue;
@@ -100,6 +102,7 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
     }
     const v = values[values.length - 1]!;
     try {
+      f.check?.(values);
       out[f.name] = convert(f, v, values);
     } catch (err) {
       problems.push(`${origin}: ${(err as Error).message}`);
@@ -131,6 +134,7 @@ function convert(f: FlagSpec, v: string, all: string[]): string | boolean | numb
     case "list":
       return all;
     case "string":
+      if (v.trim() === "") throw new Error("needs a non-empty value");
       if (f.choices && !f.choices.includes(v)) throw new Error(`must be one of ${f.choices.join(", ")} (got "${v}")`);
       return v;
   }

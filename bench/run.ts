@@ -1,0 +1,120 @@
+/**
+ * `npm run bench`: collector ingest, `/metrics` render and agent per-sample CPU, each as a
+ * ratio against a baseline measured in the same rounds. Prints a table and writes
+ * `.bench/results.json`. Exits non-zero only when a self-check fails (a window refused, a
+ * line the parser could not read), never because of a time.
+ *
+ * `--quick` runs fewer rounds (a smoke test of the bench itself; figures are noisier).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { runAgentBench, type AgentBenchResult } from "./agent-sample.js";
+import { runIngestCase, type IngestCaseResult } from "./collector-ingest.js";
+import { WindowTemplates } from "./fleet-windows.js";
+import { environment, sink, type Spread } from "./harness.js";
+import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
+
+/** Targets of the design, reported (never asserted). */
+const TARGETS = {
+  ingestToDecodeRatioAtLeast: 0.5,
+  agentCpuUsPerSampleBelow: 50,
+};
+
+const quick = process.argv.includes("--quick");
+const WARMUP = quick ? 1 : 2;
+const ROUNDS = quick ? 3 : 9;
+
+const fmtInt = (x: number): string => Math.round(x).toLocaleString("en-US");
+const fmt = (x: number, digits = 2): string => x.toFixed(digits);
+const range = (s: Spread, f: (x: number) => string): string => `${f(s.min)}–${f(s.max)}`;
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
+  return rows
+    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join("  "))
+    .map((line) => `  ${line}`)
+    .join("\n");
+}
+
+function main(): void {
+  const started = performance.now();
+  const env = environment();
+  const out: string[] = [];
+  const say = (s = ""): void => { out.push(s); console.log(s); };
+  say(`trueidle bench — node ${env.node} (V8 ${env.v8}), ${env.cpuModel} × ${env.cpuCount}, ${env.platform}/${env.arch}`);
+  say(`${ROUNDS} measured rounds after ${WARMUP} warm-up; median shown, min–max in brackets; baselines measured in the same rounds${env.gcBetweenRounds ? "; GC forced before each timed section" : ""}.`);
+  say();
+
+  const templates = new WindowTemplates();
+  const ingestCases = [
+    { name: "live: 1,000 hosts × 8 GPUs, batch = 1 host's 8 windows", hosts: 1_000, windowsPerGpu: 1, batchesPerHost: 2, batchesPerSlice: 50 },
+    { name: "backlog: 8 hosts × 8 GPUs, batch = 2,000 windows", hosts: 8, windowsPerGpu: 250, batchesPerHost: 1, batchesPerSlice: 1 },
+  ];
+  const ingest: IngestCaseResult[] = ingestCases.map((c) => runIngestCase(templates, c, WARMUP, ROUNDS));
+  say("(a) Collector ingest: decode → validate → fleet state → ack, vs bare fromBinary of the same bytes");
+  say(table([
+    ["case", "windows/round", "B/window", "ingest windows/s", "decode windows/s", "ratio", "ratio range", "target ≥ 0.5"],
+    ...ingest.map((r) => [
+      r.name,
+      fmtInt(r.windowsPerRound),
+      fmtInt(r.bytesPerWindow),
+      fmtInt(r.ingestWindowsPerS.median),
+      fmtInt(r.decodeWindowsPerS.median),
+      fmt(r.ratio.median, 3),
+      `[${range(r.ratio, (x) => fmt(x, 3))}]`,
+      r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast ? "met" : "NOT met",
+    ]),
+  ]));
+  say();
+
+  const metrics: MetricsRenderResult = runMetricsBench(templates, 10_000, WARMUP, ROUNDS);
+  say(`(a) /metrics render, ${fmtInt(metrics.gpus)} GPUs on ${fmtInt(metrics.hosts)} hosts, vs JSON.stringify of the same GPU records`);
+  say(table([
+    ["", "median ms", "range ms", "output MiB", "series"],
+    ["renderMetrics", fmt(metrics.renderMs.median, 1), `[${range(metrics.renderMs, (x) => fmt(x, 1))}]`, fmt(metrics.expositionBytes / 2 ** 20), fmtInt(metrics.series)],
+    ["JSON.stringify", fmt(metrics.jsonStringifyMs.median, 1), `[${range(metrics.jsonStringifyMs, (x) => fmt(x, 1))}]`, fmt(metrics.jsonBytes / 2 ** 20), ""],
+    ["ratio render ÷ JSON", fmt(metrics.ratio.median), `[${range(metrics.ratio, (x) => fmt(x))}]`, "", ""],
+  ]));
+  say(`  first render (builds every GPU's label string): ${fmt(metrics.firstRenderMs, 1)} ms`);
+  say();
+
+  const agent: AgentBenchResult = runAgentBench({ ticks: 3_000, warmup: WARMUP, rounds: ROUNDS });
+  say(`(b) Agent CPU per GPU-sample: ${fmtInt(agent.samplesPerRound)} samples a round (${agent.gpusPerTick} GPUs × ${fmtInt(agent.samplesPerRound / agent.gpusPerTick)} ticks, ${agent.fields.length} fields, ~${agent.meanLineChars} chars a line, ${fmtInt(agent.errorLinesPerRound)} error lines)`);
+  say(table([
+    ["", "median CPU µs", "range µs", "target < 50 µs"],
+    ["lines → parse → classify → aggregate, per sample", fmt(agent.fullUsPerSample.median), `[${range(agent.fullUsPerSample, (x) => fmt(x))}]`,
+      agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow ? "met" : "NOT met"],
+    ["  of which parseQueryGpuLine alone, per line", fmt(agent.parseUsPerLine.median), `[${range(agent.parseUsPerLine, (x) => fmt(x))}]`, ""],
+    ["baseline line.split(\", \"), per line", fmt(agent.splitUsPerLine.median, 3), `[${range(agent.splitUsPerLine, (x) => fmt(x, 3))}]`, ""],
+    ["ratio whole path ÷ split", fmt(agent.ratioToSplit.median, 1), `[${range(agent.ratioToSplit, (x) => fmt(x, 1))}]`, ""],
+  ]));
+  const share = Object.entries(agent.stateShare).map(([s, x]) => `${s} ${fmt(x * 100, 0)}%`).join(", ");
+  say(`  ${fmtInt(agent.windowsPerRound)} windows a round; GPU-seconds by state: ${share}`);
+  say();
+
+  const durationS = (performance.now() - started) / 1000;
+  const file = join(dirname(fileURLToPath(import.meta.url)), "..", ".bench", "results.json");
+  mkdirSync(dirname(file), { recursive: true });
+  const summary = {
+    schema: "trueidle-bench/1",
+    finishedAt: new Date().toISOString(),
+    durationS: Math.round(durationS * 10) / 10,
+    environment: env,
+    warmupRounds: WARMUP,
+    measuredRounds: ROUNDS,
+    targets: TARGETS,
+    collector: {
+      ingest: ingest.map((r) => ({ ...r, targetMet: r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast })),
+      metricsRender: metrics,
+    },
+    agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
+    sink: sink.value,
+  };
+  // Six significant digits are more than the noise allows; the rest would only be noise.
+  const tidy = (_key: string, v: unknown): unknown => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
+  writeFileSync(file, `${JSON.stringify(summary, tidy, 2)}\n`);
+  say(`Finished in ${fmt(durationS, 1)} s; summary written to .bench/results.json.`);
+}
+
+main();
