@@ -133,87 +133,84 @@ function labelsProblem(labels: Record<string, string>): string | undefined {
   return undefined;
 }
 
-/** The time sums of a window, by proto field name. */
-const STATE_FIELDS = [
-  ["free_idle_s", (w: GpuWindow) => w.freeIdleS],
-  ["held_idle_s", (w: GpuWindow) => w.heldIdleS],
-  ["busy_phantom_s", (w: GpuWindow) => w.busyPhantomS],
-  ["active_s", (w: GpuWindow) => w.activeS],
-  ["unavailable_s", (w: GpuWindow) => w.unavailableS],
-] as const;
-/** Sums bounded by observed seconds (each sample adds at most dt). */
-const PART_OF_OBSERVED_FIELDS = [
-  ["reported_idle_s", (w: GpuWindow) => w.reportedIdleS],
-  ["reported_busy_s", (w: GpuWindow) => w.reportedBusyS],
-  ["real_busy_s", (w: GpuWindow) => w.realBusyS],
-] as const;
-const OPTIONAL_WATTS_FIELDS = [
-  ["power_mean_w", (w: GpuWindow) => w.powerMeanW],
-  ["power_max_w", (w: GpuWindow) => w.powerMaxW],
-  ["power_floor_w", (w: GpuWindow) => w.powerFloorW],
-  ["power_limit_w", (w: GpuWindow) => w.powerLimitW],
-] as const;
-
 const badNumber = (n: number): boolean => !Number.isFinite(n) || n < 0;
-const badBytes = (n: bigint | undefined): boolean => n !== undefined && n > BigInt(Number.MAX_SAFE_INTEGER);
+const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
+const badBytes = (n: bigint | undefined): boolean => n !== undefined && n > MAX_SAFE_BIGINT;
 
-/** The first problem of one window, or undefined when it is acceptable. */
+function reject(index: number, reason: RejectionReason, field: string): WindowRejection {
+  return { index, reason, field: `windows[${index}].${field}` };
+}
+
+/**
+ * The first problem of one window, or undefined when it is acceptable. This runs for every
+ * window the collector receives, so it allocates nothing on the accepting path.
+ */
 export function validateWindow(
   w: GpuWindow,
   index: number,
   limits: Readonly<WindowLimits>,
   nowMs: number,
 ): WindowRejection | undefined {
-  const f = (name: string): string => `windows[${index}].${name}`;
-  const reject = (reason: RejectionReason, field: string): WindowRejection => ({ index, reason, field: f(field) });
+  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || CONTROL_RE.test(w.uuid)) return reject(index, "bad_uuid", "uuid");
+  if (stringProblem("model", w.model, MAX_MODEL_LENGTH, false)) return reject(index, "bad_string", "model");
+  if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false)) return reject(index, "bad_string", "driver_version");
+  if (w.index > MAX_GPU_INDEX) return reject(index, "bad_number", "index");
 
-  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || CONTROL_RE.test(w.uuid)) return reject("bad_uuid", "uuid");
-  if (stringProblem("model", w.model, MAX_MODEL_LENGTH, false)) return reject("bad_string", "model");
-  if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false)) return reject("bad_string", "driver_version");
-  if (w.index > MAX_GPU_INDEX) return reject("bad_number", "index");
-
-  if (w.durationMs < MIN_WINDOW_MS || w.durationMs > MAX_WINDOW_MS) return reject("bad_duration", "duration_ms");
-  if (w.startMs > BigInt(Math.floor(nowMs + limits.maxFutureMs))) return reject("in_future", "start_ms");
-  if (w.startMs < BigInt(Math.ceil(nowMs - limits.maxAgeMs))) return reject("too_old", "start_ms");
+  if (w.durationMs < MIN_WINDOW_MS || w.durationMs > MAX_WINDOW_MS) return reject(index, "bad_duration", "duration_ms");
+  // Unix milliseconds are exact in a double for the next 280,000 years.
+  const startMs = Number(w.startMs);
+  if (startMs > Math.floor(nowMs + limits.maxFutureMs)) return reject(index, "in_future", "start_ms");
+  if (startMs < Math.ceil(nowMs - limits.maxAgeMs)) return reject(index, "too_old", "start_ms");
 
   const maxS = (w.durationMs / 1000) * DURATION_SLACK;
-  if (badNumber(w.observedS)) return reject("bad_number", "observed_s");
-  if (w.observedS > maxS) return reject("exceeds_duration", "observed_s");
-  let stateSum = 0;
-  for (const [name, get] of STATE_FIELDS) {
-    const v = get(w);
-    if (badNumber(v)) return reject("bad_number", name);
-    if (v > maxS) return reject("exceeds_duration", name);
-    stateSum += v;
-  }
-  if (Math.abs(stateSum - w.observedS) > Math.max(SUM_TOLERANCE_S, w.observedS * SUM_TOLERANCE_FRACTION)) {
-    return reject("inconsistent", "observed_s");
-  }
-  const partMax = w.observedS + Math.max(SUM_TOLERANCE_S, w.observedS * SUM_TOLERANCE_FRACTION);
-  for (const [name, get] of PART_OF_OBSERVED_FIELDS) {
-    const v = get(w);
-    if (badNumber(v)) return reject("bad_number", name);
-    if (v > maxS) return reject("exceeds_duration", name);
-    if (v > partMax) return reject("inconsistent", name);
-  }
-  for (const [name, get] of OPTIONAL_WATTS_FIELDS) {
-    const v = get(w);
-    if (v !== undefined && badNumber(v)) return reject("bad_number", name);
-  }
-  if (badBytes(w.memUsedMaxBytes)) return reject("bad_number", "mem_used_max_bytes");
-  if (badBytes(w.memTotalBytes)) return reject("bad_number", "mem_total_bytes");
+  const observed = w.observedS;
+  if (badNumber(observed)) return reject(index, "bad_number", "observed_s");
+  if (observed > maxS) return reject(index, "exceeds_duration", "observed_s");
+  const stateProblem =
+    secondsProblem(w.freeIdleS, "free_idle_s", maxS) ??
+    secondsProblem(w.heldIdleS, "held_idle_s", maxS) ??
+    secondsProblem(w.busyPhantomS, "busy_phantom_s", maxS) ??
+    secondsProblem(w.activeS, "active_s", maxS) ??
+    secondsProblem(w.unavailableS, "unavailable_s", maxS);
+  if (stateProblem) return reject(index, stateProblem[0], stateProblem[1]);
+  const stateSum = w.freeIdleS + w.heldIdleS + w.busyPhantomS + w.activeS + w.unavailableS;
+  const tolerance = Math.max(SUM_TOLERANCE_S, observed * SUM_TOLERANCE_FRACTION);
+  if (Math.abs(stateSum - observed) > tolerance) return reject(index, "inconsistent", "observed_s");
+  // Sums bounded by observed seconds (each sample adds at most dt).
+  const partMax = observed + tolerance;
+  const partProblem =
+    partProblemOf(w.reportedIdleS, "reported_idle_s", maxS, partMax) ??
+    partProblemOf(w.reportedBusyS, "reported_busy_s", maxS, partMax) ??
+    partProblemOf(w.realBusyS, "real_busy_s", maxS, partMax);
+  if (partProblem) return reject(index, partProblem[0], partProblem[1]);
+  if (w.powerMeanW !== undefined && badNumber(w.powerMeanW)) return reject(index, "bad_number", "power_mean_w");
+  if (w.powerMaxW !== undefined && badNumber(w.powerMaxW)) return reject(index, "bad_number", "power_max_w");
+  if (w.powerFloorW !== undefined && badNumber(w.powerFloorW)) return reject(index, "bad_number", "power_floor_w");
+  if (w.powerLimitW !== undefined && badNumber(w.powerLimitW)) return reject(index, "bad_number", "power_limit_w");
+  if (badBytes(w.memUsedMaxBytes)) return reject(index, "bad_number", "mem_used_max_bytes");
+  if (badBytes(w.memTotalBytes)) return reject(index, "bad_number", "mem_total_bytes");
 
-  if (w.topHolders.length > MAX_HOLDERS) return reject("too_large", "top_holders");
+  if (w.topHolders.length > MAX_HOLDERS) return reject(index, "too_large", "top_holders");
   for (let i = 0; i < w.topHolders.length; i++) {
     const h = w.topHolders[i];
-    if (h && h.name.length > MAX_HOLDER_NAME_LENGTH) return reject("bad_string", `top_holders[${i}].name`);
-    if (h && badBytes(h.usedMemoryBytes)) return reject("bad_number", `top_holders[${i}].used_memory_bytes`);
+    if (h && h.name.length > MAX_HOLDER_NAME_LENGTH) return reject(index, "bad_string", `top_holders[${i}].name`);
+    if (h && badBytes(h.usedMemoryBytes)) return reject(index, "bad_number", `top_holders[${i}].used_memory_bytes`);
   }
 
-  if (!w.last) return reject("missing_field", "last");
+  if (!w.last) return reject(index, "missing_field", "last");
   const lastProblem = lastReadingProblem(w.last);
-  if (lastProblem) return { index, reason: lastProblem[0], field: f(`last.${lastProblem[1]}`) };
+  if (lastProblem) return reject(index, lastProblem[0], `last.${lastProblem[1]}`);
   return undefined;
+}
+
+function secondsProblem(v: number, name: string, maxS: number): [RejectionReason, string] | undefined {
+  if (badNumber(v)) return ["bad_number", name];
+  if (v > maxS) return ["exceeds_duration", name];
+  return undefined;
+}
+
+function partProblemOf(v: number, name: string, maxS: number, partMax: number): [RejectionReason, string] | undefined {
+  return secondsProblem(v, name, maxS) ?? (v > partMax ? ["inconsistent", name] : undefined);
 }
 
 /** Enum values a LastReading may carry (UNSPECIFIED is refused: the current state must be known). */
