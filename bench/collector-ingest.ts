@@ -68,7 +68,7 @@ export function sessionDeps(fleet: FleetState, self: SelfMetrics): SessionDeps {
 export function openSession(deps: SessionDeps, host: BenchHost): IngestSession {
   const session = new IngestSession(deps, `bench:${host.hostname}`);
   const step = session.handle({ ok: true, msg: helloRequest(host) });
-  if (step.kind !== "reply") throw new Error(`the collector refused the bench Hello: ${step.message}`);
+  if (step.kind !== "reply") throw new Error(`the collector refused the bench Hello: ${step.kind === "fail" ? step.message : step.kind}`);
   return session;
 }
 
@@ -93,7 +93,7 @@ function serveOne(session: IngestSession, buf: Buffer): number {
     req = { ok: false, error: String(err) };
   }
   const step = session.handle(req);
-  if (step.kind !== "reply") throw new Error(`the collector ended a bench stream: ${step.message}`);
+  if (step.kind !== "reply") throw new Error(`the collector ended a bench stream: ${step.kind === "fail" ? step.message : step.kind}`);
   sink.value += responseSerialize(step.response).length;
   const msg = step.response.msg;
   if (msg.case !== "ack") throw new Error(`the collector answered a batch with ${msg.case}`);

@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: collector ingest, `/metrics` render and agent per-sample CPU, each as a
- * ratio against a baseline measured in the same rounds. Prints a table and writes
+ * `npm run bench`: collector ingest, `/metrics` render, agent per-sample CPU and collector
+ * writes into a private InfluxDB, each as a ratio against a baseline measured in the same
+ * rounds. Prints a table and writes
  * `.bench/results.json`. Exits non-zero only when a self-check fails (a window refused, a
  * line the parser could not read), never because of a time.
  *
@@ -13,12 +14,14 @@ import { runAgentBench, type AgentBenchResult } from "./agent-sample.js";
 import { runIngestCase, type IngestCaseResult } from "./collector-ingest.js";
 import { WindowTemplates } from "./fleet-windows.js";
 import { environment, sink, type Spread } from "./harness.js";
+import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
 
 /** Targets of the design, reported (never asserted). */
 const TARGETS = {
   ingestToDecodeRatioAtLeast: 0.5,
   agentCpuUsPerSampleBelow: 50,
+  influxWriterToBarePostAtLeast: 0.8,
 };
 
 const quick = process.argv.includes("--quick");
@@ -37,7 +40,7 @@ function table(rows: string[][]): string {
     .join("\n");
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const started = performance.now();
   const env = environment();
   const out: string[] = [];
@@ -93,6 +96,24 @@ function main(): void {
   say(`  ${fmtInt(agent.windowsPerRound)} windows a round; GPU-seconds by state: ${share}`);
   say();
 
+  const influx: InfluxWriteResult = await runInfluxWriteBench(templates, {
+    hosts: 625, timesPerSlice: 2, slicesPerRound: quick ? 2 : 4, warmup: 1, rounds: quick ? 2 : 5,
+  });
+  if (influx.skipped) {
+    say(`(c) InfluxDB writes: skipped — ${influx.reason}`);
+  } else {
+    say(`(c) Collector writes into InfluxDB ${influx.influxdVersion} (private influxd, loopback): ${fmtInt(influx.pointsPerRound)} points a round in slices of ${fmtInt(influx.pointsPerSlice)}, ${fmtInt(influx.batchSize)} lines a request, ${influx.inFlight} in flight`);
+    say(table([
+      ["", "median points/s", "range points/s", "÷ bare POST (per slice)", "ratio range", "target ≥ 0.8"],
+      ["InfluxWriter: encode windows, batch, POST, wait for 204", fmtInt(influx.writerPointsPerS.median), `[${range(influx.writerPointsPerS, fmtInt)}]`,
+        fmt(influx.ratio.median), `[${range(influx.ratio, (x) => fmt(x))}]`, influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast ? "met" : "NOT met"],
+      ["baseline: bare POST of the same lines, built beforehand", fmtInt(influx.barePostPointsPerS.median), `[${range(influx.barePostPointsPerS, fmtInt)}]`, "1", "", ""],
+      ["node-influx writePoints of the same points", fmtInt(influx.nodeInfluxPointsPerS.median), `[${range(influx.nodeInfluxPointsPerS, fmtInt)}]`,
+        fmt(influx.nodeInfluxRatio.median), `[${range(influx.nodeInfluxRatio, (x) => fmt(x))}]`, ""],
+    ]));
+    say();
+  }
+
   const durationS = (performance.now() - started) / 1000;
   const file = join(dirname(fileURLToPath(import.meta.url)), "..", ".bench", "results.json");
   mkdirSync(dirname(file), { recursive: true });
@@ -109,6 +130,7 @@ function main(): void {
       metricsRender: metrics,
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
+    influxWrite: influx.skipped ? influx : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
     sink: sink.value,
   };
   // Six significant digits are more than the noise allows; the rest would only be noise.
@@ -117,4 +139,7 @@ function main(): void {
   say(`Finished in ${fmt(durationS, 1)} s; summary written to .bench/results.json.`);
 }
 
-main();
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

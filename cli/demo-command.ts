@@ -1,12 +1,17 @@
-/** `trueidle demo`: the demo fleet, end to end, with a live summary. */
-import { formatHelp, parseFlags, type CommandSpec } from "./args.js";
+/** `trueidle demo`: the demo fleet, end to end, with a live summary, and history in InfluxDB. */
+import { formatHelp, parseFlags, UsageError, type CommandSpec } from "./args.js";
 import { checkWindow, LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
 import { DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT } from "../common/grpc-service.js";
+import { formatDuration } from "../common/duration.js";
 import { runDemo } from "../demo/demo.js";
+import { BACKFILL_INTERVAL_MS, BACKFILL_WINDOW_MS, backfillSummary, MAX_BACKFILL_MS, runBackfill, type BackfillResult } from "../demo/backfill.js";
+import { FleetHistoryModel, HISTORY_FLEET } from "../demo/fleet-history.js";
+import { historyHowTo, isHistory, openDemoHistory } from "../demo/demo-history.js";
 
 export const demoSpec: CommandSpec = {
   name: "demo",
-  summary: "trueidle demo — a collector and three simulated 8-GPU hosts streaming over real gRPC, with a live fleet summary every window.",
+  summary: "trueidle demo — a collector and three simulated 8-GPU hosts streaming over real gRPC, with a live fleet summary every window; " +
+    "history in a private InfluxDB, and --backfill to fill it with months of simulated fleet history.",
   usage: "trueidle demo [flags]",
   flags: [
     { name: "duration", type: "duration", min: 1000, placeholder: "DURATION", help: "Stop after this long (default: run until Ctrl-C)." },
@@ -14,18 +19,76 @@ export const demoSpec: CommandSpec = {
     { name: "http-listen", type: "string", default: `127.0.0.1:${DEFAULT_HTTP_PORT}`, placeholder: "HOST:PORT", help: "Collector /metrics address." },
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
     { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length." },
+    { name: "no-influx", type: "boolean", help: "Run without InfluxDB history." },
+    { name: "influx-url", type: "string", placeholder: "URL",
+      help: "Use this InfluxDB 1.x (http://HOST:8086/DB) instead of a private one. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file." },
+    { name: "influx-credentials-file", type: "string", placeholder: "FILE", help: "File whose first line is username:password, for --influx-url." },
+    { name: "keep-data", type: "boolean", help: "Keep the private InfluxDB's temp dir after the demo, and print its path." },
+    { name: "backfill", type: "duration", min: BACKFILL_WINDOW_MS, max: MAX_BACKFILL_MS, placeholder: "DURATION",
+      help: `First write this much simulated history of a 64-GPU fleet (up to ${formatDuration(MAX_BACKFILL_MS)}), ending now, into InfluxDB.` },
+    { name: "backfill-only", type: "boolean", help: "Exit after the backfill instead of going on with the live fleet (needs --influx-url or --keep-data)." },
+    { name: "backfill-end", type: "string", placeholder: "TIME",
+      help: "End the backfilled range here (RFC 3339 or Unix ms) instead of now; the same range and seed write the same points." },
+    { name: "seed", type: "number", default: "1", min: 0, max: 4_294_967_295, help: "Seed of the simulated history." },
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS.map((f) => (f.name === "log-level" ? { ...f, default: "warn" } : f)),
   ],
-  notes: "While it runs, scrape http://127.0.0.1:9745/metrics (or point Prometheus at it).",
-  examples: ["trueidle demo", "trueidle demo --duration 60s", "npm run demo -- --window 5s"],
+  notes: [
+    "While it runs, scrape http://127.0.0.1:9745/metrics (or point Prometheus at it).",
+    "",
+    "History: with influxd installed (Debian/Ubuntu: apt-get install influxdb) the demo starts a private InfluxDB on",
+    "loopback and prints how to query it and run `trueidle report` against it while the demo runs.",
+    "",
+    `--backfill samples the simulated fleet every ${formatDuration(BACKFILL_INTERVAL_MS)} into ${formatDuration(BACKFILL_WINDOW_MS)} windows with the agent's own`,
+    "aggregator, writes them to gpu_window and rolls them up into gpu_hour. The fleet: 8 hosts x 8 GPUs in three",
+    "sites; busy in office hours, quiet at night and at weekends; ap-south mostly idle; the L40S inference servers",
+    "phantom-busy. Then that same fleet goes on live, its windows written by the collector, until Ctrl-C or",
+    "--duration (the private InfluxDB stays up meanwhile for `trueidle report`); --backfill-only exits instead.",
+  ].join("\n"),
+  examples: [
+    "trueidle demo",
+    "trueidle demo --duration 60s",
+    "trueidle demo --backfill 30d",
+    "trueidle demo --backfill 90d --influx-url http://localhost:8086/trueidle --backfill-only",
+    "npm run demo -- --window 5s --no-influx",
+  ],
 };
+
+/** `--backfill-end`: RFC 3339 or Unix milliseconds. */
+function parseEnd(text: string): number {
+  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms)) throw new UsageError(`--backfill-end "${text}" is neither an RFC 3339 time nor Unix milliseconds`);
+  return ms;
+}
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const v = parseFlags(demoSpec, argv);
   const intervalMs = v["interval"] as number;
   const windowMs = v["window"] as number;
   checkWindow(intervalMs, windowMs);
+  const backfillMs = v["backfill"] as number | undefined;
+  const backfillOnly = v["backfill-only"] === true;
+  const noInflux = v["no-influx"] === true;
+  const keepData = v["keep-data"] === true;
+  const influxUrl = v["influx-url"] as string | undefined;
+  const endText = v["backfill-end"] as string | undefined;
+  const problems: string[] = [];
+  if (noInflux && influxUrl !== undefined) problems.push("--no-influx and --influx-url contradict each other");
+  if (noInflux && backfillMs !== undefined) problems.push("--backfill writes to InfluxDB; it cannot be used with --no-influx");
+  if (backfillOnly && backfillMs === undefined) problems.push("--backfill-only needs --backfill DURATION");
+  if (backfillOnly && influxUrl === undefined && !keepData) {
+    problems.push("--backfill-only with the private InfluxDB would delete the history on exit; add --keep-data, or give --influx-url");
+  }
+  if (endText !== undefined && backfillMs === undefined) problems.push("--backfill-end needs --backfill DURATION");
+  if (keepData && (noInflux || influxUrl !== undefined)) problems.push("--keep-data applies to the private InfluxDB only");
+  if (v["influx-credentials-file"] !== undefined && influxUrl === undefined) problems.push("--influx-credentials-file needs --influx-url");
+  const endMs = endText === undefined ? undefined : parseEnd(endText);
+  if (endMs !== undefined && endMs > Date.now()) problems.push(`--backfill-end ${endText} is in the future`);
+  if (problems.length > 0) throw new UsageError(problems.join("\n"));
+
+  const out = (line: string): void => void process.stdout.write(line + "\n");
+  const logger = loggerFrom(v, { component: "demo" });
+  const thresholds = thresholdsFrom(v);
   const ac = new AbortController();
   const onSignal = (): void => {
     if (ac.signal.aborted) process.exit(130);
@@ -33,18 +96,68 @@ export async function demoCommand(argv: string[]): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  await runDemo({
-    grpcListen: v["grpc-listen"] as string,
-    httpListen: v["http-listen"] as string,
-    intervalMs,
-    windowMs,
-    durationMs: v["duration"] as number | undefined,
-    thresholds: thresholdsFrom(v),
-    logger: loggerFrom(v, { component: "demo" }),
-    out: (line) => void process.stdout.write(line + "\n"),
-    signal: ac.signal,
+
+  const history = await openDemoHistory({
+    noInflux, influxUrl, keepData, out, logger,
+    credentialsFile: v["influx-credentials-file"] as string | undefined,
   });
-  return 0;
+  const seed = v["seed"] as number;
+  let backfilled: BackfillResult | undefined;
+  try {
+    if (backfillMs !== undefined) {
+      if (!isHistory(history)) {
+        // Said above why; a backfill has nowhere to go.
+        process.stderr.write("trueidle demo: --backfill needs InfluxDB: install influxd (apt-get install influxdb) or give --influx-url.\n");
+        return 1;
+      }
+      try {
+        backfilled = await runBackfill({
+          target: history.target,
+          durationMs: backfillMs,
+          endMs,
+          seed,
+          thresholds,
+          logger,
+          progress: (line) => void process.stderr.write(line + "\n"),
+          signal: ac.signal,
+        });
+      } catch (err) {
+        if (ac.signal.aborted) {
+          out("Backfill stopped (Ctrl-C); what was written stays in InfluxDB.");
+          return 130;
+        }
+        throw err;
+      }
+      out(backfillSummary(backfilled));
+      const since = `${Math.ceil(backfillMs / 86_400_000)}d`;
+      out("See it:");
+      for (const line of historyHowTo(history, since)) out(line);
+      if (backfillOnly) return 0;
+      out("");
+    } else if (isHistory(history)) {
+      for (const line of historyHowTo(history, "1h")) out(line);
+    }
+    if (ac.signal.aborted) return 0;
+    await runDemo({
+      grpcListen: v["grpc-listen"] as string,
+      httpListen: v["http-listen"] as string,
+      intervalMs,
+      windowMs,
+      durationMs: v["duration"] as number | undefined,
+      thresholds,
+      logger,
+      out,
+      signal: ac.signal,
+      influx: isHistory(history)
+        ? { target: history.target, rawRetentionMs: backfilled?.rawRetentionMs, hourRetentionMs: backfilled?.hourRetentionMs }
+        : undefined,
+      // After a backfill the same fleet goes on live, so the history runs on into the present.
+      historyFleet: backfilled ? new FleetHistoryModel(HISTORY_FLEET, seed) : undefined,
+    });
+    return 0;
+  } finally {
+    if (isHistory(history)) await history.close();
+  }
 }
 
 export const demoHelp = (): string => formatHelp(demoSpec);

@@ -25,6 +25,11 @@ const COMMANDS: Record<string, Command> = {
     help: async () => (await import("./demo-command.js")).demoHelp(),
     run: async (a) => (await import("./demo-command.js")).demoCommand(a),
   },
+  report: {
+    summary: "Capacity report from the InfluxDB history: real vs reported idle, reclaimable GPUs, per site, model or any label.",
+    help: async () => (await import("./report-command.js")).reportHelp(),
+    run: async (a) => (await import("./report-command.js")).reportCommand(a),
+  },
 };
 
 export function topHelp(): string {

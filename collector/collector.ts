@@ -1,7 +1,9 @@
 /**
  * The collector: gRPC ingest from agents → fleet state → Prometheus `/metrics` and
- * `/healthz`. `startCollector` validates its options (every problem at once), binds both
- * listeners and returns once they accept connections.
+ * `/healthz`, and, with `influx` set, every accepted window to InfluxDB (acks wait for
+ * the write). `startCollector` validates its options (every problem at once), binds both
+ * listeners and returns once they accept connections; the InfluxDB schema is set up in
+ * the background, retried while InfluxDB cannot be reached.
  */
 import { hostname } from "node:os";
 import { TrueidleError } from "../common/errors.js";
@@ -11,6 +13,11 @@ import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type 
 import { IngestServer } from "./grpc-server.js";
 import { CollectorHttpServer } from "./http-server.js";
 import { parseListenAddress, type ListenAddress } from "./listen-address.js";
+import { LateRollup } from "./influx/late-rollup.js";
+import { SchemaKeeper } from "./influx/schema-keeper.js";
+import { DEFAULT_HOUR_RETENTION_MS, DEFAULT_RAW_RETENTION_MS, MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "./influx/schema.js";
+import { describeTarget, type InfluxTarget } from "./influx/target.js";
+import { InfluxWriter } from "./influx/writer.js";
 import { SelfMetrics } from "./self-metrics.js";
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from "./validate.js";
 
@@ -40,6 +47,24 @@ export interface CollectorOptions {
   now?: () => number;
   /** Names this collector to agents and in logs (default HOSTNAME:PID). */
   collectorId?: string;
+  /** Write every accepted window to this InfluxDB; acks wait for the writes. */
+  influx?: CollectorInfluxOptions | undefined;
+}
+
+export interface CollectorInfluxOptions {
+  target: InfluxTarget;
+  /** Retention of raw windows (`gpu_window`, default 30 days). */
+  rawRetentionMs?: number | undefined;
+  /** Retention of the hourly roll-up (`gpu_hour`, default 730 days). */
+  hourRetentionMs?: number | undefined;
+  /** Points per write request (default 5,000). */
+  batchSize?: number | undefined;
+  /** A window waits at most this long for its batch to fill (default 1 s). */
+  flushIntervalMs?: number | undefined;
+  /** Points the write queue holds at most (default 100,000). */
+  maxQueuedPoints?: number | undefined;
+  /** How often hours the continuous query no longer covers are rolled up (default 10 min). */
+  lateRollupIntervalMs?: number | undefined;
 }
 
 export interface Collector {
@@ -91,6 +116,17 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   if (!(Number.isSafeInteger(t.heldMemoryBytes) && t.heldMemoryBytes >= 0)) {
     problems.push(`thresholds.heldMemoryBytes must be a non-negative integer (got ${t.heldMemoryBytes})`);
   }
+  const influx = opts.influx;
+  if (influx) {
+    const raw = influx.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS;
+    const hour = influx.hourRetentionMs ?? DEFAULT_HOUR_RETENTION_MS;
+    if (!(Number.isFinite(raw) && raw >= MIN_RAW_RETENTION_MS)) problems.push(`influx.rawRetentionMs must be at least ${MIN_RAW_RETENTION_MS} ms, 2 hours (got ${raw})`);
+    if (!(Number.isFinite(hour) && hour >= MIN_HOUR_RETENTION_MS)) problems.push(`influx.hourRetentionMs must be at least ${MIN_HOUR_RETENTION_MS} ms, 1 hour (got ${hour})`);
+    positive("influx.batchSize", influx.batchSize, true);
+    positive("influx.flushIntervalMs", influx.flushIntervalMs, false);
+    positive("influx.maxQueuedPoints", influx.maxQueuedPoints, true);
+    positive("influx.lateRollupIntervalMs", influx.lateRollupIntervalMs, false);
+  }
   if (problems.length > 0) throw new TrueidleError("bad_config", `bad collector options: ${problems.join("; ")}`);
   return {
     grpc,
@@ -116,6 +152,32 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     maxGpusPerHost: valid.limits.maxGpusPerHost,
   });
   const self = new SelfMetrics();
+  let schema: SchemaKeeper | undefined;
+  let writer: InfluxWriter | undefined;
+  let late: LateRollup | undefined;
+  if (opts.influx) {
+    const io = opts.influx;
+    const influxLog = logger.child({ part: "influx" });
+    schema = new SchemaKeeper({
+      target: io.target,
+      logger: influxLog,
+      rawRetentionMs: io.rawRetentionMs,
+      hourRetentionMs: io.hourRetentionMs,
+    });
+    writer = new InfluxWriter({
+      target: io.target,
+      batchSize: io.batchSize,
+      flushIntervalMs: io.flushIntervalMs,
+      maxQueuedPoints: io.maxQueuedPoints,
+      // At stop only requests already sent are still being written (queued windows are
+      // withdrawn with their streams; the agents hold them), so the grace can be short.
+      stopTimeoutMs: 5_000,
+      logger: influxLog,
+      counters: self,
+      schema,
+    });
+    late = new LateRollup({ target: io.target, logger: influxLog, intervalMs: io.lateRollupIntervalMs });
+  }
   const grpc = new IngestServer({
     fleet,
     self,
@@ -124,6 +186,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     limits: Object.freeze(valid.limits),
     logger,
     now,
+    influx: writer ? { writer, written: late ? (t) => late.note(t) : undefined } : undefined,
   });
   const http = new CollectorHttpServer({ fleet, self, logger });
 
@@ -134,6 +197,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     httpPort = await http.listen(valid.http);
   } catch (err) {
     await Promise.all([grpc.stop(), http.stop()]);
+    schema?.stop();
+    await writer?.stop();
+    await late?.stop();
     throw new TrueidleError("unavailable", err instanceof Error ? err.message : String(err), { cause: err });
   }
   fleet.startSweeper();
@@ -142,6 +208,15 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     grpcListen: opts.grpcListen,
     httpListen: opts.httpListen,
   });
+  if (opts.influx && schema) {
+    logger.info(
+      `The collector writes every window to InfluxDB at ${describeTarget(opts.influx.target)}, retention policy gpu_window; ` +
+        "agents are acknowledged once their windows are written.",
+      { influxUrl: opts.influx.target.baseUrl, database: opts.influx.target.database },
+    );
+    schema.start();
+    late?.start();
+  }
 
   let stopping: Promise<void> | undefined;
   return {
@@ -152,7 +227,13 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     stop: () => {
       stopping ??= (async () => {
         fleet.stop();
+        // Streams end first: their windows still queued for InfluxDB are withdrawn (the
+        // agents hold them), then what is already being written is flushed. The schema
+        // keeper stops before: writes still waiting for a schema that never came give up.
         await Promise.all([grpc.stop(), http.stop()]);
+        schema?.stop();
+        await writer?.stop();
+        await late?.stop();
         logger.info("The collector stopped.", { collectorId });
       })();
       return stopping;

@@ -17,7 +17,7 @@ import {
 import { errorMessage } from "../common/errors.js";
 import { ingestServiceDefinition } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
-import { IngestSession, type DecodedRequest, type SessionDeps } from "./ingest-session.js";
+import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
 import { formatListenAddress, type ListenAddress } from "./listen-address.js";
 
 export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -116,13 +116,7 @@ export class IngestServer {
         finish("the collector failed to handle a message");
         return;
       }
-      if (step.kind === "reply") {
-        call.write(step.response);
-        return;
-      }
-      this.deps.logger.warn(`Ended an agent stream as invalid: ${step.message}.`, { host: session.hostname, peer });
-      this.endWithStatus(call, status.INVALID_ARGUMENT, step.message);
-      finish(`the stream was invalid (${step.message})`);
+      this.deliver(call, session, peer, step, finish);
     });
     // grpc-js reports a client's cancel much like a half-close followed by 'cancelled', and
     // emits 'cancelled' after normal ends too; the reason logged is a best guess.
@@ -140,6 +134,37 @@ export class IngestServer {
     call.on("finish", ended);
     call.on("cancelled", ended);
     call.on("close", ended);
+  }
+
+  /** Sends a step's reply, or ends the stream; a step still pending is delivered when it settles, if the stream is open. */
+  private deliver(call: Call, session: IngestSession, peer: string, step: SessionStep, finish: (reason: string) => void): void {
+    if (step.kind === "later") {
+      step.step.then(
+        (settled) => {
+          if (this.calls.has(call)) this.deliver(call, session, peer, settled, finish);
+        },
+        (err: unknown) => {
+          if (!this.calls.has(call)) return;
+          this.deps.logger.error("An agent stream failed inside the collector; the stream was ended with INTERNAL.", { host: session.hostname, peer, err });
+          this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
+          finish("the collector failed to handle a message");
+        },
+      );
+      return;
+    }
+    if (step.kind === "reply") {
+      call.write(step.response);
+      return;
+    }
+    if (step.code === "unavailable") {
+      this.deps.logger.warn(`Ended an agent stream for now: ${step.message}.`, { host: session.hostname, peer });
+      this.endWithStatus(call, status.UNAVAILABLE, step.message);
+      finish(`the stream was ended for now (${step.message})`);
+      return;
+    }
+    this.deps.logger.warn(`Ended an agent stream as invalid: ${step.message}.`, { host: session.hostname, peer });
+    this.endWithStatus(call, status.INVALID_ARGUMENT, step.message);
+    finish(`the stream was invalid (${step.message})`);
   }
 
   private endWithStatus(call: Call, code: status, details: string): void {

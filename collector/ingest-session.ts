@@ -1,10 +1,18 @@
 /**
  * One agent stream as a state machine, apart from the transport: Hello first, then
- * batches. `handle` answers each decoded message with a reply to send, or with a failure
- * that ends the stream as INVALID_ARGUMENT (the message names the field).
+ * batches. `handle` answers each decoded message with a reply to send, with a failure that
+ * ends the stream (INVALID_ARGUMENT naming the field, or UNAVAILABLE when the agent should
+ * simply come back later), or — when the collector writes InfluxDB — with a promise of
+ * either, which the transport delivers when it settles.
  *
  * A batch is applied to the fleet state before its ack is returned, so an ack means the
- * windows are counted. (When an InfluxDB writer is added, the ack must wait for it.)
+ * windows are counted. With an InfluxDB writer the ack also waits until the batch's
+ * windows are written to InfluxDB (or refused by it for good, which is counted and
+ * logged): a window leaves the agent's buffer only once it is durable. Every accepted
+ * window is written, a re-sent one too — it may be re-sent because its first write
+ * failed, and writing it again is harmless. Acks of one stream go out in batch order.
+ * When the stream ends, its windows still waiting in the write queue are withdrawn: the
+ * agent holds them and sends them again.
  */
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "../common/log.js";
@@ -21,13 +29,20 @@ import {
   type WindowBatch,
 } from "../gen/trueidle/v1/ingest_pb.js";
 import type { FleetState } from "./fleet-state.js";
+import { HostLineEncoder } from "./influx/line-protocol.js";
+import type { InfluxWriter, WriteOutcome } from "./influx/writer.js";
 import type { SelfMetrics } from "./self-metrics.js";
 import { validateHello, validateWindow, type AgentHello, type WindowLimits, type WindowRejection } from "./validate.js";
 
 /** A message as the transport decoded it, or why it could not. */
 export type DecodedRequest = { ok: true; msg: StreamRequest } | { ok: false; error: string };
 
-export type SessionStep = { kind: "reply"; response: StreamResponse } | { kind: "fail"; message: string };
+export type SessionStep =
+  | { kind: "reply"; response: StreamResponse }
+  /** End the stream: `invalid_argument` (the default) for a bad stream, `unavailable` for "come back later". */
+  | { kind: "fail"; message: string; code?: "invalid_argument" | "unavailable" }
+  /** The answer is not known yet; deliver the settled step (unless the stream ended meanwhile). */
+  | { kind: "later"; step: Promise<SessionStep> };
 
 export interface SessionDeps {
   fleet: FleetState;
@@ -37,6 +52,14 @@ export interface SessionDeps {
   limits: Readonly<WindowLimits>;
   logger: Logger;
   now: () => number;
+  /** Set when the collector writes windows to InfluxDB: acks wait for it. */
+  influx?: SessionInflux | undefined;
+}
+
+export interface SessionInflux {
+  writer: InfluxWriter;
+  /** Told the start of every window once InfluxDB has it (late hours get rolled up). */
+  written?: ((startMs: number) => void) | undefined;
 }
 
 /** Rejected batches of one stream are logged at most this often. */
@@ -49,6 +72,12 @@ export class IngestSession {
   private batches = 0;
   private windows = 0;
   private lastRejectionLogAt = -Infinity;
+  /** The host's line-protocol encoder, with an InfluxDB writer only. */
+  private encoder: HostLineEncoder | undefined;
+  /** The last ack still waiting for InfluxDB; later acks wait for it, to keep batch order. */
+  private tail: Promise<unknown> | undefined;
+  /** Aborted when the stream ends: withdraws its lines still queued for InfluxDB. */
+  private readonly ended = new AbortController();
 
   constructor(
     private readonly deps: SessionDeps,
@@ -77,6 +106,7 @@ export class IngestSession {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.ended.abort();
     if (!this.hello) return;
     this.deps.self.agentsConnected--;
     this.deps.logger.info(`Agent on ${this.hello.hostname} disconnected: ${reason}.`, {
@@ -95,6 +125,14 @@ export class IngestSession {
     if (this.hello) return this.fail("hello was sent twice; it must be the first message only");
     const result = validateHello(hello);
     if (!result.ok) return this.fail(result.message);
+    if (this.deps.influx) {
+      try {
+        this.encoder = new HostLineEncoder(result.hello.hostname, result.hello.labels);
+      } catch (err) {
+        // Only what line protocol cannot carry exactly gets here (a trailing backslash).
+        return this.fail(`hello.host cannot be stored in InfluxDB: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
     this.hello = result.hello;
     this.deps.self.agentsConnected++;
     this.deps.logger.info(`Agent on ${result.hello.hostname} connected from ${this.peer}.`, {
@@ -144,6 +182,9 @@ export class IngestSession {
 
     const now = this.deps.now();
     const rejections: WindowRejection[] = [];
+    const encoder = this.encoder;
+    const lines: string[] = [];
+    const starts: number[] = [];
     let accepted = 0;
     for (let i = 0; i < n; i++) {
       const w = batch.windows[i];
@@ -153,16 +194,26 @@ export class IngestSession {
         rejections.push(rejection);
         continue;
       }
+      const unstorable = encoder ? HostLineEncoder.windowProblem(w) : undefined;
+      if (unstorable) {
+        rejections.push({ index: i, reason: "bad_string", field: `windows[${i}].${unstorable}` });
+        continue;
+      }
       if (fleet.applyWindow(hello, w) === "too_many_gpus") {
         rejections.push({ index: i, reason: "too_many_gpus", field: `windows[${i}].uuid` });
       } else {
         accepted++;
+        // A replay ("duplicate") is written too: its first write may have failed.
+        if (encoder) {
+          lines.push(encoder.line(w));
+          starts.push(Number(w.startMs));
+        }
       }
     }
     for (const r of rejections) self.reject(r.reason);
     if (rejections.length > 0) this.logRejections(hello.hostname, n, rejections, now);
 
-    return {
+    const reply: SessionStep = {
       kind: "reply",
       response: create(StreamResponseSchema, {
         msg: {
@@ -175,6 +226,45 @@ export class IngestSession {
         },
       }),
     };
+    const influx = this.deps.influx;
+    if (!influx) return reply;
+    if (lines.length === 0 && this.tail === undefined) return reply;
+    return { kind: "later", step: this.afterWrite(influx, lines, starts, reply) };
+  }
+
+  /** The batch's step once its lines are settled in InfluxDB and every earlier ack is out. */
+  private afterWrite(influx: SessionInflux, lines: string[], starts: number[], reply: SessionStep): Promise<SessionStep> {
+    const before = this.tail;
+    const written: Promise<WriteOutcome> = influx.writer.submit(lines, this.ended.signal);
+    const step = (async (): Promise<SessionStep> => {
+      const outcome = await written;
+      if (before) await before;
+      switch (outcome.status) {
+        case "done":
+          if (influx.written) for (const t of starts) influx.written(t);
+          return reply;
+        case "queue_full":
+          return {
+            kind: "fail",
+            code: "unavailable",
+            message: "the collector's InfluxDB write queue is full; send the windows again later",
+          };
+        case "withdrawn":
+          // The stream ended meanwhile; the transport drops this step.
+          return { kind: "fail", code: "unavailable", message: "the stream ended before its windows were written" };
+        case "stopped":
+          return { kind: "fail", code: "unavailable", message: "the collector is shutting down" };
+      }
+    })();
+    const tail = step.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = undefined;
+    });
+    return step;
   }
 
   private logRejections(host: string, total: number, rejections: WindowRejection[], now: number): void {

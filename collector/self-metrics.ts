@@ -1,7 +1,10 @@
 /**
  * The collector's own counters and gauges. Plain fields that the parts of the collector
- * update in place; the renderer reads them. The InfluxDB and spool values stay 0 until a
- * writer fills them.
+ * update in place; the renderer reads them. The InfluxDB writer (collector/influx/writer.ts)
+ * counts `influxPointsWritten` (points InfluxDB took; a window written again counts again)
+ * and `influxWriteErrors` (every failed write request, retried or not, and every batch
+ * refused because the write queue was full); both stay 0 without --influx-url. The spool
+ * stays 0 until a spool fills it.
  */
 import { REJECTION_REASONS, type RejectionReason } from "./validate.js";
 
@@ -13,7 +16,9 @@ export class SelfMetrics {
   readonly windowsRejected: Record<RejectionReason, number> = Object.fromEntries(
     REJECTION_REASONS.map((r) => [r, 0]),
   ) as Record<RejectionReason, number>;
+  /** Points InfluxDB acknowledged (HTTP 204, or the kept part of a partial write). */
   influxPointsWritten = 0;
+  /** Failed InfluxDB write requests (each attempt) and batches refused by a full write queue. */
   influxWriteErrors = 0;
   spoolBytes = 0;
 

@@ -1,6 +1,8 @@
 /**
  * The demo fleet: a collector on the default ports and three simulated 8-GPU hosts that
- * stream over real gRPC, with a live summary after every window.
+ * stream over real gRPC, with a live summary after every window. With `influx` the
+ * collector writes every window to InfluxDB; with `historyFleet` the hosts are the
+ * backfilled history fleet instead, going on live where the backfill ended.
  */
 import * as path from "node:path";
 import { startCollector, type Collector } from "../collector/collector.js";
@@ -10,6 +12,10 @@ import { loadScenario } from "../agent/sim/scenario.js";
 import { packageRoot } from "../common/paths.js";
 import type { Logger } from "../common/log.js";
 import type { GpuState, Thresholds } from "../common/types.js";
+import type { GpuSource } from "../agent/sources/source.js";
+import type { CollectorInfluxOptions } from "../collector/collector.js";
+import type { FleetHistoryModel } from "./fleet-history.js";
+import { FleetHistorySource } from "./history-source.js";
 
 export interface DemoHost {
   scenarioFile: string;
@@ -33,6 +39,27 @@ export interface DemoOptions {
   logger: Logger;
   out: (line: string) => void;
   signal?: AbortSignal | undefined;
+  /** Write every window to this InfluxDB through the collector. */
+  influx?: CollectorInfluxOptions | undefined;
+  /** Run these hosts (the backfilled fleet) instead of the three scenario hosts. */
+  historyFleet?: FleetHistoryModel | undefined;
+}
+
+interface LiveHost {
+  source: GpuSource;
+  hostname: string;
+  labels: Record<string, string>;
+  gpus: number;
+}
+
+function liveHosts(history: FleetHistoryModel | undefined): LiveHost[] {
+  if (history) {
+    return history.hosts.map((h, i) => ({ source: new FleetHistorySource(history, i), hostname: h.hostname, labels: { ...h.labels }, gpus: h.gpus }));
+  }
+  return DEMO_HOSTS.map((h) => {
+    const scenario = loadScenario(path.join(packageRoot(), "demo", "scenarios", h.scenarioFile));
+    return { source: new SimSource(scenario), hostname: scenario.host ?? h.scenarioFile, labels: h.labels, gpus: scenario.gpus.length };
+  });
 }
 
 type Totals = ReturnType<Collector["summary"]>["totals"];
@@ -43,22 +70,20 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     httpListen: opts.httpListen,
     thresholds: opts.thresholds,
     logger: opts.logger.child({ component: "collector" }),
+    influx: opts.influx,
   });
   const grpcTarget = `127.0.0.1:${collector.grpcPort}`;
-  let gpuCount = 0;
-  const agents = DEMO_HOSTS.map((h) => {
-    const scenario = loadScenario(path.join(packageRoot(), "demo", "scenarios", h.scenarioFile));
-    gpuCount += scenario.gpus.length;
-    return new Agent({
-      source: new SimSource(scenario),
-      host: { hostname: scenario.host ?? h.scenarioFile, machineId: "", labels: h.labels },
-      collectors: [grpcTarget],
-      intervalMs: opts.intervalMs,
-      windowMs: opts.windowMs,
-      thresholds: opts.thresholds,
-      logger: opts.logger.child({ component: "agent", host: scenario.host }),
-    });
-  });
+  const hosts = liveHosts(opts.historyFleet);
+  const gpuCount = hosts.reduce((a, h) => a + h.gpus, 0);
+  const agents = hosts.map((h) => new Agent({
+    source: h.source,
+    host: { hostname: h.hostname, machineId: "", labels: h.labels },
+    collectors: [grpcTarget],
+    intervalMs: opts.intervalMs,
+    windowMs: opts.windowMs,
+    thresholds: opts.thresholds,
+    logger: opts.logger.child({ component: "agent", host: h.hostname }),
+  }));
   opts.out(`trueidle demo: collector gRPC ${grpcTarget}, metrics http://${hostOf(opts.httpListen)}:${collector.httpPort}/metrics`);
   opts.out(`${agents.length} simulated hosts, ${gpuCount} GPUs, window ${opts.windowMs / 1000}s. ` +
     `Real idle counts free_idle + held_idle + busy_phantom; reported idle is utilization.gpu < ${opts.thresholds.utilBusyPercent}%.`);

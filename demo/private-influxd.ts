@@ -105,8 +105,17 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
     }
     if (!opts.keepData) rmSync(dir, { recursive: true, force: true });
   };
+  // The process exiting without stop() (a second Ctrl-C, process.exit): kill influxd and,
+  // best effort, remove its data (influxd may still be closing files as it dies).
   const onExit = (): void => {
     if (child.exitCode === null) child.kill("SIGKILL");
+    if (!stopped && !opts.keepData) {
+      try {
+        rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+      } catch {
+        // Left in the temp dir.
+      }
+    }
   };
   process.once("exit", onExit);
   child.once("exit", () => process.removeListener("exit", onExit));

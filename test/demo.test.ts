@@ -6,14 +6,17 @@
  * 24 GPUs; every one of the five states shows up; one GPU gets lost and comes back;
  * real idle is above reported idle in every row; `--duration` and Ctrl-C both end it
  * cleanly (exit 0) with the "Whole run" line. While it runs, /metrics carries the metric
- * families of DESIGN.md.
+ * families of DESIGN.md, and the collector writes every window to the demo's private
+ * InfluxDB, whose temp dir goes when the demo ends; `--no-influx` runs without it.
  *
  * Timing: gpu-a01 GPU 7 repeats active 10 s, lost 10 s, free 10 s, aligned to the Unix
  * epoch. From any start instant, 46 s of rows hold a row without the loss, then one with
  * it, then one after recovery (the worst start, just inside the lost phase, needs about
  * 43 s: the rest of that loss, a whole cycle, then the next loss).
  */
+import { existsSync } from "node:fs";
 import { describe, it } from "vitest";
+import { influxQuery, rows as influxRows } from "./helpers/influxdb.js";
 import { freePort } from "./helpers/ports.js";
 import { startTrueidle, type TrueidleProcess } from "./helpers/trueidle-process.js";
 
@@ -52,6 +55,7 @@ const HEADER = /^time\s+GPUs\s+up\s+real idle\s+reported idle\s+hidden idle\s+ac
 const ROW = /^(\d\d:\d\d:\d\d)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/;
 /** A summary row once the whole fleet has reported. */
 const FULL_ROW = new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\s+${GPUS}\\s`, "m");
+const HISTORY = /^History: private InfluxDB (http:\/\/127\.0\.0\.1:\d+), database trueidle; data in (\S+), removed when the demo ends \(--keep-data keeps it\)\.$/m;
 const WHOLE_RUN = /^Whole run: (\d+\.\d)% really idle, (\d+\.\d)% reported idle, over (\d+) GPU-seconds observed\.$/m;
 
 interface Row {
@@ -129,6 +133,18 @@ describe.concurrent("trueidle demo", () => {
     const { proc, httpPort } = await startDemo(["--duration", "46s"]);
     try {
       await proc.waitForOutput(FULL_ROW, 30_000);
+      // History: a private InfluxDB the collector writes every window to.
+      const history = HISTORY.exec(proc.output());
+      expect(history, proc.output()).not.toBeNull();
+      const [, influxUrl, influxDir] = history!;
+      expect(existsSync(influxDir!)).toBe(true);
+      expect(proc.output()).toContain(`Report:    trueidle report --influx-url ${influxUrl}/trueidle --since 1h --by site,model`);
+      let hosts: unknown[] = [];
+      for (let i = 0; i < 100 && hosts.length < 3; i++) {
+        hosts = influxRows(await influxQuery(influxUrl!, "SHOW TAG VALUES FROM gpu_window WITH KEY = host", "trueidle")).map((r) => r["value"]);
+        if (hosts.length < 3) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(hosts).toEqual(["gpu-a01", "gpu-b01", "gpu-c01"]);
       const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
       expect(res.status).toBe(200);
       const text = await res.text();
@@ -186,14 +202,17 @@ describe.concurrent("trueidle demo", () => {
       expect(Number(whole![1])).toBeGreaterThan(Number(whole![2]));
       expect(Number(whole![3])).toBeGreaterThan(0);
       expect(output.indexOf("Whole run:")).toBeGreaterThan(output.lastIndexOf(rows.at(-1)!.line));
+      // The private InfluxDB's temp dir goes with the demo.
+      expect(existsSync(HISTORY.exec(output)![2]!)).toBe(false);
     } finally {
       await proc.stop("SIGKILL");
     }
   });
 
   it("stops cleanly on Ctrl-C (SIGINT) with the whole-run line", { timeout: 60_000 }, async ({ expect }) => {
-    const { proc } = await startDemo([]);
+    const { proc } = await startDemo(["--no-influx"]);
     try {
+      await proc.waitForOutput(/^History: off \(--no-influx\)\.$/m, 30_000);
       await proc.waitForOutput(/^Running until Ctrl-C\.$/m, 30_000);
       await proc.waitForOutput(FULL_ROW, 30_000);
       const code = await proc.stop("SIGINT", 20_000);

@@ -1,0 +1,111 @@
+/** `trueidle report`: the capacity planner's report, read from the collector's InfluxDB history. */
+import { rename, writeFile } from "node:fs/promises";
+import * as path from "node:path";
+import { formatHelp, parseFlags, UsageError, type CommandSpec } from "./args.js";
+import { errorMessage, TrueidleError } from "../common/errors.js";
+import { readInfluxCredentials } from "../report/influx-connection.js";
+import { buildReport, formatProgress, renderReport, REPORT_FORMATS, type ReportFormat } from "../report/report.js";
+import type { Measurement } from "../report/capacity.js";
+import type { Progress } from "../report/influx-source.js";
+import { resolveRange } from "../report/time-range.js";
+
+const TAG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `--by site,model` → ["site", "model"]; every bad key named at once. */
+export function parseBy(text: string): string[] {
+  const keys = text.split(",").map((s) => s.trim()).filter(Boolean);
+  const problems: string[] = [];
+  if (keys.length === 0) problems.push("needs at least one tag key, e.g. model or site,model");
+  for (const k of keys) if (!TAG_KEY_RE.test(k)) problems.push(`"${k}" is not a tag key (letters, digits, _)`);
+  const dup = keys.filter((k, i) => keys.indexOf(k) !== i);
+  if (dup.length > 0) problems.push(`${[...new Set(dup)].join(", ")} given twice`);
+  if (problems.length > 0) throw new Error(problems.join("; "));
+  return keys;
+}
+
+export const reportSpec: CommandSpec = {
+  name: "report",
+  summary: "trueidle report — how much GPU capacity was really idle over a range, per group, from the InfluxDB history the collector writes.",
+  usage: "trueidle report [--influx-url http://HOST:8086/DB] [--since 90d] [--until TIME] [--by site,model] [--format table|csv|json|html] [--out FILE]",
+  flags: [
+    { name: "influx-url", type: "string", default: "http://localhost:8086/trueidle", placeholder: "URL",
+      help: "InfluxDB 1.x base URL; the path is the database. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file." },
+    { name: "influx-credentials-file", type: "string", placeholder: "FILE", help: "File whose first line is username:password (wins over the environment)." },
+    { name: "since", type: "string", default: "30d", placeholder: "TIME", help: "Start: a duration ago (90d, 36h) or an RFC 3339 time; rounded down to the hour." },
+    { name: "until", type: "string", placeholder: "TIME", help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now]." },
+    { name: "by", type: "string", default: "model", placeholder: "TAGS",
+      help: "Comma-separated tag keys to group by: host, model, uuid, or any configured label such as site or pool.",
+      check: (v) => void parseBy(v[v.length - 1]!) },
+    { name: "format", type: "string", choices: REPORT_FORMATS, default: "table", placeholder: "FORMAT", help: "Output format." },
+    { name: "out", type: "string", placeholder: "FILE", help: "Write the report to FILE instead of stdout." },
+    { name: "price-per-gpu-hour", type: "number", min: 0, placeholder: "N", help: "Adds idle cost = real-idle GPU-hours x N." },
+    { name: "measurement", type: "string", choices: ["auto", "gpu_hour", "gpu_window"], default: "auto", placeholder: "NAME",
+      help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour." },
+    { name: "progress", type: "boolean", help: "Progress on stderr (default: only when stderr is a terminal); --progress=false hides it." },
+  ],
+  notes: [
+    "The report covers whole UTC hours [since, until). --format html writes one self-contained file with charts;",
+    "it needs --out FILE, or stdout redirected to a file or pipe. Progress never goes to stdout.",
+  ].join("\n"),
+  examples: [
+    "trueidle report --influx-url http://influx:8086/trueidle --since 90d --by site,model",
+    "trueidle report --since 2024-04-01T00:00:00Z --until 2024-07-01T00:00:00Z --by pool --format csv --out q2.csv",
+    "trueidle report --since 30d --by site --format html --out report.html --price-per-gpu-hour 2.10",
+  ],
+};
+
+export async function reportCommand(argv: string[]): Promise<number> {
+  const v = parseFlags(reportSpec, argv);
+  const format = v["format"] as ReportFormat;
+  const out = v["out"] as string | undefined;
+  if (format === "html" && out === undefined && process.stdout.isTTY) {
+    throw new UsageError("--format html writes a whole HTML file: give --out FILE, or redirect stdout (> report.html)");
+  }
+  let range;
+  try {
+    range = resolveRange(v["since"] as string, v["until"] as string | undefined, Date.now());
+  } catch (err) {
+    if (err instanceof TrueidleError && err.code === "bad_input") throw new UsageError(err.message);
+    throw err;
+  }
+  const showProgress = (v["progress"] as boolean | undefined) ?? process.stderr.isTTY === true;
+  const tty = process.stderr.isTTY === true;
+  let progressShown = false;
+  const onProgress = showProgress
+    ? (p: Progress): void => {
+        progressShown = true;
+        process.stderr.write(tty ? `\r${formatProgress(p)}\x1b[K` : `${formatProgress(p)}\n`);
+      }
+    : undefined;
+  let report;
+  try {
+    report = await buildReport({
+      influxUrl: v["influx-url"] as string,
+      credentials: readInfluxCredentials(v["influx-credentials-file"] as string | undefined),
+      range,
+      by: parseBy(v["by"] as string),
+      measurement: v["measurement"] as Measurement | "auto",
+      pricePerGpuHour: v["price-per-gpu-hour"] as number | undefined,
+      onProgress,
+    });
+  } finally {
+    if (progressShown && tty) process.stderr.write("\n");
+  }
+  const text = await renderReport(report, format);
+  if (out === undefined) {
+    process.stdout.write(text);
+  } else {
+    // Written whole or not at all: a reader never sees half a report.
+    const tmp = path.join(path.dirname(out), `.${path.basename(out)}.${process.pid}.tmp`);
+    try {
+      await writeFile(tmp, text);
+      await rename(tmp, out);
+    } catch (err) {
+      throw new TrueidleError("bad_config", `cannot write --out ${out}: ${errorMessage(err)}`, { cause: err });
+    }
+    process.stderr.write(`report: wrote ${out} (${Buffer.byteLength(text)} bytes, ${report.groups.length} groups, read ${report.measurement}).\n`);
+  }
+  return 0;
+}
+
+export const reportHelp = (): string => formatHelp(reportSpec);

@@ -1,0 +1,310 @@
+/**
+ * trueidle's InfluxDB schema: names, the statements that create it, `ensureSchema` (run
+ * at every start, idempotent) and the hourly roll-up.
+ *
+ * - Retention policy `gpu_window` (DEFAULT, 30 days unless configured) holds measurement
+ *   `gpu_window`, one point per GPU window (see line-protocol.ts).
+ * - Retention policy `gpu_hour` (730 days unless configured) holds measurement `gpu_hour`:
+ *   per GPU-hour, `sum()` of the nine `*_s` fields under the same names,
+ *   `mean(power_w)`, `max()` of `power_max_w`, `mem_used_max_bytes`, `processes_max`,
+ *   and `count(observed_s) AS windows`; every tag kept (`GROUP BY time(1h), *`).
+ * - Continuous query `cq_gpu_hour` (`RESAMPLE EVERY 10m FOR 2h`) keeps the last two hours
+ *   rolled up. Windows older than that when they arrive (an agent catching up after a long
+ *   outage, a backfill) are rolled up with `rollup(from, to)`, which runs the SAME SELECT
+ *   with an explicit time range: `hourRollupSelect` is the one place its text is written.
+ */
+import type { InfluxDB } from "influx";
+import { TrueidleError, errorMessage } from "../../common/errors.js";
+import { formatDuration } from "../../common/duration.js";
+import { influxClient, type InfluxTarget } from "./target.js";
+
+export const RP_WINDOW = "gpu_window";
+export const RP_HOUR = "gpu_hour";
+export const MEASUREMENT_WINDOW = "gpu_window";
+export const MEASUREMENT_HOUR = "gpu_hour";
+export const CQ_NAME = "cq_gpu_hour";
+export const CQ_RESAMPLE = "RESAMPLE EVERY 10m FOR 2h";
+
+export const DAY_MS = 86_400_000;
+export const HOUR_MS = 3_600_000;
+export const DEFAULT_RAW_RETENTION_MS = 30 * DAY_MS;
+export const DEFAULT_HOUR_RETENTION_MS = 730 * DAY_MS;
+/** The raw policy must outlive the continuous query's two-hour look-back. */
+export const MIN_RAW_RETENTION_MS = 2 * HOUR_MS;
+/** InfluxDB's own minimum for a retention policy. */
+export const MIN_HOUR_RETENTION_MS = HOUR_MS;
+
+/** Tags every point carries besides the host's configured labels. */
+export const TAG_KEYS = ["host", "gpu", "uuid", "model"] as const;
+
+/** The nine seconds fields; summed per hour. */
+export const SECONDS_FIELDS = [
+  "observed_s",
+  "free_idle_s",
+  "held_idle_s",
+  "busy_phantom_s",
+  "active_s",
+  "unavailable_s",
+  "reported_idle_s",
+  "reported_busy_s",
+  "real_busy_s",
+] as const;
+
+/** Every `gpu_window` field; `mem_used_max_bytes` and `processes_max` are integers. */
+export const WINDOW_FIELDS = [...SECONDS_FIELDS, "power_w", "power_max_w", "mem_used_max_bytes", "processes_max"] as const;
+export const INTEGER_FIELDS: ReadonlySet<string> = new Set(["mem_used_max_bytes", "processes_max", "windows"]);
+
+/** `gpu_hour` fields: how each comes from `gpu_window` (aggregate, source field). */
+export const HOUR_FIELDS: ReadonlyArray<readonly [name: string, aggregate: "sum" | "mean" | "max" | "count", from: string]> = [
+  ...SECONDS_FIELDS.map((f) => [f, "sum", f] as const),
+  ["power_w", "mean", "power_w"],
+  ["power_max_w", "max", "power_max_w"],
+  ["mem_used_max_bytes", "max", "mem_used_max_bytes"],
+  ["processes_max", "max", "processes_max"],
+  ["windows", "count", "observed_s"],
+];
+
+/** An InfluxQL identifier in double quotes. */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+}
+
+/** `"db"."rp"."measurement"` */
+export function qualified(db: string, rp: string, measurement: string): string {
+  return `${quoteIdent(db)}.${quoteIdent(rp)}.${quoteIdent(measurement)}`;
+}
+
+/**
+ * THE roll-up SELECT, shared by the continuous query and `rollup`. With a range, a
+ * `WHERE time >= … AND time < …` (milliseconds) goes before the GROUP BY.
+ */
+export function hourRollupSelect(db: string, range?: { fromMs: number; toMs: number }): string {
+  const columns = HOUR_FIELDS.map(([name, agg, from]) => `${agg}(${quoteIdent(from)}) AS ${quoteIdent(name)}`).join(", ");
+  const where = range ? ` WHERE time >= ${range.fromMs}ms AND time < ${range.toMs}ms` : "";
+  return (
+    `SELECT ${columns} INTO ${qualified(db, RP_HOUR, MEASUREMENT_HOUR)} ` +
+    `FROM ${qualified(db, RP_WINDOW, MEASUREMENT_WINDOW)}${where} GROUP BY time(1h), *`
+  );
+}
+
+export function continuousQueryStatement(db: string): string {
+  return `CREATE CONTINUOUS QUERY ${quoteIdent(CQ_NAME)} ON ${quoteIdent(db)} ${CQ_RESAMPLE} BEGIN ${hourRollupSelect(db)} END`;
+}
+
+/**
+ * The roll-up of `[fromMs, toMs)` as one statement. The range is widened to whole hours
+ * (from down, to up): a partial hour would overwrite a complete `gpu_hour` point with a
+ * partial sum.
+ */
+export function rollupStatement(db: string, fromMs: number, toMs: number): string {
+  const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
+  const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
+  return hourRollupSelect(db, { fromMs: from, toMs: to });
+}
+
+/**
+ * Whether two statements say the same, as InfluxDB prints them back: `SHOW CONTINUOUS
+ * QUERIES` drops quotes it does not need and may change spacing and keyword case.
+ */
+export function sameStatement(a: string, b: string): boolean {
+  const norm = (s: string): string => s.replace(/"/g, "").replace(/\s+/g, " ").trim().toLowerCase();
+  return norm(a) === norm(b);
+}
+
+export interface RetentionConfig {
+  /** Duration of `gpu_window` (default 30 days). */
+  rawRetentionMs?: number | undefined;
+  /** Duration of `gpu_hour` (default 730 days). */
+  hourRetentionMs?: number | undefined;
+}
+
+export function retentionPolicyStatement(
+  verb: "CREATE" | "ALTER",
+  db: string,
+  rp: string,
+  durationMs: number,
+  isDefault: boolean,
+): string {
+  const replication = verb === "CREATE" ? " REPLICATION 1" : "";
+  return `${verb} RETENTION POLICY ${quoteIdent(rp)} ON ${quoteIdent(db)} DURATION ${formatDuration(durationMs)}${replication}${isDefault ? " DEFAULT" : ""}`;
+}
+
+/** Milliseconds of a Go duration as InfluxDB prints it ("720h0m0s", "1h30m0s", "0s"). */
+export function parseGoDuration(text: string): number {
+  const units: Record<string, number> = { h: HOUR_MS, m: 60_000, s: 1000, ms: 1, us: 1e-3, "µs": 1e-3, ns: 1e-6 };
+  let total = 0;
+  let matched = "";
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)/g)) {
+    total += Number(m[1]) * (units[m[2] ?? "s"] ?? 0);
+    matched += m[0];
+  }
+  if (matched !== text) throw new TrueidleError("internal", `InfluxDB printed a duration trueidle cannot read: "${text}"`);
+  return Math.round(total);
+}
+
+interface RawSeries {
+  name?: string;
+  columns: string[];
+  values?: unknown[][];
+}
+interface RawResult {
+  statement_id?: number;
+  series?: RawSeries[];
+  error?: string;
+}
+
+export interface StatementOptions {
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Runs one InfluxQL statement with POST and returns its result. A statement error, an
+ * HTTP error or no answer throws a TrueidleError: `bad_config` when InfluxDB refuses the
+ * credentials or rights, `unavailable` when it cannot be reached or fails, `bad_input`
+ * when it refuses the statement.
+ */
+export async function runStatement(client: InfluxDB, statement: string, opts: StatementOptions = {}): Promise<RawResult> {
+  let raw: { results?: RawResult[]; error?: string };
+  try {
+    // The signal is raced here rather than handed to node-influx: node-influx 5.12 never
+    // settles a request aborted after its response began. The request itself ends at the
+    // client's requestTimeout.
+    raw = (await settleOnAbort(client.queryRaw(statement, { method: "POST", precision: "ms" }), opts.signal)) as typeof raw;
+  } catch (err) {
+    if (opts.signal?.aborted) throw new TrueidleError("unavailable", `InfluxDB statement abandoned: ${errorMessage(opts.signal.reason)}`, { cause: err });
+    const status = (err as { res?: { statusCode?: number } }).res?.statusCode;
+    const short = statement.length > 120 ? `${statement.slice(0, 120)}…` : statement;
+    if (status === 401 || status === 403) {
+      throw new TrueidleError("bad_config", `InfluxDB refused the credentials or rights (HTTP ${status}) for: ${short}`, { cause: err });
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      throw new TrueidleError("bad_input", `InfluxDB refused (HTTP ${status}: ${errorMessage(err)}): ${short}`, { cause: err });
+    }
+    throw new TrueidleError("unavailable", `InfluxDB did not answer (${errorMessage(err)}): ${short}`, { cause: err });
+  }
+  const result = raw.results?.[0];
+  const error = raw.error ?? result?.error;
+  if (error !== undefined || !result) {
+    throw new TrueidleError("bad_input", `InfluxDB refused "${statement.slice(0, 200)}": ${error ?? "no result"}`);
+  }
+  return result;
+}
+
+/** `p`, or a rejection as soon as `signal` aborts. */
+function settleOnAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function rowsOf(result: RawResult): Array<{ series: string | undefined; row: Record<string, unknown> }> {
+  const out: Array<{ series: string | undefined; row: Record<string, unknown> }> = [];
+  for (const s of result.series ?? []) {
+    for (const v of s.values ?? []) out.push({ series: s.name, row: Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
+  }
+  return out;
+}
+
+export interface EnsureSchemaOptions extends RetentionConfig, StatementOptions {
+  /** A client to use; by default one is made for the target. */
+  client?: InfluxDB | undefined;
+}
+
+/**
+ * Creates what is missing and corrects what differs: the database, the two retention
+ * policies (`gpu_window` the default; durations as configured) and the continuous query
+ * (dropped and created again when its text differs). Returns what it changed, one
+ * sentence per change; running it again changes nothing and returns [].
+ */
+export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptions = {}): Promise<string[]> {
+  const client = opts.client ?? influxClient(target);
+  const db = target.database;
+  const run = (s: string): Promise<RawResult> => runStatement(client, s, opts);
+  const changes: string[] = [];
+
+  const dbs = rowsOf(await run("SHOW DATABASES")).map((r) => r.row["name"]);
+  if (!dbs.includes(db)) {
+    await run(`CREATE DATABASE ${quoteIdent(db)}`);
+    changes.push(`created database ${db}`);
+  }
+
+  const policies = new Map(
+    rowsOf(await run(`SHOW RETENTION POLICIES ON ${quoteIdent(db)}`)).map(({ row }) => [
+      String(row["name"]),
+      { durationMs: parseGoDuration(String(row["duration"])), isDefault: row["default"] === true },
+    ]),
+  );
+  const wanted: Array<[string, number, boolean]> = [
+    [RP_WINDOW, opts.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS, true],
+    [RP_HOUR, opts.hourRetentionMs ?? DEFAULT_HOUR_RETENTION_MS, false],
+  ];
+  for (const [rp, durationMs, isDefault] of wanted) {
+    const have = policies.get(rp);
+    if (!have) {
+      await run(retentionPolicyStatement("CREATE", db, rp, durationMs, isDefault));
+      changes.push(`created retention policy ${rp} (${formatDuration(durationMs)}${isDefault ? ", default" : ""})`);
+    } else if (have.durationMs !== durationMs || (isDefault && !have.isDefault)) {
+      await run(retentionPolicyStatement("ALTER", db, rp, durationMs, isDefault && !have.isDefault));
+      changes.push(
+        `altered retention policy ${rp}: duration ${formatDuration(have.durationMs)} → ${formatDuration(durationMs)}` +
+          (isDefault && !have.isDefault ? ", made default" : ""),
+      );
+    }
+  }
+
+  const wantCq = continuousQueryStatement(db);
+  const cq = rowsOf(await run("SHOW CONTINUOUS QUERIES")).find((r) => r.series === db && r.row["name"] === CQ_NAME);
+  if (!cq) {
+    await run(wantCq);
+    changes.push(`created continuous query ${CQ_NAME}`);
+  } else if (!sameStatement(String(cq.row["query"]), wantCq)) {
+    await run(`DROP CONTINUOUS QUERY ${quoteIdent(CQ_NAME)} ON ${quoteIdent(db)}`);
+    await run(wantCq);
+    changes.push(`replaced continuous query ${CQ_NAME}, whose text differed`);
+  }
+  return changes;
+}
+
+export interface RollupOptions extends StatementOptions {
+  client?: InfluxDB | undefined;
+  /** Hours rolled up per statement, so no single query holds too much (default 24). */
+  chunkHours?: number | undefined;
+  /** Called after each statement with the range done so far. */
+  onProgress?: ((doneToMs: number, fromMs: number, toMs: number) => void) | undefined;
+}
+
+/**
+ * Rolls `gpu_window` up into `gpu_hour` over `[fromMs, toMs)`, widened to whole hours, in
+ * chunks, with the continuous query's own SELECT. Idempotent: an hour rolled up again is
+ * overwritten with the same point. Returns the `gpu_hour` points written.
+ */
+export async function rollup(target: InfluxTarget, fromMs: number, toMs: number, opts: RollupOptions = {}): Promise<number> {
+  const client = opts.client ?? influxClient(target);
+  const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
+  const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
+  const chunk = Math.max(1, Math.floor(opts.chunkHours ?? 24)) * HOUR_MS;
+  let written = 0;
+  for (let start = from; start < to; start += chunk) {
+    const end = Math.min(to, start + chunk);
+    const result = await runStatement(client, rollupStatement(target.database, start, end), opts);
+    for (const { row } of rowsOf(result)) written += Number(row["written"] ?? 0);
+    opts.onProgress?.(end, from, to);
+  }
+  return written;
+}

@@ -1,0 +1,102 @@
+/**
+ * The demo's InfluxDB: a private `influxd` (temp dir, loopback, free port) when one is
+ * installed, an existing server given by `--influx-url`, or none (`--no-influx`, or no
+ * influxd installed — then the demo says how to get it and runs without history).
+ */
+import * as path from "node:path";
+import { errorMessage, TrueidleError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import { parseInfluxUrl, readInfluxCredentials, describeTarget, type InfluxTarget } from "../collector/influx/target.js";
+import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd, type PrivateInfluxd } from "./private-influxd.js";
+import { ensureHistorySchema } from "./history-sink.js";
+
+export interface DemoHistoryOptions {
+  /** `--no-influx`: no history at all. */
+  noInflux: boolean;
+  /** `--influx-url`: an existing server instead of a private one. */
+  influxUrl?: string | undefined;
+  credentialsFile?: string | undefined;
+  /** `--keep-data`: keep the private server's temp dir after the demo. */
+  keepData: boolean;
+  out: (line: string) => void;
+  logger: Logger;
+  env?: NodeJS.ProcessEnv;
+  /** Finds the influxd executable (default: the installed one); injectable for tests. */
+  findInfluxd?: () => string | undefined;
+}
+
+export interface DemoHistory {
+  target: InfluxTarget;
+  /** What `--influx-url` takes to reach it, e.g. http://127.0.0.1:41234/trueidle. */
+  influxUrl: string;
+  /** The private server's temp dir; undefined for an existing server. */
+  dir?: string | undefined;
+  /** Stops a private server (its data removed unless kept); safe twice. */
+  close(): Promise<void>;
+}
+
+/** Why there is no history, for a caller that needs one (`--backfill`). */
+export type NoHistory = { reason: "disabled" | "not_installed" };
+
+/** Opens the demo's history store and prints where it is and how to use it. */
+export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHistory | NoHistory> {
+  if (opts.noInflux) {
+    opts.out("History: off (--no-influx).");
+    return { reason: "disabled" };
+  }
+  if (opts.influxUrl !== undefined) {
+    const parsed = parseInfluxUrl(opts.influxUrl);
+    const cred = readInfluxCredentials({ file: opts.credentialsFile, env: opts.env ?? process.env });
+    if (cred?.warning) opts.logger.warn(`InfluxDB credentials file: ${cred.warning}.`);
+    const target: InfluxTarget = { ...parsed, username: cred?.username, password: cred?.password };
+    await ensureHistorySchema(target, {});
+    opts.out(`History: InfluxDB ${describeTarget(target)}.`);
+    return { target, influxUrl: `${target.baseUrl}/${target.database}`, close: async () => {} };
+  }
+  if (!(opts.findInfluxd ?? findInfluxd)()) {
+    opts.out(`History: off. ${INFLUXD_MISSING_HELP} Or point the demo at a server with --influx-url http://HOST:8086/trueidle.`);
+    return { reason: "not_installed" };
+  }
+  let server: PrivateInfluxd;
+  try {
+    server = await startPrivateInfluxd({ keepData: opts.keepData, cqRunInterval: "10s" });
+  } catch (err) {
+    throw new TrueidleError("unavailable", `the demo's private InfluxDB did not start: ${errorMessage(err)}`, { cause: err });
+  }
+  const target: InfluxTarget = { baseUrl: server.url, database: "trueidle" };
+  try {
+    await ensureHistorySchema(target, {});
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  opts.out(`History: private InfluxDB ${server.url}, database trueidle; data in ${server.dir}, ` +
+    (opts.keepData ? "kept after the demo (--keep-data)." : "removed when the demo ends (--keep-data keeps it)."));
+  let closed = false;
+  return {
+    target,
+    influxUrl: `${server.url}/trueidle`,
+    dir: server.dir,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await server.stop();
+      if (opts.keepData) {
+        opts.out(`InfluxDB data kept in ${server.dir}; serve it again with: influxd -config ${path.join(server.dir, "influxdb.conf")}`);
+      }
+    },
+  };
+}
+
+export function isHistory(h: DemoHistory | NoHistory): h is DemoHistory {
+  return "target" in h;
+}
+
+/** How to look at the history: a raw query and the report, for a range such as "1h" or "30d". */
+export function historyHowTo(h: DemoHistory, since: string): string[] {
+  const q = `SELECT sum(observed_s) AS observed_s, sum(busy_phantom_s) AS busy_phantom_s FROM gpu_hour.gpu_hour WHERE time > now() - ${since} GROUP BY site`;
+  return [
+    `  Query it:  curl -sG ${h.target.baseUrl}/query --data-urlencode db=${h.target.database} --data-urlencode 'q=${q}'`,
+    `  Report:    trueidle report --influx-url ${h.influxUrl} --since ${since} --by site,model`,
+  ];
+}

@@ -1,0 +1,66 @@
+/**
+ * The report's columns in one table, so the terminal table, CSV, JSON and HTML agree on
+ * names, order and meaning. `id` is the CSV header and JSON key (stable: programs read it);
+ * `header` is for people; `inTable` keeps the terminal table narrow enough to read.
+ */
+import type { Figures } from "./capacity.js";
+
+export type ColumnKind = "count" | "hours" | "pct" | "signed_pct" | "gpus" | "money";
+
+export interface Column {
+  id: string;
+  header: string;
+  kind: ColumnKind;
+  value: (f: Figures) => number | null;
+  inTable: boolean;
+  /** Only when a price per GPU-hour is given. */
+  priced?: boolean;
+}
+
+export const COLUMNS: readonly Column[] = [
+  { id: "gpus", header: "GPUS", kind: "count", value: (f) => f.gpus, inTable: true },
+  { id: "gpu_hours_observed", header: "GPU-HOURS", kind: "hours", value: (f) => f.gpuHoursObserved, inTable: true },
+  { id: "coverage_pct", header: "COVERAGE", kind: "pct", value: (f) => f.coveragePct, inTable: true },
+  { id: "reported_idle_pct", header: "REPORTED IDLE", kind: "pct", value: (f) => f.reportedIdlePct, inTable: true },
+  { id: "real_idle_pct", header: "REAL IDLE", kind: "pct", value: (f) => f.realIdlePct, inTable: true },
+  { id: "hidden_idle_pct", header: "HIDDEN IDLE", kind: "signed_pct", value: (f) => f.hiddenIdlePct, inTable: true },
+  { id: "real_idle_gpu_hours", header: "REAL-IDLE GPU-H", kind: "hours", value: (f) => f.realIdleGpuHours, inTable: false },
+  { id: "held_idle_gpu_hours", header: "HELD-IDLE GPU-H", kind: "hours", value: (f) => f.heldIdleGpuHours, inTable: true },
+  { id: "phantom_busy_gpu_hours", header: "PHANTOM-BUSY GPU-H", kind: "hours", value: (f) => f.phantomBusyGpuHours, inTable: true },
+  { id: "unused_capacity_pct", header: "UNUSED CAPACITY", kind: "pct", value: (f) => f.unusedCapacityPct, inTable: true },
+  { id: "reclaimable_gpus", header: "RECLAIMABLE GPUS", kind: "gpus", value: (f) => f.reclaimableGpus, inTable: true },
+  { id: "hours_with_data", header: "HOURS WITH DATA", kind: "count", value: (f) => f.hoursWithData, inTable: false },
+  { id: "idle_cost", header: "IDLE COST", kind: "money", value: (f) => f.idleCost, inTable: true, priced: true },
+];
+
+/** The columns of a report, with the cost column only when a price was given. */
+export function columnsFor(priced: boolean): Column[] {
+  return COLUMNS.filter((c) => !c.priced || priced);
+}
+
+const grouped = (digits: number): Intl.NumberFormat =>
+  new Intl.NumberFormat("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const ONE = grouped(1);
+const TWO = grouped(2);
+const ZERO = grouped(0);
+
+/** A value as people read it: 1 decimal for hours and percentages, 2 for money. */
+export function formatHuman(kind: ColumnKind, v: number | null): string {
+  if (v === null) return "-";
+  // Rounded first, so a float residue such as -1e-15 prints as 0.0, never -0.0.
+  const digits = kind === "count" ? 0 : kind === "money" ? 2 : 1;
+  v = Math.round(v * 10 ** digits) / 10 ** digits || 0;
+  switch (kind) {
+    case "count":
+      return ZERO.format(v);
+    case "hours":
+    case "gpus":
+      return ONE.format(v);
+    case "pct":
+      return `${ONE.format(v)}%`;
+    case "signed_pct":
+      return `${v > 0 ? "+" : ""}${ONE.format(v)}%`;
+    case "money":
+      return TWO.format(v);
+  }
+}

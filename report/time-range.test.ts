@@ -1,0 +1,25 @@
+import { describe, expect, it } from "vitest";
+import { parseTimeArg, resolveRange } from "./time-range.js";
+
+const NOW = Date.UTC(2024, 4, 10, 10, 30, 15);
+
+describe("report time range", () => {
+  it("reads durations ago, now, RFC 3339 times and bare dates", () => {
+    expect(parseTimeArg("90d", NOW)).toBe(NOW - 90 * 86_400_000);
+    expect(parseTimeArg("36h", NOW)).toBe(NOW - 36 * 3_600_000);
+    expect(parseTimeArg("now", NOW)).toBe(NOW);
+    expect(parseTimeArg("2024-05-01T00:00:00Z", NOW)).toBe(Date.UTC(2024, 4, 1));
+    expect(parseTimeArg("2024-05-01T02:30:00+02:00", NOW)).toBe(Date.UTC(2024, 4, 1, 0, 30));
+    expect(parseTimeArg("2024-05-01", NOW)).toBe(Date.UTC(2024, 4, 1));
+  });
+
+  it("refuses times without a zone and other text, naming the accepted forms", () => {
+    expect(() => parseTimeArg("2024-05-01T00:00:00", NOW)).toThrow(/neither a duration ago .* nor an RFC 3339 time/);
+    expect(() => parseTimeArg("last week", NOW, "--until")).toThrow(/^--until "last week"/);
+  });
+
+  it("rounds both ends down to whole UTC hours and needs at least one", () => {
+    expect(resolveRange("2d", undefined, NOW)).toEqual({ startMs: Date.UTC(2024, 4, 8, 10), endMs: Date.UTC(2024, 4, 10, 10) });
+    expect(() => resolveRange("20m", "now", NOW)).toThrow(/hold no whole hour/);
+  });
+});
