@@ -227,7 +227,7 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(logs.some((l) => /InfluxDB lost trueidle's schema \(database not found/.test(l))).toBe(true);
     expect(logs.some((l) => /The InfluxDB schema is ready: created database reset; created retention policy gpu_window/.test(l))).toBe(true);
     const cqs = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === "reset");
-    expect(cqs?.values.map((v) => v[0])).toEqual(["cq_gpu_hour"]);
+    expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour"]);
   });
 
   it("stores hostile label values, host names and models exactly as the agent sent them", async () => {
@@ -419,8 +419,8 @@ describe("the hourly roll-up", () => {
     // One series per database; databases without continuous queries come without values.
     const shown = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === db);
     expect(shown?.values).toHaveLength(1);
-    expect(shown?.values[0]?.[0]).toBe("cq_gpu_hour");
-    expect(sameStatement(String(shown?.values[0]?.[1]), continuousQueryStatement(db))).toBe(true);
+    expect(shown?.values?.[0]?.[0]).toBe("cq_gpu_hour");
+    expect(sameStatement(String(shown?.values?.[0]?.[1]), continuousQueryStatement(db))).toBe(true);
 
     const hourQuery = `SELECT * FROM "${db}"."${RP_HOUR}"."gpu_hour" GROUP BY *`;
     const wantRecent = expected(recent);
