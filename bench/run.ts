@@ -6,6 +6,9 @@
  * line the parser could not read), never because of a time.
  *
  * `--quick` runs fewer rounds (a smoke test of the bench itself; figures are noisier).
+ * `--report-year` adds section (d), `trueidle report` over a year × 1,000 GPUs of history
+ * (several minutes: see report-year.ts, which also runs alone, and its flags `--keep`,
+ * `--data DIR`, `--hosts N`, `--days N`, `--runs N`); it writes `.bench/report-year.json`.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -16,6 +19,7 @@ import { WindowTemplates } from "./fleet-windows.js";
 import { environment, sink, type Spread } from "./harness.js";
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
+import { parseReportYearArgs, reportYearLines, runReportYearBench, writeReportYearJson, type ReportYearResult } from "./report-year.js";
 
 /** Targets of the design, reported (never asserted). */
 const TARGETS = {
@@ -25,6 +29,7 @@ const TARGETS = {
 };
 
 const quick = process.argv.includes("--quick");
+const reportYear = process.argv.includes("--report-year");
 const WARMUP = quick ? 1 : 2;
 const ROUNDS = quick ? 3 : 9;
 
@@ -114,6 +119,15 @@ async function main(): Promise<void> {
     say();
   }
 
+  let year: ReportYearResult | undefined;
+  if (reportYear) {
+    year = await runReportYearBench({ ...parseReportYearArgs(process.argv.slice(2)), progress: (line) => process.stderr.write(`${line}\n`) });
+    for (const line of reportYearLines(year, table)) say(line);
+    writeReportYearJson(year);
+    say("  summary also written to .bench/report-year.json");
+    say();
+  }
+
   const durationS = (performance.now() - started) / 1000;
   const file = join(dirname(fileURLToPath(import.meta.url)), "..", ".bench", "results.json");
   mkdirSync(dirname(file), { recursive: true });
@@ -131,12 +145,15 @@ async function main(): Promise<void> {
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
     influxWrite: influx.skipped ? influx : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
+    ...(year ? { reportYear: year } : {}),
     sink: sink.value,
   };
   // Six significant digits are more than the noise allows; the rest would only be noise.
   const tidy = (_key: string, v: unknown): unknown => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
   writeFileSync(file, `${JSON.stringify(summary, tidy, 2)}\n`);
   say(`Finished in ${fmt(durationS, 1)} s; summary written to .bench/results.json.`);
+  // Measuring the wrong path fails the run (see the README), never a time.
+  if (year && !year.skipped && year.selfCheckProblems.length > 0) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {

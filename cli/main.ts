@@ -16,7 +16,7 @@ const COMMANDS: Record<string, Command> = {
     run: async (a) => (await import("./agent-command.js")).agentCommand(a),
   },
   collector: {
-    summary: "Receive windows from agents over gRPC and serve Prometheus metrics.",
+    summary: "Receive windows from agents over gRPC, serve Prometheus metrics, write InfluxDB history.",
     help: async () => (await import("./collector-command.js")).collectorHelp(),
     run: async (a) => (await import("./collector-command.js")).collectorCommand(a),
   },

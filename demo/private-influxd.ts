@@ -3,7 +3,7 @@
  * loopback, on free ports, with its data in a temp dir that is removed on stop.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -34,6 +34,11 @@ export const INFLUXD_MISSING_HELP =
 export interface StartInfluxdOptions {
   /** Keep the data dir on stop (for a demo the user wants to query afterwards). */
   keepData?: boolean;
+  /**
+   * Use this directory (created when missing) instead of a fresh temp dir, e.g. to serve
+   * kept data again; always kept on stop. Default: a new temp dir.
+   */
+  dir?: string;
   /** How often continuous queries are checked; default 1s so tests see roll-ups quickly. */
   cqRunInterval?: string;
   startTimeoutMs?: number;
@@ -56,7 +61,9 @@ export async function startPrivateInfluxd(opts: StartInfluxdOptions = {}): Promi
 }
 
 async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<PrivateInfluxd> {
-  const dir = mkdtempSync(path.join(tmpdir(), "trueidle-influxd-"));
+  const dir = opts.dir !== undefined ? path.resolve(opts.dir) : mkdtempSync(path.join(tmpdir(), "trueidle-influxd-"));
+  if (opts.dir !== undefined) mkdirSync(dir, { recursive: true });
+  const keepData = opts.keepData === true || opts.dir !== undefined;
   const httpPort = await freeLoopbackPort();
   const rpcPort = await freeLoopbackPort();
   const conf = path.join(dir, "influxdb.conf");
@@ -103,13 +110,13 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
       await exited;
       clearTimeout(t);
     }
-    if (!opts.keepData) rmSync(dir, { recursive: true, force: true });
+    if (!keepData) rmSync(dir, { recursive: true, force: true });
   };
   // The process exiting without stop() (a second Ctrl-C, process.exit): kill influxd and,
   // best effort, remove its data (influxd may still be closing files as it dies).
   const onExit = (): void => {
     if (child.exitCode === null) child.kill("SIGKILL");
-    if (!stopped && !opts.keepData) {
+    if (!stopped && !keepData) {
       try {
         rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
       } catch {

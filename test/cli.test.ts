@@ -10,14 +10,14 @@ describe("trueidle CLI", () => {
   it("lists its commands", async () => {
     const r = await runTrueidle(["--help"]);
     expect(r.code).toBe(0);
-    for (const c of ["agent", "collector", "demo"]) expect(r.output).toMatch(new RegExp(`^  ${c} `, "m"));
+    for (const c of ["agent", "collector", "demo", "report"]) expect(r.output).toMatch(new RegExp(`^  ${c} `, "m"));
   });
 
-  it.each(["agent", "collector", "demo"])("has --help on %s", async (cmd) => {
+  it.each(["agent", "collector", "demo", "report"])("has --help on %s", async (cmd) => {
     const r = await runTrueidle([cmd, "--help"]);
     expect(r.code).toBe(0);
     expect(r.output).toContain(`Usage: trueidle ${cmd}`);
-    expect(r.output).toContain("--log-level");
+    expect(r.output).toContain(cmd === "report" ? "--influx-url" : "--log-level");
   });
 
   it("names the bad flags and exits 2", async () => {

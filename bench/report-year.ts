@@ -1,0 +1,468 @@
+/**
+ * `trueidle report` over a year of 1,000 GPUs: how long `buildReport` takes on the history
+ * a collector keeps for two years (DESIGN.md: the report over 1 year × 1,000 GPUs).
+ *
+ * The section starts its own private `influxd` (`demo/private-influxd.ts`), sets the schema
+ * up with `ensureSchema`, and fills it fast: `gpu_hour` points written directly (one per
+ * GPU-hour, 125 hosts × 8 GPUs of `historyFleet(125)` × 8,760 hours ≈ 8.8 M points), not
+ * rolled up from windows, in 10,000-line POSTs with 2 in flight; plus `gpu_window` points
+ * (5-minute windows, as `trueidle demo --backfill` writes) for the last day only, so the
+ * short-range path that reads raw windows has its data too. Tags are exactly what the
+ * collector and its roll-up write (`host`, `gpu`, `uuid`, `model`, the labels `site` and
+ * `pool`); field names and types are the roll-up's. Each GPU-hour's state comes from
+ * `FleetHistoryModel.activity` (office-hour rhythm per site, the idle site, the spinning
+ * inference model); the values within are a cheap deterministic function of the state and
+ * a hash. What matters here is the series count and the point count, not the numbers.
+ *
+ * Then `buildReport` for the year `--by site,model` and `--by model` (and the last day,
+ * read from `gpu_window`), the cases taking turns, `runs` times each; the median is the
+ * figure. The self-check: the year's report must count every GPU and every GPU-hour that
+ * was written, else it measured the wrong thing.
+ *
+ * `--data DIR` keeps the influxd data in DIR and, when DIR already holds a fill of the same
+ * size, reuses it (the year then ends where that fill ended) instead of writing it again.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import * as path from "node:path";
+import { buildReport } from "../report/report.js";
+import type { CapacityReport } from "../report/capacity.js";
+import { resolveRange, type TimeRange } from "../report/time-range.js";
+import { escapeTag } from "../collector/influx/line-protocol.js";
+import { DAY_MS, HOUR_MS, MEASUREMENT_HOUR, MEASUREMENT_WINDOW, RP_HOUR, RP_WINDOW, ensureSchema } from "../collector/influx/schema.js";
+import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../demo/private-influxd.js";
+import { FleetHistoryModel, historyFleet, type Activity, type HistoryHost } from "../demo/fleet-history.js";
+import { environment, spread, type Spread } from "./harness.js";
+
+export interface ReportYearOptions {
+  /** 8-GPU hosts (default 125: 1,000 GPUs). */
+  hosts: number;
+  /** Days of `gpu_hour` history (default 365). */
+  days: number;
+  /** Timed runs of each report (default 3). */
+  runs: number;
+  /** Keep the data dir (a temp dir otherwise removed). */
+  keep: boolean;
+  /** Use and keep this data dir; a matching earlier fill in it is reused. */
+  dataDir?: string | undefined;
+  /** Progress lines (stderr). */
+  progress: (line: string) => void;
+}
+
+export interface ReportCaseResult {
+  name: string;
+  since: string;
+  by: string[];
+  measurement: string;
+  /** Every run, in the order they ran. */
+  runsMs: number[];
+  ms: Spread;
+  groups: number;
+  gpus: number;
+  gpuHoursObserved: number;
+}
+
+export type ReportYearResult =
+  | {
+      skipped: false;
+      influxdVersion: string;
+      hosts: number;
+      gpus: number;
+      days: number;
+      /** The year's end (exclusive, a whole hour), ISO. */
+      endsAt: string;
+      hourPoints: number;
+      windowPoints: number;
+      /** Wall time of the whole fill (both measurements), or null when an earlier fill was reused. */
+      fillS: number | null;
+      fillPointsPerS: number | null;
+      linesPerRequest: number;
+      inFlight: number;
+      /** Bytes on disk of influxd's data dir after the fill. */
+      dataDirBytes: number;
+      dataDir: string | null;
+      reports: ReportCaseResult[];
+      /** Problems the self-check found; empty when the reports counted what was written. */
+      selfCheckProblems: string[];
+    }
+  | { skipped: true; reason: string };
+
+export const REPORT_YEAR_DEFAULTS = { hosts: 125, days: 365, runs: 3 };
+
+const LINES_PER_REQUEST = 10_000;
+const IN_FLIGHT = 2;
+const DB = "bench";
+/** Raw windows of the last day: 5 minutes, as the demo's backfill writes them. */
+const WINDOW_MS = 300_000;
+const WINDOWS_PER_HOUR = HOUR_MS / WINDOW_MS;
+const MARKER = "trueidle-report-year.json";
+
+interface Gpu {
+  host: HistoryHost;
+  hostIndex: number;
+  index: number;
+  /** `,gpu=…,host=…,model=…,pool=…,site=…,uuid=…` sorted by key, escaped. */
+  tags: string;
+  key: number;
+}
+
+/** One GPU-hour's (or window's) fields as line protocol, scaled to `seconds` of a `windows`-window span. */
+function fieldsFor(g: Gpu, a: Activity, hour: number, seconds: number, windows: number): string {
+  const m = g.host.model;
+  const n = unit(hash(g.key, hour));
+  let free = 0, held = 0, phantom = 0, active = 0, unavailable = 0, reportedIdle = 0, reportedBusy = 0, realBusy = 0;
+  let power: number | undefined;
+  let powerMax: number | undefined;
+  let mem: number | undefined;
+  let procs = 0;
+  switch (a) {
+    case "lost":
+      unavailable = seconds;
+      break;
+    case "working":
+      active = seconds;
+      reportedBusy = seconds;
+      realBusy = round1(seconds * (0.3 + 0.6 * n));
+      power = round1(m.idlePowerW + (0.3 + 0.6 * n) * (m.powerLimitW - m.idlePowerW));
+      powerMax = round1(Math.min(m.powerLimitW, power * 1.15));
+      mem = Math.round(0.6 * m.memTotalMiB) * 1_048_576;
+      procs = 1;
+      break;
+    case "holding":
+      held = seconds;
+      reportedIdle = seconds;
+      realBusy = round1(seconds * 0.01 * n);
+      power = round1(m.idlePowerW + 6 + 2 * n);
+      powerMax = round1(power + 2);
+      mem = 12_288 * 1_048_576;
+      procs = 1;
+      break;
+    case "spinning":
+      phantom = seconds;
+      reportedBusy = seconds;
+      realBusy = round1(seconds * 0.03 * n);
+      power = round1(m.idlePowerW + 8 + 4 * n);
+      powerMax = round1(power + 4);
+      mem = Math.round(0.4 * m.memTotalMiB) * 1_048_576;
+      procs = 1;
+      break;
+    case "free":
+      free = seconds;
+      if (g.host.persistenceOff) reportedBusy = seconds;
+      else reportedIdle = seconds;
+      power = round1(m.idlePowerW + n);
+      powerMax = round1(power + 1);
+      mem = 1_048_576;
+      break;
+  }
+  let s = `observed_s=${seconds},free_idle_s=${free},held_idle_s=${held},busy_phantom_s=${phantom},active_s=${active}` +
+    `,unavailable_s=${unavailable},reported_idle_s=${reportedIdle},reported_busy_s=${reportedBusy},real_busy_s=${realBusy}`;
+  if (power !== undefined) s += `,power_w=${power},power_max_w=${powerMax}`;
+  if (mem !== undefined) s += `,mem_used_max_bytes=${mem}i`;
+  s += `,processes_max=${procs}i`;
+  if (windows > 0) s += `,windows=${windows}i`;
+  return s;
+}
+
+/** POSTs line bodies, `IN_FLIGHT` at a time; `push` waits while that many are in flight. */
+class Poster {
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown;
+  points = 0;
+
+  constructor(private readonly baseUrl: string) {}
+
+  async push(rp: string, lines: string[]): Promise<void> {
+    while (this.inFlight.size >= IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.failure !== undefined) throw this.failure;
+    const body = lines.join("\n");
+    const n = lines.length;
+    const p = (async () => {
+      const res = await fetch(`${this.baseUrl}/write?db=${DB}&rp=${rp}&precision=ms`, { method: "POST", body });
+      if (res.status !== 204) throw new Error(`InfluxDB refused a write (HTTP ${res.status}): ${(await res.text()).slice(0, 300)}`);
+      await res.arrayBuffer().catch(() => undefined);
+      this.points += n;
+    })().catch((err: unknown) => { this.failure ??= err; }).finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+interface Marker { hosts: number; days: number; endMs: number; hourPoints: number; windowPoints: number }
+
+async function fill(baseUrl: string, model: FleetHistoryModel, gpus: Gpu[], fromMs: number, toMs: number,
+  progress: (line: string) => void): Promise<{ hourPoints: number; windowPoints: number }> {
+  const poster = new Poster(baseUrl);
+  const totalHours = (toMs - fromMs) / HOUR_MS;
+  const total = totalHours * gpus.length;
+  const t0 = performance.now();
+  let lastReport = t0;
+  let reported5 = false;
+  const say = (done: number, final = false): void => {
+    const s = (performance.now() - t0) / 1000;
+    const rate = done / Math.max(s, 1e-3);
+    const eta = rate > 0 ? (total - done) / rate : 0;
+    progress(`report-year: gpu_hour ${((done / total) * 100).toFixed(1)}% (${compact(done)}/${compact(total)} points), ` +
+      `${Math.round(rate).toLocaleString("en-US")} points/s, ${final ? `${s.toFixed(0)} s` : `about ${fmtDuration(eta)} left`}`);
+  };
+  let batch: string[] = [];
+  for (let hour = fromMs / HOUR_MS; hour < toMs / HOUR_MS; hour++) {
+    const t = hour * HOUR_MS;
+    for (const g of gpus) {
+      const a = model.activity(g.hostIndex, g.index, t);
+      batch.push(`${MEASUREMENT_HOUR}${g.tags} ${fieldsFor(g, a, hour, 3600, WINDOWS_PER_HOUR)} ${t}`);
+    }
+    if (batch.length >= LINES_PER_REQUEST) {
+      await poster.push(RP_HOUR, batch);
+      batch = [];
+      const now = performance.now();
+      const done = poster.points;
+      if (!reported5 && done >= total * 0.05) {
+        reported5 = true;
+        say(done);
+        lastReport = now;
+      } else if (now - lastReport >= 10_000) {
+        say(done);
+        lastReport = now;
+      }
+    }
+  }
+  if (batch.length > 0) await poster.push(RP_HOUR, batch);
+  await poster.drain();
+  const hourPoints = poster.points;
+  say(hourPoints, true);
+
+  // The last day as raw 5-minute windows: each hour's state split evenly over its windows.
+  const winPoster = new Poster(baseUrl);
+  const dayFrom = Math.max(fromMs, toMs - DAY_MS);
+  batch = [];
+  for (let t = dayFrom; t < toMs; t += WINDOW_MS) {
+    const hour = Math.floor(t / HOUR_MS);
+    for (const g of gpus) {
+      const a = model.activity(g.hostIndex, g.index, t);
+      batch.push(`${MEASUREMENT_WINDOW}${g.tags} ${fieldsFor(g, a, hour, WINDOW_MS / 1000, 0)} ${t}`);
+    }
+    if (batch.length >= LINES_PER_REQUEST) {
+      await winPoster.push(RP_WINDOW, batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) await winPoster.push(RP_WINDOW, batch);
+  await winPoster.drain();
+  progress(`report-year: gpu_window ${compact(winPoster.points)} points (the last day)`);
+  return { hourPoints, windowPoints: winPoster.points };
+}
+
+export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYearResult> {
+  if (!findInfluxd()) return { skipped: true, reason: INFLUXD_MISSING_HELP };
+  const keep = o.keep || o.dataDir !== undefined;
+  // No continuous query runs while the bench does: it would only roll the raw last day up again.
+  const server = await startPrivateInfluxd({ keepData: keep, dir: o.dataDir, cqRunInterval: "24h", startTimeoutMs: 60_000 });
+  try {
+    const target = { baseUrl: server.url, database: DB };
+    const version = (await fetch(`${server.url}/ping`)).headers.get("x-influxdb-version") ?? "unknown";
+    const hosts = historyFleet(o.hosts);
+    const model = new FleetHistoryModel(hosts, 1);
+    const gpus: Gpu[] = hosts.flatMap((h, hostIndex) => model.uuids(hostIndex).map((uuid, index): Gpu => {
+      const tags: Array<[string, string]> = [
+        ["gpu", String(index)], ["host", h.hostname], ["model", h.model.name], ["pool", h.labels.pool], ["site", h.labels.site], ["uuid", uuid],
+      ];
+      return { host: h, hostIndex, index, key: hash(hostIndex + 1, index + 1), tags: tags.map(([k, v]) => `,${k}=${escapeTag(v)}`).join("") };
+    }));
+
+    const markerFile = path.join(server.dir, MARKER);
+    const earlier = existsSync(markerFile) ? (JSON.parse(readFileSync(markerFile, "utf8")) as Marker) : undefined;
+    let endMs: number;
+    let hourPoints: number;
+    let windowPoints: number;
+    let fillS: number | null = null;
+    if (earlier && earlier.hosts === o.hosts && earlier.days === o.days) {
+      ({ endMs, hourPoints, windowPoints } = earlier);
+      o.progress(`report-year: reusing the fill in ${server.dir} (${compact(hourPoints)} gpu_hour points ending ${new Date(endMs).toISOString()})`);
+    } else {
+      endMs = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
+      const fromMs = endMs - o.days * DAY_MS;
+      // Retention covers the year (and the raw day) with room to spare.
+      await ensureSchema(target, { rawRetentionMs: 30 * DAY_MS, hourRetentionMs: Math.max(730, o.days + 30) * DAY_MS });
+      o.progress(`report-year: filling ${o.days} days × ${gpus.length} GPUs (${compact(o.days * 24 * gpus.length)} gpu_hour points) into ${server.dir}`);
+      const t0 = performance.now();
+      ({ hourPoints, windowPoints } = await fill(server.url, model, gpus, fromMs, endMs, o.progress));
+      fillS = (performance.now() - t0) / 1000;
+      if (keep) writeFileSync(markerFile, `${JSON.stringify({ hosts: o.hosts, days: o.days, endMs, hourPoints, windowPoints } satisfies Marker)}\n`);
+    }
+    const dataDirBytes = duBytes(server.dir);
+
+    const year: TimeRange = resolveRange(`${o.days}d`, undefined, endMs);
+    const day: TimeRange = resolveRange("24h", undefined, endMs);
+    const cases = [
+      { name: `--since ${o.days}d --by site,model`, since: `${o.days}d`, by: ["site", "model"], range: year },
+      { name: `--since ${o.days}d --by model`, since: `${o.days}d`, by: ["model"], range: year },
+      { name: "--since 24h --by site,model", since: "24h", by: ["site", "model"], range: day },
+    ];
+    const runs: number[][] = cases.map(() => []);
+    const last: Array<CapacityReport | undefined> = cases.map(() => undefined);
+    for (let r = 0; r < o.runs; r++) {
+      for (let i = 0; i < cases.length; i++) {
+        const c = cases[i]!;
+        const t0 = performance.now();
+        last[i] = await buildReport({ influxUrl: `${server.url}/${DB}`, range: c.range, by: c.by });
+        const ms = performance.now() - t0;
+        runs[i]!.push(ms);
+        o.progress(`report-year: run ${r + 1}/${o.runs} ${c.name}: ${(ms / 1000).toFixed(2)} s (${last[i]!.measurement})`);
+      }
+    }
+    const reports: ReportCaseResult[] = cases.map((c, i) => {
+      const rep = last[i]!;
+      return {
+        name: c.name, since: c.since, by: c.by, measurement: rep.measurement, runsMs: runs[i]!, ms: spread(runs[i]!),
+        groups: rep.groups.length, gpus: rep.total.gpus, gpuHoursObserved: rep.total.gpuHoursObserved,
+      };
+    });
+
+    const problems: string[] = [];
+    for (const r of reports) {
+      const expectHours = r.since === "24h" ? windowPoints / WINDOWS_PER_HOUR : hourPoints;
+      if (r.gpus !== gpus.length) problems.push(`${r.name} counted ${r.gpus} GPUs, ${gpus.length} were written`);
+      if (Math.abs(r.gpuHoursObserved - expectHours) > 1e-6 * expectHours) problems.push(`${r.name} counted ${r.gpuHoursObserved} GPU-hours, ${expectHours} were written`);
+      const wantM = r.since === "24h" ? "gpu_window" : "gpu_hour";
+      if (r.measurement !== wantM) problems.push(`${r.name} read ${r.measurement}, not ${wantM}`);
+    }
+    const fillPoints = hourPoints + windowPoints;
+    return {
+      skipped: false, influxdVersion: version, hosts: o.hosts, gpus: gpus.length, days: o.days, endsAt: new Date(endMs).toISOString(),
+      hourPoints, windowPoints, fillS, fillPointsPerS: fillS === null ? null : fillPoints / fillS,
+      linesPerRequest: LINES_PER_REQUEST, inFlight: IN_FLIGHT, dataDirBytes, dataDir: keep ? server.dir : null,
+      reports, selfCheckProblems: problems,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Bytes of regular files under `dir`. */
+function duBytes(dir: string): number {
+  let total = 0;
+  const visit = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) visit(p);
+      else if (e.isFile()) total += statSync(p).size;
+    }
+  };
+  visit(dir);
+  return total;
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+/** A 32-bit mix of two integers (murmur3's finalizer). */
+function hash(a: number, b: number): number {
+  let h = (Math.imul(a >>> 0, 0x9e3779b1) ^ (b >>> 0)) >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function unit(h: number): number {
+  return h / 4294967296;
+}
+
+/** 8760000 → "8.76M". */
+function compact(n: number): string {
+  if (n >= 1_000_000) return `${(n / 1_000_000).toFixed(2)}M`;
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function fmtDuration(s: number): string {
+  if (s < 90) return `${Math.round(s)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+// ---- run alone: node --import tsx bench/report-year.ts [--hosts N] [--days N] [--runs N] [--keep] [--data DIR]
+
+/** Flags of this section, shared with run.ts. */
+export function parseReportYearArgs(argv: readonly string[]): Omit<ReportYearOptions, "progress"> {
+  const value = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    if (i < 0) return undefined;
+    const v = argv[i + 1];
+    if (v === undefined || v.startsWith("--")) throw new Error(`${flag} needs a value`);
+    return v;
+  };
+  const int = (flag: string, dflt: number): number => {
+    const v = value(flag);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer (got ${v})`);
+    return n;
+  };
+  return {
+    hosts: int("--hosts", REPORT_YEAR_DEFAULTS.hosts),
+    days: int("--days", REPORT_YEAR_DEFAULTS.days),
+    runs: int("--runs", REPORT_YEAR_DEFAULTS.runs),
+    keep: argv.includes("--keep"),
+    dataDir: value("--data"),
+  };
+}
+
+const fmtInt = (x: number): string => Math.round(x).toLocaleString("en-US");
+const sec = (ms: number): string => (ms / 1000).toFixed(2);
+
+/** The section's lines for the bench's output, table included. */
+export function reportYearLines(r: ReportYearResult, table: (rows: string[][]) => string): string[] {
+  if (r.skipped) return [`(d) Report over a year of history: skipped — ${r.reason}`];
+  const fill = r.fillS === null
+    ? `reused the fill kept in ${r.dataDir ?? "?"}`
+    : `filled in ${r.fillS.toFixed(1)} s, ${fmtInt(r.fillPointsPerS ?? 0)} points/s (${fmtInt(r.linesPerRequest)} lines a request, ${r.inFlight} in flight)`;
+  return [
+    `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} hosts) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
+      `${fmtInt(r.hourPoints)} gpu_hour points + ${fmtInt(r.windowPoints)} gpu_window points (last day), ${(r.dataDirBytes / 2 ** 20).toFixed(0)} MiB on disk; ${fill}`,
+    table([
+      ["buildReport", "reads", "median s", "range s", "runs", "groups", "GPU-hours"],
+      ...r.reports.map((c) => [c.name, c.measurement, sec(c.ms.median), `[${sec(c.ms.min)}–${sec(c.ms.max)}]`, String(c.runsMs.length), String(c.groups), fmtInt(c.gpuHoursObserved)]),
+    ]),
+    ...(r.selfCheckProblems.length > 0 ? [`  SELF-CHECK FAILED: ${r.selfCheckProblems.join("; ")}`] : []),
+  ];
+}
+
+/** Writes `.bench/report-year.json`; returns its path. */
+export function writeReportYearJson(r: ReportYearResult): string {
+  const file = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", ".bench", "report-year.json");
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tidy = (_key: string, v: unknown): unknown => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
+  writeFileSync(file, `${JSON.stringify({ schema: "trueidle-bench-report-year/1", finishedAt: new Date().toISOString(), environment: environment(), ...r }, tidy, 2)}\n`);
+  return file;
+}
+
+function plainTable(rows: string[][]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
+  return rows
+    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join("  "))
+    .map((line) => `  ${line}`)
+    .join("\n");
+}
+
+async function main(): Promise<void> {
+  const opts = parseReportYearArgs(process.argv.slice(2));
+  const r = await runReportYearBench({ ...opts, progress: (line) => process.stderr.write(`${line}\n`) });
+  for (const line of reportYearLines(r, plainTable)) console.log(line);
+  writeReportYearJson(r);
+  console.log("Summary written to .bench/report-year.json.");
+  if (!r.skipped && r.selfCheckProblems.length > 0) process.exitCode = 1;
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
