@@ -288,7 +288,7 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
       const fromMs = endMs - o.days * DAY_MS;
       // Retention covers the year (and the raw day) with room to spare.
       await ensureSchema(target, { rawRetentionMs: 30 * DAY_MS, hourRetentionMs: Math.max(730, o.days + 30) * DAY_MS });
-      o.progress(`report-year: filling ${o.days} days × ${gpus.length} GPUs (${compact(o.days * 24 * gpus.length)} gpu_hour points) into ${server.dir}`);
+      o.progress(`report-year: filling ${o.days} days × ${gpus.length.toLocaleString("en-US")} GPUs (${compact(o.days * 24 * gpus.length)} gpu_hour points) into ${server.dir}`);
       const t0 = performance.now();
       ({ hourPoints, windowPoints } = await fill(server.url, model, gpus, fromMs, endMs, o.progress));
       fillS = (performance.now() - t0) / 1000;
@@ -424,7 +424,7 @@ export function reportYearLines(r: ReportYearResult, table: (rows: string[][]) =
     ? `reused the fill kept in ${r.dataDir ?? "?"}`
     : `filled in ${r.fillS.toFixed(1)} s, ${fmtInt(r.fillPointsPerS ?? 0)} points/s (${fmtInt(r.linesPerRequest)} lines a request, ${r.inFlight} in flight)`;
   return [
-    `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} hosts) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
+    `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} host${r.hosts === 1 ? "" : "s"}) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
       `${fmtInt(r.hourPoints)} gpu_hour points + ${fmtInt(r.windowPoints)} gpu_window points (last day), ${(r.dataDirBytes / 2 ** 20).toFixed(0)} MiB on disk; ${fill}`,
     table([
       ["buildReport", "reads", "median s", "range s", "runs", "groups", "GPU-hours"],
