@@ -99,3 +99,12 @@ export function environment(): Environment {
 
 /** Keeps results of measured work alive so the optimiser cannot drop the work. */
 export const sink = { value: 0 };
+
+/** Rows as an aligned text table: the first column left-aligned, the rest right-aligned. */
+export function textTable(rows: string[][]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
+  return rows
+    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join("  "))
+    .map((line) => `  ${line}`)
+    .join("\n");
+}

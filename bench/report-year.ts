@@ -32,7 +32,7 @@ import { escapeTag } from "../collector/influx/line-protocol.js";
 import { DAY_MS, HOUR_MS, MEASUREMENT_HOUR, MEASUREMENT_WINDOW, RP_HOUR, RP_WINDOW, ensureSchema } from "../collector/influx/schema.js";
 import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../demo/private-influxd.js";
 import { FleetHistoryModel, historyFleet, type Activity, type HistoryHost } from "../demo/fleet-history.js";
-import { environment, spread, type Spread } from "./harness.js";
+import { environment, spread, textTable, type Spread } from "./harness.js";
 
 export interface ReportYearOptions {
   /** 8-GPU hosts (default 125: 1,000 GPUs). */
@@ -418,7 +418,7 @@ const fmtInt = (x: number): string => Math.round(x).toLocaleString("en-US");
 const sec = (ms: number): string => (ms / 1000).toFixed(2);
 
 /** The section's lines for the bench's output, table included. */
-export function reportYearLines(r: ReportYearResult, table: (rows: string[][]) => string): string[] {
+export function reportYearLines(r: ReportYearResult): string[] {
   if (r.skipped) return [`(d) Report over a year of history: skipped — ${r.reason}`];
   const fill = r.fillS === null
     ? `reused the fill kept in ${r.dataDir ?? "?"}`
@@ -426,7 +426,7 @@ export function reportYearLines(r: ReportYearResult, table: (rows: string[][]) =
   return [
     `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} host${r.hosts === 1 ? "" : "s"}) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
       `${fmtInt(r.hourPoints)} gpu_hour points + ${fmtInt(r.windowPoints)} gpu_window points (last day), ${(r.dataDirBytes / 2 ** 20).toFixed(0)} MiB on disk; ${fill}`,
-    table([
+    textTable([
       ["buildReport", "reads", "median s", "range s", "runs", "groups", "GPU-hours"],
       ...r.reports.map((c) => [c.name, c.measurement, sec(c.ms.median), `[${sec(c.ms.min)}–${sec(c.ms.max)}]`, String(c.runsMs.length), String(c.groups), fmtInt(c.gpuHoursObserved)]),
     ]),
@@ -443,18 +443,10 @@ export function writeReportYearJson(r: ReportYearResult): string {
   return file;
 }
 
-function plainTable(rows: string[][]): string {
-  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
-  return rows
-    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join("  "))
-    .map((line) => `  ${line}`)
-    .join("\n");
-}
-
 async function main(): Promise<void> {
   const opts = parseReportYearArgs(process.argv.slice(2));
   const r = await runReportYearBench({ ...opts, progress: (line) => process.stderr.write(`${line}\n`) });
-  for (const line of reportYearLines(r, plainTable)) console.log(line);
+  for (const line of reportYearLines(r)) console.log(line);
   writeReportYearJson(r);
   console.log("Summary written to .bench/report-year.json.");
   if (!r.skipped && r.selfCheckProblems.length > 0) process.exitCode = 1;

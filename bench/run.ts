@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { runAgentBench, type AgentBenchResult } from "./agent-sample.js";
 import { runIngestCase, type IngestCaseResult } from "./collector-ingest.js";
 import { WindowTemplates } from "./fleet-windows.js";
-import { environment, sink, type Spread } from "./harness.js";
+import { environment, sink, textTable as table, type Spread } from "./harness.js";
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
 import { parseReportYearArgs, reportYearLines, runReportYearBench, writeReportYearJson, type ReportYearResult } from "./report-year.js";
@@ -36,14 +36,6 @@ const ROUNDS = quick ? 3 : 9;
 const fmtInt = (x: number): string => Math.round(x).toLocaleString("en-US");
 const fmt = (x: number, digits = 2): string => x.toFixed(digits);
 const range = (s: Spread, f: (x: number) => string): string => `${f(s.min)}–${f(s.max)}`;
-
-function table(rows: string[][]): string {
-  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
-  return rows
-    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c] ?? 0) : cell.padStart(widths[c] ?? 0))).join("  "))
-    .map((line) => `  ${line}`)
-    .join("\n");
-}
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -122,7 +114,7 @@ async function main(): Promise<void> {
   let year: ReportYearResult | undefined;
   if (reportYear) {
     year = await runReportYearBench({ ...parseReportYearArgs(process.argv.slice(2)), progress: (line) => process.stderr.write(`${line}\n`) });
-    for (const line of reportYearLines(year, table)) say(line);
+    for (const line of reportYearLines(year)) say(line);
     writeReportYearJson(year);
     say("  summary also written to .bench/report-year.json");
     say();
