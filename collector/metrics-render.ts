@@ -12,7 +12,7 @@ import { GPU_STATES, type GpuState } from "../common/types.js";
 import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
 import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "./prom-text.js";
-import type { SelfMetrics } from "./self-metrics.js";
+import { STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { REJECTION_REASONS } from "./validate.js";
 
 const CHUNK_CHARS = 64 * 1024;
@@ -143,6 +143,11 @@ export function renderMetrics(fleet: FleetState, self: SelfMetrics): string[] {
   single(METRICS.influxPointsWritten, self.influxPointsWritten);
   single(METRICS.influxWriteErrors, self.influxWriteErrors);
   single(METRICS.spoolBytes, self.spoolBytes);
+  single(METRICS.spooledWindows, self.spooledWindows);
+  out.write(header(METRICS.streamsRefused));
+  for (const reason of STREAM_REFUSAL_REASONS) {
+    out.write(`${METRICS.streamsRefused.name}{reason="${reason}"} ${formatValue(self.streamsRefused[reason])}\n`);
+  }
   return out.end();
 }
 

@@ -81,6 +81,10 @@ export const METRICS = {
     "Failed InfluxDB writes."),
   spoolBytes: metric("trueidle_spool_bytes", "gauge", "bytes", "self", [],
     "Bytes held in the collector's disk spool while InfluxDB is away."),
+  spooledWindows: metric("trueidle_spool_windows_total", "counter", "", "self", [],
+    "Windows acknowledged once appended to the disk spool, while InfluxDB was away or slow."),
+  streamsRefused: metric("trueidle_streams_refused_total", "counter", "", "self", ["reason"],
+    "Agent streams the collector refused or ended, by reason."),
 } as const satisfies Record<string, MetricDef>;
 
 export type MetricKey = keyof typeof METRICS;

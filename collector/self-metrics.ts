@@ -8,6 +8,25 @@
  */
 import { REJECTION_REASONS, type RejectionReason } from "./validate.js";
 
+/**
+ * Every reason the collector refuses or ends a whole stream for; the label values of
+ * trueidle_streams_refused_total. Each comes with its gRPC status:
+ * `invalid` INVALID_ARGUMENT, `unauthenticated` UNAUTHENTICATED, `too_many_agents`,
+ * `rate_limited`, `spool_full` and `influx_backlog` RESOURCE_EXHAUSTED (with a retry delay),
+ * `shutting_down` UNAVAILABLE, `internal` INTERNAL.
+ */
+export const STREAM_REFUSAL_REASONS = [
+  "invalid",
+  "unauthenticated",
+  "too_many_agents",
+  "rate_limited",
+  "spool_full",
+  "influx_backlog",
+  "shutting_down",
+  "internal",
+] as const;
+export type StreamRefusalReason = (typeof STREAM_REFUSAL_REASONS)[number];
+
 export class SelfMetrics {
   /** Streams that said Hello and are still open. */
   agentsConnected = 0;
@@ -21,8 +40,18 @@ export class SelfMetrics {
   /** Failed InfluxDB write requests (each attempt) and batches refused by a full write queue. */
   influxWriteErrors = 0;
   spoolBytes = 0;
+  /** Windows appended to the spool (acknowledged while InfluxDB was away or slow). */
+  spooledWindows = 0;
+  /** Streams refused or ended by the collector, by reason; every reason present from the start. */
+  readonly streamsRefused: Record<StreamRefusalReason, number> = Object.fromEntries(
+    STREAM_REFUSAL_REASONS.map((r) => [r, 0]),
+  ) as Record<StreamRefusalReason, number>;
 
   reject(reason: RejectionReason, count = 1): void {
     this.windowsRejected[reason] += count;
+  }
+
+  refuse(reason: StreamRefusalReason): void {
+    this.streamsRefused[reason]++;
   }
 }
