@@ -7,6 +7,7 @@
  * the stream with INVALID_ARGUMENT instead.
  */
 import {
+  Metadata,
   Server,
   ServerCredentials,
   status,
@@ -15,7 +16,7 @@ import {
   type ServiceDefinition,
 } from "@grpc/grpc-js";
 import { errorMessage } from "../common/errors.js";
-import { ingestServiceDefinition } from "../common/grpc-service.js";
+import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
 import { formatListenAddress, type ListenAddress } from "./listen-address.js";
@@ -92,6 +93,7 @@ export class IngestServer {
   private onStream(call: Call): void {
     const peer = call.getPeer();
     if (this.stopping) {
+      this.deps.self.refuse("shutting_down");
       this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       return;
     }
@@ -112,6 +114,7 @@ export class IngestServer {
           peer,
           err,
         });
+        this.deps.self.refuse("internal");
         this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
         finish("the collector failed to handle a message");
         return;
@@ -146,7 +149,8 @@ export class IngestServer {
         (err: unknown) => {
           if (!this.calls.has(call)) return;
           this.deps.logger.error("An agent stream failed inside the collector; the stream was ended with INTERNAL.", { host: session.hostname, peer, err });
-          this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
+          this.deps.self.refuse("internal");
+        this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
           finish("the collector failed to handle a message");
         },
       );
@@ -157,18 +161,37 @@ export class IngestServer {
       return;
     }
     if (step.code === "unavailable") {
+      this.deps.self.refuse(step.reason ?? "shutting_down");
       this.deps.logger.warn(`Ended an agent stream for now: ${step.message}.`, { host: session.hostname, peer });
       this.endWithStatus(call, status.UNAVAILABLE, step.message);
       finish(`the stream was ended for now (${step.message})`);
       return;
     }
+    if (step.code === "resource_exhausted") {
+      this.deps.self.refuse(step.reason ?? "rate_limited");
+      this.deps.logger.warn(`Pushed an agent back: ${step.message}.`, { host: session.hostname, peer, retry_after_ms: step.retryAfterMs });
+      this.endWithStatus(call, status.RESOURCE_EXHAUSTED, step.message, step.retryAfterMs);
+      finish(`the agent was pushed back (${step.message})`);
+      return;
+    }
+    this.deps.self.refuse(step.reason ?? "invalid");
     this.deps.logger.warn(`Ended an agent stream as invalid: ${step.message}.`, { host: session.hostname, peer });
     this.endWithStatus(call, status.INVALID_ARGUMENT, step.message);
     finish(`the stream was invalid (${step.message})`);
   }
 
-  private endWithStatus(call: Call, code: status, details: string): void {
+  /**
+   * Ends the stream with a status. `retryAfterMs` goes to the agent as the trailer
+   * `trueidle-retry-after-ms` (RETRY_AFTER_METADATA_KEY): the agent waits that long before it
+   * comes back.
+   */
+  private endWithStatus(call: Call, code: status, details: string, retryAfterMs?: number): void {
+    let metadata: Metadata | undefined;
+    if (retryAfterMs !== undefined) {
+      metadata = new Metadata();
+      metadata.set(RETRY_AFTER_METADATA_KEY, String(Math.max(0, Math.round(retryAfterMs))));
+    }
     // grpc-js turns an 'error' event on a server stream into the trailing status and ends it.
-    call.emit("error", { code, details, name: "Error", message: details });
+    call.emit("error", { code, details, name: "Error", message: details, ...(metadata ? { metadata } : {}) });
   }
 }

@@ -31,7 +31,7 @@ import {
 import type { FleetState } from "./fleet-state.js";
 import { HostLineEncoder } from "./influx/line-protocol.js";
 import type { InfluxWriter, WriteOutcome } from "./influx/writer.js";
-import type { SelfMetrics } from "./self-metrics.js";
+import type { SelfMetrics, StreamRefusalReason } from "./self-metrics.js";
 import { validateHello, validateWindow, type AgentHello, type WindowLimits, type WindowRejection } from "./validate.js";
 
 /** A message as the transport decoded it, or why it could not. */
@@ -39,8 +39,20 @@ export type DecodedRequest = { ok: true; msg: StreamRequest } | { ok: false; err
 
 export type SessionStep =
   | { kind: "reply"; response: StreamResponse }
-  /** End the stream: `invalid_argument` (the default) for a bad stream, `unavailable` for "come back later". */
-  | { kind: "fail"; message: string; code?: "invalid_argument" | "unavailable" }
+  /**
+   * End the stream: `invalid_argument` (the default) for a bad stream, `unavailable` for
+   * "come back later", `resource_exhausted` for "come back after `retryAfterMs`" (sent to
+   * the agent as the trailer `trueidle-retry-after-ms`). `reason` is counted in
+   * trueidle_streams_refused_total (default: `invalid` for invalid_argument,
+   * `shutting_down` for unavailable, `rate_limited` for resource_exhausted).
+   */
+  | {
+      kind: "fail";
+      message: string;
+      code?: "invalid_argument" | "unavailable" | "resource_exhausted";
+      retryAfterMs?: number;
+      reason?: StreamRefusalReason;
+    }
   /** The answer is not known yet; deliver the settled step (unless the stream ended meanwhile). */
   | { kind: "later"; step: Promise<SessionStep> };
 

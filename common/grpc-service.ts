@@ -42,3 +42,9 @@ export type IngestServiceDefinition = typeof ingestServiceDefinition;
 /** Default ports of the public CLI. */
 export const DEFAULT_GRPC_PORT = 9746;
 export const DEFAULT_HTTP_PORT = 9745;
+
+/**
+ * Trailer the collector sets on RESOURCE_EXHAUSTED (and may set on UNAVAILABLE): milliseconds
+ * the agent waits before it reconnects.
+ */
+export const RETRY_AFTER_METADATA_KEY = "trueidle-retry-after-ms";
