@@ -21,6 +21,8 @@ fi
 missing=()
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
 [ -x /usr/bin/influxd ] || missing+=(influxdb)
+# The TLS tests make their certificates with the openssl command.
+[ -x /usr/bin/openssl ] || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   say "Installing Debian packages: ${missing[*]}."
@@ -42,7 +44,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   restore_policy
   trap - EXIT
 else
-  say "Debian packages prometheus and influxdb are installed."
+  say "Debian packages prometheus, influxdb and openssl are installed."
 fi
 
 say "Building (npm run build)."
