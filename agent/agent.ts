@@ -1,12 +1,18 @@
 /**
  * The agent: sample every GPU each interval (ticks aligned to wall-clock multiples of the
  * interval), classify, aggregate into windows, and hand finished windows to the shipper.
+ *
+ * With a state directory, unacknowledged windows are kept on disk (DIR/buffer) and sent
+ * first after a restart; without one they live in memory and a stop loses them.
  */
+import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../common/log.js";
 import type { HostIdentity, Thresholds } from "../common/types.js";
 import type { GpuSource } from "./sources/source.js";
 import { SamplePipeline } from "./pipeline.js";
 import { Shipper, type ShipperStats } from "./shipper/shipper.js";
+import { WindowBuffer } from "./shipper/window-buffer.js";
+import { openStateDir, type StateDir } from "./state-dir.js";
 import type { GpuWindowRecord } from "./window.js";
 
 export const AGENT_VERSION = "0.1.0";
@@ -20,6 +26,16 @@ export interface AgentOptions {
   thresholds: Thresholds;
   logger: Logger;
   maxBufferedWindows?: number;
+  /** Encoded bytes of unacknowledged windows kept at most (default 256 MiB). */
+  maxBufferBytes?: number;
+  /** Keep unacknowledged windows on disk under DIR/buffer so that they survive a restart. */
+  stateDir?: string;
+  /** TLS for the gRPC channel; insecure when absent. */
+  credentials?: grpc.ChannelCredentials;
+  /** Metadata sent when each stream opens (the bearer token). */
+  callMetadata?: grpc.Metadata;
+  /** Extra grpc-js channel options (for example the TLS server name override). */
+  channelOptions?: grpc.ChannelOptions;
   /** Called with every window handed to the shipper (the demo and tests watch this). */
   onWindows?: (windows: readonly GpuWindowRecord[]) => void;
   now?: () => number;
@@ -34,10 +50,18 @@ export interface AgentStats {
   sourceParseErrors: number;
 }
 
+const EMPTY_SHIPPER_STATS: ShipperStats = {
+  connected: false, buffered: 0, bufferBytes: 0, inFlight: 0, sent: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0,
+};
+
 export class Agent {
   private readonly pipeline: SamplePipeline;
-  private readonly shipper: Shipper;
+  /** Made by start(), once the buffer (maybe on disk) is open. */
+  private shipper: Shipper | undefined;
+  private buffer: WindowBuffer | undefined;
+  private stateDir: StateDir | undefined;
   private readonly now: () => number;
+  private readonly startedMs: number;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private ticks = 0;
@@ -46,22 +70,52 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.now = opts.now ?? Date.now;
+    this.startedMs = this.now();
     this.pipeline = new SamplePipeline({ windowMs: opts.windowMs, intervalMs: opts.intervalMs, thresholds: opts.thresholds });
-    this.shipper = new Shipper({
-      targets: opts.collectors,
-      host: opts.host,
-      agentVersion: AGENT_VERSION,
-      source: opts.source.name,
-      windowMs: opts.windowMs,
-      logger: opts.logger.child({ component: "shipper" }),
-      maxBufferedWindows: opts.maxBufferedWindows,
-      onThresholds: (t) => this.applyThresholds(t),
-    });
   }
 
-  /** Starts the source (GPU discovery), the shipper and the tick loop. */
+  /**
+   * Opens the state directory (when given) and loads the windows kept there, starts the
+   * source (GPU discovery), the shipper and the tick loop.
+   */
   async start(signal?: AbortSignal): Promise<void> {
-    await this.opts.source.start(signal);
+    const bufferOpts = {
+      maxWindows: this.opts.maxBufferedWindows ?? 200_000,
+      maxBytes: this.opts.maxBufferBytes,
+      logger: this.opts.logger.child({ component: "buffer" }),
+      now: this.now,
+    };
+    if (this.opts.stateDir !== undefined) {
+      this.stateDir = await openStateDir(this.opts.stateDir, this.opts.logger);
+      try {
+        this.buffer = await WindowBuffer.open(this.stateDir.bufferDir, bufferOpts);
+      } catch (err) {
+        await this.stateDir.release();
+        throw err;
+      }
+    } else {
+      this.buffer = WindowBuffer.memory(bufferOpts);
+    }
+    this.shipper = new Shipper({
+      targets: this.opts.collectors,
+      host: this.opts.host,
+      agentVersion: AGENT_VERSION,
+      source: this.opts.source.name,
+      windowMs: this.opts.windowMs,
+      logger: this.opts.logger.child({ component: "shipper" }),
+      buffer: this.buffer,
+      credentials: this.opts.credentials,
+      callMetadata: this.opts.callMetadata,
+      channelOptions: this.opts.channelOptions,
+      onThresholds: (t) => this.applyThresholds(t),
+      now: this.opts.now,
+    });
+    try {
+      await this.opts.source.start(signal);
+    } catch (err) {
+      await this.closeBuffer();
+      throw err;
+    }
     this.running = true;
     this.shipper.start();
     this.opts.logger.info("The agent is sampling.", {
@@ -71,11 +125,15 @@ export class Agent {
     this.schedule();
   }
 
-  /** Stops sampling, ships the partial windows, waits up to `drainMs` for acks. Safe twice. */
+  /**
+   * Stops sampling, ships the partial windows, waits up to `drainMs` for acks, then closes
+   * the buffer (on disk it keeps what is unacknowledged for the next start). Safe twice.
+   */
   async stop(drainMs = 5_000): Promise<void> {
     if (!this.running) {
       await this.opts.source.stop();
-      await this.shipper.stop();
+      await this.shipper?.stop();
+      await this.closeBuffer();
       return;
     }
     this.running = false;
@@ -83,13 +141,24 @@ export class Agent {
     const last = this.pipeline.flushAll();
     if (last.length > 0) this.hand(last);
     await this.opts.source.stop();
-    const drained = await this.shipper.drain(drainMs);
-    const s = this.shipper.stats();
+    const shipper = this.shipper as Shipper;
+    const drained = await shipper.drain(drainMs);
+    const s = shipper.stats();
+    await shipper.stop();
+    await this.closeBuffer();
     if (!drained && s.buffered > 0) {
-      this.opts.logger.error("The agent stopped with windows the collector has not acknowledged; they are lost.", { windows: s.buffered });
+      if (this.stateDir) {
+        this.opts.logger.info(`${s.buffered} windows not yet acknowledged are kept in ${this.stateDir.bufferDir} for the next start.`, { windows: s.buffered });
+      } else {
+        this.opts.logger.error("The agent stopped with windows the collector has not acknowledged; they are lost. Set --state-dir to keep them across restarts.", { windows: s.buffered });
+      }
     }
-    await this.shipper.stop();
-    this.opts.logger.info("The agent stopped.", { windows_acked: s.acked, windows_dropped: s.dropped });
+    this.opts.logger.info("The agent stopped.", { windows_measured: this.windows, windows_acked: s.acked, windows_dropped: s.dropped });
+  }
+
+  /** Whether the tick loop runs (started and not stopped). */
+  isSampling(): boolean {
+    return this.running;
   }
 
   stats(): AgentStats {
@@ -98,10 +167,15 @@ export class Agent {
       ticks: this.ticks,
       windows: this.windows,
       gpus: this.pipeline.latest().length,
-      shipper: this.shipper.stats(),
+      shipper: this.shipper?.stats() ?? EMPTY_SHIPPER_STATS,
       sourceRestarts: src.restarts,
       sourceParseErrors: src.parseErrors,
     };
+  }
+
+  /** Milliseconds since the last ack, or since the agent was made when none came yet. */
+  lastAckAgeMs(): number {
+    return Math.max(0, this.now() - (this.shipper?.stats().lastAckMs ?? this.startedMs));
   }
 
   latest() {
@@ -144,7 +218,12 @@ export class Agent {
 
   private hand(windows: GpuWindowRecord[]): void {
     this.windows += windows.length;
-    this.shipper.enqueue(windows);
+    this.shipper?.enqueue(windows);
     this.opts.onWindows?.(windows);
+  }
+
+  private async closeBuffer(): Promise<void> {
+    await this.buffer?.close();
+    await this.stateDir?.release();
   }
 }

@@ -10,6 +10,9 @@ import { SamplePipeline } from "../agent/pipeline.js";
 import { renderOnceTable } from "./once-table.js";
 import { DEFAULT_GRPC_PORT } from "../common/grpc-service.js";
 import { waitForSignal } from "./signals.js";
+import { parseListenAddress } from "../collector/listen-address.js";
+import { AgentHttpServer } from "../agent/http-server.js";
+import { AGENT_TRANSPORT_FLAGS, agentTransportFrom } from "./security-flags.js";
 
 export const agentSpec: CommandSpec = {
   name: "agent",
@@ -31,14 +34,26 @@ export const agentSpec: CommandSpec = {
     { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them, then exit." },
     { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
       help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
+    { name: "max-buffer-size", type: "size", min: 1024 * 1024, default: "256MiB", placeholder: "SIZE",
+      help: "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
+    { name: "state-dir", type: "string", placeholder: "DIR",
+      help: "Keep unacknowledged windows on disk in DIR/buffer (fsynced in batches) so that they survive a restart; one agent per DIR." },
+    { name: "http-listen", type: "string", placeholder: "HOST:PORT",
+      help: "Serve the agent's own /metrics and /healthz here (plain HTTP; bind to loopback or a management network).",
+      check: (values) => void parseListenAddress(values[values.length - 1] ?? "", "--http-listen") },
+    ...AGENT_TRANSPORT_FLAGS,
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS,
   ],
-  notes: "Thresholds given here apply until the collector sends the fleet's own on connect.",
+  notes: "Thresholds given here apply until the collector sends the fleet's own on connect.\n\n" +
+    "gRPC runs over TLS (--tls, or --tls-ca FILE; mutual TLS with --tls-cert and --tls-key) or, only when asked for with " +
+    "--plaintext, unencrypted; one of the two is required (not with --once). The token comes only from --token-file or " +
+    "TRUEIDLE_TOKEN and is never logged.",
   examples: [
     "trueidle agent --once                                   # what does trueidle see on this node?",
-    "trueidle agent --collector collector.example:9746 --label site=eu-west --label pool=training",
-    "trueidle agent --source sim --scenario demo/scenarios/gpu-a01.json --collector localhost:9746",
+    "trueidle agent --collector collector.example:9746 --tls-ca /etc/trueidle/ca.crt --token-file /etc/trueidle/agent.token --label site=eu-west",
+    "trueidle agent --collector collector.example:9746 --tls-ca /etc/trueidle/ca.crt --tls-cert /etc/trueidle/agent.crt --tls-key /etc/trueidle/agent.key",
+    "trueidle agent --plaintext --source sim --scenario demo/scenarios/gpu-a01.json --collector localhost:9746",
   ],
 };
 
@@ -54,6 +69,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (collectors.length === 0) throw new UsageError("--collector needs at least one HOST:PORT");
   const logger = loggerFrom(v, { component: "agent" });
   const thresholds = thresholdsFrom(v);
+  // --once talks to no collector, so it needs no transport choice.
+  const transport = v["once"] ? undefined : agentTransportFrom(v, process.env);
   const src = createSource({
     source,
     intervalMs,
@@ -75,16 +92,37 @@ export async function agentCommand(argv: string[]): Promise<number> {
     }
   }
 
+  const tx = transport!; // set whenever --once is not
+  tx.announce(logger);
   const host = await hostIdentity(labels, v["hostname"] as string | undefined);
   const agent = new Agent({
     source: src, host, collectors, intervalMs, windowMs, thresholds, logger,
     maxBufferedWindows: v["max-buffered-windows"] as number,
+    maxBufferBytes: v["max-buffer-size"] as number,
+    stateDir: v["state-dir"] as string | undefined,
+    credentials: tx.value.credentials,
+    callMetadata: tx.value.callMetadata,
+    channelOptions: tx.value.channelOptions,
   });
+  if (v["state-dir"] === undefined) {
+    logger.warn("Windows not yet acknowledged are kept in memory only and are lost when the agent stops or restarts; set --state-dir DIR to keep them on disk.");
+  }
+  const httpListen = v["http-listen"] as string | undefined;
+  const http = httpListen === undefined ? undefined : new AgentHttpServer({ agent, logger: logger.child({ component: "http" }) });
+  if (http && httpListen !== undefined) {
+    const addr = parseListenAddress(httpListen, "--http-listen");
+    const port = await http.listen(addr);
+    logger.info("Serving the agent's metrics over HTTP.", { listen: `${addr.host}:${port}`, paths: ["/metrics", "/healthz"] });
+  }
   const ac = new AbortController();
   const stopSignal = waitForSignal(logger);
-  await Promise.race([agent.start(ac.signal), stopSignal.then(() => ac.abort())]);
-  await stopSignal;
-  await agent.stop();
+  try {
+    await Promise.race([agent.start(ac.signal), stopSignal.then(() => ac.abort())]);
+    await stopSignal;
+    await agent.stop();
+  } finally {
+    await http?.stop();
+  }
   return 0;
 }
 

@@ -5,8 +5,10 @@
  * line wins. Every bad flag is reported at once, by name.
  */
 import { parseDuration } from "../common/duration.js";
+import { parseSize } from "../common/size.js";
 
-export type FlagType = "string" | "boolean" | "duration" | "number" | "list";
+/** `size` takes "256MiB", "1GiB", "500MB" or bytes (common/size.ts); min and max are bytes. */
+export type FlagType = "string" | "boolean" | "duration" | "number" | "list" | "size";
 
 export interface FlagSpec {
   name: string;
@@ -123,6 +125,12 @@ function convert(f: FlagSpec, v: string, all: string[]): string | boolean | numb
       if (f.min !== undefined && ms < f.min) throw new Error(`must be at least ${f.min} ms (got ${v})`);
       if (f.max !== undefined && ms > f.max) throw new Error(`must be at most ${f.max} ms (got ${v})`);
       return ms;
+    }
+    case "size": {
+      const bytes = parseSize(v);
+      if (f.min !== undefined && bytes < f.min) throw new Error(`must be at least ${f.min} bytes (got ${v})`);
+      if (f.max !== undefined && bytes > f.max) throw new Error(`must be at most ${f.max} bytes (got ${v})`);
+      return bytes;
     }
     case "number": {
       const n = Number(v);

@@ -1,12 +1,38 @@
 /** `trueidle collector`: receive windows over gRPC, serve Prometheus metrics, write InfluxDB history. */
-import { formatHelp, parseFlags, UsageError, type CommandSpec, type FlagValues } from "./args.js";
+import { formatHelp, parseFlags, UsageError, type CommandSpec, type FlagSpec, type FlagValues } from "./args.js";
 import { LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
 import { DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT } from "../common/grpc-service.js";
 import type { Logger } from "../common/log.js";
-import { startCollector, type CollectorInfluxOptions } from "../collector/collector.js";
+import { startCollector, type CollectorInfluxOptions, type CollectorSpoolOptions } from "../collector/collector.js";
 import { MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "../collector/influx/schema.js";
+import { DEFAULT_MAX_AGENTS } from "../collector/agent-registry.js";
+import { DEFAULT_MAX_GPUS } from "../collector/fleet-state.js";
+import { MAX_RECEIVE_MESSAGE_BYTES } from "../collector/grpc-server.js";
+import { DEFAULT_AGENT_RATE_LIMITS } from "../collector/rate-limit.js";
+import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { parseInfluxUrl, readInfluxCredentials } from "../collector/influx/target.js";
 import { waitForSignal } from "./signals.js";
+import { COLLECTOR_SECURITY_FLAGS, collectorSecurityFrom } from "./security-flags.js";
+
+/** Limits on what agents may send (README "Limits"); each is enforced in the collector, see collector.ts. */
+const LIMIT_FLAGS: FlagSpec[] = [
+  { name: "max-agents", type: "number", min: 1, max: 1_000_000, default: String(DEFAULT_MAX_AGENTS), placeholder: "N",
+    help: "Agent streams served at once (one per host); further agents get RESOURCE_EXHAUSTED and come back later." },
+  { name: "max-gpus", type: "number", min: 1, max: 10_000_000, default: String(DEFAULT_MAX_GPUS), placeholder: "N",
+    help: "GPUs across all hosts (caps Prometheus series); windows of further GPUs are rejected as series_limit." },
+  { name: "max-gpus-per-host", type: "number", min: 1, max: 65_536, default: String(DEFAULT_WINDOW_LIMITS.maxGpusPerHost), placeholder: "N",
+    help: "GPUs one host may report; windows of further GPUs are rejected as too_many_gpus." },
+  { name: "max-message-size", type: "size", min: MAX_RECEIVE_MESSAGE_BYTES, max: 64 * 1024 * 1024, default: "4MiB",
+    help: "Largest message from an agent; a larger one ends its stream with RESOURCE_EXHAUSTED. An agent batch of 2,000 windows is about 1MB." },
+  { name: "max-windows-per-batch", type: "number", min: 1, max: 100_000, default: String(DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch), placeholder: "N",
+    help: "Windows in one batch; a larger batch ends the stream with INVALID_ARGUMENT." },
+  { name: "agent-rate-limit", type: "number", min: 1, max: 1_000_000, default: String(DEFAULT_AGENT_RATE_LIMITS.windowsPerS), placeholder: "N",
+    help: "Windows per second per agent stream (burst: 10 s of it). Beyond it acks are held; an agent that does not slow down gets RESOURCE_EXHAUSTED." },
+  { name: "max-window-age", type: "duration", min: 60_000, default: "7d",
+    help: "Windows that started longer ago are rejected as too_old." },
+  { name: "max-window-future", type: "duration", min: 1_000, max: 86_400_000, default: "5m",
+    help: "Windows that start this far after the collector's clock (agent clock skew) are rejected as in_future." },
+];
 
 export const collectorSpec: CommandSpec = {
   name: "collector",
@@ -18,6 +44,7 @@ export const collectorSpec: CommandSpec = {
     { name: "stale-after-windows", type: "number", min: 1, max: 1000, default: "3", placeholder: "N",
       help: "A GPU whose windows stop for this many window lengths gets trueidle_gpu_up 0." },
     { name: "expire-after", type: "duration", min: 1000, default: "15m", help: "A GPU silent this long has its series removed." },
+    ...LIMIT_FLAGS,
     ...THRESHOLD_FLAGS,
     { name: "influx-url", type: "string", placeholder: "URL",
       help: "Write every window to this InfluxDB 1.x: http(s)://HOST:PORT/DATABASE (an empty path means database trueidle). Agents are acknowledged once their windows are written." },
@@ -31,6 +58,13 @@ export const collectorSpec: CommandSpec = {
       help: "Points per InfluxDB write request." },
     { name: "influx-flush-interval", type: "duration", min: 10, max: 60_000, default: "1s",
       help: "A window waits at most this long for its write batch to fill." },
+    { name: "spool-dir", type: "string", placeholder: "DIR",
+      help: "Disk spool (needs --influx-url): while InfluxDB is away or slow, agents are acknowledged once their windows are here; it drains to InfluxDB in order. One collector per directory. Without it acks wait for InfluxDB." },
+    { name: "spool-max-size", type: "size", min: 1024 * 1024, default: "1GiB",
+      help: "Most the spool holds; when full, agents are pushed back (RESOURCE_EXHAUSTED with a retry delay) and keep their windows." },
+    { name: "spool-after", type: "duration", min: 10, max: 600_000, default: "5s",
+      help: "A write to InfluxDB not done within this goes to the spool instead." },
+    ...COLLECTOR_SECURITY_FLAGS,
     ...LOG_FLAGS,
   ],
   notes:
@@ -38,11 +72,15 @@ export const collectorSpec: CommandSpec = {
     "InfluxDB credentials never go on the command line: set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD, " +
     "or use --influx-credentials-file. At start the collector creates the database, the retention policies gpu_window " +
     "and gpu_hour and the continuous query cq_gpu_hour when they are missing (retrying in the background while InfluxDB " +
-    "cannot be reached); while InfluxDB is away, agents keep their windows until they are written.",
+    "cannot be reached); while InfluxDB is away, agents keep their windows until they are written — or, with " +
+    "--spool-dir, the collector keeps them in its disk spool and acknowledges them at once. On SIGTERM the collector " +
+    "stops taking batches, settles those in flight (into the spool, or with up to 10 s to reach InfluxDB) and exits.\n\n" +
+    "gRPC runs over TLS (--tls-cert, --tls-key; mutual TLS with --tls-client-ca) or, only when asked for with --plaintext, " +
+    "unencrypted; one of the two is required. Tokens and passwords come only from files or the environment and are never logged.",
   examples: [
-    "trueidle collector",
-    "trueidle collector --grpc-listen 0.0.0.0:9746 --http-listen 127.0.0.1:9745 --util-busy-percent 10",
-    "TRUEIDLE_INFLUX_USERNAME=trueidle TRUEIDLE_INFLUX_PASSWORD=… trueidle collector --influx-url http://influxdb:8086/trueidle",
+    "trueidle collector --tls-cert /etc/trueidle/collector.crt --tls-key /etc/trueidle/collector.key --tls-client-ca /etc/trueidle/ca.crt",
+    "trueidle collector --plaintext --grpc-listen 0.0.0.0:9746 --http-listen 127.0.0.1:9745 --util-busy-percent 10",
+    "TRUEIDLE_INFLUX_USERNAME=trueidle TRUEIDLE_INFLUX_PASSWORD=… trueidle collector --plaintext --influx-url http://influxdb:8086/trueidle",
   ],
 };
 
@@ -72,18 +110,39 @@ export function influxOptionsFrom(v: FlagValues, env: NodeJS.ProcessEnv, logger:
   };
 }
 
+/** The spool settings from the flags, or undefined without --spool-dir. */
+export function spoolOptionsFrom(v: FlagValues, hasInflux: boolean): CollectorSpoolOptions | undefined {
+  const dir = v["spool-dir"] as string | undefined;
+  if (dir === undefined) return undefined;
+  if (!hasInflux) throw new UsageError("--spool-dir needs --influx-url: the spool holds windows on their way to InfluxDB");
+  return { dir, maxBytes: v["spool-max-size"] as number, spoolAfterMs: v["spool-after"] as number };
+}
+
 export async function collectorCommand(argv: string[]): Promise<number> {
   const v = parseFlags(collectorSpec, argv);
   const logger = loggerFrom(v, { component: "collector" });
   const influx = influxOptionsFrom(v, process.env, logger);
+  const spool = spoolOptionsFrom(v, influx !== undefined);
+  const security = collectorSecurityFrom(v, process.env);
+  security.announce(logger);
   const collector = await startCollector({
     grpcListen: v["grpc-listen"] as string,
     httpListen: v["http-listen"] as string,
     thresholds: thresholdsFrom(v),
     staleAfterWindows: v["stale-after-windows"] as number,
     expireAfterMs: v["expire-after"] as number,
+    maxAgents: Math.floor(v["max-agents"] as number),
+    maxGpus: Math.floor(v["max-gpus"] as number),
+    maxGpusPerHost: Math.floor(v["max-gpus-per-host"] as number),
+    maxMessageBytes: v["max-message-size"] as number,
+    maxWindowsPerBatch: Math.floor(v["max-windows-per-batch"] as number),
+    agentRateLimit: v["agent-rate-limit"] as number,
+    maxWindowAgeMs: v["max-window-age"] as number,
+    maxWindowFutureMs: v["max-window-future"] as number,
     logger,
     influx,
+    spool,
+    ...security.value,
   });
   await waitForSignal(logger);
   await collector.stop();

@@ -1,7 +1,7 @@
 /**
  * The collector: gRPC ingest from agents → fleet state → Prometheus `/metrics` and
- * `/healthz`, and, with `influx` set, every accepted window to InfluxDB (acks wait for
- * the write). `startCollector` validates its options (every problem at once), binds both
+ * `/healthz`, and, with `influx` set, every accepted window to InfluxDB (acks wait until
+ * the window is durable: written, or — with `spool` — in the disk spool, collector/spool/). `startCollector` validates its options (every problem at once), binds both
  * listeners and returns once they accept connections; the InfluxDB schema is set up in
  * the background, retried while InfluxDB cannot be reached.
  */
@@ -9,8 +9,8 @@ import { hostname } from "node:os";
 import { TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
-import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
-import { IngestServer } from "./grpc-server.js";
+import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
+import { IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
 import { CollectorHttpServer } from "./http-server.js";
 import { parseListenAddress, type ListenAddress } from "./listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
@@ -19,7 +19,17 @@ import { DEFAULT_HOUR_RETENTION_MS, DEFAULT_RAW_RETENTION_MS, MIN_HOUR_RETENTION
 import { describeTarget, type InfluxTarget } from "./influx/target.js";
 import { InfluxWriter } from "./influx/writer.js";
 import { SelfMetrics } from "./self-metrics.js";
+import { formatSize } from "../common/size.js";
+import type { DurableSink } from "./spool/durable-sink.js";
+import { DEFAULT_SPOOL_AFTER_MS, DEFAULT_SPOOL_MAX_BYTES, SpoolingSink } from "./spool/spooling-sink.js";
+import { WaitForInfluxSink } from "./spool/wait-for-influx-sink.js";
+import type { BasicAuthUsers } from "./auth/basic-auth.js";
+import type { ServerTls } from "./auth/server-tls.js";
+import { StreamAuthenticator } from "./auth/stream-auth.js";
+import type { TokenSet } from "./auth/tokens.js";
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from "./validate.js";
+import { AgentRegistry, DEFAULT_MAX_AGENTS } from "./agent-registry.js";
+import { burstFor, DEFAULT_AGENT_RATE_LIMITS, rateLimitsProblem, type AgentRateLimits } from "./rate-limit.js";
 
 export type { FleetSummary } from "./fleet-state.js";
 
@@ -42,6 +52,14 @@ export interface CollectorOptions {
   maxWindowAgeMs?: number;
   /** How far a window's start may lie ahead of the collector's clock (default 5 min). */
   maxWindowFutureMs?: number;
+  /** GPUs (and roll-up groups) across all hosts; windows of further GPUs are refused as series_limit (default 100,000). */
+  maxGpus?: number;
+  /** Agent streams served at once, one per host; further agents get RESOURCE_EXHAUSTED (default 20,000). */
+  maxAgents?: number;
+  /** Largest message accepted, bytes; at least the default, 4 MiB (larger ones get RESOURCE_EXHAUSTED). */
+  maxMessageBytes?: number;
+  /** Windows per second per agent stream, with a burst of 10 s of it (default 2,000); acks are held beyond it. */
+  agentRateLimit?: number;
   logger: Logger;
   /** Clock, Unix milliseconds; injectable for tests. */
   now?: () => number;
@@ -49,6 +67,25 @@ export interface CollectorOptions {
   collectorId?: string;
   /** Write every accepted window to this InfluxDB; acks wait for the writes. */
   influx?: CollectorInfluxOptions | undefined;
+  /** With `influx`: acknowledge from this disk spool while InfluxDB is away or slow (collector/spool/). */
+  spool?: CollectorSpoolOptions | undefined;
+  /** gRPC over TLS (mutual TLS with `clientCa`); plaintext without it. */
+  grpcTls?: ServerTls | undefined;
+  /** When set, agents must present one of these tokens; others get UNAUTHENTICATED. */
+  tokens?: TokenSet | undefined;
+  /** HTTPS for /metrics, /healthz and / instead of HTTP. */
+  httpTls?: { cert: Buffer | string; key: Buffer | string } | undefined;
+  /** When set, /metrics and / need one of these users' credentials; /healthz stays open. */
+  httpBasicAuth?: BasicAuthUsers | undefined;
+}
+
+export interface CollectorSpoolOptions {
+  /** Spool directory, created (mode 0700) when missing; one collector per directory (locked). */
+  dir: string;
+  /** Bytes the spool holds at most; beyond it agents are pushed back (default 1 GiB). */
+  maxBytes?: number | undefined;
+  /** A write to InfluxDB not done within this goes to the spool instead (default 5 s). */
+  spoolAfterMs?: number | undefined;
 }
 
 export interface CollectorInfluxOptions {
@@ -72,7 +109,11 @@ export interface Collector {
   readonly httpPort: number;
   readonly collectorId: string;
   summary(): FleetSummary;
-  /** Graceful: stops accepting, ends agent streams with UNAVAILABLE, closes both servers; safe twice. */
+  /**
+   * Graceful: stops taking streams and batches, settles the batches in flight (into the
+   * spool, or with a grace to reach InfluxDB) and sends their acks, ends agent streams with
+   * UNAVAILABLE, closes both servers and the spool (kept for the next start); safe twice.
+   */
   stop(): Promise<void>;
 }
 
@@ -80,7 +121,11 @@ interface ValidOptions {
   grpc: ListenAddress;
   http: ListenAddress;
   limits: WindowLimits;
+  rateLimits: AgentRateLimits;
 }
+
+/** maxMessageBytes may be raised from its default, which agents' batches are sized for, up to this. */
+const MAX_MESSAGE_BYTES_CEILING = 64 * 1024 * 1024;
 
 /** Every problem of the options at once, by name; throws a bad_config error if any. */
 function validateOptions(opts: CollectorOptions): ValidOptions {
@@ -107,6 +152,20 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   positive("maxWindowsPerBatch", opts.maxWindowsPerBatch, true);
   positive("maxWindowAgeMs", opts.maxWindowAgeMs, false);
   positive("maxWindowFutureMs", opts.maxWindowFutureMs, false);
+  positive("maxGpus", opts.maxGpus, true);
+  positive("maxAgents", opts.maxAgents, true);
+  positive("agentRateLimit", opts.agentRateLimit, false);
+  const mb = opts.maxMessageBytes;
+  if (mb !== undefined && !(Number.isInteger(mb) && mb >= MAX_RECEIVE_MESSAGE_BYTES && mb <= MAX_MESSAGE_BYTES_CEILING)) {
+    problems.push(`maxMessageBytes must be an integer from ${MAX_RECEIVE_MESSAGE_BYTES} (4 MiB, what agents may send) to ${MAX_MESSAGE_BYTES_CEILING} (got ${mb})`);
+  }
+  const windowsPerS = opts.agentRateLimit ?? DEFAULT_AGENT_RATE_LIMITS.windowsPerS;
+  const rateLimits: AgentRateLimits = { ...DEFAULT_AGENT_RATE_LIMITS, windowsPerS, windowBurst: burstFor(windowsPerS) };
+  const maxWindowsPerBatch = opts.maxWindowsPerBatch ?? DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch;
+  if (windowsPerS > 0 && maxWindowsPerBatch > 0) {
+    const p = rateLimitsProblem(rateLimits, maxWindowsPerBatch);
+    if (p) problems.push(p);
+  }
   const stale = opts.staleAfterWindows ?? DEFAULT_STALE_AFTER_WINDOWS;
   const expire = opts.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
   if (expire < stale * 1_000) problems.push(`expireAfterMs (${expire}) must be at least staleAfterWindows × 1000 ms (${stale * 1000})`);
@@ -117,6 +176,12 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
     problems.push(`thresholds.heldMemoryBytes must be a non-negative integer (got ${t.heldMemoryBytes})`);
   }
   const influx = opts.influx;
+  if (opts.spool) {
+    if (!influx) problems.push("spool needs influx: the spool holds windows on their way to InfluxDB");
+    if (typeof opts.spool.dir !== "string" || opts.spool.dir.trim() === "") problems.push("spool.dir must be a directory path");
+    positive("spool.maxBytes", opts.spool.maxBytes, true);
+    positive("spool.spoolAfterMs", opts.spool.spoolAfterMs, false);
+  }
   if (influx) {
     const raw = influx.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS;
     const hour = influx.hourRetentionMs ?? DEFAULT_HOUR_RETENTION_MS;
@@ -137,6 +202,7 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
       maxWindowsPerBatch: opts.maxWindowsPerBatch ?? DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch,
       maxGpusPerHost: opts.maxGpusPerHost ?? DEFAULT_WINDOW_LIMITS.maxGpusPerHost,
     },
+    rateLimits,
   };
 }
 
@@ -150,6 +216,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     staleAfterWindows: opts.staleAfterWindows,
     expireAfterMs: opts.expireAfterMs,
     maxGpusPerHost: valid.limits.maxGpusPerHost,
+    maxGpus: opts.maxGpus ?? DEFAULT_MAX_GPUS,
+    logger,
   });
   const self = new SelfMetrics();
   let schema: SchemaKeeper | undefined;
@@ -178,6 +246,22 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     });
     late = new LateRollup({ target: io.target, logger: influxLog, intervalMs: io.lateRollupIntervalMs });
   }
+  let sink: DurableSink | undefined;
+  if (writer) {
+    const written = late ? (t: number): void => late.note(t) : undefined;
+    sink = opts.spool
+      ? await SpoolingSink.open({
+          dir: opts.spool.dir,
+          maxBytes: opts.spool.maxBytes,
+          spoolAfterMs: opts.spool.spoolAfterMs,
+          writer,
+          written,
+          counters: self,
+          logger: logger.child({ part: "spool" }),
+        })
+      : new WaitForInfluxSink({ writer, written, logger });
+  }
+  const auth = opts.tokens ? new StreamAuthenticator({ tokens: opts.tokens, logger, now }) : undefined;
   const grpc = new IngestServer({
     fleet,
     self,
@@ -186,33 +270,44 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     limits: Object.freeze(valid.limits),
     logger,
     now,
-    influx: writer ? { writer, written: late ? (t) => late.note(t) : undefined } : undefined,
-  });
-  const http = new CollectorHttpServer({ fleet, self, logger });
+    influx: sink ? { sink } : undefined,
+    agents: new AgentRegistry(opts.maxAgents ?? DEFAULT_MAX_AGENTS),
+    rateLimits: Object.freeze(valid.rateLimits),
+  }, auth, { maxMessageBytes: opts.maxMessageBytes });
+  const http = new CollectorHttpServer({ fleet, self, logger, tls: opts.httpTls, basicAuth: opts.httpBasicAuth });
 
   let grpcPort: number;
   let httpPort: number;
   try {
-    grpcPort = await grpc.listen(valid.grpc);
+    grpcPort = await grpc.listen(valid.grpc, opts.grpcTls);
     httpPort = await http.listen(valid.http);
   } catch (err) {
     await Promise.all([grpc.stop(), http.stop()]);
     schema?.stop();
+    await sink?.stop();
     await writer?.stop();
     await late?.stop();
     throw new TrueidleError("unavailable", err instanceof Error ? err.message : String(err), { cause: err });
   }
   fleet.startSweeper();
+  const grpcSecurity = opts.grpcTls ? (opts.grpcTls.clientCa !== undefined ? "mutual TLS" : "TLS") : "plaintext";
   logger.info(`The collector is listening for agents on gRPC port ${grpcPort} and for scrapes on HTTP port ${httpPort}.`, {
     collectorId,
     grpcListen: opts.grpcListen,
     httpListen: opts.httpListen,
+    grpc_security: grpcSecurity + (opts.tokens ? `, ${opts.tokens.size} accepted agent token(s)` : ""),
+    http_security: (opts.httpTls ? "HTTPS" : "HTTP") + (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
   });
   if (opts.influx && schema) {
     logger.info(
       `The collector writes every window to InfluxDB at ${describeTarget(opts.influx.target)}, retention policy gpu_window; ` +
-        "agents are acknowledged once their windows are written.",
-      { influxUrl: opts.influx.target.baseUrl, database: opts.influx.target.database },
+        (opts.spool
+          ? `agents are acknowledged once their windows are written, or in the spool at ${(sink as SpoolingSink).dir} ` +
+            `(at most ${formatSize(opts.spool.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES)}) when InfluxDB is away or takes longer than ` +
+            `${opts.spool.spoolAfterMs ?? DEFAULT_SPOOL_AFTER_MS} ms.`
+          : "agents are acknowledged once their windows are written, so while InfluxDB is away or slow they keep them; " +
+            "add --spool-dir DIR to acknowledge from a disk spool instead."),
+      { influxUrl: opts.influx.target.baseUrl, database: opts.influx.target.database, spoolDir: opts.spool?.dir },
     );
     schema.start();
     late?.start();
@@ -227,14 +322,31 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     stop: () => {
       stopping ??= (async () => {
         fleet.stop();
-        // Streams end first: their windows still queued for InfluxDB are withdrawn (the
-        // agents hold them), then what is already being written is flushed. The schema
-        // keeper stops before: writes still waiting for a schema that never came give up.
+        // No new streams or batches; the batches taken are settled — moved to the spool, or
+        // given a grace to reach InfluxDB without one — and their acks written before the
+        // streams end with UNAVAILABLE (grpc-js sends written messages before the status).
+        const answered = grpc.quiesce();
+        await sink?.quiesce();
+        await answered;
         await Promise.all([grpc.stop(), http.stop()]);
+        // The schema keeper stops first: writes still waiting for a schema give up. The
+        // drainer stops before the writer (the spool is kept for the next start); the
+        // writer then flushes only the requests already sent.
         schema?.stop();
+        const spooled = await sink?.stop();
         await writer?.stop();
         await late?.stop();
-        logger.info("The collector stopped.", { collectorId });
+        if (spooled) {
+          const left = spooled.spoolBytesLeft;
+          logger.info(
+            `The collector stopped: ${spooled.windowsWritten} windows were acknowledged as written to InfluxDB and ` +
+              `${spooled.windowsSpooled} from the spool; ${spooled.windowsDrained} were written from the spool` +
+              (opts.spool ? (left > 0 ? `, and ${left} bytes stay in it for the next start.` : ", which is empty.") : "."),
+            { collectorId, ...spooled },
+          );
+        } else {
+          logger.info("The collector stopped.", { collectorId });
+        }
       })();
       return stopping;
     },

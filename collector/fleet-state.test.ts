@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { createLogger } from "../common/log.js";
 import { GpuState, RealSource } from "../gen/trueidle/v1/ingest_pb.js";
 import { FleetState, type GpuRecord, type HostInfo } from "./fleet-state.js";
 import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
@@ -117,6 +118,55 @@ describe("FleetState", () => {
     expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-3" }))).toBe("too_many_gpus");
     expect(fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
     expect(fleet.applyWindow({ ...HOST, hostname: "other" }, makeWindow({ uuid: "GPU-3" }))).toBe("applied");
+  });
+
+  describe("series cap (maxGpus)", () => {
+    const host = (i: number): HostInfo => ({ ...HOST, hostname: `node-${i}` });
+
+    it("refuses new GPUs beyond the cap without creating anything, keeps the known ones, and frees places on expiry", () => {
+      const c = clock();
+      const logs: string[] = [];
+      const fleet = new FleetState({ now: c.now, maxGpus: 3, expireAfterMs: 60_000, logger: createLogger({ write: (l) => void logs.push(l) }) });
+      for (let i = 0; i < 3; i++) expect(fleet.applyWindow(host(i), makeWindow({ uuid: `GPU-${i}` }))).toBe("applied");
+      // A flood of new hosts and GPUs: each refused, and no host entry is left behind.
+      for (let i = 3; i < 1_000; i++) expect(fleet.applyWindow(host(i), makeWindow({ uuid: `GPU-${i}` }))).toBe("series_limit");
+      expect(fleet.applyWindow(host(0), makeWindow({ uuid: "GPU-new-on-a-known-host" }))).toBe("series_limit");
+      expect([fleet.size, fleet.hostCount, [...fleet.groups()].length]).toEqual([3, 3, 1]);
+      // Known GPUs go on.
+      c.advance(30_000);
+      expect(fleet.applyWindow(host(0), makeWindow({ uuid: "GPU-0", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+      // Logged once (a minute apart at most), naming the limit and the first GPU refused.
+      const warns = logs.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === "warn");
+      expect(warns).toHaveLength(1);
+      expect(warns[0]?.msg).toMatch(/^The collector holds 3 GPUs, its limit \(--max-gpus\): windows of new GPUs are refused as series_limit .* GPU GPU-3 of node-3\./);
+      // GPU-1 and GPU-2 expire; their places are free again.
+      c.advance(31_000);
+      expect(fleet.sweep()).toBe(2);
+      expect(fleet.hostCount).toBe(1);
+      expect(fleet.applyWindow(host(7), makeWindow({ uuid: "GPU-7" }))).toBe("applied");
+      expect(fleet.applyWindow(host(8), makeWindow({ uuid: "GPU-8" }))).toBe("applied");
+      expect(fleet.applyWindow(host(9), makeWindow({ uuid: "GPU-9" }))).toBe("series_limit");
+      // 61 s after the first warning: logged again; 10 s later not.
+      expect(logs.filter((l) => l.includes('"level":"warn"'))).toHaveLength(2);
+      c.advance(10_000);
+      fleet.applyWindow(host(10), makeWindow({ uuid: "GPU-10" }));
+      expect(logs.filter((l) => l.includes('"level":"warn"'))).toHaveLength(2);
+    });
+
+    it("caps roll-up groups too: a GPU whose model keeps changing cannot mint series", () => {
+      const c = clock();
+      const fleet = new FleetState({ now: c.now, maxGpus: 2 });
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m0" }))).toBe("applied");
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+      // m0's group is empty but kept until it expires: a third group is beyond the cap.
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m2", startMs: BigInt(T0 + 20_000) }))).toBe("series_limit");
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_B, model: "m3" }))).toBe("series_limit");
+      const rec = only(fleet);
+      expect([rec.model, rec.group.model, rec.observedS]).toEqual(["m1", "m1", 20]);
+      expect([...fleet.groups()].map((g) => g.model)).toEqual(["m0", "m1"]);
+      // A window with the GPU's own model still counts.
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 30_000) }))).toBe("applied");
+    });
   });
 
   it("rolls GPUs up by model and configured labels, counting stale GPUs as unavailable", () => {

@@ -13,7 +13,14 @@
  *   no GPU for `expireAfterMs` too.
  * - Freshness is measured from arrival, not from the window's own timestamps, so agent
  *   clock skew cannot make a GPU flap.
+ * - Series are capped, so no agent can blow up Prometheus cardinality: at most
+ *   `maxGpusPerHost` GPUs per host ("too_many_gpus") and `maxGpus` GPUs and roll-up groups
+ *   in all ("series_limit"). A window that would need a record or group beyond a cap is
+ *   refused and creates nothing; GPUs already known keep working, and expired GPUs and
+ *   groups free their places. So memory is bounded too: hosts ≤ GPUs ≤ maxGpus, groups ≤
+ *   maxGpus.
  */
+import type { Logger } from "../common/log.js";
 import { GPU_STATES, REAL_SOURCES, type GpuState, type RealSource } from "../common/types.js";
 import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
 import { DEFAULT_WINDOW_LIMITS } from "./validate.js";
@@ -26,7 +33,7 @@ export interface HostInfo {
   windowMs: number;
 }
 
-export type ApplyOutcome = "applied" | "duplicate" | "too_many_gpus";
+export type ApplyOutcome = "applied" | "duplicate" | "too_many_gpus" | "series_limit";
 
 /** A roll-up group: GPUs of one model with one set of configured labels. */
 export interface FleetGroup {
@@ -97,10 +104,17 @@ export interface FleetStateOptions {
   expireAfterMs?: number;
   /** Distinct GPUs one host may report (default 64). */
   maxGpusPerHost?: number;
+  /** GPUs, and roll-up groups, across all hosts (default 100,000). */
+  maxGpus?: number;
+  /** Told, at most once a minute, when windows are refused at `maxGpus`. */
+  logger?: Logger | undefined;
 }
 
 export const DEFAULT_STALE_AFTER_WINDOWS = 3;
 export const DEFAULT_EXPIRE_AFTER_MS = 15 * 60_000;
+/** About 20 series per GPU: 2 million series, what one Prometheus holds comfortably. */
+export const DEFAULT_MAX_GPUS = 100_000;
+const SERIES_LIMIT_LOG_INTERVAL_MS = 60_000;
 
 /** Proto enum value → state / source; the proto numbers them in the same order as common/types.ts. */
 const STATE_BY_ENUM: readonly (GpuState | undefined)[] = [undefined, ...GPU_STATES];
@@ -136,7 +150,10 @@ export class FleetState {
   readonly staleAfterWindows: number;
   readonly expireAfterMs: number;
   readonly maxGpusPerHost: number;
+  readonly maxGpus: number;
 
+  private readonly logger: Logger | undefined;
+  private lastSeriesLimitLogAt = -Infinity;
   private readonly hosts = new Map<string, HostEntry>();
   private readonly records = new Map<string, GpuRecord>();
   private readonly groupMap = new Map<string, FleetGroup>();
@@ -150,6 +167,8 @@ export class FleetState {
     this.staleAfterWindows = options.staleAfterWindows ?? DEFAULT_STALE_AFTER_WINDOWS;
     this.expireAfterMs = options.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
     this.maxGpusPerHost = options.maxGpusPerHost ?? DEFAULT_WINDOW_LIMITS.maxGpusPerHost;
+    this.maxGpus = options.maxGpus ?? DEFAULT_MAX_GPUS;
+    this.logger = options.logger;
   }
 
   /** Live GPU records, in the order they first appeared. */
@@ -165,6 +184,11 @@ export class FleetState {
     return this.records.size;
   }
 
+  /** Hosts with at least one live GPU. */
+  get hostCount(): number {
+    return this.hosts.size;
+  }
+
   isUp(rec: GpuRecord, now = this.now()): boolean {
     return now - rec.freshAt <= this.staleAfterWindows * rec.windowMs;
   }
@@ -177,15 +201,22 @@ export class FleetState {
   /** Applies one validated window of `host`. */
   applyWindow(host: HostInfo, w: GpuWindow): ApplyOutcome {
     const now = this.now();
-    const hostEntry = this.hostEntry(host);
-    let rec = hostEntry.gpus.get(w.uuid);
+    let rec = this.hosts.get(host.hostname)?.gpus.get(w.uuid);
     const startMs = Number(w.startMs);
     if (rec && startMs <= rec.lastStartMs) return "duplicate";
     if (!rec) {
-      if (hostEntry.gpus.size >= this.maxGpusPerHost) return "too_many_gpus";
-      rec = this.createRecord(host.hostname, hostEntry, w, now);
-    } else if (rec.model !== w.model || rec.labels !== hostEntry.labels || rec.index !== w.index || rec.driver !== w.driverVersion) {
-      this.relabel(rec, hostEntry, w);
+      const known = this.hosts.get(host.hostname);
+      if (known && known.gpus.size >= this.maxGpusPerHost) return "too_many_gpus";
+      if (this.records.size >= this.maxGpus) return this.seriesLimit(host, w, now, "GPUs");
+      const { labels } = this.sortedLabelsOf(host);
+      const group = this.group(w.model, labels, now);
+      if (!group) return this.seriesLimit(host, w, now, "roll-up groups");
+      rec = this.createRecord(host.hostname, this.hostEntry(host), group, w, now);
+    } else {
+      const hostEntry = this.hostEntry(host);
+      if (rec.model !== w.model || rec.labels !== hostEntry.labels || rec.index !== w.index || rec.driver !== w.driverVersion) {
+        if (!this.relabel(rec, hostEntry, w)) return this.seriesLimit(host, w, now, "roll-up groups");
+      }
     }
     const last = w.last;
     const states = windowStates(w);
@@ -278,14 +309,32 @@ export class FleetState {
     };
   }
 
-  private hostEntry(host: HostInfo): HostEntry {
+  private seriesLimit(host: HostInfo, w: GpuWindow, now: number, what: string): "series_limit" {
+    if (this.logger && now - this.lastSeriesLimitLogAt >= SERIES_LIMIT_LOG_INTERVAL_MS) {
+      this.lastSeriesLimitLogAt = now;
+      this.logger.warn(
+        `The collector holds ${this.maxGpus} ${what}, its limit (--max-gpus): windows of new GPUs are refused as series_limit ` +
+          `until GPUs silent for the expiry time are removed; the first refused was GPU ${w.uuid} of ${host.hostname}. ` +
+          "Refusals are counted in trueidle_windows_rejected_total and logged at most once a minute.",
+        { host: host.hostname, uuid: w.uuid, gpus: this.records.size, groups: this.groupMap.size },
+      );
+    }
+    return "series_limit";
+  }
+
+  private sortedLabelsOf(host: HostInfo): { labels: readonly (readonly [string, string])[]; labelsKey: string } {
     let sorted = this.sortedLabels.get(host);
     if (!sorted) {
       const labels = Object.entries(host.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       sorted = { labels, labelsKey: JSON.stringify(labels) };
       this.sortedLabels.set(host, sorted);
     }
-    const { labels, labelsKey } = sorted;
+    return sorted;
+  }
+
+  /** The host's entry, created or moved to the labels of `host`. Call only where a GPU record follows or exists. */
+  private hostEntry(host: HostInfo): HostEntry {
+    const { labels, labelsKey } = this.sortedLabelsOf(host);
     let entry = this.hosts.get(host.hostname);
     if (!entry) {
       entry = { labelsKey, labels, gpus: new Map() };
@@ -298,18 +347,19 @@ export class FleetState {
     return entry;
   }
 
-  private group(model: string, labels: readonly (readonly [string, string])[], now: number): FleetGroup {
+  /** The group of (model, labels), created when missing; undefined when that would pass `maxGpus` groups. */
+  private group(model: string, labels: readonly (readonly [string, string])[], now: number): FleetGroup | undefined {
     const key = JSON.stringify([model, labels]);
     let g = this.groupMap.get(key);
     if (!g) {
+      if (this.groupMap.size >= this.maxGpus) return undefined;
       g = { key, model, labels, stateS: zeroStates(), gpuCount: 0, emptySince: now, promLabels: undefined };
       this.groupMap.set(key, g);
     }
     return g;
   }
 
-  private createRecord(hostname: string, host: HostEntry, w: GpuWindow, now: number): GpuRecord {
-    const group = this.group(w.model, host.labels, now);
+  private createRecord(hostname: string, host: HostEntry, group: FleetGroup, w: GpuWindow, now: number): GpuRecord {
     group.gpuCount++;
     const rec: GpuRecord = {
       host: hostname,
@@ -343,17 +393,21 @@ export class FleetState {
     return rec;
   }
 
-  private relabel(rec: GpuRecord, host: HostEntry, w: GpuWindow): void {
-    rec.index = w.index;
-    rec.driver = w.driverVersion;
+  /** Moves the record to the window's identity; false (nothing changed) when its new group would pass the cap. */
+  private relabel(rec: GpuRecord, host: HostEntry, w: GpuWindow): boolean {
     if (rec.model !== w.model || rec.labels !== host.labels) {
+      const now = this.now();
+      const group = this.group(w.model, host.labels, now);
+      if (!group) return false;
       rec.model = w.model;
       rec.labels = host.labels;
-      const now = this.now();
       leaveGroup(rec.group, now);
-      rec.group = this.group(w.model, host.labels, now);
+      rec.group = group;
       rec.group.gpuCount++;
     }
+    rec.index = w.index;
+    rec.driver = w.driverVersion;
     rec.promLabels = undefined;
+    return true;
   }
 }

@@ -9,7 +9,6 @@
 import {
   Metadata,
   Server,
-  ServerCredentials,
   status,
   type ChannelOptions,
   type ServerDuplexStream,
@@ -20,7 +19,16 @@ import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grp
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
 import { formatListenAddress, type ListenAddress } from "./listen-address.js";
+import { OPEN_STREAMS_PER_AGENT, tooManyAgentsRetryMs } from "./agent-registry.js";
+import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
+import { UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
 
+/**
+ * Largest message an agent may send unless configured otherwise (maxMessageBytes). grpc-js
+ * refuses a larger one with RESOURCE_EXHAUSTED as soon as its length prefix arrives, without
+ * buffering it. An agent batch of 2,000 windows is about 0.8 MB (2.2 MB with 256-character
+ * process names).
+ */
 export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /**
@@ -35,6 +43,14 @@ export const GRPC_SERVER_OPTIONS: ChannelOptions = {
 
 /** How long stop() waits for connections to close before cutting them. */
 const SHUTDOWN_GRACE_MS = 5_000;
+
+/** Pushbacks (RESOURCE_EXHAUSTED) are logged at WARN at most this often per reason; the rest at DEBUG. */
+const PUSHBACK_LOG_INTERVAL_MS = 60_000;
+
+export interface IngestServerOptions {
+  /** Largest message accepted, bytes (default MAX_RECEIVE_MESSAGE_BYTES). */
+  maxMessageBytes?: number | undefined;
+}
 
 const tolerantDefinition = {
   stream: {
@@ -52,28 +68,56 @@ const tolerantDefinition = {
 type Call = ServerDuplexStream<DecodedRequest, StreamResponse>;
 
 export class IngestServer {
-  private readonly server = new Server(GRPC_SERVER_OPTIONS);
+  private readonly server: Server;
   private readonly calls = new Map<Call, IngestSession>();
   private stopping: Promise<void> | undefined;
+  /** Set by quiesce(): no new streams or batches; those taken are answered. */
+  private quiescing = false;
+  /** Answers still pending (acks waiting for InfluxDB or the spool); quiesce() waits for them. */
+  private readonly pendingSteps = new Set<Promise<unknown>>();
+  private readonly pushbackLoggedAt = new Map<string, number>();
 
-  constructor(private readonly deps: SessionDeps) {
+  /** `auth`: when set, every stream must present an accepted token before anything else. */
+  constructor(
+    private readonly deps: SessionDeps,
+    private readonly auth?: StreamAuthenticator | undefined,
+    options: IngestServerOptions = {},
+  ) {
+    this.server = new Server({
+      ...GRPC_SERVER_OPTIONS,
+      "grpc.max_receive_message_length": options.maxMessageBytes ?? MAX_RECEIVE_MESSAGE_BYTES,
+    });
     this.server.addService(tolerantDefinition, { stream: (call: Call) => this.onStream(call) });
   }
 
-  /** Binds without TLS; resolves to the port bound (useful with port 0). */
-  listen(addr: ListenAddress): Promise<number> {
+  /** Binds with TLS when `tls` is given, else plaintext; resolves to the port bound (useful with port 0). */
+  listen(addr: ListenAddress, tls?: ServerTls): Promise<number> {
     const target = formatListenAddress(addr);
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(target, ServerCredentials.createInsecure(), (err, port) => {
+      this.server.bindAsync(target, grpcServerCredentials(tls), (err, port) => {
         if (err) reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
         else resolve(port);
       });
     });
   }
 
+  /**
+   * First step of a graceful stop: takes no new streams and ignores further messages (never
+   * acknowledged, so the agents send them again), and resolves once every batch already taken
+   * has its answer written to its stream. The collector settles the durable sink meanwhile, so
+   * those answers come; stop() then ends the streams, and grpc-js sends each stream's
+   * written acks before its status.
+   */
+  async quiesce(): Promise<void> {
+    this.quiescing = true;
+    for (const session of this.calls.values()) session.releaseHeldAcks();
+    while (this.pendingSteps.size > 0) await Promise.allSettled([...this.pendingSteps]);
+  }
+
   /** Ends every stream with UNAVAILABLE (agents reconnect elsewhere) and closes; safe twice. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.quiescing = true;
       for (const call of this.calls.keys()) this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
@@ -92,19 +136,39 @@ export class IngestServer {
 
   private onStream(call: Call): void {
     const peer = call.getPeer();
-    if (this.stopping) {
+    if (this.stopping || this.quiescing) {
       this.deps.self.refuse("shutting_down");
       this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       return;
     }
-    const session = new IngestSession(this.deps, peer);
+    if (this.auth && !this.auth.check(call.metadata, peer).ok) {
+      this.deps.self.refuse("unauthenticated");
+      this.endWithStatus(call, status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE);
+      return;
+    }
+    const agents = this.deps.agents;
+    if (agents && this.calls.size >= agents.maxAgents * OPEN_STREAMS_PER_AGENT) {
+      // Streams that have not said Hello yet count here, so idle connections cannot pile up.
+      this.deps.self.refuse("too_many_agents");
+      this.endWithStatus(call, status.RESOURCE_EXHAUSTED, `the collector has ${this.calls.size} streams open, its limit; come back later`, tooManyAgentsRetryMs());
+      return;
+    }
+    const session = new IngestSession(this.deps, peer, {
+      // The agent reconnected; this older stream of its host is probably half-dead.
+      replaced: (message) => {
+        if (!this.calls.has(call)) return;
+        this.deps.self.refuse("replaced");
+        this.endWithStatus(call, status.UNAVAILABLE, message);
+        finish(message);
+      },
+    });
     this.calls.set(call, session);
     const finish = (reason: string): void => {
       if (!this.calls.delete(call)) return;
       session.close(reason);
     };
     call.on("data", (req: DecodedRequest) => {
-      if (!this.calls.has(call)) return;
+      if (!this.calls.has(call) || this.quiescing) return;
       let step;
       try {
         step = session.handle(req);
@@ -130,7 +194,7 @@ export class IngestServer {
       if (this.calls.has(call)) call.end();
     });
     const ended = (): void => {
-      if (this.stopping) finish("the collector is shutting down");
+      if (this.stopping || this.quiescing) finish("the collector is shutting down");
       else if (halfClosed) finish("the agent closed the stream");
       else finish("the stream was cancelled or the connection was lost");
     };
@@ -142,7 +206,7 @@ export class IngestServer {
   /** Sends a step's reply, or ends the stream; a step still pending is delivered when it settles, if the stream is open. */
   private deliver(call: Call, session: IngestSession, peer: string, step: SessionStep, finish: (reason: string) => void): void {
     if (step.kind === "later") {
-      step.step.then(
+      const delivered = step.step.then(
         (settled) => {
           if (this.calls.has(call)) this.deliver(call, session, peer, settled, finish);
         },
@@ -154,6 +218,9 @@ export class IngestServer {
           finish("the collector failed to handle a message");
         },
       );
+      this.pendingSteps.add(delivered);
+      const done = (): void => void this.pendingSteps.delete(delivered);
+      delivered.then(done, done);
       return;
     }
     if (step.kind === "reply") {
@@ -168,8 +235,19 @@ export class IngestServer {
       return;
     }
     if (step.code === "resource_exhausted") {
-      this.deps.self.refuse(step.reason ?? "rate_limited");
-      this.deps.logger.warn(`Pushed an agent back: ${step.message}.`, { host: session.hostname, peer, retry_after_ms: step.retryAfterMs });
+      const reason = step.reason ?? "rate_limited";
+      this.deps.self.refuse(reason);
+      const now = this.deps.now();
+      const loud = now - (this.pushbackLoggedAt.get(reason) ?? -Infinity) >= PUSHBACK_LOG_INTERVAL_MS;
+      if (loud) this.pushbackLoggedAt.set(reason, now);
+      const fields = { host: session.hostname, peer, retry_after_ms: step.retryAfterMs, reason };
+      if (!loud) this.deps.logger.debug(`Pushed an agent back: ${step.message}.`, fields);
+      else {
+        this.deps.logger.warn(
+          `Pushed an agent back: ${step.message}. Pushbacks for ${reason} are counted in trueidle_streams_refused_total and logged at most once a minute.`,
+          fields,
+        );
+      }
       this.endWithStatus(call, status.RESOURCE_EXHAUSTED, step.message, step.retryAfterMs);
       finish(`the agent was pushed back (${step.message})`);
       return;

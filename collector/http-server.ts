@@ -1,8 +1,17 @@
 /**
- * The collector's HTTP side (node:http): `GET /metrics` (Prometheus text), `GET /healthz`
- * (JSON `{status, agents, gpus}`), `GET /` (a pointer to /metrics), 404 elsewhere.
+ * The collector's HTTP side (node:http, or node:https with `tls`): `GET /metrics`
+ * (Prometheus text), `GET /healthz` (JSON `{status, agents, gpus}`), `GET /` (a pointer to
+ * /metrics), 404 elsewhere.
+ *
+ * With `basicAuth`, `/metrics` and `/` (and any other path) answer 401 with a
+ * `WWW-Authenticate: Basic` challenge unless the request carries a listed user's
+ * credentials; every 401 is counted in trueidle_http_auth_failures_total. `/healthz` stays
+ * open so load balancers and orchestrators can probe without a password; it tells only
+ * that the collector is up and how many agents and GPUs it has.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import * as http from "node:http";
+import * as https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
@@ -11,11 +20,16 @@ import type { ListenAddress } from "./listen-address.js";
 import { renderMetrics } from "./metrics-render.js";
 import { PROMETHEUS_CONTENT_TYPE } from "./prom-text.js";
 import type { SelfMetrics } from "./self-metrics.js";
+import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
 
 export interface HttpServerDeps {
   fleet: FleetState;
   self: SelfMetrics;
   logger: Logger;
+  /** Serve HTTPS with this certificate and key instead of HTTP. */
+  tls?: { cert: Buffer | string; key: Buffer | string } | undefined;
+  /** Require these users' credentials on everything but /healthz. */
+  basicAuth?: BasicAuthUsers | undefined;
 }
 
 const INDEX_HTML =
@@ -23,11 +37,12 @@ const INDEX_HTML =
   '<body><h1>trueidle collector</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p></body></html>\n';
 
 export class CollectorHttpServer {
-  private readonly server: Server;
+  private readonly server: http.Server | https.Server;
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly deps: HttpServerDeps) {
-    this.server = createServer((req, res) => this.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
+    this.server = deps.tls ? https.createServer({ cert: deps.tls.cert, key: deps.tls.key }, handler) : http.createServer(handler);
     // Idle keep-alive connections (Prometheus keeps one per target) must not hold stop() up.
     this.server.keepAliveTimeout = 65_000;
   }
@@ -59,6 +74,12 @@ export class CollectorHttpServer {
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "GET, HEAD" });
       res.end("Only GET and HEAD are allowed.\n");
+      return;
+    }
+    if (this.deps.basicAuth && path !== "/healthz" && this.deps.basicAuth.check(req.headers.authorization) === undefined) {
+      this.deps.self.httpAuthFailures++;
+      res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
+      res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");
       return;
     }
     try {

@@ -6,13 +6,19 @@
  * either, which the transport delivers when it settles.
  *
  * A batch is applied to the fleet state before its ack is returned, so an ack means the
- * windows are counted. With an InfluxDB writer the ack also waits until the batch's
- * windows are written to InfluxDB (or refused by it for good, which is counted and
- * logged): a window leaves the agent's buffer only once it is durable. Every accepted
+ * windows are counted. With InfluxDB the ack also waits until the batch's windows are
+ * durable — written to InfluxDB (or refused by it for good, which is counted and logged),
+ * or in the collector's spool (collector/spool/) — so a window leaves the agent's buffer
+ * only once it is durable; a full spool pushes the agent back with RESOURCE_EXHAUSTED. Every accepted
  * window is written, a re-sent one too — it may be re-sent because its first write
  * failed, and writing it again is harmless. Acks of one stream go out in batch order.
  * When the stream ends, its windows still waiting in the write queue are withdrawn: the
  * agent holds them and sends them again.
+ *
+ * Limits: a host has one stream (a newer one replaces it) among at most maxAgents
+ * (agent-registry.ts); over its rate limit a stream's acks are held, and a stream that
+ * does not slow down is pushed back (rate-limit.ts). Everything a stream holds is bounded
+ * by the rate limit's debt bound.
  */
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "../common/log.js";
@@ -28,9 +34,11 @@ import {
   type StreamResponse,
   type WindowBatch,
 } from "../gen/trueidle/v1/ingest_pb.js";
+import { hostKey, tooManyAgentsRetryMs, type AgentRegistry, type RegisteredStream } from "./agent-registry.js";
 import type { FleetState } from "./fleet-state.js";
 import { HostLineEncoder } from "./influx/line-protocol.js";
-import type { InfluxWriter, WriteOutcome } from "./influx/writer.js";
+import type { DurableSink, SinkOutcome } from "./spool/durable-sink.js";
+import { AgentRateLimiter, type AgentRateLimits } from "./rate-limit.js";
 import type { SelfMetrics, StreamRefusalReason } from "./self-metrics.js";
 import { validateHello, validateWindow, type AgentHello, type WindowLimits, type WindowRejection } from "./validate.js";
 
@@ -66,19 +74,37 @@ export interface SessionDeps {
   now: () => number;
   /** Set when the collector writes windows to InfluxDB: acks wait for it. */
   influx?: SessionInflux | undefined;
+  /** Streams served at once and one per host; unlimited without. */
+  agents?: AgentRegistry | undefined;
+  /** Per-stream rate limits (rate-limit.ts); unlimited without. */
+  rateLimits?: Readonly<AgentRateLimits> | undefined;
+  /** Monotonic clock in ms for the rate limits (default performance.now). */
+  clock?: (() => number) | undefined;
 }
 
+/** What the transport does for a session beyond answering its messages. */
+export interface SessionHooks {
+  /** A newer stream of the same host took this one's place: end this stream with UNAVAILABLE and `message`. */
+  replaced(message: string): void;
+}
+
+export const REPLACED_MESSAGE = "replaced by a newer stream from the same host";
+
 export interface SessionInflux {
-  writer: InfluxWriter;
-  /** Told the start of every window once InfluxDB has it (late hours get rolled up). */
-  written?: ((startMs: number) => void) | undefined;
+  /** Where a batch's lines go before its ack: InfluxDB, or the spool while InfluxDB is away or slow. */
+  sink: DurableSink;
 }
 
 /** Rejected batches of one stream are logged at most this often. */
 const REJECTION_LOG_INTERVAL_MS = 60_000;
 
-export class IngestSession {
+export class IngestSession implements RegisteredStream {
   private hello: AgentHello | undefined;
+  /** The host's key in deps.agents once admitted. */
+  private agentKey: string | undefined;
+  private readonly limiter: AgentRateLimiter | undefined;
+  /** Releases of the acks held by the rate limit (holdAcks). */
+  private readonly holds = new Set<() => void>();
   private lastSeq: bigint | undefined;
   private closed = false;
   private batches = 0;
@@ -94,7 +120,11 @@ export class IngestSession {
   constructor(
     private readonly deps: SessionDeps,
     private readonly peer: string,
-  ) {}
+    private readonly hooks?: SessionHooks | undefined,
+  ) {
+    const clock = deps.clock ?? (() => performance.now());
+    this.limiter = deps.rateLimits ? new AgentRateLimiter(deps.rateLimits, clock) : undefined;
+  }
 
   /** The host's name once a valid Hello arrived. */
   get hostname(): string | undefined {
@@ -119,6 +149,8 @@ export class IngestSession {
     if (this.closed) return;
     this.closed = true;
     this.ended.abort();
+    this.releaseHeldAcks();
+    if (this.agentKey !== undefined) this.deps.agents?.leave(this.agentKey, this);
     if (!this.hello) return;
     this.deps.self.agentsConnected--;
     this.deps.logger.info(`Agent on ${this.hello.hostname} disconnected: ${reason}.`, {
@@ -133,6 +165,16 @@ export class IngestSession {
     return { kind: "fail", message };
   }
 
+  /** Called by deps.agents when a newer stream of this host was admitted. */
+  replaced(by: string): void {
+    this.deps.logger.info(`Agent on ${this.hello?.hostname} connected again from ${by}; its older stream is ended.`, {
+      host: this.hello?.hostname,
+      peer: this.peer,
+      newPeer: by,
+    });
+    this.hooks?.replaced(REPLACED_MESSAGE);
+  }
+
   private onHello(hello: Hello): SessionStep {
     if (this.hello) return this.fail("hello was sent twice; it must be the first message only");
     const result = validateHello(hello);
@@ -144,6 +186,20 @@ export class IngestSession {
         // Only what line protocol cannot carry exactly gets here (a trailing backslash).
         return this.fail(`hello.host cannot be stored in InfluxDB: ${err instanceof Error ? err.message : String(err)}`);
       }
+    }
+    const agents = this.deps.agents;
+    if (agents) {
+      const key = hostKey(result.hello.hostname, result.hello.machineId);
+      if (agents.admit(key, this, this.peer) === "full") {
+        return {
+          kind: "fail",
+          code: "resource_exhausted",
+          reason: "too_many_agents",
+          retryAfterMs: tooManyAgentsRetryMs(),
+          message: `the collector serves ${agents.maxAgents} agents, its limit (--max-agents); come back later or use another collector`,
+        };
+      }
+      this.agentKey = key;
     }
     this.hello = result.hello;
     this.deps.self.agentsConnected++;
@@ -187,6 +243,19 @@ export class IngestSession {
     if (this.lastSeq !== undefined && batch.seq <= this.lastSeq) {
       return this.fail(`batch.seq ${batch.seq} is not above the previous ${this.lastSeq}; it must increase`);
     }
+    const pace = this.limiter?.batch(n);
+    if (pace?.kind === "refuse") {
+      const l = this.deps.rateLimits;
+      return {
+        kind: "fail",
+        code: "resource_exhausted",
+        reason: "rate_limited",
+        retryAfterMs: pace.retryAfterMs,
+        message:
+          `the agent sent over its rate limit (${l?.windowsPerS} windows/s, ${l?.messagesPerS} batches/s) without waiting for ` +
+          `its acks; come back in ${Math.ceil(pace.retryAfterMs / 1000)} s`,
+      };
+    }
     this.lastSeq = batch.seq;
     this.batches++;
     this.windows += n;
@@ -196,7 +265,6 @@ export class IngestSession {
     const rejections: WindowRejection[] = [];
     const encoder = this.encoder;
     const lines: string[] = [];
-    const starts: number[] = [];
     let accepted = 0;
     for (let i = 0; i < n; i++) {
       const w = batch.windows[i];
@@ -211,15 +279,13 @@ export class IngestSession {
         rejections.push({ index: i, reason: "bad_string", field: `windows[${i}].${unstorable}` });
         continue;
       }
-      if (fleet.applyWindow(hello, w) === "too_many_gpus") {
-        rejections.push({ index: i, reason: "too_many_gpus", field: `windows[${i}].uuid` });
+      const outcome = fleet.applyWindow(hello, w);
+      if (outcome === "too_many_gpus" || outcome === "series_limit") {
+        rejections.push({ index: i, reason: outcome, field: `windows[${i}].uuid` });
       } else {
         accepted++;
         // A replay ("duplicate") is written too: its first write may have failed.
-        if (encoder) {
-          lines.push(encoder.line(w));
-          starts.push(Number(w.startMs));
-        }
+        if (encoder) lines.push(encoder.line(w));
       }
     }
     for (const r of rejections) self.reject(r.reason);
@@ -238,24 +304,34 @@ export class IngestSession {
         },
       }),
     };
+    // Over the rate limit the ack is held: the agent, which waits for acks, slows down.
+    if (pace && pace.delayMs > 0) this.holdAcks(pace.delayMs);
     const influx = this.deps.influx;
-    if (!influx) return reply;
+    if (!influx) return this.tail === undefined ? reply : { kind: "later", step: this.inOrder(reply) };
     if (lines.length === 0 && this.tail === undefined) return reply;
-    return { kind: "later", step: this.afterWrite(influx, lines, starts, reply) };
+    return { kind: "later", step: this.afterWrite(influx, lines, reply) };
   }
 
-  /** The batch's step once its lines are settled in InfluxDB and every earlier ack is out. */
-  private afterWrite(influx: SessionInflux, lines: string[], starts: number[], reply: SessionStep): Promise<SessionStep> {
+  /** The batch's step once its lines are durable (in InfluxDB or the spool) and every earlier ack is out. */
+  private afterWrite(influx: SessionInflux, lines: string[], reply: SessionStep): Promise<SessionStep> {
     const before = this.tail;
-    const written: Promise<WriteOutcome> = influx.writer.submit(lines, this.ended.signal);
+    const durable: Promise<SinkOutcome> = influx.sink.submit(lines, this.ended.signal);
     const step = (async (): Promise<SessionStep> => {
-      const outcome = await written;
+      const outcome = await durable;
       if (before) await before;
       switch (outcome.status) {
-        case "done":
-          if (influx.written) for (const t of starts) influx.written(t);
+        case "written":
+        case "spooled":
           return reply;
-        case "queue_full":
+        case "full":
+          return {
+            kind: "fail",
+            code: "resource_exhausted",
+            reason: "spool_full",
+            retryAfterMs: outcome.retryAfterMs,
+            message: `the collector's spool is full while InfluxDB catches up; send the windows again in ${Math.ceil(outcome.retryAfterMs / 1000)} s`,
+          };
+        case "busy":
           return {
             kind: "fail",
             code: "unavailable",
@@ -277,6 +353,49 @@ export class IngestSession {
       if (this.tail === tail) this.tail = undefined;
     });
     return step;
+  }
+
+  /** Holds every later ack at least `ms` from now (acks stay in batch order behind `tail`). */
+  private holdAcks(ms: number): void {
+    const before = this.tail;
+    const held = new Promise<void>((resolve) => {
+      const release = (): void => {
+        clearTimeout(timer);
+        this.holds.delete(release);
+        resolve();
+      };
+      const timer = setTimeout(release, ms);
+      timer.unref();
+      this.holds.add(release);
+    });
+    this.setTail(before ? Promise.all([before, held]) : held);
+  }
+
+  /**
+   * Sends the acks held by the rate limit now (when the collector stops, or the stream
+   * ended); the windows are applied already, the hold only slows the agent down.
+   */
+  releaseHeldAcks(): void {
+    for (const release of [...this.holds]) release();
+  }
+
+  /** `step` once every earlier ack is out. */
+  private inOrder(step: SessionStep): Promise<SessionStep> {
+    const before = this.tail ?? Promise.resolve();
+    const settled = before.then(() => step);
+    this.setTail(settled);
+    return settled;
+  }
+
+  private setTail(p: Promise<unknown>): void {
+    const tail = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = undefined;
+    });
   }
 
   private logRejections(host: string, total: number, rejections: WindowRejection[], now: number): void {

@@ -61,7 +61,7 @@ describe("the metrics table", () => {
       "trueidle_gpu_processes", "trueidle_gpu_real_busy_seconds_total", "trueidle_gpu_real_utilization_ratio",
       "trueidle_gpu_reported_busy_seconds_total", "trueidle_gpu_reported_idle_seconds_total",
       "trueidle_gpu_reported_utilization_ratio", "trueidle_gpu_state", "trueidle_gpu_state_seconds_total",
-      "trueidle_gpu_up", "trueidle_influx_points_written_total", "trueidle_influx_write_errors_total",
+      "trueidle_gpu_up", "trueidle_http_auth_failures_total", "trueidle_influx_points_written_total", "trueidle_influx_write_errors_total",
       "trueidle_spool_bytes", "trueidle_spool_windows_total", "trueidle_streams_refused_total",
       "trueidle_windows_received_total", "trueidle_windows_rejected_total",
     ]);

@@ -148,6 +148,7 @@ export function renderMetrics(fleet: FleetState, self: SelfMetrics): string[] {
   for (const reason of STREAM_REFUSAL_REASONS) {
     out.write(`${METRICS.streamsRefused.name}{reason="${reason}"} ${formatValue(self.streamsRefused[reason])}\n`);
   }
+  single(METRICS.httpAuthFailures, self.httpAuthFailures);
   return out.end();
 }
 

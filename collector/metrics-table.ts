@@ -85,6 +85,8 @@ export const METRICS = {
     "Windows acknowledged once appended to the disk spool, while InfluxDB was away or slow."),
   streamsRefused: metric("trueidle_streams_refused_total", "counter", "", "self", ["reason"],
     "Agent streams the collector refused or ended, by reason."),
+  httpAuthFailures: metric("trueidle_http_auth_failures_total", "counter", "", "self", [],
+    "HTTP requests refused with 401 for missing or wrong basic-auth credentials."),
 } as const satisfies Record<string, MetricDef>;
 
 export type MetricKey = keyof typeof METRICS;

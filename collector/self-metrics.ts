@@ -13,7 +13,8 @@ import { REJECTION_REASONS, type RejectionReason } from "./validate.js";
  * trueidle_streams_refused_total. Each comes with its gRPC status:
  * `invalid` INVALID_ARGUMENT, `unauthenticated` UNAUTHENTICATED, `too_many_agents`,
  * `rate_limited`, `spool_full` and `influx_backlog` RESOURCE_EXHAUSTED (with a retry delay),
- * `shutting_down` UNAVAILABLE, `internal` INTERNAL.
+ * `shutting_down` UNAVAILABLE, `replaced` UNAVAILABLE (an older stream of a host that
+ * connected again), `internal` INTERNAL.
  */
 export const STREAM_REFUSAL_REASONS = [
   "invalid",
@@ -23,6 +24,7 @@ export const STREAM_REFUSAL_REASONS = [
   "spool_full",
   "influx_backlog",
   "shutting_down",
+  "replaced",
   "internal",
 ] as const;
 export type StreamRefusalReason = (typeof STREAM_REFUSAL_REASONS)[number];
@@ -46,6 +48,9 @@ export class SelfMetrics {
   readonly streamsRefused: Record<StreamRefusalReason, number> = Object.fromEntries(
     STREAM_REFUSAL_REASONS.map((r) => [r, 0]),
   ) as Record<StreamRefusalReason, number>;
+
+  /** HTTP requests answered 401: missing or wrong basic-auth credentials. */
+  httpAuthFailures = 0;
 
   reject(reason: RejectionReason, count = 1): void {
     this.windowsRejected[reason] += count;

@@ -38,6 +38,10 @@ describe("validateHello", () => {
     ["window_ms of 0", hello({ windowMs: 0 }), /^hello\.window_ms is 0; it must be between 1000 and 3600000/],
     ["window_ms of 2 hours", hello({ windowMs: 7_200_000 }), /^hello\.window_ms is 7200000/],
     ["agent_version too long", hello({ agentVersion: "v".repeat(65) }), /^hello\.agent_version is longer than 64/],
+    ["machine_id too long", create(HelloSchema, { windowMs: 10_000, host: { hostname: "h", machineId: "m".repeat(129) } }), /^hello\.host\.machine_id is longer than 128/],
+    ["source with a control character", hello({ source: "sim\r" }), /^hello\.source holds control characters/],
+    ["label key with a dash", hello({ labels: { "rack-id": "r1" } }), /^hello\.host\.labels\["rack-id"\]: label key "rack-id" must match/],
+    ["label value over 128 characters", hello({ labels: { site: "v".repeat(129) } }), /^hello\.host\.labels\["site"\]: label "site" value is longer than 128/],
   ];
   it.each(bad)("refuses %s, naming the field", (_name, h, message) => {
     const r = validateHello(h);
@@ -96,6 +100,22 @@ describe("validateWindow", () => {
     ["NaN last power", {}, { powerW: Number.NaN }, "bad_number", "last.power_w"],
     ["negative idle streak", {}, { idleStreakS: -1 }, "bad_number", "last.idle_streak_s"],
     ["error text too long", {}, { error: "e".repeat(1025) }, "bad_string", "last.error"],
+    // Absurd numbers: beyond any GPU (MAX_POWER_W, MAX_MEMORY_BYTES, MAX_PROCESSES, MAX_PID, MAX_IDLE_STREAK_S).
+    ["mean power beyond 5 kW", { powerMeanW: 5_001 }, {}, "bad_number", "power_mean_w"],
+    ["max power beyond 5 kW", { powerMaxW: 1e9 }, {}, "bad_number", "power_max_w"],
+    ["infinite power floor", { powerFloorW: Number.POSITIVE_INFINITY }, {}, "bad_number", "power_floor_w"],
+    ["power limit beyond 5 kW", { powerLimitW: 70_000 }, {}, "bad_number", "power_limit_w"],
+    ["memory used beyond 16 TiB", { memUsedMaxBytes: 16n * 2n ** 40n + 1n }, {}, "bad_number", "mem_used_max_bytes"],
+    ["memory total beyond 16 TiB", { memTotalBytes: 2n ** 63n }, {}, "bad_number", "mem_total_bytes"],
+    ["absurd process count", { processesMax: 4_000_000_000 }, {}, "bad_number", "processes_max"],
+    ["holder pid beyond PID_MAX_LIMIT", { topHolders: [create(HolderSchema, { pid: 4_194_305, name: "p" })] }, {}, "bad_number", "top_holders[0].pid"],
+    ["holder memory beyond 16 TiB", { topHolders: [create(HolderSchema, { pid: 1, name: "p", usedMemoryBytes: 2n ** 50n })] }, {}, "bad_number", "top_holders[0].used_memory_bytes"],
+    ["last reading before its window", {}, { timeMs: BigInt(T0 - 1) }, "inconsistent", "last.time_ms"],
+    ["last reading after its window", { durationMs: 10_000 }, { timeMs: BigInt(T0 + 10_000) }, "inconsistent", "last.time_ms"],
+    ["last power beyond 5 kW", {}, { powerW: 9_999 }, "bad_number", "last.power_w"],
+    ["last memory beyond 16 TiB", {}, { memUsedBytes: 2n ** 60n }, "bad_number", "last.mem_used_bytes"],
+    ["more last processes than the window's max", { processesMax: 1 }, { processes: 2 }, "inconsistent", "last.processes"],
+    ["idle streak over ten years", {}, { idleStreakS: 400_000_000 }, "bad_number", "last.idle_streak_s"],
   ];
   it.each(cases)("refuses %s", (_name, init, last, reason, field) => {
     expect(validateWindow(makeWindow(init, last), 3, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 3, reason, field: `windows[3].${field}` });
@@ -105,6 +125,16 @@ describe("validateWindow", () => {
     const w = makeWindow();
     w.last = undefined;
     expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 0, reason: "missing_field", field: "windows[0].last" });
+  });
+
+  it("accepts numbers at the edges of the absurd-number bounds", () => {
+    const edge = makeWindow(
+      { powerMeanW: 5_000, powerMaxW: 5_000, powerFloorW: 0, powerLimitW: 5_000, memUsedMaxBytes: 16n * 2n ** 40n, memTotalBytes: 16n * 2n ** 40n, processesMax: 65_536,
+        topHolders: [create(HolderSchema, { pid: 4_194_304, name: "p".repeat(256), usedMemoryBytes: 16n * 2n ** 40n })] },
+      { timeMs: BigInt(T0 + 9_999), powerW: 5_000, memUsedBytes: 16n * 2n ** 40n, processes: 65_536, idleStreakS: 10 * 365 * 86_400 },
+    );
+    expect(validateWindow(edge, 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(validateWindow(makeWindow({}, { timeMs: BigInt(T0) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
   });
 
   it("uses the configured age and future limits", () => {

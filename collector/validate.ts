@@ -23,6 +23,7 @@ export const REJECTION_REASONS = [
   "too_large",
   "too_many_gpus",
   "batch_too_large",
+  "series_limit",
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
@@ -55,6 +56,21 @@ export const DEFAULT_WINDOW_LIMITS: Readonly<WindowLimits> = Object.freeze({
 /** Window lengths an agent may use (Hello.window_ms) and a window may cover (duration_ms). */
 export const MIN_WINDOW_MS = 1_000;
 export const MAX_WINDOW_MS = 3_600_000;
+
+/*
+ * Bounds of what a real GPU can report. They are far above any hardware, so they only
+ * catch garbage: a unit slip, an uninitialised field, a hostile client.
+ */
+/** The largest boards draw about 1.2 kW (GB200); 5 kW is beyond any one GPU. */
+export const MAX_POWER_W = 5_000;
+/** GPU memory is at most a few hundred GB (B300: 288 GB); 16 TiB leaves room for unified memory. */
+export const MAX_MEMORY_BYTES = 16 * 2 ** 40;
+/** Processes on one GPU: each holds a CUDA context in GPU memory, so 64 Ki is never reached. */
+export const MAX_PROCESSES = 65_536;
+/** Linux PID_MAX_LIMIT (2^22): no process id is larger. */
+export const MAX_PID = 4_194_304;
+/** Seconds since the GPU was last active: ten years is longer than a GPU stays in service. */
+export const MAX_IDLE_STREAK_S = 10 * 365 * 86_400;
 
 const MAX_UUID_LENGTH = 128;
 const MAX_MODEL_LENGTH = 256;
@@ -134,8 +150,9 @@ function labelsProblem(labels: Record<string, string>): string | undefined {
 }
 
 const badNumber = (n: number): boolean => !Number.isFinite(n) || n < 0;
-const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
-const badBytes = (n: bigint | undefined): boolean => n !== undefined && n > MAX_SAFE_BIGINT;
+const badWatts = (n: number | undefined): boolean => n !== undefined && (badNumber(n) || n > MAX_POWER_W);
+const MAX_MEMORY_BIGINT = BigInt(MAX_MEMORY_BYTES);
+const badBytes = (n: bigint | undefined): boolean => n !== undefined && n > MAX_MEMORY_BIGINT;
 
 function reject(index: number, reason: RejectionReason, field: string): WindowRejection {
   return { index, reason, field: `windows[${index}].${field}` };
@@ -183,22 +200,26 @@ export function validateWindow(
     partProblemOf(w.reportedBusyS, "reported_busy_s", maxS, partMax) ??
     partProblemOf(w.realBusyS, "real_busy_s", maxS, partMax);
   if (partProblem) return reject(index, partProblem[0], partProblem[1]);
-  if (w.powerMeanW !== undefined && badNumber(w.powerMeanW)) return reject(index, "bad_number", "power_mean_w");
-  if (w.powerMaxW !== undefined && badNumber(w.powerMaxW)) return reject(index, "bad_number", "power_max_w");
-  if (w.powerFloorW !== undefined && badNumber(w.powerFloorW)) return reject(index, "bad_number", "power_floor_w");
-  if (w.powerLimitW !== undefined && badNumber(w.powerLimitW)) return reject(index, "bad_number", "power_limit_w");
+  if (badWatts(w.powerMeanW)) return reject(index, "bad_number", "power_mean_w");
+  if (badWatts(w.powerMaxW)) return reject(index, "bad_number", "power_max_w");
+  if (badWatts(w.powerFloorW)) return reject(index, "bad_number", "power_floor_w");
+  if (badWatts(w.powerLimitW)) return reject(index, "bad_number", "power_limit_w");
   if (badBytes(w.memUsedMaxBytes)) return reject(index, "bad_number", "mem_used_max_bytes");
   if (badBytes(w.memTotalBytes)) return reject(index, "bad_number", "mem_total_bytes");
+  if (w.processesMax > MAX_PROCESSES) return reject(index, "bad_number", "processes_max");
 
   if (w.topHolders.length > MAX_HOLDERS) return reject(index, "too_large", "top_holders");
   for (let i = 0; i < w.topHolders.length; i++) {
     const h = w.topHolders[i];
-    if (h && h.name.length > MAX_HOLDER_NAME_LENGTH) return reject(index, "bad_string", `top_holders[${i}].name`);
-    if (h && badBytes(h.usedMemoryBytes)) return reject(index, "bad_number", `top_holders[${i}].used_memory_bytes`);
+    if (!h) continue;
+    if (h.pid > MAX_PID) return reject(index, "bad_number", `top_holders[${i}].pid`);
+    // Length only: a process may name itself anything, and holder names are not stored.
+    if (h.name.length > MAX_HOLDER_NAME_LENGTH) return reject(index, "bad_string", `top_holders[${i}].name`);
+    if (badBytes(h.usedMemoryBytes)) return reject(index, "bad_number", `top_holders[${i}].used_memory_bytes`);
   }
 
   if (!w.last) return reject(index, "missing_field", "last");
-  const lastProblem = lastReadingProblem(w.last);
+  const lastProblem = lastReadingProblem(w.last, startMs, w.durationMs, w.processesMax);
   if (lastProblem) return reject(index, lastProblem[0], `last.${lastProblem[1]}`);
   return undefined;
 }
@@ -217,16 +238,23 @@ function partProblemOf(v: number, name: string, maxS: number, partMax: number): 
 const KNOWN_STATES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
 const KNOWN_SOURCES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
 
-function lastReadingProblem(last: LastReading): [RejectionReason, string] | undefined {
+/**
+ * The last reading is a sample of its window: taken within it (start inclusive, end
+ * exclusive, as the agent assigns samples), with no more processes than the window's max.
+ */
+function lastReadingProblem(last: LastReading, startMs: number, durationMs: number, processesMax: number): [RejectionReason, string] | undefined {
+  const timeMs = Number(last.timeMs);
+  if (timeMs < startMs || timeMs >= startMs + durationMs) return ["inconsistent", "time_ms"];
   if (!KNOWN_STATES.has(last.state)) return ["bad_enum", "state"];
   if (!KNOWN_SOURCES.has(last.realSource)) return ["bad_enum", "real_source"];
   if (badNumber(last.real) || last.real > 1) return ["bad_number", "real"];
   if (last.utilPercent !== undefined && (badNumber(last.utilPercent) || last.utilPercent > MAX_UTIL_PERCENT)) {
     return ["bad_number", "util_percent"];
   }
-  if (last.powerW !== undefined && badNumber(last.powerW)) return ["bad_number", "power_w"];
+  if (badWatts(last.powerW)) return ["bad_number", "power_w"];
   if (badBytes(last.memUsedBytes)) return ["bad_number", "mem_used_bytes"];
-  if (badNumber(last.idleStreakS)) return ["bad_number", "idle_streak_s"];
+  if (last.processes > processesMax) return ["inconsistent", "processes"];
+  if (badNumber(last.idleStreakS) || last.idleStreakS > MAX_IDLE_STREAK_S) return ["bad_number", "idle_streak_s"];
   if (last.error.length > MAX_ERROR_LENGTH) return ["bad_string", "error"];
   return undefined;
 }

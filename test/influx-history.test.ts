@@ -462,7 +462,7 @@ describe("trueidle collector --influx-* flags", () => {
     [["--influx-credentials-file", "/nonexistent"], /--influx-credentials-file needs --influx-url/],
     [["--influx-url", "http://influx:8086/t", "--influx-raw-retention", "1h"], /--influx-raw-retention: must be at least 7200000 ms/],
   ])("refuses %j with a clear message", async (args, message) => {
-    const { code, output } = await runTrueidle(["collector", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args]);
+    const { code, output } = await runTrueidle(["collector", "--plaintext", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args]);
     expect(code).toBe(2);
     expect(output).toMatch(message);
     expect(output).not.toContain("hunter2");
@@ -483,7 +483,7 @@ describe("end to end: agent subprocesses → collector subprocess → InfluxDB",
     const httpPort = await freePort();
     const password = "s3cr3t-never-logged";
     const collector = startTrueidle(
-      ["collector", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
+      ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
         "--influx-url", `${influx.url}/e2e`, "--influx-flush-interval", "100ms", "--log-level", "info"],
       { TRUEIDLE_INFLUX_USERNAME: "trueidle", TRUEIDLE_INFLUX_PASSWORD: password },
     );
@@ -500,7 +500,7 @@ describe("end to end: agent subprocesses → collector subprocess → InfluxDB",
         { model: "NVIDIA L40S", phases: [{ for: "1h", state: "active" }] },
       ],
     }));
-    const agent = startTrueidle(["agent", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
+    const agent = startTrueidle(["agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
       "--hostname", "sim-e2e", "--label", "site=lab west", "--interval", "1s", "--window", "2s", "--log-level", "warn"]);
     procs.push(agent);
 

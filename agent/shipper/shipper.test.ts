@@ -1,10 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
-import { ingestServiceDefinition } from "../../common/grpc-service.js";
-import { StreamResponseSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
-import { silentLogger } from "../../common/log.js";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
+import { GpuWindowSchema, StreamResponseSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
+import { silentLogger, type Logger, type LogFields } from "../../common/log.js";
 import { Shipper } from "./shipper.js";
+import { WindowBuffer } from "./window-buffer.js";
 import { emptyStateSeconds, type GpuWindowRecord } from "../window.js";
 
 type ServerCall = grpc.ServerDuplexStream<StreamRequest, StreamResponse>;
@@ -162,4 +166,133 @@ describe("Shipper", () => {
     s.enqueue(Array.from({ length: 8 }, (_, i) => win(i)));
     expect(s.stats()).toMatchObject({ buffered: 5, dropped: 3 });
   });
+
+  it("waits the delay a collector names in its trailer before reconnecting, with one WARN and no ERROR", async () => {
+    const opened: number[] = [];
+    const ended: number[] = [];
+    const received: string[] = [];
+    const server = new grpc.Server();
+    server.addService(ingestServiceDefinition, {
+      stream: (call: ServerCall) => {
+        opened.push(Date.now());
+        const n = opened.length;
+        call.on("data", (m: StreamRequest) => {
+          if (m.msg.case === "hello") {
+            if (n <= 2) {
+              // Pushed back twice: the spool is full, come back in 1.5 s.
+              const metadata = new grpc.Metadata();
+              metadata.set(RETRY_AFTER_METADATA_KEY, "1500");
+              ended.push(Date.now());
+              call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: "spool full", metadata });
+              return;
+            }
+            call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "t" } } }));
+          } else if (m.msg.case === "batch") {
+            received.push(...m.msg.value.windows.map((w) => w.uuid));
+            ack(call, m.msg.value.seq, m.msg.value.windows.length);
+          }
+        });
+        call.on("error", () => {});
+      },
+    });
+    const port = await new Promise<number>((res, rej) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => void server.forceShutdown());
+    const logger = recordingLogger();
+    const s = new Shipper({
+      targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test", source: "sim", windowMs: 10_000, logger, backoffInitialMs: 20, backoffMaxMs: 40,
+    });
+    cleanup.push(() => s.stop());
+    s.start();
+    s.enqueue([0, 1, 2].map(win));
+    expect(await s.drain(30_000)).toBe(true);
+    expect(received).toHaveLength(3);
+    expect(opened).toHaveLength(3);
+    // Each reconnect came no sooner than the collector asked (the backoff alone is 40 ms at most).
+    expect((opened[1] as number) - (ended[0] as number)).toBeGreaterThanOrEqual(1400);
+    expect((opened[2] as number) - (ended[1] as number)).toBeGreaterThanOrEqual(1400);
+    expect(logger.lines.filter((l) => l.level === "error")).toEqual([]);
+    const warns = logger.lines.filter((l) => l.level === "warn");
+    expect(warns).toHaveLength(1);
+    expect(warns[0]?.fields).toMatchObject({ detail: "spool full" });
+  });
+
+  it("sends the call metadata with every stream it opens", async () => {
+    const seen: string[] = [];
+    const server = new grpc.Server();
+    server.addService(ingestServiceDefinition, {
+      stream: (call: ServerCall) => {
+        seen.push(String(call.metadata.get("authorization")[0]));
+        call.on("data", (m: StreamRequest) => {
+          if (m.msg.case === "hello") call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "t" } } }));
+          else if (m.msg.case === "batch") ack(call, m.msg.value.seq, m.msg.value.windows.length);
+        });
+        call.on("error", () => {});
+      },
+    });
+    const port = await new Promise<number>((res, rej) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => void server.forceShutdown());
+    const callMetadata = new grpc.Metadata();
+    callMetadata.set("authorization", "Bearer sekrit");
+    const s = new Shipper({
+      targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, callMetadata,
+    });
+    cleanup.push(() => s.stop());
+    s.start();
+    s.enqueue([win(0)]);
+    expect(await s.drain(15_000)).toBe(true);
+    expect(seen).toEqual(["Bearer sekrit"]);
+  });
+
+  it("with a disk buffer, consumes acknowledged and rejected windows and keeps the rest for the next start", async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "trueidle-shipper-"));
+    cleanup.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
+    const dir = path.join(tmp, "buffer");
+    let batches = 0;
+    const srv = await startServer((call, seq, uuids) => {
+      batches++;
+      // First batch: window 0 accepted, window 1 rejected. Later batches: never acknowledged.
+      if (batches === 1) {
+        call.write(create(StreamResponseSchema, {
+          msg: { case: "ack", value: { seq, accepted: uuids.length - 1, rejections: [{ index: 1, reason: "bad_number", field: "windows[1].power_mean_w" }] } },
+        }));
+      }
+    });
+    cleanup.push(() => void srv.server.forceShutdown());
+    const buffer = await WindowBuffer.open(dir, { maxWindows: 1000, logger: silentLogger });
+    const s = new Shipper({
+      targets: [`127.0.0.1:${srv.port}`], host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, buffer, maxWindowsPerBatch: 2,
+    });
+    s.start();
+    s.enqueue([0, 1].map(win));
+    for (let i = 0; i < 1000 && s.stats().acked === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    s.enqueue([2, 3, 4].map(win));
+    for (let i = 0; i < 1000 && s.stats().inFlight < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(s.stats()).toMatchObject({ acked: 1, rejected: 1, buffered: 3, inFlight: 3 });
+    await s.stop();
+    await buffer.close();
+    const again = await WindowBuffer.open(dir, { maxWindows: 1000, logger: silentLogger });
+    const keys = again.takeUnsent(100).map((e) => {
+      const w = fromBinary(GpuWindowSchema, e.data);
+      return `${w.uuid}@${w.startMs}`;
+    });
+    expect(keys).toEqual([2, 3, 4].map((i) => `${win(i).uuid}@${win(i).startMs}`));
+    await again.close();
+  });
 });
+
+function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
+  const lines: { level: string; msg: string; fields?: LogFields }[] = [];
+  const make = (): Logger => ({
+    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
+    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
+    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
+    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
+    child: () => make(),
+  });
+  return Object.assign(make(), { lines });
+}

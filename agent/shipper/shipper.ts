@@ -1,27 +1,29 @@
 /**
  * Ships finished windows to a collector over one long-lived gRPC stream.
  *
- * Windows wait in a bounded buffer until the collector acknowledges the batch that carried
- * them; a window leaves the buffer only then. When the stream breaks, the batches in flight
- * go back to the front of the buffer in order and are sent again after reconnecting
- * (exponential backoff with jitter). The collector keys windows by (uuid, start), so a
- * window sent twice is harmless. When the bound is hit the oldest windows are dropped,
- * counted and logged.
+ * Windows wait in a bounded buffer (window-buffer.ts: in memory, or on disk so that they
+ * survive a restart) until the collector acknowledges the batch that carried them; a window
+ * leaves the buffer only then. When the stream breaks, the batches in flight go back to the
+ * front of the buffer in order and are sent again after reconnecting (exponential backoff
+ * with jitter, or longer when the collector names a delay in the `trueidle-retry-after-ms`
+ * trailer). The collector keys windows by (uuid, start), so a window sent twice is
+ * harmless. When the bound is hit the oldest windows are dropped, counted and logged.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
+  GpuWindowSchema,
   StreamRequestSchema,
   type StreamRequest,
   type StreamResponse,
-  type GpuWindow,
 } from "../../gen/trueidle/v1/ingest_pb.js";
-import { ingestServiceDefinition } from "../../common/grpc-service.js";
+import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
 import type { GpuWindowRecord } from "../window.js";
 import { windowToProto } from "./to-proto.js";
 import { Backoff } from "./backoff.js";
+import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
 
 export interface ShipperOptions {
   /** Collector addresses, HOST:PORT; tried in turn on reconnect. */
@@ -31,9 +33,22 @@ export interface ShipperOptions {
   source: string;
   windowMs: number;
   logger: Logger;
+  /** Channel credentials (TLS); insecure when absent. */
   credentials?: grpc.ChannelCredentials;
+  /** Metadata sent when each stream opens (for example `authorization: Bearer …`). */
+  callMetadata?: grpc.Metadata;
+  /** Extra grpc-js channel options; they override the shipper's own. */
+  channelOptions?: grpc.ChannelOptions;
+  /**
+   * The buffer of unacknowledged windows (a disk-backed one survives restarts). Its owner
+   * closes it. Without one, an in-memory buffer bounded by `maxBufferedWindows` and
+   * `maxBufferBytes` is used.
+   */
+  buffer?: WindowBuffer;
   /** Windows kept unacknowledged at most; the oldest beyond it are dropped and counted. */
   maxBufferedWindows?: number;
+  /** Encoded bytes of unacknowledged windows kept at most (in-memory buffer only). */
+  maxBufferBytes?: number;
   maxWindowsPerBatch?: number;
   /** Batches sent and not yet acknowledged, at most. */
   maxBatchesInFlight?: number;
@@ -48,6 +63,8 @@ export interface ShipperOptions {
 export interface ShipperStats {
   connected: boolean;
   buffered: number;
+  /** Encoded size of the buffered windows. */
+  bufferBytes: number;
   inFlight: number;
   sent: number;
   acked: number;
@@ -63,14 +80,16 @@ type Duplex = grpc.ClientDuplexStream<StreamRequest, StreamResponse>;
 
 interface InFlight {
   seq: bigint;
-  windows: GpuWindow[];
+  entries: BufferEntry[];
   sentMs: number;
 }
 
+type OptionalOptions = "credentials" | "callMetadata" | "channelOptions" | "buffer" | "maxBufferBytes" | "onThresholds";
+
 export class Shipper {
-  private readonly opts: Required<Omit<ShipperOptions, "credentials" | "onThresholds">> & Pick<ShipperOptions, "onThresholds">;
+  private readonly opts: Required<Omit<ShipperOptions, OptionalOptions>> & Pick<ShipperOptions, OptionalOptions>;
   private readonly credentials: grpc.ChannelCredentials;
-  private queue: GpuWindow[] = [];
+  private readonly buffer: WindowBuffer;
   private inFlight: InFlight[] = [];
   private call: Duplex | undefined;
   private client: grpc.Client | undefined;
@@ -83,9 +102,10 @@ export class Shipper {
   private stopped = false;
   private started = false;
   private streamOpenedMs = 0;
-  private counters = { sent: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0 };
+  private counters = { sent: 0, acked: 0, rejected: 0, reconnects: 0 };
   private lastAckMs: number | undefined;
-  private lastDropLogMs = 0;
+  /** A pushback is logged once until the next successful connect. */
+  private pushbackLogged = false;
   private idleWaiters: Array<() => void> = [];
 
   constructor(opts: ShipperOptions) {
@@ -101,6 +121,10 @@ export class Shipper {
       ...(definedOnly(opts) as ShipperOptions),
     };
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
+    this.buffer = opts.buffer ?? WindowBuffer.memory({
+      maxWindows: this.opts.maxBufferedWindows, maxBytes: opts.maxBufferBytes, logger: this.opts.logger, now: this.opts.now,
+    });
+    this.buffer.onSendable = () => this.pump();
     this.backoff = new Backoff({ initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
   }
 
@@ -114,18 +138,21 @@ export class Shipper {
 
   /** Adds finished windows to the buffer and sends them when the stream is ready. */
   enqueue(windows: readonly GpuWindowRecord[]): void {
-    for (const w of windows) this.queue.push(windowToProto(w));
-    this.enforceBound();
-    this.pump();
+    if (windows.length === 0) return;
+    // Held encoded: a few hundred bytes a window instead of a tree of objects.
+    this.buffer.push(windows.map((w) => Buffer.from(toBinary(GpuWindowSchema, windowToProto(w)))));
   }
 
   stats(): ShipperStats {
-    const inFlight = this.inFlight.reduce((n, b) => n + b.windows.length, 0);
+    const inFlight = this.inFlight.reduce((n, b) => n + b.entries.length, 0);
+    const buf = this.buffer.stats();
     return {
       connected: this.ready,
-      buffered: this.queue.length + inFlight,
+      buffered: buf.windows,
+      bufferBytes: buf.bytes,
       inFlight,
       ...this.counters,
+      dropped: buf.dropped,
       lastAckMs: this.lastAckMs,
     };
   }
@@ -167,7 +194,7 @@ export class Shipper {
   }
 
   private isIdle(): boolean {
-    return this.queue.length === 0 && this.inFlight.length === 0;
+    return this.buffer.stats().windows === 0 && this.inFlight.length === 0;
   }
 
   private connect(): void {
@@ -182,8 +209,10 @@ export class Shipper {
       "grpc.max_send_message_length": 8 * 1024 * 1024,
       "grpc.initial_reconnect_backoff_ms": 500,
       "grpc.max_reconnect_backoff_ms": 5_000,
+      ...this.opts.channelOptions,
     });
-    const call = (this.client as unknown as { stream(): Duplex }).stream();
+    const metadata = this.opts.callMetadata?.clone() ?? new grpc.Metadata();
+    const call = (this.client as unknown as { stream(m: grpc.Metadata): Duplex }).stream(metadata);
     this.call = call;
     this.ready = false;
     this.streamOpenedMs = this.opts.now();
@@ -209,6 +238,7 @@ export class Shipper {
       const w = msg.msg.value;
       this.ready = true;
       this.backoff.reset();
+      this.pushbackLogged = false;
       this.opts.logger.info("Connected to the collector.", { collector: target, collector_id: w.collectorId, buffered: this.stats().buffered });
       if (w.thresholds && this.opts.onThresholds) {
         this.opts.onThresholds({
@@ -228,11 +258,13 @@ export class Shipper {
       const [batch] = this.inFlight.splice(i, 1);
       this.counters.acked += ack.accepted;
       this.lastAckMs = this.opts.now();
+      // Rejected windows are done too: the collector counted them and they must not be sent again.
+      if (batch) this.buffer.complete(batch.entries);
       if (ack.rejections.length > 0) {
         this.counters.rejected += ack.rejections.length;
         const first = ack.rejections[0]!;
         this.opts.logger.error("The collector rejected windows as invalid; they are dropped.", {
-          count: ack.rejections.length, reason: first.reason, field: first.field, batch_windows: batch?.windows.length,
+          count: ack.rejections.length, reason: first.reason, field: first.field, batch_windows: batch?.entries.length,
         });
       }
       this.pump();
@@ -248,18 +280,24 @@ export class Shipper {
     call.on("error", () => {});
     call.cancel();
     // Unacknowledged batches go back to the front, in order, to be sent again.
-    const back = this.inFlight.flatMap((b) => b.windows);
     this.inFlight = [];
-    this.queue = back.concat(this.queue);
+    this.buffer.unsendAll();
     this.counters.reconnects++;
-    const delay = this.backoff.next();
+    const retryAfterMs = retryAfter(err);
+    const pushedBack = err?.code === grpc.status.RESOURCE_EXHAUSTED || (err?.code === grpc.status.UNAVAILABLE && retryAfterMs !== undefined);
+    const delay = Math.max(retryAfterMs ?? 0, this.backoff.next());
     const fields = {
       collector: target,
       code: err?.code, detail: err?.details ?? "stream ended",
-      retry_in_ms: delay, buffered: this.queue.length,
+      retry_in_ms: delay, buffered: this.buffer.stats().windows,
     };
     if (err?.code === grpc.status.INVALID_ARGUMENT || err?.code === grpc.status.UNAUTHENTICATED || err?.code === grpc.status.PERMISSION_DENIED) {
       this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", fields);
+    } else if (pushedBack) {
+      // The collector is protecting itself (spool full, rate limit, too many agents): nothing is lost, windows stay buffered.
+      if (!this.pushbackLogged) this.opts.logger.warn("The collector asked this agent to wait before reconnecting; its windows stay buffered.", fields);
+      else this.opts.logger.debug("The collector asked this agent to wait again before reconnecting.", fields);
+      this.pushbackLogged = true;
     } else if (wasReady) {
       this.opts.logger.warn("Lost the stream to the collector; will reconnect.", fields);
     } else {
@@ -272,10 +310,11 @@ export class Shipper {
   private pump(): void {
     const call = this.call;
     if (call && this.ready) {
-      while (this.queue.length > 0 && this.inFlight.length < this.opts.maxBatchesInFlight) {
-        const windows = this.queue.splice(0, this.opts.maxWindowsPerBatch);
+      while (this.inFlight.length < this.opts.maxBatchesInFlight && this.buffer.hasUnsent()) {
+        const entries = this.buffer.takeUnsent(this.opts.maxWindowsPerBatch);
+        const windows = entries.map((e) => fromBinary(GpuWindowSchema, e.data));
         this.seq++;
-        this.inFlight.push({ seq: this.seq, windows, sentMs: this.opts.now() });
+        this.inFlight.push({ seq: this.seq, entries, sentMs: this.opts.now() });
         this.counters.sent += windows.length;
         call.write(create(StreamRequestSchema, { msg: { case: "batch", value: { seq: this.seq, windows } } }));
       }
@@ -284,22 +323,6 @@ export class Shipper {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
-    }
-  }
-
-  private enforceBound(): void {
-    const inFlight = this.inFlight.reduce((n, b) => n + b.windows.length, 0);
-    const excess = this.queue.length + inFlight - this.opts.maxBufferedWindows;
-    if (excess <= 0) return;
-    const n = Math.min(excess, this.queue.length);
-    this.queue.splice(0, n);
-    this.counters.dropped += n;
-    const now = this.opts.now();
-    if (now - this.lastDropLogMs > 10_000) {
-      this.lastDropLogMs = now;
-      this.opts.logger.error("The window buffer is full; the oldest windows were dropped.", {
-        dropped_now: n, dropped_total: this.counters.dropped, bound: this.opts.maxBufferedWindows,
-      });
     }
   }
 
@@ -316,6 +339,15 @@ export class Shipper {
       this.onBroken(call, this.opts.targets[(this.targetIdx - 1) % this.opts.targets.length]!, err);
     }
   }
+}
+
+/** The delay a collector asked for in the trailer, in ms; undefined when absent or unreadable. */
+function retryAfter(err: grpc.ServiceError | undefined): number | undefined {
+  const raw = err?.metadata?.get(RETRY_AFTER_METADATA_KEY)[0];
+  if (raw === undefined) return undefined;
+  const ms = Number(typeof raw === "string" ? raw : raw.toString());
+  // A collector cannot park an agent for more than an hour, whatever it sends.
+  return Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
 }
 
 /** The options actually given: an explicit `undefined` must not override a default. */

@@ -53,7 +53,7 @@ describe("agents → collector → Prometheus", () => {
     dir = mkdtempSync(path.join(tmpdir(), "trueidle-e2e-"));
     const grpcPort = await freePort();
     const httpPort = await freePort();
-    collector = startTrueidle(["collector", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn"]);
+    collector = startTrueidle(["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn"]);
     prom = await startPrometheus({ scrapeTargets: [`127.0.0.1:${httpPort}`], scrapeIntervalMs: 1000 });
     for (const h of HOSTS) {
       const hostDir = path.join(dir, h.host);
@@ -64,7 +64,7 @@ describe("agents → collector → Prometheus", () => {
         gpus: h.gpus.map((g) => ({ model: g.model, phases: [{ for: "1h", ...g.phase }] })),
       });
       agents.push(startTrueidle([
-        "agent", "--source", "nvidia-smi", "--nvidia-smi", smi, "--collector", `127.0.0.1:${grpcPort}`,
+        "agent", "--plaintext", "--source", "nvidia-smi", "--nvidia-smi", smi, "--collector", `127.0.0.1:${grpcPort}`,
         "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
         "--interval", "1s", "--window", WINDOW, "--log-level", "warn",
       ]));
