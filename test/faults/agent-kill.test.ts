@@ -8,14 +8,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
 import { accountWindows, compareCounters, describeAccounting } from "../helpers/fleet-accounting.js";
-import { eventually, Fleet, WINDOW_MS, type AgentNode } from "../helpers/fleet-harness.js";
+import { eventually, Fleet, type AgentNode } from "../helpers/fleet-harness.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
-
-/** Waits until the middle of a window, so the window before the kill is closed and written. */
-async function midWindow(): Promise<void> {
-  const into = Date.now() % WINDOW_MS;
-  await sleep((WINDOW_MS * 1.5 - into) % WINDOW_MS);
-}
 
 describe("agents killed with SIGKILL and restarted with their state dir", () => {
   let fleet: Fleet | undefined;
@@ -30,7 +24,7 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
     const collector = await fleet.startCollector();
     proxy = await TcpProxy.start({ targetPort: collector.grpcPort });
     const p = proxy;
-    const [a, b, c] = await Promise.all(["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) => fleet!.startAgent({ scenario, collectors: [p.address] }))) as [AgentNode, AgentNode, AgentNode];
+    const [a, b, c] = await Promise.all(["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) => fleet!.startAgent({ scenario, collectors: [p.address], httpListen: true }))) as [AgentNode, AgentNode, AgentNode];
     await eventually("three agents connected", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
     await eventually("windows in InfluxDB", async () => ((await fleet!.windowPoints()).length >= 20 ? true : undefined));
 
@@ -38,7 +32,7 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
     await p.down();
     const downAt = Date.now();
     await sleep(5_000);
-    await midWindow();
+    // Killed mid-window, just after the harness read how many windows it had finished.
     await a.kill();
     await sleep(1_500);
     await a.start();
@@ -47,7 +41,6 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
 
     // Killed while connected and streaming.
     await eventually("three agents connected again", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
-    await midWindow();
     await b.kill();
     await sleep(1_500);
     await b.start();
@@ -63,6 +56,8 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
     expect(a.runs[0]!.endedAtMs! - downAt).toBeGreaterThan(4_000);
     expect(a.runs[1]!.proc.output()).toMatch(/Loaded windows that were not acknowledged before the last stop/);
     expect(a.runs).toHaveLength(2);
+    expect(a.runs[0]!.measuredAtKill).toBeGreaterThan(0);
+    expect(b.runs[0]!.measuredAtKill).toBeGreaterThan(0);
     expect(c.runs).toHaveLength(1);
     // One collector, never restarted: each window counted once, however often it came.
     expect(compareCounters(await collector.metrics(), await fleet.influxTotals())).toEqual([]);

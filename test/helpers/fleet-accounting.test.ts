@@ -25,10 +25,25 @@ describe("accountWindows", () => {
   it("finds nothing wrong when InfluxDB holds exactly what the agent measured", () => {
     const r = accountWindows(points(), [agent()]);
     expect(r.problems).toEqual([]);
-    expect(r.agents[0]).toMatchObject({ points: 14, required: 10, measured: 14, acked: 14 });
+    expect(r.agents[0]).toMatchObject({ points: 14, required: 10, stalled: 0, short: 0, measured: 14, acked: 14 });
   });
 
-  it("reports a missing, a doubled, a partial, an invented and a foreign window", () => {
+  it("counts windows short of samples (a late timer) without failing, when all the agent's GPUs agree", () => {
+    const p = points();
+    for (const x of p) if (x.timeMs === T0 + 3_000) x.observedS = 0.7;
+    const r = accountWindows(p, [agent()]);
+    expect(r.problems).toEqual([]);
+    expect(r.agents[0]!.short).toBe(2);
+  });
+
+  it("takes a window the agent never measured (its timer stalled) as no loss, when its count says so", () => {
+    const p = points().filter((x) => x.timeMs !== T0 + 3_000);
+    const r = accountWindows(p, [agent([{ samplingAtMs: T0 + 300, endedAtMs: T0 + 6_600, end: "sigterm", final: { windows_measured: 12, windows_acked: 12, windows_dropped: 0 } }])]);
+    expect(r.problems).toEqual([]);
+    expect(r.agents[0]).toMatchObject({ points: 12, measured: 12, stalled: 2 });
+  });
+
+  it("reports a lost, a doubled, an invented and a foreign window, and GPUs of one agent that disagree", () => {
     const p = points().filter((x) => !(x.uuid === U1 && x.timeMs === T0 + 3000));
     p.push({ uuid: U2, host: "h", timeMs: T0 + 2000, observedS: FULL_WINDOW_S });
     p.find((x) => x.uuid === U2 && x.timeMs === T0 + 4000)!.observedS = 0.9;
@@ -36,20 +51,23 @@ describe("accountWindows", () => {
     p.push({ uuid: "GPU-99999999-9999-9999-9999-999999999999", host: "x", timeMs: T0, observedS: 1 });
     const r = accountWindows(p, [agent()]);
     expect(r.problems).toEqual(expect.arrayContaining([
-      expect.stringMatching(new RegExp(`${U1} window .*:03\\.000Z is missing`)),
       expect.stringMatching(new RegExp(`${U2} window .*:02\\.000Z is in InfluxDB twice`)),
-      expect.stringMatching(new RegExp(`${U2} window .*:04\\.000Z has observed_s 0\\.9, not`)),
+      expect.stringMatching(/window .*:04\.000Z of agent h has observed_s 0\.9999999999999999, 0\.9 on its GPUs/),
+      expect.stringMatching(/window .*:03\.000Z of agent h is in InfluxDB for 1 of its 2 GPUs/),
       expect.stringMatching(new RegExp(`${U2} window .* lies outside every run`)),
       expect.stringMatching(/GPU-9999.* a GPU no agent has/),
-      expect.stringMatching(/measured 14 windows; InfluxDB holds 15/),
+      expect.stringMatching(/agent h measured 14 windows \(14 over its runs\); InfluxDB holds 15/),
       expect.stringMatching(/acknowledged 14 windows; InfluxDB holds 15/),
     ]));
+    // Without the agent's count, a window wholly inside a run must be there.
+    const uncounted = accountWindows(p, [agent([{ samplingAtMs: T0 + 300, endedAtMs: T0 + 6_600, end: "sigkill" }])]);
+    expect(uncounted.problems).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`${U1} window .*:03\\.000Z is missing`))]));
   });
 
   it("allows the windows a kill and a restart touch to be partial or absent, and nothing between runs", () => {
     const runs: AccountedAgent["runs"] = [
-      { samplingAtMs: T0 + 300, endedAtMs: T0 + 3_500, end: "sigkill" },
-      { samplingAtMs: T0 + 5_800, endedAtMs: T0 + 9_600, end: "sigterm", final: { windows_measured: 22, windows_acked: 30, windows_dropped: 0 } },
+      { samplingAtMs: T0 + 300, endedAtMs: T0 + 3_500, end: "sigkill", measuredAtKill: 6 },
+      { samplingAtMs: T0 + 5_800, endedAtMs: T0 + 9_600, end: "sigterm", final: { windows_measured: 10, windows_acked: 18, windows_dropped: 0 } },
     ];
     const p: WindowPoint[] = [];
     for (const uuid of [U1, U2]) {
@@ -58,10 +76,14 @@ describe("accountWindows", () => {
     expect(accountWindows(p, [agent(runs)]).problems).toEqual([]);
     // A window while no agent ran cannot be there.
     const bad = [...p, { uuid: U1, host: "h", timeMs: T0 + 4_000, observedS: FULL_WINDOW_S }];
-    expect(accountWindows(bad, [agent(runs)]).problems).toEqual([expect.stringMatching(/:04\.000Z is in InfluxDB though agent h was not running/)]);
-    // Window 2 was wholly inside the first run: it must be there.
+    expect(accountWindows(bad, [agent(runs)]).problems).toEqual([
+      expect.stringMatching(/:04\.000Z is in InfluxDB though agent h was not running/),
+      expect.stringMatching(/:04\.000Z of agent h is in InfluxDB for 1 of its 2 GPUs/),
+      expect.stringMatching(/agent h measured 16 windows \(6 \+ 10 over its runs\); InfluxDB holds 17/),
+    ]);
+    // Window 2, measured before the kill, lost: the count says so.
     const lost = p.filter((x) => x.timeMs !== T0 + 2_000);
-    expect(accountWindows(lost, [agent(runs)]).problems).toHaveLength(2);
+    expect(accountWindows(lost, [agent(runs)]).problems).toEqual([expect.stringMatching(/measured 16 windows .*; InfluxDB holds 14/)]);
   });
 });
 

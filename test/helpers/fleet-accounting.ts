@@ -1,21 +1,29 @@
 /**
  * The fault tests' accounting: the windows in InfluxDB against what the agents measured.
  *
- * What an agent measured follows from when it ran. The sim source answers every tick and
- * windows are aligned to wall-clock seconds, so while an agent process samples, each of
- * its GPUs closes one window per second holding ten samples (observed_s ==
- * FULL_WINDOW_S). For each GPU and each aligned window:
+ * The count is exact. Every run of an agent states how many windows it measured: a run
+ * stopped with SIGTERM in its "The agent stopped." line, a run killed with SIGKILL in the
+ * trueidle_agent_windows_total the harness read just before the kill (AgentNode.kill). An
+ * agent's points in InfluxDB must number exactly the sum over its runs — with no window
+ * twice, none outside its runs and none of a GPU no agent has, that means nothing lost and
+ * nothing doubled. A run that ran once and was stopped with SIGTERM must also have had
+ * exactly that many acknowledged (acks come only once a window is durable, and an agent
+ * counts each window's ack once).
+ *
+ * Where each window lies follows from when the agent ran: windows are aligned to
+ * wall-clock seconds and the sim source answers every tick, so for each GPU
  * - a window wholly inside a run (from MARGIN_MS after the run's "The agent is sampling."
- *   to MARGIN_MS before the harness ended it) must be in InfluxDB exactly once, complete;
+ *   to MARGIN_MS before the harness ended it) is expected; when a run's count is unknown it
+ *   must be there, else its absence is counted as a stall (a loaded machine can hold an
+ *   agent's timer back past a whole window: nothing was measured, so nothing is missing);
  * - a window that only touches a run — the one a run begins in, the one it was stopped or
  *   killed in — may be partial or absent;
- * - any other window must be absent: nothing invented, nothing from outside the runs.
- * Times come from the agent's own log timestamp and the harness's clock on one machine.
- *
- * An agent that ran once and was stopped with SIGTERM also states how many windows it
- * measured and how many the collector acknowledged; both must equal its points in InfluxDB
- * exactly (acks are sent only once a window is durable, and an agent counts each window's
- * ack once).
+ * - any other window must be absent.
+ * A window holds ten samples (observed_s == FULL_WINDOW_S) unless the agent's timer ran more
+ * than an interval late and skipped a tick; such short windows are counted, not failed. One
+ * tick samples every GPU of an agent, so each window start must be present for all of the
+ * agent's GPUs or for none, with the same observed_s. InfluxDB's sums must also equal the
+ * collector's counters where one collector saw everything (compareCounters).
  */
 import { FULL_WINDOW_S, WINDOW_MS, sumOf, type AgentRun, type ExpositionSample, type WindowPoint } from "./fleet-harness.js";
 
@@ -29,7 +37,7 @@ const EPSILON = 1e-9;
 export interface AccountedAgent {
   host: string;
   uuids: readonly string[];
-  runs: ReadonlyArray<Pick<AgentRun, "samplingAtMs" | "endedAtMs" | "end" | "final">>;
+  runs: ReadonlyArray<Pick<AgentRun, "samplingAtMs" | "endedAtMs" | "end" | "final" | "measuredAtKill">>;
 }
 
 export interface AgentAccount {
@@ -37,13 +45,18 @@ export interface AgentAccount {
   gpus: number;
   /** Points in InfluxDB for the agent's GPUs. */
   points: number;
-  /** Windows that had to be there, complete (all were, unless a problem says otherwise). */
+  /** GPU windows wholly inside a run. */
   required: number;
+  /** Of those, absent because the agent measured nothing then (timer held back a whole window). */
+  stalled: number;
+  /** Of those, present with fewer than ten samples: the agent skipped ticks (timer late). */
+  short: number;
   /** Windows at a run's edge: present (complete or partial) and absent. */
   edgePresent: number;
   edgeAbsent: number;
-  /** windows_measured and windows_acked of its final log line, when it ran once and was stopped with SIGTERM. */
+  /** Windows its runs measured, when every run's count is known. */
   measured?: number | undefined;
+  /** windows_acked of its final log line, when it ran once and was stopped with SIGTERM. */
   acked?: number | undefined;
 }
 
@@ -73,13 +86,18 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
       if (r.samplingAtMs === undefined || r.endedAtMs === undefined) throw new Error(`agent ${agent.host} run ${i + 1} has not both started and ended`);
       return { start: r.samplingAtMs, end: r.endedAtMs, slack: r.end === "sigterm" ? STOP_SLACK_MS : MARGIN_MS };
     });
-    const account: AgentAccount = { host: agent.host, gpus: agent.uuids.length, points: 0, required: 0, edgePresent: 0, edgeAbsent: 0 };
+    const account: AgentAccount = { host: agent.host, gpus: agent.uuids.length, points: 0, required: 0, stalled: 0, short: 0, edgePresent: 0, edgeAbsent: 0 };
     if (runs.length === 0) {
       accounts.push(account);
       continue;
     }
+    const perRun = agent.runs.map((r) => (r.end === "sigterm" ? numberOr(r.final?.["windows_measured"]) : r.measuredAtKill));
+    const measured = perRun.every((m) => m !== undefined) ? perRun.reduce<number>((a, b) => a + b!, 0) : undefined;
+    account.measured = measured;
     const from = Math.floor(Math.min(...runs.map((r) => r.start)) / WINDOW_MS) * WINDOW_MS;
     const to = Math.floor(Math.max(...runs.map((r) => r.end + r.slack)) / WINDOW_MS) * WINDOW_MS;
+    /** observed_s of each window start, one entry per GPU that has it. */
+    const byStart = new Map<number, number[]>();
     for (const uuid of agent.uuids) {
       const mine = byUuid.get(uuid) ?? [];
       account.points += mine.length;
@@ -89,6 +107,7 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
         if (p.timeMs % WINDOW_MS !== 0) problems.push(`${uuid} window ${iso(p.timeMs)} is not aligned to ${WINDOW_MS} ms.`);
         if (at.has(p.timeMs)) problems.push(`${uuid} window ${iso(p.timeMs)} is in InfluxDB twice.`);
         at.set(p.timeMs, p);
+        byStart.set(p.timeMs, [...(byStart.get(p.timeMs) ?? []), p.observedS]);
         if (!(p.observedS > 0 && p.observedS <= FULL_WINDOW_S + EPSILON)) {
           problems.push(`${uuid} window ${iso(p.timeMs)} has observed_s ${p.observedS}, outside (0, ${FULL_WINDOW_S}].`);
         }
@@ -100,10 +119,9 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
         const touched = runs.some((r) => w + WINDOW_MS > r.start && w <= r.end + r.slack);
         if (required) {
           account.required++;
-          if (!p) problems.push(`${uuid} window ${iso(w)} is missing from InfluxDB (agent ${agent.host} was sampling all through it).`);
-          else if (Math.abs(p.observedS - FULL_WINDOW_S) > EPSILON) {
-            problems.push(`${uuid} window ${iso(w)} has observed_s ${p.observedS}, not ${FULL_WINDOW_S} (agent ${agent.host} was sampling all through it).`);
-          }
+          if (!p && measured !== undefined) account.stalled++;
+          else if (!p) problems.push(`${uuid} window ${iso(w)} is missing from InfluxDB (agent ${agent.host} was sampling all through it).`);
+          else if (p.observedS < FULL_WINDOW_S - EPSILON) account.short++;
         } else if (touched) {
           if (p) account.edgePresent++;
           else account.edgeAbsent++;
@@ -112,20 +130,25 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
         }
       }
     }
-    const finals = agent.runs.map((r) => r.final);
-    if (finals.every((f) => f !== undefined)) {
-      for (const [i, f] of finals.entries()) {
-        if (Number(f["windows_dropped"] ?? 0) !== 0) problems.push(`agent ${agent.host} run ${i + 1} dropped ${String(f["windows_dropped"])} windows.`);
+    for (const [start, observed] of byStart) {
+      if (observed.length !== agent.uuids.length) {
+        problems.push(`window ${iso(start)} of agent ${agent.host} is in InfluxDB for ${observed.length} of its ${agent.uuids.length} GPUs.`);
+      } else if (observed.some((o) => o !== observed[0])) {
+        problems.push(`window ${iso(start)} of agent ${agent.host} has observed_s ${observed.join(", ")} on its GPUs; one tick samples them all.`);
       }
-      if (agent.runs.length === 1) {
-        account.measured = Number(finals[0]!["windows_measured"]);
-        account.acked = Number(finals[0]!["windows_acked"]);
-        if (account.measured !== account.points) {
-          problems.push(`agent ${agent.host} says it measured ${finals[0]!["windows_measured"]} windows; InfluxDB holds ${account.points}.`);
-        }
-        if (account.acked !== account.points) {
-          problems.push(`agent ${agent.host} says the collector acknowledged ${account.acked} windows; InfluxDB holds ${account.points}.`);
-        }
+    }
+    if (measured !== undefined && measured !== account.points) {
+      problems.push(`agent ${agent.host} measured ${measured} windows (${perRun.join(" + ")} over its runs); InfluxDB holds ${account.points}.`);
+    }
+    for (const [i, r] of agent.runs.entries()) {
+      const dropped = numberOr(r.final?.["windows_dropped"]) ?? 0;
+      if (dropped !== 0) problems.push(`agent ${agent.host} run ${i + 1} dropped ${dropped} windows.`);
+    }
+    const only = agent.runs.length === 1 ? agent.runs[0] : undefined;
+    if (only?.final) {
+      account.acked = numberOr(only.final["windows_acked"]);
+      if (account.acked !== account.points) {
+        problems.push(`agent ${agent.host} says the collector acknowledged ${String(only.final["windows_acked"])} windows; InfluxDB holds ${account.points}.`);
       }
     }
     accounts.push(account);
@@ -157,10 +180,16 @@ export function compareCounters(
 /** A short line per agent for test output and the soak summary. */
 export function describeAccounting(r: AccountingReport): string {
   return r.agents
-    .map((a) => `${a.host}: ${a.gpus} GPUs, ${a.points} windows in InfluxDB (${a.required} required and complete` +
-      `${a.edgePresent + a.edgeAbsent > 0 ? `, ${a.edgePresent} edge windows present, ${a.edgeAbsent} absent` : ""})` +
-      `${a.acked !== undefined ? `; the agent measured ${a.measured} and had ${a.acked} acknowledged` : ""}`)
+    .map((a) => `${a.host}: ${a.gpus} GPUs, ${a.points} windows in InfluxDB` +
+      `${a.measured !== undefined ? `, ${a.measured} measured` : ""}${a.acked !== undefined ? `, ${a.acked} acknowledged` : ""}` +
+      ` (${a.required} wholly inside runs${a.stalled > 0 ? `, ${a.stalled} of them not measured as the agent's timer stalled` : ""}` +
+      `${a.short > 0 ? `, ${a.short} short of samples as the timer ran late` : ""}` +
+      `; ${a.edgePresent} at run edges present, ${a.edgeAbsent} absent)`)
     .join("\n");
+}
+
+function numberOr(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
 }
 
 function iso(ms: number): string {

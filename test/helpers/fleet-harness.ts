@@ -16,19 +16,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { loadScenario } from "../../agent/sim/scenario.js";
 import { RP_WINDOW, MEASUREMENT_WINDOW } from "../../collector/influx/schema.js";
 import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../../demo/private-influxd.js";
-import { AgentNode, CollectorNode, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
+import { AgentNode, CollectorNode, INTERVAL_MS, WINDOW_MS, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
 import { influxQuery, type PrivateInfluxd } from "./influxdb.js";
 import { freePort } from "./ports.js";
 import { TcpProxy } from "./tcp-proxy.js";
 import { REPO_ROOT } from "./trueidle-process.js";
 
-export { AgentNode, CollectorNode, rssBytes, type AgentRun, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
+export { AgentNode, CollectorNode, FULL_WINDOW_S, INTERVAL_MS, rssBytes, WINDOW_MS, type AgentRun, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
 export { parseExposition, sumOf, type ExpositionSample } from "./exposition.js";
 
-export const INTERVAL_MS = 100;
-export const WINDOW_MS = 1_000;
-/** observed_s of a complete window, added up sample by sample as the agent does. */
-export const FULL_WINDOW_S = Array.from({ length: WINDOW_MS / INTERVAL_MS }, () => INTERVAL_MS / 1000).reduce((a, b) => a + b, 0);
 /** The scenario files of the fault tests. */
 export const SCENARIO_DIR = path.join(REPO_ROOT, "test", "faults", "scenarios");
 

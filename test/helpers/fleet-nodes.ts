@@ -4,9 +4,16 @@
  * what it printed and when it ran, for the accounting (fleet-accounting.ts).
  */
 import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { loadScenario } from "../../agent/sim/scenario.js";
 import { parseExposition, sumOf, type ExpositionSample } from "./exposition.js";
 import { startTrueidle, type TrueidleProcess } from "./trueidle-process.js";
+
+/** Agents sample every INTERVAL_MS into windows of WINDOW_MS, aligned to wall-clock seconds. */
+export const INTERVAL_MS = 100;
+export const WINDOW_MS = 1_000;
+/** observed_s of a complete window, added up sample by sample as the agent does. */
+export const FULL_WINDOW_S = Array.from({ length: WINDOW_MS / INTERVAL_MS }, () => INTERVAL_MS / 1000).reduce((a, b) => a + b, 0);
 
 /** Resident memory of a process in bytes, from /proc/PID/status (VmRSS). */
 export function rssBytes(pid: number): number {
@@ -121,6 +128,8 @@ export interface AgentRun {
   end?: "sigterm" | "sigkill" | undefined;
   /** Fields of its last "The agent stopped." line, after a SIGTERM. */
   final?: Record<string, unknown> | undefined;
+  /** Windows it had finished when it was killed (read from its /metrics just before), with AgentSpec.httpListen. */
+  measuredAtKill?: number | undefined;
 }
 
 export interface AgentSpec {
@@ -174,10 +183,25 @@ export class AgentNode {
     if (!Number.isFinite(run.samplingAtMs)) throw new Error(`agent ${this.host}: no timestamp on its sampling line`);
   }
 
-  /** SIGKILL: no flush, no drain. */
+  /**
+   * SIGKILL: no flush, no drain. With its /metrics served (AgentSpec.httpListen), the kill
+   * comes mid-window, right after reading trueidle_agent_windows_total: windows close only
+   * on a window boundary, so that count is exactly what this run measured (measuredAtKill).
+   */
   async kill(): Promise<void> {
     const run = this.current;
     if (!run || !this.running) throw new Error(`agent ${this.host} is not running`);
+    if (this.httpPort !== undefined) {
+      for (;;) {
+        await sleep((1.5 * WINDOW_MS - (Date.now() % WINDOW_MS)) % WINDOW_MS);
+        const measured = sumOf(await this.metrics(), "trueidle_agent_windows_total");
+        // Still well before the next boundary (a slow answer means: try in the next window).
+        if (Date.now() % WINDOW_MS < 0.85 * WINDOW_MS) {
+          run.measuredAtKill = measured;
+          break;
+        }
+      }
+    }
     run.end = "sigkill";
     run.endedAtMs = Date.now();
     await run.proc.stop("SIGKILL");

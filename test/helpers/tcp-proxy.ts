@@ -36,10 +36,11 @@ export class TcpProxy {
   private timer: NodeJS.Timeout | undefined;
   private server: Server | undefined;
   private closed = false;
+  /** The port it listens on; the same across down() and up(). */
   port = 0;
 
   private constructor(
-    private targetHost: string,
+    private readonly targetHost: string,
     private targetPort: number,
   ) {}
 
