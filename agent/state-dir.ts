@@ -7,6 +7,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { TrueidleError, errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { makeDir } from "../common/segment-file.js";
 
 export const LOCK_FILE = "agent.lock";
 export const BUFFER_SUBDIR = "buffer";
@@ -24,7 +25,7 @@ export async function openStateDir(dir: string, logger: Logger): Promise<StateDi
   const abs = path.resolve(dir);
   const fix = "create it and make it writable by the agent's user, or pass another --state-dir";
   try {
-    await fs.mkdir(abs, { recursive: true, mode: 0o700 });
+    await makeDir(abs, 0o700);
     await fs.access(abs, fs.constants.W_OK | fs.constants.X_OK);
   } catch (err) {
     throw new TrueidleError("bad_config", `The state directory ${abs} is not usable (${errorMessage(err)}); ${fix}.`, { cause: err });

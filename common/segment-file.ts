@@ -79,6 +79,31 @@ export async function scanSegment(file: string, from: number): Promise<SegmentSc
   }
 }
 
+/**
+ * `mkdir -p` with `mode` for the directories it creates. Not fs.mkdir's `recursive`, which
+ * spins forever on paths such as /proc/x (ENOENT under an existing parent).
+ */
+export async function makeDir(dir: string, mode: number): Promise<void> {
+  try {
+    await fs.mkdir(dir, { mode });
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") {
+      if ((await fs.stat(dir)).isDirectory()) return;
+      throw err;
+    }
+    const parent = path.dirname(dir);
+    if (code !== "ENOENT" || parent === dir) throw err;
+  }
+  await makeDir(path.dirname(dir), mode);
+  try {
+    await fs.mkdir(dir, { mode });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !(await fs.stat(dir)).isDirectory()) throw err;
+  }
+}
+
 /** fsync of a directory, so that a created, renamed or deleted name in it is durable. */
 export async function syncDir(dir: string): Promise<void> {
   const fh = await fs.open(dir, "r");

@@ -29,6 +29,7 @@ import {
   HEADER_BYTES,
   comparePositions,
   encodeHeader,
+  makeDir,
   readCursor,
   scanSegment,
   segmentFileName,
@@ -118,7 +119,7 @@ export class SegmentLog {
   static async open(opts: SegmentLogOptions): Promise<SegmentLog> {
     const dir = opts.dir;
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      await makeDir(dir, 0o700);
     } catch (err) {
       throw new TrueidleError("bad_config", `Cannot create the log directory ${dir}: ${errorMessage(err)}.`, { cause: err });
     }
