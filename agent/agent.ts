@@ -43,6 +43,8 @@ export interface AgentOptions {
 
 export interface AgentStats {
   ticks: number;
+  /** Sampling instants skipped because the event loop ran a tick more than one interval late. */
+  ticksMissed: number;
   windows: number;
   gpus: number;
   shipper: ShipperStats;
@@ -65,6 +67,8 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private ticks = 0;
+  private ticksMissed = 0;
+  private lastMissLogMs = 0;
   private windows = 0;
   private lastTickMs = 0;
 
@@ -165,6 +169,7 @@ export class Agent {
     const src = this.opts.source.stats();
     return {
       ticks: this.ticks,
+      ticksMissed: this.ticksMissed,
       windows: this.windows,
       gpus: this.pipeline.latest().length,
       shipper: this.shipper?.stats() ?? EMPTY_SHIPPER_STATS,
@@ -201,7 +206,21 @@ export class Agent {
 
   private tick(tickMs: number): void {
     if (!this.running) return;
-    // A tick that ran late still stands for its own instant; missed ticks are not invented.
+    // A tick that ran late still stands for its own instant; missed ticks are not invented,
+    // but counted: a window then holds fewer observed seconds than its length.
+    const iv = this.opts.intervalMs;
+    if (this.lastTickMs > 0 && tickMs - this.lastTickMs > iv) {
+      const missed = Math.round((tickMs - this.lastTickMs) / iv) - 1;
+      this.ticksMissed += missed;
+      if (tickMs - this.lastMissLogMs > 60_000) {
+        this.lastMissLogMs = tickMs;
+        this.opts.logger.warn(
+          `Sampling ran late and skipped ${missed} sample${missed === 1 ? "" : "s"}; the host is overloaded or the process was paused. ` +
+            "Windows cover fewer observed seconds meanwhile (logged at most once a minute, counted in trueidle_agent_ticks_missed_total).",
+          { missed, missed_total: this.ticksMissed },
+        );
+      }
+    }
     this.lastTickMs = tickMs;
     this.ticks++;
     try {

@@ -66,6 +66,11 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     value: (s) => s.sourceRestarts,
   },
   {
+    name: "trueidle_agent_ticks_missed_total", type: "counter",
+    help: "Sampling instants skipped because a tick ran more than one interval late (overloaded or paused host).",
+    value: (s) => s.ticksMissed,
+  },
+  {
     name: "trueidle_agent_last_ack_age_seconds", type: "gauge",
     help: "Seconds since a collector last acknowledged a batch (since the agent started when none has yet).",
     value: (_s, age) => age,

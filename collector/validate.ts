@@ -6,6 +6,7 @@
  * the field, e.g. `windows[3].power_mean_w`; the rest of its batch is still accepted.
  */
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
+import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS } from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading } from "../gen/trueidle/v1/ingest_pb.js";
 
 /** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
@@ -79,9 +80,6 @@ const MAX_HOSTNAME_LENGTH = 255;
 const MAX_MACHINE_ID_LENGTH = 128;
 const MAX_AGENT_VERSION_LENGTH = 64;
 const MAX_SOURCE_LENGTH = 32;
-const MAX_ERROR_LENGTH = 1024;
-const MAX_HOLDERS = 64;
-const MAX_HOLDER_NAME_LENGTH = 256;
 const MAX_GPU_INDEX = 65_535;
 const MAX_UTIL_PERCENT = 100;
 /** Time sums may exceed the window by this factor: sample ticks jitter around its edges. */

@@ -159,7 +159,7 @@ export class SegmentLog {
     }
     if (segments.length === 0) {
       segments.push({ id: head.segment, end: 0 });
-      await createSegment(dir, head.segment);
+      await (await createSegment(dir, head.segment)).close();
     }
     const active = segments[segments.length - 1] as Segment;
     const fh = await fs.open(path.join(dir, segmentFileName(active.id)), "r+");

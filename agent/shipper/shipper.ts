@@ -50,6 +50,11 @@ export interface ShipperOptions {
   /** Encoded bytes of unacknowledged windows kept at most (in-memory buffer only). */
   maxBufferBytes?: number;
   maxWindowsPerBatch?: number;
+  /**
+   * Encoded bytes per batch, about, at most (default 3 MiB): the collector refuses messages
+   * over 4 MiB by default, and 2,000 windows with long process names can exceed that.
+   */
+  maxBatchBytes?: number;
   /** Batches sent and not yet acknowledged, at most. */
   maxBatchesInFlight?: number;
   /** A stream with no Welcome, or a batch with no ack, after this long is broken. */
@@ -113,6 +118,7 @@ export class Shipper {
     this.opts = {
       maxBufferedWindows: 200_000,
       maxWindowsPerBatch: 2_000,
+      maxBatchBytes: 3 * 1024 * 1024,
       maxBatchesInFlight: 4,
       responseTimeoutMs: 30_000,
       backoffInitialMs: 500,
@@ -165,7 +171,8 @@ export class Shipper {
         this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
         resolve(false);
       }, timeoutMs);
-      timer.unref();
+      // Not unref()ed: whoever waits for the drain (a stopping agent) must be woken by it even
+      // when nothing else keeps the process alive, e.g. while the collector cannot be reached.
       const done = (): void => {
         clearTimeout(timer);
         resolve(true);
@@ -311,7 +318,7 @@ export class Shipper {
     const call = this.call;
     if (call && this.ready) {
       while (this.inFlight.length < this.opts.maxBatchesInFlight && this.buffer.hasUnsent()) {
-        const entries = this.buffer.takeUnsent(this.opts.maxWindowsPerBatch);
+        const entries = this.buffer.takeUnsent(this.opts.maxWindowsPerBatch, this.opts.maxBatchBytes);
         const windows = entries.map((e) => fromBinary(GpuWindowSchema, e.data));
         this.seq++;
         this.inFlight.push({ seq: this.seq, entries, sentMs: this.opts.now() });

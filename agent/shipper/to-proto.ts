@@ -7,6 +7,7 @@ import {
   type GpuWindow,
 } from "../../gen/trueidle/v1/ingest_pb.js";
 import type { GpuState, RealSource } from "../../common/types.js";
+import { cutText, MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS } from "../../common/wire-limits.js";
 import type { GpuWindowRecord } from "../window.js";
 
 export const STATE_TO_PB: Record<GpuState, PbState> = {
@@ -61,8 +62,10 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
       memUsedBytes: bigOpt(w.last.memUsedBytes),
       processes: w.last.processes,
       idleStreakS: w.last.idleStreakS,
-      error: w.last.error ?? "",
+      error: cutText(w.last.error ?? "", MAX_ERROR_LENGTH),
     },
-    topHolders: w.topHolders.map((h) => ({ pid: h.pid, name: h.name, usedMemoryBytes: bigOpt(h.usedMemoryBytes) })),
+    topHolders: w.topHolders
+      .slice(0, MAX_HOLDERS)
+      .map((h) => ({ pid: h.pid, name: cutText(h.name, MAX_HOLDER_NAME_LENGTH), usedMemoryBytes: bigOpt(h.usedMemoryBytes) })),
   });
 }

@@ -60,6 +60,17 @@ describe("WindowBuffer in memory", () => {
     expect(buf.stats()).toMatchObject({ windows: 1, bytes: w(4).length, dropped: 0 });
   });
 
+  it("cuts a batch at its byte bound, but never below one window", () => {
+    const buf = WindowBuffer.memory({ maxWindows: 100, logger: recordingLogger() });
+    buf.push([w(0), w(1), w(2), Buffer.alloc(100), w(4)]);
+    // Each window is 11 bytes plus 6 of framing: two fit in 40 bytes, three do not.
+    expect(names(buf.takeUnsent(10, 40))).toEqual(range(0, 2));
+    expect(names(buf.takeUnsent(10, 40))).toEqual(range(2, 3));
+    // A window larger than the bound still goes, alone.
+    expect(buf.takeUnsent(10, 40).map((e) => e.data.length)).toEqual([100]);
+    expect(names(buf.takeUnsent(10, 40))).toEqual(range(4, 5));
+  });
+
   it("drops the oldest unsent windows beyond the bound, counts them and logs once", () => {
     const logger = recordingLogger();
     const buf = WindowBuffer.memory({ maxWindows: 5, logger, now: () => 1000 });

@@ -140,13 +140,21 @@ export class WindowBuffer {
     this.writing = Promise.all([this.writing, write]).then(() => undefined);
   }
 
-  /** Marks up to `max` of the oldest unsent windows as sent and returns them. */
-  takeUnsent(max: number): BufferEntry[] {
+  /**
+   * Marks up to `max` of the oldest unsent windows, about `maxBytes` encoded at most (always
+   * at least one), as sent and returns them.
+   */
+  takeUnsent(max: number, maxBytes = Infinity): BufferEntry[] {
     const out: BufferEntry[] = [];
+    let bytes = 0;
     while (this.cursor < this.entries.length && out.length < max) {
       const e = this.entries[this.cursor] as BufferEntry;
       if (e.state === "pending") break;
       if (e.state === "unsent") {
+        // A window costs its bytes plus a tag and a length prefix in the batch message.
+        const size = e.data.length + 6;
+        if (out.length > 0 && bytes + size > maxBytes) break;
+        bytes += size;
         e.state = "sent";
         out.push(e);
       }

@@ -14,6 +14,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
+import { makeDir } from "../../common/segment-file.js";
 
 export const LOCK_FILE = "lock";
 
@@ -37,7 +38,7 @@ export class SpoolLock {
   static async acquire(dir: string, logger: Logger): Promise<SpoolLock> {
     const abs = path.resolve(dir);
     try {
-      await fs.mkdir(abs, { recursive: true, mode: 0o700 });
+      await makeDir(abs, 0o700);
     } catch (err) {
       throw new TrueidleError("bad_config", `cannot create the spool directory ${abs}: ${errorMessage(err)}`, { cause: err });
     }

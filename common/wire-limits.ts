@@ -1,0 +1,18 @@
+/**
+ * Lengths the collector accepts for the free-text fields of a window (collector/validate.ts)
+ * and to which the agent cuts them before sending (agent/shipper/to-proto.ts): a process may
+ * call itself anything and an error text may run long, and neither should cost the GPU its
+ * window.
+ */
+export const MAX_ERROR_LENGTH = 1024;
+export const MAX_HOLDERS = 64;
+export const MAX_HOLDER_NAME_LENGTH = 256;
+
+/** `s` cut to at most `max` UTF-16 units, never in the middle of a surrogate pair. */
+export function cutText(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let end = max;
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return s.slice(0, end);
+}
