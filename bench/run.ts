@@ -1,9 +1,10 @@
 /**
- * `npm run bench`: collector ingest, `/metrics` render, agent per-sample CPU and collector
- * writes into a private InfluxDB, each as a ratio against a baseline measured in the same
- * rounds. Prints a table and writes
+ * `npm run bench`: collector ingest, `/metrics` render, agent per-sample CPU, collector
+ * writes into a private InfluxDB and spool appends (write + fdatasync), each as a ratio
+ * against a baseline measured in the same rounds. Prints a table and writes
  * `.bench/results.json`. Exits non-zero only when a self-check fails (a window refused, a
- * line the parser could not read), never because of a time.
+ * line the parser could not read, a spooled record that does not read back), never because
+ * of a time.
  *
  * `--quick` runs fewer rounds (a smoke test of the bench itself; figures are noisier).
  * `--report-year` adds section (d), `trueidle report` over a year × 1,000 GPUs of history
@@ -20,12 +21,14 @@ import { environment, sink, textTable as table, type Spread } from "./harness.js
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
 import { parseReportYearArgs, reportYearLines, runReportYearBench, writeReportYearJson, type ReportYearResult } from "./report-year.js";
+import { runSpoolAppendBench, type SpoolAppendResult } from "./spool-append.js";
 
 /** Targets of the design, reported (never asserted). */
 const TARGETS = {
   ingestToDecodeRatioAtLeast: 0.5,
   agentCpuUsPerSampleBelow: 50,
   influxWriterToBarePostAtLeast: 0.8,
+  spoolAppendToBareAtLeast: 0.33,
 };
 
 const quick = process.argv.includes("--quick");
@@ -111,6 +114,22 @@ async function main(): Promise<void> {
     say();
   }
 
+  const spool: SpoolAppendResult = await runSpoolAppendBench(templates, {
+    agents: 200, burstsPerRound: 25, serialRecords: 500, warmup: WARMUP, rounds: ROUNDS,
+  });
+  say(`(e) Spool appends (SegmentLog: write + fdatasync, group commit) into ${spool.tmpDir}: ${fmtInt(spool.recordsPerRound)} records a round, ${spool.burstsPerRound} bursts of ${spool.agents} concurrent appends; a record = one batch of ${spool.linesPerRecord} lines (~${fmtInt(spool.meanLineBytes)} B a line, ${fmtInt(spool.bytesPerRecord)} B on disk)`);
+  say(table([
+    ["", "records/round", "median records/s", "range records/s", "MiB/s", "fsyncs/round", "÷ bare (per round)", "ratio range", "target ≥ 0.33"],
+    [`SegmentLog.append, ${spool.agents} concurrent a burst`, fmtInt(spool.recordsPerRound), fmtInt(spool.groupRecordsPerS.median), `[${range(spool.groupRecordsPerS, fmtInt)}]`,
+      fmt(spool.groupMiBPerS.median, 1), fmtInt(spool.groupSyncsPerRound.median), fmt(spool.ratio.median, 3), `[${range(spool.ratio, (x) => fmt(x, 3))}]`,
+      spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast ? "met" : "NOT met"],
+    ["SegmentLog.append one at a time", fmtInt(spool.serialRecordsPerRound), fmtInt(spool.serialRecordsPerS.median), `[${range(spool.serialRecordsPerS, fmtInt)}]`,
+      fmt(spool.serialMiBPerS.median, 1), fmtInt(spool.serialSyncsPerRound.median), fmt(spool.serialRatio.median, 3), `[${range(spool.serialRatio, (x) => fmt(x, 3))}]`, ""],
+    ["baseline: bare writev + fdatasync a burst, same bytes", fmtInt(spool.recordsPerRound), fmtInt(spool.bareRecordsPerS.median), `[${range(spool.bareRecordsPerS, fmtInt)}]`,
+      fmt(spool.bareMiBPerS.median, 1), fmtInt(spool.bareSyncsPerRound), "1", "", ""],
+  ]));
+  say();
+
   let year: ReportYearResult | undefined;
   if (reportYear) {
     year = await runReportYearBench({ ...parseReportYearArgs(process.argv.slice(2)), progress: (line) => process.stderr.write(`${line}\n`) });
@@ -137,6 +156,7 @@ async function main(): Promise<void> {
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
     influxWrite: influx.skipped ? influx : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
+    spoolAppend: { ...spool, targetMet: spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast },
     ...(year ? { reportYear: year } : {}),
     sink: sink.value,
   };

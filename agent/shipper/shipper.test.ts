@@ -126,15 +126,20 @@ describe("Shipper", () => {
     const probe = await startServer(() => {});
     const port = probe.port;
     probe.server.forceShutdown();
+    const logger = recordingLogger();
     const s = new Shipper({
       targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, backoffInitialMs: 50, backoffMaxMs: 300,
+      agentVersion: "test", source: "sim", windowMs: 10_000, logger, backoffInitialMs: 50, backoffMaxMs: 300,
     });
     cleanup.push(() => s.stop());
     s.start();
     s.enqueue([0, 1, 2].map(win));
     expect(await s.drain(700)).toBe(false);
     expect(s.stats().buffered).toBe(3);
+    // Several failed attempts, one WARN: the rest of the outage goes to debug.
+    expect(s.stats().reconnects).toBeGreaterThan(1);
+    expect(logger.lines.filter((l) => l.level === "warn" && /Could not open/.test(l.msg))).toHaveLength(1);
+    expect(logger.lines.filter((l) => l.level === "debug" && /Could not open/.test(l.msg)).length).toBeGreaterThan(0);
     const received: string[] = [];
     const server = new grpc.Server();
     server.addService(ingestServiceDefinition, {

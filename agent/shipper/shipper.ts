@@ -80,6 +80,9 @@ export interface ShipperStats {
   lastAckMs?: number | undefined;
 }
 
+/** While a collector stays unreachable or refuses the agent, one log line a minute at most. */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
+
 const IngestClient = grpc.makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
 type Duplex = grpc.ClientDuplexStream<StreamRequest, StreamResponse>;
 
@@ -111,6 +114,9 @@ export class Shipper {
   private lastAckMs: number | undefined;
   /** A pushback is logged once until the next successful connect. */
   private pushbackLogged = false;
+  /** Failed attempts since the last Welcome, and when one was last logged above debug. */
+  private failedAttempts = 0;
+  private lastFailureLogMs = -Infinity;
   private idleWaiters: Array<() => void> = [];
 
   constructor(opts: ShipperOptions) {
@@ -246,6 +252,8 @@ export class Shipper {
       this.ready = true;
       this.backoff.reset();
       this.pushbackLogged = false;
+      this.failedAttempts = 0;
+      this.lastFailureLogMs = -Infinity;
       this.opts.logger.info("Connected to the collector.", { collector: target, collector_id: w.collectorId, buffered: this.stats().buffered });
       if (w.thresholds && this.opts.onThresholds) {
         this.opts.onThresholds({
@@ -298,17 +306,30 @@ export class Shipper {
       code: err?.code, detail: err?.details ?? "stream ended",
       retry_in_ms: delay, buffered: this.buffer.stats().windows,
     };
+    // During a long outage the agent retries every few seconds: the first failure is logged,
+    // then one line a minute with the count; the rest go to debug.
+    this.failedAttempts++;
+    const now = this.opts.now();
+    const loud = wasReady || now - this.lastFailureLogMs >= FAILURE_LOG_INTERVAL_MS;
+    if (loud) this.lastFailureLogMs = now;
+    const logFields = { ...fields, failed_attempts: this.failedAttempts };
     if (err?.code === grpc.status.INVALID_ARGUMENT || err?.code === grpc.status.UNAUTHENTICATED || err?.code === grpc.status.PERMISSION_DENIED) {
-      this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", fields);
+      if (loud) this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", logFields);
+      else this.opts.logger.debug("The collector refused this agent's stream again.", logFields);
     } else if (pushedBack) {
       // The collector is protecting itself (spool full, rate limit, too many agents): nothing is lost, windows stay buffered.
       if (!this.pushbackLogged) this.opts.logger.warn("The collector asked this agent to wait before reconnecting; its windows stay buffered.", fields);
       else this.opts.logger.debug("The collector asked this agent to wait again before reconnecting.", fields);
       this.pushbackLogged = true;
     } else if (wasReady) {
-      this.opts.logger.warn("Lost the stream to the collector; will reconnect.", fields);
+      this.opts.logger.warn("Lost the stream to the collector; will reconnect.", logFields);
+    } else if (loud) {
+      this.opts.logger.warn(
+        "Could not open a stream to the collector; will retry (logged at most once a minute while it lasts). Windows stay buffered.",
+        logFields,
+      );
     } else {
-      this.opts.logger.warn("Could not open a stream to the collector; will retry.", fields);
+      this.opts.logger.debug("Could not open a stream to the collector; will retry.", logFields);
     }
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
     this.reconnectTimer.unref();
