@@ -1,20 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { Logger, LogFields } from "../common/log.js";
+import { recordingLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
 import { Agent } from "./agent.js";
 import type { GpuSource } from "./sources/source.js";
-
-function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
-  const lines: { level: string; msg: string; fields?: LogFields }[] = [];
-  const make = (): Logger => ({
-    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
-    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
-    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
-    child: () => make(),
-  });
-  return Object.assign(make(), { lines });
-}
 
 const silentSource: GpuSource = {
   name: "test",

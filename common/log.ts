@@ -67,3 +67,23 @@ export const silentLogger: Logger = {
   error: () => {},
   child: () => silentLogger,
 };
+
+/** One line a `recordingLogger` kept. */
+export interface LoggedLine {
+  level: "debug" | "info" | "warn" | "error";
+  msg: string;
+  fields?: LogFields | undefined;
+}
+
+/** A logger that keeps every line (children share the list), for tests that assert on logs. */
+export function recordingLogger(): Logger & { lines: LoggedLine[] } {
+  const lines: LoggedLine[] = [];
+  const make = (): Logger => ({
+    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
+    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
+    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
+    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
+    child: () => make(),
+  });
+  return Object.assign(make(), { lines });
+}

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Logger, LogFields } from "./log.js";
+import { recordingLogger } from "./log.js";
 import { SegmentLog, comparePositions, type LogPosition } from "./segment-log.js";
 
 const dirs: string[] = [];
@@ -14,18 +14,6 @@ function tempDir(): string {
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
-
-function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
-  const lines: { level: string; msg: string; fields?: LogFields }[] = [];
-  const make = (): Logger => ({
-    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
-    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
-    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
-    child: () => make(),
-  });
-  return Object.assign(make(), { lines });
-}
 
 const rec = (i: number, size = 10): Buffer => Buffer.from(`r${i}:`.padEnd(size, "x"));
 const text = (records: { payload: Buffer }[]): string[] => records.map((r) => r.payload.toString());

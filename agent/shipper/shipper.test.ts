@@ -6,7 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
 import { GpuWindowSchema, StreamResponseSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
-import { silentLogger, type Logger, type LogFields } from "../../common/log.js";
+import { silentLogger, recordingLogger } from "../../common/log.js";
 import { Shipper } from "./shipper.js";
 import { WindowBuffer } from "./window-buffer.js";
 import { emptyStateSeconds, type GpuWindowRecord } from "../window.js";
@@ -290,14 +290,3 @@ describe("Shipper", () => {
   });
 });
 
-function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
-  const lines: { level: string; msg: string; fields?: LogFields }[] = [];
-  const make = (): Logger => ({
-    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
-    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
-    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
-    child: () => make(),
-  });
-  return Object.assign(make(), { lines });
-}

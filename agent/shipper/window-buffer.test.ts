@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Logger, LogFields } from "../../common/log.js";
+import { recordingLogger } from "../../common/log.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
 
 const dirs: string[] = [];
@@ -14,18 +14,6 @@ function tempDir(): string {
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
-
-function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
-  const lines: { level: string; msg: string; fields?: LogFields }[] = [];
-  const make = (): Logger => ({
-    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
-    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
-    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
-    child: () => make(),
-  });
-  return Object.assign(make(), { lines });
-}
 
 const w = (i: number): Buffer => Buffer.from(`window-${String(i).padStart(4, "0")}`);
 const names = (entries: readonly BufferEntry[]): string[] => entries.map((e) => e.data.toString());

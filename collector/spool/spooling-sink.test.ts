@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Logger, LogFields } from "../../common/log.js";
+import { recordingLogger, type LoggedLine } from "../../common/log.js";
 import { SegmentLog } from "../../common/segment-log.js";
 import type { WriteOutcome } from "../influx/writer.js";
 import type { WriterPort } from "./durable-sink.js";
@@ -27,19 +27,6 @@ function tempDir(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "trueidle-spool-"));
   dirs.push(dir);
   return path.join(dir, "spool");
-}
-
-type Line = { level: string; msg: string; fields?: LogFields | undefined };
-function recordingLogger(): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const make = (): Logger => ({
-    debug: (msg, fields) => void lines.push({ level: "debug", msg, fields }),
-    info: (msg, fields) => void lines.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => void lines.push({ level: "warn", msg, fields }),
-    error: (msg, fields) => void lines.push({ level: "error", msg, fields }),
-    child: () => make(),
-  });
-  return Object.assign(make(), { lines });
 }
 
 /** A writer whose InfluxDB is up ("ok"), hangs ("hang": writes wait until release), or whose queue is full. */
@@ -265,10 +252,10 @@ describe("WaitForInfluxSink", () => {
   });
 });
 
-function warnMatching(logger: { lines: Line[] }, re: RegExp): boolean {
+function warnMatching(logger: { lines: LoggedLine[] }, re: RegExp): boolean {
   return logger.lines.some((l) => l.level === "warn" && re.test(l.msg));
 }
 
-function infoMatching(logger: { lines: Line[] }, re: RegExp): boolean {
+function infoMatching(logger: { lines: LoggedLine[] }, re: RegExp): boolean {
   return logger.lines.some((l) => l.level === "info" && re.test(l.msg));
 }
