@@ -286,6 +286,10 @@ export class SegmentLog {
   }
 
   private async run(): Promise<void> {
+    // One event-loop turn first: appends made by the same burst of messages (many agents'
+    // batches decoded in one I/O round) then share the first write and fsync, rather than the
+    // first of them paying for a write of its own.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       while (this.queue.length > 0 || this.toDelete.length > 0 || comparePositions(this.persistedHead, this.headPos) !== 0) {
         const batch = this.queue.splice(0);
