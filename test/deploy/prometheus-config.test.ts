@@ -1,0 +1,250 @@
+/**
+ * deploy/prometheus: the scrape config and rule files pass `promtool check`, every
+ * recording rule and alert has `promtool test rules` cases that pass (and a wrong
+ * expectation fails), and, end to end, a real Prometheus loading the rule files and
+ * scraping two collector subprocesses fed by simulated agents records the idle ratios the
+ * scenario implies.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { freePort } from "../helpers/ports.js";
+import { promtool, startPrometheus, type PrometheusHandle, type PromtoolResult } from "../helpers/prometheus.js";
+import { REPO_ROOT, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
+
+const DIR = path.join(REPO_ROOT, "deploy", "prometheus");
+const CONFIG = path.join(DIR, "prometheus.yml");
+const RULES = path.join(DIR, "trueidle-rules.yml");
+const ALERTS = path.join(DIR, "trueidle-alerts.yml");
+const TESTS_DIR = path.join(DIR, "tests");
+const TEST_FILES = readdirSync(TESTS_DIR).filter((f) => f.endsWith(".yml")).sort().map((f) => path.join(TESTS_DIR, f));
+
+const show = (r: PromtoolResult): string => `promtool exited ${r.code}; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+
+/** Names after `- record:` / `- alert:` in a rule file (one rule per such line). */
+function ruleNames(file: string, kind: "record" | "alert"): string[] {
+  const re = new RegExp(`^\\s*- ${kind}: (\\S+)\\s*$`, "gm");
+  return [...readFileSync(file, "utf8").matchAll(re)].map((m) => m[1]!);
+}
+
+describe("deploy/prometheus: promtool", () => {
+  it("promtool check config accepts prometheus.yml and the rule files it loads", async () => {
+    const r = await promtool(["check", "config", CONFIG]);
+    expect(r.code, show(r)).toBe(0);
+    const out = r.stdout + r.stderr;
+    expect(out, show(r)).toMatch(/SUCCESS: 2 rule files found/);
+    expect(out, show(r)).toMatch(/SUCCESS: .*prometheus\.yml is valid prometheus config file syntax/);
+    expect(out, show(r)).toMatch(/Checking .*trueidle-rules\.yml\s+SUCCESS: \d+ rules found/);
+    expect(out, show(r)).toMatch(/Checking .*trueidle-alerts\.yml\s+SUCCESS: \d+ rules found/);
+  });
+
+  it("promtool check rules accepts both rule files", async () => {
+    for (const [file, count] of [[RULES, ruleNames(RULES, "record").length], [ALERTS, ruleNames(ALERTS, "alert").length]] as const) {
+      expect(count, `rules in ${file}`).toBeGreaterThan(0);
+      const r = await promtool(["check", "rules", file]);
+      expect(r.code, show(r)).toBe(0);
+      expect(r.stdout + r.stderr, show(r)).toContain(`SUCCESS: ${count} rules found`);
+    }
+  });
+
+  it.each(TEST_FILES.map((f) => [path.basename(f), f]))("promtool test rules %s passes", async (_name, file) => {
+    const r = await promtool(["test", "rules", file]);
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout + r.stderr, show(r)).toMatch(/Unit Testing:\s+\S+\n\s+SUCCESS/);
+    expect(r.stdout + r.stderr, show(r)).not.toMatch(/FAILED/);
+  });
+
+  it("has a promtool test for every recording rule, and a firing and a quiet case for every alert", () => {
+    const tests = TEST_FILES.map((f) => readFileSync(f, "utf8")).join("\n");
+    const tested = new Set([...tests.matchAll(/^\s*- expr: (\S+)\s*$/gm)].map((m) => m[1]!));
+    const records = ruleNames(RULES, "record");
+    expect(records.filter((r) => !tested.has(r)), "recording rules without a promql_expr_test").toEqual([]);
+
+    const firing = new Set<string>();
+    const quiet = new Set<string>();
+    for (const m of tests.matchAll(/^\s*alertname: (\S+)\s*\n\s*exp_alerts:(.*)$/gm)) {
+      (m[2]!.trim() === "[]" ? quiet : firing).add(m[1]!);
+    }
+    const alerts = ruleNames(ALERTS, "alert");
+    expect(alerts.filter((a) => !firing.has(a)), "alerts never tested firing").toEqual([]);
+    expect(alerts.filter((a) => !quiet.has(a)), "alerts never tested quiet").toEqual([]);
+  });
+
+  it("promtool test rules fails on a wrong expectation", async () => {
+    // The same tests against the same rules, with one expected ratio changed.
+    const dir = mkdtempSync(path.join(tmpdir(), "trueidle-promtool-"));
+    try {
+      cpSync(RULES, path.join(dir, "trueidle-rules.yml"));
+      mkdirSync(path.join(dir, "tests"));
+      const original = readFileSync(path.join(TESTS_DIR, "trueidle-rules.test.yml"), "utf8");
+      const wrong = original.replace(/(expr: job:trueidle_real_idle:ratio_rate5m\n[\s\S]*?value: )0\.5625/, "$10.5624");
+      expect(wrong).not.toBe(original);
+      const file = path.join(dir, "tests", "trueidle-rules.test.yml");
+      writeFileSync(file, wrong);
+      const r = await promtool(["test", "rules", file]);
+      expect(r.code, show(r)).not.toBe(0);
+      expect(r.stdout + r.stderr, show(r)).toMatch(/FAILED[\s\S]*job:trueidle_real_idle:ratio_rate5m[\s\S]*got:.*5\.625E-01/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Each GPU sits in one state the whole run; `reportedIdle`: utilization.gpu < 5 %. */
+const HOSTS = [
+  {
+    host: "prom-h1",
+    site: "lab-a",
+    labels: ["site=lab-a", "pool=training"],
+    model: "NVIDIA H100 80GB HBM3",
+    gpus: [
+      { state: "active", reportedIdle: false, phase: { state: "active" } },
+      { state: "busy_phantom", reportedIdle: false, phase: { state: "busy_phantom" } },
+      { state: "held_idle", reportedIdle: true, phase: { state: "held_idle" } },
+      { state: "free_idle", reportedIdle: true, phase: { state: "free_idle" } },
+    ],
+  },
+  {
+    host: "prom-h2",
+    site: "lab-b",
+    labels: ["site=lab-b"],
+    model: "NVIDIA L40S",
+    gpus: [
+      // Persistence mode off: reads 100 % with nothing on it.
+      { state: "free_idle", reportedIdle: false, phase: { state: "free_busy" } },
+      { state: "unavailable", reportedIdle: false, phase: { error: "Unknown Error" } },
+      // NVENC at 70 % moves utilization.gpu only to 7 %: real work the usual tools miss.
+      { state: "active", reportedIdle: false, phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 } },
+    ],
+  },
+] as const;
+
+const REAL_IDLE = new Set(["free_idle", "held_idle", "busy_phantom"]);
+const expected = HOSTS.map((h) => {
+  const real = h.gpus.filter((g) => REAL_IDLE.has(g.state)).length / h.gpus.length;
+  const reported = h.gpus.filter((g) => g.reportedIdle).length / h.gpus.length;
+  return { site: h.site, model: h.model, real, reported, hidden: real - reported };
+});
+
+interface RulesApi {
+  data: { groups: Array<{ file: string; rules: Array<{ type: string; name: string; health: string; lastError?: string }> }> };
+}
+
+describe("deploy/prometheus: the rules in a real Prometheus, scraping two collectors", () => {
+  let dir: string;
+  const collectors: TrueidleProcess[] = [];
+  const agents: TrueidleProcess[] = [];
+  let prom: PrometheusHandle;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "trueidle-prom-rules-"));
+    const httpTargets: string[] = [];
+    // Each host streams to its own collector: the rules must sum over both.
+    for (const h of HOSTS) {
+      const grpcPort = await freePort();
+      const httpPort = await freePort();
+      collectors.push(startTrueidle([
+        "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn",
+      ]));
+      httpTargets.push(`127.0.0.1:${httpPort}`);
+      const scenario = path.join(dir, `${h.host}.json`);
+      writeFileSync(scenario, JSON.stringify({
+        host: h.host,
+        driverVersion: "550.90.07",
+        gpus: h.gpus.map((g) => ({ model: h.model, phases: [{ for: "1h", ...g.phase }] })),
+      }));
+      agents.push(startTrueidle([
+        "agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
+        "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
+        "--interval", "1s", "--window", "2s", "--log-level", "warn",
+      ]));
+    }
+    prom = await startPrometheus({ scrapeTargets: httpTargets, scrapeIntervalMs: 1000, ruleFiles: [RULES, ALERTS] });
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await Promise.all(collectors.map((c) => c.stop()));
+    await prom?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("loads every rule healthy, and every recording rule records the ratios the scenario implies", async () => {
+    const records = ruleNames(RULES, "record");
+    // Several windows behind every GPU, and every ratio rule evaluated on them.
+    await prom.waitFor("min(trueidle_gpu_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 6, 60_000);
+    const fleetRatios = records.filter((r) => r.startsWith("job:"));
+    await prom.waitFor(fleetRatios.map((r) => `count(${r})`).join(" + "), (r) => r[0]?.value === fleetRatios.length, 30_000);
+
+    const res = await fetch(`${prom.url}/api/v1/rules`);
+    const groups = ((await res.json()) as RulesApi).data.groups;
+    const loaded = groups.flatMap((g) => g.rules);
+    expect(loaded.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.health} ${r.lastError ?? ""}`), prom.logs()).toEqual([]);
+    expect(loaded.filter((r) => r.type === "recording").map((r) => r.name).sort()).toEqual([...records].sort());
+    expect(loaded.filter((r) => r.type === "alerting").map((r) => r.name).sort()).toEqual(ruleNames(ALERTS, "alert").sort());
+
+    // Read each group's series at one of its evaluations: half a second after the sample of
+    // the group's last rule, every rule before it has a sample at that same instant and the
+    // group's next evaluation (1 s later) has not happened yet. Groups run on their own.
+    const series = new Map<string, Array<{ labels: Record<string, string>; value: number }>>();
+    for (const g of groups.filter((g) => g.rules.every((r) => r.type === "recording"))) {
+      const [last] = await prom.query(`timestamp(${g.rules[g.rules.length - 1]!.name})`);
+      const at = last!.value * 1000 + 500;
+      for (const { name } of g.rules) {
+        const got = await prom.query(name, at);
+        expect(got.length, `${name} has data`).toBeGreaterThan(0);
+        series.set(name, got.map((s) => ({ labels: s.metric, value: s.value })));
+      }
+    }
+    expect([...series.keys()].sort()).toEqual([...records].sort());
+    const one = (name: string, site?: string): number => {
+      const got = series.get(name)!.filter((s) => site === undefined || s.labels["site"] === site);
+      expect(got, `${name}${site ? ` for site ${site}` : ""}`).toHaveLength(1);
+      return got[0]!.value;
+    };
+
+    for (const w of ["5m", "1h"]) {
+      for (const e of expected) {
+        const bySite = series.get(`site_model:trueidle_real_idle:ratio_rate${w}`)!.find((s) => s.labels["site"] === e.site)!;
+        expect(bySite.labels, `labels of site ${e.site}`).toEqual({ __name__: `site_model:trueidle_real_idle:ratio_rate${w}`, job: "test", site: e.site, model: e.model });
+        expect(one(`site_model:trueidle_real_idle:ratio_rate${w}`, e.site), `real idle ${w} ${e.site}`).toBeCloseTo(e.real, 9);
+        expect(one(`site_model:trueidle_reported_idle:ratio_rate${w}`, e.site), `reported idle ${w} ${e.site}`).toBeCloseTo(e.reported, 9);
+        expect(one(`site_model:trueidle_hidden_idle:ratio_rate${w}`, e.site), `hidden idle ${w} ${e.site}`).toBeCloseTo(e.hidden, 9);
+        expect(one(`site_model:trueidle_fleet_real_idle:ratio_rate${w}`, e.site), `roll-up real idle ${w} ${e.site}`).toBeCloseTo(e.real, 9);
+        expect(one(`site_model:trueidle_gpu_real_idle_seconds:rate${w}`, e.site) / one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site))
+          .toBeCloseTo(e.real, 9);
+      }
+      // The fleet: both collectors' GPUs, each site weighted by its observed seconds.
+      const obs = expected.map((e) => one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site));
+      const weighted = (k: "real" | "reported"): number =>
+        expected.reduce((sum, e, i) => sum + e[k] * obs[i]!, 0) / obs.reduce((a, b) => a + b, 0);
+      const real = one(`job:trueidle_real_idle:ratio_rate${w}`);
+      const reported = one(`job:trueidle_reported_idle:ratio_rate${w}`);
+      expect(real, `fleet real idle ${w}`).toBeCloseTo(weighted("real"), 9);
+      expect(reported, `fleet reported idle ${w}`).toBeCloseTo(weighted("reported"), 9);
+      expect(one(`job:trueidle_hidden_idle:ratio_rate${w}`), `fleet hidden idle ${w}`).toBeCloseTo(real - reported, 12);
+      expect(one(`job:trueidle_fleet_real_idle:ratio_rate${w}`), `fleet roll-up real idle ${w}`).toBeCloseTo(weighted("real"), 9);
+      for (const v of [real, reported]) {
+        expect(v).toBeGreaterThanOrEqual(0);
+        expect(v).toBeLessThanOrEqual(1);
+      }
+      // Strictly between the sites: both collectors count.
+      expect(real).toBeGreaterThan(Math.min(...expected.map((e) => e.real)));
+      expect(real).toBeLessThan(Math.max(...expected.map((e) => e.real)));
+    }
+  });
+
+  it("puts the GPU alerts pending for the GPUs the scenario implies", async () => {
+    const want = [
+      "TrueidleGpuHeldIdle prom-h1/2",
+      "TrueidleGpuPhantomBusy prom-h1/1",
+      "TrueidleGpuUnavailable prom-h2/1",
+    ];
+    const key = (m: Record<string, string>): string => `${m["alertname"]} ${m["host"]}/${m["gpu"]}`;
+    const got = await prom.waitFor('ALERTS{alertstate="pending"}', (r) => r.length === want.length, 30_000);
+    expect(got.map((s) => key(s.metric)).sort()).toEqual(want);
+    const firing = await prom.query('ALERTS{alertstate="firing"}');
+    expect(firing.map((s) => key(s.metric))).toEqual([]);
+  });
+});
