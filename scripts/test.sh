@@ -23,6 +23,9 @@ missing=()
 [ -x /usr/bin/influxd ] || missing+=(influxdb)
 # The TLS tests make their certificates with the openssl command.
 [ -x /usr/bin/openssl ] || missing+=(openssl)
+# The deploy tests check the install script with shellcheck and the units with systemd-analyze.
+[ -x /usr/bin/shellcheck ] || missing+=(shellcheck)
+[ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   say "Installing Debian packages: ${missing[*]}."
@@ -44,7 +47,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   restore_policy
   trap - EXIT
 else
-  say "Debian packages prometheus, influxdb and openssl are installed."
+  say "Debian packages prometheus, influxdb, openssl, shellcheck and systemd are installed."
 fi
 
 say "Building (npm run build)."

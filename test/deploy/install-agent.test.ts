@@ -1,0 +1,187 @@
+/**
+ * deploy/install-agent.sh, run for real with bash: `--dry-run` into a temp root with the fake
+ * nvidia-smi on PATH (every check passes, every step is printed, nothing is written), without
+ * any nvidia-smi, and with one that fails like a driver whose module is not loaded (each says
+ * what is missing and how to fix it, and installs nothing); then a real install into a temp
+ * root from a small stand-in package tarball (the real package's install is
+ * package-install.test.ts): the unit with ExecStart where npm put the binary, the env file,
+ * and an existing env file kept on a second run. shellcheck finds nothing in the script.
+ */
+import { execFile, spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { REPO_ROOT } from "../helpers/trueidle-process.js";
+
+const SCRIPT = path.join(REPO_ROOT, "deploy", "install-agent.sh");
+const SHELLCHECK = "/usr/bin/shellcheck";
+const SCENARIO = path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json");
+/** Where Node.js lives must be on PATH too (and, for the script's check, in systemd's PATH). */
+const BASE_PATH = [...new Set([path.dirname(process.execPath), "/usr/local/bin", "/usr/bin", "/bin"])].join(":");
+
+let tmp: string;
+let fakeBin: string;
+
+beforeAll(() => {
+  tmp = mkdtempSync(path.join(tmpdir(), "trueidle-install-"));
+  fakeBin = mkdtempSync(path.join(tmp, "fake-bin-"));
+  writeFakeNvidiaSmi(fakeBin, SCENARIO);
+});
+
+afterAll(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Runs the script with bash; PATH is only what the test gives (no nvidia-smi unless given). */
+function install(args: string[], pathDirs: string[] = []): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", [SCRIPT, ...args], {
+      cwd: tmp,
+      env: { ...process.env, PATH: [...pathDirs, BASE_PATH].join(":") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, out }));
+  });
+}
+
+/** A target root with /dev/nvidiactl, as the NVIDIA module creates it. */
+function newRoot(withDevice = true): string {
+  const root = mkdtempSync(path.join(tmp, "root-"));
+  if (withDevice) {
+    mkdirSync(path.join(root, "dev"));
+    writeFileSync(path.join(root, "dev", "nvidiactl"), "");
+  }
+  return root;
+}
+
+/** Every file under `dir`, relative to it. */
+function files(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => !e.isDirectory())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort();
+}
+
+describe("install-agent.sh", () => {
+  it("shellcheck finds nothing", async () => {
+    if (!existsSync(SHELLCHECK)) throw new Error(`${SHELLCHECK} is missing: install Debian's shellcheck package.`);
+    const { stdout, stderr } = await promisify(execFile)(SHELLCHECK, [SCRIPT]);
+    expect(stdout + stderr).toBe("");
+  });
+
+  it("--help names every option; a bad one exits 2", async () => {
+    const help = await install(["--help"]);
+    expect(help.code).toBe(0);
+    for (const opt of ["--tarball FILE", "--version VERSION", "--env-file FILE", "--root DIR", "--dry-run", "--help"]) {
+      expect(help.out).toContain(opt);
+    }
+    const bad = await install(["--frobnicate"]);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toContain("unknown argument: --frobnicate");
+    expect((await install(["--tarball", "a.tgz", "--version", "1.0.0"])).out).toContain("give --tarball or --version, not both");
+  });
+
+  it("--dry-run with a working nvidia-smi passes every check and prints every step, writing nothing", async () => {
+    const root = newRoot();
+    const tarball = path.join(tmp, "trueidle-9.9.9.tgz");
+    writeFileSync(tarball, "");
+    const { code, out } = await install(["--dry-run", "--root", root, "--tarball", tarball], [fakeBin]);
+    expect(out).toContain("dry run: nothing is changed");
+    expect(out).toMatch(/ok +Node\.js 2\d\.\d+\.\d+ \(/);
+    expect(out).toMatch(/ok +npm \d+/);
+    expect(out).toContain(`ok       nvidia-smi (${fakeBin}/nvidia-smi): 8 GPU(s), driver 570.86.15`);
+    expect(out).toContain(`ok       ${root}/dev/nvidiactl`);
+    expect(out).toContain(`ok       package ${tarball}`);
+    expect(out).not.toContain("MISSING");
+    const prefix = out.match(/\+ npm install -g --prefix (\S+) --no-audit --no-fund (\S+)/);
+    expect(prefix?.[1]).toMatch(new RegExp(`^${root}/`));
+    expect(prefix?.[2]).toBe(tarball);
+    expect(out).toContain(`+ install -d -m 0750 ${root}/etc/trueidle`);
+    expect(out).toMatch(new RegExp(`\\+ install \\S+/deploy/systemd/trueidle-agent\\.service as ${root}/etc/systemd/system/trueidle-agent\\.service with ExecStart=/\\S+/bin/trueidle agent`));
+    expect(out).toContain(`+ install -m 0600 ${REPO_ROOT}/deploy/agent.env.example ${root}/etc/trueidle/agent.env`);
+    // This nvidia-smi is outside systemd's PATH: the env file names it.
+    expect(out).toContain(`+ echo TRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi >> ${root}/etc/trueidle/agent.env`);
+    // Under --root nothing touches the running system; what is left is printed.
+    expect(out).not.toMatch(/\+ (useradd|systemctl)/);
+    expect(out).toMatch(/Next:\n(.*\n)*  id trueidle >\/dev\/null 2>&1 \|\| useradd --system --user-group --groups video/);
+    expect(out).toContain("Edit /etc/trueidle/agent.env");
+    expect(out).toContain("systemctl enable --now trueidle-agent");
+    expect(out).toContain("Dry run: nothing was changed.");
+    expect(code).toBe(0);
+    expect(files(root)).toEqual(["dev/nvidiactl"]);
+  });
+
+  it("without nvidia-smi or /dev/nvidiactl says what is missing and how to fix it, and installs nothing", async () => {
+    const onPath = BASE_PATH.split(":").filter((d) => existsSync(path.join(d, "nvidia-smi")));
+    expect(onPath, "this case needs a machine without nvidia-smi in the system PATH").toEqual([]);
+    const root = newRoot(false);
+    const { code, out } = await install(["--dry-run", "--root", root]);
+    expect(out).toContain("MISSING  nvidia-smi: not on PATH, so the NVIDIA driver is not installed");
+    expect(out).toContain("Install the NVIDIA driver with its utilities: Debian: apt install nvidia-driver");
+    expect(out).toContain(`MISSING  ${root}/dev/nvidiactl: the NVIDIA kernel module has not created its devices.`);
+    expect(out).toContain("modprobe nvidia");
+    expect(out).toContain("2 problem(s) above; nothing was installed.");
+    expect(out).not.toContain("Steps:");
+    expect(code).toBe(1);
+    expect(files(root)).toEqual([]);
+  });
+
+  it("with an nvidia-smi that cannot reach the driver shows its message and what to check", async () => {
+    const broken = mkdtempSync(path.join(tmp, "broken-bin-"));
+    // What nvidia-smi prints when the kernel module is not loaded or does not match.
+    writeFileSync(path.join(broken, "nvidia-smi"),
+      "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n");
+    chmodSync(path.join(broken, "nvidia-smi"), 0o755);
+    const root = newRoot();
+    const { code, out } = await install(["--dry-run", "--root", root], [broken]);
+    expect(out).toContain(`MISSING  a working NVIDIA driver: \`${broken}/nvidia-smi\` failed (exit 9):`);
+    expect(out).toContain("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.");
+    expect(out).toContain("Is the kernel module loaded (lsmod | grep nvidia; modprobe nvidia)?");
+    expect(out).toContain("1 problem(s) above; nothing was installed.");
+    expect(code).toBe(1);
+  });
+
+  it("installs into a root: binary, unit pointing at it, env file; a second run keeps the edited env file", async () => {
+    // A stand-in package: the script installs whatever tarball it is given.
+    const pkg = mkdtempSync(path.join(tmp, "stub-"));
+    mkdirSync(path.join(pkg, "bin"));
+    writeFileSync(path.join(pkg, "package.json"), JSON.stringify({ name: "trueidle", version: "0.0.0-stub", bin: { trueidle: "bin/trueidle.js" } }));
+    writeFileSync(path.join(pkg, "bin", "trueidle.js"), "#!/usr/bin/env node\nconsole.log('stub');\n");
+    const packed = await promisify(execFile)("npm", ["pack", "--pack-destination", tmp, "--ignore-scripts"], { cwd: pkg });
+    const tarball = path.join(tmp, packed.stdout.trim().split("\n").pop()!);
+
+    const root = newRoot();
+    const first = await install(["--root", root, "--tarball", tarball], [fakeBin]);
+    expect(first.code, first.out).toBe(0);
+    expect(first.out).toContain("Installed.");
+    const { stdout: globalPrefix } = await promisify(execFile)("npm", ["prefix", "-g"]);
+    const bin = path.join(globalPrefix.trim(), "bin", "trueidle");
+    expect(existsSync(path.join(root, bin))).toBe(true);
+
+    const unit = readFileSync(path.join(root, "etc/systemd/system/trueidle-agent.service"), "utf8");
+    const shipped = readFileSync(path.join(REPO_ROOT, "deploy/systemd/trueidle-agent.service"), "utf8");
+    expect(unit).toBe(shipped.replace("ExecStart=/usr/local/bin/trueidle ", `ExecStart=${bin} `));
+    expect(statSync(path.join(root, "etc/trueidle")).mode & 0o777).toBe(0o750);
+    const envPath = path.join(root, "etc/trueidle/agent.env");
+    expect(statSync(envPath).mode & 0o777).toBe(0o600);
+    const example = readFileSync(path.join(REPO_ROOT, "deploy/agent.env.example"), "utf8");
+    const env = readFileSync(envPath, "utf8");
+    expect(env.startsWith(example)).toBe(true);
+    expect(env.slice(example.length)).toMatch(new RegExp(`\\nTRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi\\n$`));
+
+    const edited = "TRUEIDLE_COLLECTOR=collector.site.internal:9746\nTRUEIDLE_PLAINTEXT=true\n";
+    writeFileSync(envPath, edited);
+    const second = await install(["--root", root, "--tarball", tarball], [fakeBin]);
+    expect(second.code, second.out).toBe(0);
+    expect(second.out).toContain(`${envPath} exists: kept as it is`);
+    expect(second.out).not.toContain("Edit /etc/trueidle/agent.env");
+    expect(readFileSync(envPath, "utf8")).toBe(edited);
+  });
+});
