@@ -26,6 +26,8 @@ missing=()
 # The deploy tests check the install script with shellcheck and the units with systemd-analyze.
 [ -x /usr/bin/shellcheck ] || missing+=(shellcheck)
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
+# The fleet page is tested in headless Chromium.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   say "Installing Debian packages: ${missing[*]}."
@@ -47,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   restore_policy
   trap - EXIT
 else
-  say "Debian packages prometheus, influxdb, openssl, shellcheck and systemd are installed."
+  say "Debian packages prometheus, influxdb, openssl, shellcheck, systemd and chromium are installed."
 fi
 
 say "Building (npm run build)."
