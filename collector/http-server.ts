@@ -1,7 +1,8 @@
 /**
  * The collector's HTTP side (node:http, or node:https with `tls`): `GET /metrics`
- * (Prometheus text), `GET /healthz` (JSON `{status, agents, gpus}`), `GET /` (a pointer to
- * /metrics), 404 elsewhere.
+ * (Prometheus text), `GET /healthz` (JSON `{status, agents, gpus}`), `GET /` (the fleet
+ * page, fleet-page/page-html.ts), `GET /api/fleet` (its JSON, fleet-page/fleet-json.ts),
+ * 404 elsewhere.
  *
  * With `basicAuth`, `/metrics` and `/` (and any other path) answer 401 with a
  * `WWW-Authenticate: Basic` challenge unless the request carries a listed user's
@@ -17,6 +18,8 @@ import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { FleetState } from "./fleet-state.js";
 import type { ListenAddress } from "./listen-address.js";
+import { buildFleetJson } from "./fleet-page/fleet-json.js";
+import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
 import { renderMetrics } from "./metrics-render.js";
 import { PROMETHEUS_CONTENT_TYPE } from "./prom-text.js";
 import type { SelfMetrics } from "./self-metrics.js";
@@ -32,9 +35,12 @@ export interface HttpServerDeps {
   basicAuth?: BasicAuthUsers | undefined;
 }
 
-const INDEX_HTML =
-  '<!doctype html>\n<html><head><meta charset="utf-8"><title>trueidle collector</title></head>\n' +
-  '<body><h1>trueidle collector</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p></body></html>\n';
+/** The page's own script (by hash: no inline event handlers), styles and nothing else; data reaches it only as JSON. */
+const PAGE_HEADERS = {
+  "content-security-policy": `default-src 'none'; script-src 'sha256-${FLEET_PAGE_SCRIPT_SHA256}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+  "x-content-type-options": "nosniff",
+  "cache-control": "no-store",
+};
 
 export class CollectorHttpServer {
   private readonly server: http.Server | https.Server;
@@ -93,9 +99,14 @@ export class CollectorHttpServer {
             gpus: this.deps.fleet.size,
           }) + "\n");
         case "/":
-          return this.send(req, res, 200, "text/html; charset=utf-8", INDEX_HTML);
+          return this.send(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
+        case "/api/fleet":
+          return this.send(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet)) + "\n", {
+            "cache-control": "no-store",
+            "x-content-type-options": "nosniff",
+          });
         default:
-          return this.send(req, res, 404, "text/plain; charset=utf-8", "Not found; see /metrics and /healthz.\n");
+          return this.send(req, res, 404, "text/plain; charset=utf-8", "Not found; see /, /metrics, /api/fleet and /healthz.\n");
       }
     } catch (err) {
       this.deps.logger.error("The collector failed to answer an HTTP request.", { path, err: errorMessage(err) });
@@ -115,8 +126,8 @@ export class CollectorHttpServer {
     res.end();
   }
 
-  private send(req: IncomingMessage, res: ServerResponse, code: number, type: string, body: string): void {
-    res.writeHead(code, { "content-type": type, "content-length": Buffer.byteLength(body) });
+  private send(req: IncomingMessage, res: ServerResponse, code: number, type: string, body: string, headers: Record<string, string> = {}): void {
+    res.writeHead(code, { ...headers, "content-type": type, "content-length": Buffer.byteLength(body) });
     res.end(req.method === "HEAD" ? undefined : body);
   }
 }
