@@ -128,7 +128,7 @@ const expected = HOSTS.map((h) => {
 });
 
 interface RulesApi {
-  data: { groups: Array<{ file: string; rules: Array<{ type: string; name: string; health: string; lastError?: string }> }> };
+  data: { groups: Array<{ name: string; file: string; rules: Array<{ type: string; name: string; health: string; lastError?: string }> }> };
 }
 
 describe("deploy/prometheus: the rules in a real Prometheus, scraping two collectors", () => {
@@ -189,8 +189,25 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
     // group's next evaluation (1 s later) has not happened yet. Groups run on their own.
     const series = new Map<string, Array<{ labels: Record<string, string>; value: number }>>();
     for (const g of groups.filter((g) => g.rules.every((r) => r.type === "recording"))) {
-      const [last] = await prom.query(`timestamp(${g.rules[g.rules.length - 1]!.name})`);
-      const at = last!.value * 1000 + 500;
+      // On a loaded machine an evaluation can run late or take long: take an instant at which
+      // every rule of the group carries the same evaluation's sample, retrying until one does.
+      let at = 0;
+      for (let attempt = 0; ; attempt++) {
+        const [last] = await prom.query(`timestamp(${g.rules[g.rules.length - 1]!.name})`);
+        at = last!.value * 1000 + 500;
+        const stamps = new Set<number>();
+        // Early on a site's rate can still be 0 over the range (no sample then): wait until
+        // every rule has a series for each site (site_model:) or for the fleet (job:).
+        let complete = true;
+        for (const { name } of g.rules) {
+          const got = await prom.query(`timestamp(${name})`, at);
+          for (const x of got) stamps.add(x.value);
+          if (name.startsWith("job:") ? got.length !== 1 : got.length < expected.length) complete = false;
+        }
+        if (complete && stamps.size === 1 && stamps.has(last!.value)) break;
+        if (attempt >= 20) throw new Error(`group ${g.name}: no instant where every rule has all its series from one evaluation; timestamps ${[...stamps].join(", ")}`);
+        await new Promise((r) => setTimeout(r, 300));
+      }
       for (const { name } of g.rules) {
         const got = await prom.query(name, at);
         expect(got.length, `${name} has data`).toBeGreaterThan(0);
