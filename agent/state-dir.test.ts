@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../common/log.js";
 import { LOCK_FILE, openStateDir } from "./state-dir.js";
@@ -28,13 +28,27 @@ describe("openStateDir", () => {
     expect(fs.existsSync(path.join(dir, LOCK_FILE))).toBe(false);
   });
 
-  it("refuses a directory whose lock is held by a running process, naming the fix", async () => {
+  it("refuses a directory whose lock is held by a running agent, naming the fix", async () => {
     const dir = tempDir();
-    // The parent of this test process is alive and is not this process.
+    // A live process whose command line names trueidle stands in for another agent.
+    const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)", "trueidle", "agent"]);
+    try {
+      fs.writeFileSync(path.join(dir, LOCK_FILE), `${other.pid}\n`);
+      await expect(openStateDir(dir, silentLogger)).rejects.toThrow(
+        new RegExp(`Another agent \\(pid ${other.pid}\\) is using the state directory .*; give each agent its own --state-dir\\.`),
+      );
+    } finally {
+      other.kill();
+      await new Promise((r) => other.once("exit", r));
+    }
+  });
+
+  it("takes over a lock whose pid now belongs to another program (a container restart reused it)", async () => {
+    const dir = tempDir();
     fs.writeFileSync(path.join(dir, LOCK_FILE), `${process.ppid}\n`);
-    await expect(openStateDir(dir, silentLogger)).rejects.toThrow(
-      new RegExp(`Another agent \\(pid ${process.ppid}\\) is using the state directory .*; give each agent its own --state-dir\\.`),
-    );
+    const state = await openStateDir(dir, silentLogger);
+    expect(fs.readFileSync(path.join(dir, LOCK_FILE), "utf8").trim()).toBe(String(process.pid));
+    await state.release();
   });
 
   it("takes over a lock left by a process that is gone", async () => {

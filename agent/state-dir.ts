@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { TrueidleError, errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { makeDir } from "../common/segment-file.js";
+import { ownerMayBeRunning } from "../common/process-alive.js";
 
 export const LOCK_FILE = "agent.lock";
 export const BUFFER_SUBDIR = "buffer";
@@ -62,7 +63,7 @@ async function takeLock(lock: string, dir: string, fix: string, logger: Logger):
       }
     }
     const owner = await readOwner(lock);
-    if (owner !== undefined && owner !== process.pid && isAlive(owner)) {
+    if (owner !== undefined && owner !== process.pid && ownerMayBeRunning(owner)) {
       throw new TrueidleError(
         "bad_config",
         `Another agent (pid ${owner}) is using the state directory ${dir}; give each agent its own --state-dir.`,
@@ -81,15 +82,5 @@ async function readOwner(lock: string): Promise<number | undefined> {
     return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to another user.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -15,6 +15,7 @@ import * as path from "node:path";
 import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { makeDir } from "../../common/segment-file.js";
+import { ownerMayBeRunning } from "../../common/process-alive.js";
 
 export const LOCK_FILE = "lock";
 
@@ -96,11 +97,5 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
 function ownerGone(owner: LockOwner, dir: string, me: LockOwner): string | undefined {
   if (owner.host !== me.host) return undefined;
   if (owner.pid === me.pid) return held.has(dir) ? undefined : "it was left by an earlier run with this process's pid";
-  try {
-    process.kill(owner.pid, 0);
-    return undefined;
-  } catch (err) {
-    // EPERM: the process exists under another user.
-    return (err as NodeJS.ErrnoException).code === "ESRCH" ? `its owner, pid ${owner.pid}, is no longer running` : undefined;
-  }
+  return ownerMayBeRunning(owner.pid) ? undefined : `its owner, pid ${owner.pid}, is no longer running`;
 }
