@@ -25,7 +25,19 @@ export function readSecretFile(flag: string, file: string): SecretFile {
   } catch (err) {
     throw new TrueidleError("bad_config", `--${flag} ${file} cannot be read: ${(err as Error).message}`, { cause: err });
   }
-  return { text, warning: (mode & 0o077) !== 0 ? `${file} (--${flag}) is readable by other users; chmod 600 it` : undefined };
+  const problem = permissionProblem(mode);
+  return { text, warning: problem ? `${file} (--${flag}) ${problem}` : undefined };
+}
+
+/**
+ * What is wrong with a secret file's mode, if anything. Readable by its group is fine — that is
+ * how Kubernetes mounts Secrets for a pod's fsGroup (0440) and how a root-owned file is shared
+ * with a service user (0640) — but readable by every user, or writable by others, is not.
+ */
+export function permissionProblem(mode: number): string | undefined {
+  if ((mode & 0o004) !== 0) return "is readable by every user; chmod 640 or 600 it";
+  if ((mode & 0o022) !== 0) return "is writable by other users; chmod 640 or 600 it";
+  return undefined;
 }
 
 /** The lines that carry content: trimmed, without blank lines and `#` comments, with their 1-based numbers. */

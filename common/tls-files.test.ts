@@ -45,6 +45,6 @@ describe("TLS files", () => {
     const open = path.join(c.dir, "open.key");
     copyFileSync(c.serverKey, open);
     chmodSync(open, 0o644);
-    expect(loadKeyPair(f("tls-cert", c.serverCert), f("tls-key", open)).warning).toMatch(/open\.key \(--tls-key\) is readable by other users; chmod 600 it/);
+    expect(loadKeyPair(f("tls-cert", c.serverCert), f("tls-key", open)).warning).toMatch(/open\.key \(--tls-key\) is readable by every user; chmod 640 or 600 it/);
   });
 });

@@ -64,7 +64,7 @@ export function loadCaBundle(f: FlagFile, now = Date.now()): Buffer {
 }
 
 export interface LoadedKeyPair extends KeyPair {
-  /** Set when the key file is readable by other users. */
+  /** Set when the key file is readable by every user or writable by others. */
   warning?: string | undefined;
   /** The leaf certificate, for logs (subject, expiry). */
   leaf: X509Certificate;

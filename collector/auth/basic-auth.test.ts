@@ -46,7 +46,7 @@ describe("HTTP basic auth users", () => {
     expect(msg).not.toContain("pw1");
     expect(() => loadBasicAuth(file("empty", "# none\n"))).toThrow(/lists no user/);
     expect(() => loadBasicAuth(path.join(dir, "nope"))).toThrow(/--http-basic-auth-file .*nope cannot be read/);
-    expect(loadBasicAuth(file("open", "a:b", 0o640)).warning).toMatch(/readable by other users/);
+    expect(loadBasicAuth(file("open", "a:b", 0o644)).warning).toMatch(/readable by every user/);
     expect(BasicAuthUsers.fromPasswords({ u: "p" }).check(header("u", "p"))).toBe("u");
   });
 });

@@ -59,7 +59,7 @@ export class BasicAuthUsers {
 
 export interface LoadedBasicAuth {
   users: BasicAuthUsers;
-  /** Set when the file is readable by other users. */
+  /** Set when the file is readable by every user or writable by others. */
   warning?: string | undefined;
 }
 

@@ -42,7 +42,7 @@ describe("loadTokens", () => {
   });
 
   it("warns when the file is readable by others", () => {
-    expect(loadTokens({ file: file("open", A, 0o644), env: {} })!.warning).toMatch(/readable by other users; chmod 600/);
+    expect(loadTokens({ file: file("open", A, 0o644), env: {} })!.warning).toMatch(/readable by every user; chmod 640 or 600/);
   });
 
   it("reports every bad line at once, naming the file and line but never the token", () => {

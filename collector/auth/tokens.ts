@@ -65,7 +65,7 @@ export interface LoadedTokens {
   tokens: TokenSet;
   /** "--tokens-file FILE" or "TRUEIDLE_TOKENS", for logs. */
   from: string;
-  /** Set when the file is readable by other users. */
+  /** Set when the file is readable by every user or writable by others. */
   warning?: string | undefined;
 }
 

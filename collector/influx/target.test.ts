@@ -49,8 +49,13 @@ describe("readInfluxCredentials", () => {
     writeFileSync(file, "alice:pa:ss:word\nignored\n");
     chmodSync(file, 0o600);
     expect(readInfluxCredentials({ file, env: {} })).toEqual({ username: "alice", password: "pa:ss:word", from: file, warning: undefined });
+    // Group-readable is how a Kubernetes Secret (fsGroup) or a root:trueidle 0640 file is shared.
+    chmodSync(file, 0o640);
+    expect(readInfluxCredentials({ file, env: {} })?.warning).toBeUndefined();
     chmodSync(file, 0o644);
-    expect(readInfluxCredentials({ file, env: {} })?.warning).toMatch(/readable by other users/);
+    expect(readInfluxCredentials({ file, env: {} })?.warning).toMatch(/readable by every user/);
+    chmodSync(file, 0o660);
+    expect(readInfluxCredentials({ file, env: {} })?.warning).toMatch(/writable by other users/);
   });
 
   it("refuses a bad file, a missing file and credentials given twice", () => {

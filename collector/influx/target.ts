@@ -9,6 +9,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { InfluxDB } from "influx";
 import { TrueidleError } from "../../common/errors.js";
+import { permissionProblem } from "../../common/secret-file.js";
 
 export const DEFAULT_DATABASE = "trueidle";
 
@@ -107,7 +108,7 @@ export function readInfluxCredentials(src: CredentialSources): Credentials | und
       username: first.slice(0, colon),
       password: first.slice(colon + 1),
       from: src.file,
-      warning: (mode & 0o077) !== 0 ? `${src.file} is readable by other users; chmod 600 it` : undefined,
+      warning: ((problem) => (problem ? `${src.file} ${problem}` : undefined))(permissionProblem(mode)),
     };
   }
   if (!inEnv) return undefined;
