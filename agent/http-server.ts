@@ -5,11 +5,11 @@
  */
 import * as http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import type { ListenAddress } from "../collector/listen-address.js";
-import { PROMETHEUS_CONTENT_TYPE } from "../collector/prom-text.js";
+import { closeHttp, listenHttp, refuseUnlessGet, requestPath, sendBody, sendInternalError } from "../common/http-endpoint.js";
+import type { ListenAddress } from "../common/listen-address.js";
+import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
 import { renderAgentMetrics, type AgentMetricsSource } from "./self-metrics.js";
 
 export interface AgentHttpDeps {
@@ -28,36 +28,20 @@ export class AgentHttpServer {
 
   /** Resolves to the port bound (useful with port 0). */
   listen(addr: ListenAddress): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void =>
-        reject(new Error(`The agent's HTTP server could not listen on ${addr.host}:${addr.port}: ${err.message}`, { cause: err }));
-      this.server.once("error", onError);
-      this.server.listen(addr.port, addr.host, () => {
-        this.server.off("error", onError);
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
+    return listenHttp(this.server, addr, "The agent's HTTP server");
   }
 
   /** Stops accepting and closes idle connections; safe twice. */
   stop(): Promise<void> {
-    this.stopping ??= new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+    this.stopping ??= closeHttp(this.server);
     return this.stopping;
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? "/").split("?", 1)[0];
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "GET, HEAD" });
-      res.end("Only GET and HEAD are allowed.\n");
-      return;
-    }
+    const path = requestPath(req);
+    if (refuseUnlessGet(req, res)) return;
     try {
-      if (path === "/metrics") return this.send(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderAgentMetrics(this.deps.agent));
+      if (path === "/metrics") return sendBody(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderAgentMetrics(this.deps.agent));
       if (path === "/healthz") {
         const sampling = this.deps.agent.isSampling();
         const s = this.deps.agent.stats();
@@ -66,18 +50,12 @@ export class AgentHttpServer {
           connected: s.shipper.connected,
           buffered_windows: s.shipper.buffered,
         }) + "\n";
-        return this.send(req, res, sampling ? 200 : 503, "application/json", body);
+        return sendBody(req, res, sampling ? 200 : 503, "application/json", body);
       }
-      return this.send(req, res, 404, "text/plain; charset=utf-8", "Not found; see /metrics and /healthz.\n");
+      return sendBody(req, res, 404, "text/plain; charset=utf-8", "Not found; see /metrics and /healthz.\n");
     } catch (err) {
       this.deps.logger.error("The agent failed to answer an HTTP request.", { path, err: errorMessage(err) });
-      if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
-      res.end("Internal error.\n");
+      sendInternalError(res);
     }
-  }
-
-  private send(req: IncomingMessage, res: ServerResponse, code: number, type: string, body: string): void {
-    res.writeHead(code, { "content-type": type, "content-length": Buffer.byteLength(body) });
-    res.end(req.method === "HEAD" ? undefined : body);
   }
 }

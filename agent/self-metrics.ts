@@ -2,7 +2,7 @@
  * The agent's own metrics, for sites that scrape nodes (`--http-listen`): one table of
  * name, type, help and how to read the value from the agent, rendered as Prometheus text.
  */
-import { familyHeader, formatValue } from "../collector/prom-text.js";
+import { familyHeader, formatValue } from "../common/prom-text.js";
 import type { AgentStats } from "./agent.js";
 
 /** What the exposition reads; the Agent has these. */

@@ -10,7 +10,7 @@ import { SamplePipeline } from "../agent/pipeline.js";
 import { renderOnceTable } from "./once-table.js";
 import { DEFAULT_GRPC_PORT } from "../common/grpc-service.js";
 import { waitForSignal } from "./signals.js";
-import { parseListenAddress } from "../collector/listen-address.js";
+import { parseListenAddress } from "../common/listen-address.js";
 import { AgentHttpServer } from "../agent/http-server.js";
 import { AGENT_TRANSPORT_FLAGS, agentTransportFrom } from "./security-flags.js";
 

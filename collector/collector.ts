@@ -12,7 +12,7 @@ import type { Thresholds } from "../common/types.js";
 import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
 import { IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
 import { CollectorHttpServer } from "./http-server.js";
-import { parseListenAddress, type ListenAddress } from "./listen-address.js";
+import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
 import { DEFAULT_HOUR_RETENTION_MS, DEFAULT_RAW_RETENTION_MS, MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "./influx/schema.js";

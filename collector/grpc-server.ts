@@ -18,7 +18,7 @@ import { errorMessage } from "../common/errors.js";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
-import { formatListenAddress, type ListenAddress } from "./listen-address.js";
+import { formatListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { OPEN_STREAMS_PER_AGENT, tooManyAgentsRetryMs } from "./agent-registry.js";
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
 import { UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";

@@ -13,15 +13,15 @@
 import * as http from "node:http";
 import * as https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { FleetState } from "./fleet-state.js";
-import type { ListenAddress } from "./listen-address.js";
+import { closeHttp, listenHttp, refuseUnlessGet, requestPath, sendBody, sendInternalError } from "../common/http-endpoint.js";
+import type { ListenAddress } from "../common/listen-address.js";
 import { buildFleetJson } from "./fleet-page/fleet-json.js";
 import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
 import { renderMetrics } from "./metrics-render.js";
-import { PROMETHEUS_CONTENT_TYPE } from "./prom-text.js";
+import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
 import type { SelfMetrics } from "./self-metrics.js";
 import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
 
@@ -55,33 +55,18 @@ export class CollectorHttpServer {
 
   /** Resolves to the port bound (useful with port 0). */
   listen(addr: ListenAddress): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(new Error(`HTTP could not listen on ${addr.host}:${addr.port}: ${err.message}`, { cause: err }));
-      this.server.once("error", onError);
-      this.server.listen(addr.port, addr.host, () => {
-        this.server.off("error", onError);
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
+    return listenHttp(this.server, addr, "HTTP");
   }
 
   /** Stops accepting, closes idle connections, waits for requests in flight; safe twice. */
   stop(): Promise<void> {
-    this.stopping ??= new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+    this.stopping ??= closeHttp(this.server);
     return this.stopping;
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? "/").split("?", 1)[0];
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { "content-type": "text/plain; charset=utf-8", allow: "GET, HEAD" });
-      res.end("Only GET and HEAD are allowed.\n");
-      return;
-    }
+    const path = requestPath(req);
+    if (refuseUnlessGet(req, res)) return;
     if (this.deps.basicAuth && path !== "/healthz" && this.deps.basicAuth.check(req.headers.authorization) === undefined) {
       this.deps.self.httpAuthFailures++;
       res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
@@ -93,25 +78,24 @@ export class CollectorHttpServer {
         case "/metrics":
           return this.metrics(req, res);
         case "/healthz":
-          return this.send(req, res, 200, "application/json", JSON.stringify({
+          return sendBody(req, res, 200, "application/json", JSON.stringify({
             status: "ok",
             agents: this.deps.self.agentsConnected,
             gpus: this.deps.fleet.size,
           }) + "\n");
         case "/":
-          return this.send(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
+          return sendBody(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
         case "/api/fleet":
-          return this.send(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet)) + "\n", {
+          return sendBody(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet)) + "\n", {
             "cache-control": "no-store",
             "x-content-type-options": "nosniff",
           });
         default:
-          return this.send(req, res, 404, "text/plain; charset=utf-8", "Not found; see /, /metrics, /api/fleet and /healthz.\n");
+          return sendBody(req, res, 404, "text/plain; charset=utf-8", "Not found; see /, /metrics, /api/fleet and /healthz.\n");
       }
     } catch (err) {
       this.deps.logger.error("The collector failed to answer an HTTP request.", { path, err: errorMessage(err) });
-      if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
-      res.end("Internal error.\n");
+      sendInternalError(res);
     }
   }
 
@@ -124,10 +108,5 @@ export class CollectorHttpServer {
     if (req.method === "HEAD") return void res.end();
     for (const c of chunks) res.write(c);
     res.end();
-  }
-
-  private send(req: IncomingMessage, res: ServerResponse, code: number, type: string, body: string, headers: Record<string, string> = {}): void {
-    res.writeHead(code, { ...headers, "content-type": type, "content-length": Buffer.byteLength(body) });
-    res.end(req.method === "HEAD" ? undefined : body);
   }
 }

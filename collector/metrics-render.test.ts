@@ -6,7 +6,7 @@ import { promtool } from "../test/helpers/prometheus.js";
 import { FleetState } from "./fleet-state.js";
 import { renderMetricsText } from "./metrics-render.js";
 import { METRIC_TABLE } from "./metrics-table.js";
-import { escapeHelp, escapeLabelValue, formatValue } from "./prom-text.js";
+import { escapeHelp, escapeLabelValue, formatValue } from "../common/prom-text.js";
 import { SelfMetrics } from "./self-metrics.js";
 import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
 

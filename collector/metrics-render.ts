@@ -11,7 +11,7 @@
 import { GPU_STATES, type GpuState } from "../common/types.js";
 import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
 import { METRICS, type MetricDef } from "./metrics-table.js";
-import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "./prom-text.js";
+import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
 import { STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { REJECTION_REASONS } from "./validate.js";
 

@@ -2,7 +2,7 @@
  * Listen addresses of the form HOST:PORT: `0.0.0.0:9746`, `localhost:0`, `[::1]:9745`,
  * `:9745` (all IPv4 interfaces). Port 0 asks the system for a free port.
  */
-import { TrueidleError } from "../common/errors.js";
+import { TrueidleError } from "./errors.js";
 
 export interface ListenAddress {
   /** Host name or IP address, without brackets. */
