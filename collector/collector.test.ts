@@ -3,37 +3,22 @@
  * talks to it, and /metrics and /healthz are read over HTTP.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import {
-  credentials,
-  makeGenericClientConstructor,
-  status,
-  type Client,
-  type ClientDuplexStream,
-  type ServiceError,
-  type StatusObject,
-} from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
-import { ingestServiceDefinition } from "../common/grpc-service.js";
-import { StreamRequestSchema, type StreamRequest, type StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
+import { StreamRequestSchema } from "../gen/trueidle/v1/ingest_pb.js";
+import { ProbeFactory, eventuallyEquals as eventually, metricValue, type Probe } from "../test/helpers/ingest-probe.js";
 import { promtool } from "../test/helpers/prometheus.js";
 import { startCollector, type Collector, type CollectorOptions } from "./collector.js";
 import { T0, batchRequest, helloRequest, makeWindow, phantomWindow } from "./testdata/windows.js";
 
-const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
-/** A client that sends raw bytes, for messages no agent could encode. */
-const RawClient = makeGenericClientConstructor(
-  { stream: { ...ingestServiceDefinition.stream, requestSerialize: (b: Buffer) => b } },
-  "IngestService",
-);
-
 const NOW = T0 + 10_000;
 const running: Collector[] = [];
-const clients: Client[] = [];
+const probes = new ProbeFactory();
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
+  probes.close();
   await Promise.all(running.splice(0).map((c) => c.stop()));
 });
 
@@ -52,50 +37,12 @@ async function start(extra: Partial<CollectorOptions> = {}): Promise<{ collector
   return { collector, logs };
 }
 
-/** One agent stream: replies in order, and the final status. */
-class Probe<Req = StreamRequest> {
-  private readonly replies: StreamResponse[] = [];
-  private waiter: ((r: StreamResponse) => void) | undefined;
-  readonly status: Promise<StatusObject>;
-
-  constructor(readonly call: ClientDuplexStream<Req, StreamResponse>) {
-    call.on("data", (r: StreamResponse) => {
-      const w = this.waiter;
-      this.waiter = undefined;
-      if (w) w(r);
-      else this.replies.push(r);
-    });
-    // The status carries the same code; keep 'error' from being unhandled.
-    call.on("error", (_e: ServiceError) => undefined);
-    this.status = new Promise((resolve) => call.on("status", resolve));
-  }
-
-  next(): Promise<StreamResponse> {
-    const r = this.replies.shift();
-    if (r) return Promise.resolve(r);
-    return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      void this.status.then((s) => reject(new Error(`the stream ended with ${status[s.code]}: ${s.details}`)));
-    });
-  }
-
-  send(req: Req): void {
-    this.call.write(req);
-  }
-}
-
 function open(collector: Collector): Probe {
-  const client = new IngestClient(`127.0.0.1:${collector.grpcPort}`, credentials.createInsecure());
-  clients.push(client);
-  const call = (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
-  return new Probe(call);
+  return probes.open(collector.grpcPort);
 }
 
 function openRaw(collector: Collector): Probe<Buffer> {
-  const client = new RawClient(`127.0.0.1:${collector.grpcPort}`, credentials.createInsecure());
-  clients.push(client);
-  const call = (client as unknown as { stream(): ClientDuplexStream<Buffer, StreamResponse> }).stream();
-  return new Probe(call);
+  return probes.openRaw(collector.grpcPort);
 }
 
 async function http(collector: Collector, path: string, method = "GET"): Promise<{ status: number; type: string | null; body: string }> {
@@ -103,18 +50,8 @@ async function http(collector: Collector, path: string, method = "GET"): Promise
   return { status: res.status, type: res.headers.get("content-type"), body: await res.text() };
 }
 
-async function metric(collector: Collector, series: string): Promise<number | undefined> {
-  const { body } = await http(collector, "/metrics");
-  const line = body.split("\n").find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
-
-/** Polls `read` until it gives `want`; the test's own timeout bounds the wait. */
-async function eventually<T>(read: () => Promise<T>, want: T): Promise<void> {
-  for (;;) {
-    if ((await read()) === want) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function metric(collector: Collector, series: string): Promise<number | undefined> {
+  return metricValue(collector.httpPort, series);
 }
 
 async function hello(collector: Collector, hostname = "gpu-node-1"): Promise<Probe> {

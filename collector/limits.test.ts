@@ -14,7 +14,7 @@ import { GpuState, StreamRequestSchema, type BatchAck, type GpuWindow, type Stre
 import { startCollector, type Collector, type CollectorOptions } from "./collector.js";
 import { MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
 import { T0, batchRequest, helloRequest, makeWindow } from "./testdata/windows.js";
-import { ProbeFactory, eventually, metricValue, type Probe } from "./testdata/ingest-probe.js";
+import { ProbeFactory, eventuallyEquals as eventually, metricValue, type Probe } from "../test/helpers/ingest-probe.js";
 
 const NOW = T0 + 10_000;
 const running: Collector[] = [];

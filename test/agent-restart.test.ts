@@ -18,6 +18,7 @@ import { DEFAULT_THRESHOLDS } from "../common/types.js";
 import { GpuWindowSchema } from "../gen/trueidle/v1/ingest_pb.js";
 import { freePort } from "./helpers/ports.js";
 import { runTrueidle, startTrueidle, type TrueidleProcess } from "./helpers/trueidle-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 const WINDOW_MS = 1000;
 const GPUS = 3;
@@ -26,21 +27,6 @@ const cleanup: Array<() => Promise<unknown> | void> = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await sleep(200);
-  }
-}
 
 /** Samples of a metric in Prometheus text, keyed by their label set. */
 async function scrape(port: number, name: string): Promise<Map<string, number>> {

@@ -8,14 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import {
-  credentials,
-  makeGenericClientConstructor,
-  status,
-  type Client,
-  type ClientDuplexStream,
-  type StatusObject,
-} from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startCollector, type Collector, type CollectorInfluxOptions } from "../collector/collector.js";
 import { HostLineEncoder } from "../collector/influx/line-protocol.js";
@@ -33,15 +26,15 @@ import {
 import type { InfluxTarget } from "../collector/influx/target.js";
 import { InfluxWriter } from "../collector/influx/writer.js";
 import { batchRequest, helloRequest, makeWindow } from "../collector/testdata/windows.js";
-import { ingestServiceDefinition } from "../common/grpc-service.js";
 import { createLogger, silentLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
-import type { GpuWindow, StreamRequest, StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
+import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
+import { eventually as poll } from "./helpers/eventually.js";
+import { Probe, ProbeFactory } from "./helpers/ingest-probe.js";
 import { freePort } from "./helpers/ports.js";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "./helpers/influxdb.js";
 import { runTrueidle, startTrueidle, type TrueidleProcess } from "./helpers/trueidle-process.js";
 
-const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
 
 let influx: PrivateInfluxd;
 beforeAll(async () => {
@@ -52,27 +45,13 @@ afterAll(async () => {
 });
 
 const running: Collector[] = [];
-const clients: Client[] = [];
+const probes = new ProbeFactory();
+/** This file's waits: 30 s, polled every 100 ms. */
+const eventually = <T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> => poll(what, check, timeoutMs, 100);
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
+  probes.close();
   await Promise.all(running.splice(0).map((c) => c.stop()));
 });
-
-/** Polls `check` until it returns a value (not undefined) or the deadline passes; the last error is reported. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function startWithInflux(io: Partial<CollectorInfluxOptions> & { target: InfluxTarget }, logs?: string[]): Promise<Collector> {
   const collector = await startCollector({
@@ -87,37 +66,9 @@ async function startWithInflux(io: Partial<CollectorInfluxOptions> & { target: I
 }
 
 /** One agent stream to the collector: replies in order and the final status. */
-class Stream {
-  readonly call: ClientDuplexStream<StreamRequest, StreamResponse>;
-  private readonly replies: StreamResponse[] = [];
-  private waiters: Array<(r: StreamResponse) => void> = [];
-  readonly status: Promise<StatusObject>;
-
+class Stream extends Probe {
   constructor(port: number) {
-    const client = new IngestClient(`127.0.0.1:${port}`, credentials.createInsecure());
-    clients.push(client);
-    this.call = (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
-    this.call.on("data", (r: StreamResponse) => {
-      const w = this.waiters.shift();
-      if (w) w(r);
-      else this.replies.push(r);
-    });
-    this.call.on("error", () => undefined);
-    this.status = new Promise((resolve) => this.call.on("status", resolve));
-  }
-
-  /** Replies received and not yet taken. */
-  get pending(): number {
-    return this.replies.length;
-  }
-
-  next(): Promise<StreamResponse> {
-    const r = this.replies.shift();
-    if (r) return Promise.resolve(r);
-    return new Promise((resolve, reject) => {
-      this.waiters.push(resolve);
-      void this.status.then((s) => reject(new Error(`the stream ended with ${status[s.code]}: ${s.details}`)));
-    });
+    super(probes.openCall(port));
   }
 
   async hello(host: string, labels: Record<string, string>): Promise<void> {

@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { credentials, makeGenericClientConstructor, status, type Client, type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Shipper } from "../agent/shipper/shipper.js";
 import { emptyStateSeconds, type GpuWindowRecord } from "../agent/window.js";
@@ -18,16 +18,17 @@ import { collectorSpec, spoolOptionsFrom } from "../cli/collector-command.js";
 import { startCollector, type Collector, type CollectorSpoolOptions } from "../collector/collector.js";
 import { ensureSchema, RP_WINDOW } from "../collector/influx/schema.js";
 import { batchRequest, helloRequest, makeWindow } from "../collector/testdata/windows.js";
-import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
+import { RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import { createLogger, silentLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
-import type { GpuWindow, StreamRequest, StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
+import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
+import { eventually } from "./helpers/eventually.js";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "./helpers/influxdb.js";
+import { Probe, ProbeFactory } from "./helpers/ingest-probe.js";
 import { freePort } from "./helpers/ports.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 import { startTrueidle } from "./helpers/trueidle-process.js";
 
-const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
 
 let influx: PrivateInfluxd;
 /** InfluxDB as the collector sees it: `down()` is InfluxDB stopped, `up()` started again. */
@@ -42,12 +43,12 @@ afterAll(async () => {
 });
 
 const running: Collector[] = [];
-const clients: Client[] = [];
+const probes = new ProbeFactory();
 const cleanup: Array<() => Promise<void> | void> = [];
 const tempDirs: string[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0)) await c();
-  for (const c of clients.splice(0)) c.close();
+  probes.close();
   await Promise.all(running.splice(0).map((c) => c.stop()));
   // InfluxDB back for the next test (up() refuses when the proxy already listens).
   await proxy.up().catch(() => undefined);
@@ -73,22 +74,6 @@ async function startSpooling(db: string, spool: CollectorSpoolOptions, logs: str
   return collector;
 }
 
-/** Polls `check` until it returns a value (not undefined) or the deadline passes. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function metric(httpPort: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
   const escaped = name.replace(/[{}"]/g, (c) => `\\${c}`);
@@ -100,37 +85,9 @@ async function metric(httpPort: number, name: string): Promise<number> {
 const logged = (logs: string[], re: RegExp): boolean => logs.some((l) => re.test(String((JSON.parse(l) as { msg: unknown }).msg)));
 
 /** One agent stream: replies in order and the final status (with its trailers). */
-class Stream {
-  readonly call: ClientDuplexStream<StreamRequest, StreamResponse>;
-  private readonly replies: StreamResponse[] = [];
-  private waiters: Array<(r: StreamResponse) => void> = [];
-  readonly status: Promise<StatusObject>;
-
+class Stream extends Probe {
   constructor(port: number) {
-    const client = new IngestClient(`127.0.0.1:${port}`, credentials.createInsecure());
-    clients.push(client);
-    this.call = (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
-    this.call.on("data", (r: StreamResponse) => {
-      const w = this.waiters.shift();
-      if (w) w(r);
-      else this.replies.push(r);
-    });
-    this.call.on("error", () => undefined);
-    this.status = new Promise((resolve) => this.call.on("status", resolve));
-  }
-
-  next(): Promise<StreamResponse> {
-    const r = this.replies.shift();
-    if (r) return Promise.resolve(r);
-    return new Promise((resolve, reject) => {
-      this.waiters.push(resolve);
-      void this.status.then((s) => reject(new Error(`the stream ended with ${status[s.code]}: ${s.details}`)));
-    });
-  }
-
-  /** Every reply received so far and not yet taken. */
-  taken(): StreamResponse[] {
-    return this.replies.splice(0);
+    super(probes.openCall(port));
   }
 
   async hello(host: string): Promise<void> {

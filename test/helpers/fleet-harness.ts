@@ -12,7 +12,6 @@
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { loadScenario } from "../../agent/sim/scenario.js";
 import { RP_WINDOW, MEASUREMENT_WINDOW } from "../../collector/influx/schema.js";
 import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../../demo/private-influxd.js";
@@ -21,6 +20,7 @@ import { influxQuery, type PrivateInfluxd } from "./influxdb.js";
 import { freePort } from "./ports.js";
 import { TcpProxy } from "./tcp-proxy.js";
 import { REPO_ROOT } from "./trueidle-process.js";
+import { eventually } from "./eventually.js";
 
 export { AgentNode, CollectorNode, FULL_WINDOW_S, INTERVAL_MS, rssBytes, WINDOW_MS, type AgentRun, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
 export { parseExposition, sumOf, type ExpositionSample } from "./exposition.js";
@@ -28,21 +28,7 @@ export { parseExposition, sumOf, type ExpositionSample } from "./exposition.js";
 /** The scenario files of the fault tests. */
 export const SCENARIO_DIR = path.join(REPO_ROOT, "test", "faults", "scenarios");
 
-/** Polls `check` until it returns a value other than undefined; throws with the last error after `timeoutMs`. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, everyMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
-    await sleep(everyMs);
-  }
-}
+export { eventually };
 
 /** One window point in InfluxDB. */
 export interface WindowPoint {

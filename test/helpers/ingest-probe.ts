@@ -1,7 +1,7 @@
 /**
- * A raw agent for the collector's tests: a grpc-js client built from the service
- * definition, which sends exactly what a test gives it and records replies and the final
- * status; plus readers of the collector's /metrics.
+ * A raw agent for tests: a grpc-js client built from the service definition, which sends
+ * exactly what a test gives it (messages, or raw bytes for what no agent could encode) and
+ * records replies and the final status; plus readers of a collector's /metrics.
  */
 import {
   credentials,
@@ -16,20 +16,24 @@ import { ingestServiceDefinition } from "../../common/grpc-service.js";
 import type { StreamRequest, StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 
 const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
+/** A client that sends raw bytes. */
+const RawClient = makeGenericClientConstructor(
+  { stream: { ...ingestServiceDefinition.stream, requestSerialize: (b: Buffer) => b } },
+  "IngestService",
+);
 
 /** One agent stream: replies in order, and the final status. */
-export class Probe {
+export class Probe<Req = StreamRequest> {
   private readonly replies: StreamResponse[] = [];
-  private waiter: ((r: StreamResponse) => void) | undefined;
+  private readonly waiters: Array<(r: StreamResponse) => void> = [];
   /** Replies received so far, taken or not. */
   received = 0;
   readonly status: Promise<StatusObject>;
 
-  constructor(readonly call: ClientDuplexStream<StreamRequest, StreamResponse>) {
+  constructor(readonly call: ClientDuplexStream<Req, StreamResponse>) {
     call.on("data", (r: StreamResponse) => {
       this.received++;
-      const w = this.waiter;
-      this.waiter = undefined;
+      const w = this.waiters.shift();
       if (w) w(r);
       else this.replies.push(r);
     });
@@ -38,29 +42,50 @@ export class Probe {
     this.status = new Promise((resolve) => call.on("status", resolve));
   }
 
+  /** Replies received and not yet taken. */
+  get pending(): number {
+    return this.replies.length;
+  }
+
+  /** Every reply received so far and not yet taken. */
+  taken(): StreamResponse[] {
+    return this.replies.splice(0);
+  }
+
   next(): Promise<StreamResponse> {
     const r = this.replies.shift();
     if (r) return Promise.resolve(r);
     return new Promise((resolve, reject) => {
-      this.waiter = resolve;
+      this.waiters.push(resolve);
       void this.status.then((s) => reject(new Error(`the stream ended with ${status[s.code]}: ${s.details}`)));
     });
   }
 
-  send(req: StreamRequest): void {
+  send(req: Req): void {
     this.call.write(req);
   }
 }
 
-/** Opens streams to one collector; `close()` closes every client opened. */
+/** Opens streams to collectors; `close()` closes every client opened. */
 export class ProbeFactory {
   private readonly clients: Client[] = [];
 
   open(grpcPort: number): Probe {
+    return new Probe(this.openCall(grpcPort));
+  }
+
+  /** The bare stream, for a Probe subclass with its own helpers. */
+  openCall(grpcPort: number): ClientDuplexStream<StreamRequest, StreamResponse> {
     const client = new IngestClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure());
     this.clients.push(client);
-    const call = (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
-    return new Probe(call);
+    return (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
+  }
+
+  /** A stream whose messages are sent as given, byte for byte. */
+  openRaw(grpcPort: number): Probe<Buffer> {
+    const client = new RawClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure());
+    this.clients.push(client);
+    return new Probe((client as unknown as { stream(): ClientDuplexStream<Buffer, StreamResponse> }).stream());
   }
 
   close(): void {
@@ -76,7 +101,7 @@ export async function metricValue(httpPort: number, series: string): Promise<num
 }
 
 /** Polls `read` until it gives `want`; the test's own timeout bounds the wait. */
-export async function eventually<T>(read: () => Promise<T>, want: T): Promise<void> {
+export async function eventuallyEquals<T>(read: () => Promise<T>, want: T): Promise<void> {
   for (;;) {
     if ((await read()) === want) return;
     await new Promise((r) => setTimeout(r, 20));
