@@ -13,13 +13,13 @@
  *   reclaimable GPUs equal what `trueidle report --format json` says for the same range.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { freePort } from "../helpers/ports.js";
-import { startPrometheus, type PrometheusHandle, type PromSample } from "../helpers/prometheus.js";
+import type { PrometheusHandle, PromSample } from "../helpers/prometheus.js";
 import { influxQuery, startInfluxd, type InfluxResult, type PrivateInfluxd } from "../helpers/influxdb.js";
-import { REPO_ROOT, runTrueidle, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
+import { REPO_ROOT, runTrueidle } from "../helpers/trueidle-process.js";
+import { siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "grafana");
 const RULES = path.join(REPO_ROOT, "deploy", "prometheus", "trueidle-rules.yml");
@@ -204,29 +204,10 @@ function allQueries(d: Dashboard): Array<{ where: string; query: string; panel?:
 
 // ------------------------------------------------------------------ Prometheus
 
-/** Each GPU sits in one state the whole run; `reportedIdle`: utilization.gpu < 5 %. */
-const HOSTS = [
-  {
-    host: "graf-h1", site: "lab-a", labels: ["site=lab-a"], model: "NVIDIA H100 80GB HBM3",
-    gpus: [
-      { state: "active", reportedIdle: false, phase: { state: "active" } },
-      { state: "busy_phantom", reportedIdle: false, phase: { state: "busy_phantom" } },
-      { state: "held_idle", reportedIdle: true, phase: { state: "held_idle" } },
-      { state: "free_idle", reportedIdle: true, phase: { state: "free_idle" } },
-    ],
-  },
-  {
-    host: "graf-h2", site: "lab-b", labels: ["site=lab-b"], model: "NVIDIA L40S",
-    gpus: [
-      { state: "free_idle", reportedIdle: false, phase: { state: "free_busy" } },
-      { state: "unavailable", reportedIdle: false, phase: { error: "Unknown Error" } },
-      { state: "active", reportedIdle: false, phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 } },
-    ],
-  },
-] as const;
-const REAL_IDLE = new Set(["free_idle", "held_idle", "busy_phantom"]);
-const SITE_REAL = new Map<string, number>(HOSTS.map((h) => [h.site, h.gpus.filter((g) => REAL_IDLE.has(g.state)).length / h.gpus.length]));
-const SITE_REPORTED = new Map<string, number>(HOSTS.map((h) => [h.site, h.gpus.filter((g) => g.reportedIdle).length / h.gpus.length]));
+/** Each GPU sits in one state the whole run. */
+const HOSTS = twoSiteHosts("graf");
+const SITE_REAL = new Map<string, number>(siteRatios(HOSTS).map((r) => [r.site, r.real]));
+const SITE_REPORTED = new Map<string, number>(siteRatios(HOSTS).map((r) => [r.site, r.reported]));
 const STATE_COUNTS: Record<string, number> = {};
 for (const h of HOSTS) for (const g of h.gpus) STATE_COUNTS[g.state] = (STATE_COUNTS[g.state] ?? 0) + 1;
 
@@ -238,43 +219,28 @@ const PROM_INTERVAL_MS = grafanaInterval(PROM_RANGE_MS, undefined, 720);
 describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping two collectors", () => {
   let dir: string;
   let influx: PrivateInfluxd;
-  const collectors: TrueidleProcess[] = [];
-  const agents: TrueidleProcess[] = [];
+  let fleet: TwoSiteFleet | undefined;
   let prom: PrometheusHandle;
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "trueidle-grafana-prom-"));
     // The first collector writes to InfluxDB with a disk spool, so it has trueidle_spool_bytes.
     influx = await startInfluxd();
-    const targets: string[] = [];
-    for (const [i, h] of HOSTS.entries()) {
-      const grpcPort = await freePort();
-      const httpPort = await freePort();
-      const history = i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : [];
-      collectors.push(startTrueidle([
-        "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn", ...history,
-      ]));
-      targets.push(`127.0.0.1:${httpPort}`);
-      const scenario = path.join(dir, `${h.host}.json`);
-      writeFileSync(scenario, JSON.stringify({
-        host: h.host, driverVersion: "550.90.07",
-        gpus: h.gpus.map((g) => ({ model: h.model, phases: [{ for: "1h", ...g.phase }] })),
-      }));
-      agents.push(startTrueidle([
-        "agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
-        "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]), "--interval", "1s", "--window", "2s", "--log-level", "warn",
-      ]));
-    }
-    prom = await startPrometheus({ scrapeTargets: targets, scrapeIntervalMs: SCRAPE_MS, ruleFiles: [RULES] });
+    fleet = await startTwoSiteFleet({
+      hosts: HOSTS,
+      dir,
+      ruleFiles: [RULES],
+      scrapeIntervalMs: SCRAPE_MS,
+      collectorArgs: (i) => (i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : []),
+    });
+    prom = fleet.prom;
     // Several windows behind every GPU, and the 1h recording rules evaluated on them.
     await prom.waitFor("min(trueidle_gpu_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 10, 60_000);
     await prom.waitFor("count(site_model:trueidle_gpu_observed_seconds:rate1h)", (r) => r[0]?.value === HOSTS.length, 30_000);
   }, 120_000);
 
   afterAll(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await Promise.all(collectors.map((c) => c.stop()));
-    await prom?.stop();
+    await fleet?.stop();
     await influx?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });

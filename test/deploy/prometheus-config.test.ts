@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { freePort } from "../helpers/ports.js";
-import { promtool, startPrometheus, type PrometheusHandle, type PromtoolResult } from "../helpers/prometheus.js";
-import { REPO_ROOT, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
+import { promtool, type PrometheusHandle, type PromtoolResult } from "../helpers/prometheus.js";
+import { REPO_ROOT } from "../helpers/trueidle-process.js";
+import { siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "prometheus");
 const CONFIG = path.join(DIR, "prometheus.yml");
@@ -91,41 +91,9 @@ describe("deploy/prometheus: promtool", () => {
   });
 });
 
-/** Each GPU sits in one state the whole run; `reportedIdle`: utilization.gpu < 5 %. */
-const HOSTS = [
-  {
-    host: "prom-h1",
-    site: "lab-a",
-    labels: ["site=lab-a", "pool=training"],
-    model: "NVIDIA H100 80GB HBM3",
-    gpus: [
-      { state: "active", reportedIdle: false, phase: { state: "active" } },
-      { state: "busy_phantom", reportedIdle: false, phase: { state: "busy_phantom" } },
-      { state: "held_idle", reportedIdle: true, phase: { state: "held_idle" } },
-      { state: "free_idle", reportedIdle: true, phase: { state: "free_idle" } },
-    ],
-  },
-  {
-    host: "prom-h2",
-    site: "lab-b",
-    labels: ["site=lab-b"],
-    model: "NVIDIA L40S",
-    gpus: [
-      // Persistence mode off: reads 100 % with nothing on it.
-      { state: "free_idle", reportedIdle: false, phase: { state: "free_busy" } },
-      { state: "unavailable", reportedIdle: false, phase: { error: "Unknown Error" } },
-      // NVENC at 70 % moves utilization.gpu only to 7 %: real work the usual tools miss.
-      { state: "active", reportedIdle: false, phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 } },
-    ],
-  },
-] as const;
-
-const REAL_IDLE = new Set(["free_idle", "held_idle", "busy_phantom"]);
-const expected = HOSTS.map((h) => {
-  const real = h.gpus.filter((g) => REAL_IDLE.has(g.state)).length / h.gpus.length;
-  const reported = h.gpus.filter((g) => g.reportedIdle).length / h.gpus.length;
-  return { site: h.site, model: h.model, real, reported, hidden: real - reported };
-});
+/** Each GPU sits in one state the whole run; the first host also carries pool=training. */
+const HOSTS = twoSiteHosts("prom", ["pool=training"]);
+const expected = siteRatios(HOSTS);
 
 interface RulesApi {
   data: { groups: Array<{ name: string; file: string; rules: Array<{ type: string; name: string; health: string; lastError?: string }> }> };
@@ -133,40 +101,18 @@ interface RulesApi {
 
 describe("deploy/prometheus: the rules in a real Prometheus, scraping two collectors", () => {
   let dir: string;
-  const collectors: TrueidleProcess[] = [];
-  const agents: TrueidleProcess[] = [];
+  let fleet: TwoSiteFleet | undefined;
   let prom: PrometheusHandle;
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "trueidle-prom-rules-"));
-    const httpTargets: string[] = [];
     // Each host streams to its own collector: the rules must sum over both.
-    for (const h of HOSTS) {
-      const grpcPort = await freePort();
-      const httpPort = await freePort();
-      collectors.push(startTrueidle([
-        "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn",
-      ]));
-      httpTargets.push(`127.0.0.1:${httpPort}`);
-      const scenario = path.join(dir, `${h.host}.json`);
-      writeFileSync(scenario, JSON.stringify({
-        host: h.host,
-        driverVersion: "550.90.07",
-        gpus: h.gpus.map((g) => ({ model: h.model, phases: [{ for: "1h", ...g.phase }] })),
-      }));
-      agents.push(startTrueidle([
-        "agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
-        "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
-        "--interval", "1s", "--window", "2s", "--log-level", "warn",
-      ]));
-    }
-    prom = await startPrometheus({ scrapeTargets: httpTargets, scrapeIntervalMs: 1000, ruleFiles: [RULES, ALERTS] });
+    fleet = await startTwoSiteFleet({ hosts: HOSTS, dir, ruleFiles: [RULES, ALERTS], scrapeIntervalMs: 1000 });
+    prom = fleet.prom;
   }, 120_000);
 
   afterAll(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await Promise.all(collectors.map((c) => c.stop()));
-    await prom?.stop();
+    await fleet?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
