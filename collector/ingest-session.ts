@@ -344,14 +344,7 @@ export class IngestSession implements RegisteredStream {
           return { kind: "fail", code: "unavailable", message: "the collector is shutting down" };
       }
     })();
-    const tail = step.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.tail = tail;
-    void tail.then(() => {
-      if (this.tail === tail) this.tail = undefined;
-    });
+    this.setTail(step);
     return step;
   }
 
