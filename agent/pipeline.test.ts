@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { SamplePipeline } from "./pipeline.js";
-import { DEFAULT_THRESHOLDS, type GpuReading } from "../common/types.js";
+import { MAX_TRACKED_PIDS, SamplePipeline } from "./pipeline.js";
+import { DEFAULT_THRESHOLDS, type GpuProcess, type GpuReading } from "../common/types.js";
+import { readingsAt } from "./sim/evaluate.js";
+import { parseScenario } from "./sim/scenario.js";
 
 const MiB = 1024 * 1024;
 const T0 = Date.UTC(2026, 10, 29, 12, 0, 0); // a multiple of 10 s
@@ -92,5 +94,97 @@ describe("SamplePipeline", () => {
 
   it("refuses a window shorter than the interval", () => {
     expect(() => new SamplePipeline({ windowMs: 500, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS })).toThrow(/at least the interval/);
+  });
+});
+
+describe("SamplePipeline: the top holders' SM share", () => {
+  const pipeline = (): SamplePipeline => new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+  const proc = (pid: number, mib: number, smUtil?: number): GpuProcess => ({ pid, name: `p${pid}`, usedMemoryBytes: mib * MiB, smUtil });
+  const busy = (processes: GpuProcess[], util = 90): Partial<GpuReading> => ({ util, powerW: 600, memUsedBytes: 60_000 * MiB, processes });
+  const share = (w: { topHolders: { pid: number; smShare?: number | undefined }[] }, pid: number): number | undefined =>
+    w.topHolders.find((h) => h.pid === pid)?.smShare;
+
+  it("tells the busy process from its idle neighbour: mean SM utilization over the window, as a ratio", () => {
+    const p = pipeline();
+    // The worker runs at 80% then 100%; the neighbour holds more memory and runs nothing.
+    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading(busy([proc(1, 20_000, s < 5 ? 80 : 100), proc(2, 40_000, 0)]))]);
+    const [w] = p.flushAll();
+    expect(w!.stateS.active).toBe(10);
+    expect(w!.topHolders.map((h) => h.pid)).toEqual([2, 1]); // still chosen by memory
+    expect(share(w!, 1)).toBeCloseTo(0.9, 12);
+    expect(share(w!, 2)).toBe(0);
+  });
+
+  it("gives the simulator's active preset a busy process and an idle one", () => {
+    const scenario = parseScenario({ gpus: [{ phases: [{ for: "1h", state: "active" }] }] });
+    const p = pipeline();
+    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, readingsAt(scenario, T0 + s * 1000));
+    const [w] = p.flushAll();
+    const procs = readingsAt(scenario, T0)[0]!.processes!;
+    expect(procs.map((x) => x.smUtil)).toEqual([97, 0]);
+    expect(share(w!, procs[0]!.pid)).toBeCloseTo(0.97, 12);
+    expect(share(w!, procs[1]!.pid)).toBe(0);
+  });
+
+  it("averages over the seconds a process was seen with a known utilization, and gives none where it never was", () => {
+    const p = pipeline();
+    // pid 1 is seen with a utilization for 4 s (at 50%), without for the rest; pid 2 never.
+    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading(busy([proc(1, 30_000, s < 4 ? 50 : undefined), proc(2, 10_000)]))]);
+    const [w] = p.flushAll();
+    expect(share(w!, 1)).toBeCloseTo(0.5, 12);
+    expect(w!.topHolders.find((h) => h.pid === 2)).toEqual({ pid: 2, name: "p2", usedMemoryBytes: 10_000 * MiB });
+    expect(w!.topHolders.find((h) => h.pid === 2)).not.toHaveProperty("smShare");
+  });
+
+  it("counts a process listed twice in one sample once", () => {
+    const p = pipeline();
+    p.ingest(T0, [reading(busy([proc(1, 30_000, 100), proc(1, 30_000, 100)]))]);
+    p.ingest(T0 + 1000, [reading(busy([proc(1, 30_000, 0)]))]);
+    const [w] = p.flushAll();
+    expect(share(w!, 1)).toBe(0.5);
+  });
+
+  it("starts every window afresh", () => {
+    const p = pipeline();
+    for (let s = 0; s < 20; s++) p.ingest(T0 + s * 1000, [reading(busy([proc(1, 30_000, s < 10 ? 100 : 0)]))]);
+    const [a, b] = p.flushAll();
+    expect([a!.startMs, share(a!, 1)]).toEqual([T0, 1]);
+    expect([b!.startMs, share(b!, 1)]).toEqual([T0 + 10_000, 0]);
+  });
+
+  it("clamps an out-of-range value from the driver instead of shipping a share the collector refuses", () => {
+    const p = pipeline();
+    p.ingest(T0, [reading(busy([proc(1, 30_000, 250)]))]);
+    p.ingest(T0 + 1000, [reading(busy([proc(1, 30_000, -5)]))]);
+    p.ingest(T0 + 2000, [reading(busy([proc(1, 30_000, Number.NaN)]))]);
+    const [w] = p.flushAll();
+    expect(share(w!, 1)).toBe(0.5);
+  });
+
+  it("keeps a steady holder's share through a flood of short-lived processes", () => {
+    const p = pipeline();
+    let pid = 100_000;
+    for (let s = 0; s < 10; s++) {
+      // 3 × MAX_TRACKED_PIDS small processes, each seen once, beside one large one at 30%.
+      const flood = Array.from({ length: 3 * MAX_TRACKED_PIDS }, () => proc(pid++, 100, 100));
+      p.ingest(T0 + s * 1000, [reading(busy([...flood, proc(7, 50_000, 30)]))]);
+    }
+    const [w] = p.flushAll();
+    expect(w!.topHolders[0]!.pid).toBe(7);
+    expect(share(w!, 7)).toBeCloseTo(0.3, 12);
+  });
+
+  it(`follows at most ${MAX_TRACKED_PIDS} processes a window, dropping the smallest`, () => {
+    const p = pipeline();
+    const full = Array.from({ length: MAX_TRACKED_PIDS }, (_, i) => proc(i + 1, i + 1, 100)); // pids 1..64, 1..64 MiB
+    p.ingest(T0, [reading(busy(full))]);
+    // Full: a newcomer smaller than every process present is not followed (pid 1000); a
+    // larger one takes the place of the smallest present (pid 2000 evicts pid 1).
+    p.ingest(T0 + 1000, [reading(busy([...full, proc(1000, 0.5, 100), proc(2000, 1000, 40)]))]);
+    // Only pids 1 and 1000 remain, both idle now: each share covers this sample alone, so
+    // neither kept its earlier seconds at 100%.
+    p.ingest(T0 + 2000, [reading(busy([proc(1, 1, 0), proc(1000, 0.5, 0)]))]);
+    const [w] = p.flushAll();
+    expect(w!.topHolders.map((h) => [h.pid, h.smShare])).toEqual([[1, 0], [1000, 0]]);
   });
 });

@@ -4,12 +4,18 @@
  * window length. Clock-free: callers pass the sample time, so the same code serves live
  * sampling and simulated backfill.
  */
-import type { GpuReading, GpuState, Thresholds } from "../common/types.js";
+import type { GpuProcess, GpuReading, GpuState, Thresholds } from "../common/types.js";
 import { classify, idleStreakSeconds, nextBaseline, type Classification, type GpuBaseline } from "./model/idle-model.js";
 import { emptyStateSeconds, type GpuWindowRecord, type WindowHolder } from "./window.js";
 
 /** Holders reported per window, largest first. */
 export const TOP_HOLDERS = 3;
+/**
+ * Processes whose SM utilization one window of one GPU follows at most. A GPU can show
+ * many short-lived processes; past this, the smallest by memory are dropped, processes
+ * not seen in the current sample first, so the holders a window reports keep their share.
+ */
+export const MAX_TRACKED_PIDS = 64;
 
 export interface ClassifiedSample {
   timeMs: number;
@@ -22,6 +28,21 @@ interface OpenWindow {
   rec: GpuWindowRecord;
   powerSum: number;
   powerN: number;
+  /** Samples added so far; marks which tracked processes the current sample showed. */
+  samples: number;
+  /** Per-process SM utilization, by pid; at most MAX_TRACKED_PIDS entries. */
+  sm: Map<number, ProcessSm>;
+}
+
+interface ProcessSm {
+  /** Σ smUtil/100 · dt. */
+  busyS: number;
+  /** Seconds the process was seen with a known smUtil. */
+  seenS: number;
+  /** Memory at its last sighting (-1 when unknown): the eviction order. */
+  memBytes: number;
+  /** `samples` count of the window when it was last seen. */
+  lastSample: number;
 }
 
 interface GpuTrack {
@@ -127,6 +148,7 @@ export class SamplePipeline {
     const rec = w.rec;
     const r = s.reading;
     const c = s.classification;
+    w.samples++;
     rec.observedS += dt;
     rec.stateS[c.state] += dt;
     if (c.reportedIdle) rec.reportedIdleS += dt;
@@ -148,7 +170,10 @@ export class SamplePipeline {
     if (r.memTotalBytes !== undefined) rec.memTotalBytes = r.memTotalBytes;
     const procs = r.processes?.length ?? 0;
     if (procs > rec.processesMax) rec.processesMax = procs;
-    if (r.processes && r.processes.length > 0) rec.topHolders = topHolders(r.processes);
+    if (r.processes && r.processes.length > 0) {
+      rec.topHolders = topHolders(r.processes);
+      trackSm(w, r.processes, dt);
+    }
     rec.last = {
       timeMs: s.timeMs,
       state: c.state,
@@ -168,6 +193,8 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
   return {
     powerSum: 0,
     powerN: 0,
+    samples: 0,
+    sm: new Map(),
     rec: {
       uuid: r.uuid,
       index: r.index,
@@ -189,7 +216,65 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
 
 function closeWindow(w: OpenWindow): GpuWindowRecord {
   if (w.powerN > 0) w.rec.powerMeanW = w.powerSum / w.powerN;
+  for (const h of w.rec.topHolders) {
+    const e = w.sm.get(h.pid);
+    if (e && e.seenS > 0) h.smShare = e.busyS / e.seenS;
+  }
+  w.sm.clear();
   return w.rec;
+}
+
+/** Adds one sample's per-process SM utilization to the window's per-pid sums. */
+function trackSm(w: OpenWindow, procs: readonly GpuProcess[], dt: number): void {
+  const now = w.samples;
+  // Known pids first, so a newcomer never evicts one this very sample still shows.
+  let fresh: GpuProcess[] | undefined;
+  for (const p of procs) {
+    if (p.smUtil === undefined || !Number.isFinite(p.smUtil)) continue;
+    const e = w.sm.get(p.pid);
+    if (e) addSm(e, p, dt, now);
+    else (fresh ??= []).push(p);
+  }
+  if (!fresh) return;
+  for (const p of fresh) {
+    if (w.sm.has(p.pid)) continue; // listed twice in one sample
+    const mem = p.usedMemoryBytes ?? -1;
+    if (w.sm.size >= MAX_TRACKED_PIDS && !evictSmallest(w.sm, now, mem)) continue;
+    const e: ProcessSm = { busyS: 0, seenS: 0, memBytes: mem, lastSample: -1 };
+    w.sm.set(p.pid, e);
+    addSm(e, p, dt, now);
+  }
+}
+
+function addSm(e: ProcessSm, p: GpuProcess, dt: number, now: number): void {
+  if (e.lastSample === now) return; // listed twice in one sample
+  // Clamped: one out-of-range value from a driver must not get the whole window refused.
+  e.busyS += (Math.min(100, Math.max(0, p.smUtil!)) / 100) * dt;
+  e.seenS += dt;
+  e.memBytes = p.usedMemoryBytes ?? -1;
+  e.lastSample = now;
+}
+
+/**
+ * Drops the tracked process least worth keeping: one absent from the current sample
+ * before one present, the smaller by memory first. A present one is dropped only for a
+ * newcomer holding more memory. Returns whether room was made.
+ */
+function evictSmallest(sm: Map<number, ProcessSm>, now: number, newMem: number): boolean {
+  let victim: number | undefined;
+  let vPresent = true;
+  let vMem = Infinity;
+  for (const [pid, e] of sm) {
+    const present = e.lastSample === now;
+    if ((vPresent && !present) || (present === vPresent && e.memBytes < vMem)) {
+      victim = pid;
+      vPresent = present;
+      vMem = e.memBytes;
+    }
+  }
+  if (victim === undefined || (vPresent && vMem >= newMem)) return false;
+  sm.delete(victim);
+  return true;
 }
 
 function topHolders(procs: readonly { pid: number; name: string; usedMemoryBytes?: number | undefined }[]): WindowHolder[] {

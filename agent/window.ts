@@ -8,6 +8,13 @@ export interface WindowHolder {
   pid: number;
   name: string;
   usedMemoryBytes?: number | undefined;
+  /**
+   * Mean SM utilization of the process, 0–1, over the seconds of the window it was seen
+   * with a known per-process utilization (NVML); absent where it never was (nvidia-smi).
+   * A holder with a large allocation and a share near 0 holds the GPU idle, even while a
+   * neighbour process keeps the GPU busy.
+   */
+  smShare?: number | undefined;
 }
 
 export interface WindowLast {

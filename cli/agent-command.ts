@@ -13,6 +13,7 @@ import { waitForSignal } from "./signals.js";
 import { parseListenAddress } from "../common/listen-address.js";
 import { AgentHttpServer } from "../agent/http-server.js";
 import { AGENT_TRANSPORT_FLAGS, agentTransportFrom } from "./security-flags.js";
+import { runWatch } from "./agent-watch.js";
 
 export const agentSpec: CommandSpec = {
   name: "agent",
@@ -21,17 +22,22 @@ export const agentSpec: CommandSpec = {
   flags: [
     { name: "collector", type: "list", default: `localhost:${DEFAULT_GRPC_PORT}`, placeholder: "HOST:PORT",
       help: "Collector gRPC address; give several (or a comma list) to fail over in turn." },
-    { name: "source", type: "string", choices: SOURCE_NAMES, default: "nvidia-smi", help: "Where readings come from." },
+    { name: "source", type: "string", choices: SOURCE_NAMES, default: "auto",
+      help: "Where readings come from: auto (NVML when libnvidia-ml.so.1 loads, else nvidia-smi), nvml, nvidia-smi, or sim." },
+    { name: "nvml-lib", type: "string", placeholder: "PATH",
+      help: "NVML library to load instead of libnvidia-ml.so.1 from the loader's path (a driver in a non-standard place)." },
     { name: "nvidia-smi", type: "string", default: "nvidia-smi", placeholder: "PATH",
       help: "nvidia-smi executable (any program that answers like nvidia-smi will do)." },
     { name: "scenario", type: "string", placeholder: "FILE", help: "Scenario file for --source sim." },
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
     { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length; windows align to wall-clock multiples." },
-    { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (nvidia-smi source)." },
+    { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (NVML and nvidia-smi sources)." },
     { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8).",
       check: (values) => void parseLabels(values) },
     { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's." },
     { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them, then exit." },
+    { name: "watch", type: "boolean",
+      help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector." },
     { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
       help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
     { name: "max-buffer-size", type: "size", min: 1024 * 1024, default: "256MiB", placeholder: "SIZE",
@@ -47,10 +53,11 @@ export const agentSpec: CommandSpec = {
   ],
   notes: "Thresholds given here apply until the collector sends the fleet's own on connect.\n\n" +
     "gRPC runs over TLS (--tls, or --tls-ca FILE; mutual TLS with --tls-cert and --tls-key) or, only when asked for with " +
-    "--plaintext, unencrypted; one of the two is required (not with --once). The token comes only from --token-file or " +
+    "--plaintext, unencrypted; one of the two is required (not with --once or --watch). The token comes only from --token-file or " +
     "TRUEIDLE_TOKEN and is never logged.",
   examples: [
     "trueidle agent --once                                   # what does trueidle see on this node?",
+    "trueidle agent --watch | jq -c '{gpu, state, real, real_source, util}'   # and why, every second",
     "trueidle agent --collector collector.example:9746 --tls-ca /etc/trueidle/ca.crt --token-file /etc/trueidle/agent.token --label site=eu-west",
     "trueidle agent --collector collector.example:9746 --tls-ca /etc/trueidle/ca.crt --tls-cert /etc/trueidle/agent.crt --tls-key /etc/trueidle/agent.key",
     "trueidle agent --plaintext --source sim --scenario demo/scenarios/gpu-a01.json --collector localhost:9746",
@@ -64,18 +71,23 @@ export async function agentCommand(argv: string[]): Promise<number> {
   checkWindow(intervalMs, windowMs);
   const source = v["source"] as SourceName;
   if (source === "sim" && !v["scenario"]) throw new UsageError("--source sim needs --scenario FILE");
+  if (v["nvml-lib"] !== undefined && source !== "nvml" && source !== "auto") {
+    throw new UsageError(`--nvml-lib applies to --source nvml or auto, not --source ${source}`);
+  }
   const labels = parseLabels(v["label"] as string[]);
   const collectors = (v["collector"] as string[]).flatMap((c) => c.split(",")).map((c) => c.trim()).filter(Boolean);
   if (collectors.length === 0) throw new UsageError("--collector needs at least one HOST:PORT");
+  if (v["once"] && v["watch"]) throw new UsageError("--once and --watch cannot be given together");
   const logger = loggerFrom(v, { component: "agent" });
   const thresholds = thresholdsFrom(v);
-  // --once talks to no collector, so it needs no transport choice.
-  const transport = v["once"] ? undefined : agentTransportFrom(v, process.env);
+  // --once and --watch talk to no collector, so they need no transport choice.
+  const transport = v["once"] || v["watch"] ? undefined : agentTransportFrom(v, process.env);
   const src = createSource({
     source,
     intervalMs,
     processIntervalMs: v["process-interval"] as number,
     nvidiaSmiPath: v["nvidia-smi"] as string,
+    nvmlLibPath: v["nvml-lib"] as string | undefined,
     scenarioPath: v["scenario"] as string | undefined,
     logger,
   });
@@ -85,14 +97,19 @@ export async function agentCommand(argv: string[]): Promise<number> {
       await src.start();
       const pipeline = new SamplePipeline({ windowMs, intervalMs, thresholds });
       pipeline.ingest(Date.now(), src.sample(Date.now()));
-      process.stdout.write(renderOnceTable(pipeline.latest(), thresholds));
+      process.stdout.write(renderOnceTable(pipeline.latest(), thresholds, src.describe?.() ?? src.name));
       return 0;
     } finally {
       await src.stop();
     }
   }
 
-  const tx = transport!; // set whenever --once is not
+  if (v["watch"]) {
+    await runWatch({ source: src, intervalMs, windowMs, thresholds, logger, stop: waitForSignal(logger) });
+    return 0;
+  }
+
+  const tx = transport!; // set whenever --once and --watch are not
   tx.announce(logger);
   const host = await hostIdentity(labels, v["hostname"] as string | undefined);
   const agent = new Agent({
@@ -122,6 +139,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
     await agent.stop();
   } finally {
     await http?.stop();
+  }
+  const hung = src.hungCalls?.() ?? 0;
+  if (hung > 0) {
+    // A thread stuck inside the driver cannot be interrupted, and Node waits for every
+    // thread at exit: end the process instead of hanging in shutdown.
+    logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", { hungCalls: hung });
+    process.kill(process.pid, "SIGKILL");
   }
   return 0;
 }

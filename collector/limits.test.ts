@@ -258,7 +258,7 @@ describe("collector limits", () => {
       stateS: { unavailable: 0.1234567, free_idle: 3.3333333, active: 2.22222222, busy_phantom: 1.111111111, held_idle: 3.1234567 },
       powerMeanW: 123.456789, powerMaxW: 700.123, powerFloorW: 68.5, powerLimitW: 700, memUsedMaxBytes: 85e9, memTotalBytes: 85_520_809_984, processesMax: 12,
       last: { timeMs: T0 + 9_000, state: "active", real: 0.6543210987, realSource: "sm_active", utilPercent: 97, powerW: 650.25, memUsedBytes: 84e9, processes: 12, idleStreakS: 0 },
-      topHolders: [1, 2, 3].map((i) => ({ pid: 4_000_000 + i, name: `/${"x".repeat(255)}`, usedMemoryBytes: 28e9 })),
+      topHolders: [1, 2, 3].map((i) => ({ pid: 4_000_000 + i, name: `/${"x".repeat(255)}`, usedMemoryBytes: 28e9, smShare: 0.123456789 })),
     });
     const bytes = toBinary(StreamRequestSchema, batchRequest(2 ** 40, Array.from({ length: 2_000 }, () => w))).length;
     // About 2.2 MB: half the limit. Windows that also carry a 1 KiB error text each would not fit.

@@ -110,6 +110,10 @@ describe("validateWindow", () => {
     ["absurd process count", { processesMax: 4_000_000_000 }, {}, "bad_number", "processes_max"],
     ["holder pid beyond PID_MAX_LIMIT", { topHolders: [create(HolderSchema, { pid: 4_194_305, name: "p" })] }, {}, "bad_number", "top_holders[0].pid"],
     ["holder memory beyond 16 TiB", { topHolders: [create(HolderSchema, { pid: 1, name: "p", usedMemoryBytes: 2n ** 50n })] }, {}, "bad_number", "top_holders[0].used_memory_bytes"],
+    ["holder SM share above 1", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: 0.2 }), create(HolderSchema, { pid: 2, name: "q", smUtilRatio: 1.01 })] }, {}, "bad_number", "top_holders[1].sm_util_ratio"],
+    ["negative holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: -0.01 })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
+    ["NaN holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.NaN })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
+    ["infinite holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.POSITIVE_INFINITY })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
     ["last reading before its window", {}, { timeMs: BigInt(T0 - 1) }, "inconsistent", "last.time_ms"],
     ["last reading after its window", { durationMs: 10_000 }, { timeMs: BigInt(T0 + 10_000) }, "inconsistent", "last.time_ms"],
     ["last power beyond 5 kW", {}, { powerW: 9_999 }, "bad_number", "last.power_w"],
@@ -130,7 +134,10 @@ describe("validateWindow", () => {
   it("accepts numbers at the edges of the absurd-number bounds", () => {
     const edge = makeWindow(
       { powerMeanW: 5_000, powerMaxW: 5_000, powerFloorW: 0, powerLimitW: 5_000, memUsedMaxBytes: 16n * 2n ** 40n, memTotalBytes: 16n * 2n ** 40n, processesMax: 65_536,
-        topHolders: [create(HolderSchema, { pid: 4_194_304, name: "p".repeat(256), usedMemoryBytes: 16n * 2n ** 40n })] },
+        topHolders: [
+          create(HolderSchema, { pid: 4_194_304, name: "p".repeat(256), usedMemoryBytes: 16n * 2n ** 40n, smUtilRatio: 1 }),
+          create(HolderSchema, { pid: 1, name: "idle", smUtilRatio: 0 }),
+        ] },
       { timeMs: BigInt(T0 + 9_999), powerW: 5_000, memUsedBytes: 16n * 2n ** 40n, processes: 65_536, idleStreakS: 10 * 365 * 86_400 },
     );
     expect(validateWindow(edge, 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();

@@ -214,6 +214,9 @@ export function validateWindow(
     // Length only: a process may name itself anything, and holder names are not stored.
     if (h.name.length > MAX_HOLDER_NAME_LENGTH) return reject(index, "bad_string", `top_holders[${i}].name`);
     if (badBytes(h.usedMemoryBytes)) return reject(index, "bad_number", `top_holders[${i}].used_memory_bytes`);
+    if (h.smUtilRatio !== undefined && (badNumber(h.smUtilRatio) || h.smUtilRatio > 1)) {
+      return reject(index, "bad_number", `top_holders[${i}].sm_util_ratio`);
+    }
   }
 
   if (!w.last) return reject(index, "missing_field", "last");

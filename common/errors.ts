@@ -6,6 +6,8 @@ export type ErrorCode =
   | "source_failed"
   | "not_found"
   | "unavailable"
+  | "nvml_unavailable"
+  | "aborted"
   | "internal";
 
 export class TrueidleError extends Error {

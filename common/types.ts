@@ -16,6 +16,11 @@ export interface GpuProcess {
   name: string;
   /** Bytes of GPU memory the process holds; undefined where the driver does not say (WDDM). */
   usedMemoryBytes?: number | undefined;
+  /**
+   * The process's SM utilization, 0–100, as NVML `nvmlDeviceGetProcessUtilization` reports
+   * it; undefined where the source cannot see it (nvidia-smi).
+   */
+  smUtil?: number | undefined;
 }
 
 /** One reading of one GPU at one instant. */
@@ -35,6 +40,12 @@ export interface GpuReading {
   idleReason?: boolean | undefined;
   /** SM activity, 0–1 (GPM or DCGM PROF_SM_ACTIVE). */
   smActive?: number | undefined;
+  /** GPM SM occupancy, tensor-pipe activity and DRAM bandwidth use, 0–1 (NVML source, Hopper and newer). */
+  smOccupancy?: number | undefined;
+  tensorActive?: number | undefined;
+  dramActive?: number | undefined;
+  /** SM clock, MHz. */
+  smClockMHz?: number | undefined;
   /** Busiest media engine (encoder, decoder, JPEG, OFA), 0–100. */
   media?: number | undefined;
   /** Compute processes; undefined when the process list could not be read. */

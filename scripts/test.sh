@@ -28,6 +28,10 @@ missing=()
 [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 # The fleet page is tested in headless Chromium.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The NVML tests build a stub libnvidia-ml.so with gcc; its C headers are only a
+# recommendation of gcc, which --no-install-recommends leaves out.
+[ -x /usr/bin/gcc ] || missing+=(gcc)
+[ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   say "Installing Debian packages: ${missing[*]}."
@@ -49,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   restore_policy
   trap - EXIT
 else
-  say "Debian packages prometheus, influxdb, openssl, shellcheck, systemd and chromium are installed."
+  say "Debian packages prometheus, influxdb, openssl, shellcheck, systemd, chromium, gcc and libc6-dev are installed."
 fi
 
 say "Building (npm run build)."

@@ -66,6 +66,11 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
     },
     topHolders: w.topHolders
       .slice(0, MAX_HOLDERS)
-      .map((h) => ({ pid: h.pid, name: cutText(h.name, MAX_HOLDER_NAME_LENGTH), usedMemoryBytes: bigOpt(h.usedMemoryBytes) })),
+      .map((h) => ({
+        pid: h.pid,
+        name: cutText(h.name, MAX_HOLDER_NAME_LENGTH),
+        usedMemoryBytes: bigOpt(h.usedMemoryBytes),
+        smUtilRatio: h.smShare,
+      })),
   });
 }

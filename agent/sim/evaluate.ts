@@ -31,9 +31,50 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
     busId: g.busId,
     driverVersion: scenario.driverVersion,
   };
+  const v = phaseValues(g, p);
+  if (v.error !== undefined) return { ...base, error: v.error };
+  const noise = v.noise;
+  const jitter = noise > 0 ? (hash01(g.uuid, timeMs) - 0.5) * 2 * noise : 0;
+  let u = v.util;
+  if (u !== undefined && noise > 0 && u > 0 && u < 100) u = Math.min(100, Math.max(0, Math.round(u * (1 + jitter))));
+  let w = v.powerW;
+  if (w !== undefined && noise > 0) w = Math.max(0, w * (1 + jitter / 4));
+  const m = v.memUsedMiB;
+  return {
+    ...base,
+    util: u,
+    powerW: w === undefined ? undefined : Math.round(w * 100) / 100,
+    powerLimitW: g.powerLimitW,
+    memUsedBytes: m === undefined ? undefined : m * MiB,
+    memTotalBytes: g.memTotalMiB * MiB,
+    smActive: v.smActive,
+    media: v.media,
+    processes: v.processes.map((x) => ({ ...x, smUtil: x.smUtil === "util" ? u : x.smUtil })),
+  };
+}
+
+/**
+ * A phase's values before the per-second noise, which readingOf adds; the stub
+ * libnvidia-ml.so's table (test/helpers/nvml-stub.ts) is written from these.
+ */
+export interface PhaseValues {
+  /** Set when the GPU gives no reading in this phase. */
+  error?: string | undefined;
+  util?: number | undefined;
+  /** Unrounded: readingOf rounds after the noise. */
+  powerW?: number | undefined;
+  memUsedMiB?: number | undefined;
+  smActive?: number | undefined;
+  media?: number | undefined;
+  noise: number;
+  /** `smUtil: "util"`: the process shows the GPU's util, noise included, as its own. */
+  processes: Array<Omit<GpuProcess, "smUtil"> & { smUtil?: number | "util" | undefined }>;
+}
+
+export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
   const preset = p.state;
   if (p.error !== undefined || preset === "unavailable") {
-    return { ...base, error: p.error ?? "GPU is lost" };
+    return { error: p.error ?? "GPU is lost", noise: 0, processes: [] };
   }
   const span = g.powerLimitW - g.idlePowerW;
   let util = 0, power = g.idlePowerW, memMiB = 0, procs = 0;
@@ -45,21 +86,21 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
     case "free_busy": util = 100; power = g.idlePowerW + 0.01 * span; memMiB = 0; procs = 0; break;
     case "free_idle": case undefined: break;
   }
-  const noise = p.noise ?? 0;
-  const jitter = noise > 0 ? (hash01(g.uuid, timeMs) - 0.5) * 2 * noise : 0;
   const pick = (v: number | null | undefined, dflt: number | undefined): number | undefined =>
     v === null ? undefined : v !== undefined ? v : dflt;
-  let u = pick(p.util, util);
-  if (u !== undefined && noise > 0 && u > 0 && u < 100) u = Math.min(100, Math.max(0, Math.round(u * (1 + jitter))));
-  let w = pick(p.powerW, power);
-  if (w !== undefined && noise > 0) w = Math.max(0, w * (1 + jitter / 4));
+  const u = pick(p.util, util);
   const m = pick(p.memUsedMiB, memMiB);
   smActive = pick(p.smActive, smActive);
   media = pick(p.media, media);
 
-  let processes: GpuProcess[];
+  let processes: PhaseValues["processes"];
   if (Array.isArray(p.processes)) {
-    processes = p.processes.map((x) => ({ pid: x.pid, name: x.name, usedMemoryBytes: x.usedMiB === undefined ? undefined : x.usedMiB * MiB }));
+    processes = p.processes.map((x) => ({
+      pid: x.pid,
+      name: x.name,
+      usedMemoryBytes: x.usedMiB === undefined ? undefined : x.usedMiB * MiB,
+      smUtil: x.smUtil,
+    }));
   } else {
     const n = p.processes ?? procs;
     processes = [];
@@ -68,23 +109,19 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
         pid: 10000 + g.index * 100 + i,
         name: i === 0 ? "python3" : "torchrun",
         usedMemoryBytes: m === undefined ? undefined : Math.floor(m / n) * MiB,
+        // One process does the GPU's work and the rest idle beside it, so the per-process
+        // share tells a busy GPU with an idle neighbour from a held-idle one.
+        smUtil: u === undefined ? undefined : i === 0 ? "util" : 0,
       });
     }
   }
-  return {
-    ...base,
-    util: u,
-    powerW: w === undefined ? undefined : Math.round(w * 100) / 100,
-    powerLimitW: g.powerLimitW,
-    memUsedBytes: m === undefined ? undefined : m * MiB,
-    memTotalBytes: g.memTotalMiB * MiB,
-    smActive,
-    media,
-    processes,
-  };
+  return { util: u, powerW: pick(p.powerW, power), memUsedMiB: m, smActive, media, noise: p.noise ?? 0, processes };
 }
 
-/** Deterministic pseudo-random number in [0, 1) from a GPU and a second. */
+/**
+ * Deterministic pseudo-random number in [0, 1) from a GPU and a second. The stub
+ * libnvidia-ml.so (test/nvml-stub/nvml-stub.c) has the same function bit for bit: change both.
+ */
 function hash01(uuid: string, timeMs: number): number {
   let h = 2166136261 ^ Math.floor(timeMs / 1000);
   for (let i = 0; i < uuid.length; i++) h = Math.imul(h ^ uuid.charCodeAt(i), 16777619);

@@ -90,6 +90,15 @@ describe("parseScenario errors", () => {
     expect(r!.powerW).toBeUndefined();
     expect(r!.memUsedBytes).toBeGreaterThan(0);
   });
+
+  it("names an explicit process's smUtil out of range", () => {
+    const message = problemsOf({ gpus: [{ phases: [{ for: "1s", processes: [
+      { pid: 7, name: "a", smUtil: 101 }, { pid: 8, name: "b", smUtil: "busy" }, { pid: 9, name: "c", smUtil: 50 },
+    ] }] }] });
+    expect(message).toContain("s.json.gpus[0].phases[0].processes[0].smUtil must be a number from 0 to 100");
+    expect(message).toContain("s.json.gpus[0].phases[0].processes[1].smUtil must be a number from 0 to 100");
+    expect(message).not.toContain("processes[2]");
+  });
 });
 
 describe("loadScenario", () => {
@@ -206,6 +215,30 @@ describe("readingsAt", () => {
     const r = readingsAt(s, 0)[0]!;
     expect(r).toMatchObject({ util: 100, media: 70, processes: [{ pid: 7, name: "ffmpeg", usedMemoryBytes: 512 * 1024 * 1024 }] });
     expect(classify(r, {}, T)).toMatchObject({ state: "active", source: "media" });
+  });
+
+  it("gives generated processes an SM utilization: the first the GPU's util after noise, the others 0", () => {
+    const s = parseScenario(json);
+    for (let t = 1_000_000; t < 1_010_000; t += 1000) {
+      const [active, , phantom] = readingsAt(s, t);
+      expect(active!.processes!.map((p) => p.smUtil)).toEqual([active!.util, 0]);
+      expect(phantom!.processes!.map((p) => p.smUtil)).toEqual([100]);
+    }
+    const held = parseScenario({ gpus: [{ phases: [{ for: "1s", state: "held_idle" }] }] });
+    expect(readingsAt(held, 0)[0]!.processes!.map((p) => p.smUtil)).toEqual([0]);
+    // A GPU whose util is unknown says nothing of its processes either.
+    const blind = parseScenario({ gpus: [{ phases: [{ for: "1s", state: "active", util: null }] }] });
+    expect(readingsAt(blind, 0)[0]!.processes!.map((p) => p.smUtil)).toEqual([undefined, undefined]);
+  });
+
+  it("takes an explicit process's smUtil, and leaves it unknown where not given", () => {
+    const s = parseScenario({ gpus: [{ phases: [{ for: "1s", state: "active", processes: [
+      { pid: 7, name: "trainer", usedMiB: 30_000, smUtil: 88.5 },
+      { pid: 8, name: "jupyter", usedMiB: 40_000, smUtil: 0 },
+      { pid: 9, name: "other", usedMiB: 1_000 },
+    ] }] }] });
+    const r = readingsAt(s, 0)[0]!;
+    expect(r.processes!.map((p) => [p.pid, p.smUtil])).toEqual([[7, 88.5], [8, 0], [9, undefined]]);
   });
 
   it("an error phase gives a reading with the error and no signals", () => {

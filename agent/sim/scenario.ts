@@ -11,14 +11,24 @@
  *     "gpus": [
  *       { "model": "NVIDIA H100 80GB HBM3", "count": 2,
  *         "phases": [ { "for": "60s", "state": "active" }, { "for": "30s", "state": "held_idle" } ] },
- *       { "model": "NVIDIA L40S", "phases": [ { "for": "1m", "util": 100, "powerW": 40, "processes": 1 } ] }
+ *       { "model": "NVIDIA L40S", "phases": [ { "for": "1m", "util": 100, "powerW": 40, "processes": 1 } ] },
+ *       { "phases": [ { "for": "1m", "state": "held_idle",
+ *                       "processes": [ { "pid": 4242, "name": "python3", "usedMiB": 40000, "smUtil": 0 } ] } ] }
  *     ]
  *   }
  *
  * A phase names a `state` preset (values a GPU in that state shows) and/or explicit
- * signals, which override the preset. Phases repeat; time within the cycle is
- * (t - originMs) mod (sum of phase lengths), so every process reading the same file
- * agrees on what each GPU does at any instant without sharing state.
+ * signals, which override the preset. `processes` is a count (generated processes: the
+ * first shows the GPU's util as its SM utilization, the others 0 — a busy process beside
+ * an idle one) or a list of {pid, name, usedMiB?, smUtil?}, where `smUtil` (0–100) is the
+ * per-process SM utilization NVML reports; without it the process's is unknown, as through
+ * nvidia-smi. Phases repeat; time within the cycle is (t - originMs) mod (sum of phase
+ * lengths), so every process reading the same file agrees on what each GPU does at any
+ * instant without sharing state.
+ *
+ * A GPU entry may say `"gpm": true` or `false`: whether the stub libnvidia-ml.so offers
+ * GPM (SM activity) on it. Without it, a GPU has GPM when one of its phases sets
+ * `smActive`. The simulator source ignores it.
  */
 import { readFileSync } from "node:fs";
 import { TrueidleError } from "../../common/errors.js";
@@ -38,11 +48,19 @@ export interface ScenarioPhase {
   smActive?: number | null | undefined;
   media?: number | null | undefined;
   /** Number of compute processes, or explicit processes. */
-  processes?: number | Array<{ pid: number; name: string; usedMiB?: number }> | undefined;
+  processes?: number | ScenarioProcess[] | undefined;
   /** Makes the GPU give no reading, with this message (e.g. "GPU is lost"). */
   error?: string | undefined;
   /** Relative noise (0–0.5) added to util and power, deterministic in time. */
   noise?: number | undefined;
+}
+
+export interface ScenarioProcess {
+  pid: number;
+  name: string;
+  usedMiB?: number | undefined;
+  /** SM utilization of the process, 0–100 (what NVML's per-process utilization reports). */
+  smUtil?: number | undefined;
 }
 
 export interface ScenarioGpu {
@@ -55,6 +73,8 @@ export interface ScenarioGpu {
   idlePowerW: number;
   phases: ScenarioPhase[];
   cycleMs: number;
+  /** Whether the stub libnvidia-ml.so offers GPM on this GPU; undefined: decided by `smActive`. */
+  gpm?: boolean | undefined;
 }
 
 export interface Scenario {
@@ -120,6 +140,8 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
       if (!Array.isArray(phasesIn) || phasesIn.length === 0) problems.push(`${where}.phases must be a non-empty array`);
       else phasesIn.forEach((p, j) => { const ph = parsePhase(p, `${where}.phases[${j}]`, problems); if (ph) phases.push(ph); });
       const cycleMs = phases.reduce((s, p) => s + p.durationMs, 0);
+      const gpm = o["gpm"];
+      if (gpm !== undefined && typeof gpm !== "boolean") problems.push(`${where}.gpm must be true or false`);
       for (let c = 0; c < count; c++) {
         const index = gpus.length;
         gpus.push({
@@ -132,6 +154,7 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
           idlePowerW: optNumber(o["idlePowerW"], `${where}.idlePowerW`, problems, 0, 5000) ?? spec.idlePowerW,
           phases,
           cycleMs,
+          gpm: typeof gpm === "boolean" ? gpm : undefined,
         });
       }
     });
@@ -165,7 +188,12 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
   }
   const procs = o["processes"];
   if (procs !== undefined && typeof procs !== "number" && !Array.isArray(procs)) {
-    problems.push(`${where}.processes must be a count or a list of {pid, name, usedMiB}`);
+    problems.push(`${where}.processes must be a count or a list of {pid, name, usedMiB, smUtil}`);
+  }
+  if (Array.isArray(procs)) {
+    procs.forEach((x, k) => {
+      if (typeof x === "object" && x !== null) optNumber((x as Record<string, unknown>)["smUtil"], `${where}.processes[${k}].smUtil`, problems, 0, 100);
+    });
   }
   return {
     durationMs: durationMs ?? 1000,

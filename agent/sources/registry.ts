@@ -4,9 +4,11 @@ import { TrueidleError } from "../../common/errors.js";
 import type { GpuSource } from "./source.js";
 import { SimSource } from "./sim/sim-source.js";
 import { NvidiaSmiSource } from "./nvidia-smi/nvidia-smi-source.js";
+import { NvmlSource } from "./nvml/nvml-source.js";
+import { AutoSource } from "./auto-source.js";
 import { loadScenario, type Scenario } from "../sim/scenario.js";
 
-export const SOURCE_NAMES = ["nvidia-smi", "sim"] as const;
+export const SOURCE_NAMES = ["auto", "nvml", "nvidia-smi", "sim"] as const;
 export type SourceName = (typeof SOURCE_NAMES)[number];
 
 export interface SourceConfig {
@@ -14,6 +16,8 @@ export interface SourceConfig {
   intervalMs: number;
   processIntervalMs: number;
   nvidiaSmiPath: string;
+  /** The NVML library: a path, or undefined for the soname the driver installs. */
+  nvmlLibPath?: string | undefined;
   scenarioPath?: string | undefined;
   /** A scenario already parsed (the demo); wins over scenarioPath. */
   scenario?: Scenario | undefined;
@@ -25,14 +29,32 @@ export function createSource(cfg: SourceConfig): GpuSource {
     case "sim": {
       const scenario = cfg.scenario ?? (cfg.scenarioPath ? loadScenario(cfg.scenarioPath) : undefined);
       if (!scenario) throw new TrueidleError("bad_config", "--source sim needs --scenario FILE (a scenario JSON file; see demo/scenarios/)");
-      return new SimSource(scenario);
+      return new SimSource(scenario, cfg.scenarioPath);
     }
     case "nvidia-smi":
-      return new NvidiaSmiSource({
-        path: cfg.nvidiaSmiPath,
-        intervalMs: cfg.intervalMs,
-        processIntervalMs: cfg.processIntervalMs,
-        logger: cfg.logger.child({ source: "nvidia-smi" }),
-      });
+      return nvidiaSmi(cfg);
+    case "nvml":
+      return nvml(cfg, "install the NVIDIA driver, point --nvml-lib at its libnvidia-ml.so.1, or use --source nvidia-smi");
+    case "auto":
+      return new AutoSource(() => nvml(cfg), () => nvidiaSmi(cfg), cfg.logger);
   }
+}
+
+function nvidiaSmi(cfg: SourceConfig): NvidiaSmiSource {
+  return new NvidiaSmiSource({
+    path: cfg.nvidiaSmiPath,
+    intervalMs: cfg.intervalMs,
+    processIntervalMs: cfg.processIntervalMs,
+    logger: cfg.logger.child({ source: "nvidia-smi" }),
+  });
+}
+
+function nvml(cfg: SourceConfig, failHint?: string): NvmlSource {
+  return new NvmlSource({
+    failHint,
+    libPath: cfg.nvmlLibPath,
+    intervalMs: cfg.intervalMs,
+    processIntervalMs: cfg.processIntervalMs,
+    logger: cfg.logger.child({ source: "nvml" }),
+  });
 }

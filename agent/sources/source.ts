@@ -23,4 +23,8 @@ export interface GpuSource {
   sample(nowMs: number): GpuReading[];
   stop(): Promise<void>;
   stats(): SourceStats;
+  /** One line for people: what this source reads and how (shown by `agent --once`). */
+  describe?(): string;
+  /** Driver calls stuck past their deadline; while any is, the process cannot exit cleanly. */
+  hungCalls?(): number;
 }

@@ -121,6 +121,10 @@ export class NvidiaSmiSource implements GpuSource {
    * the fields are accepted), reads the process list, then starts the loop-mode child.
    * Rejects with `source_failed` naming the executable and what it printed.
    */
+  describe(): string {
+    return `nvidia-smi (${this.path}, one long-lived --query-gpu loop; no SM activity)`;
+  }
+
   async start(signal?: AbortSignal): Promise<void> {
     if (this.state !== "new") throw new TrueidleError("internal", `the nvidia-smi source was already ${this.state === "stopped" ? "stopped" : "started"}`);
     this.state = "starting";

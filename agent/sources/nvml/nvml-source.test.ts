@@ -1,0 +1,190 @@
+/**
+ * The NVML source against the stub libnvidia-ml.so.1 (test/nvml-stub/), built with gcc:
+ * the real FFI path, worker thread and watchdog, with a library that follows a scenario.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { GpuReading } from "../../../common/types.js";
+import { recordingLogger } from "../../../common/log.js";
+import { TrueidleError } from "../../../common/errors.js";
+import { readingOf } from "../../sim/evaluate.js";
+import { prepareNvmlStub, type NvmlStub } from "../../../test/helpers/nvml-stub.js";
+import { eventually } from "../../../test/helpers/eventually.js";
+import { NvmlSource, type NvmlSourceOptions } from "./nvml-source.js";
+
+const MiB = 1024 * 1024;
+let dirs: string[] = [];
+let sources: NvmlSource[] = [];
+
+afterEach(async () => {
+  for (const s of sources) await s.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  sources = [];
+  dirs = [];
+});
+
+function stub(scenario: object): NvmlStub {
+  const dir = mkdtempSync(path.join(tmpdir(), "trueidle-nvml-"));
+  dirs.push(dir);
+  const s = prepareNvmlStub(dir, scenario);
+  // The stub reads its table and control file from the environment of the process that loads it.
+  Object.assign(process.env, s.env);
+  return s;
+}
+
+function source(s: NvmlStub, opts: Partial<NvmlSourceOptions> = {}): { src: NvmlSource; log: ReturnType<typeof recordingLogger> } {
+  const log = recordingLogger();
+  const src = new NvmlSource({ libPath: s.libPath, intervalMs: 250, processIntervalMs: 500, logger: log, ...opts });
+  sources.push(src);
+  return { src, log };
+}
+
+function byIndex(rs: GpuReading[], i: number): GpuReading {
+  const r = rs.find((x) => x.index === i);
+  if (!r) throw new Error(`no GPU ${i} in ${JSON.stringify(rs)}`);
+  return r;
+}
+
+const H100 = "NVIDIA H100 80GB HBM3";
+
+describe("NVML source (stub library)", () => {
+  it("reads every GPU as its scenario says, with GPM SM activity where the GPU supports it", async () => {
+    const s = stub({
+      gpus: [
+        { model: H100, gpm: true, phases: [{ for: "1h", state: "active" }] },
+        { model: "NVIDIA A100-SXM4-80GB", phases: [{ for: "1h", state: "held_idle" }] },
+        { model: H100, gpm: true, phases: [{ for: "1h", state: "busy_phantom" }] },
+      ],
+    });
+    const { src } = source(s);
+    await src.start();
+    expect(src.describe()).toMatch(/^NVML \(.*libnvidia-ml\.so\.1, driver 550\.90\.07\); GPM SM activity on GPU 0, 2$/);
+    const now = Date.now();
+    const got = src.sample(now);
+    expect(got.map((r) => r.index)).toEqual([0, 1, 2]);
+    for (const g of s.scenario.gpus) {
+      const want = readingOf(s.scenario, g, now);
+      const r = byIndex(got, g.index);
+      expect(r.error).toBeUndefined();
+      expect(r).toMatchObject({ uuid: want.uuid, model: want.model, busId: want.busId, driverVersion: "550.90.07" });
+      expect(r.util).toBe(want.util);
+      expect(r.powerW).toBeCloseTo(want.powerW!, 2);
+      expect(r.powerLimitW).toBe(want.powerLimitW);
+      expect(r.memUsedBytes).toBe(want.memUsedBytes);
+      expect(r.memTotalBytes).toBe(want.memTotalBytes);
+      expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]))
+        .toEqual(want.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]));
+    }
+    // GPM: SM activity on the Hopper GPUs that have it; none on the A100 (nvidia-smi never has it).
+    expect(byIndex(got, 0).smActive).toBeCloseTo(0.72, 2);
+    expect(byIndex(got, 0).tensorActive).toBeCloseTo(0.72 * 0.6, 2);
+    expect(byIndex(got, 2).smActive).toBeCloseTo(0.01, 3);
+    expect(byIndex(got, 1).smActive).toBeUndefined();
+    // The clocks event reason says idle exactly where utilization is 0.
+    expect(byIndex(got, 1).idleReason).toBe(true);
+    expect(byIndex(got, 0).idleReason).toBe(false);
+  });
+
+  it("integrates every driver utilization sample between two reads, not one point", async () => {
+    // utilization.gpu is 100 for the first half of every second and 0 for the second half.
+    const s = stub({ gpus: [{ model: H100, phases: [{ for: "500ms", util: 100 }, { for: "500ms", util: 0 }] }] });
+    const { src } = source(s, { intervalMs: 1000 });
+    await src.start();
+    // The first tick may cover less than a second; the next ones cover a whole one.
+    await new Promise((r) => setTimeout(r, 2_200));
+    const r = byIndex(src.sample(Date.now()), 0);
+    // Six samples a second, three at 100 and three at 0: a point reading would say 0 or 100.
+    expect(r.util).toBeGreaterThan(30);
+    expect(r.util).toBeLessThan(70);
+  });
+
+  it("makes a lost GPU unavailable while the others go on, and leaves unsupported values missing", async () => {
+    const s = stub({
+      gpus: [
+        { model: H100, phases: [{ for: "1h", state: "active" }] },
+        { model: H100, phases: [{ for: "1h", error: "GPU is lost" }] },
+        { model: "Tesla T4", phases: [{ for: "1h", state: "held_idle", util: null, powerW: null }] },
+      ],
+    });
+    const { src } = source(s);
+    await src.start();
+    const got = src.sample(Date.now());
+    expect(byIndex(got, 0).error).toBeUndefined();
+    expect(byIndex(got, 0).util).toBe(97);
+    expect(byIndex(got, 1).error).toMatch(/^NVML: .*(lost|Lost)/);
+    expect(byIndex(got, 2).error).toBeUndefined();
+    expect(byIndex(got, 2).util).toBeUndefined();
+    expect(byIndex(got, 2).powerW).toBeUndefined();
+    expect(byIndex(got, 2).memUsedBytes).toBe(Math.round(15360 * 0.3) * MiB);
+  });
+
+  it("re-initialises NVML after the driver is unloaded and loaded again", async () => {
+    const s = stub({ gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "active" }] }] });
+    const { src, log } = source(s);
+    await src.start();
+    expect(s.control.initCount()).toBe(1);
+    s.control.unloadDriver();
+    await eventually("every GPU unavailable", () => {
+      const rs = src.sample(Date.now());
+      return rs.length === 2 && rs.every((r) => /Driver Not Loaded|driver/i.test(r.error ?? "")) ? rs : undefined;
+    }, 20_000, 100);
+    s.control.reloadDriver();
+    await eventually("readings again", () => {
+      const rs = src.sample(Date.now());
+      return rs.length === 2 && rs.every((r) => r.error === undefined && r.util === 97) ? rs : undefined;
+    }, 30_000, 100);
+    expect(s.control.initCount()).toBeGreaterThanOrEqual(2);
+    expect(src.stats().restarts).toBeGreaterThanOrEqual(1);
+    expect(log.lines.some((r) => r.msg.includes("initialised again"))).toBe(true);
+  });
+
+  it("takes a GPU whose driver call hangs out of sampling, keeps the others fresh, and takes it back when the call returns", async () => {
+    const s = stub({ gpus: [{ model: H100, count: 3, phases: [{ for: "1h", state: "active" }] }] });
+    const { src, log } = source(s, { callTimeoutMs: 400 });
+    await src.start();
+    s.control.hang(1, 4_000);
+    const during = await eventually("GPU 1 unavailable for a hung call", () => {
+      const rs = src.sample(Date.now());
+      return /has not returned for \d+ s \(driver hung\)/.test(byIndex(rs, 1).error ?? "") ? rs : undefined;
+    }, 20_000, 100);
+    expect(byIndex(during, 1).error).toMatch(/^NVML: nvmlDevice\w+ on this GPU/);
+    expect(src.hungCalls()).toBe(1);
+    s.control.hang(1, 0);
+    // The others keep reading while the hung thread is stuck: fresh readings, several ticks.
+    const first = src.sample(Date.now());
+    await new Promise((r) => setTimeout(r, 1_000));
+    const later = src.sample(Date.now());
+    for (const i of [0, 2]) {
+      expect(byIndex(first, i).error).toBeUndefined();
+      expect(byIndex(later, i).error).toBeUndefined();
+    }
+    await eventually("GPU 1 back", () => {
+      const rs = src.sample(Date.now());
+      return rs.every((r) => r.error === undefined) && src.hungCalls() === 0 ? rs : undefined;
+    }, 30_000, 100);
+    expect(log.lines.some((r) => r.level === "error" && r.msg.includes("did not return in time"))).toBe(true);
+    expect(log.lines.some((r) => r.msg.includes("hung NVML call returned"))).toBe(true);
+  });
+
+  it("fails start with a reason when the library cannot be used", async () => {
+    const log = recordingLogger();
+    const missing = new NvmlSource({ libPath: "/nonexistent/libnvidia-ml.so.1", intervalMs: 250, logger: log, failHint: "use --source nvidia-smi" });
+    sources.push(missing);
+    const e1 = await missing.start().catch((e: unknown) => e);
+    expect(e1).toBeInstanceOf(TrueidleError);
+    expect((e1 as TrueidleError).code).toBe("nvml_unavailable");
+    expect((e1 as Error).message).toMatch(/cannot load \/nonexistent\/libnvidia-ml\.so\.1: .* — use --source nvidia-smi$/);
+
+    const notNvml = new NvmlSource({ libPath: "libc.so.6", intervalMs: 250, logger: log });
+    sources.push(notNvml);
+    await expect(notNvml.start()).rejects.toThrow(/libc\.so\.6 has no nvmlInit_v2: not an NVML library/);
+
+    const s = stub({ gpus: [{ model: H100, phases: [{ for: "1h", state: "active" }] }] });
+    process.env["TRUEIDLE_NVML_STUB_TABLE"] = path.join(dirs[dirs.length - 1]!, "no-such-table.txt");
+    const noTable = new NvmlSource({ libPath: s.libPath, intervalMs: 250, logger: log });
+    sources.push(noTable);
+    await expect(noTable.start()).rejects.toThrow(/NVML did not initialise: .* \(nvmlInit_v2\)/);
+  });
+});

@@ -1,0 +1,334 @@
+/**
+ * The NVML source: readings straight from the driver library through FFI, with no
+ * subprocess. Every NVML call runs on one worker thread (nvml-worker.ts); the agent's event
+ * loop only receives finished readings, so a slow or hung driver never stalls it.
+ *
+ * Contracts:
+ * * `start()` returns once the GPUs are listed and the first readings are in, or fails
+ *   with a TrueidleError("nvml_unavailable") that says why (library missing, not NVML,
+ *   driver not loaded). Auto source choice falls back to nvidia-smi on that error.
+ * * Each call into the driver has a deadline (`callTimeoutMs`, `initTimeoutMs` for
+ *   nvmlInit). A call past it is a hung driver call: the GPU it concerns reads as
+ *   unavailable, naming the call; a new worker carries on with the other GPUs and skips
+ *   that one. The hung thread cannot be interrupted; when its call finally returns, the
+ *   GPU is taken back. At most two hung threads exist at once: past that every GPU reads
+ *   unavailable until one returns, so a dead driver cannot pile up threads.
+ * * Per-GPU errors (GPU_IS_LOST, …) make that GPU unavailable; driver-level errors make
+ *   every GPU unavailable while the worker re-initialises NVML. A GPU once seen stays
+ *   known (a GPU that falls off the bus is unavailable capacity, not gone capacity).
+ * * Every timer is unref()ed; `stop()` is safe twice and before start.
+ */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { GpuReading } from "../../../common/types.js";
+import type { Logger } from "../../../common/log.js";
+import { TrueidleError } from "../../../common/errors.js";
+import type { GpuSource, SourceStats } from "../source.js";
+import { DEFAULT_NVML_LIBRARY } from "./bindings.js";
+import { CallWatch, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+
+export interface NvmlSourceOptions {
+  /** The library: a path, or a soname the dynamic loader finds. */
+  libPath?: string | undefined;
+  intervalMs: number;
+  processIntervalMs?: number | undefined;
+  logger: Logger;
+  /** A driver call running longer than this is hung; default 5000. */
+  callTimeoutMs?: number | undefined;
+  /** Deadline of nvmlInit (slow without persistence mode) and of start(); default 60000. */
+  initTimeoutMs?: number | undefined;
+  /** A GPU with no fresh reading for this long reads as unavailable; default 3×interval + 2 s. */
+  staleAfterMs?: number | undefined;
+  /** Appended to a start failure: what the user can do about it. */
+  failHint?: string | undefined;
+}
+
+const MAX_HUNG_THREADS = 2;
+const WATCH_EVERY_MS = 200;
+const RESPAWN_DELAY_MS = 1_000;
+const STOP_GRACE_MS = 2_000;
+
+interface Known {
+  gpu: NvmlGpu;
+  reading?: GpuReading | undefined;
+  at: number;
+}
+
+interface Hung {
+  worker: Worker;
+  call: string;
+  gpu: number;
+  sinceMs: number;
+}
+
+export class NvmlSource implements GpuSource {
+  readonly name = "nvml";
+  private readonly libPath: string;
+  private readonly intervalMs: number;
+  private readonly processIntervalMs: number;
+  private readonly callTimeoutMs: number;
+  private readonly initTimeoutMs: number;
+  private readonly staleAfterMs: number;
+  private readonly failHint: string;
+  private readonly logger: Logger;
+  private worker: Worker | undefined;
+  private watch: CallWatch | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private respawnTimer: NodeJS.Timeout | undefined;
+  private readonly known = new Map<string, Known>();
+  /** GPU index → the hung call that keeps it out of the worker. */
+  private readonly quarantine = new Map<number, Hung>();
+  private readonly hung = new Set<Hung>();
+  private driverError: string | undefined;
+  private stopped = false;
+  private started = false;
+  private restarts = 0;
+  private reinits = 0;
+  private driverVersion = "";
+  private library = "";
+  private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+
+  constructor(opts: NvmlSourceOptions) {
+    this.libPath = opts.libPath ?? DEFAULT_NVML_LIBRARY;
+    this.intervalMs = opts.intervalMs;
+    this.processIntervalMs = opts.processIntervalMs ?? 5_000;
+    this.callTimeoutMs = opts.callTimeoutMs ?? 5_000;
+    this.initTimeoutMs = opts.initTimeoutMs ?? 60_000;
+    this.staleAfterMs = opts.staleAfterMs ?? 3 * opts.intervalMs + 2_000;
+    this.failHint = opts.failHint ? ` — ${opts.failHint}` : "";
+    this.logger = opts.logger;
+  }
+
+  /** What `agent --once` and the start log say about this source. */
+  describe(): string {
+    const gpus = [...this.known.values()];
+    const gpm = gpus.filter((k) => k.gpu.gpm).map((k) => k.gpu.index);
+    return `NVML (${this.library || this.libPath}, driver ${this.driverVersion || "?"}); ` +
+      (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`);
+  }
+
+  /** Driver calls that hung and have not returned; the process cannot exit cleanly while any is stuck. */
+  hungCalls(): number {
+    return this.hung.size;
+  }
+
+  async start(signal?: AbortSignal): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const ready = new Promise<void>((resolve, reject) => { this.readyWaiter = { resolve, reject }; });
+    this.spawn();
+    this.watchTimer = setInterval(() => this.checkWatch(), WATCH_EVERY_MS);
+    this.watchTimer.unref();
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => this.readyWaiter?.reject(new TrueidleError("aborted", "stopped while NVML was starting"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await Promise.race([
+        ready,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new TrueidleError("nvml_unavailable",
+            `NVML gave no readings within ${Math.round(this.initTimeoutMs / 1000)} s of starting (${this.libPath}); the driver may be hung`)),
+          this.initTimeoutMs + this.intervalMs);
+          timer.unref();
+        }),
+      ]);
+      this.logger.info("NVML source started.", { library: this.library, driver: this.driverVersion, gpus: this.known.size, detail: this.describe() });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.readyWaiter = undefined;
+    }
+  }
+
+  sample(nowMs: number): GpuReading[] {
+    const out: GpuReading[] = [];
+    const allDown = this.driverError ?? (this.hung.size >= MAX_HUNG_THREADS ? this.hungText([...this.hung][0]!) : undefined);
+    for (const k of this.known.values()) {
+      const g = k.gpu;
+      const identity: GpuReading = { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: this.driverVersion || undefined };
+      const q = this.quarantine.get(g.index);
+      if (allDown !== undefined) out.push({ ...identity, error: allDown });
+      else if (q) out.push({ ...identity, error: this.hungText(q) });
+      else if (!k.reading) out.push({ ...identity, error: g.error ?? "NVML: no reading yet" });
+      else if (nowMs - k.at > this.staleAfterMs) out.push({ ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` });
+      else out.push(k.reading);
+    }
+    return out.sort((a, b) => a.index - b.index);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.watchTimer);
+    clearTimeout(this.respawnTimer);
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) await stopWorker(w);
+    for (const h of this.hung) void h.worker.terminate();
+  }
+
+  stats(): SourceStats {
+    return { restarts: this.restarts + this.reinits, parseErrors: 0 };
+  }
+
+  // ---- the worker -------------------------------------------------------------------
+
+  private spawn(): void {
+    if (this.stopped) return;
+    const watch = new SharedArrayBuffer(WATCH_BYTES);
+    const cfg: WorkerConfig = {
+      libPath: this.libPath,
+      intervalMs: this.intervalMs,
+      processIntervalMs: this.processIntervalMs,
+      skip: [...this.quarantine.keys()],
+      watch,
+    };
+    const w = startWorker(cfg);
+    this.worker = w;
+    this.watch = new CallWatch(watch);
+    w.on("message", (m: WorkerMessage) => { if (this.worker === w) this.onMessage(m); });
+    w.on("error", (err) => {
+      if (this.worker !== w) return;
+      this.logger.error("The NVML worker failed; starting a new one.", { error: err.message });
+      this.replaceWorker();
+    });
+    w.on("exit", (code) => {
+      if (this.worker !== w || this.stopped) return;
+      if (this.readyWaiter) return; // a fatal start error already said why
+      this.logger.warn("The NVML worker exited; starting a new one.", { code });
+      this.replaceWorker();
+    });
+  }
+
+  private replaceWorker(): void {
+    const old = this.worker;
+    this.worker = undefined;
+    if (old) void old.terminate();
+    this.restarts++;
+    clearTimeout(this.respawnTimer);
+    this.respawnTimer = setTimeout(() => this.spawn(), RESPAWN_DELAY_MS);
+    this.respawnTimer.unref();
+  }
+
+  private onMessage(m: WorkerMessage): void {
+    switch (m.kind) {
+      case "fatal":
+        if (this.readyWaiter) {
+          this.readyWaiter.reject(new TrueidleError("nvml_unavailable", m.error + this.failHint));
+        } else {
+          this.driverError = m.error;
+          this.logger.error("NVML cannot be used; every GPU reads unavailable until it can. Retrying.", { error: m.error });
+          this.replaceWorker();
+        }
+        return;
+      case "ready": {
+        this.library = m.library;
+        this.driverVersion = m.driverVersion;
+        this.driverError = undefined;
+        const listed = new Set<string>();
+        for (const g of m.gpus) {
+          listed.add(g.uuid);
+          const k = this.known.get(g.uuid);
+          this.known.set(g.uuid, { gpu: g, reading: k?.reading, at: k?.at ?? 0 });
+        }
+        for (const [uuid, k] of this.known) {
+          if (listed.has(uuid) || this.quarantine.has(k.gpu.index)) continue;
+          // Gone from NVML's list: still capacity that exists and cannot be used.
+          this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, at: 0 });
+        }
+        if (m.reinit) {
+          this.reinits++;
+          this.logger.info("NVML initialised again after the driver came back.", { gpus: m.gpus.length, driver: m.driverVersion });
+        }
+        return;
+      }
+      case "tick":
+        for (const r of m.readings) {
+          const k = this.known.get(r.uuid);
+          if (k) { k.reading = r; k.at = m.atMs; }
+        }
+        this.readyWaiter?.resolve();
+        return;
+      case "driver_lost":
+        if (this.driverError !== m.error) {
+          this.logger.error("The NVIDIA driver stopped answering; every GPU reads unavailable while NVML is initialised again.", { error: m.error });
+        }
+        this.driverError = m.error;
+        return;
+      case "log":
+        this.logger[m.level](m.msg, m.fields ?? {});
+        return;
+    }
+  }
+
+  // ---- hung calls -------------------------------------------------------------------
+
+  private checkWatch(): void {
+    const w = this.worker;
+    const cur = this.watch?.current();
+    if (!w || !cur) return;
+    const deadline = cur.call === "nvmlInit_v2" ? this.initTimeoutMs : this.callTimeoutMs;
+    if (Date.now() - cur.sinceMs <= deadline) return;
+    const h: Hung = { worker: w, call: cur.call, gpu: cur.gpu, sinceMs: cur.sinceMs };
+    this.hung.add(h);
+    if (h.gpu >= 0) this.quarantine.set(h.gpu, h);
+    this.logger.error("An NVML call did not return in time: the driver is hung or very slow. " +
+      (h.gpu >= 0 ? "That GPU reads unavailable; the others go on." : "Every GPU reads unavailable until NVML answers."),
+    { call: h.call, gpu: h.gpu >= 0 ? h.gpu : undefined, deadlineMs: deadline });
+    if (this.readyWaiter && h.gpu < 0) {
+      this.readyWaiter.reject(new TrueidleError("nvml_unavailable", `${h.call} did not return within ${Math.round(deadline / 1000)} s: the driver is hung`));
+    }
+    // The stuck thread cannot be interrupted: ask it to end once its call returns, then
+    // take its GPU back; meanwhile a new worker goes on without that GPU.
+    this.worker = undefined;
+    void w.terminate();
+    w.once("exit", () => this.onHungExit(h));
+    if (this.hung.size < MAX_HUNG_THREADS) {
+      this.restarts++;
+      this.spawn();
+    }
+  }
+
+  private onHungExit(h: Hung): void {
+    this.hung.delete(h);
+    if (this.quarantine.get(h.gpu) === h) this.quarantine.delete(h.gpu);
+    if (this.stopped) return;
+    this.logger.info("The hung NVML call returned; the GPU is read again.", { call: h.call, gpu: h.gpu >= 0 ? h.gpu : undefined, hungForMs: Date.now() - h.sinceMs });
+    // Start over with every GPU: the current worker skips the one that hung.
+    const cur = this.worker;
+    this.worker = undefined;
+    if (cur) void stopWorker(cur);
+    this.restarts++;
+    this.spawn();
+  }
+
+  private hungText(h: Hung): string {
+    return `NVML: ${h.call}${h.gpu >= 0 ? " on this GPU" : ""} has not returned for ${Math.round((Date.now() - h.sinceMs) / 1000)} s (driver hung)`;
+  }
+}
+
+/** The worker, compiled (dist/) or, when running from the TypeScript sources, through tsx. */
+function startWorker(cfg: WorkerConfig): Worker {
+  const js = new URL("./nvml-worker.js", import.meta.url);
+  if (existsSync(fileURLToPath(js))) return new Worker(js, { workerData: cfg });
+  const ts = new URL("./nvml-worker.ts", import.meta.url);
+  const code = `import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(ts.href)}); });`;
+  return new Worker(code, { eval: true, workerData: cfg });
+}
+
+/** Ask the worker to shut NVML down and exit; terminate it when it does not in time. */
+async function stopWorker(w: Worker): Promise<void> {
+  const exited = new Promise<void>((resolve) => w.once("exit", () => resolve()));
+  w.postMessage({ kind: "stop" });
+  let timer: NodeJS.Timeout | undefined;
+  const late = await Promise.race([
+    exited.then(() => false),
+    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), STOP_GRACE_MS); timer.unref(); }),
+  ]);
+  clearTimeout(timer);
+  if (late) void w.terminate();
+}

@@ -1,0 +1,104 @@
+/**
+ * What the NVML worker thread and the agent's event loop say to each other, and the shared
+ * memory through which the event loop watches every call the worker makes into the driver.
+ *
+ * The watch: before each NVML call the worker writes the call's id, the GPU it concerns and
+ * the time into a SharedArrayBuffer, and clears the id after. The event loop reads it on a
+ * timer; a call older than its deadline is a hung driver call. That costs the worker two
+ * stores per call and needs no message, so it works while the worker is blocked.
+ */
+import type { GpuReading } from "../../../common/types.js";
+
+/** Call ids; 0 is "no call in progress". */
+export const CALL_NAMES = [
+  "",
+  "nvmlInit_v2",
+  "nvmlShutdown",
+  "nvmlSystemGetDriverVersion",
+  "nvmlSystemGetProcessName",
+  "nvmlDeviceGetCount_v2",
+  "nvmlDeviceGetHandleByIndex_v2",
+  "nvmlDeviceGetUUID",
+  "nvmlDeviceGetName",
+  "nvmlDeviceGetSerial",
+  "nvmlDeviceGetPciInfo_v3",
+  "nvmlDeviceGetMemoryInfo_v2",
+  "nvmlDeviceGetMemoryInfo",
+  "nvmlDeviceGetUtilizationRates",
+  "nvmlDeviceGetSamples",
+  "nvmlDeviceGetPowerUsage",
+  "nvmlDeviceGetEnforcedPowerLimit",
+  "nvmlDeviceGetClockInfo",
+  "nvmlDeviceGetCurrentClocksEventReasons",
+  "nvmlDeviceGetEncoderUtilization",
+  "nvmlDeviceGetDecoderUtilization",
+  "nvmlDeviceGetComputeRunningProcesses_v3",
+  "nvmlDeviceGetProcessUtilization",
+  "nvmlGpmQueryDeviceSupport",
+  "nvmlGpmSampleAlloc",
+  "nvmlGpmSampleFree",
+  "nvmlGpmSampleGet",
+  "nvmlGpmMetricsGet",
+] as const;
+export type CallName = Exclude<(typeof CALL_NAMES)[number], "">;
+export const CALL_ID: Readonly<Record<CallName, number>> = Object.fromEntries(
+  CALL_NAMES.map((n, i) => [n, i]).filter(([n]) => n !== ""),
+) as Record<CallName, number>;
+
+/** Byte layout of the watch buffer: int32 call id, int32 GPU index (-1: none), float64 start ms. */
+export const WATCH_BYTES = 16;
+
+export class CallWatch {
+  private readonly ints: Int32Array;
+  private readonly start: Float64Array;
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.ints = new Int32Array(buffer, 0, 2);
+    this.start = new Float64Array(buffer, 8, 1);
+  }
+  /** Worker side: a call begins. */
+  begin(call: number, gpu: number): void {
+    this.start[0] = Date.now();
+    this.ints[1] = gpu;
+    Atomics.store(this.ints, 0, call);
+  }
+  /** Worker side: the call returned. */
+  end(): void {
+    Atomics.store(this.ints, 0, 0);
+  }
+  /** Event-loop side: the call in progress, if any. */
+  current(): { call: CallName; gpu: number; sinceMs: number } | undefined {
+    const id = Atomics.load(this.ints, 0);
+    if (id === 0) return undefined;
+    return { call: CALL_NAMES[id] as CallName, gpu: this.ints[1]!, sinceMs: this.start[0]! };
+  }
+}
+
+export interface WorkerConfig {
+  libPath: string;
+  intervalMs: number;
+  processIntervalMs: number;
+  /** GPU indices not to touch: a call on them hung and has not returned. */
+  skip: number[];
+  watch: SharedArrayBuffer;
+}
+
+/** A GPU as NVML lists it. */
+export interface NvmlGpu {
+  index: number;
+  uuid: string;
+  model: string;
+  busId?: string | undefined;
+  serial?: string | undefined;
+  gpm: boolean;
+  /** Why the GPU could not be read at discovery, when it could not. */
+  error?: string | undefined;
+}
+
+export type WorkerMessage =
+  | { kind: "ready"; library: string; driverVersion: string; gpus: NvmlGpu[]; reinit: boolean }
+  | { kind: "tick"; atMs: number; readings: GpuReading[] }
+  | { kind: "driver_lost"; error: string }
+  | { kind: "fatal"; error: string }
+  | { kind: "log"; level: "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> | undefined };
+
+export type MainMessage = { kind: "stop" };

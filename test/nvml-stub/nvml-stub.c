@@ -1,0 +1,1281 @@
+/*
+ * A stub libnvidia-ml.so.1 for trueidle's tests: the NVML source runs against it on
+ * machines without a GPU, driven by the same scenario files as the simulator and the fake
+ * nvidia-smi.
+ *
+ * Symbols, struct layouts and return codes follow nvml.h of CUDA 12.4 (driver 550, NVML
+ * API v12). Only the functions trueidle's NVML source calls are exported.
+ *
+ * Environment:
+ *   TRUEIDLE_NVML_STUB_TABLE    the scenario as a flat table, written by
+ *                               test/helpers/nvml-stub.ts (writeNvmlStubTable); read when
+ *                               nvmlInit_v2 takes the library from uninitialised to initialised.
+ *   TRUEIDLE_NVML_STUB_CONTROL  optional control file for faults, one directive a line:
+ *                                 driver unloaded         every call answers DRIVER_NOT_LOADED;
+ *                                                         once the line is gone the driver
+ *                                                         counts as reloaded and calls answer
+ *                                                         UNINITIALIZED until the client shuts
+ *                                                         down and initialises again
+ *                                 hang <index|all> <ms>   calls on that GPU (all: every call)
+ *                                                         sleep that long before answering
+ *                                 count <path>            a line is appended to <path> for
+ *                                                         every nvmlInit_v2 that succeeds
+ *                               Looked at no more than every 50 ms, re-read when it changed.
+ *
+ * Readings follow the wall clock: at Date.now() === t every GPU shows what readingOf(scenario,
+ * gpu, t) in agent/sim/evaluate.ts gives, the per-second noise included (hash01 below is
+ * the same function bit for bit). The table holds each phase's values before the noise.
+ *
+ * Thread safety: koffi's async calls come from several threads at once. All state is
+ * behind one mutex, which is never held while a call sleeps for a `hang` directive.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- nvml.h (CUDA 12.4) --------------------------------------------------------------- */
+
+typedef int nvmlReturn_t;
+enum {
+  NVML_SUCCESS = 0,
+  NVML_ERROR_UNINITIALIZED = 1,
+  NVML_ERROR_INVALID_ARGUMENT = 2,
+  NVML_ERROR_NOT_SUPPORTED = 3,
+  NVML_ERROR_NO_PERMISSION = 4,
+  NVML_ERROR_ALREADY_INITIALIZED = 5,
+  NVML_ERROR_NOT_FOUND = 6,
+  NVML_ERROR_INSUFFICIENT_SIZE = 7,
+  NVML_ERROR_INSUFFICIENT_POWER = 8,
+  NVML_ERROR_DRIVER_NOT_LOADED = 9,
+  NVML_ERROR_TIMEOUT = 10,
+  NVML_ERROR_IRQ_ISSUE = 11,
+  NVML_ERROR_LIBRARY_NOT_FOUND = 12,
+  NVML_ERROR_FUNCTION_NOT_FOUND = 13,
+  NVML_ERROR_CORRUPTED_INFOROM = 14,
+  NVML_ERROR_GPU_IS_LOST = 15,
+  NVML_ERROR_RESET_REQUIRED = 16,
+  NVML_ERROR_OPERATING_SYSTEM = 17,
+  NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18,
+  NVML_ERROR_IN_USE = 19,
+  NVML_ERROR_MEMORY = 20,
+  NVML_ERROR_NO_DATA = 21,
+  NVML_ERROR_VGPU_ECC_NOT_SUPPORTED = 22,
+  NVML_ERROR_INSUFFICIENT_RESOURCES = 23,
+  NVML_ERROR_FREQ_NOT_SUPPORTED = 24,
+  NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
+  NVML_ERROR_DEPRECATED = 26,
+  NVML_ERROR_NOT_READY = 27,
+  NVML_ERROR_GPU_NOT_FOUND = 28,
+  NVML_ERROR_INVALID_STATE = 29,
+  NVML_ERROR_UNKNOWN = 999,
+};
+
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct nvmlGpmSample_st *nvmlGpmSample_t;
+
+typedef struct {
+  char busIdLegacy[16];
+  unsigned int domain;
+  unsigned int bus;
+  unsigned int device;
+  unsigned int pciDeviceId;
+  unsigned int pciSubSystemId;
+  char busId[32];
+} nvmlPciInfo_t;
+
+typedef struct {
+  unsigned int version;
+  unsigned long long total;
+  unsigned long long reserved;
+  unsigned long long free;
+  unsigned long long used;
+} nvmlMemory_v2_t;
+#define NVML_STRUCT_VERSION(size, ver) ((unsigned int)((size) | ((ver) << 24U)))
+#define nvmlMemory_v2 NVML_STRUCT_VERSION(sizeof(nvmlMemory_v2_t), 2)
+
+typedef struct {
+  unsigned int gpu;
+  unsigned int memory;
+} nvmlUtilization_t;
+
+typedef union {
+  double dVal;
+  int siVal;
+  unsigned int uiVal;
+  unsigned long ulVal;
+  unsigned long long ullVal;
+  signed long long sllVal;
+  unsigned short usVal;
+} nvmlValue_t;
+enum { NVML_VALUE_TYPE_UNSIGNED_INT = 1 };
+enum { NVML_GPU_UTILIZATION_SAMPLES = 1 };
+
+typedef struct {
+  unsigned long long timeStamp;
+  nvmlValue_t sampleValue;
+} nvmlSample_t;
+
+typedef struct {
+  unsigned int pid;
+  unsigned long long usedGpuMemory;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+#define NVML_VALUE_NOT_AVAILABLE (~0ULL)
+
+typedef struct {
+  unsigned int pid;
+  unsigned long long timeStamp;
+  unsigned int smUtil;
+  unsigned int memUtil;
+  unsigned int encUtil;
+  unsigned int decUtil;
+} nvmlProcessUtilizationSample_t;
+
+enum { NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2, NVML_CLOCK_VIDEO = 3 };
+#define nvmlClocksEventReasonGpuIdle 0x0000000000000001ULL
+
+typedef struct {
+  unsigned int version;
+  unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+#define NVML_GPM_SUPPORT_VERSION 1
+
+typedef struct {
+  unsigned int metricId;
+  nvmlReturn_t nvmlReturn;
+  double value;
+  struct {
+    char *shortName;
+    char *longName;
+    char *unit;
+  } metricInfo;
+} nvmlGpmMetric_t;
+
+/* The caller's array has NVML_GPM_METRIC_MAX entries (98 in 12.4, more in later headers);
+ * only the first numMetrics are touched. */
+typedef struct {
+  unsigned int version;
+  unsigned int numMetrics;
+  nvmlGpmSample_t sample1;
+  nvmlGpmSample_t sample2;
+  nvmlGpmMetric_t metrics[];
+} nvmlGpmMetricsGet_t;
+#define NVML_GPM_METRICS_GET_VERSION 1
+#define GPM_METRICS_LIMIT 333
+enum {
+  NVML_GPM_METRIC_SM_UTIL = 2,
+  NVML_GPM_METRIC_SM_OCCUPANCY = 3,
+  NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5,
+  NVML_GPM_METRIC_DRAM_BW_UTIL = 10,
+};
+
+_Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t");
+_Static_assert(sizeof(nvmlMemory_v2_t) == 40, "nvmlMemory_v2_t");
+_Static_assert(sizeof(nvmlSample_t) == 16, "nvmlSample_t");
+_Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t");
+_Static_assert(sizeof(nvmlProcessUtilizationSample_t) == 32, "nvmlProcessUtilizationSample_t");
+_Static_assert(sizeof(nvmlGpmMetric_t) == 40, "nvmlGpmMetric_t");
+_Static_assert(offsetof(nvmlGpmMetricsGet_t, metrics) == 24, "nvmlGpmMetricsGet_t");
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ---- the table -------------------------------------------------------------------------- */
+
+#define MAX_GPUS 1024
+#define MiB (1024.0 * 1024.0)
+/* The driver's utilization sample period. */
+#define SAMPLE_PERIOD_US 166667ULL
+/* Samples the driver keeps per GPU. */
+#define SAMPLE_RING 120
+#define CONTROL_CHECK_MS 50.0
+#define GPM_MIN_INTERVAL_US 100000LL
+
+enum { SM_UNKNOWN, SM_FIXED, SM_FOLLOWS_UTIL };
+
+struct proc {
+  unsigned pid;
+  int has_used;
+  unsigned long long used_bytes;
+  int sm_kind;
+  double sm_util;
+  char *name;
+};
+
+struct phase {
+  double ms;
+  nvmlReturn_t error; /* NVML_SUCCESS: the GPU answers in this phase */
+  int has_util, has_power, has_mem, has_media;
+  double util, power_w, mem_used_mib, media, noise;
+  /* SM activity (0–1) GPM reports in this phase. */
+  double gpm_sm;
+  struct proc *procs;
+  unsigned nprocs;
+};
+
+struct gpu {
+  char *uuid;
+  uint16_t *uuid_utf16; /* the UUID as JavaScript sees it, for hash01 */
+  size_t uuid_len;
+  char *name, *bus_id, *serial;
+  unsigned pci_device_id;
+  unsigned pci_domain, pci_bus, pci_device;
+  double mem_total_mib, power_limit_w, cycle_ms;
+  int gpm;
+  struct phase *phases;
+  unsigned nphases;
+};
+
+struct table {
+  char *driver;
+  double origin_ms;
+  struct gpu *gpus;
+  unsigned ngpus;
+};
+
+struct nvmlDevice_st {
+  unsigned index;
+};
+
+#define SAMPLE_MAGIC 0x67706d73u
+struct nvmlGpmSample_st {
+  unsigned magic;
+  int taken;
+  unsigned gpu;
+  long long time_us;
+};
+
+/* ---- state (all behind mu) -------------------------------------------------------------- */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct table tbl;
+static struct nvmlDevice_st handles[MAX_GPUS];
+static unsigned init_refs;
+/* The driver's generation moves on at every reload; a client initialised in an older one
+ * must shut down and initialise again. */
+static unsigned driver_gen, client_gen;
+
+static struct {
+  char *path; /* the control file last looked at */
+  int checked;
+  double last_check_ms;
+  int exists;
+  ino_t ino;
+  struct timespec mtime;
+  off_t size;
+  int driver_unloaded;
+  unsigned hang_all_ms;
+  unsigned hang_ms[MAX_GPUS];
+  char *count_path;
+} ctl;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static void say(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "trueidle nvml stub: %s\n", line);
+}
+
+static long long now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Date.now() at the instant of `us`. */
+static double ms_of_us(long long us) {
+  return (double)(us >= 0 ? us / 1000 : -((-us + 999) / 1000));
+}
+
+static void sleep_ms(unsigned ms) {
+  struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* JavaScript's Math.round: halves round towards +Infinity. */
+static double js_round(double x) {
+  double r = floor(x);
+  return x - r >= 0.5 ? r + 1.0 : r;
+}
+
+/* JavaScript's ToUint32 of an integral double. */
+static uint32_t js_uint32(double x) {
+  return (uint32_t)(uint64_t)(int64_t)x;
+}
+
+/* hash01 of agent/sim/evaluate.ts, bit for bit. */
+static double hash01(const struct gpu *g, double time_ms) {
+  uint32_t h = 2166136261u ^ js_uint32(floor(time_ms / 1000));
+  for (size_t i = 0; i < g->uuid_len; i++) h = (h ^ g->uuid_utf16[i]) * 16777619u;
+  h ^= h >> 13;
+  h *= 0x5bd1e995u;
+  h ^= h >> 15;
+  return (double)h / 4294967296.0;
+}
+
+static unsigned to_unsigned(double v) {
+  if (!(v > 0)) return 0;
+  if (v >= 4294967295.0) return 4294967295u;
+  return (unsigned)js_round(v);
+}
+
+static unsigned long long to_ull(double v) {
+  if (!(v > 0)) return 0;
+  return (unsigned long long)js_round(v);
+}
+
+static nvmlReturn_t copy_string(char *buf, unsigned len, const char *s) {
+  if (buf == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+  size_t n = strlen(s);
+  if (n + 1 > len) return NVML_ERROR_INSUFFICIENT_SIZE;
+  memcpy(buf, s, n + 1);
+  return NVML_SUCCESS;
+}
+
+/* ---- what a GPU shows at an instant (readingOf) ----------------------------------------- */
+
+struct reading {
+  nvmlReturn_t error;
+  const struct phase *ph;
+  int has_util, has_power, has_mem, has_media;
+  double util, power_w, mem_used_mib, media;
+};
+
+static const struct phase *phase_at(const struct gpu *g, double time_ms) {
+  double t = fmod(time_ms - tbl.origin_ms, g->cycle_ms);
+  if (t < 0) t += g->cycle_ms;
+  for (unsigned i = 0; i < g->nphases; i++) {
+    if (t < g->phases[i].ms) return &g->phases[i];
+    t -= g->phases[i].ms;
+  }
+  return &g->phases[g->nphases - 1];
+}
+
+static void reading_at(const struct gpu *g, double time_ms, struct reading *r) {
+  const struct phase *p = phase_at(g, time_ms);
+  memset(r, 0, sizeof *r);
+  r->ph = p;
+  r->error = p->error;
+  if (p->error != NVML_SUCCESS) return;
+  double noise = p->noise;
+  double jitter = noise > 0 ? (hash01(g, time_ms) - 0.5) * 2 * noise : 0;
+  r->has_util = p->has_util;
+  r->util = p->util;
+  if (r->has_util && noise > 0 && r->util > 0 && r->util < 100) {
+    r->util = fmin(100, fmax(0, js_round(r->util * (1 + jitter))));
+  }
+  r->has_power = p->has_power;
+  if (r->has_power) {
+    double w = p->power_w;
+    if (noise > 0) w = fmax(0, w * (1 + jitter / 4));
+    r->power_w = js_round(w * 100) / 100;
+  }
+  r->has_mem = p->has_mem;
+  r->mem_used_mib = p->mem_used_mib;
+  r->has_media = p->has_media;
+  r->media = p->media;
+}
+
+/* A process's SM utilization in a reading; 0 when unknown (see proc_has_sm). */
+static int proc_sm(const struct proc *pr, const struct reading *r, double *out) {
+  switch (pr->sm_kind) {
+    case SM_FIXED: *out = pr->sm_util; return 1;
+    case SM_FOLLOWS_UTIL:
+      if (!r->has_util) return 0;
+      *out = r->util;
+      return 1;
+    default: return 0;
+  }
+}
+
+/* ---- reading the table ------------------------------------------------------------------ */
+
+static void free_table(struct table *t) {
+  for (unsigned i = 0; i < t->ngpus; i++) {
+    struct gpu *g = &t->gpus[i];
+    for (unsigned j = 0; j < g->nphases; j++) {
+      for (unsigned k = 0; k < g->phases[j].nprocs; k++) free(g->phases[j].procs[k].name);
+      free(g->phases[j].procs);
+    }
+    free(g->phases);
+    free(g->uuid);
+    free(g->uuid_utf16);
+    free(g->name);
+    free(g->bus_id);
+    free(g->serial);
+  }
+  free(t->gpus);
+  free(t->driver);
+  memset(t, 0, sizeof *t);
+}
+
+static int parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || *end != '\0' || errno != 0 || !isfinite(v)) return 0;
+  *out = v;
+  return 1;
+}
+
+/* "-" is a missing value. */
+static int parse_optional(const char *s, int *has, double *out) {
+  if (strcmp(s, "-") == 0) {
+    *has = 0;
+    *out = 0;
+    return 1;
+  }
+  *has = 1;
+  return parse_double(s, out);
+}
+
+static int grow(void **arr, unsigned n, size_t size) {
+  void *p = realloc(*arr, (n + 1) * size);
+  if (p == NULL) return 0;
+  *arr = p;
+  memset((char *)p + n * size, 0, size);
+  return 1;
+}
+
+/* Splits `rest` into key=value fields; a field whose key is in `tail` takes the rest of the
+ * line. Calls fn for each; returns the first error message or NULL. */
+typedef const char *(*field_fn)(void *obj, const char *key, const char *value);
+static const char *parse_fields(char *rest, const char *tail, field_fn fn, void *obj) {
+  char *s = rest;
+  while (*s != '\0') {
+    while (*s == ' ') s++;
+    if (*s == '\0') break;
+    char *eq = strchr(s, '=');
+    if (eq == NULL) return "a field is not key=value";
+    *eq = '\0';
+    const char *key = s;
+    char *value = eq + 1;
+    if (strcmp(key, tail) == 0) {
+      s = value + strlen(value);
+    } else {
+      char *sp = strchr(value, ' ');
+      if (sp != NULL) {
+        *sp = '\0';
+        s = sp + 1;
+      } else {
+        s = value + strlen(value);
+      }
+    }
+    const char *err = fn(obj, key, value);
+    if (err != NULL) return err;
+  }
+  return NULL;
+}
+
+static const char *phase_field(void *obj, const char *key, const char *value) {
+  struct phase *p = obj;
+  int ok = 1;
+  if (strcmp(key, "ms") == 0) ok = parse_double(value, &p->ms) && p->ms > 0;
+  else if (strcmp(key, "util") == 0) ok = parse_optional(value, &p->has_util, &p->util);
+  else if (strcmp(key, "power_w") == 0) ok = parse_optional(value, &p->has_power, &p->power_w);
+  else if (strcmp(key, "mem_used_mib") == 0) ok = parse_optional(value, &p->has_mem, &p->mem_used_mib);
+  else if (strcmp(key, "media") == 0) ok = parse_optional(value, &p->has_media, &p->media);
+  else if (strcmp(key, "noise") == 0) ok = parse_double(value, &p->noise);
+  else if (strcmp(key, "gpm_sm") == 0) ok = parse_double(value, &p->gpm_sm);
+  else if (strcmp(key, "error") == 0) {
+    double code;
+    ok = parse_double(value, &code) && code > 0;
+    p->error = (nvmlReturn_t)code;
+  } else if (strcmp(key, "text") == 0) {
+    /* The scenario's message, for people reading the table. */
+  } else return "unknown phase field";
+  return ok ? NULL : "bad phase value";
+}
+
+static const char *proc_field(void *obj, const char *key, const char *value) {
+  struct proc *pr = obj;
+  int ok = 1;
+  double v;
+  if (strcmp(key, "pid") == 0) {
+    ok = parse_double(value, &v) && v >= 0 && v <= 4294967295.0;
+    pr->pid = (unsigned)v;
+  } else if (strcmp(key, "used_bytes") == 0) {
+    ok = parse_optional(value, &pr->has_used, &v) && v >= 0;
+    pr->used_bytes = to_ull(v);
+  } else if (strcmp(key, "sm_util") == 0) {
+    if (strcmp(value, "util") == 0) pr->sm_kind = SM_FOLLOWS_UTIL;
+    else {
+      int has;
+      ok = parse_optional(value, &has, &pr->sm_util);
+      pr->sm_kind = has ? SM_FIXED : SM_UNKNOWN;
+    }
+  } else if (strcmp(key, "name") == 0) {
+    free(pr->name);
+    pr->name = strdup(value);
+    ok = pr->name != NULL;
+  } else return "unknown process field";
+  return ok ? NULL : "bad process value";
+}
+
+static const char *parse_utf16(struct gpu *g, char *value) {
+  free(g->uuid_utf16);
+  g->uuid_utf16 = NULL;
+  g->uuid_len = 0;
+  size_t cap = strlen(value) / 2 + 1;
+  g->uuid_utf16 = calloc(cap, sizeof(uint16_t));
+  if (g->uuid_utf16 == NULL) return "out of memory";
+  char *save = NULL;
+  for (char *tok = strtok_r(value, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
+    double v;
+    if (!parse_double(tok, &v) || v < 0 || v > 65535 || g->uuid_len >= cap) return "bad uuid_utf16";
+    g->uuid_utf16[g->uuid_len++] = (uint16_t)v;
+  }
+  return NULL;
+}
+
+static const char *parse_gpu_line(struct gpu *g, const char *key, char *value) {
+  double v;
+  if (strcmp(key, "uuid") == 0) return (g->uuid = strdup(value)) ? NULL : "out of memory";
+  if (strcmp(key, "uuid_utf16") == 0) return parse_utf16(g, value);
+  if (strcmp(key, "name") == 0) return (g->name = strdup(value)) ? NULL : "out of memory";
+  if (strcmp(key, "serial") == 0) return (g->serial = strdup(value)) ? NULL : "out of memory";
+  if (strcmp(key, "bus_id") == 0) {
+    if (sscanf(value, "%x:%x:%x.", &g->pci_domain, &g->pci_bus, &g->pci_device) != 3) return "bad bus_id";
+    return (g->bus_id = strdup(value)) ? NULL : "out of memory";
+  }
+  if (strcmp(key, "pci_device_id") == 0) {
+    char *end;
+    unsigned long id = strtoul(value, &end, 16);
+    if (*end != '\0' || end == value) return "bad pci_device_id";
+    g->pci_device_id = (unsigned)id;
+    return NULL;
+  }
+  if (strcmp(key, "mem_total_mib") == 0) return parse_double(value, &g->mem_total_mib) && g->mem_total_mib > 0 ? NULL : "bad mem_total_mib";
+  if (strcmp(key, "power_limit_w") == 0) return parse_double(value, &g->power_limit_w) && g->power_limit_w >= 0 ? NULL : "bad power_limit_w";
+  if (strcmp(key, "cycle_ms") == 0) return parse_double(value, &g->cycle_ms) && g->cycle_ms > 0 ? NULL : "bad cycle_ms";
+  if (strcmp(key, "gpm") == 0) {
+    if (!parse_double(value, &v)) return "bad gpm";
+    g->gpm = v != 0;
+    return NULL;
+  }
+  if (strcmp(key, "phase") == 0) {
+    if (!grow((void **)&g->phases, g->nphases, sizeof *g->phases)) return "out of memory";
+    struct phase *p = &g->phases[g->nphases++];
+    const char *err = parse_fields(value, "text", phase_field, p);
+    if (err == NULL && !(p->ms > 0)) err = "phase without ms";
+    return err;
+  }
+  if (strcmp(key, "proc") == 0) {
+    if (g->nphases == 0) return "proc before any phase";
+    struct phase *p = &g->phases[g->nphases - 1];
+    if (!grow((void **)&p->procs, p->nprocs, sizeof *p->procs)) return "out of memory";
+    struct proc *pr = &p->procs[p->nprocs++];
+    const char *err = parse_fields(value, "name", proc_field, pr);
+    if (err == NULL && pr->name == NULL) err = "proc without name";
+    return err;
+  }
+  return "unknown key";
+}
+
+/* Reads the table into *t; on failure prints one line naming the problem. */
+static int load_table(struct table *t) {
+  const char *path = getenv("TRUEIDLE_NVML_STUB_TABLE");
+  if (path == NULL || *path == '\0') {
+    say("TRUEIDLE_NVML_STUB_TABLE is not set; it names the table written by test/helpers/nvml-stub.ts");
+    return 0;
+  }
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    say("cannot read table file %s: %s", path, strerror(errno));
+    return 0;
+  }
+  memset(t, 0, sizeof *t);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  unsigned lineno = 0;
+  const char *err = NULL;
+  struct gpu *g = NULL;
+  while (err == NULL && (n = getline(&line, &cap, f)) >= 0) {
+    lineno++;
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    if (lineno == 1) {
+      if (strcmp(line, "trueidle-nvml-stub-table 1") != 0) err = "not a trueidle nvml stub table (version 1)";
+      continue;
+    }
+    if (n == 0 || line[0] == '#') continue;
+    char *sp = strchr(line, ' ');
+    char *value = sp ? sp + 1 : line + n;
+    if (sp) *sp = '\0';
+    const char *key = line;
+    if (strcmp(key, "driver") == 0) {
+      free(t->driver);
+      t->driver = strdup(value);
+    } else if (strcmp(key, "origin_ms") == 0) {
+      if (!parse_double(value, &t->origin_ms)) err = "bad origin_ms";
+    } else if (strcmp(key, "gpu") == 0) {
+      if (t->ngpus >= MAX_GPUS) err = "too many GPUs";
+      else if (!grow((void **)&t->gpus, t->ngpus, sizeof *t->gpus)) err = "out of memory";
+      else g = &t->gpus[t->ngpus++];
+    } else if (g == NULL) {
+      err = "a GPU field before the first gpu line";
+    } else {
+      err = parse_gpu_line(g, key, value);
+    }
+  }
+  free(line);
+  if (err == NULL && ferror(f)) err = strerror(errno);
+  fclose(f);
+  if (err == NULL && t->driver == NULL) {
+    err = "no driver line";
+    lineno = 0;
+  }
+  for (unsigned i = 0; err == NULL && i < t->ngpus; i++) {
+    struct gpu *x = &t->gpus[i];
+    if (!x->uuid || !x->uuid_utf16 || !x->name || !x->bus_id || !x->serial || x->nphases == 0 || !(x->cycle_ms > 0) || !(x->mem_total_mib > 0)) {
+      err = "a GPU lacks one of uuid, uuid_utf16, name, bus_id, serial, mem_total_mib, cycle_ms, phase";
+      lineno = 0;
+    }
+  }
+  if (err != NULL) {
+    if (lineno > 0) say("table file %s line %u: %s", path, lineno, err);
+    else say("table file %s: %s", path, err);
+    free_table(t);
+    return 0;
+  }
+  return 1;
+}
+
+/* ---- the control file -------------------------------------------------------------------- */
+
+static void parse_control(const char *path, FILE *f) {
+  int unloaded = 0;
+  unsigned hang_all = 0;
+  free(ctl.count_path);
+  ctl.count_path = NULL;
+  memset(ctl.hang_ms, 0, sizeof ctl.hang_ms);
+  if (f != NULL) {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned lineno = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+      lineno++;
+      while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = '\0';
+      if (n == 0 || line[0] == '#') continue;
+      char which[32];
+      unsigned ms;
+      int used = 0;
+      if (strcmp(line, "driver unloaded") == 0) {
+        unloaded = 1;
+      } else if (sscanf(line, "hang %31s %u%n", which, &ms, &used) == 2 && line[used] == '\0') {
+        if (strcmp(which, "all") == 0) {
+          hang_all = ms;
+        } else {
+          char *end;
+          unsigned long idx = strtoul(which, &end, 10);
+          if (*end == '\0' && idx < MAX_GPUS) ctl.hang_ms[idx] = ms;
+          else say("control file %s line %u: no GPU \"%s\"", path, lineno, which);
+        }
+      } else if (strncmp(line, "count ", 6) == 0) {
+        ctl.count_path = strdup(line + 6);
+      } else {
+        say("control file %s line %u not understood: %s", path, lineno, line);
+      }
+    }
+    free(line);
+  }
+  if (ctl.driver_unloaded && !unloaded) driver_gen++;
+  ctl.driver_unloaded = unloaded;
+  ctl.hang_all_ms = hang_all;
+}
+
+/* Takes in the control file if it changed; caller holds mu. */
+static void refresh_control(void) {
+  const char *path = getenv("TRUEIDLE_NVML_STUB_CONTROL");
+  if (path == NULL || *path == '\0') {
+    if (ctl.path != NULL) {
+      free(ctl.path);
+      ctl.path = NULL;
+      parse_control("", NULL);
+    }
+    return;
+  }
+  double now = mono_ms();
+  if (ctl.path == NULL || strcmp(ctl.path, path) != 0) {
+    free(ctl.path);
+    ctl.path = strdup(path);
+    ctl.checked = 0;
+  }
+  if (ctl.checked && now - ctl.last_check_ms < CONTROL_CHECK_MS) return;
+  ctl.last_check_ms = now;
+  struct stat st;
+  int exists = stat(path, &st) == 0;
+  if (ctl.checked && exists == ctl.exists &&
+      (!exists || (st.st_ino == ctl.ino && st.st_size == ctl.size && st.st_mtim.tv_sec == ctl.mtime.tv_sec &&
+                   st.st_mtim.tv_nsec == ctl.mtime.tv_nsec))) {
+    return;
+  }
+  ctl.checked = 1;
+  ctl.exists = exists;
+  if (exists) {
+    ctl.ino = st.st_ino;
+    ctl.size = st.st_size;
+    ctl.mtime = st.st_mtim;
+  }
+  FILE *f = exists ? fopen(path, "r") : NULL;
+  parse_control(path, f);
+  if (f != NULL) fclose(f);
+}
+
+/* ---- entering a call --------------------------------------------------------------------- */
+
+/*
+ * Every call: look at the control file, sleep for a `hang` directive (without the lock),
+ * then hold the lock and answer DRIVER_NOT_LOADED / UNINITIALIZED where due. On
+ * NVML_SUCCESS the caller holds mu and must release it.
+ *   gpu_hint: the GPU whose hang applies, or -1.
+ *   need_init: 0 for nvmlInit_v2 and nvmlShutdown, which judge initialisation themselves.
+ */
+static nvmlReturn_t enter(long gpu_hint, int need_init) {
+  pthread_mutex_lock(&mu);
+  refresh_control();
+  if (ctl.driver_unloaded) {
+    pthread_mutex_unlock(&mu);
+    return NVML_ERROR_DRIVER_NOT_LOADED;
+  }
+  unsigned hang = ctl.hang_all_ms;
+  if (gpu_hint >= 0 && gpu_hint < MAX_GPUS && ctl.hang_ms[gpu_hint] > hang) hang = ctl.hang_ms[gpu_hint];
+  pthread_mutex_unlock(&mu);
+  if (hang > 0) sleep_ms(hang);
+  pthread_mutex_lock(&mu);
+  refresh_control();
+  if (ctl.driver_unloaded) {
+    pthread_mutex_unlock(&mu);
+    return NVML_ERROR_DRIVER_NOT_LOADED;
+  }
+  if (need_init && (init_refs == 0 || client_gen != driver_gen)) {
+    pthread_mutex_unlock(&mu);
+    return NVML_ERROR_UNINITIALIZED;
+  }
+  return NVML_SUCCESS;
+}
+
+static nvmlReturn_t done(nvmlReturn_t r) {
+  pthread_mutex_unlock(&mu);
+  return r;
+}
+
+static long handle_slot(nvmlDevice_t dev) {
+  uintptr_t p = (uintptr_t)dev, base = (uintptr_t)handles;
+  if (p < base || p >= base + sizeof handles || (p - base) % sizeof handles[0] != 0) return -1;
+  return (long)((p - base) / sizeof handles[0]);
+}
+
+/* A device call: on NVML_SUCCESS holds mu and fills *g and *r (the GPU's reading now). A
+ * GPU in an error phase answers that error unless `static_ok`. */
+static nvmlReturn_t enter_device(nvmlDevice_t dev, int static_ok, const struct gpu **g, struct reading *r, long long *t_us) {
+  long slot = handle_slot(dev);
+  nvmlReturn_t rc = enter(slot, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (slot < 0 || (unsigned long)slot >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *g = &tbl.gpus[slot];
+  long long us = now_us();
+  if (t_us) *t_us = us;
+  reading_at(*g, ms_of_us(us), r);
+  if (!static_ok && r->error != NVML_SUCCESS) return done(r->error);
+  return NVML_SUCCESS;
+}
+
+/* ---- exported: library --------------------------------------------------------------------- */
+
+EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
+  switch (result) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_ALREADY_INITIALIZED: return "Already Initialized";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_INSUFFICIENT_POWER: return "Insufficient External Power";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_IRQ_ISSUE: return "Interrupt request issue";
+    case NVML_ERROR_LIBRARY_NOT_FOUND: return "NVML Shared Library Not Found";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
+    case NVML_ERROR_CORRUPTED_INFOROM: return "Corrupted infoROM";
+    case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_RESET_REQUIRED: return "GPU requires reset";
+    case NVML_ERROR_OPERATING_SYSTEM: return "GPU access blocked by the operating system";
+    case NVML_ERROR_LIB_RM_VERSION_MISMATCH: return "Driver/library version mismatch";
+    case NVML_ERROR_IN_USE: return "In use by another client";
+    case NVML_ERROR_MEMORY: return "Insufficient Memory";
+    case NVML_ERROR_NO_DATA: return "No data";
+    case NVML_ERROR_VGPU_ECC_NOT_SUPPORTED: return "ECC is not supported on vGPU";
+    case NVML_ERROR_INSUFFICIENT_RESOURCES: return "Insufficient resources";
+    case NVML_ERROR_FREQ_NOT_SUPPORTED: return "Frequency not supported";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
+    case NVML_ERROR_DEPRECATED: return "Deprecated";
+    case NVML_ERROR_NOT_READY: return "Not ready";
+    case NVML_ERROR_GPU_NOT_FOUND: return "GPU not found";
+    case NVML_ERROR_INVALID_STATE: return "Invalid state";
+    default: return "Unknown Error";
+  }
+}
+
+EXPORT nvmlReturn_t nvmlInit_v2(void) {
+  nvmlReturn_t rc = enter(-1, 0);
+  if (rc != NVML_SUCCESS) return rc;
+  if (init_refs == 0) {
+    struct table fresh;
+    if (!load_table(&fresh)) return done(NVML_ERROR_UNKNOWN);
+    free_table(&tbl);
+    tbl = fresh;
+    for (unsigned i = 0; i < MAX_GPUS; i++) handles[i].index = i;
+    client_gen = driver_gen;
+  }
+  /* An init in a stale generation counts but leaves the client stale: after a driver
+   * reload only nvmlShutdown ends the old state, as a client must shut down and init. */
+  init_refs++;
+  if (ctl.count_path != NULL) {
+    FILE *f = fopen(ctl.count_path, "a");
+    if (f != NULL) {
+      fputs("init\n", f);
+      fclose(f);
+    }
+  }
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlShutdown(void) {
+  nvmlReturn_t rc = enter(-1, 0);
+  if (rc != NVML_SUCCESS) return rc;
+  if (init_refs == 0) return done(NVML_ERROR_UNINITIALIZED);
+  /* After a driver reload the library's state went with the old driver: one shutdown ends it. */
+  if (client_gen != driver_gen) init_refs = 0;
+  else init_refs--;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+  nvmlReturn_t rc = enter(-1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  return done(copy_string(version, length, tbl.driver));
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length) {
+  nvmlReturn_t rc = enter(-1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (name == NULL || length == 0) return done(NVML_ERROR_INVALID_ARGUMENT);
+  double t = ms_of_us(now_us());
+  for (unsigned i = 0; i < tbl.ngpus; i++) {
+    struct reading r;
+    reading_at(&tbl.gpus[i], t, &r);
+    if (r.error != NVML_SUCCESS) continue;
+    for (unsigned k = 0; k < r.ph->nprocs; k++) {
+      if (r.ph->procs[k].pid == pid) return done(copy_string(name, length, r.ph->procs[k].name));
+    }
+  }
+  return done(NVML_ERROR_NOT_FOUND);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
+  nvmlReturn_t rc = enter(-1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (deviceCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *deviceCount = tbl.ngpus;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+  nvmlReturn_t rc = enter(index < MAX_GPUS ? (long)index : -1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (device == NULL || index >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *device = &handles[index];
+  return done(NVML_SUCCESS);
+}
+
+/* ---- exported: static device facts ------------------------------------------------------------ */
+
+EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 1, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (index == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *index = (unsigned)(g - tbl.gpus);
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  return done(copy_string(uuid, length, g->uuid));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  return done(copy_string(name, length, g->name));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsigned int length) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  return done(copy_string(serial, length, g->serial));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (pci == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  memset(pci, 0, sizeof *pci);
+  snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", g->pci_domain & 0xffffu, g->pci_bus & 0xffu,
+           g->pci_device & 0xffu);
+  pci->domain = g->pci_domain;
+  pci->bus = g->pci_bus;
+  pci->device = g->pci_device;
+  pci->pciDeviceId = g->pci_device_id;
+  /* An NVIDIA board's subsystem; nothing reads it. */
+  pci->pciSubSystemId = 0x16C110DEu;
+  snprintf(pci->busId, sizeof pci->busId, "%s", g->bus_id);
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *limit) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (limit == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *limit = to_unsigned(g->power_limit_w * 1000);
+  return done(NVML_SUCCESS);
+}
+
+/* ---- exported: readings ------------------------------------------------------------------ */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (memory == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (memory->version != nvmlMemory_v2) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+  if (!r.has_mem) return done(NVML_ERROR_NOT_SUPPORTED);
+  unsigned long long total = to_ull(g->mem_total_mib * MiB);
+  /* The driver keeps some memory for itself: 512 MiB, less on a small board. */
+  unsigned long long reserved = total / 8 < 512ULL * 1024 * 1024 ? total / 8 : 512ULL * 1024 * 1024;
+  unsigned long long used = to_ull(r.mem_used_mib * MiB);
+  memory->total = total;
+  memory->reserved = reserved;
+  memory->used = used;
+  memory->free = total > reserved + used ? total - reserved - used : 0;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *utilization) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (utilization == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
+  utilization->gpu = to_unsigned(r.util);
+  /* What the fake nvidia-smi prints for utilization.memory. */
+  utilization->memory = to_unsigned(r.util * 0.6);
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned long long lastSeenTimeStamp,
+                                         int *sampleValType, unsigned int *sampleCount, nvmlSample_t *samples) {
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (sampleValType == NULL || sampleCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (type != NVML_GPU_UTILIZATION_SAMPLES || !r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
+  /* Samples are taken at every multiple of the period since the epoch; the driver keeps the
+   * last SAMPLE_RING of them. */
+  unsigned long long last = (unsigned long long)us / SAMPLE_PERIOD_US;
+  unsigned long long first = last >= SAMPLE_RING - 1 ? last - (SAMPLE_RING - 1) : 0;
+  unsigned long long after_seen = lastSeenTimeStamp / SAMPLE_PERIOD_US + 1;
+  if (after_seen > first) first = after_seen;
+  nvmlSample_t found[SAMPLE_RING];
+  unsigned n = 0;
+  for (unsigned long long k = first; k <= last && n < SAMPLE_RING; k++) {
+    unsigned long long ts = k * SAMPLE_PERIOD_US;
+    struct reading at;
+    reading_at(g, ms_of_us((long long)ts), &at);
+    if (at.error != NVML_SUCCESS || !at.has_util) continue;
+    found[n].timeStamp = ts;
+    found[n].sampleValue.ullVal = 0;
+    found[n].sampleValue.uiVal = to_unsigned(at.util);
+    n++;
+  }
+  *sampleValType = NVML_VALUE_TYPE_UNSIGNED_INT;
+  if (n == 0) return done(NVML_ERROR_NOT_FOUND);
+  if (samples == NULL) {
+    *sampleCount = n;
+    return done(NVML_SUCCESS);
+  }
+  if (*sampleCount == 0) return done(NVML_ERROR_INVALID_ARGUMENT);
+  /* The oldest first, so a short buffer loses nothing the next call cannot fetch. */
+  unsigned m = *sampleCount < n ? *sampleCount : n;
+  memcpy(samples, found, m * sizeof *samples);
+  *sampleCount = m;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (power == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!r.has_power) return done(NVML_ERROR_NOT_SUPPORTED);
+  *power = to_unsigned(r.power_w * 1000);
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (clock == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  int busy = r.has_util && r.util > 0;
+  switch (type) {
+    case NVML_CLOCK_GRAPHICS:
+    case NVML_CLOCK_SM: *clock = busy ? 1980 : 345; break;
+    case NVML_CLOCK_MEM: *clock = 2619; break;
+    case NVML_CLOCK_VIDEO: *clock = busy ? 1755 : 765; break;
+    default: return done(NVML_ERROR_INVALID_ARGUMENT);
+  }
+  return done(NVML_SUCCESS);
+}
+
+/* gpu_idle exactly when the fake nvidia-smi prints "Active" for clocks_event_reasons.gpu_idle. */
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device, unsigned long long *reasons) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (reasons == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
+  *reasons = r.util == 0 ? nvmlClocksEventReasonGpuIdle : 0;
+  return done(NVML_SUCCESS);
+}
+
+/* The name before driver 535; same meaning. */
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device, unsigned long long *reasons) {
+  return nvmlDeviceGetCurrentClocksEventReasons(device, reasons);
+}
+
+static nvmlReturn_t media_util(nvmlDevice_t device, int decoder, unsigned int *utilization, unsigned int *samplingPeriodUs) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (utilization == NULL || samplingPeriodUs == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!r.has_media) return done(NVML_ERROR_NOT_SUPPORTED);
+  /* The reading's `media` is the busiest engine: the decoder's here. */
+  *utilization = decoder ? to_unsigned(r.media) : 0;
+  *samplingPeriodUs = (unsigned)SAMPLE_PERIOD_US;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t device, unsigned int *utilization, unsigned int *samplingPeriodUs) {
+  return media_util(device, 0, utilization, samplingPeriodUs);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t device, unsigned int *utilization, unsigned int *samplingPeriodUs) {
+  return media_util(device, 1, utilization, samplingPeriodUs);
+}
+
+/* ---- exported: processes ------------------------------------------------------------------ */
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount, nvmlProcessInfo_t *infos) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (infoCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  unsigned n = r.ph->nprocs;
+  if (n == 0) {
+    *infoCount = 0;
+    return done(NVML_SUCCESS);
+  }
+  if (infos == NULL || *infoCount < n) {
+    *infoCount = n;
+    return done(NVML_ERROR_INSUFFICIENT_SIZE);
+  }
+  for (unsigned k = 0; k < n; k++) {
+    const struct proc *pr = &r.ph->procs[k];
+    memset(&infos[k], 0, sizeof infos[k]);
+    infos[k].pid = pr->pid;
+    infos[k].usedGpuMemory = pr->has_used ? pr->used_bytes : NVML_VALUE_NOT_AVAILABLE;
+    /* Not a MIG instance. */
+    infos[k].gpuInstanceId = 0xFFFFFFFFu;
+    infos[k].computeInstanceId = 0xFFFFFFFFu;
+  }
+  *infoCount = n;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUtilizationSample_t *utilization,
+                                                    unsigned int *processSamplesCount, unsigned long long lastSeenTimeStamp) {
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (processSamplesCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  /* Every process with a known SM utilization has one sample, taken now. */
+  unsigned n = 0;
+  double sm;
+  if ((unsigned long long)us > lastSeenTimeStamp) {
+    for (unsigned k = 0; k < r.ph->nprocs; k++) n += (unsigned)proc_sm(&r.ph->procs[k], &r, &sm);
+  }
+  if (n == 0) return done(NVML_ERROR_NOT_FOUND);
+  if (utilization == NULL || *processSamplesCount < n) {
+    *processSamplesCount = n;
+    return done(NVML_ERROR_INSUFFICIENT_SIZE);
+  }
+  unsigned i = 0;
+  for (unsigned k = 0; k < r.ph->nprocs; k++) {
+    const struct proc *pr = &r.ph->procs[k];
+    if (!proc_sm(pr, &r, &sm)) continue;
+    memset(&utilization[i], 0, sizeof utilization[i]);
+    utilization[i].pid = pr->pid;
+    utilization[i].timeStamp = (unsigned long long)us;
+    utilization[i].smUtil = to_unsigned(sm);
+    i++;
+  }
+  *processSamplesCount = n;
+  return done(NVML_SUCCESS);
+}
+
+/* ---- exported: GPM ---------------------------------------------------------------------------- */
+
+EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (gpmSupport == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (gpmSupport->version != NVML_GPM_SUPPORT_VERSION) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+  gpmSupport->isSupportedDevice = g->gpm ? 1 : 0;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample) {
+  nvmlReturn_t rc = enter(-1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (gpmSample == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  struct nvmlGpmSample_st *s = calloc(1, sizeof *s);
+  if (s == NULL) return done(NVML_ERROR_MEMORY);
+  s->magic = SAMPLE_MAGIC;
+  *gpmSample = s;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t gpmSample) {
+  nvmlReturn_t rc = enter(-1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (gpmSample == NULL || gpmSample->magic != SAMPLE_MAGIC) return done(NVML_ERROR_INVALID_ARGUMENT);
+  gpmSample->magic = 0;
+  free(gpmSample);
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSample) {
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (gpmSample == NULL || gpmSample->magic != SAMPLE_MAGIC) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!g->gpm) return done(NVML_ERROR_NOT_SUPPORTED);
+  gpmSample->gpu = (unsigned)(g - tbl.gpus);
+  gpmSample->time_us = us;
+  gpmSample->taken = 1;
+  return done(NVML_SUCCESS);
+}
+
+/* Mean SM activity (0–1) of a GPU over [t1, t2], integrated in steps of about 100 ms. */
+static double mean_sm(const struct gpu *g, long long t1, long long t2) {
+  long long span = t2 - t1;
+  long long steps = (span + 99999) / 100000;
+  if (steps < 1) steps = 1;
+  double sum = 0;
+  for (long long k = 0; k < steps; k++) {
+    long long t = t1 + (long long)(((double)k + 0.5) * (double)span / (double)steps);
+    const struct phase *p = phase_at(g, ms_of_us(t));
+    sum += p->error == NVML_SUCCESS ? p->gpm_sm : 0;
+  }
+  return sum / (double)steps;
+}
+
+EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet) {
+  long hint = -1;
+  pthread_mutex_lock(&mu);
+  if (metricsGet != NULL && metricsGet->sample1 != NULL && metricsGet->sample1->magic == SAMPLE_MAGIC) {
+    hint = (long)metricsGet->sample1->gpu;
+  }
+  pthread_mutex_unlock(&mu);
+  nvmlReturn_t rc = enter(hint, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (metricsGet == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (metricsGet->version != NVML_GPM_METRICS_GET_VERSION) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+  if (metricsGet->numMetrics > GPM_METRICS_LIMIT) return done(NVML_ERROR_INVALID_ARGUMENT);
+  const struct nvmlGpmSample_st *s1 = metricsGet->sample1, *s2 = metricsGet->sample2;
+  if (s1 == NULL || s2 == NULL || s1->magic != SAMPLE_MAGIC || s2->magic != SAMPLE_MAGIC || !s1->taken || !s2->taken) {
+    return done(NVML_ERROR_INVALID_ARGUMENT);
+  }
+  /* Two samples of one GPU, the second at least the documented 100 ms after the first. */
+  if (s1->gpu != s2->gpu || s1->gpu >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (s2->time_us - s1->time_us < GPM_MIN_INTERVAL_US) return done(NVML_ERROR_INVALID_ARGUMENT);
+  double sm_util = 100 * mean_sm(&tbl.gpus[s1->gpu], s1->time_us, s2->time_us);
+  for (unsigned i = 0; i < metricsGet->numMetrics; i++) {
+    nvmlGpmMetric_t *m = &metricsGet->metrics[i];
+    m->nvmlReturn = NVML_SUCCESS;
+    m->value = 0;
+    m->metricInfo.shortName = m->metricInfo.longName = m->metricInfo.unit = NULL;
+    switch (m->metricId) {
+      case NVML_GPM_METRIC_SM_UTIL: m->value = sm_util; break;
+      case NVML_GPM_METRIC_SM_OCCUPANCY: m->value = sm_util * 0.5; break;
+      case NVML_GPM_METRIC_ANY_TENSOR_UTIL: m->value = sm_util * 0.6; break;
+      case NVML_GPM_METRIC_DRAM_BW_UTIL: m->value = sm_util * 0.4; break;
+      default: m->nvmlReturn = NVML_ERROR_NOT_SUPPORTED; break;
+    }
+    if (m->nvmlReturn == NVML_SUCCESS) m->metricInfo.unit = (char *)"%";
+  }
+  return done(NVML_SUCCESS);
+}
