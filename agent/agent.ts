@@ -50,6 +50,8 @@ export interface AgentStats {
   shipper: ShipperStats;
   sourceRestarts: number;
   sourceParseErrors: number;
+  /** Driver calls past their deadline that have not returned (NVML source). */
+  sourceHungCalls: number;
 }
 
 const EMPTY_SHIPPER_STATS: ShipperStats = {
@@ -175,6 +177,7 @@ export class Agent {
       shipper: this.shipper?.stats() ?? EMPTY_SHIPPER_STATS,
       sourceRestarts: src.restarts,
       sourceParseErrors: src.parseErrors,
+      sourceHungCalls: this.opts.source.hungCalls?.() ?? 0,
     };
   }
 

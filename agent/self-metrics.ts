@@ -66,6 +66,11 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     value: (s) => s.sourceRestarts,
   },
   {
+    name: "trueidle_agent_driver_calls_hung", type: "gauge",
+    help: "NVML calls that ran past their deadline and have not returned: the driver is hung; the GPUs concerned read unavailable.",
+    value: (s) => s.sourceHungCalls,
+  },
+  {
     name: "trueidle_agent_ticks_missed_total", type: "counter",
     help: "Sampling instants skipped because a tick ran more than one interval late (overloaded or paused host).",
     value: (s) => s.ticksMissed,

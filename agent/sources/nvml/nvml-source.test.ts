@@ -120,6 +120,29 @@ describe("NVML source (stub library)", () => {
     expect(byIndex(got, 2).memUsedBytes).toBe(Math.round(15360 * 0.3) * MiB);
   });
 
+  it("lists a GPU that was lost at start under its uuid once it answers, without a phantom placeholder", async () => {
+    const originMs = Date.now();
+    const s = stub({
+      originMs,
+      gpus: [
+        { model: H100, phases: [{ for: "1h", state: "active" }] },
+        { model: H100, phases: [{ for: "2s", error: "GPU is lost" }, { for: "1h", state: "held_idle" }] },
+      ],
+    });
+    const { src } = source(s);
+    await src.start();
+    const before = src.sample(Date.now());
+    expect(before).toHaveLength(2);
+    expect(byIndex(before, 1).error).toMatch(/lost/i);
+    const after = await eventually("GPU 1 identified and read", () => {
+      const rs = src.sample(Date.now());
+      return byIndex(rs, 1).error === undefined ? rs : undefined;
+    }, 20_000, 100);
+    expect(after).toHaveLength(2);
+    expect(byIndex(after, 1).uuid).toBe(s.scenario.gpus[1]!.uuid);
+    expect(byIndex(after, 1).util).toBe(0);
+  });
+
   it("re-initialises NVML after the driver is unloaded and loaded again", async () => {
     const s = stub({ gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "active" }] }] });
     const { src, log } = source(s);

@@ -146,7 +146,9 @@ export class NvmlSource implements GpuSource {
 
   sample(nowMs: number): GpuReading[] {
     const out: GpuReading[] = [];
-    const allDown = this.driverError ?? (this.hung.size >= MAX_HUNG_THREADS ? this.hungText([...this.hung][0]!) : undefined);
+    // A hung call that concerns no GPU in particular (init, count) stops them all.
+    const global = [...this.hung].find((h) => h.gpu < 0) ?? (this.hung.size >= MAX_HUNG_THREADS ? [...this.hung][0] : undefined);
+    const allDown = this.driverError ?? (global ? this.hungText(global) : undefined);
     for (const k of this.known.values()) {
       const g = k.gpu;
       const identity: GpuReading = { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: this.driverVersion || undefined };
@@ -193,6 +195,10 @@ export class NvmlSource implements GpuSource {
     w.on("message", (m: WorkerMessage) => { if (this.worker === w) this.onMessage(m); });
     w.on("error", (err) => {
       if (this.worker !== w) return;
+      if (this.readyWaiter) {
+        this.readyWaiter.reject(new TrueidleError("nvml_unavailable", `the NVML worker failed: ${err.message}${this.failHint}`));
+        return;
+      }
       this.logger.error("The NVML worker failed; starting a new one.", { error: err.message });
       this.replaceWorker();
     });
@@ -237,6 +243,8 @@ export class NvmlSource implements GpuSource {
         }
         for (const [uuid, k] of this.known) {
           if (listed.has(uuid) || this.quarantine.has(k.gpu.index)) continue;
+          // A placeholder for a GPU that could not be identified, now listed under its uuid.
+          if (uuid.startsWith("unknown-")) { this.known.delete(uuid); continue; }
           // Gone from NVML's list: still capacity that exists and cannot be used.
           this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, at: 0 });
         }

@@ -287,9 +287,11 @@ class Worker {
     if (dev.handle === 0n) return { ...identity, error: g.error ?? "NVML: no device handle" };
     try {
       if (g.error !== undefined) {
-        // Listed with an error at discovery: try to identify it again.
+        // Listed with an error at discovery: try to identify it again, and tell the event
+        // loop its identity when that works.
         this.identify(dev);
         if (g.error !== undefined) return { ...identity, error: g.error };
+        this.post({ kind: "ready", library: this.nvml.path, driverVersion: this.driverVersion, gpus: this.devices.map((d) => d.gpu), reinit: false });
         return this.read(dev, atMs);
       }
       const r = this.readSignals(dev, identity, atMs);
