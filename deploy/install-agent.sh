@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the trueidle agent on a bare-metal GPU node: checks the node (root, Node.js 20 or
-# later, a working NVIDIA driver), installs the npm package, creates the trueidle user and
-# /etc/trueidle, installs the systemd unit and the env file (an existing env file is kept),
-# and enables and starts the service when systemd runs. `--help` for the options.
+# later, the NVIDIA driver: a working nvidia-smi, or its NVML library), installs the npm
+# package, creates the trueidle user and /etc/trueidle, installs the systemd unit and the env
+# file (an existing env file is kept), and enables and starts the service when systemd runs.
+# `--help` for the options.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,11 +14,14 @@ systemd_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 usage() {
   cat <<'EOF'
-Usage: install-agent.sh [--tarball FILE | --version VERSION] [--env-file FILE] [--root DIR] [--dry-run]
+Usage: install-agent.sh [--tarball FILE | --version VERSION] [--env-file FILE] [--nvml-lib FILE]
+                        [--root DIR] [--dry-run]
 
 Installs the trueidle agent as the systemd service trueidle-agent on this GPU node:
-  1. checks: root, Node.js >= 20 and npm, nvidia-smi on PATH and working, /dev/nvidiactl;
-     every problem is listed with how to fix it, and nothing is installed while one remains;
+  1. checks: root, Node.js >= 20 and npm, the NVIDIA driver (nvidia-smi on PATH and working,
+     or, with no nvidia-smi, its NVML library libnvidia-ml.so.1, which the agent reads GPUs
+     through), /dev/nvidiactl; every problem is listed with how to fix it, and nothing is
+     installed while one remains;
   2. npm install -g the package (from --tarball, else trueidle@VERSION from the registry);
   3. creates the system user trueidle (group trueidle, also in group video) and
      /etc/trueidle (root:trueidle, 0750);
@@ -33,6 +37,8 @@ Options:
   --tarball FILE     install this package tarball (from `npm pack`)
   --version VERSION  install trueidle@VERSION from the npm registry [default: latest]
   --env-file FILE    settings to install as /etc/trueidle/agent.env when there is none
+  --nvml-lib FILE    the driver's libnvidia-ml.so.1 where the dynamic loader does not find it;
+                     written into a new env file as TRUEIDLE_NVML_LIB
   --root DIR         install into DIR as if it were / (images, tests): no user is created
                      and systemctl is not run; the commands for them are printed instead
   --dry-run          check and print every step without changing anything
@@ -51,6 +57,7 @@ die_usage() {
 tarball=""
 version=""
 env_file=""
+nvml_lib=""
 root=""
 dry_run=0
 while [ "$#" -gt 0 ]; do
@@ -61,6 +68,8 @@ while [ "$#" -gt 0 ]; do
     --version=*) version=${1#*=}; shift ;;
     --env-file) [ "$#" -ge 2 ] || die_usage "--env-file needs a FILE"; env_file=$2; shift 2 ;;
     --env-file=*) env_file=${1#*=}; shift ;;
+    --nvml-lib) [ "$#" -ge 2 ] || die_usage "--nvml-lib needs a FILE"; nvml_lib=$2; shift 2 ;;
+    --nvml-lib=*) nvml_lib=${1#*=}; shift ;;
     --root) [ "$#" -ge 2 ] || die_usage "--root needs a DIR"; root=$2; shift 2 ;;
     --root=*) root=${1#*=}; shift ;;
     --dry-run) dry_run=1; shift ;;
@@ -73,6 +82,9 @@ if [ -n "$root" ]; then
   [ -d "$root" ] || die_usage "--root $root is not a directory"
   root=$(cd "$root" && pwd)
   [ "$root" != / ] || root=""
+fi
+if [ -n "$nvml_lib" ]; then
+  case "$nvml_lib" in /*) ;; *) nvml_lib="$PWD/$nvml_lib" ;; esac
 fi
 if [ -n "$tarball" ]; then
   case "$tarball" in /*) ;; *) tarball="$PWD/$tarball" ;; esac
@@ -136,11 +148,32 @@ else
   missing "npm: not on PATH." "Install npm (it comes with Node.js; on Debian and Ubuntu it is the npm package)."
 fi
 
+# The agent reads GPUs through NVML where libnvidia-ml.so.1 loads, else with nvidia-smi:
+# either will do. The library: --nvml-lib, else where the dynamic loader finds it.
+nvml_found=""
+if [ -n "$nvml_lib" ]; then
+  if [ -f "$nvml_lib" ]; then
+    nvml_found=$nvml_lib
+  else
+    missing "--nvml-lib $nvml_lib: no such file." "Give the path of the driver's libnvidia-ml.so.1."
+  fi
+elif ldconfig=$(command -v ldconfig || command -v /sbin/ldconfig); then
+  # 64-bit first: a node may carry the 32-bit library too.
+  nvml_found=$("$ldconfig" -p 2>/dev/null |
+    awk '$1 == "libnvidia-ml.so.1" { if (!first) first = $NF; if (!wide && $0 ~ /64/) wide = $NF }
+      END { print (wide ? wide : first) }' || true)
+fi
 if ! nvidia_smi=$(command -v nvidia-smi); then
-  missing "nvidia-smi: not on PATH, so the NVIDIA driver is not installed (or not on PATH)." \
-    "Install the NVIDIA driver with its utilities: Debian: apt install nvidia-driver (non-free);" \
-    "Ubuntu: ubuntu-drivers install; RHEL: dnf module install nvidia-driver. Then reboot, or" \
-    "modprobe nvidia, and check that \`nvidia-smi\` lists the GPUs."
+  nvidia_smi=""
+  if [ -n "$nvml_found" ]; then
+    ok "NVML ($nvml_found): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML"
+  elif [ -z "$nvml_lib" ]; then
+    missing "nvidia-smi: not on PATH, and no libnvidia-ml.so.1 where the loader looks, so the NVIDIA driver is not installed." \
+      "Install the NVIDIA driver with its utilities: Debian: apt install nvidia-driver (non-free);" \
+      "Ubuntu: ubuntu-drivers install; RHEL: dnf module install nvidia-driver. Then reboot, or" \
+      "modprobe nvidia, and check that \`nvidia-smi\` lists the GPUs. A driver in another place:" \
+      "--nvml-lib FILE names its libnvidia-ml.so.1."
+  fi
 else
   set +e
   smi_out=$(timeout 30 "$nvidia_smi" --query-gpu=index,name,driver_version --format=csv,noheader 2>&1)
@@ -158,6 +191,7 @@ else
   else
     driver=$(printf '%s\n' "$smi_out" | grep -m 1 '^[0-9]' | awk -F', ' '{print $NF}')
     ok "nvidia-smi ($nvidia_smi): $gpus GPU(s), driver $driver"
+    [ -z "$nvml_found" ] || ok "NVML ($nvml_found)"
   fi
 fi
 if [ -e "$root/dev/nvidiactl" ]; then
@@ -241,9 +275,14 @@ else
   # systemd reads it as root; the service does not, so it may hold TRUEIDLE_TOKEN.
   run install -m 0600 "${env_file:-$env_src}" "$env_dst"
   # The service looks for nvidia-smi in systemd's PATH; one elsewhere is named in the env.
-  if [ -z "$env_file" ] && ! in_systemd_path "$nvidia_smi"; then
+  if [ -z "$env_file" ] && [ -n "$nvidia_smi" ] && ! in_systemd_path "$nvidia_smi"; then
     printf '  + echo TRUEIDLE_NVIDIA_SMI=%s >> %s\n' "$nvidia_smi" "$env_dst"
     [ "$dry_run" -eq 1 ] || printf '\n# nvidia-smi is not in systemd'"'"'s PATH on this node.\nTRUEIDLE_NVIDIA_SMI=%s\n' "$nvidia_smi" >>"$env_dst"
+  fi
+  # So is an NVML library the loader does not find.
+  if [ -z "$env_file" ] && [ -n "$nvml_lib" ]; then
+    printf '  + echo TRUEIDLE_NVML_LIB=%s >> %s\n' "$nvml_lib" "$env_dst"
+    [ "$dry_run" -eq 1 ] || printf '\n# The NVIDIA driver'"'"'s NVML library on this node.\nTRUEIDLE_NVML_LIB=%s\n' "$nvml_lib" >>"$env_dst"
   fi
 fi
 

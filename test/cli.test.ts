@@ -1,10 +1,14 @@
-/** The `trueidle` binary as a user meets it: help, errors that name the fix, --once. */
-import { describe, expect, it } from "vitest";
+/**
+ * The `trueidle` binary as a user meets it: help, errors that name the fix, --once through
+ * each GPU source (the fake nvidia-smi and NVML through the stub library), and how
+ * `--source auto` chooses between them and says why.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { runTrueidle } from "./helpers/trueidle-process.js";
-import { writeFakeNvidiaSmi } from "./helpers/fake-nvidia-smi.js";
+import { GPU_SOURCES, NVIDIA_SMI_SOURCE, NVML_SOURCE } from "./helpers/gpu-sources.js";
 
 describe("trueidle CLI", () => {
   it("lists its commands", async () => {
@@ -34,37 +38,117 @@ describe("trueidle CLI", () => {
   });
 
   it("says how to fix a missing nvidia-smi", async () => {
-    const r = await runTrueidle(["agent", "--once", "--nvidia-smi", "/nonexistent/nvidia-smi"]);
+    // --source nvidia-smi: under auto a machine with a driver would read its GPUs through NVML.
+    const r = await runTrueidle(["agent", "--once", "--source", "nvidia-smi", "--nvidia-smi", "/nonexistent/nvidia-smi"]);
     expect(r.code).toBe(1);
     expect(r.output).toMatch(/nvidia-smi not found at \/nonexistent\/nvidia-smi/);
     expect(r.output).toMatch(/--nvidia-smi PATH/);
   });
+});
 
-  it("prints this host's GPUs with their states on --once", async () => {
+/** One host's GPUs, one per state; GPU 0 has GPM (SM activity), the others do not. */
+const ONCE_SCENARIO = {
+  host: "once",
+  driverVersion: "550.90.07",
+  gpus: [
+    { model: "NVIDIA H100 80GB HBM3", gpm: true, phases: [{ for: "1h", state: "active" }] },
+    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
+    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
+    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_busy" }] },
+    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "Unknown Error" }] },
+  ],
+};
+
+/** The rows of the --once table (GPU index first). */
+const tableRows = (output: string): string[] => output.split("\n").filter((l) => /^\d+ {2,}\S/.test(l));
+
+// The same scenario and the same expected states through the fake nvidia-smi and through
+// NVML (the stub library); only what NVML sees beyond nvidia-smi differs: SM activity
+// through GPM and the holders' SM utilization.
+describe.each(GPU_SOURCES)("trueidle agent --once through $name", (kind) => {
+  const nvml = kind.name === "nvml";
+
+  it("prints this host's GPUs with their states and the source", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "trueidle-once-"));
     try {
-      const smi = writeFakeNvidiaSmi(dir, {
-        host: "once",
-        gpus: [
-          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "active" }] },
-          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
-          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
-          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_busy" }] },
-          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "Unknown Error" }] },
-        ],
-      });
-      const r = await runTrueidle(["agent", "--once", "--source", "nvidia-smi", "--nvidia-smi", smi]);
+      const src = kind.prepare(dir, ONCE_SCENARIO);
+      const r = await runTrueidle(["agent", "--once", ...src.flags], src.env);
       expect(r.code, r.output).toBe(0);
-      const rows = r.output.split("\n").filter((l) => /^\d+ {2,}\S/.test(l));
+      expect(r.output).toMatch(src.sourceLine);
+      expect(r.output).toMatch(/^GPU +MODEL +REPORTED UTIL +SM ACTIVE +REAL UTIL \(SOURCE\) +STATE /m);
+      const rows = tableRows(r.output);
       expect(rows).toHaveLength(5);
-      expect(rows[0]).toMatch(/NVIDIA H100 80GB HBM3\s+97% \(busy\)\s+\d+% \(power\)\s+active\s/);
-      expect(rows[1]).toMatch(/100% \(busy\).*busy_phantom/);
-      expect(rows[2]).toMatch(/0% \(idle\).*held_idle/);
-      expect(rows[3]).toMatch(/100% \(busy\).*free_idle/);
+      // GPM on GPU 0 only: its SM activity (the stub's 72 % for an active phase) is the real
+      // utilization; nvidia-smi cannot see it, so the power estimate stands in.
+      expect(rows[0]).toMatch(nvml
+        ? /NVIDIA H100 80GB HBM3\s+97% \(busy\)\s+72%\s+72% \(sm_active\)\s+active\s/
+        : /NVIDIA H100 80GB HBM3\s+97% \(busy\)\s+n\/a\s+\d+% \(power\)\s+active\s/);
+      expect(rows[1]).toMatch(/100% \(busy\)\s+n\/a\s+\d+% \(power\)\s+busy_phantom/);
+      expect(rows[2]).toMatch(/0% \(idle\)\s+n\/a\s.*held_idle/);
+      expect(rows[3]).toMatch(/100% \(busy\)\s+n\/a\s.*free_idle/);
       expect(rows[4]).toMatch(/unavailable: .*Unknown Error/);
       expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
+      if (nvml) {
+        expect(r.output).toMatch(/^Source: NVML \(\S+\/libnvidia-ml\.so\.1, driver 550\.90\.07\); GPM SM activity on GPU 0$/m);
+        // Holders by memory with their SM utilization: the held-idle GPU's holder does nothing,
+        // the active GPU's second process idles beside the busy one.
+        expect(r.output).toMatch(/^GPU 0 holders: python3 \(pid \d+\) [\d.]+ GiB, SM 97%; torchrun \(pid \d+\) [\d.]+ GiB, SM 0%$/m);
+        expect(r.output).toMatch(/^GPU 2 holders: python3 \(pid \d+\) [\d.]+ GiB, SM 0%$/m);
+      } else {
+        expect(r.output).toMatch(/^Source: nvidia-smi \(.*no SM activity\)$/m);
+        // Holders by memory; nvidia-smi cannot see their SM utilization, so none is shown.
+        expect(r.output).toMatch(/^GPU 2 holders: python3 \(pid \d+\) [\d.]+ GiB$/m);
+        expect(r.output).not.toContain(", SM ");
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("choosing the source", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "trueidle-choice-"));
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("--source nvml with a library that is not there exits 1 and names --nvml-lib and --source nvidia-smi", async () => {
+    const r = await runTrueidle(["agent", "--once", "--source", "nvml", "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]);
+    expect(r.code).toBe(1);
+    expect(r.output).toContain("cannot load /nonexistent/libnvidia-ml.so.1");
+    expect(r.output).toContain("--nvml-lib");
+    expect(r.output).toContain("--source nvidia-smi");
+  });
+
+  it("auto (the default) takes NVML when TRUEIDLE_NVML_LIB loads, and says why", async () => {
+    const src = NVML_SOURCE.prepare(mkdtempSync(path.join(dir, "nvml-")), ONCE_SCENARIO);
+    // No --source: auto. nvidia-smi is not there at all, and is not needed.
+    const r = await runTrueidle(["agent", "--once"], { ...src.env, ...src.autoSettings });
+    expect(r.code, r.output).toBe(0);
+    const line = r.output.split("\n").find((l) => l.startsWith("Source: "));
+    expect(line).toMatch(/^Source: NVML \(.*\); GPM SM activity on GPU 0 — chosen by --source auto: the NVML library loaded and initialised$/);
+    expect(line).toContain(src.stub!.libPath);
+    expect(r.output).toMatch(src.autoChoice);
+    expect(tableRows(r.output)).toHaveLength(5);
+    expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
+  });
+
+  it("auto falls back to nvidia-smi when the NVML library does not load, and says why", async () => {
+    const src = NVIDIA_SMI_SOURCE.prepare(mkdtempSync(path.join(dir, "smi-")), ONCE_SCENARIO);
+    const r = await runTrueidle(["agent", "--once"], src.autoSettings);
+    expect(r.code, r.output).toBe(0);
+    const line = r.output.split("\n").find((l) => l.startsWith("Source: "));
+    expect(line).toMatch(/^Source: nvidia-smi \([^)]*\) — chosen by --source auto: NVML cannot be used \(cannot load \S*no-such-libnvidia-ml\.so\.1: .*\), so nvidia-smi$/);
+    expect(r.output).toMatch(src.autoChoice);
+    expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
+  });
+
+  it("--nvml-lib with --source nvidia-smi is a usage error", async () => {
+    const r = await runTrueidle(["agent", "--once", "--source", "nvidia-smi", "--nvml-lib", "/x/libnvidia-ml.so.1"]);
+    expect(r.code).toBe(2);
+    expect(r.output).toContain("--nvml-lib applies to --source nvml or auto");
   });
 });

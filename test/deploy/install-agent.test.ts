@@ -1,11 +1,14 @@
 /**
  * deploy/install-agent.sh, run for real with bash: `--dry-run` into a temp root with the fake
  * nvidia-smi on PATH (every check passes, every step is printed, nothing is written), without
- * any nvidia-smi, and with one that fails like a driver whose module is not loaded (each says
- * what is missing and how to fix it, and installs nothing); then a real install into a temp
- * root from a small stand-in package tarball (the real package's install is
- * package-install.test.ts): the unit with ExecStart where npm put the binary, the env file,
- * and an existing env file kept on a second run. shellcheck finds nothing in the script.
+ * any nvidia-smi or NVML library, and with an nvidia-smi that fails like a driver whose module
+ * is not loaded (each says what is missing and how to fix it, and installs nothing); a node
+ * with the NVML library (the stub libnvidia-ml.so.1) and no nvidia-smi, found where the loader
+ * looks or given with --nvml-lib, passes (the agent reads GPUs through NVML there); then real
+ * installs into a temp root from a small stand-in package tarball (the real package's install
+ * is package-install.test.ts): the unit with ExecStart where npm put the binary, the env
+ * file, an existing env file kept on a second run, and TRUEIDLE_NVML_LIB for --nvml-lib.
+ * shellcheck finds nothing in the script.
  */
 import { execFile, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -14,6 +17,7 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { buildNvmlStub } from "../helpers/nvml-stub.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
 
 const SCRIPT = path.join(REPO_ROOT, "deploy", "install-agent.sh");
@@ -24,6 +28,8 @@ const BASE_PATH = [...new Set([path.dirname(process.execPath), "/usr/local/bin",
 
 let tmp: string;
 let fakeBin: string;
+/** The stub NVML library, built by the tests that use it (without gcc they fail, naming it). */
+let nvmlLib = "";
 
 beforeAll(() => {
   tmp = mkdtempSync(path.join(tmpdir(), "trueidle-install-"));
@@ -61,6 +67,37 @@ function newRoot(withDevice = true): string {
   return root;
 }
 
+/** An `ldconfig` that lists `lib` as the loader's libnvidia-ml.so.1 (as a driver's install does), in a new folder. */
+function ldconfigListing(lib: string): string {
+  const dir = mkdtempSync(path.join(tmp, "ldconfig-bin-"));
+  writeFileSync(path.join(dir, "ldconfig"), [
+    "#!/bin/sh",
+    "[ \"$1\" = -p ] || exit 1",
+    "echo '3 libs found in cache `/etc/ld.so.cache'",
+    // The 32-bit library first: the script takes the 64-bit one.
+    `printf '\\tlibnvidia-ml.so.1 (libc6) => /usr/lib/i386-linux-gnu/libnvidia-ml.so.1\\n'`,
+    `printf '\\tlibnvidia-ml.so.1 (libc6,x86-64) => %s\\n' '${lib}'`,
+    `printf '\\tlibnvidia-ml.so (libc6,x86-64) => %s\\n' '${lib}'`,
+    "",
+  ].join("\n"));
+  chmodSync(path.join(dir, "ldconfig"), 0o755);
+  return dir;
+}
+
+/** A small package tarball standing in for trueidle's (the script installs whatever it is given). */
+let standIn: Promise<string> | undefined;
+function standInTarball(): Promise<string> {
+  standIn ??= (async () => {
+    const pkg = mkdtempSync(path.join(tmp, "stub-"));
+    mkdirSync(path.join(pkg, "bin"));
+    writeFileSync(path.join(pkg, "package.json"), JSON.stringify({ name: "trueidle", version: "0.0.0-stub", bin: { trueidle: "bin/trueidle.js" } }));
+    writeFileSync(path.join(pkg, "bin", "trueidle.js"), "#!/usr/bin/env node\nconsole.log('stub');\n");
+    const packed = await promisify(execFile)("npm", ["pack", "--pack-destination", tmp, "--ignore-scripts"], { cwd: pkg });
+    return path.join(tmp, packed.stdout.trim().split("\n").pop()!);
+  })();
+  return standIn;
+}
+
 /** Every file under `dir`, relative to it. */
 function files(dir: string): string[] {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
@@ -79,7 +116,7 @@ describe("install-agent.sh", () => {
   it("--help names every option; a bad one exits 2", async () => {
     const help = await install(["--help"]);
     expect(help.code).toBe(0);
-    for (const opt of ["--tarball FILE", "--version VERSION", "--env-file FILE", "--root DIR", "--dry-run", "--help"]) {
+    for (const opt of ["--tarball FILE", "--version VERSION", "--env-file FILE", "--nvml-lib FILE", "--root DIR", "--dry-run", "--help"]) {
       expect(help.out).toContain(opt);
     }
     const bad = await install(["--frobnicate"]);
@@ -118,12 +155,15 @@ describe("install-agent.sh", () => {
     expect(files(root)).toEqual(["dev/nvidiactl"]);
   });
 
-  it("without nvidia-smi or /dev/nvidiactl says what is missing and how to fix it, and installs nothing", async () => {
+  it("without nvidia-smi, NVML or /dev/nvidiactl says what is missing and how to fix it, and installs nothing", async () => {
     const onPath = BASE_PATH.split(":").filter((d) => existsSync(path.join(d, "nvidia-smi")));
     expect(onPath, "this case needs a machine without nvidia-smi in the system PATH").toEqual([]);
+    const { stdout: cache } = await promisify(execFile)("/sbin/ldconfig", ["-p"]);
+    expect(cache, "this case needs a machine whose loader finds no libnvidia-ml.so.1").not.toContain("libnvidia-ml.so.1 ");
     const root = newRoot(false);
     const { code, out } = await install(["--dry-run", "--root", root]);
-    expect(out).toContain("MISSING  nvidia-smi: not on PATH, so the NVIDIA driver is not installed");
+    expect(out).toContain("MISSING  nvidia-smi: not on PATH, and no libnvidia-ml.so.1 where the loader looks, so the NVIDIA driver is not installed.");
+    expect(out).toContain("--nvml-lib FILE names its libnvidia-ml.so.1.");
     expect(out).toContain("Install the NVIDIA driver with its utilities: Debian: apt install nvidia-driver");
     expect(out).toContain(`MISSING  ${root}/dev/nvidiactl: the NVIDIA kernel module has not created its devices.`);
     expect(out).toContain("modprobe nvidia");
@@ -148,14 +188,39 @@ describe("install-agent.sh", () => {
     expect(code).toBe(1);
   });
 
+  // The NVML variant of the checks: the agent reads GPUs through libnvidia-ml.so.1 and needs
+  // no nvidia-smi (its own choice is tested through the units and manifests).
+  it("--dry-run on a node with the NVML library where the loader looks and no nvidia-smi passes, naming no nvidia-smi", async () => {
+    nvmlLib = buildNvmlStub();
+    const root = newRoot();
+    const { code, out } = await install(["--dry-run", "--root", root], [ldconfigListing(nvmlLib)]);
+    expect(out).toContain(`ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`);
+    expect(out).not.toContain("MISSING");
+    expect(out).not.toContain("TRUEIDLE_NVIDIA_SMI");
+    // Found by the loader: the service finds it too, so the env file need not name it.
+    expect(out).not.toContain("TRUEIDLE_NVML_LIB");
+    expect(out).toContain("Dry run: nothing was changed.");
+    expect(code).toBe(0);
+    expect(files(root)).toEqual(["dev/nvidiactl"]);
+  });
+
+  it("--nvml-lib: a file that is not there is a problem; with nvidia-smi too, both are named as found", async () => {
+    nvmlLib = buildNvmlStub();
+    const root = newRoot();
+    const missingLib = path.join(tmp, "nowhere", "libnvidia-ml.so.1");
+    const bad = await install(["--dry-run", "--root", root, "--nvml-lib", missingLib]);
+    expect(bad.out).toContain(`MISSING  --nvml-lib ${missingLib}: no such file.`);
+    expect(bad.out).toContain("1 problem(s) above; nothing was installed.");
+    expect(bad.code).toBe(1);
+    const both = await install(["--dry-run", "--root", root, "--nvml-lib", nvmlLib], [fakeBin]);
+    expect(both.out).toContain(`ok       nvidia-smi (${fakeBin}/nvidia-smi): 8 GPU(s), driver 570.86.15`);
+    expect(both.out).toContain(`ok       NVML (${nvmlLib})`);
+    expect(both.out).toContain(`+ echo TRUEIDLE_NVML_LIB=${nvmlLib} >> ${root}/etc/trueidle/agent.env`);
+    expect(both.code, both.out).toBe(0);
+  });
+
   it("installs into a root: binary, unit pointing at it, env file; a second run keeps the edited env file", async () => {
-    // A stand-in package: the script installs whatever tarball it is given.
-    const pkg = mkdtempSync(path.join(tmp, "stub-"));
-    mkdirSync(path.join(pkg, "bin"));
-    writeFileSync(path.join(pkg, "package.json"), JSON.stringify({ name: "trueidle", version: "0.0.0-stub", bin: { trueidle: "bin/trueidle.js" } }));
-    writeFileSync(path.join(pkg, "bin", "trueidle.js"), "#!/usr/bin/env node\nconsole.log('stub');\n");
-    const packed = await promisify(execFile)("npm", ["pack", "--pack-destination", tmp, "--ignore-scripts"], { cwd: pkg });
-    const tarball = path.join(tmp, packed.stdout.trim().split("\n").pop()!);
+    const tarball = await standInTarball();
 
     const root = newRoot();
     const first = await install(["--root", root, "--tarball", tarball], [fakeBin]);
@@ -183,5 +248,17 @@ describe("install-agent.sh", () => {
     expect(second.out).toContain(`${envPath} exists: kept as it is`);
     expect(second.out).not.toContain("Edit /etc/trueidle/agent.env");
     expect(readFileSync(envPath, "utf8")).toBe(edited);
+  });
+
+  it("installs on a node with only the NVML library given by --nvml-lib: the env file names it and no nvidia-smi", async () => {
+    nvmlLib = buildNvmlStub();
+    const root = newRoot();
+    const r = await install(["--root", root, "--tarball", await standInTarball(), "--nvml-lib", nvmlLib]);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain(`ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`);
+    const example = readFileSync(path.join(REPO_ROOT, "deploy/agent.env.example"), "utf8");
+    const env = readFileSync(path.join(root, "etc/trueidle/agent.env"), "utf8");
+    expect(env.startsWith(example)).toBe(true);
+    expect(env.slice(example.length)).toMatch(new RegExp(`^\\n# .*\\nTRUEIDLE_NVML_LIB=${nvmlLib.replace(/[.]/g, "\\.")}\\n$`));
   });
 });

@@ -15,7 +15,10 @@
  *   ServiceMonitor gives the job label those rules expect;
  * - the example overlay's collector and agent, with the environment their pods get (test
  *   certificates for the Secrets' files, loopback ports), start, connect over mutual TLS
- *   with the example token through a dns:///NAME:PORT target, and answer their probes.
+ *   with the example token through a dns:///NAME:PORT target, and answer their probes; the
+ *   agent keeps the default `--source auto` and runs twice, once with only nvidia-smi (the
+ *   fake) and once with only libnvidia-ml.so.1 (the stub, NVML), as the NVIDIA runtime's
+ *   `utility` capability mounts both, and the collector sees the same GPU states each time.
  */
 import { execFile } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -30,7 +33,8 @@ import { DaemonSet, Deployment } from "kubernetes-models/apps/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { PodMonitor, PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
-import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { parseExposition } from "../helpers/exposition.js";
+import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
 import { containersOf, loadYamlDocuments, podSpecs, renderKustomization, type K8sObject } from "../helpers/kustomize.js";
 import { freePort } from "../helpers/ports.js";
 import { REPO_ROOT, TRUEIDLE_BIN, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
@@ -429,7 +433,8 @@ describe("the example overlay's collector and agent, run as processes", () => {
     return { ...env, ...ports };
   }
 
-  it("connect over mutual TLS with the example's token, answer their probes and label the GPUs", async () => {
+  // Both sources run this whole check: it is the one place the manifests' agent reads GPUs.
+  it.each(GPU_SOURCES)("connect over mutual TLS with the example's token, answer their probes and label the GPUs (auto source, finding $name)", async (kind) => {
     const objs = renderKustomization(OVERLAY);
     const collector = find(objs, "Deployment", "trueidle-collector");
     const agent = find(objs, "DaemonSet", "trueidle-agent");
@@ -459,8 +464,10 @@ describe("the example overlay's collector and agent, run as processes", () => {
     // The base's headless Service name, resolved here as localhost (the test certificate's name).
     expect(agentEnv["TRUEIDLE_COLLECTOR"]).toBe(`dns:///${headless["metadata"].name}.trueidle.svc:9746`);
     agentEnv["TRUEIDLE_COLLECTOR"] = `dns:///localhost:${grpc}`;
-    // nvidia-smi as the NVIDIA runtime would provide it; short windows so the first comes soon.
-    agentEnv["TRUEIDLE_NVIDIA_SMI"] = writeFakeNvidiaSmi(mkdtempSync(path.join(tmp, "smi-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
+    // nvidia-smi or libnvidia-ml.so.1 as the NVIDIA runtime would provide them (one of the two,
+    // the other's path missing); short windows so the first comes soon.
+    const src = kind.prepare(mkdtempSync(path.join(tmp, "source-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
+    Object.assign(agentEnv, src.autoSettings, src.env);
     agentEnv["TRUEIDLE_WINDOW"] = "1s";
     expect(agentEnv["TRUEIDLE_STATE_DIR"]).toContain(tmp);
     const a = startTrueidle(["agent"], agentEnv);
@@ -468,6 +475,7 @@ describe("the example overlay's collector and agent, run as processes", () => {
     // JSON log lines (TRUEIDLE_LOG_FORMAT=json in the ConfigMap).
     await a.waitForOutput(/"msg":"Connected to the collector\.".*"collector":"dns:\/\/\/localhost:\d+"/);
     await c.waitForOutput(/Agent on gpu-node-1 connected/);
+    expect(a.output()).toMatch(src.autoChoice);
 
     let metrics = "";
     for (let i = 0; !/trueidle_gpu_up\{[^}]*host="gpu-node-1"[^}]*site="eu-west"[^}]*\} 1/.test(metrics); i++) {
@@ -475,6 +483,7 @@ describe("the example overlay's collector and agent, run as processes", () => {
       await new Promise((r) => setTimeout(r, 250));
       metrics = await fetch(`http://127.0.0.1:${http}/metrics`).then((r) => r.text(), () => "");
     }
+    expect(pick(gpuStatesOf(parseExposition(metrics), "gpu-node-1"), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
     // The probes' requests, at the ports the manifests name.
     const probe = (o: Obj): string => o["spec"].template.spec.containers[0].readinessProbe.httpGet.path;
     expect((await fetch(`http://127.0.0.1:${http}${probe(collector)}`)).status).toBe(200);

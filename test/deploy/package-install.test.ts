@@ -2,7 +2,9 @@
  * Install as a package, the way an operator does: `npm pack` this checkout (dist/ is built by
  * the test setup), `npm install -g` the tarball into a temp prefix from the npm registry, and
  * run the installed `trueidle` with no dev dependency present: `--help`, `agent --once`
- * against the fake nvidia-smi, and a collector that answers /healthz and exits 0 on SIGTERM.
+ * against the fake nvidia-smi and through NVML against the stub library (koffi and the NVML
+ * worker load from the installed package), and a collector that answers /healthz and
+ * exits 0 on SIGTERM.
  * The tarball holds what runs and what deploys (bin, dist, demo scenarios, deploy/) and
  * nothing else: no sources, tests or local files.
  */
@@ -12,7 +14,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { GPU_C01_STEADY_STATES, GPU_SOURCES, pick } from "../helpers/gpu-sources.js";
 import { freePort } from "../helpers/ports.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
 
@@ -66,7 +68,7 @@ describe("npm install -g of the tarball", () => {
     for (const dev of ["typescript", "vitest", "vite", "tsx", "@bufbuild/buf", "@bufbuild/protoc-gen-es"]) {
       expect(existsSync(path.join(modules, dev)), dev).toBe(false);
     }
-    expect(readdirSync(modules)).toEqual(expect.arrayContaining(["@grpc", "@bufbuild", "echarts", "influx", "systeminformation"]));
+    expect(readdirSync(modules)).toEqual(expect.arrayContaining(["@grpc", "@bufbuild", "echarts", "influx", "koffi", "systeminformation"]));
   });
 
   it("runs `trueidle --help`", async () => {
@@ -75,13 +77,17 @@ describe("npm install -g of the tarball", () => {
     for (const cmd of ["agent", "collector", "demo", "report"]) expect(stdout).toMatch(new RegExp(`^  ${cmd} `, "m"));
   });
 
-  it("runs `trueidle agent --once` against nvidia-smi", async () => {
-    const fake = writeFakeNvidiaSmi(mkdtempSync(path.join(tmp, "fake-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
-    const { stdout } = await run(trueidle, ["agent", "--once", "--source", "nvidia-smi", "--nvidia-smi", fake], { cwd: tmp });
-    expect(stdout).toMatch(/^GPU +MODEL +REPORTED UTIL +REAL UTIL/);
-    expect(stdout.split("\n").filter((l) => /^\d+ +NVIDIA L40S /.test(l))).toHaveLength(8);
-    expect(stdout).toContain("NVIDIA L40S");
-    expect(stdout).toMatch(/busy_phantom/);
+  // The same scenario and states through each source: for NVML this is what proves that the
+  // installed package loads koffi and its worker thread without the sources or tsx.
+  it.each(GPU_SOURCES)("runs `trueidle agent --once` through $name", async (kind) => {
+    const src = kind.prepare(mkdtempSync(path.join(tmp, `${kind.name}-`)), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
+    const { stdout } = await run(trueidle, ["agent", "--once", ...src.flags], { cwd: tmp, env: { ...process.env, ...src.env } });
+    expect(stdout).toMatch(src.sourceLine);
+    expect(stdout).toMatch(/^GPU +MODEL +REPORTED UTIL +SM ACTIVE +REAL UTIL/m);
+    const rows = stdout.split("\n").filter((l) => /^\d+ +NVIDIA L40S /.test(l));
+    expect(rows).toHaveLength(8);
+    const states = new Map(rows.map((l) => [Number(l.split(" ")[0]), / (active|busy_phantom|held_idle|free_idle|unavailable)\b/.exec(l)?.[1]]));
+    expect(pick(states, GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
   });
 
   it("runs `trueidle collector --plaintext`: /healthz answers 200, SIGTERM exits 0", async () => {

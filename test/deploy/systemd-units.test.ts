@@ -8,8 +8,11 @@
  *   the hardening, and for the agent none of the settings that would hide /dev/nvidia*;
  * - their ExecStart command lines, with the settings of deploy/*.env.example (the files
  *   under /etc/trueidle swapped for test certificates), start the real collector and agent,
- *   which talk over TLS, and stop with exit 0 on the unit's KillSignal; an env file naming a
- *   file that is not there exits 2, the status the units do not restart on.
+ *   which talk over TLS, and stop with exit 0 on the unit's KillSignal; the agent keeps the
+ *   default `--source auto` and is run twice, once finding only the fake nvidia-smi and
+ *   once only the stub libnvidia-ml.so (NVML, no nvidia-smi at all), and the collector sees
+ *   the same GPU states each time; an env file naming a file that is not there exits 2, the
+ *   status the units do not restart on.
  *
  * systemd need not be running: systemd-analyze works on unit files (Debian's systemd package).
  */
@@ -20,7 +23,8 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
-import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { parseExposition } from "../helpers/exposition.js";
+import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
 import { freePort } from "../helpers/ports.js";
 import { REPO_ROOT, TRUEIDLE_BIN, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
 
@@ -202,7 +206,8 @@ describe("ExecStart with the example env files", () => {
     return env;
   }
 
-  it("start the collector and the agent, which connect over TLS and stop cleanly on SIGTERM", async () => {
+  // Both sources run this whole check: it is the one place the unit's agent reads GPUs.
+  it.each(GPU_SOURCES)("start the collector and the agent (auto source, finding $name), which connect over TLS and stop cleanly on SIGTERM", async (kind) => {
     const grpcPort = await freePort();
     const httpPort = await freePort();
     const collectorEnv = {
@@ -216,14 +221,17 @@ describe("ExecStart with the example env files", () => {
     await collector.waitForOutput(/The collector is listening for agents/);
     expect(collector.output()).toMatch(/TLS/);
 
-    const stateDir = path.join(tmp, "agent-state");
-    const fakeDir = mkdtempSync(path.join(tmp, "fake-"));
+    const stateDir = path.join(tmp, `agent-state-${kind.name}`);
+    const src = kind.prepare(mkdtempSync(path.join(tmp, "source-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
     const args = execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? stateDir : a));
     const agentEnv = {
       ...exampleEnv("agent", { "/etc/trueidle/ca.crt": certs.caCert }),
       TRUEIDLE_COLLECTOR: `127.0.0.1:${grpcPort}`,
-      // What install-agent.sh adds when nvidia-smi is outside systemd's PATH.
-      TRUEIDLE_NVIDIA_SMI: writeFakeNvidiaSmi(fakeDir, path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json")),
+      // TRUEIDLE_NVIDIA_SMI is what install-agent.sh adds when nvidia-smi is outside systemd's
+      // PATH; TRUEIDLE_NVML_LIB stands for the driver's libnvidia-ml.so.1. Each variant has
+      // one of them and a missing path for the other.
+      ...src.autoSettings,
+      ...src.env,
       // Short windows so the first one arrives soon; the example leaves the 10 s default.
       TRUEIDLE_WINDOW: "1s",
       TRUEIDLE_TOKEN: "",
@@ -232,6 +240,7 @@ describe("ExecStart with the example env files", () => {
     procs.push(agent);
     await agent.waitForOutput(/Connected to the collector/);
     expect(agent.output()).toMatch(/The agent connects with TLS/);
+    expect(agent.output()).toMatch(src.autoChoice);
 
     // The example's labels reach the collector's metrics with the agent's windows.
     const deadline = Date.now() + 30_000;
@@ -243,6 +252,9 @@ describe("ExecStart with the example env files", () => {
     }
     expect(metrics).toMatch(/cluster="c1"/);
     expect(metrics).toMatch(/pool="training"/);
+    // The scenario's GPUs, in the states it implies (the ones that do not cycle).
+    const host = parseExposition(metrics).find((s) => s.name === "trueidle_gpu_up")!.labels["host"]!;
+    expect(pick(gpuStatesOf(parseExposition(metrics), host), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
 
     expect(await agent.stop("SIGTERM")).toBe(0);
     expect(await collector.stop("SIGTERM")).toBe(0);

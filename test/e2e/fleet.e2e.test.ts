@@ -1,8 +1,9 @@
 /**
- * End to end: agents as subprocesses sampling through a fake nvidia-smi subprocess →
- * collector subprocess over real gRPC → scraped by a real Prometheus → PromQL checks
- * every GPU's state and the fleet's real and reported idle ratios against what the
- * scenarios imply.
+ * End to end: agents as subprocesses sampling through a fake nvidia-smi subprocess, and
+ * again through NVML (the stub libnvidia-ml.so driven by the same scenarios) → collector
+ * subprocess over real gRPC → scraped by a real Prometheus → PromQL checks every GPU's
+ * state and the fleet's real and reported idle ratios against what the scenarios imply.
+ * Every check runs for both sources with the same expectations.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -10,7 +11,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { freePort } from "../helpers/ports.js";
 import { startPrometheus, type PrometheusHandle } from "../helpers/prometheus.js";
-import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
+import { GPU_SOURCES } from "../helpers/gpu-sources.js";
 import { startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
 
 const WINDOW = "2s";
@@ -42,7 +43,7 @@ const HOSTS = [
 
 const REAL_IDLE = new Set(["free_idle", "held_idle", "busy_phantom"]);
 
-describe("agents → collector → Prometheus", () => {
+describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus", (kind) => {
   let dir: string;
   let collector: TrueidleProcess;
   const agents: TrueidleProcess[] = [];
@@ -58,16 +59,16 @@ describe("agents → collector → Prometheus", () => {
     for (const h of HOSTS) {
       const hostDir = path.join(dir, h.host);
       mkdirSync(hostDir);
-      const smi = writeFakeNvidiaSmi(hostDir, {
+      const src = kind.prepare(hostDir, {
         host: h.host,
         driverVersion: "550.90.07",
         gpus: h.gpus.map((g) => ({ model: g.model, phases: [{ for: "1h", ...g.phase }] })),
       });
       agents.push(startTrueidle([
-        "agent", "--plaintext", "--source", "nvidia-smi", "--nvidia-smi", smi, "--collector", `127.0.0.1:${grpcPort}`,
+        "agent", "--plaintext", ...src.flags, "--collector", `127.0.0.1:${grpcPort}`,
         "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
         "--interval", "1s", "--window", WINDOW, "--log-level", "warn",
-      ]));
+      ], src.env));
     }
   }, 120_000);
 

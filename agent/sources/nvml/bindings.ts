@@ -121,8 +121,6 @@ export interface NvmlLibrary {
   errorString(code: number): string;
 }
 
-/** The soname the driver installs; dlopen finds it through the loader's search path. */
-export const DEFAULT_NVML_LIBRARY = "libnvidia-ml.so.1";
 
 const P = "void *";
 const H = "uint64_t"; // a handle passed by value
@@ -162,7 +160,7 @@ const DECLARATIONS: ReadonlyArray<readonly [keyof NvmlFunctions | string, string
  * Loads the library and declares its functions. Throws an Error naming the library and
  * the loader's reason when it cannot be loaded or lacks a required function.
  */
-export function loadNvml(path: string = DEFAULT_NVML_LIBRARY): NvmlLibrary {
+export function loadNvml(path: string): NvmlLibrary {
   let lib: LibraryHandle;
   try {
     lib = koffi.load(path);

@@ -25,8 +25,9 @@ import type { GpuReading } from "../../../common/types.js";
 import type { Logger } from "../../../common/log.js";
 import { TrueidleError } from "../../../common/errors.js";
 import type { GpuSource, SourceStats } from "../source.js";
-import { DEFAULT_NVML_LIBRARY } from "./bindings.js";
-import { CallWatch, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+// Not bindings.js: koffi loads only in the worker, so a platform without a koffi build fails
+// NVML (and --source auto falls back to nvidia-smi) instead of failing the agent.
+import { CallWatch, DEFAULT_NVML_LIBRARY, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
 
 export interface NvmlSourceOptions {
   /** The library: a path, or a soname the dynamic loader finds. */

@@ -9,6 +9,9 @@
  */
 import type { GpuReading } from "../../../common/types.js";
 
+/** The soname the driver installs; dlopen finds it through the loader's search path. */
+export const DEFAULT_NVML_LIBRARY = "libnvidia-ml.so.1";
+
 /** Call ids; 0 is "no call in progress". */
 export const CALL_NAMES = [
   "",
