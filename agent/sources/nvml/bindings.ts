@@ -37,7 +37,7 @@ export const ABSENT_VALUE_ERRORS: ReadonlySet<number> = new Set([
 
 export const NVML_GPU_UTILIZATION_SAMPLES = 1;
 export const NVML_CLOCK_SM = 1;
-export const NVML_CLOCKS_EVENT_REASON_GPU_IDLE = 0x1n;
+export const NVML_CLOCKS_EVENT_REASON_GPU_IDLE = 0x1;
 /** usedGpuMemory when the driver cannot say (WDDM). */
 export const NVML_VALUE_NOT_AVAILABLE = 0xffffffffffffffffn;
 

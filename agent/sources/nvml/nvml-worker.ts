@@ -17,7 +17,7 @@ import {
   NVML_CLOCK_SM, NVML_CLOCKS_EVENT_REASON_GPU_IDLE, NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
   NVML_ERROR_INSUFFICIENT_SIZE, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_FOUND, NVML_GPM_METRIC_ANY_TENSOR_UTIL,
   NVML_GPM_METRIC_DRAM_BW_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_SM_UTIL, NVML_GPU_UTILIZATION_SAMPLES,
-  NVML_SUCCESS, NVML_VALUE_NOT_AVAILABLE, PCI_INFO, PROCESS_INFO, PROCESS_UTIL_SAMPLE, SAMPLE, cString, loadNvml,
+  NVML_SUCCESS, PCI_INFO, PROCESS_INFO, PROCESS_UTIL_SAMPLE, SAMPLE, cString, loadNvml,
   type NvmlLibrary,
 } from "./bindings.js";
 import { CALL_ID, CallWatch, type CallName, type MainMessage, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
@@ -36,10 +36,10 @@ interface Device {
   gpu: NvmlGpu;
   handle: bigint;
   /** µs timestamp of the newest utilization sample seen; 0 before the first read. */
-  utilSeenUs: bigint;
+  utilSeenUs: number;
   useSamples: boolean;
   useMemoryV2: boolean;
-  processSeenUs: bigint;
+  processSeenUs: number;
   processes?: GpuProcess[] | undefined;
   processesAtMs: number;
   gpmSamples?: [bigint, bigint] | undefined;
@@ -160,8 +160,8 @@ class Worker {
       const handle = hrc === NVML_SUCCESS ? this.u64.readBigUInt64LE(0) : 0n;
       const gpu: NvmlGpu = { index, uuid: `unknown-nvml-${index}`, model: "unknown", gpm: false };
       const dev: Device = {
-        gpu, handle, utilSeenUs: BigInt(nowMs - this.cfg.intervalMs) * 1000n, useSamples: fn.nvmlDeviceGetSamples !== undefined,
-        useMemoryV2: fn.nvmlDeviceGetMemoryInfo_v2 !== undefined, processSeenUs: BigInt(nowMs - this.cfg.intervalMs) * 1000n,
+        gpu, handle, utilSeenUs: (nowMs - this.cfg.intervalMs) * 1000, useSamples: fn.nvmlDeviceGetSamples !== undefined,
+        useMemoryV2: fn.nvmlDeviceGetMemoryInfo_v2 !== undefined, processSeenUs: (nowMs - this.cfg.intervalMs) * 1000,
         processesAtMs: 0, gpmTurn: 0,
       };
       if (hrc !== NVML_SUCCESS) gpu.error = `NVML: ${this.nvml.errorString(hrc)} (nvmlDeviceGetHandleByIndex_v2)`;
@@ -323,15 +323,15 @@ class Worker {
       this.mem.writeUInt32LE(MEMORY_V2.version, 0);
       const rc = this.dcall("nvmlDeviceGetMemoryInfo_v2", fn.nvmlDeviceGetMemoryInfo_v2, h, this.mem);
       if (rc === NVML_SUCCESS) {
-        r.memTotalBytes = Number(this.mem.readBigUInt64LE(MEMORY_V2.total));
-        r.memUsedBytes = Number(this.mem.readBigUInt64LE(MEMORY_V2.used));
+        r.memTotalBytes = u64(this.mem, MEMORY_V2.total);
+        r.memUsedBytes = u64(this.mem, MEMORY_V2.used);
       } else if (rc === NVML_ERROR_ARGUMENT_VERSION_MISMATCH || rc === NVML_ERROR_INVALID_ARGUMENT) {
         dev.useMemoryV2 = false;
       }
     }
     if (!dev.useMemoryV2 && this.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, h, this.mem) === NVML_SUCCESS) {
-      r.memTotalBytes = Number(this.mem.readBigUInt64LE(MEMORY_V1.total));
-      r.memUsedBytes = Number(this.mem.readBigUInt64LE(MEMORY_V1.used));
+      r.memTotalBytes = u64(this.mem, MEMORY_V1.total);
+      r.memUsedBytes = u64(this.mem, MEMORY_V1.used);
     }
 
     r.util = this.readUtil(dev);
@@ -346,7 +346,7 @@ class Worker {
       r.smClockMHz = this.u32.readUInt32LE(0);
     }
     if (this.dcall("nvmlDeviceGetCurrentClocksEventReasons", fn.clocksEventReasons, h, this.u64) === NVML_SUCCESS) {
-      r.idleReason = (this.u64.readBigUInt64LE(0) & NVML_CLOCKS_EVENT_REASON_GPU_IDLE) !== 0n;
+      r.idleReason = (this.u64.readUInt32LE(0) & NVML_CLOCKS_EVENT_REASON_GPU_IDLE) !== 0;
     }
     let media: number | undefined;
     if (this.dcall("nvmlDeviceGetEncoderUtilization", fn.nvmlDeviceGetEncoderUtilization, h, this.u32, this.u32b) === NVML_SUCCESS) {
@@ -388,7 +388,7 @@ class Worker {
           const type = this.u32.readUInt32LE(0);
           let sum = 0, count = 0;
           for (let i = 0; i < n; i++) {
-            const at = this.samples.readBigUInt64LE(i * SAMPLE.size);
+            const at = u64(this.samples, i * SAMPLE.size);
             if (at <= dev.utilSeenUs) continue;
             sum += sampleValue(this.samples, i * SAMPLE.size + SAMPLE.value, type);
             count++;
@@ -427,8 +427,9 @@ class Worker {
       for (let i = 0; i < n; i++) {
         const o = i * PROCESS_INFO.size;
         const pid = this.procInfo.readUInt32LE(o + PROCESS_INFO.pid);
-        const used = this.procInfo.readBigUInt64LE(o + PROCESS_INFO.usedGpuMemory);
-        out.push({ pid, name: this.processName(pid), usedMemoryBytes: used === NVML_VALUE_NOT_AVAILABLE ? undefined : Number(used) });
+        const notAvailable = this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === 0xffffffff &&
+          this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === 0xffffffff; // NVML_VALUE_NOT_AVAILABLE
+        out.push({ pid, name: this.processName(pid), usedMemoryBytes: notAvailable ? undefined : u64(this.procInfo, o + PROCESS_INFO.usedGpuMemory) });
       }
       this.forgetNames(out);
       return out;
@@ -475,7 +476,7 @@ class Worker {
       let newest = dev.processSeenUs;
       for (let i = 0; i < n; i++) {
         const o = i * PROCESS_UTIL_SAMPLE.size;
-        const at = this.procUtil.readBigUInt64LE(o + PROCESS_UTIL_SAMPLE.timeStamp);
+        const at = u64(this.procUtil, o + PROCESS_UTIL_SAMPLE.timeStamp);
         if (at <= dev.processSeenUs) continue;
         if (at > newest) newest = at;
         const pid = this.procUtil.readUInt32LE(o + PROCESS_UTIL_SAMPLE.pid);
@@ -534,10 +535,18 @@ class Worker {
   }
 }
 
+/**
+ * An unsigned 64-bit field as a number, without a BigInt per read (the worker reads
+ * thousands a second). Exact below 2^53: bytes of GPU memory and µs since the epoch are.
+ */
+function u64(buf: Buffer, offset: number): number {
+  return buf.readUInt32LE(offset) + buf.readUInt32LE(offset + 4) * 0x1_0000_0000;
+}
+
 function sampleValue(buf: Buffer, offset: number, type: number): number {
   switch (type) {
     case 0: return buf.readDoubleLE(offset); // NVML_VALUE_TYPE_DOUBLE
-    case 2: case 3: return Number(buf.readBigUInt64LE(offset)); // UNSIGNED_LONG, UNSIGNED_LONG_LONG
+    case 2: case 3: return u64(buf, offset); // UNSIGNED_LONG, UNSIGNED_LONG_LONG
     case 4: return Number(buf.readBigInt64LE(offset)); // SIGNED_LONG_LONG
     case 5: return buf.readInt32LE(offset); // SIGNED_INT
     default: return buf.readUInt32LE(offset); // UNSIGNED_INT
