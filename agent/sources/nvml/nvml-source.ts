@@ -86,6 +86,8 @@ export class NvmlSource implements GpuSource {
   private started = false;
   private restarts = 0;
   private reinits = 0;
+  /** Workers in a row that could not initialise NVML after start. */
+  private failedStarts = 0;
   private driverVersion = "";
   private library = "";
   private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -217,7 +219,9 @@ export class NvmlSource implements GpuSource {
     if (old) void old.terminate();
     this.restarts++;
     clearTimeout(this.respawnTimer);
-    this.respawnTimer = setTimeout(() => this.spawn(), RESPAWN_DELAY_MS);
+    // 1 s, doubling while new workers cannot initialise NVML, up to 30 s.
+    const delay = Math.min(RESPAWN_DELAY_MS * 2 ** Math.min(this.failedStarts, 5), 30_000);
+    this.respawnTimer = setTimeout(() => this.spawn(), delay);
     this.respawnTimer.unref();
   }
 
@@ -227,12 +231,16 @@ export class NvmlSource implements GpuSource {
         if (this.readyWaiter) {
           this.readyWaiter.reject(new TrueidleError("nvml_unavailable", m.error + this.failHint));
         } else {
+          if (this.driverError !== m.error) {
+            this.logger.error("NVML cannot be used; every GPU reads unavailable until it can. Retrying with backoff.", { error: m.error });
+          }
           this.driverError = m.error;
-          this.logger.error("NVML cannot be used; every GPU reads unavailable until it can. Retrying.", { error: m.error });
+          this.failedStarts++;
           this.replaceWorker();
         }
         return;
       case "ready": {
+        this.failedStarts = 0;
         this.library = m.library;
         this.driverVersion = m.driverVersion;
         this.driverError = undefined;
