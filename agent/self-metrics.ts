@@ -66,6 +66,11 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     value: (s) => s.sourceRestarts,
   },
   {
+    name: "trueidle_agent_source_bad_readings_total", type: "counter",
+    help: "Lines or values from the GPU source that could not be used (an nvidia-smi line that does not parse, an implausible NVML value); each reads as missing.",
+    value: (s) => s.sourceParseErrors,
+  },
+  {
     name: "trueidle_agent_driver_calls_hung", type: "gauge",
     help: "NVML calls that ran past their deadline and have not returned: the driver is hung; the GPUs concerned read unavailable.",
     value: (s) => s.sourceHungCalls,

@@ -6,7 +6,7 @@
  * the field, e.g. `windows[3].power_mean_w`; the rest of its batch is still accepted.
  */
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
-import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS } from "../common/wire-limits.js";
+import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_POWER_W } from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading } from "../gen/trueidle/v1/ingest_pb.js";
 
 /** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
@@ -58,14 +58,8 @@ export const DEFAULT_WINDOW_LIMITS: Readonly<WindowLimits> = Object.freeze({
 export const MIN_WINDOW_MS = 1_000;
 export const MAX_WINDOW_MS = 3_600_000;
 
-/*
- * Bounds of what a real GPU can report. They are far above any hardware, so they only
- * catch garbage: a unit slip, an uninitialised field, a hostile client.
- */
-/** The largest boards draw about 1.2 kW (GB200); 5 kW is beyond any one GPU. */
-export const MAX_POWER_W = 5_000;
-/** GPU memory is at most a few hundred GB (B300: 288 GB); 16 TiB leaves room for unified memory. */
-export const MAX_MEMORY_BYTES = 16 * 2 ** 40;
+/* Bounds of what a real GPU can report; power and memory are in common/wire-limits.ts. */
+export { MAX_MEMORY_BYTES, MAX_POWER_W };
 /** Processes on one GPU: each holds a CUDA context in GPU memory, so 64 Ki is never reached. */
 export const MAX_PROCESSES = 65_536;
 /** Linux PID_MAX_LIMIT (2^22): no process id is larger. */

@@ -5,6 +5,16 @@
  * window.
  */
 export const MAX_ERROR_LENGTH = 1024;
+
+/*
+ * Bounds of what a real GPU can report. They are far above any hardware, so they only
+ * catch garbage: a unit slip, an uninitialised field, a driver glitch, a hostile client. The
+ * collector rejects a window beyond them; the NVML source reads such a value as missing.
+ */
+/** The largest boards draw about 1.2 kW (GB200); 5 kW is beyond any one GPU. */
+export const MAX_POWER_W = 5_000;
+/** GPU memory is at most a few hundred GB (B300: 288 GB); 16 TiB leaves room for unified memory. */
+export const MAX_MEMORY_BYTES = 16 * 2 ** 40;
 export const MAX_HOLDERS = 64;
 export const MAX_HOLDER_NAME_LENGTH = 256;
 

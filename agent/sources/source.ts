@@ -13,7 +13,7 @@ import type { GpuReading } from "../../common/types.js";
 export interface SourceStats {
   /** Times the underlying sampler (process, library) was restarted. */
   restarts: number;
-  /** Lines or records that could not be parsed. */
+  /** Lines, records or values from the source that could not be used; each reads as missing. */
   parseErrors: number;
 }
 

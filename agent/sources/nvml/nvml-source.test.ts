@@ -143,6 +143,24 @@ describe("NVML source (stub library)", () => {
     expect(byIndex(after, 1).util).toBe(0);
   });
 
+  it("reads an implausible value as missing, counts it and says so once", async () => {
+    // More memory used than the board has: no driver reports that, a glitch could.
+    const s = stub({ gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "held_idle", memUsedMiB: 200_000 }] }] });
+    const { src, log } = source(s);
+    await src.start();
+    await new Promise((r) => setTimeout(r, 600));
+    const got = src.sample(Date.now());
+    for (const r of got) {
+      expect(r.error).toBeUndefined();
+      expect(r.memUsedBytes).toBeUndefined();
+      expect(r.memTotalBytes).toBe(81559 * MiB);
+      expect(r.util).toBe(0);
+    }
+    expect(src.stats().parseErrors).toBeGreaterThanOrEqual(4);
+    const warned = log.lines.filter((l) => l.msg.startsWith("NVML gave an implausible value"));
+    expect(warned.map((l) => [l.fields?.["gpu"], l.fields?.["field"]])).toEqual([[0, "memory used"], [1, "memory used"]]);
+  });
+
   it("re-initialises NVML after the driver is unloaded and loaded again", async () => {
     const s = stub({ gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "active" }] }] });
     const { src, log } = source(s);

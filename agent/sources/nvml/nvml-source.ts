@@ -86,6 +86,8 @@ export class NvmlSource implements GpuSource {
   private started = false;
   private restarts = 0;
   private reinits = 0;
+  /** Implausible values the worker read as missing. */
+  private badValues = 0;
   /** Workers in a row that could not initialise NVML after start. */
   private failedStarts = 0;
   private driverVersion = "";
@@ -177,7 +179,7 @@ export class NvmlSource implements GpuSource {
   }
 
   stats(): SourceStats {
-    return { restarts: this.restarts + this.reinits, parseErrors: 0 };
+    return { restarts: this.restarts + this.reinits, parseErrors: this.badValues };
   }
 
   // ---- the worker -------------------------------------------------------------------
@@ -264,6 +266,7 @@ export class NvmlSource implements GpuSource {
         return;
       }
       case "tick":
+        this.badValues += m.badValues;
         for (const r of m.readings) {
           const k = this.known.get(r.uuid);
           if (k) { k.reading = r; k.at = m.atMs; }

@@ -12,6 +12,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { GpuProcess, GpuReading } from "../../../common/types.js";
+import { MAX_MEMORY_BYTES, MAX_POWER_W } from "../../../common/wire-limits.js";
 import {
   ABSENT_VALUE_ERRORS, BUFFER_SIZE, DRIVER_LEVEL_ERRORS, GPM_METRICS_GET, GPM_SUPPORT, MEMORY_V1, MEMORY_V2,
   NVML_CLOCK_SM, NVML_CLOCKS_EVENT_REASON_GPU_IDLE, NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
@@ -70,6 +71,9 @@ class Worker {
   private procUtil = Buffer.alloc(PROCESS_UTIL_SAMPLE.size * 64);
   private readonly gpmMetrics = Buffer.alloc(GPM_METRICS_GET.size);
   private readonly names = new Map<number, string>();
+  /** Implausible values since the last tick message, and the GPU/field pairs already logged. */
+  private badValues = 0;
+  private readonly badLogged = new Set<string>();
   /** The GPU whose calls are being made, for the watch. */
   private gpu = -1;
 
@@ -241,7 +245,8 @@ class Worker {
     const atMs = Date.now();
     try {
       const readings = this.devices.map((d) => this.read(d, atMs));
-      this.post({ kind: "tick", atMs, readings });
+      this.post({ kind: "tick", atMs, readings, badValues: this.badValues });
+      this.badValues = 0;
     } catch (err) {
       if (!(err instanceof DriverLost)) throw err;
       this.post({ kind: "driver_lost", error: err.message });
@@ -323,24 +328,22 @@ class Worker {
       this.mem.writeUInt32LE(MEMORY_V2.version, 0);
       const rc = this.dcall("nvmlDeviceGetMemoryInfo_v2", fn.nvmlDeviceGetMemoryInfo_v2, h, this.mem);
       if (rc === NVML_SUCCESS) {
-        r.memTotalBytes = u64(this.mem, MEMORY_V2.total);
-        r.memUsedBytes = u64(this.mem, MEMORY_V2.used);
+        this.setMemory(dev, r, u64(this.mem, MEMORY_V2.total), u64(this.mem, MEMORY_V2.used));
       } else if (rc === NVML_ERROR_ARGUMENT_VERSION_MISMATCH || rc === NVML_ERROR_INVALID_ARGUMENT) {
         dev.useMemoryV2 = false;
       }
     }
     if (!dev.useMemoryV2 && this.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, h, this.mem) === NVML_SUCCESS) {
-      r.memTotalBytes = u64(this.mem, MEMORY_V1.total);
-      r.memUsedBytes = u64(this.mem, MEMORY_V1.used);
+      this.setMemory(dev, r, u64(this.mem, MEMORY_V1.total), u64(this.mem, MEMORY_V1.used));
     }
 
     r.util = this.readUtil(dev);
 
     if (this.dcall("nvmlDeviceGetPowerUsage", fn.nvmlDeviceGetPowerUsage, h, this.u32) === NVML_SUCCESS) {
-      r.powerW = Math.round(this.u32.readUInt32LE(0) / 10) / 100;
+      r.powerW = this.plausible(dev, "power", Math.round(this.u32.readUInt32LE(0) / 10) / 100, MAX_POWER_W);
     }
     if (this.dcall("nvmlDeviceGetEnforcedPowerLimit", fn.nvmlDeviceGetEnforcedPowerLimit, h, this.u32) === NVML_SUCCESS) {
-      r.powerLimitW = Math.round(this.u32.readUInt32LE(0) / 10) / 100;
+      r.powerLimitW = this.plausible(dev, "power limit", Math.round(this.u32.readUInt32LE(0) / 10) / 100, MAX_POWER_W);
     }
     if (this.dcall("nvmlDeviceGetClockInfo", fn.nvmlDeviceGetClockInfo, h, NVML_CLOCK_SM, this.u32) === NVML_SUCCESS) {
       r.smClockMHz = this.u32.readUInt32LE(0);
@@ -350,10 +353,11 @@ class Worker {
     }
     let media: number | undefined;
     if (this.dcall("nvmlDeviceGetEncoderUtilization", fn.nvmlDeviceGetEncoderUtilization, h, this.u32, this.u32b) === NVML_SUCCESS) {
-      media = this.u32.readUInt32LE(0);
+      media = this.plausible(dev, "encoder utilization", this.u32.readUInt32LE(0), 100);
     }
     if (this.dcall("nvmlDeviceGetDecoderUtilization", fn.nvmlDeviceGetDecoderUtilization, h, this.u32, this.u32b) === NVML_SUCCESS) {
-      media = Math.max(media ?? 0, this.u32.readUInt32LE(0));
+      const dec = this.plausible(dev, "decoder utilization", this.u32.readUInt32LE(0), 100);
+      if (dec !== undefined) media = Math.max(media ?? 0, dec);
     }
     r.media = media;
 
@@ -390,9 +394,11 @@ class Worker {
           for (let i = 0; i < n; i++) {
             const at = u64(this.samples, i * SAMPLE.size);
             if (at <= dev.utilSeenUs) continue;
-            sum += sampleValue(this.samples, i * SAMPLE.size + SAMPLE.value, type);
-            count++;
             dev.utilSeenUs = at;
+            const v = this.plausible(dev, "utilization sample", sampleValue(this.samples, i * SAMPLE.size + SAMPLE.value, type), 100);
+            if (v === undefined) continue;
+            sum += v;
+            count++;
           }
           if (count > 0) return clampPercent(sum / count);
         } else if (rc !== NVML_ERROR_NOT_FOUND) {
@@ -403,7 +409,28 @@ class Worker {
       }
     }
     if (this.dcall("nvmlDeviceGetUtilizationRates", fn.nvmlDeviceGetUtilizationRates, dev.handle, this.u32) === NVML_SUCCESS) {
-      return clampPercent(this.u32.readUInt32LE(0));
+      return this.plausible(dev, "utilization", this.u32.readUInt32LE(0), 100);
+    }
+    return undefined;
+  }
+
+  private setMemory(dev: Device, r: GpuReading, total: number, used: number): void {
+    r.memTotalBytes = this.plausible(dev, "memory total", total, MAX_MEMORY_BYTES);
+    r.memUsedBytes = r.memTotalBytes === undefined ? undefined : this.plausible(dev, "memory used", used, r.memTotalBytes);
+  }
+
+  /**
+   * A value inside what a GPU can report, or undefined: a driver glitch (an all-ones word,
+   * a unit slip) reads as missing, is counted, and is logged once per GPU and field, rather
+   * than costing the GPU its window at the collector.
+   */
+  private plausible(dev: Device, field: string, v: number, max: number): number | undefined {
+    if (Number.isFinite(v) && v >= 0 && v <= max) return v;
+    this.badValues++;
+    const key = `${dev.gpu.index}/${field}`;
+    if (!this.badLogged.has(key) && this.badLogged.size < 1024) {
+      this.badLogged.add(key);
+      this.post({ kind: "log", level: "warn", msg: "NVML gave an implausible value; it is read as missing.", fields: { gpu: dev.gpu.index, field, value: v, max } });
     }
     return undefined;
   }

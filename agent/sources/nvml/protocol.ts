@@ -99,7 +99,8 @@ export interface NvmlGpu {
 
 export type WorkerMessage =
   | { kind: "ready"; library: string; driverVersion: string; gpus: NvmlGpu[]; reinit: boolean }
-  | { kind: "tick"; atMs: number; readings: GpuReading[] }
+  /** `badValues`: implausible values read as missing during this tick. */
+  | { kind: "tick"; atMs: number; readings: GpuReading[]; badValues: number }
   | { kind: "driver_lost"; error: string }
   | { kind: "fatal"; error: string }
   | { kind: "log"; level: "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> | undefined };
