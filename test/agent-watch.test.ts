@@ -7,21 +7,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { GPU_SOURCES } from "./helpers/gpu-sources.js";
+import { GPU_SOURCES, oneGpuPerState } from "./helpers/gpu-sources.js";
 import { runTrueidle, startTrueidle } from "./helpers/trueidle-process.js";
 
-/** One GPU per state; GPU 0 has GPM (SM activity through NVML), the others do not. */
-const WATCH_SCENARIO = {
-  host: "watch",
-  driverVersion: "550.90.07",
-  gpus: [
-    { model: "NVIDIA H100 80GB HBM3", gpm: true, phases: [{ for: "1h", state: "active" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_busy" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "Unknown Error" }] },
-  ],
-};
+const WATCH_SCENARIO = oneGpuPerState("watch");
 const EXPECTED_STATES = ["active", "busy_phantom", "held_idle", "free_idle", "unavailable"];
 const KEYS = ["ts_ms", "gpu", "uuid", "state", "real", "real_source", "util", "sm_active", "power_w", "floor_w",
   "mem_used_bytes", "processes", "error"];

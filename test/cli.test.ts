@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { runTrueidle } from "./helpers/trueidle-process.js";
-import { GPU_SOURCES, NVIDIA_SMI_SOURCE, NVML_SOURCE } from "./helpers/gpu-sources.js";
+import { GPU_SOURCES, NVIDIA_SMI_SOURCE, NVML_SOURCE, oneGpuPerState } from "./helpers/gpu-sources.js";
 
 describe("trueidle CLI", () => {
   it("lists its commands", async () => {
@@ -46,18 +46,7 @@ describe("trueidle CLI", () => {
   });
 });
 
-/** One host's GPUs, one per state; GPU 0 has GPM (SM activity), the others do not. */
-const ONCE_SCENARIO = {
-  host: "once",
-  driverVersion: "550.90.07",
-  gpus: [
-    { model: "NVIDIA H100 80GB HBM3", gpm: true, phases: [{ for: "1h", state: "active" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_busy" }] },
-    { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "Unknown Error" }] },
-  ],
-};
+const ONCE_SCENARIO = oneGpuPerState("once");
 
 /** The rows of the --once table (GPU index first). */
 const tableRows = (output: string): string[] => output.split("\n").filter((l) => /^\d+ {2,}\S/.test(l));

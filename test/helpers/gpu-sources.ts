@@ -94,3 +94,19 @@ export function gpuStatesOf(samples: readonly ExpositionSample[], host: string):
 export function pick(states: ReadonlyMap<number, string | undefined>, expected: ReadonlyMap<number, string>): Map<number, string | undefined> {
   return new Map([...expected.keys()].map((i) => [i, states.get(i)]));
 }
+
+/** One host's GPUs, one per state (GPU 4 unavailable); GPU 0 has GPM (SM activity through NVML), the others do not. */
+export function oneGpuPerState(host: string): object {
+  const h100 = "NVIDIA H100 80GB HBM3";
+  return {
+    host,
+    driverVersion: "550.90.07",
+    gpus: [
+      { model: h100, gpm: true, phases: [{ for: "1h", state: "active" }] },
+      { model: h100, phases: [{ for: "1h", state: "busy_phantom" }] },
+      { model: h100, phases: [{ for: "1h", state: "held_idle" }] },
+      { model: h100, phases: [{ for: "1h", state: "free_busy" }] },
+      { model: h100, phases: [{ for: "1h", error: "Unknown Error" }] },
+    ],
+  };
+}
