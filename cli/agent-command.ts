@@ -9,7 +9,7 @@ import { Agent } from "../agent/agent.js";
 import { SamplePipeline } from "../agent/pipeline.js";
 import { renderOnceTable } from "./once-table.js";
 import { DEFAULT_GRPC_PORT } from "../common/grpc-service.js";
-import { waitForSignal } from "./signals.js";
+import { endIfDriverHung, waitForSignal } from "./signals.js";
 import { parseListenAddress } from "../common/listen-address.js";
 import { AgentHttpServer } from "../agent/http-server.js";
 import { AGENT_TRANSPORT_FLAGS, agentTransportFrom } from "./security-flags.js";
@@ -140,13 +140,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   } finally {
     await http?.stop();
   }
-  const hung = src.hungCalls?.() ?? 0;
-  if (hung > 0) {
-    // A thread stuck inside the driver cannot be interrupted, and Node waits for every
-    // thread at exit: end the process instead of hanging in shutdown.
-    logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", { hungCalls: hung });
-    process.kill(process.pid, "SIGKILL");
-  }
+  endIfDriverHung(src, logger);
   return 0;
 }
 

@@ -21,6 +21,7 @@
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
 import type { GpuSource } from "../agent/sources/source.js";
+import { endIfDriverHung } from "./signals.js";
 import { SamplePipeline, type ClassifiedSample } from "../agent/pipeline.js";
 
 export interface WatchLine {
@@ -129,12 +130,7 @@ export async function runWatch(opts: WatchOptions): Promise<void> {
     process.stdout.off("error", onStdoutError);
     await source.stop();
   }
-  const hung = source.hungCalls?.() ?? 0;
-  if (hung > 0) {
-    // As in the agent: a thread stuck in the driver would keep the process from exiting.
-    logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", { hungCalls: hung });
-    process.kill(process.pid, "SIGKILL");
-  }
+  endIfDriverHung(source, logger);
 }
 
 function round(x: number, places: number): number {

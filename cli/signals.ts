@@ -1,6 +1,19 @@
-/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
+/** Process-level shutdown: signals, and ending a process that a stuck driver call would hold. */
 import type { Logger } from "../common/log.js";
+import type { GpuSource } from "../agent/sources/source.js";
 
+/**
+ * Call after the source has stopped. A thread stuck inside the driver cannot be interrupted,
+ * and Node waits for every thread at exit: end the process instead of hanging in shutdown.
+ */
+export function endIfDriverHung(source: GpuSource, logger: Logger): void {
+  const hung = source.hungCalls?.() ?? 0;
+  if (hung === 0) return;
+  logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", { hungCalls: hung });
+  process.kill(process.pid, "SIGKILL");
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */
 export function waitForSignal(logger: Logger): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     let seen = false;
