@@ -38,8 +38,8 @@ export const ABSENT_VALUE_ERRORS: ReadonlySet<number> = new Set([
 export const NVML_GPU_UTILIZATION_SAMPLES = 1;
 export const NVML_CLOCK_SM = 1;
 export const NVML_CLOCKS_EVENT_REASON_GPU_IDLE = 0x1;
-/** usedGpuMemory when the driver cannot say (WDDM). */
-export const NVML_VALUE_NOT_AVAILABLE = 0xffffffffffffffffn;
+/** usedGpuMemory when the driver cannot say (WDDM): all 64 bits set; read as two 32-bit halves. */
+export const NVML_VALUE_NOT_AVAILABLE_HALF = 0xffffffff;
 
 export const NVML_GPM_METRIC_SM_UTIL = 2;
 export const NVML_GPM_METRIC_SM_OCCUPANCY = 3;

@@ -84,8 +84,8 @@ export class NvmlSource implements GpuSource {
   private driverError: string | undefined;
   private stopped = false;
   private started = false;
+  /** New workers, and NVML initialised again after the driver came back. */
   private restarts = 0;
-  private reinits = 0;
   /** Implausible values the worker read as missing. */
   private badValues = 0;
   /** Workers in a row that could not initialise NVML after start. */
@@ -179,7 +179,7 @@ export class NvmlSource implements GpuSource {
   }
 
   stats(): SourceStats {
-    return { restarts: this.restarts + this.reinits, parseErrors: this.badValues };
+    return { restarts: this.restarts, parseErrors: this.badValues };
   }
 
   // ---- the worker -------------------------------------------------------------------
@@ -260,7 +260,7 @@ export class NvmlSource implements GpuSource {
           this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, at: 0 });
         }
         if (m.reinit) {
-          this.reinits++;
+          this.restarts++;
           this.logger.info("NVML initialised again after the driver came back.", { gpus: m.gpus.length, driver: m.driverVersion });
         }
         return;

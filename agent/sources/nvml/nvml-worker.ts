@@ -15,10 +15,10 @@ import type { GpuProcess, GpuReading } from "../../../common/types.js";
 import { MAX_MEMORY_BYTES, MAX_POWER_W } from "../../../common/wire-limits.js";
 import {
   ABSENT_VALUE_ERRORS, BUFFER_SIZE, DRIVER_LEVEL_ERRORS, GPM_METRICS_GET, GPM_SUPPORT, MEMORY_V1, MEMORY_V2,
-  NVML_CLOCK_SM, NVML_CLOCKS_EVENT_REASON_GPU_IDLE, NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+  NVML_CLOCK_SM, NVML_CLOCKS_EVENT_REASON_GPU_IDLE, NVML_ERROR_ARGUMENT_VERSION_MISMATCH, NVML_ERROR_FUNCTION_NOT_FOUND,
   NVML_ERROR_INSUFFICIENT_SIZE, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_FOUND, NVML_GPM_METRIC_ANY_TENSOR_UTIL,
   NVML_GPM_METRIC_DRAM_BW_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_SM_UTIL, NVML_GPU_UTILIZATION_SAMPLES,
-  NVML_SUCCESS, PCI_INFO, PROCESS_INFO, PROCESS_UTIL_SAMPLE, SAMPLE, cString, loadNvml,
+  NVML_SUCCESS, NVML_VALUE_NOT_AVAILABLE_HALF, PCI_INFO, PROCESS_INFO, PROCESS_UTIL_SAMPLE, SAMPLE, cString, loadNvml,
   type NvmlLibrary,
 } from "./bindings.js";
 import { CALL_ID, CallWatch, type CallName, type MainMessage, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
@@ -28,6 +28,8 @@ class DriverLost extends Error {}
 /** A failure of one GPU (lost, needs a reset): that GPU's reading becomes an error. */
 class GpuFailure extends Error {}
 
+/** What each tick asks GPM for, in the order readGpm reads them back. */
+const GPM_METRIC_IDS = [NVML_GPM_METRIC_SM_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_ANY_TENSOR_UTIL, NVML_GPM_METRIC_DRAM_BW_UTIL] as const;
 /** GPM metrics need two samples at least this far apart (NVML documents 100 ms). */
 const GPM_MIN_GAP_MS = 100;
 const MAX_PROCESSES = 4096;
@@ -118,7 +120,7 @@ class Worker {
 
   /** One NVML call, announced in the watch buffer for its duration. */
   private call(name: CallName, f: ((...a: unknown[]) => number) | undefined, ...args: unknown[]): number {
-    if (!f) return 13; // NVML_ERROR_FUNCTION_NOT_FOUND
+    if (!f) return NVML_ERROR_FUNCTION_NOT_FOUND;
     this.watch.begin(CALL_ID[name], this.gpu);
     try {
       return f(...args);
@@ -136,7 +138,7 @@ class Worker {
     throw new GpuFailure(`NVML: ${this.nvml.errorString(rc)} (${name})`);
   }
 
-  private text96(name: CallName, f: ((...a: unknown[]) => number) | undefined, handle: bigint, size: number): string | undefined {
+  private readText(name: CallName, f: ((...a: unknown[]) => number) | undefined, handle: bigint, size: number): string | undefined {
     this.text.fill(0, 0, size);
     return this.dcall(name, f, handle, this.text, size) === NVML_SUCCESS ? cString(this.text, 0, size) : undefined;
   }
@@ -187,9 +189,9 @@ class Worker {
         gpu.busId = cString(this.pci, PCI_INFO.busIdOffset, PCI_INFO.busIdLength);
         gpu.uuid = `unknown-${gpu.busId}`;
       }
-      gpu.uuid = this.text96("nvmlDeviceGetUUID", fn.nvmlDeviceGetUUID, dev.handle, BUFFER_SIZE.uuid) ?? gpu.uuid;
-      gpu.model = this.text96("nvmlDeviceGetName", fn.nvmlDeviceGetName, dev.handle, BUFFER_SIZE.deviceName) ?? gpu.model;
-      gpu.serial = this.text96("nvmlDeviceGetSerial", fn.nvmlDeviceGetSerial, dev.handle, BUFFER_SIZE.serial);
+      gpu.uuid = this.readText("nvmlDeviceGetUUID", fn.nvmlDeviceGetUUID, dev.handle, BUFFER_SIZE.uuid) ?? gpu.uuid;
+      gpu.model = this.readText("nvmlDeviceGetName", fn.nvmlDeviceGetName, dev.handle, BUFFER_SIZE.deviceName) ?? gpu.model;
+      gpu.serial = this.readText("nvmlDeviceGetSerial", fn.nvmlDeviceGetSerial, dev.handle, BUFFER_SIZE.serial);
       gpu.gpm = this.setUpGpm(dev);
       gpu.error = undefined;
     } catch (err) {
@@ -454,8 +456,8 @@ class Worker {
       for (let i = 0; i < n; i++) {
         const o = i * PROCESS_INFO.size;
         const pid = this.procInfo.readUInt32LE(o + PROCESS_INFO.pid);
-        const notAvailable = this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === 0xffffffff &&
-          this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === 0xffffffff; // NVML_VALUE_NOT_AVAILABLE
+        const notAvailable = this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === NVML_VALUE_NOT_AVAILABLE_HALF &&
+          this.procInfo.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === NVML_VALUE_NOT_AVAILABLE_HALF;
         out.push({ pid, name: this.processName(pid), usedMemoryBytes: notAvailable ? undefined : u64(this.procInfo, o + PROCESS_INFO.usedGpuMemory) });
       }
       this.forgetNames(out);
@@ -539,13 +541,12 @@ class Worker {
     dev.gpmTurn = 1 - dev.gpmTurn;
     if (!hadPrev) return;
     const m = this.gpmMetrics;
-    const ids = [NVML_GPM_METRIC_SM_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_ANY_TENSOR_UTIL, NVML_GPM_METRIC_DRAM_BW_UTIL];
-    m.fill(0, 0, GPM_METRICS_GET.metrics + ids.length * GPM_METRICS_GET.metricSize);
+    m.fill(0, 0, GPM_METRICS_GET.metrics + GPM_METRIC_IDS.length * GPM_METRICS_GET.metricSize);
     m.writeUInt32LE(GPM_METRICS_GET.version, 0);
-    m.writeUInt32LE(ids.length, 4);
+    m.writeUInt32LE(GPM_METRIC_IDS.length, 4);
     m.writeBigUInt64LE(prev, GPM_METRICS_GET.sample1);
     m.writeBigUInt64LE(cur, GPM_METRICS_GET.sample2);
-    ids.forEach((id, i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
+    GPM_METRIC_IDS.forEach((id, i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
     if (this.dcall("nvmlGpmMetricsGet", fn.nvmlGpmMetricsGet, m) !== NVML_SUCCESS) return;
     const value = (i: number): number | undefined => {
       const o = GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize;
