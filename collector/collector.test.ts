@@ -8,34 +8,16 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
 import { StreamRequestSchema } from "../gen/trueidle/v1/ingest_pb.js";
-import { ProbeFactory, eventuallyEquals as eventually, metricValue, type Probe } from "../test/helpers/ingest-probe.js";
+import { eventuallyEquals as eventually, metricValue, type Probe } from "../test/helpers/ingest-probe.js";
 import { promtool } from "../test/helpers/prometheus.js";
 import { startCollector, type Collector, type CollectorOptions } from "./collector.js";
-import { T0, batchRequest, helloRequest, makeWindow, phantomWindow } from "./testdata/windows.js";
+import { NOW, TestCollectors } from "./testdata/test-collectors.js";
+import { batchRequest, helloRequest, makeWindow, phantomWindow } from "./testdata/windows.js";
 
-const NOW = T0 + 10_000;
-const running: Collector[] = [];
-const probes = new ProbeFactory();
-
-afterEach(async () => {
-  probes.close();
-  await Promise.all(running.splice(0).map((c) => c.stop()));
-});
-
-async function start(extra: Partial<CollectorOptions> = {}): Promise<{ collector: Collector; logs: string[] }> {
-  const logs: string[] = [];
-  const collector = await startCollector({
-    grpcListen: "127.0.0.1:0",
-    httpListen: "127.0.0.1:0",
-    thresholds: DEFAULT_THRESHOLDS,
-    logger: createLogger({ write: (l) => void logs.push(l), level: "debug" }),
-    now: () => NOW,
-    collectorId: "collector-under-test",
-    ...extra,
-  });
-  running.push(collector);
-  return { collector, logs };
-}
+const harness = new TestCollectors();
+const probes = harness.probes;
+afterEach(() => harness.stopAll());
+const start = (extra: Partial<CollectorOptions> = {}): ReturnType<TestCollectors["start"]> => harness.start(extra);
 
 function open(collector: Collector): Probe {
   return probes.open(collector.grpcPort);
