@@ -5,7 +5,7 @@
  * faults its control file asks for.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +16,7 @@ import { parseScenario, type Scenario } from "../agent/sim/scenario.js";
 import type { GpuReading } from "../common/types.js";
 import { eventually } from "./helpers/eventually.js";
 import { hasGpm, nvmlErrorOf, prepareNvmlStub, type NvmlStub } from "./helpers/nvml-stub.js";
+import { H200_CALL_COST_US, H200_MEASURED_US } from "./helpers/nvml-call-cost.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -494,6 +495,43 @@ describe("stub libnvidia-ml.so", () => {
     expect(stub.control.initCount()).toBe(inits + 2);
   });
 
+  it("burns, per call, the CPU time the call costs on a real H200, and counts every call", () => {
+    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
+    const count = (fn: string): number => Number(calls(fn));
+    expect(count("nvmlDeviceGetFanSpeed")).toBe(-1);
+    const cost = H200_CALL_COST_US["nvmlDeviceGetSamples"]!;
+    expect(cost).toBeGreaterThan(2_000);
+    const before = count("nvmlDeviceGetSamples");
+    const valType = [0];
+    const n = [0];
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < 20; i++) nvml.samples(dev(2), 1, 0n, valType, n, null);
+    const cpu = process.cpuUsage(cpu0);
+    expect(count("nvmlDeviceGetSamples") - before).toBe(20);
+    // The stub spins until the calling thread has used the cost: a lower bound, whatever the machine.
+    expect(cpu.user + cpu.system).toBeGreaterThanOrEqual(20 * cost * 0.999);
+    // A cheap call stays cheap: 20 power readings burn 20 µs, far under one sample read.
+    const p0 = process.cpuUsage();
+    for (let i = 0; i < 20; i++) u32(nvml.power, dev(2));
+    const p = process.cpuUsage(p0);
+    expect(p.user + p.system).toBeLessThan(cost);
+  });
+
+  it("takes its cost table from the H200 measurement, figure for figure", () => {
+    const measured = readFileSync(join(ROOT, "docs/gpu-truth/h200-580.159.04-2026-12-04/nvml-call-cost.txt"), "utf8");
+    const cpuOf = new Map(measured.split("\n").filter((l) => l.trim() !== "").map((l) => {
+      const m = /^(.+?)\s+wall\s+[\d.]+ us\s+cpu\s+([\d.]+) us$/.exec(l);
+      if (!m) throw new Error(`unexpected line in nvml-call-cost.txt: ${l}`);
+      return [m[1]!.replace(/ \(python floor\)$/, ""), Number(m[2])] as const;
+    }));
+    expect(Object.fromEntries(cpuOf)).toEqual(H200_MEASURED_US);
+    // Every function the stub exports has a cost; every cost names one.
+    const exported = Object.keys(H200_CALL_COST_US);
+    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
+    for (const fn of exported) expect(Number(calls(fn)), fn).toBeGreaterThanOrEqual(0);
+    expect(exported).toHaveLength(28);
+  });
+
   it("fails nvmlInit_v2 with UNKNOWN and one line on stderr when the table is missing or bad", () => {
     const bad = join(dir, "bad-table.txt");
     const init = (table: string | undefined): { rc: string; stderr: string } => {
@@ -520,6 +558,11 @@ describe("stub libnvidia-ml.so", () => {
     const badPhase = init(bad);
     expect(badPhase.rc).toBe(String(UNKNOWN));
     expect(lines(badPhase.stderr)).toEqual([expect.stringMatching(/bad-table\.txt line 5: bad phase value/)]);
+
+    writeFileSync(bad, "trueidle-nvml-stub-table 1\ndriver 550.54.15\ncost nvmlDeviceGetFanSpeed 3\n");
+    const badCost = init(bad);
+    expect(badCost.rc).toBe(String(UNKNOWN));
+    expect(lines(badCost.stderr)).toEqual([expect.stringMatching(/bad-table\.txt line 3: cost of a function the stub does not export/)]);
 
     const unset = init(undefined);
     expect(unset.rc).toBe(String(UNKNOWN));

@@ -15,6 +15,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { phaseValues } from "../../agent/sim/evaluate.js";
 import { loadScenario, parseScenario, type PhasePreset, type Scenario, type ScenarioGpu } from "../../agent/sim/scenario.js";
+import { H200_CALL_COST_US } from "./nvml-call-cost.js";
 
 export const NVML_STUB_SOURCE = fileURLToPath(new URL("../nvml-stub/nvml-stub.c", import.meta.url));
 const GCC_ARGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1"];
@@ -77,11 +78,19 @@ export function hasGpm(g: ScenarioGpu): boolean {
   return g.gpm ?? g.phases.some((p) => typeof p.smActive === "number");
 }
 
+export interface NvmlStubTableOptions {
+  /**
+   * CPU µs each call burns, by function name; default: what the calls cost on a real H200
+   * (test/helpers/nvml-call-cost.ts). `{}`: only the stub's own work.
+   */
+  callCostUs?: Readonly<Record<string, number>> | undefined;
+}
+
 /**
  * Writes the stub's table for `scenario` (a parsed Scenario, a scenario object as in a
  * file, or the path of a scenario file) to `outPath`; returns the parsed scenario.
  */
-export function writeNvmlStubTable(scenario: Scenario | object | string, outPath: string): Scenario {
+export function writeNvmlStubTable(scenario: Scenario | object | string, outPath: string, opts: NvmlStubTableOptions = {}): Scenario {
   const s = toScenario(scenario);
   const lines = [
     "trueidle-nvml-stub-table 1",
@@ -89,6 +98,9 @@ export function writeNvmlStubTable(scenario: Scenario | object | string, outPath
     `driver ${oneLine(s.driverVersion)}`,
     `origin_ms ${num(s.originMs)}`,
   ];
+  for (const [fn, us] of Object.entries(opts.callCostUs ?? H200_CALL_COST_US)) {
+    if (us > 0) lines.push(`cost ${fn} ${num(us)}`);
+  }
   for (const g of s.gpus) {
     const model = g.model.toLowerCase();
     const pciId = PCI_DEVICE_IDS.find(([needle]) => model.includes(needle))?.[1] ?? 0x233010de;
@@ -155,12 +167,12 @@ export interface NvmlStub {
  * change returns once the stub is sure to see it on its next call (it looks at the file
  * at most every 50 ms).
  */
-export function prepareNvmlStub(dir: string, scenario: Scenario | object | string): NvmlStub {
+export function prepareNvmlStub(dir: string, scenario: Scenario | object | string, opts: NvmlStubTableOptions = {}): NvmlStub {
   const libPath = buildNvmlStub();
   const tablePath = resolve(dir, "nvml-stub-table.txt");
   const controlPath = resolve(dir, "nvml-stub-control.txt");
   const countPath = resolve(dir, "nvml-stub-inits.log");
-  const parsed = writeNvmlStubTable(scenario, tablePath);
+  const parsed = writeNvmlStubTable(scenario, tablePath, opts);
   let unloaded = false;
   const hangs = new Map<string, number>();
   const write = (settle: boolean): void => {

@@ -22,6 +22,16 @@
  *                                                         every nvmlInit_v2 that succeeds
  *                               Looked at no more than every 50 ms, re-read when it changed.
  *
+ * Cost model: `cost <function> <µs>` lines in the table make each call of that function
+ * burn that much CPU time on the calling thread before it answers (a spin on the thread's
+ * CPU clock), so a process that loads the stub pays what a real driver charges it;
+ * test/helpers/nvml-call-cost.ts holds the figures, measured on a real GPU. Without cost
+ * lines calls cost what the stub's own work costs.
+ *
+ * Call counts: trueidle_stub_calls("nvmlDeviceGetSamples") says how many times a function
+ * was called since the library was loaded (all threads of the process), so a test can check
+ * the cadence of a client's calls.
+ *
  * Readings follow the wall clock: at Date.now() === t every GPU shows what readingOf(scenario,
  * gpu, t) in agent/sim/evaluate.ts gives, the per-second noise included (hash01 below is
  * the same function bit for bit). The table holds each phase's values before the noise.
@@ -201,6 +211,50 @@ _Static_assert(offsetof(nvmlGpmMetricsGet_t, metrics) == 24, "nvmlGpmMetricsGet_
 #define CONTROL_CHECK_MS 50.0
 #define GPM_MIN_INTERVAL_US 100000LL
 
+/* Every exported function but nvmlErrorString: the unit of the cost model and of the call counts. */
+#define STUB_FUNCTIONS(X) \
+  X(nvmlInit_v2) \
+  X(nvmlShutdown) \
+  X(nvmlSystemGetDriverVersion) \
+  X(nvmlSystemGetProcessName) \
+  X(nvmlDeviceGetCount_v2) \
+  X(nvmlDeviceGetHandleByIndex_v2) \
+  X(nvmlDeviceGetIndex) \
+  X(nvmlDeviceGetUUID) \
+  X(nvmlDeviceGetName) \
+  X(nvmlDeviceGetSerial) \
+  X(nvmlDeviceGetPciInfo_v3) \
+  X(nvmlDeviceGetEnforcedPowerLimit) \
+  X(nvmlDeviceGetMemoryInfo_v2) \
+  X(nvmlDeviceGetUtilizationRates) \
+  X(nvmlDeviceGetSamples) \
+  X(nvmlDeviceGetPowerUsage) \
+  X(nvmlDeviceGetClockInfo) \
+  X(nvmlDeviceGetCurrentClocksEventReasons) \
+  X(nvmlDeviceGetCurrentClocksThrottleReasons) \
+  X(nvmlDeviceGetEncoderUtilization) \
+  X(nvmlDeviceGetDecoderUtilization) \
+  X(nvmlDeviceGetComputeRunningProcesses_v3) \
+  X(nvmlDeviceGetProcessUtilization) \
+  X(nvmlGpmQueryDeviceSupport) \
+  X(nvmlGpmSampleAlloc) \
+  X(nvmlGpmSampleFree) \
+  X(nvmlGpmSampleGet) \
+  X(nvmlGpmMetricsGet)
+
+enum stub_fn {
+#define STUB_FN_ID(n) FN_##n,
+  STUB_FUNCTIONS(STUB_FN_ID)
+#undef STUB_FN_ID
+  FN_COUNT
+};
+
+static const char *const FN_NAMES[FN_COUNT] = {
+#define STUB_FN_NAME(n) #n,
+  STUB_FUNCTIONS(STUB_FN_NAME)
+#undef STUB_FN_NAME
+};
+
 enum { SM_UNKNOWN, SM_FIXED, SM_FOLLOWS_UTIL };
 
 struct proc {
@@ -241,6 +295,7 @@ struct table {
   double origin_ms;
   struct gpu *gpus;
   unsigned ngpus;
+  unsigned cost_us[FN_COUNT];
 };
 
 struct nvmlDevice_st {
@@ -264,6 +319,9 @@ static unsigned init_refs;
 /* The driver's generation moves on at every reload; a client initialised in an older one
  * must shut down and initialise again. */
 static unsigned driver_gen, client_gen;
+/* CPU µs each function burns (from the table's cost lines), and calls so far. */
+static unsigned cost_us[FN_COUNT];
+static unsigned long long calls[FN_COUNT];
 
 static struct {
   char *path; /* the control file last looked at */
@@ -311,6 +369,18 @@ static void sleep_ms(unsigned ms) {
   struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
+}
+
+/* Spends `us` microseconds of the calling thread's CPU time, as a driver call doing real work would. */
+static void burn_us(unsigned us) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)us * 1000LL;
+  volatile unsigned spin = 0;
+  do {
+    for (unsigned i = 0; i < 256; i++) spin += i;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  } while ((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec < end);
 }
 
 /* JavaScript's Math.round: halves round towards +Infinity. */
@@ -593,6 +663,22 @@ static const char *parse_gpu_line(struct gpu *g, const char *key, char *value) {
   return "unknown key";
 }
 
+/* "cost <function> <µs>": what each call of the function burns. */
+static const char *parse_cost(struct table *t, char *value) {
+  char *sp = strchr(value, ' ');
+  double us;
+  if (sp == NULL) return "cost needs a function and microseconds";
+  *sp = '\0';
+  if (!parse_double(sp + 1, &us) || us < 0 || us > 1e6) return "bad cost microseconds";
+  for (unsigned i = 0; i < FN_COUNT; i++) {
+    if (strcmp(FN_NAMES[i], value) == 0) {
+      t->cost_us[i] = (unsigned)js_round(us);
+      return NULL;
+    }
+  }
+  return "cost of a function the stub does not export";
+}
+
 /* Reads the table into *t; on failure prints one line naming the problem. */
 static int load_table(struct table *t) {
   const char *path = getenv("TRUEIDLE_NVML_STUB_TABLE");
@@ -629,6 +715,8 @@ static int load_table(struct table *t) {
       t->driver = strdup(value);
     } else if (strcmp(key, "origin_ms") == 0) {
       if (!parse_double(value, &t->origin_ms)) err = "bad origin_ms";
+    } else if (strcmp(key, "cost") == 0) {
+      err = parse_cost(t, value);
     } else if (strcmp(key, "gpu") == 0) {
       if (t->ngpus >= MAX_GPUS) err = "too many GPUs";
       else if (!grow((void **)&t->gpus, t->ngpus, sizeof *t->gpus)) err = "out of memory";
@@ -750,11 +838,14 @@ static void refresh_control(void) {
  * Every call: look at the control file, sleep for a `hang` directive (without the lock),
  * then hold the lock and answer DRIVER_NOT_LOADED / UNINITIALIZED where due. On
  * NVML_SUCCESS the caller holds mu and must release it.
+ *   fn: the function called, for its cost and count.
  *   gpu_hint: the GPU whose hang applies, or -1.
  *   need_init: 0 for nvmlInit_v2 and nvmlShutdown, which judge initialisation themselves.
  */
-static nvmlReturn_t enter(long gpu_hint, int need_init) {
+static nvmlReturn_t enter(enum stub_fn fn, long gpu_hint, int need_init) {
   pthread_mutex_lock(&mu);
+  calls[fn]++;
+  unsigned cost = cost_us[fn];
   refresh_control();
   if (ctl.driver_unloaded) {
     pthread_mutex_unlock(&mu);
@@ -763,6 +854,7 @@ static nvmlReturn_t enter(long gpu_hint, int need_init) {
   unsigned hang = ctl.hang_all_ms;
   if (gpu_hint >= 0 && gpu_hint < MAX_GPUS && ctl.hang_ms[gpu_hint] > hang) hang = ctl.hang_ms[gpu_hint];
   pthread_mutex_unlock(&mu);
+  if (cost > 0) burn_us(cost);
   if (hang > 0) sleep_ms(hang);
   pthread_mutex_lock(&mu);
   refresh_control();
@@ -790,9 +882,9 @@ static long handle_slot(nvmlDevice_t dev) {
 
 /* A device call: on NVML_SUCCESS holds mu and fills *g and *r (the GPU's reading now). A
  * GPU in an error phase answers that error unless `static_ok`. */
-static nvmlReturn_t enter_device(nvmlDevice_t dev, int static_ok, const struct gpu **g, struct reading *r, long long *t_us) {
+static nvmlReturn_t enter_device(enum stub_fn fn, nvmlDevice_t dev, int static_ok, const struct gpu **g, struct reading *r, long long *t_us) {
   long slot = handle_slot(dev);
-  nvmlReturn_t rc = enter(slot, 1);
+  nvmlReturn_t rc = enter(fn, slot, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (slot < 0 || (unsigned long)slot >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
   *g = &tbl.gpus[slot];
@@ -841,14 +933,30 @@ EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
   }
 }
 
+/* Not NVML: how many times `function` was called since the library was loaded; -1 for a
+ * function the stub does not export. For tests of a client's call cadence. */
+EXPORT long long trueidle_stub_calls(const char *function) {
+  if (function == NULL) return -1;
+  for (unsigned i = 0; i < FN_COUNT; i++) {
+    if (strcmp(FN_NAMES[i], function) == 0) {
+      pthread_mutex_lock(&mu);
+      long long n = (long long)calls[i];
+      pthread_mutex_unlock(&mu);
+      return n;
+    }
+  }
+  return -1;
+}
+
 EXPORT nvmlReturn_t nvmlInit_v2(void) {
-  nvmlReturn_t rc = enter(-1, 0);
+  nvmlReturn_t rc = enter(FN_nvmlInit_v2, -1, 0);
   if (rc != NVML_SUCCESS) return rc;
   if (init_refs == 0) {
     struct table fresh;
     if (!load_table(&fresh)) return done(NVML_ERROR_UNKNOWN);
     free_table(&tbl);
     tbl = fresh;
+    memcpy(cost_us, tbl.cost_us, sizeof cost_us);
     for (unsigned i = 0; i < MAX_GPUS; i++) handles[i].index = i;
     client_gen = driver_gen;
   }
@@ -866,7 +974,7 @@ EXPORT nvmlReturn_t nvmlInit_v2(void) {
 }
 
 EXPORT nvmlReturn_t nvmlShutdown(void) {
-  nvmlReturn_t rc = enter(-1, 0);
+  nvmlReturn_t rc = enter(FN_nvmlShutdown, -1, 0);
   if (rc != NVML_SUCCESS) return rc;
   if (init_refs == 0) return done(NVML_ERROR_UNINITIALIZED);
   /* After a driver reload the library's state went with the old driver: one shutdown ends it. */
@@ -876,13 +984,13 @@ EXPORT nvmlReturn_t nvmlShutdown(void) {
 }
 
 EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
-  nvmlReturn_t rc = enter(-1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlSystemGetDriverVersion, -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   return done(copy_string(version, length, tbl.driver));
 }
 
 EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length) {
-  nvmlReturn_t rc = enter(-1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlSystemGetProcessName, -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (name == NULL || length == 0) return done(NVML_ERROR_INVALID_ARGUMENT);
   double t = ms_of_us(now_us());
@@ -898,7 +1006,7 @@ EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsig
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
-  nvmlReturn_t rc = enter(-1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlDeviceGetCount_v2, -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (deviceCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   *deviceCount = tbl.ngpus;
@@ -906,7 +1014,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
-  nvmlReturn_t rc = enter(index < MAX_GPUS ? (long)index : -1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlDeviceGetHandleByIndex_v2, index < MAX_GPUS ? (long)index : -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (device == NULL || index >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
   *device = &handles[index];
@@ -918,7 +1026,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice
 EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 1, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetIndex, device, 1, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (index == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   *index = (unsigned)(g - tbl.gpus);
@@ -928,7 +1036,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetUUID, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   return done(copy_string(uuid, length, g->uuid));
 }
@@ -936,7 +1044,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned 
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetName, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   return done(copy_string(name, length, g->name));
 }
@@ -944,7 +1052,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned 
 EXPORT nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsigned int length) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetSerial, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   return done(copy_string(serial, length, g->serial));
 }
@@ -952,7 +1060,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsig
 EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetPciInfo_v3, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (pci == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   memset(pci, 0, sizeof *pci);
@@ -971,7 +1079,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *
 EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *limit) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetEnforcedPowerLimit, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (limit == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   *limit = to_unsigned(g->power_limit_w * 1000);
@@ -983,7 +1091,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigne
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetMemoryInfo_v2, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (memory == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (memory->version != nvmlMemory_v2) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
@@ -1002,7 +1110,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *utilization) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetUtilizationRates, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (utilization == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (!r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1017,7 +1125,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned
   const struct gpu *g;
   struct reading r;
   long long us;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetSamples, device, 0, &g, &r, &us);
   if (rc != NVML_SUCCESS) return rc;
   if (sampleValType == NULL || sampleCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (type != NVML_GPU_UTILIZATION_SAMPLES || !r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1056,7 +1164,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned
 EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetPowerUsage, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (power == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (!r.has_power) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1067,7 +1175,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *p
 EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetClockInfo, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (clock == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   int busy = r.has_util && r.util > 0;
@@ -1082,10 +1190,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsign
 }
 
 /* gpu_idle exactly when the fake nvidia-smi prints "Active" for clocks_event_reasons.gpu_idle. */
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device, unsigned long long *reasons) {
+static nvmlReturn_t clocks_reasons(enum stub_fn fn, nvmlDevice_t device, unsigned long long *reasons) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(fn, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (reasons == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (!r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1093,15 +1201,19 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device, 
   return done(NVML_SUCCESS);
 }
 
-/* The name before driver 535; same meaning. */
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device, unsigned long long *reasons) {
-  return nvmlDeviceGetCurrentClocksEventReasons(device, reasons);
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device, unsigned long long *reasons) {
+  return clocks_reasons(FN_nvmlDeviceGetCurrentClocksEventReasons, device, reasons);
 }
 
-static nvmlReturn_t media_util(nvmlDevice_t device, int decoder, unsigned int *utilization, unsigned int *samplingPeriodUs) {
+/* The name before driver 535; same meaning. */
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device, unsigned long long *reasons) {
+  return clocks_reasons(FN_nvmlDeviceGetCurrentClocksThrottleReasons, device, reasons);
+}
+
+static nvmlReturn_t media_util(enum stub_fn fn, nvmlDevice_t device, int decoder, unsigned int *utilization, unsigned int *samplingPeriodUs) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(fn, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (utilization == NULL || samplingPeriodUs == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (!r.has_media) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1112,11 +1224,11 @@ static nvmlReturn_t media_util(nvmlDevice_t device, int decoder, unsigned int *u
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t device, unsigned int *utilization, unsigned int *samplingPeriodUs) {
-  return media_util(device, 0, utilization, samplingPeriodUs);
+  return media_util(FN_nvmlDeviceGetEncoderUtilization, device, 0, utilization, samplingPeriodUs);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t device, unsigned int *utilization, unsigned int *samplingPeriodUs) {
-  return media_util(device, 1, utilization, samplingPeriodUs);
+  return media_util(FN_nvmlDeviceGetDecoderUtilization, device, 1, utilization, samplingPeriodUs);
 }
 
 /* ---- exported: processes ------------------------------------------------------------------ */
@@ -1124,7 +1236,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t device, unsigne
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount, nvmlProcessInfo_t *infos) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetComputeRunningProcesses_v3, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (infoCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   unsigned n = r.ph->nprocs;
@@ -1154,7 +1266,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPro
   const struct gpu *g;
   struct reading r;
   long long us;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetProcessUtilization, device, 0, &g, &r, &us);
   if (rc != NVML_SUCCESS) return rc;
   if (processSamplesCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   /* Every process with a known SM utilization has one sample, taken now. */
@@ -1187,7 +1299,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPro
 EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport) {
   const struct gpu *g;
   struct reading r;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, NULL);
+  nvmlReturn_t rc = enter_device(FN_nvmlGpmQueryDeviceSupport, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (gpmSupport == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (gpmSupport->version != NVML_GPM_SUPPORT_VERSION) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
@@ -1196,7 +1308,7 @@ EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSuppor
 }
 
 EXPORT nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample) {
-  nvmlReturn_t rc = enter(-1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlGpmSampleAlloc, -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (gpmSample == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   struct nvmlGpmSample_st *s = calloc(1, sizeof *s);
@@ -1207,7 +1319,7 @@ EXPORT nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample) {
 }
 
 EXPORT nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t gpmSample) {
-  nvmlReturn_t rc = enter(-1, 1);
+  nvmlReturn_t rc = enter(FN_nvmlGpmSampleFree, -1, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (gpmSample == NULL || gpmSample->magic != SAMPLE_MAGIC) return done(NVML_ERROR_INVALID_ARGUMENT);
   gpmSample->magic = 0;
@@ -1219,7 +1331,7 @@ EXPORT nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSam
   const struct gpu *g;
   struct reading r;
   long long us;
-  nvmlReturn_t rc = enter_device(device, 0, &g, &r, &us);
+  nvmlReturn_t rc = enter_device(FN_nvmlGpmSampleGet, device, 0, &g, &r, &us);
   if (rc != NVML_SUCCESS) return rc;
   if (gpmSample == NULL || gpmSample->magic != SAMPLE_MAGIC) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (!g->gpm) return done(NVML_ERROR_NOT_SUPPORTED);
@@ -1250,7 +1362,7 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet) {
     hint = (long)metricsGet->sample1->gpu;
   }
   pthread_mutex_unlock(&mu);
-  nvmlReturn_t rc = enter(hint, 1);
+  nvmlReturn_t rc = enter(FN_nvmlGpmMetricsGet, hint, 1);
   if (rc != NVML_SUCCESS) return rc;
   if (metricsGet == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (metricsGet->version != NVML_GPM_METRICS_GET_VERSION) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
