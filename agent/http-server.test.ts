@@ -43,6 +43,27 @@ describe("agent self-metrics", () => {
     expect(check.code).toBe(0);
   });
 
+  it("reports the agent's own CPU, memory and start time under the standard process metric names", () => {
+    const value = (text: string, name: string): number => {
+      const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+      if (!m) throw new Error(`no ${name} in:\n${text}`);
+      return Number(m[1]);
+    };
+    const before = process.cpuUsage();
+    const first = renderAgentMetrics(fakeAgent(true));
+    // Burn a little CPU: the counter must move by at least what this thread spent.
+    const until = process.cpuUsage(before).user + 20_000;
+    while (process.cpuUsage(before).user < until) Math.sqrt(Math.random());
+    const second = renderAgentMetrics(fakeAgent(true));
+    expect(first).toContain("# TYPE process_cpu_seconds_total counter\n");
+    expect(value(second, "process_cpu_seconds_total") - value(first, "process_cpu_seconds_total")).toBeGreaterThanOrEqual(0.02);
+    const cpu = process.cpuUsage();
+    expect(value(second, "process_cpu_seconds_total")).toBeLessThanOrEqual((cpu.user + cpu.system) / 1e6);
+    expect(value(second, "process_resident_memory_bytes")).toBeGreaterThan(10 * 1024 * 1024);
+    const start = value(second, "process_start_time_seconds");
+    expect(Math.abs(start - (Date.now() / 1000 - process.uptime()))).toBeLessThan(1);
+  });
+
   it("serves /metrics and /healthz over HTTP", async () => {
     const url = await serve(true);
     const m = await fetch(`${url}/metrics`);

@@ -92,12 +92,38 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
   },
 ];
 
+/**
+ * The standard process metrics (the names every Prometheus client library uses), so the
+ * agent's own cost is on the node's dashboards: CPU of every thread (getrusage), resident
+ * memory, start time.
+ */
+const PROCESS_METRICS: ReadonlyArray<{ name: string; type: "counter" | "gauge"; help: string; value: () => number }> = [
+  {
+    name: "process_cpu_seconds_total", type: "counter",
+    help: "Total user and system CPU time spent in seconds, every thread of the agent (the NVML worker and the driver's work on it included).",
+    value: () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1e6;
+    },
+  },
+  { name: "process_resident_memory_bytes", type: "gauge", help: "Resident memory size in bytes.", value: () => process.memoryUsage.rss() },
+  {
+    name: "process_start_time_seconds", type: "gauge", help: "Start time of the process since unix epoch in seconds.",
+    value: () => PROCESS_START_S,
+  },
+];
+
+const PROCESS_START_S = Math.round((Date.now() - process.uptime() * 1000) / 10) / 100;
+
 export function renderAgentMetrics(agent: AgentMetricsSource): string {
   const stats = agent.stats();
   const ageS = agent.lastAckAgeMs() / 1000;
   let out = "";
   for (const m of AGENT_METRICS) {
     out += familyHeader(m.name, m.type, m.help) + `${m.name} ${formatValue(m.value(stats, ageS))}\n`;
+  }
+  for (const m of PROCESS_METRICS) {
+    out += familyHeader(m.name, m.type, m.help) + `${m.name} ${formatValue(m.value())}\n`;
   }
   return out;
 }

@@ -1,11 +1,12 @@
 /**
  * `npm run bench`: collector ingest, `/metrics` render, agent per-sample CPU, collector
- * writes into a private InfluxDB, spool appends (write + fdatasync) and agent CPU by GPU
- * source (NVML, the nvidia-smi loop, one nvidia-smi run per tick), each as a ratio
- * against a baseline measured in the same rounds. Prints a table and writes
+ * writes into a private InfluxDB, spool appends (write + fdatasync) and the agent's whole
+ * process by GPU source (NVML on the stub with a real driver's call costs, the nvidia-smi
+ * loop, the simulator) beside a bare Node process, each against a baseline measured in
+ * the same run. Prints a table and writes
  * `.bench/results.json`. Exits non-zero only when a self-check fails (a window refused, a
- * line the parser could not read, a spooled record that does not read back, an agent
- * process of section (f) that failed), never because of a time. Section (f) needs gcc and
+ * line the parser could not read, a spooled record that does not read back, an agent of
+ * section (f) whose GPUs are not in their scenario's states), never because of a time. Section (f) needs gcc and
  * a built dist/; without them the run stops at the start and says so.
  *
  * `--quick` runs fewer rounds (a smoke test of the bench itself; figures are noisier).
@@ -19,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { runAgentBench, type AgentBenchResult } from "./agent-sample.js";
 import { runIngestCase, type IngestCaseResult } from "./collector-ingest.js";
 import { WindowTemplates } from "./fleet-windows.js";
-import { checkGpuSourceBench, runGpuSourceBench, type GpuSourceBenchResult, type GpuSourceRow, type SourceMode } from "./gpu-sources.js";
+import { agentProcessLines, checkAgentProcessBench, runAgentProcessBench, type AgentProcessBenchResult } from "./agent-process.js";
 import { environment, sink, textTable as table, type Spread } from "./harness.js";
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
@@ -38,14 +39,8 @@ const quick = process.argv.includes("--quick");
 const reportYear = process.argv.includes("--report-year");
 const WARMUP = quick ? 1 : 2;
 const ROUNDS = quick ? 3 : 9;
-/** Section (f): wall-clock windows of 20 ticks of 250 ms, after 12 s for start-up and V8's first memory-reducer GCs. */
-const SOURCE_WINDOWS = quick ? 3 : 8;
-const SOURCE_ROWS: Readonly<Record<SourceMode, string>> = {
-  "nvml": "NVML through koffi (stub libnvidia-ml.so), worker thread",
-  "nvidia-smi-loop": "nvidia-smi source: one --query-gpu -lms loop (fake)",
-  "spawn-per-tick": "baseline: one nvidia-smi --query-gpu run per tick (fake)",
-  "no-source": "no source: same ticks and pipeline, canned readings",
-};
+/** Section (f): after 30 s of start-up, JIT and V8's first memory-reducer GCs, windows of 20 s (two agent windows each). */
+const AGENT_PROCESS = quick ? { warmupMs: 15_000, windows: 3, windowMs: 10_000 } : { warmupMs: 30_000, windows: 6, windowMs: 20_000 };
 
 const fmtInt = (x: number): string => Math.round(x).toLocaleString("en-US");
 const fmt = (x: number, digits = 2): string => x.toFixed(digits);
@@ -53,7 +48,7 @@ const range = (s: Spread, f: (x: number) => string): string => `${f(s.min)}–${
 
 async function main(): Promise<void> {
   const started = performance.now();
-  checkGpuSourceBench();
+  checkAgentProcessBench();
   const env = environment();
   const out: string[] = [];
   const say = (s = ""): void => { out.push(s); console.log(s); };
@@ -142,8 +137,8 @@ async function main(): Promise<void> {
   ]));
   say();
 
-  const sources: GpuSourceBenchResult = await runGpuSourceBench({ intervalMs: 250, windows: SOURCE_WINDOWS, ticksPerWindow: 20, warmupMs: 12_000 });
-  for (const line of gpuSourceLines(sources)) say(line);
+  const agentProcess: AgentProcessBenchResult = await runAgentProcessBench(AGENT_PROCESS);
+  for (const line of agentProcessLines(agentProcess, table)) say(line);
   say();
 
   let year: ReportYearResult | undefined;
@@ -173,7 +168,7 @@ async function main(): Promise<void> {
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
     influxWrite: influx.skipped ? influx : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
     spoolAppend: { ...spool, targetMet: spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast },
-    gpuSources: sources,
+    agentProcess,
     ...(year ? { reportYear: year } : {}),
     sink: sink.value,
   };
@@ -183,45 +178,7 @@ async function main(): Promise<void> {
   say(`Finished in ${fmt(durationS, 1)} s; summary written to .bench/results.json.`);
   // Measuring the wrong path fails the run (see the README), never a time.
   if (year && !year.skipped && year.selfCheckProblems.length > 0) process.exitCode = 1;
-}
-
-function gpuSourceLines(r: GpuSourceBenchResult): string[] {
-  const us = (x: number): string => fmt(x, 0);
-  const row = (m: SourceMode): GpuSourceRow => r.rows.find((x) => x.mode === m) as GpuSourceRow;
-  const out = [
-    `(f) Agent CPU per GPU-sample by GPU source: ${r.gpus} GPUs (GPM on ${r.gpmGpus}), a tick every ${r.intervalMs} ms, process list every ${r.processIntervalMs / 1000} s; ` +
-      `four agent processes side by side, ${r.windows} windows of ${r.ticksPerWindow} ticks (${fmtInt(r.samplesPerWindow)} GPU-samples) measured in each`,
-    table([
-      ["agent process", "median CPU µs/sample", "range µs", "above no-source µs", "nvml ÷ this", "ratio range", "readings received", "fake nvidia-smi µs/sample"],
-      ...r.rows.map((x) => [
-        SOURCE_ROWS[x.mode],
-        us(x.agentUsPerSample.median),
-        `[${range(x.agentUsPerSample, us)}]`,
-        x.mode === "no-source" ? "" : us(x.aboveFloorUsPerSample.median),
-        x.mode === "no-source" ? "" : fmt(x.nvmlRatio.median),
-        x.mode === "no-source" || x.mode === "nvml" ? "" : `[${range(x.nvmlRatio, (v) => fmt(v))}]`,
-        `${fmtInt(x.readingsReceived)}/${fmtInt(x.readingsExpected)}`,
-        x.mode === "nvidia-smi-loop" || x.mode === "spawn-per-tick" ? us(x.childUsPerSample.median) : "",
-      ]),
-    ]),
-    `  above the no-source floor (ratio of the medians): nvml ÷ loop ${fmt(r.nvmlToLoopAboveFloor)}, nvml ÷ spawn per tick ${fmt(r.nvmlToSpawnAboveFloor)}`,
-    "  median and range over the windows (consecutive, in the same four processes). Agent CPU: user + system of the agent process, every thread",
-    "  (the NVML worker and the stub library inside it) but no child. The fake nvidia-smi is a Node script: its column is not what a real",
-    "  nvidia-smi costs; the agent's side of each run (fork/exec, pipes, parsing) is real.",
-  ];
-  const spawn = row("spawn-per-tick");
-  if (spawn.spawnsSkipped > 0) out.push(`  spawn per tick: ${spawn.spawnsSkipped} of ${r.windows * r.ticksPerWindow} ticks started no run (the previous one still going), hence fewer readings.`);
-  for (const x of r.rows) {
-    const short = x.readingsExpected - x.readingsReceived;
-    const notes = [
-      short > 0 ? `${short} readings short of one a GPU a tick` : "",
-      x.errorReadingsAtTicks > 0 ? `${x.errorReadingsAtTicks} readings with an error at ticks` : "",
-      x.lateTicks > 0 ? `${x.lateTicks} ticks late` : "",
-      x.warnings.length > 0 ? `${x.warnings.length} warnings, first: ${x.warnings[0]?.slice(0, 200)}` : "",
-    ].filter((n) => n !== "");
-    if (notes.length > 0) out.push(`  ${x.mode}: ${notes.join("; ")}`);
-  }
-  return out;
+  if (agentProcess.problems.length > 0) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {
