@@ -10,7 +10,9 @@ import type { GpuReading } from "../../../common/types.js";
 import { recordingLogger } from "../../../common/log.js";
 import { TrueidleError } from "../../../common/errors.js";
 import { readingOf } from "../../sim/evaluate.js";
+import koffi from "koffi";
 import { prepareNvmlStub, type NvmlStub } from "../../../test/helpers/nvml-stub.js";
+import { H200_CALL_COST_US } from "../../../test/helpers/nvml-call-cost.js";
 import { eventually } from "../../../test/helpers/eventually.js";
 import { NvmlSource, type NvmlSourceOptions } from "./nvml-source.js";
 
@@ -48,6 +50,19 @@ function byIndex(rs: GpuReading[], i: number): GpuReading {
 }
 
 const H100 = "NVIDIA H100 80GB HBM3";
+
+/** Calls into the stub so far, by function (the worker thread loads the same library). */
+function stubCalls(s: NvmlStub) {
+  const count = koffi.load(s.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
+  const snapshot = (): Record<string, number> => Object.fromEntries(Object.keys(H200_CALL_COST_US).map((fn) => [fn, Number(count(fn))]));
+  return {
+    snapshot,
+    since: (before: Record<string, number>): Record<string, number> => {
+      const now = snapshot();
+      return Object.fromEntries(Object.entries(now).map(([fn, n]) => [fn, n - (before[fn] ?? 0)]));
+    },
+  };
+}
 
 describe("NVML source (stub library)", () => {
   it("reads every GPU as its scenario says, with GPM SM activity where the GPU supports it", async () => {
@@ -87,17 +102,60 @@ describe("NVML source (stub library)", () => {
     expect(byIndex(got, 0).idleReason).toBe(false);
   });
 
-  it("integrates every driver utilization sample between two reads, not one point", async () => {
-    // utilization.gpu is 100 for the first half of every second and 0 for the second half.
-    const s = stub({ gpus: [{ model: H100, phases: [{ for: "500ms", util: 100 }, { for: "500ms", util: 0 }] }] });
-    const { src } = source(s, { intervalMs: 1000 });
+  it("makes only the cheap calls per tick: utilization as nvidia-smi reads it, the sample buffer once per GPU at discovery", async () => {
+    const s = stub({
+      gpus: [
+        { model: H100, gpm: true, phases: [{ for: "1h", state: "active", processes: 1 }] },
+        { model: H100, phases: [{ for: "1h", state: "held_idle" }] },
+        { model: "NVIDIA A100-SXM4-80GB", phases: [{ for: "1h", state: "free_idle", util: null }] },
+      ],
+    });
+    const calls = stubCalls(s);
+    const before = calls.snapshot();
+    const { src, log } = source(s, { intervalMs: 250 });
     await src.start();
-    // The first tick may cover less than a second; the next ones cover a whole one.
-    await new Promise((r) => setTimeout(r, 2_200));
-    const r = byIndex(src.sample(Date.now()), 0);
-    // Six samples a second, three at 100 and three at 0: a point reading would say 0 or 100.
-    expect(r.util).toBeGreaterThan(30);
-    expect(r.util).toBeLessThan(70);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const got = src.sample(Date.now());
+    const made = calls.since(before);
+    // Ticks: at least the 2 s waited, every GPU read each tick with the cheap calls.
+    expect(made["nvmlDeviceGetUtilizationRates"]).toBeGreaterThanOrEqual(3 * 7);
+    expect(made["nvmlDeviceGetMemoryInfo_v2"]).toBe(made["nvmlDeviceGetUtilizationRates"]);
+    expect(made["nvmlGpmSampleGet"]).toBeGreaterThanOrEqual(7);
+    // The millisecond calls: the sample buffer once per GPU, per-process utilization never
+    // (no GPU here has two processes).
+    expect(made["nvmlDeviceGetSamples"]).toBe(3);
+    expect(made["nvmlDeviceGetProcessUtilization"]).toBe(0);
+    // utilization.gpu is the driver's current value, as nvidia-smi shows it.
+    expect(byIndex(got, 0).util).toBe(97);
+    expect(byIndex(got, 1).util).toBe(0);
+    expect(byIndex(got, 2).util).toBeUndefined();
+    // The buffer is what the driver keeps: a sample every 1/6 s, 120 of them, about 20 s back.
+    expect(src.describeSampleBuffers()).toBe("GPU 0, 1: every 166.7 ms, 120 kept (19.8 s); GPU 2: not readable");
+    expect(log.lines.find((l) => l.msg === "NVML source started.")?.fields?.["utilization_samples"]).toBe(src.describeSampleBuffers());
+  });
+
+  it("measures per-process SM shares only where several processes share a GPU, at most once a minute; a GPU's only process has the GPU's utilization", async () => {
+    const s = stub({
+      gpus: [
+        // Two processes: the first does the GPU's work (SM share = util), the second idles beside it.
+        { model: H100, phases: [{ for: "1h", state: "active" }] },
+        { model: H100, phases: [{ for: "1h", state: "busy_phantom" }] },
+        { model: H100, phases: [{ for: "1h", state: "free_idle" }] },
+      ],
+    });
+    const calls = stubCalls(s);
+    const before = calls.snapshot();
+    const { src } = source(s, { intervalMs: 250, processIntervalMs: 500 });
+    await src.start();
+    await new Promise((r) => setTimeout(r, 2_000));
+    const got = src.sample(Date.now());
+    expect(byIndex(got, 0).processes?.map((p) => [p.pid, p.smUtil])).toEqual([[10000, 97], [10001, 0]]);
+    expect(byIndex(got, 1).processes?.map((p) => [p.pid, p.smUtil])).toEqual([[10100, 100]]);
+    expect(byIndex(got, 2).processes).toEqual([]);
+    const made = calls.since(before);
+    // One read, on the shared GPU, in 2 s of ticks every 250 ms and process lists every 500 ms.
+    expect(made["nvmlDeviceGetProcessUtilization"]).toBe(1);
+    expect(made["nvmlDeviceGetComputeRunningProcesses_v3"]).toBeGreaterThanOrEqual(3 * 3);
   });
 
   it("makes a lost GPU unavailable while the others go on, and leaves unsupported values missing", async () => {

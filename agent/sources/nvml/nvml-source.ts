@@ -1,7 +1,8 @@
 /**
  * The NVML source: readings straight from the driver library through FFI, with no
  * subprocess. Every NVML call runs on one worker thread (nvml-worker.ts); the agent's event
- * loop only receives finished readings, so a slow or hung driver never stalls it.
+ * loop only picks up finished readings from shared memory (readings-board.ts) at its tick,
+ * so a slow or hung driver never stalls it, and no message crosses per tick.
  *
  * Contracts:
  * * `start()` returns once the GPUs are listed and the first readings are in, or fails
@@ -16,18 +17,22 @@
  * * Per-GPU errors (GPU_IS_LOST, …) make that GPU unavailable; driver-level errors make
  *   every GPU unavailable while the worker re-initialises NVML. A GPU once seen stays
  *   known (a GPU that falls off the bus is unavailable capacity, not gone capacity).
+ * * A GPU's only process has the GPU's utilization as its SM share, set here from each
+ *   reading; on a GPU several processes share, the worker measures the shares (at most once
+ *   a minute: the call costs milliseconds) and they come with the process list.
  * * Every timer is unref()ed; `stop()` is safe twice and before start.
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import type { GpuReading } from "../../../common/types.js";
+import type { GpuProcess, GpuReading } from "../../../common/types.js";
 import type { Logger } from "../../../common/log.js";
 import { TrueidleError } from "../../../common/errors.js";
 import type { GpuSource, SourceStats } from "../source.js";
 // Not bindings.js: koffi loads only in the worker, so a platform without a koffi build fails
 // NVML (and --source auto falls back to nvidia-smi) instead of failing the agent.
-import { CallWatch, DEFAULT_NVML_LIBRARY, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+import { CALL_NAMES, CallWatch, DEFAULT_NVML_LIBRARY, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
 
 export interface NvmlSourceOptions {
   /** The library: a path, or a soname the dynamic loader finds. */
@@ -46,14 +51,24 @@ export interface NvmlSourceOptions {
 }
 
 const MAX_HUNG_THREADS = 2;
-const WATCH_EVERY_MS = 200;
+/**
+ * The watch is looked at on every sample() (each agent tick), and by a timer only when
+ * samples stop coming (start-up, --once): a hung call shows within its deadline plus the
+ * sampling interval, without a wake-up of its own every second.
+ */
+const WATCH_IDLE_MS = 2_000;
 const RESPAWN_DELAY_MS = 1_000;
 const STOP_GRACE_MS = 2_000;
 
 interface Known {
   gpu: NvmlGpu;
-  reading?: GpuReading | undefined;
+  /** The GPU's slot on the current worker's board; -1 while that worker does not list it. */
+  slot: number;
+  /** The last reading taken from the board (its numbers), and when it was taken; at 0: none yet. */
+  values: Float64Array;
   at: number;
+  /** The last process list the worker sent; undefined: none, or it cannot be read. */
+  processes?: GpuProcess[] | undefined;
 }
 
 interface Hung {
@@ -86,12 +101,15 @@ export class NvmlSource implements GpuSource {
   private started = false;
   /** New workers, and NVML initialised again after the driver came back. */
   private restarts = 0;
-  /** Implausible values the worker read as missing. */
-  private badValues = 0;
   /** Workers in a row that could not initialise NVML after start. */
   private failedStarts = 0;
   private driverVersion = "";
   private library = "";
+  private board: ReadingsBoard | undefined;
+  /** Implausible values counted on boards of workers gone. */
+  private badValuesBefore = 0;
+  private errorStrings: Record<number, string> = {};
+  private readonly scratch = emptyReading();
   private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
 
   constructor(opts: NvmlSourceOptions) {
@@ -113,6 +131,20 @@ export class NvmlSource implements GpuSource {
       (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`);
   }
 
+  /**
+   * How the driver keeps each GPU's utilization samples, as read once at discovery: the
+   * period (the time base of utilization.gpu) and how far back the buffer reaches.
+   */
+  describeSampleBuffers(): string {
+    const groups = new Map<string, number[]>();
+    for (const k of this.known.values()) {
+      const b = k.gpu.utilSamples;
+      const key = b ? `every ${b.periodMs} ms, ${b.count} kept (${b.spanS} s)` : "not readable";
+      groups.set(key, [...(groups.get(key) ?? []), k.gpu.index]);
+    }
+    return [...groups].map(([key, gpus]) => `GPU ${gpus.sort((a, b) => a - b).join(", ")}: ${key}`).join("; ");
+  }
+
   /** Driver calls that hung and have not returned; the process cannot exit cleanly while any is stuck. */
   hungCalls(): number {
     return this.hung.size;
@@ -123,7 +155,7 @@ export class NvmlSource implements GpuSource {
     this.started = true;
     const ready = new Promise<void>((resolve, reject) => { this.readyWaiter = { resolve, reject }; });
     this.spawn();
-    this.watchTimer = setInterval(() => this.checkWatch(), WATCH_EVERY_MS);
+    this.watchTimer = setInterval(() => this.checkWatch(), Math.max(WATCH_IDLE_MS, 2 * this.intervalMs));
     this.watchTimer.unref();
     let timer: NodeJS.Timeout | undefined;
     const onAbort = (): void => this.readyWaiter?.reject(new TrueidleError("aborted", "stopped while NVML was starting"));
@@ -138,7 +170,10 @@ export class NvmlSource implements GpuSource {
           timer.unref();
         }),
       ]);
-      this.logger.info("NVML source started.", { library: this.library, driver: this.driverVersion, gpus: this.known.size, detail: this.describe() });
+      this.logger.info("NVML source started.", {
+        library: this.library, driver: this.driverVersion, gpus: this.known.size, detail: this.describe(),
+        utilization_samples: this.describeSampleBuffers(),
+      });
     } catch (err) {
       await this.stop();
       throw err;
@@ -150,21 +185,68 @@ export class NvmlSource implements GpuSource {
   }
 
   sample(nowMs: number): GpuReading[] {
+    this.checkWatch();
+    this.watchTimer?.refresh();
     const out: GpuReading[] = [];
     // A hung call that concerns no GPU in particular (init, count) stops them all.
     const global = [...this.hung].find((h) => h.gpu < 0) ?? (this.hung.size >= MAX_HUNG_THREADS ? [...this.hung][0] : undefined);
     const allDown = this.driverError ?? (global ? this.hungText(global) : undefined);
     for (const k of this.known.values()) {
+      this.takeFromBoard(k);
       const g = k.gpu;
       const identity: GpuReading = { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: this.driverVersion || undefined };
       const q = this.quarantine.get(g.index);
       if (allDown !== undefined) out.push({ ...identity, error: allDown });
       else if (q) out.push({ ...identity, error: this.hungText(q) });
-      else if (!k.reading) out.push({ ...identity, error: g.error ?? "NVML: no reading yet" });
+      else if (k.at === 0) out.push({ ...identity, error: g.error ?? "NVML: no reading yet" });
       else if (nowMs - k.at > this.staleAfterMs) out.push({ ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` });
-      else out.push(k.reading);
+      else out.push(this.toReading(identity, k));
     }
     return out.sort((a, b) => a.index - b.index);
+  }
+
+  /** Takes the GPU's reading from the board when it is newer and of the identity known here. */
+  private takeFromBoard(k: Known): void {
+    const board = this.board;
+    if (!board || k.slot < 0 || k.slot >= board.slots) return;
+    const v = this.scratch;
+    if (!board.read(k.slot, v)) return;
+    if (v[F.atMs]! > k.at && v[F.version] === k.gpu.version) {
+      k.values.set(v);
+      k.at = v[F.atMs]!;
+    }
+  }
+
+  private toReading(identity: GpuReading, k: Known): GpuReading {
+    const v = k.values;
+    const code = v[F.failedCode]!;
+    if (!Number.isNaN(code)) {
+      if (code === 0) return { ...identity, error: k.gpu.error ?? "NVML: no device handle" };
+      const call = CALL_NAMES[v[F.failedCall]!] ?? "an NVML call";
+      return { ...identity, error: `NVML: ${this.errorStrings[code] ?? `NVML error ${code}`} (${call})` };
+    }
+    const num = (f: number): number | undefined => (Number.isNaN(v[f]!) ? undefined : v[f]);
+    const util = num(F.util);
+    const idle = num(F.idleReason);
+    let processes = k.processes;
+    // A GPU's only process has the GPU's utilization as its share of the SMs.
+    if (processes?.length === 1 && processes[0]!.smUtil === undefined && util !== undefined) processes = [{ ...processes[0]!, smUtil: util }];
+    return {
+      ...identity,
+      util,
+      memUsedBytes: num(F.memUsedBytes),
+      memTotalBytes: num(F.memTotalBytes),
+      powerW: num(F.powerW),
+      powerLimitW: num(F.powerLimitW),
+      idleReason: idle === undefined ? undefined : idle === 1,
+      smActive: num(F.smActive),
+      smOccupancy: num(F.smOccupancy),
+      tensorActive: num(F.tensorActive),
+      dramActive: num(F.dramActive),
+      smClockMHz: num(F.smClockMHz),
+      media: num(F.media),
+      processes,
+    };
   }
 
   async stop(): Promise<void> {
@@ -179,7 +261,7 @@ export class NvmlSource implements GpuSource {
   }
 
   stats(): SourceStats {
-    return { restarts: this.restarts, parseErrors: this.badValues };
+    return { restarts: this.restarts, parseErrors: this.badValuesBefore + (this.board?.badValues() ?? 0) };
   }
 
   // ---- the worker -------------------------------------------------------------------
@@ -246,18 +328,29 @@ export class NvmlSource implements GpuSource {
         this.library = m.library;
         this.driverVersion = m.driverVersion;
         this.driverError = undefined;
+        this.errorStrings = m.errorStrings;
+        if (this.board?.buffer !== m.board) {
+          this.badValuesBefore += this.board?.badValues() ?? 0;
+          this.board = new ReadingsBoard(m.board, m.gpus.length);
+          for (const k of this.known.values()) k.slot = -1;
+        }
         const listed = new Set<string>();
         for (const g of m.gpus) {
           listed.add(g.uuid);
           const k = this.known.get(g.uuid);
-          this.known.set(g.uuid, { gpu: g, reading: k?.reading, at: k?.at ?? 0 });
+          if (k) {
+            k.gpu = g;
+            k.slot = g.slot;
+          } else {
+            this.known.set(g.uuid, { gpu: g, slot: g.slot, values: emptyReading(), at: 0 });
+          }
         }
         for (const [uuid, k] of this.known) {
           if (listed.has(uuid) || this.quarantine.has(k.gpu.index)) continue;
           // A placeholder for a GPU that could not be identified, now listed under its uuid.
           if (uuid.startsWith("unknown-")) { this.known.delete(uuid); continue; }
           // Gone from NVML's list: still capacity that exists and cannot be used.
-          this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, at: 0 });
+          this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, slot: -1, values: emptyReading(), at: 0 });
         }
         if (m.reinit) {
           this.restarts++;
@@ -266,12 +359,12 @@ export class NvmlSource implements GpuSource {
         return;
       }
       case "tick":
-        this.badValues += m.badValues;
-        for (const r of m.readings) {
-          const k = this.known.get(r.uuid);
-          if (k) { k.reading = r; k.at = m.atMs; }
-        }
         this.readyWaiter?.resolve();
+        return;
+      case "processes":
+        for (const { slot, processes } of m.lists) {
+          for (const k of this.known.values()) if (k.slot === slot) k.processes = processes;
+        }
         return;
       case "driver_lost":
         if (this.driverError !== m.error) {

@@ -1,13 +1,15 @@
 /**
  * What the NVML worker thread and the agent's event loop say to each other, and the shared
  * memory through which the event loop watches every call the worker makes into the driver.
+ * The readings themselves go through another piece of shared memory, the board
+ * (readings-board.ts); messages carry only what changes rarely.
  *
  * The watch: before each NVML call the worker writes the call's id, the GPU it concerns and
  * the time into a SharedArrayBuffer, and clears the id after. The event loop reads it on a
  * timer; a call older than its deadline is a hung driver call. That costs the worker two
  * stores per call and needs no message, so it works while the worker is blocked.
  */
-import type { GpuReading } from "../../../common/types.js";
+import type { GpuProcess } from "../../../common/types.js";
 
 /** The soname the driver installs; dlopen finds it through the loader's search path. */
 export const DEFAULT_NVML_LIBRARY = "libnvidia-ml.so.1";
@@ -85,6 +87,16 @@ export interface WorkerConfig {
   watch: SharedArrayBuffer;
 }
 
+/** How a GPU's driver keeps utilization samples (nvmlDeviceGetSamples, read once at discovery). */
+export interface UtilSampleBuffer {
+  /** Samples the driver held. */
+  count: number;
+  /** Time between two samples, ms. */
+  periodMs: number;
+  /** Oldest to newest, s: how far back the buffer reaches. */
+  spanS: number;
+}
+
 /** A GPU as NVML lists it. */
 export interface NvmlGpu {
   index: number;
@@ -93,14 +105,22 @@ export interface NvmlGpu {
   busId?: string | undefined;
   serial?: string | undefined;
   gpm: boolean;
+  /** Its slot on the board. */
+  slot: number;
+  /** Goes up whenever the identity above changes; board readings carry the version they belong to. */
+  version: number;
   /** Why the GPU could not be read at discovery, when it could not. */
   error?: string | undefined;
+  utilSamples?: UtilSampleBuffer | undefined;
 }
 
 export type WorkerMessage =
-  | { kind: "ready"; library: string; driverVersion: string; gpus: NvmlGpu[]; reinit: boolean }
-  /** `badValues`: implausible values read as missing during this tick. */
-  | { kind: "tick"; atMs: number; readings: GpuReading[]; badValues: number }
+  /** The GPUs, their board and how to spell NVML's return codes (for errors on the board). */
+  | { kind: "ready"; library: string; driverVersion: string; gpus: NvmlGpu[]; board: SharedArrayBuffer; errorStrings: Record<number, string>; reinit: boolean }
+  /** The first readings after "ready" are on the board. */
+  | { kind: "tick"; atMs: number }
+  /** Process lists that changed, by slot; `undefined`: the list cannot be read. smUtil where measured. */
+  | { kind: "processes"; lists: Array<{ slot: number; processes: GpuProcess[] | undefined }> }
   | { kind: "driver_lost"; error: string }
   | { kind: "fatal"; error: string }
   | { kind: "log"; level: "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> | undefined };

@@ -1,0 +1,100 @@
+/**
+ * GPM (Hopper and newer): SM activity, the best signal of real work, plus SM occupancy,
+ * tensor-pipe and DRAM activity. Every tick a sample (`nvmlGpmSampleGet`, about 42 µs on an
+ * H200) and the metrics between it and the previous one (`nvmlGpmMetricsGet`, about 10 µs),
+ * so each reading covers exactly the interval since the last: nothing between ticks is lost.
+ * NVML needs the two samples at least 100 ms apart; a tick sooner keeps the last metrics.
+ */
+import { GPM_METRICS_GET, GPM_SUPPORT, NVML_GPM_METRIC_ANY_TENSOR_UTIL, NVML_GPM_METRIC_DRAM_BW_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_SM_UTIL, NVML_SUCCESS } from "./bindings.js";
+import type { Driver } from "./driver.js";
+import { F } from "./readings-board.js";
+
+/** What each tick asks GPM for, and where each lands in a reading. */
+const METRICS = [
+  [NVML_GPM_METRIC_SM_UTIL, F.smActive],
+  [NVML_GPM_METRIC_SM_OCCUPANCY, F.smOccupancy],
+  [NVML_GPM_METRIC_ANY_TENSOR_UTIL, F.tensorActive],
+  [NVML_GPM_METRIC_DRAM_BW_UTIL, F.dramActive],
+] as const;
+/** GPM metrics need two samples at least this far apart (NVML documents 100 ms). */
+export const GPM_MIN_GAP_MS = 100;
+
+export class GpmReader {
+  private readonly samples: [bigint, bigint];
+  private turn = 0;
+  private prevAtMs: number | undefined;
+  /** The last metrics, in METRICS order; NaN where missing. */
+  private readonly last = new Float64Array(METRICS.length).fill(Number.NaN);
+  private readonly get = Buffer.alloc(GPM_METRICS_GET.size);
+
+  /** A reader for a GPU that supports GPM, with its first sample taken; undefined for one that does not. */
+  static open(d: Driver, handle: bigint): GpmReader | undefined {
+    const fn = d.fn;
+    if (!fn.nvmlGpmQueryDeviceSupport || !fn.nvmlGpmSampleAlloc || !fn.nvmlGpmSampleGet || !fn.nvmlGpmMetricsGet) return undefined;
+    const support = Buffer.alloc(GPM_SUPPORT.size);
+    support.writeUInt32LE(GPM_SUPPORT.version, 0);
+    if (d.dcall("nvmlGpmQueryDeviceSupport", fn.nvmlGpmQueryDeviceSupport, handle, support) !== NVML_SUCCESS) return undefined;
+    if (support.readUInt32LE(GPM_SUPPORT.isSupported) === 0) return undefined;
+    const handles: bigint[] = [];
+    for (let i = 0; i < 2; i++) {
+      if (d.call("nvmlGpmSampleAlloc", fn.nvmlGpmSampleAlloc, d.u64) !== NVML_SUCCESS) {
+        for (const h of handles) d.call("nvmlGpmSampleFree", fn.nvmlGpmSampleFree, h);
+        return undefined;
+      }
+      handles.push(d.u64.readBigUInt64LE(0));
+    }
+    const reader = new GpmReader(d, handle, [handles[0]!, handles[1]!]);
+    // The first sample now, so the first tick (at least GPM_MIN_GAP_MS later) has SM activity.
+    reader.sample(Date.now());
+    return reader;
+  }
+
+  private constructor(private readonly d: Driver, private readonly handle: bigint, samples: [bigint, bigint]) {
+    this.samples = samples;
+    const m = this.get;
+    m.writeUInt32LE(GPM_METRICS_GET.version, 0);
+    m.writeUInt32LE(METRICS.length, 4);
+  }
+
+  read(out: Float64Array): void {
+    const now = Date.now();
+    // Too soon for a new pair: the previous metrics still describe the GPU.
+    if (this.prevAtMs === undefined || now - this.prevAtMs >= GPM_MIN_GAP_MS) this.sample(now);
+    for (let i = 0; i < METRICS.length; i++) out[METRICS[i]![1]] = this.last[i]!;
+  }
+
+  /** Frees the two sample buffers; the reader is not used after. */
+  close(): void {
+    for (const h of this.samples) this.d.call("nvmlGpmSampleFree", this.d.fn.nvmlGpmSampleFree, h);
+  }
+
+  /** A sample now, and the metrics between it and the previous one when there is one. */
+  private sample(now: number): void {
+    const { d } = this;
+    const cur = this.samples[this.turn]!;
+    if (d.dcall("nvmlGpmSampleGet", d.fn.nvmlGpmSampleGet, this.handle, cur) !== NVML_SUCCESS) {
+      this.prevAtMs = undefined;
+      this.last.fill(Number.NaN);
+      return;
+    }
+    const hadPrev = this.prevAtMs !== undefined;
+    const prev = this.samples[1 - this.turn]!;
+    this.prevAtMs = now;
+    this.turn = 1 - this.turn;
+    if (!hadPrev) return;
+    const m = this.get;
+    m.fill(0, GPM_METRICS_GET.metrics, GPM_METRICS_GET.metrics + METRICS.length * GPM_METRICS_GET.metricSize);
+    m.writeBigUInt64LE(prev, GPM_METRICS_GET.sample1);
+    m.writeBigUInt64LE(cur, GPM_METRICS_GET.sample2);
+    METRICS.forEach(([id], i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
+    if (d.dcall("nvmlGpmMetricsGet", d.fn.nvmlGpmMetricsGet, m) !== NVML_SUCCESS) {
+      this.last.fill(Number.NaN);
+      return;
+    }
+    for (let i = 0; i < METRICS.length; i++) {
+      const o = GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize;
+      const v = m.readUInt32LE(o + GPM_METRICS_GET.metricReturn) === NVML_SUCCESS ? m.readDoubleLE(o + GPM_METRICS_GET.metricValue) : Number.NaN;
+      this.last[i] = Number.isFinite(v) ? Math.min(1, Math.max(0, v / 100)) : Number.NaN;
+    }
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Memory: total and used, every tick. `nvmlDeviceGetMemoryInfo_v2` keeps the driver's
+ * reserved memory out of `used`, as nvidia-smi does; a driver without it (or that refuses
+ * its version) is read with the first version from then on. About 6 µs a call on an H200.
+ */
+import { MAX_MEMORY_BYTES } from "../../../common/wire-limits.js";
+import { MEMORY_V1, MEMORY_V2, NVML_ERROR_ARGUMENT_VERSION_MISMATCH, NVML_ERROR_INVALID_ARGUMENT, NVML_SUCCESS } from "./bindings.js";
+import { u64, type Driver } from "./driver.js";
+import { F } from "./readings-board.js";
+
+export class MemoryReader {
+  private useV2: boolean;
+  private readonly buf = Buffer.alloc(MEMORY_V2.size);
+
+  constructor(private readonly d: Driver, private readonly handle: bigint, private readonly gpu: number) {
+    this.useV2 = d.fn.nvmlDeviceGetMemoryInfo_v2 !== undefined;
+  }
+
+  read(out: Float64Array): void {
+    const fn = this.d.fn;
+    if (this.useV2) {
+      this.buf.fill(0);
+      this.buf.writeUInt32LE(MEMORY_V2.version, 0);
+      const rc = this.d.dcall("nvmlDeviceGetMemoryInfo_v2", fn.nvmlDeviceGetMemoryInfo_v2, this.handle, this.buf);
+      if (rc === NVML_SUCCESS) {
+        this.set(out, u64(this.buf, MEMORY_V2.total), u64(this.buf, MEMORY_V2.used));
+        return;
+      }
+      if (rc !== NVML_ERROR_ARGUMENT_VERSION_MISMATCH && rc !== NVML_ERROR_INVALID_ARGUMENT) return;
+      this.useV2 = false;
+    }
+    if (this.d.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, this.handle, this.buf) === NVML_SUCCESS) {
+      this.set(out, u64(this.buf, MEMORY_V1.total), u64(this.buf, MEMORY_V1.used));
+    }
+  }
+
+  private set(out: Float64Array, total: number, used: number): void {
+    const t = this.d.plausible(this.gpu, "memory total", total, MAX_MEMORY_BYTES);
+    out[F.memTotalBytes] = t;
+    out[F.memUsedBytes] = Number.isNaN(t) ? Number.NaN : this.d.plausible(this.gpu, "memory used", used, t);
+  }
+}
