@@ -32,6 +32,9 @@ interface OpenWindow {
   samples: number;
   /** Per-process SM utilization, by pid; at most MAX_TRACKED_PIDS entries. */
   sm: Map<number, ProcessSm>;
+  /** The last sample, and the last process list that held anything: `last` and the top holders at close. */
+  lastSample?: ClassifiedSample | undefined;
+  lastHolders?: readonly GpuProcess[] | undefined;
 }
 
 interface ProcessSm {
@@ -171,21 +174,10 @@ export class SamplePipeline {
     const procs = r.processes?.length ?? 0;
     if (procs > rec.processesMax) rec.processesMax = procs;
     if (r.processes && r.processes.length > 0) {
-      rec.topHolders = topHolders(r.processes);
+      w.lastHolders = r.processes;
       trackSm(w, r.processes, dt);
     }
-    rec.last = {
-      timeMs: s.timeMs,
-      state: c.state,
-      real: c.real,
-      realSource: c.source,
-      utilPercent: r.util,
-      powerW: r.powerW,
-      memUsedBytes: r.memUsedBytes,
-      processes: procs,
-      idleStreakS: s.idleStreakS,
-      error: r.error,
-    };
+    w.lastSample = s;
   }
 }
 
@@ -216,6 +208,23 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
 
 function closeWindow(w: OpenWindow): GpuWindowRecord {
   if (w.powerN > 0) w.rec.powerMeanW = w.powerSum / w.powerN;
+  const s = w.lastSample;
+  if (s) {
+    const r = s.reading;
+    w.rec.last = {
+      timeMs: s.timeMs,
+      state: s.classification.state,
+      real: s.classification.real,
+      realSource: s.classification.source,
+      utilPercent: r.util,
+      powerW: r.powerW,
+      memUsedBytes: r.memUsedBytes,
+      processes: r.processes?.length ?? 0,
+      idleStreakS: s.idleStreakS,
+      error: r.error,
+    };
+  }
+  if (w.lastHolders) w.rec.topHolders = topHolders(w.lastHolders);
   for (const h of w.rec.topHolders) {
     const e = w.sm.get(h.pid);
     if (e && e.seenS > 0) h.smShare = e.busyS / e.seenS;

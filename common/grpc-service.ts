@@ -39,6 +39,18 @@ export const ingestServiceDefinition = {
 
 export type IngestServiceDefinition = typeof ingestServiceDefinition;
 
+/**
+ * The agent's side of the same method: a request may also be written already encoded (a
+ * window batch framed around windows encoded once, when they were measured; see
+ * agent/shipper/batch-frame.ts), and then goes on the wire as it is.
+ */
+export const ingestClientDefinition = {
+  stream: {
+    ...ingestServiceDefinition.stream,
+    requestSerialize: (m: StreamRequest | Buffer): Buffer => (Buffer.isBuffer(m) ? m : req.serialize(m)),
+  } satisfies MethodDefinition<StreamRequest | Buffer, StreamResponse>,
+} satisfies ServiceDefinition;
+
 /** Default ports of the public CLI. */
 export const DEFAULT_GRPC_PORT = 9746;
 export const DEFAULT_HTTP_PORT = 9745;

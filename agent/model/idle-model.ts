@@ -74,14 +74,13 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
   const reportedIdle = util !== undefined && util < thresholds.utilBusyPercent;
   const floorW = powerFloor(reading, baseline);
   const powerFrac = powerFraction(reading.powerW, floorW, reading.powerLimitW);
-  const base = { floorW, powerFrac, reportedIdle };
 
   if (reading.error !== undefined || !hasSignal(reading)) {
     // No valid reading: nobody calls it idle, the usual tools included.
-    return { ...base, reportedIdle: false, state: "unavailable", real: 0, source: "none", held: false };
+    return { state: "unavailable", real: 0, source: "none", held: false, floorW, powerFrac, reportedIdle: false };
   }
   const held = isHeld(reading, baseline, thresholds);
-  if (!held) return { ...base, state: "free_idle", real: 0, source: "none", held };
+  if (!held) return { state: "free_idle", real: 0, source: "none", held, floorW, powerFrac, reportedIdle };
 
   let compute: number | undefined;
   let source: RealSource = "none";
@@ -109,23 +108,25 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
   if (real >= thresholds.realActiveRatio) state = "active";
   else if (util !== undefined && util >= thresholds.utilBusyPercent) state = "busy_phantom";
   else state = "held_idle";
-  return { ...base, state, real, source, held };
+  return { state, real, source, held, floorW, powerFrac, reportedIdle };
 }
 
-/** Folds a classified reading into the GPU's baseline. Returns a new object. */
+/** Folds a classified reading into the GPU's baseline: a new object, or the same one when nothing changed. */
 export function nextBaseline(reading: GpuReading, c: Classification, baseline: GpuBaseline, timeMs: number): GpuBaseline {
-  const next: GpuBaseline = { ...baseline };
-  if (next.firstSeenMs === undefined) next.firstSeenMs = timeMs;
-  if (c.state === "unavailable") return next;
-  if (reading.memUsedBytes !== undefined && (next.minMemUsedBytes === undefined || reading.memUsedBytes < next.minMemUsedBytes)) {
-    next.minMemUsedBytes = reading.memUsedBytes;
-  }
-  if (!c.held && reading.powerW !== undefined && reading.powerW > 0 &&
-      (next.learnedFloorW === undefined || reading.powerW < next.learnedFloorW)) {
-    next.learnedFloorW = reading.powerW;
-  }
-  if (c.state === "active") next.lastActiveMs = timeMs;
-  return next;
+  const firstSeen = baseline.firstSeenMs === undefined;
+  const usable = c.state !== "unavailable";
+  const mem = reading.memUsedBytes;
+  const lowerMem = usable && mem !== undefined && (baseline.minMemUsedBytes === undefined || mem < baseline.minMemUsedBytes);
+  const power = reading.powerW;
+  const lowerFloor = usable && !c.held && power !== undefined && power > 0 && (baseline.learnedFloorW === undefined || power < baseline.learnedFloorW);
+  const active = c.state === "active";
+  if (!firstSeen && !lowerMem && !lowerFloor && !active) return baseline;
+  return {
+    learnedFloorW: lowerFloor ? power : baseline.learnedFloorW,
+    minMemUsedBytes: lowerMem ? mem : baseline.minMemUsedBytes,
+    lastActiveMs: active ? timeMs : baseline.lastActiveMs,
+    firstSeenMs: firstSeen ? timeMs : baseline.firstSeenMs,
+  };
 }
 
 /** Seconds since the GPU was last active (or since it was first seen). */

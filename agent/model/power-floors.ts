@@ -44,11 +44,29 @@ export const UNKNOWN_MODEL_FLOOR_SHARE = 0.1;
 
 /** The floor cap for a model, or undefined when the model is unknown and no limit is known. */
 export function defaultPowerFloor(model: string, powerLimitW: number | undefined): number | undefined {
-  const name = model.toLowerCase();
-  for (const [needle, watts] of FLOORS) {
-    if (containsWord(name, needle)) return watts;
-  }
+  const watts = tableFloor(model);
+  if (watts !== null) return watts;
   return powerLimitW !== undefined && powerLimitW > 0 ? powerLimitW * UNKNOWN_MODEL_FLOOR_SHARE : undefined;
+}
+
+/** Table floors by model name as given, looked up once per name (every sample asks); null: not in the table. */
+const byModel = new Map<string, number | null>();
+const MODELS_REMEMBERED = 256;
+
+function tableFloor(model: string): number | null {
+  let watts = byModel.get(model);
+  if (watts !== undefined) return watts;
+  watts = null;
+  const name = model.toLowerCase();
+  for (const [needle, w] of FLOORS) {
+    if (containsWord(name, needle)) {
+      watts = w;
+      break;
+    }
+  }
+  if (byModel.size >= MODELS_REMEMBERED) byModel.clear();
+  byModel.set(model, watts);
+  return watts;
 }
 
 /** Substring match that does not let "a10" match "a100" or "t4" match "rtx 4090". */

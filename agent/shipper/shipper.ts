@@ -10,18 +10,19 @@
  * harmless. When the bound is hit the oldest windows are dropped, counted and logged.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   GpuWindowSchema,
   StreamRequestSchema,
   type StreamRequest,
   type StreamResponse,
 } from "../../gen/trueidle/v1/ingest_pb.js";
-import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
+import { ingestClientDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
 import type { GpuWindowRecord } from "../window.js";
 import { windowToProto } from "./to-proto.js";
+import { frameBatch } from "./batch-frame.js";
 import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
 
@@ -83,8 +84,8 @@ export interface ShipperStats {
 /** While a collector stays unreachable or refuses the agent, one log line a minute at most. */
 const FAILURE_LOG_INTERVAL_MS = 60_000;
 
-const IngestClient = grpc.makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
-type Duplex = grpc.ClientDuplexStream<StreamRequest, StreamResponse>;
+const IngestClient = grpc.makeGenericClientConstructor(ingestClientDefinition, "IngestService");
+type Duplex = grpc.ClientDuplexStream<StreamRequest | Buffer, StreamResponse>;
 
 interface InFlight {
   seq: bigint;
@@ -143,7 +144,9 @@ export class Shipper {
   start(): void {
     if (this.started || this.stopped) return;
     this.started = true;
-    this.watchdog = setInterval(() => this.checkTimeouts(), 1000);
+    // A sixth of the response timeout (5 s at the default 30 s): a stream that stopped
+    // answering is broken within the timeout and a bit, without a wake-up every second.
+    this.watchdog = setInterval(() => this.checkTimeouts(), Math.min(5_000, Math.max(100, this.opts.responseTimeoutMs / 6)));
     this.watchdog.unref();
     this.connect();
   }
@@ -340,11 +343,11 @@ export class Shipper {
     if (call && this.ready) {
       while (this.inFlight.length < this.opts.maxBatchesInFlight && this.buffer.hasUnsent()) {
         const entries = this.buffer.takeUnsent(this.opts.maxWindowsPerBatch, this.opts.maxBatchBytes);
-        const windows = entries.map((e) => fromBinary(GpuWindowSchema, e.data));
         this.seq++;
         this.inFlight.push({ seq: this.seq, entries, sentMs: this.opts.now() });
-        this.counters.sent += windows.length;
-        call.write(create(StreamRequestSchema, { msg: { case: "batch", value: { seq: this.seq, windows } } }));
+        this.counters.sent += entries.length;
+        // The windows go out as they were encoded when measured, framed into one batch.
+        call.write(frameBatch(this.seq, entries.map((e) => e.data)));
       }
     }
     if (this.isIdle() && this.idleWaiters.length > 0) {

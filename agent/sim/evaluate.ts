@@ -24,15 +24,10 @@ export function readingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
 
 export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): GpuReading {
   const p = phaseAt(g, timeMs, scenario.originMs);
-  const base: GpuReading = {
-    uuid: g.uuid,
-    index: g.index,
-    model: g.model,
-    busId: g.busId,
-    driverVersion: scenario.driverVersion,
-  };
-  const v = phaseValues(g, p);
-  if (v.error !== undefined) return { ...base, error: v.error };
+  const v = phaseValuesOf(g, p);
+  if (v.error !== undefined) {
+    return { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: scenario.driverVersion, error: v.error };
+  }
   const noise = v.noise;
   const jitter = noise > 0 ? (hash01(g.uuid, timeMs) - 0.5) * 2 * noise : 0;
   let u = v.util;
@@ -41,7 +36,11 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
   if (w !== undefined && noise > 0) w = Math.max(0, w * (1 + jitter / 4));
   const m = v.memUsedMiB;
   return {
-    ...base,
+    uuid: g.uuid,
+    index: g.index,
+    model: g.model,
+    busId: g.busId,
+    driverVersion: scenario.driverVersion,
     util: u,
     powerW: w === undefined ? undefined : Math.round(w * 100) / 100,
     powerLimitW: g.powerLimitW,
@@ -49,8 +48,19 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
     memTotalBytes: g.memTotalMiB * MiB,
     smActive: v.smActive,
     media: v.media,
-    processes: v.processes.map((x) => ({ ...x, smUtil: x.smUtil === "util" ? u : x.smUtil })),
+    processes: v.processes.map((x) => ({ pid: x.pid, name: x.name, usedMemoryBytes: x.usedMemoryBytes, smUtil: x.smUtil === "util" ? u : x.smUtil })),
   };
+}
+
+/** phaseValues, worked out once per GPU and phase: readings are asked for every second. */
+const valuesCache = new WeakMap<ScenarioGpu, Map<ScenarioPhase, PhaseValues>>();
+
+function phaseValuesOf(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
+  let byPhase = valuesCache.get(g);
+  if (!byPhase) valuesCache.set(g, (byPhase = new Map()));
+  let v = byPhase.get(p);
+  if (!v) byPhase.set(p, (v = phaseValues(g, p)));
+  return v;
 }
 
 /**

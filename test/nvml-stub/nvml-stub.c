@@ -371,16 +371,49 @@ static void sleep_ms(unsigned ms) {
   }
 }
 
-/* Spends `us` microseconds of the calling thread's CPU time, as a driver call doing real work would. */
-static void burn_us(unsigned us) {
+static long long thread_cpu_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  long long end = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (long long)us * 1000LL;
-  volatile unsigned spin = 0;
-  do {
-    for (unsigned i = 0; i < 256; i++) spin += i;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  } while ((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec < end);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static volatile unsigned spin_sink;
+
+/* Iterations of spin() that take 1 µs of CPU: measured once, so that a cheap call burns its
+ * microsecond without the clock reads (system calls, a microsecond each on a VM) that would
+ * otherwise cost more than the call it stands for. */
+static double spins_per_us;
+
+static void spin(unsigned long n) {
+  unsigned x = spin_sink;
+  for (unsigned long i = 0; i < n; i++) x = x * 1664525u + 1013904223u;
+  spin_sink = x;
+}
+
+static void calibrate_spin(void) {
+  unsigned long n = 1000;
+  for (;;) {
+    long long t0 = thread_cpu_ns();
+    spin(n);
+    long long dt = thread_cpu_ns() - t0;
+    if (dt >= 2000000 || n > (1UL << 40)) {
+      spins_per_us = dt > 0 ? (double)n * 1000.0 / (double)dt : 1.0;
+      return;
+    }
+    n *= 4;
+  }
+}
+
+/* Spends `us` microseconds of the calling thread's CPU time, as a driver call doing real
+ * work would: spins counted in calibrated iterations for short costs, against the thread's
+ * CPU clock for long ones. */
+static void burn_us(unsigned us) {
+  if (us <= 200) {
+    spin((unsigned long)(spins_per_us * us));
+    return;
+  }
+  long long end = thread_cpu_ns() + (long long)us * 1000LL;
+  do spin((unsigned long)(spins_per_us * 50)); while (thread_cpu_ns() < end);
 }
 
 /* JavaScript's Math.round: halves round towards +Infinity. */
@@ -957,6 +990,7 @@ EXPORT nvmlReturn_t nvmlInit_v2(void) {
     free_table(&tbl);
     tbl = fresh;
     memcpy(cost_us, tbl.cost_us, sizeof cost_us);
+    if (spins_per_us == 0) calibrate_spin();
     for (unsigned i = 0; i < MAX_GPUS; i++) handles[i].index = i;
     client_gen = driver_gen;
   }

@@ -225,26 +225,29 @@ export class NvmlSource implements GpuSource {
       const call = CALL_NAMES[v[F.failedCall]!] ?? "an NVML call";
       return { ...identity, error: `NVML: ${this.errorStrings[code] ?? `NVML error ${code}`} (${call})` };
     }
-    const num = (f: number): number | undefined => (Number.isNaN(v[f]!) ? undefined : v[f]);
-    const util = num(F.util);
-    const idle = num(F.idleReason);
+    const util = opt(v[F.util]!);
+    const idle = v[F.idleReason]!;
     let processes = k.processes;
     // A GPU's only process has the GPU's utilization as its share of the SMs.
     if (processes?.length === 1 && processes[0]!.smUtil === undefined && util !== undefined) processes = [{ ...processes[0]!, smUtil: util }];
     return {
-      ...identity,
+      uuid: identity.uuid,
+      index: identity.index,
+      model: identity.model,
+      busId: identity.busId,
+      driverVersion: identity.driverVersion,
       util,
-      memUsedBytes: num(F.memUsedBytes),
-      memTotalBytes: num(F.memTotalBytes),
-      powerW: num(F.powerW),
-      powerLimitW: num(F.powerLimitW),
-      idleReason: idle === undefined ? undefined : idle === 1,
-      smActive: num(F.smActive),
-      smOccupancy: num(F.smOccupancy),
-      tensorActive: num(F.tensorActive),
-      dramActive: num(F.dramActive),
-      smClockMHz: num(F.smClockMHz),
-      media: num(F.media),
+      memUsedBytes: opt(v[F.memUsedBytes]!),
+      memTotalBytes: opt(v[F.memTotalBytes]!),
+      powerW: opt(v[F.powerW]!),
+      powerLimitW: opt(v[F.powerLimitW]!),
+      idleReason: Number.isNaN(idle) ? undefined : idle === 1,
+      smActive: opt(v[F.smActive]!),
+      smOccupancy: opt(v[F.smOccupancy]!),
+      tensorActive: opt(v[F.tensorActive]!),
+      dramActive: opt(v[F.dramActive]!),
+      smClockMHz: opt(v[F.smClockMHz]!),
+      media: opt(v[F.media]!),
       processes,
     };
   }
@@ -422,6 +425,11 @@ export class NvmlSource implements GpuSource {
   private hungText(h: Hung): string {
     return `NVML: ${h.call}${h.gpu >= 0 ? " on this GPU" : ""} has not returned for ${Math.round((Date.now() - h.sinceMs) / 1000)} s (driver hung)`;
   }
+}
+
+/** A board number as a reading's value: NaN is missing. */
+function opt(x: number): number | undefined {
+  return Number.isNaN(x) ? undefined : x;
 }
 
 /** The worker, compiled (dist/) or, when running from the TypeScript sources, through tsx. */

@@ -25,7 +25,11 @@ export class GpmReader {
   private prevAtMs: number | undefined;
   /** The last metrics, in METRICS order; NaN where missing. */
   private readonly last = new Float64Array(METRICS.length).fill(Number.NaN);
-  private readonly get = Buffer.alloc(GPM_METRICS_GET.size);
+  /**
+   * The metrics request for each order of the two samples, written once: get[t] asks for the
+   * metrics from sample 1 - t to sample t, so a tick passes one without writing anything.
+   */
+  private readonly get: [Buffer, Buffer];
 
   /** A reader for a GPU that supports GPM, with its first sample taken; undefined for one that does not. */
   static open(d: Driver, handle: bigint): GpmReader | undefined {
@@ -51,9 +55,16 @@ export class GpmReader {
 
   private constructor(private readonly d: Driver, private readonly handle: bigint, samples: [bigint, bigint]) {
     this.samples = samples;
-    const m = this.get;
-    m.writeUInt32LE(GPM_METRICS_GET.version, 0);
-    m.writeUInt32LE(METRICS.length, 4);
+    const request = (from: bigint, to: bigint): Buffer => {
+      const m = Buffer.alloc(GPM_METRICS_GET.size);
+      m.writeUInt32LE(GPM_METRICS_GET.version, 0);
+      m.writeUInt32LE(METRICS.length, 4);
+      m.writeBigUInt64LE(from, GPM_METRICS_GET.sample1);
+      m.writeBigUInt64LE(to, GPM_METRICS_GET.sample2);
+      METRICS.forEach(([id], i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
+      return m;
+    };
+    this.get = [request(samples[1], samples[0]), request(samples[0], samples[1])];
   }
 
   read(out: Float64Array): void {
@@ -78,15 +89,10 @@ export class GpmReader {
       return;
     }
     const hadPrev = this.prevAtMs !== undefined;
-    const prev = this.samples[1 - this.turn]!;
+    const m = this.get[this.turn]!;
     this.prevAtMs = now;
     this.turn = 1 - this.turn;
     if (!hadPrev) return;
-    const m = this.get;
-    m.fill(0, GPM_METRICS_GET.metrics, GPM_METRICS_GET.metrics + METRICS.length * GPM_METRICS_GET.metricSize);
-    m.writeBigUInt64LE(prev, GPM_METRICS_GET.sample1);
-    m.writeBigUInt64LE(cur, GPM_METRICS_GET.sample2);
-    METRICS.forEach(([id], i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
     if (d.dcall("nvmlGpmMetricsGet", d.fn.nvmlGpmMetricsGet, m) !== NVML_SUCCESS) {
       this.last.fill(Number.NaN);
       return;
