@@ -57,18 +57,18 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
 
   beforeAll(async () => {
     out = mkdtempSync(path.join(tmpdir(), "trueidle-gpu-truth-"));
-    result = await run("bash", [RUN_SH, "--dry-run", "--seconds", "3", "--settle-s", "1.5", "--interval-ms", "500", "--out", out],
-      { cwd: REPO_ROOT, timeout: 90_000, maxBuffer: 16 << 20 });
+    result = await run("bash", [RUN_SH, "--dry-run", "--seconds", "3", "--settle-s", "1.5", "--interval-ms", "500",
+      "--cpu-warmup-s", "3", "--cpu-s", "4", "--out", out], { cwd: REPO_ROOT, timeout: 110_000, maxBuffer: 16 << 20 });
     c = JSON.parse(readFileSync(path.join(out, "gpu-truth.json"), "utf8")) as Comparison;
     md = readFileSync(path.join(out, "gpu-truth.md"), "utf8");
-  }, 120_000);
+  }, 140_000);
 
   afterAll(() => {
     if (out) rmSync(out, { recursive: true, force: true });
   });
 
   it("writes the table and the raw files, and prints the table", () => {
-    for (const f of ["gpu-truth.md", "gpu-truth.json", "phases.jsonl", "truth.csv", "nvml.jsonl", "smi.jsonl", "logs.txt"]) {
+    for (const f of ["gpu-truth.md", "gpu-truth.json", "phases.jsonl", "truth.csv", "nvml.jsonl", "smi.jsonl", "logs.txt", "agent-cpu.md", "agent-cpu.json", "nvml-probe.txt"]) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(result.stdout).toContain("| Phase | Expected | Truth: util | Truth: SM active | Source |");
@@ -80,6 +80,46 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
     const logs = readFileSync(path.join(out, "logs.txt"), "utf8");
     expect(logs).toMatch(/"msg":"NVML source started\."/);
     expect(logs).toMatch(/"msg":"nvidia-smi source started\."/);
+  });
+
+  it("measures the agents' whole-process CPU beside a bare nvidia-smi loop and a bare Node", () => {
+    const cpu = JSON.parse(readFileSync(path.join(out, "agent-cpu.json"), "utf8")) as {
+      gpus: number; spanS: number; rows: Array<{ process: string; alive: boolean; usPerGpuSample: number; childUsPerGpuSample: number; rssMiB: number }>;
+      selfReported: Array<number | undefined>;
+    };
+    // The dry run's scenario has GPU 0 and a second GPU; every process lived through the span.
+    expect(cpu.gpus).toBe(2);
+    expect(cpu.spanS).toBeGreaterThanOrEqual(4);
+    expect(cpu.rows.map((r) => [r.process, r.alive])).toEqual([
+      ["trueidle agent --source nvml", true],
+      ["trueidle agent --source nvidia-smi (with its nvidia-smi)", true],
+      ["bare nvidia-smi --query-gpu=… -lms 500", true],
+      ["bare Node, one timer at the interval", true],
+    ]);
+    for (const r of cpu.rows) {
+      expect(r.usPerGpuSample, r.process).toBeGreaterThan(0);
+      expect(r.rssMiB, r.process).toBeGreaterThan(10);
+    }
+    // The nvidia-smi agent's child is the fake nvidia-smi: its CPU is counted, apart too.
+    expect(cpu.rows[1]!.childUsPerGpuSample).toBeGreaterThan(0);
+    expect(cpu.rows[0]!.childUsPerGpuSample).toBe(0);
+    // Each agent's own process_cpu_seconds_total was read.
+    expect(cpu.selfReported.slice(0, 2).every((x) => typeof x === "number" && x > 0)).toBe(true);
+    expect(readFileSync(path.join(out, "agent-cpu.md"), "utf8")).toMatch(/^\| trueidle agent --source nvml \| \d+ \| 0 \|/m);
+  });
+
+  it("times each NVML call through ctypes and reads the driver's sample buffer (the stub's cost model and ring here)", () => {
+    const probe = readFileSync(path.join(out, "nvml-probe.txt"), "utf8");
+    const cpu = (call: string): number => {
+      const m = new RegExp(`^${call.replace(/[()]/g, "\\$&")}\\s+cpu\\s+([\\d.]+) us`, "m").exec(probe);
+      if (!m) throw new Error(`no ${call} in:\n${probe}`);
+      return Number(m[1]);
+    };
+    // The stub burns what the H200 measured: 2.5 ms a sample read, about 1 µs a power read.
+    expect(cpu("nvmlDeviceGetSamples (from 0)")).toBeGreaterThan(2_400);
+    expect(cpu("nvmlDeviceGetPowerUsage")).toBeLessThan(100);
+    expect(cpu("nvmlGpmSampleGet")).toBeGreaterThan(35);
+    expect(probe).toMatch(/^utilization sample buffer: 120 samples, one every 166\.7 ms, 19\.8 s back$/m);
   });
 
   it("reads GPU 0 only, at the agents' interval, with the truth's SM activity per phase", () => {

@@ -10,9 +10,8 @@
  * harmless. When the bound is hit the oldest windows are dropped, counted and logged.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import {
-  GpuWindowSchema,
   StreamRequestSchema,
   type StreamRequest,
   type StreamResponse,
@@ -21,7 +20,7 @@ import { ingestClientDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/g
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
 import type { GpuWindowRecord } from "../window.js";
-import { windowToProto } from "./to-proto.js";
+import { encodeWindow } from "./encode-window.js";
 import { frameBatch } from "./batch-frame.js";
 import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
@@ -155,7 +154,7 @@ export class Shipper {
   enqueue(windows: readonly GpuWindowRecord[]): void {
     if (windows.length === 0) return;
     // Held encoded: a few hundred bytes a window instead of a tree of objects.
-    this.buffer.push(windows.map((w) => Buffer.from(toBinary(GpuWindowSchema, windowToProto(w)))));
+    this.buffer.push(windows.map(encodeWindow));
   }
 
   stats(): ShipperStats {

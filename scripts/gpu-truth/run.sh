@@ -4,12 +4,15 @@
 # read directly), then compare.mjs writes the table. See scripts/gpu-truth/README.md.
 #
 #   scripts/gpu-truth/run.sh [--seconds 30] [--settle-s 5] [--interval-ms 1000] [--gpu 0]
-#                            [--kit DIR] [--out DIR] [--dry-run]
+#                            [--cpu-s 60] [--cpu-warmup-s 30] [--kit DIR] [--out DIR] [--dry-run]
 #
 # On the GPU machine: Node and trueidle come from the kit that pack.sh made (--kit, default
 # .device/), loads.py and truth.py from DIR/gpu-truth/; PyTorch and nvidia-ml-py must be
 # there. Writes into --out (default $OUT): gpu-truth.md (the table), gpu-truth.json,
-# phases.jsonl, truth.csv, nvml.jsonl, smi.jsonl and logs.txt.
+# phases.jsonl, truth.csv, nvml.jsonl, smi.jsonl and logs.txt; then agent-cpu.md and .json
+# (the agents' whole-process CPU beside a bare nvidia-smi loop, agent-cpu.mjs; --cpu-s 0
+# skips it) and nvml-probe.txt (each NVML call's cost and the driver's sample buffers,
+# nvml-probe.py).
 #
 # --dry-run: no GPU. The stub libnvidia-ml.so stands in for the driver, the fake nvidia-smi
 # for nvidia-smi, and scripts/gpu-truth/dry-run.ts for loads.py and truth.py, all driven
@@ -25,6 +28,8 @@ seconds=30
 settle=5
 interval_ms=1000
 gpu=0
+cpu_s=60
+cpu_warmup_s=30
 kit=""
 out="${OUT:-}"
 dry=0
@@ -36,10 +41,12 @@ while [ $# -gt 0 ]; do
     --settle-s) settle=${2:?--settle-s needs a value}; shift 2 ;;
     --interval-ms) interval_ms=${2:?--interval-ms needs a value}; shift 2 ;;
     --gpu) gpu=${2:?--gpu needs a value}; shift 2 ;;
+    --cpu-s) cpu_s=${2:?--cpu-s needs a value}; shift 2 ;;
+    --cpu-warmup-s) cpu_warmup_s=${2:?--cpu-warmup-s needs a value}; shift 2 ;;
     --kit) kit=${2:?--kit needs a value}; shift 2 ;;
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -48,6 +55,8 @@ done
 [[ $settle =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--settle-s takes a number"
 [[ $interval_ms =~ ^[0-9]+$ ]] || die "--interval-ms takes whole milliseconds"
 [[ $gpu =~ ^[0-9]+$ ]] || die "--gpu takes a GPU index"
+[[ $cpu_s =~ ^[0-9]+$ ]] || die "--cpu-s takes whole seconds"
+[[ $cpu_warmup_s =~ ^[0-9]+$ ]] || die "--cpu-warmup-s takes whole seconds"
 if [ "$dry" = 0 ] && [ -z "$kit" ]; then kit="$root/.device"; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -207,14 +216,28 @@ compare_rc=0
     --gpu "$gpu" --settle-s "$settle" --json "$out/gpu-truth.json" 2>>"$work/run.log"
 } >"$out/gpu-truth.md" || compare_rc=$?
 
+if [ "$compare_rc" != 0 ]; then
+  say "No table: compare.mjs exited $compare_rc (logs.txt says why)."
+else
+  cat "$out/gpu-truth.md"
+  say "Wrote $out/gpu-truth.md."
+fi
+
+# ---- what the agent costs, and what each driver call costs --------------------------------
+
+if [ "$cpu_s" != 0 ]; then
+  say "Measuring the agents' whole-process CPU beside a bare nvidia-smi loop: $cpu_s s after $cpu_warmup_s s of warm-up."
+  "$node" "$here/agent-cpu.mjs" --trueidle "$trueidle" "${smi_args[@]}" "${nvml_args[@]}" --interval-ms "$interval_ms" \
+    --warmup-s "$cpu_warmup_s" --seconds "$cpu_s" --out "$out" 2>>"$work/run.log" || say "agent-cpu.mjs failed (logs.txt says why)."
+fi
+if command -v python3 >/dev/null; then
+  say "Timing each NVML call the agent makes, and reading the driver's sample buffers."
+  python3 "$here/nvml-probe.py" --lib "${nvml_args[1]:-libnvidia-ml.so.1}" --gpu "$gpu" --out "$out/nvml-probe.txt" 2>>"$work/run.log" ||
+    say "nvml-probe.py failed (logs.txt says why)."
+fi
+
 for f in run truth nvml smi loads; do
   printf '===== %s.log =====\n' "$f"
   cat "$work/$f.log" 2>/dev/null || true
 done >"$out/logs.txt"
-
-if [ "$compare_rc" != 0 ]; then
-  say "No table: compare.mjs exited $compare_rc (logs.txt says why)."
-  exit 1
-fi
-cat "$out/gpu-truth.md"
-say "Wrote $out/gpu-truth.md."
+[ "$compare_rc" = 0 ] || exit 1

@@ -259,7 +259,7 @@ export class NvmlSource implements GpuSource {
     clearTimeout(this.respawnTimer);
     const w = this.worker;
     this.worker = undefined;
-    if (w) await stopWorker(w);
+    if (w && this.watch) await stopWorker(w, this.watch);
     for (const h of this.hung) void h.worker.terminate();
   }
 
@@ -417,7 +417,7 @@ export class NvmlSource implements GpuSource {
     // Start over with every GPU: the current worker skips the one that hung.
     const cur = this.worker;
     this.worker = undefined;
-    if (cur) void stopWorker(cur);
+    if (cur && this.watch) void stopWorker(cur, this.watch);
     this.restarts++;
     this.spawn();
   }
@@ -442,9 +442,9 @@ function startWorker(cfg: WorkerConfig): Worker {
 }
 
 /** Ask the worker to shut NVML down and exit; terminate it when it does not in time. */
-async function stopWorker(w: Worker): Promise<void> {
+async function stopWorker(w: Worker, watch: CallWatch): Promise<void> {
   const exited = new Promise<void>((resolve) => w.once("exit", () => resolve()));
-  w.postMessage({ kind: "stop" });
+  watch.requestStop();
   let timer: NodeJS.Timeout | undefined;
   const late = await Promise.race([
     exited.then(() => false),

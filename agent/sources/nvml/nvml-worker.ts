@@ -20,7 +20,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { BUFFER_SIZE, DRIVER_LEVEL_ERRORS, NVML_SUCCESS, PCI_INFO, cString, loadNvml, type NvmlLibrary } from "./bindings.js";
 import { Driver, DriverLost, GpuFailure } from "./driver.js";
-import { CALL_ID, CallWatch, type MainMessage, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+import { CALL_ID, CallWatch, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
 import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
 import { GPM_MIN_GAP_MS, GpmReader } from "./read-gpm.js";
 import { MediaReader } from "./read-media.js";
@@ -63,8 +63,6 @@ class NvmlWorker {
   private devices: Device[] = [];
   private driverVersion = "";
   private errorStrings: Record<number, string> = {};
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
   private initialised = false;
   /** The wall-clock tick the last read stood for. */
   private lastTickMs = 0;
@@ -78,6 +76,7 @@ class NvmlWorker {
     this.watch = new CallWatch(cfg.watch);
   }
 
+  /** Loads NVML, lists the GPUs, then reads them every interval until asked to stop. */
   run(): void {
     try {
       this.nvml = loadNvml(this.cfg.libPath);
@@ -101,17 +100,63 @@ class NvmlWorker {
       this.post({ kind: "fatal", error: err.message });
       return;
     }
-    this.schedule(true);
+    this.loop();
   }
 
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.initialised) {
-      this.closeReaders();
-      this.driver.call("nvmlShutdown", this.nvml.fn.nvmlShutdown);
+  private loop(): void {
+    let afterDiscovery = true;
+    /** While the driver is away: the wait before the next attempt to initialise NVML. */
+    let retryMs = 0;
+    for (;;) {
+      if (retryMs > 0) {
+        if (this.watch.sleep(retryMs)) break;
+        const error = this.initialiseAgain();
+        if (error === undefined) {
+          retryMs = 0;
+          afterDiscovery = true;
+        } else {
+          this.post({ kind: "driver_lost", error });
+          retryMs = Math.min(retryMs * 2, 30_000);
+        }
+        continue;
+      }
+      const { tickMs, delayMs } = this.next(afterDiscovery);
+      afterDiscovery = false;
+      if (this.watch.sleep(delayMs)) break;
+      const lost = this.tick(tickMs);
+      if (lost !== undefined) {
+        this.post({ kind: "driver_lost", error: lost });
+        this.shutDownNvml();
+        retryMs = 1_000;
+      }
     }
+    this.shutDownNvml();
     process.exit(0);
+  }
+
+  private shutDownNvml(): void {
+    this.driver.gpu = -1;
+    if (!this.initialised) return;
+    this.closeReaders();
+    this.devices = [];
+    this.driver.call("nvmlShutdown", this.nvml.fn.nvmlShutdown);
+    this.initialised = false;
+  }
+
+  /** nvmlInit_v2 and discovery again; the reason it failed, or undefined. */
+  private initialiseAgain(): string | undefined {
+    const rc = this.driver.call("nvmlInit_v2", this.nvml.fn.nvmlInit_v2);
+    if (rc !== NVML_SUCCESS) return `NVML: ${this.nvml.errorString(rc)} (nvmlInit_v2)`;
+    this.initialised = true;
+    try {
+      this.discover(true);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof DriverLost)) throw err;
+      // Initialised, but the driver is not answering yet (a reload ends only with a shutdown).
+      this.shutDownNvml();
+      return err.message;
+    }
   }
 
   // ---- discovery --------------------------------------------------------------------
@@ -206,21 +251,20 @@ class NvmlWorker {
 
   // ---- ticks ------------------------------------------------------------------------
 
-  private schedule(firstAfterDiscovery = false): void {
-    if (this.stopped) return;
+  /** The next tick of the agent's wall-clock grid not yet read for, and how long to sleep to read it `lead` ahead. */
+  private next(afterDiscovery: boolean): { tickMs: number; delayMs: number } {
     const iv = this.cfg.intervalMs;
     const lead = Math.min(LEAD_MS, iv / 4);
     const now = Date.now();
-    // The next tick of the agent's wall-clock grid not yet read for, read `lead` ahead of it.
-    let tick = Math.floor((now + lead) / iv) * iv + iv;
-    if (tick <= this.lastTickMs) tick = this.lastTickMs + iv;
+    let tickMs = Math.floor((now + lead) / iv) * iv + iv;
+    if (tickMs <= this.lastTickMs) tickMs = this.lastTickMs + iv;
     // The first tick after discovery comes at least the GPM gap after the first GPM sample,
     // so that it carries SM activity too.
-    const delay = Math.max(tick - lead - now, firstAfterDiscovery ? GPM_MIN_GAP_MS + 10 : 0);
-    this.timer = setTimeout(() => this.tick(tick), delay);
+    return { tickMs, delayMs: Math.max(tickMs - lead - now, afterDiscovery ? GPM_MIN_GAP_MS + 10 : 0) };
   }
 
-  private tick(tickMs: number): void {
+  /** Reads every GPU; returns why the driver went away, when it did. */
+  private tick(tickMs: number): string | undefined {
     this.lastTickMs = tickMs;
     const atMs = Date.now();
     const lists: ChangedLists = [];
@@ -228,9 +272,7 @@ class NvmlWorker {
       for (const dev of this.devices) this.read(dev, atMs, lists);
     } catch (err) {
       if (!(err instanceof DriverLost)) throw err;
-      this.post({ kind: "driver_lost", error: err.message });
-      this.reinitialise(err.message, 1_000);
-      return;
+      return err.message;
     }
     if (lists.length > 0) {
       this.post({ kind: "processes", lists });
@@ -240,7 +282,7 @@ class NvmlWorker {
       this.announceTick = false;
       this.post({ kind: "tick", atMs });
     }
-    this.schedule();
+    return undefined;
   }
 
   /** Reads one GPU into the scratch reading and publishes it on the board. */
@@ -293,43 +335,9 @@ class NvmlWorker {
     this.board.write(g.slot, out);
   }
 
-  /** Shut NVML down and initialise it again until it works, backing off to 30 s. */
-  private reinitialise(reason: string, delayMs: number): void {
-    this.driver.gpu = -1;
-    if (this.initialised) {
-      this.closeReaders();
-      this.devices = [];
-      this.driver.call("nvmlShutdown", this.nvml.fn.nvmlShutdown);
-      this.initialised = false;
-    }
-    this.timer = setTimeout(() => {
-      if (this.stopped) return;
-      const rc = this.driver.call("nvmlInit_v2", this.nvml.fn.nvmlInit_v2);
-      if (rc === NVML_SUCCESS) {
-        this.initialised = true;
-        try {
-          this.discover(true);
-          this.schedule(true);
-          return;
-        } catch (err) {
-          if (!(err instanceof DriverLost)) throw err;
-          reason = err.message;
-        }
-      } else {
-        reason = `NVML: ${this.nvml.errorString(rc)} (nvmlInit_v2)`;
-      }
-      this.post({ kind: "driver_lost", error: reason });
-      this.reinitialise(reason, Math.min(delayMs * 2, 30_000));
-    }, delayMs);
-  }
-
   private post(msg: WorkerMessage): void {
     parentPort!.postMessage(msg);
   }
 }
 
-const worker = new NvmlWorker(workerData as WorkerConfig);
-parentPort!.on("message", (m: MainMessage) => {
-  if (m.kind === "stop") worker.stop();
-});
-worker.run();
+new NvmlWorker(workerData as WorkerConfig).run();

@@ -8,6 +8,9 @@
  * the time into a SharedArrayBuffer, and clears the id after. The event loop reads it on a
  * timer; a call older than its deadline is a hung driver call. That costs the worker two
  * stores per call and needs no message, so it works while the worker is blocked.
+ *
+ * The same buffer carries the stop request: the worker sleeps between ticks in
+ * Atomics.wait on it (a futex, no event loop turning), and the event loop wakes it to stop.
  */
 import type { GpuProcess } from "../../../common/types.js";
 
@@ -50,15 +53,30 @@ export const CALL_ID: Readonly<Record<CallName, number>> = Object.fromEntries(
   CALL_NAMES.map((n, i) => [n, i]).filter(([n]) => n !== ""),
 ) as Record<CallName, number>;
 
-/** Byte layout of the watch buffer: int32 call id, int32 GPU index (-1: none), float64 start ms. */
-export const WATCH_BYTES = 16;
+/** Byte layout of the watch buffer: int32 call id, int32 GPU index (-1: none), float64 start ms, int32 stop. */
+export const WATCH_BYTES = 24;
 
 export class CallWatch {
   private readonly ints: Int32Array;
   private readonly start: Float64Array;
+  private readonly stop: Int32Array;
   constructor(readonly buffer: SharedArrayBuffer) {
     this.ints = new Int32Array(buffer, 0, 2);
     this.start = new Float64Array(buffer, 8, 1);
+    this.stop = new Int32Array(buffer, 16, 1);
+  }
+  /** Event-loop side: asks the worker to stop, waking it if it sleeps. */
+  requestStop(): void {
+    Atomics.store(this.stop, 0, 1);
+    Atomics.notify(this.stop, 0);
+  }
+  /** Worker side: sleeps `ms`, or less when a stop is requested; true when one is. */
+  sleep(ms: number): boolean {
+    if (ms > 0) Atomics.wait(this.stop, 0, 0, ms);
+    return this.stopRequested();
+  }
+  stopRequested(): boolean {
+    return Atomics.load(this.stop, 0) !== 0;
   }
   /** Worker side: a call begins. */
   begin(call: number, gpu: number): void {
@@ -125,4 +143,4 @@ export type WorkerMessage =
   | { kind: "fatal"; error: string }
   | { kind: "log"; level: "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> | undefined };
 
-export type MainMessage = { kind: "stop" };
+
