@@ -158,6 +158,16 @@ describe("NVML source (stub library)", () => {
     expect(made["nvmlDeviceGetComputeRunningProcesses_v3"]).toBeGreaterThanOrEqual(3 * 3);
   });
 
+  it("reads more processes than its buffers first hold, growing them as NVML's size protocol asks", async () => {
+    const processes = Array.from({ length: 150 }, (_, i) => ({ pid: 20_000 + i, name: `worker-${i}`, usedMiB: 100 + i, smUtil: i % 3 === 0 ? 30 : 0 }));
+    const s = stub({ gpus: [{ model: H100, phases: [{ for: "1h", state: "held_idle", processes }] }] });
+    const { src } = source(s);
+    await src.start();
+    const r = byIndex(src.sample(Date.now()), 0);
+    expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]))
+      .toEqual(processes.map((p) => [p.pid, p.name, p.usedMiB * MiB, p.smUtil]));
+  });
+
   it("makes a lost GPU unavailable while the others go on, and leaves unsupported values missing", async () => {
     const s = stub({
       gpus: [

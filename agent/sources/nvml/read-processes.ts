@@ -115,27 +115,17 @@ export class ProcessReader {
     const { d, bufs } = this;
     const f = d.fn.nvmlDeviceGetComputeRunningProcesses_v3;
     if (!f) return undefined;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const capacity = bufs.info.length / PROCESS_INFO.size;
-      d.u32.writeUInt32LE(capacity, 0);
-      const rc = d.dcall("nvmlDeviceGetComputeRunningProcesses_v3", f, this.handle, d.u32, bufs.info);
-      if (rc === NVML_ERROR_INSUFFICIENT_SIZE) {
-        bufs.info = Buffer.alloc(PROCESS_INFO.size * grown(d.u32.readUInt32LE(0), capacity));
-        continue;
-      }
-      if (rc !== NVML_SUCCESS) return undefined;
-      const n = Math.min(d.u32.readUInt32LE(0), capacity);
-      const out: GpuProcess[] = [];
-      for (let i = 0; i < n; i++) {
-        const o = i * PROCESS_INFO.size;
-        const pid = bufs.info.readUInt32LE(o + PROCESS_INFO.pid);
-        const notAvailable = bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === NVML_VALUE_NOT_AVAILABLE_HALF &&
-          bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === NVML_VALUE_NOT_AVAILABLE_HALF;
-        out.push({ pid, name: this.names.get(pid), usedMemoryBytes: notAvailable ? undefined : u64(bufs.info, o + PROCESS_INFO.usedGpuMemory) });
-      }
-      return out;
+    const { rc, n } = this.fill("info", PROCESS_INFO.size, (buf) => d.dcall("nvmlDeviceGetComputeRunningProcesses_v3", f, this.handle, d.u32, buf));
+    if (rc !== NVML_SUCCESS) return undefined;
+    const out: GpuProcess[] = [];
+    for (let i = 0; i < n; i++) {
+      const o = i * PROCESS_INFO.size;
+      const pid = bufs.info.readUInt32LE(o + PROCESS_INFO.pid);
+      const notAvailable = bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === NVML_VALUE_NOT_AVAILABLE_HALF &&
+        bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === NVML_VALUE_NOT_AVAILABLE_HALF;
+      out.push({ pid, name: this.names.get(pid), usedMemoryBytes: notAvailable ? undefined : u64(bufs.info, o + PROCESS_INFO.usedGpuMemory) });
     }
-    return undefined;
+    return out;
   }
 
   /** Mean SM utilization per pid since the newest sample seen; undefined when the GPU cannot say. */
@@ -143,35 +133,43 @@ export class ProcessReader {
     const { d, bufs } = this;
     const f = d.fn.nvmlDeviceGetProcessUtilization;
     if (!f) return undefined;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const capacity = bufs.util.length / PROCESS_UTIL_SAMPLE.size;
-      d.u32.writeUInt32LE(capacity, 0);
-      const rc = d.dcall("nvmlDeviceGetProcessUtilization", f, this.handle, bufs.util, d.u32, this.seenUs);
-      if (rc === NVML_ERROR_INSUFFICIENT_SIZE) {
-        bufs.util = Buffer.alloc(PROCESS_UTIL_SAMPLE.size * grown(d.u32.readUInt32LE(0), capacity));
-        continue;
-      }
-      // NOT_FOUND: no process ran anything since the last read.
-      if (rc === NVML_ERROR_NOT_FOUND) return new Map();
-      if (rc !== NVML_SUCCESS) return undefined;
-      const n = Math.min(d.u32.readUInt32LE(0), capacity);
-      const sums = new Map<number, [number, number]>();
-      let newest = this.seenUs;
-      for (let i = 0; i < n; i++) {
-        const o = i * PROCESS_UTIL_SAMPLE.size;
-        const at = u64(bufs.util, o + PROCESS_UTIL_SAMPLE.timeStamp);
-        if (at <= this.seenUs) continue;
-        if (at > newest) newest = at;
-        const pid = bufs.util.readUInt32LE(o + PROCESS_UTIL_SAMPLE.pid);
-        const s = sums.get(pid) ?? [0, 0];
-        s[0] += bufs.util.readUInt32LE(o + PROCESS_UTIL_SAMPLE.smUtil);
-        s[1]++;
-        sums.set(pid, s);
-      }
-      this.seenUs = newest;
-      return new Map([...sums].map(([pid, [sum, count]]) => [pid, clampPercent(sum / count)]));
+    const { rc, n } = this.fill("util", PROCESS_UTIL_SAMPLE.size, (buf) => d.dcall("nvmlDeviceGetProcessUtilization", f, this.handle, buf, d.u32, this.seenUs));
+    // NOT_FOUND: no process ran anything since the last read.
+    if (rc === NVML_ERROR_NOT_FOUND) return new Map();
+    if (rc !== NVML_SUCCESS) return undefined;
+    const sums = new Map<number, [number, number]>();
+    let newest = this.seenUs;
+    for (let i = 0; i < n; i++) {
+      const o = i * PROCESS_UTIL_SAMPLE.size;
+      const at = u64(bufs.util, o + PROCESS_UTIL_SAMPLE.timeStamp);
+      if (at <= this.seenUs) continue;
+      if (at > newest) newest = at;
+      const pid = bufs.util.readUInt32LE(o + PROCESS_UTIL_SAMPLE.pid);
+      const s = sums.get(pid) ?? [0, 0];
+      s[0] += bufs.util.readUInt32LE(o + PROCESS_UTIL_SAMPLE.smUtil);
+      s[1]++;
+      sums.set(pid, s);
     }
-    return undefined;
+    this.seenUs = newest;
+    return new Map([...sums].map(([pid, [sum, count]]) => [pid, clampPercent(sum / count)]));
+  }
+
+  /**
+   * A call that fills one of the scratch buffers with records and takes the count in and
+   * out through d.u32, NVML's size protocol: on INSUFFICIENT_SIZE the buffer grows to what
+   * the driver asked for (and some) and the call is made again, three times at most.
+   */
+  private fill(which: keyof ProcessBuffers, recordSize: number, call: (buf: Buffer) => number): { rc: number; n: number } {
+    const { d, bufs } = this;
+    let rc = NVML_ERROR_INSUFFICIENT_SIZE;
+    for (let attempt = 0; attempt < 3 && rc === NVML_ERROR_INSUFFICIENT_SIZE; attempt++) {
+      const capacity = bufs[which].length / recordSize;
+      d.u32.writeUInt32LE(capacity, 0);
+      rc = call(bufs[which]);
+      if (rc === NVML_ERROR_INSUFFICIENT_SIZE) bufs[which] = Buffer.alloc(recordSize * grown(d.u32.readUInt32LE(0), capacity));
+      else return { rc, n: Math.min(d.u32.readUInt32LE(0), capacity) };
+    }
+    return { rc, n: 0 };
   }
 }
 
