@@ -140,8 +140,15 @@ async function main() {
 
 async function stopAll() {
   for (const p of running) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGTERM");
-  await sleep(500);
+  await sleep(800);
   for (const p of running) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+}
+
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.once(signal, () => {
+    say(`${signal}: stopping what was started`);
+    void stopAll().then(() => process.exit(1));
+  });
 }
 
 main().then(stopAll, async (err) => {

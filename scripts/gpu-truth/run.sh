@@ -4,15 +4,16 @@
 # read directly), then compare.mjs writes the table. See scripts/gpu-truth/README.md.
 #
 #   scripts/gpu-truth/run.sh [--seconds 30] [--settle-s 5] [--interval-ms 1000] [--gpu 0]
-#                            [--cpu-s 60] [--cpu-warmup-s 30] [--kit DIR] [--out DIR] [--dry-run]
+#                            [--cpu-s 60] [--cpu-warmup-s S] [--kit DIR] [--out DIR] [--dry-run]
 #
 # On the GPU machine: Node and trueidle come from the kit that pack.sh made (--kit, default
 # .device/), loads.py and truth.py from DIR/gpu-truth/; PyTorch and nvidia-ml-py must be
 # there. Writes into --out (default $OUT): gpu-truth.md (the table), gpu-truth.json,
-# phases.jsonl, truth.csv, nvml.jsonl, smi.jsonl and logs.txt; then agent-cpu.md and .json
-# (the agents' whole-process CPU beside a bare nvidia-smi loop, agent-cpu.mjs; --cpu-s 0
-# skips it) and nvml-probe.txt (each NVML call's cost and the driver's sample buffers,
-# nvml-probe.py).
+# phases.jsonl, truth.csv, nvml.jsonl, smi.jsonl and logs.txt; agent-cpu.md and .json (the
+# agents' whole-process CPU beside a bare nvidia-smi loop, agent-cpu.mjs: started with the
+# loads, measured for --cpu-s after --cpu-warmup-s, by default the loads' length, so that V8
+# has compiled the agents' code; --cpu-s 0 skips it) and nvml-probe.txt (each NVML call's
+# cost and the driver's sample buffers, nvml-probe.py).
 #
 # --dry-run: no GPU. The stub libnvidia-ml.so stands in for the driver, the fake nvidia-smi
 # for nvidia-smi, and scripts/gpu-truth/dry-run.ts for loads.py and truth.py, all driven
@@ -29,7 +30,7 @@ settle=5
 interval_ms=1000
 gpu=0
 cpu_s=60
-cpu_warmup_s=30
+cpu_warmup_s=""
 kit=""
 out="${OUT:-}"
 dry=0
@@ -56,6 +57,8 @@ done
 [[ $interval_ms =~ ^[0-9]+$ ]] || die "--interval-ms takes whole milliseconds"
 [[ $gpu =~ ^[0-9]+$ ]] || die "--gpu takes a GPU index"
 [[ $cpu_s =~ ^[0-9]+$ ]] || die "--cpu-s takes whole seconds"
+# By default the measurement starts when the loads end: seven phases and PyTorch's start.
+[ -n "$cpu_warmup_s" ] || cpu_warmup_s=$(awk -v s="$seconds" 'BEGIN { printf "%d", 7 * s + 30 }')
 [[ $cpu_warmup_s =~ ^[0-9]+$ ]] || die "--cpu-warmup-s takes whole seconds"
 if [ "$dry" = 0 ] && [ -z "$kit" ]; then kit="$root/.device"; fi
 mkdir -p "$out"
@@ -65,6 +68,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/trueidle-gpu-truth.XXXXXX")
 pids=()
 cleanup() {
   local p
+  # TERM first: agent-cpu.mjs stops the agents and the collector it started.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  if [ "${#pids[@]}" -gt 0 ]; then sleep 1; fi
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -190,6 +196,15 @@ if [ "$dry" = 1 ] && [ "$(date +%s%3N)" -gt "$ORIGIN_MS" ]; then
   say "The agents started after the first phase began; its first seconds are missing."
 fi
 
+cpu_pid=""
+if [ "$cpu_s" != 0 ]; then
+  say "Starting the agents' CPU measurement beside a bare nvidia-smi loop: $cpu_s s after $cpu_warmup_s s of warm-up."
+  "$node" "$here/agent-cpu.mjs" --trueidle "$trueidle" "${smi_args[@]}" "${nvml_args[@]}" --interval-ms "$interval_ms" \
+    --warmup-s "$cpu_warmup_s" --seconds "$cpu_s" --out "$out" >/dev/null 2>"$work/cpu.log" &
+  cpu_pid=$!
+  pids+=("$cpu_pid")
+fi
+
 say "Running the loads: 7 phases of $seconds s."
 loads_rc=0
 "${loads_cmd[@]}" >"$out/phases.jsonl" 2>"$work/loads.log" || loads_rc=$?
@@ -200,6 +215,7 @@ stop_pid "$nvml_pid"
 stop_pid "$smi_pid"
 stop_pid "$truth_pid"
 pids=()
+[ -z "$cpu_pid" ] || pids+=("$cpu_pid")
 
 # ---- the table ----------------------------------------------------------------------------
 
@@ -225,10 +241,10 @@ fi
 
 # ---- what the agent costs, and what each driver call costs --------------------------------
 
-if [ "$cpu_s" != 0 ]; then
-  say "Measuring the agents' whole-process CPU beside a bare nvidia-smi loop: $cpu_s s after $cpu_warmup_s s of warm-up."
-  "$node" "$here/agent-cpu.mjs" --trueidle "$trueidle" "${smi_args[@]}" "${nvml_args[@]}" --interval-ms "$interval_ms" \
-    --warmup-s "$cpu_warmup_s" --seconds "$cpu_s" --out "$out" 2>>"$work/run.log" || say "agent-cpu.mjs failed (logs.txt says why)."
+if [ -n "$cpu_pid" ]; then
+  say "Waiting for the CPU measurement."
+  if wait "$cpu_pid"; then cat "$out/agent-cpu.md"; else say "agent-cpu.mjs failed (logs.txt says why)."; fi
+  pids=()
 fi
 if command -v python3 >/dev/null; then
   say "Timing each NVML call the agent makes, and reading the driver's sample buffers."
@@ -236,7 +252,7 @@ if command -v python3 >/dev/null; then
     say "nvml-probe.py failed (logs.txt says why)."
 fi
 
-for f in run truth nvml smi loads; do
+for f in run truth nvml smi loads cpu; do
   printf '===== %s.log =====\n' "$f"
   cat "$work/$f.log" 2>/dev/null || true
 done >"$out/logs.txt"
