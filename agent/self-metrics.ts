@@ -19,6 +19,9 @@ interface AgentMetric {
   value: (s: AgentStats, lastAckAgeS: number) => number;
 }
 
+/** When this process started, for process_start_time_seconds. */
+const PROCESS_START_S = Math.round((Date.now() - process.uptime() * 1000) / 10) / 100;
+
 export const AGENT_METRICS: readonly AgentMetric[] = [
   {
     name: "trueidle_agent_buffered_windows", type: "gauge",
@@ -90,14 +93,8 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     help: "GPUs in the agent's last sample.",
     value: (s) => s.gpus,
   },
-];
-
-/**
- * The standard process metrics (the names every Prometheus client library uses), so the
- * agent's own cost is on the node's dashboards: CPU of every thread (getrusage), resident
- * memory, start time.
- */
-const PROCESS_METRICS: ReadonlyArray<{ name: string; type: "counter" | "gauge"; help: string; value: () => number }> = [
+  // The standard process metrics (the names every Prometheus client library uses), so the
+  // agent's own cost is on the node's dashboards.
   {
     name: "process_cpu_seconds_total", type: "counter",
     help: "Total user and system CPU time spent in seconds, every thread of the agent (the NVML worker and the driver's work on it included).",
@@ -113,17 +110,12 @@ const PROCESS_METRICS: ReadonlyArray<{ name: string; type: "counter" | "gauge"; 
   },
 ];
 
-const PROCESS_START_S = Math.round((Date.now() - process.uptime() * 1000) / 10) / 100;
-
 export function renderAgentMetrics(agent: AgentMetricsSource): string {
   const stats = agent.stats();
   const ageS = agent.lastAckAgeMs() / 1000;
   let out = "";
   for (const m of AGENT_METRICS) {
     out += familyHeader(m.name, m.type, m.help) + `${m.name} ${formatValue(m.value(stats, ageS))}\n`;
-  }
-  for (const m of PROCESS_METRICS) {
-    out += familyHeader(m.name, m.type, m.help) + `${m.name} ${formatValue(m.value())}\n`;
   }
   return out;
 }

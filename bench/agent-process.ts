@@ -37,6 +37,7 @@ import { writeFakeNvidiaSmi } from "../test/helpers/fake-nvidia-smi.js";
 import { H200_CALL_COST_SOURCE } from "../test/helpers/nvml-call-cost.js";
 import { parseExposition, sumOf, type ExpositionSample } from "../test/helpers/exposition.js";
 import { freePort } from "../test/helpers/ports.js";
+import { startTrueidle } from "../test/helpers/trueidle-process.js";
 import { readProcessCpu, type ProcessCpu } from "../scripts/gpu-truth/proc-cpu.mjs";
 import { spread, type Spread } from "./harness.js";
 
@@ -44,7 +45,6 @@ export const PROCESS_MODES = ["nvml", "nvidia-smi", "sim", "bare-node"] as const
 export type ProcessMode = (typeof PROCESS_MODES)[number];
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const BIN = join(ROOT, "bin", "trueidle.js");
 const H100 = "NVIDIA H100 80GB HBM3";
 
 /** 8 GPUs in mixed, steady states with per-second noise; GPM on four of them. */
@@ -130,19 +130,27 @@ interface Running {
   mode: ProcessMode | "collector";
   child: ChildProcess;
   output: () => string;
+  stop: () => Promise<unknown>;
   httpPort?: number | undefined;
 }
 
-function start(mode: Running["mode"], args: string[], env: NodeJS.ProcessEnv, httpPort?: number): Running {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  const keep = (b: Buffer): void => {
-    out += b.toString("utf8");
-    if (out.length > 200_000) out = out.slice(-100_000);
+/** A trueidle command, as the tests run it (test/helpers/trueidle-process.ts). */
+function startCommand(mode: Running["mode"], args: string[], env: NodeJS.ProcessEnv, httpPort?: number): Running {
+  const p = startTrueidle(args, env);
+  return { mode, child: p.child, output: p.output, stop: () => p.stop(), httpPort };
+}
+
+/** The baseline: a Node process with a 1 s timer and nothing else. */
+function startBareNode(): Running {
+  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000);"], { stdio: "ignore" });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return {
+    mode: "bare-node", child, output: () => "",
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
   };
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
-  return { mode, child, output: () => out, httpPort };
 }
 
 async function waitFor<T>(what: string, f: () => Promise<T | undefined> | T | undefined, timeoutMs: number, procs: Running[]): Promise<T> {
@@ -184,7 +192,7 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
     const gpus = scenario.gpus.length;
 
     const [grpcPort, httpPort] = [await freePort(), await freePort()];
-    const collector = start("collector", [BIN, "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`,
+    const collector = startCommand("collector", ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`,
       "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn"], {});
     procs.push(collector);
     await waitFor("the collector's /healthz", async () => {
@@ -203,11 +211,11 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
     const byMode = new Map<ProcessMode, Running>();
     for (const mode of PROCESS_MODES) {
       if (mode === "bare-node") {
-        byMode.set(mode, start(mode, ["-e", "setInterval(() => {}, 1000);"], {}));
+        byMode.set(mode, startBareNode());
         continue;
       }
       const port = await freePort();
-      byMode.set(mode, start(mode, [BIN, "agent", ...sourceArgs[mode], "--plaintext", "--collector", `127.0.0.1:${grpcPort}`,
+      byMode.set(mode, startCommand(mode, ["agent", ...sourceArgs[mode], "--plaintext", "--collector", `127.0.0.1:${grpcPort}`,
         "--hostname", `bench-${mode}`, "--http-listen", `127.0.0.1:${port}`, "--log-level", "info"], stub.env, port));
     }
     procs.push(...byMode.values());
@@ -316,18 +324,9 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
       problems,
     };
   } finally {
-    await Promise.all(procs.map((p) => stopProcess(p.child)));
+    await Promise.all(procs.map((p) => p.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 const ROW_NAMES: Readonly<Record<ProcessMode, string>> = {

@@ -12,15 +12,12 @@ import {
   type ServiceError,
   type StatusObject,
 } from "@grpc/grpc-js";
-import { ingestServiceDefinition } from "../../common/grpc-service.js";
+import { ingestClientDefinition, ingestServiceDefinition } from "../../common/grpc-service.js";
 import type { StreamRequest, StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 
 const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
-/** A client that sends raw bytes. */
-const RawClient = makeGenericClientConstructor(
-  { stream: { ...ingestServiceDefinition.stream, requestSerialize: (b: Buffer) => b } },
-  "IngestService",
-);
+/** A client that sends raw bytes (the agent's client definition passes Buffers through). */
+const RawClient = makeGenericClientConstructor(ingestClientDefinition, "IngestService");
 
 /** One agent stream: replies in order, and the final status. */
 export class Probe<Req = StreamRequest> {

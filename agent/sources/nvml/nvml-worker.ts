@@ -146,7 +146,7 @@ class NvmlWorker {
   /** nvmlInit_v2 and discovery again; the reason it failed, or undefined. */
   private initialiseAgain(): string | undefined {
     const rc = this.driver.call("nvmlInit_v2", this.nvml.fn.nvmlInit_v2);
-    if (rc !== NVML_SUCCESS) return `NVML: ${this.nvml.errorString(rc)} (nvmlInit_v2)`;
+    if (rc !== NVML_SUCCESS) return this.driver.failure(rc, "nvmlInit_v2");
     this.initialised = true;
     try {
       this.discover(true);
@@ -170,7 +170,7 @@ class NvmlWorker {
       this.driverVersion = cString(d.text, 0, BUFFER_SIZE.driverVersion);
     }
     const rc = d.call("nvmlDeviceGetCount_v2", fn.nvmlDeviceGetCount_v2, d.u32);
-    if (rc !== NVML_SUCCESS) throw new DriverLost(`NVML: ${this.nvml.errorString(rc)} (nvmlDeviceGetCount_v2)`);
+    if (rc !== NVML_SUCCESS) throw new DriverLost(d.failure(rc, "nvmlDeviceGetCount_v2"));
     const count = d.u32.readUInt32LE(0);
     const skip = new Set(this.cfg.skip);
     const devices: Device[] = [];
@@ -178,11 +178,11 @@ class NvmlWorker {
       if (skip.has(index)) continue;
       d.gpu = index;
       const hrc = d.call("nvmlDeviceGetHandleByIndex_v2", fn.nvmlDeviceGetHandleByIndex_v2, index, d.u64);
-      if (DRIVER_LEVEL_ERRORS.has(hrc)) throw new DriverLost(`NVML: ${this.nvml.errorString(hrc)} (nvmlDeviceGetHandleByIndex_v2)`);
+      if (DRIVER_LEVEL_ERRORS.has(hrc)) throw new DriverLost(d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2"));
       const handle = hrc === NVML_SUCCESS ? d.u64.readBigUInt64LE(0) : 0n;
       const gpu: NvmlGpu = { index, uuid: `unknown-nvml-${index}`, model: "unknown", gpm: false, slot: devices.length, version: 1 };
       const dev: Device = { gpu, handle };
-      if (hrc !== NVML_SUCCESS) gpu.error = `NVML: ${this.nvml.errorString(hrc)} (nvmlDeviceGetHandleByIndex_v2)`;
+      if (hrc !== NVML_SUCCESS) gpu.error = d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2");
       else this.identify(dev);
       if (dev.readers) gpu.utilSamples = this.probe(dev);
       devices.push(dev);

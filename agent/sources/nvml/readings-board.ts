@@ -51,15 +51,13 @@ export class ReadingsBoard {
 
   /** A board for `slots` GPUs, in new shared memory. */
   static create(slots: number): ReadingsBoard {
-    const headerBytes = Math.ceil(((slots + 1) * 4) / 8) * 8;
-    return new ReadingsBoard(new SharedArrayBuffer(headerBytes + slots * SLOT_FIELDS * 8), slots);
+    return new ReadingsBoard(new SharedArrayBuffer(headerBytes(slots) + slots * SLOT_FIELDS * 8), slots);
   }
 
   constructor(readonly buffer: SharedArrayBuffer, slots: number) {
     this.slots = slots;
-    const headerBytes = Math.ceil(((slots + 1) * 4) / 8) * 8;
     this.seq = new Int32Array(buffer, 0, slots + 1);
-    this.values = new Float64Array(buffer, headerBytes, slots * SLOT_FIELDS);
+    this.values = new Float64Array(buffer, headerBytes(slots), slots * SLOT_FIELDS);
   }
 
   /** Worker side: publishes a finished reading (SLOT_FIELDS numbers) into `slot`. */
@@ -89,6 +87,11 @@ export class ReadingsBoard {
   badValues(): number {
     return Atomics.load(this.seq, this.slots);
   }
+}
+
+/** The counters ahead of the readings, rounded up so the readings start on an 8-byte boundary. */
+function headerBytes(slots: number): number {
+  return Math.ceil(((slots + 1) * 4) / 8) * 8;
 }
 
 /** A reading's numbers, all missing: the worker's scratch for one GPU. */
