@@ -9,7 +9,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../common/log.js";
 import type { HostIdentity, Thresholds } from "../common/types.js";
 import type { GpuSource } from "./sources/source.js";
-import { SamplePipeline } from "./pipeline.js";
+import { SamplePipeline, type ClockStepBack } from "./pipeline.js";
 import { Shipper, type ShipperStats } from "./shipper/shipper.js";
 import { WindowBuffer } from "./shipper/window-buffer.js";
 import { openStateDir, type StateDir } from "./state-dir.js";
@@ -45,6 +45,8 @@ export interface AgentStats {
   ticks: number;
   /** Sampling instants skipped because the event loop ran a tick more than one interval late. */
   ticksMissed: number;
+  /** GPU samples dropped because the wall clock stepped back into time the GPU's windows covered already. */
+  samplesDropped: number;
   windows: number;
   gpus: number;
   shipper: ShipperStats;
@@ -77,7 +79,10 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.now = opts.now ?? Date.now;
     this.startedMs = this.now();
-    this.pipeline = new SamplePipeline({ windowMs: opts.windowMs, intervalMs: opts.intervalMs, thresholds: opts.thresholds });
+    this.pipeline = new SamplePipeline({
+      windowMs: opts.windowMs, intervalMs: opts.intervalMs, thresholds: opts.thresholds,
+      onClockStepBack: (step) => this.clockSteppedBack(step),
+    });
   }
 
   /**
@@ -172,6 +177,7 @@ export class Agent {
     return {
       ticks: this.ticks,
       ticksMissed: this.ticksMissed,
+      samplesDropped: this.pipeline.samplesDropped,
       windows: this.windows,
       gpus: this.pipeline.latest().length,
       shipper: this.shipper?.stats() ?? EMPTY_SHIPPER_STATS,
@@ -203,7 +209,10 @@ export class Agent {
     const now = this.now();
     const iv = this.opts.intervalMs;
     let next = Math.floor(now / iv) * iv + iv;
-    if (next <= this.lastTickMs) next = this.lastTickMs + iv;
+    // A timer that fired a little early must not tick the same instant twice. A wall clock
+    // that stepped back an interval or more ticks on at its own instants, and the pipeline
+    // drops (and counts) the samples that fall in time its windows covered already.
+    if (next <= this.lastTickMs && this.lastTickMs - now < iv) next = this.lastTickMs + iv;
     this.timer = setTimeout(() => this.tick(next), Math.max(0, next - now));
   }
 
@@ -236,6 +245,15 @@ export class Agent {
       this.opts.logger.error("A sampling tick failed; its sample is lost.", { err: err as Error });
     }
     this.schedule();
+  }
+
+  private clockSteppedBack(step: ClockStepBack): void {
+    this.opts.logger.warn(
+      `The wall clock stepped back by ${Math.round(step.stepMs / 1000)} s, to ${new Date(step.timeMs).toISOString()}. ` +
+        `The windows sent already cover the time until ${new Date(step.resumeMs).toISOString()}, so samples until the clock is ` +
+        "back there are dropped rather than sent twice (counted in trueidle_agent_samples_dropped_total).",
+      { step_ms: step.stepMs, resume_at: new Date(step.resumeMs).toISOString(), gpus: step.gpus, dropped_total: this.pipeline.samplesDropped },
+    );
   }
 
   private hand(windows: GpuWindowRecord[]): void {

@@ -7,7 +7,7 @@ import { AGENT_METRICS, renderAgentMetrics } from "./self-metrics.js";
 
 function fakeAgent(sampling: boolean) {
   const stats: AgentStats = {
-    ticks: 40, ticksMissed: 3, windows: 12, gpus: 2, sourceRestarts: 1, sourceParseErrors: 0, sourceHungCalls: 0,
+    ticks: 40, ticksMissed: 3, samplesDropped: 5, windows: 12, gpus: 2, sourceRestarts: 1, sourceParseErrors: 0, sourceHungCalls: 0,
     shipper: { connected: true, buffered: 3, bufferBytes: 900, inFlight: 1, sent: 10, acked: 9, rejected: 1, dropped: 2, reconnects: 4, lastAckMs: 1000 },
   };
   return { stats: () => stats, lastAckAgeMs: () => 2500, isSampling: () => sampling };
@@ -37,6 +37,7 @@ describe("agent self-metrics", () => {
     expect(text).toContain("trueidle_agent_reconnects_total 4\n");
     expect(text).toContain("trueidle_agent_connected 1\n");
     expect(text).toContain("trueidle_agent_sampler_restarts_total 1\n");
+    expect(text).toContain("trueidle_agent_samples_dropped_total 5\n");
     expect(text).toContain("trueidle_agent_last_ack_age_seconds 2.5\n");
     const check = await promtool(["check", "metrics"], text);
     expect(check.stdout + check.stderr).toBe("");

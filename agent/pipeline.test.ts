@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_TRACKED_PIDS, SamplePipeline } from "./pipeline.js";
+import { MAX_TRACKED_PIDS, SamplePipeline, type ClockStepBack } from "./pipeline.js";
 import { DEFAULT_THRESHOLDS, type GpuProcess, type GpuReading } from "../common/types.js";
 import { readingsAt } from "./sim/evaluate.js";
 import { parseScenario } from "./sim/scenario.js";
@@ -186,5 +186,66 @@ describe("SamplePipeline: the top holders' SM share", () => {
     p.ingest(T0 + 2000, [reading(busy([proc(1, 1, 0), proc(1000, 0.5, 0)]))]);
     const [w] = p.flushAll();
     expect(w!.topHolders.map((h) => [h.pid, h.smShare])).toEqual([[1, 0], [1000, 0]]);
+  });
+});
+
+describe("SamplePipeline: a wall clock that steps back", () => {
+  const steps: ClockStepBack[] = [];
+  const pipeline = (): SamplePipeline => {
+    steps.length = 0;
+    return new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS, onClockStepBack: (s) => void steps.push(s) });
+  };
+  const two = (): GpuReading[] => [reading(), reading({ uuid: "GPU-b", index: 1 })];
+
+  it("drops the samples of time already folded, reports the step once, and never opens a window twice", () => {
+    const p = pipeline();
+    for (let s = 0; s < 15; s++) p.ingest(T0 + s * 1000, two());
+    // The clock steps back 10 s: the next sample is stamped +5 s instead of +15 s.
+    for (let s = 5; s < 25; s++) p.ingest(T0 + s * 1000, two());
+    const ws = [...p.drain(), ...p.flushAll()];
+    expect(p.samplesDropped).toBe(2 * 10); // +5 … +14, both GPUs
+    expect(steps).toEqual([{ timeMs: T0 + 5000, stepMs: 10_000, resumeMs: T0 + 14_000, gpus: 2 }]);
+    // Each window once, each holding each second once.
+    expect(ws.map((w) => [w.uuid, (w.startMs - T0) / 1000, w.observedS]).sort()).toEqual([
+      ["GPU-a", 0, 10], ["GPU-a", 10, 10], ["GPU-a", 20, 5], ["GPU-b", 0, 10], ["GPU-b", 10, 10], ["GPU-b", 20, 5],
+    ]);
+    // The dropped samples are still the GPUs' latest readings while they come.
+    p.ingest(T0 + 1000, two());
+    expect(p.latest().map((s) => s.timeMs)).toEqual([T0 + 1000, T0 + 1000]);
+  });
+
+  it("drops samples before the end of a closed window even where no sample of it was taken", () => {
+    const p = pipeline();
+    for (let s = 0; s < 8; s++) p.ingest(T0 + s * 1000, [reading()]);
+    p.closeUntil(T0 + 12_000); // the GPU gave no reading for a while: [0, 10) is closed
+    const [first] = p.drain();
+    expect(first!.observedS).toBe(8);
+    for (let s = 8; s < 12; s++) p.ingest(T0 + s * 1000, [reading()]);
+    expect(p.drain()).toEqual([]);
+    expect(p.samplesDropped).toBe(2); // +8 and +9 fall in the closed window; +10 and +11 open the next
+    expect(steps).toEqual([{ timeMs: T0 + 8000, stepMs: 5000, resumeMs: T0 + 10_000, gpus: 1 }]);
+    const [next] = p.flushAll();
+    expect([(next!.startMs - T0) / 1000, next!.observedS]).toEqual([10, 2]);
+  });
+
+  it("reports each step once, a second one while still behind too, and ships the open window as it was", () => {
+    const p = pipeline();
+    for (let s = 0; s < 5; s++) p.ingest(T0 + s * 1000, [reading()]);
+    for (let s = -60; s < -50; s++) p.ingest(T0 + s * 1000, [reading()]); // back a minute
+    for (let s = -120; s < -100; s++) p.ingest(T0 + s * 1000, [reading()]); // and another, still behind
+    expect(steps.map((s) => [s.stepMs / 1000, (s.resumeMs - T0) / 1000])).toEqual([[65, 4], [70, 4]]);
+    expect(p.samplesDropped).toBe(30);
+    const [w, ...rest] = p.flushAll();
+    expect(rest).toEqual([]);
+    expect([w!.startMs, w!.observedS]).toEqual([T0, 5]);
+  });
+
+  it("leaves a gap where the clock jumps forward, dropping nothing", () => {
+    const p = pipeline();
+    for (let s = 0; s < 3; s++) p.ingest(T0 + s * 1000, [reading()]);
+    for (let s = 3_600; s < 3_603; s++) p.ingest(T0 + s * 1000, [reading()]);
+    const ws = p.flushAll();
+    expect(ws.map((w) => [(w.startMs - T0) / 1000, w.observedS])).toEqual([[0, 3], [3_600, 3]]);
+    expect([p.samplesDropped, steps]).toEqual([0, []]);
   });
 });

@@ -3,6 +3,13 @@
  * GPU's baseline, and fold samples into windows aligned to wall-clock multiples of the
  * window length. Clock-free: callers pass the sample time, so the same code serves live
  * sampling and simulated backfill.
+ *
+ * Sample times of a GPU only move forward into its windows. A wall clock that steps back
+ * (an NTP step, a clock set by hand) would otherwise open windows over time the GPU's
+ * windows covered already, which the collector must refuse or would count twice: a sample
+ * at or before the GPU's last folded sample, or before the end of its last closed window,
+ * is dropped instead, counted in `samplesDropped` and reported once per step through
+ * `onClockStepBack`. A clock that jumps forward only leaves a gap.
  */
 import type { GpuProcess, GpuReading, GpuState, Thresholds } from "../common/types.js";
 import { classify, idleStreakSeconds, nextBaseline, type Classification, type GpuBaseline } from "./model/idle-model.js";
@@ -52,6 +59,24 @@ interface GpuTrack {
   baseline: GpuBaseline;
   open?: OpenWindow | undefined;
   last?: ClassifiedSample | undefined;
+  /** Time of the last sample folded into a window; later samples must come after it. */
+  foldedMs: number;
+  /** End of the GPU's last closed window; later samples must not come before it. */
+  closedEndMs: number;
+  /** The last sample was dropped: the clock is still behind the GPU's windows. */
+  behind: boolean;
+}
+
+/** A wall clock that stepped back behind the time a GPU's windows already cover. */
+export interface ClockStepBack {
+  /** The first sample time after the step. */
+  timeMs: number;
+  /** How far the clock went back: from where the next sample was due (one interval after the last call) to `timeMs`. */
+  stepMs: number;
+  /** Samples are dropped until the clock is back here. */
+  resumeMs: number;
+  /** GPUs whose samples are dropped from this step on. */
+  gpus: number;
 }
 
 export interface PipelineOptions {
@@ -59,22 +84,36 @@ export interface PipelineOptions {
   /** Nominal seconds each sample stands for (the sampling interval). */
   intervalMs: number;
   thresholds: Thresholds;
+  /** Told once per step back of the clock, with the first sample it made the pipeline drop. */
+  onClockStepBack?: ((step: ClockStepBack) => void) | undefined;
 }
 
 export class SamplePipeline {
   private readonly windowMs: number;
+  private readonly intervalMs: number;
   private readonly dtS: number;
   private thresholds: Thresholds;
+  private readonly onClockStepBack: ((step: ClockStepBack) => void) | undefined;
   private readonly tracks = new Map<string, GpuTrack>();
   private ready: GpuWindowRecord[] = [];
+  private dropped = 0;
+  /** Time of the last call of ingest or closeUntil: where the clock was. */
+  private lastCallMs = -Infinity;
 
   constructor(opts: PipelineOptions) {
     if (!(opts.windowMs > 0) || !(opts.intervalMs > 0) || opts.intervalMs > opts.windowMs) {
       throw new RangeError(`window (${opts.windowMs} ms) must be positive and at least the interval (${opts.intervalMs} ms)`);
     }
     this.windowMs = opts.windowMs;
+    this.intervalMs = opts.intervalMs;
     this.dtS = opts.intervalMs / 1000;
     this.thresholds = { ...opts.thresholds };
+    this.onClockStepBack = opts.onClockStepBack;
+  }
+
+  /** Samples (one per GPU and instant) dropped because the clock was behind the GPU's windows. */
+  get samplesDropped(): number {
+    return this.dropped;
   }
 
   setThresholds(t: Thresholds): void {
@@ -88,36 +127,50 @@ export class SamplePipeline {
   /** Classifies and aggregates one sample of every GPU taken at `timeMs`. */
   ingest(timeMs: number, readings: readonly GpuReading[]): void {
     const windowStart = timeMs - mod(timeMs, this.windowMs);
+    let step: ClockStepBack | undefined;
     for (const reading of readings) {
       let track = this.tracks.get(reading.uuid);
       if (!track) {
-        track = { baseline: {} };
+        track = { baseline: {}, foldedMs: -Infinity, closedEndMs: -Infinity, behind: false };
         this.tracks.set(reading.uuid, track);
       }
+      // A dropped sample still classifies and shows as the GPU's latest: it is a true reading, only its time is taken.
       const c = classify(reading, track.baseline, this.thresholds);
       track.baseline = nextBaseline(reading, c, track.baseline, timeMs);
       const streak = idleStreakSeconds(track.baseline, c.state, timeMs);
       const sample: ClassifiedSample = { timeMs, reading, classification: c, idleStreakS: streak };
+      const prev = track.last;
       track.last = sample;
 
-      if (track.open && track.open.rec.startMs !== windowStart) {
-        this.ready.push(closeWindow(track.open));
-        track.open = undefined;
+      if (timeMs <= track.foldedMs || timeMs < track.closedEndMs) {
+        this.dropped++;
+        // A new step: the first dropped sample, or the clock went back again while behind.
+        if (!track.behind || (prev !== undefined && timeMs < prev.timeMs)) {
+          const stepMs = Math.max(0, this.lastCallMs + this.intervalMs - timeMs);
+          const resumeMs = Math.max(track.foldedMs, track.closedEndMs);
+          step = step
+            ? { timeMs, stepMs: Math.max(step.stepMs, stepMs), resumeMs: Math.max(step.resumeMs, resumeMs), gpus: step.gpus + 1 }
+            : { timeMs, stepMs, resumeMs, gpus: 1 };
+        }
+        track.behind = true;
+        continue;
       }
+      track.behind = false;
+      if (track.open && track.open.rec.startMs !== windowStart) this.close(track);
       if (!track.open) track.open = openWindow(reading, windowStart, this.windowMs);
       this.addSample(track.open, sample);
+      track.foldedMs = timeMs;
     }
     // GPUs that gave no reading this tick: close their windows once time has moved on.
     this.closeUntil(timeMs);
+    if (step) this.onClockStepBack?.(step);
   }
 
   /** Closes every window that ended at or before `timeMs` (call on a tick with no readings). */
   closeUntil(timeMs: number): void {
+    this.lastCallMs = timeMs;
     for (const track of this.tracks.values()) {
-      if (track.open && track.open.rec.startMs + this.windowMs <= timeMs) {
-        this.ready.push(closeWindow(track.open));
-        track.open = undefined;
-      }
+      if (track.open && track.open.rec.startMs + this.windowMs <= timeMs) this.close(track);
     }
   }
 
@@ -130,12 +183,7 @@ export class SamplePipeline {
 
   /** Closes every open window, partial ones too (on shutdown), and returns all finished windows. */
   flushAll(): GpuWindowRecord[] {
-    for (const track of this.tracks.values()) {
-      if (track.open) {
-        this.ready.push(closeWindow(track.open));
-        track.open = undefined;
-      }
-    }
+    for (const track of this.tracks.values()) if (track.open) this.close(track);
     return this.drain();
   }
 
@@ -144,6 +192,14 @@ export class SamplePipeline {
     const out: ClassifiedSample[] = [];
     for (const t of this.tracks.values()) if (t.last) out.push(t.last);
     return out.sort((a, b) => a.reading.index - b.reading.index);
+  }
+
+  private close(track: GpuTrack): void {
+    const open = track.open;
+    if (!open) return;
+    this.ready.push(closeWindow(open));
+    track.closedEndMs = open.rec.startMs + open.rec.durationMs;
+    track.open = undefined;
   }
 
   private addSample(w: OpenWindow, s: ClassifiedSample): void {

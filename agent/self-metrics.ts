@@ -84,6 +84,11 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     value: (s) => s.ticksMissed,
   },
   {
+    name: "trueidle_agent_samples_dropped_total", type: "counter",
+    help: "GPU samples dropped because the wall clock stepped back into time this agent's windows covered already (NTP step, clock set by hand); one per GPU and sampling instant.",
+    value: (s) => s.samplesDropped,
+  },
+  {
     name: "trueidle_agent_last_ack_age_seconds", type: "gauge",
     help: "Seconds since a collector last acknowledged a batch (since the agent started when none has yet).",
     value: (_s, age) => age,

@@ -5,6 +5,7 @@ import { parseLabels } from "../common/labels.js";
 import { UsageError } from "./args.js";
 import { createSource, SOURCE_NAMES, type SourceName } from "../agent/sources/registry.js";
 import { hostIdentity } from "../agent/host-identity.js";
+import { quoteText, unsafeTextProblem } from "../common/text-safety.js";
 import { Agent } from "../agent/agent.js";
 import { SamplePipeline } from "../agent/pipeline.js";
 import { renderOnceTable } from "./once-table.js";
@@ -34,14 +35,17 @@ export const agentSpec: CommandSpec = {
     { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (NVML and nvidia-smi sources)." },
     { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8).",
       check: (values) => void parseLabels(values) },
-    { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's." },
+    { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's.",
+      check: (values) => hostnameCheck(values[values.length - 1] ?? "") },
     { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them, then exit." },
     { name: "watch", type: "boolean",
       help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector." },
     { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
       help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
     { name: "max-buffer-size", type: "size", min: 1024 * 1024, default: "256MiB", placeholder: "SIZE",
-      help: "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
+      help: "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted. " +
+        "With --state-dir each window counts 8 bytes more (its record header), and the files in DIR/buffer stay within " +
+        "this size plus one segment file (a sixteenth of it, 64 KiB to 8 MiB)." },
     { name: "state-dir", type: "string", placeholder: "DIR",
       help: "Keep unacknowledged windows on disk in DIR/buffer (fsynced in batches) so that they survive a restart; one agent per DIR." },
     { name: "http-listen", type: "string", placeholder: "HOST:PORT",
@@ -63,6 +67,12 @@ export const agentSpec: CommandSpec = {
     "trueidle agent --plaintext --source sim --scenario demo/scenarios/gpu-a01.json --collector localhost:9746",
   ],
 };
+
+/** `--hostname`: refused here with the collector's rule for names rather than by the collector on every connect. */
+function hostnameCheck(name: string): void {
+  const problem = unsafeTextProblem(name);
+  if (problem !== undefined) throw new Error(`${quoteText(name)} ${problem}`);
+}
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const v = parseFlags(agentSpec, argv);

@@ -6,6 +6,7 @@
  */
 import { parseDuration } from "../common/duration.js";
 import { parseSize } from "../common/size.js";
+import { quoteUrl, redactUrlCredentials } from "../common/influx-url.js";
 
 /** `size` takes "256MiB", "1GiB", "500MB" or bytes (common/size.ts); min and max are bytes. */
 export type FlagType = "string" | "boolean" | "duration" | "number" | "list" | "size";
@@ -53,14 +54,15 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (!arg.startsWith("--")) {
-      problems.push(`unexpected argument "${arg}"`);
+      // A URL typed without its flag may carry credentials; they are never echoed.
+      problems.push(`unexpected argument ${quoteUrl(arg)}`);
       continue;
     }
     const eq = arg.indexOf("=");
     const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
     const f = byName.get(name);
     if (!f) {
-      problems.push(`unknown flag --${name}`);
+      problems.push(`unknown flag --${redactUrlCredentials(name)}`);
       continue;
     }
     let value: string;

@@ -7,7 +7,8 @@ import { startCollector, type CollectorInfluxOptions, type CollectorSpoolOptions
 import { MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "../collector/influx/schema.js";
 import { DEFAULT_MAX_AGENTS } from "../collector/agent-registry.js";
 import { DEFAULT_MAX_GPUS } from "../collector/fleet-state.js";
-import { MAX_RECEIVE_MESSAGE_BYTES } from "../collector/grpc-server.js";
+import { DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, MAX_RECEIVE_MESSAGE_BYTES } from "../collector/grpc-server.js";
+import { DEFAULT_MAX_HTTP_CONNECTIONS } from "../collector/http-server.js";
 import { DEFAULT_AGENT_RATE_LIMITS } from "../collector/rate-limit.js";
 import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { parseInfluxUrl, readInfluxCredentials } from "../collector/influx/target.js";
@@ -28,6 +29,14 @@ const LIMIT_FLAGS: FlagSpec[] = [
     help: "Windows in one batch; a larger batch ends the stream with INVALID_ARGUMENT." },
   { name: "agent-rate-limit", type: "number", min: 1, max: 1_000_000, default: String(DEFAULT_AGENT_RATE_LIMITS.windowsPerS), placeholder: "N",
     help: "Windows per second per agent stream (burst: 10 s of it). Beyond it acks are held; an agent that does not slow down gets RESOURCE_EXHAUSTED." },
+  { name: "max-connections", type: "number", min: 1, max: 10_000_000, placeholder: "N",
+    help: "Connections on the gRPC port at once (default: --max-agents plus 10 % or at least 1,000, within the file descriptors the process may hold); further ones are closed at once." },
+  { name: "max-connections-per-address", type: "number", min: 1, max: 10_000_000, default: String(DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS), placeholder: "N",
+    help: "Connections on the gRPC port from one source address; raise it when many agents reach the collector through one NAT or proxy." },
+  { name: "hello-timeout", type: "duration", min: 100, max: 600_000, default: "10s",
+    help: "A new gRPC connection must open a stream, and a stream say Hello, within this; a connection without a stream for this long is closed." },
+  { name: "http-max-connections", type: "number", min: 4, max: 100_000, default: String(DEFAULT_MAX_HTTP_CONNECTIONS), placeholder: "N",
+    help: "Connections on the HTTP port at once (a quarter of it from one address)." },
   { name: "max-window-age", type: "duration", min: 60_000, default: "7d",
     help: "Windows that started longer ago are rejected as too_old." },
   { name: "max-window-future", type: "duration", min: 1_000, max: 86_400_000, default: "5m",
@@ -137,6 +146,10 @@ export async function collectorCommand(argv: string[]): Promise<number> {
     maxMessageBytes: v["max-message-size"] as number,
     maxWindowsPerBatch: Math.floor(v["max-windows-per-batch"] as number),
     agentRateLimit: v["agent-rate-limit"] as number,
+    maxConnections: v["max-connections"] === undefined ? undefined : Math.floor(v["max-connections"] as number),
+    maxConnectionsPerAddress: Math.floor(v["max-connections-per-address"] as number),
+    helloTimeoutMs: v["hello-timeout"] as number,
+    httpMaxConnections: Math.floor(v["http-max-connections"] as number),
     maxWindowAgeMs: v["max-window-age"] as number,
     maxWindowFutureMs: v["max-window-future"] as number,
     logger,

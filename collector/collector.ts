@@ -10,8 +10,11 @@ import { TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
 import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
-import { IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
-import { CollectorHttpServer } from "./http-server.js";
+import { DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
+import { CollectorHttpServer, DEFAULT_MAX_HTTP_CONNECTIONS } from "./http-server.js";
+import { openFilesLimit } from "../common/connection-guard.js";
+import { routeGrpcLogs } from "../common/grpc-log.js";
+import { FailureThrottle } from "./auth/failure-throttle.js";
 import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
@@ -60,6 +63,14 @@ export interface CollectorOptions {
   maxMessageBytes?: number;
   /** Windows per second per agent stream, with a burst of 10 s of it (default 2,000); acks are held beyond it. */
   agentRateLimit?: number;
+  /** A new gRPC connection must open a stream, and a stream say Hello, within this; an idle connection is closed after it (default 10 s). */
+  helloTimeoutMs?: number;
+  /** Connections on the gRPC port at once (default: --max-agents plus 10 % or at least 1,000, within the process' file descriptors). */
+  maxConnections?: number;
+  /** Connections on the gRPC port from one source address (default 1,000). */
+  maxConnectionsPerAddress?: number;
+  /** Connections on the HTTP port at once (default 256; a quarter of it from one address). */
+  httpMaxConnections?: number;
   logger: Logger;
   /** Clock, Unix milliseconds; injectable for tests. */
   now?: () => number;
@@ -155,6 +166,10 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   positive("maxGpus", opts.maxGpus, true);
   positive("maxAgents", opts.maxAgents, true);
   positive("agentRateLimit", opts.agentRateLimit, false);
+  positive("helloTimeoutMs", opts.helloTimeoutMs, false);
+  positive("maxConnections", opts.maxConnections, true);
+  positive("maxConnectionsPerAddress", opts.maxConnectionsPerAddress, true);
+  positive("httpMaxConnections", opts.httpMaxConnections, true);
   const mb = opts.maxMessageBytes;
   if (mb !== undefined && !(Number.isInteger(mb) && mb >= MAX_RECEIVE_MESSAGE_BYTES && mb <= MAX_MESSAGE_BYTES_CEILING)) {
     problems.push(`maxMessageBytes must be an integer from ${MAX_RECEIVE_MESSAGE_BYTES} (4 MiB, what agents may send) to ${MAX_MESSAGE_BYTES_CEILING} (got ${mb})`);
@@ -204,6 +219,30 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
     },
     rateLimits,
   };
+}
+
+/** Descriptors kept free of both listeners: InfluxDB requests, the spool, logs, Node itself. */
+const RESERVED_FILE_DESCRIPTORS = 256;
+
+/**
+ * gRPC connections the collector takes at once: --max-connections, or --max-agents plus
+ * 10 % for reconnects; either within the descriptors the process may hold (less the HTTP
+ * connections and a reserve), with a warning naming the fix when the limit cuts it.
+ */
+async function grpcConnectionBudget(opts: CollectorOptions, httpMaxConnections: number, logger: Logger): Promise<number> {
+  const agents = opts.maxAgents ?? DEFAULT_MAX_AGENTS;
+  const wanted = opts.maxConnections ?? agents + Math.max(1_000, Math.ceil(agents / 10));
+  const files = await openFilesLimit();
+  if (files === undefined) return wanted;
+  const room = files - httpMaxConnections - RESERVED_FILE_DESCRIPTORS;
+  if (wanted <= room) return wanted;
+  const budget = Math.max(16, room);
+  logger.warn(
+    `The collector takes at most ${budget} gRPC connections, not ${wanted}: the process may hold ${files} file descriptors. ` +
+      `Raise the limit (systemd LimitNOFILE=, ulimit -n, the container runtime's nofile) to serve ${wanted}.`,
+    { openFilesLimit: files, wanted, budget },
+  );
+  return budget;
 }
 
 export async function startCollector(opts: CollectorOptions): Promise<Collector> {
@@ -262,6 +301,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       : new WaitForInfluxSink({ writer, written, logger });
   }
   const auth = opts.tokens ? new StreamAuthenticator({ tokens: opts.tokens, logger, now }) : undefined;
+  routeGrpcLogs(logger);
+  const httpMaxConnections = opts.httpMaxConnections ?? DEFAULT_MAX_HTTP_CONNECTIONS;
+  const grpcConnections = await grpcConnectionBudget(opts, httpMaxConnections, logger);
   const grpc = new IngestServer({
     fleet,
     self,
@@ -273,8 +315,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     influx: sink ? { sink } : undefined,
     agents: new AgentRegistry(opts.maxAgents ?? DEFAULT_MAX_AGENTS),
     rateLimits: Object.freeze(valid.rateLimits),
-  }, auth, { maxMessageBytes: opts.maxMessageBytes });
-  const http = new CollectorHttpServer({ fleet, self, logger, tls: opts.httpTls, basicAuth: opts.httpBasicAuth });
+  }, auth, {
+    maxMessageBytes: opts.maxMessageBytes,
+    helloTimeoutMs: opts.helloTimeoutMs,
+    maxConnections: grpcConnections,
+    maxConnectionsPerAddress: Math.min(grpcConnections, opts.maxConnectionsPerAddress ?? DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS),
+    connectionCounters: self.connections.grpc,
+    authThrottle: auth ? new FailureThrottle() : undefined,
+  });
+  const http = new CollectorHttpServer({
+    fleet,
+    self,
+    logger,
+    tls: opts.httpTls,
+    basicAuth: opts.httpBasicAuth,
+    authThrottle: opts.httpBasicAuth ? new FailureThrottle() : undefined,
+    maxConnections: httpMaxConnections,
+  });
 
   let grpcPort: number;
   let httpPort: number;

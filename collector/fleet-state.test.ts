@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../common/log.js";
 import { GpuState, RealSource } from "../gen/trueidle/v1/ingest_pb.js";
-import { FleetState, type GpuRecord, type HostInfo } from "./fleet-state.js";
+import { FleetState, MAX_COVERED_SPANS, type GpuRecord, type HostInfo } from "./fleet-state.js";
 import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
 
 const HOST: HostInfo = { hostname: "gpu-node-1", labels: { site: "dc1" }, windowMs: 10_000 };
@@ -48,13 +48,137 @@ describe("FleetState", () => {
     const w2 = makeWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000) });
     expect(fleet.applyWindow(HOST, w1)).toBe("applied");
     expect(fleet.applyWindow(HOST, w2)).toBe("applied");
-    expect(fleet.applyWindow(HOST, w1)).toBe("duplicate");
-    expect(fleet.applyWindow(HOST, w2)).toBe("duplicate");
+    expect(fleet.applyWindow(HOST, w1)).toBe("replayed");
+    expect(fleet.applyWindow(HOST, w2)).toBe("replayed");
     expect(only(fleet).observedS).toBe(20);
     expect(fleet.summary().totals.observedS).toBe(20);
     // The same uuid on another host is another GPU record.
     expect(fleet.applyWindow({ ...HOST, hostname: "gpu-node-2" }, w1)).toBe("applied");
     expect(fleet.size).toBe(2);
+  });
+
+  describe("covered time", () => {
+    /** A free-idle window of UUID_A at T0 + `offsetS` seconds, `lengthS` long. */
+    const at = (offsetS: number, lengthS = 10) => makeWindow({
+      uuid: UUID_A, startMs: BigInt(T0 + offsetS * 1000), durationMs: lengthS * 1000,
+      observedS: lengthS, freeIdleS: lengthS, reportedIdleS: lengthS,
+    });
+    const spans = (rec: GpuRecord): number[][] => {
+      const out: number[][] = [];
+      for (let i = 0; i < rec.covered.length; i += 2) out.push([(rec.covered[i]! - T0) / 1000, (rec.covered[i + 1]! - T0) / 1000]);
+      return out;
+    };
+
+    it("counts the windows a future-stamped window skipped over, each once, and acknowledges their replays", () => {
+      const fleet = new FleetState({ now: clock().now });
+      expect(fleet.applyWindow(HOST, at(0))).toBe("applied");
+      // The agent's clock ran 4m50s ahead for one window, then stepped back.
+      expect(fleet.applyWindow(HOST, at(290))).toBe("applied");
+      for (let k = 1; k < 29; k++) expect(fleet.applyWindow(HOST, at(k * 10)), `window ${k}`).toBe("applied");
+      const rec = only(fleet);
+      expect(rec.observedS).toBe(300);
+      expect(rec.stateS.free_idle).toBe(300);
+      expect(fleet.summary().totals.observedS).toBe(300);
+      // The gap is filled: one span again.
+      expect(spans(rec)).toEqual([[0, 300]]);
+      for (let k = 0; k < 30; k++) expect(fleet.applyWindow(HOST, at(k * 10))).toBe("replayed");
+      expect(rec.observedS).toBe(300);
+      // Past the future window the GPU goes on as before.
+      expect(fleet.applyWindow(HOST, at(300))).toBe("applied");
+      expect(spans(rec)).toEqual([[0, 310]]);
+    });
+
+    it("merges adjacent windows into one span and keeps gaps as spans of their own", () => {
+      const fleet = new FleetState({ now: clock().now });
+      fleet.applyWindow(HOST, at(0));
+      fleet.applyWindow(HOST, at(10));
+      const rec = only(fleet);
+      expect(spans(rec)).toEqual([[0, 20]]);
+      fleet.applyWindow(HOST, at(50));
+      fleet.applyWindow(HOST, at(30));
+      expect(spans(rec)).toEqual([[0, 20], [30, 40], [50, 60]]);
+      // A window joining two spans makes them one; a shorter one inside covered time is a replay.
+      expect(fleet.applyWindow(HOST, at(40))).toBe("applied");
+      expect(spans(rec)).toEqual([[0, 20], [30, 60]]);
+      expect(fleet.applyWindow(HOST, at(20))).toBe("applied");
+      expect(spans(rec)).toEqual([[0, 60]]);
+      expect(fleet.applyWindow(HOST, at(12, 5))).toBe("replayed");
+      expect(rec.observedS).toBe(60);
+    });
+
+    it("refuses a window that partly overlaps covered time, changes nothing, and warns once a minute naming host, GPU and overlap", () => {
+      const c = clock();
+      const logs: string[] = [];
+      const fleet = new FleetState({ now: c.now, logger: createLogger({ write: (l) => void logs.push(l) }) });
+      fleet.applyWindow(HOST, at(0));
+      fleet.applyWindow(HOST, at(10));
+      fleet.applyWindow(HOST, at(40));
+      const rec = only(fleet);
+      const before = { observedS: rec.observedS, spans: spans(rec), state: rec.state, lastStartMs: rec.lastStartMs };
+      // Over the end of a span, into a gap; over a gap and both its edges; a longer window from a span's start.
+      expect(fleet.applyWindow(HOST, at(15, 10))).toBe("overlap");
+      expect(fleet.applyWindow(HOST, at(10, 60))).toBe("overlap");
+      expect(fleet.applyWindow(HOST, at(40, 20))).toBe("overlap");
+      expect(fleet.applyWindow(HOST, at(35, 10))).toBe("overlap");
+      expect({ observedS: rec.observedS, spans: spans(rec), state: rec.state, lastStartMs: rec.lastStartMs }).toEqual(before);
+      const warns = logs.map((l) => JSON.parse(l) as { level: string; msg: string; host?: string; uuid?: string; covered?: string[] }).filter((l) => l.level === "warn");
+      expect(warns).toHaveLength(1);
+      expect(warns[0]).toMatchObject({ host: HOST.hostname, uuid: UUID_A, covered: [
+        "2024-03-01T00:00:00.000Z/2024-03-01T00:00:20.000Z", "2024-03-01T00:00:40.000Z/2024-03-01T00:00:50.000Z",
+      ] });
+      expect(warns[0]?.msg).toMatch(
+        /^A window of GPU GPU-aaaaaaaa of gpu-node-1 from 2024-03-01T00:00:15\.000Z to 2024-03-01T00:00:25\.000Z partly overlaps time the GPU's windows already covered \(2024-03-01T00:00:00\.000Z to 2024-03-01T00:00:20\.000Z\): it is refused as overlap/,
+      );
+      c.advance(60_000);
+      expect(fleet.applyWindow(HOST, at(15, 10))).toBe("overlap");
+      expect(logs.filter((l) => l.includes('"level":"warn"'))).toHaveLength(2);
+      // The gap's own time is still open.
+      expect(fleet.applyWindow(HOST, at(20, 20))).toBe("applied");
+      expect(spans(rec)).toEqual([[0, 50]]);
+    });
+
+    it(`keeps at most ${MAX_COVERED_SPANS} spans: the oldest goes, and time before its end counts as covered`, () => {
+      const fleet = new FleetState({ now: clock().now });
+      // Spans [0,10), [20,30), ..., one more than the bound.
+      for (let k = 0; k <= MAX_COVERED_SPANS; k++) expect(fleet.applyWindow(HOST, at(k * 20))).toBe("applied");
+      const rec = only(fleet);
+      expect(spans(rec)).toHaveLength(MAX_COVERED_SPANS);
+      expect(spans(rec)[0]).toEqual([20, 30]);
+      expect(rec.coveredFloorMs).toBe(T0 + 10_000);
+      expect(rec.covered.length).toBe(2 * MAX_COVERED_SPANS);
+      // Before the floor gaps cannot be told from covered time any more: a window there is taken
+      // for a replay (the forgotten window itself), one across the floor is refused.
+      expect(fleet.applyWindow(HOST, at(0))).toBe("replayed");
+      expect(fleet.applyWindow(HOST, at(-30))).toBe("replayed");
+      expect(fleet.applyWindow(HOST, at(5, 10))).toBe("overlap");
+      // From the floor on, gaps still fill, and filling one frees a span.
+      expect(fleet.applyWindow(HOST, at(10))).toBe("applied");
+      expect(spans(rec)[0]).toEqual([10, 30]);
+      expect(fleet.applyWindow(HOST, at(30))).toBe("applied");
+      expect(spans(rec)).toHaveLength(MAX_COVERED_SPANS - 1);
+      expect(rec.observedS).toBe(10 * (MAX_COVERED_SPANS + 3));
+    });
+
+    it("keeps the current state and identity of the newest window while an older one fills a gap", () => {
+      const c = clock();
+      const fleet = new FleetState({ now: c.now });
+      fleet.applyWindow(HOST, at(0));
+      // The newest window: busy_phantom, driver 560.
+      expect(fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 290_000), driverVersion: "560.28.03" }))).toBe("applied");
+      const rec = only(fleet);
+      const freshAt = rec.freshAt;
+      c.advance(10_000);
+      // An older window of another state, driver and host labels arrives later.
+      const older = makeWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000), driverVersion: "550.54.15", powerFloorW: 1 }, { state: GpuState.ACTIVE, real: 0.9, powerW: 500, idleStreakS: 0 });
+      expect(fleet.applyWindow({ ...HOST, labels: { site: "dc9" } }, older)).toBe("applied");
+      expect(rec.observedS).toBe(30);
+      expect(rec.stateS).toEqual({ unavailable: 0, free_idle: 20, active: 0, busy_phantom: 10, held_idle: 0 });
+      expect([rec.state, rec.real, rec.powerW, rec.powerFloorW, rec.driver, rec.labels, rec.freshAt, rec.lastStartMs])
+        .toEqual(["busy_phantom", 0.02, 80, 68, "560.28.03", [["site", "dc1"]], freshAt, T0 + 290_000]);
+      // A window after the newest one takes over the current state again.
+      expect(fleet.applyWindow(HOST, at(300))).toBe("applied");
+      expect([rec.state, rec.freshAt, rec.lastStartMs]).toEqual(["free_idle", c.now(), T0 + 300_000]);
+    });
   });
 
   it("marks a GPU down after three window lengths without a window, and unavailable", () => {

@@ -4,11 +4,26 @@
  *
  * Contracts:
  * - Windows must be validated before `applyWindow` (see validate.ts).
- * - A window whose start is not after the last start applied for its GPU is a replay: it
- *   is acknowledged ("duplicate") but counted nowhere, so re-sent batches are harmless.
+ * - Each GPU record keeps the time its applied windows cover, as at most
+ *   MAX_COVERED_SPANS spans [from, to) (adjacent windows merge into one span, so a GPU
+ *   that reports steadily holds one). A window [start, start + duration) is then
+ *   - inside covered time: a replay ("replayed"), acknowledged but counted nowhere, so
+ *     re-sent batches are harmless;
+ *   - apart from covered time: counted, also where it fills a gap that a window stamped
+ *     ahead left (an agent whose clock stepped back), so no GPU-second is lost or counted
+ *     twice;
+ *   - partly inside covered time: refused ("overlap"), as its seconds cannot be counted
+ *     without counting some twice. Logged at most once a minute.
+ *   Past the bound the oldest span goes and its end becomes the record's floor: before it
+ *   the collector no longer tells gaps from covered time, so a window ending by the floor
+ *   is taken for a replay (what a window that old almost always is; it is still written
+ *   and counted as a replay), and one reaching across the floor is refused as overlap.
+ * - The current state (state, real, power, ..., freshness) follows the window with the
+ *   newest start: a window filling a gap adds its seconds to the counters only. A fresh
+ *   window is one that starts after every window applied before it.
  * - Counters only grow while a record lives. A GPU is "up" until `staleAfterWindows` of
  *   its window lengths pass (by the collector's clock) without a fresh window; after that
- *   its current state is `unavailable`. After `expireAfterMs` without a window the record
+ *   its current state is `unavailable`. After `expireAfterMs` without a fresh window the record
  *   and its per-GPU series go; the fleet roll-up counters stay until their group has had
  *   no GPU for `expireAfterMs` too.
  * - Freshness is measured from arrival, not from the window's own timestamps, so agent
@@ -33,7 +48,7 @@ export interface HostInfo {
   windowMs: number;
 }
 
-export type ApplyOutcome = "applied" | "duplicate" | "too_many_gpus" | "series_limit";
+export type ApplyOutcome = "applied" | "replayed" | "overlap" | "too_many_gpus" | "series_limit";
 
 /** A roll-up group: GPUs of one model with one set of configured labels. */
 export interface FleetGroup {
@@ -66,14 +81,21 @@ export interface GpuRecord {
   reportedBusyS: number;
   realBusyS: number;
 
-  /** Start of the last applied window (agent clock); replays at or before it are ignored. */
+  /** Start of the newest window applied (agent clock); the current state below is that window's. */
   lastStartMs: number;
-  /** Window length used for staleness: the larger of the host's and the last window's. */
+  /**
+   * Time the applied windows cover (agent clock), as flat pairs [from0, to0, from1, to1, ...]:
+   * sorted, disjoint and not adjacent, at most MAX_COVERED_SPANS pairs.
+   */
+  readonly covered: number[];
+  /** End of the last span dropped (the oldest then) to keep `covered` bounded; time before it counts as covered. */
+  coveredFloorMs: number;
+  /** Window length used for staleness: the larger of the host's and the newest window's. */
   windowMs: number;
-  /** Collector clock when the last window was applied. */
+  /** Collector clock when the newest window was applied. */
   freshAt: number;
 
-  /** Values of the last sample of the last window; undefined where not reported. */
+  /** Values of the last sample of the newest window; undefined where not reported. */
   state: GpuState;
   real: number;
   realSource: RealSource;
@@ -115,6 +137,13 @@ export const DEFAULT_EXPIRE_AFTER_MS = 15 * 60_000;
 /** About 20 series per GPU: 2 million series, what one Prometheus holds comfortably. */
 export const DEFAULT_MAX_GPUS = 100_000;
 const SERIES_LIMIT_LOG_INTERVAL_MS = 60_000;
+const OVERLAP_LOG_INTERVAL_MS = 60_000;
+/**
+ * Spans of covered time one GPU record keeps. One is the rule; each further one is a gap
+ * (an agent's clock that jumped, windows sent to another collector meanwhile) that a late
+ * window could still fill. Past the bound the oldest span goes.
+ */
+export const MAX_COVERED_SPANS = 8;
 
 /** Proto enum value → state / source; the proto numbers them in the same order as common/types.ts. */
 const STATE_BY_ENUM: readonly (GpuState | undefined)[] = [undefined, ...GPU_STATES];
@@ -154,6 +183,7 @@ export class FleetState {
 
   private readonly logger: Logger | undefined;
   private lastSeriesLimitLogAt = -Infinity;
+  private lastOverlapLogAt = -Infinity;
   private readonly hosts = new Map<string, HostEntry>();
   private readonly records = new Map<string, GpuRecord>();
   private readonly groupMap = new Map<string, FleetGroup>();
@@ -203,7 +233,14 @@ export class FleetState {
     const now = this.now();
     let rec = this.hosts.get(host.hostname)?.gpus.get(w.uuid);
     const startMs = Number(w.startMs);
-    if (rec && startMs <= rec.lastStartMs) return "duplicate";
+    const endMs = startMs + w.durationMs;
+    if (rec) {
+      const coverage = coverageOf(rec, startMs, endMs);
+      if (coverage === "covered") return "replayed";
+      if (coverage === "overlap") return this.overlap(host, rec, w, endMs, now);
+    }
+    // A window older than the newest one fills a gap: it counts, but leaves the identity and current state alone.
+    const newest = !rec || startMs > rec.lastStartMs;
     if (!rec) {
       const known = this.hosts.get(host.hostname);
       if (known && known.gpus.size >= this.maxGpusPerHost) return "too_many_gpus";
@@ -212,13 +249,12 @@ export class FleetState {
       const group = this.group(w.model, labels, now);
       if (!group) return this.seriesLimit(host, w, now, "roll-up groups");
       rec = this.createRecord(host.hostname, this.hostEntry(host), group, w, now);
-    } else {
+    } else if (newest) {
       const hostEntry = this.hostEntry(host);
       if (rec.model !== w.model || rec.labels !== hostEntry.labels || rec.index !== w.index || rec.driver !== w.driverVersion) {
         if (!this.relabel(rec, hostEntry, w)) return this.seriesLimit(host, w, now, "roll-up groups");
       }
     }
-    const last = w.last;
     const states = windowStates(w);
     rec.observedS += w.observedS;
     this.totals.observedS += w.observedS;
@@ -231,6 +267,9 @@ export class FleetState {
     this.totals.reportedIdleS += w.reportedIdleS;
     rec.reportedBusyS += w.reportedBusyS;
     rec.realBusyS += w.realBusyS;
+    cover(rec, startMs, endMs);
+    if (!newest) return "applied";
+    const last = w.last;
     rec.lastStartMs = startMs;
     rec.windowMs = Math.max(host.windowMs, w.durationMs);
     rec.freshAt = now;
@@ -322,6 +361,24 @@ export class FleetState {
     return "series_limit";
   }
 
+  private overlap(host: HostInfo, rec: GpuRecord, w: GpuWindow, endMs: number, now: number): "overlap" {
+    if (this.logger && now - this.lastOverlapLogAt >= OVERLAP_LOG_INTERVAL_MS) {
+      this.lastOverlapLogAt = now;
+      const startMs = Number(w.startMs);
+      const span = `${iso(startMs)} to ${iso(endMs)}`;
+      const why = startMs < rec.coveredFloorMs
+        ? `reaches across ${iso(rec.coveredFloorMs)}, before which the collector no longer tracks the GPU's time in detail`
+        : `partly overlaps time the GPU's windows already covered (${describeCovered(rec.covered, startMs, endMs)})`;
+      this.logger.warn(
+        `A window of GPU ${w.uuid} of ${host.hostname} from ${span} ${why}: it is refused as overlap and its seconds are not ` +
+          "counted, since some of them were counted already (the host's clock stepped back, or its agent's window length changed). " +
+          `Refusals are counted in trueidle_windows_rejected_total{reason="overlap"} and logged at most once a minute.`,
+        { host: host.hostname, uuid: w.uuid, startMs, durationMs: w.durationMs, covered: coveredPairs(rec.covered), floorMs: rec.coveredFloorMs },
+      );
+    }
+    return "overlap";
+  }
+
   private sortedLabelsOf(host: HostInfo): { labels: readonly (readonly [string, string])[]; labelsKey: string } {
     let sorted = this.sortedLabels.get(host);
     if (!sorted) {
@@ -375,6 +432,8 @@ export class FleetState {
       reportedBusyS: 0,
       realBusyS: 0,
       lastStartMs: -Infinity,
+      covered: [],
+      coveredFloorMs: -Infinity,
       windowMs: 0,
       freshAt: now,
       state: "unavailable",
@@ -410,4 +469,66 @@ export class FleetState {
     rec.promLabels = undefined;
     return true;
   }
+}
+
+/**
+ * Where [from, to) lies against the record's covered time: inside one span, or before the
+ * floor ("covered"); apart from every span and not before the floor ("new"); or neither
+ * ("overlap").
+ */
+function coverageOf(rec: GpuRecord, from: number, to: number): "new" | "covered" | "overlap" {
+  if (from < rec.coveredFloorMs) return to <= rec.coveredFloorMs ? "covered" : "overlap";
+  const c = rec.covered;
+  // Newest span first: a window usually comes right after it.
+  for (let i = c.length - 2; i >= 0; i -= 2) {
+    const spanFrom = c[i] as number;
+    const spanTo = c[i + 1] as number;
+    if (spanTo <= from) return "new";
+    if (spanFrom < to) return spanFrom <= from && to <= spanTo ? "covered" : "overlap";
+  }
+  return "new";
+}
+
+/** Adds [from, to), apart from every span (coverageOf said "new"), merging it with adjacent spans. */
+function cover(rec: GpuRecord, from: number, to: number): void {
+  const c = rec.covered;
+  let i = c.length;
+  while (i >= 2 && (c[i - 2] as number) > from) i -= 2;
+  const joinsBefore = i >= 2 && c[i - 1] === from;
+  const joinsAfter = i < c.length && c[i] === to;
+  if (joinsBefore && joinsAfter) {
+    c[i - 1] = c[i + 1] as number;
+    c.splice(i, 2);
+  } else if (joinsBefore) {
+    c[i - 1] = to;
+  } else if (joinsAfter) {
+    c[i] = from;
+  } else {
+    c.splice(i, 0, from, to);
+    if (c.length > 2 * MAX_COVERED_SPANS) {
+      rec.coveredFloorMs = c[1] as number;
+      c.splice(0, 2);
+    }
+  }
+}
+
+function iso(ms: number): string {
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : String(ms);
+}
+
+function coveredPairs(c: readonly number[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < c.length; i += 2) out.push(`${iso(c[i] as number)}/${iso(c[i + 1] as number)}`);
+  return out;
+}
+
+/** The covered spans [from, to) touches, as text. */
+function describeCovered(c: readonly number[], from: number, to: number): string {
+  const hit: string[] = [];
+  for (let i = 0; i + 1 < c.length; i += 2) {
+    const a = c[i] as number;
+    const b = c[i + 1] as number;
+    if (a < to && from < b) hit.push(`${iso(a)} to ${iso(b)}`);
+  }
+  return hit.join(", ");
 }

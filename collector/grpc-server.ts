@@ -2,10 +2,25 @@
  * The gRPC side of the collector: serves trueidle.v1.IngestService/Stream with grpc-js and
  * runs one IngestSession per stream.
  *
+ * The collector owns the listening socket: every connection passes its ConnectionGuard
+ * (common/connection-guard.ts: at most so many in all and per source address, closed when
+ * it has not opened a stream within the Hello timeout or has sat without one as long) and
+ * is then handed to grpc-js (a connection injector), which runs TLS and HTTP/2 on it. Per
+ * connection at most MAX_STREAMS_PER_CONNECTION streams are open (HTTP/2 refuses more), and
+ * request headers are capped at MAX_HEADER_LIST_BYTES.
+ *
+ * Stream admission: a stream must say Hello within the Hello timeout or it is ended
+ * (`hello_timeout`); streams that have not said Hello are never counted against
+ * `--max-agents`, which counts hosts, and a known host always replaces its older stream.
+ * Streams waiting for their Hello are capped at MAX_PENDING_STREAMS in all; past it the
+ * oldest is ended. Failed token checks are throttled per source address
+ * (auth/failure-throttle.ts).
+ *
  * The service is registered with a deserializer that never throws: grpc-js would answer
  * an undecodable message with INTERNAL, but it is the agent's fault, so the session ends
  * the stream with INVALID_ARGUMENT instead.
  */
+import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import {
   Metadata,
   Server,
@@ -14,14 +29,15 @@ import {
   type ServerDuplexStream,
   type ServiceDefinition,
 } from "@grpc/grpc-js";
+import { ConnectionGuard, type ConnectionCounters, type ConnectionLimits, type GuardedConnection } from "../common/connection-guard.js";
 import { errorMessage } from "../common/errors.js";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
-import { formatListenAddress, type ListenAddress } from "../common/listen-address.js";
-import { OPEN_STREAMS_PER_AGENT, tooManyAgentsRetryMs } from "./agent-registry.js";
+import type { ListenAddress } from "../common/listen-address.js";
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
-import { UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
+import { peerAddress, UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
+import type { FailureThrottle } from "./auth/failure-throttle.js";
 
 /**
  * Largest message an agent may send unless configured otherwise (maxMessageBytes). grpc-js
@@ -39,7 +55,31 @@ export const GRPC_SERVER_OPTIONS: ChannelOptions = {
   "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE_BYTES,
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
+  "grpc.max_concurrent_streams": 0, // set from MAX_STREAMS_PER_CONNECTION below
 };
+
+/**
+ * Streams one connection may have open at once. An agent has one (two for a moment while
+ * it replaces a broken one); HTTP/2 refuses streams beyond this with REFUSED_STREAM.
+ */
+export const MAX_STREAMS_PER_CONNECTION = 4;
+GRPC_SERVER_OPTIONS["grpc.max_concurrent_streams"] = MAX_STREAMS_PER_CONNECTION;
+
+/**
+ * Bytes of request headers a stream may send (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE,
+ * enforced by Node's HTTP/2): an agent sends under 5 KiB, most of it a token of at most
+ * 4,096 characters.
+ */
+export const MAX_HEADER_LIST_BYTES = 16 * 1024;
+
+/** How long a new connection may go without an open stream, and a stream without Hello (default). */
+export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
+
+/** Streams waiting for their Hello, in all; past it the oldest is ended. */
+export const MAX_PENDING_STREAMS = 10_000;
+
+/** Connections on the gRPC port, in all and per source address (defaults; see collector.ts for the descriptor budget). */
+export const DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS = 1_000;
 
 /** How long stop() waits for connections to close before cutting them. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -50,6 +90,15 @@ const PUSHBACK_LOG_INTERVAL_MS = 60_000;
 export interface IngestServerOptions {
   /** Largest message accepted, bytes (default MAX_RECEIVE_MESSAGE_BYTES). */
   maxMessageBytes?: number | undefined;
+  /** A stream must say Hello, and a connection open a stream, within this (default DEFAULT_HELLO_TIMEOUT_MS). */
+  helloTimeoutMs?: number | undefined;
+  /** Connections on the listener, in all and per address. */
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** Where connection refusals are counted. */
+  connectionCounters: ConnectionCounters;
+  /** Failed token checks per address; with `auth` only. */
+  authThrottle?: FailureThrottle | undefined;
 }
 
 const tolerantDefinition = {
@@ -67,9 +116,26 @@ const tolerantDefinition = {
 
 type Call = ServerDuplexStream<DecodedRequest, StreamResponse>;
 
+/**
+ * grpc-js keeps the HTTP/2 server settings in a private field; the header cap goes there.
+ * Checked at start, so a grpc-js that moved it fails loudly rather than running uncapped.
+ */
+function capHeaderList(server: Server, bytes: number): void {
+  const common = (server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } }).commonServerOptions;
+  if (!common?.settings) throw new Error("grpc-js has no HTTP/2 settings to cap request headers in (commonServerOptions.settings)");
+  common.settings.maxHeaderListSize = bytes;
+}
+
 export class IngestServer {
   private readonly server: Server;
   private readonly calls = new Map<Call, IngestSession>();
+  /** Streams that have not said Hello yet, oldest first, with their deadlines. */
+  private readonly pending = new Map<Call, NodeJS.Timeout>();
+  /** Admitted connections by "address:port", as grpc-js names a call's peer. */
+  private readonly connections = new Map<string, GuardedConnection>();
+  private readonly guard: ConnectionGuard;
+  private readonly helloTimeoutMs: number;
+  private listener: NetServer | undefined;
   private stopping: Promise<void> | undefined;
   /** Set by quiesce(): no new streams or batches; those taken are answered. */
   private quiescing = false;
@@ -80,23 +146,68 @@ export class IngestServer {
   /** `auth`: when set, every stream must present an accepted token before anything else. */
   constructor(
     private readonly deps: SessionDeps,
-    private readonly auth?: StreamAuthenticator | undefined,
-    options: IngestServerOptions = {},
+    private readonly auth: StreamAuthenticator | undefined,
+    private readonly options: IngestServerOptions,
   ) {
     this.server = new Server({
       ...GRPC_SERVER_OPTIONS,
       "grpc.max_receive_message_length": options.maxMessageBytes ?? MAX_RECEIVE_MESSAGE_BYTES,
+      // A started connection with no stream is closed by the guard; grpc-js' own idle close stays off.
     });
+    capHeaderList(this.server, MAX_HEADER_LIST_BYTES);
     this.server.addService(tolerantDefinition, { stream: (call: Call) => this.onStream(call) });
+    this.helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
+    const limits: ConnectionLimits = {
+      maxConnections: options.maxConnections,
+      maxPerAddress: options.maxConnectionsPerAddress,
+      setupTimeoutMs: this.helloTimeoutMs,
+      idleTimeoutMs: this.helloTimeoutMs,
+    };
+    this.guard = new ConnectionGuard({
+      listener: "gRPC",
+      limits,
+      counters: options.connectionCounters,
+      logger: deps.logger,
+      flags: {
+        maxConnections: "--max-connections",
+        maxPerAddress: "--max-connections-per-address",
+        setupTimeout: "--hello-timeout",
+        idleTimeout: "--hello-timeout",
+      },
+    });
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.guard.size;
   }
 
   /** Binds with TLS when `tls` is given, else plaintext; resolves to the port bound (useful with port 0). */
   listen(addr: ListenAddress, tls?: ServerTls): Promise<number> {
-    const target = formatListenAddress(addr);
+    const injector = this.server.createConnectionInjector(grpcServerCredentials(tls));
+    const listener = createNetServer({ noDelay: true }, (socket: Socket) => {
+      // A reset before grpc-js has taken the socket must not become an uncaught error.
+      socket.on("error", () => {});
+      if (this.stopping) return void socket.destroy();
+      const conn = this.guard.admit(socket);
+      if (!conn) return;
+      const key = `${socket.remoteAddress}:${socket.remotePort}`;
+      this.connections.set(key, conn);
+      socket.once("close", () => {
+        if (this.connections.get(key) === conn) this.connections.delete(key);
+      });
+      injector.injectConnection(socket);
+    });
+    this.listener = listener;
+    const target = addr.host.includes(":") ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(target, grpcServerCredentials(tls), (err, port) => {
-        if (err) reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
-        else resolve(port);
+      const onError = (err: Error): void => reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
+      listener.once("error", onError);
+      listener.listen({ port: addr.port, host: addr.host }, () => {
+        listener.off("error", onError);
+        listener.on("error", (err) => this.deps.logger.error("The gRPC listener failed.", { err: errorMessage(err) }));
+        const bound = listener.address();
+        resolve(typeof bound === "object" && bound ? bound.port : addr.port);
       });
     });
   }
@@ -118,15 +229,18 @@ export class IngestServer {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.quiescing = true;
+      this.listener?.close();
       for (const call of this.calls.keys()) this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           this.server.forceShutdown();
+          this.guard.destroyAll();
           resolve();
         }, SHUTDOWN_GRACE_MS);
         force.unref();
         this.server.tryShutdown(() => {
           clearTimeout(force);
+          this.guard.destroyAll();
           resolve();
         });
       });
@@ -136,22 +250,45 @@ export class IngestServer {
 
   private onStream(call: Call): void {
     const peer = call.getPeer();
+    const conn = this.connections.get(peer);
+    conn?.started();
+    conn?.busy();
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      conn?.idle();
+      const timer = this.pending.get(call);
+      if (timer) clearTimeout(timer);
+      this.pending.delete(call);
+    };
+    for (const event of ["finish", "cancelled", "close", "error"] as const) call.once(event, release);
+
     if (this.stopping || this.quiescing) {
       this.deps.self.refuse("shutting_down");
       this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       return;
     }
-    if (this.auth && !this.auth.check(call.metadata, peer).ok) {
-      this.deps.self.refuse("unauthenticated");
-      this.endWithStatus(call, status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE);
-      return;
-    }
-    const agents = this.deps.agents;
-    if (agents && this.calls.size >= agents.maxAgents * OPEN_STREAMS_PER_AGENT) {
-      // Streams that have not said Hello yet count here, so idle connections cannot pile up.
-      this.deps.self.refuse("too_many_agents");
-      this.endWithStatus(call, status.RESOURCE_EXHAUSTED, `the collector has ${this.calls.size} streams open, its limit; come back later`, tooManyAgentsRetryMs());
-      return;
+    if (this.auth) {
+      const address = peerAddress(peer);
+      const throttle = this.options.authThrottle;
+      const waitMs = throttle?.retryAfterMs(address) ?? 0;
+      if (waitMs > 0) {
+        this.deps.self.refuse("auth_throttled");
+        this.endWithStatus(
+          call,
+          status.RESOURCE_EXHAUSTED,
+          `too many streams from ${address} failed the token check; its tokens are not checked for ${Math.ceil(waitMs / 1000)} s`,
+          waitMs,
+        );
+        return;
+      }
+      if (!this.auth.check(call.metadata, peer).ok) {
+        throttle?.failed(address);
+        this.deps.self.refuse("unauthenticated");
+        this.endWithStatus(call, status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE);
+        return;
+      }
     }
     const session = new IngestSession(this.deps, peer, {
       // The agent reconnected; this older stream of its host is probably half-dead.
@@ -164,9 +301,11 @@ export class IngestServer {
     });
     this.calls.set(call, session);
     const finish = (reason: string): void => {
+      release();
       if (!this.calls.delete(call)) return;
       session.close(reason);
     };
+    this.awaitHello(call, finish);
     call.on("data", (req: DecodedRequest) => {
       if (!this.calls.has(call) || this.quiescing) return;
       let step;
@@ -183,24 +322,62 @@ export class IngestServer {
         finish("the collector failed to handle a message");
         return;
       }
+      if (session.hostname !== undefined) this.helloSaid(call);
       this.deliver(call, session, peer, step, finish);
     });
-    // grpc-js reports a client's cancel much like a half-close followed by 'cancelled', and
-    // emits 'cancelled' after normal ends too; the reason logged is a best guess.
-    let halfClosed = false;
+    // The agent half-closes its side when it stops: close ours with OK ('finish' follows).
+    // A cancel (RST_STREAM) or a lost connection comes as 'cancelled' before any 'finish'.
+    let ending = false;
     call.on("end", () => {
-      // The agent half-closed: close our side with OK.
-      halfClosed = true;
-      if (this.calls.has(call)) call.end();
+      if (!this.calls.has(call)) return;
+      ending = true;
+      call.end();
     });
-    const ended = (): void => {
+    call.on("finish", () => {
       if (this.stopping || this.quiescing) finish("the collector is shutting down");
-      else if (halfClosed) finish("the agent closed the stream");
-      else finish("the stream was cancelled or the connection was lost");
+      else finish(ending ? "the agent closed the stream" : "the stream ended");
+    });
+    call.on("cancelled", () => {
+      if (this.stopping || this.quiescing) finish("the collector is shutting down");
+      else finish("the stream was cancelled by the agent, or its connection was lost");
+    });
+    call.on("close", () => finish("the stream was cancelled by the agent, or its connection was lost"));
+  }
+
+  /** Ends `call` unless it says Hello within the Hello timeout; the oldest such stream goes when too many wait. */
+  private awaitHello(call: Call, finish: (reason: string) => void): void {
+    const timeout = (message: string): void => {
+      if (!this.pending.delete(call)) return;
+      this.deps.self.refuse("hello_timeout");
+      this.endWithStatus(call, status.DEADLINE_EXCEEDED, message);
+      finish(message);
     };
-    call.on("finish", ended);
-    call.on("cancelled", ended);
-    call.on("close", ended);
+    const timer = setTimeout(
+      () => timeout(`no hello within ${this.helloTimeoutMs / 1000} s of opening the stream; an agent sends hello first (--hello-timeout)`),
+      this.helloTimeoutMs,
+    );
+    timer.unref();
+    this.pending.set(call, timer);
+    if (this.pending.size > MAX_PENDING_STREAMS) {
+      const oldest = this.pending.keys().next().value;
+      if (oldest !== undefined) {
+        const t = this.pending.get(oldest);
+        if (t) clearTimeout(t);
+        const session = this.calls.get(oldest);
+        // Its own finish runs through the call's events; only the accounting is done here.
+        this.pending.delete(oldest);
+        this.deps.self.refuse("hello_timeout");
+        this.endWithStatus(oldest, status.DEADLINE_EXCEEDED, `${MAX_PENDING_STREAMS} streams are waiting for their hello; the oldest are ended`);
+        if (session && this.calls.delete(oldest)) session.close("too many streams were waiting for their hello");
+      }
+    }
+  }
+
+  private helloSaid(call: Call): void {
+    const timer = this.pending.get(call);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.pending.delete(call);
   }
 
   /** Sends a step's reply, or ends the stream; a step still pending is delivered when it settles, if the stream is open. */

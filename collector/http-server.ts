@@ -6,13 +6,25 @@
  *
  * With `basicAuth`, `/metrics` and `/` (and any other path) answer 401 with a
  * `WWW-Authenticate: Basic` challenge unless the request carries a listed user's
- * credentials; every 401 is counted in trueidle_http_auth_failures_total. `/healthz` stays
- * open so load balancers and orchestrators can probe without a password; it tells only
- * that the collector is up and how many agents and GPUs it has.
+ * credentials; every 401 is counted in trueidle_http_auth_failures_total, and an address
+ * with too many failures in a row gets 429 with `Retry-After` without its credentials being
+ * checked (auth/failure-throttle.ts). `/healthz` stays open so load balancers and
+ * orchestrators can probe without a password; it tells only that the collector is up and
+ * how many agents and GPUs it has.
+ *
+ * Under attack: connections are capped in all and per address (common/connection-guard.ts),
+ * a connection must send a whole request head within HEADER_TIMEOUT_MS, and `/metrics` is
+ * streamed chunk by chunk with backpressure (metrics-render.ts), at most MAX_SCRAPES at once
+ * (MAX_SCRAPES_PER_ADDRESS from one address; 503 with `Retry-After` beyond), each cut off
+ * after SCRAPE_DEADLINE_MS. So a fleet of any size costs a chunk or two of memory per
+ * scrape, and a scraper that stops reading holds nothing but its slot.
  */
 import * as http from "node:http";
 import * as https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { ConnectionGuard, type GuardedConnection } from "../common/connection-guard.js";
 import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { FleetState } from "./fleet-state.js";
@@ -20,10 +32,29 @@ import { closeHttp, listenHttp, refuseUnlessGet, requestPath, sendBody, sendInte
 import type { ListenAddress } from "../common/listen-address.js";
 import { buildFleetJson } from "./fleet-page/fleet-json.js";
 import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
-import { renderMetrics } from "./metrics-render.js";
+import { renderMetricsChunks } from "./metrics-render.js";
 import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
-import type { SelfMetrics } from "./self-metrics.js";
+import type { HttpRefusalReason, SelfMetrics } from "./self-metrics.js";
 import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
+import type { FailureThrottle } from "./auth/failure-throttle.js";
+
+/** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
+export const DEFAULT_MAX_HTTP_CONNECTIONS = 256;
+/** A connection must send a whole request head within this (Node's headersTimeout, and the guard's setup deadline). */
+export const HEADER_TIMEOUT_MS = 10_000;
+/** A whole request, body included (Node's requestTimeout). */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** A socket with no traffic either way for this long is closed (a scraper that stopped reading). */
+const SOCKET_IDLE_MS = 60_000;
+/** /metrics answers in progress at once, in all and from one address. */
+export const MAX_SCRAPES = 4;
+export const MAX_SCRAPES_PER_ADDRESS = 2;
+/** A /metrics answer not done by then is cut off (Prometheus gives up long before). */
+export const SCRAPE_DEADLINE_MS = 120_000;
+/** How long stop() waits for answers in progress (a scrape of a scraper that stopped reading) before cutting them. */
+const STOP_GRACE_MS = 5_000;
+/** Refusals are logged at WARN at most this often per reason. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 export interface HttpServerDeps {
   fleet: FleetState;
@@ -33,6 +64,10 @@ export interface HttpServerDeps {
   tls?: { cert: Buffer | string; key: Buffer | string } | undefined;
   /** Require these users' credentials on everything but /healthz. */
   basicAuth?: BasicAuthUsers | undefined;
+  /** Failed logins per address; with `basicAuth` only. */
+  authThrottle?: FailureThrottle | undefined;
+  /** Connections in all (default DEFAULT_MAX_HTTP_CONNECTIONS); a quarter of it from one address. */
+  maxConnections?: number | undefined;
 }
 
 /** The page's own script (by hash: no inline event handlers), styles and nothing else; data reaches it only as JSON. */
@@ -44,13 +79,52 @@ const PAGE_HEADERS = {
 
 export class CollectorHttpServer {
   private readonly server: http.Server | https.Server;
+  private readonly guard: ConnectionGuard;
+  private readonly connections = new WeakMap<Socket, GuardedConnection>();
   private stopping: Promise<void> | undefined;
+  private scrapes = 0;
+  private readonly scrapesByAddress = new Map<string, number>();
+  private readonly refusalLoggedAt = new Map<HttpRefusalReason, number>();
 
   constructor(private readonly deps: HttpServerDeps) {
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
-    this.server = deps.tls ? https.createServer({ cert: deps.tls.cert, key: deps.tls.key }, handler) : http.createServer(handler);
-    // Idle keep-alive connections (Prometheus keeps one per target) must not hold stop() up.
-    this.server.keepAliveTimeout = 65_000;
+    const options: http.ServerOptions = {
+      headersTimeout: HEADER_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // Node checks the two timeouts above on this interval (default 30 s).
+      connectionsCheckingInterval: 1_000,
+      // Idle keep-alive connections (Prometheus keeps one per target) must not hold stop() up.
+      keepAliveTimeout: 65_000,
+    };
+    this.server = deps.tls
+      ? https.createServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handler)
+      : http.createServer(options, handler);
+    this.server.timeout = SOCKET_IDLE_MS;
+    const max = deps.maxConnections ?? DEFAULT_MAX_HTTP_CONNECTIONS;
+    this.guard = new ConnectionGuard({
+      listener: "HTTP",
+      // Node answers a slow request head with 408 at HEADER_TIMEOUT_MS; the guard's deadline is
+      // the backstop for what Node's does not cover (a TLS handshake that never ends).
+      limits: { maxConnections: max, maxPerAddress: Math.max(1, Math.floor(max / 4)), setupTimeoutMs: HEADER_TIMEOUT_MS + 5_000, idleTimeoutMs: 0 },
+      counters: deps.self.connections.http,
+      logger: deps.logger,
+      flags: { maxConnections: "--http-max-connections", maxPerAddress: "a quarter of --http-max-connections", setupTimeout: "fixed", idleTimeout: "fixed" },
+    });
+    this.server.on("connection", (socket: Socket) => {
+      const conn = this.guard.admit(socket);
+      if (conn) this.connections.set(socket, conn);
+    });
+    // Timeouts and unparsable requests: counted, answered when the socket still takes it, closed.
+    this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+      if (err.code !== "ECONNRESET") this.refused(timeout ? "header_timeout" : "bad_request", socket.remoteAddress, err.code);
+      if (socket.writable && !socket.destroyed) {
+        socket.end(timeout ? "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n" : "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        socket.destroySoon();
+      } else {
+        socket.destroy();
+      }
+    });
   }
 
   /** Resolves to the port bound (useful with port 0). */
@@ -58,25 +132,48 @@ export class CollectorHttpServer {
     return listenHttp(this.server, addr, "HTTP");
   }
 
-  /** Stops accepting, closes idle connections, waits for requests in flight; safe twice. */
+  /** Stops accepting, closes idle connections, waits up to STOP_GRACE_MS for requests in flight, then cuts them; safe twice. */
   stop(): Promise<void> {
-    this.stopping ??= closeHttp(this.server);
+    this.stopping ??= (async () => {
+      const grace = setTimeout(() => this.server.closeAllConnections(), STOP_GRACE_MS);
+      grace.unref();
+      await closeHttp(this.server);
+      clearTimeout(grace);
+    })();
     return this.stopping;
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    const conn = this.connections.get(req.socket);
+    conn?.started();
     const path = requestPath(req);
     if (refuseUnlessGet(req, res)) return;
-    if (this.deps.basicAuth && path !== "/healthz" && this.deps.basicAuth.check(req.headers.authorization) === undefined) {
-      this.deps.self.httpAuthFailures++;
-      res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
-      res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");
-      return;
+    if (this.deps.basicAuth && path !== "/healthz") {
+      const address = req.socket.remoteAddress ?? "unknown";
+      const throttle = this.deps.authThrottle;
+      const waitMs = throttle?.retryAfterMs(address) ?? 0;
+      if (waitMs > 0) {
+        this.refused("auth_throttled", address);
+        res.writeHead(429, { "content-type": "text/plain; charset=utf-8", "retry-after": String(Math.ceil(waitMs / 1000)) });
+        res.end(req.method === "HEAD" ? undefined : "Too many failed logins from this address; try again later.\n");
+        return;
+      }
+      if (this.deps.basicAuth.check(req.headers.authorization) === undefined) {
+        throttle?.failed(address);
+        this.deps.self.httpAuthFailures++;
+        res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
+        res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");
+        return;
+      }
     }
     try {
       switch (path) {
         case "/metrics":
-          return this.metrics(req, res);
+          return void this.metrics(req, res).catch((err: unknown) => {
+            this.deps.logger.error("The collector failed to answer a scrape.", { err: errorMessage(err) });
+            if (!res.headersSent) sendInternalError(res);
+            else res.destroy();
+          });
         case "/healthz":
           return sendBody(req, res, 200, "application/json", JSON.stringify({
             status: "ok",
@@ -99,14 +196,65 @@ export class CollectorHttpServer {
     }
   }
 
-  private metrics(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * Streams the exposition: a chunk is made only once the socket took the last one, and the
+   * event loop turns between chunks.
+   */
+  private async metrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const address = req.socket.remoteAddress ?? "unknown";
+    const fromAddress = this.scrapesByAddress.get(address) ?? 0;
+    if (this.scrapes >= MAX_SCRAPES || fromAddress >= MAX_SCRAPES_PER_ADDRESS) {
+      this.refused("scrapes_in_flight", address);
+      res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "retry-after": "5" });
+      res.end(req.method === "HEAD" ? undefined : `${this.scrapes} /metrics answers are in progress, the limit; try again shortly.\n`);
+      return;
+    }
     this.deps.fleet.sweep();
-    const chunks = renderMetrics(this.deps.fleet, this.deps.self);
-    let length = 0;
-    for (const c of chunks) length += Buffer.byteLength(c);
-    res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE, "content-length": length });
+    res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE });
     if (req.method === "HEAD") return void res.end();
-    for (const c of chunks) res.write(c);
-    res.end();
+    this.scrapes++;
+    this.scrapesByAddress.set(address, fromAddress + 1);
+    const deadline = setTimeout(() => res.destroy(), SCRAPE_DEADLINE_MS);
+    deadline.unref();
+    try {
+      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self)) {
+        if (res.destroyed) break;
+        if (res.write(chunk)) await nextTurn();
+        else await drainedOrClosed(res);
+      }
+      if (res.destroyed) this.deps.self.scrapesAborted++;
+      else res.end();
+    } finally {
+      clearTimeout(deadline);
+      this.scrapes--;
+      const n = (this.scrapesByAddress.get(address) ?? 1) - 1;
+      if (n <= 0) this.scrapesByAddress.delete(address);
+      else this.scrapesByAddress.set(address, n);
+    }
   }
+
+  private refused(reason: HttpRefusalReason, address: string | undefined, code?: string): void {
+    this.deps.self.httpRefused[reason]++;
+    const now = Date.now();
+    if (now - (this.refusalLoggedAt.get(reason) ?? -Infinity) < REFUSAL_LOG_INTERVAL_MS) return;
+    this.refusalLoggedAt.set(reason, now);
+    this.deps.logger.warn(
+      `Refused an HTTP request from ${address ?? "an unknown address"} (${reason}). ` +
+        "These are counted in trueidle_http_requests_refused_total and logged at most once a minute per reason.",
+      { address, reason, code },
+    );
+  }
+}
+
+/** Resolves when `res` can take more, or is gone. */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
 }

@@ -37,6 +37,7 @@ import {
 import { hostKey, tooManyAgentsRetryMs, type AgentRegistry, type RegisteredStream } from "./agent-registry.js";
 import type { FleetState } from "./fleet-state.js";
 import { HostLineEncoder } from "./influx/line-protocol.js";
+import { gpuLabelProblem, hostLabelProblem } from "./series-budget.js";
 import type { DurableSink, SinkOutcome } from "./spool/durable-sink.js";
 import { AgentRateLimiter, type AgentRateLimits } from "./rate-limit.js";
 import type { SelfMetrics, StreamRefusalReason } from "./self-metrics.js";
@@ -179,6 +180,8 @@ export class IngestSession implements RegisteredStream {
     if (this.hello) return this.fail("hello was sent twice; it must be the first message only");
     const result = validateHello(hello);
     if (!result.ok) return this.fail(result.message);
+    const overBudget = hostLabelProblem(result.hello.hostname, result.hello.labels);
+    if (overBudget) return this.fail(overBudget);
     if (this.deps.influx) {
       try {
         this.encoder = new HostLineEncoder(result.hello.hostname, result.hello.labels);
@@ -274,6 +277,11 @@ export class IngestSession implements RegisteredStream {
         rejections.push(rejection);
         continue;
       }
+      const overBudget = gpuLabelProblem(w.index, w.uuid, w.model, w.driverVersion);
+      if (overBudget) {
+        rejections.push({ index: i, reason: "too_large", field: `windows[${i}].${overBudget}` });
+        continue;
+      }
       const unstorable = encoder ? HostLineEncoder.windowProblem(w) : undefined;
       if (unstorable) {
         rejections.push({ index: i, reason: "bad_string", field: `windows[${i}].${unstorable}` });
@@ -282,9 +290,12 @@ export class IngestSession implements RegisteredStream {
       const outcome = fleet.applyWindow(hello, w);
       if (outcome === "too_many_gpus" || outcome === "series_limit") {
         rejections.push({ index: i, reason: outcome, field: `windows[${i}].uuid` });
+      } else if (outcome === "overlap") {
+        rejections.push({ index: i, reason: outcome, field: `windows[${i}].start_ms` });
       } else {
         accepted++;
-        // A replay ("duplicate") is written too: its first write may have failed.
+        // A replay is written too: its first write may have failed.
+        if (outcome === "replayed") self.windowsReplayed++;
         if (encoder) lines.push(encoder.line(w));
       }
     }

@@ -3,8 +3,8 @@
  *
  * Hand-rolled for speed: a collector carries well over 10,000 GPUs, about 25 series each.
  * Each GPU's escaped label string is built once and cached on its record (fleet-state
- * clears the cache when a label changes); the output is a list of string chunks of about
- * CHUNK_CHARS, which the HTTP server writes one by one instead of one huge string.
+ * clears the cache when a label changes); the output is a sequence of string chunks of about
+ * CHUNK_CHARS, made one at a time as the HTTP server writes them (never one huge string).
  *
  * Missing values (power not reported, ...) omit the series; they are never rendered as 0.
  */
@@ -12,27 +12,21 @@ import { GPU_STATES, type GpuState } from "../common/types.js";
 import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
 import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
-import { STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
+import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
+import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
 import { REJECTION_REASONS } from "./validate.js";
 
 const CHUNK_CHARS = 64 * 1024;
 
-class ChunkWriter {
-  readonly chunks: string[] = [];
-  private cur = "";
-
-  write(s: string): void {
-    this.cur += s;
-    if (this.cur.length >= CHUNK_CHARS) {
-      this.chunks.push(this.cur);
-      this.cur = "";
-    }
-  }
-
-  end(): string[] {
-    if (this.cur) this.chunks.push(this.cur);
-    this.cur = "";
-    return this.chunks;
+/** Collects text and hands it out in chunks of about CHUNK_CHARS. */
+class Chunks {
+  buf = "";
+  /** The text so far when it is a chunk's worth, else undefined. */
+  take(): string | undefined {
+    if (this.buf.length < CHUNK_CHARS) return undefined;
+    const out = this.buf;
+    this.buf = "";
+    return out;
   }
 }
 
@@ -66,90 +60,114 @@ function groupLabels(g: FleetGroup): string {
   return g.promLabels;
 }
 
-/** Renders everything; returns chunks whose concatenation is the exposition. */
-export function renderMetrics(fleet: FleetState, self: SelfMetrics): string[] {
-  const out = new ChunkWriter();
+/**
+ * Renders everything as chunks of about CHUNK_CHARS whose concatenation is the exposition,
+ * one chunk per step: the HTTP server writes each before it asks for the next, so memory
+ * stays at a chunk or two whatever the fleet holds, and the event loop is free between
+ * chunks. GPUs are those known when rendering starts; values are read as their family is
+ * rendered.
+ */
+export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics): Generator<string, void, undefined> {
+  const out = new Chunks();
   const now = fleet.now();
   const recs = [...fleet.gpus()];
-  const labels = recs.map(gpuLabels);
   const current = recs.map((r) => fleet.currentState(r, now));
+  let chunk: string | undefined;
 
   /** One series per GPU: `name{labels} value`, skipped where `value` gives undefined. */
-  const perGpu = (m: MetricDef, value: (r: GpuRecord) => number | undefined): void => {
-    out.write(header(m));
-    const prefix = `${m.name}{`;
-    for (let i = 0; i < recs.length; i++) {
-      const v = value(recs[i] as GpuRecord);
-      if (v !== undefined) out.write(`${prefix}${labels[i]}} ${formatValue(v)}\n`);
-    }
-  };
-  /** Five series per GPU, one per state. */
-  const perGpuState = (m: MetricDef, value: (r: GpuRecord, s: GpuState, i: number) => number): void => {
-    out.write(header(m));
+  function* perGpu(m: MetricDef, value: (r: GpuRecord) => number | undefined): Generator<string, void, undefined> {
+    out.buf += header(m);
     const prefix = `${m.name}{`;
     for (let i = 0; i < recs.length; i++) {
       const rec = recs[i] as GpuRecord;
-      const head = prefix + labels[i];
-      for (const s of GPU_STATES) out.write(`${head}${STATE_SUFFIX[s]} ${formatValue(value(rec, s, i))}\n`);
+      const v = value(rec);
+      if (v !== undefined) out.buf += `${prefix}${gpuLabels(rec)}} ${formatValue(v)}\n`;
+      if ((chunk = out.take())) yield chunk;
     }
-  };
-
-  out.write(header(METRICS.gpuInfo));
-  for (let i = 0; i < recs.length; i++) {
-    const rec = recs[i] as GpuRecord;
-    out.write(`${METRICS.gpuInfo.name}{${labels[i]},driver="${escapeLabelValue(rec.driver)}"} 1\n`);
   }
-  perGpu(METRICS.gpuUp, (r) => (fleet.isUp(r, now) ? 1 : 0));
-  perGpu(METRICS.gpuObservedSeconds, (r) => r.observedS);
-  perGpuState(METRICS.gpuStateSeconds, (r, s) => r.stateS[s]);
-  perGpu(METRICS.gpuReportedIdleSeconds, (r) => r.reportedIdleS);
-  perGpu(METRICS.gpuReportedBusySeconds, (r) => r.reportedBusyS);
-  perGpu(METRICS.gpuRealBusySeconds, (r) => r.realBusyS);
-  perGpuState(METRICS.gpuState, (_r, s, i) => (current[i] === s ? 1 : 0));
-  perGpu(METRICS.gpuIdleStreakSeconds, (r) => r.idleStreakS);
-
-  out.write(header(METRICS.gpuRealUtilization));
-  for (let i = 0; i < recs.length; i++) {
-    const rec = recs[i] as GpuRecord;
-    out.write(`${METRICS.gpuRealUtilization.name}{${labels[i]},source="${rec.realSource}"} ${formatValue(rec.real)}\n`);
+  /** Five series per GPU, one per state. */
+  function* perGpuState(m: MetricDef, value: (r: GpuRecord, s: GpuState, i: number) => number): Generator<string, void, undefined> {
+    out.buf += header(m);
+    const prefix = `${m.name}{`;
+    for (let i = 0; i < recs.length; i++) {
+      const rec = recs[i] as GpuRecord;
+      const head = prefix + gpuLabels(rec);
+      for (const s of GPU_STATES) out.buf += `${head}${STATE_SUFFIX[s]} ${formatValue(value(rec, s, i))}\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
   }
-  perGpu(METRICS.gpuReportedUtilization, (r) => r.reportedUtilization);
-  perGpu(METRICS.gpuProcesses, (r) => r.processes);
-  perGpu(METRICS.gpuPowerWatts, (r) => r.powerW);
-  perGpu(METRICS.gpuPowerFloorWatts, (r) => r.powerFloorW);
-  perGpu(METRICS.gpuMemoryUsedBytes, (r) => r.memUsedBytes);
 
-  const counts = fleet.groupStateCounts(now);
-  out.write(header(METRICS.fleetGpus));
+  out.buf += header(METRICS.gpuInfo);
+  for (const rec of recs) {
+    out.buf += `${METRICS.gpuInfo.name}{${gpuLabels(rec)},driver="${escapeLabelValue(rec.driver)}"} 1\n`;
+    if ((chunk = out.take())) yield chunk;
+  }
+  yield* perGpu(METRICS.gpuUp, (r) => (fleet.isUp(r, now) ? 1 : 0));
+  yield* perGpu(METRICS.gpuObservedSeconds, (r) => r.observedS);
+  yield* perGpuState(METRICS.gpuStateSeconds, (r, s) => r.stateS[s]);
+  yield* perGpu(METRICS.gpuReportedIdleSeconds, (r) => r.reportedIdleS);
+  yield* perGpu(METRICS.gpuReportedBusySeconds, (r) => r.reportedBusyS);
+  yield* perGpu(METRICS.gpuRealBusySeconds, (r) => r.realBusyS);
+  yield* perGpuState(METRICS.gpuState, (_r, s, i) => (current[i] === s ? 1 : 0));
+  yield* perGpu(METRICS.gpuIdleStreakSeconds, (r) => r.idleStreakS);
+
+  out.buf += header(METRICS.gpuRealUtilization);
+  for (const rec of recs) {
+    out.buf += `${METRICS.gpuRealUtilization.name}{${gpuLabels(rec)},source="${rec.realSource}"} ${formatValue(rec.real)}\n`;
+    if ((chunk = out.take())) yield chunk;
+  }
+  yield* perGpu(METRICS.gpuReportedUtilization, (r) => r.reportedUtilization);
+  yield* perGpu(METRICS.gpuProcesses, (r) => r.processes);
+  yield* perGpu(METRICS.gpuPowerWatts, (r) => r.powerW);
+  yield* perGpu(METRICS.gpuPowerFloorWatts, (r) => r.powerFloorW);
+  yield* perGpu(METRICS.gpuMemoryUsedBytes, (r) => r.memUsedBytes);
+
+  const counts = fleet.groupStateCounts(fleet.now());
+  out.buf += header(METRICS.fleetGpus);
   for (const [g, c] of counts) {
     const gl = groupLabels(g);
-    for (const s of GPU_STATES) out.write(`${METRICS.fleetGpus.name}{${gl}${STATE_SUFFIX[s]} ${c[s]}\n`);
+    for (const s of GPU_STATES) out.buf += `${METRICS.fleetGpus.name}{${gl}${STATE_SUFFIX[s]} ${c[s]}\n`;
+    if ((chunk = out.take())) yield chunk;
   }
-  out.write(header(METRICS.fleetStateSeconds));
+  out.buf += header(METRICS.fleetStateSeconds);
   for (const g of counts.keys()) {
     const gl = groupLabels(g);
-    for (const s of GPU_STATES) {
-      out.write(`${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatValue(g.stateS[s])}\n`);
-    }
+    for (const s of GPU_STATES) out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatValue(g.stateS[s])}\n`;
+    if ((chunk = out.take())) yield chunk;
   }
 
-  const single = (m: MetricDef, v: number): void => out.write(`${header(m)}${m.name} ${formatValue(v)}\n`);
+  const single = (m: MetricDef, v: number): void => void (out.buf += `${header(m)}${m.name} ${formatValue(v)}\n`);
+  const byLabel = <K extends string>(m: MetricDef, label: string, keys: readonly K[], values: Record<K, number>): void => {
+    out.buf += header(m);
+    for (const k of keys) out.buf += `${m.name}{${label}="${k}"} ${formatValue(values[k])}\n`;
+  };
   single(METRICS.agentsConnected, self.agentsConnected);
   single(METRICS.windowsReceived, self.windowsReceived);
-  out.write(header(METRICS.windowsRejected));
-  for (const reason of REJECTION_REASONS) {
-    out.write(`${METRICS.windowsRejected.name}{reason="${reason}"} ${formatValue(self.windowsRejected[reason])}\n`);
-  }
+  byLabel(METRICS.windowsRejected, "reason", REJECTION_REASONS, self.windowsRejected);
+  single(METRICS.windowsReplayed, self.windowsReplayed);
   single(METRICS.influxPointsWritten, self.influxPointsWritten);
   single(METRICS.influxWriteErrors, self.influxWriteErrors);
   single(METRICS.spoolBytes, self.spoolBytes);
   single(METRICS.spooledWindows, self.spooledWindows);
-  out.write(header(METRICS.streamsRefused));
-  for (const reason of STREAM_REFUSAL_REASONS) {
-    out.write(`${METRICS.streamsRefused.name}{reason="${reason}"} ${formatValue(self.streamsRefused[reason])}\n`);
-  }
+  byLabel(METRICS.streamsRefused, "reason", STREAM_REFUSAL_REASONS, self.streamsRefused);
   single(METRICS.httpAuthFailures, self.httpAuthFailures);
-  return out.end();
+  byLabel(METRICS.httpRequestsRefused, "reason", HTTP_REFUSAL_REASONS, self.httpRefused);
+  single(METRICS.scrapesAborted, self.scrapesAborted);
+  const listeners = ["grpc", "http"] as const;
+  out.buf += header(METRICS.connectionsOpen);
+  for (const l of listeners) out.buf += `${METRICS.connectionsOpen.name}{listener="${l}"} ${self.connections[l].open}\n`;
+  out.buf += header(METRICS.connectionsRefused);
+  for (const l of listeners) {
+    for (const reason of CONNECTION_REFUSAL_REASONS) {
+      out.buf += `${METRICS.connectionsRefused.name}{listener="${l}",reason="${reason}"} ${formatValue(self.connections[l].refused[reason])}\n`;
+    }
+  }
+  if (out.buf) yield out.buf;
+}
+
+/** Every chunk at once (tests, benchmarks). */
+export function renderMetrics(fleet: FleetState, self: SelfMetrics): string[] {
+  return [...renderMetricsChunks(fleet, self)];
 }
 
 /** The whole exposition as one string (tests, small fleets). */

@@ -75,6 +75,8 @@ export const METRICS = {
     "GPU windows received from agents, accepted or not."),
   windowsRejected: metric("trueidle_windows_rejected_total", "counter", "", "self", ["reason"],
     "GPU windows refused as invalid, by reason."),
+  windowsReplayed: metric("trueidle_windows_replayed_total", "counter", "", "self", [],
+    "GPU windows acknowledged but not counted again, as their GPU's windows covered their time already (re-sent after a lost ack)."),
   influxPointsWritten: metric("trueidle_influx_points_written_total", "counter", "", "self", [],
     "Points written to InfluxDB."),
   influxWriteErrors: metric("trueidle_influx_write_errors_total", "counter", "", "self", [],
@@ -87,6 +89,14 @@ export const METRICS = {
     "Agent streams the collector refused or ended, by reason."),
   httpAuthFailures: metric("trueidle_http_auth_failures_total", "counter", "", "self", [],
     "HTTP requests refused with 401 for missing or wrong basic-auth credentials."),
+  httpRequestsRefused: metric("trueidle_http_requests_refused_total", "counter", "", "self", ["reason"],
+    "HTTP requests refused before being served, by reason: auth_throttled (429, too many failed logins from the address), scrapes_in_flight (503, too many /metrics answers in progress), bad_request, header_timeout (headers not complete in time)."),
+  scrapesAborted: metric("trueidle_metrics_scrapes_aborted_total", "counter", "", "self", [],
+    "/metrics answers cut short because the scraper stopped reading or went away."),
+  connectionsOpen: metric("trueidle_connections_open", "gauge", "", "self", ["listener"],
+    "Connections open on each listener (grpc, http)."),
+  connectionsRefused: metric("trueidle_connections_refused_total", "counter", "", "self", ["listener", "reason"],
+    "Connections a listener closed for its limits: max_connections, max_per_address, setup_timeout (no stream, or no request, in time), idle_timeout."),
 } as const satisfies Record<string, MetricDef>;
 
 export type MetricKey = keyof typeof METRICS;

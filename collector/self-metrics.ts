@@ -6,7 +6,12 @@
  * refused because the write queue was full); both stay 0 without --influx-url. The spool
  * stays 0 until a spool fills it.
  */
+import { zeroConnectionCounters, type ConnectionCounters } from "../common/connection-guard.js";
 import { REJECTION_REASONS, type RejectionReason } from "./validate.js";
+
+/** Why an HTTP request was refused before it was served; the label values of trueidle_http_requests_refused_total. */
+export const HTTP_REFUSAL_REASONS = ["auth_throttled", "scrapes_in_flight", "bad_request", "header_timeout"] as const;
+export type HttpRefusalReason = (typeof HTTP_REFUSAL_REASONS)[number];
 
 /**
  * Every reason the collector refuses or ends a whole stream for; the label values of
@@ -14,7 +19,9 @@ import { REJECTION_REASONS, type RejectionReason } from "./validate.js";
  * `invalid` INVALID_ARGUMENT, `unauthenticated` UNAUTHENTICATED, `too_many_agents`,
  * `rate_limited`, `spool_full` and `influx_backlog` RESOURCE_EXHAUSTED (with a retry delay),
  * `shutting_down` UNAVAILABLE, `replaced` UNAVAILABLE (an older stream of a host that
- * connected again), `internal` INTERNAL.
+ * connected again), `internal` INTERNAL, `hello_timeout` DEADLINE_EXCEEDED (no Hello in
+ * time, or too many streams waiting for theirs), `auth_throttled` RESOURCE_EXHAUSTED (too
+ * many failed token checks from the address).
  */
 export const STREAM_REFUSAL_REASONS = [
   "invalid",
@@ -26,6 +33,8 @@ export const STREAM_REFUSAL_REASONS = [
   "shutting_down",
   "replaced",
   "internal",
+  "hello_timeout",
+  "auth_throttled",
 ] as const;
 export type StreamRefusalReason = (typeof STREAM_REFUSAL_REASONS)[number];
 
@@ -37,6 +46,8 @@ export class SelfMetrics {
   readonly windowsRejected: Record<RejectionReason, number> = Object.fromEntries(
     REJECTION_REASONS.map((r) => [r, 0]),
   ) as Record<RejectionReason, number>;
+  /** Windows acknowledged again without being counted again: their time was covered already. */
+  windowsReplayed = 0;
   /** Points InfluxDB acknowledged (HTTP 204, or the kept part of a partial write). */
   influxPointsWritten = 0;
   /** Failed InfluxDB write requests (each attempt) and batches refused by a full write queue. */
@@ -51,6 +62,17 @@ export class SelfMetrics {
 
   /** HTTP requests answered 401: missing or wrong basic-auth credentials. */
   httpAuthFailures = 0;
+  /** HTTP requests refused before being served, by reason. */
+  readonly httpRefused: Record<HttpRefusalReason, number> = Object.fromEntries(
+    HTTP_REFUSAL_REASONS.map((r) => [r, 0]),
+  ) as Record<HttpRefusalReason, number>;
+  /** Connections of each listener: open now, and closed by the connection limits by reason. */
+  readonly connections: { grpc: ConnectionCounters; http: ConnectionCounters } = {
+    grpc: zeroConnectionCounters(),
+    http: zeroConnectionCounters(),
+  };
+  /** /metrics responses cut short: the scraper stopped reading or went away mid-body. */
+  scrapesAborted = 0;
 
   reject(reason: RejectionReason, count = 1): void {
     this.windowsRejected[reason] += count;

@@ -48,6 +48,66 @@ describe("validateHello", () => {
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.message).toMatch(message);
   });
+
+  /** One character of each class common/text-safety.ts refuses, and how the message names it. */
+  const UNSAFE: Array<[string, string, RegExp]> = [
+    ["a C0 control", "\u0007", /holds control characters \(U\+0007\)$/],
+    ["DEL", "\u007f", /holds control characters \(U\+007F\)$/],
+    ["a C1 control", "\u0085", /holds control characters \(U\+0085\)$/],
+    ["a right-to-left override", "\u202e", /holds a bidi control character \(U\+202E\); bidi control characters can make a name read differently from what it is$/],
+    ["a left-to-right mark", "\u200e", /holds a bidi control character \(U\+200E\)/],
+    ["an Arabic letter mark", "\u061c", /holds a bidi control character \(U\+061C\)/],
+    ["a right-to-left isolate", "\u2067", /holds a bidi control character \(U\+2067\)/],
+    ["a line separator", "\u2028", /holds a line or paragraph separator \(U\+2028\)/],
+    ["a paragraph separator", "\u2029", /holds a line or paragraph separator \(U\+2029\)/],
+  ];
+  const withChar = (field: string, ch: string): Hello => {
+    const h = hello();
+    if (field === "hello.host.hostname") h.host!.hostname = `gpu-a01${ch}10a`;
+    if (field === "hello.host.machine_id") h.host!.machineId = `abc${ch}`;
+    if (field === "hello.agent_version") h.agentVersion = `0.1.0${ch}`;
+    if (field === "hello.source") h.source = `sim${ch}`;
+    if (field === 'hello.host.labels["site"]: label "site" value') h.host!.labels = { site: `dc1${ch}` };
+    return h;
+  };
+  const fields = ["hello.host.hostname", "hello.host.machine_id", "hello.agent_version", "hello.source", 'hello.host.labels["site"]: label "site" value'];
+  it.each(fields.flatMap((field) => UNSAFE.map(([name, ch, message]) => ({ field, name, ch, message }))))(
+    "refuses $name in $field, naming the character",
+    ({ field, ch, message }) => {
+      const r = validateHello(withChar(field, ch));
+      expect(r.ok).toBe(false);
+      if (!r.ok) {
+        expect(r.message.startsWith(`${field} holds `)).toBe(true);
+        expect(r.message).toMatch(message);
+      }
+    },
+  );
+
+  it.each([
+    "host", "gpu", "uuid", "model", "driver", "state", "source", "reason",
+    "namespace", "pod", "container", "job", "user", "held_by", "parent_uuid", "mig_profile",
+    "instance", "le", "quantile", "alertname", "alertstate", "time", "_measurement", "_field", "_value",
+  ])("refuses the reserved label key %s", (key) => {
+    const r = validateHello(hello({ labels: { [key]: "x" } }));
+    expect(r).toEqual({ ok: false, message: expect.stringMatching(new RegExp(`^hello\\.host\\.labels\\["${key}"\\]: label key "${key}" is reserved: `)) });
+  });
+
+  it("refuses label keys that Prometheus renames or reserves by prefix", () => {
+    for (const key of ["exported_instance", "exported_site", "__name__"]) {
+      const r = validateHello(hello({ labels: { [key]: "x" } }));
+      expect(r.ok ? "" : r.message).toMatch(/may not start with (exported_|__)/);
+    }
+  });
+
+  it("quotes a hostile label key with escapes in the message", () => {
+    const r = validateHello(hello({ labels: { "a\u202eb\nc": "x" } }));
+    expect(r.ok ? "" : r.message).toBe('hello.host.labels["a\\u202eb\\u000ac"]: label key "a\\u202eb\\u000ac" must match ^[a-z_][a-z0-9_]{0,39}$ (lower-case letters, digits, _)');
+  });
+
+  it("accepts names in any script, with quotes, symbols and joiners", () => {
+    const r = validateHello(hello({ hostname: "東京-gpu-01.例え.jp", labels: { site: 'a\\b"c}{e=",é✓ 🚀 👩‍💻', le_bucket: "x", exported: "y" } }));
+    expect(r.ok).toBe(true);
+  });
 });
 
 describe("validateWindow", () => {
@@ -73,6 +133,15 @@ describe("validateWindow", () => {
     ["uuid with a newline", { uuid: "GPU-1\n" }, {}, "bad_uuid", "uuid"],
     ["model over 256 characters", { model: "m".repeat(257) }, {}, "bad_string", "model"],
     ["driver with a control character", { driverVersion: "550\u0000" }, {}, "bad_string", "driver_version"],
+    ["uuid with a C1 control", { uuid: "GPU-1\u0085" }, {}, "bad_uuid", "uuid"],
+    ["uuid with a right-to-left override", { uuid: "GPU-\u202e1111" }, {}, "bad_uuid", "uuid"],
+    ["uuid with a line separator", { uuid: "GPU-1\u2028" }, {}, "bad_uuid", "uuid"],
+    ["model with a bidi isolate", { model: "NVIDIA \u2066H100\u2069" }, {}, "bad_string", "model"],
+    ["model with a right-to-left mark", { model: "NVIDIA H100\u200f" }, {}, "bad_string", "model"],
+    ["model with a C1 control", { model: "NVIDIA\u009bH100" }, {}, "bad_string", "model"],
+    ["driver with an Arabic letter mark", { driverVersion: "550\u061c.54" }, {}, "bad_string", "driver_version"],
+    ["driver with a paragraph separator", { driverVersion: "550\u2029" }, {}, "bad_string", "driver_version"],
+    ["driver with DEL", { driverVersion: "550\u007f" }, {}, "bad_string", "driver_version"],
     ["huge GPU index", { index: 70_000 }, {}, "bad_number", "index"],
     ["duration of 999 ms", { durationMs: 999 }, {}, "bad_duration", "duration_ms"],
     ["duration over an hour", { durationMs: 3_600_001 }, {}, "bad_duration", "duration_ms"],

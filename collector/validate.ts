@@ -6,6 +6,7 @@
  * the field, e.g. `windows[3].power_mean_w`; the rest of its batch is still accepted.
  */
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
+import { UNSAFE_TEXT_RE, quoteText, unsafeTextProblem } from "../common/text-safety.js";
 import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_POWER_W } from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading } from "../gen/trueidle/v1/ingest_pb.js";
 
@@ -25,6 +26,7 @@ export const REJECTION_REASONS = [
   "too_many_gpus",
   "batch_too_large",
   "series_limit",
+  "overlap",
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
@@ -82,9 +84,6 @@ const DURATION_SLACK = 1.05;
 const SUM_TOLERANCE_S = 0.01;
 const SUM_TOLERANCE_FRACTION = 0.01;
 
-// eslint-disable-next-line no-control-regex
-const CONTROL_RE = /[\u0000-\u001f\u007f]/;
-
 /** The validated content of a Hello. */
 export interface AgentHello {
   agentVersion: string;
@@ -100,7 +99,9 @@ export type HelloResult = { ok: true; hello: AgentHello } | { ok: false; message
 function stringProblem(field: string, value: string, max: number, required: boolean): string | undefined {
   if (required && value.length === 0) return `${field} is empty`;
   if (value.length > max) return `${field} is longer than ${max} characters`;
-  if (CONTROL_RE.test(value)) return `${field} holds control characters`;
+  // Control, bidi and line-separator characters (common/text-safety.ts).
+  const unsafe = unsafeTextProblem(value);
+  if (unsafe !== undefined) return `${field} ${unsafe}`;
   return undefined;
 }
 
@@ -136,7 +137,7 @@ function labelsProblem(labels: Record<string, string>): string | undefined {
   if (keys.length > MAX_LABELS) return `hello.host.labels holds ${keys.length} labels; at most ${MAX_LABELS} are allowed`;
   for (const key of keys) {
     const p = labelKeyProblem(key) ?? labelValueProblem(key, labels[key] ?? "");
-    if (p) return `hello.host.labels[${JSON.stringify(key.slice(0, 64))}]: ${p}`;
+    if (p) return `hello.host.labels[${quoteText(key.slice(0, 64))}]: ${p}`;
   }
   return undefined;
 }
@@ -160,7 +161,7 @@ export function validateWindow(
   limits: Readonly<WindowLimits>,
   nowMs: number,
 ): WindowRejection | undefined {
-  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || CONTROL_RE.test(w.uuid)) return reject(index, "bad_uuid", "uuid");
+  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || UNSAFE_TEXT_RE.test(w.uuid)) return reject(index, "bad_uuid", "uuid");
   if (stringProblem("model", w.model, MAX_MODEL_LENGTH, false)) return reject(index, "bad_string", "model");
   if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false)) return reject(index, "bad_string", "driver_version");
   if (w.index > MAX_GPU_INDEX) return reject(index, "bad_number", "index");

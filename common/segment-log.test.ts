@@ -3,7 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { recordingLogger } from "./log.js";
-import { SegmentLog, comparePositions, type LogPosition } from "./segment-log.js";
+import { SegmentLog, comparePositions, segmentBytesFor, type LogPosition } from "./segment-log.js";
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -22,6 +22,11 @@ async function appendOk(log: SegmentLog, payloads: Buffer[]): Promise<LogPositio
   const res = await log.append(payloads);
   if (res.full) throw new Error("log unexpectedly full");
   return res.ends;
+}
+
+/** Every byte of every file in `dir`: segments, cursor and anything else the log left. */
+function dirBytes(dir: string): number {
+  return fs.readdirSync(dir).reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0);
 }
 
 function segFiles(dir: string): string[] {
@@ -211,4 +216,99 @@ describe("SegmentLog", () => {
     expect(text(await again.read(undefined, 10))).toEqual([rec(1), rec(2)].map(String));
     await again.close();
   });
+
+  it("rolls the segment being appended to once half of it is consumed, and deletes it once all of it is", async () => {
+    const dir = tempDir();
+    const log = await SegmentLog.open({ dir, segmentBytes: 1000, logger: recordingLogger() });
+    const ends = await appendOk(log, Array.from({ length: 30 }, (_, i) => rec(i))); // 540 bytes in segment 1
+    log.consume(ends[28] as LogPosition); // one record left in it
+    await appendOk(log, [rec(30)]);
+    expect(segFiles(dir)).toEqual(["0000000000000001.seg", "0000000000000002.seg"]);
+    expect(text(await log.read(undefined, 10))).toEqual([rec(29), rec(30)].map(String));
+    log.consume(log.tail());
+    await appendOk(log, [rec(31)]);
+    expect(segFiles(dir)).toEqual(["0000000000000002.seg"]);
+    await log.close();
+    const again = await SegmentLog.open({ dir, segmentBytes: 1000, logger: recordingLogger() });
+    expect(text(await again.read(undefined, 10))).toEqual([String(rec(31))]);
+    await again.close();
+  });
+
+  it("sizes segments from the bound: a sixteenth of it, 64 KiB to 8 MiB", () => {
+    expect(segmentBytesFor(Infinity)).toBe(8 << 20);
+    expect(segmentBytesFor(1 << 20)).toBe(64 << 10);
+    expect(segmentBytesFor(16 << 20)).toBe(1 << 20);
+    expect(segmentBytesFor(256 << 20)).toBe(8 << 20);
+    expect(segmentBytesFor(1 << 30)).toBe(8 << 20);
+  });
+
+  it("keeps the bytes on disk within maxBytes plus one segment while many times that goes through, and replays what is left in order", async () => {
+    const dir = tempDir();
+    const maxBytes = 1 << 20;
+    // The stated bound: maxBytes, plus the consumed front of one segment, plus the cursor file.
+    const limit = maxBytes + segmentBytesFor(maxBytes) + 100;
+    const open = (): Promise<SegmentLog> => SegmentLog.open({ dir, maxBytes, logger: recordingLogger() });
+    let log = await open();
+    /** The unconsumed records, oldest first, as the log must replay them. */
+    const queue: Array<{ payload: Buffer; end: LogPosition }> = [];
+    let seed = 1;
+    const random = (n: number): number => {
+      // mulberry32: a fixed seed, so every run goes through the same cases.
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
+    };
+    let id = 0;
+    let appended = 0;
+    let highest = 0;
+    const check = (): void => {
+      const bytes = dirBytes(dir);
+      highest = Math.max(highest, bytes);
+      expect(bytes).toBeLessThanOrEqual(limit);
+    };
+    const readAll = async (l: SegmentLog): Promise<Buffer[]> => {
+      const out: Buffer[] = [];
+      let from: LogPosition | undefined;
+      for (;;) {
+        const batch = await l.read(from, 10_000);
+        if (batch.length === 0) return out;
+        out.push(...batch.map((r) => r.payload));
+        from = batch[batch.length - 1]?.end;
+      }
+    };
+    for (let step = 0; appended < 12 << 20; step++) {
+      const burst = Array.from({ length: 1 + random(16) }, () => rec(id++, 40 + random(4000)));
+      const res = await log.append(burst);
+      check();
+      if (!res.full) {
+        burst.forEach((payload, i) => queue.push({ payload, end: res.ends[i] as LogPosition }));
+        appended += burst.reduce((n, p) => n + 8 + p.length, 0);
+      }
+      // Phases of 150 steps: a collector that keeps up (nearly everything consumed at once),
+      // then an outage (nothing consumed until the log is full, then a little at a time).
+      const keepingUp = Math.floor(step / 150) % 2 === 0;
+      const n = keepingUp ? Math.max(0, queue.length - random(4)) : res.full ? 1 + random(Math.min(queue.length, 40)) : 0;
+      if (n > 0) {
+        log.consume((queue[n - 1] as { end: LogPosition }).end);
+        queue.splice(0, n);
+      }
+      check();
+      if (step % 400 === 399) {
+        // A restart replays exactly the unconsumed records, in order, and the bound still holds.
+        await log.close();
+        check();
+        log = await open();
+        expect((await readAll(log)).map(String)).toEqual(queue.map((r) => String(r.payload)));
+      }
+    }
+    // The run went through the bound's worth of unconsumed records, and through far more than the old 8 MiB segment.
+    expect(highest).toBeGreaterThan(maxBytes * 0.9);
+    expect(appended).toBeGreaterThan(8 << 20);
+    await log.close();
+    check();
+    const again = await open();
+    expect((await readAll(again)).map(String)).toEqual(queue.map((r) => String(r.payload)));
+    await again.close();
+  }, 120_000);
 });

@@ -18,6 +18,13 @@
  * - `open` verifies every record from the head: a torn or corrupt tail of the last segment is
  *   cut off, a corrupt record in an older segment ends that segment; both are logged and
  *   counted in `stats()`.
+ * - Bytes on disk: the unconsumed bytes plus the consumed front of the head segment, which is
+ *   at most one segment (`segmentBytes`, or one record when a record is larger), plus the
+ *   cursor file (under 100 bytes). With `maxBytes` the unconsumed bytes stay within it, so the
+ *   directory holds at most `maxBytes` + one segment + the cursor; the segment size follows the
+ *   bound (`segmentBytesFor`: a sixteenth of it, 64 KiB to 8 MiB). Consumed segments are deleted
+ *   before the next write, and a head segment that is also the one appended to is rolled over
+ *   once half of it is consumed, so that its consumed front goes with it.
  */
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
@@ -43,7 +50,7 @@ export { comparePositions, type LogPosition } from "./segment-file.js";
 export interface SegmentLogOptions {
   /** Created (mode 0700) if missing. */
   dir: string;
-  /** Roll to a new segment file at about this size (default 8 MiB). */
+  /** Roll to a new segment file at about this size (default `segmentBytesFor(maxBytes)`). */
   segmentBytes?: number;
   /** An append that would take unconsumed bytes past this fails with {full:true} (default Infinity). */
   maxBytes?: number;
@@ -69,6 +76,18 @@ export interface SegmentLogStats {
 }
 
 export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024;
+const MIN_SEGMENT_BYTES = 64 * 1024;
+
+/**
+ * The segment size for a log bounded to `maxBytes` (Infinity: unbounded): a sixteenth of the
+ * bound, so that the consumed front of one segment adds at most a sixteenth to what is on disk,
+ * but at least 64 KiB (fewer files and rolls for small bounds) and at most 8 MiB.
+ */
+export function segmentBytesFor(maxBytes: number): number {
+  if (!Number.isFinite(maxBytes)) return DEFAULT_SEGMENT_BYTES;
+  return Math.min(DEFAULT_SEGMENT_BYTES, Math.max(MIN_SEGMENT_BYTES, Math.floor(maxBytes / 16)));
+}
+
 const READ_CHUNK_BYTES = 256 * 1024;
 /** writev takes at most IOV_MAX (1024 on Linux) buffers per call. */
 const MAX_IOVECS = 1000;
@@ -107,8 +126,8 @@ export class SegmentLog {
 
   private constructor(opts: SegmentLogOptions, segments: Segment[], head: LogPosition, fh: FileHandle) {
     this.dir = opts.dir;
-    this.segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     this.maxBytes = opts.maxBytes ?? Infinity;
+    this.segmentBytes = opts.segmentBytes ?? segmentBytesFor(this.maxBytes);
     this.logger = opts.logger;
     this.segments = segments;
     this.headPos = head;
@@ -292,18 +311,24 @@ export class SegmentLog {
     await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       while (this.queue.length > 0 || this.toDelete.length > 0 || comparePositions(this.persistedHead, this.headPos) !== 0) {
+        // Consumed segments go before anything new is written, so the bytes on disk never hold
+        // both. Deleting ahead of the cursor is safe: `open` starts at the first segment left.
+        await this.deleteConsumed();
         const batch = this.queue.splice(0);
         if (batch.length > 0) await this.writeBatch(batch);
         if (comparePositions(this.persistedHead, this.headPos) !== 0) await this.persistCursor();
-        for (const id of this.toDelete.splice(0)) {
-          await fs.rm(path.join(this.dir, segmentFileName(id)), { force: true }).catch((err: unknown) => {
-            this.logger.warn(`Could not delete a consumed segment of the log in ${this.dir}; it will be retried at the next start.`, { segment: id, error: errorMessage(err) });
-          });
-        }
       }
     } finally {
       // Runs in the same turn as the loop's last check, so no append can slip in between.
       this.running = false;
+    }
+  }
+
+  private async deleteConsumed(): Promise<void> {
+    for (const id of this.toDelete.splice(0)) {
+      await fs.rm(path.join(this.dir, segmentFileName(id)), { force: true }).catch((err: unknown) => {
+        this.logger.warn(`Could not delete a consumed segment of the log in ${this.dir}; it will be retried at the next start.`, { segment: id, error: errorMessage(err) });
+      });
     }
   }
 
@@ -335,6 +360,14 @@ export class SegmentLog {
       runBytes = 0;
     };
     try {
+      if (this.headPos.segment === this.active().id && this.headPos.offset >= this.segmentBytes / 2) {
+        // Half of the segment being appended to is consumed: the new records start a segment of
+        // their own, and the old one is deleted once the rest of it is consumed (now, if it is).
+        await this.roll();
+        written = 0;
+        this.dropConsumedSegments();
+        await this.deleteConsumed();
+      }
       for (const [i, p] of batch.entries()) {
         for (const payload of p.payloads) {
           const rec = HEADER_BYTES + payload.length;

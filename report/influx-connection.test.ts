@@ -28,10 +28,23 @@ describe("--influx-url", () => {
   });
 
   it("refuses credentials in the URL and anything that is not http(s)://HOST/DB", () => {
-    expect(() => parseInfluxUrl("http://admin:secret@influx:8086/trueidle")).toThrow(/must not carry credentials; set TRUEIDLE_INFLUX_USERNAME/);
-    expect(() => parseInfluxUrl("influx:8086")).toThrow(/must start with http/);
-    expect(() => parseInfluxUrl("http://influx:8086/a/b")).toThrow(/the database name alone/);
+    expect(() => parseInfluxUrl("http://admin:secret@influx:8086/trueidle")).toThrow(/must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/);
+    expect(() => parseInfluxUrl("influx:8086")).toThrow(/must use http or https/);
+    expect(() => parseInfluxUrl("http://influx:8086/a/b")).toThrow(/must be a single database name/);
     expect(() => parseInfluxUrl("not a url")).toThrow(/is not a URL/);
+  });
+
+  it("never echoes a password, even one that makes the URL unparseable", () => {
+    for (const url of ["http://admin:S3cret/Pass@influx:8086/db", "http://admin:S3cret/Pass@influx:8086/a/b?x", "admin:S3cret/Pass@influx"]) {
+      let message = "";
+      try {
+        parseInfluxUrl(url);
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/must not hold credentials/);
+      expect(message).not.toMatch(/S3cret|Pass|admin/);
+    }
   });
 });
 

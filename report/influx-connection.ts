@@ -6,45 +6,22 @@
  * Credentials never come from the command line: env `TRUEIDLE_INFLUX_USERNAME` /
  * `TRUEIDLE_INFLUX_PASSWORD`, or `--influx-credentials-file FILE` (first line
  * `username:password`), the file winning when both are given. A URL with `user:pass@` is
- * refused rather than silently used.
+ * refused rather than silently used, and its credentials are never echoed.
  */
 import { readFileSync } from "node:fs";
 import { TrueidleError, errorMessage } from "../common/errors.js";
+import type { InfluxUrl } from "../common/influx-url.js";
 
-export const DEFAULT_INFLUX_DATABASE = "trueidle";
-
-export interface InfluxTarget {
-  /** Scheme, host and port, no trailing slash: `http://127.0.0.1:8086`. */
-  baseUrl: string;
-  database: string;
-}
+/** Scheme, host and port, no trailing slash (`http://127.0.0.1:8086`), and the database. */
+export type InfluxTarget = InfluxUrl;
 
 export interface InfluxCredentials {
   username: string;
   password: string;
 }
 
-/** Parses `http://HOST:PORT/DB` (DB defaults to `trueidle`); throws bad_config naming the form. */
-export function parseInfluxUrl(text: string): InfluxTarget {
-  let u: URL;
-  try {
-    u = new URL(text);
-  } catch {
-    throw new TrueidleError("bad_config", `--influx-url "${text}" is not a URL; use http://HOST:8086/DATABASE`);
-  }
-  if (u.protocol !== "http:" && u.protocol !== "https:") {
-    throw new TrueidleError("bad_config", `--influx-url "${text}" must start with http:// or https://`);
-  }
-  if (u.username || u.password) {
-    throw new TrueidleError("bad_config",
-      "--influx-url must not carry credentials; set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD, or use --influx-credentials-file");
-  }
-  if (u.search || u.hash) throw new TrueidleError("bad_config", `--influx-url "${text}" must not have a query or fragment; use http://HOST:8086/DATABASE`);
-  const parts = u.pathname.split("/").filter(Boolean);
-  if (parts.length > 1) throw new TrueidleError("bad_config", `--influx-url "${text}": the path is the database name alone, e.g. http://HOST:8086/trueidle`);
-  const database = parts[0] === undefined ? DEFAULT_INFLUX_DATABASE : decodeURIComponent(parts[0]);
-  return { baseUrl: `${u.protocol}//${u.host}`, database };
-}
+/** `--influx-url`: the parser every command uses, which never echoes credentials (common/influx-url.ts). */
+export { parseInfluxUrl } from "../common/influx-url.js";
 
 /**
  * Credentials from the file when given, else from the environment, else none (an InfluxDB

@@ -224,6 +224,9 @@ export class Shipper {
       "grpc.max_send_message_length": 8 * 1024 * 1024,
       "grpc.initial_reconnect_backoff_ms": 500,
       "grpc.max_reconnect_backoff_ms": 5_000,
+      // A connection of its own, never shared with another client in the process: the
+      // collector serves a few streams per connection, one agent's worth.
+      "grpc.use_local_subchannel_pool": 1,
       ...this.opts.channelOptions,
     });
     const metadata = this.opts.callMetadata?.clone() ?? new grpc.Metadata();

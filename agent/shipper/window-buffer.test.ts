@@ -3,6 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { recordingLogger } from "../../common/log.js";
+import { segmentBytesFor } from "../../common/segment-log.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
 
 const dirs: string[] = [];
@@ -155,4 +156,61 @@ describe("WindowBuffer on disk", () => {
     await buf.close();
     await buf.close();
   });
+
+  it("holds its directory within the byte bound plus one segment through outages and acks, and replays what is left in order", async () => {
+    const dir = tempDir();
+    const maxBytes = 1 << 20; // --max-buffer-size 1MiB
+    // The stated bound: the byte bound, plus the consumed front of one segment, plus the cursor file.
+    const limit = maxBytes + segmentBytesFor(maxBytes) + 100;
+    const opts = { maxWindows: 200_000, maxBytes, logger: recordingLogger() };
+    const dirBytes = (): number => fs.readdirSync(dir).reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0);
+    let highest = 0;
+    const check = (): void => {
+      const bytes = dirBytes();
+      highest = Math.max(highest, bytes);
+      expect(bytes).toBeLessThanOrEqual(limit);
+    };
+    /** Pushes and waits until the windows are written and fsynced. */
+    const pushWritten = async (b: WindowBuffer, windows: Buffer[]): Promise<void> => {
+      const written = new Promise<void>((resolve) => (b.onSendable = resolve));
+      b.push(windows);
+      await written;
+    };
+    let seed = 3;
+    const random = (n: number): number => {
+      // mulberry32: a fixed seed, so every run goes through the same steps.
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
+    };
+    let buf = await WindowBuffer.open(dir, opts);
+    let id = 0;
+    let pushed = 0;
+    for (let step = 0; pushed < 10 << 20; step++) {
+      const windows = Array.from({ length: 1 + random(16) }, () => Buffer.from(`${id++}:`.padEnd(100 + random(2000), "w")));
+      await pushWritten(buf, windows);
+      pushed += windows.reduce((n, b) => n + b.length, 0);
+      check();
+      // Phases of 120 handovers: a collector that acknowledges everything, then one that is
+      // away (the bound is hit and the oldest windows are dropped).
+      if (Math.floor(step / 120) % 2 === 0) buf.complete(buf.takeUnsent(100_000));
+      check();
+      if (step % 300 === 299) {
+        // A restart gives back exactly the windows not yet done, in order.
+        buf.unsendAll();
+        const left = names(buf.takeUnsent(1_000_000));
+        buf.unsendAll();
+        await buf.close();
+        check();
+        buf = await WindowBuffer.open(dir, opts);
+        expect(buf.stats()).toMatchObject({ windows: left.length, dropped: 0 });
+        expect(names(buf.takeUnsent(1_000_000))).toEqual(left);
+        buf.unsendAll();
+      }
+    }
+    expect(buf.stats().dropped).toBeGreaterThan(0);
+    expect(highest).toBeGreaterThan(maxBytes * 0.9);
+    await buf.close();
+  }, 120_000);
 });

@@ -14,10 +14,18 @@
  * unsent ones. Done windows leave the front of the buffer; on disk the log is consumed up to
  * the end of that contiguous done prefix. When the bound (windows or bytes) is hit, the
  * oldest unsent windows are dropped, counted and logged.
+ *
+ * On disk the byte bound counts what the log stores: each window's bytes plus its 8-byte
+ * record header. The log's segments are sized from the bound (common/segment-log.ts,
+ * `segmentBytesFor`), so the buffer's directory holds at most the bound plus one segment (a
+ * sixteenth of the bound, 64 KiB to 8 MiB). Windows dropped while an older one waits for its
+ * ack stay on disk until that ack, or until the stream breaks and the older one is dropped or
+ * sent again.
  */
 import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
-import { SegmentLog, type LogPosition } from "../../common/segment-log.js";
+import { SegmentLog, segmentBytesFor, type LogPosition } from "../../common/segment-log.js";
+import { HEADER_BYTES } from "../../common/segment-file.js";
 
 export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
 const DROP_LOG_INTERVAL_MS = 10_000;
@@ -37,7 +45,7 @@ export interface BufferEntry {
 export interface WindowBufferOptions {
   /** Windows kept at most (sent and unsent). */
   maxWindows: number;
-  /** Encoded bytes kept at most; default 256 MiB. */
+  /** Encoded bytes kept at most, with 8 bytes of record header a window on disk; default 256 MiB. */
   maxBytes?: number;
   logger: Logger;
   now?: () => number;
@@ -90,7 +98,7 @@ export class WindowBuffer {
 
   /** Opens (or creates) the log in `dir` and loads the windows it holds. */
   static async open(dir: string, opts: WindowBufferOptions): Promise<WindowBuffer> {
-    const log = await SegmentLog.open({ dir, logger: opts.logger });
+    const log = await SegmentLog.open({ dir, segmentBytes: segmentBytesFor(opts.maxBytes ?? DEFAULT_MAX_BUFFER_BYTES), logger: opts.logger });
     const buf = new WindowBuffer(opts, log, dir);
     try {
       let from: LogPosition | undefined;
@@ -231,10 +239,15 @@ export class WindowBuffer {
     if (end && this.log && !this.closing) this.log.consume(end);
   }
 
+  /** What the windows not done take against the byte bound: on disk, with their record headers. */
+  private boundBytes(): number {
+    return this.log ? this.liveBytes + this.live * HEADER_BYTES : this.liveBytes;
+  }
+
   /** Drops the oldest windows not in flight while a bound is exceeded. */
   private enforceBound(): void {
     let n = 0;
-    while ((this.live > this.opts.maxWindows || this.liveBytes > this.maxBytes) && this.cursor < this.entries.length) {
+    while ((this.live > this.opts.maxWindows || this.boundBytes() > this.maxBytes) && this.cursor < this.entries.length) {
       const e = this.entries[this.cursor] as BufferEntry;
       if (e.state !== "done") {
         this.finish(e);

@@ -4,14 +4,13 @@
  * (`TRUEIDLE_INFLUX_USERNAME` / `TRUEIDLE_INFLUX_PASSWORD`) or a file whose first line is
  * `username:password` — never from the command line, and never logged.
  *
- * Shared by the collector (writes), `trueidle report` (queries) and the backfill.
+ * Shared by the collector (writes) and the demo's backfill; `trueidle report` reads the same
+ * URL through the same parser.
  */
 import { readFileSync, statSync } from "node:fs";
 import { InfluxDB } from "influx";
 import { TrueidleError } from "../../common/errors.js";
 import { permissionProblem } from "../../common/secret-file.js";
-
-export const DEFAULT_DATABASE = "trueidle";
 
 export interface InfluxTarget {
   /** Scheme, host and port only, e.g. "http://127.0.0.1:8086" (no path, no credentials). */
@@ -21,47 +20,8 @@ export interface InfluxTarget {
   password?: string | undefined;
 }
 
-/** Database names trueidle accepts: plain enough to need no quoting surprises anywhere. */
-const DATABASE_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
-
-/**
- * Parses `--influx-url`. The path names the database; an empty path means `trueidle`.
- * Throws a bad_config error that says what is wrong and shows the expected form.
- */
-export function parseInfluxUrl(text: string): { baseUrl: string; database: string } {
-  const form = "use the form http://HOST:8086/DATABASE, e.g. http://influxdb.example:8086/trueidle";
-  let url: URL;
-  try {
-    url = new URL(text.trim());
-  } catch {
-    // Credentials typed into a URL must not reach a log, even from a URL that does not parse.
-    throw new TrueidleError("bad_config", `--influx-url "${text.replace(/\/\/[^/]*@/, "//…@")}" is not a URL; ${form}`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new TrueidleError("bad_config", `--influx-url must use http or https (got "${url.protocol.replace(/:$/, "")}"); ${form}`);
-  }
-  if (url.username !== "" || url.password !== "") {
-    throw new TrueidleError(
-      "bad_config",
-      "--influx-url must not hold credentials; set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or use --influx-credentials-file",
-    );
-  }
-  if (url.search !== "" || url.hash !== "") {
-    throw new TrueidleError("bad_config", `--influx-url must not have a query or fragment; ${form}`);
-  }
-  const segments = url.pathname.split("/").filter((s) => s !== "");
-  if (segments.length > 1) {
-    throw new TrueidleError("bad_config", `--influx-url path "${url.pathname}" must be a single database name; ${form}`);
-  }
-  const database = segments.length === 0 ? DEFAULT_DATABASE : decodeURIComponent(segments[0] ?? "");
-  if (!DATABASE_RE.test(database)) {
-    throw new TrueidleError(
-      "bad_config",
-      `--influx-url database name "${database}" must start with a letter or _ and hold only letters, digits, _ and - (at most 64)`,
-    );
-  }
-  return { baseUrl: `${url.protocol}//${url.host}`, database };
-}
+/** `--influx-url`: one parser for every command, which never echoes credentials (common/influx-url.ts). */
+export { parseInfluxUrl } from "../../common/influx-url.js";
 
 export interface CredentialSources {
   /** `--influx-credentials-file`: first line `username:password`. */

@@ -5,6 +5,7 @@
  */
 import {
   credentials,
+  Metadata,
   makeGenericClientConstructor,
   status,
   type Client,
@@ -16,6 +17,8 @@ import { ingestClientDefinition, ingestServiceDefinition } from "../../common/gr
 import type { StreamRequest, StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 
 const IngestClient = makeGenericClientConstructor(ingestServiceDefinition, "IngestService");
+/** Every probe on a connection of its own, as every agent has: the collector serves a few streams per connection. */
+const OWN_CONNECTION = { "grpc.use_local_subchannel_pool": 1 };
 /** A client that sends raw bytes (the agent's client definition passes Buffers through). */
 const RawClient = makeGenericClientConstructor(ingestClientDefinition, "IngestService");
 
@@ -72,15 +75,15 @@ export class ProbeFactory {
   }
 
   /** The bare stream, for a Probe subclass with its own helpers. */
-  openCall(grpcPort: number): ClientDuplexStream<StreamRequest, StreamResponse> {
-    const client = new IngestClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure());
+  openCall(grpcPort: number, metadata: Metadata = new Metadata()): ClientDuplexStream<StreamRequest, StreamResponse> {
+    const client = new IngestClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure(), OWN_CONNECTION);
     this.clients.push(client);
-    return (client as unknown as { stream(): ClientDuplexStream<StreamRequest, StreamResponse> }).stream();
+    return (client as unknown as { stream(m: Metadata): ClientDuplexStream<StreamRequest, StreamResponse> }).stream(metadata);
   }
 
   /** A stream whose messages are sent as given, byte for byte. */
   openRaw(grpcPort: number): Probe<Buffer> {
-    const client = new RawClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure());
+    const client = new RawClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure(), OWN_CONNECTION);
     this.clients.push(client);
     return new Probe((client as unknown as { stream(): ClientDuplexStream<Buffer, StreamResponse> }).stream());
   }

@@ -1,0 +1,88 @@
+/**
+ * Slows down guessing: every failed authentication (a wrong basic-auth password, a wrong
+ * or missing agent token) takes a token from its source address's bucket; an address whose
+ * bucket is empty is refused without its credentials being checked — HTTP 429 with
+ * `Retry-After`, gRPC RESOURCE_EXHAUSTED with `trueidle-retry-after-ms` — until the bucket
+ * holds a token again. While refused, right credentials are refused too: otherwise every
+ * refusal would still tell a guesser whether its guess was right.
+ *
+ * A bucket holds `burst` failures and refills at `perMinute` a minute, so a misconfigured
+ * client retrying with backoff is never throttled, and a guesser gets `perMinute` guesses a
+ * minute instead of thousands a second. Successes cost nothing. Addresses are remembered
+ * up to a bound; the one unseen longest is forgotten first (a forgotten address starts
+ * with a full bucket, which only ever lets a guesser through `burst` more times).
+ */
+
+export interface FailureThrottleOptions {
+  /** Failures an address may have in a row before it is refused (default 10). */
+  burst?: number;
+  /** Failures per minute an address earns back (default 10). */
+  perMinute?: number;
+  /** Addresses remembered at most (default 10,000). */
+  maxAddresses?: number;
+  /** Monotonic clock, ms (default performance.now). */
+  clock?: () => number;
+}
+
+export const DEFAULT_AUTH_FAILURE_BURST = 10;
+export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
+const DEFAULT_MAX_ADDRESSES = 10_000;
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+export class FailureThrottle {
+  private readonly burst: number;
+  private readonly perMs: number;
+  private readonly maxAddresses: number;
+  private readonly clock: () => number;
+  /** In order of last use: a re-used address is moved to the end. */
+  private readonly buckets = new Map<string, Bucket>();
+
+  constructor(opts: FailureThrottleOptions = {}) {
+    this.burst = opts.burst ?? DEFAULT_AUTH_FAILURE_BURST;
+    this.perMs = (opts.perMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE) / 60_000;
+    this.maxAddresses = opts.maxAddresses ?? DEFAULT_MAX_ADDRESSES;
+    this.clock = opts.clock ?? (() => performance.now());
+  }
+
+  /** Milliseconds `address` must wait before its credentials are checked again; 0 when they may be checked now. */
+  retryAfterMs(address: string): number {
+    const b = this.refill(address);
+    if (!b || b.tokens >= 1) return 0;
+    return Math.ceil((1 - b.tokens) / this.perMs);
+  }
+
+  /** Records a failed authentication from `address`. */
+  failed(address: string): void {
+    const b = this.refill(address) ?? this.add(address);
+    b.tokens = Math.max(0, b.tokens - 1);
+  }
+
+  private refill(address: string): Bucket | undefined {
+    const b = this.buckets.get(address);
+    if (!b) return undefined;
+    const now = this.clock();
+    if (now > b.at) b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
+    b.at = Math.max(b.at, now);
+    if (b.tokens >= this.burst) {
+      this.buckets.delete(address);
+      return undefined;
+    }
+    this.buckets.delete(address);
+    this.buckets.set(address, b);
+    return b;
+  }
+
+  private add(address: string): Bucket {
+    if (this.buckets.size >= this.maxAddresses) {
+      const oldest = this.buckets.keys().next().value;
+      if (oldest !== undefined) this.buckets.delete(oldest);
+    }
+    const b = { tokens: this.burst, at: this.clock() };
+    this.buckets.set(address, b);
+    return b;
+  }
+}
