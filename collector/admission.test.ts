@@ -119,6 +119,28 @@ describe("stream and connection admission", () => {
     expect(await welcomed(p)).toBe("welcome");
   });
 
+  it("logs a cancelled stream as cancelled, and a half-closed one as closed by the agent", async () => {
+    const { collector, logs } = await start();
+    const cancelled = probes.open(collector.grpcPort);
+    cancelled.send(helloRequest("gpu-node-cancel"));
+    expect(await welcomed(cancelled)).toBe("welcome");
+    cancelled.call.cancel();
+    const closed = probes.open(collector.grpcPort);
+    closed.send(helloRequest("gpu-node-close"));
+    expect(await welcomed(closed)).toBe("welcome");
+    closed.call.end();
+    await closed.status;
+    const line = async (host: string): Promise<string> => {
+      for (;;) {
+        const l = logs.find((x) => x.includes(`Agent on ${host} disconnected`));
+        if (l) return (JSON.parse(l) as { msg: string }).msg;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    expect(await line("gpu-node-cancel")).toBe("Agent on gpu-node-cancel disconnected: the stream was cancelled by the agent, or its connection was lost.");
+    expect(await line("gpu-node-close")).toBe("Agent on gpu-node-close disconnected: the agent closed the stream.");
+  });
+
   it("refuses a Hello and windows whose labels would blow the bytes-per-series budget", async () => {
     const { collector } = await start();
     const labels = Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`label_${i}`, "v".repeat(120)]));

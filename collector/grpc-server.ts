@@ -37,7 +37,7 @@ import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep 
 import type { ListenAddress } from "../common/listen-address.js";
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
 import { peerAddress, UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
-import type { FailureThrottle } from "./auth/failure-throttle.js";
+import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
 
 /**
  * Largest message an agent may send unless configured otherwise (maxMessageBytes). grpc-js
@@ -284,7 +284,7 @@ export class IngestServer {
         return;
       }
       if (!this.auth.check(call.metadata, peer).ok) {
-        throttle?.failed(address);
+        throttle?.failed(address, credentialDigest(call.metadata.get("authorization").map(String).join("\n")));
         this.deps.self.refuse("unauthenticated");
         this.endWithStatus(call, status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE);
         return;
@@ -327,14 +327,19 @@ export class IngestServer {
     });
     // The agent half-closes its side when it stops: close ours with OK ('finish' follows).
     // A cancel (RST_STREAM) or a lost connection comes as 'cancelled' before any 'finish'.
+    // grpc-js ends the request side of a cancelled stream too, just before it says
+    // 'cancelled': the answer waits a turn, so a cancel is not taken for a half-close.
     let ending = false;
     call.on("end", () => {
-      if (!this.calls.has(call)) return;
-      ending = true;
-      call.end();
+      setImmediate(() => {
+        if (!this.calls.has(call) || call.cancelled) return;
+        ending = true;
+        call.end();
+      });
     });
     call.on("finish", () => {
       if (this.stopping || this.quiescing) finish("the collector is shutting down");
+      else if (call.cancelled) finish("the stream was cancelled by the agent, or its connection was lost");
       else finish(ending ? "the agent closed the stream" : "the stream ended");
     });
     call.on("cancelled", () => {

@@ -36,7 +36,7 @@ import { renderMetricsChunks } from "./metrics-render.js";
 import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
 import type { HttpRefusalReason, SelfMetrics } from "./self-metrics.js";
 import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
-import type { FailureThrottle } from "./auth/failure-throttle.js";
+import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
 
 /** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
 export const DEFAULT_MAX_HTTP_CONNECTIONS = 256;
@@ -159,7 +159,7 @@ export class CollectorHttpServer {
         return;
       }
       if (this.deps.basicAuth.check(req.headers.authorization) === undefined) {
-        throttle?.failed(address);
+        throttle?.failed(address, credentialDigest(req.headers.authorization ?? ""));
         this.deps.self.httpAuthFailures++;
         res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
         res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");

@@ -6,12 +6,22 @@
  * holds a token again. While refused, right credentials are refused too: otherwise every
  * refusal would still tell a guesser whether its guess was right.
  *
- * A bucket holds `burst` failures and refills at `perMinute` a minute, so a misconfigured
- * client retrying with backoff is never throttled, and a guesser gets `perMinute` guesses a
- * minute instead of thousands a second. Successes cost nothing. Addresses are remembered
- * up to a bound; the one unseen longest is forgotten first (a forgotten address starts
- * with a full bucket, which only ever lets a guesser through `burst` more times).
+ * A bucket holds `burst` failures and refills at `perMinute` a minute, so a guesser gets
+ * `perMinute` guesses a minute instead of thousands a second. Successes cost nothing, and
+ * so does a credential that already failed from the address lately (the caller passes a
+ * digest of it): a misconfigured agent or scraper that keeps sending the same wrong token
+ * or password is refused with 401/UNAUTHENTICATED as before, and never throttles the
+ * honest clients that share its address (a NAT, a proxy) — only distinct guesses do.
+ * Addresses are remembered up to a bound; the one unseen longest is forgotten first (a
+ * forgotten address starts with a full bucket, which only ever lets a guesser through
+ * `burst` more times).
  */
+import { createHash } from "node:crypto";
+
+/** A short digest of a presented credential, for FailureThrottle.failed. */
+export function credentialDigest(presented: string): string {
+  return createHash("sha256").update(presented, "utf8").digest("base64url").slice(0, 16);
+}
 
 export interface FailureThrottleOptions {
   /** Failures an address may have in a row before it is refused (default 10). */
@@ -28,9 +38,14 @@ export const DEFAULT_AUTH_FAILURE_BURST = 10;
 export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
 const DEFAULT_MAX_ADDRESSES = 10_000;
 
+/** Failed credentials remembered per address, newest last. */
+const RECENT_FAILURES = 8;
+
 interface Bucket {
   tokens: number;
   at: number;
+  /** Digests of the credentials that failed lately. */
+  recent: string[];
 }
 
 export class FailureThrottle {
@@ -55,9 +70,17 @@ export class FailureThrottle {
     return Math.ceil((1 - b.tokens) / this.perMs);
   }
 
-  /** Records a failed authentication from `address`. */
-  failed(address: string): void {
+  /**
+   * Records a failed authentication from `address`; `credential` identifies what was
+   * presented (a digest, never the secret itself): a repeat of a recent one costs nothing.
+   */
+  failed(address: string, credential?: string): void {
     const b = this.refill(address) ?? this.add(address);
+    if (credential !== undefined) {
+      if (b.recent.includes(credential)) return;
+      b.recent.push(credential);
+      if (b.recent.length > RECENT_FAILURES) b.recent.shift();
+    }
     b.tokens = Math.max(0, b.tokens - 1);
   }
 
@@ -67,7 +90,7 @@ export class FailureThrottle {
     const now = this.clock();
     if (now > b.at) b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
     b.at = Math.max(b.at, now);
-    if (b.tokens >= this.burst) {
+    if (b.tokens >= this.burst && b.recent.length === 0) {
       this.buckets.delete(address);
       return undefined;
     }
@@ -81,7 +104,7 @@ export class FailureThrottle {
       const oldest = this.buckets.keys().next().value;
       if (oldest !== undefined) this.buckets.delete(oldest);
     }
-    const b = { tokens: this.burst, at: this.clock() };
+    const b: Bucket = { tokens: this.burst, at: this.clock(), recent: [] };
     this.buckets.set(address, b);
     return b;
   }

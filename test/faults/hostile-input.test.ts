@@ -137,6 +137,31 @@ describe("hostile input to a collector that requires tokens", () => {
     expect(collector.proc!.output()).not.toContain(OTHER_TOKEN);
   });
 
+  it("keeps header values grpc-js rejects out of the log, whole or in part, and logs such lines a few a minute at most", async () => {
+    const before = collector.proc!.output().length;
+    // A tab makes grpc-js refuse the header value; it used to log the value whole, token and all.
+    const tabbed = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "tabbed" }))], { authorization: `Bearer\t${GOOD_TOKEN}` });
+    expect(tabbed.grpcStatus).toBe(status.UNAUTHENTICATED);
+    refused.unauthenticated++;
+    // Fifty streams with 8 KB of junk in a header grpc-js refuses.
+    const junk = "j\t".repeat(4 * 1024);
+    for (let i = 0; i < 50; i++) {
+      const r = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: `junk-${i}` }))], { ...AUTH, headers: { "x-junk": junk } });
+      expect(r.responses[0]?.msg.case).toBe("welcome");
+    }
+    await eventually("grpc-js' lines in the collector's log", async () => (collector.proc!.output().slice(before).includes("gRPC library:") ? true : undefined));
+    const lines = collector.proc!.output().slice(before).split("\n").filter((l) => l.includes("gRPC library:"));
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines.length).toBeLessThanOrEqual(10);
+    for (const l of lines) {
+      expect(l).toMatch(/metadata entry (authorization|x-junk): \[redacted\]/);
+      expect(l.length).toBeLessThan(1_000);
+    }
+    expect(collector.proc!.output()).not.toContain(GOOD_TOKEN);
+    expect(collector.proc!.output()).not.toContain(GOOD_TOKEN.slice(0, 12));
+    expect(collector.proc!.output()).not.toContain("j\\tj\\tj");
+  });
+
   it("stays up: /healthz answers 200, counts every refusal, and a good agent's windows all reach InfluxDB", async () => {
     const wrongFile = path.join(fleet.dir, "wrong-token");
     writeFileSync(wrongFile, `${OTHER_TOKEN}\n`, { mode: 0o600 });
