@@ -1,12 +1,12 @@
 /**
- * `/metrics` render time for a large fleet: `renderMetrics` (what the HTTP server writes)
+ * `/metrics` render time for a large fleet: `renderMetricsChunks` (what the HTTP server streams)
  * over a FleetState filled through the real ingest path.
  *
  * Baseline, in the same rounds: `JSON.stringify` of the same GPU records — a generic
  * serialisation of the same state, so the ratio says what the text format costs over it.
  */
 import { FleetState } from "../collector/fleet-state.js";
-import { renderMetrics } from "../collector/metrics-render.js";
+import { renderMetrics, renderMetricsChunks } from "../collector/metrics-render.js";
 import { SelfMetrics } from "../collector/self-metrics.js";
 import { rounds, sink, spread, timed, type Spread } from "./harness.js";
 import { GPUS_PER_HOST } from "./sim-hosts.js";
@@ -52,7 +52,7 @@ export function runMetricsBench(templates: WindowTemplates, gpus: number, warmup
 
   const render = (): number => timed(() => {
     let n = 0;
-    for (const chunk of renderMetrics(fleet, self)) n += chunk.length;
+    for (const chunk of renderMetricsChunks(fleet, self)) n += chunk.length;
     sink.value += n;
   }).wallMs;
   const json = (): number => timed(() => { sink.value += JSON.stringify([...fleet.gpus()]).length; }).wallMs;
