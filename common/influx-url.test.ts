@@ -77,6 +77,26 @@ describe("parseInfluxUrl never echoes credentials", () => {
     expect(leaks(message, USER, allowed)).toEqual([]);
   });
 
+  it("shows neither InfluxDB's query credentials (?u=&p=) nor text that is no URL", () => {
+    const forms = [
+      (pw: string) => `http://influx.example:8086/trueidle?u=${USER}&p=${encodeURIComponent(pw)}`,
+      (pw: string) => `http://influx.example:8086/trueidle#${pw}`,
+      (pw: string) => pw,
+      (pw: string) => `${USER}:${pw}`,
+    ];
+    for (const pw of PASSWORDS) {
+      for (const make of forms) {
+        const text = make(pw);
+        if (text.includes("@")) continue; // the forms above
+        const message = refusal(text);
+        // What the message shows for a harmless value in the same place.
+        const allowed = refusal(make("x y"));
+        expect(leaks(message, pw, allowed)).toEqual([]);
+        expect(message).not.toContain(USER);
+      }
+    }
+  });
+
   it("names the fix and shows the host it was given", () => {
     expect(refusal("http://admin:S3cret/Pass@influx.example:8086/db")).toBe(
       '--influx-url "http://…@influx.example:8086/db" must not hold credentials; set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or use --influx-credentials-file',
@@ -124,9 +144,10 @@ describe("parseInfluxUrl", () => {
   });
 
   it.each([
-    ["not a url", /^--influx-url "not a url" is not a URL; use the form/],
-    ["influx:8086/trueidle", /must use http or https \(got "influx"\)/],
-    ["http://h:8086/trueidle?u=x", /^--influx-url "http:\/\/h:8086\/trueidle\?u=x" must not have a query or fragment/],
+    ["not a url", /^--influx-url is not a URL \(9 characters, not shown\); use the form/],
+    ["influx:8086/trueidle", /^--influx-url must start with http:\/\/ or https:\/\/; use the form/],
+    ["influx://h:8086/trueidle", /^--influx-url must start with http:\/\/ or https:\/\/; use the form/],
+    ["http://h:8086/trueidle?u=x", /^--influx-url "http:\/\/h:8086\/trueidle\?…" must not have a query or fragment/],
     ["http://h:8086/a/b", /^--influx-url path "\/a\/b" must be a single database name/],
     ["http://h:8086/bad%20name", /database name "bad name" must start with a letter/],
     ["http://h:8086/%zz", /database name "%zz" must start with a letter/],

@@ -63,16 +63,23 @@ export function parseInfluxUrl(text: string): InfluxUrl {
   try {
     url = new URL(trimmed);
   } catch {
-    throw new TrueidleError("bad_config", `--influx-url ${quoteUrl(trimmed)} is not a URL; ${FORM}`);
+    // Not quoted: text that is no URL may be anything, a password pasted in the wrong place too.
+    throw new TrueidleError("bad_config", `--influx-url is not a URL (${trimmed.length} characters, not shown); ${FORM}`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new TrueidleError("bad_config", `--influx-url must use http or https (got ${JSON.stringify(url.protocol.replace(/:$/, ""))}); ${FORM}`);
+    // What stands before the first colon is not shown: in USER:PASSWORD it is a user name.
+    throw new TrueidleError("bad_config", `--influx-url must start with http:// or https://; ${FORM}`);
   }
   if (url.username !== "" || url.password !== "") {
     throw new TrueidleError("bad_config", `--influx-url ${quoteUrl(trimmed)} must not hold credentials; ${CREDENTIALS_FIX}`);
   }
   if (url.search !== "" || url.hash !== "") {
-    throw new TrueidleError("bad_config", `--influx-url ${quoteUrl(trimmed)} must not have a query or fragment; ${FORM}`);
+    // The query is not shown: InfluxDB takes credentials as ?u=USER&p=PASSWORD.
+    throw new TrueidleError(
+      "bad_config",
+      `--influx-url ${quoteUrl(`${url.protocol}//${url.host}${url.pathname}${url.search ? "?…" : ""}${url.hash ? "#…" : ""}`)} must not have a query ` +
+        `or fragment (credentials as ?u=&p= included: ${CREDENTIALS_FIX}); ${FORM}`,
+    );
   }
   const segments = url.pathname.split("/").filter((s) => s !== "");
   if (segments.length > 1) {

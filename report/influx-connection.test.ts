@@ -29,7 +29,7 @@ describe("--influx-url", () => {
 
   it("refuses credentials in the URL and anything that is not http(s)://HOST/DB", () => {
     expect(() => parseInfluxUrl("http://admin:secret@influx:8086/trueidle")).toThrow(/must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/);
-    expect(() => parseInfluxUrl("influx:8086")).toThrow(/must use http or https/);
+    expect(() => parseInfluxUrl("influx:8086")).toThrow(/must start with http:\/\/ or https:\/\//);
     expect(() => parseInfluxUrl("http://influx:8086/a/b")).toThrow(/must be a single database name/);
     expect(() => parseInfluxUrl("not a url")).toThrow(/is not a URL/);
   });

@@ -407,7 +407,7 @@ describe("the hourly roll-up", () => {
 
 describe("trueidle collector --influx-* flags", () => {
   it.each([
-    [["--influx-url", "influx:8086/trueidle"], /--influx-url must use http or https/],
+    [["--influx-url", "influx:8086/trueidle"], /--influx-url must start with http:\/\/ or https:\/\//],
     [["--influx-url", "http://admin:hunter2@influx:8086/trueidle"], /must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/],
     [["--influx-url", "http://influx:8086/a/b"], /must be a single database name/],
     [["--influx-credentials-file", "/nonexistent"], /--influx-credentials-file needs --influx-url/],
