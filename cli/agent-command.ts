@@ -1,6 +1,7 @@
 /** `trueidle agent`: sample this host's GPUs and stream windows to a collector. */
 import { formatHelp, parseFlags, type CommandSpec } from "./args.js";
 import { checkWindow, LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
+import { routeGrpcLogs } from "../common/grpc-log.js";
 import { parseLabels } from "../common/labels.js";
 import { UsageError } from "./args.js";
 import { createSource, SOURCE_NAMES, type SourceName } from "../agent/sources/registry.js";
@@ -89,6 +90,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (collectors.length === 0) throw new UsageError("--collector needs at least one HOST:PORT");
   if (v["once"] && v["watch"]) throw new UsageError("--once and --watch cannot be given together");
   const logger = loggerFrom(v, { component: "agent" });
+  routeGrpcLogs(logger);
   const thresholds = thresholdsFrom(v);
   // --once and --watch talk to no collector, so they need no transport choice.
   const transport = v["once"] || v["watch"] ? undefined : agentTransportFrom(v, process.env);

@@ -10,7 +10,7 @@ import { TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
 import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
-import { DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
+import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
 import { CollectorHttpServer, DEFAULT_MAX_HTTP_CONNECTIONS } from "./http-server.js";
 import { openFilesLimit } from "../common/connection-guard.js";
 import { routeGrpcLogs } from "../common/grpc-log.js";
@@ -304,6 +304,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   routeGrpcLogs(logger);
   const httpMaxConnections = opts.httpMaxConnections ?? DEFAULT_MAX_HTTP_CONNECTIONS;
   const grpcConnections = await grpcConnectionBudget(opts, httpMaxConnections, logger);
+  const grpcPerAddress = Math.min(grpcConnections, opts.maxConnectionsPerAddress ?? DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS);
   const grpc = new IngestServer({
     fleet,
     self,
@@ -319,7 +320,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     maxMessageBytes: opts.maxMessageBytes,
     helloTimeoutMs: opts.helloTimeoutMs,
     maxConnections: grpcConnections,
-    maxConnectionsPerAddress: Math.min(grpcConnections, opts.maxConnectionsPerAddress ?? DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS),
+    maxConnectionsPerAddress: grpcPerAddress,
     connectionCounters: self.connections.grpc,
     authThrottle: auth ? new FailureThrottle() : undefined,
   });
@@ -354,6 +355,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     httpListen: opts.httpListen,
     grpc_security: grpcSecurity + (opts.tokens ? `, ${opts.tokens.size} accepted agent token(s)` : ""),
     http_security: (opts.httpTls ? "HTTPS" : "HTTP") + (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
+    grpc_connections: `${grpcConnections} in all, ${grpcPerAddress} per address; a stream must say Hello within ${(opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS) / 1000} s`,
+    http_connections: `${httpMaxConnections} in all, ${Math.max(1, Math.floor(httpMaxConnections / 4))} per address`,
   });
   if (opts.influx && schema) {
     logger.info(

@@ -75,6 +75,12 @@ describe("hostile input to a collector that requires tokens", () => {
       [{ hostname: "x".repeat(1_000) }, /hello\.host\.hostname/],
       [{ hostname: "" }, /hello\.host\.hostname/],
       [{ hostname: "h", windowMs: 0 }, /hello\.window_ms/],
+      [{ hostname: "h", labels: { le: "0.5" } }, /hello\.host\.labels\["le"\]: .*reserved/],
+      [{ hostname: "h", labels: { quantile: "0.9" } }, /hello\.host\.labels\["quantile"\]: .*reserved/],
+      [{ hostname: "h", labels: { time: "x" } }, /hello\.host\.labels\["time"\]: .*reserved/],
+      [{ hostname: "gpu-a01\u202e10a-upg" }, /hello\.host\.hostname holds a bidi control character \(U\+202E\)/],
+      [{ hostname: "h", labels: { site: "dc\u00851" } }, /hello\.host\.labels\["site"\]: .*U\+0085/],
+      [{ hostname: "h", labels: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`k${i}`, "v".repeat(120)])) }, /hello\.host: the host name and labels take \d+ bytes/],
     ];
     for (const [hello, message] of cases) {
       const r = await rawGrpcCall(address, [grpcFrame(helloPayload(hello))], AUTH);
