@@ -13,8 +13,8 @@ describe("parseInfluxUrl", () => {
   });
 
   it.each([
-    ["influx:8086/trueidle", /http or https/],
-    ["ftp://h/trueidle", /http or https \(got "ftp"\)/],
+    ["influx:8086/trueidle", /must start with http:\/\/ or https:\/\//],
+    ["ftp://h/trueidle", /must start with http:\/\/ or https:\/\//],
     ["not a url", /not a URL/],
     ["http://user:secret@h:8086/trueidle", /must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/],
     ["http://h:8086/a/b", /single database name/],
