@@ -11,11 +11,49 @@ export type GpuState = (typeof GPU_STATES)[number];
 export const REAL_SOURCES = ["none", "sm_active", "power", "media", "util"] as const;
 export type RealSource = (typeof REAL_SOURCES)[number];
 
+/**
+ * What held a GPU in a sample (DESIGN "The idle model", `held_by`): a listed compute
+ * process, memory above the idle baseline, a scheduler's allocation — any of them.
+ */
+export const HELD_BY = ["process", "memory", "allocation"] as const;
+export type HeldBy = (typeof HELD_BY)[number];
+
+/** Where an owner was learned. */
+export const OWNER_SOURCES = ["pod_resources", "job_mapping", "process"] as const;
+export type OwnerSource = (typeof OWNER_SOURCES)[number];
+
+/**
+ * Who holds a GPU, as far as the host can tell (DESIGN "Owners"). Every field may be
+ * missing; `via` says where the owner came from.
+ */
+export interface GpuOwner {
+  via: OwnerSource;
+  /** Kubernetes: the pod the GPU is allocated to, or whose cgroup a process is in. */
+  namespace?: string | undefined;
+  pod?: string | undefined;
+  container?: string | undefined;
+  /** Kubernetes pod uid, from a process's cgroup (the pod-resources API names pods, not uids). */
+  podUid?: string | undefined;
+  /** Batch system: the job id (Slurm), and its step where a process's cgroup names one. */
+  job?: string | undefined;
+  step?: string | undefined;
+  /** User name from the host's /etc/passwd, or the numeric uid as text when it has none. */
+  user?: string | undefined;
+  /** Container runtime and container id, from a process's cgroup. */
+  runtime?: string | undefined;
+  containerId?: string | undefined;
+  /** A process's pid and command (comm), for owners learned from processes. */
+  pid?: number | undefined;
+  command?: string | undefined;
+}
+
 export interface GpuProcess {
   pid: number;
   name: string;
   /** Bytes of GPU memory the process holds; undefined where the driver does not say (WDDM). */
   usedMemoryBytes?: number | undefined;
+  /** Who runs the process, from the host's /proc (agent/owners/); undefined where not visible. */
+  owner?: GpuOwner | undefined;
   /**
    * The process's SM utilization, 0–100, as NVML `nvmlDeviceGetProcessUtilization` reports
    * it; undefined where the source cannot see it (nvidia-smi).
@@ -50,6 +88,12 @@ export interface GpuReading {
   media?: number | undefined;
   /** Compute processes; undefined when the process list could not be read. */
   processes?: GpuProcess[] | undefined;
+  /**
+   * Schedulers' allocations of this GPU (kubelet pod-resources, a job mapping): one owner
+   * per pod or job it is allocated to; undefined when no scheduler integration is on, []
+   * when one is on and the GPU is allocated to nobody.
+   */
+  allocations?: GpuOwner[] | undefined;
   /** Set when the GPU gave no valid reading: lost, read error, sampler down. */
   error?: string | undefined;
 }
