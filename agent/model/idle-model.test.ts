@@ -7,6 +7,10 @@ import { DEFAULT_THRESHOLDS, type GpuReading, type GpuState, type RealSource, ty
 import {
   classify,
   idleStreakSeconds,
+  HELD_BY_ALLOCATION,
+  HELD_BY_MEMORY,
+  HELD_BY_PROCESS,
+  heldByNames,
   isHeld,
   MEM_BASELINE_CAP_BYTES,
   nextBaseline,
@@ -139,6 +143,32 @@ describe("held", () => {
 
   it("counts as free when the process list is empty and memory is unknown", () => {
     expect(isHeld(freeH100({ memUsedBytes: undefined }), {}, T)).toBe(false);
+  });
+
+  it("is held, idle, when a scheduler allocated the GPU and nothing runs on it: never free_idle", () => {
+    const pod = { via: "pod_resources" as const, namespace: "ml", pod: "trainer-0", container: "main" };
+    const c = classify(freeH100({ allocations: [pod] }), {}, T);
+    expect({ state: c.state, held: c.held, heldBy: heldByNames(c.heldBy) }).toEqual({ state: "held_idle", held: true, heldBy: ["allocation"] });
+    // An empty allocation list (an integration that is on, the GPU given to nobody) holds nothing.
+    expect(classify(freeH100({ allocations: [] }), {}, T).state).toBe("free_idle");
+    // util reads 100 on the allocated, empty GPU: reported busy, not working.
+    expect(classify(freeH100({ allocations: [pod], util: 100 }), {}, T).state).toBe("busy_phantom");
+  });
+
+  it("says what held each sample: process, memory, allocation, any of them together", () => {
+    const pod = { via: "pod_resources" as const, pod: "p" };
+    expect(classify(h100({ allocations: [pod] }), {}, T).heldBy).toBe(HELD_BY_PROCESS | HELD_BY_MEMORY | HELD_BY_ALLOCATION);
+    expect(classify(h100({ processes: [] }), {}, T).heldBy).toBe(HELD_BY_MEMORY);
+    expect(classify(freeH100({ processes: [{ pid: 1, name: "x" }] }), {}, T).heldBy).toBe(HELD_BY_PROCESS);
+    expect(heldByNames(HELD_BY_PROCESS | HELD_BY_ALLOCATION)).toEqual(["process", "allocation"]);
+    // Held for want of evidence (no process list, no memory reading) names nothing.
+    const unknown = classify(freeH100({ processes: undefined, memUsedBytes: undefined }), {}, T);
+    expect({ held: unknown.held, heldBy: unknown.heldBy }).toEqual({ held: true, heldBy: 0 });
+  });
+
+  it("learns the power floor on a GPU held only by an allocation: nothing runs on it", () => {
+    const c = classify(freeH100({ allocations: [{ via: "job_mapping", job: "4242" }], powerW: 61 }), {}, T);
+    expect(nextBaseline(freeH100({ powerW: 61 }), c, {}, 0).learnedFloorW).toBe(61);
   });
 
   it("follows a configured heldMemoryBytes", () => {

@@ -5,7 +5,7 @@
  * last time active). `classify` turns one reading plus the baseline into a state and a real
  * utilization; `nextBaseline` folds the reading into the baseline for the next sample.
  */
-import type { GpuReading, GpuState, RealSource, Thresholds } from "../../common/types.js";
+import { HELD_BY, type GpuReading, type GpuState, type HeldBy, type RealSource, type Thresholds } from "../../common/types.js";
 import { defaultPowerFloor } from "./power-floors.js";
 
 /** The idle memory baseline is never above this, so a GPU held since the agent started still counts as held. */
@@ -27,8 +27,10 @@ export interface Classification {
   /** Real utilization 0–1; 0 when unheld or unavailable. */
   real: number;
   source: RealSource;
-  /** Whether the GPU is held (a process listed, or memory above the baseline). */
+  /** Whether the GPU is held: a process listed, memory above the baseline, a scheduler's allocation — or nothing known either way. */
   held: boolean;
+  /** What held it (HELD_BY_* bits); 0 when free, or held only for want of evidence either way. */
+  heldBy: number;
   /** Floor used for this reading, W. */
   floorW?: number | undefined;
   powerFrac?: number | undefined;
@@ -52,20 +54,46 @@ export function powerFraction(powerW: number | undefined, floorW: number | undef
   return clamp01((powerW - floorW) / span);
 }
 
+/** Bits of `Classification.heldBy`, in the order of HELD_BY. */
+export const HELD_BY_PROCESS = 1;
+export const HELD_BY_MEMORY = 2;
+export const HELD_BY_ALLOCATION = 4;
+
+/** The names of the bits set in a `heldBy` mask, in HELD_BY order. */
+export function heldByNames(mask: number): HeldBy[] {
+  return HELD_BY.filter((_, i) => (mask & (1 << i)) !== 0);
+}
+
+/**
+ * What holds the GPU, as HELD_BY_* bits: a listed compute process; memory above the idle
+ * baseline (a process the agent cannot see still holds memory); a scheduler's allocation
+ * (a pod or job it is given to, even with nothing running on it).
+ */
+export function heldByMask(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): number {
+  let mask = 0;
+  const procs = reading.processes;
+  if (procs !== undefined && procs.length > 0) mask |= HELD_BY_PROCESS;
+  const used = reading.memUsedBytes;
+  if (used !== undefined) {
+    const base = Math.min(baseline.minMemUsedBytes ?? used, used, MEM_BASELINE_CAP_BYTES);
+    if (used > base + thresholds.heldMemoryBytes) mask |= HELD_BY_MEMORY;
+  }
+  const alloc = reading.allocations;
+  if (alloc !== undefined && alloc.length > 0) mask |= HELD_BY_ALLOCATION;
+  return mask;
+}
+
 /**
  * Whether the GPU is held. Unknown (no process list and no memory reading) counts as held:
  * the model never calls a GPU free without evidence.
  */
 export function isHeld(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): boolean {
-  const procs = reading.processes;
-  if (procs !== undefined && procs.length > 0) return true;
-  const used = reading.memUsedBytes;
-  if (used !== undefined) {
-    const base = Math.min(baseline.minMemUsedBytes ?? used, used, MEM_BASELINE_CAP_BYTES);
-    if (used > base + thresholds.heldMemoryBytes) return true;
-    return false;
-  }
-  return procs === undefined;
+  return heldByMask(reading, baseline, thresholds) !== 0 || unknownHeld(reading);
+}
+
+/** Neither a process list nor a memory reading: no evidence the GPU is free. */
+function unknownHeld(reading: GpuReading): boolean {
+  return reading.processes === undefined && reading.memUsedBytes === undefined;
 }
 
 /** Classifies one reading. Pure: same inputs, same answer. */
@@ -77,10 +105,11 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
 
   if (reading.error !== undefined || !hasSignal(reading)) {
     // No valid reading: nobody calls it idle, the usual tools included.
-    return { state: "unavailable", real: 0, source: "none", held: false, floorW, powerFrac, reportedIdle: false };
+    return { state: "unavailable", real: 0, source: "none", held: false, heldBy: 0, floorW, powerFrac, reportedIdle: false };
   }
-  const held = isHeld(reading, baseline, thresholds);
-  if (!held) return { state: "free_idle", real: 0, source: "none", held, floorW, powerFrac, reportedIdle };
+  const heldBy = heldByMask(reading, baseline, thresholds);
+  const held = heldBy !== 0 || unknownHeld(reading);
+  if (!held) return { state: "free_idle", real: 0, source: "none", held, heldBy, floorW, powerFrac, reportedIdle };
 
   let compute: number | undefined;
   let source: RealSource = "none";
@@ -108,7 +137,7 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
   if (real >= thresholds.realActiveRatio) state = "active";
   else if (util !== undefined && util >= thresholds.utilBusyPercent) state = "busy_phantom";
   else state = "held_idle";
-  return { state, real, source, held, floorW, powerFrac, reportedIdle };
+  return { state, real, source, held, heldBy, floorW, powerFrac, reportedIdle };
 }
 
 /** Folds a classified reading into the GPU's baseline: a new object, or the same one when nothing changed. */
@@ -118,7 +147,9 @@ export function nextBaseline(reading: GpuReading, c: Classification, baseline: G
   const mem = reading.memUsedBytes;
   const lowerMem = usable && mem !== undefined && (baseline.minMemUsedBytes === undefined || mem < baseline.minMemUsedBytes);
   const power = reading.powerW;
-  const lowerFloor = usable && !c.held && power !== undefined && power > 0 && (baseline.learnedFloorW === undefined || power < baseline.learnedFloorW);
+  // The floor is learned while nothing runs on the GPU: an allocation alone draws idle power.
+  const idlePower = !c.held || c.heldBy === HELD_BY_ALLOCATION;
+  const lowerFloor = usable && idlePower && power !== undefined && power > 0 && (baseline.learnedFloorW === undefined || power < baseline.learnedFloorW);
   const active = c.state === "active";
   if (!firstSeen && !lowerMem && !lowerFloor && !active) return baseline;
   return {
