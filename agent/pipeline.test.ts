@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MAX_TRACKED_PIDS, SamplePipeline, type ClockStepBack } from "./pipeline.js";
+import { MAX_TRACKED_OWNERS, MAX_TRACKED_PIDS, SamplePipeline, type ClockStepBack } from "./pipeline.js";
+import { MAX_WINDOW_OWNERS } from "./window.js";
 import { DEFAULT_THRESHOLDS, type GpuProcess, type GpuReading } from "../common/types.js";
 import { readingsAt } from "./sim/evaluate.js";
 import { parseScenario } from "./sim/scenario.js";
@@ -247,5 +248,59 @@ describe("SamplePipeline: a wall clock that steps back", () => {
     const ws = p.flushAll();
     expect(ws.map((w) => [(w.startMs - T0) / 1000, w.observedS])).toEqual([[0, 3], [3_600, 3]]);
     expect([p.samplesDropped, steps]).toEqual([0, []]);
+  });
+});
+
+describe("owners in a window", () => {
+  const pod = { via: "pod_resources" as const, namespace: "ml", pod: "trainer-0", container: "main" };
+  const job = { via: "job_mapping" as const, job: "4242", user: "1001" };
+
+  it("counts an allocated GPU with nothing on it as held idle by its pod, second by second", () => {
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading({ allocations: s < 6 ? [pod] : [] })]);
+    p.ingest(T0 + 10_000, [reading()]);
+    const [w] = p.drain();
+    expect(w!.stateS).toMatchObject({ held_idle: 6, free_idle: 4 });
+    expect(w!.heldByS).toEqual({ process: 0, memory: 0, allocation: 6 });
+    expect(w!.owners).toEqual([{ ...pod, observedS: 6, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 6 } }]);
+    expect(w!.last.heldBy).toBe(0);
+  });
+
+  it("follows the owners of the GPU's processes once each per sample, and the allocation beside them", () => {
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    const alice = { via: "process" as const, user: "alice", job: "4242", pid: 7, command: "python3" };
+    // Two processes of one owner (same user and job, other pid): one owner, counted once a sample.
+    const procs = [
+      { pid: 7, name: "python3", usedMemoryBytes: 10_000 * MiB, owner: alice },
+      { pid: 8, name: "python3", usedMemoryBytes: 10_000 * MiB, owner: { ...alice, pid: 8 } },
+    ];
+    for (let s = 0; s < 10; s++) {
+      const busy = s >= 5;
+      p.ingest(T0 + s * 1000, [reading({ ...held, processes: procs, allocations: [job], util: busy ? 90 : 0, powerW: busy ? 600 : 80 })]);
+    }
+    p.ingest(T0 + 10_000, [reading()]);
+    const [w] = p.drain();
+    expect(w!.heldByS).toEqual({ process: 10, memory: 10, allocation: 10 });
+    expect(w!.owners?.map((o) => [o.via, o.user, o.job, o.pid, o.observedS, o.stateS.held_idle, o.stateS.active])).toEqual([
+      ["job_mapping", "1001", "4242", undefined, 10, 5, 5],
+      ["process", "alice", "4242", 7, 10, 5, 5],
+    ]);
+  });
+
+  it(`reports at most ${MAX_WINDOW_OWNERS} owners, those who held the GPU longest, and follows at most ${MAX_TRACKED_OWNERS}`, () => {
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    // Sample s shows owners 0..s: owner 0 holds the GPU 10 s, owner 9 one second.
+    for (let s = 0; s < 10; s++) {
+      const allocations = Array.from({ length: s + 1 }, (_, i) => ({ via: "pod_resources" as const, namespace: "ns", pod: `p${i}` }));
+      p.ingest(T0 + s * 1000, [reading({ allocations })]);
+    }
+    p.ingest(T0 + 10_000, [reading()]);
+    const [w] = p.drain();
+    expect(w!.owners?.map((o) => [o.pod, o.observedS])).toEqual([["p0", 10], ["p1", 9], ["p2", 8], ["p3", 7]]);
+    const q = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    const many = Array.from({ length: MAX_TRACKED_OWNERS + 10 }, (_, i) => ({ via: "pod_resources" as const, pod: `q${i}` }));
+    q.ingest(T0, [reading({ allocations: many })]);
+    q.ingest(T0 + 10_000, [reading()]);
+    expect(q.drain()[0]!.owners).toHaveLength(MAX_WINDOW_OWNERS);
   });
 });

@@ -11,9 +11,9 @@
  * is dropped instead, counted in `samplesDropped` and reported once per step through
  * `onClockStepBack`. A clock that jumps forward only leaves a gap.
  */
-import type { GpuProcess, GpuReading, GpuState, Thresholds } from "../common/types.js";
+import { HELD_BY, type GpuOwner, type GpuProcess, type GpuReading, type GpuState, type HeldBy, type Thresholds } from "../common/types.js";
 import { classify, idleStreakSeconds, nextBaseline, type Classification, type GpuBaseline } from "./model/idle-model.js";
-import { emptyStateSeconds, type GpuWindowRecord, type WindowHolder } from "./window.js";
+import { emptyHeldBySeconds, emptyStateSeconds, MAX_WINDOW_OWNERS, type GpuWindowRecord, type WindowHolder, type WindowOwner } from "./window.js";
 
 /** Holders reported per window, largest first. */
 export const TOP_HOLDERS = 3;
@@ -39,6 +39,8 @@ interface OpenWindow {
   samples: number;
   /** Per-process SM utilization, by pid; at most MAX_TRACKED_PIDS entries. */
   sm: Map<number, ProcessSm>;
+  /** Owners seen in the window, by identity, with the sample that last counted them; at most MAX_TRACKED_OWNERS. */
+  owners: Map<string, { owner: WindowOwner; lastSample: number }>;
   /** The last sample, and the last process list that held anything: `last` and the top holders at close. */
   lastSample?: ClassifiedSample | undefined;
   lastHolders?: readonly GpuProcess[] | undefined;
@@ -233,6 +235,10 @@ export class SamplePipeline {
       w.lastHolders = r.processes;
       trackSm(w, r.processes, dt);
     }
+    if (c.heldBy !== 0) {
+      for (let i = 0; i < HELD_BY.length; i++) if ((c.heldBy & (1 << i)) !== 0) (rec.heldByS ??= emptyHeldBySeconds())[HELD_BY[i] as HeldBy] += dt;
+    }
+    if (r.allocations !== undefined || r.processes !== undefined) trackOwners(w, r, c.state, dt);
     w.lastSample = s;
   }
 }
@@ -243,6 +249,7 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
     powerN: 0,
     samples: 0,
     sm: new Map(),
+    owners: new Map(),
     rec: {
       uuid: r.uuid,
       index: r.index,
@@ -256,7 +263,7 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
       reportedBusyS: 0,
       realBusyS: 0,
       processesMax: 0,
-      last: { timeMs: startMs, state: "unavailable" as GpuState, real: 0, realSource: "none", processes: 0, idleStreakS: 0 },
+      last: { timeMs: startMs, state: "unavailable" as GpuState, real: 0, realSource: "none", processes: 0, idleStreakS: 0, heldBy: 0 },
       topHolders: [],
     },
   };
@@ -278,7 +285,12 @@ function closeWindow(w: OpenWindow): GpuWindowRecord {
       processes: r.processes?.length ?? 0,
       idleStreakS: s.idleStreakS,
       error: r.error,
+      heldBy: s.classification.heldBy,
     };
+  }
+  if (w.owners.size > 0) {
+    w.rec.owners = [...w.owners.values()].map((e) => e.owner).sort((a, b) => b.observedS - a.observedS).slice(0, MAX_WINDOW_OWNERS);
+    w.owners.clear();
   }
   if (w.lastHolders) w.rec.topHolders = topHolders(w.lastHolders);
   for (const h of w.rec.topHolders) {
@@ -287,6 +299,43 @@ function closeWindow(w: OpenWindow): GpuWindowRecord {
   }
   w.sm.clear();
   return w.rec;
+}
+
+/**
+ * Owners a window follows at most: a GPU shows few, but a host whose processes come and go
+ * must not grow a window without bound. Past it, new owners are not followed.
+ */
+export const MAX_TRACKED_OWNERS = 16;
+
+/** Identity of an owner within a window: what it is, not which process of it (pid and command are the first seen). */
+const ownerKeys = new WeakMap<GpuOwner, string>();
+function ownerKey(o: GpuOwner): string {
+  let k = ownerKeys.get(o);
+  if (k === undefined) {
+    k = JSON.stringify([o.via, o.namespace, o.pod, o.container, o.podUid, o.job, o.step, o.user, o.runtime, o.containerId]);
+    ownerKeys.set(o, k);
+  }
+  return k;
+}
+
+/** Adds one sample to the seconds of every owner it shows: the GPU's allocations and its processes' owners, each once. */
+function trackOwners(w: OpenWindow, r: GpuReading, state: GpuState, dt: number): void {
+  const now = w.samples;
+  const add = (o: GpuOwner): void => {
+    const key = ownerKey(o);
+    let e = w.owners.get(key);
+    if (!e) {
+      if (w.owners.size >= MAX_TRACKED_OWNERS) return;
+      e = { owner: { ...o, observedS: 0, stateS: emptyStateSeconds() }, lastSample: -1 };
+      w.owners.set(key, e);
+    }
+    if (e.lastSample === now) return;
+    e.lastSample = now;
+    e.owner.observedS += dt;
+    e.owner.stateS[state] += dt;
+  };
+  if (r.allocations) for (const o of r.allocations) add(o);
+  if (r.processes) for (const p of r.processes) if (p.owner) add(p.owner);
 }
 
 /** Adds one sample's per-process SM utilization to the window's per-pid sums. */

@@ -2,7 +2,16 @@
  * One GPU's aggregate over one window — the unit the agent ships and the collector
  * stores. Keyed by (uuid, startMs): a window sent twice is the same window.
  */
-import type { GpuState, RealSource } from "../common/types.js";
+import type { GpuOwner, GpuState, HeldBy, RealSource } from "../common/types.js";
+
+/** Owners one window reports at most, those who held the GPU longest first. */
+export const MAX_WINDOW_OWNERS = 4;
+
+/** Who held the GPU in the window, and for how many of its seconds in each state. */
+export interface WindowOwner extends GpuOwner {
+  observedS: number;
+  stateS: Record<GpuState, number>;
+}
 
 export interface WindowHolder {
   pid: number;
@@ -28,6 +37,8 @@ export interface WindowLast {
   processes: number;
   idleStreakS: number;
   error?: string | undefined;
+  /** What held the GPU in the last sample (HELD_BY_* bits of agent/model/idle-model.ts); 0 or absent: nothing known. */
+  heldBy?: number | undefined;
 }
 
 export interface GpuWindowRecord {
@@ -51,6 +62,14 @@ export interface GpuWindowRecord {
   processesMax: number;
   last: WindowLast;
   topHolders: WindowHolder[];
+  /** Seconds the GPU was held by each kind of holder (a sample may count under several); absent: none. */
+  heldByS?: Record<HeldBy, number> | undefined;
+  /** Who held the GPU, longest first, at most MAX_WINDOW_OWNERS; absent: none known. */
+  owners?: WindowOwner[] | undefined;
+}
+
+export function emptyHeldBySeconds(): Record<HeldBy, number> {
+  return { process: 0, memory: 0, allocation: 0 };
 }
 
 export function emptyStateSeconds(): Record<GpuState, number> {
