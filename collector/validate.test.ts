@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { GpuState, HelloSchema, HolderSchema, RealSource, type Hello } from "../gen/trueidle/v1/ingest_pb.js";
+import { GpuState, HelloSchema, HolderSchema, OwnerSchema, OwnerSource, RealSource, type Hello, type Owner } from "../gen/trueidle/v1/ingest_pb.js";
 import { T0, makeWindow, type LastInit, type WindowInit } from "./testdata/windows.js";
 import { DEFAULT_WINDOW_LIMITS, validateHello, validateWindow, type RejectionReason } from "./validate.js";
 
@@ -218,5 +218,34 @@ describe("validateWindow", () => {
     expect(validateWindow(makeWindow({ startMs: BigInt(NOW - 60_001) }), 0, limits, NOW)?.reason).toBe("too_old");
     expect(validateWindow(makeWindow({ startMs: BigInt(NOW + 1) }), 0, limits, NOW)?.reason).toBe("in_future");
     expect(validateWindow(makeWindow({ startMs: BigInt(NOW) }), 0, limits, NOW)).toBeUndefined();
+  });
+});
+
+describe("validateWindow: held-by seconds and owners", () => {
+  const NOW = T0 + 10_000;
+  const check = (init: WindowInit, last: LastInit = {}): string | undefined => {
+    const r = validateWindow(makeWindow(init, last), 0, DEFAULT_WINDOW_LIMITS, NOW);
+    return r && `${r.reason} ${r.field}`;
+  };
+  const owner = (over: MessageInitShape<typeof OwnerSchema> = {}): Owner =>
+    create(OwnerSchema, { via: OwnerSource.POD_RESOURCES, namespace: "ml", pod: "trainer-0", container: "main", observedS: 10, heldIdleS: 10, ...over });
+  const held = { freeIdleS: 0, heldIdleS: 10, heldByAllocationS: 10 };
+
+  it("accepts a window held by an allocation, with its owner", () => {
+    expect(check({ ...held, owners: [owner()] }, { state: GpuState.HELD_IDLE, heldBy: 4 })).toBeUndefined();
+  });
+
+  it("refuses held-by seconds beyond the window, owners beyond the cap, and owners no scheduler would send", () => {
+    expect(check({ ...held, heldByAllocationS: 10.4 })).toBe("inconsistent windows[0].held_by_allocation_s");
+    expect(check({ ...held, heldByAllocationS: 11 })).toBe("exceeds_duration windows[0].held_by_allocation_s");
+    expect(check({ ...held, heldByProcessS: Number.NaN })).toBe("bad_number windows[0].held_by_process_s");
+    expect(check({ ...held, owners: Array.from({ length: 9 }, () => owner()) })).toBe("too_large windows[0].owners");
+    expect(check({ ...held, owners: [owner({ via: OwnerSource.UNSPECIFIED })] })).toBe("bad_enum windows[0].owners[0].via");
+    expect(check({ ...held, owners: [owner({ pod: "p".repeat(257) })] })).toBe("bad_string windows[0].owners[0].pod");
+    expect(check({ ...held, owners: [owner({ user: "root\u202e" })] })).toBe("bad_string windows[0].owners[0].user");
+    expect(check({ ...held, owners: [owner({ heldIdleS: 4 })] })).toBe("inconsistent windows[0].owners[0].observed_s");
+    expect(check({ ...held, owners: [owner({ observedS: 20, heldIdleS: 20 })] })).toBe("exceeds_duration windows[0].owners[0].observed_s");
+    expect(check({ ...held, owners: [owner({ pid: 5_000_000 })] })).toBe("bad_number windows[0].owners[0].pid");
+    expect(check(held, { heldBy: 8 })).toBe("bad_number windows[0].last.held_by");
   });
 });

@@ -7,8 +7,8 @@
  */
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
 import { UNSAFE_TEXT_RE, quoteText, unsafeTextProblem } from "../common/text-safety.js";
-import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_POWER_W } from "../common/wire-limits.js";
-import type { GpuWindow, Hello, LastReading } from "../gen/trueidle/v1/ingest_pb.js";
+import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_OWNER_FIELD_LENGTH, MAX_OWNERS, MAX_POWER_W } from "../common/wire-limits.js";
+import type { GpuWindow, Hello, LastReading, Owner } from "../gen/trueidle/v1/ingest_pb.js";
 
 /** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
 export const REJECTION_REASONS = [
@@ -214,9 +214,50 @@ export function validateWindow(
     }
   }
 
+  const heldByProblem =
+    partProblemOf(w.heldByProcessS, "held_by_process_s", maxS, partMax) ??
+    partProblemOf(w.heldByMemoryS, "held_by_memory_s", maxS, partMax) ??
+    partProblemOf(w.heldByAllocationS, "held_by_allocation_s", maxS, partMax);
+  if (heldByProblem) return reject(index, heldByProblem[0], heldByProblem[1]);
+  if (w.owners.length > MAX_OWNERS) return reject(index, "too_large", "owners");
+  for (let i = 0; i < w.owners.length; i++) {
+    const o = w.owners[i];
+    if (!o) continue;
+    const problem = ownerProblem(o, maxS, partMax);
+    if (problem) return reject(index, problem[0], `owners[${i}].${problem[1]}`);
+  }
+
   if (!w.last) return reject(index, "missing_field", "last");
   const lastProblem = lastReadingProblem(w.last, startMs, w.durationMs, w.processesMax);
   if (lastProblem) return reject(index, lastProblem[0], `last.${lastProblem[1]}`);
+  return undefined;
+}
+
+/** Owner fields that carry text: names, ids and a command, each capped and free of unsafe characters. */
+const OWNER_TEXT_FIELDS = ["namespace", "pod", "container", "podUid", "job", "step", "user", "runtime", "containerId", "command"] as const;
+const OWNER_FIELD_NAMES: Record<(typeof OWNER_TEXT_FIELDS)[number], string> = {
+  namespace: "namespace", pod: "pod", container: "container", podUid: "pod_uid", job: "job", step: "step",
+  user: "user", runtime: "runtime", containerId: "container_id", command: "command",
+};
+const KNOWN_OWNER_SOURCES: ReadonlySet<number> = new Set([1, 2, 3]);
+
+/** The first problem of one owner of a window, as [reason, field]. */
+function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason, string] | undefined {
+  if (!KNOWN_OWNER_SOURCES.has(o.via)) return ["bad_enum", "via"];
+  for (const f of OWNER_TEXT_FIELDS) {
+    const v = o[f];
+    if (v.length > MAX_OWNER_FIELD_LENGTH || UNSAFE_TEXT_RE.test(v)) return ["bad_string", OWNER_FIELD_NAMES[f]];
+  }
+  if (o.pid > MAX_PID) return ["bad_number", "pid"];
+  const p = partProblemOf(o.observedS, "observed_s", maxS, partMax) ??
+    secondsProblem(o.freeIdleS, "free_idle_s", maxS) ??
+    secondsProblem(o.heldIdleS, "held_idle_s", maxS) ??
+    secondsProblem(o.busyPhantomS, "busy_phantom_s", maxS) ??
+    secondsProblem(o.activeS, "active_s", maxS) ??
+    secondsProblem(o.unavailableS, "unavailable_s", maxS);
+  if (p) return p;
+  const sum = o.freeIdleS + o.heldIdleS + o.busyPhantomS + o.activeS + o.unavailableS;
+  if (Math.abs(sum - o.observedS) > Math.max(SUM_TOLERANCE_S, o.observedS * SUM_TOLERANCE_FRACTION)) return ["inconsistent", "observed_s"];
   return undefined;
 }
 
@@ -252,5 +293,6 @@ function lastReadingProblem(last: LastReading, startMs: number, durationMs: numb
   if (last.processes > processesMax) return ["inconsistent", "processes"];
   if (badNumber(last.idleStreakS) || last.idleStreakS > MAX_IDLE_STREAK_S) return ["bad_number", "idle_streak_s"];
   if (last.error.length > MAX_ERROR_LENGTH) return ["bad_string", "error"];
+  if (last.heldBy > 7) return ["bad_number", "held_by"];
   return undefined;
 }

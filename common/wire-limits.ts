@@ -16,6 +16,10 @@ export const MAX_POWER_W = 5_000;
 /** GPU memory is at most a few hundred GB (B300: 288 GB); 16 TiB leaves room for unified memory. */
 export const MAX_MEMORY_BYTES = 16 * 2 ** 40;
 export const MAX_HOLDERS = 64;
+/** Owners one window may carry (the agent sends at most 4: agent/window.ts). */
+export const MAX_OWNERS = 8;
+/** Each text field of an owner: Kubernetes names are at most 253 characters. */
+export const MAX_OWNER_FIELD_LENGTH = 256;
 export const MAX_HOLDER_NAME_LENGTH = 256;
 
 /** `s` cut to at most `max` UTF-16 units, never in the middle of a surrogate pair. */

@@ -41,7 +41,13 @@ function windows(seed: number, n: number): GpuWindowRecord[] {
         processes: r() < 0.1 ? undefined : Array.from({ length: procs }, (_, i) => ({
           pid: 1000 + i, name: pick(["python3", "torchrun", "x".repeat(300), "训练"]),
           usedMemoryBytes: maybe(Math.floor(r() * 20_000) * MiB), smUtil: r() < 0.5 ? Math.round(r() * 100) : undefined,
+          owner: r() < 0.5 ? undefined : { via: "process" as const, pid: 1000 + i, user: maybe(pick(["alice", "1001", "ü".repeat(300)])), command: maybe("python3"),
+            runtime: maybe("containerd"), containerId: maybe("0123456789abcdef".repeat(4)), podUid: maybe("6f1c2a3e-0000-4000-8000-000000000001"), job: maybe(String(Math.floor(r() * 1e6))) },
         })),
+        allocations: r() < 0.3 ? undefined : r() < 0.5 ? [] : [pick([
+          { via: "pod_resources" as const, namespace: "ml", pod: "trainer-" + Math.floor(r() * 9), container: "main" },
+          { via: "job_mapping" as const, job: String(Math.floor(r() * 1e6)), user: maybe("1001") },
+        ])],
       });
     }
     p.ingest(T0 + t * 1000, readings);
@@ -80,7 +86,14 @@ describe("encodeWindow", () => {
       powerMeanW: 100, powerMaxW: 200, powerFloorW: 75, powerLimitW: 700, memUsedMaxBytes: 1, memTotalBytes: 2, processesMax: 2,
       last: { timeMs: T0, state: "active", real: 0.5, realSource: "sm_active", utilPercent: 50, powerW: 300, memUsedBytes: 5, processes: 2, idleStreakS: 4, error: "x" },
       topHolders: [{ pid: 1, name: "python3", usedMemoryBytes: 5, smShare: 0.5 }],
+      heldByS: { process: 1, memory: 2, allocation: 3 },
+      owners: [{
+        via: "process", namespace: "ml", pod: "trainer-0", container: "main", podUid: "u", job: "42", step: "0", user: "alice",
+        runtime: "containerd", containerId: "c", pid: 7, command: "python3", observedS: 10,
+        stateS: { unavailable: 1, free_idle: 2, active: 3, busy_phantom: 2, held_idle: 2 },
+      }],
     };
+    full.last.heldBy = 7;
     const back = fromBinary(GpuWindowSchema, encodeWindow(full));
     const unset = (msg: Parameters<typeof reflect>[1], schema: Parameters<typeof reflect>[0], prefix: string): string[] => {
       const r = reflect(schema, msg);
@@ -89,5 +102,6 @@ describe("encodeWindow", () => {
     expect(unset(back, GpuWindowSchema, "")).toEqual([]);
     expect(unset(back.last!, GpuWindowSchema.field.last.message!, "last.")).toEqual([]);
     expect(unset(back.topHolders[0]!, GpuWindowSchema.field.topHolders.message!, "top_holders.")).toEqual([]);
+    expect(unset(back.owners[0]!, GpuWindowSchema.field.owners.message!, "owners.")).toEqual([]);
   });
 });

@@ -11,8 +11,8 @@
  * here too; the test fails until it is.
  */
 import { cutText, MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS } from "../../common/wire-limits.js";
-import type { GpuWindowRecord, WindowHolder, WindowLast } from "../window.js";
-import { SOURCE_TO_PB, STATE_TO_PB } from "./to-proto.js";
+import type { GpuWindowRecord, WindowHolder, WindowLast, WindowOwner } from "../window.js";
+import { OWNER_SOURCE_TO_PB, ownerText, sentOwners, SOURCE_TO_PB, STATE_TO_PB } from "./to-proto.js";
 
 const VARINT = 0;
 const FIXED64 = 1;
@@ -139,6 +139,12 @@ export function encodeWindow(w: GpuWindowRecord): Buffer {
   out.message(30, (m) => writeLast(m, w.last));
   const holders = w.topHolders.length > MAX_HOLDERS ? w.topHolders.slice(0, MAX_HOLDERS) : w.topHolders;
   for (const h of holders) out.message(31, (m) => writeHolder(m, h));
+  if (w.heldByS) {
+    out.implicitDouble(32, w.heldByS.process);
+    out.implicitDouble(33, w.heldByS.memory);
+    out.implicitDouble(34, w.heldByS.allocation);
+  }
+  for (const o of sentOwners(w)) out.message(35, (m) => writeOwner(m, o));
   return out.bytes();
 }
 
@@ -153,6 +159,28 @@ function writeLast(m: Writer, l: WindowLast): void {
   m.implicitVarint(8, l.processes);
   m.implicitDouble(9, l.idleStreakS);
   m.implicitString(10, cutText(l.error ?? "", MAX_ERROR_LENGTH));
+  m.implicitVarint(11, l.heldBy ?? 0);
+}
+
+function writeOwner(m: Writer, o: WindowOwner): void {
+  m.implicitVarint(1, OWNER_SOURCE_TO_PB[o.via]);
+  m.implicitString(2, ownerText(o.namespace));
+  m.implicitString(3, ownerText(o.pod));
+  m.implicitString(4, ownerText(o.container));
+  m.implicitString(5, ownerText(o.podUid));
+  m.implicitString(6, ownerText(o.job));
+  m.implicitString(7, ownerText(o.step));
+  m.implicitString(8, ownerText(o.user));
+  m.implicitString(9, ownerText(o.runtime));
+  m.implicitString(10, ownerText(o.containerId));
+  m.implicitVarint(11, o.pid ?? 0);
+  m.implicitString(12, ownerText(o.command));
+  m.implicitDouble(20, o.observedS);
+  m.implicitDouble(21, o.stateS.free_idle);
+  m.implicitDouble(22, o.stateS.held_idle);
+  m.implicitDouble(23, o.stateS.busy_phantom);
+  m.implicitDouble(24, o.stateS.active);
+  m.implicitDouble(25, o.stateS.unavailable);
 }
 
 function writeHolder(m: Writer, h: WindowHolder): void {

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trueidle/v1/ingest.proto.
  */
 export const file_trueidle_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("Chh0cnVlaWRsZS92MS9pbmdlc3QucHJvdG8SC3RydWVpZGxlLnYxImYKDVN0cmVhbVJlcXVlc3QSIwoFaGVsbG8YASABKAsyEi50cnVlaWRsZS52MS5IZWxsb0gAEikKBWJhdGNoGAIgASgLMhgudHJ1ZWlkbGUudjEuV2luZG93QmF0Y2hIAEIFCgNtc2ciZgoOU3RyZWFtUmVzcG9uc2USJwoHd2VsY29tZRgBIAEoCzIULnRydWVpZGxlLnYxLldlbGNvbWVIABIkCgNhY2sYAiABKAsyFS50cnVlaWRsZS52MS5CYXRjaEFja0gAQgUKA21zZyJiCgVIZWxsbxIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEh8KBGhvc3QYAiABKAsyES50cnVlaWRsZS52MS5Ib3N0Eg4KBnNvdXJjZRgDIAEoCRIRCgl3aW5kb3dfbXMYBCABKA0iigEKBEhvc3QSEAoIaG9zdG5hbWUYASABKAkSEgoKbWFjaGluZV9pZBgCIAEoCRItCgZsYWJlbHMYAyADKAsyHS50cnVlaWRsZS52MS5Ib3N0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoHV2VsY29tZRIUCgxjb2xsZWN0b3JfaWQYASABKAkSKwoKdGhyZXNob2xkcxgCIAEoCzIXLnRydWVpZGxlLnYxLlRocmVzaG9sZHMiXQoKVGhyZXNob2xkcxIZChF1dGlsX2J1c3lfcGVyY2VudBgBIAEoARIZChFyZWFsX2FjdGl2ZV9yYXRpbxgCIAEoARIZChFoZWxkX21lbW9yeV9ieXRlcxgDIAEoBCJDCgtXaW5kb3dCYXRjaBILCgNzZXEYASABKAQSJwoHd2luZG93cxgCIAMoCzIWLnRydWVpZGxlLnYxLkdwdVdpbmRvdyJVCghCYXRjaEFjaxILCgNzZXEYASABKAQSEAoIYWNjZXB0ZWQYAiABKA0SKgoKcmVqZWN0aW9ucxgDIAMoCzIWLnRydWVpZGxlLnYxLlJlamVjdGlvbiI5CglSZWplY3Rpb24SDQoFaW5kZXgYASABKA0SDgoGcmVhc29uGAIgASgJEg0KBWZpZWxkGAMgASgJIsEFCglHcHVXaW5kb3cSDAoEdXVpZBgBIAEoCRINCgVpbmRleBgCIAEoDRINCgVtb2RlbBgDIAEoCRIWCg5kcml2ZXJfdmVyc2lvbhgEIAEoCRIQCghzdGFydF9tcxgFIAEoAxITCgtkdXJhdGlvbl9tcxgGIAEoDRISCgpvYnNlcnZlZF9zGAogASgBEhMKC2ZyZWVfaWRsZV9zGAsgASgBEhMKC2hlbGRfaWRsZV9zGAwgASgBEhYKDmJ1c3lfcGhhbnRvbV9zGA0gASgBEhAKCGFjdGl2ZV9zGA4gASgBEhUKDXVuYXZhaWxhYmxlX3MYDyABKAESFwoPcmVwb3J0ZWRfaWRsZV9zGBAgASgBEhcKD3JlcG9ydGVkX2J1c3lfcxgRIAEoARITCgtyZWFsX2J1c3lfcxgSIAEoARIZCgxwb3dlcl9tZWFuX3cYFCABKAFIAIgBARIYCgtwb3dlcl9tYXhfdxgVIAEoAUgBiAEBEhoKDXBvd2VyX2Zsb29yX3cYFiABKAFIAogBARIaCg1wb3dlcl9saW1pdF93GBcgASgBSAOIAQESHwoSbWVtX3VzZWRfbWF4X2J5dGVzGBggASgESASIAQESHAoPbWVtX3RvdGFsX2J5dGVzGBkgASgESAWIAQESFQoNcHJvY2Vzc2VzX21heBgaIAEoDRImCgRsYXN0GB4gASgLMhgudHJ1ZWlkbGUudjEuTGFzdFJlYWRpbmcSKAoLdG9wX2hvbGRlcnMYHyADKAsyEy50cnVlaWRsZS52MS5Ib2xkZXJCDwoNX3Bvd2VyX21lYW5fd0IOCgxfcG93ZXJfbWF4X3dCEAoOX3Bvd2VyX2Zsb29yX3dCEAoOX3Bvd2VyX2xpbWl0X3dCFQoTX21lbV91c2VkX21heF9ieXRlc0ISChBfbWVtX3RvdGFsX2J5dGVzIrcCCgtMYXN0UmVhZGluZxIPCgd0aW1lX21zGAEgASgDEiQKBXN0YXRlGAIgASgOMhUudHJ1ZWlkbGUudjEuR3B1U3RhdGUSDAoEcmVhbBgDIAEoARIsCgtyZWFsX3NvdXJjZRgEIAEoDjIXLnRydWVpZGxlLnYxLlJlYWxTb3VyY2USGQoMdXRpbF9wZXJjZW50GAUgASgBSACIAQESFAoHcG93ZXJfdxgGIAEoAUgBiAEBEhsKDm1lbV91c2VkX2J5dGVzGAcgASgESAKIAQESEQoJcHJvY2Vzc2VzGAggASgNEhUKDWlkbGVfc3RyZWFrX3MYCSABKAESDQoFZXJyb3IYCiABKAlCDwoNX3V0aWxfcGVyY2VudEIKCghfcG93ZXJfd0IRCg9fbWVtX3VzZWRfYnl0ZXMihwEKBkhvbGRlchILCgNwaWQYASABKA0SDAoEbmFtZRgCIAEoCRIeChF1c2VkX21lbW9yeV9ieXRlcxgDIAEoBEgAiAEBEhoKDXNtX3V0aWxfcmF0aW8YBCABKAFIAYgBAUIUChJfdXNlZF9tZW1vcnlfYnl0ZXNCEAoOX3NtX3V0aWxfcmF0aW8qpAEKCEdwdVN0YXRlEhkKFUdQVV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFUdQVV9TVEFURV9VTkFWQUlMQUJMRRABEhcKE0dQVV9TVEFURV9GUkVFX0lETEUQAhIUChBHUFVfU1RBVEVfQUNUSVZFEAMSGgoWR1BVX1NUQVRFX0JVU1lfUEhBTlRPTRAEEhcKE0dQVV9TVEFURV9IRUxEX0lETEUQBSqeAQoKUmVhbFNvdXJjZRIbChdSRUFMX1NPVVJDRV9VTlNQRUNJRklFRBAAEhQKEFJFQUxfU09VUkNFX05PTkUQARIZChVSRUFMX1NPVVJDRV9TTV9BQ1RJVkUQAhIVChFSRUFMX1NPVVJDRV9QT1dFUhADEhUKEVJFQUxfU09VUkNFX01FRElBEAQSFAoQUkVBTF9TT1VSQ0VfVVRJTBAFMlYKDUluZ2VzdFNlcnZpY2USRQoGU3RyZWFtEhoudHJ1ZWlkbGUudjEuU3RyZWFtUmVxdWVzdBobLnRydWVpZGxlLnYxLlN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z");
+  fileDesc("Chh0cnVlaWRsZS92MS9pbmdlc3QucHJvdG8SC3RydWVpZGxlLnYxImYKDVN0cmVhbVJlcXVlc3QSIwoFaGVsbG8YASABKAsyEi50cnVlaWRsZS52MS5IZWxsb0gAEikKBWJhdGNoGAIgASgLMhgudHJ1ZWlkbGUudjEuV2luZG93QmF0Y2hIAEIFCgNtc2ciZgoOU3RyZWFtUmVzcG9uc2USJwoHd2VsY29tZRgBIAEoCzIULnRydWVpZGxlLnYxLldlbGNvbWVIABIkCgNhY2sYAiABKAsyFS50cnVlaWRsZS52MS5CYXRjaEFja0gAQgUKA21zZyJiCgVIZWxsbxIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEh8KBGhvc3QYAiABKAsyES50cnVlaWRsZS52MS5Ib3N0Eg4KBnNvdXJjZRgDIAEoCRIRCgl3aW5kb3dfbXMYBCABKA0iigEKBEhvc3QSEAoIaG9zdG5hbWUYASABKAkSEgoKbWFjaGluZV9pZBgCIAEoCRItCgZsYWJlbHMYAyADKAsyHS50cnVlaWRsZS52MS5Ib3N0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoHV2VsY29tZRIUCgxjb2xsZWN0b3JfaWQYASABKAkSKwoKdGhyZXNob2xkcxgCIAEoCzIXLnRydWVpZGxlLnYxLlRocmVzaG9sZHMiXQoKVGhyZXNob2xkcxIZChF1dGlsX2J1c3lfcGVyY2VudBgBIAEoARIZChFyZWFsX2FjdGl2ZV9yYXRpbxgCIAEoARIZChFoZWxkX21lbW9yeV9ieXRlcxgDIAEoBCJDCgtXaW5kb3dCYXRjaBILCgNzZXEYASABKAQSJwoHd2luZG93cxgCIAMoCzIWLnRydWVpZGxlLnYxLkdwdVdpbmRvdyJVCghCYXRjaEFjaxILCgNzZXEYASABKAQSEAoIYWNjZXB0ZWQYAiABKA0SKgoKcmVqZWN0aW9ucxgDIAMoCzIWLnRydWVpZGxlLnYxLlJlamVjdGlvbiI5CglSZWplY3Rpb24SDQoFaW5kZXgYASABKA0SDgoGcmVhc29uGAIgASgJEg0KBWZpZWxkGAMgASgJIrgGCglHcHVXaW5kb3cSDAoEdXVpZBgBIAEoCRINCgVpbmRleBgCIAEoDRINCgVtb2RlbBgDIAEoCRIWCg5kcml2ZXJfdmVyc2lvbhgEIAEoCRIQCghzdGFydF9tcxgFIAEoAxITCgtkdXJhdGlvbl9tcxgGIAEoDRISCgpvYnNlcnZlZF9zGAogASgBEhMKC2ZyZWVfaWRsZV9zGAsgASgBEhMKC2hlbGRfaWRsZV9zGAwgASgBEhYKDmJ1c3lfcGhhbnRvbV9zGA0gASgBEhAKCGFjdGl2ZV9zGA4gASgBEhUKDXVuYXZhaWxhYmxlX3MYDyABKAESFwoPcmVwb3J0ZWRfaWRsZV9zGBAgASgBEhcKD3JlcG9ydGVkX2J1c3lfcxgRIAEoARITCgtyZWFsX2J1c3lfcxgSIAEoARIZCgxwb3dlcl9tZWFuX3cYFCABKAFIAIgBARIYCgtwb3dlcl9tYXhfdxgVIAEoAUgBiAEBEhoKDXBvd2VyX2Zsb29yX3cYFiABKAFIAogBARIaCg1wb3dlcl9saW1pdF93GBcgASgBSAOIAQESHwoSbWVtX3VzZWRfbWF4X2J5dGVzGBggASgESASIAQESHAoPbWVtX3RvdGFsX2J5dGVzGBkgASgESAWIAQESFQoNcHJvY2Vzc2VzX21heBgaIAEoDRImCgRsYXN0GB4gASgLMhgudHJ1ZWlkbGUudjEuTGFzdFJlYWRpbmcSKAoLdG9wX2hvbGRlcnMYHyADKAsyEy50cnVlaWRsZS52MS5Ib2xkZXISGQoRaGVsZF9ieV9wcm9jZXNzX3MYICABKAESGAoQaGVsZF9ieV9tZW1vcnlfcxghIAEoARIcChRoZWxkX2J5X2FsbG9jYXRpb25fcxgiIAEoARIiCgZvd25lcnMYIyADKAsyEi50cnVlaWRsZS52MS5Pd25lckIPCg1fcG93ZXJfbWVhbl93Qg4KDF9wb3dlcl9tYXhfd0IQCg5fcG93ZXJfZmxvb3Jfd0IQCg5fcG93ZXJfbGltaXRfd0IVChNfbWVtX3VzZWRfbWF4X2J5dGVzQhIKEF9tZW1fdG90YWxfYnl0ZXMiyAIKC0xhc3RSZWFkaW5nEg8KB3RpbWVfbXMYASABKAMSJAoFc3RhdGUYAiABKA4yFS50cnVlaWRsZS52MS5HcHVTdGF0ZRIMCgRyZWFsGAMgASgBEiwKC3JlYWxfc291cmNlGAQgASgOMhcudHJ1ZWlkbGUudjEuUmVhbFNvdXJjZRIZCgx1dGlsX3BlcmNlbnQYBSABKAFIAIgBARIUCgdwb3dlcl93GAYgASgBSAGIAQESGwoObWVtX3VzZWRfYnl0ZXMYByABKARIAogBARIRCglwcm9jZXNzZXMYCCABKA0SFQoNaWRsZV9zdHJlYWtfcxgJIAEoARINCgVlcnJvchgKIAEoCRIPCgdoZWxkX2J5GAsgASgNQg8KDV91dGlsX3BlcmNlbnRCCgoIX3Bvd2VyX3dCEQoPX21lbV91c2VkX2J5dGVzIocBCgZIb2xkZXISCwoDcGlkGAEgASgNEgwKBG5hbWUYAiABKAkSHgoRdXNlZF9tZW1vcnlfYnl0ZXMYAyABKARIAIgBARIaCg1zbV91dGlsX3JhdGlvGAQgASgBSAGIAQFCFAoSX3VzZWRfbWVtb3J5X2J5dGVzQhAKDl9zbV91dGlsX3JhdGlvIt8CCgVPd25lchIlCgN2aWEYASABKA4yGC50cnVlaWRsZS52MS5Pd25lclNvdXJjZRIRCgluYW1lc3BhY2UYAiABKAkSCwoDcG9kGAMgASgJEhEKCWNvbnRhaW5lchgEIAEoCRIPCgdwb2RfdWlkGAUgASgJEgsKA2pvYhgGIAEoCRIMCgRzdGVwGAcgASgJEgwKBHVzZXIYCCABKAkSDwoHcnVudGltZRgJIAEoCRIUCgxjb250YWluZXJfaWQYCiABKAkSCwoDcGlkGAsgASgNEg8KB2NvbW1hbmQYDCABKAkSEgoKb2JzZXJ2ZWRfcxgUIAEoARITCgtmcmVlX2lkbGVfcxgVIAEoARITCgtoZWxkX2lkbGVfcxgWIAEoARIWCg5idXN5X3BoYW50b21fcxgXIAEoARIQCghhY3RpdmVfcxgYIAEoARIVCg11bmF2YWlsYWJsZV9zGBkgASgBKqQBCghHcHVTdGF0ZRIZChVHUFVfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVHUFVfU1RBVEVfVU5BVkFJTEFCTEUQARIXChNHUFVfU1RBVEVfRlJFRV9JRExFEAISFAoQR1BVX1NUQVRFX0FDVElWRRADEhoKFkdQVV9TVEFURV9CVVNZX1BIQU5UT00QBBIXChNHUFVfU1RBVEVfSEVMRF9JRExFEAUqngEKClJlYWxTb3VyY2USGwoXUkVBTF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIUChBSRUFMX1NPVVJDRV9OT05FEAESGQoVUkVBTF9TT1VSQ0VfU01fQUNUSVZFEAISFQoRUkVBTF9TT1VSQ0VfUE9XRVIQAxIVChFSRUFMX1NPVVJDRV9NRURJQRAEEhQKEFJFQUxfU09VUkNFX1VUSUwQBSqDAQoLT3duZXJTb3VyY2USHAoYT1dORVJfU09VUkNFX1VOU1BFQ0lGSUVEEAASHgoaT1dORVJfU09VUkNFX1BPRF9SRVNPVVJDRVMQARIcChhPV05FUl9TT1VSQ0VfSk9CX01BUFBJTkcQAhIYChRPV05FUl9TT1VSQ0VfUFJPQ0VTUxADMlYKDUluZ2VzdFNlcnZpY2USRQoGU3RyZWFtEhoudHJ1ZWlkbGUudjEuU3RyZWFtUmVxdWVzdBobLnRydWVpZGxlLnYxLlN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z");
 
 /**
  * StreamRequest is one message from an agent.
@@ -440,6 +440,32 @@ export type GpuWindow = Message<"trueidle.v1.GpuWindow"> & {
    * @generated from field: repeated trueidle.v1.Holder top_holders = 31;
    */
   topHolders: Holder[];
+
+  /**
+   * Seconds the GPU was held, by what held it (a sample held by several counts
+   * under each): a listed compute process, memory above the idle baseline, a
+   * scheduler's allocation (Kubernetes pod-resources, a batch job mapping).
+   *
+   * @generated from field: double held_by_process_s = 32;
+   */
+  heldByProcessS: number;
+
+  /**
+   * @generated from field: double held_by_memory_s = 33;
+   */
+  heldByMemoryS: number;
+
+  /**
+   * @generated from field: double held_by_allocation_s = 34;
+   */
+  heldByAllocationS: number;
+
+  /**
+   * Who held the GPU in the window, longest first; at most a few.
+   *
+   * @generated from field: repeated trueidle.v1.Owner owners = 35;
+   */
+  owners: Owner[];
 };
 
 /**
@@ -508,6 +534,14 @@ export type LastReading = Message<"trueidle.v1.LastReading"> & {
    * @generated from field: string error = 10;
    */
   error: string;
+
+  /**
+   * What held the GPU in this sample: bit 1 a compute process, bit 2 memory above
+   * the idle baseline, bit 4 a scheduler's allocation; 0 when free or not known.
+   *
+   * @generated from field: uint32 held_by = 11;
+   */
+  heldBy: number;
 };
 
 /**
@@ -555,6 +589,111 @@ export type Holder = Message<"trueidle.v1.Holder"> & {
  */
 export const HolderSchema: GenMessage<Holder> = /*@__PURE__*/
   messageDesc(file_trueidle_v1_ingest, 11);
+
+/**
+ * Owner is who held a GPU during a window, and for how many of its seconds in
+ * each state. Fields the host could not tell are empty.
+ *
+ * @generated from message trueidle.v1.Owner
+ */
+export type Owner = Message<"trueidle.v1.Owner"> & {
+  /**
+   * @generated from field: trueidle.v1.OwnerSource via = 1;
+   */
+  via: OwnerSource;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string pod = 3;
+   */
+  pod: string;
+
+  /**
+   * @generated from field: string container = 4;
+   */
+  container: string;
+
+  /**
+   * @generated from field: string pod_uid = 5;
+   */
+  podUid: string;
+
+  /**
+   * @generated from field: string job = 6;
+   */
+  job: string;
+
+  /**
+   * @generated from field: string step = 7;
+   */
+  step: string;
+
+  /**
+   * @generated from field: string user = 8;
+   */
+  user: string;
+
+  /**
+   * @generated from field: string runtime = 9;
+   */
+  runtime: string;
+
+  /**
+   * @generated from field: string container_id = 10;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: uint32 pid = 11;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: string command = 12;
+   */
+  command: string;
+
+  /**
+   * @generated from field: double observed_s = 20;
+   */
+  observedS: number;
+
+  /**
+   * @generated from field: double free_idle_s = 21;
+   */
+  freeIdleS: number;
+
+  /**
+   * @generated from field: double held_idle_s = 22;
+   */
+  heldIdleS: number;
+
+  /**
+   * @generated from field: double busy_phantom_s = 23;
+   */
+  busyPhantomS: number;
+
+  /**
+   * @generated from field: double active_s = 24;
+   */
+  activeS: number;
+
+  /**
+   * @generated from field: double unavailable_s = 25;
+   */
+  unavailableS: number;
+};
+
+/**
+ * Describes the message trueidle.v1.Owner.
+ * Use `create(OwnerSchema)` to create a new message.
+ */
+export const OwnerSchema: GenMessage<Owner> = /*@__PURE__*/
+  messageDesc(file_trueidle_v1_ingest, 12);
 
 /**
  * GpuState is the idle model's state of one GPU for one sample.
@@ -645,6 +784,45 @@ export enum RealSource {
  */
 export const RealSourceSchema: GenEnum<RealSource> = /*@__PURE__*/
   enumDesc(file_trueidle_v1_ingest, 1);
+
+/**
+ * OwnerSource says where an owner was learned.
+ *
+ * @generated from enum trueidle.v1.OwnerSource
+ */
+export enum OwnerSource {
+  /**
+   * @generated from enum value: OWNER_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The kubelet's pod-resources API: the pod a device plugin gave the GPU to.
+   *
+   * @generated from enum value: OWNER_SOURCE_POD_RESOURCES = 1;
+   */
+  POD_RESOURCES = 1,
+
+  /**
+   * A batch system's job mapping (one file per GPU, kept by its prolog/epilog).
+   *
+   * @generated from enum value: OWNER_SOURCE_JOB_MAPPING = 2;
+   */
+  JOB_MAPPING = 2,
+
+  /**
+   * A process on the GPU, from the host's /proc (user, cgroup).
+   *
+   * @generated from enum value: OWNER_SOURCE_PROCESS = 3;
+   */
+  PROCESS = 3,
+}
+
+/**
+ * Describes the enum trueidle.v1.OwnerSource.
+ */
+export const OwnerSourceSchema: GenEnum<OwnerSource> = /*@__PURE__*/
+  enumDesc(file_trueidle_v1_ingest, 2);
 
 /**
  * IngestService carries GPU windows from agents to a collector.
