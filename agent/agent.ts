@@ -14,6 +14,7 @@ import { Shipper, type ShipperStats } from "./shipper/shipper.js";
 import { WindowBuffer } from "./shipper/window-buffer.js";
 import { openStateDir, type StateDir } from "./state-dir.js";
 import type { GpuWindowRecord } from "./window.js";
+import type { OwnerAnnotator } from "./owners/owner-annotator.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -36,6 +37,8 @@ export interface AgentOptions {
   callMetadata?: grpc.Metadata;
   /** Extra grpc-js channel options (for example the TLS server name override). */
   channelOptions?: grpc.ChannelOptions;
+  /** Puts owners on readings (scheduler allocations, who runs each process); none: no owners. */
+  owners?: OwnerAnnotator | undefined;
   /** Called with every window handed to the shipper (the demo and tests watch this). */
   onWindows?: (windows: readonly GpuWindowRecord[]) => void;
   now?: () => number;
@@ -128,6 +131,7 @@ export class Agent {
       throw err;
     }
     this.running = true;
+    this.opts.owners?.start();
     this.shipper.start();
     this.opts.logger.info("The agent is sampling.", {
       source: this.opts.source.name, host: this.opts.host.hostname,
@@ -142,6 +146,7 @@ export class Agent {
    */
   async stop(drainMs = 5_000): Promise<void> {
     if (!this.running) {
+      await this.opts.owners?.stop();
       await this.opts.source.stop();
       await this.shipper?.stop();
       await this.closeBuffer();
@@ -151,6 +156,7 @@ export class Agent {
     if (this.timer) clearTimeout(this.timer);
     const last = this.pipeline.flushAll();
     if (last.length > 0) this.hand(last);
+    await this.opts.owners?.stop();
     await this.opts.source.stop();
     const shipper = this.shipper as Shipper;
     const drained = await shipper.drain(drainMs);
@@ -236,7 +242,8 @@ export class Agent {
     this.lastTickMs = tickMs;
     this.ticks++;
     try {
-      const readings = this.opts.source.sample(tickMs);
+      const sampled = this.opts.source.sample(tickMs);
+      const readings = this.opts.owners ? this.opts.owners.annotate(sampled) : sampled;
       if (readings.length > 0) this.pipeline.ingest(tickMs, readings);
       else this.pipeline.closeUntil(tickMs);
       const done = this.pipeline.drain();

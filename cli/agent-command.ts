@@ -2,6 +2,12 @@
 import { formatHelp, parseFlags, type CommandSpec } from "./args.js";
 import { checkWindow, LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
 import { routeGrpcLogs } from "../common/grpc-log.js";
+import type { Logger } from "../common/log.js";
+import { Allocations, type AllocationSource } from "../agent/owners/allocations.js";
+import { JobMappingSource } from "../agent/owners/job-mapping.js";
+import { OwnerAnnotator } from "../agent/owners/owner-annotator.js";
+import { DEFAULT_POD_RESOURCES_SOCKET, PodResourcesSource } from "../agent/owners/pod-resources.js";
+import { ProcessOwners } from "../agent/owners/process-owners.js";
 import { parseLabels } from "../common/labels.js";
 import { UsageError } from "./args.js";
 import { createSource, SOURCE_NAMES, type SourceName } from "../agent/sources/registry.js";
@@ -34,6 +40,12 @@ export const agentSpec: CommandSpec = {
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
     { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length; windows align to wall-clock multiples." },
     { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (NVML and nvidia-smi sources)." },
+    { name: "pod-resources-socket", type: "string", placeholder: "PATH", default: DEFAULT_POD_RESOURCES_SOCKET,
+      help: "The kubelet's pod-resources socket: which pod each GPU is allocated to (used when it exists; needs no RBAC and no hostPID). A GPU allocated to a pod is held, idle while nothing runs on it." },
+    { name: "job-mapping-dir", type: "string", placeholder: "DIR",
+      help: "One file per GPU, named by its index or uuid, each line a job id and optionally a uid (what a Slurm prolog/epilog writes; the form of dcgm-exporter's HPC job mapping). A GPU with a job is held." },
+    { name: "host-root", type: "string", placeholder: "DIR", default: "/",
+      help: "The host's root, to read /proc and /etc/passwd for who runs each GPU process (a DaemonSet mounts the host at /host and runs with hostPID: true)." },
     { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8).",
       check: (values) => void parseLabels(values) },
     { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's.",
@@ -124,8 +136,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const tx = transport!; // set whenever --once and --watch are not
   tx.announce(logger);
   const host = await hostIdentity(labels, v["hostname"] as string | undefined);
+  const owners = ownerAnnotatorFrom(v, logger, source !== "sim");
   const agent = new Agent({
-    source: src, host, collectors, intervalMs, windowMs, thresholds, logger,
+    source: src, host, collectors, intervalMs, windowMs, thresholds, logger, owners,
     maxBufferedWindows: v["max-buffered-windows"] as number,
     maxBufferBytes: v["max-buffer-size"] as number,
     stateDir: v["state-dir"] as string | undefined,
@@ -157,3 +170,25 @@ export async function agentCommand(argv: string[]): Promise<number> {
 }
 
 export const agentHelp = (): string => formatHelp(agentSpec);
+
+/**
+ * Owners from the flags: the kubelet's pod-resources socket (its default path is used when
+ * it exists, quietly skipped when not), a job mapping directory when given, and the
+ * owners of processes from the host's /proc (not for the simulator, whose pids are made up).
+ */
+function ownerAnnotatorFrom(v: Record<string, unknown>, logger: Logger, realProcesses: boolean): OwnerAnnotator {
+  const log = logger.child({ component: "owners" });
+  const processOwners = new ProcessOwners({ hostRoot: v["host-root"] as string, logger: log });
+  const sources: AllocationSource[] = [];
+  let annotator: OwnerAnnotator | undefined;
+  const gpuByIndex = (): ReadonlyMap<number, string> => annotator?.gpuByIndex() ?? new Map();
+  const socketPath = v["pod-resources-socket"] as string;
+  sources.push(new PodResourcesSource({ socketPath, configured: socketPath !== DEFAULT_POD_RESOURCES_SOCKET, gpuByIndex, logger: log }));
+  const mappingDir = v["job-mapping-dir"] as string | undefined;
+  if (mappingDir !== undefined) {
+    sources.push(new JobMappingSource({ dir: mappingDir, gpuByIndex, logger: log, userName: (uid: number) => processOwners.userNameOf(uid) }));
+  }
+  // The simulator's pids are made up: looking them up would name whatever host process has the number.
+  annotator = new OwnerAnnotator({ allocations: new Allocations(sources), processOwners: realProcesses ? processOwners : undefined, logger: log });
+  return annotator;
+}

@@ -90,8 +90,9 @@ export interface GpuReading {
   processes?: GpuProcess[] | undefined;
   /**
    * Schedulers' allocations of this GPU (kubelet pod-resources, a job mapping): one owner
-   * per pod or job it is allocated to; undefined when no scheduler integration is on, []
-   * when one is on and the GPU is allocated to nobody.
+   * per pod or job it is allocated to; undefined when no scheduler integration is on or
+   * none has a current answer (nothing known), [] when one answered and the GPU is
+   * allocated to nobody.
    */
   allocations?: GpuOwner[] | undefined;
   /** Set when the GPU gave no valid reading: lost, read error, sampler down. */

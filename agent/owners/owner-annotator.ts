@@ -1,0 +1,115 @@
+/**
+ * Puts owners on the agent's readings, once a tick and without waiting for anything:
+ * each GPU's scheduler allocations (allocations.ts: the kubelet's pod-resources API, a job
+ * mapping directory) and, for each process on a GPU, who runs it (process-owners.ts: the
+ * host's /proc and /etc/passwd).
+ *
+ * Both read in the background. Allocations are the sources' last good answers. Process
+ * owners are looked up when the set of pids on the host's GPUs changes, and again every
+ * `processRefreshMs` (a pid reused by a new process is caught by its start time); a tick
+ * uses the owners the last lookup found, so a new process has its owner a tick or two
+ * after it appears. The readings given are never changed: annotated ones are copies.
+ */
+import type { Logger } from "../../common/log.js";
+import type { GpuOwner, GpuReading } from "../../common/types.js";
+import type { Allocations } from "./allocations.js";
+import type { ProcessOwners } from "./process-owners.js";
+
+/** How often the owners of an unchanged set of pids are looked up again. */
+export const DEFAULT_PROCESS_REFRESH_MS = 30_000;
+
+export interface OwnerAnnotatorOptions {
+  /** The schedulers' allocations; none when no integration is configured. */
+  allocations?: Allocations | undefined;
+  /** Who runs each process; none when process owners are off. */
+  processOwners?: ProcessOwners | undefined;
+  logger: Logger;
+  processRefreshMs?: number;
+  now?: () => number;
+}
+
+export class OwnerAnnotator {
+  private readonly now: () => number;
+  private readonly refreshMs: number;
+  /** Index → uuid of the GPUs last read: the allocation sources name GPUs by index sometimes. */
+  private readonly byIndex = new Map<number, string>();
+  private owners: ReadonlyMap<number, GpuOwner> = new Map();
+  private lookedUpKey = "";
+  private lookedUpAt = -Infinity;
+  private inFlight: Promise<void> | undefined;
+  private readonly stopped = new AbortController();
+
+  constructor(private readonly opts: OwnerAnnotatorOptions) {
+    this.now = opts.now ?? Date.now;
+    this.refreshMs = opts.processRefreshMs ?? DEFAULT_PROCESS_REFRESH_MS;
+  }
+
+  /** The GPUs by index as last read (for the allocation sources' `gpuByIndex`). */
+  gpuByIndex = (): ReadonlyMap<number, string> => this.byIndex;
+
+  start(): void {
+    this.opts.allocations?.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped.abort();
+    await this.opts.allocations?.stop();
+    await this.inFlight;
+  }
+
+  /** The readings with `allocations` and processes' `owner` set; copies where anything was added. */
+  annotate(readings: readonly GpuReading[]): GpuReading[] {
+    for (const r of readings) if (this.byIndex.get(r.index) !== r.uuid) this.byIndex.set(r.index, r.uuid);
+    const alloc = this.opts.allocations;
+    let out: GpuReading[] = alloc?.enabled ? alloc.attach(readings) : [...readings];
+    if (this.opts.processOwners) {
+      this.refreshProcessOwners(out);
+      const owners = this.owners;
+      if (owners.size > 0) {
+        out = out.map((r) => {
+          if (!r.processes || r.processes.length === 0) return r;
+          let changed = false;
+          const processes = r.processes.map((p) => {
+            const owner = owners.get(p.pid);
+            if (owner === undefined || p.owner === owner) return p;
+            changed = true;
+            return { ...p, owner };
+          });
+          return changed ? { ...r, processes } : r;
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Starts a lookup of the owners of every listed pid when the set changed or is due again. */
+  private refreshProcessOwners(readings: readonly GpuReading[]): void {
+    const po = this.opts.processOwners;
+    if (!po || this.inFlight || this.stopped.signal.aborted) return;
+    const pids = new Set<number>();
+    for (const r of readings) for (const p of r.processes ?? []) pids.add(p.pid);
+    const key = [...pids].sort((a, b) => a - b).join(",");
+    const now = this.now();
+    if (key === this.lookedUpKey && now - this.lookedUpAt < this.refreshMs) return;
+    this.lookedUpKey = key;
+    this.lookedUpAt = now;
+    if (pids.size === 0) {
+      this.owners = new Map();
+      po.retain([]);
+      return;
+    }
+    this.inFlight = po
+      .ownersOf(pids, this.stopped.signal)
+      .then((found) => {
+        this.owners = found;
+        po.retain(pids);
+      })
+      .catch((err: unknown) => {
+        // ProcessOwners never throws by contract; this is the last line of defence.
+        this.opts.logger.warn("Looking up who runs the processes on the GPUs failed; they are shown without owners until the next try.", { err: String(err) });
+      })
+      .finally(() => {
+        this.inFlight = undefined;
+      });
+  }
+}
