@@ -128,7 +128,9 @@ export class Allocations {
   /** Each reading with `allocations` set as GpuReading documents it; the inputs are not changed. */
   attach(readings: readonly GpuReading[]): GpuReading[] {
     const snap = this.snapshot();
-    return readings.map((r) => ({ ...r, allocations: snap === undefined ? undefined : [...(snap.get(r.uuid) ?? [])] }));
+    // Nothing known (no kubelet on this host, every source stale): the readings as they are, no copies each tick.
+    if (snap === undefined) return readings.map((r) => (r.allocations === undefined ? r : { ...r, allocations: undefined }));
+    return readings.map((r) => ({ ...r, allocations: [...(snap.get(r.uuid) ?? [])] }));
   }
 
   /** Owners the per-GPU bound left out while merging, since start. */

