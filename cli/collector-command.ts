@@ -9,6 +9,7 @@ import { DEFAULT_MAX_AGENTS } from "../collector/agent-registry.js";
 import { DEFAULT_MAX_GPUS } from "../collector/fleet-state.js";
 import { DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, MAX_RECEIVE_MESSAGE_BYTES } from "../collector/grpc-server.js";
 import { DEFAULT_MAX_HTTP_CONNECTIONS } from "../collector/http-server.js";
+import { OWNER_LABELS, parseOwnerLabels, type OwnerLabel } from "../collector/owner-ledger.js";
 import { DEFAULT_AGENT_RATE_LIMITS } from "../collector/rate-limit.js";
 import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { parseInfluxUrl, readInfluxCredentials } from "../collector/influx/target.js";
@@ -54,6 +55,8 @@ export const collectorSpec: CommandSpec = {
       help: "A GPU whose windows stop for this many window lengths gets trueidle_gpu_up 0." },
     { name: "expire-after", type: "duration", min: 1000, default: "15m", help: "A GPU silent this long has its series removed." },
     ...LIMIT_FLAGS,
+    { name: "owner-labels", type: "string", default: OWNER_LABELS.join(","), placeholder: "LIST",
+      help: `Owner fields that label trueidle_gpu_owner_info and trueidle_owner_state_seconds_total: a comma-separated subset of ${OWNER_LABELS.join(", ")}, or none (privacy, cardinality).` },
     ...THRESHOLD_FLAGS,
     { name: "influx-url", type: "string", placeholder: "URL",
       help: "Write every window to this InfluxDB 1.x: http(s)://HOST:PORT/DATABASE (an empty path means database trueidle). Agents are acknowledged once their windows are written." },
@@ -150,6 +153,7 @@ export async function collectorCommand(argv: string[]): Promise<number> {
     maxConnectionsPerAddress: Math.floor(v["max-connections-per-address"] as number),
     helloTimeoutMs: v["hello-timeout"] as number,
     httpMaxConnections: Math.floor(v["http-max-connections"] as number),
+    ownerLabels: ownerLabelsFrom(v["owner-labels"] as string),
     maxWindowAgeMs: v["max-window-age"] as number,
     maxWindowFutureMs: v["max-window-future"] as number,
     logger,
@@ -163,3 +167,11 @@ export async function collectorCommand(argv: string[]): Promise<number> {
 }
 
 export const collectorHelp = (): string => formatHelp(collectorSpec);
+
+function ownerLabelsFrom(text: string): OwnerLabel[] {
+  try {
+    return parseOwnerLabels(text);
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+}

@@ -15,6 +15,7 @@ import { CollectorHttpServer, DEFAULT_MAX_HTTP_CONNECTIONS } from "./http-server
 import { openFilesLimit } from "../common/connection-guard.js";
 import { routeGrpcLogs } from "../common/grpc-log.js";
 import { FailureThrottle } from "./auth/failure-throttle.js";
+import { OWNER_LABELS, OwnerLedger, type OwnerLabel } from "./owner-ledger.js";
 import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
@@ -71,6 +72,8 @@ export interface CollectorOptions {
   maxConnectionsPerAddress?: number;
   /** Connections on the HTTP port at once (default 256; a quarter of it from one address). */
   httpMaxConnections?: number;
+  /** Owner fields exported as labels of the owner series (default all: namespace, pod, container, job, user; [] for none). */
+  ownerLabels?: readonly OwnerLabel[];
   logger: Logger;
   /** Clock, Unix milliseconds; injectable for tests. */
   now?: () => number;
@@ -259,6 +262,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     logger,
   });
   const self = new SelfMetrics();
+  const owners = new OwnerLedger(opts.ownerLabels ?? OWNER_LABELS, {
+    maxGroups: opts.maxGpus ?? DEFAULT_MAX_GPUS,
+    expireAfterMs: opts.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS,
+    logger,
+  });
   let schema: SchemaKeeper | undefined;
   let writer: InfluxWriter | undefined;
   let late: LateRollup | undefined;
@@ -314,6 +322,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     logger,
     now,
     influx: sink ? { sink } : undefined,
+    owners: owners.enabled ? owners : undefined,
     agents: new AgentRegistry(opts.maxAgents ?? DEFAULT_MAX_AGENTS),
     rateLimits: Object.freeze(valid.rateLimits),
   }, auth, {
@@ -332,6 +341,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     basicAuth: opts.httpBasicAuth,
     authThrottle: opts.httpBasicAuth ? new FailureThrottle() : undefined,
     maxConnections: httpMaxConnections,
+    owners: owners.enabled ? owners : undefined,
   });
 
   let grpcPort: number;

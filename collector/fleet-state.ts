@@ -210,6 +210,11 @@ export class FleetState {
     return this.groupMap.values();
   }
 
+  /** Whether GPU `uuid` of `host` has a live record. */
+  has(host: string, uuid: string): boolean {
+    return this.hosts.get(host)?.gpus.has(uuid) ?? false;
+  }
+
   get size(): number {
     return this.records.size;
   }

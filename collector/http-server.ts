@@ -37,6 +37,7 @@ import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
 import type { HttpRefusalReason, SelfMetrics } from "./self-metrics.js";
 import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
 import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
+import type { OwnerLedger } from "./owner-ledger.js";
 
 /** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
 export const DEFAULT_MAX_HTTP_CONNECTIONS = 256;
@@ -64,6 +65,8 @@ export interface HttpServerDeps {
   tls?: { cert: Buffer | string; key: Buffer | string } | undefined;
   /** Require these users' credentials on everything but /healthz. */
   basicAuth?: BasicAuthUsers | undefined;
+  /** Owners of GPUs, for /metrics; none: no owner series. */
+  owners?: OwnerLedger | undefined;
   /** Failed logins per address; with `basicAuth` only. */
   authThrottle?: FailureThrottle | undefined;
   /** Connections in all (default DEFAULT_MAX_HTTP_CONNECTIONS); a quarter of it from one address. */
@@ -210,6 +213,7 @@ export class CollectorHttpServer {
       return;
     }
     this.deps.fleet.sweep();
+    this.deps.owners?.sweep(this.deps.fleet.now(), (host, uuid) => this.deps.fleet.has(host, uuid));
     res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE });
     if (req.method === "HEAD") return void res.end();
     this.scrapes++;
@@ -217,7 +221,7 @@ export class CollectorHttpServer {
     const deadline = setTimeout(() => res.destroy(), SCRAPE_DEADLINE_MS);
     deadline.unref();
     try {
-      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self)) {
+      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self, this.deps.owners)) {
         if (res.destroyed) break;
         if (res.write(chunk)) await nextTurn();
         else await drainedOrClosed(res);

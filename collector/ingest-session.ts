@@ -38,6 +38,7 @@ import { hostKey, tooManyAgentsRetryMs, type AgentRegistry, type RegisteredStrea
 import type { FleetState } from "./fleet-state.js";
 import { HostLineEncoder } from "./influx/line-protocol.js";
 import { gpuLabelProblem, hostLabelProblem } from "./series-budget.js";
+import type { OwnerLedger } from "./owner-ledger.js";
 import type { DurableSink, SinkOutcome } from "./spool/durable-sink.js";
 import { AgentRateLimiter, type AgentRateLimits } from "./rate-limit.js";
 import type { SelfMetrics, StreamRefusalReason } from "./self-metrics.js";
@@ -77,6 +78,8 @@ export interface SessionDeps {
   influx?: SessionInflux | undefined;
   /** Streams served at once and one per host; unlimited without. */
   agents?: AgentRegistry | undefined;
+  /** Owners of GPUs and their seconds (owner-ledger.ts); none without. */
+  owners?: OwnerLedger | undefined;
   /** Per-stream rate limits (rate-limit.ts); unlimited without. */
   rateLimits?: Readonly<AgentRateLimits> | undefined;
   /** Monotonic clock in ms for the rate limits (default performance.now). */
@@ -294,6 +297,7 @@ export class IngestSession implements RegisteredStream {
         rejections.push({ index: i, reason: outcome, field: `windows[${i}].start_ms` });
       } else {
         accepted++;
+        if (outcome === "applied") this.deps.owners?.applyWindow(hello.hostname, w, now);
         // A replay is written too: its first write may have failed.
         if (outcome === "replayed") self.windowsReplayed++;
         if (encoder) lines.push(encoder.line(w));

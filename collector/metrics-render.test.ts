@@ -57,12 +57,12 @@ describe("the metrics table", () => {
     expect(names.sort()).toEqual([
       "trueidle_agents_connected", "trueidle_connections_open", "trueidle_connections_refused_total", "trueidle_fleet_gpus", "trueidle_fleet_state_seconds_total",
       "trueidle_gpu_idle_streak_seconds", "trueidle_gpu_info", "trueidle_gpu_memory_used_bytes",
-      "trueidle_gpu_observed_seconds_total", "trueidle_gpu_power_floor_watts", "trueidle_gpu_power_watts",
+      "trueidle_gpu_observed_seconds_total", "trueidle_gpu_owner_info", "trueidle_gpu_power_floor_watts", "trueidle_gpu_power_watts",
       "trueidle_gpu_processes", "trueidle_gpu_real_busy_seconds_total", "trueidle_gpu_real_utilization_ratio",
       "trueidle_gpu_reported_busy_seconds_total", "trueidle_gpu_reported_idle_seconds_total",
       "trueidle_gpu_reported_utilization_ratio", "trueidle_gpu_state", "trueidle_gpu_state_seconds_total",
       "trueidle_gpu_up", "trueidle_http_auth_failures_total", "trueidle_http_requests_refused_total", "trueidle_influx_points_written_total", "trueidle_influx_write_errors_total",
-      "trueidle_metrics_scrapes_aborted_total",
+      "trueidle_metrics_scrapes_aborted_total", "trueidle_owner_state_seconds_total",
       "trueidle_spool_bytes", "trueidle_spool_windows_total", "trueidle_streams_refused_total",
       "trueidle_windows_received_total", "trueidle_windows_rejected_total", "trueidle_windows_replayed_total",
     ]);

@@ -14,6 +14,7 @@ import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
 import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
+import type { OwnerLedger } from "./owner-ledger.js";
 import { REJECTION_REASONS } from "./validate.js";
 
 const CHUNK_CHARS = 64 * 1024;
@@ -67,7 +68,7 @@ function groupLabels(g: FleetGroup): string {
  * chunks. GPUs are those known when rendering starts; values are read as their family is
  * rendered.
  */
-export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics): Generator<string, void, undefined> {
+export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger): Generator<string, void, undefined> {
   const out = new Chunks();
   const now = fleet.now();
   const recs = [...fleet.gpus()];
@@ -136,6 +137,29 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics): Gene
     if ((chunk = out.take())) yield chunk;
   }
 
+  if (owners?.enabled) {
+    const names = owners.labels;
+    const ownerPairs = (values: readonly string[]): string => labelPairs(names.map((n, i) => [n, values[i] ?? ""] as const));
+    out.buf += header(METRICS.gpuOwnerInfo);
+    for (let i = 0; i < recs.length; i++) {
+      const state = current[i];
+      // Owners are shown for held GPUs only: a free or stale GPU has none.
+      if (state !== "held_idle" && state !== "active" && state !== "busy_phantom") continue;
+      const rec = recs[i] as GpuRecord;
+      const list = owners.ownersOf(rec.host, rec.uuid);
+      if (list.length === 0) continue;
+      const gpu = labelPairs([["host", rec.host], ["gpu", String(rec.index)], ["uuid", rec.uuid]]);
+      for (const values of list) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+    out.buf += header(METRICS.ownerStateSeconds);
+    for (const g of owners.groups()) {
+      g.promLabels ??= ownerPairs(g.values);
+      for (const s of GPU_STATES) out.buf += `${METRICS.ownerStateSeconds.name}{${g.promLabels}${STATE_SUFFIX[s]} ${formatValue(g.stateS[s])}\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+  }
+
   const single = (m: MetricDef, v: number): void => void (out.buf += `${header(m)}${m.name} ${formatValue(v)}\n`);
   const byLabel = <K extends string>(m: MetricDef, label: string, keys: readonly K[], values: Record<K, number>): void => {
     out.buf += header(m);
@@ -166,8 +190,8 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics): Gene
 }
 
 /** Every chunk at once (tests, benchmarks). */
-export function renderMetrics(fleet: FleetState, self: SelfMetrics): string[] {
-  return [...renderMetricsChunks(fleet, self)];
+export function renderMetrics(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger): string[] {
+  return [...renderMetricsChunks(fleet, self, owners)];
 }
 
 /** The whole exposition as one string (tests, small fleets). */

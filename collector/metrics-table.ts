@@ -6,12 +6,13 @@
  * - `gpu`: the per-GPU labels `host`, `gpu` (index), `uuid`, `model` and the host's
  *   configured labels;
  * - `fleet`: `model` and the host's configured labels;
+ * - `owner`: the owner fields `--owner-labels` names (namespace, pod, container, job, user);
  * - `self`: none.
  */
 export type MetricType = "counter" | "gauge";
 /** Base unit, which is also the name's suffix (before `_total` on counters); "" for none. */
 export type MetricUnit = "seconds" | "watts" | "bytes" | "ratio" | "";
-export type MetricScope = "gpu" | "fleet" | "self";
+export type MetricScope = "gpu" | "fleet" | "owner" | "self";
 
 export interface MetricDef {
   readonly name: string;
@@ -69,6 +70,10 @@ export const METRICS = {
     "GPUs in each current idle-model state, by model and configured labels; stale GPUs count as unavailable."),
   fleetStateSeconds: metric("trueidle_fleet_state_seconds_total", "counter", "seconds", "fleet", ["state"],
     "Seconds GPUs spent in each idle-model state, by model and configured labels."),
+  gpuOwnerInfo: metric("trueidle_gpu_owner_info", "gauge", "", "owner", ["host", "gpu", "uuid"],
+    "Always 1, for each owner of a GPU held now (its newest window's pods, jobs and process owners); the owner fields are those --owner-labels names."),
+  ownerStateSeconds: metric("trueidle_owner_state_seconds_total", "counter", "seconds", "owner", ["state"],
+    "Seconds GPUs were held by each owner, in each idle-model state; a second counts once per owner of the GPU."),
   agentsConnected: metric("trueidle_agents_connected", "gauge", "", "self", [],
     "Agent streams that said Hello and are still open."),
   windowsReceived: metric("trueidle_windows_received_total", "counter", "", "self", [],

@@ -1,0 +1,149 @@
+/**
+ * Owners on the collector (DESIGN "Owners"): who holds each GPU now, and the seconds each
+ * owner held GPUs in every state, for Prometheus:
+ *
+ * - `trueidle_gpu_owner_info{host,gpu,uuid,<owner labels>} 1`, one series per owner of a
+ *   GPU that is held now (its newest window's owners; none once it is free or stale);
+ * - `trueidle_owner_state_seconds_total{<owner labels>,state}`, summed over every window
+ *   counted, so `sum by (namespace)` of its held_idle rate is the idle GPU time a namespace
+ *   holds. A GPU's second counts once per owner: a pod's allocation and the process in it
+ *   are two owners (with different labels) of the same second.
+ *
+ * Which owner fields become labels is configuration (`--owner-labels`, for privacy and
+ * cardinality): a subset of namespace, pod, container, job, user, or none. Owners that
+ * have none of the configured fields are left out. Owner groups are capped (`maxGroups`);
+ * past it new owners are not counted, which is counted and logged once a minute. A group
+ * without a window for `expireAfterMs` goes, as GPUs do.
+ */
+import type { Logger } from "../common/log.js";
+import type { GpuState } from "../common/types.js";
+import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
+
+export const OWNER_LABELS = ["namespace", "pod", "container", "job", "user"] as const;
+export type OwnerLabel = (typeof OWNER_LABELS)[number];
+
+/** Parses `--owner-labels`: a comma-separated subset of OWNER_LABELS, or `none`. */
+export function parseOwnerLabels(text: string): OwnerLabel[] {
+  const t = text.trim();
+  if (t === "none" || t === "") return [];
+  const out: OwnerLabel[] = [];
+  for (const part of t.split(",").map((s) => s.trim())) {
+    if (!(OWNER_LABELS as readonly string[]).includes(part)) {
+      throw new Error(`--owner-labels: "${part}" is not an owner field; use a comma-separated list of ${OWNER_LABELS.join(", ")}, or none`);
+    }
+    if (!out.includes(part as OwnerLabel)) out.push(part as OwnerLabel);
+  }
+  return out;
+}
+
+export interface OwnerGroup {
+  /** Values of the configured labels, in their order. */
+  readonly values: readonly string[];
+  readonly stateS: Record<GpuState, number>;
+  lastMs: number;
+  /** Cache for the renderer. */
+  promLabels: string | undefined;
+}
+
+interface GpuOwners {
+  host: string;
+  uuid: string;
+  startMs: number;
+  /** Owner label values of the newest window, one list per owner. */
+  owners: (readonly string[])[];
+}
+
+const DROP_LOG_INTERVAL_MS = 60_000;
+
+export class OwnerLedger {
+  private readonly groupMap = new Map<string, OwnerGroup>();
+  private readonly byGpu = new Map<string, GpuOwners>();
+  private lastDropLogAt = -Infinity;
+  /** Owners not counted because the ledger held maxGroups groups. */
+  dropped = 0;
+
+  constructor(
+    readonly labels: readonly OwnerLabel[],
+    private readonly opts: { maxGroups: number; expireAfterMs: number; logger?: Logger | undefined },
+  ) {}
+
+  get enabled(): boolean {
+    return this.labels.length > 0;
+  }
+
+  /** Counts one applied window's owners and, when it is the GPU's newest, records them as the GPU's current ones. */
+  applyWindow(host: string, w: GpuWindow, now: number): void {
+    if (!this.enabled) return;
+    const projected: (readonly string[])[] = [];
+    for (const o of w.owners) {
+      const values = this.labels.map((l) => ownerField(o, l));
+      if (values.every((v) => v === "")) continue;
+      projected.push(values);
+      const key = JSON.stringify(values);
+      let g = this.groupMap.get(key);
+      if (!g) {
+        if (this.groupMap.size >= this.opts.maxGroups) {
+          this.drop(host, w, now);
+          continue;
+        }
+        g = { values, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 }, lastMs: now, promLabels: undefined };
+        this.groupMap.set(key, g);
+      }
+      g.stateS.free_idle += o.freeIdleS;
+      g.stateS.held_idle += o.heldIdleS;
+      g.stateS.busy_phantom += o.busyPhantomS;
+      g.stateS.active += o.activeS;
+      g.stateS.unavailable += o.unavailableS;
+      g.lastMs = now;
+    }
+    const gpuKey = JSON.stringify([host, w.uuid]);
+    const startMs = Number(w.startMs);
+    const cur = this.byGpu.get(gpuKey);
+    if (cur && cur.startMs > startMs) return;
+    if (projected.length === 0) this.byGpu.delete(gpuKey);
+    else this.byGpu.set(gpuKey, { host, uuid: w.uuid, startMs, owners: projected });
+  }
+
+  /** The owners of the newest window of GPU (host, uuid). */
+  ownersOf(host: string, uuid: string): readonly (readonly string[])[] {
+    return this.byGpu.get(JSON.stringify([host, uuid]))?.owners ?? [];
+  }
+
+  groups(): IterableIterator<OwnerGroup> {
+    return this.groupMap.values();
+  }
+
+  /** Drops groups without a window for expireAfterMs, and GPUs `live` no longer has. */
+  sweep(now: number, live: (host: string, uuid: string) => boolean): void {
+    for (const [k, g] of this.groupMap) if (now - g.lastMs > this.opts.expireAfterMs) this.groupMap.delete(k);
+    for (const [k, e] of this.byGpu) if (!live(e.host, e.uuid)) this.byGpu.delete(k);
+  }
+
+  private drop(host: string, w: GpuWindow, now: number): void {
+    this.dropped++;
+    if (!this.opts.logger || now - this.lastDropLogAt < DROP_LOG_INTERVAL_MS) return;
+    this.lastDropLogAt = now;
+    this.opts.logger.warn(
+      `The collector counts ${this.opts.maxGroups} owners, its limit: owners of GPU ${w.uuid} of ${host} and others new are not counted in ` +
+        "trueidle_owner_state_seconds_total until owners without windows for the expiry time go (--owner-labels with fewer fields holds fewer). " +
+        "Logged at most once a minute.",
+      { host, uuid: w.uuid, groups: this.groupMap.size },
+    );
+  }
+}
+
+function ownerField(o: Owner, l: OwnerLabel): string {
+  switch (l) {
+    case "namespace":
+      return o.namespace;
+    case "pod":
+      return o.pod;
+    case "container":
+      return o.container;
+    case "job":
+      return o.job;
+    case "user":
+      return o.user;
+  }
+}
+
