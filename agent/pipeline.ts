@@ -13,6 +13,7 @@
  */
 import { HELD_BY, type GpuOwner, type GpuProcess, type GpuReading, type GpuState, type HeldBy, type Thresholds } from "../common/types.js";
 import { classify, idleStreakSeconds, nextBaseline, type Classification, type GpuBaseline } from "./model/idle-model.js";
+import { ownerKey } from "./owners/allocations.js";
 import { emptyHeldBySeconds, emptyStateSeconds, MAX_WINDOW_OWNERS, type GpuWindowRecord, type WindowHolder, type WindowOwner } from "./window.js";
 
 /** Holders reported per window, largest first. */
@@ -306,17 +307,6 @@ function closeWindow(w: OpenWindow): GpuWindowRecord {
  * must not grow a window without bound. Past it, new owners are not followed.
  */
 export const MAX_TRACKED_OWNERS = 16;
-
-/** Identity of an owner within a window: what it is, not which process of it (pid and command are the first seen). */
-const ownerKeys = new WeakMap<GpuOwner, string>();
-function ownerKey(o: GpuOwner): string {
-  let k = ownerKeys.get(o);
-  if (k === undefined) {
-    k = JSON.stringify([o.via, o.namespace, o.pod, o.container, o.podUid, o.job, o.step, o.user, o.runtime, o.containerId]);
-    ownerKeys.set(o, k);
-  }
-  return k;
-}
 
 /** Adds one sample to the seconds of every owner it shows: the GPU's allocations and its processes' owners, each once. */
 function trackOwners(w: OpenWindow, r: GpuReading, state: GpuState, dt: number): void {

@@ -37,7 +37,7 @@
  */
 import type { Logger } from "../common/log.js";
 import { GPU_STATES, REAL_SOURCES, type GpuState, type RealSource } from "../common/types.js";
-import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
+import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
 import { DEFAULT_WINDOW_LIMITS } from "./validate.js";
 
 /** The host facts a stream's Hello gave. */
@@ -105,6 +105,8 @@ export interface GpuRecord {
   powerW: number | undefined;
   powerFloorW: number | undefined;
   memUsedBytes: number | undefined;
+  /** Who held the GPU in its newest window (trueidle_gpu_owner_info, while it is held). */
+  owners: readonly Owner[];
 
   /** Cache for the renderer; cleared whenever an identity label changes. */
   promLabels: string | undefined;
@@ -210,11 +212,6 @@ export class FleetState {
     return this.groupMap.values();
   }
 
-  /** Whether GPU `uuid` of `host` has a live record. */
-  has(host: string, uuid: string): boolean {
-    return this.hosts.get(host)?.gpus.has(uuid) ?? false;
-  }
-
   get size(): number {
     return this.records.size;
   }
@@ -287,6 +284,7 @@ export class FleetState {
     rec.powerW = last?.powerW;
     rec.powerFloorW = w.powerFloorW;
     rec.memUsedBytes = last?.memUsedBytes === undefined ? undefined : Number(last.memUsedBytes);
+    rec.owners = w.owners;
     return "applied";
   }
 
@@ -450,6 +448,7 @@ export class FleetState {
       powerW: undefined,
       powerFloorW: undefined,
       memUsedBytes: undefined,
+      owners: [],
       promLabels: undefined,
     };
     host.gpus.set(w.uuid, rec);

@@ -34,7 +34,7 @@ import { errorMessage } from "../common/errors.js";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
-import type { ListenAddress } from "../common/listen-address.js";
+import { formatListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
 import { peerAddress, UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
 import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
@@ -199,7 +199,7 @@ export class IngestServer {
       injector.injectConnection(socket);
     });
     this.listener = listener;
-    const target = addr.host.includes(":") ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
+    const target = formatListenAddress(addr);
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
       listener.once("error", onError);

@@ -213,7 +213,7 @@ export class CollectorHttpServer {
       return;
     }
     this.deps.fleet.sweep();
-    this.deps.owners?.sweep(this.deps.fleet.now(), (host, uuid) => this.deps.fleet.has(host, uuid));
+    this.deps.owners?.sweep(this.deps.fleet.now());
     res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE });
     if (req.method === "HEAD") return void res.end();
     this.scrapes++;

@@ -146,10 +146,12 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
       // Owners are shown for held GPUs only: a free or stale GPU has none.
       if (state !== "held_idle" && state !== "active" && state !== "busy_phantom") continue;
       const rec = recs[i] as GpuRecord;
-      const list = owners.ownersOf(rec.host, rec.uuid);
-      if (list.length === 0) continue;
+      if (rec.owners.length === 0) continue;
       const gpu = labelPairs([["host", rec.host], ["gpu", String(rec.index)], ["uuid", rec.uuid]]);
-      for (const values of list) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
+      for (const o of rec.owners) {
+        const values = owners.ownerValues(o);
+        if (values !== undefined) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
+      }
       if ((chunk = out.take())) yield chunk;
     }
     out.buf += header(METRICS.ownerStateSeconds);

@@ -3,7 +3,8 @@
  * owner held GPUs in every state, for Prometheus:
  *
  * - `trueidle_gpu_owner_info{host,gpu,uuid,<owner labels>} 1`, one series per owner of a
- *   GPU that is held now (its newest window's owners; none once it is free or stale);
+ *   GPU that is held now (its newest window's owners, kept on its fleet record; none once
+ *   it is free or stale): rendered from the fleet, labelled through `ownerValues`;
  * - `trueidle_owner_state_seconds_total{<owner labels>,state}`, summed over every window
  *   counted, so `sum by (namespace)` of its held_idle rate is the idle GPU time a namespace
  *   holds. A GPU's second counts once per owner: a pod's allocation and the process in it
@@ -45,19 +46,10 @@ export interface OwnerGroup {
   promLabels: string | undefined;
 }
 
-interface GpuOwners {
-  host: string;
-  uuid: string;
-  startMs: number;
-  /** Owner label values of the newest window, one list per owner. */
-  owners: (readonly string[])[];
-}
-
 const DROP_LOG_INTERVAL_MS = 60_000;
 
 export class OwnerLedger {
   private readonly groupMap = new Map<string, OwnerGroup>();
-  private readonly byGpu = new Map<string, GpuOwners>();
   private lastDropLogAt = -Infinity;
   /** Owners not counted because the ledger held maxGroups groups. */
   dropped = 0;
@@ -71,14 +63,18 @@ export class OwnerLedger {
     return this.labels.length > 0;
   }
 
-  /** Counts one applied window's owners and, when it is the GPU's newest, records them as the GPU's current ones. */
+  /** The values of the configured labels for owner `o`; undefined when it has none of them. */
+  ownerValues(o: Owner): readonly string[] | undefined {
+    const values = this.labels.map((l) => o[l]);
+    return values.every((v) => v === "") ? undefined : values;
+  }
+
+  /** Adds one applied window's owners' seconds to their groups. */
   applyWindow(host: string, w: GpuWindow, now: number): void {
     if (!this.enabled) return;
-    const projected: (readonly string[])[] = [];
     for (const o of w.owners) {
-      const values = this.labels.map((l) => ownerField(o, l));
-      if (values.every((v) => v === "")) continue;
-      projected.push(values);
+      const values = this.ownerValues(o);
+      if (values === undefined) continue;
       const key = JSON.stringify(values);
       let g = this.groupMap.get(key);
       if (!g) {
@@ -96,27 +92,15 @@ export class OwnerLedger {
       g.stateS.unavailable += o.unavailableS;
       g.lastMs = now;
     }
-    const gpuKey = JSON.stringify([host, w.uuid]);
-    const startMs = Number(w.startMs);
-    const cur = this.byGpu.get(gpuKey);
-    if (cur && cur.startMs > startMs) return;
-    if (projected.length === 0) this.byGpu.delete(gpuKey);
-    else this.byGpu.set(gpuKey, { host, uuid: w.uuid, startMs, owners: projected });
-  }
-
-  /** The owners of the newest window of GPU (host, uuid). */
-  ownersOf(host: string, uuid: string): readonly (readonly string[])[] {
-    return this.byGpu.get(JSON.stringify([host, uuid]))?.owners ?? [];
   }
 
   groups(): IterableIterator<OwnerGroup> {
     return this.groupMap.values();
   }
 
-  /** Drops groups without a window for expireAfterMs, and GPUs `live` no longer has. */
-  sweep(now: number, live: (host: string, uuid: string) => boolean): void {
+  /** Drops groups without a window for expireAfterMs. */
+  sweep(now: number): void {
     for (const [k, g] of this.groupMap) if (now - g.lastMs > this.opts.expireAfterMs) this.groupMap.delete(k);
-    for (const [k, e] of this.byGpu) if (!live(e.host, e.uuid)) this.byGpu.delete(k);
   }
 
   private drop(host: string, w: GpuWindow, now: number): void {
@@ -131,19 +115,3 @@ export class OwnerLedger {
     );
   }
 }
-
-function ownerField(o: Owner, l: OwnerLabel): string {
-  switch (l) {
-    case "namespace":
-      return o.namespace;
-    case "pod":
-      return o.pod;
-    case "container":
-      return o.container;
-    case "job":
-      return o.job;
-    case "user":
-      return o.user;
-  }
-}
-

@@ -12,15 +12,16 @@ import {
   type StreamResponse,
 } from "../gen/trueidle/v1/ingest_pb.js";
 
-function codec<D extends DescMessage>(schema: D) {
+/** toBinary/fromBinary of one protobuf-es message, as grpc-js' serialize/deserialize. */
+export function protobufCodec<D extends DescMessage>(schema: D) {
   return {
     serialize: (msg: MessageShape<D>): Buffer => Buffer.from(toBinary(schema, msg)),
     deserialize: (buf: Buffer): MessageShape<D> => fromBinary(schema, buf),
   };
 }
 
-const req = codec(StreamRequestSchema);
-const res = codec(StreamResponseSchema);
+const req = protobufCodec(StreamRequestSchema);
+const res = protobufCodec(StreamResponseSchema);
 
 export const STREAM_METHOD_PATH = `/${IngestService.typeName}/${IngestService.method.stream.name}`;
 

@@ -49,10 +49,22 @@ export interface AllocationSource {
 /** Owners one GPU carries at most, across sources; the rest are counted in `ownersDropped`. */
 export const DEFAULT_MAX_ALLOCATIONS_PER_GPU = 16;
 
-/** The same pod container or job reported twice (an index file and a uuid file, two replicas) is one owner. */
+/**
+ * An owner's identity: what it is, not which process of it (pid and command are left out).
+ * The same pod container or job reported twice (an index file and a uuid file, two
+ * replicas) is one owner; a window counts each owner's seconds once (agent/pipeline.ts).
+ * Cached per owner object: sources hand out the same objects tick after tick.
+ */
 export function ownerKey(o: GpuOwner): string {
-  return JSON.stringify([o.via, o.namespace ?? "", o.pod ?? "", o.container ?? "", o.job ?? "", o.user ?? ""]);
+  let k = ownerKeys.get(o);
+  if (k === undefined) {
+    const f = (v: string | undefined): string => v ?? "";
+    k = JSON.stringify([o.via, f(o.namespace), f(o.pod), f(o.container), f(o.podUid), f(o.job), f(o.step), f(o.user), f(o.runtime), f(o.containerId)]);
+    ownerKeys.set(o, k);
+  }
+  return k;
 }
+const ownerKeys = new WeakMap<GpuOwner, string>();
 
 /**
  * Merges per-source maps into one: owners in source order, duplicates once, at most `max`

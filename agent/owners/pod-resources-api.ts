@@ -5,8 +5,8 @@
  * trueidle's own service: messages cross the wire with toBinary/fromBinary. The agent is a
  * client of it; test/helpers/pod-resources-server.ts serves it.
  */
-import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { protobufCodec } from "../../common/grpc-service.js";
 import {
   AllocatableResourcesRequestSchema,
   AllocatableResourcesResponseSchema,
@@ -26,13 +26,6 @@ import {
 /** Where the kubelet serves the API unless its root directory was moved. */
 export const DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock";
 
-function codec<D extends DescMessage>(schema: D) {
-  return {
-    serialize: (msg: MessageShape<D>): Buffer => Buffer.from(toBinary(schema, msg)),
-    deserialize: (buf: Buffer): MessageShape<D> => fromBinary(schema, buf),
-  };
-}
-
 function methodPath(name: string): string {
   return `/${PodResourcesLister.typeName}/${name}`;
 }
@@ -44,12 +37,12 @@ export const GET_ALLOCATABLE_METHOD_PATH = methodPath(PodResourcesLister.method.
 /** `/v1.PodResourcesLister/Get` (Kubernetes 1.27+ behind a feature gate). */
 export const GET_METHOD_PATH = methodPath(PodResourcesLister.method.get.name);
 
-const listReq = codec(ListPodResourcesRequestSchema);
-const listRes = codec(ListPodResourcesResponseSchema);
-const allocReq = codec(AllocatableResourcesRequestSchema);
-const allocRes = codec(AllocatableResourcesResponseSchema);
-const getReq = codec(GetPodResourcesRequestSchema);
-const getRes = codec(GetPodResourcesResponseSchema);
+const listReq = protobufCodec(ListPodResourcesRequestSchema);
+const listRes = protobufCodec(ListPodResourcesResponseSchema);
+const allocReq = protobufCodec(AllocatableResourcesRequestSchema);
+const allocRes = protobufCodec(AllocatableResourcesResponseSchema);
+const getReq = protobufCodec(GetPodResourcesRequestSchema);
+const getRes = protobufCodec(GetPodResourcesResponseSchema);
 
 export const podResourcesListerDefinition = {
   list: {
