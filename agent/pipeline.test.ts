@@ -262,7 +262,10 @@ describe("owners in a window", () => {
     const [w] = p.drain();
     expect(w!.stateS).toMatchObject({ held_idle: 6, free_idle: 4 });
     expect(w!.heldByS).toEqual({ process: 0, memory: 0, allocation: 6 });
-    expect(w!.owners).toEqual([{ ...pod, observedS: 6, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 6 } }]);
+    expect(w!.owners).toEqual([{
+      ...pod, observedS: 6, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 6 },
+      reportedIdleS: 6, reportedBusyS: 0, realBusyS: 0,
+    }]);
     expect(w!.last.heldBy).toBe(0);
   });
 
@@ -285,6 +288,10 @@ describe("owners in a window", () => {
       ["job_mapping", "1001", "4242", undefined, 10, 5, 5],
       ["process", "alice", "4242", 7, 10, 5, 5],
     ]);
+    // What the usual tools read over the owner's seconds: idle while util was 0, 90 % after.
+    const alices = w!.owners!.find((o) => o.via === "process")!;
+    expect([alices.reportedIdleS, alices.reportedBusyS]).toEqual([5, 4.5]);
+    expect(alices.realBusyS).toBeCloseTo(w!.realBusyS, 9);
   });
 
   it(`reports at most ${MAX_WINDOW_OWNERS} owners, those who held the GPU longest, and follows at most ${MAX_TRACKED_OWNERS}`, () => {

@@ -239,7 +239,7 @@ export class SamplePipeline {
     if (c.heldBy !== 0) {
       for (let i = 0; i < HELD_BY.length; i++) if ((c.heldBy & (1 << i)) !== 0) (rec.heldByS ??= emptyHeldBySeconds())[HELD_BY[i] as HeldBy] += dt;
     }
-    if (r.allocations !== undefined || r.processes !== undefined) trackOwners(w, r, c.state, dt);
+    if (r.allocations !== undefined || r.processes !== undefined) trackOwners(w, r, c, dt);
     w.lastSample = s;
   }
 }
@@ -309,20 +309,25 @@ function closeWindow(w: OpenWindow): GpuWindowRecord {
 export const MAX_TRACKED_OWNERS = 16;
 
 /** Adds one sample to the seconds of every owner it shows: the GPU's allocations and its processes' owners, each once. */
-function trackOwners(w: OpenWindow, r: GpuReading, state: GpuState, dt: number): void {
+function trackOwners(w: OpenWindow, r: GpuReading, c: Classification, dt: number): void {
   const now = w.samples;
+  const state = c.state;
+  const reportedBusy = r.util !== undefined && state !== "unavailable" ? (r.util / 100) * dt : 0;
   const add = (o: GpuOwner): void => {
     const key = ownerKey(o);
     let e = w.owners.get(key);
     if (!e) {
       if (w.owners.size >= MAX_TRACKED_OWNERS) return;
-      e = { owner: { ...o, observedS: 0, stateS: emptyStateSeconds() }, lastSample: -1 };
+      e = { owner: { ...o, observedS: 0, stateS: emptyStateSeconds(), reportedIdleS: 0, reportedBusyS: 0, realBusyS: 0 }, lastSample: -1 };
       w.owners.set(key, e);
     }
     if (e.lastSample === now) return;
     e.lastSample = now;
     e.owner.observedS += dt;
     e.owner.stateS[state] += dt;
+    if (c.reportedIdle) e.owner.reportedIdleS += dt;
+    e.owner.reportedBusyS += reportedBusy;
+    e.owner.realBusyS += c.real * dt;
   };
   if (r.allocations) for (const o of r.allocations) add(o);
   if (r.processes) for (const p of r.processes) if (p.owner) add(p.owner);

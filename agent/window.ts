@@ -11,6 +11,10 @@ export const MAX_WINDOW_OWNERS = 4;
 export interface WindowOwner extends GpuOwner {
   observedS: number;
   stateS: Record<GpuState, number>;
+  /** Over the seconds this owner held the GPU: as the window's fields of the same names. */
+  reportedIdleS: number;
+  reportedBusyS: number;
+  realBusyS: number;
 }
 
 export interface WindowHolder {

@@ -34,7 +34,8 @@ export const reportSpec: CommandSpec = {
     { name: "since", type: "string", default: "30d", placeholder: "TIME", help: "Start: a duration ago (90d, 36h) or an RFC 3339 time; rounded down to the hour." },
     { name: "until", type: "string", placeholder: "TIME", help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now]." },
     { name: "by", type: "string", default: "model", placeholder: "TAGS",
-      help: "Comma-separated tag keys to group by: host, model, uuid, or any configured label such as site or pool.",
+      help: "Comma-separated tag keys to group by: host, model, uuid, any configured label such as site or pool, or owner fields " +
+        "(namespace, pod, container, job, user: GPU time by who held it, mixed with any other key).",
       check: (v) => void parseBy(v[v.length - 1]!) },
     { name: "format", type: "string", choices: REPORT_FORMATS, default: "table", placeholder: "FORMAT", help: "Output format." },
     { name: "out", type: "string", placeholder: "FILE", help: "Write the report to FILE instead of stdout." },
@@ -51,6 +52,7 @@ export const reportSpec: CommandSpec = {
     "trueidle report --influx-url http://influx:8086/trueidle --since 90d --by site,model",
     "trueidle report --since 2024-04-01T00:00:00Z --until 2024-07-01T00:00:00Z --by pool --format csv --out q2.csv",
     "trueidle report --since 30d --by site --format html --out report.html --price-per-gpu-hour 2.10",
+    "trueidle report --since 7d --by namespace            # idle GPU-hours held per Kubernetes namespace",
   ],
 };
 

@@ -187,7 +187,7 @@ export class IngestSession implements RegisteredStream {
     if (overBudget) return this.fail(overBudget);
     if (this.deps.influx) {
       try {
-        this.encoder = new HostLineEncoder(result.hello.hostname, result.hello.labels);
+        this.encoder = new HostLineEncoder(result.hello.hostname, result.hello.labels, this.deps.owners?.labels);
       } catch (err) {
         // Only what line protocol cannot carry exactly gets here (a trailing backslash).
         return this.fail(`hello.host cannot be stored in InfluxDB: ${err instanceof Error ? err.message : String(err)}`);
@@ -300,7 +300,10 @@ export class IngestSession implements RegisteredStream {
         if (outcome === "applied") this.deps.owners?.applyWindow(hello.hostname, w, now);
         // A replay is written too: its first write may have failed.
         if (outcome === "replayed") self.windowsReplayed++;
-        if (encoder) lines.push(encoder.line(w));
+        if (encoder) {
+          lines.push(encoder.line(w));
+          encoder.ownerLines(w, lines);
+        }
       }
     }
     for (const r of rejections) self.reject(r.reason);

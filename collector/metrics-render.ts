@@ -14,7 +14,7 @@ import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
 import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
-import type { OwnerLedger } from "./owner-ledger.js";
+import { windowOwnerGroups, type OwnerLedger } from "./owner-ledger.js";
 import { REJECTION_REASONS } from "./validate.js";
 
 const CHUNK_CHARS = 64 * 1024;
@@ -148,10 +148,8 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
       const rec = recs[i] as GpuRecord;
       if (rec.owners.length === 0) continue;
       const gpu = labelPairs([["host", rec.host], ["gpu", String(rec.index)], ["uuid", rec.uuid]]);
-      for (const o of rec.owners) {
-        const values = owners.ownerValues(o);
-        if (values !== undefined) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
-      }
+      // Owners that share their labels are one series.
+      for (const { values } of windowOwnerGroups(names, rec.owners)) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
       if ((chunk = out.take())) yield chunk;
     }
     out.buf += header(METRICS.ownerStateSeconds);

@@ -8,7 +8,8 @@
  * - `trueidle_owner_state_seconds_total{<owner labels>,state}`, summed over every window
  *   counted, so `sum by (namespace)` of its held_idle rate is the idle GPU time a namespace
  *   holds. A GPU's second counts once per owner: a pod's allocation and the process in it
- *   are two owners (with different labels) of the same second.
+ *   are two owners (with different labels) of the same second; owners of one window that
+ *   share their labels are one (see windowOwnerGroups).
  *
  * Which owner fields become labels is configuration (`--owner-labels`, for privacy and
  * cardinality): a subset of namespace, pod, container, job, user, or none. Owners that
@@ -20,8 +21,9 @@ import type { Logger } from "../common/log.js";
 import type { GpuState } from "../common/types.js";
 import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
 
-export const OWNER_LABELS = ["namespace", "pod", "container", "job", "user"] as const;
-export type OwnerLabel = (typeof OWNER_LABELS)[number];
+import { OWNER_LABELS, type OwnerLabel } from "../common/owner-fields.js";
+
+export { OWNER_LABELS, type OwnerLabel };
 
 /** Parses `--owner-labels`: a comma-separated subset of OWNER_LABELS, or `none`. */
 export function parseOwnerLabels(text: string): OwnerLabel[] {
@@ -35,6 +37,68 @@ export function parseOwnerLabels(text: string): OwnerLabel[] {
     if (!out.includes(part as OwnerLabel)) out.push(part as OwnerLabel);
   }
   return out;
+}
+
+/** An owner's seconds in a window, as the collector sums them (the Owner message's fields). */
+export interface OwnerSeconds {
+  observedS: number;
+  freeIdleS: number;
+  heldIdleS: number;
+  busyPhantomS: number;
+  activeS: number;
+  unavailableS: number;
+  reportedIdleS: number;
+  reportedBusyS: number;
+  realBusyS: number;
+}
+
+/** One window's owners that share the configured label values, merged. */
+export interface WindowOwnerGroup {
+  readonly values: readonly string[];
+  readonly seconds: OwnerSeconds;
+}
+
+const STATE_KEYS = ["freeIdleS", "heldIdleS", "busyPhantomS", "activeS", "unavailableS"] as const;
+const REPORTED_KEYS = ["reportedIdleS", "reportedBusyS", "realBusyS"] as const;
+
+/**
+ * The owners of one window grouped by the values of `labels`, in first-seen order; owners
+ * with none of the fields are left out. Owners that become one group (two pods of one
+ * namespace with `--owner-labels namespace`, a pod's allocation and its process) held the
+ * same GPU, so their seconds are not added: each state takes the larger of their seconds,
+ * observed is the sum of the states, and the reported and real fields the larger, within
+ * observed. Exact when one owner's time covers the other's, as it does for a pod and its
+ * process, and never more GPU time than the window has. Every series of one window thus
+ * has one point (an InfluxDB point per series and time, a Prometheus sample per series).
+ */
+export function windowOwnerGroups(labels: readonly OwnerLabel[], owners: readonly Owner[]): WindowOwnerGroup[] {
+  if (labels.length === 0 || owners.length === 0) return [];
+  const out: WindowOwnerGroup[] = [];
+  let keys: string[] | undefined;
+  for (const o of owners) {
+    const values = labels.map((l) => o[l]);
+    if (values.every((v) => v === "")) continue;
+    const key = values.join("\u0000");
+    keys ??= [];
+    const at = keys.indexOf(key);
+    if (at < 0) {
+      keys.push(key);
+      out.push({ values, seconds: secondsOf(o) });
+      continue;
+    }
+    const s = (out[at] as WindowOwnerGroup).seconds;
+    for (const k of STATE_KEYS) s[k] = Math.max(s[k], o[k]);
+    s.observedS = s.freeIdleS + s.heldIdleS + s.busyPhantomS + s.activeS + s.unavailableS;
+    for (const k of REPORTED_KEYS) s[k] = Math.min(s.observedS, Math.max(s[k], o[k]));
+  }
+  return out;
+}
+
+function secondsOf(o: Owner): OwnerSeconds {
+  return {
+    observedS: o.observedS, freeIdleS: o.freeIdleS, heldIdleS: o.heldIdleS, busyPhantomS: o.busyPhantomS, activeS: o.activeS,
+    unavailableS: o.unavailableS, reportedIdleS: o.reportedIdleS, reportedBusyS: o.reportedBusyS, realBusyS: o.realBusyS,
+  };
 }
 
 export interface OwnerGroup {
@@ -72,9 +136,7 @@ export class OwnerLedger {
   /** Adds one applied window's owners' seconds to their groups. */
   applyWindow(host: string, w: GpuWindow, now: number): void {
     if (!this.enabled) return;
-    for (const o of w.owners) {
-      const values = this.ownerValues(o);
-      if (values === undefined) continue;
+    for (const { values, seconds: o } of windowOwnerGroups(this.labels, w.owners)) {
       const key = JSON.stringify(values);
       let g = this.groupMap.get(key);
       if (!g) {

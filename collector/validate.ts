@@ -239,6 +239,7 @@ const OWNER_FIELD_NAMES: Record<(typeof OWNER_TEXT_FIELDS)[number], string> = {
   namespace: "namespace", pod: "pod", container: "container", podUid: "pod_uid", job: "job", step: "step",
   user: "user", runtime: "runtime", containerId: "container_id", command: "command",
 };
+const OWNER_TAG_FIELDS = ["namespace", "pod", "container", "job", "user"] as const;
 const KNOWN_OWNER_SOURCES: ReadonlySet<number> = new Set([1, 2, 3]);
 
 /** The first problem of one owner of a window, as [reason, field]. */
@@ -248,6 +249,8 @@ function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason
     const v = o[f];
     if (v.length > MAX_OWNER_FIELD_LENGTH || UNSAFE_TEXT_RE.test(v)) return ["bad_string", OWNER_FIELD_NAMES[f]];
   }
+  // The fields that may become InfluxDB tags: a trailing backslash cannot be stored in one.
+  for (const f of OWNER_TAG_FIELDS) if (o[f].endsWith("\\")) return ["bad_string", f];
   if (o.pid > MAX_PID) return ["bad_number", "pid"];
   const p = partProblemOf(o.observedS, "observed_s", maxS, partMax) ??
     secondsProblem(o.freeIdleS, "free_idle_s", maxS) ??
@@ -256,9 +259,13 @@ function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason
     secondsProblem(o.activeS, "active_s", maxS) ??
     secondsProblem(o.unavailableS, "unavailable_s", maxS);
   if (p) return p;
+  const tolerance = Math.max(SUM_TOLERANCE_S, o.observedS * SUM_TOLERANCE_FRACTION);
   const sum = o.freeIdleS + o.heldIdleS + o.busyPhantomS + o.activeS + o.unavailableS;
-  if (Math.abs(sum - o.observedS) > Math.max(SUM_TOLERANCE_S, o.observedS * SUM_TOLERANCE_FRACTION)) return ["inconsistent", "observed_s"];
-  return undefined;
+  if (Math.abs(sum - o.observedS) > tolerance) return ["inconsistent", "observed_s"];
+  const ownerMax = o.observedS + tolerance;
+  return partProblemOf(o.reportedIdleS, "reported_idle_s", maxS, ownerMax) ??
+    partProblemOf(o.reportedBusyS, "reported_busy_s", maxS, ownerMax) ??
+    partProblemOf(o.realBusyS, "real_busy_s", maxS, ownerMax);
 }
 
 function secondsProblem(v: number, name: string, maxS: number): [RejectionReason, string] | undefined {

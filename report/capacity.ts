@@ -17,6 +17,7 @@
  * - reclaimable GPUs: see {@link reclaimableGpus}.
  * - idle cost: real-idle GPU-hours × the price per GPU-hour, only when a price is given.
  */
+import { OWNER_LABELS } from "../common/owner-fields.js";
 import { DAY_MS, floorDay, rangeHours, type TimeRange } from "./time-range.js";
 
 /** The fields the report sums, as named in InfluxDB. */
@@ -27,6 +28,16 @@ export type SumField = (typeof SUM_FIELDS)[number];
 export type Sums = Record<SumField, number>;
 
 export type Measurement = "gpu_hour" | "gpu_window";
+/** What the groups are: GPUs (by their tags) or owners (`--by` an owner field; only held time counts). */
+export type Subject = "gpus" | "owners";
+
+/** One owner's sums on one GPU over (part of) the range, for the "who holds idle GPUs" section. */
+export interface HolderGpuSums {
+  /** Values of the report's holder tags, in their order; "" where unset. */
+  key: readonly string[];
+  uuid: string;
+  sums: Sums;
+}
 
 /** One (UTC day, group) cell: the sums over the group's GPUs of every point in that day. */
 export interface DayGroupSums {
@@ -57,6 +68,8 @@ export interface GroupGpu {
 export interface ReportInput {
   range: TimeRange;
   by: readonly string[];
+  /** Default "gpus". */
+  subject?: Subject | undefined;
   measurement: Measurement;
   /** Why that measurement was read, in words, for the report's notes. */
   measurementReason: string;
@@ -65,6 +78,9 @@ export interface ReportInput {
   /** Per hour and group; several parts of one cell are added too. */
   hours: readonly HourGroupIdle[];
   gpus: readonly GroupGpu[];
+  /** The owner fields holders are named by ([] when no owner was recorded). */
+  holderTags?: readonly string[] | undefined;
+  holders?: readonly HolderGpuSums[] | undefined;
   pricePerGpuHour?: number | undefined;
 }
 
@@ -103,16 +119,51 @@ export interface DailySeries {
   fleetStateSeconds: Record<ChartState, number[]>;
 }
 
+/** An owner in "who holds idle GPUs": seconds it held GPUs, from gpu_owner_window / gpu_owner_hour. */
+export interface Holder {
+  /** Holder tag → value ("" unset). */
+  key: Record<string, string>;
+  /** GPUs it held in the range. */
+  gpus: number;
+  heldGpuHours: number;
+  /** Held idle + phantom busy (+ free idle, which a held GPU does not have): the idle GPU time it held. */
+  realIdleGpuHours: number;
+  heldIdleGpuHours: number;
+  phantomBusyGpuHours: number;
+  /** Of the time it held GPUs. */
+  realIdlePct: number;
+  reportedIdlePct: number;
+  /** null when no price was given. */
+  idleCost: number | null;
+}
+
+/** Who held idle GPUs, most idle GPU-hours first. */
+export interface HoldersSection {
+  /** The owner fields an owner is named by; [] when the range has no owner records. */
+  tags: string[];
+  holders: Holder[];
+  /** Owners left out past MAX_HOLDERS (the least idle). */
+  omitted: number;
+}
+
+/** The owner fields "who holds idle GPUs" names an owner by (a pod's containers are one owner). */
+export const HOLDER_TAGS: readonly string[] = OWNER_LABELS.filter((l) => l !== "container");
+
+/** Owners a report lists at most in "who holds idle GPUs". */
+export const MAX_HOLDERS = 1000;
+
 export interface CapacityReport {
   range: TimeRange;
   hours: number;
   by: string[];
+  subject: Subject;
   measurement: Measurement;
   measurementReason: string;
   pricePerGpuHour: number | null;
   groups: ReportGroup[];
   total: Figures;
   daily: DailySeries;
+  holders: HoldersSection;
 }
 
 export function emptySums(): Sums {
@@ -256,6 +307,7 @@ export function computeReport(input: ReportInput): CapacityReport {
     range: input.range,
     hours: rangeH,
     by: [...input.by],
+    subject: input.subject ?? "gpus",
     measurement: input.measurement,
     measurementReason: input.measurementReason,
     pricePerGpuHour: price ?? null,
@@ -266,7 +318,59 @@ export function computeReport(input: ReportInput): CapacityReport {
       groups: sorted.map((a) => ({ key: keyRecord(a.key), realIdlePct: dayPct(a, realIdleS), reportedIdlePct: dayPct(a, (s) => s.reported_idle_s) })),
       fleetStateSeconds,
     },
+    holders: holdersSection(input.holderTags ?? [], input.holders ?? [], price),
   };
+}
+
+/**
+ * "Who holds idle GPUs": each owner's sums over the range and its GPUs, most idle
+ * GPU-hours first (then by name), at most MAX_HOLDERS. An owner with no idle time is
+ * listed too (it held GPUs and used them).
+ */
+export function holdersSection(tags: readonly string[], rows: readonly HolderGpuSums[], price: number | undefined): HoldersSection {
+  const byOwner = new Map<string, { key: readonly string[]; sums: Sums; uuids: Set<string> }>();
+  for (const r of rows) {
+    const id = JSON.stringify(r.key);
+    let a = byOwner.get(id);
+    if (!a) byOwner.set(id, (a = { key: r.key, sums: emptySums(), uuids: new Set() }));
+    addSums(a.sums, r.sums);
+    a.uuids.add(r.uuid);
+  }
+  const holders: Holder[] = [...byOwner.values()]
+    .filter((a) => a.sums.observed_s > 0)
+    .map((a) => {
+      const obs = a.sums.observed_s;
+      const idle = realIdleS(a.sums);
+      return {
+        key: Object.fromEntries(tags.map((t, i) => [t, a.key[i] ?? ""])),
+        gpus: a.uuids.size,
+        heldGpuHours: obs / 3600,
+        realIdleGpuHours: idle / 3600,
+        heldIdleGpuHours: a.sums.held_idle_s / 3600,
+        phantomBusyGpuHours: a.sums.busy_phantom_s / 3600,
+        realIdlePct: (idle / obs) * 100,
+        reportedIdlePct: (a.sums.reported_idle_s / obs) * 100,
+        idleCost: price === undefined ? null : (idle / 3600) * price,
+      };
+    })
+    .sort((a, b) => b.realIdleGpuHours - a.realIdleGpuHours || compareKeys(Object.values(a.key), Object.values(b.key)));
+  return { tags: [...tags], holders: holders.slice(0, MAX_HOLDERS), omitted: Math.max(0, holders.length - MAX_HOLDERS) };
+}
+
+/**
+ * An owner for people: `namespace/pod` (container after a colon), `job N`, `user U`, joined
+ * by ", "; "(unknown)" when no field is set.
+ */
+export function ownerLabel(key: Readonly<Record<string, string>>): string {
+  const parts: string[] = [];
+  const ns = key["namespace"] ?? "";
+  const pod = key["pod"] ?? "";
+  const container = key["container"] ?? "";
+  if (ns !== "" || pod !== "") parts.push([ns, pod].filter((v) => v !== "").join("/") + (container !== "" ? `:${container}` : ""));
+  else if (container !== "") parts.push(`container ${container}`);
+  if ((key["job"] ?? "") !== "") parts.push(`job ${key["job"]}`);
+  if ((key["user"] ?? "") !== "") parts.push(`user ${key["user"]}`);
+  return parts.length > 0 ? parts.join(", ") : "(unknown)";
 }
 
 /** A group's name for people: tag values joined by " / ", "(none)" for a missing tag. */

@@ -3,7 +3,7 @@
  * names, order and meaning. `id` is the CSV header and JSON key (stable: programs read it);
  * `header` is for people; `inTable` keeps the terminal table narrow enough to read.
  */
-import type { Figures } from "./capacity.js";
+import type { Figures, Holder } from "./capacity.js";
 
 export type ColumnKind = "count" | "hours" | "pct" | "signed_pct" | "gpus" | "money";
 
@@ -36,6 +36,33 @@ export const COLUMNS: readonly Column[] = [
 /** The columns of a report, with the cost column only when a price was given. */
 export function columnsFor(priced: boolean): Column[] {
   return COLUMNS.filter((c) => !c.priced || priced);
+}
+
+/** The columns of "who holds idle GPUs"; ids shared with COLUMNS mean the same over the time an owner held its GPUs. */
+export interface HolderColumn {
+  id: string;
+  header: string;
+  kind: ColumnKind;
+  value: (h: Holder) => number | null;
+  /** In the terminal table (which fits 120 columns); CSV, JSON and HTML have every column. */
+  inTable: boolean;
+  priced?: boolean;
+}
+
+export const HOLDER_COLUMNS: readonly HolderColumn[] = [
+  { id: "gpus", header: "GPUS", kind: "count", value: (h) => h.gpus, inTable: true },
+  { id: "gpu_hours_observed", header: "HELD GPU-H", kind: "hours", value: (h) => h.heldGpuHours, inTable: true },
+  { id: "real_idle_gpu_hours", header: "IDLE GPU-H", kind: "hours", value: (h) => h.realIdleGpuHours, inTable: true },
+  { id: "held_idle_gpu_hours", header: "HELD-IDLE GPU-H", kind: "hours", value: (h) => h.heldIdleGpuHours, inTable: false },
+  { id: "phantom_busy_gpu_hours", header: "PHANTOM-BUSY GPU-H", kind: "hours", value: (h) => h.phantomBusyGpuHours, inTable: false },
+  { id: "real_idle_pct", header: "REAL IDLE", kind: "pct", value: (h) => h.realIdlePct, inTable: true },
+  { id: "reported_idle_pct", header: "REPORTED IDLE", kind: "pct", value: (h) => h.reportedIdlePct, inTable: true },
+  { id: "hidden_idle_pct", header: "HIDDEN IDLE", kind: "signed_pct", value: (h) => h.realIdlePct - h.reportedIdlePct, inTable: false },
+  { id: "idle_cost", header: "IDLE COST", kind: "money", value: (h) => h.idleCost, inTable: true, priced: true },
+];
+
+export function holderColumnsFor(priced: boolean): HolderColumn[] {
+  return HOLDER_COLUMNS.filter((c) => !c.priced || priced);
 }
 
 const grouped = (digits: number): Intl.NumberFormat =>

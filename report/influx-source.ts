@@ -12,9 +12,19 @@
  * Long ranges are read in chunks of whole hours (7 days of `gpu_hour`, 6 hours of
  * `gpu_window`), one request per chunk, two in flight, with a progress callback as each
  * completes.
+ *
+ * Owners (DESIGN "Owners"): `--by` with an owner field (namespace, pod, container, job,
+ * user) reads the owner measurements instead, `gpu_owner_window` / `gpu_owner_hour` in
+ * the same policies, whose points carry the GPU's tags too, so owner fields mix with any
+ * label. Every report also reads who held idle GPUs (the "who holds idle GPUs" section)
+ * from the owner measurement of the same resolution, grouped by the owner fields in
+ * HOLDER_TAGS that the database has.
  */
 import { TrueidleError } from "../common/errors.js";
-import { SUM_FIELDS, emptySums, type DayGroupSums, type GroupGpu, type HourGroupIdle, type Measurement, type ReportInput } from "./capacity.js";
+import { isOwnerLabel } from "../common/owner-fields.js";
+import {
+  HOLDER_TAGS, SUM_FIELDS, emptySums, type DayGroupSums, type GroupGpu, type HolderGpuSums, type HourGroupIdle, type Measurement, type ReportInput, type Subject,
+} from "./capacity.js";
 import { quoteIdent, type InfluxQueryClient, type InfluxSeries } from "./influx-connection.js";
 import { HOUR_MS, iso, rangeHours, type TimeRange } from "./time-range.js";
 
@@ -42,9 +52,16 @@ export interface ReadOptions {
 
 export type ReportData = Omit<ReportInput, "pricePerGpuHour">;
 
-function from(db: string, m: Measurement): string {
-  // The retention policy and the measurement share their name (DESIGN.md, InfluxDB schema).
-  return `${quoteIdent(db)}.${quoteIdent(m)}.${quoteIdent(m)}`;
+
+/** The measurement holding `subject` at resolution `m` (in the policy named `m`). */
+export function measurementName(m: Measurement, subject: Subject): string {
+  if (subject === "gpus") return m;
+  return m === "gpu_hour" ? "gpu_owner_hour" : "gpu_owner_window";
+}
+
+function from(db: string, m: Measurement, subject: Subject = "gpus"): string {
+  // The retention policy is named after the resolution (DESIGN.md, InfluxDB schema).
+  return `${quoteIdent(db)}.${quoteIdent(m)}.${quoteIdent(measurementName(m, subject))}`;
 }
 
 function timeWhere(startMs: number, endMs: number): string {
@@ -58,16 +75,28 @@ function timeWhere(startMs: number, endMs: number): string {
  * 1,000 GPUs × 168 hours of `gpu_hour` take about as long per summed field as the whole
  * week grouped by day takes for all eight.
  */
-export function chunkStatements(db: string, m: Measurement, by: readonly string[], startMs: number, endMs: number): [string, string, string] {
-  const sums = (fields: readonly string[]): string => fields.map((f) => `sum(${quoteIdent(f)}) AS ${quoteIdent(f)}`).join(", ");
+export function chunkStatements(
+  db: string, m: Measurement, by: readonly string[], startMs: number, endMs: number, subject: Subject = "gpus",
+): [string, string, string] {
   const groupTags = by.map((t) => ", " + quoteIdent(t)).join("");
   const gpuTags = [...new Set([...by, "uuid"])].map(quoteIdent);
   const where = timeWhere(startMs, endMs);
+  const src = from(db, m, subject);
   return [
-    `SELECT ${sums(SUM_FIELDS)} FROM ${from(db, m)} WHERE ${where} GROUP BY time(1d)${groupTags} fill(none)`,
-    `SELECT ${sums(IDLE_FIELDS)} FROM ${from(db, m)} WHERE ${where} GROUP BY time(1h)${groupTags} fill(none)`,
-    `SELECT sum("observed_s") AS "observed_s" FROM ${from(db, m)} WHERE ${where} GROUP BY ${gpuTags.join(", ")}`,
+    `SELECT ${sums(SUM_FIELDS)} FROM ${src} WHERE ${where} GROUP BY time(1d)${groupTags} fill(none)`,
+    `SELECT ${sums(IDLE_FIELDS)} FROM ${src} WHERE ${where} GROUP BY time(1h)${groupTags} fill(none)`,
+    `SELECT sum("observed_s") AS "observed_s" FROM ${src} WHERE ${where} GROUP BY ${gpuTags.join(", ")}`,
   ];
+}
+
+/** The "who holds idle GPUs" statement of one chunk: every sum per owner and GPU. */
+export function holderStatement(db: string, m: Measurement, holderTags: readonly string[], startMs: number, endMs: number): string {
+  const tags = [...holderTags, "uuid"].map(quoteIdent).join(", ");
+  return `SELECT ${sums(SUM_FIELDS)} FROM ${from(db, m, "owners")} WHERE ${timeWhere(startMs, endMs)} GROUP BY ${tags}`;
+}
+
+function sums(fields: readonly string[]): string {
+  return fields.map((f) => `sum(${quoteIdent(f)}) AS ${quoteIdent(f)}`).join(", ");
 }
 
 const IDLE_FIELDS = ["free_idle_s", "held_idle_s", "busy_phantom_s"] as const;
@@ -75,14 +104,25 @@ const IDLE_FIELDS = ["free_idle_s", "held_idle_s", "busy_phantom_s"] as const;
 /** Which measurement to read, and why (see the module comment for the rule). */
 export async function chooseMeasurement(
   client: InfluxQueryClient, range: TimeRange, requested: Measurement | "auto", policies: ReadonlySet<string>, signal?: AbortSignal,
+  subject: Subject = "gpus",
 ): Promise<{ measurement: Measurement; reason: string }> {
-  if (requested !== "auto") return { measurement: requested, reason: `${requested} (--measurement)` };
+  const name = (m: Measurement): string => measurementName(m, subject);
+  if (requested !== "auto") return { measurement: requested, reason: `${name(requested)} (--measurement)` };
   const hours = rangeHours(range);
-  if (hours < SHORT_RANGE_HOURS) return { measurement: "gpu_window", reason: `gpu_window: the range is shorter than ${SHORT_RANGE_HOURS} hours` };
-  if (!policies.has("gpu_hour")) return { measurement: "gpu_window", reason: "gpu_window: the database has no gpu_hour retention policy" };
-  const [probe] = await client.query([`SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour")} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`], signal);
-  if ((probe?.series.length ?? 0) === 0) return { measurement: "gpu_window", reason: "gpu_window: gpu_hour holds no roll-up for this range" };
-  return { measurement: "gpu_hour", reason: `gpu_hour: the range is ${SHORT_RANGE_HOURS} hours or longer` };
+  if (hours < SHORT_RANGE_HOURS) return { measurement: "gpu_window", reason: `${name("gpu_window")}: the range is shorter than ${SHORT_RANGE_HOURS} hours` };
+  if (!policies.has("gpu_hour")) return { measurement: "gpu_window", reason: `${name("gpu_window")}: the database has no gpu_hour retention policy` };
+  const [probe] = await client.query([`SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour", subject)} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`], signal);
+  if ((probe?.series.length ?? 0) === 0) return { measurement: "gpu_window", reason: `${name("gpu_window")}: ${name("gpu_hour")} holds no roll-up for this range` };
+  return { measurement: "gpu_hour", reason: `${name("gpu_hour")}: the range is ${SHORT_RANGE_HOURS} hours or longer` };
+}
+
+/** The tag keys of one measurement. */
+async function tagKeys(client: InfluxQueryClient, m: Measurement, subject: Subject, signal: AbortSignal | undefined): Promise<Set<string>> {
+  const db = client.target.database;
+  const [keys] = await client.query([`SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(m)}.${quoteIdent(measurementName(m, subject))}`], signal);
+  const known = new Set<string>();
+  for (const s of keys?.series ?? []) for (const v of s.values) known.add(String(v[0]));
+  return known;
 }
 
 function num(x: unknown): number {
@@ -105,25 +145,29 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
     throw new TrueidleError("not_found",
       `database "${db}" has neither the gpu_window nor the gpu_hour retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create trueidle's schema`);
   }
-  const { measurement, reason } = await chooseMeasurement(client, range, opts.measurement, policies, signal);
+  const subject: Subject = by.some(isOwnerLabel) ? "owners" : "gpus";
+  const { measurement, reason } = await chooseMeasurement(client, range, opts.measurement, policies, signal, subject);
   if (!policies.has(measurement)) {
     throw new TrueidleError("not_found", `database "${db}" has no ${measurement} retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create it`);
   }
 
-  const [keys] = await client.query([`SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(measurement)}.${quoteIdent(measurement)}`], signal);
-  const known = new Set<string>();
-  for (const s of keys?.series ?? []) for (const v of s.values) known.add(String(v[0]));
-  if (known.size === 0) throw noData(client, range, reason);
+  const known = await tagKeys(client, measurement, subject, signal);
+  if (known.size === 0) throw subject === "owners" ? noOwners(client, range, reason) : noData(client, range, reason);
   const unknown = by.filter((t) => !known.has(t));
   if (unknown.length > 0) {
+    const what = subject === "owners" ? "owner record" : "GPU";
     throw new TrueidleError("bad_input",
-      `--by ${unknown.map((t) => `"${t}"`).join(", ")}: no GPU in "${db}" has ${unknown.length > 1 ? "those tags" : "that tag"}; tags present: ${[...known].sort().join(", ")}`);
+      `--by ${unknown.map((t) => `"${t}"`).join(", ")}: no ${what} in "${db}" has ${unknown.length > 1 ? "those tags" : "that tag"}; tags present: ${[...known].sort().join(", ")}`);
   }
+  const ownerKeys = subject === "owners" ? known : await tagKeys(client, measurement, "owners", signal);
+  const holderTags = HOLDER_TAGS.filter((t) => ownerKeys.has(t));
 
-  interface ChunkRows { days: DayGroupSums[]; hours: HourGroupIdle[]; gpus: GroupGpu[] }
+  interface ChunkRows { days: DayGroupSums[]; hours: HourGroupIdle[]; gpus: GroupGpu[]; holders: HolderGpuSums[] }
   const readChunk = async (s: number, e: number, sig: AbortSignal): Promise<ChunkRows> => {
-    const out: ChunkRows = { days: [], hours: [], gpus: [] };
-    const [daily, hourly, perGpu] = await client.query(chunkStatements(db, measurement, by, s, e), sig);
+    const out: ChunkRows = { days: [], hours: [], gpus: [], holders: [] };
+    const statements: string[] = chunkStatements(db, measurement, by, s, e, subject);
+    if (holderTags.length > 0) statements.push(holderStatement(db, measurement, holderTags, s, e));
+    const [daily, hourly, perGpu, holders] = await client.query(statements, sig);
     for (const series of daily?.series ?? []) {
       const key = by.map((t) => series.tags?.[t] ?? "");
       const ti = column(series, "time");
@@ -142,6 +186,14 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
     }
     for (const series of perGpu?.series ?? []) {
       out.gpus.push({ key: by.map((t) => series.tags?.[t] ?? ""), uuid: series.tags?.["uuid"] ?? "" });
+    }
+    for (const series of holders?.series ?? []) {
+      const idx = SUM_FIELDS.map((f) => column(series, f));
+      for (const v of series.values) {
+        const sums = emptySums();
+        SUM_FIELDS.forEach((f, i) => (sums[f] = num(v[idx[i]!])));
+        out.holders.push({ key: holderTags.map((t) => series.tags?.[t] ?? ""), uuid: series.tags?.["uuid"] ?? "", sums });
+      }
     }
     return out;
   };
@@ -176,8 +228,17 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
   const days = results.flatMap((r) => r.days);
   const hours = results.flatMap((r) => r.hours);
   const gpus = results.flatMap((r) => r.gpus);
-  if (hours.length === 0) throw noData(client, range, reason);
-  return { range, by, measurement, measurementReason: reason, days, hours, gpus };
+  const holders = results.flatMap((r) => r.holders);
+  if (hours.length === 0) throw subject === "owners" ? noOwners(client, range, reason) : noData(client, range, reason);
+  return { range, by, subject, measurement, measurementReason: reason, days, hours, gpus, holderTags, holders };
+}
+
+function noOwners(client: InfluxQueryClient, range: TimeRange, reason: string): TrueidleError {
+  const db = client.target.database;
+  return new TrueidleError("not_found",
+    `no owners in "${db}" from ${iso(range.startMs)} to ${iso(range.endMs)} (read ${reason}): no held GPU had an owner the agents could tell. ` +
+    "Owners come from the agents' --pod-resources-socket (Kubernetes), --job-mapping-dir (Slurm and other batch systems) or the host's /proc " +
+    "(--host-root), and the collector writes the fields its --owner-labels names; widen --since/--until, or report --by a GPU tag such as model");
 }
 
 function noData(client: InfluxQueryClient, range: TimeRange, reason: string): TrueidleError {

@@ -4,10 +4,10 @@
  * mail attachment or behind a strict Content-Security-Policy. Every value from InfluxDB
  * (group names) is HTML-escaped here; inside the SVG, ECharts escapes its own text.
  */
-import type { CapacityReport, Figures } from "./capacity.js";
+import { ownerLabel, type CapacityReport, type Figures } from "./capacity.js";
 import { idleChartSvg, stateChartSvg } from "./charts.js";
-import { columnsFor, formatHuman } from "./columns.js";
-import { describeReport, reportNotes } from "./render-text.js";
+import { columnsFor, formatHuman, holderColumnsFor } from "./columns.js";
+import { describeReport, holdersHeading, HOLDERS_SHOWN, NO_HOLDERS, reportNotes, totalLabel } from "./render-text.js";
 
 export function escapeHtml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
@@ -36,8 +36,20 @@ function tableHtml(r: CapacityReport): string {
   const cells = (f: Figures): string => cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(f)))}</td>`).join("");
   const rows = r.groups.map((g) =>
     `<tr>${r.by.map((t) => `<td>${escapeHtml(g.key[t] === "" ? "(none)" : g.key[t] ?? "")}</td>`).join("")}${cells(g)}</tr>`);
-  const total = `<tr class="total"><td colspan="${r.by.length}">fleet total</td>${cells(r.total)}</tr>`;
+  const total = `<tr class="total"><td colspan="${r.by.length}">${totalLabel(r)}</td>${cells(r.total)}</tr>`;
   return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${rows.join("\n")}\n${total}\n</tbody>\n</table>`;
+}
+
+function holdersHtml(r: CapacityReport): string {
+  if (r.holders.holders.length === 0) {
+    return `<h2>Who holds idle GPUs</h2>\n<p>${escapeHtml(r.holders.tags.length === 0 ? NO_HOLDERS : "No owner held a GPU in this range.")}</p>`;
+  }
+  const shown = r.holders.holders.slice(0, HOLDERS_SHOWN.html);
+  const cols = holderColumnsFor(r.pricePerGpuHour !== null);
+  const head = `<th>owner</th>${cols.map((c) => `<th class="n">${escapeHtml(c.header.toLowerCase())}</th>`).join("")}`;
+  const rows = shown.map((h) =>
+    `<tr><td>${escapeHtml(ownerLabel(h.key))}</td>${cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(h)))}</td>`).join("")}</tr>`);
+  return `<h2>${escapeHtml(holdersHeading(r, shown.length))}</h2>\n<div class="table">\n<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${rows.join("\n")}\n</tbody>\n</table>\n</div>`;
 }
 
 export async function renderHtml(r: CapacityReport): Promise<string> {
@@ -67,6 +79,7 @@ ${states}
 <div class="table">
 ${tableHtml(r)}
 </div>
+${holdersHtml(r)}
 <ul class="notes">
 ${reportNotes(r).map((n) => `<li>${escapeHtml(n)}</li>`).join("\n")}
 </ul>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { computeReport, emptySums } from "./capacity.js";
 import { csvField, renderCsv, renderTable, reportJson } from "./render-text.js";
-import { escapeHtml } from "./render-html.js";
+import { escapeHtml, renderHtml } from "./render-html.js";
 
 const T0 = Date.UTC(2024, 4, 1);
 
@@ -20,10 +20,50 @@ describe("report renderings", () => {
     expect(csvField("two\nlines")).toBe('"two\nlines"');
     const lines = renderCsv(report()).split("\r\n");
     expect(lines[0]).toBe("scope,site,model,gpus,gpu_hours_observed,coverage_pct,reported_idle_pct,real_idle_pct,hidden_idle_pct," +
-      "real_idle_gpu_hours,held_idle_gpu_hours,phantom_busy_gpu_hours,unused_capacity_pct,reclaimable_gpus,hours_with_data,idle_cost");
-    expect(lines[1]).toBe('group,"a,""b""",,1,1,100,100,100,0,1,1,0,100,1,1,');
-    expect(lines[2]).toBe("fleet,,,1,1,100,100,100,0,1,1,0,100,1,1,");
+      "real_idle_gpu_hours,held_idle_gpu_hours,phantom_busy_gpu_hours,unused_capacity_pct,reclaimable_gpus,hours_with_data,idle_cost," +
+      "owner_namespace,owner_pod,owner_job,owner_user");
+    expect(lines[1]).toBe('group,"a,""b""",,1,1,100,100,100,0,1,1,0,100,1,1,,,,,');
+    expect(lines[2]).toBe("fleet,,,1,1,100,100,100,0,1,1,0,100,1,1,,,,,");
     expect(lines[3]).toBe("");
+  });
+
+  it("lists who holds idle GPUs in every format, most idle first, the owner in its own columns", async () => {
+    const held = (idleS: number, activeS: number) => ({ ...emptySums(), observed_s: idleS + activeS, held_idle_s: idleS, active_s: activeS, reported_idle_s: idleS });
+    const r = computeReport({
+      range: { startMs: T0, endMs: T0 + 3_600_000 }, by: ["model"], measurement: "gpu_window", measurementReason: "gpu_window: test",
+      days: [{ dayMs: T0, key: ["H100"], sums: held(3600, 3600) }], hours: [{ hourMs: T0, key: ["H100"], realIdleS: 3600 }],
+      gpus: [{ key: ["H100"], uuid: "u0" }, { key: ["H100"], uuid: "u1" }],
+      holderTags: ["namespace", "pod", "user"],
+      holders: [
+        { key: ["", "", "alice"], uuid: "u1", sums: held(0, 3600) },
+        { key: ["ml", "trainer,0", ""], uuid: "u0", sums: held(1800, 0) },
+        { key: ["ml", "trainer,0", ""], uuid: "u0", sums: held(1800, 0) },
+      ],
+    });
+    expect(r.holders.holders.map((h) => [h.key, h.gpus, h.realIdleGpuHours, h.realIdlePct])).toEqual([
+      [{ namespace: "ml", pod: "trainer,0", user: "" }, 1, 1, 100],
+      [{ namespace: "", pod: "", user: "alice" }, 1, 0, 0],
+    ]);
+    const table = renderTable(r);
+    expect(table).toMatch(/^Who holds idle GPUs \(owners by idle GPU-hours held\):$/m);
+    expect(table).toMatch(/^ml\/trainer,0\s+1\s+1\.0\s+1\.0\s+100\.0%\s+100\.0%$/m);
+    expect(table).toMatch(/^user alice\s+1\s+1\.0\s+0\.0/m);
+    const csv = renderCsv(r).split("\r\n");
+    expect(csv[3]).toBe('holder,,1,1,,100,100,0,1,1,0,,,,,ml,"trainer,0",,');
+    expect(csv[4]).toBe("holder,,1,1,,0,0,0,0,0,0,,,,,,,,alice");
+    const j = reportJson(r) as { holders: { tags: string[]; owners: Array<Record<string, unknown>>; omitted: number } };
+    expect(j.holders.tags).toEqual(["namespace", "pod", "user"]);
+    expect(j.holders.owners[0]).toMatchObject({ label: "ml/trainer,0", gpus: 1, real_idle_gpu_hours: 1, held_idle_gpu_hours: 1, real_idle_pct: 100 });
+    const html = await renderHtml(r);
+    expect(html).toContain("<h2>Who holds idle GPUs (owners by idle GPU-hours held)</h2>");
+    expect(html).toContain("<td>ml/trainer,0</td>");
+  });
+
+  it("says where owners come from when none was recorded", async () => {
+    const r = report();
+    expect(renderTable(r)).toMatch(/Who holds idle GPUs: No owner was recorded in this range: agents learn owners from the kubelet/);
+    expect(await renderHtml(r)).toContain("No owner was recorded in this range");
+    expect((reportJson(r) as { holders: unknown }).holders).toEqual({ tags: [], owners: [], omitted: 0 });
   });
 
   it("JSON keeps every key, idle_cost null without a price", () => {

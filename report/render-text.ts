@@ -2,14 +2,35 @@
  * The machine-independent renderings of a CapacityReport: the aligned terminal table, CSV
  * (RFC 4180) and JSON (stable snake_case keys, numbers as numbers).
  */
-import { groupLabel, type CapacityReport, type Figures } from "./capacity.js";
-import { COLUMNS, columnsFor, formatHuman } from "./columns.js";
+import { groupLabel, HOLDER_TAGS, ownerLabel, type CapacityReport, type Figures, type Holder } from "./capacity.js";
+import { COLUMNS, columnsFor, formatHuman, HOLDER_COLUMNS, holderColumnsFor } from "./columns.js";
 import { iso } from "./time-range.js";
 
 /** The report's heading line, shared by the table and the HTML page. */
 export function describeReport(r: CapacityReport): string {
-  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${r.hours} hours), by ${r.by.join(", ")}; read ${r.measurementReason}`;
+  const of = r.subject === "owners" ? " (owners: the time they held GPUs)" : "";
+  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${r.hours} hours), by ${r.by.join(", ")}${of}; read ${r.measurementReason}`;
 }
+
+/** The total row's name. */
+export function totalLabel(r: CapacityReport): string {
+  return r.subject === "owners" ? "all owners" : "fleet total";
+}
+
+/** Owners the table and the HTML page show in "who holds idle GPUs" (JSON and CSV list them all). */
+export const HOLDERS_SHOWN = { table: 10, html: 100 } as const;
+
+/** The "who holds idle GPUs" heading, with how many owners it shows of how many. */
+export function holdersHeading(r: CapacityReport, shown: number): string {
+  const all = r.holders.holders.length + r.holders.omitted;
+  const of = all > shown ? `; the ${shown} holding most of ${all}` : "";
+  return `Who holds idle GPUs (owners by idle GPU-hours held${of})`;
+}
+
+/** What the section says when the range has no owner records. */
+export const NO_HOLDERS =
+  "No owner was recorded in this range: agents learn owners from the kubelet (--pod-resources-socket), a batch job mapping " +
+  "(--job-mapping-dir) or the host's /proc (--host-root), and the collector writes the owner fields its --owner-labels names.";
 
 /** The definitions printed under the table and the HTML page. */
 export function reportNotes(r: CapacityReport): string[] {
@@ -22,6 +43,18 @@ export function reportNotes(r: CapacityReport): string[] {
       `Hours without any data are not counted (whole fleet: ${r.total.hoursWithData} of ${r.hours} hours had data).`,
   ];
   if (r.pricePerGpuHour !== null) notes.push(`Idle cost = real-idle GPU-hours x ${r.pricePerGpuHour} per GPU-hour.`);
+  if (r.subject === "owners") {
+    notes.push(
+      "By owner: only the time an owner held a GPU counts (a free GPU has no owner), so GPUs here are the GPUs each owner held. " +
+        "A GPU held by two owners at once (a time-sliced GPU, a pod's allocation beside a job) counts for each, so the owners' sum can exceed the fleet's GPU time.",
+    );
+  }
+  if (r.holders.tags.length > 0) {
+    notes.push(
+      "Who holds idle GPUs: idle GPU-hours held = held_idle + busy_phantom time of the GPUs an owner held; idle % is of the time it held them. " +
+        `Owners are named by ${r.holders.tags.join(", ")}.`,
+    );
+  }
   return notes;
 }
 
@@ -31,7 +64,7 @@ export function renderTable(r: CapacityReport): string {
   const header = [...tagHeaders, ...cols.map((c) => c.header)];
   const row = (key: string[], f: Figures): string[] => [...key, ...cols.map((c) => formatHuman(c.kind, c.value(f)))];
   const body = r.groups.map((g) => row(r.by.map((t) => (g.key[t] === "" ? "(none)" : g.key[t] ?? "")), g));
-  const totalKey = r.by.map((_, i) => (i === 0 ? "fleet total" : ""));
+  const totalKey = r.by.map((_, i) => (i === 0 ? totalLabel(r) : ""));
   const total = row(totalKey, r.total);
   const all = [header, ...body, total];
   const widths = header.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
@@ -47,9 +80,30 @@ export function renderTable(r: CapacityReport): string {
     rule,
     line(total),
     "",
+    ...holdersTable(r),
+    "",
     ...reportNotes(r).flatMap((n) => wrap(n, 100)),
     "",
   ].join("\n");
+}
+
+/** Longest owner name the terminal table prints; longer ones end in an ellipsis. */
+const OWNER_WIDTH = 48;
+
+function holdersTable(r: CapacityReport): string[] {
+  if (r.holders.holders.length === 0) return wrap(`Who holds idle GPUs: ${r.holders.tags.length === 0 ? NO_HOLDERS : "no owner held a GPU in this range."}`, 100);
+  const shown = r.holders.holders.slice(0, HOLDERS_SHOWN.table);
+  const cols = holderColumnsFor(r.pricePerGpuHour !== null).filter((c) => c.inTable);
+  const cut = (s: string): string => (s.length > OWNER_WIDTH ? `${s.slice(0, OWNER_WIDTH - 1)}…` : s);
+  const all = [["OWNER", ...cols.map((c) => c.header)], ...shown.map((h) => [cut(ownerLabel(h.key)), ...cols.map((c) => formatHuman(c.kind, c.value(h)))])];
+  const widths = all[0]!.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const more = r.holders.holders.length + r.holders.omitted - shown.length;
+  return [
+    `${holdersHeading(r, shown.length)}:`,
+    ...all.map(line),
+    ...(more > 0 ? [`... and ${more} more (--format csv or json lists every owner)`] : []),
+  ];
 }
 
 /** Word-wraps a note for the terminal; continuation lines are indented. */
@@ -75,15 +129,24 @@ export function csvField(v: string): string {
 
 /**
  * Header, one row per group (`scope` = `group`), then the fleet total (`scope` = `fleet`,
- * tag columns empty). Numbers at full precision. The columns are always the same; idle_cost
- * is empty when no price was given.
+ * tag columns empty), then one row per owner of "who holds idle GPUs" (`scope` = `holder`,
+ * tag columns empty, the owner in the `owner_*` columns at the end, the figures that apply
+ * to the time it held GPUs, the others empty). Numbers at full precision. The columns are
+ * always the same; idle_cost is empty when no price was given.
  */
 export function renderCsv(r: CapacityReport): string {
   const cols = COLUMNS;
-  const num = (v: number | null): string => (v === null ? "" : String(v));
-  const lines = [["scope", ...r.by, ...cols.map((c) => c.id)]];
-  for (const g of r.groups) lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g)))]);
-  lines.push(["fleet", ...r.by.map(() => ""), ...cols.map((c) => num(c.value(r.total)))]);
+  const num = (v: number | null | undefined): string => (v === null || v === undefined ? "" : String(v));
+  // Always the same columns, whichever owner fields the database has.
+  const ownerCols = HOLDER_TAGS;
+  const none = ownerCols.map(() => "");
+  const lines = [["scope", ...r.by, ...cols.map((c) => c.id), ...ownerCols.map((t) => `owner_${t}`)]];
+  for (const g of r.groups) lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g))), ...none]);
+  lines.push(["fleet", ...r.by.map(() => ""), ...cols.map((c) => num(c.value(r.total))), ...none]);
+  const holderValue = new Map(HOLDER_COLUMNS.map((c) => [c.id, c.value]));
+  for (const h of r.holders.holders) {
+    lines.push(["holder", ...r.by.map(() => ""), ...cols.map((c) => num(holderValue.get(c.id)?.(h))), ...ownerCols.map((t) => h.key[t] ?? "")]);
+  }
   return lines.map((l) => l.map(csvField).join(",")).join("\r\n") + "\r\n";
 }
 
@@ -99,15 +162,25 @@ export function reportJson(r: CapacityReport): unknown {
     by: r.by,
     measurement: r.measurement,
     measurement_reason: r.measurementReason,
+    subject: r.subject,
     price_per_gpu_hour: r.pricePerGpuHour,
     groups: r.groups.map((g) => ({ key: g.key, label: groupLabel(g.key), ...figuresJson(g) })),
     total: figuresJson(r.total),
+    holders: {
+      tags: r.holders.tags,
+      owners: r.holders.holders.map((h) => ({ key: h.key, label: ownerLabel(h.key), ...holderJson(h) })),
+      omitted: r.holders.omitted,
+    },
     daily: {
       days: r.daily.days.map((d) => iso(d).slice(0, 10)),
       groups: r.daily.groups.map((g) => ({ key: g.key, real_idle_pct: g.realIdlePct, reported_idle_pct: g.reportedIdlePct })),
       fleet_state_seconds: r.daily.fleetStateSeconds,
     },
   };
+}
+
+function holderJson(h: Holder): Record<string, number | null> {
+  return Object.fromEntries(HOLDER_COLUMNS.map((c) => [c.id, c.value(h)]));
 }
 
 export function renderJson(r: CapacityReport): string {

@@ -263,15 +263,17 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const header = csv[0]!;
     expect(header.slice(0, 4)).toEqual(["scope", "site", "model", "gpus"]);
     expect(csv.length).toBe(1 + 4 + 1);
+    const figures = header.slice(3).filter((h) => !h.startsWith("owner_"));
+    expect(header.slice(3 + figures.length)).toEqual(["owner_namespace", "owner_pod", "owner_job", "owner_user"]);
     for (let i = 0; i < 4; i++) {
       const row = Object.fromEntries(header.map((h, k) => [h, csv[i + 1]![k]!]));
       expect(row["scope"]).toBe("group");
       expect({ site: row["site"], model: row["model"] }).toEqual(doc.groups[i]!.key);
-      for (const h of header.slice(3)) expect(Number(row[h]), `${h} of row ${i}`).toBe(doc.groups[i]![h]);
+      for (const h of figures) expect(Number(row[h]), `${h} of row ${i}`).toBe(doc.groups[i]![h]);
     }
     const fleet = Object.fromEntries(header.map((h, k) => [h, csv[5]![k]!]));
     expect(fleet["scope"]).toBe("fleet");
-    for (const h of header.slice(3)) expect(Number(fleet[h]), h).toBe(doc.total[h]);
+    for (const h of figures) expect(Number(fleet[h]), h).toBe(doc.total[h]);
 
     const t = await runTrueidle([...common, "--format", "table"]);
     expect(t.code, t.output).toBe(0);

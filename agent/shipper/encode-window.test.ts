@@ -90,7 +90,7 @@ describe("encodeWindow", () => {
       owners: [{
         via: "process", namespace: "ml", pod: "trainer-0", container: "main", podUid: "u", job: "42", step: "0", user: "alice",
         runtime: "containerd", containerId: "c", pid: 7, command: "python3", observedS: 10,
-        stateS: { unavailable: 1, free_idle: 2, active: 3, busy_phantom: 2, held_idle: 2 },
+        stateS: { unavailable: 1, free_idle: 2, active: 3, busy_phantom: 2, held_idle: 2 }, reportedIdleS: 1, reportedBusyS: 2, realBusyS: 3,
       }],
     };
     full.last.heldBy = 7;

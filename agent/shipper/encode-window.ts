@@ -181,6 +181,9 @@ function writeOwner(m: Writer, o: WindowOwner): void {
   m.implicitDouble(23, o.stateS.busy_phantom);
   m.implicitDouble(24, o.stateS.active);
   m.implicitDouble(25, o.stateS.unavailable);
+  m.implicitDouble(26, o.reportedIdleS);
+  m.implicitDouble(27, o.reportedBusyS);
+  m.implicitDouble(28, o.realBusyS);
 }
 
 function writeHolder(m: Writer, h: WindowHolder): void {

@@ -108,6 +108,9 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
       busyPhantomS: o.stateS.busy_phantom,
       activeS: o.stateS.active,
       unavailableS: o.stateS.unavailable,
+      reportedIdleS: o.reportedIdleS,
+      reportedBusyS: o.reportedBusyS,
+      realBusyS: o.realBusyS,
     })),
   });
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TrueidleError } from "../../common/errors.js";
+import { OwnerSource } from "../../gen/trueidle/v1/ingest_pb.js";
 import { makeWindow, phantomWindow, T0 } from "../testdata/windows.js";
 import { escapeMeasurement, escapeTag, HostLineEncoder, tagValueProblem, windowToLine } from "./line-protocol.js";
 
@@ -69,5 +70,59 @@ describe("escaping helpers", () => {
     expect(tagValueProblem("a\rb")).toMatch(/control/);
     expect(tagValueProblem("a\\")).toMatch(/backslash/);
     expect(tagValueProblem("a\\b")).toBeUndefined();
+  });
+});
+
+describe("owner lines", () => {
+  const pod = { via: OwnerSource.POD_RESOURCES, namespace: "ml team", pod: "trainer-0", container: "main" };
+  const podProcess = { via: OwnerSource.PROCESS, namespace: "ml team", pod: "trainer-0", container: "main", user: "alice", pid: 7 };
+  const held = (owners: NonNullable<Parameters<typeof makeWindow>[0]>["owners"]): ReturnType<typeof makeWindow> =>
+    makeWindow({ freeIdleS: 0, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5, owners });
+
+  it("writes one gpu_owner_window point per owner: the window's tags, the owner fields that are set, its seconds", () => {
+    const enc = new HostLineEncoder("gpu-node-1", { site: "dc1" }, ["namespace", "pod", "container", "job", "user"]);
+    const w = held([{ ...pod, observedS: 10, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5 },
+      { via: OwnerSource.JOB_MAPPING, job: "4242", user: "1001", observedS: 4, activeS: 4, reportedBusyS: 2, realBusyS: 1.5 }]);
+    const out: string[] = [];
+    expect(enc.ownerLines(w, out)).toBe(2);
+    expect(out).toEqual([
+      "gpu_owner_window,container=main,gpu=0,host=gpu-node-1,model=NVIDIA\\ H100\\ 80GB\\ HBM3,namespace=ml\\ team,pod=trainer-0,site=dc1," +
+        "uuid=GPU-11111111-2222-3333-4444-555555555555 observed_s=10,free_idle_s=0,held_idle_s=6,busy_phantom_s=0,active_s=4,unavailable_s=0," +
+        `reported_idle_s=6,reported_busy_s=2,real_busy_s=1.5 ${T0}`,
+      "gpu_owner_window,gpu=0,host=gpu-node-1,job=4242,model=NVIDIA\\ H100\\ 80GB\\ HBM3,site=dc1,user=1001," +
+        "uuid=GPU-11111111-2222-3333-4444-555555555555 observed_s=4,free_idle_s=0,held_idle_s=0,busy_phantom_s=0,active_s=4,unavailable_s=0," +
+        `reported_idle_s=0,reported_busy_s=2,real_busy_s=1.5 ${T0}`,
+    ]);
+  });
+
+  it("tags only the configured owner fields, merges owners they make one, and writes none without owner fields", () => {
+    const enc = new HostLineEncoder("h", {}, ["namespace"]);
+    // A pod's allocation and its process, each 10 s; and a second pod of the namespace 4 s of them.
+    const w = held([
+      { ...pod, observedS: 10, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5 },
+      { ...podProcess, observedS: 10, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5 },
+      { ...pod, pod: "trainer-1", observedS: 4, activeS: 4, reportedBusyS: 2, realBusyS: 1.5 },
+      { via: OwnerSource.JOB_MAPPING, job: "4242", observedS: 10, heldIdleS: 6, activeS: 4 },
+    ]);
+    const out: string[] = [];
+    expect(enc.ownerLines(w, out)).toBe(1);
+    expect(out[0]).toMatch(/^gpu_owner_window,gpu=0,host=h,model=.+?,namespace=ml\\ team,uuid=\S+ observed_s=10,free_idle_s=0,held_idle_s=6,busy_phantom_s=0,active_s=4,/);
+    expect(out[0]).toContain("reported_idle_s=6,reported_busy_s=2,real_busy_s=1.5 ");
+    const none: string[] = [];
+    expect(new HostLineEncoder("h", {}).ownerLines(w, none)).toBe(0);
+    expect(new HostLineEncoder("h", {}, ["namespace"]).ownerLines(makeWindow(), none)).toBe(0);
+    expect(none).toEqual([]);
+  });
+
+  it("merged owners never hold the GPU longer than the window, whatever their order", () => {
+    const enc = new HostLineEncoder("h", {}, ["namespace"]);
+    // Two pods of one namespace, one after the other: 5 s held idle, then 5 s active.
+    const a = { ...pod, observedS: 5, heldIdleS: 5, reportedIdleS: 5 };
+    const b = { ...pod, pod: "trainer-1", observedS: 5, activeS: 5, reportedBusyS: 4, realBusyS: 3 };
+    for (const owners of [[a, b], [b, a]]) {
+      const out: string[] = [];
+      enc.ownerLines(held(owners), out);
+      expect(out[0]).toContain(" observed_s=10,free_idle_s=0,held_idle_s=5,busy_phantom_s=0,active_s=5,unavailable_s=0,reported_idle_s=5,reported_busy_s=4,real_busy_s=3 ");
+    }
   });
 });

@@ -1,5 +1,6 @@
 /**
- * `gpu_window` points in InfluxDB 1.x line protocol, one line per GPU window:
+ * `gpu_window` points in InfluxDB 1.x line protocol, one line per GPU window (and
+ * `gpu_owner_window` points for its owners, see HostLineEncoder):
  *
  *   gpu_window,gpu=0,host=h1,model=NVIDIA\ H100,site=dc1,uuid=GPU-… observed_s=10,…,processes_max=1i 1709251200000
  *
@@ -21,7 +22,8 @@
  */
 import { TrueidleError } from "../../common/errors.js";
 import type { GpuWindow } from "../../gen/trueidle/v1/ingest_pb.js";
-import { MEASUREMENT_WINDOW } from "./schema.js";
+import { windowOwnerGroups, type OwnerLabel, type OwnerSeconds } from "../owner-ledger.js";
+import { MEASUREMENT_OWNER_WINDOW, MEASUREMENT_WINDOW } from "./schema.js";
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -65,6 +67,13 @@ const GPU_TAG_KEYS = ["gpu", "uuid", "model"] as const;
  * Encodes the windows of one host (one agent stream). The host's tags are checked and
  * escaped once; each GPU's whole tag set is cached by (index, uuid, model), so the
  * steady state costs one field string per window.
+ *
+ * With `ownerLabels`, a window's owners also become `gpu_owner_window` points (DESIGN
+ * "Public names"): one per owner group of the window (owners that share the values of the
+ * configured owner fields are one, see windowOwnerGroups), tagged like the window (host,
+ * gpu, uuid, model, the host's labels, so a report can mix owner fields with any of them)
+ * plus the owner fields that are not empty, with the nine seconds fields of the owner's
+ * share of the window. Owners with none of the configured fields are not written.
  */
 export class HostLineEncoder {
   /** Host-level tags, sorted by key, escaped: [key, "key=value"]. */
@@ -73,7 +82,11 @@ export class HostLineEncoder {
   private static readonly MAX_CACHED = 1024;
 
   /** Throws a bad_input error when the host name or a label cannot be stored exactly. */
-  constructor(host: string, labels: Readonly<Record<string, string>>) {
+  constructor(
+    host: string,
+    labels: Readonly<Record<string, string>>,
+    private readonly ownerLabels: readonly OwnerLabel[] = [],
+  ) {
     const tags: Array<readonly [string, string]> = [["host", `host=${checkedTag("host", host)}`]];
     for (const [key, value] of Object.entries(labels)) {
       if (key === "host" || (GPU_TAG_KEYS as readonly string[]).includes(key)) {
@@ -98,19 +111,64 @@ export class HostLineEncoder {
     return `${this.seriesKey(w)} ${fields(w)} ${w.startMs}`;
   }
 
+  /**
+   * Appends the window's `gpu_owner_window` lines to `out` and returns how many; none
+   * without owner labels. An owner value line protocol cannot carry throws bad_input
+   * (validation refuses such values first).
+   */
+  ownerLines(w: GpuWindow, out: string[]): number {
+    if (this.ownerLabels.length === 0 || w.owners.length === 0) return 0;
+    const groups = windowOwnerGroups(this.ownerLabels, w.owners);
+    if (groups.length === 0) return 0;
+    const gpuTags = this.gpuTags(w);
+    for (const g of groups) {
+      const tags = [...gpuTags];
+      this.ownerLabels.forEach((label, i) => {
+        const v = g.values[i] ?? "";
+        if (v !== "") tags.push([label, `${label}=${checkedTag(label, v)}`]);
+      });
+      out.push(`${seriesOf(MEASUREMENT_OWNER_WINDOW, tags)} ${ownerFields(g.seconds)} ${w.startMs}`);
+    }
+    return groups.length;
+  }
+
+  private gpuTags(w: GpuWindow): Array<readonly [string, string]> {
+    const tags: Array<readonly [string, string]> = [...this.hostTags, ["gpu", `gpu=${w.index}`], ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`]];
+    if (w.model !== "") tags.push(["model", `model=${checkedTag("model", w.model)}`]);
+    return tags;
+  }
+
   private seriesKey(w: GpuWindow): string {
     const cacheKey = `${w.index}\u0000${w.uuid}\u0000${w.model}`;
     const hit = this.cache.get(cacheKey);
     if (hit !== undefined) return hit;
-    const tags: Array<readonly [string, string]> = [...this.hostTags, ["gpu", `gpu=${w.index}`], ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`]];
-    if (w.model !== "") tags.push(["model", `model=${checkedTag("model", w.model)}`]);
-    tags.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    let key = MEASUREMENT_WINDOW;
-    for (const [, pair] of tags) key += `,${pair}`;
+    const key = seriesOf(MEASUREMENT_WINDOW, this.gpuTags(w));
     if (this.cache.size >= HostLineEncoder.MAX_CACHED) this.cache.clear();
     this.cache.set(cacheKey, key);
     return key;
   }
+}
+
+/** `measurement,k1=v1,k2=v2…` with the tags sorted by key (InfluxDB's own order). */
+function seriesOf(measurement: string, tags: Array<readonly [string, string]>): string {
+  tags.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  let key = measurement;
+  for (const [, pair] of tags) key += `,${pair}`;
+  return key;
+}
+
+function ownerFields(s: OwnerSeconds): string {
+  return (
+    `observed_s=${float(s.observedS, "observed_s")}` +
+    `,free_idle_s=${float(s.freeIdleS, "free_idle_s")}` +
+    `,held_idle_s=${float(s.heldIdleS, "held_idle_s")}` +
+    `,busy_phantom_s=${float(s.busyPhantomS, "busy_phantom_s")}` +
+    `,active_s=${float(s.activeS, "active_s")}` +
+    `,unavailable_s=${float(s.unavailableS, "unavailable_s")}` +
+    `,reported_idle_s=${float(s.reportedIdleS, "reported_idle_s")}` +
+    `,reported_busy_s=${float(s.reportedBusyS, "reported_busy_s")}` +
+    `,real_busy_s=${float(s.realBusyS, "real_busy_s")}`
+  );
 }
 
 function fields(w: GpuWindow): string {

@@ -6,6 +6,8 @@ import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "../../test
 import {
   continuousQueryStatement,
   CQ_NAME,
+  CQ_OWNER_NAME,
+  OWNER_ROLLUP,
   DAY_MS,
   ensureSchema,
   HOUR_MS,
@@ -28,6 +30,19 @@ describe("schema statements", () => {
     expect(select).toContain('max("processes_max") AS "processes_max"');
     expect(select).toContain('count("observed_s") AS "windows"');
     expect(select).toContain('INTO "trueidle"."gpu_hour"."gpu_hour" FROM "trueidle"."gpu_window"."gpu_window" GROUP BY time(1h), *');
+  });
+
+  it("rolls owner windows up into owner-hours: the seconds summed, the windows counted, every tag kept", () => {
+    const select = hourRollupSelect("trueidle", undefined, OWNER_ROLLUP);
+    for (const f of SECONDS_FIELDS) expect(select).toContain(`sum("${f}") AS "${f}"`);
+    expect(select).toContain('count("observed_s") AS "windows"');
+    expect(select).not.toContain("power");
+    expect(select).toContain('INTO "trueidle"."gpu_hour"."gpu_owner_hour" FROM "trueidle"."gpu_window"."gpu_owner_window" GROUP BY time(1h), *');
+    const t0 = Date.UTC(2024, 2, 1, 10);
+    expect(rollupStatement("trueidle", t0 + 1, t0 + 2, OWNER_ROLLUP)).toBe(hourRollupSelect("trueidle", { fromMs: t0, toMs: t0 + HOUR_MS }, OWNER_ROLLUP));
+    expect(continuousQueryStatement("trueidle", OWNER_ROLLUP)).toBe(
+      `CREATE CONTINUOUS QUERY "cq_gpu_owner_hour" ON "trueidle" RESAMPLE EVERY 10m FOR 2h BEGIN ${hourRollupSelect("trueidle", undefined, OWNER_ROLLUP)} END`,
+    );
   });
 
   it("uses the same SELECT in the continuous query and in an explicit roll-up, widened to whole hours", () => {
@@ -64,13 +79,14 @@ describe("ensureSchema on a real InfluxDB", () => {
     await influx?.stop();
   });
 
-  it("creates the database, both retention policies and the continuous query, and a second run changes nothing", async () => {
+  it("creates the database, both retention policies and the continuous queries, and a second run changes nothing", async () => {
     const first = await ensureSchema(target);
     expect(first).toEqual([
       "created database trueidle",
       "created retention policy gpu_window (30d, default)",
       "created retention policy gpu_hour (730d)",
       "created continuous query cq_gpu_hour",
+      "created continuous query cq_gpu_owner_hour",
     ]);
     expect(await ensureSchema(target)).toEqual([]);
 
@@ -86,6 +102,8 @@ describe("ensureSchema on a real InfluxDB", () => {
     expect(sameStatement(text, continuousQueryStatement("trueidle"))).toBe(true);
     const norm = (s: string): string => s.replace(/"/g, "").toLowerCase();
     expect(norm(text)).toContain(norm(`BEGIN ${hourRollupSelect("trueidle")} END`));
+    const ownerCq = cqs.find((r) => r["name"] === CQ_OWNER_NAME);
+    expect(sameStatement(String(ownerCq?.["query"]), continuousQueryStatement("trueidle", OWNER_ROLLUP))).toBe(true);
   });
 
   it("alters retention policies whose duration differs and replaces a continuous query whose text differs", async () => {

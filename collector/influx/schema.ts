@@ -8,10 +8,15 @@
  *   per GPU-hour, `sum()` of the nine `*_s` fields under the same names,
  *   `mean(power_w)`, `max()` of `power_max_w`, `mem_used_max_bytes`, `processes_max`,
  *   and `count(observed_s) AS windows`; every tag kept (`GROUP BY time(1h), *`).
- * - Continuous query `cq_gpu_hour` (`RESAMPLE EVERY 10m FOR 2h`) keeps the last two hours
- *   rolled up. Windows older than that when they arrive (an agent catching up after a long
- *   outage, a backfill) are rolled up with `rollup(from, to)`, which runs the SAME SELECT
- *   with an explicit time range: `hourRollupSelect` is the one place its text is written.
+ * - Owners (DESIGN "Owners"): measurement `gpu_owner_window` beside `gpu_window`, one point
+ *   per window per owner of a held GPU (line-protocol.ts), rolled up the same way into
+ *   `gpu_owner_hour` in the `gpu_hour` policy: the nine `*_s` fields summed and
+ *   `count(observed_s) AS windows`, every tag kept.
+ * - Continuous queries `cq_gpu_hour` and `cq_gpu_owner_hour` (`RESAMPLE EVERY 10m FOR 2h`)
+ *   keep the last two hours rolled up. Windows older than that when they arrive (an agent
+ *   catching up after a long outage, a backfill) are rolled up with `rollup(from, to)`,
+ *   which runs the SAME SELECTs with an explicit time range: `hourRollupSelect` is the one
+ *   place their text is written.
  */
 import type { InfluxDB } from "influx";
 import { TrueidleError, errorMessage } from "../../common/errors.js";
@@ -22,7 +27,10 @@ export const RP_WINDOW = "gpu_window";
 export const RP_HOUR = "gpu_hour";
 export const MEASUREMENT_WINDOW = "gpu_window";
 export const MEASUREMENT_HOUR = "gpu_hour";
+export const MEASUREMENT_OWNER_WINDOW = "gpu_owner_window";
+export const MEASUREMENT_OWNER_HOUR = "gpu_owner_hour";
 export const CQ_NAME = "cq_gpu_hour";
+export const CQ_OWNER_NAME = "cq_gpu_owner_hour";
 export const CQ_RESAMPLE = "RESAMPLE EVERY 10m FOR 2h";
 
 export const DAY_MS = 86_400_000;
@@ -64,6 +72,26 @@ export const HOUR_FIELDS: ReadonlyArray<readonly [name: string, aggregate: "sum"
   ["windows", "count", "observed_s"],
 ];
 
+/** `gpu_owner_hour` fields: the seconds summed, and the windows counted. */
+export const OWNER_HOUR_FIELDS: typeof HOUR_FIELDS = [
+  ...SECONDS_FIELDS.map((f) => [f, "sum", f] as const),
+  ["windows", "count", "observed_s"],
+];
+
+/** One hourly roll-up: its continuous query, what it reads and writes, and how. */
+export interface Rollup {
+  cq: string;
+  from: string;
+  into: string;
+  fields: typeof HOUR_FIELDS;
+}
+
+/** GPU windows into GPU-hours. */
+export const GPU_ROLLUP: Rollup = { cq: CQ_NAME, from: MEASUREMENT_WINDOW, into: MEASUREMENT_HOUR, fields: HOUR_FIELDS };
+/** Owner windows into owner-hours. */
+export const OWNER_ROLLUP: Rollup = { cq: CQ_OWNER_NAME, from: MEASUREMENT_OWNER_WINDOW, into: MEASUREMENT_OWNER_HOUR, fields: OWNER_HOUR_FIELDS };
+export const ROLLUPS: readonly Rollup[] = [GPU_ROLLUP, OWNER_ROLLUP];
+
 /** An InfluxQL identifier in double quotes. */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
@@ -78,28 +106,28 @@ export function qualified(db: string, rp: string, measurement: string): string {
  * THE roll-up SELECT, shared by the continuous query and `rollup`. With a range, a
  * `WHERE time >= … AND time < …` (milliseconds) goes before the GROUP BY.
  */
-export function hourRollupSelect(db: string, range?: { fromMs: number; toMs: number }): string {
-  const columns = HOUR_FIELDS.map(([name, agg, from]) => `${agg}(${quoteIdent(from)}) AS ${quoteIdent(name)}`).join(", ");
+export function hourRollupSelect(db: string, range?: { fromMs: number; toMs: number }, r: Rollup = GPU_ROLLUP): string {
+  const columns = r.fields.map(([name, agg, from]) => `${agg}(${quoteIdent(from)}) AS ${quoteIdent(name)}`).join(", ");
   const where = range ? ` WHERE time >= ${range.fromMs}ms AND time < ${range.toMs}ms` : "";
   return (
-    `SELECT ${columns} INTO ${qualified(db, RP_HOUR, MEASUREMENT_HOUR)} ` +
-    `FROM ${qualified(db, RP_WINDOW, MEASUREMENT_WINDOW)}${where} GROUP BY time(1h), *`
+    `SELECT ${columns} INTO ${qualified(db, RP_HOUR, r.into)} ` +
+    `FROM ${qualified(db, RP_WINDOW, r.from)}${where} GROUP BY time(1h), *`
   );
 }
 
-export function continuousQueryStatement(db: string): string {
-  return `CREATE CONTINUOUS QUERY ${quoteIdent(CQ_NAME)} ON ${quoteIdent(db)} ${CQ_RESAMPLE} BEGIN ${hourRollupSelect(db)} END`;
+export function continuousQueryStatement(db: string, r: Rollup = GPU_ROLLUP): string {
+  return `CREATE CONTINUOUS QUERY ${quoteIdent(r.cq)} ON ${quoteIdent(db)} ${CQ_RESAMPLE} BEGIN ${hourRollupSelect(db, undefined, r)} END`;
 }
 
 /**
  * The roll-up of `[fromMs, toMs)` as one statement. The range is widened to whole hours
- * (from down, to up): a partial hour would overwrite a complete `gpu_hour` point with a
+ * (from down, to up): a partial hour would overwrite a complete hourly point with a
  * partial sum.
  */
-export function rollupStatement(db: string, fromMs: number, toMs: number): string {
+export function rollupStatement(db: string, fromMs: number, toMs: number, r: Rollup = GPU_ROLLUP): string {
   const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
-  return hourRollupSelect(db, { fromMs: from, toMs: to });
+  return hourRollupSelect(db, { fromMs: from, toMs: to }, r);
 }
 
 /**
@@ -228,7 +256,7 @@ export interface EnsureSchemaOptions extends RetentionConfig, StatementOptions {
 
 /**
  * Creates what is missing and corrects what differs: the database, the two retention
- * policies (`gpu_window` the default; durations as configured) and the continuous query
+ * policies (`gpu_window` the default; durations as configured) and the continuous queries
  * (dropped and created again when its text differs). Returns what it changed, one
  * sentence per change; running it again changes nothing and returns [].
  */
@@ -268,15 +296,18 @@ export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptio
     }
   }
 
-  const wantCq = continuousQueryStatement(db);
-  const cq = rowsOf(await run("SHOW CONTINUOUS QUERIES")).find((r) => r.series === db && r.row["name"] === CQ_NAME);
-  if (!cq) {
-    await run(wantCq);
-    changes.push(`created continuous query ${CQ_NAME}`);
-  } else if (!sameStatement(String(cq.row["query"]), wantCq)) {
-    await run(`DROP CONTINUOUS QUERY ${quoteIdent(CQ_NAME)} ON ${quoteIdent(db)}`);
-    await run(wantCq);
-    changes.push(`replaced continuous query ${CQ_NAME}, whose text differed`);
+  const cqs = rowsOf(await run("SHOW CONTINUOUS QUERIES"));
+  for (const r of ROLLUPS) {
+    const wantCq = continuousQueryStatement(db, r);
+    const cq = cqs.find((c) => c.series === db && c.row["name"] === r.cq);
+    if (!cq) {
+      await run(wantCq);
+      changes.push(`created continuous query ${r.cq}`);
+    } else if (!sameStatement(String(cq.row["query"]), wantCq)) {
+      await run(`DROP CONTINUOUS QUERY ${quoteIdent(r.cq)} ON ${quoteIdent(db)}`);
+      await run(wantCq);
+      changes.push(`replaced continuous query ${r.cq}, whose text differed`);
+    }
   }
   return changes;
 }
@@ -290,9 +321,10 @@ export interface RollupOptions extends StatementOptions {
 }
 
 /**
- * Rolls `gpu_window` up into `gpu_hour` over `[fromMs, toMs)`, widened to whole hours, in
- * chunks, with the continuous query's own SELECT. Idempotent: an hour rolled up again is
- * overwritten with the same point. Returns the `gpu_hour` points written.
+ * Rolls `gpu_window` up into `gpu_hour`, and `gpu_owner_window` into `gpu_owner_hour`,
+ * over `[fromMs, toMs)`, widened to whole hours, in chunks, with the continuous queries'
+ * own SELECTs. Idempotent: an hour rolled up again is overwritten with the same point.
+ * Returns the hourly points written (both measurements).
  */
 export async function rollup(target: InfluxTarget, fromMs: number, toMs: number, opts: RollupOptions = {}): Promise<number> {
   const client = opts.client ?? influxClient(target);
@@ -302,8 +334,10 @@ export async function rollup(target: InfluxTarget, fromMs: number, toMs: number,
   let written = 0;
   for (let start = from; start < to; start += chunk) {
     const end = Math.min(to, start + chunk);
-    const result = await runStatement(client, rollupStatement(target.database, start, end), opts);
-    for (const { row } of rowsOf(result)) written += Number(row["written"] ?? 0);
+    for (const r of ROLLUPS) {
+      const result = await runStatement(client, rollupStatement(target.database, start, end, r), opts);
+      for (const { row } of rowsOf(result)) written += Number(row["written"] ?? 0);
+    }
     opts.onProgress?.(end, from, to);
   }
   return written;

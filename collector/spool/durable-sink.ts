@@ -4,6 +4,7 @@
  * `SpoolingSink` (the ack comes once the lines are in InfluxDB or in the disk spool). Either
  * way a batch is acknowledged only once it is durable.
  */
+import { MEASUREMENT_WINDOW } from "../influx/schema.js";
 import type { WriteOutcome } from "../influx/writer.js";
 
 export type SinkOutcome =
@@ -39,7 +40,8 @@ export interface SinkSummary {
 
 export interface DurableSink {
   /**
-   * Resolves once `lines` (one InfluxDB line per accepted window) are durable, or with why
+   * Resolves once `lines` (one InfluxDB line per accepted window, and one per owner of it)
+   * are durable, or with why
    * not. `signal` aborts when the caller's stream ends: lines not yet durable are withdrawn.
    */
   submit(lines: readonly string[], signal: AbortSignal): Promise<SinkOutcome>;
@@ -54,12 +56,24 @@ export interface DurableSink {
 }
 
 /**
- * Calls `written` with the timestamp (window start, ms) of every line. The timestamp is a
+ * The windows among a batch's lines: its `gpu_window` lines (the `gpu_owner_window` lines
+ * beside them are the same windows' owners).
+ */
+export function windowsIn(lines: readonly string[]): number {
+  let n = 0;
+  for (const line of lines) if (line.startsWith(WINDOW_LINE_PREFIX)) n++;
+  return n;
+}
+const WINDOW_LINE_PREFIX = `${MEASUREMENT_WINDOW},`;
+
+/**
+ * Calls `written` with the timestamp (window start, ms) of every window line. The timestamp is a
  * line's last field: tag values escape their spaces and no field holds a string.
  */
 export function noteWritten(lines: readonly string[], written: ((startMs: number) => void) | undefined): void {
   if (!written) return;
   for (const line of lines) {
+    if (!line.startsWith(WINDOW_LINE_PREFIX)) continue;
     const t = Number(line.slice(line.lastIndexOf(" ") + 1));
     if (Number.isFinite(t)) written(t);
   }

@@ -28,7 +28,7 @@ import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { SegmentLog } from "../../common/segment-log.js";
 import { formatSize } from "../../common/size.js";
-import { noteWritten, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
+import { noteWritten, windowsIn, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
 import { SpoolDrainer } from "./spool-drainer.js";
 import { SpoolLock } from "./spool-lock.js";
 import { encodeRecord, type SpoolStore } from "./spool-record.js";
@@ -147,7 +147,7 @@ export class SpoolingSink implements DurableSink {
       this.closed = true;
       const entries = [...this.pending];
       if (entries.length > 0 && !this.broken) {
-        const windows = entries.reduce((n, e) => n + e.lines.length, 0);
+        const windows = entries.reduce((n, e) => n + windowsIn(e.lines), 0);
         this.moveToSpool("the collector is shutting down");
         this.opts.logger.info(
           `Moved ${entries.length} batches (${windows} windows) still waiting for InfluxDB to the spool at shutdown; ` +
@@ -218,7 +218,7 @@ export class SpoolingSink implements DurableSink {
       if (o.status === "queue_full" && !this.broken) return this.moveToSpool("the InfluxDB write queue is full");
       this.pending.delete(entry);
       if (o.status === "done") {
-        this.totals.written += lines.length;
+        this.totals.written += windowsIn(lines);
         noteWritten(lines, this.opts.written);
         resolve({ status: "written" });
       } else if (o.status === "queue_full") {
@@ -260,10 +260,11 @@ export class SpoolingSink implements DurableSink {
     this.appending.delete(appended);
     if (full) return this.full();
     this.appendsDone++;
-    this.totals.spooled += lines.length;
-    this.episode.windows += lines.length;
+    const windows = windowsIn(lines);
+    this.totals.spooled += windows;
+    this.episode.windows += windows;
     this.episode.bytes += payload.length;
-    this.opts.counters.spooledWindows += lines.length;
+    this.opts.counters.spooledWindows += windows;
     this.opts.counters.spoolBytes = this.store.stats().bytes;
     return { status: "spooled" };
   }
@@ -303,8 +304,9 @@ export class SpoolingSink implements DurableSink {
       logger: this.opts.logger,
       chunkBytes: this.opts.chunkBytes,
       drained: (lines, bytes) => {
-        this.totals.drained += lines.length;
-        this.episode.drainedWindows += lines.length;
+        const windows = windowsIn(lines);
+        this.totals.drained += windows;
+        this.episode.drainedWindows += windows;
         this.episode.drainedBytes += bytes;
         this.opts.counters.spoolBytes = this.store.stats().bytes;
         noteWritten(lines, this.opts.written);

@@ -8,7 +8,7 @@
  * The spooling sink uses one of these too, as its fallback when the spool cannot be written.
  */
 import type { Logger } from "../../common/log.js";
-import { noteWritten, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
+import { noteWritten, windowsIn, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
 
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 
@@ -43,7 +43,7 @@ export class WaitForInfluxSink implements DurableSink {
       const o = await this.opts.writer.submit(lines, ctl.signal);
       switch (o.status) {
         case "done":
-          this.windowsWritten += lines.length;
+          this.windowsWritten += windowsIn(lines);
           noteWritten(lines, this.opts.written);
           return { status: "written" };
         case "queue_full":
