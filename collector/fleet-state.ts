@@ -105,7 +105,7 @@ export interface GpuRecord {
   powerW: number | undefined;
   powerFloorW: number | undefined;
   memUsedBytes: number | undefined;
-  /** Who held the GPU in its newest window (trueidle_gpu_owner_info, while it is held). */
+  /** Who held the GPU in its newest window (trueidle_gpu_owner_info and the fleet page, while it is held). */
   owners: readonly Owner[];
 
   /** Cache for the renderer; cleared whenever an identity label changes. */

@@ -65,7 +65,7 @@ export interface HttpServerDeps {
   tls?: { cert: Buffer | string; key: Buffer | string } | undefined;
   /** Require these users' credentials on everything but /healthz. */
   basicAuth?: BasicAuthUsers | undefined;
-  /** Owners of GPUs, for /metrics; none: no owner series. */
+  /** Owners of GPUs, for /metrics and the fleet page; none: no owner series, and no owners on the page. */
   owners?: OwnerLedger | undefined;
   /** Failed logins per address; with `basicAuth` only. */
   authThrottle?: FailureThrottle | undefined;
@@ -186,7 +186,7 @@ export class CollectorHttpServer {
         case "/":
           return sendBody(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
         case "/api/fleet":
-          return sendBody(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet)) + "\n", {
+          return sendBody(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet, { owners: this.deps.owners })) + "\n", {
             "cache-control": "no-store",
             "x-content-type-options": "nosniff",
           });

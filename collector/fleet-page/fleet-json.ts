@@ -9,12 +9,31 @@
  * Output is bounded: at most `maxHosts` hosts (by name) are listed with their GPUs; the
  * totals and the longest-held-idle list still cover the whole fleet, and `hostsTruncated`
  * says when hosts were left out.
+ *
+ * Owners (DESIGN "Owners") are shown as `/metrics` shows them in trueidle_gpu_owner_info:
+ * for GPUs held now (held_idle, busy_phantom, active; never free or stale ones), with the
+ * owner fields `--owner-labels` names and no other, through the same `ownerValues`. With no
+ * owner fields configured the JSON carries no owner at all. Owner text comes from agents:
+ * the page writes it as text only.
  */
 import { GPU_STATES, type GpuState, type RealSource } from "../../common/types.js";
 import type { FleetState, GpuRecord } from "../fleet-state.js";
+import type { OwnerLabel, OwnerLedger } from "../owner-ledger.js";
 
 export const DEFAULT_FLEET_JSON_MAX_HOSTS = 500;
 export const DEFAULT_FLEET_JSON_TOP_HELD_IDLE = 10;
+/** Owners listed per GPU; the rest are counted in `ownersLeftOut`. */
+export const MAX_FLEET_JSON_OWNERS_PER_GPU = 4;
+export const DEFAULT_FLEET_JSON_TOP_OWNERS = 10;
+
+/** One owner: the configured owner fields it has, none empty. */
+export type FleetJsonOwner = Partial<Record<OwnerLabel, string>>;
+
+/** A held GPU's distinct owners, at most MAX_FLEET_JSON_OWNERS_PER_GPU, and how many more it has. */
+export interface FleetJsonOwners {
+  owners: FleetJsonOwner[];
+  ownersLeftOut: number;
+}
 
 export interface FleetJsonGpu {
   index: number;
@@ -29,6 +48,9 @@ export interface FleetJsonGpu {
   processes: number;
   powerW: number | null;
   powerFloorW: number | null;
+  /** Set on a GPU held now (held_idle, busy_phantom, active) when owner fields are configured; [] when none is known. */
+  owners?: FleetJsonOwner[];
+  ownersLeftOut?: number;
 }
 
 export interface FleetJsonHost {
@@ -43,6 +65,26 @@ export interface FleetJsonHeldIdle {
   uuid: string;
   model: string;
   idleStreakS: number;
+  /** Set when owner fields are configured; [] when none is known. */
+  owners?: FleetJsonOwner[];
+  ownersLeftOut?: number;
+}
+
+/** One owner's GPUs held idle now. */
+export interface FleetJsonOwnerHeldIdle {
+  owner: FleetJsonOwner;
+  gpus: number;
+  /** The longest idle streak among them. */
+  longestIdleS: number;
+}
+
+export interface FleetJsonHeldIdleByOwner {
+  /** Most GPUs first, then longest idle; at most topOwners of them. */
+  owners: FleetJsonOwnerHeldIdle[];
+  /** Distinct owners of GPUs held idle, listed or not. */
+  ownerCount: number;
+  /** GPUs held idle with no owner known (or none with a configured field). */
+  withoutOwner: number;
 }
 
 export interface FleetJson {
@@ -70,19 +112,61 @@ export interface FleetJson {
   maxHosts: number;
   /** GPUs now held_idle, longest idle streak first. */
   longestHeldIdle: FleetJsonHeldIdle[];
+  /** The owner fields shown (`--owner-labels`), in order; empty: owners are not exported and none is shown. */
+  ownerLabels: OwnerLabel[];
+  /**
+   * GPUs held idle now, whole fleet, by owner; a GPU with two owners counts for each.
+   * Absent when ownerLabels is empty.
+   */
+  heldIdleByOwner?: FleetJsonHeldIdleByOwner;
 }
 
 export interface FleetJsonOptions {
   maxHosts?: number;
   topHeldIdle?: number;
+  topOwners?: number;
+  /** The collector's owner ledger, whose labels and ownerValues decide what is shown; none: no owners. */
+  owners?: Pick<OwnerLedger, "labels" | "ownerValues"> | undefined;
 }
+
+const HELD_STATES: ReadonlySet<GpuState> = new Set(["held_idle", "busy_phantom", "active"]);
 
 const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const orNull = (v: number | undefined): number | null => (v === undefined ? null : v);
 
+/** A record's distinct owners as values of the configured labels, in the order the window gave them. */
+function distinctOwnerValues(rec: GpuRecord, ledger: Pick<OwnerLedger, "ownerValues">): { key: string; values: readonly string[] }[] {
+  const out: { key: string; values: readonly string[] }[] = [];
+  for (const o of rec.owners) {
+    const values = ledger.ownerValues(o);
+    if (values === undefined) continue;
+    const key = JSON.stringify(values);
+    if (!out.some((d) => d.key === key)) out.push({ key, values });
+  }
+  return out;
+}
+
+function ownerOf(labels: readonly OwnerLabel[], values: readonly string[]): FleetJsonOwner {
+  const owner: FleetJsonOwner = {};
+  labels.forEach((l, i) => {
+    const v = values[i];
+    if (v) owner[l] = v;
+  });
+  return owner;
+}
+
 export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}, now = fleet.now()): FleetJson {
   const maxHosts = options.maxHosts ?? DEFAULT_FLEET_JSON_MAX_HOSTS;
   const topN = options.topHeldIdle ?? DEFAULT_FLEET_JSON_TOP_HELD_IDLE;
+  const ledger = options.owners !== undefined && options.owners.labels.length > 0 ? options.owners : undefined;
+  const ownerLabels = ledger ? [...ledger.labels] : [];
+  /** The owners field of a GPU held now; nothing when owners are not shown. */
+  const ownersOf = (rec: GpuRecord): FleetJsonOwners | Record<string, never> => {
+    if (!ledger) return {};
+    const distinct = distinctOwnerValues(rec, ledger);
+    const shown = distinct.slice(0, MAX_FLEET_JSON_OWNERS_PER_GPU);
+    return { owners: shown.map((d) => ownerOf(ownerLabels, d.values)), ownersLeftOut: distinct.length - shown.length };
+  };
   const summary = fleet.summary(now);
   const byHost = new Map<string, GpuRecord[]>();
   const held: GpuRecord[] = [];
@@ -114,6 +198,7 @@ export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}
           processes: rec.processes,
           powerW: orNull(rec.powerW),
           powerFloorW: orNull(rec.powerFloorW),
+          ...(up && HELD_STATES.has(rec.state) ? ownersOf(rec) : {}),
         };
       }),
     };
@@ -150,6 +235,32 @@ export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}
       uuid: rec.uuid,
       model: rec.model,
       idleStreakS: rec.idleStreakS,
+      ...ownersOf(rec),
     })),
+    ownerLabels,
+    ...(ledger ? { heldIdleByOwner: heldIdleByOwner(held, ledger, ownerLabels, options.topOwners ?? DEFAULT_FLEET_JSON_TOP_OWNERS) } : {}),
+  };
+}
+
+function heldIdleByOwner(held: readonly GpuRecord[], ledger: Pick<OwnerLedger, "ownerValues">, labels: readonly OwnerLabel[], topN: number): FleetJsonHeldIdleByOwner {
+  const byKey = new Map<string, { values: readonly string[]; gpus: number; longestIdleS: number }>();
+  let withoutOwner = 0;
+  for (const rec of held) {
+    const distinct = distinctOwnerValues(rec, ledger);
+    if (distinct.length === 0) withoutOwner++;
+    for (const { key, values } of distinct) {
+      const g = byKey.get(key);
+      if (!g) byKey.set(key, { values, gpus: 1, longestIdleS: rec.idleStreakS });
+      else {
+        g.gpus++;
+        g.longestIdleS = Math.max(g.longestIdleS, rec.idleStreakS);
+      }
+    }
+  }
+  const ranked = [...byKey.entries()].sort(([ka, a], [kb, b]) => b.gpus - a.gpus || b.longestIdleS - a.longestIdleS || byName(ka, kb));
+  return {
+    owners: ranked.slice(0, Math.max(0, topN)).map(([, g]) => ({ owner: ownerOf(labels, g.values), gpus: g.gpus, longestIdleS: g.longestIdleS })),
+    ownerCount: byKey.size,
+    withoutOwner,
   };
 }

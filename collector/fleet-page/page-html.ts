@@ -1,11 +1,13 @@
 /**
  * The fleet page served at the collector's `/`: one self-contained HTML document (inline
  * CSS and script, no external assets) that fetches `api/fleet` every few seconds and shows
- * real vs reported idle, GPUs per state, a hosts × GPUs grid coloured by state, and the
- * GPUs held idle longest. Works without Grafana or Prometheus.
+ * real vs reported idle, GPUs per state, a hosts × GPUs grid coloured by state, the GPUs
+ * held idle by owner, and the GPUs held idle longest with their owners. Works without
+ * Grafana or Prometheus.
  *
- * Hostnames, labels and models come from agents: the script writes them with textContent
- * and attributes only, never as HTML.
+ * Hostnames, labels, models and owners come from agents: the script writes them with
+ * textContent and attributes only, never as HTML. Owners appear only with the fields the
+ * JSON carries (`--owner-labels`); with none configured the page has no owner column.
  */
 import { createHash } from "node:crypto";
 
@@ -31,12 +33,31 @@ function dur(s) {
   if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
   return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
 }
+/** "ml-team/trainer-7 (container main, job 4242, user alice)": namespace/pod first, the other fields named. */
+function ownerText(o) {
+  const head = [o.namespace, o.pod].filter((v) => v !== undefined).join("/");
+  const rest = [["container", o.container], ["job", o.job], ["user", o.user]].filter((f) => f[1] !== undefined).map((f) => f[0] + " " + f[1]);
+  if (head === "") return rest.join(", ");
+  return rest.length > 0 ? head + " (" + rest.join(", ") + ")" : head;
+}
+function ownersText(g) {
+  const t = g.owners.map(ownerText);
+  if (g.ownersLeftOut > 0) t.push("+" + g.ownersLeftOut + " more");
+  return t.length > 0 ? t.join("; ") : "not known";
+}
+function ownersCell(g) {
+  const td = el("td", { class: "owners" });
+  if (g.owners.length === 0) td.append(el("span", { class: "empty" }, "not known"));
+  for (const o of g.owners) td.append(el("div", { class: "owner" }, ownerText(o)));
+  if (g.ownersLeftOut > 0) td.append(el("div", { class: "more" }, "+" + g.ownersLeftOut + " more"));
+  return td;
+}
 function watts(w) { return w === null || w === undefined ? "n/a" : w.toFixed(0) + " W"; }
 function cellText(h, g) {
   return h.host + " GPU " + g.index + " (" + g.model + "): " + NAME[g.state] + (g.up ? "" : " (stale)") +
     "; real " + pct(g.real) + " via " + g.realSource + ", reported " + pct(g.reportedUtilization) +
     "; idle for " + dur(g.idleStreakS) + "; power " + watts(g.powerW) + " vs floor " + watts(g.powerFloorW) +
-    "; " + g.processes + " processes";
+    "; " + g.processes + " processes" + (g.owners ? "; owners: " + ownersText(g) : "");
 }
 function render(d) {
   $("real-idle").textContent = pct(d.idle.realIdleRatio);
@@ -63,13 +84,35 @@ function render(d) {
   });
   $("grid").tBodies[0].replaceChildren(...rows);
   $("truncated").textContent = d.hostsTruncated ? "Showing the first " + d.hostsShown + " of " + d.hostCount + " hosts (by name)." : "";
+  const showOwners = d.ownerLabels.length > 0;
+  $("held-owner-col").hidden = !showOwners;
+  $("by-owner").hidden = !showOwners;
+  $("owner-fields").textContent = showOwners
+    ? "Owner fields shown: " + d.ownerLabels.join(", ") + " (the collector's --owner-labels)."
+    : "Owners are not shown: the collector exports no owner fields (--owner-labels none).";
   const held = d.longestHeldIdle.map((g) => {
     const tr = el("tr", { "data-uuid": g.uuid });
     tr.append(el("td", {}, g.host), el("td", {}, g.index), el("td", {}, g.model), el("td", {}, dur(g.idleStreakS)));
+    if (showOwners) tr.append(ownersCell(g));
     return tr;
   });
-  if (held.length === 0) { const tr = el("tr"); tr.append(el("td", { colspan: 4, class: "empty" }, "No GPU is held idle now.")); held.push(tr); }
+  if (held.length === 0) { const tr = el("tr"); tr.append(el("td", { colspan: showOwners ? 5 : 4, class: "empty" }, "No GPU is held idle now.")); held.push(tr); }
   $("held").tBodies[0].replaceChildren(...held);
+  const by = d.heldIdleByOwner;
+  const owners = showOwners && by ? by.owners.map((o) => {
+    const tr = el("tr", { class: "by-owner" });
+    tr.append(el("td", {}, ownerText(o.owner)), el("td", { class: "n" }, o.gpus), el("td", {}, dur(o.longestIdleS)));
+    return tr;
+  }) : [];
+  if (showOwners && by && by.withoutOwner > 0) {
+    const tr = el("tr", { class: "no-owner" });
+    tr.append(el("td", { class: "empty" }, "Owner not known"), el("td", { class: "n" }, by.withoutOwner), el("td", {}, ""));
+    owners.push(tr);
+  }
+  if (owners.length === 0) { const tr = el("tr"); tr.append(el("td", { colspan: 3, class: "empty" }, "No GPU is held idle now.")); owners.push(tr); }
+  $("held-owners").tBodies[0].replaceChildren(...owners);
+  $("owners-truncated").textContent = showOwners && by && by.ownerCount > by.owners.length
+    ? "Showing the " + by.owners.length + " owners with the most GPUs held idle, of " + by.ownerCount + "." : "";
   $("updated").textContent = "Last updated " + new Date(d.generatedAtMs).toLocaleTimeString();
   document.body.setAttribute("data-generated-at", String(d.generatedAtMs));
 }
@@ -124,9 +167,11 @@ h2{font-size:14px;margin:0 0 8px;color:var(--muted);font-weight:600;text-transfo
 #grid td.cell{width:30px;height:24px;border-radius:3px;color:#fff;font-size:11px;font-weight:700;text-align:center}
 #grid td.stale{outline:2px dashed #333;outline-offset:-3px}
 table.list{border-collapse:collapse;width:100%}
-table.list th,table.list td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line)}
+table.list th,table.list td{text-align:left;vertical-align:top;padding:4px 8px;border-bottom:1px solid var(--line)}
 table.list th{color:var(--muted);font-weight:600}
 .empty{color:var(--muted)}
+td.owners .more{color:var(--muted)}
+table.list td.n{font-weight:700}
 </style></head>
 <body>
 <header><h1>trueidle fleet</h1><span id="updated">Loading…</span>
@@ -148,8 +193,14 @@ table.list th{color:var(--muted);font-weight:600}
 <table id="grid" aria-describedby="h-grid"><tbody></tbody></table>
 <div class="note">Letters: A active, F free idle, H held idle, P busy phantom, U unavailable; a dashed outline marks a stale GPU. Hover a cell for details.</div>
 </section>
+<section aria-labelledby="h-by-owner" id="by-owner" hidden><h2 id="h-by-owner">Held idle by owner</h2>
+<div id="owners-truncated" class="note"></div>
+<table class="list" id="held-owners"><thead><tr><th>Owner</th><th>GPUs held idle</th><th>Longest idle</th></tr></thead><tbody></tbody></table>
+<div class="note">Every GPU held idle now, across the fleet. A GPU with two owners (a pod and the job in it) counts for each.</div>
+</section>
 <section aria-labelledby="h-held"><h2 id="h-held">Longest held idle</h2>
-<table class="list" id="held"><thead><tr><th>Host</th><th>GPU</th><th>Model</th><th>Idle for</th></tr></thead><tbody></tbody></table>
+<table class="list" id="held"><thead><tr><th>Host</th><th>GPU</th><th>Model</th><th>Idle for</th><th id="held-owner-col" hidden>Owner</th></tr></thead><tbody></tbody></table>
+<div id="owner-fields" class="note"></div>
 </section>
 </main>
 <script>${FLEET_PAGE_SCRIPT}</script>
