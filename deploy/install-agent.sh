@@ -15,7 +15,7 @@ systemd_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 usage() {
   cat <<'EOF'
 Usage: install-agent.sh [--tarball FILE | --version VERSION] [--env-file FILE] [--nvml-lib FILE]
-                        [--root DIR] [--dry-run]
+                        [--job-mapping-dir DIR [--create-job-mapping-dir]] [--root DIR] [--dry-run]
 
 Installs the trueidle agent as the systemd service trueidle-agent on this GPU node:
   1. checks: root, Node.js >= 20 and npm, the NVIDIA driver (nvidia-smi on PATH and working,
@@ -28,7 +28,8 @@ Installs the trueidle agent as the systemd service trueidle-agent on this GPU no
   4. installs /etc/systemd/system/trueidle-agent.service, with ExecStart pointing where npm
      put the binary;
   5. installs /etc/trueidle/agent.env (0600, read by systemd) from --env-file or
-     agent.env.example; an existing one is kept as it is;
+     agent.env.example; an existing one is kept as it is; with --create-job-mapping-dir,
+     creates the job mapping directory now and, through /etc/tmpfiles.d, at every boot;
   6. when systemd runs: daemon-reload, enable, and (re)start unless the env file is a fresh
      copy of the example, which needs the collector's address first. Otherwise it prints
      the commands left to run.
@@ -39,6 +40,16 @@ Options:
   --env-file FILE    settings to install as /etc/trueidle/agent.env when there is none
   --nvml-lib FILE    the driver's libnvidia-ml.so.1 where the dynamic loader does not find it;
                      written into a new env file as TRUEIDLE_NVML_LIB
+  --job-mapping-dir DIR
+                     where the batch system's prolog and epilog keep one file per GPU naming
+                     the job it is given to (deploy/slurm/ writes /run/trueidle-jobs): the
+                     agent reports those jobs as the GPUs' owners. Written into a new env
+                     file as TRUEIDLE_JOB_MAPPING_DIR; an absolute path the service can see
+                     (not under /tmp, /var/tmp, /home or /root)
+  --create-job-mapping-dir
+                     also create DIR (root:root, 0755: the prolog writes it as root, the
+                     agent only reads it) now and, by /etc/tmpfiles.d/trueidle-agent.conf,
+                     at every boot (/run is emptied on reboot)
   --root DIR         install into DIR as if it were / (images, tests): no user is created
                      and systemctl is not run; the commands for them are printed instead
   --dry-run          check and print every step without changing anything
@@ -58,6 +69,8 @@ tarball=""
 version=""
 env_file=""
 nvml_lib=""
+job_dir=""
+create_job_dir=0
 root=""
 dry_run=0
 while [ "$#" -gt 0 ]; do
@@ -70,6 +83,9 @@ while [ "$#" -gt 0 ]; do
     --env-file=*) env_file=${1#*=}; shift ;;
     --nvml-lib) [ "$#" -ge 2 ] || die_usage "--nvml-lib needs a FILE"; nvml_lib=$2; shift 2 ;;
     --nvml-lib=*) nvml_lib=${1#*=}; shift ;;
+    --job-mapping-dir) [ "$#" -ge 2 ] || die_usage "--job-mapping-dir needs a DIR"; job_dir=$2; shift 2 ;;
+    --job-mapping-dir=*) job_dir=${1#*=}; shift ;;
+    --create-job-mapping-dir) create_job_dir=1; shift ;;
     --root) [ "$#" -ge 2 ] || die_usage "--root needs a DIR"; root=$2; shift 2 ;;
     --root=*) root=${1#*=}; shift ;;
     --dry-run) dry_run=1; shift ;;
@@ -85,6 +101,14 @@ if [ -n "$root" ]; then
 fi
 if [ -n "$nvml_lib" ]; then
   case "$nvml_lib" in /*) ;; *) nvml_lib="$PWD/$nvml_lib" ;; esac
+fi
+if [ -n "$job_dir" ]; then
+  # It goes unquoted into the env file and tmpfiles.d: plain characters only.
+  [[ "$job_dir" =~ ^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]/?$ ]] ||
+    die_usage "--job-mapping-dir $job_dir: give an absolute path of letters, digits and . _ - /"
+  job_dir=${job_dir%/}
+elif [ "$create_job_dir" -eq 1 ]; then
+  die_usage "--create-job-mapping-dir needs --job-mapping-dir DIR"
 fi
 if [ -n "$tarball" ]; then
   case "$tarball" in /*) ;; *) tarball="$PWD/$tarball" ;; esac
@@ -202,6 +226,31 @@ else
     "(systemctl enable --now nvidia-persistenced)."
 fi
 
+if [ -n "$job_dir" ]; then
+  case "$job_dir/" in
+    /tmp/* | /var/tmp/* | /home/* | /root/* | /run/user/*)
+      missing "--job-mapping-dir $job_dir: the service cannot see it (the unit's PrivateTmp= and ProtectHome= hide /tmp, /var/tmp, /home, /root and /run/user)." \
+        "Use a directory such as /run/trueidle-jobs (the default of deploy/slurm/prolog.sh), and the same in the prolog and epilog." ;;
+    *)
+      if [ -e "$root$job_dir" ] && [ ! -d "$root$job_dir" ]; then
+        missing "--job-mapping-dir $root$job_dir: exists and is not a directory." "Remove it or choose another path."
+      elif [ -d "$root$job_dir" ]; then
+        read -r job_dir_mode job_dir_group < <(stat -c '%a %G' "$root$job_dir")
+        if [ "$create_job_dir" -eq 1 ] || [ $((0$job_dir_mode & 05)) -eq $((05)) ] ||
+          { [ "$job_dir_group" = trueidle ] && [ $((0$job_dir_mode & 050)) -eq $((050)) ]; }; then
+          ok "job mapping directory $root$job_dir"
+        else
+          missing "job mapping directory $root$job_dir (mode $job_dir_mode, group $job_dir_group): the agent (user trueidle) cannot read it." \
+            "chmod 0755 $root$job_dir (its files name jobs and users, no secrets), or run again with --create-job-mapping-dir."
+        fi
+      elif [ "$create_job_dir" -eq 1 ]; then
+        ok "job mapping directory $root$job_dir: created below"
+      else
+        ok "job mapping directory $root$job_dir: not there yet; the agent sees no job until the prolog creates it"
+      fi ;;
+  esac
+fi
+
 if [ -n "$tarball" ]; then
   if [ -f "$tarball" ]; then ok "package $tarball"; else missing "package $tarball: no such file." "Make it with \`npm pack\`."; fi
 fi
@@ -284,6 +333,36 @@ else
     printf '  + echo TRUEIDLE_NVML_LIB=%s >> %s\n' "$nvml_lib" "$env_dst"
     [ "$dry_run" -eq 1 ] || printf '\n# The NVIDIA driver'"'"'s NVML library on this node.\nTRUEIDLE_NVML_LIB=%s\n' "$nvml_lib" >>"$env_dst"
   fi
+  # Asked for by name, so into --env-file's copy too (a later line wins in an env file).
+  if [ -n "$job_dir" ]; then
+    printf '  + echo TRUEIDLE_JOB_MAPPING_DIR=%s >> %s\n' "$job_dir" "$env_dst"
+    [ "$dry_run" -eq 1 ] || printf '\n# The batch system'"'"'s job mapping directory (see deploy/slurm/).\nTRUEIDLE_JOB_MAPPING_DIR=%s\n' "$job_dir" >>"$env_dst"
+  fi
+fi
+if [ -n "$job_dir" ] && [ "$env_fresh" -eq 0 ] && [ -e "$env_dst" ] && ! grep -qx "TRUEIDLE_JOB_MAPPING_DIR=$job_dir" "$env_dst"; then
+  next_steps+=("Set TRUEIDLE_JOB_MAPPING_DIR=$job_dir in /etc/trueidle/agent.env (kept as it was), then: systemctl restart trueidle-agent")
+fi
+
+if [ "$create_job_dir" -eq 1 ]; then
+  # The prolog (root) writes the directory and the agent only reads it; /run is a tmpfs, so
+  # systemd-tmpfiles makes it again at boot.
+  if [ -n "$root" ]; then
+    run install -d -m 0755 "$root$job_dir"
+  else
+    run install -d -m 0755 -o root -g root "$job_dir"
+  fi
+  tmpfiles_dst="$root/etc/tmpfiles.d/trueidle-agent.conf"
+  printf '  + install %s: d %s 0755 root root -\n' "$tmpfiles_dst" "$job_dir"
+  if [ "$dry_run" -eq 0 ]; then
+    install -d -m 0755 "$(dirname "$tmpfiles_dst")"
+    printf '# trueidle agent: the job mapping directory, made at boot (install-agent.sh --create-job-mapping-dir).\nd %s 0755 root root -\n' \
+      "$job_dir" >"$tmpfiles_dst.tmp"
+    chmod 0644 "$tmpfiles_dst.tmp"
+    mv "$tmpfiles_dst.tmp" "$tmpfiles_dst"
+  fi
+fi
+if [ -n "$job_dir" ] && [ "$job_dir" != /run/trueidle-jobs ]; then
+  next_steps+=("Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=$job_dir (deploy/slurm/*.sh write /run/trueidle-jobs otherwise)")
 fi
 
 if [ "$env_fresh" -eq 1 ]; then

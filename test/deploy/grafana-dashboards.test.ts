@@ -6,8 +6,9 @@
  * All → .*, $timeFilter, $__interval, $__rate_interval) and run against real servers:
  *
  * - trueidle-fleet.json against a real Prometheus, loaded with the recording rules,
- *   scraping two collector subprocesses fed by simulated agents: every query returns
- *   data; the fleet's real idle ratio and the GPUs per state are what the scenario implies.
+ *   scraping two collector subprocesses fed by simulated agents whose GPUs pods and batch
+ *   jobs hold: every query returns data; the fleet's real idle ratio, the GPUs per state and
+ *   the owners holding GPUs idle are what the scenario implies.
  * - trueidle-capacity.json against a real InfluxDB holding 3 days of `trueidle demo
  *   --backfill`: every query returns data; the idle ratios, GPU-hours, daily series and
  *   reclaimable GPUs equal what `trueidle report --format json` says for the same range.
@@ -19,7 +20,7 @@ import * as path from "node:path";
 import type { PrometheusHandle, PromSample } from "../helpers/prometheus.js";
 import { influxQuery, startInfluxd, type InfluxResult, type PrivateInfluxd } from "../helpers/influxdb.js";
 import { REPO_ROOT, runTrueidle } from "../helpers/trueidle-process.js";
-import { siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
+import { fleetGpuUuid, siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "grafana");
 const RULES = path.join(REPO_ROOT, "deploy", "prometheus", "trueidle-rules.yml");
@@ -354,6 +355,47 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
 
     const [agentsNow] = await run(queryOf(target(FLEET, "Agents connected")));
     expect(agentsNow!.value).toBe(HOSTS.length);
+  });
+
+  it("idle GPU-hours by owner: only the pod and the job holding idle GPUs, each with its GPU's idle hours; the table names who holds each idle GPU", async () => {
+    // The scenario's owners: pod research/notebook-b holds graf-h1/2 (held_idle) and job 4242
+    // of alice graf-h1/1 (busy_phantom); pod ml/train-a and job 77 of bob hold active GPUs,
+    // pod ml/lost-c a lost one, so none of them held a GPU idle.
+    const title = "Idle GPU-hours held, by owner";
+    const at = Date.now() - 3 * SCRAPE_MS;
+    const pods = await run(queryOf(target(FLEET, title, "A")), {}, at);
+    const jobs = await run(queryOf(target(FLEET, title, "B")), {}, at);
+    expect(pods.map((s) => s.metric)).toEqual([{ namespace: "research", pod: "notebook-b" }]);
+    expect(jobs.map((s) => s.metric)).toEqual([{ exported_job: "4242", user: "alice" }]);
+    // Each holds one GPU the whole run: its hours are that GPU's held_idle + busy_phantom
+    // hours over the same range, give or take the seconds before the agent first heard of
+    // the allocation (a scrape or two).
+    const gpuHours = async (gpu: string): Promise<number> => {
+      const [h] = await prom.query(
+        `sum(increase(trueidle_gpu_state_seconds_total{host="graf-h1", gpu="${gpu}", state=~"held_idle|busy_phantom"}[${durationText(PROM_RANGE_MS)}])) / 3600`, at);
+      return h!.value;
+    };
+    for (const [owner, gpu] of [[pods[0]!, "2"], [jobs[0]!, "1"]] as const) {
+      const expected = await gpuHours(gpu);
+      expect(expected, `graf-h1/${gpu} idle hours`).toBeGreaterThan(0);
+      expect(Math.abs(owner.value - expected) * 3600, `${JSON.stringify(owner.metric)}: ${owner.value} h vs graf-h1/${gpu}: ${expected} h`).toBeLessThan(5);
+    }
+
+    const table = "Owners of GPUs held idle now";
+    const held = await run(queryOf(target(FLEET, table)), {}, at);
+    const streaks = await prom.query("max without (instance) (trueidle_gpu_idle_streak_seconds)", at);
+    const streak = (gpu: string): number => streaks.find((s) => s.metric["host"] === "graf-h1" && s.metric["gpu"] === gpu)!.value;
+    const gpuLabels = (gpu: number) => ({ job: "test", host: "graf-h1", gpu: String(gpu), uuid: fleetGpuUuid("graf-h1", gpu), model: "NVIDIA H100 80GB HBM3", site: "lab-a" });
+    expect(held.map((s) => s.metric).sort((a, b) => a["gpu"]!.localeCompare(b["gpu"]!))).toEqual([
+      { ...gpuLabels(1), exported_job: "4242", user: "alice" },
+      { ...gpuLabels(2), namespace: "research", pod: "notebook-b", container: "jupyter" },
+    ]);
+    for (const s of held) expect(s.value, `idle streak of graf-h1/${s.metric["gpu"]}`).toBe(streak(s.metric["gpu"]!));
+    expect(held.every((s) => s.value > 0)).toBe(true);
+    // The variables narrow it as they narrow the GPUs: none of these GPUs is at lab-b or on graf-h2.
+    expect(await run(queryOf(target(FLEET, table)), { site: ["lab-b"] }, at)).toEqual([]);
+    expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h2"] }, at)).toEqual([]);
+    expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h1"], site: ["lab-a"] }, at)).toHaveLength(2);
   });
 
   it("power vs floor has both series for every GPU with a power reading; spool bytes and rejected windows per collector", async () => {

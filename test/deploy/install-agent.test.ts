@@ -7,8 +7,10 @@
  * looks or given with --nvml-lib, passes (the agent reads GPUs through NVML there); then real
  * installs into a temp root from a small stand-in package tarball (the real package's install
  * is package-install.test.ts): the unit with ExecStart where npm put the binary, the env
- * file, an existing env file kept on a second run, and TRUEIDLE_NVML_LIB for --nvml-lib.
- * shellcheck finds nothing in the script.
+ * file, an existing env file kept on a second run, and TRUEIDLE_NVML_LIB for --nvml-lib;
+ * --job-mapping-dir: written into the env file, refused where the unit hides it or the agent
+ * cannot read it, and with --create-job-mapping-dir made 0755 now and by a tmpfiles.d entry
+ * that the real systemd-tmpfiles applies. shellcheck finds nothing in the script.
  */
 import { execFile, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -116,13 +118,25 @@ describe("install-agent.sh", () => {
   it("--help names every option; a bad one exits 2", async () => {
     const help = await install(["--help"]);
     expect(help.code).toBe(0);
-    for (const opt of ["--tarball FILE", "--version VERSION", "--env-file FILE", "--nvml-lib FILE", "--root DIR", "--dry-run", "--help"]) {
+    for (const opt of ["--tarball FILE", "--version VERSION", "--env-file FILE", "--nvml-lib FILE", "--job-mapping-dir DIR", "--create-job-mapping-dir",
+      "--root DIR", "--dry-run", "--help"]) {
       expect(help.out).toContain(opt);
     }
     const bad = await install(["--frobnicate"]);
     expect(bad.code).toBe(2);
     expect(bad.out).toContain("unknown argument: --frobnicate");
     expect((await install(["--tarball", "a.tgz", "--version", "1.0.0"])).out).toContain("give --tarball or --version, not both");
+    for (const [args, message] of [
+      [["--create-job-mapping-dir"], "--create-job-mapping-dir needs --job-mapping-dir DIR"],
+      [["--job-mapping-dir", "jobs"], "--job-mapping-dir jobs: give an absolute path"],
+      // It goes unquoted into the env file and tmpfiles.d.
+      [["--job-mapping-dir", "/run/my jobs"], "--job-mapping-dir /run/my jobs: give an absolute path"],
+      [["--job-mapping-dir"], "--job-mapping-dir needs a DIR"],
+    ] as const) {
+      const r = await install([...args]);
+      expect(r.out, args.join(" ")).toContain(message);
+      expect(r.code, args.join(" ")).toBe(2);
+    }
   });
 
   it("--dry-run with a working nvidia-smi passes every check and prints every step, writing nothing", async () => {
@@ -260,5 +274,74 @@ describe("install-agent.sh", () => {
     const env = readFileSync(path.join(root, "etc/trueidle/agent.env"), "utf8");
     expect(env.startsWith(example)).toBe(true);
     expect(env.slice(example.length)).toMatch(new RegExp(`^\\n# .*\\nTRUEIDLE_NVML_LIB=${nvmlLib.replace(/[.]/g, "\\.")}\\n$`));
+  });
+
+  it("--job-mapping-dir where the unit hides it, on a file, or on a directory the agent cannot read is a problem; --create-job-mapping-dir fixes the last", async () => {
+    for (const dir of ["/tmp/trueidle-jobs", "/var/tmp/jobs", "/home/slurm/jobs", "/root/jobs"]) {
+      const root = newRoot();
+      const r = await install(["--dry-run", "--root", root, "--job-mapping-dir", dir], [fakeBin]);
+      expect(r.out, dir).toContain(`MISSING  --job-mapping-dir ${dir}: the service cannot see it`);
+      expect(r.out, dir).toContain("1 problem(s) above; nothing was installed.");
+      expect(r.code, dir).toBe(1);
+    }
+    const root = newRoot();
+    writeFileSync(path.join(root, "jobs"), "");
+    const notDir = await install(["--dry-run", "--root", root, "--job-mapping-dir", "/jobs"], [fakeBin]);
+    expect(notDir.out).toContain(`MISSING  --job-mapping-dir ${root}/jobs: exists and is not a directory.`);
+    expect(notDir.code).toBe(1);
+
+    mkdirSync(path.join(root, "run", "trueidle-jobs"), { recursive: true, mode: 0o700 });
+    chmodSync(path.join(root, "run", "trueidle-jobs"), 0o700);
+    const closed = await install(["--dry-run", "--root", root, "--job-mapping-dir", "/run/trueidle-jobs"], [fakeBin]);
+    expect(closed.out).toMatch(new RegExp(`MISSING  job mapping directory ${root}/run/trueidle-jobs \\(mode 700, group \\S+\\): the agent \\(user trueidle\\) cannot read it\\.`));
+    expect(closed.out).toContain(`chmod 0755 ${root}/run/trueidle-jobs`);
+    expect(closed.code).toBe(1);
+    const fixed = await install(["--dry-run", "--root", root, "--job-mapping-dir", "/run/trueidle-jobs", "--create-job-mapping-dir"], [fakeBin]);
+    expect(fixed.out).toContain(`ok       job mapping directory ${root}/run/trueidle-jobs`);
+    expect(fixed.out).toContain(`+ install -d -m 0755 ${root}/run/trueidle-jobs`);
+    expect(fixed.out).toContain(`+ install ${root}/etc/tmpfiles.d/trueidle-agent.conf: d /run/trueidle-jobs 0755 root root -`);
+    expect(fixed.out).toContain(`+ echo TRUEIDLE_JOB_MAPPING_DIR=/run/trueidle-jobs >> ${root}/etc/trueidle/agent.env`);
+    expect(fixed.code, fixed.out).toBe(0);
+    // A dry run changes nothing.
+    expect(statSync(path.join(root, "run", "trueidle-jobs")).mode & 0o777).toBe(0o700);
+    expect(files(root)).toEqual(["dev/nvidiactl", "jobs"]);
+  });
+
+  it("installs with --job-mapping-dir and --create-job-mapping-dir: the env file names it, it is 0755, and systemd-tmpfiles makes it again at boot", async () => {
+    const root = newRoot();
+    const jobs = path.join(root, "run", "trueidle-jobs");
+    // Left 0700 by an earlier hand-made setup: made readable for the agent.
+    mkdirSync(jobs, { recursive: true, mode: 0o700 });
+    chmodSync(jobs, 0o700);
+    const r = await install(["--root", root, "--tarball", await standInTarball(), "--job-mapping-dir", "/run/trueidle-jobs/", "--create-job-mapping-dir"], [fakeBin]);
+    expect(r.code, r.out).toBe(0);
+    const example = readFileSync(path.join(REPO_ROOT, "deploy/agent.env.example"), "utf8");
+    const envPath = path.join(root, "etc/trueidle/agent.env");
+    const env = readFileSync(envPath, "utf8");
+    expect(env.startsWith(example)).toBe(true);
+    expect(env.slice(example.length)).toMatch(new RegExp(`\\nTRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi\\n\\n# .*\\nTRUEIDLE_JOB_MAPPING_DIR=/run/trueidle-jobs\\n$`));
+    expect(statSync(jobs).mode & 0o777).toBe(0o755);
+    const tmpfiles = path.join(root, "etc/tmpfiles.d/trueidle-agent.conf");
+    expect(statSync(tmpfiles).mode & 0o777).toBe(0o644);
+    expect(readFileSync(tmpfiles, "utf8").split("\n").filter((l) => l !== "" && !l.startsWith("#"))).toEqual(["d /run/trueidle-jobs 0755 root root -"]);
+    // The default directory of deploy/slurm/: nothing to tell the prolog.
+    expect(r.out).not.toContain("Give the batch system's prolog");
+
+    // A reboot empties /run; systemd-tmpfiles (the real one) makes the directory again.
+    rmSync(jobs, { recursive: true });
+    await promisify(execFile)("systemd-tmpfiles", ["--create", `--root=${root}`]);
+    const made = statSync(jobs);
+    expect(made.isDirectory()).toBe(true);
+    expect(made.mode & 0o777).toBe(0o755);
+    expect([made.uid, made.gid]).toEqual([0, 0]);
+
+    // Again with another directory: the env file is kept, and what to change is printed.
+    const again = await install(["--root", root, "--tarball", await standInTarball(), "--job-mapping-dir", "/var/lib/trueidle-jobs"], [fakeBin]);
+    expect(again.code, again.out).toBe(0);
+    expect(readFileSync(envPath, "utf8")).toBe(env);
+    expect(again.out).toContain("ok       job mapping directory " + root + "/var/lib/trueidle-jobs: not there yet; the agent sees no job until the prolog creates it");
+    expect(again.out).toContain("Set TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs in /etc/trueidle/agent.env (kept as it was), then: systemctl restart trueidle-agent");
+    expect(again.out).toContain("Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs");
+    expect(existsSync(path.join(root, "var/lib/trueidle-jobs"))).toBe(false);
   });
 });

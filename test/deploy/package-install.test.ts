@@ -83,8 +83,8 @@ describe("npm install -g of the tarball", () => {
     const src = kind.prepare(mkdtempSync(path.join(tmp, `${kind.name}-`)), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
     const { stdout } = await run(trueidle, ["agent", "--once", ...src.flags], { cwd: tmp, env: { ...process.env, ...src.env } });
     expect(stdout).toMatch(src.sourceLine);
-    expect(stdout).toMatch(/^GPU +MODEL +REPORTED UTIL +SM ACTIVE +REAL UTIL/m);
-    const rows = stdout.split("\n").filter((l) => /^\d+ +NVIDIA L40S /.test(l));
+    expect(stdout).toMatch(/^GPU +MODEL +REPORTED +SM +REAL \(SOURCE\) +STATE /m);
+    const rows = stdout.split("\n").filter((l) => /^\d+ +L40S /.test(l));
     expect(rows).toHaveLength(8);
     const states = new Map(rows.map((l) => [Number(l.split(" ")[0]), / (active|busy_phantom|held_idle|free_idle|unavailable)\b/.exec(l)?.[1]]));
     expect(pick(states, GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);

@@ -3,7 +3,8 @@
  * recording rule and alert has `promtool test rules` cases that pass (and a wrong
  * expectation fails), and, end to end, a real Prometheus loading the rule files and
  * scraping two collector subprocesses fed by simulated agents records the idle ratios the
- * scenario implies.
+ * scenario implies, and TrueidleOwnerHoldsGpuIdle's expression picks the pod and the job
+ * that hold GPUs idle there.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -11,7 +12,8 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promtool, type PrometheusHandle, type PromtoolResult } from "../helpers/prometheus.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
-import { siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
+import YAML from "yaml";
+import { fleetGpuUuid, siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "prometheus");
 const CONFIG = path.join(DIR, "prometheus.yml");
@@ -209,5 +211,27 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
     expect(got.map((s) => key(s.metric)).sort()).toEqual(want);
     const firing = await prom.query('ALERTS{alertstate="firing"}');
     expect(firing.map((s) => key(s.metric))).toEqual([]);
+  });
+
+  it("TrueidleOwnerHoldsGpuIdle, its 4 hours made 5 seconds, names the pod and the job holding idle GPUs, not the owners of busy or lost GPUs", async () => {
+    // The scenario's owners: pod research/notebook-b holds prom-h1/2 (held_idle), job 4242 of
+    // alice prom-h1/1 (busy_phantom); pod ml/train-a and job 77 of bob hold active GPUs and
+    // pod ml/lost-c an unavailable one. The collectors export owners as the alert reads them.
+    const rules = (YAML.parse(readFileSync(ALERTS, "utf8")) as { groups: Array<{ rules: Array<{ alert?: string; expr: string }> }> }).groups.flatMap((g) => g.rules);
+    const expr = rules.find((r) => r.alert === "TrueidleOwnerHoldsGpuIdle")!.expr;
+    expect(expr.match(/>= 4 \* 3600/g)).toHaveLength(1);
+    expect(expr.match(/offset 4h\b/g)).toHaveLength(1);
+    const short = expr.replace(">= 4 * 3600", ">= 5").replace(/offset 4h\b/, "offset 5s");
+    const key = (m: Record<string, string>): string => `${m["host"]}/${m["gpu"]}`;
+    const got = await prom.waitFor(short, (r) => r.length >= 2, 30_000);
+    const gpu = (index: number) => ({ job: "test", host: "prom-h1", gpu: String(index), uuid: fleetGpuUuid("prom-h1", index), model: "NVIDIA H100 80GB HBM3", site: "lab-a", pool: "training" });
+    expect(got.map((s) => s.metric).sort((a, b) => key(a).localeCompare(key(b)))).toEqual([
+      { ...gpu(1), exported_job: "4242", user: "alice" },
+      { ...gpu(2), namespace: "research", pod: "notebook-b", container: "jupyter" },
+    ]);
+    // The value is the GPU's idle streak.
+    for (const s of got) expect(s.value).toBeGreaterThanOrEqual(5);
+    // As shipped (4 hours), nothing here is old enough.
+    expect(await prom.query(expr)).toEqual([]);
   });
 });

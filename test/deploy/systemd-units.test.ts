@@ -11,8 +11,10 @@
  *   which talk over TLS, and stop with exit 0 on the unit's KillSignal; the agent keeps the
  *   default `--source auto` and is run twice, once finding only the fake nvidia-smi and
  *   once only the stub libnvidia-ml.so (NVML, no nvidia-smi at all), and the collector sees
- *   the same GPU states each time; an env file naming a file that is not there exits 2, the
- *   status the units do not restart on.
+ *   the same GPU states each time, and the job that TRUEIDLE_JOB_MAPPING_DIR (what
+ *   install-agent.sh --job-mapping-dir writes) gives a GPU as its owner; an env file naming a
+ *   file that is not there exits 2, the status the units do not restart on;
+ * - every setting agent.env.example names is a flag of `trueidle agent --help`.
  *
  * systemd need not be running: systemd-analyze works on unit files (Debian's systemd package).
  */
@@ -26,7 +28,7 @@ import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
 import { parseExposition } from "../helpers/exposition.js";
 import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
 import { freePort } from "../helpers/ports.js";
-import { REPO_ROOT, TRUEIDLE_BIN, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
+import { REPO_ROOT, TRUEIDLE_BIN, runTrueidle, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
 
 const run = promisify(execFile);
 const SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze";
@@ -182,6 +184,26 @@ describe("what the units set", () => {
     }
     expect(service(a, "SupplementaryGroups")).toBe("video");
     expect(execArgs(a)).toEqual(["agent", "--state-dir", "/var/lib/trueidle"]);
+    // The job mapping directory (/run/trueidle-jobs) stays readable: nothing hides /run or makes it private.
+    for (const key of ["InaccessiblePaths", "TemporaryFileSystem", "RuntimeDirectory", "BindPaths", "BindReadOnlyPaths"]) {
+      expect(service(a, key), key).toBeUndefined();
+    }
+  });
+
+  it("agent: every setting agent.env.example names, set or commented out, is a flag of `trueidle agent --help`", async () => {
+    const help = await runTrueidle(["agent", "--help"]);
+    expect(help.code, help.output).toBe(0);
+    expect(help.output).toContain("Every flag can also be set in the environment as TRUEIDLE_<FLAG>");
+    const example = readFileSync(path.join(REPO_ROOT, "deploy", "agent.env.example"), "utf8");
+    const keys = [...new Set([...example.matchAll(/^#?(TRUEIDLE_[A-Z0-9_]+)=/gm)].map((m) => m[1]!))];
+    expect(keys).toContain("TRUEIDLE_JOB_MAPPING_DIR");
+    expect(help.output).toMatch(/^ {2}--job-mapping-dir DIR +\S/m);
+    // TRUEIDLE_TOKEN is the one setting with no flag (never on a command line); the help names it.
+    const unknown = keys.filter((k) => {
+      const flag = `--${k.slice("TRUEIDLE_".length).toLowerCase().replace(/_/g, "-")}`;
+      return !new RegExp(`^ {2}${flag}\\b`, "m").test(help.output) && !help.output.includes(k);
+    });
+    expect(unknown).toEqual([]);
   });
 
   it("collector: closes devices too, and takes everything from its env file", () => {
@@ -222,6 +244,9 @@ describe("ExecStart with the example env files", () => {
     expect(collector.output()).toMatch(/TLS/);
 
     const stateDir = path.join(tmp, `agent-state-${kind.name}`);
+    // What a Slurm prolog keeps (deploy/slurm/), here named by index as dcgm-exporter's: job 4242 of alice holds GPU 3.
+    const jobs = mkdtempSync(path.join(tmp, "jobs-"));
+    writeFileSync(path.join(jobs, "3"), "4242 alice\n");
     const src = kind.prepare(mkdtempSync(path.join(tmp, "source-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
     const args = execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? stateDir : a));
     const agentEnv = {
@@ -234,6 +259,8 @@ describe("ExecStart with the example env files", () => {
       ...src.env,
       // Short windows so the first one arrives soon; the example leaves the 10 s default.
       TRUEIDLE_WINDOW: "1s",
+      // What install-agent.sh --job-mapping-dir adds to the env file.
+      TRUEIDLE_JOB_MAPPING_DIR: jobs,
       TRUEIDLE_TOKEN: "",
     };
     const agent = startTrueidle(args, agentEnv);
@@ -255,6 +282,14 @@ describe("ExecStart with the example env files", () => {
     // The scenario's GPUs, in the states it implies (the ones that do not cycle).
     const host = parseExposition(metrics).find((s) => s.name === "trueidle_gpu_up")!.labels["host"]!;
     expect(pick(gpuStatesOf(parseExposition(metrics), host), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
+    // The job owns GPU 3 (held idle anyway) and no other.
+    const owners = (text: string) => parseExposition(text).filter((s) => s.name === "trueidle_gpu_owner_info");
+    while (owners(metrics).length === 0) {
+      if (Date.now() > deadline) throw new Error(`no trueidle_gpu_owner_info in /metrics:\n${metrics.slice(0, 3000)}\n${agent.output().slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 250));
+      metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => "");
+    }
+    expect(owners(metrics).map((s) => [s.labels["gpu"], s.labels["job"], s.labels["user"], s.value])).toEqual([["3", "4242", "alice", 1]]);
 
     expect(await agent.stop("SIGTERM")).toBe(0);
     expect(await collector.stop("SIGTERM")).toBe(0);
