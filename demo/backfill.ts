@@ -128,14 +128,15 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
   const pipelines = hosts.map(() => new SamplePipeline({ windowMs, intervalMs, thresholds }));
   const encode = hosts.map((h) => hostLines(h.hostname, h.labels));
   const totalGpus = model.gpuCount;
-  const linesPerDay = totalGpus * Math.ceil(DAY_MS / windowMs);
+  // A window and at most one owner line (each simulated GPU has one owner at a time).
+  const linesPerDay = 2 * totalGpus * Math.ceil(DAY_MS / windowMs);
   const writer = new WindowWriter(opts.target, { logger: opts.logger ?? silentLogger, maxQueuedLines: (DAYS_AHEAD + 1) * linesPerDay });
 
   // Days start on the hour, so no hour is rolled up from two days (the first day may be short).
   const firstHour = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const chunks = Math.ceil((toMs - firstHour) / DAY_MS);
   const totalDays = Math.ceil((toMs - fromMs) / DAY_MS);
-  let generated = 0;
+  let windowCount = 0;
   let hourPoints = 0;
   let failure: unknown;
   // Each day's windows go to the writer at once; generation runs at most DAYS_AHEAD days
@@ -156,9 +157,11 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
         // Windows that end with the day; the next day's first sample would close them too.
         p.closeUntil(ce);
         const enc = encode[h]!;
-        for (const w of p.drain()) lines.push(enc(w));
+        for (const w of p.drain()) {
+          enc(w, lines);
+          windowCount++;
+        }
       }
-      generated += lines.length;
       const written = writer.write(lines, signal);
       // Seen through the chain; this keeps a failure from also surfacing as unhandled.
       written.catch(() => {});
@@ -174,7 +177,7 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
       const day = Math.ceil((ce - fromMs) / DAY_MS);
       const nextEnd = Math.min(toMs, firstHour + (c + 2) * DAY_MS);
       if (c === chunks - 1 || Math.ceil((nextEnd - fromMs) / DAY_MS) > day) {
-        progress(`backfill: day ${day}/${totalDays}, ${totalGpus} GPUs, ${compact(generated)} points`);
+        progress(`backfill: day ${day}/${totalDays}, ${totalGpus} GPUs, ${compact(windowCount)} windows`);
       }
     }
     await chain;
@@ -186,7 +189,8 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
     throw err;
   }
   await writer.stop();
-  const windows = writer.pointsWritten;
+  // Every line was written (the writer stops at the first refusal, which throws above).
+  const windows = windowCount;
   return {
     hosts: hosts.length,
     gpus: totalGpus,

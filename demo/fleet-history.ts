@@ -9,11 +9,17 @@
  * utilization and power vary sample by sample. No reading depends on an earlier one, so
  * any two backfills that overlap produce the same windows where they overlap.
  *
+ * Owners: every process has one, as the agent learns it from a node. On the Kubernetes
+ * sites (us-east, eu-west) a training GPU's work belongs to one of the site's team
+ * namespaces, a notebook holding a GPU to `notebooks`, an inference server to `serving`;
+ * the Slurm site (ap-south) runs jobs of its users. Which owner holds a GPU is drawn per
+ * GPU and day, so `trueidle report --by namespace` has teams to compare.
+ *
  * The readings are built so that the idle model's state does not depend on history
  * either: idle power is at or above the model's default floor (so the floor in force is
  * always that default), and idle memory is far below the held threshold.
  */
-import type { GpuProcess, GpuReading } from "../common/types.js";
+import type { GpuOwner, GpuProcess, GpuReading } from "../common/types.js";
 
 export type HistoryPool = "training" | "inference";
 
@@ -128,9 +134,43 @@ interface SimGpu {
   /** Distinct per GPU across the fleet; feeds the hash. */
   key: number;
   memTotalBytes: number;
-  working: GpuProcess[];
-  holding: GpuProcess[];
-  spinning: GpuProcess[];
+  /** Per owner variant (drawn per day): the process list of each activity. */
+  working: GpuProcess[][];
+  holding: GpuProcess[][];
+  spinning: GpuProcess[][];
+}
+
+/** Team namespaces of the Kubernetes sites' training pools. */
+const TEAMS: Record<string, readonly string[]> = {
+  "us-east": ["llm-pretrain", "vision", "research"],
+  "eu-west": ["speech", "recsys", "vision"],
+};
+/** Users of the Slurm site. */
+const SLURM_USERS = ["asha", "ravi", "meera"] as const;
+/** Owner variants per GPU; one is drawn per GPU and day. */
+const VARIANTS = 3;
+
+/** Who runs each activity's process on GPU `index` of `h`, for owner variant `v`. */
+function ownersOf(h: HistoryHost, index: number, v: number, pid: number): Record<"working" | "holding" | "spinning", GpuOwner> {
+  const site = h.labels.site;
+  const host = h.hostname;
+  const teams = TEAMS[site];
+  if (teams === undefined) {
+    // The Slurm site: a batch job for work, an interactive one for a held GPU.
+    const user = SLURM_USERS[(index + v) % SLURM_USERS.length];
+    const job = String(100_000 + ((pid * 7 + v * 131) % 90_000));
+    return {
+      working: { via: "process", job, step: "0", user, pid, command: "python3" },
+      holding: { via: "process", job: String(Number(job) + 1), step: "interactive", user, pid: pid + 1, command: "jupyter-kernel" },
+      spinning: { via: "process", job: String(Number(job) + 2), step: "0", user, pid: pid + 2, command: "tritonserver" },
+    };
+  }
+  const team = teams[(index + v) % teams.length]!;
+  return {
+    working: { via: "process", namespace: team, pod: `${team}-train-${host.slice(-3)}-${v}`, container: "pytorch", pid, command: "python3" },
+    holding: { via: "process", namespace: "notebooks", pod: `jupyter-${team}-${v}`, container: "notebook", pid: pid + 1, command: "jupyter-kernel" },
+    spinning: { via: "process", namespace: "serving", pod: `triton-${site}-${(index % 4) + v * 4}`, container: "triton", pid: pid + 2, command: "tritonserver" },
+  };
 }
 
 export class FleetHistoryModel {
@@ -146,14 +186,18 @@ export class FleetHistoryModel {
       return Array.from({ length: h.gpus }, (_, index): SimGpu => {
         const key = mix(hostKey, index + 1);
         const pid = 1000 + (key % 50_000);
+        const variants = Array.from({ length: VARIANTS }, (_, v) => ownersOf(h, index, v, pid));
+        const serving = h.labels.pool !== "training";
         return {
           host: h, index, key,
           uuid: uuidFor(h.hostname, index),
           memTotalBytes: h.model.memTotalMiB * MiB,
-          // Process lists are fixed per GPU and activity; the pipeline copies what it keeps.
-          working: [{ pid, name: h.labels.pool === "training" ? "python3" : "tritonserver", usedMemoryBytes: 0.6 * h.model.memTotalMiB * MiB }],
-          holding: [{ pid: pid + 1, name: "jupyter-kernel", usedMemoryBytes: 12_288 * MiB }],
-          spinning: [{ pid: pid + 2, name: "tritonserver", usedMemoryBytes: 0.4 * h.model.memTotalMiB * MiB }],
+          // Process lists are fixed per GPU, activity and owner; the pipeline copies what it keeps.
+          working: variants.map((o) => [{
+            pid, name: serving ? "tritonserver" : "python3", usedMemoryBytes: 0.6 * h.model.memTotalMiB * MiB, owner: serving ? o.spinning : o.working,
+          }]),
+          holding: variants.map((o) => [{ pid: pid + 1, name: "jupyter-kernel", usedMemoryBytes: 12_288 * MiB, owner: o.holding }]),
+          spinning: variants.map((o) => [{ pid: pid + 2, name: "tritonserver", usedMemoryBytes: 0.4 * h.model.memTotalMiB * MiB, owner: o.spinning }]),
         };
       });
     });
@@ -206,6 +250,7 @@ export class FleetHistoryModel {
     if (a === "lost") return { uuid: g.uuid, index: g.index, model: m.name, driverVersion: DRIVER, error: "GPU is lost" };
     const n1 = unit(mix(mix(g.key, tick), 0x9e37));
     const n2 = unit(mix(mix(g.key, tick), 0x79b9));
+    const v = mix(g.key, Math.floor(tick / 86_400)) % VARIANTS;
     let util: number;
     let powerW: number;
     let memUsedBytes: number;
@@ -215,19 +260,19 @@ export class FleetHistoryModel {
         // Real work: utilization 60–100 %, power 30–90 % of the headroom above idle.
         util = Math.round(60 + 40 * n1);
         powerW = m.idlePowerW + (0.3 + 0.6 * n2) * (m.powerLimitW - m.idlePowerW);
-        processes = g.working;
+        processes = g.working[v]!;
         break;
       case "holding":
         // A notebook kernel holding memory, nothing running.
         util = 0;
         powerW = m.idlePowerW + 6 + 2 * n2;
-        processes = g.holding;
+        processes = g.holding[v]!;
         break;
       case "spinning":
         // An inference server polling with a spinning kernel: utilization.gpu near 100 %, power a few watts over idle.
         util = Math.round(92 + 8 * n1);
         powerW = m.idlePowerW + 8 + 4 * n2;
-        processes = g.spinning;
+        processes = g.spinning[v]!;
         break;
       case "free":
         util = g.host.persistenceOff ? 100 : 0;

@@ -1,8 +1,8 @@
 /**
  * Where the backfill puts its windows: the one module between the demo and InfluxDB, and
  * nothing in it is the backfill's own. Everything comes from `collector/influx/`, the
- * code the collector writes with — the database, retention policies and continuous query
- * (`ensureSchema`), the line for a window (`HostLineEncoder`), the batched writer with its
+ * code the collector writes with — the database, retention policies and continuous queries
+ * (`ensureSchema`), the lines for a window and its owners (`HostLineEncoder`), the batched writer with its
  * retry table (`InfluxWriter`) and the roll-up (`rollup`, the continuous query's SELECT
  * over an explicit range) — so backfilled history is the history a collector would have
  * written.
@@ -13,6 +13,7 @@
  * or failing is retried with backoff, as the collector does, until it answers or Ctrl-C.
  */
 import { TrueidleError } from "../common/errors.js";
+import { OWNER_LABELS } from "../common/owner-fields.js";
 import type { Logger } from "../common/log.js";
 import type { GpuWindowRecord } from "../agent/window.js";
 import { windowToProto } from "../agent/shipper/to-proto.js";
@@ -36,10 +37,18 @@ export async function ensureHistorySchema(target: InfluxTarget, retention: Reten
   return ensureSchema(target, retention);
 }
 
-/** Turns one host's window records into `gpu_window` lines, exactly as the collector encodes them. */
-export function hostLines(host: string, labels: Readonly<Record<string, string>>): (w: GpuWindowRecord) => string {
-  const enc = new HostLineEncoder(host, labels);
-  return (w) => enc.line(windowToProto(w));
+/**
+ * Turns one host's window records into lines, exactly as a collector with the default
+ * `--owner-labels` encodes them: a `gpu_window` line per window, then a `gpu_owner_window`
+ * line per owner of it, appended to `out`.
+ */
+export function hostLines(host: string, labels: Readonly<Record<string, string>>): (w: GpuWindowRecord, out: string[]) => void {
+  const enc = new HostLineEncoder(host, labels, OWNER_LABELS);
+  return (w, out) => {
+    const pb = windowToProto(w);
+    out.push(enc.line(pb));
+    enc.ownerLines(pb, out);
+  };
 }
 
 export interface WindowWriterOptions {
@@ -91,8 +100,8 @@ export class WindowWriter {
   }
 }
 
-/** Rolls `[fromMs, toMs)` (widened to whole hours) up into `gpu_hour`; returns the hour points written. */
+/** Rolls `[fromMs, toMs)` (widened to whole hours) up into `gpu_hour` and `gpu_owner_hour`; returns the GPU-hour points written. */
 export async function rollupHours(target: InfluxTarget, fromMs: number, toMs: number, signal?: AbortSignal): Promise<number> {
   signal?.throwIfAborted();
-  return rollup(target, fromMs, toMs);
+  return (await rollup(target, fromMs, toMs)).gpuHours;
 }

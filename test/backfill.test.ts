@@ -64,7 +64,8 @@ describe("a 2-day backfill of 32 GPUs", () => {
 
   it("writes one gpu_window point per GPU window, tagged as the collector tags them", async () => {
     const windowsPerGpu = (2 * DAY) / WINDOW;
-    expect(result).toMatchObject({ hosts: 4, gpus: GPUS, fromMs: FROM, toMs: END, windows: GPUS * windowsPerGpu, hourPoints: GPUS * 48 });
+    expect(result).toMatchObject({ hosts: 4, gpus: GPUS, fromMs: FROM, toMs: END, windows: GPUS * windowsPerGpu });
+    expect(result.hourPoints).toBe(GPUS * 48);
 
     const series = await q(DB, `SELECT count(observed_s) AS n, sum(observed_s) AS observed FROM gpu_window WHERE ${RANGE} GROUP BY host, gpu, uuid, model, site, pool`);
     expect(series).toHaveLength(GPUS);
@@ -124,6 +125,22 @@ describe("a 2-day backfill of 32 GPUs", () => {
     expect(hp!["pm"]).toBe(w!["pm"]);
     expect(hp!["m"]).toBe(w!["m"]);
     expect(hp!["pr"]).toBe(w!["pr"]);
+  });
+
+  it("says who held every held GPU-second: teams' namespaces on the Kubernetes sites, users' jobs on the Slurm site", async () => {
+    const [gpu] = await q(DB, `SELECT sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a FROM gpu_window WHERE ${RANGE}`);
+    const [own] = await q(DB, `SELECT sum(observed_s) AS o, sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a, sum(free_idle_s) AS f FROM gpu_owner_window WHERE ${RANGE}`);
+    // Each process has one owner, so the owners' seconds are the held seconds, state by state.
+    for (const f of ["h", "b", "a"]) expect(num(own![f]), f).toBeCloseTo(num(gpu![f]), 6);
+    expect(num(own!["o"])).toBeCloseTo(num(gpu!["h"]) + num(gpu!["b"]) + num(gpu!["a"]), 6);
+    expect(own!["f"]).toBe(0);
+    const namespaces = (await q(DB, `SHOW TAG VALUES FROM gpu_owner_window WITH KEY = "namespace"`)).map((r) => r["value"]);
+    expect(namespaces.sort()).toEqual(["llm-pretrain", "notebooks", "recsys", "research", "serving", "speech", "vision"]);
+    const slurm = await q(DB, `SELECT sum(observed_s) AS o FROM gpu_owner_window WHERE ${RANGE} AND site = '${IDLE_SITE}' GROUP BY "user", "namespace"`);
+    expect(slurm.map((r) => [r["user"], r["namespace"]]).sort()).toEqual([["asha", ""], ["meera", ""], ["ravi", ""]]);
+    // The hourly roll-up keeps them.
+    const [hour] = await q(DB, `SELECT sum(held_idle_s) AS h FROM gpu_hour.gpu_owner_hour WHERE ${RANGE}`);
+    expect(num(hour!["h"])).toBeCloseTo(num(own!["h"]), 6);
   });
 
   it("shows the rhythm, the idle site and the phantom model", async () => {
@@ -192,7 +209,7 @@ describe("trueidle demo --backfill (the CLI)", () => {
     const { code, output } = await runTrueidle(["demo", "--backfill", "1d", "--backfill-only", "--influx-url", url, "--backfill-end", end], {}, 110_000);
     expect(code, output).toBe(0);
     expect(output).toContain(`History: InfluxDB ${influx.url}, database "cli".`);
-    expect(output).toMatch(/^backfill: day 1\/1, 64 GPUs, 18,432 points$/m);
+    expect(output).toMatch(/^backfill: day 1\/1, 64 GPUs, 18,432 windows$/m);
     expect(output).toMatch(new RegExp(`^Backfilled 1 day of 64 GPUs on 8 hosts \\(${new Date(END - DAY).toISOString()} to ${end}\\): ` +
       "18,432 windows into gpu_window, 1,536 GPU-hours into gpu_hour, in \\d+\\.\\d s\\.$", "m"));
     expect(output).toContain(`Report:    trueidle report --influx-url ${url} --since 1d --by site,model`);

@@ -178,7 +178,7 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(logs.some((l) => /InfluxDB lost trueidle's schema \(database not found/.test(l))).toBe(true);
     expect(logs.some((l) => /The InfluxDB schema is ready: created database reset; created retention policy gpu_window/.test(l))).toBe(true);
     const cqs = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === "reset");
-    expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour"]);
+    expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour", "cq_gpu_owner_hour"]);
   });
 
   it("stores hostile label values, host names and models exactly as the agent sent them", async () => {
@@ -366,10 +366,10 @@ describe("the hourly roll-up", () => {
     expect(outcome).toEqual({ status: "done", written: recent.length + old.length, rejected: 0 });
     await writer.stop();
 
-    expect(await ensureSchema(target)).toEqual(["created continuous query cq_gpu_hour"]);
+    expect(await ensureSchema(target)).toEqual(["created continuous query cq_gpu_hour", "created continuous query cq_gpu_owner_hour"]);
     // One series per database; databases without continuous queries come without values.
     const shown = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === db);
-    expect(shown?.values).toHaveLength(1);
+    expect(shown?.values).toHaveLength(2);
     expect(shown?.values?.[0]?.[0]).toBe("cq_gpu_hour");
     expect(sameStatement(String(shown?.values?.[0]?.[1]), continuousQueryStatement(db))).toBe(true);
 
@@ -382,7 +382,7 @@ describe("the hourly roll-up", () => {
     });
 
     // The old hours are beyond the continuous query's reach: rollup() covers them.
-    expect(await rollup(target, thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, { chunkHours: 2 })).toBe(expected(old).size);
+    expect(await rollup(target, thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, { chunkHours: 2 })).toEqual({ gpuHours: expected(old).size, ownerHours: 0 });
     const all = rows(await influxQuery(influx.url, hourQuery, db));
     expectHourRows(all, new Map([...wantRecent, ...expected(old)]));
 

@@ -95,12 +95,13 @@ export class LateRollup {
         const points = await rollup(this.opts.target, from, to, { client, signal });
         for (let h = from; h < to; h += HOUR_MS) this.pending.delete(h);
         this.opts.logger.info(
-          `Rolled up ${(to - from) / HOUR_MS} hour(s) of late windows into gpu_hour (${points} points), from ${new Date(from).toISOString()}.`,
+          `Rolled up ${(to - from) / HOUR_MS} hour(s) of late windows into gpu_hour (${points.gpuHours} points) and gpu_owner_hour ` +
+            `(${points.ownerHours} points), from ${new Date(from).toISOString()}.`,
           { target: describeTarget(this.opts.target) },
         );
       } catch (err) {
         this.opts.logger.warn(
-          `Could not roll up late windows from ${new Date(from).toISOString()} into gpu_hour: ${errorMessage(err)}; trying again in the next turn.`,
+          `Could not roll up late windows from ${new Date(from).toISOString()} into gpu_hour and gpu_owner_hour: ${errorMessage(err)}; trying again in the next turn.`,
           { target: describeTarget(this.opts.target) },
         );
       }

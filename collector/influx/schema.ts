@@ -312,6 +312,12 @@ export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptio
   return changes;
 }
 
+/** Points a roll-up wrote: `gpu_hour` and `gpu_owner_hour`. */
+export interface RollupCounts {
+  gpuHours: number;
+  ownerHours: number;
+}
+
 export interface RollupOptions extends StatementOptions {
   client?: InfluxDB | undefined;
   /** Hours rolled up per statement, so no single query holds too much (default 24). */
@@ -324,19 +330,22 @@ export interface RollupOptions extends StatementOptions {
  * Rolls `gpu_window` up into `gpu_hour`, and `gpu_owner_window` into `gpu_owner_hour`,
  * over `[fromMs, toMs)`, widened to whole hours, in chunks, with the continuous queries'
  * own SELECTs. Idempotent: an hour rolled up again is overwritten with the same point.
- * Returns the hourly points written (both measurements).
+ * Returns the hourly points written to each measurement.
  */
-export async function rollup(target: InfluxTarget, fromMs: number, toMs: number, opts: RollupOptions = {}): Promise<number> {
+export async function rollup(target: InfluxTarget, fromMs: number, toMs: number, opts: RollupOptions = {}): Promise<RollupCounts> {
   const client = opts.client ?? influxClient(target);
   const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
   const chunk = Math.max(1, Math.floor(opts.chunkHours ?? 24)) * HOUR_MS;
-  let written = 0;
+  const written: RollupCounts = { gpuHours: 0, ownerHours: 0 };
   for (let start = from; start < to; start += chunk) {
     const end = Math.min(to, start + chunk);
     for (const r of ROLLUPS) {
       const result = await runStatement(client, rollupStatement(target.database, start, end, r), opts);
-      for (const { row } of rowsOf(result)) written += Number(row["written"] ?? 0);
+      let n = 0;
+      for (const { row } of rowsOf(result)) n += Number(row["written"] ?? 0);
+      if (r === GPU_ROLLUP) written.gpuHours += n;
+      else written.ownerHours += n;
     }
     opts.onProgress?.(end, from, to);
   }

@@ -156,7 +156,7 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
       const out = new Map<string, Record<string, number>>();
       for (const s of res[0]?.series ?? []) {
         const t = s.tags ?? {};
-        const v = Object.fromEntries(s.columns.map((c, i) => [c, s.values[0]![i] as number]));
+        const v = Object.fromEntries(s.columns.map((c, i) => [c, s.values![0]![i] as number]));
         out.set(`${t["namespace"] ?? ""}/${t["pod"] ?? ""}/${t["job"] ?? ""}/${t["user"] ?? ""}`, v);
       }
       return out;
@@ -174,7 +174,7 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     // Against the scenario: each owner held its GPUs idle the whole time it held them
     // (from both hosts: the same pod, job and user on each), and nearly the whole run.
     const perGpu = await influxQuery(influx.url, 'SELECT sum("observed_s") AS o FROM "gpu_window" WHERE "gpu" = \'0\'', db);
-    const gpu0Observed = perGpu[0]!.series![0]!.values[0]![1] as number;
+    const gpu0Observed = perGpu[0]!.series![0]!.values![0]![1] as number;
     const pod = influxOwners.get("ml/trainer-0//")!;
     expect(pod["held_idle_s"]).toBe(pod["observed_s"]);
     expect(pod["observed_s"]).toBeGreaterThan(0.7 * gpu0Observed);
