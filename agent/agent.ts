@@ -14,7 +14,7 @@ import { Shipper, type ShipperStats } from "./shipper/shipper.js";
 import { WindowBuffer } from "./shipper/window-buffer.js";
 import { openStateDir, type StateDir } from "./state-dir.js";
 import type { GpuWindowRecord } from "./window.js";
-import type { OwnerAnnotator } from "./owners/owner-annotator.js";
+import type { OwnerAnnotator, OwnerStats } from "./owners/owner-annotator.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -52,6 +52,10 @@ export interface AgentStats {
   samplesDropped: number;
   windows: number;
   gpus: number;
+  /** GPUs in the last sample that a scheduler allocated to at least one pod or job. */
+  allocatedGpus: number;
+  /** The owner sources' state and counters; undefined when the agent learns no owners. */
+  owners?: OwnerStats | undefined;
   shipper: ShipperStats;
   sourceRestarts: number;
   sourceParseErrors: number;
@@ -180,12 +184,17 @@ export class Agent {
 
   stats(): AgentStats {
     const src = this.opts.source.stats();
+    const latest = this.pipeline.latest();
+    let allocatedGpus = 0;
+    for (const s of latest) if ((s.reading.allocations?.length ?? 0) > 0) allocatedGpus++;
     return {
       ticks: this.ticks,
       ticksMissed: this.ticksMissed,
       samplesDropped: this.pipeline.samplesDropped,
       windows: this.windows,
-      gpus: this.pipeline.latest().length,
+      gpus: latest.length,
+      allocatedGpus,
+      owners: this.opts.owners?.stats(),
       shipper: this.shipper?.stats() ?? EMPTY_SHIPPER_STATS,
       sourceRestarts: src.restarts,
       sourceParseErrors: src.parseErrors,

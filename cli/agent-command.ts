@@ -50,7 +50,7 @@ export const agentSpec: CommandSpec = {
       check: (values) => void parseLabels(values) },
     { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's.",
       check: (values) => hostnameCheck(values[values.length - 1] ?? "") },
-    { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them, then exit." },
+    { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them and who holds each (waiting up to 2 s for the owner sources' first answers), then exit." },
     { name: "watch", type: "boolean",
       help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector." },
     { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
@@ -117,13 +117,22 @@ export async function agentCommand(argv: string[]): Promise<number> {
   });
 
   if (v["once"]) {
+    const owners = ownerAnnotatorFrom(v, logger, source !== "sim");
     try {
       await src.start();
+      const now = Date.now();
+      const readings = src.sample(now);
+      // The owner sources read in the background and start once the GPUs are known (this
+      // first annotate); the same readings are annotated again once they answered, or not.
+      owners.start();
+      owners.annotate(readings);
+      await owners.firstAnswers(ONCE_OWNER_WAIT_MS);
       const pipeline = new SamplePipeline({ windowMs, intervalMs, thresholds });
-      pipeline.ingest(Date.now(), src.sample(Date.now()));
-      process.stdout.write(renderOnceTable(pipeline.latest(), thresholds, src.describe?.() ?? src.name));
+      pipeline.ingest(now, owners.annotate(readings));
+      process.stdout.write(renderOnceTable(pipeline.latest(), thresholds, src.describe?.() ?? src.name, { stats: owners.stats(), waitedMs: ONCE_OWNER_WAIT_MS }));
       return 0;
     } finally {
+      await owners.stop();
       await src.stop();
     }
   }
@@ -170,6 +179,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
 }
 
 export const agentHelp = (): string => formatHelp(agentSpec);
+
+/**
+ * How long `--once` waits at most for the owner sources' first answers (the kubelet's List
+ * call, a scan of the mapping directory, the owners of the GPU processes); a kubelet that
+ * has not answered by then is reported as such.
+ */
+const ONCE_OWNER_WAIT_MS = 2_000;
 
 /**
  * Owners from the flags: the kubelet's pod-resources socket (its default path is used when

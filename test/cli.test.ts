@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { runTrueidle } from "./helpers/trueidle-process.js";
 import { GPU_SOURCES, NVIDIA_SMI_SOURCE, NVML_SOURCE, oneGpuPerState } from "./helpers/gpu-sources.js";
+import { FakeHostRoot } from "./helpers/host-root.js";
 
 describe("trueidle CLI", () => {
   it("lists its commands", async () => {
@@ -59,23 +60,27 @@ describe.each(GPU_SOURCES)("trueidle agent --once through $name", (kind) => {
 
   it("prints this host's GPUs with their states and the source", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "trueidle-once-"));
+    // A host root with no processes: the scenario's pids must not name this machine's.
+    const host = await FakeHostRoot.create();
     try {
       const src = kind.prepare(dir, ONCE_SCENARIO);
-      const r = await runTrueidle(["agent", "--once", ...src.flags], src.env);
+      const r = await runTrueidle(["agent", "--once", ...src.flags, "--host-root", host.root], src.env);
       expect(r.code, r.output).toBe(0);
       expect(r.output).toMatch(src.sourceLine);
-      expect(r.output).toMatch(/^GPU +MODEL +REPORTED UTIL +SM ACTIVE +REAL UTIL \(SOURCE\) +STATE /m);
+      expect(r.output).toMatch(/^GPU +MODEL +REPORTED +SM +REAL \(SOURCE\) +STATE +POWER\/FLOOR +MEMORY +PROCS +HELD BY$/m);
       const rows = tableRows(r.output);
       expect(rows).toHaveLength(5);
+      for (const row of rows) expect(row.length, row).toBeLessThanOrEqual(120);
       // GPM on GPU 0 only: its SM activity (the stub's 72 % for an active phase) is the real
       // utilization; nvidia-smi cannot see it, so the power estimate stands in.
       expect(rows[0]).toMatch(nvml
-        ? /NVIDIA H100 80GB HBM3\s+97% \(busy\)\s+72%\s+72% \(sm_active\)\s+active\s/
-        : /NVIDIA H100 80GB HBM3\s+97% \(busy\)\s+n\/a\s+\d+% \(power\)\s+active\s/);
-      expect(rows[1]).toMatch(/100% \(busy\)\s+n\/a\s+\d+% \(power\)\s+busy_phantom/);
-      expect(rows[2]).toMatch(/0% \(idle\)\s+n\/a\s.*held_idle/);
-      expect(rows[3]).toMatch(/100% \(busy\)\s+n\/a\s.*free_idle/);
-      expect(rows[4]).toMatch(/unavailable: .*Unknown Error/);
+        ? /H100 80GB HBM3\s+97% busy\s+72%\s+72% sm_active\s+active\s/
+        : /H100 80GB HBM3\s+97% busy\s+n\/a\s+\d+% power\s+active\s/);
+      expect(rows[1]).toMatch(/100% busy\s+n\/a\s+\d+% power\s+busy_phantom/);
+      expect(rows[2]).toMatch(/0% idle\s+n\/a\s.*held_idle/);
+      expect(rows[3]).toMatch(/100% busy\s+n\/a\s.*free_idle\s.*—$/);
+      expect(rows[4]).toMatch(/ unavailable /);
+      expect(r.output).toMatch(/^GPU 4 unavailable: .*Unknown Error/m);
       expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
       if (nvml) {
         expect(r.output).toMatch(/^Source: NVML \(\S+\/libnvidia-ml\.so\.1, driver 550\.90\.07\); GPM SM activity on GPU 0$/m);
@@ -91,6 +96,7 @@ describe.each(GPU_SOURCES)("trueidle agent --once through $name", (kind) => {
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
+      await host.cleanup();
     }
   });
 });

@@ -18,6 +18,7 @@ const job = (j: string): GpuOwner => ({ via: "job_mapping", job: j, user: "alice
 
 class FixedSource implements AllocationSource {
   readonly name;
+  readonly where = "a fixed map";
   isReady = true;
   started = 0;
   stopped = 0;
@@ -26,6 +27,7 @@ class FixedSource implements AllocationSource {
   }
   start(): void { this.started++; }
   async stop(): Promise<void> { this.stopped++; }
+  async firstRead(): Promise<void> {}
   current(): ReadonlyMap<string, GpuOwner[]> { return this.isReady ? this.map : new Map(); }
   ready(): boolean { return this.isReady; }
   stats(): AllocationSourceStats {

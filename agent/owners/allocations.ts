@@ -29,8 +29,16 @@ export interface AllocationSourceStats {
 export interface AllocationSource {
   /** Where its owners come from; also their `via`. */
   readonly name: "pod_resources" | "job_mapping";
+  /** What it reads (the kubelet's socket, the mapping directory), for messages. */
+  readonly where: string;
   start(): void;
   stop(): Promise<void>;
+  /**
+   * Resolves once the first read after `start` has ended, with an answer or without (and
+   * at once after `stop`); never rejects. A single look at the host (`agent --once`) waits
+   * for it, bounded, so that it shows owners.
+   */
+  firstRead(): Promise<void>;
   /**
    * GPU uuid → the pods or jobs it is allocated to; a GPU allocated to nobody is absent.
    * Empty while `ready()` is false.
@@ -44,6 +52,15 @@ export interface AllocationSource {
    */
   ready(): boolean;
   stats(): AllocationSourceStats;
+}
+
+/** One source as the agent's metrics and `agent --once` show it. */
+export interface AllocationSourceStatus {
+  name: AllocationSource["name"];
+  where: string;
+  /** True while its answer is current (AllocationSource.ready). */
+  ready: boolean;
+  stats: AllocationSourceStats;
 }
 
 /** Owners one GPU carries at most, across sources; the rest are counted in `ownersDropped`. */
@@ -128,6 +145,11 @@ export class Allocations {
     await Promise.all(this.sources.map((s) => s.stop()));
   }
 
+  /** Resolves once every source has ended its first read (AllocationSource.firstRead). */
+  async firstReads(): Promise<void> {
+    await Promise.all(this.sources.map((s) => s.firstRead()));
+  }
+
   /** GPU uuid → owners from every ready source; undefined when no source is ready. */
   snapshot(): ReadonlyMap<string, GpuOwner[]> | undefined {
     const ready = this.sources.filter((s) => s.ready());
@@ -154,5 +176,10 @@ export class Allocations {
     const out: Record<string, AllocationSourceStats> = {};
     for (const s of this.sources) out[s.name] = s.stats();
     return out;
+  }
+
+  /** Each source in order: what it reads, whether its answer is current, its counters. */
+  status(): AllocationSourceStatus[] {
+    return this.sources.map((s) => ({ name: s.name, where: s.where, ready: s.ready(), stats: s.stats() }));
   }
 }

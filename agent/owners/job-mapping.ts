@@ -45,8 +45,8 @@ export interface JobMappingOptions {
   now?: () => number;
 }
 
-/** Why a scan gave no answer. */
-export type JobMappingFailure = "unreadable_dir";
+/** Why a scan gave no answer: the directory cannot be listed, or the scan failed unexpectedly. */
+export type JobMappingFailure = "unreadable_dir" | "error";
 /** Things ignored, by kind; each file version (or name) is counted once. */
 export type JobMappingRejection = MappingFileProblem | "not_a_file" | "unreadable_file" | "not_gpu_name" | "index_unknown" | "bad_line" | "too_many_entries";
 
@@ -90,6 +90,8 @@ export class JobMappingSource implements AllocationSource {
   private readonly counted = new Set<string>();
   private readonly logged = new Set<string>();
   private readonly s: JobMappingStats = { reads: 0, failures: {}, rejected: {}, staleDrops: 0, ownersDropped: 0, lastGoodMs: undefined, files: 0 };
+  private readonly firstReadDone: Promise<void>;
+  private endFirstRead: () => void = () => {};
 
   constructor(private readonly opts: JobMappingOptions) {
     this.dir = path.resolve(opts.dir);
@@ -100,6 +102,15 @@ export class JobMappingSource implements AllocationSource {
     this.maxEntries = opts.maxEntries ?? 1024;
     this.log = (opts.logger ?? silentLogger).child({ component: "job-mapping" });
     this.now = opts.now ?? Date.now;
+    this.firstReadDone = new Promise<void>((resolve) => { this.endFirstRead = resolve; });
+  }
+
+  get where(): string {
+    return this.dir;
+  }
+
+  firstRead(): Promise<void> {
+    return this.firstReadDone;
   }
 
   start(): void {
@@ -110,6 +121,7 @@ export class JobMappingSource implements AllocationSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.endFirstRead();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     await this.running;
@@ -127,7 +139,7 @@ export class JobMappingSource implements AllocationSource {
     return { ...this.s, failures: { ...this.s.failures }, rejected: { ...this.s.rejected } };
   }
 
-  /** One scan now, for tests and `agent --once`; the timer keeps its own rhythm. */
+  /** One scan now, for tests; the timer keeps its own rhythm. */
   async scanNow(): Promise<void> {
     await this.running;
     await this.scan();
@@ -138,9 +150,13 @@ export class JobMappingSource implements AllocationSource {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.running = this.scan()
-        .catch((err: unknown) => this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", { error: errorMessage(err) }))
+        .catch((err: unknown) => {
+          this.fail("error");
+          this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", { error: errorMessage(err) });
+        })
         .finally(() => {
           this.running = undefined;
+          this.endFirstRead();
           this.dropIfStale();
           this.schedule(this.pollMs);
         });
@@ -159,7 +175,7 @@ export class JobMappingSource implements AllocationSource {
         this.accept(new Map(), 0);
         return;
       }
-      this.s.failures["unreadable_dir"] = (this.s.failures["unreadable_dir"] ?? 0) + 1;
+      this.fail("unreadable_dir");
       this.once("unreadable_dir", "warn", `The job mapping directory ${this.dir} cannot be read; the agent keeps its last answer for ${Math.round(this.staleAfterMs / 1000)} s and retries. This is logged once.`, { error: errorMessage(err) });
       return;
     }
@@ -275,6 +291,10 @@ export class JobMappingSource implements AllocationSource {
     } finally {
       await fh.close().catch(() => {});
     }
+  }
+
+  private fail(reason: JobMappingFailure): void {
+    this.s.failures[reason] = (this.s.failures[reason] ?? 0) + 1;
   }
 
   private accept(byGpu: ReadonlyMap<string, GpuOwner[]>, files: number): void {

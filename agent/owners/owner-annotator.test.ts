@@ -97,6 +97,52 @@ describe("OwnerAnnotator", () => {
     await until("the pod's GPU unallocated", () => (annotator!.annotate(sample())[0]!.allocations?.length === 0 ? true : undefined));
   });
 
+  it("starts the allocation sources with the first readings, so a GPU named by index resolves at the first read; firstAnswers waits for it", async () => {
+    const kubelet = await PodResourcesServer.start({ pods: [gpuPod("ml", "by-index", "main", ["1"])] });
+    cleanups.push(() => kubelet.stop());
+    const jobs = await mkdtemp(join(tmpdir(), "trueidle-jobs-"));
+    cleanups.push(() => rm(jobs, { recursive: true, force: true }));
+    await writeFile(join(jobs, "2"), "99\n");
+    const logger = recordingLogger();
+    let annotator: OwnerAnnotator | undefined;
+    const gpuByIndex = (): ReadonlyMap<number, string> => annotator?.gpuByIndex() ?? new Map();
+    // One read each in this test: the next would come a minute later.
+    const pods = new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, pollMs: 60_000, gpuByIndex, logger });
+    const mapping = new JobMappingSource({ dir: jobs, pollMs: 60_000, gpuByIndex, logger });
+    annotator = new OwnerAnnotator({ allocations: new Allocations([pods, mapping]), logger });
+    cleanups.push(() => annotator!.stop());
+    annotator.start();
+    // Nothing is read before the GPUs are known.
+    expect(await annotator.firstAnswers(50)).toBe(true);
+    expect(kubelet.calls.list).toBe(0);
+    const sample = [reading(0), reading(1), reading(2)];
+    expect(annotator.annotate(sample).map((r) => r.allocations)).toEqual([undefined, undefined, undefined]);
+    expect(await annotator.firstAnswers(10_000)).toBe(true);
+    expect(annotator.annotate(sample).map((r) => r.allocations?.map((o) => o.pod ?? o.job))).toEqual([[], ["by-index"], ["99"]]);
+    const stats = annotator.stats();
+    expect(stats.allocations.map((a) => [a.name, a.ready, a.stats.reads, a.stats.rejected])).toEqual([
+      ["pod_resources", true, 1, {}],
+      ["job_mapping", true, 1, {}],
+    ]);
+    expect(stats.processes).toBeUndefined();
+    expect(logger.lines.filter((l) => l.level === "warn")).toEqual([]);
+  });
+
+  it("firstAnswers gives up on a kubelet that does not answer, and says so", async () => {
+    const kubelet = await PodResourcesServer.start({ mode: "hang" });
+    cleanups.push(() => kubelet.stop());
+    const logger = recordingLogger();
+    const annotator = new OwnerAnnotator({
+      allocations: new Allocations([new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, deadlineMs: 60_000, logger })]),
+      logger,
+    });
+    cleanups.push(() => annotator.stop());
+    annotator.start();
+    annotator.annotate([reading(0)]);
+    expect(await annotator.firstAnswers(100)).toBe(false);
+    expect(annotator.stats().allocations[0]).toMatchObject({ name: "pod_resources", ready: false, stats: { reads: 0, failures: {} } });
+  });
+
   it("leaves readings without owners when nothing is configured or known, and never changes the readings it is given", () => {
     const logger = recordingLogger();
     const annotator = new OwnerAnnotator({ allocations: new Allocations([]), logger });

@@ -4,7 +4,10 @@
  * mapping directory) and, for each process on a GPU, who runs it (process-owners.ts: the
  * host's /proc and /etc/passwd).
  *
- * Both read in the background. Allocations are the sources' last good answers. Process
+ * Both read in the background. The allocation sources start at the first `annotate` with
+ * readings after `start`, once the GPUs' indexes are known: a device id or a mapping file
+ * that names a GPU by index then resolves from the first read, instead of being refused
+ * (and counted) as naming no GPU. Allocations are the sources' last good answers. Process
  * owners are looked up when the set of pids on the host's GPUs changes, and again every
  * `processRefreshMs` (a pid reused by a new process is caught by its start time); a tick
  * uses the owners the last lookup found, so a new process has its owner a tick or two
@@ -12,11 +15,24 @@
  */
 import type { Logger } from "../../common/log.js";
 import type { GpuOwner, GpuReading } from "../../common/types.js";
-import type { Allocations } from "./allocations.js";
-import type { ProcessOwners } from "./process-owners.js";
+import type { AllocationSourceStatus, Allocations } from "./allocations.js";
+import type { HostPidView, ProcessOwnerCounters, ProcessOwners } from "./process-owners.js";
 
 /** How often the owners of an unchanged set of pids are looked up again. */
 export const DEFAULT_PROCESS_REFRESH_MS = 30_000;
+
+/** The owner sources' state, for the agent's metrics and `agent --once`. */
+export interface OwnerStats {
+  /** Each configured allocation source, in order. */
+  allocations: AllocationSourceStatus[];
+  /** Process owner lookups; undefined when process owners are off. */
+  processes?: {
+    hostRoot: string;
+    /** The last host-PID check; undefined before any process was looked up. */
+    hostPids: HostPidView | undefined;
+    counters: ProcessOwnerCounters;
+  } | undefined;
+}
 
 export interface OwnerAnnotatorOptions {
   /** The schedulers' allocations; none when no integration is configured. */
@@ -38,6 +54,9 @@ export class OwnerAnnotator {
   private lookedUpAt = -Infinity;
   private inFlight: Promise<void> | undefined;
   private readonly stopped = new AbortController();
+  /** `start` was called; the allocation sources start with the first readings. */
+  private wanted = false;
+  private allocationsStarted = false;
 
   constructor(private readonly opts: OwnerAnnotatorOptions) {
     this.now = opts.now ?? Date.now;
@@ -47,8 +66,9 @@ export class OwnerAnnotator {
   /** The GPUs by index as last read (for the allocation sources' `gpuByIndex`). */
   gpuByIndex = (): ReadonlyMap<number, string> => this.byIndex;
 
+  /** Returns at once; the allocation sources start at the first `annotate` with readings. */
   start(): void {
-    this.opts.allocations?.start();
+    this.wanted = true;
   }
 
   async stop(): Promise<void> {
@@ -57,10 +77,42 @@ export class OwnerAnnotator {
     await this.inFlight;
   }
 
+  /**
+   * Waits until every allocation source has ended its first read and the process owners
+   * the last `annotate` asked for are in, or `timeoutMs` passed, whichever is first; true
+   * when all came in time. For a single look at the host (`agent --once`), which annotates
+   * the same readings again afterwards. Call after an `annotate` that followed `start`.
+   */
+  async firstAnswers(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+      timer.unref();
+    });
+    const all = Promise.all([this.allocationsStarted ? this.opts.allocations?.firstReads() : undefined, this.inFlight]).then(() => true);
+    try {
+      return await Promise.race([all, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  stats(): OwnerStats {
+    const po = this.opts.processOwners;
+    return {
+      allocations: this.opts.allocations?.status() ?? [],
+      processes: po === undefined ? undefined : { hostRoot: po.hostRoot, hostPids: po.lastHostPidView(), counters: po.counters() },
+    };
+  }
+
   /** The readings with `allocations` and processes' `owner` set; copies where anything was added. */
   annotate(readings: readonly GpuReading[]): GpuReading[] {
     for (const r of readings) if (this.byIndex.get(r.index) !== r.uuid) this.byIndex.set(r.index, r.uuid);
     const alloc = this.opts.allocations;
+    if (this.wanted && !this.allocationsStarted && readings.length > 0 && !this.stopped.signal.aborted) {
+      this.allocationsStarted = true;
+      alloc?.start();
+    }
     let out: GpuReading[] = alloc?.enabled ? alloc.attach(readings) : [...readings];
     if (this.opts.processOwners) {
       this.refreshProcessOwners(out);

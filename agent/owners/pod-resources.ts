@@ -115,6 +115,8 @@ const EMPTY: ReadonlyMap<string, GpuOwner[]> = new Map();
 export class PodResourcesSource implements AllocationSource {
   readonly name = "pod_resources" as const;
   readonly socketPath: string;
+  private readonly firstReadDone: Promise<void>;
+  private endFirstRead: () => void = () => {};
   private readonly o: Required<Omit<PodResourcesOptions, "gpuByIndex" | "extraResourceNames" | "socketPath" | "logger" | "now">>;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -154,6 +156,16 @@ export class PodResourcesSource implements AllocationSource {
     this.log = (opts.logger ?? silentLogger).child({ component: "pod-resources" });
     this.now = opts.now ?? Date.now;
     this.backoff = new Backoff({ initialMs: this.o.backoffInitialMs, maxMs: this.o.backoffMaxMs });
+    this.firstReadDone = new Promise<void>((resolve) => { this.endFirstRead = resolve; });
+  }
+
+  get where(): string {
+    return this.socketPath;
+  }
+
+  /** Ends with the first List call's outcome (GetAllocatableResources is not waited for). */
+  firstRead(): Promise<void> {
+    return this.firstReadDone;
   }
 
   start(): void {
@@ -164,6 +176,7 @@ export class PodResourcesSource implements AllocationSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.endFirstRead();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.inFlight?.cancel();
@@ -205,6 +218,7 @@ export class PodResourcesSource implements AllocationSource {
       // read() handles what it expects; anything else is a bug, logged once, never thrown.
       this.fail("error", err);
     } finally {
+      this.endFirstRead();
       this.dropIfStale();
       this.schedule(next);
     }
@@ -264,6 +278,7 @@ export class PodResourcesSource implements AllocationSource {
       });
       this.warnedSinceOk = false;
     }
+    this.endFirstRead();
     if (this.allocatableSupported !== false && this.now() - this.allocatableAt >= this.o.allocatableEveryMs) await this.readAllocatable(gpuByIndex);
     return this.o.pollMs;
   }
@@ -286,9 +301,10 @@ export class PodResourcesSource implements AllocationSource {
         this.once("allocatable_unimplemented", "info", "The kubelet does not serve GetAllocatableResources (Kubernetes before 1.23, or its feature gate is off); allocations still come from List.");
         return;
       }
-      // List answered a moment ago; this one failing changes no allocation, so it is only counted.
+      // List answered a moment ago; this one failing changes no allocation: counted, and noted once.
       const reason = classifyFailure(err);
       this.s.failures[`allocatable_${reason}`] = (this.s.failures[`allocatable_${reason}`] ?? 0) + 1;
+      this.once(`allocatable_${reason}`, "info", `The kubelet answered List but not GetAllocatableResources: ${FAILURE_TEXT[reason]}. Allocations still come from List; this is logged once.`, { reason, error: errorMessage(err) });
     }
   }
 

@@ -197,6 +197,11 @@ export class ProcessOwners {
     for (const pid of this.cache.keys()) if (!live.has(pid)) this.cache.delete(pid);
   }
 
+  /** What the last host-PID check found, without checking; undefined before the first (no process looked up yet). */
+  lastHostPidView(): HostPidView | undefined {
+    return this.probe?.view;
+  }
+
   /** Whether HOSTROOT/proc shows the host's pids (see the module comment), checked every `reprobeMs`. */
   async hostPids(signal?: AbortSignal): Promise<HostPidView> {
     if (this.probe && this.now() - this.probe.at < this.reprobeMs) return this.probe.view;
