@@ -74,7 +74,6 @@ export class Agent {
   private buffer: WindowBuffer | undefined;
   private stateDir: StateDir | undefined;
   private readonly now: () => number;
-  private readonly startedMs: number;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private ticks = 0;
@@ -85,7 +84,6 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.now = opts.now ?? Date.now;
-    this.startedMs = this.now();
     this.pipeline = new SamplePipeline({
       windowMs: opts.windowMs, intervalMs: opts.intervalMs, thresholds: opts.thresholds,
       onClockStepBack: (step) => this.clockSteppedBack(step),
@@ -200,11 +198,6 @@ export class Agent {
       sourceParseErrors: src.parseErrors,
       sourceHungCalls: this.opts.source.hungCalls?.() ?? 0,
     };
-  }
-
-  /** Milliseconds since the last ack, or since the agent was made when none came yet. */
-  lastAckAgeMs(): number {
-    return Math.max(0, this.now() - (this.shipper?.stats().lastAckMs ?? this.startedMs));
   }
 
   latest() {

@@ -1,18 +1,22 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../common/log.js";
+import { declaredFamilies, expectValidExposition } from "../test/helpers/exposition-check.js";
 import { promtool } from "../test/helpers/prometheus.js";
 import type { AgentStats } from "./agent.js";
 import { AgentHttpServer } from "./http-server.js";
 import type { OwnerStats } from "./owners/owner-annotator.js";
 import { AGENT_METRICS, renderAgentMetrics } from "./self-metrics.js";
 
-function fakeAgent(sampling: boolean, owners?: OwnerStats) {
+/** When the fake agent's collector last acknowledged a batch. */
+const LAST_ACK_MS = Date.UTC(2024, 4, 1, 12, 0, 0, 250);
+
+function fakeAgent(sampling: boolean, owners?: OwnerStats, acked = true) {
   const stats: AgentStats = {
     ticks: 40, ticksMissed: 3, samplesDropped: 5, windows: 12, gpus: 2, allocatedGpus: owners ? 1 : 0, owners,
     sourceRestarts: 1, sourceParseErrors: 0, sourceHungCalls: 0,
-    shipper: { connected: true, buffered: 3, bufferBytes: 900, inFlight: 1, sent: 10, acked: 9, rejected: 1, dropped: 2, reconnects: 4, lastAckMs: 1000 },
+    shipper: { connected: true, buffered: 3, bufferBytes: 900, inFlight: 1, sent: 10, acked: 9, rejected: 1, dropped: 2, reconnects: 4, lastAckMs: acked ? LAST_ACK_MS : undefined },
   };
-  return { stats: () => stats, lastAckAgeMs: () => 2500, isSampling: () => sampling };
+  return { stats: () => stats, isSampling: () => sampling };
 }
 
 /** Owner sources as a node with a wedged kubelet, a bad mapping file and no host PIDs leaves them. */
@@ -55,7 +59,7 @@ describe("agent self-metrics", () => {
     expect(text).toContain("trueidle_agent_connected 1\n");
     expect(text).toContain("trueidle_agent_sampler_restarts_total 1\n");
     expect(text).toContain("trueidle_agent_samples_dropped_total 5\n");
-    expect(text).toContain("trueidle_agent_last_ack_age_seconds 2.5\n");
+    expect(text).toContain("trueidle_agent_last_ack_timestamp_seconds 1714564800.25\n");
     const check = await promtool(["check", "metrics"], text);
     expect(check.stdout + check.stderr).toBe("");
     expect(check.code).toBe(0);
@@ -98,25 +102,21 @@ describe("agent self-metrics", () => {
     expect(check.code).toBe(0);
   });
 
-  it("reports the agent's own CPU, memory and start time under the standard process metric names", () => {
-    const value = (text: string, name: string): number => {
-      const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
-      if (!m) throw new Error(`no ${name} in:\n${text}`);
-      return Number(m[1]);
-    };
-    const before = process.cpuUsage();
-    const first = renderAgentMetrics(fakeAgent(true));
-    // Burn a little CPU: the counter must move by at least what this thread spent.
-    const until = process.cpuUsage(before).user + 20_000;
-    while (process.cpuUsage(before).user < until) Math.sqrt(Math.random());
-    const second = renderAgentMetrics(fakeAgent(true));
-    expect(first).toContain("# TYPE process_cpu_seconds_total counter\n");
-    expect(value(second, "process_cpu_seconds_total") - value(first, "process_cpu_seconds_total")).toBeGreaterThanOrEqual(0.02);
-    const cpu = process.cpuUsage();
-    expect(value(second, "process_cpu_seconds_total")).toBeLessThanOrEqual((cpu.user + cpu.system) / 1e6);
-    expect(value(second, "process_resident_memory_bytes")).toBeGreaterThan(10 * 1024 * 1024);
-    const start = value(second, "process_start_time_seconds");
-    expect(Math.abs(start - (Date.now() / 1000 - process.uptime()))).toBeLessThan(1);
+  it("has no last-ack timestamp before the first ack", () => {
+    const text = renderAgentMetrics(fakeAgent(true, undefined, false));
+    expect(text).toContain("# TYPE trueidle_agent_last_ack_timestamp_seconds gauge\n");
+    expect(text).not.toMatch(/^trueidle_agent_last_ack_timestamp_seconds /m);
+  });
+
+  it("serves its own metrics, then the process and Node.js metrics, each family once, and promtool accepts the page", async () => {
+    const text = await (await fetch(`${await serve(true)}/metrics`)).text();
+    const families = declaredFamilies(text);
+    expect(families.slice(0, AGENT_METRICS.length)).toEqual(AGENT_METRICS.map((m) => m.name));
+    for (const f of ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds", "nodejs_heap_size_used_bytes", "nodejs_eventloop_lag_seconds"]) {
+      expect(families.slice(AGENT_METRICS.length), f).toContain(f);
+    }
+    expect(text).toMatch(/^process_cpu_seconds_total \d+(\.\d{1,6})?$/m);
+    await expectValidExposition(text);
   });
 
   it("serves /metrics and /healthz over HTTP", async () => {

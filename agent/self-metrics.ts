@@ -1,16 +1,16 @@
 /**
  * The agent's own metrics, for sites that scrape nodes (`--http-listen`): one table of
  * name, type, help and how to read the value from the agent, rendered as Prometheus text.
+ * The process and Node.js metrics (process_cpu_seconds_total, ...) come after them, from
+ * common/process-metrics.ts (agent/http-server.ts).
  */
-import { familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
+import { familyHeader, formatSeconds, formatValue, labelPairs } from "../common/prom-text.js";
 import type { AgentStats } from "./agent.js";
 import type { OwnerStats } from "./owners/owner-annotator.js";
 
 /** What the exposition reads; the Agent has these. */
 export interface AgentMetricsSource {
   stats(): AgentStats;
-  /** Milliseconds since the last ack, or since start when none came yet. */
-  lastAckAgeMs(): number;
 }
 
 /** One sample of a labelled family: its labels (valid label names) and value. */
@@ -21,11 +21,8 @@ interface AgentMetric {
   type: "counter" | "gauge";
   help: string;
   /** The value; a labelled family's samples (none yet: just its HELP and TYPE); undefined: no sample. */
-  value: (s: AgentStats, lastAckAgeS: number) => number | readonly LabelledValue[] | undefined;
+  value: (s: AgentStats) => number | readonly LabelledValue[] | undefined;
 }
-
-/** When this process started, for process_start_time_seconds. */
-const PROCESS_START_S = Math.round((Date.now() - process.uptime() * 1000) / 10) / 100;
 
 export const AGENT_METRICS: readonly AgentMetric[] = [
   {
@@ -94,9 +91,9 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
     value: (s) => s.samplesDropped,
   },
   {
-    name: "trueidle_agent_last_ack_age_seconds", type: "gauge",
-    help: "Seconds since a collector last acknowledged a batch (since the agent started when none has yet).",
-    value: (_s, age) => age,
+    name: "trueidle_agent_last_ack_timestamp_seconds", type: "gauge",
+    help: "When a collector last acknowledged a batch, in seconds since the Unix epoch; absent until the first ack. The age of the last ack is time() minus this.",
+    value: (s) => (s.shipper.lastAckMs === undefined ? undefined : s.shipper.lastAckMs / 1000),
   },
   {
     name: "trueidle_agent_gpus", type: "gauge",
@@ -181,32 +178,18 @@ export const AGENT_METRICS: readonly AgentMetric[] = [
       return view === undefined ? undefined : view.visible ? 1 : 0;
     },
   },
-  // The standard process metrics (the names every Prometheus client library uses), so the
-  // agent's own cost is on the node's dashboards.
-  {
-    name: "process_cpu_seconds_total", type: "counter",
-    help: "Total user and system CPU time spent in seconds, every thread of the agent (the NVML worker and the driver's work on it included).",
-    value: () => {
-      const u = process.cpuUsage();
-      return (u.user + u.system) / 1e6;
-    },
-  },
-  { name: "process_resident_memory_bytes", type: "gauge", help: "Resident memory size in bytes.", value: () => process.memoryUsage.rss() },
-  {
-    name: "process_start_time_seconds", type: "gauge", help: "Start time of the process since unix epoch in seconds.",
-    value: () => PROCESS_START_S,
-  },
 ];
 
+/** The table's families as Prometheus text; values in seconds rounded to the microsecond. */
 export function renderAgentMetrics(agent: AgentMetricsSource): string {
   const stats = agent.stats();
-  const ageS = agent.lastAckAgeMs() / 1000;
   let out = "";
   for (const m of AGENT_METRICS) {
     out += familyHeader(m.name, m.type, m.help);
-    const v = m.value(stats, ageS);
-    if (typeof v === "number") out += `${m.name} ${formatValue(v)}\n`;
-    else for (const [labels, n] of v ?? []) out += `${m.name}{${labelPairs(Object.entries(labels))}} ${formatValue(n)}\n`;
+    const format = m.name.includes("_seconds") ? formatSeconds : formatValue;
+    const v = m.value(stats);
+    if (typeof v === "number") out += `${m.name} ${format(v)}\n`;
+    else for (const [labels, n] of v ?? []) out += `${m.name}{${labelPairs(Object.entries(labels))}} ${format(n)}\n`;
   }
   return out;
 }

@@ -20,7 +20,8 @@ import { DEFAULT_GRPC_PORT } from "../common/grpc-service.js";
 import { endIfDriverHung, waitForSignal } from "./signals.js";
 import { parseListenAddress } from "../common/listen-address.js";
 import { AgentHttpServer } from "../agent/http-server.js";
-import { AGENT_TRANSPORT_FLAGS, agentTransportFrom } from "./security-flags.js";
+import { FailureThrottle } from "../collector/auth/failure-throttle.js";
+import { AGENT_HTTP_FLAGS, AGENT_TRANSPORT_FLAGS, agentHttpSecurityFrom, agentTransportFrom } from "./security-flags.js";
 import { runWatch } from "./agent-watch.js";
 
 export const agentSpec: CommandSpec = {
@@ -62,8 +63,9 @@ export const agentSpec: CommandSpec = {
     { name: "state-dir", type: "string", placeholder: "DIR",
       help: "Keep unacknowledged windows on disk in DIR/buffer (fsynced in batches) so that they survive a restart; one agent per DIR." },
     { name: "http-listen", type: "string", placeholder: "HOST:PORT",
-      help: "Serve the agent's own /metrics and /healthz here (plain HTTP; bind to loopback or a management network).",
+      help: "Serve the agent's own /metrics and /healthz here: plain HTTP (bind to loopback or a management network), or HTTPS and basic auth with --web.config.file.",
       check: (values) => void parseListenAddress(values[values.length - 1] ?? "", "--http-listen") },
+    ...AGENT_HTTP_FLAGS,
     ...AGENT_TRANSPORT_FLAGS,
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS,
@@ -106,6 +108,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const thresholds = thresholdsFrom(v);
   // --once and --watch talk to no collector, so they need no transport choice.
   const transport = v["once"] || v["watch"] ? undefined : agentTransportFrom(v, process.env);
+  const httpSecurity = v["once"] || v["watch"] ? undefined : agentHttpSecurityFrom(v);
   const src = createSource({
     source,
     intervalMs,
@@ -144,6 +147,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
 
   const tx = transport!; // set whenever --once and --watch are not
   tx.announce(logger);
+  httpSecurity?.announce(logger);
   const host = await hostIdentity(labels, v["hostname"] as string | undefined);
   const owners = ownerAnnotatorFrom(v, logger, source !== "sim");
   const agent = new Agent({
@@ -159,11 +163,17 @@ export async function agentCommand(argv: string[]): Promise<number> {
     logger.warn("Windows not yet acknowledged are kept in memory only and are lost when the agent stops or restarts; set --state-dir DIR to keep them on disk.");
   }
   const httpListen = v["http-listen"] as string | undefined;
-  const http = httpListen === undefined ? undefined : new AgentHttpServer({ agent, logger: logger.child({ component: "http" }) });
+  const http = httpListen === undefined ? undefined
+    : new AgentHttpServer({
+      agent,
+      logger: logger.child({ component: "http" }),
+      security: httpSecurity?.value,
+      authThrottle: httpSecurity?.value.users ? new FailureThrottle() : undefined,
+    });
   if (http && httpListen !== undefined) {
     const addr = parseListenAddress(httpListen, "--http-listen");
     const port = await http.listen(addr);
-    logger.info("Serving the agent's metrics over HTTP.", { listen: `${addr.host}:${port}`, paths: ["/metrics", "/healthz"] });
+    logger.info(`Serving the agent's metrics over ${httpSecurity?.value.tls ? "HTTPS" : "HTTP"}.`, { listen: `${addr.host}:${port}`, paths: ["/metrics", "/healthz"] });
   }
   const ac = new AbortController();
   const stopSignal = waitForSignal(logger);

@@ -2,7 +2,9 @@
  * A small declarative flag parser: one table per command gives each flag's type, default
  * and help, so `--help`, parsing, environment variables and errors agree. Every flag can
  * also come from the environment as TRUEIDLE_<FLAG> (e.g. TRUEIDLE_COLLECTOR); the command
- * line wins. Every bad flag is reported at once, by name.
+ * line wins. Every bad flag is reported at once, by name. A renamed flag keeps its old name
+ * (and the old name's variable) as a deprecated alias: it still works, and
+ * deprecationsOf() says what to log once at start.
  */
 import { parseDuration } from "../common/duration.js";
 import { parseSize } from "../common/size.js";
@@ -23,6 +25,8 @@ export interface FlagSpec {
   max?: number | undefined;
   /** Further check of the raw values; throws with a message naming what is wrong. */
   check?: ((values: readonly string[]) => void) | undefined;
+  /** Former names, still accepted on the command line and as TRUEIDLE_<OLD_NAME>, each with a warning. */
+  deprecatedNames?: readonly string[] | undefined;
 }
 
 export interface CommandSpec {
@@ -43,13 +47,27 @@ export class UsageError extends Error {
   }
 }
 
+/** TRUEIDLE_<FLAG>: upper case, `-` and `.` as `_` (--web.config.file: TRUEIDLE_WEB_CONFIG_FILE). */
 export function envName(flag: string): string {
-  return "TRUEIDLE_" + flag.toUpperCase().replace(/-/g, "_");
+  return "TRUEIDLE_" + flag.toUpperCase().replace(/[-.]/g, "_");
+}
+
+/** Warnings about deprecated names used, per parse result (see deprecationsOf). */
+const DEPRECATIONS = new WeakMap<FlagValues, readonly string[]>();
+
+/** The sentences to log once at WARN for the deprecated flag and variable names `values` came from. */
+export function deprecationsOf(values: FlagValues): readonly string[] {
+  return DEPRECATIONS.get(values) ?? [];
 }
 
 export function parseFlags(spec: CommandSpec, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FlagValues {
   const byName = new Map(spec.flags.map((f) => [f.name, f]));
+  /** Deprecated name → the flag it now is. */
+  const renamed = new Map(spec.flags.flatMap((f) => (f.deprecatedNames ?? []).map((old) => [old, f] as const)));
   const raw = new Map<string, string[]>();
+  /** Flags given on the command line under a deprecated name: flag → that name. */
+  const byOldName = new Map<string, string>();
+  const deprecations: string[] = [];
   const problems: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -59,11 +77,16 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
       continue;
     }
     const eq = arg.indexOf("=");
-    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
-    const f = byName.get(name);
+    const given = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const f = byName.get(given) ?? renamed.get(given);
     if (!f) {
-      problems.push(`unknown flag --${redactUrlCredentials(name)}`);
+      problems.push(`unknown flag --${redactUrlCredentials(given)}`);
       continue;
+    }
+    const name = f.name;
+    if (given !== name) {
+      if (!byOldName.has(name)) deprecations.push(`--${given} is deprecated and will be removed; use --${name} instead.`);
+      byOldName.set(name, given);
     }
     let value: string;
     if (f.type === "boolean") {
@@ -88,11 +111,19 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
   for (const f of spec.flags) {
     let values = raw.get(f.name);
     let origin = `--${f.name}`;
+    const oldName = byOldName.get(f.name);
+    if (oldName !== undefined) {
+      origin = `--${oldName}`;
+      if (f.type !== "list" && (values?.length ?? 0) > 1) {
+        problems.push(`--${oldName} is the old name of --${f.name}; give --${f.name} once`);
+        continue;
+      }
+    }
     if (!values) {
-      const e = env[envName(f.name)];
-      if (e !== undefined && e !== "") {
-        values = f.type === "list" ? e.split(",").map((s) => s.trim()).filter(Boolean) : [e];
-        origin = envName(f.name);
+      const fromEnv = envValue(f, env, deprecations);
+      if (fromEnv) {
+        values = f.type === "list" ? fromEnv.value.split(",").map((s) => s.trim()).filter(Boolean) : [fromEnv.value];
+        origin = fromEnv.name;
       }
     }
     if (!values && f.default !== undefined) values = [f.default];
@@ -113,7 +144,30 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
     }
   }
   if (problems.length > 0) throw new UsageError(problems.join("\n"));
+  if (deprecations.length > 0) DEPRECATIONS.set(out, deprecations);
   return out;
+}
+
+/**
+ * A flag's value from the environment: TRUEIDLE_<FLAG>, else the variable of a deprecated
+ * name (noted in `deprecations`). When both are set the new one is used and the old one is
+ * named as ignored.
+ */
+function envValue(f: FlagSpec, env: NodeJS.ProcessEnv, deprecations: string[]): { name: string; value: string } | undefined {
+  const name = envName(f.name);
+  const current = env[name];
+  for (const old of f.deprecatedNames ?? []) {
+    const oldName = envName(old);
+    const v = env[oldName];
+    if (v === undefined || v === "") continue;
+    if (current !== undefined && current !== "") {
+      deprecations.push(`${oldName} is deprecated and ignored because ${name} is set; remove ${oldName}.`);
+      continue;
+    }
+    deprecations.push(`${oldName} is deprecated and will be removed; set ${name} instead.`);
+    return { name: oldName, value: v };
+  }
+  return current !== undefined && current !== "" ? { name, value: current } : undefined;
 }
 
 function convert(f: FlagSpec, v: string, all: string[]): string | boolean | number | string[] {
@@ -158,6 +212,7 @@ export function formatHelp(spec: CommandSpec): string {
     if (f.choices) right += ` (${f.choices.join("|")})`;
     if (f.default !== undefined && f.type !== "boolean") right += ` [default: ${f.default}]`;
     if (f.type === "list") right += " (repeatable)";
+    if (f.deprecatedNames?.length) right += ` Formerly ${f.deprecatedNames.map((n) => `--${n}`).join(", ")} (deprecated).`;
     return [left, right] as const;
   });
   rows.push(["  --help", "Show this help."] as const);

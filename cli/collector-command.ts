@@ -1,5 +1,5 @@
 /** `trueidle collector`: receive windows over gRPC, serve Prometheus metrics, write InfluxDB history. */
-import { formatHelp, parseFlags, UsageError, type CommandSpec, type FlagSpec, type FlagValues } from "./args.js";
+import { deprecationsOf, formatHelp, parseFlags, UsageError, type CommandSpec, type FlagSpec, type FlagValues } from "./args.js";
 import { LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
 import { DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT } from "../common/grpc-service.js";
 import type { Logger } from "../common/log.js";
@@ -88,7 +88,10 @@ export const collectorSpec: CommandSpec = {
     "--spool-dir, the collector keeps them in its disk spool and acknowledges them at once. On SIGTERM the collector " +
     "stops taking batches, settles those in flight (into the spool, or with up to 10 s to reach InfluxDB) and exits.\n\n" +
     "gRPC runs over TLS (--tls-cert, --tls-key; mutual TLS with --tls-client-ca) or, only when asked for with --plaintext, " +
-    "unencrypted; one of the two is required. Tokens and passwords come only from files or the environment and are never logged.",
+    "unencrypted; one of the two is required. Tokens and passwords come only from files or the environment and are never logged.\n\n" +
+    "The HTTP side takes HTTPS and basic auth either from --http-tls-cert, --http-tls-key and --http-basic-auth-file, or from " +
+    "--web.config.file, the web configuration file of Prometheus and its exporters (TLS, client certificates, bcrypt users, " +
+    "headers; see deploy/web-config.example.yml), not both.",
   examples: [
     "trueidle collector --tls-cert /etc/trueidle/collector.crt --tls-key /etc/trueidle/collector.key --tls-client-ca /etc/trueidle/ca.crt",
     "trueidle collector --plaintext --grpc-listen 0.0.0.0:9746 --http-listen 127.0.0.1:9745 --util-busy-percent 10",
@@ -133,6 +136,7 @@ export function spoolOptionsFrom(v: FlagValues, hasInflux: boolean): CollectorSp
 export async function collectorCommand(argv: string[]): Promise<number> {
   const v = parseFlags(collectorSpec, argv);
   const logger = loggerFrom(v, { component: "collector" });
+  for (const d of deprecationsOf(v)) logger.warn(d);
   const influx = influxOptionsFrom(v, process.env, logger);
   const spool = spoolOptionsFrom(v, influx !== undefined);
   const security = collectorSecurityFrom(v, process.env);

@@ -1,14 +1,15 @@
 /** Flags shared by several commands, and turning them into typed settings. */
 import type { FlagSpec, FlagValues } from "./args.js";
 import { UsageError } from "./args.js";
-import { createLogger, type Logger, type LogLevel } from "../common/log.js";
+import { createLogger, defaultLogFormat, type LogFormat, type Logger, type LogLevel } from "../common/log.js";
 import { DEFAULT_THRESHOLDS, type Thresholds } from "../common/types.js";
 
 const MiB = 1024 * 1024;
 
 export const LOG_FLAGS: FlagSpec[] = [
   { name: "log-level", type: "string", choices: ["debug", "info", "warn", "error"], default: "info", help: "Least severe log level written." },
-  { name: "log-format", type: "string", choices: ["json", "text"], default: "json", help: "Log line format on stderr." },
+  { name: "log-format", type: "string", choices: ["json", "text"],
+    help: "Log line format on stderr: text (time, level, message, key=value fields) when stderr is a terminal, json otherwise (a pipe, a file, journald)." },
 ];
 
 export const THRESHOLD_FLAGS: FlagSpec[] = [
@@ -21,7 +22,7 @@ export const THRESHOLD_FLAGS: FlagSpec[] = [
 ];
 
 export function loggerFrom(v: FlagValues, base: Record<string, unknown> = {}): Logger {
-  return createLogger({ level: v["log-level"] as LogLevel, format: v["log-format"] as "json" | "text" }, base);
+  return createLogger({ level: v["log-level"] as LogLevel, format: (v["log-format"] as LogFormat | undefined) ?? defaultLogFormat() }, base);
 }
 
 export function thresholdsFrom(v: FlagValues): Thresholds {

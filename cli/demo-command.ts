@@ -7,6 +7,11 @@ import { runDemo } from "../demo/demo.js";
 import { BACKFILL_INTERVAL_MS, BACKFILL_WINDOW_MS, backfillSummary, MAX_BACKFILL_MS, runBackfill, type BackfillResult } from "../demo/backfill.js";
 import { FleetHistoryModel, HISTORY_FLEET } from "../demo/fleet-history.js";
 import { historyHowTo, isHistory, openDemoHistory } from "../demo/demo-history.js";
+import { floorHour, HOUR_MS, type TimeRange } from "../report/time-range.js";
+import { trueidleCommand } from "./invocation.js";
+
+/** Signals that end the demo cleanly; a second one ends it at once. */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 export const demoSpec: CommandSpec = {
   name: "demo",
@@ -23,7 +28,7 @@ export const demoSpec: CommandSpec = {
     { name: "influx-url", type: "string", placeholder: "URL",
       help: "Use this InfluxDB 1.x (http://HOST:8086/DB) instead of a private one. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file." },
     { name: "influx-credentials-file", type: "string", placeholder: "FILE", help: "File whose first line is username:password, for --influx-url." },
-    { name: "keep-data", type: "boolean", help: "Keep the private InfluxDB's temp dir after the demo, and print its path." },
+    { name: "keep-data", type: "boolean", help: "Keep the private InfluxDB's data after the demo, and print the commands that serve it again and report on it." },
     { name: "backfill", type: "duration", min: BACKFILL_WINDOW_MS, max: MAX_BACKFILL_MS, placeholder: "DURATION",
       help: `First write this much simulated history of a 64-GPU fleet (up to ${formatDuration(MAX_BACKFILL_MS)}), ending now, into InfluxDB.` },
     { name: "backfill-only", type: "boolean", help: "Exit after the backfill instead of going on with the live fleet (needs --influx-url or --keep-data)." },
@@ -61,6 +66,15 @@ function parseEnd(text: string): number {
   return ms;
 }
 
+/**
+ * The end of the range the printed report command covers: the end of the current UTC hour,
+ * or of the next one when this one is nearly over, so that the command still finds the
+ * first windows, which arrive a little after they are printed.
+ */
+function reportEnd(nowMs: number): number {
+  return floorHour(nowMs + 15 * 60_000) + HOUR_MS;
+}
+
 export async function demoCommand(argv: string[]): Promise<number> {
   const v = parseFlags(demoSpec, argv);
   const intervalMs = v["interval"] as number;
@@ -86,24 +100,42 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (endMs !== undefined && endMs > Date.now()) problems.push(`--backfill-end ${endText} is in the future`);
   if (problems.length > 0) throw new UsageError(problems.join("\n"));
 
-  const out = (line: string): void => void process.stdout.write(line + "\n");
   const logger = loggerFrom(v, { component: "demo" });
   const thresholds = thresholdsFrom(v);
   const ac = new AbortController();
-  const onSignal = (): void => {
-    if (ac.signal.aborted) process.exit(130);
+  // However the demo ends (Ctrl-C, a closed terminal, kill, stdout closed by `| head`, an
+  // error), the agents and the collector stop first, then the private InfluxDB they write
+  // to, and its temp data goes (demo-history.ts, private-influxd.ts).
+  let stdoutOpen = true;
+  const out = (line: string): void => {
+    if (stdoutOpen) process.stdout.write(line + "\n");
+  };
+  const onStdoutError = (): void => {
+    stdoutOpen = false;
     ac.abort();
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  // Logs that cannot be written are dropped: they must not end the demo before its cleanup.
+  const onStderrError = (): void => {};
+  const onSignal = (): void => {
+    if (ac.signal.aborted) process.exit(130);
+    out("Stopping (Ctrl-C again ends at once).");
+    ac.abort();
+  };
+  process.stdout.on("error", onStdoutError);
+  process.stderr.on("error", onStderrError);
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
+  const trueidle = trueidleCommand();
 
-  const history = await openDemoHistory({
-    noInflux, influxUrl, keepData, out, logger,
-    credentialsFile: v["influx-credentials-file"] as string | undefined,
-  });
-  const seed = v["seed"] as number;
-  let backfilled: BackfillResult | undefined;
+  let history: Awaited<ReturnType<typeof openDemoHistory>> | undefined;
+  /** What the printed report command covers: whole UTC hours, to the end of the current one. */
+  let reportRange: TimeRange | undefined;
   try {
+    history = await openDemoHistory({
+      noInflux, influxUrl, keepData, out, logger, trueidle,
+      credentialsFile: v["influx-credentials-file"] as string | undefined,
+    });
+    const seed = v["seed"] as number;
+    let backfilled: BackfillResult | undefined;
     if (backfillMs !== undefined) {
       if (!isHistory(history)) {
         // Said above why; a backfill has nowhere to go.
@@ -129,13 +161,18 @@ export async function demoCommand(argv: string[]): Promise<number> {
         throw err;
       }
       out(backfillSummary(backfilled));
-      const since = `${Math.ceil(backfillMs / 86_400_000)}d`;
+      reportRange = {
+        startMs: floorHour(backfilled.fromMs),
+        endMs: backfillOnly ? floorHour(backfilled.toMs - 1) + HOUR_MS : reportEnd(Date.now()),
+      };
       out("See it:");
-      for (const line of historyHowTo(history, since)) out(line);
+      for (const line of historyHowTo(history, trueidle, reportRange, "gpu_hour")) out(line);
       if (backfillOnly) return 0;
       out("");
     } else if (isHistory(history)) {
-      for (const line of historyHowTo(history, "1h")) out(line);
+      const now = Date.now();
+      reportRange = { startMs: floorHour(now), endMs: reportEnd(now) };
+      for (const line of historyHowTo(history, trueidle, reportRange, "gpu_window")) out(line);
     }
     if (ac.signal.aborted) return 0;
     await runDemo({
@@ -154,9 +191,13 @@ export async function demoCommand(argv: string[]): Promise<number> {
       // After a backfill the same fleet goes on live, so the history runs on into the present.
       historyFleet: backfilled ? new FleetHistoryModel(HISTORY_FLEET, seed) : undefined,
     });
+    if (reportRange) reportRange = { ...reportRange, endMs: reportEnd(Date.now()) };
     return 0;
   } finally {
-    if (isHistory(history)) await history.close();
+    if (history !== undefined && isHistory(history)) await history.close(reportRange);
+    for (const sig of STOP_SIGNALS) process.removeListener(sig, onSignal);
+    process.stdout.removeListener("error", onStdoutError);
+    process.stderr.removeListener("error", onStderrError);
   }
 }
 

@@ -1,9 +1,10 @@
 /** `trueidle report`: the capacity planner's report, read from the collector's InfluxDB history. */
-import { rename, writeFile } from "node:fs/promises";
+import { accessSync, constants, statSync } from "node:fs";
+import { rename, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { formatHelp, parseFlags, UsageError, type CommandSpec } from "./args.js";
 import { errorMessage, TrueidleError } from "../common/errors.js";
-import { readInfluxCredentials } from "../report/influx-connection.js";
+import { DEFAULT_QUERY_TIMEOUT_MS, PING_TIMEOUT_MS, readInfluxCredentials } from "../report/influx-connection.js";
 import { buildReport, formatProgress, renderReport, REPORT_FORMATS, type ReportFormat } from "../report/report.js";
 import type { Measurement } from "../report/capacity.js";
 import type { Progress } from "../report/influx-source.js";
@@ -42,6 +43,8 @@ export const reportSpec: CommandSpec = {
     { name: "price-per-gpu-hour", type: "number", min: 0, placeholder: "N", help: "Adds idle cost = real-idle GPU-hours x N." },
     { name: "measurement", type: "string", choices: ["auto", "gpu_hour", "gpu_window"], default: "auto", placeholder: "NAME",
       help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour." },
+    { name: "timeout", type: "duration", default: `${DEFAULT_QUERY_TIMEOUT_MS / 1000}s`, min: 1000, placeholder: "DURATION",
+      help: `Give up when InfluxDB has not answered one query within this long; a first /ping waits at most ${PING_TIMEOUT_MS / 1000}s.` },
     { name: "progress", type: "boolean", help: "Progress on stderr (default: only when stderr is a terminal); --progress=false hides it." },
   ],
   notes: [
@@ -70,6 +73,8 @@ export async function reportCommand(argv: string[]): Promise<number> {
     if (err instanceof TrueidleError && err.code === "bad_input") throw new UsageError(err.message);
     throw err;
   }
+  // Checked before any query: a report that takes minutes must not fail at the end for want of a folder.
+  if (out !== undefined) checkOutPath(out);
   const showProgress = (v["progress"] as boolean | undefined) ?? process.stderr.isTTY === true;
   const tty = process.stderr.isTTY === true;
   let progressShown = false;
@@ -88,6 +93,7 @@ export async function reportCommand(argv: string[]): Promise<number> {
       by: parseBy(v["by"] as string),
       measurement: v["measurement"] as Measurement | "auto",
       pricePerGpuHour: v["price-per-gpu-hour"] as number | undefined,
+      queryTimeoutMs: v["timeout"] as number,
       onProgress,
     });
   } finally {
@@ -103,11 +109,38 @@ export async function reportCommand(argv: string[]): Promise<number> {
       await writeFile(tmp, text);
       await rename(tmp, out);
     } catch (err) {
-      throw new TrueidleError("bad_config", `cannot write --out ${out}: ${errorMessage(err)}`, { cause: err });
+      await rm(tmp, { force: true }).catch(() => {});
+      throw new TrueidleError("bad_config", `cannot write --out ${out}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`, { cause: err });
     }
     process.stderr.write(`report: wrote ${out} (${Buffer.byteLength(text)} bytes, ${report.groups.length} groups, read ${report.measurement}).\n`);
   }
   return 0;
+}
+
+/** `--out FILE` can be written: its folder exists and takes new files, and FILE is not a folder. */
+export function checkOutPath(out: string): void {
+  const dir = path.dirname(path.resolve(out));
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(code === "ENOENT"
+      ? `--out ${out}: the folder ${dir} does not exist; create it first or write elsewhere`
+      : `--out ${out}: cannot use the folder ${dir} (${errorMessage(err)})`);
+  }
+  if (!isDir) throw new UsageError(`--out ${out}: ${dir} is not a folder`);
+  try {
+    if (statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder; give a file name, e.g. ${path.join(out, "report.csv")}`);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    // No such file yet: the report creates it.
+  }
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    throw new UsageError(`--out ${out}: cannot create files in ${dir} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`);
+  }
 }
 
 export const reportHelp = (): string => formatHelp(reportSpec);

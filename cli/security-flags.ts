@@ -4,6 +4,11 @@
  * plaintext only with --plaintext (and a WARN at start); neither is a usage error naming
  * both fixes. Secrets (tokens, passwords, keys) come only from files or the environment.
  * Every problem is reported at once; file errors name the flag and the file.
+ *
+ * The HTTP side takes either its own flags (--http-tls-cert, --http-tls-key,
+ * --http-basic-auth-file) or --web.config.file, the web configuration file Prometheus and
+ * its exporters share (common/web-config.ts); giving both is a usage error, so no setting
+ * silently loses to another. The agent's --http-listen takes --web.config.file only.
  */
 import type { FlagSpec, FlagValues } from "./args.js";
 import { UsageError } from "./args.js";
@@ -13,6 +18,8 @@ import { loadBasicAuth } from "../collector/auth/basic-auth.js";
 import { loadServerTls } from "../collector/auth/server-tls.js";
 import { loadTokens, TOKENS_ENV } from "../collector/auth/tokens.js";
 import type { CollectorOptions } from "../collector/collector.js";
+import { loadWebConfig, type HttpSecurity, type LoadedWebConfig } from "../common/http-security.js";
+import { WEB_CONFIG_FLAG } from "../common/web-config.js";
 
 const PLAINTEXT_HELP = "Run gRPC unencrypted: windows (and any token) travel in clear. Only on a trusted network; " +
   "without TLS flags this must be given explicitly.";
@@ -35,13 +42,29 @@ export const COLLECTOR_SECURITY_FLAGS: FlagSpec[] = [
   { name: "tls-key", type: "string", placeholder: "FILE", help: "The private key (PEM, unencrypted, chmod 600) of --tls-cert." },
   { name: "tls-client-ca", type: "string", placeholder: "FILE",
     help: "Mutual TLS: agents must present a client certificate signed by this CA (PEM); needs --tls-cert." },
-  { name: "tokens-file", type: "string", placeholder: "FILE",
+  { name: "agent-tokens-file", type: "string", placeholder: "FILE", deprecatedNames: ["tokens-file"],
     help: `Accepted agent tokens, one a line (name:token or token; # comments); or set ${TOKENS_ENV} (comma-separated). ` +
       "Agents without one of them get UNAUTHENTICATED." },
   { name: "http-tls-cert", type: "string", placeholder: "FILE", help: "Serve /metrics, /healthz and / over HTTPS with this certificate (PEM); needs --http-tls-key." },
   { name: "http-tls-key", type: "string", placeholder: "FILE", help: "The private key (PEM, unencrypted, chmod 600) of --http-tls-cert." },
   { name: "http-basic-auth-file", type: "string", placeholder: "FILE",
     help: "Require HTTP basic auth on /metrics and / (not /healthz): one user:password or user:{SHA256}<hex> a line." },
+  { name: WEB_CONFIG_FLAG, type: "string", placeholder: "FILE",
+    help: "HTTPS, client certificates, bcrypt basic auth (not on /healthz) and headers for the HTTP side, from a web configuration " +
+      "file in the Prometheus exporter-toolkit format; instead of the --http-tls-* and --http-basic-auth-file flags. Read at start." },
+];
+
+export const AGENT_HTTP_FLAGS: FlagSpec[] = [
+  { name: WEB_CONFIG_FLAG, type: "string", placeholder: "FILE",
+    help: "HTTPS, client certificates, bcrypt basic auth (not on /healthz) and headers for --http-listen, from a web configuration " +
+      "file in the Prometheus exporter-toolkit format. Read at start." },
+];
+
+/** The collector's HTTP flags that a web configuration file replaces, and the keys that do it there. */
+const HTTP_FLAGS_IN_WEB_CONFIG: ReadonlyArray<readonly [string, string]> = [
+  ["http-tls-cert", "tls_server_config.cert_file"],
+  ["http-tls-key", "tls_server_config.key_file"],
+  ["http-basic-auth-file", "basic_auth_users (bcrypt hashes)"],
 ];
 
 const AGENT_TLS_FLAGS = ["tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name"] as const;
@@ -126,7 +149,7 @@ export function agentTransportFrom(v: FlagValues, env: NodeJS.ProcessEnv): WithA
   return { value: transport, announce };
 }
 
-export type CollectorSecurity = Pick<CollectorOptions, "grpcTls" | "tokens" | "httpTls" | "httpBasicAuth">;
+export type CollectorSecurity = Pick<CollectorOptions, "grpcTls" | "tokens" | "httpTls" | "httpBasicAuth" | "httpHeaders">;
 
 /** The collector's TLS, tokens and HTTP auth from its flags. */
 export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): WithAnnouncement<CollectorSecurity> {
@@ -135,6 +158,11 @@ export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): Wi
   pair(v, "tls-cert", "tls-key", problems);
   pair(v, "http-tls-cert", "http-tls-key", problems);
   if (given(v, "tls-client-ca") && !given(v, "tls-cert")) problems.push("--tls-client-ca needs --tls-cert and --tls-key");
+  if (given(v, WEB_CONFIG_FLAG)) {
+    for (const [flag, key] of HTTP_FLAGS_IN_WEB_CONFIG) {
+      if (given(v, flag)) problems.push(`--${flag} and --${WEB_CONFIG_FLAG} both configure the HTTP side; set ${key} in the web configuration file and drop --${flag}`);
+    }
+  }
   if (problems.length > 0) throw new UsageError(problems.join("\n"));
 
   const warnings: string[] = [];
@@ -147,7 +175,9 @@ export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): Wi
       return t;
     })
     : undefined;
-  const tokens = attempt(problems, () => loadTokens({ file: str(v, "tokens-file"), env }));
+  const tokens = attempt(problems, () => loadTokens({ file: str(v, "agent-tokens-file"), env }));
+  const webFile = str(v, WEB_CONFIG_FLAG);
+  const web = webFile === undefined ? undefined : attempt(problems, () => loadWebConfig(webFile));
   const httpTls = given(v, "http-tls-cert")
     ? attempt(problems, () => {
       const t = loadServerTls({ flag: "http-tls-cert", file: str(v, "http-tls-cert")! }, { flag: "http-tls-key", file: str(v, "http-tls-key")! });
@@ -162,6 +192,7 @@ export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): Wi
   if (basic?.warning) warnings.push(basic.warning);
   if (tokens?.warning) warnings.push(tokens.warning);
   const announce = (logger: Logger): void => {
+    if (tokens?.deprecation) logger.warn(tokens.deprecation);
     if (!tlsOn) {
       logger.warn(PLAINTEXT_WARNING);
       if (tokens) {
@@ -174,6 +205,7 @@ export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): Wi
     if (basic && !httpTls) {
       logger.warn("HTTP basic auth runs over plain HTTP: passwords travel in clear. Add --http-tls-cert and --http-tls-key.");
     }
+    if (web) announceWebConfig(logger, web, "The collector's HTTP side");
     if (tokens) logger.info(`Agents must present one of ${tokens.tokens.size} accepted token(s) from ${tokens.from}.`);
     for (const w of warnings) logger.warn(`A secret file is too open: ${w}.`);
   };
@@ -181,9 +213,33 @@ export function collectorSecurityFrom(v: FlagValues, env: NodeJS.ProcessEnv): Wi
     value: {
       grpcTls: grpcTls?.tls,
       tokens: tokens?.tokens,
-      httpTls: httpTls ? { cert: httpTls.tls.cert, key: httpTls.tls.key } : undefined,
-      httpBasicAuth: basic?.users,
+      httpTls: web ? web.security.tls : httpTls ? { cert: httpTls.tls.cert, key: httpTls.tls.key } : undefined,
+      httpBasicAuth: web ? web.security.users : basic?.users,
+      httpHeaders: web?.security.headers,
     },
     announce,
   };
+}
+
+/** Logs what a web configuration file set up, and the warnings that go with it. */
+function announceWebConfig(logger: Logger, web: LoadedWebConfig, what: string): void {
+  logger.info(`${what} uses --${WEB_CONFIG_FLAG} ${web.config.file}: ${web.description}.`);
+  if (web.security.users && !web.security.tls) {
+    logger.warn(`HTTP basic auth runs over plain HTTP: passwords travel in clear. Add tls_server_config (cert_file, key_file) to ${web.config.file}.`);
+  }
+  for (const w of web.warnings) logger.warn(`A secret file is too open: ${w}.`);
+}
+
+/**
+ * The agent's HTTP security from --web.config.file, or undefined without it (plain HTTP).
+ * The file needs --http-listen: without it nothing would serve what it configures.
+ */
+export function agentHttpSecurityFrom(v: FlagValues): WithAnnouncement<HttpSecurity> | undefined {
+  const file = str(v, WEB_CONFIG_FLAG);
+  if (file === undefined) return undefined;
+  if (!given(v, "http-listen")) throw new UsageError(`--${WEB_CONFIG_FLAG} configures --http-listen; give --http-listen HOST:PORT too`);
+  const problems: string[] = [];
+  const web = attempt(problems, () => loadWebConfig(file));
+  if (!web) throw new UsageError(problems.join("\n"));
+  return { value: web.security, announce: (logger) => announceWebConfig(logger, web, "The agent's HTTP side") };
 }

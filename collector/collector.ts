@@ -27,7 +27,8 @@ import { formatSize } from "../common/size.js";
 import type { DurableSink } from "./spool/durable-sink.js";
 import { DEFAULT_SPOOL_AFTER_MS, DEFAULT_SPOOL_MAX_BYTES, SpoolingSink } from "./spool/spooling-sink.js";
 import { WaitForInfluxSink } from "./spool/wait-for-influx-sink.js";
-import type { BasicAuthUsers } from "./auth/basic-auth.js";
+import type { HttpUsers } from "../common/http-auth.js";
+import type { HttpTlsSettings } from "../common/http-security.js";
 import type { ServerTls } from "./auth/server-tls.js";
 import { StreamAuthenticator } from "./auth/stream-auth.js";
 import type { TokenSet } from "./auth/tokens.js";
@@ -87,10 +88,12 @@ export interface CollectorOptions {
   grpcTls?: ServerTls | undefined;
   /** When set, agents must present one of these tokens; others get UNAUTHENTICATED. */
   tokens?: TokenSet | undefined;
-  /** HTTPS for /metrics, /healthz and / instead of HTTP. */
-  httpTls?: { cert: Buffer | string; key: Buffer | string } | undefined;
+  /** HTTPS for /metrics, /healthz and / instead of HTTP (with a client certificate policy from a web configuration file). */
+  httpTls?: HttpTlsSettings | undefined;
   /** When set, /metrics and / need one of these users' credentials; /healthz stays open. */
-  httpBasicAuth?: BasicAuthUsers | undefined;
+  httpBasicAuth?: HttpUsers | undefined;
+  /** Headers added to every HTTP answer. */
+  httpHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 export interface CollectorSpoolOptions {
@@ -339,6 +342,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     logger,
     tls: opts.httpTls,
     basicAuth: opts.httpBasicAuth,
+    headers: opts.httpHeaders,
     authThrottle: opts.httpBasicAuth ? new FailureThrottle() : undefined,
     maxConnections: httpMaxConnections,
     owners: owners.enabled ? owners : undefined,
@@ -364,7 +368,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     grpcListen: opts.grpcListen,
     httpListen: opts.httpListen,
     grpc_security: grpcSecurity + (opts.tokens ? `, ${opts.tokens.size} accepted agent token(s)` : ""),
-    http_security: (opts.httpTls ? "HTTPS" : "HTTP") + (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
+    http_security: (opts.httpTls ? "HTTPS" : "HTTP") +
+      (opts.httpTls?.clientAuth !== undefined && opts.httpTls.clientAuth !== "NoClientCert" ? `, client certificates ${opts.httpTls.clientAuth}` : "") +
+      (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
     grpc_connections: `${grpcConnections} in all, ${grpcPerAddress} per address; a stream must say Hello within ${(opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS) / 1000} s`,
     http_connections: `${httpMaxConnections} in all, ${Math.max(1, Math.floor(httpMaxConnections / 4))} per address`,
   });

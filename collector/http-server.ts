@@ -8,21 +8,24 @@
  * `WWW-Authenticate: Basic` challenge unless the request carries a listed user's
  * credentials; every 401 is counted in trueidle_http_auth_failures_total, and an address
  * with too many failures in a row gets 429 with `Retry-After` without its credentials being
- * checked (auth/failure-throttle.ts). `/healthz` stays open so load balancers and
- * orchestrators can probe without a password; it tells only that the collector is up and
- * how many agents and GPUs it has.
+ * checked (auth/failure-throttle.ts, common/http-auth.ts). `/healthz` stays open so load
+ * balancers and orchestrators can probe without a password; it tells only that the
+ * collector is up and how many agents and GPUs it has. `tls` may ask for client
+ * certificates (common/http-security.ts), and `headers` are added to every answer.
  *
  * Under attack: connections are capped in all and per address (common/connection-guard.ts),
  * a connection must send a whole request head within HEADER_TIMEOUT_MS, and `/metrics` is
  * streamed chunk by chunk with backpressure (metrics-render.ts), at most MAX_SCRAPES at once
  * (MAX_SCRAPES_PER_ADDRESS from one address; 503 with `Retry-After` beyond), each cut off
  * after SCRAPE_DEADLINE_MS. So a fleet of any size costs a chunk or two of memory per
- * scrape, and a scraper that stops reading holds nothing but its slot.
+ * scrape, and a scraper that stops reading holds nothing but its slot. The process and Node.js
+ * metrics (common/process-metrics.ts) are read when a scrape starts and end the exposition.
  */
 import * as http from "node:http";
 import * as https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { ConnectionGuard, type GuardedConnection } from "../common/connection-guard.js";
 import { errorMessage } from "../common/errors.js";
@@ -34,9 +37,11 @@ import { buildFleetJson } from "./fleet-page/fleet-json.js";
 import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
 import { renderMetricsChunks } from "./metrics-render.js";
 import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
+import { processMetrics, type ProcessMetrics } from "../common/process-metrics.js";
 import type { HttpRefusalReason, SelfMetrics } from "./self-metrics.js";
-import { BASIC_AUTH_REALM, type BasicAuthUsers } from "./auth/basic-auth.js";
-import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
+import { admitRequest, type HttpUsers } from "../common/http-auth.js";
+import { clientCertificateProblem, httpsServerOptions, type HttpTlsSettings } from "../common/http-security.js";
+import type { FailureThrottle } from "./auth/failure-throttle.js";
 import type { OwnerLedger } from "./owner-ledger.js";
 
 /** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
@@ -61,16 +66,20 @@ export interface HttpServerDeps {
   fleet: FleetState;
   self: SelfMetrics;
   logger: Logger;
-  /** Serve HTTPS with this certificate and key instead of HTTP. */
-  tls?: { cert: Buffer | string; key: Buffer | string } | undefined;
+  /** Serve HTTPS with this certificate and key (and client certificate policy) instead of HTTP. */
+  tls?: HttpTlsSettings | undefined;
   /** Require these users' credentials on everything but /healthz. */
-  basicAuth?: BasicAuthUsers | undefined;
+  basicAuth?: HttpUsers | undefined;
+  /** Headers added to every answer (a web configuration file's http_server_config.headers). */
+  headers?: Readonly<Record<string, string>> | undefined;
   /** Owners of GPUs, for /metrics and the fleet page; none: no owner series, and no owners on the page. */
   owners?: OwnerLedger | undefined;
   /** Failed logins per address; with `basicAuth` only. */
   authThrottle?: FailureThrottle | undefined;
   /** Connections in all (default DEFAULT_MAX_HTTP_CONNECTIONS); a quarter of it from one address. */
   maxConnections?: number | undefined;
+  /** The process metrics; this process's set (common/process-metrics.ts) by default. */
+  processMetrics?: ProcessMetrics | undefined;
 }
 
 /** The page's own script (by hash: no inline event handlers), styles and nothing else; data reaches it only as JSON. */
@@ -88,8 +97,12 @@ export class CollectorHttpServer {
   private scrapes = 0;
   private readonly scrapesByAddress = new Map<string, number>();
   private readonly refusalLoggedAt = new Map<HttpRefusalReason, number>();
+  private certRefusalLoggedAt = -Infinity;
+
+  private readonly process: ProcessMetrics;
 
   constructor(private readonly deps: HttpServerDeps) {
+    this.process = deps.processMetrics ?? processMetrics();
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
     const options: http.ServerOptions = {
       headersTimeout: HEADER_TIMEOUT_MS,
@@ -99,9 +112,16 @@ export class CollectorHttpServer {
       // Idle keep-alive connections (Prometheus keeps one per target) must not hold stop() up.
       keepAliveTimeout: 65_000,
     };
-    this.server = deps.tls
-      ? https.createServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handler)
+    const tls = deps.tls;
+    this.server = tls
+      ? https.createServer({ ...options, ...httpsServerOptions(tls) }, handler)
       : http.createServer(options, handler);
+    if (tls) {
+      this.server.on("secureConnection", (socket: TLSSocket) => {
+        const problem = clientCertificateProblem(tls, socket);
+        if (problem !== undefined) this.refuseCertificate(socket, problem);
+      });
+    }
     this.server.timeout = SOCKET_IDLE_MS;
     const max = deps.maxConnections ?? DEFAULT_MAX_HTTP_CONNECTIONS;
     this.guard = new ConnectionGuard({
@@ -150,25 +170,23 @@ export class CollectorHttpServer {
     const conn = this.connections.get(req.socket);
     conn?.started();
     const path = requestPath(req);
+    for (const [name, value] of Object.entries(this.deps.headers ?? {})) res.setHeader(name, value);
     if (refuseUnlessGet(req, res)) return;
-    if (this.deps.basicAuth && path !== "/healthz") {
-      const address = req.socket.remoteAddress ?? "unknown";
-      const throttle = this.deps.authThrottle;
-      const waitMs = throttle?.retryAfterMs(address) ?? 0;
-      if (waitMs > 0) {
-        this.refused("auth_throttled", address);
-        res.writeHead(429, { "content-type": "text/plain; charset=utf-8", "retry-after": String(Math.ceil(waitMs / 1000)) });
-        res.end(req.method === "HEAD" ? undefined : "Too many failed logins from this address; try again later.\n");
-        return;
-      }
-      if (this.deps.basicAuth.check(req.headers.authorization) === undefined) {
-        throttle?.failed(address, credentialDigest(req.headers.authorization ?? ""));
-        this.deps.self.httpAuthFailures++;
-        res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
-        res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");
-        return;
-      }
-    }
+    const users = this.deps.basicAuth;
+    if (!users || path === "/healthz") return this.route(req, res, path);
+    // A throttled address and bcrypt checks backed up both count as auth_throttled (429).
+    admitRequest(req, res, users, this.deps.authThrottle, {
+      onFailure: () => void this.deps.self.httpAuthFailures++,
+      onThrottled: (address) => this.refused("auth_throttled", address),
+    }).then((ok) => {
+      if (ok) this.route(req, res, path);
+    }, (err: unknown) => {
+      this.deps.logger.error("The collector failed to check HTTP credentials.", { path, err: errorMessage(err) });
+      sendInternalError(res);
+    });
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse, path: string): void {
     try {
       switch (path) {
         case "/metrics":
@@ -221,7 +239,8 @@ export class CollectorHttpServer {
     const deadline = setTimeout(() => res.destroy(), SCRAPE_DEADLINE_MS);
     deadline.unref();
     try {
-      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self, this.deps.owners)) {
+      const processText = await this.process.render();
+      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self, this.deps.owners, processText)) {
         if (res.destroyed) break;
         if (res.write(chunk)) await nextTurn();
         else await drainedOrClosed(res);
@@ -235,6 +254,16 @@ export class CollectorHttpServer {
       if (n <= 0) this.scrapesByAddress.delete(address);
       else this.scrapesByAddress.set(address, n);
     }
+  }
+
+  /** Closes a TLS connection whose client certificate does not meet the client_auth_type; logged at most once a minute. */
+  private refuseCertificate(socket: TLSSocket, problem: string): void {
+    socket.destroy();
+    const now = Date.now();
+    if (now - this.certRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+    this.certRefusalLoggedAt = now;
+    this.deps.logger.warn(`Closed an HTTPS connection from ${socket.remoteAddress ?? "an unknown address"}: ${problem}. ` +
+      "Such connections are logged at most once a minute.", { address: socket.remoteAddress });
   }
 
   private refused(reason: HttpRefusalReason, address: string | undefined, code?: string): void {

@@ -6,7 +6,7 @@ import { promtool } from "../test/helpers/prometheus.js";
 import { FleetState } from "./fleet-state.js";
 import { renderMetricsText } from "./metrics-render.js";
 import { METRIC_TABLE } from "./metrics-table.js";
-import { escapeHelp, escapeLabelValue, formatValue } from "../common/prom-text.js";
+import { escapeHelp, escapeLabelValue, formatSeconds, formatValue } from "../common/prom-text.js";
 import { SelfMetrics } from "./self-metrics.js";
 import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
 
@@ -47,6 +47,14 @@ describe("prom-text", () => {
 
   it("formats special numbers with Prometheus' spellings", () => {
     expect([Number.NaN, Infinity, -Infinity, 0, 1.5, 1e-7, 1e21].map(formatValue)).toEqual(["NaN", "+Inf", "-Inf", "0", "1.5", "1e-7", "1e+21"]);
+  });
+
+  it("writes seconds to the microsecond in their shortest form, without float residue", () => {
+    expect([0.9521600000000001, 0.1 + 0.2, 3600.0000000000005, 1.2345674, 1.2345676, 2.5e-7, 7e-7, -1e-9, 1714564800.25, 86_400, 1e10 + 0.5].map(formatSeconds))
+      .toEqual(["0.95216", "0.3", "3600", "1.234567", "1.234568", "0", "0.000001", "0", "1714564800.25", "86400", "10000000000.5"]);
+    expect([Number.NaN, Infinity].map(formatSeconds)).toEqual(["NaN", "+Inf"]);
+    // Whatever the magnitude, never more than six decimals (a double's digits run out first past 9e9).
+    for (let x = 0.1, i = 0; i < 28; i++, x = x * 3.7 + 0.1) expect(formatSeconds(x), String(x)).toMatch(/^\d+(\.\d{1,6})?$/);
   });
 });
 
@@ -98,6 +106,25 @@ describe("renderMetrics", () => {
     expect(t4("trueidle_gpu_real_utilization_ratio")).toEqual([
       'trueidle_gpu_real_utilization_ratio{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4",source="media"} 0.73',
     ]);
+  });
+
+  it("writes seconds summed from fractions without float residue", () => {
+    const fleet = new FleetState({ now: () => T0 + 20_000 });
+    const node = { hostname: "n", labels: {}, windowMs: 10_000 };
+    // 0.1 + 0.2 is 0.30000000000000004 in binary floating point.
+    fleet.applyWindow(node, makeWindow({ realBusyS: 0.1, reportedBusyS: 0.7 }));
+    fleet.applyWindow(node, makeWindow({ startMs: BigInt(T0 + 10_000), realBusyS: 0.2, reportedBusyS: 0.1 }));
+    const text = renderMetricsText(fleet, new SelfMetrics());
+    expect(text).toMatch(/^trueidle_gpu_real_busy_seconds_total\{[^}]*\} 0\.3$/m);
+    expect(text).toMatch(/^trueidle_gpu_reported_busy_seconds_total\{[^}]*\} 0\.8$/m);
+    expect(text).not.toMatch(/\d\.\d{7,}/);
+  });
+
+  it("appends the process metrics' text once, after the collector's families", () => {
+    const { fleet, self } = goldenFleet();
+    const tail = "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds 12\n";
+    const text = renderMetricsText(fleet, self, tail);
+    expect(text).toBe(readFileSync(GOLDEN, "utf8") + tail);
   });
 
   it("passes promtool check metrics with hostile label values", async () => {

@@ -7,11 +7,17 @@
  * CHUNK_CHARS, made one at a time as the HTTP server writes them (never one huge string).
  *
  * Missing values (power not reported, ...) omit the series; they are never rendered as 0.
+ * Values of families in seconds are rounded to the microsecond (formatSeconds): counters
+ * summed from fractions of seconds carry no float residue such as 0.9521600000000001.
+ *
+ * The process and Node.js metrics (common/process-metrics.ts, prom-client's collectors) are
+ * rendered by the HTTP server before the scrape starts and appended once, after the
+ * collector's own families.
  */
 import { GPU_STATES, type GpuState } from "../common/types.js";
 import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
 import { METRICS, type MetricDef } from "./metrics-table.js";
-import { escapeLabelValue, familyHeader, formatValue, labelPairs } from "../common/prom-text.js";
+import { escapeLabelValue, familyHeader, formatSeconds, formatValue, labelPairs } from "../common/prom-text.js";
 import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
 import { windowOwnerGroups, type OwnerLedger } from "./owner-ledger.js";
@@ -36,6 +42,10 @@ const HEADERS = new Map<MetricDef, string>(
 );
 function header(m: MetricDef): string {
   return HEADERS.get(m) ?? familyHeader(m.name, m.type, m.help);
+}
+/** How a family's values are written: seconds to the microsecond, the rest as they are. */
+function formatterOf(m: MetricDef): (n: number) => string {
+  return m.unit === "seconds" ? formatSeconds : formatValue;
 }
 
 /** `,state="x"}` suffixes, built once. */
@@ -66,9 +76,9 @@ function groupLabels(g: FleetGroup): string {
  * one chunk per step: the HTTP server writes each before it asks for the next, so memory
  * stays at a chunk or two whatever the fleet holds, and the event loop is free between
  * chunks. GPUs are those known when rendering starts; values are read as their family is
- * rendered.
+ * rendered. `tail` (the process metrics' text) comes last.
  */
-export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger): Generator<string, void, undefined> {
+export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger, tail = ""): Generator<string, void, undefined> {
   const out = new Chunks();
   const now = fleet.now();
   const recs = [...fleet.gpus()];
@@ -79,10 +89,11 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
   function* perGpu(m: MetricDef, value: (r: GpuRecord) => number | undefined): Generator<string, void, undefined> {
     out.buf += header(m);
     const prefix = `${m.name}{`;
+    const format = formatterOf(m);
     for (let i = 0; i < recs.length; i++) {
       const rec = recs[i] as GpuRecord;
       const v = value(rec);
-      if (v !== undefined) out.buf += `${prefix}${gpuLabels(rec)}} ${formatValue(v)}\n`;
+      if (v !== undefined) out.buf += `${prefix}${gpuLabels(rec)}} ${format(v)}\n`;
       if ((chunk = out.take())) yield chunk;
     }
   }
@@ -90,10 +101,11 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
   function* perGpuState(m: MetricDef, value: (r: GpuRecord, s: GpuState, i: number) => number): Generator<string, void, undefined> {
     out.buf += header(m);
     const prefix = `${m.name}{`;
+    const format = formatterOf(m);
     for (let i = 0; i < recs.length; i++) {
       const rec = recs[i] as GpuRecord;
       const head = prefix + gpuLabels(rec);
-      for (const s of GPU_STATES) out.buf += `${head}${STATE_SUFFIX[s]} ${formatValue(value(rec, s, i))}\n`;
+      for (const s of GPU_STATES) out.buf += `${head}${STATE_SUFFIX[s]} ${format(value(rec, s, i))}\n`;
       if ((chunk = out.take())) yield chunk;
     }
   }
@@ -133,7 +145,7 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
   out.buf += header(METRICS.fleetStateSeconds);
   for (const g of counts.keys()) {
     const gl = groupLabels(g);
-    for (const s of GPU_STATES) out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatValue(g.stateS[s])}\n`;
+    for (const s of GPU_STATES) out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
     if ((chunk = out.take())) yield chunk;
   }
 
@@ -155,7 +167,7 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
     out.buf += header(METRICS.ownerStateSeconds);
     for (const g of owners.groups()) {
       g.promLabels ??= ownerPairs(g.values);
-      for (const s of GPU_STATES) out.buf += `${METRICS.ownerStateSeconds.name}{${g.promLabels}${STATE_SUFFIX[s]} ${formatValue(g.stateS[s])}\n`;
+      for (const s of GPU_STATES) out.buf += `${METRICS.ownerStateSeconds.name}{${g.promLabels}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
       if ((chunk = out.take())) yield chunk;
     }
   }
@@ -186,15 +198,16 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
       out.buf += `${METRICS.connectionsRefused.name}{listener="${l}",reason="${reason}"} ${formatValue(self.connections[l].refused[reason])}\n`;
     }
   }
+  out.buf += tail;
   if (out.buf) yield out.buf;
 }
 
 /** Every chunk at once (tests, benchmarks). */
-export function renderMetrics(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger): string[] {
-  return [...renderMetricsChunks(fleet, self, owners)];
+export function renderMetrics(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger, tail?: string): string[] {
+  return [...renderMetricsChunks(fleet, self, owners, tail)];
 }
 
 /** The whole exposition as one string (tests, small fleets). */
-export function renderMetricsText(fleet: FleetState, self: SelfMetrics): string {
-  return renderMetrics(fleet, self).join("");
+export function renderMetricsText(fleet: FleetState, self: SelfMetrics, tail?: string): string {
+  return renderMetrics(fleet, self, undefined, tail).join("");
 }

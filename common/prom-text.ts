@@ -36,6 +36,19 @@ export function formatValue(n: number): string {
   return n > 0 ? "+Inf" : "-Inf";
 }
 
+/** Above this a value in seconds has no digits below a microsecond to round away (its micros exceed 2^53). */
+const MAX_ROUNDED_SECONDS = Number.MAX_SAFE_INTEGER / 1e6;
+
+/**
+ * A value in seconds, rounded to the microsecond and written in its shortest form, so that a
+ * counter summed from fractions reads `0.95216`, not `0.9521600000000001`. Microseconds are
+ * far below what any sample measures; sums compared with InfluxDB's agree to 5e-7 s.
+ */
+export function formatSeconds(n: number): string {
+  if (Number.isInteger(n) || !Number.isFinite(n) || Math.abs(n) >= MAX_ROUNDED_SECONDS) return formatValue(n);
+  return String(Math.round(n * 1e6) / 1e6);
+}
+
 /** `# HELP` and `# TYPE` lines of one family. */
 export function familyHeader(name: string, type: string, help: string): string {
   return `# HELP ${name} ${escapeHelp(help)}\n# TYPE ${name} ${type}\n`;

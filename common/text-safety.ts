@@ -43,5 +43,10 @@ export function unsafeTextProblem(value: string): string | undefined {
  * quoting a refused name can neither break the log line nor reorder it.
  */
 export function quoteText(value: string): string {
-  return `"${value.replace(/["\\]/g, "\\$&").replace(UNSAFE_TEXT_GLOBAL_RE, (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, "0")}`)}"`;
+  return `"${escapeUnsafeText(value.replace(/["\\]/g, "\\$&"))}"`;
+}
+
+/** `value` with every unsafe character written as `\uXXXX`, and nothing else changed. */
+export function escapeUnsafeText(value: string): string {
+  return value.replace(UNSAFE_TEXT_GLOBAL_RE, (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, "0")}`);
 }

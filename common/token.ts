@@ -1,9 +1,9 @@
 /**
  * Agent tokens: what one looks like and how it travels. An agent sends its token as gRPC
  * metadata `authorization: Bearer <token>`; the collector accepts the tokens of its
- * `--tokens-file` (or TRUEIDLE_TOKENS). A token is RFC 6750 `b64token` text (letters,
- * digits, `-._~+/`, trailing `=`), so hex, base64 and base64url all fit and a header
- * never needs escaping; at least 16 characters, so a guessable word is refused early.
+ * `--agent-tokens-file` (or TRUEIDLE_AGENT_TOKENS). A token is RFC 6750 `b64token` text
+ * (letters, digits, `-._~+/`, trailing `=`), so hex, base64 and base64url all fit and a
+ * header never needs escaping; at least 16 characters, so a guessable word is refused early.
  */
 import { TrueidleError } from "./errors.js";
 

@@ -3,12 +3,15 @@
  * installed, an existing server given by `--influx-url`, or none (`--no-influx`, or no
  * influxd installed — then the demo says how to get it and runs without history).
  */
-import * as path from "node:path";
 import { errorMessage, TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { parseInfluxUrl, readInfluxCredentials, describeTarget, type InfluxTarget } from "../collector/influx/target.js";
-import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd, type PrivateInfluxd } from "./private-influxd.js";
+import { findInfluxd, INFLUXD_MISSING_HELP, serveAgainCommand, startPrivateInfluxd, type PrivateInfluxd } from "./private-influxd.js";
 import { ensureHistorySchema } from "./history-sink.js";
+import { iso, type TimeRange } from "../report/time-range.js";
+
+/** How often the private server checks its continuous queries. */
+const CQ_RUN_INTERVAL = "10s";
 
 export interface DemoHistoryOptions {
   /** `--no-influx`: no history at all. */
@@ -23,6 +26,8 @@ export interface DemoHistoryOptions {
   env?: NodeJS.ProcessEnv;
   /** Finds the influxd executable (default: the installed one); injectable for tests. */
   findInfluxd?: () => string | undefined;
+  /** The words that run trueidle from the user's shell (cli/invocation.ts), for printed commands. */
+  trueidle: string;
 }
 
 export interface DemoHistory {
@@ -31,8 +36,11 @@ export interface DemoHistory {
   influxUrl: string;
   /** The private server's temp dir; undefined for an existing server. */
   dir?: string | undefined;
-  /** Stops a private server (its data removed unless kept); safe twice. */
-  close(): Promise<void>;
+  /**
+   * Stops a private server (its data removed unless kept); safe twice. With kept data it
+   * prints how to serve the data again and report on `reportRange` from it.
+   */
+  close(reportRange?: TimeRange): Promise<void>;
 }
 
 /** Why there is no history, for a caller that needs one (`--backfill`). */
@@ -59,7 +67,7 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
   }
   let server: PrivateInfluxd;
   try {
-    server = await startPrivateInfluxd({ keepData: opts.keepData, cqRunInterval: "10s" });
+    server = await startPrivateInfluxd({ keepData: opts.keepData, cqRunInterval: CQ_RUN_INTERVAL, ownProcessGroup: true });
   } catch (err) {
     throw new TrueidleError("unavailable", `the demo's private InfluxDB did not start: ${errorMessage(err)}`, { cause: err });
   }
@@ -77,12 +85,17 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
     target,
     influxUrl: `${server.url}/trueidle`,
     dir: server.dir,
-    close: async () => {
+    close: async (reportRange) => {
       if (closed) return;
       closed = true;
       await server.stop();
-      if (opts.keepData) {
-        opts.out(`InfluxDB data kept in ${server.dir}; serve it again with: influxd -config ${path.join(server.dir, "influxdb.conf")}`);
+      if (!opts.keepData) return;
+      const again = await serveAgainCommand(server.dir, CQ_RUN_INTERVAL);
+      opts.out(`InfluxDB data kept in ${server.dir}. Serve it again (on ${again.url}) with:`);
+      opts.out(`  ${again.command}`);
+      if (reportRange) {
+        opts.out("and, while it runs, report on it with:");
+        opts.out(`  ${reportCommand(opts.trueidle, `${again.url}/trueidle`, reportRange)}`);
       }
     },
   };
@@ -92,11 +105,21 @@ export function isHistory(h: DemoHistory | NoHistory): h is DemoHistory {
   return "target" in h;
 }
 
-/** How to look at the history: a raw query and the report, for a range such as "1h" or "30d". */
-export function historyHowTo(h: DemoHistory, since: string): string[] {
-  const q = `SELECT sum(observed_s) AS observed_s, sum(busy_phantom_s) AS busy_phantom_s FROM gpu_hour.gpu_hour WHERE time > now() - ${since} GROUP BY site`;
+/**
+ * How to look at the history over `range` (whole UTC hours; its end may lie ahead, for a
+ * demo still writing): a raw query of `measurement` and the report.
+ */
+export function historyHowTo(h: Pick<DemoHistory, "target" | "influxUrl">, trueidle: string, range: TimeRange, measurement: "gpu_window" | "gpu_hour"): string[] {
+  const from = measurement === "gpu_hour" ? "gpu_hour.gpu_hour" : "gpu_window";
+  const q = `SELECT sum(observed_s) AS observed_s, sum(busy_phantom_s) AS busy_phantom_s FROM ${from} ` +
+    `WHERE time >= '${iso(range.startMs)}' AND time < '${iso(range.endMs)}' GROUP BY site`;
   return [
-    `  Query it:  curl -sG ${h.target.baseUrl}/query --data-urlencode db=${h.target.database} --data-urlencode 'q=${q}'`,
-    `  Report:    trueidle report --influx-url ${h.influxUrl} --since ${since} --by site,model`,
+    `  Query it:  curl -sG ${h.target.baseUrl}/query --data-urlencode db=${h.target.database} --data-urlencode "q=${q}"`,
+    `  Report:    ${reportCommand(trueidle, h.influxUrl, range)}`,
   ];
+}
+
+/** The report over `range` (the report covers whole UTC hours [since, until)). */
+export function reportCommand(trueidle: string, influxUrl: string, range: TimeRange): string {
+  return `${trueidle} report --influx-url ${influxUrl} --since ${iso(range.startMs)} --until ${iso(range.endMs)} --by site,model`;
 }

@@ -71,6 +71,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     thresholds: opts.thresholds,
     logger: opts.logger.child({ component: "collector" }),
     influx: opts.influx,
+    // A few hosts, and room for agents a user points at the demo: within any host's file
+    // descriptor limit, where the production defaults (20,000 agents) would warn.
+    maxAgents: 100,
+    maxConnections: 200,
   });
   const grpcTarget = `127.0.0.1:${collector.grpcPort}`;
   const hosts = liveHosts(opts.historyFleet);

@@ -1,6 +1,10 @@
 /**
  * A private InfluxDB 1.x server for the demo and the tests: Debian's `influxd` started on
  * loopback, on free ports, with its data in a temp dir that is removed on stop.
+ *
+ * The demo starts it in a process group of its own: Ctrl-C in a terminal signals the whole
+ * foreground group, and influxd must outlive the collector that writes to it, so the demo
+ * stops it itself, last.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -42,6 +46,62 @@ export interface StartInfluxdOptions {
   /** How often continuous queries are checked; default 1s so tests see roll-ups quickly. */
   cqRunInterval?: string;
   startTimeoutMs?: number;
+  /**
+   * Start influxd in a process group of its own, so that signals for the terminal's
+   * foreground group (Ctrl-C, a closed terminal) reach only this process, which then stops
+   * influxd when it is done with it. Default: the caller's group.
+   */
+  ownProcessGroup?: boolean;
+}
+
+export interface InfluxdConfig {
+  dir: string;
+  httpPort: number;
+  rpcPort: number;
+  cqRunInterval: string;
+}
+
+/** Writes `DIR/influxdb.conf` for data in DIR, served on loopback; returns its path. */
+export function writeInfluxdConfig(c: InfluxdConfig): string {
+  const conf = path.join(c.dir, "influxdb.conf");
+  writeFileSync(conf, [
+    "reporting-disabled = true",
+    `bind-address = "127.0.0.1:${c.rpcPort}"`,
+    "[meta]",
+    `  dir = "${path.join(c.dir, "meta")}"`,
+    "[data]",
+    `  dir = "${path.join(c.dir, "data")}"`,
+    `  wal-dir = "${path.join(c.dir, "wal")}"`,
+    "  query-log-enabled = false",
+    "[http]",
+    `  bind-address = "127.0.0.1:${c.httpPort}"`,
+    "  log-enabled = false",
+    "  max-body-size = 0",
+    "[continuous_queries]",
+    "  enabled = true",
+    "  log-enabled = false",
+    `  run-interval = "${c.cqRunInterval}"`,
+    "[monitor]",
+    "  store-enabled = false",
+    "[subscriber]",
+    "  enabled = false",
+    "",
+  ].join("\n"));
+  return conf;
+}
+
+/**
+ * For data kept after its server stopped: a config on loopback ports free now, and the
+ * command that serves the data with it. The ports the data was served on before were
+ * chosen for that run and may be taken since.
+ */
+export async function serveAgainCommand(dir: string, cqRunInterval = "10s"): Promise<{ command: string; url: string }> {
+  const bin = findInfluxd() ?? "influxd";
+  const httpPort = await freeLoopbackPort();
+  let rpcPort = await freeLoopbackPort();
+  while (rpcPort === httpPort) rpcPort = await freeLoopbackPort();
+  const conf = writeInfluxdConfig({ dir, httpPort, rpcPort, cqRunInterval });
+  return { command: `${bin} -config ${conf}`, url: `http://127.0.0.1:${httpPort}` };
 }
 
 export async function startPrivateInfluxd(opts: StartInfluxdOptions = {}): Promise<PrivateInfluxd> {
@@ -66,31 +126,12 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
   const keepData = opts.keepData === true || opts.dir !== undefined;
   const httpPort = await freeLoopbackPort();
   const rpcPort = await freeLoopbackPort();
-  const conf = path.join(dir, "influxdb.conf");
-  writeFileSync(conf, [
-    "reporting-disabled = true",
-    `bind-address = "127.0.0.1:${rpcPort}"`,
-    "[meta]",
-    `  dir = "${path.join(dir, "meta")}"`,
-    "[data]",
-    `  dir = "${path.join(dir, "data")}"`,
-    `  wal-dir = "${path.join(dir, "wal")}"`,
-    "  query-log-enabled = false",
-    "[http]",
-    `  bind-address = "127.0.0.1:${httpPort}"`,
-    "  log-enabled = false",
-    "  max-body-size = 0",
-    "[continuous_queries]",
-    "  enabled = true",
-    "  log-enabled = false",
-    `  run-interval = "${opts.cqRunInterval ?? "1s"}"`,
-    "[monitor]",
-    "  store-enabled = false",
-    "[subscriber]",
-    "  enabled = false",
-    "",
-  ].join("\n"));
-  const child: ChildProcess = spawn(bin, ["-config", conf], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, INFLUXDB_REPORTING_DISABLED: "true" } });
+  const conf = writeInfluxdConfig({ dir, httpPort, rpcPort, cqRunInterval: opts.cqRunInterval ?? "1s" });
+  const child: ChildProcess = spawn(bin, ["-config", conf], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, INFLUXDB_REPORTING_DISABLED: "true" },
+    detached: opts.ownProcessGroup === true,
+  });
   let out = "";
   const keep = (b: Buffer): void => {
     out += b.toString("utf8");
@@ -100,6 +141,7 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
   child.stderr!.on("data", keep);
   const url = `http://127.0.0.1:${httpPort}`;
   let stopped = false;
+  let removed = keepData;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const stop = async (): Promise<void> => {
     if (stopped) return;
@@ -110,22 +152,27 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
       await exited;
       clearTimeout(t);
     }
-    if (!keepData) rmSync(dir, { recursive: true, force: true });
+    if (!removed) {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+      removed = true;
+      process.removeListener("exit", onExit);
+    }
   };
-  // The process exiting without stop() (a second Ctrl-C, process.exit): kill influxd and,
-  // best effort, remove its data (influxd may still be closing files as it dies).
+  // The process exiting before stop() is done (a second Ctrl-C, process.exit, an uncaught
+  // error): kill influxd and remove its data; influxd may still be closing files as it
+  // dies, hence the retries.
   const onExit = (): void => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-    if (!stopped && !keepData) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    if (!removed) {
       try {
-        rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+        rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
       } catch {
         // Left in the temp dir.
       }
     }
   };
-  process.once("exit", onExit);
-  child.once("exit", () => process.removeListener("exit", onExit));
+  process.on("exit", onExit);
+  if (removed) child.once("exit", () => process.removeListener("exit", onExit));
 
   const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
   for (;;) {

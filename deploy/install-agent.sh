@@ -1,42 +1,58 @@
 #!/usr/bin/env bash
-# Installs the trueidle agent on a bare-metal GPU node: checks the node (root, Node.js 20 or
-# later, the NVIDIA driver: a working nvidia-smi, or its NVML library), installs the npm
-# package, creates the trueidle user and /etc/trueidle, installs the systemd unit and the env
-# file (an existing env file is kept), and enables and starts the service when systemd runs.
+# Installs the trueidle agent on a bare-metal GPU node from a release (`npm run release`:
+# trueidle-VERSION-linux-x64.tar.xz, which carries its own Node.js, so the node needs none):
+# checks the node (root, x86-64 with a glibc the release loads on, the NVIDIA driver: a
+# working nvidia-smi, or its NVML library), checks the release (its SHA-256 where one is
+# given or beside it), unpacks it as /opt/trueidle-VERSION and points the link /opt/trueidle at
+# it, creates the trueidle user and /etc/trueidle, installs the systemd unit and the env file
+# (an existing env file is kept), and enables and (re)starts the service when systemd runs.
 # `--help` for the options.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-unit_src="$here/systemd/trueidle-agent.service"
-env_src="$here/agent.env.example"
 # The directories systemd searches for commands in a unit (its default PATH).
 systemd_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Releases live in $opt_dir/trueidle-VERSION; $opt_dir/trueidle links to the one in use.
+opt_dir=/opt
+bin=$opt_dir/trueidle/bin/trueidle
 
 usage() {
-  cat <<'EOF'
-Usage: install-agent.sh [--tarball FILE | --version VERSION] [--env-file FILE] [--nvml-lib FILE]
+  cat <<'USAGE'
+Usage: install-agent.sh [--tarball FILE|URL [--sha256 HEX|FILE|URL]] [--env-file FILE] [--nvml-lib FILE]
                         [--job-mapping-dir DIR [--create-job-mapping-dir]] [--root DIR] [--dry-run]
 
-Installs the trueidle agent as the systemd service trueidle-agent on this GPU node:
-  1. checks: root, Node.js >= 20 and npm, the NVIDIA driver (nvidia-smi on PATH and working,
-     or, with no nvidia-smi, its NVML library libnvidia-ml.so.1, which the agent reads GPUs
-     through), /dev/nvidiactl; every problem is listed with how to fix it, and nothing is
+Installs the trueidle agent as the systemd service trueidle-agent on this GPU node, from a
+trueidle release: trueidle-VERSION-linux-x64.tar.xz (from `npm run release`), which holds
+its own Node.js, so nothing else needs installing. Without --tarball it installs the
+release this script is part of (run from an unpacked release's deploy/ folder).
+  1. checks: root, an x86-64 node with glibc as recent as the release needs, the NVIDIA
+     driver (nvidia-smi on PATH and working, or, with no nvidia-smi, its NVML library
+     libnvidia-ml.so.1, which the agent reads GPUs through), /dev/nvidiactl, and the release:
+     downloaded when a URL, its SHA-256 against --sha256 or the .sha256 file beside it
+     (FILE.sha256, URL.sha256); every problem is listed with how to fix it, and nothing is
      installed while one remains;
-  2. npm install -g the package (from --tarball, else trueidle@VERSION from the registry);
+  2. unpacks it as /opt/trueidle-VERSION (a reinstall of a version replaces it) and checks
+     that its bin/trueidle runs here;
   3. creates the system user trueidle (group trueidle, also in group video) and
      /etc/trueidle (root:trueidle, 0750);
-  4. installs /etc/systemd/system/trueidle-agent.service, with ExecStart pointing where npm
-     put the binary;
+  4. installs /etc/systemd/system/trueidle-agent.service with
+     ExecStart=/opt/trueidle/bin/trueidle agent ...;
   5. installs /etc/trueidle/agent.env (0600, read by systemd) from --env-file or
      agent.env.example; an existing one is kept as it is; with --create-job-mapping-dir,
      creates the job mapping directory now and, through /etc/tmpfiles.d, at every boot;
-  6. when systemd runs: daemon-reload, enable, and (re)start unless the env file is a fresh
+  6. points /opt/trueidle at /opt/trueidle-VERSION in one rename (the previous version is
+     kept for a rollback, older ones are removed) and links /usr/local/bin/trueidle to
+     /opt/trueidle/bin/trueidle;
+  7. when systemd runs: daemon-reload, enable, and (re)start unless the env file is a fresh
      copy of the example, which needs the collector's address first. Otherwise it prints
      the commands left to run.
 
 Options:
-  --tarball FILE     install this package tarball (from `npm pack`)
-  --version VERSION  install trueidle@VERSION from the npm registry [default: latest]
+  --tarball FILE|URL a release tarball, trueidle-VERSION-linux-x64.tar.xz, or its http(s)
+                     URL (downloaded with curl or wget into a temp folder)
+  --sha256 HEX|FILE|URL
+                     the tarball's SHA-256: the digest, or a file (or URL) in sha256sum's
+                     format [default: FILE.sha256 or URL.sha256 where there is one]
   --env-file FILE    settings to install as /etc/trueidle/agent.env when there is none
   --nvml-lib FILE    the driver's libnvidia-ml.so.1 where the dynamic loader does not find it;
                      written into a new env file as TRUEIDLE_NVML_LIB
@@ -52,12 +68,16 @@ Options:
                      at every boot (/run is emptied on reboot)
   --root DIR         install into DIR as if it were / (images, tests): no user is created
                      and systemctl is not run; the commands for them are printed instead
-  --dry-run          check and print every step without changing anything
+  --dry-run          check and print every step without changing anything (a URL is
+                     still downloaded, into a temp folder, to be checked)
   --help             show this help
+
+Roll back to the previous version: ln -sfn trueidle-OLD /opt/trueidle, then
+systemctl restart trueidle-agent.
 
 Exit status: 0 installed (or would be, with --dry-run); 1 a check failed or a step failed;
 2 bad usage.
-EOF
+USAGE
 }
 
 die_usage() {
@@ -66,7 +86,7 @@ die_usage() {
 }
 
 tarball=""
-version=""
+sha_arg=""
 env_file=""
 nvml_lib=""
 job_dir=""
@@ -75,10 +95,10 @@ root=""
 dry_run=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
-    --tarball) [ "$#" -ge 2 ] || die_usage "--tarball needs a FILE"; tarball=$2; shift 2 ;;
+    --tarball) [ "$#" -ge 2 ] || die_usage "--tarball needs a FILE or URL"; tarball=$2; shift 2 ;;
     --tarball=*) tarball=${1#*=}; shift ;;
-    --version) [ "$#" -ge 2 ] || die_usage "--version needs a VERSION"; version=$2; shift 2 ;;
-    --version=*) version=${1#*=}; shift ;;
+    --sha256) [ "$#" -ge 2 ] || die_usage "--sha256 needs a HEX digest, FILE or URL"; sha_arg=$2; shift 2 ;;
+    --sha256=*) sha_arg=${1#*=}; shift ;;
     --env-file) [ "$#" -ge 2 ] || die_usage "--env-file needs a FILE"; env_file=$2; shift 2 ;;
     --env-file=*) env_file=${1#*=}; shift ;;
     --nvml-lib) [ "$#" -ge 2 ] || die_usage "--nvml-lib needs a FILE"; nvml_lib=$2; shift 2 ;;
@@ -93,7 +113,6 @@ while [ "$#" -gt 0 ]; do
     *) die_usage "unknown argument: $1" ;;
   esac
 done
-[ -z "$tarball" ] || [ -z "$version" ] || die_usage "give --tarball or --version, not both"
 if [ -n "$root" ]; then
   [ -d "$root" ] || die_usage "--root $root is not a directory"
   root=$(cd "$root" && pwd)
@@ -110,17 +129,37 @@ if [ -n "$job_dir" ]; then
 elif [ "$create_job_dir" -eq 1 ]; then
   die_usage "--create-job-mapping-dir needs --job-mapping-dir DIR"
 fi
+is_url() {
+  case "$1" in http://* | https://*) return 0 ;; *) return 1 ;; esac
+}
+# The release: a tarball (a file or a URL), else the unpacked release this script is in.
+release_dir=""
 if [ -n "$tarball" ]; then
-  case "$tarball" in /*) ;; *) tarball="$PWD/$tarball" ;; esac
-  package=$tarball
+  is_url "$tarball" || case "$tarball" in /*) ;; *) tarball="$PWD/$tarball" ;; esac
+elif [ -f "$here/../RELEASE" ]; then
+  release_dir=$(cd "$here/.." && pwd)
+  [ -z "$sha_arg" ] || die_usage "--sha256 checks a --tarball; this installs the unpacked release $release_dir"
 else
-  package="trueidle@${version:-latest}"
+  die_usage "give --tarball FILE|URL: a release, trueidle-VERSION-linux-x64.tar.xz from \`npm run release\` (or run the install-agent.sh in an unpacked release's deploy/ folder)"
 fi
+if [ -n "$sha_arg" ] && ! [[ "$sha_arg" =~ ^[0-9a-fA-F]{64}$ ]] && ! is_url "$sha_arg"; then
+  case "$sha_arg" in /*) ;; *) sha_arg="$PWD/$sha_arg" ;; esac
+fi
+
+# Downloads, the temp folder and a half-unpacked release go on every exit.
+work=$(mktemp -d "${TMPDIR:-/tmp}/trueidle-install.XXXXXX")
+staging=""
+cleanup() {
+  rm -rf "$work"
+  [ -z "$staging" ] || rm -rf "$staging"
+}
+trap cleanup EXIT
 
 # ---- checks --------------------------------------------------------------------------
 
 problems=0
 ok() { printf '  ok       %s\n' "$1"; }
+note() { printf '  note     %s\n' "$1"; }
 missing() {
   problems=$((problems + 1))
   printf '  MISSING  %s\n' "$1"
@@ -130,6 +169,22 @@ missing() {
 }
 in_systemd_path() {
   case ":$systemd_path:" in *":$(dirname "$1"):"*) return 0 ;; *) return 1 ;; esac
+}
+# fetch URL FILE: curl, else wget.
+fetch() {
+  if command -v curl >/dev/null; then
+    curl -fsSL --retry 2 -o "$2" "$1"
+  else
+    wget -q -O "$2" "$1"
+  fi
+}
+# The value of KEY in a RELEASE file given on stdin.
+release_value() {
+  sed -n "s/^$1=//p" | head -n 1
+}
+# The first version is at least the second (dotted numbers).
+version_ge() {
+  [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$2" ]
 }
 
 if [ "$dry_run" -eq 1 ]; then
@@ -148,28 +203,140 @@ else
   missing "root: this installs a system service." "Run it with sudo."
 fi
 
-if ! node=$(command -v node); then
-  missing "Node.js: node is not on PATH." \
-    "Install Node.js 20 or later system-wide (your distribution's nodejs package, or NodeSource's)."
-else
-  node_version=$(node -e 'process.stdout.write(process.versions.node)' 2>/dev/null || echo "?")
-  if [ "${node_version%%.*}" -ge 20 ] 2>/dev/null; then
-    if in_systemd_path "$node"; then
-      ok "Node.js $node_version ($node)"
-    else
-      missing "Node.js: $node is not in systemd's PATH ($systemd_path)." \
-        "The service cannot start it there (and ProtectHome= hides home folders): install Node.js 20 or" \
-        "later system-wide (your distribution's nodejs package, or NodeSource's)."
+# The release: where it comes from, that it is whole, what it holds.
+release_text=""
+url=""
+if [ -n "$tarball" ]; then
+  tools_ok=1
+  for tool in tar xz sha256sum; do
+    if ! command -v "$tool" >/dev/null; then
+      tools_ok=0
+      missing "$tool: not on PATH; it unpacks (or checks) the release." \
+        "Install it: Debian and Ubuntu: apt install tar xz-utils coreutils; RHEL: dnf install tar xz coreutils."
     fi
+  done
+  source_ok=1
+  if is_url "$tarball"; then
+    if ! command -v curl >/dev/null && ! command -v wget >/dev/null; then
+      source_ok=0
+      missing "curl or wget: neither is on PATH, and --tarball is a URL." \
+        "Install one (apt install curl; dnf install curl), or download the release elsewhere and give --tarball its path."
+    else
+      url=$tarball
+      tarball="$work/$(basename "${url%%[?#]*}")"
+      if fetch "$url" "$tarball"; then
+        ok "downloaded $url"
+      else
+        source_ok=0
+        missing "release $url: the download failed (above)." "Check the URL and this node's access to it."
+      fi
+    fi
+  elif [ ! -f "$tarball" ]; then
+    source_ok=0
+    missing "release $tarball: no such file." "Build one with \`npm run release\` (release/trueidle-VERSION-linux-x64.tar.xz)."
+  fi
+  if [ "$source_ok" -eq 1 ] && [ "$tools_ok" -eq 1 ]; then
+    # The expected digest: --sha256 (a digest, a file or a URL), else FILE.sha256 / URL.sha256.
+    expected=""
+    sha_from=""
+    sha_file=""
+    if [[ "$sha_arg" =~ ^[0-9a-fA-F]{64}$ ]]; then
+      expected=$sha_arg
+      sha_from="--sha256"
+    elif [ -n "$sha_arg" ] && is_url "$sha_arg"; then
+      sha_from=$sha_arg
+      sha_file="$work/sha256"
+      fetch "$sha_arg" "$sha_file" || missing "--sha256 $sha_arg: the download failed." "Check the URL, or give the digest itself."
+    elif [ -n "$sha_arg" ]; then
+      sha_from=$sha_arg
+      sha_file=$sha_arg
+      [ -f "$sha_file" ] || missing "--sha256 $sha_arg: no such file." "Give the .sha256 file, its URL, or the digest itself."
+    elif [ -n "$url" ]; then
+      if fetch "$url.sha256" "$work/sha256" 2>/dev/null; then
+        sha_from="$url.sha256"
+        sha_file="$work/sha256"
+      fi
+    elif [ -f "$tarball.sha256" ]; then
+      sha_from="$tarball.sha256"
+      sha_file="$tarball.sha256"
+    fi
+    if [ -n "$sha_file" ] && [ -f "$sha_file" ]; then
+      # sha256sum's format: the line naming the tarball, else the first line.
+      expected=$(awk -v n="$(basename "$tarball")" '$2 == n || $2 == "*" n { print $1; found = 1; exit }
+        NR == 1 { first = $1 } END { if (!found) print first }' "$sha_file")
+      [[ "$expected" =~ ^[0-9a-fA-F]{64}$ ]] ||
+        missing "$sha_from holds no SHA-256 digest." "It should read as \`sha256sum\` writes it: the digest, two spaces, the file name."
+    fi
+    actual=$(sha256sum "$tarball" | awk '{ print $1 }')
+    if [[ "$expected" =~ ^[0-9a-fA-F]{64}$ ]]; then
+      if [ "$actual" = "$(printf '%s' "$expected" | tr 'A-F' 'a-f')" ]; then
+        ok "SHA-256 $actual matches $sha_from"
+      else
+        missing "SHA-256 of $(basename "$tarball") is $actual; $sha_from says $expected." \
+          "The tarball is damaged or not the one the digest is for: fetch both again."
+      fi
+    elif [ -z "$sha_from" ]; then
+      note "SHA-256 $actual not checked: no $(basename "$tarball").sha256 beside it (--sha256 checks it)"
+    fi
+    # One folder, trueidle-VERSION-PLATFORM/, with the RELEASE file and what this installs.
+    if ! tar -tf "$tarball" >"$work/list" 2>"$work/tar.err"; then
+      missing "release $tarball: tar cannot list it: $(head -n 1 "$work/tar.err")" "Download it again, or build it again with \`npm run release\`."
+    else
+      top=$(sed -n '1{s#/.*##;p}' "$work/list")
+      contents_ok=0
+      if [[ "$top" =~ ^trueidle-[A-Za-z0-9._+-]+$ ]] && ! grep -qv "^$top\(/\|$\)" "$work/list"; then
+        contents_ok=1
+        for f in RELEASE bin/trueidle node/bin/node deploy/systemd/trueidle-agent.service deploy/agent.env.example; do
+          grep -qxF "$top/$f" "$work/list" || contents_ok=0
+        done
+      fi
+      if [ "$contents_ok" -eq 1 ]; then
+        release_text=$(tar -xOf "$tarball" "$top/RELEASE")
+      else
+        missing "release $tarball: not a trueidle release (one folder trueidle-VERSION-linux-x64/ with RELEASE, bin/trueidle, node/ and deploy/)." \
+          "Give the .tar.xz that \`npm run release\` builds (not the npm package from \`npm pack\`)."
+      fi
+    fi
+  fi
+  release_from=$tarball
+else
+  release_text=$(cat "$release_dir/RELEASE")
+  release_from=$release_dir
+fi
+
+version=""
+if [ -n "$release_text" ]; then
+  version=$(release_value TRUEIDLE_VERSION <<<"$release_text")
+  platform=$(release_value TRUEIDLE_PLATFORM <<<"$release_text")
+  node_version=$(release_value NODE_VERSION <<<"$release_text")
+  glibc_min=$(release_value GLIBC_MINIMUM <<<"$release_text")
+  if ! [[ "$version" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]]; then
+    missing "release $release_from: its RELEASE file names no usable TRUEIDLE_VERSION ('$version')." "Build it again with \`npm run release\`."
+    version=""
   else
-    missing "Node.js 20 or later: $node is version $node_version." \
-      "Install Node.js 20 or later system-wide (your distribution's nodejs package, or NodeSource's)."
+    ok "release trueidle $version ($platform, Node.js $node_version) from $release_from"
+  fi
+  machine=$(uname -m)
+  if [ "$platform" != linux-x64 ] || [ "$machine" != x86_64 ]; then
+    missing "a release for this node: it is $platform, this node is $(uname -s) $machine." "Build the release on a machine like this node (npm run release bundles the Node.js that runs it)."
+  fi
+  libc=$(getconf GNU_LIBC_VERSION 2>/dev/null || true)
+  if [ -z "$glibc_min" ]; then
+    :
+  elif [ -z "$libc" ]; then
+    missing "glibc $glibc_min or later: this node's C library is not glibc (getconf GNU_LIBC_VERSION answers nothing)." \
+      "The release's Node.js is built for glibc: use the container image on this node instead."
+  elif version_ge "${libc#glibc }" "$glibc_min"; then
+    ok "$libc (the release needs $glibc_min or later)"
+  else
+    missing "glibc $glibc_min or later: this node has $libc, too old for the release's Node.js $node_version." \
+      "Upgrade the distribution (Debian 10, Ubuntu 20.04 and RHEL 8 have glibc 2.28), or use the container image."
   fi
 fi
-if command -v npm >/dev/null; then
-  ok "npm $(npm --version 2>/dev/null || echo "?")"
-else
-  missing "npm: not on PATH." "Install npm (it comes with Node.js; on Debian and Ubuntu it is the npm package)."
+link="$root$opt_dir/trueidle"
+if [ -e "$link" ] && [ ! -L "$link" ]; then
+  missing "$link exists and is not a link; this install makes it a link to $opt_dir/trueidle-VERSION." \
+    "Move it away (mv $link $link.old), then run this again."
 fi
 
 # The agent reads GPUs through NVML where libnvidia-ml.so.1 loads, else with nvidia-smi:
@@ -251,12 +418,6 @@ if [ -n "$job_dir" ]; then
   esac
 fi
 
-if [ -n "$tarball" ]; then
-  if [ -f "$tarball" ]; then ok "package $tarball"; else missing "package $tarball: no such file." "Make it with \`npm pack\`."; fi
-fi
-if [ ! -f "$unit_src" ] || [ ! -f "$env_src" ]; then
-  missing "$unit_src and $env_src: run this script from the deploy/ folder of the trueidle package or repository."
-fi
 
 if [ "$problems" -gt 0 ]; then
   echo "$problems problem(s) above; nothing was installed."
@@ -276,16 +437,47 @@ run() {
 }
 
 echo "Steps:"
-global_prefix=$(npm prefix -g)
-bin="$global_prefix/bin/trueidle"
-if [ -n "$root" ]; then
-  run npm install -g --prefix "$root$global_prefix" --no-audit --no-fund "$package"
-else
-  run npm install -g --no-audit --no-fund "$package"
+umask 022
+dest="$opt_dir/trueidle-$version"
+previous=""
+if [ -L "$link" ]; then
+  previous=$(readlink "$link")
+  previous=${previous%/}
+  previous=${previous##*/}
 fi
-if [ "$dry_run" -eq 0 ] && [ ! -x "$root$bin" ]; then
-  echo "npm installed the package, but $root$bin is not there; is npm's global prefix ($global_prefix) the one the service will use?" >&2
-  exit 1
+if [ -n "$release_dir" ] && [ "$release_dir" -ef "$root$dest" ]; then
+  echo "  $release_dir is the installed $dest: nothing to unpack"
+else
+  # Unpacked beside its place, checked, then renamed into it: a release that does not run
+  # here (or a failed unpack) leaves the installed ones as they were.
+  unpacked="$root$opt_dir/.trueidle-$version.partial"
+  # Removed on exit unless renamed into place.
+  [ "$dry_run" -eq 1 ] || staging=$unpacked
+  run install -d -m 0755 "$root$opt_dir"
+  run rm -rf "$unpacked"
+  run install -d -m 0755 "$unpacked"
+  if [ -n "$tarball" ]; then
+    run tar -xf "$tarball" -C "$unpacked" --strip-components=1 --no-same-owner
+  else
+    run cp -R "$release_dir/." "$unpacked/"
+  fi
+  printf '  + %s --version\n' "$unpacked/bin/trueidle"
+  if [ "$dry_run" -eq 0 ]; then
+    if ! runs=$("$unpacked/bin/trueidle" --version 2>&1); then
+      printf '%s\n' "$runs" | sed 's/^/    /' >&2
+      echo "The release's bin/trueidle does not run on this node (above); nothing was switched: $link is as it was." >&2
+      exit 1
+    fi
+    printf '    %s\n' "$runs"
+  fi
+  if [ -e "$root$dest" ]; then
+    run mv -T "$root$dest" "$root$opt_dir/.trueidle-$version.replaced"
+    run mv -T "$unpacked" "$root$dest"
+    run rm -rf "$root$opt_dir/.trueidle-$version.replaced"
+  else
+    run mv -T "$unpacked" "$root$dest"
+  fi
+  staging=""
 fi
 
 if [ -n "$root" ]; then
@@ -306,6 +498,8 @@ else
 fi
 # /var/lib/trueidle is the unit's StateDirectory=: systemd creates it owned by trueidle.
 
+unit_src="$root$dest/deploy/systemd/trueidle-agent.service"
+env_src="$root$dest/deploy/agent.env.example"
 unit_dst="$root/etc/systemd/system/trueidle-agent.service"
 printf '  + install %s as %s with ExecStart=%s agent ...\n' "$unit_src" "$unit_dst" "$bin"
 if [ "$dry_run" -eq 0 ]; then
@@ -363,6 +557,31 @@ if [ "$create_job_dir" -eq 1 ]; then
 fi
 if [ -n "$job_dir" ] && [ "$job_dir" != /run/trueidle-jobs ]; then
   next_steps+=("Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=$job_dir (deploy/slurm/*.sh write /run/trueidle-jobs otherwise)")
+fi
+
+# The switch: a new link renamed over the old one, so /opt/trueidle always names a release.
+run ln -sfn "trueidle-$version" "$root$opt_dir/.trueidle.link"
+run mv -T "$root$opt_dir/.trueidle.link" "$link"
+# Relative, so that it holds inside --root too.
+bin_link="$root/usr/local/bin/trueidle"
+if [ -e "$bin_link" ] && [ ! -L "$bin_link" ]; then
+  echo "  $bin_link is a file, not a link: kept as it is (the service runs $bin)"
+else
+  [ ! -L "$bin_link" ] || [ "$(readlink "$bin_link")" = ../../../opt/trueidle/bin/trueidle ] ||
+    echo "  $bin_link links to $(readlink "$bin_link"): replaced"
+  run install -d -m 0755 "$root/usr/local/bin"
+  run ln -sfn ../../../opt/trueidle/bin/trueidle "$bin_link"
+fi
+# On a switch to another version the previous one stays for a rollback, and older ones that
+# this script installed go; a reinstall of the same version removes none.
+[ "$previous" != "trueidle-$version" ] || previous=""
+if [ -n "$previous" ]; then
+  for old in "$root$opt_dir"/trueidle-*; do
+    if [ -d "$old" ] && [ ! -L "$old" ] && [ -f "$old/RELEASE" ]; then
+      case "${old##*/}" in "trueidle-$version" | "$previous") ;; *) run rm -rf "$old" ;; esac
+    fi
+  done
+  echo "  $opt_dir/$previous is kept: roll back with ln -sfn $previous $opt_dir/trueidle && systemctl restart trueidle-agent"
 fi
 
 if [ "$env_fresh" -eq 1 ]; then

@@ -1,7 +1,9 @@
 /**
  * The report's columns in one table, so the terminal table, CSV, JSON and HTML agree on
  * names, order and meaning. `id` is the CSV header and JSON key (stable: programs read it);
- * `header` is for people; `inTable` keeps the terminal table narrow enough to read.
+ * `header` is for people (the terminal table writes a two-word header on two lines);
+ * `inTable` keeps the terminal table within 120 columns (render-text.ts, TABLE_WIDTH): the
+ * idle figures, coverage, reclaimable GPUs and cost; CSV, JSON and HTML have every column.
  */
 import type { Figures, Holder } from "./capacity.js";
 
@@ -25,9 +27,9 @@ export const COLUMNS: readonly Column[] = [
   { id: "real_idle_pct", header: "REAL IDLE", kind: "pct", value: (f) => f.realIdlePct, inTable: true },
   { id: "hidden_idle_pct", header: "HIDDEN IDLE", kind: "signed_pct", value: (f) => f.hiddenIdlePct, inTable: true },
   { id: "real_idle_gpu_hours", header: "REAL-IDLE GPU-H", kind: "hours", value: (f) => f.realIdleGpuHours, inTable: false },
-  { id: "held_idle_gpu_hours", header: "HELD-IDLE GPU-H", kind: "hours", value: (f) => f.heldIdleGpuHours, inTable: true },
-  { id: "phantom_busy_gpu_hours", header: "PHANTOM-BUSY GPU-H", kind: "hours", value: (f) => f.phantomBusyGpuHours, inTable: true },
-  { id: "unused_capacity_pct", header: "UNUSED CAPACITY", kind: "pct", value: (f) => f.unusedCapacityPct, inTable: true },
+  { id: "held_idle_gpu_hours", header: "HELD-IDLE GPU-H", kind: "hours", value: (f) => f.heldIdleGpuHours, inTable: false },
+  { id: "phantom_busy_gpu_hours", header: "PHANTOM-BUSY GPU-H", kind: "hours", value: (f) => f.phantomBusyGpuHours, inTable: false },
+  { id: "unused_capacity_pct", header: "UNUSED CAPACITY", kind: "pct", value: (f) => f.unusedCapacityPct, inTable: false },
   { id: "reclaimable_gpus", header: "RECLAIMABLE GPUS", kind: "gpus", value: (f) => f.reclaimableGpus, inTable: true },
   { id: "hours_with_data", header: "HOURS WITH DATA", kind: "count", value: (f) => f.hoursWithData, inTable: false },
   { id: "idle_cost", header: "IDLE COST", kind: "money", value: (f) => f.idleCost, inTable: true, priced: true },

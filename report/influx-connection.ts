@@ -64,9 +64,14 @@ export interface StatementResult {
 export interface InfluxQueryClientOptions {
   target: InfluxTarget;
   credentials?: InfluxCredentials | undefined;
-  /** Per request; default 10 minutes. */
-  timeoutMs?: number;
+  /** Per request; default {@link DEFAULT_QUERY_TIMEOUT_MS}. */
+  timeoutMs?: number | undefined;
 }
+
+/** How long one query may take by default (`trueidle report --timeout`). */
+export const DEFAULT_QUERY_TIMEOUT_MS = 60_000;
+/** How long the first `/ping` may take: a server that accepts and never answers is named quickly. */
+export const PING_TIMEOUT_MS = 5_000;
 
 /**
  * Runs InfluxQL over `/query` in chunked mode (so a server-side `max-row-limit` never
@@ -82,7 +87,42 @@ export class InfluxQueryClient {
     this.auth = opts.credentials
       ? "Basic " + Buffer.from(`${opts.credentials.username}:${opts.credentials.password}`, "utf8").toString("base64")
       : undefined;
-    this.timeoutMs = opts.timeoutMs ?? 600_000;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+  }
+
+  /**
+   * `/ping`, answered at once by any running InfluxDB: run before the queries so that a
+   * wrong address, or a server that accepts connections and never answers, is named within
+   * seconds rather than after the query timeout.
+   */
+  async ping(signal?: AbortSignal, timeoutMs = Math.min(PING_TIMEOUT_MS, this.timeoutMs)): Promise<void> {
+    const where = this.target.baseUrl;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const headers: Record<string, string> = {};
+    if (this.auth) headers["authorization"] = this.auth;
+    let res: Response;
+    try {
+      res = await fetch(`${where}/ping`, { headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      await res.arrayBuffer();
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      if (timeout.aborted) {
+        throw new TrueidleError("unavailable",
+          `${where} did not answer /ping within ${seconds(timeoutMs)}, which InfluxDB answers at once; check that --influx-url names ` +
+          "InfluxDB's HTTP API (port 8086 by default), that no firewall drops the traffic, and that influxd is not stuck", { cause: err });
+      }
+      throw new TrueidleError("unavailable",
+        `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) {
+      throw new TrueidleError("bad_config",
+        `InfluxDB at ${where} refused the credentials (HTTP ${res.status}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`);
+    }
+    if (!res.ok) {
+      throw new TrueidleError("unavailable",
+        `${where} answered /ping with HTTP ${res.status}, where InfluxDB answers 204; ` +
+        "check that --influx-url names InfluxDB's HTTP API (port 8086 by default)");
+    }
   }
 
   /** `statements` run in one request, in order; every statement names its database itself. */
@@ -103,8 +143,11 @@ export class InfluxQueryClient {
       });
       body = await res.text();
     } catch (err) {
-      if (timeout.aborted) throw new TrueidleError("unavailable", `InfluxDB at ${where} did not answer within ${Math.round(this.timeoutMs / 1000)} s; try a shorter --since`, { cause: err });
       if (signal?.aborted) throw err;
+      if (timeout.aborted) {
+        throw new TrueidleError("unavailable",
+          `InfluxDB at ${where} did not answer a query within ${seconds(this.timeoutMs)}; give a longer --timeout, or a shorter range (--since, --until)`, { cause: err });
+      }
       throw new TrueidleError("unavailable",
         `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`, { cause: err });
     }
@@ -161,6 +204,11 @@ function sameTags(a: Record<string, string> | undefined, b: Record<string, strin
   const ka = Object.keys(a ?? {});
   if (ka.length !== Object.keys(b ?? {}).length) return false;
   return ka.every((k) => a![k] === b?.[k]);
+}
+
+/** `5 s`, `1.5 s`. */
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
 /** The useful part of a fetch failure: undici hides the system error in `cause`. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { computeReport, emptySums } from "./capacity.js";
-import { csvField, renderCsv, renderTable, reportJson } from "./render-text.js";
+import { csvField, renderCsv, renderTable, reportJson, TABLE_WIDTH } from "./render-text.js";
 import { escapeHtml, renderHtml } from "./render-html.js";
 
 const T0 = Date.UTC(2024, 4, 1);
@@ -75,11 +75,48 @@ describe("report renderings", () => {
   });
 
   it("the table shows a missing tag as (none) and the cost column only with a price", () => {
-    expect(renderTable(report())).not.toContain("IDLE COST");
+    expect(renderTable(report())).not.toMatch(/^SITE\s.*\sCOST$/m);
     const t = renderTable(report(2));
-    expect(t).toMatch(/^SITE\s+MODEL\s+GPUS/m);
+    expect(t).toMatch(/^SITE\s+MODEL\s+GPUS\s.*\sCOST$/m);
     expect(t).toMatch(/^a,"b"\s+\(none\)\s+1\s+1\.0\s+100\.0%/m);
     expect(t).toMatch(/^fleet total\s.*2\.00$/m);
+  });
+
+  it("fits 120 columns by site and model with long model names, a year of a large fleet and a price, two-word headers on two lines", () => {
+    const HOURS = 8760;
+    const T1 = T0 + HOURS * 3_600_000;
+    const fleet = [
+      ["eu-west", "NVIDIA H100 80GB HBM3", 512], ["eu-west", "NVIDIA L40S", 128], ["us-east", "NVIDIA A100-SXM4-80GB", 256], ["us-east", "NVIDIA H100 80GB HBM3", 128],
+    ] as const;
+    const sums = (gpus: number) => {
+      const observed_s = gpus * HOURS * 3600;
+      return { ...emptySums(), observed_s, held_idle_s: observed_s * 0.25, busy_phantom_s: observed_s * 0.1, free_idle_s: observed_s * 0.2, active_s: observed_s * 0.45, reported_idle_s: observed_s * 0.3, real_busy_s: observed_s * 0.4 };
+    };
+    const owner = (i: number) => ["research-" + "x".repeat(40), `trainer-${i}-${"y".repeat(50)}`, "", ""];
+    const r = computeReport({
+      range: { startMs: T0, endMs: T1 }, by: ["site", "model"], measurement: "gpu_hour", measurementReason: "gpu_hour: the range is 48 hours or longer",
+      days: fleet.map(([site, model, n]) => ({ dayMs: T0, key: [site, model], sums: sums(n) })),
+      hours: fleet.map(([site, model, n]) => ({ hourMs: T0, key: [site, model], realIdleS: n * 3600 * 0.55 })),
+      gpus: fleet.flatMap(([site, model, n]) => Array.from({ length: n }, (_, i) => ({ key: [site, model], uuid: `${site}/${model}/${i}` }))),
+      holderTags: ["namespace", "pod", "job", "user"],
+      holders: Array.from({ length: 12 }, (_, i) => ({ key: owner(i), uuid: `u${i}`, sums: sums(8) })),
+      pricePerGpuHour: 2.1,
+    });
+    const lines = renderTable(r).split("\n");
+    for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(TABLE_WIDTH);
+    const at = lines.findIndex((l) => l.startsWith("SITE"));
+    expect(lines[at - 1]).toMatch(/^\s+REPORTED\s+REAL\s+HIDDEN\s+RECLAIMABLE\s+IDLE$/);
+    expect(lines[at]).toMatch(/^SITE\s+MODEL\s+GPUS\s+GPU-HOURS\s+COVERAGE\s+IDLE\s+IDLE\s+IDLE\s+GPUS\s+COST$/);
+    // Each upper word is right-aligned with the word below it.
+    for (const w of ["REPORTED", "REAL", "HIDDEN", "RECLAIMABLE"]) {
+      const end = lines[at - 1]!.indexOf(w) + w.length;
+      expect(lines[at]!.slice(0, end), w).toMatch(/(IDLE|GPUS)$/);
+    }
+    expect(lines[at + 1]).toMatch(/^eu-west\s+NVIDIA H100 80GB HBM3\s+512\s+4,485,120\.0\s+100\.0%\s+30\.0%\s+55\.0%\s+\+25\.0%\s+\S+\s+5,180,313\.60$/);
+    expect(lines.find((l) => l.startsWith("fleet total"))).toMatch(/\s1,024\s+8,970,240\.0\s.*\s10,360,627\.20$/);
+    expect(lines).toContain("  read gpu_hour: the range is 48 hours or longer");
+    expect(lines.join("\n")).toMatch(/^Not in this table: real-idle GPU-hours, held-idle GPU-hours, phantom-busy GPU-hours, unused\s+capacity, hours with data; --format csv, json or html has every column\.$/m);
+    expect(lines.filter((l) => l.startsWith("research-"))).toHaveLength(10);
   });
 
   it("escapes HTML", () => {

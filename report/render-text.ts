@@ -3,14 +3,27 @@
  * (RFC 4180) and JSON (stable snake_case keys, numbers as numbers).
  */
 import { groupLabel, HOLDER_TAGS, ownerLabel, type CapacityReport, type Figures, type Holder } from "./capacity.js";
-import { COLUMNS, columnsFor, formatHuman, HOLDER_COLUMNS, holderColumnsFor } from "./columns.js";
+import { COLUMNS, columnsFor, formatHuman, HOLDER_COLUMNS, holderColumnsFor, type Column } from "./columns.js";
 import { iso } from "./time-range.js";
 
 /** The report's heading line, shared by the table and the HTML page. */
 export function describeReport(r: CapacityReport): string {
-  const of = r.subject === "owners" ? " (owners: the time they held GPUs)" : "";
-  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${r.hours} hours), by ${r.by.join(", ")}${of}; read ${r.measurementReason}`;
+  return `${describeRange(r)}; ${describeSource(r)}`;
 }
+
+/** The range and the grouping. */
+function describeRange(r: CapacityReport): string {
+  const of = r.subject === "owners" ? " (owners' held time)" : "";
+  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${r.hours} hours), by ${r.by.join(", ")}${of}`;
+}
+
+/** Which measurement was read, and why. */
+function describeSource(r: CapacityReport): string {
+  return `read ${r.measurementReason}`;
+}
+
+/** Columns the terminal rendering stays within (with the usual tags, such as --by site,model). */
+export const TABLE_WIDTH = 120;
 
 /** The total row's name. */
 export function totalLabel(r: CapacityReport): string {
@@ -58,33 +71,58 @@ export function reportNotes(r: CapacityReport): string[] {
   return notes;
 }
 
+/**
+ * The terminal table: the columns marked inTable (columns.ts), each header of two words on
+ * two lines ("REPORTED" over "IDLE"), so that a report by site and model, with a price, fits
+ * TABLE_WIDTH columns.
+ */
 export function renderTable(r: CapacityReport): string {
-  const cols = columnsFor(r.pricePerGpuHour !== null).filter((c) => c.inTable);
-  const tagHeaders = r.by.map((t) => t.toUpperCase());
-  const header = [...tagHeaders, ...cols.map((c) => c.header)];
+  const inTable = r.subject === "owners" ? (c: Column): boolean => OWNER_TABLE.has(c.id) : (c: Column): boolean => c.inTable;
+  const cols = columnsFor(r.pricePerGpuHour !== null).filter(inTable);
+  const headers = [...r.by.map((t) => t.toUpperCase()), ...cols.map((c) => c.header)].map(twoLines);
   const row = (key: string[], f: Figures): string[] => [...key, ...cols.map((c) => formatHuman(c.kind, c.value(f)))];
   const body = r.groups.map((g) => row(r.by.map((t) => (g.key[t] === "" ? "(none)" : g.key[t] ?? "")), g));
   const totalKey = r.by.map((_, i) => (i === 0 ? totalLabel(r) : ""));
   const total = row(totalKey, r.total);
-  const all = [header, ...body, total];
-  const widths = header.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
+  const top = headers.map(([first]) => first);
+  const bottom = headers.map(([, second]) => second);
+  const all = [top, bottom, ...body, total];
+  const widths = bottom.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
   const numeric = (i: number): boolean => i >= r.by.length;
   const line = (cells: string[]): string =>
     cells.map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
   const rule = widths.map((w) => "-".repeat(w)).join("  ");
+  const left = COLUMNS.filter((c) => !inTable(c) && !(c.priced === true && r.pricePerGpuHour === null)).map((c) => c.header.toLowerCase().replace(/gpu-h$/, "GPU-hours").replace(/\bgpus\b/, "GPUs"));
   return [
-    `trueidle report: ${describeReport(r)}`,
+    ...wrap(`trueidle report: ${describeRange(r)};`, TABLE_WIDTH),
+    ...wrap(describeSource(r), TABLE_WIDTH - 2).map((l) => `  ${l.trimStart()}`),
     "",
-    line(header),
+    line(top),
+    line(bottom),
     ...body.map(line),
     rule,
     line(total),
+    ...wrap(`Not in this table: ${left.join(", ")}; --format csv, json or html has every column.`, 100),
     "",
     ...holdersTable(r),
     "",
     ...reportNotes(r).flatMap((n) => wrap(n, 100)),
     "",
   ].join("\n");
+}
+
+/**
+ * By owner the table shows the GPU-hours each owner held idle (held idle, phantom busy)
+ * instead of coverage and reclaimable GPUs, which say less of an owner's held time.
+ */
+const OWNER_TABLE: ReadonlySet<string> = new Set([
+  "gpus", "gpu_hours_observed", "reported_idle_pct", "real_idle_pct", "hidden_idle_pct", "held_idle_gpu_hours", "phantom_busy_gpu_hours", "idle_cost",
+]);
+
+/** A header as two lines: its last word below, the words before it above. */
+function twoLines(header: string): [string, string] {
+  const cut = header.lastIndexOf(" ");
+  return cut < 0 ? ["", header] : [header.slice(0, cut), header.slice(cut + 1)];
 }
 
 /** Longest owner name the terminal table prints; longer ones end in an ellipsis. */

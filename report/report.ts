@@ -24,12 +24,13 @@ export interface BuildReportOptions {
   pricePerGpuHour?: number | undefined;
   onProgress?: ((p: Progress) => void) | undefined;
   signal?: AbortSignal | undefined;
-  /** Per InfluxDB request; default 10 minutes. */
+  /** Per InfluxDB query; default 60 s (DEFAULT_QUERY_TIMEOUT_MS). */
   queryTimeoutMs?: number | undefined;
 }
 
 export async function buildReport(opts: BuildReportOptions): Promise<CapacityReport> {
   const client = new InfluxQueryClient({ target: parseInfluxUrl(opts.influxUrl), credentials: opts.credentials, timeoutMs: opts.queryTimeoutMs });
+  await client.ping(opts.signal);
   const data = await readReportData({
     client,
     range: opts.range,

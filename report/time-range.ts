@@ -53,6 +53,10 @@ export function floorDay(ms: number): number {
 export function resolveRange(since: string, until: string | undefined, nowMs: number): TimeRange {
   const s = parseTimeArg(since, nowMs, "--since");
   const u = parseTimeArg(until ?? "now", nowMs, "--until");
+  if (u < s) {
+    throw new TrueidleError("bad_input", `--until ${until ?? "now"} (${iso(u)}) is before --since ${since} (${iso(s)}); ` +
+      "give the earlier time to --since and the later one to --until");
+  }
   const startMs = floorHour(s);
   const endMs = floorHour(u);
   if (endMs <= startMs) {

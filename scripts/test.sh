@@ -32,6 +32,10 @@ missing=()
 # recommendation of gcc, which --no-install-recommends leaves out.
 [ -x /usr/bin/gcc ] || missing+=(gcc)
 [ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
+# The release test packs and unpacks .tar.xz (objdump, which it also runs, comes with gcc).
+[ -x /usr/bin/xz ] || missing+=(xz-utils)
+# install-agent.sh downloads a release from a URL with curl (or wget).
+[ -x /usr/bin/curl ] || [ -x /usr/bin/wget ] || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   say "Installing Debian packages: ${missing[*]}."
@@ -53,7 +57,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   restore_policy
   trap - EXIT
 else
-  say "Debian packages prometheus, influxdb, openssl, shellcheck, systemd, chromium, gcc and libc6-dev are installed."
+  say "Debian packages prometheus, influxdb, openssl, shellcheck, systemd, chromium, gcc, libc6-dev, xz-utils and curl are installed."
 fi
 
 say "Building (npm run build)."

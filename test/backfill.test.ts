@@ -14,7 +14,7 @@ import { rmSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "./helpers/influxdb.js";
-import { runTrueidle, startTrueidle } from "./helpers/trueidle-process.js";
+import { REPO_ROOT, runTrueidle, startTrueidle } from "./helpers/trueidle-process.js";
 import { runBackfill, type BackfillResult } from "../demo/backfill.js";
 import { FleetHistoryModel, HISTORY_FLEET, IDLE_SITE, localTime, PHANTOM_MODEL } from "../demo/fleet-history.js";
 import { SECONDS_FIELDS } from "../collector/influx/schema.js";
@@ -50,6 +50,25 @@ const num = (v: unknown): number => {
   if (typeof v !== "number") throw new Error(`not a number: ${JSON.stringify(v)}`);
   return v;
 };
+
+/** Started as from a shell in the checkout, not through npm (which changes the printed commands). */
+const NOT_THROUGH_NPM: NodeJS.ProcessEnv = { npm_command: undefined, npm_package_name: undefined, INIT_CWD: undefined };
+const iso = (ms: number): string => new Date(ms).toISOString().replace(".000Z", "Z");
+
+/** Runs a printed command line as a user would paste it, from the checkout. */
+function runShell(command: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("sh", ["-c", command], { cwd: REPO_ROOT, env: { ...process.env, ...NOT_THROUGH_NPM }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (b: Buffer) => (output += b.toString("utf8")));
+    child.stderr.on("data", (b: Buffer) => (output += b.toString("utf8")));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
 
 function backfill(db: string, extra: Partial<Parameters<typeof runBackfill>[0]> = {}): Promise<BackfillResult> {
   return runBackfill({ target: target(db), durationMs: 2 * DAY, endMs: END, hosts: HOSTS, seed: 1, ...extra });
@@ -206,13 +225,18 @@ describe("trueidle demo --backfill (the CLI)", () => {
   it("--backfill 1d --backfill-only into an existing InfluxDB: progress on stderr, a summary, the report command; then exits", { timeout: 120_000 }, async () => {
     const end = new Date(END).toISOString();
     const url = `${influx.url}/cli`;
-    const { code, output } = await runTrueidle(["demo", "--backfill", "1d", "--backfill-only", "--influx-url", url, "--backfill-end", end], {}, 110_000);
+    const { code, output } = await runTrueidle(["demo", "--backfill", "1d", "--backfill-only", "--influx-url", url, "--backfill-end", end], NOT_THROUGH_NPM, 110_000);
     expect(code, output).toBe(0);
     expect(output).toContain(`History: InfluxDB ${influx.url}, database "cli".`);
     expect(output).toMatch(/^backfill: day 1\/1, 64 GPUs, 18,432 windows$/m);
     expect(output).toMatch(new RegExp(`^Backfilled 1 day of 64 GPUs on 8 hosts \\(${new Date(END - DAY).toISOString()} to ${end}\\): ` +
       "18,432 windows into gpu_window, 1,536 GPU-hours into gpu_hour, in \\d+\\.\\d s\\.$", "m"));
-    expect(output).toContain(`Report:    trueidle report --influx-url ${url} --since 1d --by site,model`);
+    // The report command covers the backfilled hours, and runs as printed from where the demo ran.
+    const report = `node bin/trueidle.js report --influx-url ${url} --since ${iso(END - DAY)} --until ${iso(END)} --by site,model`;
+    expect(output).toContain(`Report:    ${report}`);
+    const reported = await runShell(report);
+    expect(reported.code, reported.output).toBe(0);
+    for (const site of new Set(HISTORY_FLEET.map((h) => h.labels["site"]!))) expect(reported.output).toContain(site);
     // No live demo after --backfill-only.
     expect(output).not.toContain("simulated hosts");
     const [w] = await q("cli", "SELECT count(observed_s) AS n FROM gpu_window");
@@ -241,34 +265,35 @@ describe("trueidle demo --backfill (the CLI)", () => {
     expect(new Set(live.map((r) => r["uuid"]))).toEqual(new Set(backfilled.map((r) => r["uuid"])));
   });
 
-  it("--keep-data keeps the private InfluxDB's data and says how to serve it again", { timeout: 120_000 }, async () => {
-    const { code, output } = await runTrueidle(["demo", "--backfill", "1h", "--backfill-only", "--keep-data"], {}, 110_000);
+  it("--keep-data keeps the private InfluxDB's data and prints the commands that serve it again and report on it", { timeout: 120_000 }, async () => {
+    const { code, output } = await runTrueidle(["demo", "--backfill", "1h", "--backfill-only", "--keep-data"], NOT_THROUGH_NPM, 110_000);
     expect(code, output).toBe(0);
-    const m = /^InfluxDB data kept in (\S+); serve it again with: influxd -config (\S+)$/m.exec(output);
+    const m = /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(\S+) -config (\S+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(output);
     expect(m, output).not.toBeNull();
-    const dir = m![1]!;
+    const [, dir, url, bin, conf, report] = m!;
     try {
-      expect(m![2]).toBe(path.join(dir, "influxdb.conf"));
-      const url = /^History: private InfluxDB (http:\/\/127\.0\.0\.1:\d+), database trueidle; data in (\S+), kept after the demo \(--keep-data\)\.$/m.exec(output);
-      expect(url, output).not.toBeNull();
-      expect(url![2]).toBe(dir);
+      expect(conf).toBe(path.join(dir!, "influxdb.conf"));
+      expect(output).toContain(`data in ${dir}, kept after the demo (--keep-data).`);
       // Serve it again as printed, and find the windows there.
-      const child = spawn("/usr/bin/influxd", ["-config", m![2]!], { stdio: "ignore" });
+      const child = spawn(bin!, ["-config", conf!], { stdio: "ignore" });
       try {
         let n: unknown;
         for (let i = 0; i < 200 && n === undefined; i++) {
           try {
-            n = rows(await influxQuery(url![1]!, "SELECT count(observed_s) AS n FROM gpu_window", "trueidle"))[0]?.["n"];
+            n = rows(await influxQuery(url!, "SELECT count(observed_s) AS n FROM gpu_window", "trueidle"))[0]?.["n"];
           } catch {
             await new Promise((r) => setTimeout(r, 100));
           }
         }
         expect(n).toBe(64 * 12);
+        const reported = await runShell(report!);
+        expect(reported.code, reported.output).toBe(0);
+        expect(reported.output).toContain(HISTORY_FLEET[0]!.labels["site"]!);
       } finally {
         child.kill("SIGKILL");
       }
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir!, { recursive: true, force: true });
     }
   });
 

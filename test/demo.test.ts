@@ -14,11 +14,13 @@
  * it, then one after recovery (the worst start, just inside the lost phase, needs about
  * 43 s: the rest of that loss, a whole cycle, then the next loss).
  */
-import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { describe, it } from "vitest";
 import { influxQuery, rows as influxRows } from "./helpers/influxdb.js";
 import { freePort } from "./helpers/ports.js";
-import { startTrueidle, type TrueidleProcess } from "./helpers/trueidle-process.js";
+import { REPO_ROOT, startTrueidle, type StartOptions, type TrueidleProcess } from "./helpers/trueidle-process.js";
 
 const GPUS = 24;
 const STATES = ["active", "busy_phantom", "held_idle", "free_idle", "unavailable"] as const;
@@ -117,16 +119,46 @@ function label(s: Sample, key: string): string | undefined {
   return new RegExp(`[{,]${key}="([^"]*)"`).exec(s.labels)?.[1];
 }
 
-async function startDemo(extra: string[]): Promise<{ proc: TrueidleProcess; httpPort: number }> {
+/** Started as from a shell in the checkout, not through npm (which changes the printed commands). */
+const NOT_THROUGH_NPM: NodeJS.ProcessEnv = { npm_command: undefined, npm_package_name: undefined, INIT_CWD: undefined };
+
+async function startDemo(extra: string[], options: StartOptions = {}): Promise<{ proc: TrueidleProcess; httpPort: number }> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const proc = startTrueidle([
     "demo", "--window", "2s",
     "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
     ...extra,
-  ]);
+  ], NOT_THROUGH_NPM, options);
   return { proc, httpPort };
 }
+
+/** Runs a printed command line as a user would paste it, from the checkout. */
+function runShell(command: string, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn("sh", ["-c", command], { cwd: REPO_ROOT, env: { ...process.env, ...NOT_THROUGH_NPM }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (b: Buffer) => (output += b.toString("utf8")));
+    child.stderr.on("data", (b: Buffer) => (output += b.toString("utf8")));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+/** Whether something answers HTTP at `url` now. */
+async function answers(url: string): Promise<boolean> {
+  try {
+    await fetch(url, { signal: AbortSignal.timeout(5000) });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const REPORT_LINE = /^ {2}Report: {4}(node bin\/trueidle\.js report --influx-url \S+ --since (\S+) --until (\S+) --by site,model)$/m;
 
 describe.concurrent("trueidle demo", () => {
   it("shows all five states, a GPU lost and back, real idle above reported, /metrics, and stops after --duration", { timeout: 90_000 }, async ({ expect }) => {
@@ -138,13 +170,20 @@ describe.concurrent("trueidle demo", () => {
       expect(history, proc.output()).not.toBeNull();
       const [, influxUrl, influxDir] = history!;
       expect(existsSync(influxDir!)).toBe(true);
-      expect(proc.output()).toContain(`Report:    trueidle report --influx-url ${influxUrl}/trueidle --since 1h --by site,model`);
+      // The report command is printed as it runs from where the demo was started (the
+      // checkout, without npm), over whole hours that hold the demo's windows.
+      const report = REPORT_LINE.exec(proc.output());
+      expect(report, proc.output()).not.toBeNull();
+      expect(report![1]).toContain(`--influx-url ${influxUrl}/trueidle `);
       let hosts: unknown[] = [];
       for (let i = 0; i < 100 && hosts.length < 3; i++) {
         hosts = influxRows(await influxQuery(influxUrl!, "SHOW TAG VALUES FROM gpu_window WITH KEY = host", "trueidle")).map((r) => r["value"]);
         if (hosts.length < 3) await new Promise((r) => setTimeout(r, 200));
       }
       expect(hosts).toEqual(["gpu-a01", "gpu-b01", "gpu-c01"]);
+      const reported = await runShell(report![1]!);
+      expect(reported.code, reported.output).toBe(0);
+      for (const site of ["eu-west", "us-east"]) expect(reported.output).toContain(site);
       const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
       expect(res.status).toBe(200);
       const text = await res.text();
@@ -225,6 +264,140 @@ describe.concurrent("trueidle demo", () => {
       expect(output).not.toContain(`"level":"error"`);
     } finally {
       await proc.stop("SIGKILL");
+    }
+  });
+});
+
+/** The private InfluxDB the demo printed: its URL and temp dir. */
+function privateHistory(output: string): { url: string; dir: string } {
+  const m = HISTORY.exec(output);
+  if (!m) throw new Error(`no private InfluxDB line in:\n${output}`);
+  return { url: m[1]!, dir: m[2]! };
+}
+
+/** Log lines at warn or error printed after `from`. */
+function warningsAfter(output: string, from: number): string[] {
+  return output.slice(from).split("\n").filter((l) => /"level":"(warn|error)"/.test(l));
+}
+
+/**
+ * However the demo ends, it stops its agents and collector before its private InfluxDB
+ * (nothing is lost or complained about) and removes the InfluxDB's temp data. The demo
+ * runs as from a terminal, leading a process group of its own, and the terminal's signals
+ * go to the whole group, as Ctrl-C and a closed terminal send them.
+ */
+describe.concurrent("trueidle demo stops cleanly", () => {
+  it("on Ctrl-C in a terminal: influxd outlives the collector, no warning or lost window, the temp data goes", { timeout: 120_000 }, async ({ expect }) => {
+    const { proc } = await startDemo([], { ownProcessGroup: true });
+    try {
+      await proc.waitForOutput(FULL_ROW, 60_000);
+      const { url, dir } = privateHistory(proc.output());
+      const from = proc.output().length;
+      process.kill(-proc.child.pid!, "SIGINT");
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(0);
+      expect(output).toMatch(WHOLE_RUN);
+      expect(warningsAfter(output, from), output).toEqual([]);
+      expect(existsSync(dir), output).toBe(false);
+      expect(await answers(`${url}/ping`), "influxd is stopped").toBe(false);
+    } finally {
+      await proc.stop("SIGKILL");
+    }
+  });
+
+  for (const [name, signals, exitCode] of [
+    ["on SIGTERM", ["SIGTERM"], 0],
+    ["when the terminal closes (SIGHUP)", ["SIGHUP"], 0],
+    ["on a second Ctrl-C, which ends it at once", ["SIGINT", "SIGINT"], 130],
+  ] as const) {
+    it(`${name}: influxd stopped and its temp data gone`, { timeout: 120_000 }, async ({ expect }) => {
+      const { proc } = await startDemo([], { ownProcessGroup: true });
+      try {
+        await proc.waitForOutput(FULL_ROW, 60_000);
+        const { url, dir } = privateHistory(proc.output());
+        for (const [i, sig] of signals.entries()) {
+          // Signals of one kind sent together may arrive as one: the second goes once the
+          // demo has taken the first.
+          if (i > 0) await proc.waitForOutput(/^Stopping \(Ctrl-C again/m, 30_000);
+          process.kill(-proc.child.pid!, sig);
+        }
+        const code = await proc.exited;
+        const output = proc.output();
+        expect(code, output).toBe(exitCode);
+        expect(existsSync(dir), output).toBe(false);
+        expect(await answers(`${url}/ping`), "influxd is stopped").toBe(false);
+      } finally {
+        await proc.stop("SIGKILL");
+      }
+    });
+  }
+
+  it("when its stdout is closed (`| head`): it stops as on Ctrl-C instead of dying of EPIPE", { timeout: 120_000 }, async ({ expect }) => {
+    const { proc } = await startDemo([]);
+    try {
+      await proc.waitForOutput(FULL_ROW, 60_000);
+      const { url, dir } = privateHistory(proc.output());
+      const from = proc.output().length;
+      proc.child.stdout!.destroy();
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(0);
+      expect(output).not.toContain("EPIPE");
+      expect(warningsAfter(output, from), output).toEqual([]);
+      expect(existsSync(dir), output).toBe(false);
+      expect(await answers(`${url}/ping`), "influxd is stopped").toBe(false);
+    } finally {
+      await proc.stop("SIGKILL");
+    }
+  });
+
+  it("on an error after influxd started (the gRPC port taken): exit 1 with the reason, temp data gone", { timeout: 120_000 }, async ({ expect }) => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
+    const port = (taken.address() as { port: number }).port;
+    const httpPort = await freePort();
+    const proc = startTrueidle(["demo", "--window", "2s", "--grpc-listen", `127.0.0.1:${port}`, "--http-listen", `127.0.0.1:${httpPort}`], NOT_THROUGH_NPM);
+    try {
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(1);
+      expect(output).toMatch(/^trueidle demo: .*127\.0\.0\.1:\d+/m);
+      const { url, dir } = privateHistory(output);
+      expect(existsSync(dir), output).toBe(false);
+      expect(await answers(`${url}/ping`), "influxd is stopped").toBe(false);
+    } finally {
+      await proc.stop("SIGKILL");
+      taken.close();
+    }
+  });
+
+  it("with --keep-data: prints an influxd command that serves the kept data, and a report command that reads it", { timeout: 120_000 }, async ({ expect }) => {
+    const { proc } = await startDemo(["--keep-data", "--duration", "6s"]);
+    let influxd: ReturnType<typeof spawn> | undefined;
+    let dir: string | undefined;
+    try {
+      const code = await proc.exited;
+      const output = proc.output();
+      expect(code, output).toBe(0);
+      const m = /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(.+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(output);
+      expect(m, output).not.toBeNull();
+      const [, keptDir, url, serve, report] = m!;
+      dir = keptDir;
+      expect(output).toContain(`data in ${keptDir}, kept after the demo (--keep-data).`);
+      expect(report).toMatch(/^node bin\/trueidle\.js report --influx-url \S+\/trueidle --since \S+ --until \S+ --by site,model$/);
+      influxd = spawn("sh", ["-c", `exec ${serve}`], { cwd: REPO_ROOT, stdio: "ignore" });
+      for (let i = 0; i < 300 && !(await answers(`${url}/ping`)); i++) await new Promise((r) => setTimeout(r, 100));
+      const reported = await runShell(report!);
+      expect(reported.code, reported.output).toBe(0);
+      for (const site of ["eu-west", "us-east"]) expect(reported.output).toContain(site);
+    } finally {
+      await proc.stop("SIGKILL");
+      if (influxd && influxd.exitCode === null) {
+        influxd.kill("SIGTERM");
+        await new Promise((r) => influxd!.once("exit", r));
+      }
+      if (dir) rmSync(dir, { recursive: true, force: true });
     }
   });
 });

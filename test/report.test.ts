@@ -278,7 +278,9 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const t = await runTrueidle([...common, "--format", "table"]);
     expect(t.code, t.output).toBe(0);
     const lines = t.output.split("\n");
-    expect(lines.find((l) => l.startsWith("SITE"))).toMatch(/^SITE\s+MODEL\s+GPUS\s+GPU-HOURS\s+COVERAGE\s+REPORTED IDLE\s+REAL IDLE\s+HIDDEN IDLE/);
+    const head = lines.findIndex((l) => l.startsWith("SITE"));
+    expect(lines[head - 1]).toMatch(/^\s+REPORTED\s+REAL\s+HIDDEN\s+RECLAIMABLE\s+IDLE$/);
+    expect(lines[head]).toMatch(/^SITE\s+MODEL\s+GPUS\s+GPU-HOURS\s+COVERAGE\s+IDLE\s+IDLE\s+IDLE\s+GPUS\s+COST$/);
     expect(lines.find((l) => l.startsWith("eu-west") && l.includes("L40S"))).toMatch(/\s1\s+40\.0\s+83\.3%\s+100\.0%\s+100\.0%\s+0\.0%/);
     expect(lines.find((l) => l.startsWith(HOSTILE) && l.includes("L40S"))).toMatch(/\+100\.0%/);
     expect(lines.find((l) => l.startsWith("fleet total"))).toMatch(/\s6\s+280\.0\s+97\.2%\s+28\.6%\s+60\.0%\s+\+31\.4%.*\s2\.2\s+420\.00$/);

@@ -205,7 +205,7 @@ describe("mutual TLS", () => {
 
 describe("agent tokens", () => {
   it("accepts the right token, ends the rest with UNAUTHENTICATED, counts them, and never prints a token", async () => {
-    const { proc: collector, grpcPort, httpPort } = await startCollector(["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey, "--tokens-file", tokensFile]);
+    const { proc: collector, grpcPort, httpPort } = await startCollector(["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey, "--agent-tokens-file", tokensFile]);
     const tls = ["--tls-ca", certs.caCert];
     const good = startAgent(grpcPort, "good-token", [...tls, "--token-file", agentTokenFile]);
     const wrong = startAgent(grpcPort, "wrong-token", tls, { TRUEIDLE_TOKEN: WRONG_TOKEN });
@@ -230,11 +230,25 @@ describe("agent tokens", () => {
   });
 
   it("warns that a token over plaintext travels in clear", async () => {
-    const { proc: collector, grpcPort } = await startCollector(["--plaintext"], { TRUEIDLE_TOKENS: `ci:${GOOD_TOKEN}` });
+    const { proc: collector, grpcPort } = await startCollector(["--plaintext"], { TRUEIDLE_AGENT_TOKENS: `ci:${GOOD_TOKEN}` });
     await collector.waitForOutput(/Agent tokens travel in clear over plaintext gRPC/);
     const agent = startAgent(grpcPort, "plain-token", ["--plaintext"], { TRUEIDLE_TOKEN: GOOD_TOKEN });
     await agent.waitForOutput(/The agent token travels in clear over plaintext gRPC/);
     await agent.waitForOutput(/Connected to the collector/);
     expect(collector.output() + agent.output()).not.toContain(GOOD_TOKEN);
+  });
+
+  it("still takes the collector's former --tokens-file and TRUEIDLE_TOKENS, each with one WARN naming the new name", async () => {
+    const { proc: byFlag, grpcPort } = await startCollector(["--plaintext", "--tokens-file", tokensFile]);
+    const agent = startAgent(grpcPort, "old-flag", ["--plaintext", "--token-file", agentTokenFile]);
+    await agent.waitForOutput(/Connected to the collector/);
+    expect(byFlag.output().match(/"level":"warn","msg":"--tokens-file is deprecated and will be removed; use --agent-tokens-file instead\."/g)).toHaveLength(1);
+    expect(byFlag.output()).toContain(`Agents must present one of 1 accepted token(s) from --agent-tokens-file ${tokensFile}.`);
+
+    const { proc: byEnv } = await startCollector(["--plaintext"], { TRUEIDLE_TOKENS_FILE: tokensFile });
+    expect(byEnv.output().match(/"level":"warn","msg":"TRUEIDLE_TOKENS_FILE is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS_FILE instead\."/g)).toHaveLength(1);
+    const { proc: tokensEnv } = await startCollector(["--plaintext"], { TRUEIDLE_TOKENS: `ci:${GOOD_TOKEN}` });
+    expect(tokensEnv.output().match(/"level":"warn","msg":"TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead\."/g)).toHaveLength(1);
+    for (const p of [byFlag, byEnv, tokensEnv, agent]) expect(p.output()).not.toContain(GOOD_TOKEN);
   });
 });

@@ -85,9 +85,10 @@ export class OwnerAnnotator {
    */
   async firstAnswers(timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
+    // Not unref()ed: the sources' timers are, so for `agent --once` this wait is what keeps the
+    // process running until they answer (with nothing else pending Node would end it, exit 13).
     const timedOut = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
-      timer.unref();
     });
     const all = Promise.all([this.allocationsStarted ? this.opts.allocations?.firstReads() : undefined, this.inFlight]).then(() => true);
     try {

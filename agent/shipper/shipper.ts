@@ -24,6 +24,7 @@ import { encodeWindow } from "./encode-window.js";
 import { frameBatch } from "./batch-frame.js";
 import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
+import { afterProbe, diagnoseConnectFailure, probeTls, type ConnectDiagnosis, type ConnectProblem } from "./connect-diagnosis.js";
 
 export interface ShipperOptions {
   /** Collector addresses, HOST:PORT; tried in turn on reconnect. */
@@ -117,6 +118,8 @@ export class Shipper {
   /** Failed attempts since the last Welcome, and when one was last logged above debug. */
   private failedAttempts = 0;
   private lastFailureLogMs = -Infinity;
+  /** The probable causes of failed connects logged since the last Welcome: each is said once at once, then the minute rule holds. */
+  private causesLogged = new Set<ConnectProblem>();
   private idleWaiters: Array<() => void> = [];
 
   constructor(opts: ShipperOptions) {
@@ -259,6 +262,7 @@ export class Shipper {
       this.pushbackLogged = false;
       this.failedAttempts = 0;
       this.lastFailureLogMs = -Infinity;
+      this.causesLogged.clear();
       this.opts.logger.info("Connected to the collector.", { collector: target, collector_id: w.collectorId, buffered: this.stats().buffered });
       if (w.thresholds && this.opts.onThresholds) {
         this.opts.onThresholds({
@@ -312,11 +316,17 @@ export class Shipper {
       retry_in_ms: delay, buffered: this.buffer.stats().windows,
     };
     // During a long outage the agent retries every few seconds: the first failure is logged,
-    // then one line a minute with the count; the rest go to debug.
+    // then one line a minute with the count; the rest go to debug. A failure to connect with
+    // a new probable cause is logged at once.
     this.failedAttempts++;
     const now = this.opts.now();
-    const loud = wasReady || now - this.lastFailureLogMs >= FAILURE_LOG_INTERVAL_MS;
+    const diagnosis = wasReady || err?.code !== grpc.status.UNAVAILABLE
+      ? undefined
+      : diagnoseConnectFailure(err.details ?? "", { target, tls: this.credentials._isSecure() });
+    const newCause = diagnosis !== undefined && !this.causesLogged.has(diagnosis.problem);
+    const loud = wasReady || newCause || now - this.lastFailureLogMs >= FAILURE_LOG_INTERVAL_MS;
     if (loud) this.lastFailureLogMs = now;
+    if (diagnosis && loud) this.causesLogged.add(diagnosis.problem);
     const logFields = { ...fields, failed_attempts: this.failedAttempts };
     if (err?.code === grpc.status.INVALID_ARGUMENT || err?.code === grpc.status.UNAUTHENTICATED || err?.code === grpc.status.PERMISSION_DENIED) {
       if (loud) this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", logFields);
@@ -328,16 +338,31 @@ export class Shipper {
       this.pushbackLogged = true;
     } else if (wasReady) {
       this.opts.logger.warn("Lost the stream to the collector; will reconnect.", logFields);
+    } else if (loud && diagnosis?.needsProbe) {
+      // Only a look at the address tells a TLS collector from one closing connections.
+      void probeTls(target).then((probe) => {
+        if (!this.stopped && !this.ready) this.logConnectFailure(afterProbe(diagnosis, probe, { target, tls: false }), logFields);
+      });
     } else if (loud) {
-      this.opts.logger.warn(
-        "Could not open a stream to the collector; will retry (logged at most once a minute while it lasts). Windows stay buffered.",
-        logFields,
-      );
+      this.logConnectFailure(diagnosis, logFields);
     } else {
       this.opts.logger.debug("Could not open a stream to the collector; will retry.", logFields);
     }
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
     this.reconnectTimer.unref();
+  }
+
+  private logConnectFailure(diagnosis: ConnectDiagnosis | undefined, fields: Record<string, unknown>): void {
+    const retrying = "Will retry, logging at most once a minute while this lasts; windows stay buffered.";
+    if (diagnosis === undefined) {
+      this.opts.logger.warn(`Could not open a stream to the collector. ${retrying}`, fields);
+      return;
+    }
+    const line = `Could not open a stream to the collector: ${diagnosis.hint}. ${retrying}`;
+    const f = { ...fields, problem: diagnosis.problem };
+    // A configuration that cannot work needs the operator; an address not answering may be a collector restarting.
+    if (diagnosis.misconfigured) this.opts.logger.error(line, f);
+    else this.opts.logger.warn(line, f);
   }
 
   private pump(): void {

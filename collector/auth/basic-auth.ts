@@ -9,10 +9,8 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { TrueidleError } from "../../common/errors.js";
+import { parseBasicAuthorization, type AuthOutcome, type HttpUsers } from "../../common/http-auth.js";
 import { contentLines, readSecretFile } from "../../common/secret-file.js";
-
-/** The realm of the `WWW-Authenticate` challenge. */
-export const BASIC_AUTH_REALM = "trueidle";
 const HASHED_RE = /^\{SHA256\}([0-9a-fA-F]{64})$/;
 const USER_RE = /^[^\s:]{1,128}$/;
 
@@ -20,7 +18,7 @@ function sha256(text: string): Buffer {
   return createHash("sha256").update(text, "utf8").digest();
 }
 
-export class BasicAuthUsers {
+export class BasicAuthUsers implements HttpUsers {
   private readonly users: ReadonlyMap<string, Buffer>;
   private readonly dummy = sha256("trueidle: no such user");
 
@@ -44,16 +42,16 @@ export class BasicAuthUsers {
    * missing, not `Basic`, malformed, or the user or password is wrong.
    */
   check(header: string | undefined): string | undefined {
-    if (header === undefined) return undefined;
-    const m = /^Basic +([A-Za-z0-9+/]+=*) *$/i.exec(header);
-    if (!m) return undefined;
-    const decoded = Buffer.from(m[1] ?? "", "base64").toString("utf8");
-    const colon = decoded.indexOf(":");
-    if (colon < 0) return undefined;
-    const user = decoded.slice(0, colon);
-    const want = this.users.get(user);
-    const ok = timingSafeEqual(want ?? this.dummy, sha256(decoded.slice(colon + 1)));
-    return ok && want !== undefined ? user : undefined;
+    const creds = parseBasicAuthorization(header);
+    if (!creds) return undefined;
+    const want = this.users.get(creds.user);
+    const ok = timingSafeEqual(want ?? this.dummy, sha256(creds.password));
+    return ok && want !== undefined ? creds.user : undefined;
+  }
+
+  authenticate(header: string | undefined): AuthOutcome {
+    const user = this.check(header);
+    return user === undefined ? "denied" : { user };
   }
 }
 

@@ -19,7 +19,7 @@ const MAX_REMEMBERED_PEERS = 10_000;
 /** The status message an unauthenticated agent gets; it names the fix. */
 export const UNAUTHENTICATED_MESSAGE =
   "this collector requires an agent token and the stream had none or one it does not accept; " +
-  "give the agent --token-file with a token listed in the collector's --tokens-file";
+  "give the agent --token-file with a token listed in the collector's --agent-tokens-file";
 
 export type AuthResult = { ok: true; tokenName: string } | { ok: false; problem: "missing" | "malformed" | "not_accepted" };
 

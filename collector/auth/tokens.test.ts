@@ -25,7 +25,7 @@ describe("loadTokens", () => {
     const f = file("ok", `# agents of rack A\nrack-a:${A}\n\n  ${B}  \n`);
     const t = loadTokens({ file: f, env: {} })!;
     expect(t.tokens.size).toBe(2);
-    expect(t.from).toBe(`--tokens-file ${f}`);
+    expect(t.from).toBe(`--agent-tokens-file ${f}`);
     expect(t.warning).toBeUndefined();
     expect(t.tokens.match(A)).toBe("rack-a");
     expect(t.tokens.match(B)).toBe("line-4");
@@ -33,12 +33,26 @@ describe("loadTokens", () => {
     expect(t.tokens.match("")).toBeUndefined();
   });
 
-  it("reads TRUEIDLE_TOKENS, comma-separated, and nothing when neither is set", () => {
-    const t = loadTokens({ env: { TRUEIDLE_TOKENS: `${A}, ci:${B}` } })!;
+  it("reads TRUEIDLE_AGENT_TOKENS, comma-separated, and nothing when neither is set", () => {
+    const t = loadTokens({ env: { TRUEIDLE_AGENT_TOKENS: `${A}, ci:${B}` } })!;
     expect(t.tokens.match(A)).toBe("env-1");
     expect(t.tokens.match(B)).toBe("ci");
+    expect(t.from).toBe("TRUEIDLE_AGENT_TOKENS");
+    expect(t.deprecation).toBeUndefined();
     expect(loadTokens({ env: {} })).toBeUndefined();
-    expect(loadTokens({ env: { TRUEIDLE_TOKENS: " " } })).toBeUndefined();
+    expect(loadTokens({ env: { TRUEIDLE_AGENT_TOKENS: " " } })).toBeUndefined();
+  });
+
+  it("still reads the deprecated TRUEIDLE_TOKENS, saying so, and ignores it beside TRUEIDLE_AGENT_TOKENS", () => {
+    const old = loadTokens({ env: { TRUEIDLE_TOKENS: `ci:${A}` } })!;
+    expect(old.tokens.match(A)).toBe("ci");
+    expect(old.from).toBe("TRUEIDLE_TOKENS");
+    expect(old.deprecation).toBe("TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead.");
+    const both = loadTokens({ env: { TRUEIDLE_TOKENS: `old:${A}`, TRUEIDLE_AGENT_TOKENS: `new:${B}` } })!;
+    expect(both.tokens.match(B)).toBe("new");
+    expect(both.tokens.match(A)).toBeUndefined();
+    expect(both.deprecation).toMatch(/^TRUEIDLE_TOKENS is deprecated and ignored because TRUEIDLE_AGENT_TOKENS is set/);
+    expect(() => loadTokens({ file: file("both-old", A), env: { TRUEIDLE_TOKENS: B } })).toThrow(/both in TRUEIDLE_TOKENS and in --agent-tokens-file/);
   });
 
   it("warns when the file is readable by others", () => {
@@ -53,7 +67,7 @@ describe("loadTokens", () => {
     } catch (err) {
       msg = (err as Error).message;
     }
-    expect(msg).toContain(`--tokens-file ${f} line 1: a token must be at least 16 characters`);
+    expect(msg).toContain(`--agent-tokens-file ${f} line 1: a token must be at least 16 characters`);
     expect(msg).toContain("line 3: a token name must be");
     expect(msg).toContain("line 4: a token may hold only");
     expect(msg).not.toContain("short");
@@ -64,8 +78,8 @@ describe("loadTokens", () => {
     expect(() => loadTokens({ file: file("dup", `${A}\nx:${A}\n`), env: {} })).toThrow(/is the same as an earlier one/);
     expect(() => loadTokens({ file: file("dupname", `x:${A}\nx:${B}\n`), env: {} })).toThrow(/name "x" is used twice/);
     expect(() => loadTokens({ file: file("empty", "# nothing\n"), env: {} })).toThrow(/holds no token/);
-    expect(() => loadTokens({ file: path.join(dir, "nope"), env: {} })).toThrow(/--tokens-file .*nope cannot be read: ENOENT/);
-    expect(() => loadTokens({ file: file("both", A), env: { TRUEIDLE_TOKENS: B } })).toThrow(/both in TRUEIDLE_TOKENS and in --tokens-file/);
+    expect(() => loadTokens({ file: path.join(dir, "nope"), env: {} })).toThrow(/--agent-tokens-file .*nope cannot be read: ENOENT/);
+    expect(() => loadTokens({ file: file("both", A), env: { TRUEIDLE_AGENT_TOKENS: B } })).toThrow(/both in TRUEIDLE_AGENT_TOKENS and in --agent-tokens-file/);
   });
 });
 

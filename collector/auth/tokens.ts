@@ -1,8 +1,10 @@
 /**
- * The tokens a collector accepts from agents: from `--tokens-file FILE` (one token a line,
- * optionally `name:token`; blank lines and `#` comments ignored) or the environment
- * variable TRUEIDLE_TOKENS (comma-separated, same syntax). Names let logs say which token
- * an agent used without printing it; an unnamed token is called `line-N` or `env-N`.
+ * The tokens a collector accepts from agents: from `--agent-tokens-file FILE` (one token a
+ * line, optionally `name:token`; blank lines and `#` comments ignored) or the environment
+ * variable TRUEIDLE_AGENT_TOKENS (comma-separated, same syntax). Names let logs say which
+ * token an agent used without printing it; an unnamed token is called `line-N` or `env-N`.
+ * The former names `--tokens-file` and TRUEIDLE_TOKENS, one letter away from the agent's
+ * `--token-file` and TRUEIDLE_TOKEN, still work with a warning.
  *
  * Only SHA-256 digests are kept. A presented token is hashed and compared with every
  * digest by crypto.timingSafeEqual, with no early exit, so the time taken says nothing
@@ -13,7 +15,10 @@ import { TrueidleError } from "../../common/errors.js";
 import { contentLines, readSecretFile } from "../../common/secret-file.js";
 import { tokenProblem } from "../../common/token.js";
 
-export const TOKENS_ENV = "TRUEIDLE_TOKENS";
+export const TOKENS_ENV = "TRUEIDLE_AGENT_TOKENS";
+/** The former name of TOKENS_ENV, read when TOKENS_ENV is not set. */
+export const DEPRECATED_TOKENS_ENV = "TRUEIDLE_TOKENS";
+const FLAG = "--agent-tokens-file";
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 interface Accepted {
@@ -63,10 +68,12 @@ export class TokenSet {
 
 export interface LoadedTokens {
   tokens: TokenSet;
-  /** "--tokens-file FILE" or "TRUEIDLE_TOKENS", for logs. */
+  /** "--agent-tokens-file FILE" or "TRUEIDLE_AGENT_TOKENS", for logs. */
   from: string;
   /** Set when the file is readable by every user or writable by others. */
   warning?: string | undefined;
+  /** Set when the tokens came from DEPRECATED_TOKENS_ENV, or it was set and ignored: a sentence to log once. */
+  deprecation?: string | undefined;
 }
 
 /**
@@ -86,13 +93,13 @@ function parseEntry(text: string, where: string, defaultName: string): { name: s
 }
 
 /**
- * The accepted tokens from `file` (`--tokens-file`) or the environment, or undefined when
- * neither gives any (the collector then accepts agents without a token). Every bad line is
- * reported at once.
+ * The accepted tokens from `file` (`--agent-tokens-file`) or the environment, or undefined
+ * when neither gives any (the collector then accepts agents without a token). Every bad line
+ * is reported at once.
  */
 export function loadTokens(src: { file?: string | undefined; env?: NodeJS.ProcessEnv }): LoadedTokens | undefined {
   const env = src.env ?? process.env;
-  const fromEnv = env[TOKENS_ENV];
+  const { name: envVar, value: fromEnv, deprecation } = tokensVariable(env);
   const problems: string[] = [];
   const entries: Array<{ name: string; token: string }> = [];
   let from: string;
@@ -105,25 +112,45 @@ export function loadTokens(src: { file?: string | undefined; env?: NodeJS.Proces
     }
   };
   if (src.file !== undefined) {
-    if (fromEnv !== undefined && fromEnv.trim() !== "") {
-      throw new TrueidleError("bad_config", `accepted tokens are given both in ${TOKENS_ENV} and in --tokens-file; give them once`);
+    if (fromEnv !== undefined) {
+      throw new TrueidleError("bad_config", `accepted tokens are given both in ${envVar} and in ${FLAG}; give them once`);
     }
-    const f = readSecretFile("tokens-file", src.file);
+    const f = readSecretFile("agent-tokens-file", src.file);
     warning = f.warning;
-    from = `--tokens-file ${src.file}`;
-    for (const l of contentLines(f.text)) add(l.text, `--tokens-file ${src.file} line ${l.line}`, `line-${l.line}`);
-    if (problems.length === 0 && entries.length === 0) problems.push(`--tokens-file ${src.file} holds no token (one a line, name:token or token; # starts a comment)`);
+    from = `${FLAG} ${src.file}`;
+    for (const l of contentLines(f.text)) add(l.text, `${FLAG} ${src.file} line ${l.line}`, `line-${l.line}`);
+    if (problems.length === 0 && entries.length === 0) problems.push(`${FLAG} ${src.file} holds no token (one a line, name:token or token; # starts a comment)`);
   } else {
-    if (fromEnv === undefined || fromEnv.trim() === "") return undefined;
-    from = TOKENS_ENV;
+    if (fromEnv === undefined) return undefined;
+    from = envVar;
     fromEnv.split(",").map((s) => s.trim()).forEach((item, i) => {
-      if (item !== "") add(item, `${TOKENS_ENV} item ${i + 1}`, `env-${i + 1}`);
+      if (item !== "") add(item, `${envVar} item ${i + 1}`, `env-${i + 1}`);
     });
   }
   if (problems.length > 0) throw new TrueidleError("bad_config", problems.join("; "));
   try {
-    return { tokens: new TokenSet(entries), from, warning };
+    return { tokens: new TokenSet(entries), from, warning, deprecation };
   } catch (err) {
     throw new TrueidleError("bad_config", `${from}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * The variable the tokens come from: TOKENS_ENV, else the deprecated DEPRECATED_TOKENS_ENV;
+ * `value` is undefined when neither holds anything but blanks.
+ */
+function tokensVariable(env: NodeJS.ProcessEnv): { name: string; value: string | undefined; deprecation?: string | undefined } {
+  const set = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? undefined : v;
+  };
+  const current = set(TOKENS_ENV);
+  const old = set(DEPRECATED_TOKENS_ENV);
+  if (old === undefined) return { name: TOKENS_ENV, value: current };
+  if (current !== undefined) {
+    return { name: TOKENS_ENV, value: current,
+      deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and ignored because ${TOKENS_ENV} is set; remove ${DEPRECATED_TOKENS_ENV}.` };
+  }
+  return { name: DEPRECATED_TOKENS_ENV, value: old,
+    deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and will be removed; set ${TOKENS_ENV} instead.` };
 }

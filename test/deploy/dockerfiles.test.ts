@@ -138,7 +138,7 @@ describe.each(Object.entries(images))("Dockerfile.%s", (name, df) => {
       }
     }
     // Tests, builds and local files stay out of the context.
-    for (const p of ["node_modules/typescript/package.json", "dist/cli/main.js", "test/cli.test.ts", "agent/agent.test.ts", "collector/testdata", ".git/HEAD", ".tmp/x"]) {
+    for (const p of ["node_modules/typescript/package.json", "dist/cli/main.js", "release/trueidle-0.1.0-linux-x64.tar.xz", "test/cli.test.ts", "agent/agent.test.ts", "collector/testdata", ".git/HEAD", ".tmp/x"]) {
       expect(ignored(p), p).toBe(true);
     }
   });

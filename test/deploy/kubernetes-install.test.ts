@@ -564,7 +564,7 @@ describe("the install checks", () => {
         "old-block:7: Secret trueidle/trueidle-agent-tls has no key tls.crt: DaemonSet/trueidle-agent container agent as TRUEIDLE_TLS_CERT=/etc/trueidle/tls/tls.crt reads it",
         "old-block:7: Secret trueidle/trueidle-agent-tls has no key tls.key: DaemonSet/trueidle-agent container agent as TRUEIDLE_TLS_KEY=/etc/trueidle/tls/tls.key reads it",
         // Its other Secrets were in a comment elsewhere, not in the block.
-        "Secret trueidle/trueidle-collector-tokens is not created: Deployment/trueidle-collector container collector as TRUEIDLE_TOKENS reads its key tokens",
+        "Secret trueidle/trueidle-collector-tokens is not created: Deployment/trueidle-collector container collector as TRUEIDLE_AGENT_TOKENS reads its key tokens",
         "Secret trueidle/trueidle-influx is not created: Deployment/trueidle-collector container collector as TRUEIDLE_INFLUX_PASSWORD reads its key password",
         "Secret trueidle/trueidle-agent-token is not created: DaemonSet/trueidle-agent container agent as TRUEIDLE_TOKEN reads its key token",
       ]),

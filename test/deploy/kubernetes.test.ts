@@ -119,9 +119,9 @@ async function flagsOf(command: "agent" | "collector"): Promise<Flags> {
   // A flag's line, and its description (on the next line when the name is long).
   const lines = stdout.split("\n");
   lines.forEach((line, i) => {
-    const m = /^ {2}--([a-z][a-z0-9-]*)/.exec(line);
+    const m = /^ {2}--([a-z][a-z0-9.-]*)/.exec(line);
     if (!m) return;
-    const name = `TRUEIDLE_${m[1]!.toUpperCase().replace(/-/g, "_")}`;
+    const name = `TRUEIDLE_${m[1]!.toUpperCase().replace(/[-.]/g, "_")}`;
     env.add(name);
     const d = /\[default: ([^\]]+)\]/.exec(line) ?? /^ {10,}.*\[default: ([^\]]+)\]/.exec(lines[i + 1] ?? "");
     if (d) defaults.set(name, d[1]!);
@@ -215,7 +215,7 @@ describe.each([
         if (e.value !== undefined) continue;
         const ref = e.valueFrom?.secretKeyRef;
         if (ref) {
-          // Secret-only variables are named in --help (TRUEIDLE_TOKEN, TRUEIDLE_TOKENS, ...).
+          // Secret-only variables are named in --help (TRUEIDLE_TOKEN, TRUEIDLE_AGENT_TOKENS, ...).
           expect(flags.env.has(e.name) || flags.help.includes(e.name), `${e.name} is read by the ${workload["kind"]}`).toBe(true);
           const secret = find(secrets, "Secret", ref.name);
           expect(secretKeys(secret), `Secret ${ref.name}`).toContain(ref.key);

@@ -33,7 +33,7 @@ import { REPO_ROOT, TRUEIDLE_BIN, runTrueidle, startTrueidle, type TrueidleProce
 const run = promisify(execFile);
 const SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze";
 const UNIT_DIR = path.join(REPO_ROOT, "deploy", "systemd");
-/** The binary path the shipped units name; install-agent.sh replaces it with npm's. */
+/** The binary path the shipped units name; install-agent.sh replaces it with the release's /opt/trueidle/bin/trueidle. */
 const SHIPPED_BIN = "/usr/local/bin/trueidle";
 
 type Unit = Map<string, Map<string, string[]>>;
@@ -204,6 +204,17 @@ describe("what the units set", () => {
       return !new RegExp(`^ {2}${flag}\\b`, "m").test(help.output) && !help.output.includes(k);
     });
     expect(unknown).toEqual([]);
+  });
+
+  it("collector: every setting collector.env.example names, set or commented out, is a flag of `trueidle collector --help`, by its current name", async () => {
+    const help = await runTrueidle(["collector", "--help"]);
+    expect(help.code, help.output).toBe(0);
+    const flags = new Set([...help.output.matchAll(/^ {2}--([a-z][a-z0-9.-]*)/gm)].map((m) => `TRUEIDLE_${m[1]!.toUpperCase().replace(/[-.]/g, "_")}`));
+    const example = readFileSync(path.join(REPO_ROOT, "deploy", "collector.env.example"), "utf8");
+    const keys = [...new Set([...example.matchAll(/^#?(TRUEIDLE_[A-Z0-9_]+)=/gm)].map((m) => m[1]!))];
+    expect(keys).toEqual(expect.arrayContaining(["TRUEIDLE_AGENT_TOKENS_FILE", "TRUEIDLE_WEB_CONFIG_FILE"]));
+    // The deprecated TRUEIDLE_TOKENS_FILE still works, but the example uses the current name.
+    expect(keys.filter((k) => !flags.has(k))).toEqual([]);
   });
 
   it("collector: closes devices too, and takes everything from its env file", () => {

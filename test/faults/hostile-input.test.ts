@@ -31,7 +31,7 @@ describe("hostile input to a collector that requires tokens", () => {
     fleet = await Fleet.start("hostile-input");
     const tokens = path.join(fleet.dir, "tokens");
     writeFileSync(tokens, `# agents of the fault tests\nfleet:${GOOD_TOKEN}\n`, { mode: 0o600 });
-    collector = await fleet.startCollector({ args: ["--tokens-file", tokens] });
+    collector = await fleet.startCollector({ args: ["--agent-tokens-file", tokens] });
     address = collector.address;
   });
   afterAll(async () => {

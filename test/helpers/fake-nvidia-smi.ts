@@ -13,9 +13,11 @@ export const FAKE_NVIDIA_SMI_SCRIPT = fileURLToPath(new URL("../fake-nvidia-smi/
 
 /**
  * Writes `scenario` (a scenario object, written as `scenario.json`; or the path of an
- * existing scenario file) and the wrapper into `dir`; returns the wrapper's path.
+ * existing scenario file) and the wrapper into `dir`; returns the wrapper's path. The wrapper
+ * runs the fake with `node` (an absolute path: the Node.js running the tests unless given),
+ * so it needs no `node` on PATH.
  */
-export function writeFakeNvidiaSmi(dir: string, scenario: object | string): string {
+export function writeFakeNvidiaSmi(dir: string, scenario: object | string, node: string = process.execPath): string {
   let scenarioFile: string;
   if (typeof scenario === "string") {
     scenarioFile = resolve(scenario);
@@ -26,7 +28,7 @@ export function writeFakeNvidiaSmi(dir: string, scenario: object | string): stri
   const wrapper = resolve(dir, "nvidia-smi");
   writeFileSync(
     wrapper,
-    `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(FAKE_NVIDIA_SMI_SCRIPT)} --scenario ${shellQuote(scenarioFile)} "$@"\n`,
+    `#!/bin/sh\nexec ${shellQuote(node)} ${shellQuote(FAKE_NVIDIA_SMI_SCRIPT)} --scenario ${shellQuote(scenarioFile)} "$@"\n`,
   );
   chmodSync(wrapper, 0o755);
   return wrapper;

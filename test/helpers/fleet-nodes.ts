@@ -46,7 +46,7 @@ function logRecords(output: string): Array<Record<string, unknown>> {
 }
 
 export interface CollectorSpec {
-  /** Arguments added after the harness's own (e.g. --tokens-file FILE). */
+  /** Arguments added after the harness's own (e.g. --agent-tokens-file FILE). */
   args?: string[];
   /** Give the collector a disk spool (default true). */
   spool?: boolean;

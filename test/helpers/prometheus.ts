@@ -21,6 +21,11 @@ export interface PrometheusOptions {
   /** Scrape and rule evaluation interval; default 1000 ms. */
   scrapeIntervalMs?: number;
   /**
+   * More settings of the one scrape job, e.g. `{ scheme: "https", basic_auth: {...},
+   * tls_config: {...} }`; written as JSON, which YAML reads as is.
+   */
+  jobConfig?: Record<string, unknown>;
+  /**
    * YAML appended at the top level of prometheus.yml. It must not repeat the keys the
    * helper writes: `global`, `rule_files`, `scrape_configs`.
    */
@@ -128,6 +133,7 @@ function renderConfig(opts: PrometheusOptions, intervalMs: number): string {
     "  - job_name: test",
     "    static_configs:",
     `      - targets: ${JSON.stringify(opts.scrapeTargets)}`,
+    ...Object.entries(opts.jobConfig ?? {}).map(([k, v]) => `    ${k}: ${JSON.stringify(v)}`),
   ];
   if (opts.extraConfig !== undefined) lines.push(opts.extraConfig);
   return `${lines.join("\n")}\n`;

@@ -17,11 +17,21 @@ export interface TrueidleProcess {
   exited: Promise<number | null>;
 }
 
-export function startTrueidle(args: string[], env: NodeJS.ProcessEnv = {}): TrueidleProcess {
+export interface StartOptions {
+  /**
+   * Start it as a terminal starts a command: leader of a process group of its own, so that
+   * `process.kill(-child.pid, "SIGINT")` is Ctrl-C (the signal reaches every process of
+   * the group that has not left it).
+   */
+  ownProcessGroup?: boolean;
+}
+
+export function startTrueidle(args: string[], env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): TrueidleProcess {
   const child = spawn(process.execPath, [TRUEIDLE_BIN, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: options.ownProcessGroup === true,
   });
   let out = "";
   const waiters: Array<() => void> = [];
