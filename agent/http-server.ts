@@ -41,7 +41,7 @@ export class AgentHttpServer {
   private refusalLoggedAt = -Infinity;
 
   constructor(private readonly deps: AgentHttpDeps) {
-    this.process = deps.processMetrics ?? processMetrics();
+    this.process = deps.processMetrics ?? processMetrics({ eventLoopHistogram: false });
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
     const tls = deps.security?.tls;
     this.server = tls ? https.createServer(httpsServerOptions(tls), handler) : http.createServer(handler);

@@ -59,3 +59,14 @@ describe("process metrics", () => {
     expect(register.getMetricsAsArray()).toEqual([]);
   });
 });
+
+describe("process metrics without the event-loop delay monitor (the agent's)", () => {
+  it("leaves out the monitor's seven gauges and keeps the lag measured at each scrape", async () => {
+    const light = new ProcessMetrics({ eventLoopHistogram: false });
+    const families = declaredFamilies(await light.render());
+    expect(families).toContain("nodejs_eventloop_lag_seconds");
+    expect(families).toContain("process_cpu_seconds_total");
+    for (const s of ["min", "max", "mean", "stddev", "p50", "p90", "p99"]) expect(families).not.toContain(`nodejs_eventloop_lag_${s}_seconds`);
+    expect(declaredFamilies(await metrics.render())).toContain("nodejs_eventloop_lag_p99_seconds");
+  });
+});
