@@ -40,6 +40,7 @@ import { freePort } from "../test/helpers/ports.js";
 import { startTrueidle } from "../test/helpers/trueidle-process.js";
 import { readProcessCpu, type ProcessCpu } from "../scripts/gpu-truth/proc-cpu.mjs";
 import { spread, type Spread } from "./harness.js";
+import { errorMessage } from "../common/errors.js";
 
 export const PROCESS_MODES = ["nvml", "nvidia-smi", "sim", "bare-node"] as const;
 export type ProcessMode = (typeof PROCESS_MODES)[number];
@@ -122,7 +123,7 @@ export function checkAgentProcessBench(): void {
   try {
     buildNvmlStub();
   } catch (err) {
-    throw new Error(`section (f) needs the stub libnvidia-ml.so, built with gcc: ${(err as Error).message}`, { cause: err });
+    throw new Error(`section (f) needs the stub libnvidia-ml.so, built with gcc: ${errorMessage(err)}`, { cause: err });
   }
 }
 

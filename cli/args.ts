@@ -9,6 +9,7 @@
 import { parseDuration } from "../common/duration.js";
 import { parseSize } from "../common/size.js";
 import { quoteUrl, redactUrlCredentials } from "../common/influx-url.js";
+import { errorMessage } from "../common/errors.js";
 
 /** `size` takes "256MiB", "1GiB", "500MB" or bytes (common/size.ts); min and max are bytes. */
 export type FlagType = "string" | "boolean" | "duration" | "number" | "list" | "size";
@@ -140,7 +141,7 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
       f.check?.(values);
       out[f.name] = convert(f, v, values);
     } catch (err) {
-      problems.push(`${origin}: ${(err as Error).message}`);
+      problems.push(`${origin}: ${errorMessage(err)}`);
     }
   }
   if (problems.length > 0) throw new UsageError(problems.join("\n"));

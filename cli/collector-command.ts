@@ -15,6 +15,7 @@ import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { parseInfluxUrl, readInfluxCredentials } from "../collector/influx/target.js";
 import { waitForSignal } from "./signals.js";
 import { COLLECTOR_SECURITY_FLAGS, collectorSecurityFrom } from "./security-flags.js";
+import { errorMessage } from "../common/errors.js";
 
 /** Limits on what agents may send (README "Limits"); each is enforced in the collector, see collector.ts. */
 const LIMIT_FLAGS: FlagSpec[] = [
@@ -113,7 +114,7 @@ export function influxOptionsFrom(v: FlagValues, env: NodeJS.ProcessEnv, logger:
     where = parseInfluxUrl(url);
     creds = readInfluxCredentials({ file, env });
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
+    throw new UsageError(errorMessage(err));
   }
   if (creds?.warning) logger.warn(`The InfluxDB credentials file is too open: ${creds.warning}.`);
   return {
@@ -176,6 +177,6 @@ function ownerLabelsFrom(text: string): OwnerLabel[] {
   try {
     return parseOwnerLabels(text);
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
+    throw new UsageError(errorMessage(err));
   }
 }

@@ -20,6 +20,7 @@ import { loadTokens, TOKENS_ENV } from "../collector/auth/tokens.js";
 import type { CollectorOptions } from "../collector/collector.js";
 import { loadWebConfig, type HttpSecurity, type LoadedWebConfig } from "../common/http-security.js";
 import { WEB_CONFIG_FLAG } from "../common/web-config.js";
+import { errorMessage } from "../common/errors.js";
 
 const PLAINTEXT_HELP = "Run gRPC unencrypted: windows (and any token) travel in clear. Only on a trusted network; " +
   "without TLS flags this must be given explicitly.";
@@ -99,7 +100,7 @@ function attempt<T>(problems: string[], load: () => T): T | undefined {
   try {
     return load();
   } catch (err) {
-    problems.push(err instanceof Error ? err.message : String(err));
+    problems.push(errorMessage(err));
     return undefined;
   }
 }

@@ -6,7 +6,7 @@
  * the background, retried while InfluxDB cannot be reached.
  */
 import { hostname } from "node:os";
-import { TrueidleError } from "../common/errors.js";
+import { TrueidleError, errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
 import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
@@ -151,7 +151,7 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
     try {
       return parseListenAddress(text, what);
     } catch (err) {
-      problems.push(err instanceof Error ? err.message : String(err));
+      problems.push(errorMessage(err));
       return { host: "", port: 0 };
     }
   };
@@ -359,7 +359,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     await sink?.stop();
     await writer?.stop();
     await late?.stop();
-    throw new TrueidleError("unavailable", err instanceof Error ? err.message : String(err), { cause: err });
+    throw new TrueidleError("unavailable", errorMessage(err), { cause: err });
   }
   fleet.startSweeper();
   const grpcSecurity = opts.grpcTls ? (opts.grpcTls.clientCa !== undefined ? "mutual TLS" : "TLS") : "plaintext";

@@ -43,6 +43,7 @@ import type { DurableSink, SinkOutcome } from "./spool/durable-sink.js";
 import { AgentRateLimiter, type AgentRateLimits } from "./rate-limit.js";
 import type { SelfMetrics, StreamRefusalReason } from "./self-metrics.js";
 import { validateHello, validateWindow, type AgentHello, type WindowLimits, type WindowRejection } from "./validate.js";
+import { errorMessage } from "../common/errors.js";
 
 /** A message as the transport decoded it, or why it could not. */
 export type DecodedRequest = { ok: true; msg: StreamRequest } | { ok: false; error: string };
@@ -190,7 +191,7 @@ export class IngestSession implements RegisteredStream {
         this.encoder = new HostLineEncoder(result.hello.hostname, result.hello.labels, this.deps.owners?.labels);
       } catch (err) {
         // Only what line protocol cannot carry exactly gets here (a trailing backslash).
-        return this.fail(`hello.host cannot be stored in InfluxDB: ${err instanceof Error ? err.message : String(err)}`);
+        return this.fail(`hello.host cannot be stored in InfluxDB: ${errorMessage(err)}`);
       }
     }
     const agents = this.deps.agents;

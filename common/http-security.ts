@@ -12,7 +12,7 @@
  */
 import type { TlsOptions, TLSSocket } from "node:tls";
 import { createSecureContext } from "node:tls";
-import { TrueidleError } from "./errors.js";
+import { TrueidleError, errorMessage } from "./errors.js";
 import { BcryptUsers } from "./bcrypt-users.js";
 import type { HttpUsers } from "./http-auth.js";
 import { readSecretFile } from "./secret-file.js";
@@ -115,7 +115,7 @@ export function loadWebConfig(file: string): LoadedWebConfig {
     try {
       createSecureContext(httpsServerOptions(tls));
     } catch (err) {
-      throw new TrueidleError("bad_config", `--${WEB_CONFIG_FLAG} ${file}: tls_server_config cannot be used: ${(err as Error).message}`, { cause: err });
+      throw new TrueidleError("bad_config", `--${WEB_CONFIG_FLAG} ${file}: tls_server_config cannot be used: ${errorMessage(err)}`, { cause: err });
     }
     description = `HTTPS with the certificate ${describeCertificate(pair.leaf)}, ${t.minVersion} or later` +
       (t.clientAuth === "NoClientCert" ? "" : `, client certificates: ${t.clientAuth}`);

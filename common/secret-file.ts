@@ -4,7 +4,7 @@
  * errors here name the flag and the file, never the contents.
  */
 import { readFileSync, statSync } from "node:fs";
-import { TrueidleError } from "./errors.js";
+import { TrueidleError, errorMessage } from "./errors.js";
 
 export interface SecretFile {
   text: string;
@@ -23,7 +23,7 @@ export function readSecretFile(flag: string, file: string): SecretFile {
     mode = statSync(file).mode;
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new TrueidleError("bad_config", `--${flag} ${file} cannot be read: ${(err as Error).message}`, { cause: err });
+    throw new TrueidleError("bad_config", `--${flag} ${file} cannot be read: ${errorMessage(err)}`, { cause: err });
   }
   const problem = permissionProblem(mode);
   return { text, warning: problem ? `${file} (--${flag}) ${problem}` : undefined };

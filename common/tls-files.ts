@@ -8,7 +8,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { TrueidleError } from "./errors.js";
+import { TrueidleError, errorMessage } from "./errors.js";
 import { readSecretFile } from "./secret-file.js";
 
 /** A file given by a flag, e.g. `{ flag: "tls-cert", file: "/etc/trueidle/collector.crt" }`. */
@@ -33,7 +33,7 @@ function readFile(f: FlagFile): Buffer {
   try {
     return readFileSync(f.file);
   } catch (err) {
-    throw bad(f, `cannot be read: ${(err as Error).message}`, err);
+    throw bad(f, `cannot be read: ${errorMessage(err)}`, err);
   }
 }
 
@@ -45,7 +45,7 @@ function parseCertificates(f: FlagFile, pem: Buffer): X509Certificate[] {
     try {
       return new X509Certificate(b);
     } catch (err) {
-      throw bad(f, `has a certificate (number ${i + 1}) that does not parse: ${(err as Error).message}`, err);
+      throw bad(f, `has a certificate (number ${i + 1}) that does not parse: ${errorMessage(err)}`, err);
     }
   });
 }
@@ -90,7 +90,7 @@ export function loadKeyPair(certFile: FlagFile, keyFile: FlagFile, now = Date.no
   try {
     keyObject = createPrivateKey(keyText);
   } catch (err) {
-    throw bad(keyFile, `holds a private key that does not parse: ${(err as Error).message}`, err);
+    throw bad(keyFile, `holds a private key that does not parse: ${errorMessage(err)}`, err);
   }
   if (!leaf.checkPrivateKey(keyObject)) {
     throw new TrueidleError("bad_config", `the private key in --${keyFile.flag} ${keyFile.file} does not belong to the certificate in --${certFile.flag} ${certFile.file}`);
@@ -99,7 +99,7 @@ export function loadKeyPair(certFile: FlagFile, keyFile: FlagFile, now = Date.no
   try {
     createSecureContext({ cert, key });
   } catch (err) {
-    throw new TrueidleError("bad_config", `--${certFile.flag} ${certFile.file} with --${keyFile.flag} ${keyFile.file} cannot be used for TLS: ${(err as Error).message}`, { cause: err });
+    throw new TrueidleError("bad_config", `--${certFile.flag} ${certFile.file} with --${keyFile.flag} ${keyFile.file} cannot be used for TLS: ${errorMessage(err)}`, { cause: err });
   }
   return { cert, key, leaf, warning: secret.warning };
 }

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { TrueidleError } from "../common/errors.js";
+import { TrueidleError, errorMessage } from "../common/errors.js";
 
 export const INFLUXD_CANDIDATES = ["/usr/bin/influxd", "/usr/local/bin/influxd"];
 
@@ -114,7 +114,7 @@ export async function startPrivateInfluxd(opts: StartInfluxdOptions = {}): Promi
     } catch (err) {
       lastErr = err;
       // A port taken between choosing and binding: try others.
-      if (!/address already in use/i.test(String((err as Error).message))) break;
+      if (!/address already in use/i.test(errorMessage(err))) break;
     }
   }
   throw lastErr;

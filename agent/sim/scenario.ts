@@ -31,7 +31,7 @@
  * `smActive`. The simulator source ignores it.
  */
 import { readFileSync } from "node:fs";
-import { TrueidleError } from "../../common/errors.js";
+import { TrueidleError, errorMessage } from "../../common/errors.js";
 import { parseDuration } from "../../common/duration.js";
 import { GPU_STATES, type GpuState } from "../../common/types.js";
 
@@ -108,13 +108,13 @@ export function loadScenario(path: string): Scenario {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new TrueidleError("bad_scenario", `cannot read scenario file ${path}: ${(err as Error).message}`, { cause: err });
+    throw new TrueidleError("bad_scenario", `cannot read scenario file ${path}: ${errorMessage(err)}`, { cause: err });
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new TrueidleError("bad_scenario", `scenario file ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    throw new TrueidleError("bad_scenario", `scenario file ${path} is not valid JSON: ${errorMessage(err)}`, { cause: err });
   }
   return parseScenario(json, path);
 }
@@ -248,7 +248,7 @@ function durationOf(text: string, where: string, problems: string[]): number | u
   try {
     return parseDuration(text);
   } catch (err) {
-    problems.push(`${where}: ${(err as Error).message}`);
+    problems.push(`${where}: ${errorMessage(err)}`);
     return undefined;
   }
 }

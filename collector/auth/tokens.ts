@@ -11,7 +11,7 @@
  * about how much of a token was right or which token matched.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { TrueidleError } from "../../common/errors.js";
+import { TrueidleError, errorMessage } from "../../common/errors.js";
 import { contentLines, readSecretFile } from "../../common/secret-file.js";
 import { tokenProblem } from "../../common/token.js";
 
@@ -108,7 +108,7 @@ export function loadTokens(src: { file?: string | undefined; env?: NodeJS.Proces
     try {
       entries.push(parseEntry(text, where, defaultName));
     } catch (err) {
-      problems.push((err as Error).message);
+      problems.push(errorMessage(err));
     }
   };
   if (src.file !== undefined) {
@@ -131,7 +131,7 @@ export function loadTokens(src: { file?: string | undefined; env?: NodeJS.Proces
   try {
     return { tokens: new TokenSet(entries), from, warning, deprecation };
   } catch (err) {
-    throw new TrueidleError("bad_config", `${from}: ${(err as Error).message}`, { cause: err });
+    throw new TrueidleError("bad_config", `${from}: ${errorMessage(err)}`, { cause: err });
   }
 }
 

@@ -9,7 +9,7 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { InfluxDB } from "influx";
-import { TrueidleError } from "../../common/errors.js";
+import { TrueidleError, errorMessage } from "../../common/errors.js";
 import { permissionProblem } from "../../common/secret-file.js";
 
 export interface InfluxTarget {
@@ -57,7 +57,7 @@ export function readInfluxCredentials(src: CredentialSources): Credentials | und
       text = readFileSync(src.file, "utf8");
       mode = statSync(src.file).mode;
     } catch (err) {
-      throw new TrueidleError("bad_config", `--influx-credentials-file ${src.file} cannot be read: ${(err as Error).message}`, { cause: err });
+      throw new TrueidleError("bad_config", `--influx-credentials-file ${src.file} cannot be read: ${errorMessage(err)}`, { cause: err });
     }
     const first = text.split(/\r?\n/, 1)[0] ?? "";
     const colon = first.indexOf(":");

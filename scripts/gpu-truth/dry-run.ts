@@ -20,6 +20,7 @@ import { readingOf } from "../../agent/sim/evaluate.js";
 import { loadScenario } from "../../agent/sim/scenario.js";
 import { writeFakeNvidiaSmi } from "../../test/helpers/fake-nvidia-smi.js";
 import { hasGpm, prepareNvmlStub } from "../../test/helpers/nvml-stub.js";
+import { errorMessage } from "../../common/errors.js";
 
 /**
  * loads.py's phases, in order, with what a GPU doing that load shows (an H200: idle at
@@ -137,6 +138,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`${(err as Error).message}\n`);
+  process.stderr.write(`${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -12,6 +12,7 @@
  * on the agent's event loop: a hung driver blocks the calling thread.
  */
 import koffi, { type LibraryHandle } from "koffi";
+import { errorMessage } from "../../../common/errors.js";
 
 export const NVML_SUCCESS = 0;
 export const NVML_ERROR_UNINITIALIZED = 1;
@@ -165,7 +166,7 @@ export function loadNvml(path: string): NvmlLibrary {
   try {
     lib = koffi.load(path);
   } catch (err) {
-    throw new Error(`cannot load ${path}: ${firstLine((err as Error).message)}`, { cause: err });
+    throw new Error(`cannot load ${path}: ${firstLine(errorMessage(err))}`, { cause: err });
   }
   const fn: Record<string, Fn | undefined> = {};
   for (const [name, params, required] of DECLARATIONS) {

@@ -28,6 +28,7 @@ import { MemoryReader } from "./read-memory.js";
 import { PowerClocksReader } from "./read-power-clocks.js";
 import { ProcessBuffers, ProcessNames, ProcessReader } from "./read-processes.js";
 import { UtilizationReader } from "./read-utilization.js";
+import { errorMessage } from "../../../common/errors.js";
 
 /** How far ahead of the agent's tick the worker reads (at most a quarter of the interval). */
 const LEAD_MS = 100;
@@ -81,7 +82,7 @@ class NvmlWorker {
     try {
       this.nvml = loadNvml(this.cfg.libPath);
     } catch (err) {
-      this.post({ kind: "fatal", error: (err as Error).message });
+      this.post({ kind: "fatal", error: errorMessage(err) });
       return;
     }
     this.driver = new Driver(this.nvml, this.watch, (m) => this.post(m), (n) => this.board.addBadValues(n));
