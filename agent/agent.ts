@@ -26,22 +26,22 @@ export interface AgentOptions {
   windowMs: number;
   thresholds: Thresholds;
   logger: Logger;
-  maxBufferedWindows?: number;
+  maxBufferedWindows?: number | undefined;
   /** Encoded bytes of unacknowledged windows kept at most (default 256 MiB). */
-  maxBufferBytes?: number;
+  maxBufferBytes?: number | undefined;
   /** Keep unacknowledged windows on disk under DIR/buffer so that they survive a restart. */
-  stateDir?: string;
+  stateDir?: string | undefined;
   /** TLS for the gRPC channel; insecure when absent. */
-  credentials?: grpc.ChannelCredentials;
+  credentials?: grpc.ChannelCredentials | undefined;
   /** Metadata sent when each stream opens (the bearer token). */
-  callMetadata?: grpc.Metadata;
+  callMetadata?: grpc.Metadata | undefined;
   /** Extra grpc-js channel options (for example the TLS server name override). */
-  channelOptions?: grpc.ChannelOptions;
+  channelOptions?: grpc.ChannelOptions | undefined;
   /** Puts owners on readings (scheduler allocations, who runs each process); none: no owners. */
   owners?: OwnerAnnotator | undefined;
   /** Called with every window handed to the shipper (the demo and tests watch this). */
-  onWindows?: (windows: readonly GpuWindowRecord[]) => void;
-  now?: () => number;
+  onWindows?: ((windows: readonly GpuWindowRecord[]) => void) | undefined;
+  now?: (() => number) | undefined;
 }
 
 export interface AgentStats {

@@ -149,7 +149,7 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
         collectGarbage();
         const start = performance.now();
         await inParallel(bodies.length, IN_FLIGHT, async (i) => {
-          const res = await fetch(writeUrl, { method: "POST", headers: { "content-type": "text/plain; charset=utf-8" }, body: bodies[i] });
+          const res = await fetch(writeUrl, { method: "POST", headers: { "content-type": "text/plain; charset=utf-8" }, body: bodies[i]! });
           if (res.status !== 204) throw new Error(`bare POST got HTTP ${res.status}: ${await res.text()}`);
         });
         return performance.now() - start;

@@ -46,40 +46,40 @@ export interface CollectorOptions {
   /** Thresholds pushed to every agent in Welcome. */
   thresholds: Thresholds;
   /** Window lengths without a fresh window before trueidle_gpu_up is 0 (default 3). */
-  staleAfterWindows?: number;
+  staleAfterWindows?: number | undefined;
   /** Time without a window before a GPU's series are removed (default 15 min). */
-  expireAfterMs?: number;
+  expireAfterMs?: number | undefined;
   /** Distinct GPUs one host may report (default 64). */
-  maxGpusPerHost?: number;
+  maxGpusPerHost?: number | undefined;
   /** Windows one batch may hold; a larger batch ends the stream (default 10,000). */
-  maxWindowsPerBatch?: number;
+  maxWindowsPerBatch?: number | undefined;
   /** How old a window's start may be (default 7 days). */
-  maxWindowAgeMs?: number;
+  maxWindowAgeMs?: number | undefined;
   /** How far a window's start may lie ahead of the collector's clock (default 5 min). */
-  maxWindowFutureMs?: number;
+  maxWindowFutureMs?: number | undefined;
   /** GPUs (and roll-up groups) across all hosts; windows of further GPUs are refused as series_limit (default 100,000). */
-  maxGpus?: number;
+  maxGpus?: number | undefined;
   /** Agent streams served at once, one per host; further agents get RESOURCE_EXHAUSTED (default 20,000). */
-  maxAgents?: number;
+  maxAgents?: number | undefined;
   /** Largest message accepted, bytes; at least the default, 4 MiB (larger ones get RESOURCE_EXHAUSTED). */
-  maxMessageBytes?: number;
+  maxMessageBytes?: number | undefined;
   /** Windows per second per agent stream, with a burst of 10 s of it (default 2,000); acks are held beyond it. */
-  agentRateLimit?: number;
+  agentRateLimit?: number | undefined;
   /** A new gRPC connection must open a stream, and a stream say Hello, within this; an idle connection is closed after it (default 10 s). */
-  helloTimeoutMs?: number;
+  helloTimeoutMs?: number | undefined;
   /** Connections on the gRPC port at once (default: --max-agents plus 10 % or at least 1,000, within the process' file descriptors). */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /** Connections on the gRPC port from one source address (default 1,000). */
-  maxConnectionsPerAddress?: number;
+  maxConnectionsPerAddress?: number | undefined;
   /** Connections on the HTTP port at once (default 256; a quarter of it from one address). */
-  httpMaxConnections?: number;
+  httpMaxConnections?: number | undefined;
   /** Owner fields exported as labels of the owner series (default all: namespace, pod, container, job, user; [] for none). */
-  ownerLabels?: readonly OwnerLabel[];
+  ownerLabels?: readonly OwnerLabel[] | undefined;
   logger: Logger;
   /** Clock, Unix milliseconds; injectable for tests. */
-  now?: () => number;
+  now?: (() => number) | undefined;
   /** Names this collector to agents and in logs (default HOSTNAME:PID). */
-  collectorId?: string;
+  collectorId?: string | undefined;
   /** Write every accepted window to this InfluxDB; acks wait for the writes. */
   influx?: CollectorInfluxOptions | undefined;
   /** With `influx`: acknowledge from this disk spool while InfluxDB is away or slow (collector/spool/). */

@@ -121,15 +121,15 @@ export interface FleetSummary {
 }
 
 export interface FleetStateOptions {
-  now?: () => number;
+  now?: (() => number) | undefined;
   /** Window lengths without a fresh window before a GPU is down (default 3). */
-  staleAfterWindows?: number;
+  staleAfterWindows?: number | undefined;
   /** Time without a window before a GPU's series are removed (default 15 min). */
-  expireAfterMs?: number;
+  expireAfterMs?: number | undefined;
   /** Distinct GPUs one host may report (default 64). */
-  maxGpusPerHost?: number;
+  maxGpusPerHost?: number | undefined;
   /** GPUs, and roll-up groups, across all hosts (default 100,000). */
-  maxGpus?: number;
+  maxGpus?: number | undefined;
   /** Told, at most once a minute, when windows are refused at `maxGpus`. */
   logger?: Logger | undefined;
 }

@@ -37,21 +37,21 @@ export const INFLUXD_MISSING_HELP =
 
 export interface StartInfluxdOptions {
   /** Keep the data dir on stop (for a demo the user wants to query afterwards). */
-  keepData?: boolean;
+  keepData?: boolean | undefined;
   /**
    * Use this directory (created when missing) instead of a fresh temp dir, e.g. to serve
    * kept data again; always kept on stop. Default: a new temp dir.
    */
-  dir?: string;
+  dir?: string | undefined;
   /** How often continuous queries are checked; default 1s so tests see roll-ups quickly. */
-  cqRunInterval?: string;
-  startTimeoutMs?: number;
+  cqRunInterval?: string | undefined;
+  startTimeoutMs?: number | undefined;
   /**
    * Start influxd in a process group of its own, so that signals for the terminal's
    * foreground group (Ctrl-C, a closed terminal) reach only this process, which then stops
    * influxd when it is done with it. Default: the caller's group.
    */
-  ownProcessGroup?: boolean;
+  ownProcessGroup?: boolean | undefined;
 }
 
 export interface InfluxdConfig {

@@ -26,6 +26,9 @@ import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
 import { afterProbe, diagnoseConnectFailure, probeTls, type ConnectDiagnosis, type ConnectProblem } from "./connect-diagnosis.js";
 
+/** Options with their defaults filled in: every key present, none undefined. */
+type Filled<T> = { [K in keyof T]-?: Exclude<T[K], undefined> };
+
 export interface ShipperOptions {
   /** Collector addresses, HOST:PORT; tried in turn on reconnect. */
   targets: string[];
@@ -35,35 +38,35 @@ export interface ShipperOptions {
   windowMs: number;
   logger: Logger;
   /** Channel credentials (TLS); insecure when absent. */
-  credentials?: grpc.ChannelCredentials;
+  credentials?: grpc.ChannelCredentials | undefined;
   /** Metadata sent when each stream opens (for example `authorization: Bearer …`). */
-  callMetadata?: grpc.Metadata;
+  callMetadata?: grpc.Metadata | undefined;
   /** Extra grpc-js channel options; they override the shipper's own. */
-  channelOptions?: grpc.ChannelOptions;
+  channelOptions?: grpc.ChannelOptions | undefined;
   /**
    * The buffer of unacknowledged windows (a disk-backed one survives restarts). Its owner
    * closes it. Without one, an in-memory buffer bounded by `maxBufferedWindows` and
    * `maxBufferBytes` is used.
    */
-  buffer?: WindowBuffer;
+  buffer?: WindowBuffer | undefined;
   /** Windows kept unacknowledged at most; the oldest beyond it are dropped and counted. */
-  maxBufferedWindows?: number;
+  maxBufferedWindows?: number | undefined;
   /** Encoded bytes of unacknowledged windows kept at most (in-memory buffer only). */
-  maxBufferBytes?: number;
-  maxWindowsPerBatch?: number;
+  maxBufferBytes?: number | undefined;
+  maxWindowsPerBatch?: number | undefined;
   /**
    * Encoded bytes per batch, about, at most (default 3 MiB): the collector refuses messages
    * over 4 MiB by default, and 2,000 windows with long process names can exceed that.
    */
-  maxBatchBytes?: number;
+  maxBatchBytes?: number | undefined;
   /** Batches sent and not yet acknowledged, at most. */
-  maxBatchesInFlight?: number;
+  maxBatchesInFlight?: number | undefined;
   /** A stream with no Welcome, or a batch with no ack, after this long is broken. */
-  responseTimeoutMs?: number;
-  backoffInitialMs?: number;
-  backoffMaxMs?: number;
-  onThresholds?: (t: Thresholds) => void;
-  now?: () => number;
+  responseTimeoutMs?: number | undefined;
+  backoffInitialMs?: number | undefined;
+  backoffMaxMs?: number | undefined;
+  onThresholds?: ((t: Thresholds) => void) | undefined;
+  now?: (() => number) | undefined;
 }
 
 export interface ShipperStats {
@@ -96,7 +99,7 @@ interface InFlight {
 type OptionalOptions = "credentials" | "callMetadata" | "channelOptions" | "buffer" | "maxBufferBytes" | "onThresholds";
 
 export class Shipper {
-  private readonly opts: Required<Omit<ShipperOptions, OptionalOptions>> & Pick<ShipperOptions, OptionalOptions>;
+  private readonly opts: Filled<Omit<ShipperOptions, OptionalOptions>> & Pick<ShipperOptions, OptionalOptions>;
   private readonly credentials: grpc.ChannelCredentials;
   private readonly buffer: WindowBuffer;
   private inFlight: InFlight[] = [];
@@ -133,7 +136,8 @@ export class Shipper {
       backoffInitialMs: 500,
       backoffMaxMs: 30_000,
       now: Date.now,
-      ...(definedOnly(opts) as ShipperOptions),
+      ...definedOnly(opts),
+      targets: opts.targets, host: opts.host, agentVersion: opts.agentVersion, source: opts.source, windowMs: opts.windowMs, logger: opts.logger,
     };
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
     this.buffer = opts.buffer ?? WindowBuffer.memory({
@@ -409,6 +413,7 @@ function retryAfter(err: grpc.ServiceError | undefined): number | undefined {
 }
 
 /** The options actually given: an explicit `undefined` must not override a default. */
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+/** `o` without its undefined values: what it sets, to spread over defaults. */
+function definedOnly<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
 }

@@ -46,9 +46,9 @@ export interface WindowBufferOptions {
   /** Windows kept at most (sent and unsent). */
   maxWindows: number;
   /** Encoded bytes kept at most, with 8 bytes of record header a window on disk; default 256 MiB. */
-  maxBytes?: number;
+  maxBytes?: number | undefined;
   logger: Logger;
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 export interface WindowBufferStats {

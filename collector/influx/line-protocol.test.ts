@@ -76,7 +76,7 @@ describe("escaping helpers", () => {
 describe("owner lines", () => {
   const pod = { via: OwnerSource.POD_RESOURCES, namespace: "ml team", pod: "trainer-0", container: "main" };
   const podProcess = { via: OwnerSource.PROCESS, namespace: "ml team", pod: "trainer-0", container: "main", user: "alice", pid: 7 };
-  const held = (owners: NonNullable<Parameters<typeof makeWindow>[0]>["owners"]): ReturnType<typeof makeWindow> =>
+  const held = (owners: NonNullable<NonNullable<Parameters<typeof makeWindow>[0]>["owners"]>): ReturnType<typeof makeWindow> =>
     makeWindow({ freeIdleS: 0, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5, owners });
 
   it("writes one gpu_owner_window point per owner: the window's tags, the owner fields that are set, its seconds", () => {

@@ -35,7 +35,7 @@ import { PodMonitor, PrometheusRule, ServiceMonitor } from "@kubernetes-models/p
 import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
 import { parseExposition } from "../helpers/exposition.js";
 import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
-import { containersOf, loadYamlDocuments, podSpecs, renderKustomization, type K8sObject } from "../helpers/kustomize.js";
+import { containersOf, loadYamlDocuments, renderKustomization, type K8sObject } from "../helpers/kustomize.js";
 import { freePort } from "../helpers/ports.js";
 import { REPO_ROOT, TRUEIDLE_BIN, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
 
