@@ -21,6 +21,7 @@ import { silentLogger, type Logger } from "../../common/log.js";
 import { errorMessage } from "../../common/errors.js";
 import type { AllocationSource, AllocationSourceStats } from "./allocations.js";
 import { mappingFileName, parseMappingFile, type MappedJob, type MappingFileProblem } from "./job-mapping-file.js";
+import { PolledAllocations } from "./polled-allocations.js";
 
 export interface JobMappingOptions {
   dir: string;
@@ -67,72 +68,34 @@ export interface JobMappingStats extends AllocationSourceStats {
 }
 
 interface CachedFile { version: string; jobs: MappedJob[] }
-const EMPTY: ReadonlyMap<string, GpuOwner[]> = new Map();
 /** Names and file versions remembered as counted; past this many, new ones are no longer counted. */
 const MAX_REMEMBERED_NAMES = 4096;
 
-export class JobMappingSource implements AllocationSource {
+export class JobMappingSource extends PolledAllocations implements AllocationSource {
   readonly name = "job_mapping" as const;
   readonly dir: string;
   private readonly pollMs: number;
-  private readonly staleAfterMs: number;
   private readonly maxFileBytes: number;
   private readonly maxJobsPerGpu: number;
   private readonly maxEntries: number;
   private readonly log: Logger;
-  private readonly now: () => number;
-  private started = false;
-  private stopped = false;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private answer: { at: number; byGpu: ReadonlyMap<string, GpuOwner[]> } | undefined;
   private cache = new Map<string, CachedFile>();
   private readonly counted = new Set<string>();
   private readonly logged = new Set<string>();
   private readonly s: JobMappingStats = { reads: 0, failures: {}, rejected: {}, staleDrops: 0, ownersDropped: 0, lastGoodMs: undefined, files: 0 };
-  private readonly firstReadDone: Promise<void>;
-  private endFirstRead: () => void = () => {};
 
   constructor(private readonly opts: JobMappingOptions) {
+    super(opts.now ?? Date.now, opts.staleAfterMs ?? 60_000);
     this.dir = path.resolve(opts.dir);
     this.pollMs = opts.pollMs ?? 10_000;
-    this.staleAfterMs = opts.staleAfterMs ?? 60_000;
     this.maxFileBytes = opts.maxFileBytes ?? 64 * 1024;
     this.maxJobsPerGpu = opts.maxJobsPerGpu ?? 16;
     this.maxEntries = opts.maxEntries ?? 1024;
     this.log = (opts.logger ?? silentLogger).child({ component: "job-mapping" });
-    this.now = opts.now ?? Date.now;
-    this.firstReadDone = new Promise<void>((resolve) => { this.endFirstRead = resolve; });
   }
 
   get where(): string {
     return this.dir;
-  }
-
-  firstRead(): Promise<void> {
-    return this.firstReadDone;
-  }
-
-  start(): void {
-    if (this.started || this.stopped) return;
-    this.started = true;
-    this.schedule(0);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.endFirstRead();
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running;
-  }
-
-  current(): ReadonlyMap<string, GpuOwner[]> {
-    return this.ready() ? (this.answer?.byGpu ?? EMPTY) : EMPTY;
-  }
-
-  ready(): boolean {
-    return this.answer !== undefined && this.now() - this.answer.at <= this.staleAfterMs;
   }
 
   stats(): JobMappingStats {
@@ -141,27 +104,19 @@ export class JobMappingSource implements AllocationSource {
 
   /** One scan now, for tests; the timer keeps its own rhythm. */
   async scanNow(): Promise<void> {
-    await this.running;
+    await this.idle();
     await this.scan();
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.running = this.scan()
-        .catch((err: unknown) => {
-          this.fail("error");
-          this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", { error: errorMessage(err) });
-        })
-        .finally(() => {
-          this.running = undefined;
-          this.endFirstRead();
-          this.dropIfStale();
-          this.schedule(this.pollMs);
-        });
-    }, delayMs);
-    this.timer.unref();
+  protected async read(): Promise<number> {
+    await this.scan();
+    return this.pollMs;
+  }
+
+  protected readFailed(err: unknown): number {
+    this.fail("error");
+    this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", { error: errorMessage(err) });
+    return this.pollMs;
   }
 
   private async scan(): Promise<void> {
@@ -316,9 +271,7 @@ export class JobMappingSource implements AllocationSource {
     });
   }
 
-  private dropIfStale(): void {
-    if (this.answer === undefined || this.now() - this.answer.at <= this.staleAfterMs) return;
-    this.answer = undefined;
+  protected droppedStale(): void {
     this.s.staleDrops++;
     this.once("stale", "warn", `The job mapping directory has been unreadable for over ${Math.round(this.staleAfterMs / 1000)} s; its last allocations are dropped until it can be read again.`);
   }

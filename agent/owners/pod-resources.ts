@@ -17,7 +17,6 @@ import { stat } from "node:fs/promises";
 import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import type { GpuOwner } from "../../common/types.js";
 import { silentLogger, type Logger } from "../../common/log.js";
 import { errorMessage } from "../../common/errors.js";
 import { Backoff } from "../shipper/backoff.js";
@@ -27,6 +26,7 @@ import { DEFAULT_MAX_ALLOCATIONS_PER_GPU } from "./allocations.js";
 import { DEVICE_ID_FORM_TEXT, type MatchedDeviceIdForm } from "./device-ids.js";
 import { DEFAULT_POD_RESOURCES_SOCKET, podResourcesListerDefinition } from "./pod-resources-api.js";
 import { allocatableGpus, allocationsFromList, type PodResourcesRejection, type Rejected } from "./pod-resources-parse.js";
+import { PolledAllocations } from "./polled-allocations.js";
 
 export { DEFAULT_POD_RESOURCES_SOCKET } from "./pod-resources-api.js";
 
@@ -109,27 +109,17 @@ export interface PodResourcesStats extends AllocationSourceStats {
   allocatableSupported: boolean | undefined;
 }
 
-interface Answer { at: number; byGpu: ReadonlyMap<string, GpuOwner[]> }
-const EMPTY: ReadonlyMap<string, GpuOwner[]> = new Map();
 
-export class PodResourcesSource implements AllocationSource {
+export class PodResourcesSource extends PolledAllocations implements AllocationSource {
   readonly name = "pod_resources" as const;
   readonly socketPath: string;
-  private readonly firstReadDone: Promise<void>;
-  private endFirstRead: () => void = () => {};
   private readonly o: Required<Omit<PodResourcesOptions, "gpuByIndex" | "extraResourceNames" | "socketPath" | "logger" | "now">>;
   private readonly log: Logger;
-  private readonly now: () => number;
   private readonly backoff: Backoff;
-  private started = false;
-  private stopped = false;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
   private inFlight: grpc.ClientUnaryCall | undefined;
   private client: grpc.Client | undefined;
   /** dev:inode of the socket last seen, to tell a replaced socket (a kubelet restart). */
   private socketInode: string | undefined;
-  private answer: Answer | undefined;
   private allocatable: ReadonlySet<string> | undefined;
   private allocatableSupported: boolean | undefined;
   private allocatableAt = -Infinity;
@@ -141,6 +131,7 @@ export class PodResourcesSource implements AllocationSource {
   };
 
   constructor(private readonly opts: PodResourcesOptions = {}) {
+    super(opts.now ?? Date.now, opts.staleAfterMs ?? 60_000);
     this.socketPath = path.resolve(opts.socketPath ?? DEFAULT_POD_RESOURCES_SOCKET);
     this.o = {
       configured: opts.configured ?? false,
@@ -154,42 +145,19 @@ export class PodResourcesSource implements AllocationSource {
       maxMessageBytes: opts.maxMessageBytes ?? 16 * 1024 * 1024,
     };
     this.log = (opts.logger ?? silentLogger).child({ component: "pod-resources" });
-    this.now = opts.now ?? Date.now;
     this.backoff = new Backoff({ initialMs: this.o.backoffInitialMs, maxMs: this.o.backoffMaxMs });
-    this.firstReadDone = new Promise<void>((resolve) => { this.endFirstRead = resolve; });
   }
 
   get where(): string {
     return this.socketPath;
   }
 
-  /** Ends with the first List call's outcome (GetAllocatableResources is not waited for). */
-  firstRead(): Promise<void> {
-    return this.firstReadDone;
-  }
-
-  start(): void {
-    if (this.started || this.stopped) return;
-    this.started = true;
-    this.schedule(0);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.endFirstRead();
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+  protected override interrupt(): void {
     this.inFlight?.cancel();
-    await this.running;
+  }
+
+  protected override closed(): void {
     this.closeClient();
-  }
-
-  current(): ReadonlyMap<string, GpuOwner[]> {
-    return this.ready() ? (this.answer as Answer).byGpu : EMPTY;
-  }
-
-  ready(): boolean {
-    return this.answer !== undefined && this.now() - this.answer.at <= this.o.staleAfterMs;
   }
 
   /** GPU uuids the kubelet can hand to pods; undefined until known or where unsupported. */
@@ -201,31 +169,14 @@ export class PodResourcesSource implements AllocationSource {
     return { ...this.s, failures: { ...this.s.failures }, rejected: { ...this.s.rejected }, matched: { ...this.s.matched } };
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.running = this.poll().finally(() => { this.running = undefined; });
-    }, delayMs);
-    this.timer.unref();
-  }
-
-  private async poll(): Promise<void> {
-    let next = this.o.pollMs;
-    try {
-      next = await this.read();
-    } catch (err) {
-      // read() handles what it expects; anything else is a bug, logged once, never thrown.
-      this.fail("error", err);
-    } finally {
-      this.endFirstRead();
-      this.dropIfStale();
-      this.schedule(next);
-    }
+  /** read() handles what it expects; anything else is a bug, logged once, never thrown. */
+  protected readFailed(err: unknown): number {
+    this.fail("error", err);
+    return this.o.pollMs;
   }
 
   /** One read; returns the delay before the next. */
-  private async read(): Promise<number> {
+  protected async read(): Promise<number> {
     let st;
     try {
       st = await stat(this.socketPath);
@@ -278,7 +229,8 @@ export class PodResourcesSource implements AllocationSource {
       });
       this.warnedSinceOk = false;
     }
-    this.endFirstRead();
+    // The first read ends with List's outcome: GetAllocatableResources is not waited for.
+    this.firstReadEnded();
     if (this.allocatableSupported !== false && this.now() - this.allocatableAt >= this.o.allocatableEveryMs) await this.readAllocatable(gpuByIndex);
     return this.o.pollMs;
   }
@@ -364,9 +316,7 @@ export class PodResourcesSource implements AllocationSource {
     }
   }
 
-  private dropIfStale(): void {
-    if (this.answer === undefined || this.now() - this.answer.at <= this.o.staleAfterMs) return;
-    this.answer = undefined;
+  protected droppedStale(): void {
     this.s.staleDrops++;
     this.s.pods = undefined;
     this.once("stale", "warn", `The kubelet has not answered for over ${Math.round(this.o.staleAfterMs / 1000)} s; its last allocations are dropped until it answers again.`, { socket: this.socketPath });
