@@ -21,7 +21,7 @@ import type { Logger } from "../common/log.js";
 import type { GpuState } from "../common/types.js";
 import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
 
-import { OWNER_LABELS, type OwnerLabel } from "../common/owner-fields.js";
+import { isOwnerLabel, OWNER_LABELS, type OwnerLabel } from "../common/owner-fields.js";
 
 export { OWNER_LABELS, type OwnerLabel };
 
@@ -31,10 +31,10 @@ export function parseOwnerLabels(text: string): OwnerLabel[] {
   if (t === "none" || t === "") return [];
   const out: OwnerLabel[] = [];
   for (const part of t.split(",").map((s) => s.trim())) {
-    if (!(OWNER_LABELS as readonly string[]).includes(part)) {
+    if (!isOwnerLabel(part)) {
       throw new Error(`--owner-labels: "${part}" is not an owner field; use a comma-separated list of ${OWNER_LABELS.join(", ")}, or none`);
     }
-    if (!out.includes(part as OwnerLabel)) out.push(part as OwnerLabel);
+    if (!out.includes(part)) out.push(part);
   }
   return out;
 }

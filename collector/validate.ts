@@ -6,6 +6,7 @@
  * the field, e.g. `windows[3].power_mean_w`; the rest of its batch is still accepted.
  */
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
+import { OWNER_LABELS } from "../common/owner-fields.js";
 import { UNSAFE_TEXT_RE, quoteText, unsafeTextProblem } from "../common/text-safety.js";
 import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_OWNER_FIELD_LENGTH, MAX_OWNERS, MAX_POWER_W } from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading, Owner } from "../gen/trueidle/v1/ingest_pb.js";
@@ -239,7 +240,6 @@ const OWNER_FIELD_NAMES: Record<(typeof OWNER_TEXT_FIELDS)[number], string> = {
   namespace: "namespace", pod: "pod", container: "container", podUid: "pod_uid", job: "job", step: "step",
   user: "user", runtime: "runtime", containerId: "container_id", command: "command",
 };
-const OWNER_TAG_FIELDS = ["namespace", "pod", "container", "job", "user"] as const;
 const KNOWN_OWNER_SOURCES: ReadonlySet<number> = new Set([1, 2, 3]);
 
 /** The first problem of one owner of a window, as [reason, field]. */
@@ -250,7 +250,7 @@ function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason
     if (v.length > MAX_OWNER_FIELD_LENGTH || UNSAFE_TEXT_RE.test(v)) return ["bad_string", OWNER_FIELD_NAMES[f]];
   }
   // The fields that may become InfluxDB tags: a trailing backslash cannot be stored in one.
-  for (const f of OWNER_TAG_FIELDS) if (o[f].endsWith("\\")) return ["bad_string", f];
+  for (const f of OWNER_LABELS) if (o[f].endsWith("\\")) return ["bad_string", f];
   if (o.pid > MAX_PID) return ["bad_number", "pid"];
   const p = partProblemOf(o.observedS, "observed_s", maxS, partMax) ??
     secondsProblem(o.freeIdleS, "free_idle_s", maxS) ??
