@@ -72,7 +72,10 @@ export class AgentHttpServer {
     for (const [name, value] of Object.entries(this.deps.security?.headers ?? {})) res.setHeader(name, value);
     if (refuseUnlessGet(req, res)) return;
     const users = this.deps.security?.users;
-    if (!users || path === "/healthz") return this.route(req, res, path);
+    if (!users || path === "/healthz") {
+      this.route(req, res, path);
+      return;
+    }
     admitRequest(req, res, users, this.deps.authThrottle, {
       onFailure: (address) => this.refusal(`Refused an HTTP request from ${address} without a listed user's credentials (401).`),
       onThrottled: (address) => this.refusal(`Refused an HTTP request from ${address}: too many failed logins (429).`),
@@ -102,11 +105,11 @@ export class AgentHttpServer {
       if (path === "/healthz") {
         const sampling = this.deps.agent.isSampling();
         const s = this.deps.agent.stats();
-        const body = JSON.stringify({
+        const body = `${JSON.stringify({
           status: sampling ? "ok" : "not_sampling",
           connected: s.shipper.connected,
           buffered_windows: s.shipper.buffered,
-        }) + "\n";
+        })}\n`;
         return sendBody(req, res, sampling ? 200 : 503, "application/json", body);
       }
       return sendBody(req, res, 404, "text/plain; charset=utf-8", "Not found; see /metrics and /healthz.\n");

@@ -43,7 +43,7 @@ describe("SamplePipeline", () => {
       { error: "GPU is lost", util: undefined, powerW: undefined, memUsedBytes: undefined, processes: undefined }, // unavailable
       { util: 100 }, // free_idle although util reads 100
     ];
-    plan.forEach((o, i) => p.ingest(T0 + i * 1000, [reading(o)]));
+    for (const [i, o] of plan.entries()) p.ingest(T0 + i * 1000, [reading(o)]);
     p.ingest(T0 + 10_000, [reading()]);
     const [w] = p.drain();
     expect(w!.observedS).toBe(10);

@@ -19,7 +19,7 @@ import { SelfMetrics } from "../collector/self-metrics.js";
 import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { collectGarbage, rounds, sink, spread, type Spread } from "./harness.js";
 import { GPUS_PER_HOST } from "./sim-hosts.js";
-import { WINDOW_MS, WindowTemplates, benchHost, encodeBatch, helloRequest, type BenchHost } from "./fleet-windows.js";
+import { WINDOW_MS, type WindowTemplates, benchHost, encodeBatch, helloRequest, type BenchHost } from "./fleet-windows.js";
 
 export interface IngestCase {
   name: string;

@@ -145,7 +145,7 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
         const lines: string[] = [];
         inOrder((h, batch) => { for (const w of batch) lines.push((encoders[h] as HostLineEncoder).line(w)); });
         const bodies: string[] = [];
-        for (let i = 0; i < lines.length; i += BATCH) bodies.push(lines.slice(i, i + BATCH).join("\n") + "\n");
+        for (let i = 0; i < lines.length; i += BATCH) bodies.push(`${lines.slice(i, i + BATCH).join("\n")}\n`);
         collectGarbage();
         const start = performance.now();
         await inParallel(bodies.length, IN_FLIGHT, async (i) => {

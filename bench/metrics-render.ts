@@ -11,7 +11,7 @@ import { SelfMetrics } from "../collector/self-metrics.js";
 import { rounds, sink, spread, timed, type Spread } from "./harness.js";
 import { GPUS_PER_HOST } from "./sim-hosts.js";
 import { BENCH_NOW_MS, hostBatchWindows, openSession, sessionDeps } from "./collector-ingest.js";
-import { WindowTemplates, benchHost, encodeBatch } from "./fleet-windows.js";
+import { type WindowTemplates, benchHost, encodeBatch } from "./fleet-windows.js";
 import { ingestServiceDefinition } from "../common/grpc-service.js";
 
 export interface MetricsRenderResult {

@@ -123,7 +123,7 @@ export async function runWatch(opts: WatchOptions): Promise<void> {
       if (readings.length > 0) pipeline.ingest(tick, readings);
       else pipeline.closeUntil(tick);
       pipeline.drain();
-      const lines = pipeline.latest().filter((s) => s.timeMs === tick).map((s) => JSON.stringify(watchLine(s)) + "\n");
+      const lines = pipeline.latest().filter((s) => s.timeMs === tick).map((s) => `${JSON.stringify(watchLine(s))}\n`);
       if (lines.length > 0) write(lines.join(""));
     }
   } finally {

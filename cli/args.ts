@@ -50,7 +50,7 @@ export class UsageError extends Error {
 
 /** TRUEIDLE_<FLAG>: upper case, `-` and `.` as `_` (--web.config.file: TRUEIDLE_WEB_CONFIG_FILE). */
 export function envName(flag: string): string {
-  return "TRUEIDLE_" + flag.toUpperCase().replace(/[-.]/g, "_");
+  return `TRUEIDLE_${flag.toUpperCase().replace(/[-.]/g, "_")}`;
 }
 
 /** Warnings about deprecated names used, per parse result (see deprecationsOf). */
@@ -208,7 +208,7 @@ function convert(f: FlagSpec, v: string, all: string[]): string | boolean | numb
 export function formatHelp(spec: CommandSpec): string {
   const lines = [`${spec.summary}`, "", `Usage: ${spec.usage}`, "", "Flags:"];
   const rows = spec.flags.map((f) => {
-    const left = `  --${f.name}${f.type === "boolean" ? "" : " " + (f.placeholder ?? f.type.toUpperCase())}`;
+    const left = `  --${f.name}${f.type === "boolean" ? "" : ` ${f.placeholder ?? f.type.toUpperCase()}`}`;
     let right = f.help;
     if (f.choices) right += ` (${f.choices.join("|")})`;
     if (f.default !== undefined && f.type !== "boolean") right += ` [default: ${f.default}]`;
@@ -224,7 +224,7 @@ export function formatHelp(spec: CommandSpec): string {
   lines.push("", "Every flag can also be set in the environment as TRUEIDLE_<FLAG> (e.g. TRUEIDLE_LOG_LEVEL=debug).");
   if (spec.notes) lines.push("", spec.notes);
   if (spec.examples && spec.examples.length > 0) lines.push("", "Examples:", ...spec.examples.map((e) => `  ${e}`));
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }
 
 export function wantsHelp(argv: readonly string[]): boolean {

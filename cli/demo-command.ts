@@ -108,7 +108,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   // to, and its temp data goes (demo-history.ts, private-influxd.ts).
   let stdoutOpen = true;
   const out = (line: string): void => {
-    if (stdoutOpen) process.stdout.write(line + "\n");
+    if (stdoutOpen) process.stdout.write(`${line}\n`);
   };
   const onStdoutError = (): void => {
     stdoutOpen = false;
@@ -150,7 +150,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
           seed,
           thresholds,
           logger,
-          progress: (line) => void process.stderr.write(line + "\n"),
+          progress: (line) => void process.stderr.write(`${line}\n`),
           signal: ac.signal,
         });
       } catch (err) {

@@ -79,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`trueidle ${name}: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`trueidle ${name}: unexpected error: ${errorMessage(err)}\n${err instanceof Error && err.stack ? err.stack + "\n" : ""}`);
+    process.stderr.write(`trueidle ${name}: unexpected error: ${errorMessage(err)}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ""}`);
     return 1;
   }
 }

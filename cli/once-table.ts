@@ -60,7 +60,7 @@ export function renderOnceTable(samples: readonly ClassifiedSample[], t: Thresho
   out.push(`Thresholds: reported busy at utilization.gpu >= ${t.utilBusyPercent}%, active at real >= ${t.realActiveRatio}, ` +
     `held above ${Math.round(t.heldMemoryBytes / 1024 / 1024)} MiB over the idle baseline.`);
   out.push("A single sample: floors and memory baselines sharpen as the agent runs.");
-  return out.join("\n") + "\n";
+  return `${out.join("\n")}\n`;
 }
 
 /**
@@ -100,7 +100,7 @@ function processShort(p: GpuProcess): string {
 function ellipsize(text: string, width: number): string {
   const chars = [...text];
   if (chars.length <= width) return text;
-  return chars.slice(0, Math.max(0, width - 1)).join("") + "…";
+  return `${chars.slice(0, Math.max(0, width - 1)).join("")}…`;
 }
 
 function modelText(model: string): string {

@@ -156,7 +156,7 @@ describe("stream and connection admission", () => {
     const model = "M".repeat(GPU_LABEL_BYTES - 160);
     p.send(batchRequest(1, [
       makeWindow({ uuid: "GPU-ok" }),
-      makeWindow({ uuid: "GPU-" + "u".repeat(120), model, driverVersion: "5".repeat(60) }),
+      makeWindow({ uuid: `GPU-${"u".repeat(120)}`, model, driverVersion: "5".repeat(60) }),
     ]));
     const ack = await p.next();
     if (ack.msg.case !== "ack") throw new Error(`expected an ack, got ${ack.msg.case}`);

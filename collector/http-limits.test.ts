@@ -85,7 +85,9 @@ describe("the HTTP side under attack", () => {
     });
     // The two kept send a request head slowly, a header line at a time, never finishing it.
     for (const { s } of sockets) s.write("GET /metrics HTTP/1.1\r\n");
-    const trickle = setInterval(() => sockets.forEach(({ s }) => s.writable && s.write("X-Slow: 1\r\n")), 500);
+    const trickle = setInterval(() => {
+      for (const { s } of sockets) if (s.writable) s.write("X-Slow: 1\r\n");
+    }, 500);
     try {
       const answers = await Promise.all(sockets.map((x) => x.closed));
       expect(answers.filter((a) => a === "").length).toBe(2);

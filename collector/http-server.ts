@@ -173,7 +173,10 @@ export class CollectorHttpServer {
     for (const [name, value] of Object.entries(this.deps.headers ?? {})) res.setHeader(name, value);
     if (refuseUnlessGet(req, res)) return;
     const users = this.deps.basicAuth;
-    if (!users || path === "/healthz") return this.route(req, res, path);
+    if (!users || path === "/healthz") {
+      this.route(req, res, path);
+      return;
+    }
     // A throttled address and bcrypt checks backed up both count as auth_throttled (429).
     admitRequest(req, res, users, this.deps.authThrottle, {
       onFailure: () => void this.deps.self.httpAuthFailures++,
@@ -196,15 +199,15 @@ export class CollectorHttpServer {
             else res.destroy();
           });
         case "/healthz":
-          return sendBody(req, res, 200, "application/json", JSON.stringify({
+          return sendBody(req, res, 200, "application/json", `${JSON.stringify({
             status: "ok",
             agents: this.deps.self.agentsConnected,
             gpus: this.deps.fleet.size,
-          }) + "\n");
+          })}\n`);
         case "/":
           return sendBody(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
         case "/api/fleet":
-          return sendBody(req, res, 200, "application/json", JSON.stringify(buildFleetJson(this.deps.fleet, { owners: this.deps.owners })) + "\n", {
+          return sendBody(req, res, 200, "application/json", `${JSON.stringify(buildFleetJson(this.deps.fleet, { owners: this.deps.owners }))}\n`, {
             "cache-control": "no-store",
             "x-content-type-options": "nosniff",
           });

@@ -40,9 +40,9 @@ function goldenFleet(): { fleet: FleetState; self: SelfMetrics } {
 
 describe("prom-text", () => {
   it("escapes label values and help text as the exposition format says", () => {
-    expect(escapeLabelValue(String.raw`a\b"c` + "\nd")).toBe(String.raw`a\\b\"c\nd`);
+    expect(escapeLabelValue(`${String.raw`a\b"c`}\nd`)).toBe(String.raw`a\\b\"c\nd`);
     expect(escapeLabelValue("plain é ✓")).toBe("plain é ✓");
-    expect(escapeHelp(String.raw`a\b "c"` + "\n")).toBe(String.raw`a\\b "c"\n`);
+    expect(escapeHelp(`${String.raw`a\b "c"`}\n`)).toBe(String.raw`a\\b "c"\n`);
   });
 
   it("formats special numbers with Prometheus' spellings", () => {

@@ -62,7 +62,7 @@ export function createLogger(options: LoggerOptions = {}, base: LogFields = {}):
       for (const [k, v] of Object.entries(rec)) if (k !== "ts" && k !== "level" && k !== "msg") line += logfmtFields(k, v);
       write(`${line}\n`);
     } else {
-      write(JSON.stringify(rec) + "\n");
+      write(`${JSON.stringify(rec)}\n`);
     }
   };
   return {

@@ -141,7 +141,7 @@ export async function writeCursor(dir: string, head: LogPosition): Promise<void>
   const tmp = path.join(dir, `${CURSOR_FILE}.tmp`);
   const fh = await fs.open(tmp, "w", 0o600);
   try {
-    await fh.writeFile(JSON.stringify({ segment: head.segment, offset: head.offset }) + "\n");
+    await fh.writeFile(`${JSON.stringify({ segment: head.segment, offset: head.offset })}\n`);
     await fh.sync();
   } finally {
     await fh.close();

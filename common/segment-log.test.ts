@@ -282,7 +282,7 @@ describe("SegmentLog", () => {
       const res = await log.append(burst);
       check();
       if (!res.full) {
-        burst.forEach((payload, i) => queue.push({ payload, end: res.ends[i] as LogPosition }));
+        for (const [i, payload] of burst.entries()) queue.push({ payload, end: res.ends[i] as LogPosition });
         appended += burst.reduce((n, p) => n + 8 + p.length, 0);
       }
       // Phases of 150 steps: a collector that keeps up (nearly everything consumed at once),

@@ -151,7 +151,7 @@ basic_auth_users:
     expect(Object.keys(c.headers)).toEqual(["Strict-Transport-Security", "X-Frame-Options"]);
     expect([...c.users!.keys()]).toEqual(["prometheus"]);
     // Uncommented, its optional settings are valid too.
-    const all = parseWebConfig(text.replace("REPLACE-WITH-A-BCRYPT-HASH", HASH_2Y).replace(/^( *)#(?=\w|  -)/gm, "$1"), example);
+    const all = parseWebConfig(text.replace("REPLACE-WITH-A-BCRYPT-HASH", HASH_2Y).replace(/^( *)#(?=\w| {2}-)/gm, "$1"), example);
     expect(all.tls).toMatchObject({ clientAuth: "RequireAndVerifyClientCert", clientCaFile: "/etc/trueidle/ca.crt", ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" });
   });
 });

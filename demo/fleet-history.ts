@@ -253,7 +253,6 @@ export class FleetHistoryModel {
     const v = mix(g.key, Math.floor(tick / 86_400)) % VARIANTS;
     let util: number;
     let powerW: number;
-    let memUsedBytes: number;
     let processes: GpuProcess[];
     switch (a) {
       case "working":
@@ -280,7 +279,7 @@ export class FleetHistoryModel {
         processes = NO_PROCESSES;
         break;
     }
-    memUsedBytes = processes[0]?.usedMemoryBytes ?? MiB;
+    const memUsedBytes = processes[0]?.usedMemoryBytes ?? MiB;
     // One object shape for every reading of a valid GPU: the pipeline reads millions of them.
     return {
       uuid: g.uuid, index: g.index, model: m.name, driverVersion: DRIVER,

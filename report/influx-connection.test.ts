@@ -82,11 +82,11 @@ describe("InfluxQueryClient", () => {
       seen = { auth: req.headers.authorization, params: new URLSearchParams(body) };
       res.writeHead(200, { "content-type": "application/json" });
       const s = (values: unknown[][]) => ({ name: "gpu_hour", tags: { site: "a" }, columns: ["time", "v"], values });
-      res.end([
+      res.end(`${[
         JSON.stringify({ results: [{ statement_id: 0, series: [s([[1, 2]])], partial: true }] }),
         JSON.stringify({ results: [{ statement_id: 0, series: [s([[3, 4]])] }] }),
         JSON.stringify({ results: [{ statement_id: 1, series: [{ name: "m", columns: ["time", "n"], values: [[0, 9]] }] }] }),
-      ].join("\n") + "\n");
+      ].join("\n")}\n`);
     }, async (url) => {
       const c = new InfluxQueryClient({ target: { baseUrl: url, database: "trueidle" }, credentials: { username: "u", password: "p:w" } });
       const [a, b] = await c.query(["SELECT 1", "SELECT 2"]);
@@ -94,7 +94,7 @@ describe("InfluxQueryClient", () => {
       expect(a!.series[0]!.values).toEqual([[1, 2], [3, 4]]);
       expect(b!.series[0]!.values).toEqual([[0, 9]]);
     });
-    expect(seen.auth).toBe("Basic " + Buffer.from("u:p:w").toString("base64"));
+    expect(seen.auth).toBe(`Basic ${Buffer.from("u:p:w").toString("base64")}`);
     expect(seen.params?.get("chunked")).toBe("true");
     expect(seen.params?.get("q")).toBe("SELECT 1;\nSELECT 2");
   });

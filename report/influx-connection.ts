@@ -85,7 +85,7 @@ export class InfluxQueryClient {
   constructor(opts: InfluxQueryClientOptions) {
     this.target = opts.target;
     this.auth = opts.credentials
-      ? "Basic " + Buffer.from(`${opts.credentials.username}:${opts.credentials.password}`, "utf8").toString("base64")
+      ? `Basic ${Buffer.from(`${opts.credentials.username}:${opts.credentials.password}`, "utf8").toString("base64")}`
       : undefined;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
   }

@@ -78,7 +78,7 @@ function timeWhere(startMs: number, endMs: number): string {
 export function chunkStatements(
   db: string, m: Measurement, by: readonly string[], startMs: number, endMs: number, subject: Subject = "gpus",
 ): [string, string, string] {
-  const groupTags = by.map((t) => ", " + quoteIdent(t)).join("");
+  const groupTags = by.map((t) => `, ${quoteIdent(t)}`).join("");
   const gpuTags = [...new Set([...by, "uuid"])].map(quoteIdent);
   const where = timeWhere(startMs, endMs);
   const src = from(db, m, subject);
@@ -174,7 +174,7 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
       const idx = SUM_FIELDS.map((f) => column(series, f));
       for (const v of series.values) {
         const sums = emptySums();
-        SUM_FIELDS.forEach((f, i) => (sums[f] = num(v[idx[i]!])));
+        for (const [i, f] of SUM_FIELDS.entries()) sums[f] = num(v[idx[i]!]);
         out.days.push({ dayMs: Number(v[ti]), key, sums });
       }
     }
@@ -191,7 +191,7 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
       const idx = SUM_FIELDS.map((f) => column(series, f));
       for (const v of series.values) {
         const sums = emptySums();
-        SUM_FIELDS.forEach((f, i) => (sums[f] = num(v[idx[i]!])));
+        for (const [i, f] of SUM_FIELDS.entries()) sums[f] = num(v[idx[i]!]);
         out.holders.push({ key: holderTags.map((t) => series.tags?.[t] ?? ""), uuid: series.tags?.["uuid"] ?? "", sums });
       }
     }

@@ -92,7 +92,7 @@ describe("report renderings", () => {
       const observed_s = gpus * HOURS * 3600;
       return { ...emptySums(), observed_s, held_idle_s: observed_s * 0.25, busy_phantom_s: observed_s * 0.1, free_idle_s: observed_s * 0.2, active_s: observed_s * 0.45, reported_idle_s: observed_s * 0.3, real_busy_s: observed_s * 0.4 };
     };
-    const owner = (i: number) => ["research-" + "x".repeat(40), `trainer-${i}-${"y".repeat(50)}`, "", ""];
+    const owner = (i: number) => [`research-${"x".repeat(40)}`, `trainer-${i}-${"y".repeat(50)}`, "", ""];
     const r = computeReport({
       range: { startMs: T0, endMs: T1 }, by: ["site", "model"], measurement: "gpu_hour", measurementReason: "gpu_hour: the range is 48 hours or longer",
       days: fleet.map(([site, model, n]) => ({ dayMs: T0, key: [site, model], sums: sums(n) })),

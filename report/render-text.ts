@@ -151,7 +151,7 @@ function wrap(text: string, width: number): string[] {
   for (const word of text.split(" ")) {
     if (line !== "" && line.length + 1 + word.length > width) {
       out.push(line);
-      line = "  " + word;
+      line = `  ${word}`;
     } else {
       line = line === "" ? word : `${line} ${word}`;
     }
@@ -185,7 +185,7 @@ export function renderCsv(r: CapacityReport): string {
   for (const h of r.holders.holders) {
     lines.push(["holder", ...r.by.map(() => ""), ...cols.map((c) => num(holderValue.get(c.id)?.(h))), ...ownerCols.map((t) => h.key[t] ?? "")]);
   }
-  return lines.map((l) => l.map(csvField).join(",")).join("\r\n") + "\r\n";
+  return `${lines.map((l) => l.map(csvField).join(",")).join("\r\n")}\r\n`;
 }
 
 /** Every column, always: idle_cost is null when no price was given. */
@@ -222,5 +222,5 @@ function holderJson(h: Holder): Record<string, number | null> {
 }
 
 export function renderJson(r: CapacityReport): string {
-  return JSON.stringify(reportJson(r), null, 2) + "\n";
+  return `${JSON.stringify(reportJson(r), null, 2)}\n`;
 }

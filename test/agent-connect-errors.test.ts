@@ -80,7 +80,7 @@ describe.concurrent("an agent that cannot open a stream says what is probably wr
       "Will retry, logging at most once a minute while this lasts; windows stay buffered.");
     expect(d.detail).toContain("Protocol error");
     // Two more failed attempts, at debug: the hint was said once.
-    await agent.waitForOutput(/("msg":"Could not open a stream to the collector; will retry\."[^\n]*\n[^]*){2}/, 45_000);
+    await agent.waitForOutput(/("msg":"Could not open a stream to the collector; will retry\."[^\n]*\n[\s\S]*){2}/, 45_000);
     expect(connectFailures(agent.output()).filter((l) => l.level !== "debug")).toHaveLength(1);
   });
 

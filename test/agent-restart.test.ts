@@ -23,7 +23,7 @@ import { eventually } from "./helpers/eventually.js";
 const WINDOW_MS = 1000;
 const GPUS = 3;
 
-const cleanup: Array<() => Promise<unknown> | void> = [];
+const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });

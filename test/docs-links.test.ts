@@ -24,7 +24,7 @@ function markdownFiles(dir: string): string[] {
 }
 
 /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens. */
-export function headingAnchor(heading: string): string {
+function headingAnchor(heading: string): string {
   return heading
     .trim()
     .toLowerCase()
@@ -56,7 +56,7 @@ interface Link {
 }
 
 /** Markdown links and images outside code: `[text](target)`, `![alt](target)`. */
-export function linksOf(text: string): Link[] {
+function linksOf(text: string): Link[] {
   const out: Link[] = [];
   let fenced = false;
   text.split("\n").forEach((line, i) => {

@@ -91,7 +91,7 @@ function metricStates(text: string): Map<string, string> {
   return out;
 }
 
-const pct = (r: number | null): string => (r === null ? "n/a" : (r * 100).toFixed(1) + "%");
+const pct = (r: number | null): string => (r === null ? "n/a" : `${(r * 100).toFixed(1)}%`);
 
 /** How the page writes an owner: namespace/pod first, the other fields named. */
 function ownerText(o: FleetJsonOwner): string {

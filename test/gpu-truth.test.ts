@@ -203,8 +203,8 @@ describe("scripts/gpu-truth/compare.mjs", () => {
       watch.push(JSON.stringify({ ts_ms: t0 + s * 1000, gpu: 0, state: s < 8 ? "held_idle" : "busy_phantom", real: 0.02, real_source: "power", sm_active: null }));
       watch.push(JSON.stringify({ ts_ms: t0 + s * 1000, gpu: 1, state: "active", real: 0.9, real_source: "power", sm_active: null }));
     }
-    writeFileSync(path.join(dir, "truth.csv"), truth.join("\n") + "\n");
-    writeFileSync(path.join(dir, "smi.jsonl"), watch.join("\n") + "\n{\"ts_ms\":");
+    writeFileSync(path.join(dir, "truth.csv"), `${truth.join("\n")}\n`);
+    writeFileSync(path.join(dir, "smi.jsonl"), `${watch.join("\n")}\n{"ts_ms":`);
     const { stdout } = await run(process.execPath, [COMPARE, "--phases", path.join(dir, "phases.jsonl"), "--truth", path.join(dir, "truth.csv"),
       "--source", `NVML=${path.join(dir, "missing.jsonl")}`, "--source", `nvidia-smi=${path.join(dir, "smi.jsonl")}`, "--settle-s", "2"]);
     const rows = tableRows(stdout);

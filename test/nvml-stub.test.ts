@@ -363,7 +363,7 @@ describe("stub libnvidia-ml.so", () => {
       buf.writeUInt32LE(numMetrics, 4);
       buf.writeBigUInt64LE(s1 as bigint, 8);
       buf.writeBigUInt64LE(s2 as bigint, 16);
-      ids.forEach((id, k) => buf.writeUInt32LE(id, 24 + 40 * k));
+      for (const [k, id] of ids.entries()) buf.writeUInt32LE(id, 24 + 40 * k);
       const rc = nvml.gpmMetrics(buf) as number;
       return { rc, results: ids.map((_, k) => ({ rc: buf.readInt32LE(24 + 40 * k + 4), value: buf.readDoubleLE(24 + 40 * k + 8) })) };
     };

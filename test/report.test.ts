@@ -60,7 +60,7 @@ const FIELDS: Field[] = ["observed_s", "free_idle_s", "held_idle_s", "busy_phant
 const STATES: Field[] = ["free_idle_s", "held_idle_s", "busy_phantom_s", "active_s", "unavailable_s"];
 
 /** Line-protocol tag escaping: comma, space and = get a backslash. */
-const tag = (v: string): string => v.replace(/[, =]/g, (c) => "\\" + c);
+const tag = (v: string): string => v.replace(/[, =]/g, (c) => `\\${c}`);
 
 function point(measurement: string, g: Gpu, h: Hour, scale: number, ms: number, extra = ""): string {
   const full: Record<Field, number> = Object.fromEntries(FIELDS.map((f) => [f, (h[f] ?? 0) / scale])) as Record<Field, number>;
@@ -181,7 +181,7 @@ function expectSameReport(a: unknown, b: unknown, where = "report"): void {
     expect(a, where).toBeCloseTo(b, 9);
   } else if (Array.isArray(a) && Array.isArray(b)) {
     expect(a.length, `${where}.length`).toBe(b.length);
-    a.forEach((x, i) => expectSameReport(x, b[i], `${where}[${i}]`));
+    for (const [i, x] of a.entries()) expectSameReport(x, b[i], `${where}[${i}]`);
   } else if (a !== null && b !== null && typeof a === "object" && typeof b === "object") {
     expect(Object.keys(a).sort(), where).toEqual(Object.keys(b).sort());
     for (const k of Object.keys(a)) expectSameReport((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
@@ -201,7 +201,7 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     expect(r.measurement).toBe("gpu_hour");
     expect(r.hours).toBe(48);
     expect(r.groups.map((g) => g.key)).toEqual(EXPECTED.map((e) => e.key));
-    EXPECTED.forEach((e, i) => expectFigures(r.groups[i]!, e.f, JSON.stringify(e.key)));
+    for (const [i, e] of EXPECTED.entries()) expectFigures(r.groups[i]!, e.f, JSON.stringify(e.key));
     expectFigures(r.total, EXPECTED_TOTAL, "fleet");
 
     // Daily series: day 1 holds hours 0-23, day 2 hours 24-47.

@@ -86,7 +86,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 45
 
 function metricValue(text: string, series: string): number | undefined {
   for (const line of text.split("\n")) {
-    if (line.startsWith(series + " ")) return Number(line.slice(series.length + 1));
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
   }
   return undefined;
 }

@@ -103,7 +103,7 @@ async function startCollector(args: string[]): Promise<{ proc: TrueidleProcess; 
 }
 
 function metricValue(text: string, series: string): number | undefined {
-  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 

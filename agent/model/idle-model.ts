@@ -173,5 +173,5 @@ function hasSignal(r: GpuReading): boolean {
 }
 
 function clamp01(x: number): number {
-  return x < 0 ? 0 : x > 1 ? 1 : x;
+  return Math.min(1, Math.max(0, x));
 }

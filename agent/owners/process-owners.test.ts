@@ -82,7 +82,7 @@ describe("bad and missing input", () => {
 
   it("ignores a huge cgroup file, counts it and says so once", async () => {
     const h = await host();
-    const huge = "0::/" + "x".repeat(70 * 1024) + "\n";
+    const huge = `0::/${"x".repeat(70 * 1024)}\n`;
     await h.addProcess({ pid: 600, uid: 1000, cgroup: huge });
     await h.addProcess({ pid: 601, uid: 1000, cgroup: huge });
     const { po, warns } = owners(h);

@@ -37,7 +37,7 @@ function windows(seed: number, n: number): GpuWindowRecord[] {
         util: maybe(Math.round(r() * 100)), powerW: maybe(Math.round(r() * 70000) / 100), powerLimitW: maybe(700),
         memUsedBytes: maybe(Math.floor(r() * 80_000) * MiB), memTotalBytes: maybe(81_559 * MiB),
         smActive: r() < 0.5 ? r() : undefined, media: r() < 0.2 ? Math.round(r() * 100) : undefined,
-        error: r() < 0.05 ? "NVML: GPU is lost (nvmlDeviceGetMemoryInfo_v2) " + "é".repeat(Math.floor(r() * 800)) : undefined,
+        error: r() < 0.05 ? `NVML: GPU is lost (nvmlDeviceGetMemoryInfo_v2) ${"é".repeat(Math.floor(r() * 800))}` : undefined,
         processes: r() < 0.1 ? undefined : Array.from({ length: procs }, (_, i) => ({
           pid: 1000 + i, name: pick(["python3", "torchrun", "x".repeat(300), "训练"]),
           usedMemoryBytes: maybe(Math.floor(r() * 20_000) * MiB), smUtil: r() < 0.5 ? Math.round(r() * 100) : undefined,
@@ -45,7 +45,7 @@ function windows(seed: number, n: number): GpuWindowRecord[] {
             runtime: maybe("containerd"), containerId: maybe("0123456789abcdef".repeat(4)), podUid: maybe("6f1c2a3e-0000-4000-8000-000000000001"), job: maybe(String(Math.floor(r() * 1e6))) },
         })),
         allocations: r() < 0.3 ? undefined : r() < 0.5 ? [] : [pick([
-          { via: "pod_resources" as const, namespace: "ml", pod: "trainer-" + Math.floor(r() * 9), container: "main" },
+          { via: "pod_resources" as const, namespace: "ml", pod: `trainer-${Math.floor(r() * 9)}`, container: "main" },
           { via: "job_mapping" as const, job: String(Math.floor(r() * 1e6)), user: maybe("1001") },
         ])],
       });

@@ -21,10 +21,10 @@ function reading(over: Partial<GpuReading>): GpuReading {
 describe("windowToProto", () => {
   it("cuts long process names and error texts so the collector still accepts the window", () => {
     const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
-    const longName = "/opt/venv/bin/python3 " + "x".repeat(2000);
+    const longName = `/opt/venv/bin/python3 ${"x".repeat(2000)}`;
     const procs = Array.from({ length: 80 }, (_, i) => ({ pid: 100 + i, name: longName, usedMemoryBytes: 100 * MiB }));
     p.ingest(T0, [reading({ memUsedBytes: 8000 * MiB, processes: procs })]);
-    p.ingest(T0 + 1000, [reading({ error: "Unable to determine the device handle: " + "e".repeat(5000), util: undefined, powerW: undefined, memUsedBytes: undefined, processes: undefined })]);
+    p.ingest(T0 + 1000, [reading({ error: `Unable to determine the device handle: ${"e".repeat(5000)}`, util: undefined, powerW: undefined, memUsedBytes: undefined, processes: undefined })]);
     p.ingest(T0 + 10_000, [reading({})]);
     const [rec] = p.drain();
     const w = windowToProto(rec!);

@@ -130,12 +130,17 @@ export class WindowBuffer {
     const batch = encoded.map((data): BufferEntry => ({ data, state: this.log ? "pending" : "unsent", end: undefined }));
     for (const e of batch) this.add(e);
     this.enforceBound();
-    if (!this.log) return this.onSendable();
+    if (!this.log) {
+      this.onSendable();
+      return;
+    }
     const log = this.log;
     // Appends resolve in the order they were made, so windows become sendable in order.
     const write = log.append(encoded).then(
       (res) => {
-        if (!res.full) res.ends.forEach((end, i) => ((batch[i] as BufferEntry).end = end));
+        if (!res.full) res.ends.forEach((end, i) => {
+          (batch[i] as BufferEntry).end = end;
+        });
       },
       (err: unknown) => this.diskError(err, batch.length),
     ).then(() => {

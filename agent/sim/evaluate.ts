@@ -88,7 +88,6 @@ export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
   }
   const span = g.powerLimitW - g.idlePowerW;
   let util = 0, power = g.idlePowerW, memMiB = 0, procs = 0;
-  let smActive: number | undefined, media: number | undefined;
   switch (preset) {
     case "held_idle": util = 0; power = g.idlePowerW + 0.02 * span; memMiB = Math.round(g.memTotalMiB * 0.3); procs = 1; break;
     case "busy_phantom": util = 100; power = g.idlePowerW + 0.04 * span; memMiB = Math.round(g.memTotalMiB * 0.4); procs = 1; break;
@@ -100,8 +99,8 @@ export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
     v === null ? undefined : v !== undefined ? v : dflt;
   const u = pick(p.util, util);
   const m = pick(p.memUsedMiB, memMiB);
-  smActive = pick(p.smActive, smActive);
-  media = pick(p.media, media);
+  const smActive = p.smActive ?? undefined;
+  const media = p.media ?? undefined;
 
   let processes: PhaseValues["processes"];
   if (Array.isArray(p.processes)) {

@@ -29,7 +29,7 @@ describe("loadTokens", () => {
     expect(t.warning).toBeUndefined();
     expect(t.tokens.match(A)).toBe("rack-a");
     expect(t.tokens.match(B)).toBe("line-4");
-    expect(t.tokens.match(A + "x")).toBeUndefined();
+    expect(t.tokens.match(`${A}x`)).toBeUndefined();
     expect(t.tokens.match("")).toBeUndefined();
   });
 

@@ -442,7 +442,7 @@ export class InfluxWriter {
   }
 
   private async post(lines: readonly string[]): Promise<WriteResponse> {
-    const text = lines.join("\n") + "\n";
+    const text = `${lines.join("\n")}\n`;
     const timeout = AbortSignal.timeout(this.opts.requestTimeoutMs);
     const signal = anySignal([timeout, this.hardStop.signal]);
     try {

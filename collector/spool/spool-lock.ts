@@ -47,7 +47,7 @@ export class SpoolLock {
     const me: LockOwner = { host: hostname(), pid: process.pid };
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await fs.writeFile(file, JSON.stringify(me) + "\n", { flag: "wx", mode: 0o600 });
+        await fs.writeFile(file, `${JSON.stringify(me)}\n`, { flag: "wx", mode: 0o600 });
         held.add(abs);
         return new SpoolLock(abs, file);
       } catch (err) {

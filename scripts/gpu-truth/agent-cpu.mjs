@@ -127,7 +127,7 @@ async function main() {
   const lines = [
     `| process | CPU µs per GPU-sample | of which children | share of one core | RSS MiB |`,
     `| --- | ---: | ---: | ---: | ---: |`,
-    ...out.map((x) => `| ${x.process}${x.alive ? "" : " (exited: " + (x.stderr ?? "?") + ")"} | ${x.usPerGpuSample.toFixed(0)} | ${x.childUsPerGpuSample.toFixed(0)} | ${(x.coreShare * 100).toFixed(3)}% | ${x.rssMiB.toFixed(0)} |`),
+    ...out.map((x) => `| ${x.process}${x.alive ? "" : ` (exited: ${x.stderr ?? "?"})`} | ${x.usPerGpuSample.toFixed(0)} | ${x.childUsPerGpuSample.toFixed(0)} | ${(x.coreShare * 100).toFixed(3)}% | ${x.rssMiB.toFixed(0)} |`),
     "",
     `${gpus} GPU(s), a sample every ${intervalMs} ms; ${spanS.toFixed(1)} s measured after ${warmupS} s of warm-up, all processes side by side. ` +
       "CPU: user + system of every thread and every child process, from /proc" + (out.every((x) => x.precise) ? " (schedstat, ns)" : " (clock ticks)") +

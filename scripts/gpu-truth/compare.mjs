@@ -198,7 +198,7 @@ export function renderMarkdown(c) {
       "power: the power estimate). Truth: NVML read directly beside the agents (truth.py; SM active is GPM SM activity, " +
       "n/a where the GPU or the runtime offers no GPM). SM active (agent): what the source itself read (nvidia-smi cannot).",
   ];
-  return lines.join("\n") + "\n" + key.join("\n") + "\n";
+  return `${lines.join("\n")}\n${key.join("\n")}\n`;
 }
 
 function main() {
@@ -224,7 +224,7 @@ function main() {
   for (const p of c.phases) {
     if (p.countedS <= 0) process.stderr.write(`compare.mjs: phase ${p.phase} is no longer than --settle-s; nothing of it counts.\n`);
   }
-  if (o.json) writeFileSync(o.json, JSON.stringify(c, null, 2) + "\n");
+  if (o.json) writeFileSync(o.json, `${JSON.stringify(c, null, 2)}\n`);
   process.stdout.write(renderMarkdown(c));
 }
 

@@ -61,7 +61,7 @@ function scenarioOf(originMs: number, seconds: number): object {
 function prepare(dir: string, seconds: number, leadMs: number): void {
   const originMs = Math.ceil((Date.now() + leadMs) / 1000) * 1000;
   const scenarioPath = resolve(dir, "scenario.json");
-  writeFileSync(scenarioPath, JSON.stringify(scenarioOf(originMs, seconds), null, 2) + "\n");
+  writeFileSync(scenarioPath, `${JSON.stringify(scenarioOf(originMs, seconds), null, 2)}\n`);
   const stub = prepareNvmlStub(dir, scenarioPath);
   const smi = writeFakeNvidiaSmi(dir, scenarioPath);
   const plan: PlanPhase[] = LOAD_PHASES.map((p, i) => ({
@@ -70,7 +70,7 @@ function prepare(dir: string, seconds: number, leadMs: number): void {
     start_ms: originMs + i * seconds * 1000,
     end_ms: originMs + (i + 1) * seconds * 1000,
   }));
-  writeFileSync(resolve(dir, "plan.json"), JSON.stringify(plan, null, 2) + "\n");
+  writeFileSync(resolve(dir, "plan.json"), `${JSON.stringify(plan, null, 2)}\n`);
   const env = { NVML_LIB: stub.libPath, NVIDIA_SMI: smi, ORIGIN_MS: String(originMs), ...stub.env };
   writeFileSync(resolve(dir, "dry-run.env"), Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join(""));
 }
@@ -79,7 +79,7 @@ async function loads(dir: string): Promise<void> {
   const plan = JSON.parse(readFileSync(resolve(dir, "plan.json"), "utf8")) as PlanPhase[];
   for (const p of plan) {
     await sleepUntil(p.end_ms);
-    process.stdout.write(JSON.stringify(p) + "\n");
+    process.stdout.write(`${JSON.stringify(p)}\n`);
   }
 }
 
@@ -99,7 +99,7 @@ async function truth(dir: string, intervalMs: number): Promise<void> {
       return [tick, g.index, cell(r.util), cell(r.powerW, 1), cell(r.memUsedBytes === undefined ? undefined : r.memUsedBytes / 2 ** 20),
         r.processes?.length ?? "", sm, "", ""].join(",");
     });
-    process.stdout.write(rows.join("\n") + "\n");
+    process.stdout.write(`${rows.join("\n")}\n`);
   }
 }
 

@@ -483,7 +483,7 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
       for (const s of r.series ?? []) {
         for (const v of s.values ?? []) {
           const row: Record<string, unknown> = { ...(s.tags ?? {}) };
-          s.columns.forEach((c, i) => (row[c] = v[i]));
+          for (const [i, c] of s.columns.entries()) row[c] = v[i];
           out.push(row);
         }
       }
@@ -596,8 +596,8 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
       const r = real.filter((x) => x["site"] === site).sort((x, y) => num(x["time"]) - num(y["time"]));
       const p = reported.filter((x) => x["site"] === site).sort((x, y) => num(x["time"]) - num(y["time"]));
       expect(r.map((x) => new Date(num(x["time"])).toISOString().slice(0, 10)), `${site} days`).toEqual(bySite.daily.days);
-      g.real_idle_pct.forEach((v, i) => close(num(r[i]!["real_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} real`));
-      g.reported_idle_pct.forEach((v, i) => close(num(p[i]!["reported_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} reported`));
+      g.real_idle_pct.forEach((v, i) => void close(num(r[i]!["real_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} real`));
+      g.reported_idle_pct.forEach((v, i) => void close(num(p[i]!["reported_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} reported`));
     }
   });
 

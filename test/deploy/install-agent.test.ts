@@ -238,7 +238,7 @@ describe("install-agent.sh", () => {
     expect(out).toContain(`+ ln -sfn ../../../opt/trueidle/bin/trueidle ${root}/usr/local/bin/trueidle`);
     // Under --root nothing touches the running system; what is left is printed.
     expect(out).not.toMatch(/\+ (useradd|systemctl)/);
-    expect(out).toMatch(/Next:\n(.*\n)*  id trueidle >\/dev\/null 2>&1 \|\| useradd --system --user-group --groups video/);
+    expect(out).toMatch(/Next:\n(.*\n)* {2}id trueidle >\/dev\/null 2>&1 \|\| useradd --system --user-group --groups video/);
     expect(out).toContain("Edit /etc/trueidle/agent.env");
     expect(out).toContain("systemctl enable --now trueidle-agent");
     expect(out).toContain("/opt/trueidle/bin/trueidle agent --once");
@@ -504,7 +504,7 @@ describe("install-agent.sh", () => {
     expect(readlinkSync(path.join(root, "opt/trueidle"))).toBe("trueidle-5.0.0");
 
     const newer = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("5.2.0", { glibc: "9.99" })).tarball], [fakeBin]);
-    expect(newer.out).toMatch(/MISSING  glibc 9\.99 or later: this node has glibc 2\.\d+, too old for the release's Node\.js 20\.99\.0\./);
+    expect(newer.out).toMatch(/MISSING {2}glibc 9\.99 or later: this node has glibc 2\.\d+, too old for the release's Node\.js 20\.99\.0\./);
     expect(newer.code).toBe(1);
   });
 
@@ -594,7 +594,7 @@ describe("install-agent.sh", () => {
     const again = await install(["--root", root, "--tarball", tarball, "--job-mapping-dir", "/var/lib/trueidle-jobs"], [fakeBin]);
     expect(again.code, again.out).toBe(0);
     expect(readFileSync(envPath, "utf8")).toBe(env);
-    expect(again.out).toContain("ok       job mapping directory " + root + "/var/lib/trueidle-jobs: not there yet; the agent sees no job until the prolog creates it");
+    expect(again.out).toContain(`ok       job mapping directory ${root}/var/lib/trueidle-jobs: not there yet; the agent sees no job until the prolog creates it`);
     expect(again.out).toContain("Set TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs in /etc/trueidle/agent.env (kept as it was), then: systemctl restart trueidle-agent");
     expect(again.out).toContain("Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs");
     expect(existsSync(path.join(root, "var/lib/trueidle-jobs"))).toBe(false);

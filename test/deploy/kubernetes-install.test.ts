@@ -33,6 +33,7 @@ import YAML from "yaml";
 import { containersOf, loadYamlDocuments, podSpecs, renderKustomization, type K8sObject } from "../helpers/kustomize.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
 
+// biome-ignore lint/suspicious/noExplicitAny: rendered manifests are walked by path, as kubectl does
 type Obj = Record<string, any>;
 
 const MARKER = /^<!--\s*kubernetes-install\b.*-->$/;

@@ -45,6 +45,7 @@ const BASE = path.join(K8S, "base");
 const OVERLAY = path.join(K8S, "overlays", "example");
 const SECRETS = path.join(K8S, "secrets");
 
+// biome-ignore lint/suspicious/noExplicitAny: rendered manifests are walked by path, as kubectl does
 type Obj = Record<string, any>;
 type Validating = new (data: unknown) => { validate(): void };
 

@@ -62,7 +62,7 @@ try {
 const opts = { help: false, list: false, version: false, queryGpu: undefined, queryApps: undefined, format: undefined, loopMs: undefined };
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
-  const valueOf = (name) => {
+  const fieldValue = (name) => {
     if (a.startsWith(`${name}=`)) return a.slice(name.length + 1);
     const v = argv[++i];
     if (v === undefined) fail(INVALID_ARGS);
@@ -71,11 +71,11 @@ for (let i = 0; i < argv.length; i++) {
   if (a === "--help-query-gpu") opts.help = true;
   else if (a === "-L" || a === "--list-gpus") opts.list = true;
   else if (a === "--version") opts.version = true;
-  else if (a === "--query-gpu" || a.startsWith("--query-gpu=")) opts.queryGpu = valueOf("--query-gpu");
-  else if (a === "--query-compute-apps" || a.startsWith("--query-compute-apps=")) opts.queryApps = valueOf("--query-compute-apps");
-  else if (a === "--format" || a.startsWith("--format=")) opts.format = valueOf("--format");
-  else if (a === "-lms" || a === "--loop-ms" || a.startsWith("--loop-ms=")) opts.loopMs = Number(a === "-lms" ? valueOf("-lms") : valueOf("--loop-ms"));
-  else if (a === "-l" || a === "--loop" || a.startsWith("--loop=")) opts.loopMs = 1000 * Number(a === "-l" ? valueOf("-l") : valueOf("--loop"));
+  else if (a === "--query-gpu" || a.startsWith("--query-gpu=")) opts.queryGpu = fieldValue("--query-gpu");
+  else if (a === "--query-compute-apps" || a.startsWith("--query-compute-apps=")) opts.queryApps = fieldValue("--query-compute-apps");
+  else if (a === "--format" || a.startsWith("--format=")) opts.format = fieldValue("--format");
+  else if (a === "-lms" || a === "--loop-ms" || a.startsWith("--loop-ms=")) opts.loopMs = Number(a === "-lms" ? fieldValue("-lms") : fieldValue("--loop-ms"));
+  else if (a === "-l" || a === "--loop" || a.startsWith("--loop=")) opts.loopMs = 1000 * Number(a === "-l" ? fieldValue("-l") : fieldValue("--loop"));
   else fail(INVALID_ARGS);
 }
 if (opts.loopMs !== undefined && !(opts.loopMs > 0)) fail(INVALID_ARGS);

@@ -23,7 +23,7 @@ export function writeFakeNvidiaSmi(dir: string, scenario: object | string, node:
     scenarioFile = resolve(scenario);
   } else {
     scenarioFile = resolve(dir, "scenario.json");
-    writeFileSync(scenarioFile, JSON.stringify(scenario, null, 2) + "\n");
+    writeFileSync(scenarioFile, `${JSON.stringify(scenario, null, 2)}\n`);
   }
   const wrapper = resolve(dir, "nvidia-smi");
   writeFileSync(

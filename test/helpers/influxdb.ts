@@ -41,7 +41,7 @@ export function rows(results: InfluxResult[]): Array<Record<string, unknown>> {
   for (const s of results[0]?.series ?? []) {
     for (const v of s.values ?? []) {
       const row: Record<string, unknown> = { ...(s.tags ?? {}) };
-      s.columns.forEach((c, i) => (row[c] = v[i]));
+      for (const [i, c] of s.columns.entries()) row[c] = v[i];
       out.push(row);
     }
   }

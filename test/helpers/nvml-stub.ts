@@ -136,7 +136,7 @@ export function writeNvmlStubTable(scenario: Scenario | object | string, outPath
       }
     }
   }
-  writeFileSync(outPath, lines.join("\n") + "\n");
+  writeFileSync(outPath, `${lines.join("\n")}\n`);
   return s;
 }
 
@@ -181,7 +181,7 @@ export function prepareNvmlStub(dir: string, scenario: Scenario | object | strin
     for (const [which, ms] of hangs) lines.push(`hang ${which} ${ms}`);
     // Renamed into place, so the stub never reads half a file.
     const partial = `${controlPath}.${process.pid}.partial`;
-    writeFileSync(partial, lines.join("\n") + "\n");
+    writeFileSync(partial, `${lines.join("\n")}\n`);
     renameSync(partial, controlPath);
     if (settle) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60);
   };

@@ -25,7 +25,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   AllocatableResourcesResponseSchema,
-  ContainerDevicesSchema,
+  type ContainerDevicesSchema,
   GetPodResourcesResponseSchema,
   ListPodResourcesResponseSchema,
   PodResourcesSchema,

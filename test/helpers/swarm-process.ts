@@ -64,7 +64,6 @@ export class SwarmProcess {
         try {
           this.last = JSON.parse(line) as SwarmStats;
         } catch {
-          continue;
         }
       }
       for (const w of this.waiters.splice(0)) w();

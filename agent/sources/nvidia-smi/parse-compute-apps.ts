@@ -40,7 +40,7 @@ export function parseComputeApps(text: string, columns?: readonly QueryColumn[])
       continue;
     }
     const header = parseHeaderLine(line);
-    if (header && header.some((c) => canonical(c.field) === "pid") && (!cols || header.length === cols.length)) {
+    if (header?.some((c) => canonical(c.field) === "pid") && (!cols || header.length === cols.length)) {
       cols = header;
       continue;
     }

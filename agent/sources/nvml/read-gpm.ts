@@ -61,7 +61,7 @@ export class GpmReader {
       m.writeUInt32LE(METRICS.length, 4);
       m.writeBigUInt64LE(from, GPM_METRICS_GET.sample1);
       m.writeBigUInt64LE(to, GPM_METRICS_GET.sample2);
-      METRICS.forEach(([id], i) => m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize));
+      for (const [i, [id]] of METRICS.entries()) m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize);
       return m;
     };
     this.get = [request(samples[1], samples[0]), request(samples[0], samples[1])];
