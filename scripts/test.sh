@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test run (`npm test`): dependencies, build, lint, typecheck, then vitest.
+# The whole test run (`npm test`): dependencies, build, lint and format check, typecheck, then vitest.
 # Made for a fresh Debian 12 machine with Node 20, run as root, without systemd; it also
 # runs as a user with sudo. Exits non-zero on the first failure; ends with vitest's summary.
 set -euo pipefail
@@ -62,6 +62,9 @@ fi
 
 say "Building (npm run build)."
 npm run --silent build
+
+say "Linting and format check (biome ci; npm run format fixes the format)."
+npx --no-install biome ci --colors=off .
 
 say "Linting the protocol (buf lint)."
 npx --no-install buf lint
