@@ -17,8 +17,13 @@ describe("Agent ticks", () => {
   it("counts sampling instants skipped by a late tick and warns once a minute", () => {
     const logger = recordingLogger();
     const agent = new Agent({
-      source: silentSource, host: { hostname: "h", machineId: "m", labels: {} }, collectors: ["127.0.0.1:1"],
-      intervalMs: 1000, windowMs: 10_000, thresholds: DEFAULT_THRESHOLDS, logger,
+      source: silentSource,
+      host: { hostname: "h", machineId: "m", labels: {} },
+      collectors: ["127.0.0.1:1"],
+      intervalMs: 1000,
+      windowMs: 10_000,
+      thresholds: DEFAULT_THRESHOLDS,
+      logger,
     });
     // The tick loop runs privately; drive it directly as its timer would.
     const tick = (t: number): void => {
@@ -48,16 +53,36 @@ describe("Agent and a wall clock that steps back", () => {
     vi.useFakeTimers();
     const T0 = Date.UTC(2026, 10, 29, 12, 0, 0);
     let wall = T0 - 10_000;
-    const reading: GpuReading = { uuid: "GPU-a", index: 0, model: "NVIDIA H100 80GB HBM3", util: 0, powerW: 70, powerLimitW: 700, memUsedBytes: 0, memTotalBytes: 1, processes: [] };
+    const reading: GpuReading = {
+      uuid: "GPU-a",
+      index: 0,
+      model: "NVIDIA H100 80GB HBM3",
+      util: 0,
+      powerW: 70,
+      powerLimitW: 700,
+      memUsedBytes: 0,
+      memTotalBytes: 1,
+      processes: [],
+    };
     const source: GpuSource = { ...silentSource, sample: () => [reading] };
     const logger = recordingLogger();
     const windows: GpuWindowRecord[] = [];
     const agent = new Agent({
-      source, host: { hostname: "h", machineId: "m", labels: {} }, collectors: ["127.0.0.1:1"],
-      intervalMs: 1000, windowMs: 10_000, thresholds: DEFAULT_THRESHOLDS, logger, now: () => wall,
+      source,
+      host: { hostname: "h", machineId: "m", labels: {} },
+      collectors: ["127.0.0.1:1"],
+      intervalMs: 1000,
+      windowMs: 10_000,
+      thresholds: DEFAULT_THRESHOLDS,
+      logger,
+      now: () => wall,
       onWindows: (ws) => void windows.push(...ws),
     });
-    const internals = agent as unknown as { running: boolean; schedule(): void; pipeline: { flushAll(): GpuWindowRecord[] } };
+    const internals = agent as unknown as {
+      running: boolean;
+      schedule(): void;
+      pipeline: { flushAll(): GpuWindowRecord[] };
+    };
     internals.running = true;
     internals.schedule();
     /** One second passes on the timers, and `wallStepMs` on the wall clock besides. */

@@ -64,7 +64,15 @@ export interface AgentStats {
 }
 
 const EMPTY_SHIPPER_STATS: ShipperStats = {
-  connected: false, buffered: 0, bufferBytes: 0, inFlight: 0, sent: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0,
+  connected: false,
+  buffered: 0,
+  bufferBytes: 0,
+  inFlight: 0,
+  sent: 0,
+  acked: 0,
+  rejected: 0,
+  dropped: 0,
+  reconnects: 0,
 };
 
 export class Agent {
@@ -85,7 +93,9 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.now = opts.now ?? Date.now;
     this.pipeline = new SamplePipeline({
-      windowMs: opts.windowMs, intervalMs: opts.intervalMs, thresholds: opts.thresholds,
+      windowMs: opts.windowMs,
+      intervalMs: opts.intervalMs,
+      thresholds: opts.thresholds,
       onClockStepBack: (step) => this.clockSteppedBack(step),
     });
   }
@@ -136,8 +146,11 @@ export class Agent {
     this.opts.owners?.start();
     this.shipper.start();
     this.opts.logger.info("The agent is sampling.", {
-      source: this.opts.source.name, host: this.opts.host.hostname,
-      interval_ms: this.opts.intervalMs, window_ms: this.opts.windowMs, collectors: this.opts.collectors,
+      source: this.opts.source.name,
+      host: this.opts.host.hostname,
+      interval_ms: this.opts.intervalMs,
+      window_ms: this.opts.windowMs,
+      collectors: this.opts.collectors,
     });
     this.schedule();
   }
@@ -167,12 +180,22 @@ export class Agent {
     await this.closeBuffer();
     if (!drained && s.buffered > 0) {
       if (this.stateDir) {
-        this.opts.logger.info(`${s.buffered} windows not yet acknowledged are kept in ${this.stateDir.bufferDir} for the next start.`, { windows: s.buffered });
+        this.opts.logger.info(
+          `${s.buffered} windows not yet acknowledged are kept in ${this.stateDir.bufferDir} for the next start.`,
+          { windows: s.buffered },
+        );
       } else {
-        this.opts.logger.error("The agent stopped with windows the collector has not acknowledged; they are lost. Set --state-dir to keep them across restarts.", { windows: s.buffered });
+        this.opts.logger.error(
+          "The agent stopped with windows the collector has not acknowledged; they are lost. Set --state-dir to keep them across restarts.",
+          { windows: s.buffered },
+        );
       }
     }
-    this.opts.logger.info("The agent stopped.", { windows_measured: this.windows, windows_acked: s.acked, windows_dropped: s.dropped });
+    this.opts.logger.info("The agent stopped.", {
+      windows_measured: this.windows,
+      windows_acked: s.acked,
+      windows_dropped: s.dropped,
+    });
   }
 
   /** Whether the tick loop runs (started and not stopped). */
@@ -206,7 +229,11 @@ export class Agent {
 
   private applyThresholds(t: Thresholds): void {
     const cur = this.pipeline.getThresholds();
-    if (cur.utilBusyPercent !== t.utilBusyPercent || cur.realActiveRatio !== t.realActiveRatio || cur.heldMemoryBytes !== t.heldMemoryBytes) {
+    if (
+      cur.utilBusyPercent !== t.utilBusyPercent ||
+      cur.realActiveRatio !== t.realActiveRatio ||
+      cur.heldMemoryBytes !== t.heldMemoryBytes
+    ) {
       this.pipeline.setThresholds(t);
       this.opts.logger.info("Using the thresholds the collector sent.", { ...t });
     }
@@ -261,7 +288,12 @@ export class Agent {
       `The wall clock stepped back by ${Math.round(step.stepMs / 1000)} s, to ${new Date(step.timeMs).toISOString()}. ` +
         `The windows sent already cover the time until ${new Date(step.resumeMs).toISOString()}, so samples until the clock is ` +
         "back there are dropped rather than sent twice (counted in trueidle_agent_samples_dropped_total).",
-      { step_ms: step.stepMs, resume_at: new Date(step.resumeMs).toISOString(), gpus: step.gpus, dropped_total: this.pipeline.samplesDropped },
+      {
+        step_ms: step.stepMs,
+        resume_at: new Date(step.resumeMs).toISOString(),
+        gpus: step.gpus,
+        dropped_total: this.pipeline.samplesDropped,
+      },
     );
   }
 

@@ -16,7 +16,10 @@ describe("hostIdentity", () => {
 
 describe("hostIdentityProblem", () => {
   it.each([
-    ["gpu\na01", /^The host name "gpu\\u000aa01" holds control characters \(U\+000A\); give the name to report with --hostname NAME\.$/],
+    [
+      "gpu\na01",
+      /^The host name "gpu\\u000aa01" holds control characters \(U\+000A\); give the name to report with --hostname NAME\.$/,
+    ],
     ["gpu\u0085a01", /holds control characters \(U\+0085\)/],
     ["\u2066gpu-a01\u2069", /holds a bidi control character \(U\+2066\)/],
     ["gpu-a01\u2028", /holds a line or paragraph separator \(U\+2028\)/],
@@ -31,7 +34,9 @@ describe("hostIdentityProblem", () => {
   });
 
   it("accepts real host names and machine ids", () => {
-    expect(hostIdentityProblem({ hostname: "gpu-a01.dc1.example", machineId: "4f1c0e9d2b7a4c11a3c5e6f708192a3b" })).toBeUndefined();
+    expect(
+      hostIdentityProblem({ hostname: "gpu-a01.dc1.example", machineId: "4f1c0e9d2b7a4c11a3c5e6f708192a3b" }),
+    ).toBeUndefined();
     expect(hostIdentityProblem({ hostname: "東京-gpu-01", machineId: "" })).toBeUndefined();
   });
 });

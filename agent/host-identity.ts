@@ -31,7 +31,8 @@ export async function hostIdentity(labels: Record<string, string>, hostnameOverr
 /** Why the collector would refuse this identity's host name or machine id, with the fix; undefined when it would not. */
 export function hostIdentityProblem(identity: Pick<HostIdentity, "hostname" | "machineId">): string | undefined {
   const name = unsafeTextProblem(identity.hostname);
-  if (name !== undefined) return `The host name ${quoteText(identity.hostname)} ${name}; give the name to report with --hostname NAME.`;
+  if (name !== undefined)
+    return `The host name ${quoteText(identity.hostname)} ${name}; give the name to report with --hostname NAME.`;
   const id = unsafeTextProblem(identity.machineId);
   if (id !== undefined) return `The machine id ${quoteText(identity.machineId)} ${id}; check /etc/machine-id.`;
   return undefined;

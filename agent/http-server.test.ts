@@ -12,9 +12,28 @@ const LAST_ACK_MS = Date.UTC(2024, 4, 1, 12, 0, 0, 250);
 
 function fakeAgent(sampling: boolean, owners?: OwnerStats, acked = true) {
   const stats: AgentStats = {
-    ticks: 40, ticksMissed: 3, samplesDropped: 5, windows: 12, gpus: 2, allocatedGpus: owners ? 1 : 0, owners,
-    sourceRestarts: 1, sourceParseErrors: 0, sourceHungCalls: 0,
-    shipper: { connected: true, buffered: 3, bufferBytes: 900, inFlight: 1, sent: 10, acked: 9, rejected: 1, dropped: 2, reconnects: 4, lastAckMs: acked ? LAST_ACK_MS : undefined },
+    ticks: 40,
+    ticksMissed: 3,
+    samplesDropped: 5,
+    windows: 12,
+    gpus: 2,
+    allocatedGpus: owners ? 1 : 0,
+    owners,
+    sourceRestarts: 1,
+    sourceParseErrors: 0,
+    sourceHungCalls: 0,
+    shipper: {
+      connected: true,
+      buffered: 3,
+      bufferBytes: 900,
+      inFlight: 1,
+      sent: 10,
+      acked: 9,
+      rejected: 1,
+      dropped: 2,
+      reconnects: 4,
+      lastAckMs: acked ? LAST_ACK_MS : undefined,
+    },
   };
   return { stats: () => stats, isSampling: () => sampling };
 }
@@ -22,15 +41,47 @@ function fakeAgent(sampling: boolean, owners?: OwnerStats, acked = true) {
 /** Owner sources as a node with a wedged kubelet, a bad mapping file and no host PIDs leaves them. */
 const OWNERS: OwnerStats = {
   allocations: [
-    { name: "pod_resources", where: "/var/lib/kubelet/pod-resources/kubelet.sock", ready: false,
-      stats: { reads: 2, failures: { deadline: 3, allocatable_unavailable: 1 }, rejected: { mig_index: 4 }, staleDrops: 1, ownersDropped: 0, lastGoodMs: 1000 } },
-    { name: "job_mapping", where: "/run/trueidle/jobs", ready: true,
-      stats: { reads: 7, failures: {}, rejected: { binary: 1, not_gpu_name: 2 }, staleDrops: 0, ownersDropped: 5, lastGoodMs: 2000 } },
+    {
+      name: "pod_resources",
+      where: "/var/lib/kubelet/pod-resources/kubelet.sock",
+      ready: false,
+      stats: {
+        reads: 2,
+        failures: { deadline: 3, allocatable_unavailable: 1 },
+        rejected: { mig_index: 4 },
+        staleDrops: 1,
+        ownersDropped: 0,
+        lastGoodMs: 1000,
+      },
+    },
+    {
+      name: "job_mapping",
+      where: "/run/trueidle/jobs",
+      ready: true,
+      stats: {
+        reads: 7,
+        failures: {},
+        rejected: { binary: 1, not_gpu_name: 2 },
+        staleDrops: 0,
+        ownersDropped: 5,
+        lastGoodMs: 2000,
+      },
+    },
   ],
   processes: {
-    hostRoot: "/host", hostPids: { visible: false, reason: "other_pid_namespace" },
-    counters: { lookups: 9, cacheHits: 0, attributed: 0, vanished: 2, notVisible: 7, evicted: 0, uidsWithoutName: 0,
-      unreadable: { cgroup_eacces: 1 }, badInput: { status_malformed: 1, pid_invalid: 1 } },
+    hostRoot: "/host",
+    hostPids: { visible: false, reason: "other_pid_namespace" },
+    counters: {
+      lookups: 9,
+      cacheHits: 0,
+      attributed: 0,
+      vanished: 2,
+      notVisible: 7,
+      evicted: 0,
+      uidsWithoutName: 0,
+      unreadable: { cgroup_eacces: 1 },
+      badInput: { status_malformed: 1, pid_invalid: 1 },
+    },
   },
 };
 
@@ -86,7 +137,8 @@ describe("agent self-metrics", () => {
       'trueidle_agent_owner_process_read_errors_total{file="status",reason="malformed"} 1',
       'trueidle_agent_owner_process_read_errors_total{file="pid",reason="invalid"} 1',
       "trueidle_agent_owner_host_pids_visible 0",
-    ]) expect(text).toContain(`\n${line}\n`);
+    ])
+      expect(text).toContain(`\n${line}\n`);
     const check = await promtool(["check", "metrics"], text);
     expect(check.stdout + check.stderr).toBe("");
     expect(check.code).toBe(0);
@@ -96,7 +148,11 @@ describe("agent self-metrics", () => {
     const text = renderAgentMetrics(fakeAgent(true));
     expect(text).toContain("\ntrueidle_agent_owner_allocated_gpus 0\n");
     expect(text).toContain("# TYPE trueidle_agent_owner_read_failures_total counter\n");
-    expect(text.split("\n").filter((l) => l.startsWith("trueidle_agent_owner_") && !l.startsWith("trueidle_agent_owner_allocated_gpus "))).toEqual([]);
+    expect(
+      text
+        .split("\n")
+        .filter((l) => l.startsWith("trueidle_agent_owner_") && !l.startsWith("trueidle_agent_owner_allocated_gpus ")),
+    ).toEqual([]);
     const check = await promtool(["check", "metrics"], text);
     expect(check.stdout + check.stderr).toBe("");
     expect(check.code).toBe(0);
@@ -112,7 +168,13 @@ describe("agent self-metrics", () => {
     const text = await (await fetch(`${await serve(true)}/metrics`)).text();
     const families = declaredFamilies(text);
     expect(families.slice(0, AGENT_METRICS.length)).toEqual(AGENT_METRICS.map((m) => m.name));
-    for (const f of ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds", "nodejs_heap_size_used_bytes", "nodejs_eventloop_lag_seconds"]) {
+    for (const f of [
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+      "process_start_time_seconds",
+      "nodejs_heap_size_used_bytes",
+      "nodejs_eventloop_lag_seconds",
+    ]) {
       expect(families.slice(AGENT_METRICS.length), f).toContain(f);
     }
     expect(text).toMatch(/^process_cpu_seconds_total \d+(\.\d{1,6})?$/m);

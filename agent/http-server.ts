@@ -14,7 +14,14 @@ import { errorMessage } from "../common/errors.js";
 import { admitRequest, type AuthFailureThrottle } from "../common/http-auth.js";
 import { clientCertificateProblem, httpsServerOptions, type HttpSecurity } from "../common/http-security.js";
 import type { Logger } from "../common/log.js";
-import { closeHttp, listenHttp, refuseUnlessGet, requestPath, sendBody, sendInternalError } from "../common/http-endpoint.js";
+import {
+  closeHttp,
+  listenHttp,
+  refuseUnlessGet,
+  requestPath,
+  sendBody,
+  sendInternalError,
+} from "../common/http-endpoint.js";
 import type { ListenAddress } from "../common/listen-address.js";
 import { processMetrics, type ProcessMetrics } from "../common/process-metrics.js";
 import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
@@ -77,14 +84,18 @@ export class AgentHttpServer {
       return;
     }
     admitRequest(req, res, users, this.deps.authThrottle, {
-      onFailure: (address) => this.refusal(`Refused an HTTP request from ${address} without a listed user's credentials (401).`),
+      onFailure: (address) =>
+        this.refusal(`Refused an HTTP request from ${address} without a listed user's credentials (401).`),
       onThrottled: (address) => this.refusal(`Refused an HTTP request from ${address}: too many failed logins (429).`),
-    }).then((ok) => {
-      if (ok) this.route(req, res, path);
-    }, (err: unknown) => {
-      this.deps.logger.error("The agent failed to check HTTP credentials.", { path, err: errorMessage(err) });
-      sendInternalError(res);
-    });
+    }).then(
+      (ok) => {
+        if (ok) this.route(req, res, path);
+      },
+      (err: unknown) => {
+        this.deps.logger.error("The agent failed to check HTTP credentials.", { path, err: errorMessage(err) });
+        sendInternalError(res);
+      },
+    );
   }
 
   /** Logs a refusal at WARN, at most once a minute. */
@@ -98,8 +109,11 @@ export class AgentHttpServer {
   private route(req: IncomingMessage, res: ServerResponse, path: string): void {
     try {
       if (path === "/metrics") {
-        return void this.process.render()
-          .then((processText) => sendBody(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderAgentMetrics(this.deps.agent) + processText))
+        return void this.process
+          .render()
+          .then((processText) =>
+            sendBody(req, res, 200, PROMETHEUS_CONTENT_TYPE, renderAgentMetrics(this.deps.agent) + processText),
+          )
           .catch((err: unknown) => this.failed(res, path, err));
       }
       if (path === "/healthz") {

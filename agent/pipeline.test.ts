@@ -10,8 +10,16 @@ const T0 = Date.UTC(2026, 10, 29, 12, 0, 0); // a multiple of 10 s
 
 function reading(over: Partial<GpuReading> = {}): GpuReading {
   return {
-    uuid: "GPU-a", index: 0, model: "NVIDIA H100 80GB HBM3", driverVersion: "550.90.07",
-    util: 0, powerW: 70, powerLimitW: 700, memUsedBytes: 0, memTotalBytes: 80 * 1024 * MiB, processes: [],
+    uuid: "GPU-a",
+    index: 0,
+    model: "NVIDIA H100 80GB HBM3",
+    driverVersion: "550.90.07",
+    util: 0,
+    powerW: 70,
+    powerLimitW: 700,
+    memUsedBytes: 0,
+    memTotalBytes: 80 * 1024 * MiB,
+    processes: [],
     ...over,
   };
 }
@@ -36,10 +44,14 @@ describe("SamplePipeline", () => {
   it("splits a window's seconds by state and sums util and real", () => {
     const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
     const plan: Array<Partial<GpuReading>> = [
-      {}, {}, // free_idle
+      {},
+      {}, // free_idle
       { ...held, util: 0, powerW: 80 }, // held_idle
-      { ...held, util: 100, powerW: 80 }, { ...held, util: 100, powerW: 80 }, // busy_phantom
-      { ...held, util: 90, powerW: 600 }, { ...held, util: 90, powerW: 600 }, { ...held, util: 90, powerW: 600 }, // active
+      { ...held, util: 100, powerW: 80 },
+      { ...held, util: 100, powerW: 80 }, // busy_phantom
+      { ...held, util: 90, powerW: 600 },
+      { ...held, util: 90, powerW: 600 },
+      { ...held, util: 90, powerW: 600 }, // active
       { error: "GPU is lost", util: undefined, powerW: undefined, memUsedBytes: undefined, processes: undefined }, // unavailable
       { util: 100 }, // free_idle although util reads 100
     ];
@@ -94,21 +106,35 @@ describe("SamplePipeline", () => {
   });
 
   it("refuses a window shorter than the interval", () => {
-    expect(() => new SamplePipeline({ windowMs: 500, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS })).toThrow(/at least the interval/);
+    expect(() => new SamplePipeline({ windowMs: 500, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS })).toThrow(
+      /at least the interval/,
+    );
   });
 });
 
 describe("SamplePipeline: the top holders' SM share", () => {
-  const pipeline = (): SamplePipeline => new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
-  const proc = (pid: number, mib: number, smUtil?: number): GpuProcess => ({ pid, name: `p${pid}`, usedMemoryBytes: mib * MiB, smUtil });
-  const busy = (processes: GpuProcess[], util = 90): Partial<GpuReading> => ({ util, powerW: 600, memUsedBytes: 60_000 * MiB, processes });
+  const pipeline = (): SamplePipeline =>
+    new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+  const proc = (pid: number, mib: number, smUtil?: number): GpuProcess => ({
+    pid,
+    name: `p${pid}`,
+    usedMemoryBytes: mib * MiB,
+    smUtil,
+  });
+  const busy = (processes: GpuProcess[], util = 90): Partial<GpuReading> => ({
+    util,
+    powerW: 600,
+    memUsedBytes: 60_000 * MiB,
+    processes,
+  });
   const share = (w: { topHolders: { pid: number; smShare?: number | undefined }[] }, pid: number): number | undefined =>
     w.topHolders.find((h) => h.pid === pid)?.smShare;
 
   it("tells the busy process from its idle neighbour: mean SM utilization over the window, as a ratio", () => {
     const p = pipeline();
     // The worker runs at 80% then 100%; the neighbour holds more memory and runs nothing.
-    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading(busy([proc(1, 20_000, s < 5 ? 80 : 100), proc(2, 40_000, 0)]))]);
+    for (let s = 0; s < 10; s++)
+      p.ingest(T0 + s * 1000, [reading(busy([proc(1, 20_000, s < 5 ? 80 : 100), proc(2, 40_000, 0)]))]);
     const [w] = p.flushAll();
     expect(w!.stateS.active).toBe(10);
     expect(w!.topHolders.map((h) => h.pid)).toEqual([2, 1]); // still chosen by memory
@@ -130,7 +156,8 @@ describe("SamplePipeline: the top holders' SM share", () => {
   it("averages over the seconds a process was seen with a known utilization, and gives none where it never was", () => {
     const p = pipeline();
     // pid 1 is seen with a utilization for 4 s (at 50%), without for the rest; pid 2 never.
-    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading(busy([proc(1, 30_000, s < 4 ? 50 : undefined), proc(2, 10_000)]))]);
+    for (let s = 0; s < 10; s++)
+      p.ingest(T0 + s * 1000, [reading(busy([proc(1, 30_000, s < 4 ? 50 : undefined), proc(2, 10_000)]))]);
     const [w] = p.flushAll();
     expect(share(w!, 1)).toBeCloseTo(0.5, 12);
     expect(w!.topHolders.find((h) => h.pid === 2)).toEqual({ pid: 2, name: "p2", usedMemoryBytes: 10_000 * MiB });
@@ -186,7 +213,10 @@ describe("SamplePipeline: the top holders' SM share", () => {
     // neither kept its earlier seconds at 100%.
     p.ingest(T0 + 2000, [reading(busy([proc(1, 1, 0), proc(1000, 0.5, 0)]))]);
     const [w] = p.flushAll();
-    expect(w!.topHolders.map((h) => [h.pid, h.smShare])).toEqual([[1, 0], [1000, 0]]);
+    expect(w!.topHolders.map((h) => [h.pid, h.smShare])).toEqual([
+      [1, 0],
+      [1000, 0],
+    ]);
   });
 });
 
@@ -194,7 +224,12 @@ describe("SamplePipeline: a wall clock that steps back", () => {
   const steps: ClockStepBack[] = [];
   const pipeline = (): SamplePipeline => {
     steps.length = 0;
-    return new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS, onClockStepBack: (s) => void steps.push(s) });
+    return new SamplePipeline({
+      windowMs: 10_000,
+      intervalMs: 1000,
+      thresholds: DEFAULT_THRESHOLDS,
+      onClockStepBack: (s) => void steps.push(s),
+    });
   };
   const two = (): GpuReading[] => [reading(), reading({ uuid: "GPU-b", index: 1 })];
 
@@ -208,7 +243,12 @@ describe("SamplePipeline: a wall clock that steps back", () => {
     expect(steps).toEqual([{ timeMs: T0 + 5000, stepMs: 10_000, resumeMs: T0 + 14_000, gpus: 2 }]);
     // Each window once, each holding each second once.
     expect(ws.map((w) => [w.uuid, (w.startMs - T0) / 1000, w.observedS]).sort()).toEqual([
-      ["GPU-a", 0, 10], ["GPU-a", 10, 10], ["GPU-a", 20, 5], ["GPU-b", 0, 10], ["GPU-b", 10, 10], ["GPU-b", 20, 5],
+      ["GPU-a", 0, 10],
+      ["GPU-a", 10, 10],
+      ["GPU-a", 20, 5],
+      ["GPU-b", 0, 10],
+      ["GPU-b", 10, 10],
+      ["GPU-b", 20, 5],
     ]);
     // The dropped samples are still the GPUs' latest readings while they come.
     p.ingest(T0 + 1000, two());
@@ -234,7 +274,10 @@ describe("SamplePipeline: a wall clock that steps back", () => {
     for (let s = 0; s < 5; s++) p.ingest(T0 + s * 1000, [reading()]);
     for (let s = -60; s < -50; s++) p.ingest(T0 + s * 1000, [reading()]); // back a minute
     for (let s = -120; s < -100; s++) p.ingest(T0 + s * 1000, [reading()]); // and another, still behind
-    expect(steps.map((s) => [s.stepMs / 1000, (s.resumeMs - T0) / 1000])).toEqual([[65, 4], [70, 4]]);
+    expect(steps.map((s) => [s.stepMs / 1000, (s.resumeMs - T0) / 1000])).toEqual([
+      [65, 4],
+      [70, 4],
+    ]);
     expect(p.samplesDropped).toBe(30);
     const [w, ...rest] = p.flushAll();
     expect(rest).toEqual([]);
@@ -246,7 +289,10 @@ describe("SamplePipeline: a wall clock that steps back", () => {
     for (let s = 0; s < 3; s++) p.ingest(T0 + s * 1000, [reading()]);
     for (let s = 3_600; s < 3_603; s++) p.ingest(T0 + s * 1000, [reading()]);
     const ws = p.flushAll();
-    expect(ws.map((w) => [(w.startMs - T0) / 1000, w.observedS])).toEqual([[0, 3], [3_600, 3]]);
+    expect(ws.map((w) => [(w.startMs - T0) / 1000, w.observedS])).toEqual([
+      [0, 3],
+      [3_600, 3],
+    ]);
     expect([p.samplesDropped, steps]).toEqual([0, []]);
   });
 });
@@ -262,10 +308,16 @@ describe("owners in a window", () => {
     const [w] = p.drain();
     expect(w!.stateS).toMatchObject({ held_idle: 6, free_idle: 4 });
     expect(w!.heldByS).toEqual({ process: 0, memory: 0, allocation: 6 });
-    expect(w!.owners).toEqual([{
-      ...pod, observedS: 6, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 6 },
-      reportedIdleS: 6, reportedBusyS: 0, realBusyS: 0,
-    }]);
+    expect(w!.owners).toEqual([
+      {
+        ...pod,
+        observedS: 6,
+        stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 6 },
+        reportedIdleS: 6,
+        reportedBusyS: 0,
+        realBusyS: 0,
+      },
+    ]);
     expect(w!.last.heldBy).toBe(0);
   });
 
@@ -279,12 +331,16 @@ describe("owners in a window", () => {
     ];
     for (let s = 0; s < 10; s++) {
       const busy = s >= 5;
-      p.ingest(T0 + s * 1000, [reading({ ...held, processes: procs, allocations: [job], util: busy ? 90 : 0, powerW: busy ? 600 : 80 })]);
+      p.ingest(T0 + s * 1000, [
+        reading({ ...held, processes: procs, allocations: [job], util: busy ? 90 : 0, powerW: busy ? 600 : 80 }),
+      ]);
     }
     p.ingest(T0 + 10_000, [reading()]);
     const [w] = p.drain();
     expect(w!.heldByS).toEqual({ process: 10, memory: 10, allocation: 10 });
-    expect(w!.owners?.map((o) => [o.via, o.user, o.job, o.pid, o.observedS, o.stateS.held_idle, o.stateS.active])).toEqual([
+    expect(
+      w!.owners?.map((o) => [o.via, o.user, o.job, o.pid, o.observedS, o.stateS.held_idle, o.stateS.active]),
+    ).toEqual([
       ["job_mapping", "1001", "4242", undefined, 10, 5, 5],
       ["process", "alice", "4242", 7, 10, 5, 5],
     ]);
@@ -298,14 +354,26 @@ describe("owners in a window", () => {
     const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
     // Sample s shows owners 0..s: owner 0 holds the GPU 10 s, owner 9 one second.
     for (let s = 0; s < 10; s++) {
-      const allocations = Array.from({ length: s + 1 }, (_, i) => ({ via: "pod_resources" as const, namespace: "ns", pod: `p${i}` }));
+      const allocations = Array.from({ length: s + 1 }, (_, i) => ({
+        via: "pod_resources" as const,
+        namespace: "ns",
+        pod: `p${i}`,
+      }));
       p.ingest(T0 + s * 1000, [reading({ allocations })]);
     }
     p.ingest(T0 + 10_000, [reading()]);
     const [w] = p.drain();
-    expect(w!.owners?.map((o) => [o.pod, o.observedS])).toEqual([["p0", 10], ["p1", 9], ["p2", 8], ["p3", 7]]);
+    expect(w!.owners?.map((o) => [o.pod, o.observedS])).toEqual([
+      ["p0", 10],
+      ["p1", 9],
+      ["p2", 8],
+      ["p3", 7],
+    ]);
     const q = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
-    const many = Array.from({ length: MAX_TRACKED_OWNERS + 10 }, (_, i) => ({ via: "pod_resources" as const, pod: `q${i}` }));
+    const many = Array.from({ length: MAX_TRACKED_OWNERS + 10 }, (_, i) => ({
+      via: "pod_resources" as const,
+      pod: `q${i}`,
+    }));
     q.ingest(T0, [reading({ allocations: many })]);
     q.ingest(T0 + 10_000, [reading()]);
     expect(q.drain()[0]!.owners).toHaveLength(MAX_WINDOW_OWNERS);

@@ -11,10 +11,31 @@
  * is dropped instead, counted in `samplesDropped` and reported once per step through
  * `onClockStepBack`. A clock that jumps forward only leaves a gap.
  */
-import { HELD_BY, type GpuOwner, type GpuProcess, type GpuReading, type GpuState, type HeldBy, type Thresholds } from "../common/types.js";
-import { classify, idleStreakSeconds, nextBaseline, type Classification, type GpuBaseline } from "./model/idle-model.js";
+import {
+  HELD_BY,
+  type GpuOwner,
+  type GpuProcess,
+  type GpuReading,
+  type GpuState,
+  type HeldBy,
+  type Thresholds,
+} from "../common/types.js";
+import {
+  classify,
+  idleStreakSeconds,
+  nextBaseline,
+  type Classification,
+  type GpuBaseline,
+} from "./model/idle-model.js";
 import { ownerKey } from "./owners/allocations.js";
-import { emptyHeldBySeconds, emptyStateSeconds, MAX_WINDOW_OWNERS, type GpuWindowRecord, type WindowHolder, type WindowOwner } from "./window.js";
+import {
+  emptyHeldBySeconds,
+  emptyStateSeconds,
+  MAX_WINDOW_OWNERS,
+  type GpuWindowRecord,
+  type WindowHolder,
+  type WindowOwner,
+} from "./window.js";
 
 /** Holders reported per window, largest first. */
 export const TOP_HOLDERS = 3;
@@ -105,7 +126,9 @@ export class SamplePipeline {
 
   constructor(opts: PipelineOptions) {
     if (!(opts.windowMs > 0) || !(opts.intervalMs > 0) || opts.intervalMs > opts.windowMs) {
-      throw new RangeError(`window (${opts.windowMs} ms) must be positive and at least the interval (${opts.intervalMs} ms)`);
+      throw new RangeError(
+        `window (${opts.windowMs} ms) must be positive and at least the interval (${opts.intervalMs} ms)`,
+      );
     }
     this.windowMs = opts.windowMs;
     this.intervalMs = opts.intervalMs;
@@ -152,7 +175,12 @@ export class SamplePipeline {
           const stepMs = Math.max(0, this.lastCallMs + this.intervalMs - timeMs);
           const resumeMs = Math.max(track.foldedMs, track.closedEndMs);
           step = step
-            ? { timeMs, stepMs: Math.max(step.stepMs, stepMs), resumeMs: Math.max(step.resumeMs, resumeMs), gpus: step.gpus + 1 }
+            ? {
+                timeMs,
+                stepMs: Math.max(step.stepMs, stepMs),
+                resumeMs: Math.max(step.resumeMs, resumeMs),
+                gpus: step.gpus + 1,
+              }
             : { timeMs, stepMs, resumeMs, gpus: 1 };
         }
         track.behind = true;
@@ -237,7 +265,8 @@ export class SamplePipeline {
       trackSm(w, r.processes, dt);
     }
     if (c.heldBy !== 0) {
-      for (let i = 0; i < HELD_BY.length; i++) if ((c.heldBy & (1 << i)) !== 0) (rec.heldByS ??= emptyHeldBySeconds())[HELD_BY[i] as HeldBy] += dt;
+      for (let i = 0; i < HELD_BY.length; i++)
+        if ((c.heldBy & (1 << i)) !== 0) (rec.heldByS ??= emptyHeldBySeconds())[HELD_BY[i] as HeldBy] += dt;
     }
     if (r.allocations !== undefined || r.processes !== undefined) trackOwners(w, r, c, dt);
     w.lastSample = s;
@@ -264,7 +293,15 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
       reportedBusyS: 0,
       realBusyS: 0,
       processesMax: 0,
-      last: { timeMs: startMs, state: "unavailable" as GpuState, real: 0, realSource: "none", processes: 0, idleStreakS: 0, heldBy: 0 },
+      last: {
+        timeMs: startMs,
+        state: "unavailable" as GpuState,
+        real: 0,
+        realSource: "none",
+        processes: 0,
+        idleStreakS: 0,
+        heldBy: 0,
+      },
       topHolders: [],
     },
   };
@@ -290,7 +327,10 @@ function closeWindow(w: OpenWindow): GpuWindowRecord {
     };
   }
   if (w.owners.size > 0) {
-    w.rec.owners = [...w.owners.values()].map((e) => e.owner).sort((a, b) => b.observedS - a.observedS).slice(0, MAX_WINDOW_OWNERS);
+    w.rec.owners = [...w.owners.values()]
+      .map((e) => e.owner)
+      .sort((a, b) => b.observedS - a.observedS)
+      .slice(0, MAX_WINDOW_OWNERS);
     w.owners.clear();
   }
   if (w.lastHolders) w.rec.topHolders = topHolders(w.lastHolders);
@@ -318,7 +358,10 @@ function trackOwners(w: OpenWindow, r: GpuReading, c: Classification, dt: number
     let e = w.owners.get(key);
     if (!e) {
       if (w.owners.size >= MAX_TRACKED_OWNERS) return;
-      e = { owner: { ...o, observedS: 0, stateS: emptyStateSeconds(), reportedIdleS: 0, reportedBusyS: 0, realBusyS: 0 }, lastSample: -1 };
+      e = {
+        owner: { ...o, observedS: 0, stateS: emptyStateSeconds(), reportedIdleS: 0, reportedBusyS: 0, realBusyS: 0 },
+        lastSample: -1,
+      };
       w.owners.set(key, e);
     }
     if (e.lastSample === now) return;
@@ -386,7 +429,9 @@ function evictSmallest(sm: Map<number, ProcessSm>, now: number, newMem: number):
   return true;
 }
 
-function topHolders(procs: readonly { pid: number; name: string; usedMemoryBytes?: number | undefined }[]): WindowHolder[] {
+function topHolders(
+  procs: readonly { pid: number; name: string; usedMemoryBytes?: number | undefined }[],
+): WindowHolder[] {
   return [...procs]
     .sort((a, b) => (b.usedMemoryBytes ?? -1) - (a.usedMemoryBytes ?? -1))
     .slice(0, TOP_HOLDERS)

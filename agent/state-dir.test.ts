@@ -35,7 +35,9 @@ describe("openStateDir", () => {
     try {
       fs.writeFileSync(path.join(dir, LOCK_FILE), `${other.pid}\n`);
       await expect(openStateDir(dir, silentLogger)).rejects.toThrow(
-        new RegExp(`Another agent \\(pid ${other.pid}\\) is using the state directory .*; give each agent its own --state-dir\\.`),
+        new RegExp(
+          `Another agent \\(pid ${other.pid}\\) is using the state directory .*; give each agent its own --state-dir\\.`,
+        ),
       );
     } finally {
       other.kill();
@@ -53,7 +55,9 @@ describe("openStateDir", () => {
 
   it("takes over a lock left by a process that is gone", async () => {
     const dir = tempDir();
-    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" }).stdout;
+    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {
+      encoding: "utf8",
+    }).stdout;
     fs.writeFileSync(path.join(dir, LOCK_FILE), `${gone}\n`);
     const state = await openStateDir(dir, silentLogger);
     expect(fs.readFileSync(path.join(dir, LOCK_FILE), "utf8").trim()).toBe(String(process.pid));
@@ -63,6 +67,8 @@ describe("openStateDir", () => {
   it("says what to do when the path cannot be a directory", async () => {
     const file = path.join(tempDir(), "file");
     fs.writeFileSync(file, "x");
-    await expect(openStateDir(path.join(file, "sub"), silentLogger)).rejects.toThrow(/is not usable .*; create it and make it writable by the agent's user, or pass another --state-dir\./);
+    await expect(openStateDir(path.join(file, "sub"), silentLogger)).rejects.toThrow(
+      /is not usable .*; create it and make it writable by the agent's user, or pass another --state-dir\./,
+    );
   });
 });

@@ -29,7 +29,9 @@ export async function openStateDir(dir: string, logger: Logger): Promise<StateDi
     await makeDir(abs, 0o700);
     await fs.access(abs, fs.constants.W_OK | fs.constants.X_OK);
   } catch (err) {
-    throw new TrueidleError("bad_config", `The state directory ${abs} is not usable (${errorMessage(err)}); ${fix}.`, { cause: err });
+    throw new TrueidleError("bad_config", `The state directory ${abs} is not usable (${errorMessage(err)}); ${fix}.`, {
+      cause: err,
+    });
   }
   const lock = path.join(abs, LOCK_FILE);
   await takeLock(lock, abs, fix, logger);
@@ -59,7 +61,11 @@ async function takeLock(lock: string, dir: string, fix: string, logger: Logger):
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== "EEXIST") {
-        throw new TrueidleError("bad_config", `The state directory ${dir} is not writable (${errorMessage(err)}); ${fix}.`, { cause: err });
+        throw new TrueidleError(
+          "bad_config",
+          `The state directory ${dir} is not writable (${errorMessage(err)}); ${fix}.`,
+          { cause: err },
+        );
       }
     }
     const owner = await readOwner(lock);
@@ -70,10 +76,16 @@ async function takeLock(lock: string, dir: string, fix: string, logger: Logger):
       );
     }
     // Left by an agent that is gone (killed, or this pid after a container restart).
-    logger.info("Took over the state directory's lock from an agent that is no longer running.", { dir, previous_pid: owner });
+    logger.info("Took over the state directory's lock from an agent that is no longer running.", {
+      dir,
+      previous_pid: owner,
+    });
     await fs.rm(lock, { force: true });
   }
-  throw new TrueidleError("bad_config", `Another agent is taking the lock of the state directory ${dir} at the same time; give each agent its own --state-dir.`);
+  throw new TrueidleError(
+    "bad_config",
+    `Another agent is taking the lock of the state directory ${dir} at the same time; give each agent its own --state-dir.`,
+  );
 }
 
 async function readOwner(lock: string): Promise<number | undefined> {

@@ -48,16 +48,25 @@ export interface AgentTransport {
 }
 
 /** The agent's token from its file or the environment, or undefined; errors never quote it. */
-export function readAgentToken(file: string | undefined, env: NodeJS.ProcessEnv): { token: string; from: string; warning?: string | undefined } | undefined {
+export function readAgentToken(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv,
+): { token: string; from: string; warning?: string | undefined } | undefined {
   const fromEnv = env[TOKEN_ENV];
   if (file !== undefined) {
     if (fromEnv !== undefined && fromEnv.trim() !== "") {
-      throw new TrueidleError("bad_config", `the agent token is given both in ${TOKEN_ENV} and in --token-file; give it once`);
+      throw new TrueidleError(
+        "bad_config",
+        `the agent token is given both in ${TOKEN_ENV} and in --token-file; give it once`,
+      );
     }
     const f = readSecretFile("token-file", file);
     const lines = contentLines(f.text);
     if (lines.length !== 1) {
-      throw new TrueidleError("bad_config", `--token-file ${file} must hold exactly one token on one line (it holds ${lines.length} non-comment lines)`);
+      throw new TrueidleError(
+        "bad_config",
+        `--token-file ${file} must hold exactly one token on one line (it holds ${lines.length} non-comment lines)`,
+      );
     }
     const token = lines[0]!.text;
     const problem = tokenProblem(token);
@@ -83,7 +92,12 @@ export function buildAgentTransport(cfg: AgentTransportConfig): AgentTransport {
   }
   const base = { callMetadata, tokenFrom: tok?.from, warnings };
   if (cfg.plaintext) {
-    if (cfg.caFile !== undefined || cfg.certFile !== undefined || cfg.keyFile !== undefined || cfg.serverName !== undefined) {
+    if (
+      cfg.caFile !== undefined ||
+      cfg.certFile !== undefined ||
+      cfg.keyFile !== undefined ||
+      cfg.serverName !== undefined
+    ) {
       throw new TrueidleError("bad_config", "plaintext gRPC cannot take a CA, a client certificate or a server name");
     }
     return { ...base, credentials: grpc.credentials.createInsecure(), channelOptions: {}, security: "plaintext" };
@@ -100,13 +114,15 @@ export function buildAgentTransport(cfg: AgentTransportConfig): AgentTransport {
   const serverName = cfg.serverName;
   // The name is checked by our own checkServerIdentity too, so it holds even on a channel
   // built without the options; the options also set SNI and the :authority header.
-  const verify: grpc.VerifyOptions = serverName === undefined
-    ? {}
-    : { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(serverName, cert) };
+  const verify: grpc.VerifyOptions =
+    serverName === undefined
+      ? {}
+      : { checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(serverName, cert) };
   const credentials = grpc.credentials.createSsl(ca, pair?.key ?? null, pair?.cert ?? null, verify);
-  const channelOptions: grpc.ChannelOptions = serverName === undefined
-    ? {}
-    : { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName };
+  const channelOptions: grpc.ChannelOptions =
+    serverName === undefined
+      ? {}
+      : { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName };
   return {
     ...base,
     credentials,

@@ -64,7 +64,11 @@ export const AGENT_BENCH_SCENARIO = {
 };
 /** The state each scenario preset must read as (free_busy: 100 % util, nobody holds it). */
 const EXPECTED_STATE: Record<string, string> = {
-  active: "active", held_idle: "held_idle", busy_phantom: "busy_phantom", free_idle: "free_idle", free_busy: "free_idle",
+  active: "active",
+  held_idle: "held_idle",
+  busy_phantom: "busy_phantom",
+  free_idle: "free_idle",
+  free_busy: "free_idle",
 };
 
 export interface AgentProcessBenchOptions {
@@ -146,7 +150,9 @@ function startBareNode(): Running {
   const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000);"], { stdio: "ignore" });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   return {
-    mode: "bare-node", child, output: () => "",
+    mode: "bare-node",
+    child,
+    output: () => "",
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       await exited;
@@ -154,12 +160,19 @@ function startBareNode(): Running {
   };
 }
 
-async function waitFor<T>(what: string, f: () => Promise<T | undefined> | T | undefined, timeoutMs: number, procs: Running[]): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  f: () => Promise<T | undefined> | T | undefined,
+  timeoutMs: number,
+  procs: Running[],
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     for (const p of procs) {
       if (p.child.exitCode !== null || p.child.signalCode !== null) {
-        throw new Error(`section (f): the ${p.mode} process exited (${p.child.signalCode ?? p.child.exitCode}) while waiting for ${what}:\n${p.output().slice(-3000)}`);
+        throw new Error(
+          `section (f): the ${p.mode} process exited (${p.child.signalCode ?? p.child.exitCode}) while waiting for ${what}:\n${p.output().slice(-3000)}`,
+        );
       }
     }
     const v = await f();
@@ -193,21 +206,38 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
     const gpus = scenario.gpus.length;
 
     const [grpcPort, httpPort] = [await freePort(), await freePort()];
-    const collector = startCommand("collector", ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`,
-      "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn"], {});
+    const collector = startCommand(
+      "collector",
+      [
+        "collector",
+        "--plaintext",
+        "--grpc-listen",
+        `127.0.0.1:${grpcPort}`,
+        "--http-listen",
+        `127.0.0.1:${httpPort}`,
+        "--log-level",
+        "warn",
+      ],
+      {},
+    );
     procs.push(collector);
-    await waitFor("the collector's /healthz", async () => {
-      try {
-        return (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).ok ? true : undefined;
-      } catch {
-        return undefined;
-      }
-    }, 30_000, procs);
+    await waitFor(
+      "the collector's /healthz",
+      async () => {
+        try {
+          return (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).ok ? true : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      30_000,
+      procs,
+    );
 
     const sourceArgs: Record<Exclude<ProcessMode, "bare-node">, string[]> = {
-      "nvml": ["--source", "nvml", "--nvml-lib", stub.libPath],
+      nvml: ["--source", "nvml", "--nvml-lib", stub.libPath],
       "nvidia-smi": ["--source", "nvidia-smi", "--nvidia-smi", nvidiaSmi],
-      "sim": ["--source", "sim", "--scenario", scenarioFile],
+      sim: ["--source", "sim", "--scenario", scenarioFile],
     };
     const byMode = new Map<ProcessMode, Running>();
     for (const mode of PROCESS_MODES) {
@@ -216,12 +246,36 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
         continue;
       }
       const port = await freePort();
-      byMode.set(mode, startCommand(mode, ["agent", ...sourceArgs[mode], "--plaintext", "--collector", `127.0.0.1:${grpcPort}`,
-        "--hostname", `bench-${mode}`, "--http-listen", `127.0.0.1:${port}`, "--log-level", "info"], stub.env, port));
+      byMode.set(
+        mode,
+        startCommand(
+          mode,
+          [
+            "agent",
+            ...sourceArgs[mode],
+            "--plaintext",
+            "--collector",
+            `127.0.0.1:${grpcPort}`,
+            "--hostname",
+            `bench-${mode}`,
+            "--http-listen",
+            `127.0.0.1:${port}`,
+            "--log-level",
+            "info",
+          ],
+          stub.env,
+          port,
+        ),
+      );
     }
     procs.push(...byMode.values());
     const agents = [...byMode.values()].filter((p) => p.mode !== "bare-node");
-    await waitFor("every agent connected", () => (agents.every((a) => /Connected to the collector/.test(a.output())) ? true : undefined), 60_000, procs);
+    await waitFor(
+      "every agent connected",
+      () => (agents.every((a) => /Connected to the collector/.test(a.output())) ? true : undefined),
+      60_000,
+      procs,
+    );
 
     // Windows begin half a second after a multiple of 10 s: each holds whole ticks and the same window flushes.
     const startedAt = Date.now();
@@ -239,7 +293,12 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
     }
     for (let w = 0; w <= opts.windows; w++) {
       const at = firstAt + w * opts.windowMs;
-      await waitFor("the next window edge", () => (Date.now() >= at ? true : undefined), at - Date.now() + 30_000, procs);
+      await waitFor(
+        "the next window edge",
+        () => (Date.now() >= at ? true : undefined),
+        at - Date.now() + 30_000,
+        procs,
+      );
       edges.push(readProcessCpu(pids));
     }
 
@@ -251,7 +310,9 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
     const rows: AgentProcessRow[] = PROCESS_MODES.map((mode, i) => {
       const own = perWindow(i, (c) => c.selfNs);
       const notes: string[] = [];
-      const threadChanges = edges.slice(1).filter((e, w) => e[i]!.threads.join() !== edges[w]![i]!.threads.join()).length;
+      const threadChanges = edges
+        .slice(1)
+        .filter((e, w) => e[i]!.threads.join() !== edges[w]![i]!.threads.join()).length;
       if (threadChanges > 0) notes.push(`threads came or went in ${threadChanges} window(s): their CPU may be short`);
       if (!edges.every((e) => e[i]!.precise)) notes.push("CPU from clock ticks (10 ms), not schedstat");
       if (!edges[edges.length - 1]![i]!.alive) problems.push(`the ${mode} process died during the measurement`);
@@ -259,12 +320,13 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
       const earlySamples = ((FIRST_MINUTE_TO_MS - FIRST_MINUTE_FROM_MS) / INTERVAL_MS) * gpus;
       return {
         mode,
-        firstMinuteUsPerSample: early.length === 2 ? (early[1]![i]!.selfNs - early[0]![i]!.selfNs) / 1000 / earlySamples : undefined,
+        firstMinuteUsPerSample:
+          early.length === 2 ? (early[1]![i]!.selfNs - early[0]![i]!.selfNs) / 1000 / earlySamples : undefined,
         usPerSample: spread(own),
         windowsUsPerSample: own,
         aboveBareUsPerSample: spread(own.map((x, w) => x - bare[w]!)),
         childUsPerSample: spread(perWindow(i, (c) => c.childrenNs)),
-        coreShare: spread(own).median * samplesPerWindow / (opts.windowMs * 1000),
+        coreShare: (spread(own).median * samplesPerWindow) / (opts.windowMs * 1000),
         rssMiB: (last.rssKiB ?? 0) / 1024,
         peakRssMiB: (last.hwmKiB ?? 0) / 1024,
         notes,
@@ -280,7 +342,9 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
       const proc = readProcessCpu([p.child.pid!])[0]!;
       row.selfReportRatio = reported / (proc.selfNs / 1e9);
       if (!(row.selfReportRatio > 0.9 && row.selfReportRatio < 1.1)) {
-        problems.push(`${row.mode}: process_cpu_seconds_total ${reported} s, /proc says ${(proc.selfNs / 1e9).toFixed(3)} s`);
+        problems.push(
+          `${row.mode}: process_cpu_seconds_total ${reported} s, /proc says ${(proc.selfNs / 1e9).toFixed(3)} s`,
+        );
       }
     }
 
@@ -301,11 +365,22 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
         const ok = sumOf(m, "trueidle_gpu_state_seconds_total", { ...labels, state: want });
         inState += ok;
         observed += obs;
-        if (obs < measuredS) problems.push(`${host} GPU ${g.index}: the collector has ${obs} observed seconds, fewer than the ${measuredS} s measured`);
+        if (obs < measuredS)
+          problems.push(
+            `${host} GPU ${g.index}: the collector has ${obs} observed seconds, fewer than the ${measuredS} s measured`,
+          );
         if (!(ok >= 0.95 * obs)) problems.push(`${host} GPU ${g.index}: ${ok} of ${obs} s in ${want}`);
         if (mode === "nvml" && hasGpm(g) && want !== "free_idle") {
-          const real = m.find((s) => s.name === "trueidle_gpu_real_utilization_ratio" && s.labels["host"] === host && s.labels["gpu"] === String(g.index));
-          if (real?.labels["source"] !== "sm_active") problems.push(`${host} GPU ${g.index}: real comes from ${real?.labels["source"] ?? "nowhere"}, not GPM SM activity`);
+          const real = m.find(
+            (s) =>
+              s.name === "trueidle_gpu_real_utilization_ratio" &&
+              s.labels["host"] === host &&
+              s.labels["gpu"] === String(g.index),
+          );
+          if (real?.labels["source"] !== "sm_active")
+            problems.push(
+              `${host} GPU ${g.index}: real comes from ${real?.labels["source"] ?? "nowhere"}, not GPM SM activity`,
+            );
         }
       }
       expectedStateShare[mode] = observed > 0 ? inState / observed : 0;
@@ -331,9 +406,9 @@ export async function runAgentProcessBench(opts: AgentProcessBenchOptions): Prom
 }
 
 const ROW_NAMES: Readonly<Record<ProcessMode, string>> = {
-  "nvml": "trueidle agent --source nvml (stub, H200 call costs)",
+  nvml: "trueidle agent --source nvml (stub, H200 call costs)",
   "nvidia-smi": "trueidle agent --source nvidia-smi (fake -lms loop)",
-  "sim": "trueidle agent --source sim",
+  sim: "trueidle agent --source sim",
   "bare-node": "baseline: bare Node, one 1 s timer",
 };
 
@@ -343,7 +418,7 @@ export const AGENT_PROCESS_FULL: AgentProcessBenchOptions = { warmupMs: 300_000,
 export const AGENT_PROCESS_QUICK: AgentProcessBenchOptions = { warmupMs: 15_000, windows: 3, windowMs: 10_000 };
 
 /** Targets of the design (DESIGN.md "Cost": 0.2 % of a core on an 8-GPU node), reported, never asserted. */
-export const AGENT_PROCESS_TARGETS: Readonly<Partial<Record<ProcessMode, number>>> = { "nvml": 250, "sim": 100 };
+export const AGENT_PROCESS_TARGETS: Readonly<Partial<Record<ProcessMode, number>>> = { nvml: 250, sim: 100 };
 
 export function agentProcessLines(r: AgentProcessBenchResult, table: (rows: string[][]) => string): string[] {
   const us = (x: number): string => x.toFixed(0);
@@ -352,7 +427,17 @@ export function agentProcessLines(r: AgentProcessBenchResult, table: (rows: stri
     `(f) The agent's whole process, as a GPU node pays it: ${r.gpus} GPUs (GPM on ${r.gpmGpus}), a sample every ${r.intervalMs / 1000} s, ` +
       `10 s windows streamed to a collector; after ${r.warmupMs / 1000} s, ${r.windows} windows of ${r.windowMs / 1000} s (${r.samplesPerWindow} GPU-samples each) measured in every process side by side`,
     table([
-      ["process", "CPU µs per GPU-sample", "range", "above bare Node", "share of a core", "first minute", "children µs/sample", "RSS MiB (peak)", "target"],
+      [
+        "process",
+        "CPU µs per GPU-sample",
+        "range",
+        "above bare Node",
+        "share of a core",
+        "first minute",
+        "children µs/sample",
+        "RSS MiB (peak)",
+        "target",
+      ],
       ...r.rows.map((x) => {
         const target = AGENT_PROCESS_TARGETS[x.mode];
         return [
@@ -371,10 +456,13 @@ export function agentProcessLines(r: AgentProcessBenchResult, table: (rows: stri
     `  CPU: every thread of the process from /proc (schedstat), the driver stub's work included; the stub's calls cost what they cost on a real driver: ${r.callCost}.`,
     "  Children: the fake nvidia-smi is a Node script, so its column is not what a real nvidia-smi costs. Share of a core: own CPU ÷ wall time.",
     "  First minute: own CPU from 15 s to 75 s after start, while V8 still compiles the agent's hot code (shown when the warm-up holds it).",
-    `  States: ${Object.entries(r.expectedStateShare).map(([m, s]) => `${m} ${(s * 100).toFixed(1)}%`).join(", ")} of GPU-seconds in the state the scenario gives (self-check ≥ 95% per GPU).`,
+    `  States: ${Object.entries(r.expectedStateShare)
+      .map(([m, s]) => `${m} ${(s * 100).toFixed(1)}%`)
+      .join(", ")} of GPU-seconds in the state the scenario gives (self-check ≥ 95% per GPU).`,
   ];
   for (const x of r.rows) {
-    if (x.selfReportRatio !== undefined) out.push(`  ${x.mode}: its own process_cpu_seconds_total ÷ /proc = ${x.selfReportRatio.toFixed(3)}`);
+    if (x.selfReportRatio !== undefined)
+      out.push(`  ${x.mode}: its own process_cpu_seconds_total ÷ /proc = ${x.selfReportRatio.toFixed(3)}`);
     for (const n of x.notes) out.push(`  ${x.mode}: ${n}`);
   }
   for (const p of r.problems) out.push(`  SELF-CHECK FAILED: ${p}`);

@@ -9,9 +9,19 @@
 import { DEFAULT_THRESHOLDS, GPU_STATES, type GpuProcess, type GpuReading, type GpuState } from "../common/types.js";
 import { SamplePipeline } from "../agent/pipeline.js";
 import { readingsAt } from "../agent/sim/evaluate.js";
-import { chooseQueryFields, IDLE_REASON_FIELD, MEDIA_FIELDS, REQUIRED_FIELDS } from "../agent/sources/nvidia-smi/fields.js";
+import {
+  chooseQueryFields,
+  IDLE_REASON_FIELD,
+  MEDIA_FIELDS,
+  REQUIRED_FIELDS,
+} from "../agent/sources/nvidia-smi/fields.js";
 import { LineBuffer } from "../agent/sources/nvidia-smi/line-buffer.js";
-import { busIdKey, columnsFromFields, parseQueryGpuLine, type QueryColumn } from "../agent/sources/nvidia-smi/parse-query-gpu.js";
+import {
+  busIdKey,
+  columnsFromFields,
+  parseQueryGpuLine,
+  type QueryColumn,
+} from "../agent/sources/nvidia-smi/parse-query-gpu.js";
 import { rounds, sink, spread, timed, type Spread } from "./harness.js";
 import { queryGpuLine } from "./query-gpu-lines.js";
 import { GPUS_PER_HOST, hostScenario } from "./sim-hosts.js";
@@ -58,7 +68,9 @@ const START_MS = Date.UTC(2026, 0, 1);
  * that driver's `--help-query-gpu` lists (the captured 590-series help gives this set).
  */
 export function currentDriverFields(): string[] {
-  return chooseQueryFields(new Set<string>([...REQUIRED_FIELDS, "enforced.power.limit", IDLE_REASON_FIELD, ...MEDIA_FIELDS]));
+  return chooseQueryFields(
+    new Set<string>([...REQUIRED_FIELDS, "enforced.power.limit", IDLE_REASON_FIELD, ...MEDIA_FIELDS]),
+  );
 }
 
 /**
@@ -86,7 +98,14 @@ class LatestReadings {
     for (const e of this.gpus.values()) {
       const r = e.reading;
       if (e.error !== undefined) {
-        out.push({ uuid: r.uuid, index: r.index, model: r.model, busId: r.busId, driverVersion: r.driverVersion, error: e.error });
+        out.push({
+          uuid: r.uuid,
+          index: r.index,
+          model: r.model,
+          busId: r.busId,
+          driverVersion: r.driverVersion,
+          error: e.error,
+        });
       } else {
         out.push({ ...r, processes: (procs.get(r.uuid) ?? []).map((p) => ({ ...p })) });
       }
@@ -175,15 +194,22 @@ export function runAgentBench(opts: AgentBenchOptions): AgentBenchResult {
   const samples = p.lines.length;
   let last: FullRun | undefined;
   const measured = rounds(opts.warmup, opts.rounds, (r) => {
-    const full = (): { wallMs: number; cpuUs: number } => timed(() => { last = runFull(p); });
+    const full = (): { wallMs: number; cpuUs: number } =>
+      timed(() => {
+        last = runFull(p);
+      });
     const parse = (): { cpuUs: number } => timed(() => runParse(p));
     const split = (): { cpuUs: number } => timed(() => runSplit(p));
     // Alternate the order, so neither side always runs on a warmer or cooler machine.
     if (r % 2 === 0) {
-      const s = split(), q = parse(), f = full();
+      const s = split(),
+        q = parse(),
+        f = full();
       return { f, q, s };
     }
-    const f = full(), q = parse(), s = split();
+    const f = full(),
+      q = parse(),
+      s = split();
     return { f, q, s };
   });
   if (!last) throw new Error("no agent round ran");
@@ -197,7 +223,9 @@ export function runAgentBench(opts: AgentBenchOptions): AgentBenchResult {
     meanLineChars: Math.round(p.lines.reduce((a, l) => a + l.length, 0) / samples),
     errorLinesPerRound: p.errorLines,
     windowsPerRound: last.windows,
-    stateShare: Object.fromEntries(GPU_STATES.map((s) => [s, round3((last as FullRun).stateS[s] / observed)])) as Record<GpuState, number>,
+    stateShare: Object.fromEntries(
+      GPU_STATES.map((s) => [s, round3((last as FullRun).stateS[s] / observed)]),
+    ) as Record<GpuState, number>,
     fullUsPerSample: spread(fullUs),
     parseUsPerLine: spread(measured.map((m) => m.q.cpuUs / samples)),
     splitUsPerLine: spread(splitUs),

@@ -19,7 +19,14 @@ import { SelfMetrics } from "../collector/self-metrics.js";
 import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
 import { collectGarbage, rounds, sink, spread, type Spread } from "./harness.js";
 import { GPUS_PER_HOST } from "./sim-hosts.js";
-import { WINDOW_MS, type WindowTemplates, benchHost, encodeBatch, helloRequest, type BenchHost } from "./fleet-windows.js";
+import {
+  WINDOW_MS,
+  type WindowTemplates,
+  benchHost,
+  encodeBatch,
+  helloRequest,
+  type BenchHost,
+} from "./fleet-windows.js";
 
 export interface IngestCase {
   name: string;
@@ -68,12 +75,18 @@ export function sessionDeps(fleet: FleetState, self: SelfMetrics): SessionDeps {
 export function openSession(deps: SessionDeps, host: BenchHost): IngestSession {
   const session = new IngestSession(deps, `bench:${host.hostname}`);
   const step = session.handle({ ok: true, msg: helloRequest(host) });
-  if (step.kind !== "reply") throw new Error(`the collector refused the bench Hello: ${step.kind === "fail" ? step.message : step.kind}`);
+  if (step.kind !== "reply")
+    throw new Error(`the collector refused the bench Hello: ${step.kind === "fail" ? step.message : step.kind}`);
   return session;
 }
 
 /** The windows of batch `round` of `host`: oldest first, every GPU at each start time. */
-export function hostBatchWindows(templates: WindowTemplates, host: BenchHost, round: number, windowsPerGpu: number): GpuWindow[] {
+export function hostBatchWindows(
+  templates: WindowTemplates,
+  host: BenchHost,
+  round: number,
+  windowsPerGpu: number,
+): GpuWindow[] {
   const out: GpuWindow[] = [];
   for (let k = 0; k < windowsPerGpu; k++) {
     const n = round * windowsPerGpu + k;
@@ -93,7 +106,8 @@ function serveOne(session: IngestSession, buf: Buffer): number {
     req = { ok: false, error: String(err) };
   }
   const step = session.handle(req);
-  if (step.kind !== "reply") throw new Error(`the collector ended a bench stream: ${step.kind === "fail" ? step.message : step.kind}`);
+  if (step.kind !== "reply")
+    throw new Error(`the collector ended a bench stream: ${step.kind === "fail" ? step.message : step.kind}`);
   sink.value += responseSerialize(step.response).length;
   const msg = step.response.msg;
   if (msg.case !== "ack") throw new Error(`the collector answered a batch with ${msg.case}`);
@@ -105,7 +119,12 @@ function serveOne(session: IngestSession, buf: Buffer): number {
  * first side alternating, so both see the same machine load and cache state; a round's
  * figure is the sum over its slices. Each round's bytes are built before it, untimed.
  */
-export function runIngestCase(templates: WindowTemplates, c: IngestCase, warmup: number, measured: number): IngestCaseResult {
+export function runIngestCase(
+  templates: WindowTemplates,
+  c: IngestCase,
+  warmup: number,
+  measured: number,
+): IngestCaseResult {
   const fleet = new FleetState({ now: () => BENCH_NOW_MS });
   const self = new SelfMetrics();
   const deps = sessionDeps(fleet, self);
@@ -150,15 +169,24 @@ export function runIngestCase(templates: WindowTemplates, c: IngestCase, warmup:
     collectGarbage();
     for (let from = 0, slice = 0; from < batches.length; from += c.batchesPerSlice, slice++) {
       const to = Math.min(batches.length, from + c.batchesPerSlice);
-      if (slice % 2 === 0) { decode(from, to); ingest(from, to); } else { ingest(from, to); decode(from, to); }
+      if (slice % 2 === 0) {
+        decode(from, to);
+        ingest(from, to);
+      } else {
+        ingest(from, to);
+        decode(from, to);
+      }
     }
     sink.value += decoded;
     if (accepted !== windowsPerRound || decoded !== windowsPerRound) {
-      throw new Error(`"${c.name}": the collector accepted ${accepted} and decode saw ${decoded} of ${windowsPerRound} windows; the bench must send only valid windows`);
+      throw new Error(
+        `"${c.name}": the collector accepted ${accepted} and decode saw ${decoded} of ${windowsPerRound} windows; the bench must send only valid windows`,
+      );
     }
     return { ingest: windowsPerRound / (ingestMs / 1000), decode: windowsPerRound / (decodeMs / 1000) };
   });
-  if (fleet.size !== c.hosts * GPUS_PER_HOST) throw new Error(`the fleet holds ${fleet.size} GPUs, expected ${c.hosts * GPUS_PER_HOST}`);
+  if (fleet.size !== c.hosts * GPUS_PER_HOST)
+    throw new Error(`the fleet holds ${fleet.size} GPUs, expected ${c.hosts * GPUS_PER_HOST}`);
   for (const s of sessions) s.close("bench done");
   return {
     name: c.name,

@@ -63,7 +63,11 @@ export class WindowTemplates {
   constructor() {
     for (let t = 0; t < TEMPLATE_COUNT; t++) {
       const scenario = hostScenario(t, `bench-template-${t}`);
-      const pipeline = new SamplePipeline({ windowMs: WINDOW_MS, intervalMs: INTERVAL_MS, thresholds: DEFAULT_THRESHOLDS });
+      const pipeline = new SamplePipeline({
+        windowMs: WINDOW_MS,
+        intervalMs: INTERVAL_MS,
+        thresholds: DEFAULT_THRESHOLDS,
+      });
       // Ten minutes first, so the baselines are learned, as on a long-running agent.
       const start = Date.UTC(2026, 0, 1);
       const from = start - 10 * WINDOW_MS;
@@ -73,7 +77,8 @@ export class WindowTemplates {
       const byGpu: GpuWindowRecord[][] = Array.from({ length: GPUS_PER_HOST }, () => []);
       for (const w of pipeline.flushAll()) if (w.startMs >= start) byGpu[w.index]?.push(w);
       for (const list of byGpu) {
-        if (list.length !== TEMPLATE_WINDOWS) throw new Error(`template ${t} gave ${list.length} windows for a GPU, expected ${TEMPLATE_WINDOWS}`);
+        if (list.length !== TEMPLATE_WINDOWS)
+          throw new Error(`template ${t} gave ${list.length} windows for a GPU, expected ${TEMPLATE_WINDOWS}`);
       }
       this.byTemplate.push(byGpu);
     }

@@ -67,12 +67,17 @@ type Side = (typeof SIDES)[number];
 /** Runs `n` async jobs, `limit` at a time. */
 async function inParallel(n: number, limit: number, job: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
-    while (next < n) await job(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, n) }, async () => {
+      while (next < n) await job(next++);
+    }),
+  );
 }
 
-export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxWriteOptions): Promise<InfluxWriteResult> {
+export async function runInfluxWriteBench(
+  templates: WindowTemplates,
+  o: InfluxWriteOptions,
+): Promise<InfluxWriteResult> {
   if (!findInfluxd()) return { skipped: true, reason: INFLUXD_MISSING_HELP };
   const t0 = performance.now();
   const server = await startPrivateInfluxd({ cqRunInterval: "1h" });
@@ -87,7 +92,10 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
     const timesPerSlice = o.timesPerSlice;
     // One window message per (host, time in a slice, GPU), reused with new start times.
     const windows: GpuWindow[][][] = hosts.map((h) =>
-      Array.from({ length: timesPerSlice }, (_, k) => Array.from({ length: GPUS_PER_HOST }, (_, g) => templates.window(h, g, k, 0))));
+      Array.from({ length: timesPerSlice }, (_, k) =>
+        Array.from({ length: GPUS_PER_HOST }, (_, g) => templates.window(h, g, k, 0)),
+      ),
+    );
     const pointsPerSlice = o.hosts * timesPerSlice * GPUS_PER_HOST;
     const pointsPerRound = pointsPerSlice * o.slicesPerRound;
     // Time slots within the 30-day raw retention: each side and slice its own minutes.
@@ -96,7 +104,10 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
     const nextSlot = (): void => {
       const first = base + slot * timesPerSlice * WINDOW_MS;
       slot++;
-      for (const perHost of windows) perHost.forEach((atTime, k) => { for (const w of atTime) w.startMs = BigInt(first + k * WINDOW_MS); });
+      for (const perHost of windows)
+        perHost.forEach((atTime, k) => {
+          for (const w of atTime) w.startMs = BigInt(first + k * WINDOW_MS);
+        });
     };
     /** The slice's windows in the order a fleet sends them: every host's batch for a time, then the next time. */
     const inOrder = (each: (h: number, batch: GpuWindow[]) => void): void => {
@@ -108,11 +119,15 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
       host: "127.0.0.1",
       port: server.port,
       database: "bench",
-      schema: [{
-        measurement: "gpu_window",
-        fields: Object.fromEntries(WINDOW_FIELDS.map((f) => [f, INTEGER_FIELDS.has(f) ? FieldType.INTEGER : FieldType.FLOAT])),
-        tags: ["host", "gpu", "uuid", "model", "cluster", "pool"],
-      }],
+      schema: [
+        {
+          measurement: "gpu_window",
+          fields: Object.fromEntries(
+            WINDOW_FIELDS.map((f) => [f, INTEGER_FIELDS.has(f) ? FieldType.INTEGER : FieldType.FLOAT]),
+          ),
+          tags: ["host", "gpu", "uuid", "model", "cluster", "pool"],
+        },
+      ],
     });
 
     /** Milliseconds one side takes to write one slice; what is built beforehand is not timed. */
@@ -138,28 +153,38 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
         await writer.flush();
         const outcomes = await Promise.all(pending);
         const ms = performance.now() - start;
-        if (outcomes.some((x) => x.status !== "done")) throw new Error(`a writer submission ended ${outcomes.find((x) => x.status !== "done")?.status}`);
+        if (outcomes.some((x) => x.status !== "done"))
+          throw new Error(`a writer submission ended ${outcomes.find((x) => x.status !== "done")?.status}`);
         return ms;
       }
       if (side === "bare") {
         const lines: string[] = [];
-        inOrder((h, batch) => { for (const w of batch) lines.push((encoders[h] as HostLineEncoder).line(w)); });
+        inOrder((h, batch) => {
+          for (const w of batch) lines.push((encoders[h] as HostLineEncoder).line(w));
+        });
         const bodies: string[] = [];
         for (let i = 0; i < lines.length; i += BATCH) bodies.push(`${lines.slice(i, i + BATCH).join("\n")}\n`);
         collectGarbage();
         const start = performance.now();
         await inParallel(bodies.length, IN_FLIGHT, async (i) => {
-          const res = await fetch(writeUrl, { method: "POST", headers: { "content-type": "text/plain; charset=utf-8" }, body: bodies[i]! });
+          const res = await fetch(writeUrl, {
+            method: "POST",
+            headers: { "content-type": "text/plain; charset=utf-8" },
+            body: bodies[i]!,
+          });
           if (res.status !== 204) throw new Error(`bare POST got HTTP ${res.status}: ${await res.text()}`);
         });
         return performance.now() - start;
       }
       const points: IPoint[] = [];
-      inOrder((h, batch) => { for (const w of batch) points.push(toIPoint(hosts[h] as BenchHost, w)); });
+      inOrder((h, batch) => {
+        for (const w of batch) points.push(toIPoint(hosts[h] as BenchHost, w));
+      });
       collectGarbage();
       const start = performance.now();
       await inParallel(Math.ceil(points.length / BATCH), IN_FLIGHT, (i) =>
-        node.writePoints(points.slice(i * BATCH, (i + 1) * BATCH), { precision: "ms", retentionPolicy: RP_WINDOW }));
+        node.writePoints(points.slice(i * BATCH, (i + 1) * BATCH), { precision: "ms", retentionPolicy: RP_WINDOW }),
+      );
       return performance.now() - start;
     };
 
@@ -184,13 +209,23 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
       await writer.stop();
       const stats = writer.stats();
       if (stats.pointsWritten !== pointsPerRound || stats.failedRequests !== 0) {
-        throw new Error(`the writer wrote ${stats.pointsWritten} of ${pointsPerRound} points (${stats.failedRequests} failed requests)`);
+        throw new Error(
+          `the writer wrote ${stats.pointsWritten} of ${pointsPerRound} points (${stats.failedRequests} failed requests)`,
+        );
       }
-      if (r >= o.warmup) results.push({ writer: pointsPerRound / (ms.writer / 1000), bare: pointsPerRound / (ms.bare / 1000), node: pointsPerRound / (ms.node / 1000) });
+      if (r >= o.warmup)
+        results.push({
+          writer: pointsPerRound / (ms.writer / 1000),
+          bare: pointsPerRound / (ms.bare / 1000),
+          node: pointsPerRound / (ms.node / 1000),
+        });
     }
 
-    const counted = await fetch(`${server.url}/query?db=bench&q=${encodeURIComponent(`SELECT count("observed_s") FROM "${RP_WINDOW}"."gpu_window"`)}`);
-    const n = ((await counted.json()) as { results: Array<{ series?: Array<{ values: number[][] }> }> }).results[0]?.series?.[0]?.values[0]?.[1];
+    const counted = await fetch(
+      `${server.url}/query?db=bench&q=${encodeURIComponent(`SELECT count("observed_s") FROM "${RP_WINDOW}"."gpu_window"`)}`,
+    );
+    const n = ((await counted.json()) as { results: Array<{ series?: Array<{ values: number[][] }> }> }).results[0]
+      ?.series?.[0]?.values[0]?.[1];
     const want = pointsPerRound * SIDES.length * (o.warmup + o.rounds);
     if (n !== want) throw new Error(`InfluxDB holds ${n} points after the bench, expected ${want}`);
 
@@ -215,9 +250,16 @@ export async function runInfluxWriteBench(templates: WindowTemplates, o: InfluxW
 
 function toIPoint(host: BenchHost, w: GpuWindow): IPoint {
   const fields: Record<string, number> = {
-    observed_s: w.observedS, free_idle_s: w.freeIdleS, held_idle_s: w.heldIdleS, busy_phantom_s: w.busyPhantomS,
-    active_s: w.activeS, unavailable_s: w.unavailableS, reported_idle_s: w.reportedIdleS,
-    reported_busy_s: w.reportedBusyS, real_busy_s: w.realBusyS, processes_max: w.processesMax,
+    observed_s: w.observedS,
+    free_idle_s: w.freeIdleS,
+    held_idle_s: w.heldIdleS,
+    busy_phantom_s: w.busyPhantomS,
+    active_s: w.activeS,
+    unavailable_s: w.unavailableS,
+    reported_idle_s: w.reportedIdleS,
+    reported_busy_s: w.reportedBusyS,
+    real_busy_s: w.realBusyS,
+    processes_max: w.processesMax,
   };
   if (w.powerMeanW !== undefined) fields["power_w"] = w.powerMeanW;
   if (w.powerMaxW !== undefined) fields["power_max_w"] = w.powerMaxW;

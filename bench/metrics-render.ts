@@ -28,7 +28,12 @@ export interface MetricsRenderResult {
   firstRenderMs: number;
 }
 
-export function runMetricsBench(templates: WindowTemplates, gpus: number, warmup: number, measured: number): MetricsRenderResult {
+export function runMetricsBench(
+  templates: WindowTemplates,
+  gpus: number,
+  warmup: number,
+  measured: number,
+): MetricsRenderResult {
   const hostCount = Math.ceil(gpus / GPUS_PER_HOST);
   const fleet = new FleetState({ now: () => BENCH_NOW_MS });
   const self = new SelfMetrics();
@@ -39,25 +44,39 @@ export function runMetricsBench(templates: WindowTemplates, gpus: number, warmup
     const session = openSession(deps, host);
     const buf = encodeBatch(1, hostBatchWindows(templates, host, 0, 2));
     const step = session.handle({ ok: true, msg: ingestServiceDefinition.stream.requestDeserialize(buf) });
-    if (step.kind !== "reply" || step.response.msg.case !== "ack" || step.response.msg.value.accepted !== 2 * GPUS_PER_HOST) {
+    if (
+      step.kind !== "reply" ||
+      step.response.msg.case !== "ack" ||
+      step.response.msg.value.accepted !== 2 * GPUS_PER_HOST
+    ) {
       throw new Error(`the collector did not accept every window of ${host.hostname}`);
     }
   }
-  if (fleet.size !== hostCount * GPUS_PER_HOST) throw new Error(`the fleet holds ${fleet.size} GPUs, expected ${hostCount * GPUS_PER_HOST}`);
+  if (fleet.size !== hostCount * GPUS_PER_HOST)
+    throw new Error(`the fleet holds ${fleet.size} GPUs, expected ${hostCount * GPUS_PER_HOST}`);
 
   let text = "";
-  const first = timed(() => { text = renderMetrics(fleet, self).join(""); });
+  const first = timed(() => {
+    text = renderMetrics(fleet, self).join("");
+  });
   const series = text.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
   const jsonBytes = Buffer.byteLength(JSON.stringify([...fleet.gpus()]));
 
-  const render = (): number => timed(() => {
-    let n = 0;
-    for (const chunk of renderMetricsChunks(fleet, self)) n += chunk.length;
-    sink.value += n;
-  }).wallMs;
-  const json = (): number => timed(() => { sink.value += JSON.stringify([...fleet.gpus()]).length; }).wallMs;
+  const render = (): number =>
+    timed(() => {
+      let n = 0;
+      for (const chunk of renderMetricsChunks(fleet, self)) n += chunk.length;
+      sink.value += n;
+    }).wallMs;
+  const json = (): number =>
+    timed(() => {
+      sink.value += JSON.stringify([...fleet.gpus()]).length;
+    }).wallMs;
   const results = rounds(warmup, measured, (r) => {
-    if (r % 2 === 0) { const j = json(); return { m: render(), j }; }
+    if (r % 2 === 0) {
+      const j = json();
+      return { m: render(), j };
+    }
     const m = render();
     return { m, j: json() };
   });

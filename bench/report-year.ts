@@ -29,7 +29,15 @@ import { buildReport } from "../report/report.js";
 import type { CapacityReport } from "../report/capacity.js";
 import { resolveRange, type TimeRange } from "../report/time-range.js";
 import { escapeTag } from "../collector/influx/line-protocol.js";
-import { DAY_MS, HOUR_MS, MEASUREMENT_HOUR, MEASUREMENT_WINDOW, RP_HOUR, RP_WINDOW, ensureSchema } from "../collector/influx/schema.js";
+import {
+  DAY_MS,
+  HOUR_MS,
+  MEASUREMENT_HOUR,
+  MEASUREMENT_WINDOW,
+  RP_HOUR,
+  RP_WINDOW,
+  ensureSchema,
+} from "../collector/influx/schema.js";
 import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../demo/private-influxd.js";
 import { FleetHistoryModel, historyFleet, type Activity, type HistoryHost } from "../demo/fleet-history.js";
 import { environment, spread, textTable, type Spread } from "./harness.js";
@@ -110,7 +118,14 @@ interface Gpu {
 function fieldsFor(g: Gpu, a: Activity, hour: number, seconds: number, windows: number): string {
   const m = g.host.model;
   const n = unit(hash(g.key, hour));
-  let free = 0, held = 0, phantom = 0, active = 0, unavailable = 0, reportedIdle = 0, reportedBusy = 0, realBusy = 0;
+  let free = 0,
+    held = 0,
+    phantom = 0,
+    active = 0,
+    unavailable = 0,
+    reportedIdle = 0,
+    reportedBusy = 0,
+    realBusy = 0;
   let power: number | undefined;
   let powerMax: number | undefined;
   let mem: number | undefined;
@@ -155,7 +170,8 @@ function fieldsFor(g: Gpu, a: Activity, hour: number, seconds: number, windows: 
       mem = 1_048_576;
       break;
   }
-  let s = `observed_s=${seconds},free_idle_s=${free},held_idle_s=${held},busy_phantom_s=${phantom},active_s=${active}` +
+  let s =
+    `observed_s=${seconds},free_idle_s=${free},held_idle_s=${held},busy_phantom_s=${phantom},active_s=${active}` +
     `,unavailable_s=${unavailable},reported_idle_s=${reportedIdle},reported_busy_s=${reportedBusy},real_busy_s=${realBusy}`;
   if (power !== undefined) s += `,power_w=${power},power_max_w=${powerMax}`;
   if (mem !== undefined) s += `,mem_used_max_bytes=${mem}i`;
@@ -179,10 +195,15 @@ class Poster {
     const n = lines.length;
     const p = (async () => {
       const res = await fetch(`${this.baseUrl}/write?db=${DB}&rp=${rp}&precision=ms`, { method: "POST", body });
-      if (res.status !== 204) throw new Error(`InfluxDB refused a write (HTTP ${res.status}): ${(await res.text()).slice(0, 300)}`);
+      if (res.status !== 204)
+        throw new Error(`InfluxDB refused a write (HTTP ${res.status}): ${(await res.text()).slice(0, 300)}`);
       await res.arrayBuffer().catch(() => undefined);
       this.points += n;
-    })().catch((err: unknown) => { this.failure ??= err; }).finally(() => this.inFlight.delete(p));
+    })()
+      .catch((err: unknown) => {
+        this.failure ??= err;
+      })
+      .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
   }
 
@@ -192,10 +213,22 @@ class Poster {
   }
 }
 
-interface Marker { hosts: number; days: number; endMs: number; hourPoints: number; windowPoints: number }
+interface Marker {
+  hosts: number;
+  days: number;
+  endMs: number;
+  hourPoints: number;
+  windowPoints: number;
+}
 
-async function fill(baseUrl: string, model: FleetHistoryModel, gpus: Gpu[], fromMs: number, toMs: number,
-  progress: (line: string) => void): Promise<{ hourPoints: number; windowPoints: number }> {
+async function fill(
+  baseUrl: string,
+  model: FleetHistoryModel,
+  gpus: Gpu[],
+  fromMs: number,
+  toMs: number,
+  progress: (line: string) => void,
+): Promise<{ hourPoints: number; windowPoints: number }> {
   const poster = new Poster(baseUrl);
   const totalHours = (toMs - fromMs) / HOUR_MS;
   const total = totalHours * gpus.length;
@@ -206,8 +239,10 @@ async function fill(baseUrl: string, model: FleetHistoryModel, gpus: Gpu[], from
     const s = (performance.now() - t0) / 1000;
     const rate = done / Math.max(s, 1e-3);
     const eta = rate > 0 ? (total - done) / rate : 0;
-    progress(`report-year: gpu_hour ${((done / total) * 100).toFixed(1)}% (${compact(done)}/${compact(total)} points), ` +
-      `${Math.round(rate).toLocaleString("en-US")} points/s, ${final ? `${s.toFixed(0)} s` : `about ${fmtDuration(eta)} left`}`);
+    progress(
+      `report-year: gpu_hour ${((done / total) * 100).toFixed(1)}% (${compact(done)}/${compact(total)} points), ` +
+        `${Math.round(rate).toLocaleString("en-US")} points/s, ${final ? `${s.toFixed(0)} s` : `about ${fmtDuration(eta)} left`}`,
+    );
   };
   let batch: string[] = [];
   for (let hour = fromMs / HOUR_MS; hour < toMs / HOUR_MS; hour++) {
@@ -261,18 +296,36 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
   if (!findInfluxd()) return { skipped: true, reason: INFLUXD_MISSING_HELP };
   const keep = o.keep || o.dataDir !== undefined;
   // No continuous query runs while the bench does: it would only roll the raw last day up again.
-  const server = await startPrivateInfluxd({ keepData: keep, dir: o.dataDir, cqRunInterval: "24h", startTimeoutMs: 60_000 });
+  const server = await startPrivateInfluxd({
+    keepData: keep,
+    dir: o.dataDir,
+    cqRunInterval: "24h",
+    startTimeoutMs: 60_000,
+  });
   try {
     const target = { baseUrl: server.url, database: DB };
     const version = (await fetch(`${server.url}/ping`)).headers.get("x-influxdb-version") ?? "unknown";
     const hosts = historyFleet(o.hosts);
     const model = new FleetHistoryModel(hosts, 1);
-    const gpus: Gpu[] = hosts.flatMap((h, hostIndex) => model.uuids(hostIndex).map((uuid, index): Gpu => {
-      const tags: Array<[string, string]> = [
-        ["gpu", String(index)], ["host", h.hostname], ["model", h.model.name], ["pool", h.labels.pool], ["site", h.labels.site], ["uuid", uuid],
-      ];
-      return { host: h, hostIndex, index, key: hash(hostIndex + 1, index + 1), tags: tags.map(([k, v]) => `,${k}=${escapeTag(v)}`).join("") };
-    }));
+    const gpus: Gpu[] = hosts.flatMap((h, hostIndex) =>
+      model.uuids(hostIndex).map((uuid, index): Gpu => {
+        const tags: Array<[string, string]> = [
+          ["gpu", String(index)],
+          ["host", h.hostname],
+          ["model", h.model.name],
+          ["pool", h.labels.pool],
+          ["site", h.labels.site],
+          ["uuid", uuid],
+        ];
+        return {
+          host: h,
+          hostIndex,
+          index,
+          key: hash(hostIndex + 1, index + 1),
+          tags: tags.map(([k, v]) => `,${k}=${escapeTag(v)}`).join(""),
+        };
+      }),
+    );
 
     const markerFile = path.join(server.dir, MARKER);
     const earlier = existsSync(markerFile) ? (JSON.parse(readFileSync(markerFile, "utf8")) as Marker) : undefined;
@@ -282,17 +335,25 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
     let fillS: number | null = null;
     if (earlier && earlier.hosts === o.hosts && earlier.days === o.days) {
       ({ endMs, hourPoints, windowPoints } = earlier);
-      o.progress(`report-year: reusing the fill in ${server.dir} (${compact(hourPoints)} gpu_hour points ending ${new Date(endMs).toISOString()})`);
+      o.progress(
+        `report-year: reusing the fill in ${server.dir} (${compact(hourPoints)} gpu_hour points ending ${new Date(endMs).toISOString()})`,
+      );
     } else {
       endMs = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
       const fromMs = endMs - o.days * DAY_MS;
       // Retention covers the year (and the raw day) with room to spare.
       await ensureSchema(target, { rawRetentionMs: 30 * DAY_MS, hourRetentionMs: Math.max(730, o.days + 30) * DAY_MS });
-      o.progress(`report-year: filling ${o.days} days × ${gpus.length.toLocaleString("en-US")} GPUs (${compact(o.days * 24 * gpus.length)} gpu_hour points) into ${server.dir}`);
+      o.progress(
+        `report-year: filling ${o.days} days × ${gpus.length.toLocaleString("en-US")} GPUs (${compact(o.days * 24 * gpus.length)} gpu_hour points) into ${server.dir}`,
+      );
       const t0 = performance.now();
       ({ hourPoints, windowPoints } = await fill(server.url, model, gpus, fromMs, endMs, o.progress));
       fillS = (performance.now() - t0) / 1000;
-      if (keep) writeFileSync(markerFile, `${JSON.stringify({ hosts: o.hosts, days: o.days, endMs, hourPoints, windowPoints } satisfies Marker)}\n`);
+      if (keep)
+        writeFileSync(
+          markerFile,
+          `${JSON.stringify({ hosts: o.hosts, days: o.days, endMs, hourPoints, windowPoints } satisfies Marker)}\n`,
+        );
     }
     const dataDirBytes = duBytes(server.dir);
 
@@ -312,14 +373,23 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
         last[i] = await buildReport({ influxUrl: `${server.url}/${DB}`, range: c.range, by: c.by });
         const ms = performance.now() - t0;
         runs[i]!.push(ms);
-        o.progress(`report-year: run ${r + 1}/${o.runs} ${c.name}: ${(ms / 1000).toFixed(2)} s (${last[i]!.measurement})`);
+        o.progress(
+          `report-year: run ${r + 1}/${o.runs} ${c.name}: ${(ms / 1000).toFixed(2)} s (${last[i]!.measurement})`,
+        );
       }
     }
     const reports: ReportCaseResult[] = cases.map((c, i) => {
       const rep = last[i]!;
       return {
-        name: c.name, since: c.since, by: c.by, measurement: rep.measurement, runsMs: runs[i]!, ms: spread(runs[i]!),
-        groups: rep.groups.length, gpus: rep.total.gpus, gpuHoursObserved: rep.total.gpuHoursObserved,
+        name: c.name,
+        since: c.since,
+        by: c.by,
+        measurement: rep.measurement,
+        runsMs: runs[i]!,
+        ms: spread(runs[i]!),
+        groups: rep.groups.length,
+        gpus: rep.total.gpus,
+        gpuHoursObserved: rep.total.gpuHoursObserved,
       };
     });
 
@@ -327,16 +397,29 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
     for (const r of reports) {
       const expectHours = r.since === "24h" ? windowPoints / WINDOWS_PER_HOUR : hourPoints;
       if (r.gpus !== gpus.length) problems.push(`${r.name} counted ${r.gpus} GPUs, ${gpus.length} were written`);
-      if (Math.abs(r.gpuHoursObserved - expectHours) > 1e-6 * expectHours) problems.push(`${r.name} counted ${r.gpuHoursObserved} GPU-hours, ${expectHours} were written`);
+      if (Math.abs(r.gpuHoursObserved - expectHours) > 1e-6 * expectHours)
+        problems.push(`${r.name} counted ${r.gpuHoursObserved} GPU-hours, ${expectHours} were written`);
       const wantM = r.since === "24h" ? "gpu_window" : "gpu_hour";
       if (r.measurement !== wantM) problems.push(`${r.name} read ${r.measurement}, not ${wantM}`);
     }
     const fillPoints = hourPoints + windowPoints;
     return {
-      skipped: false, influxdVersion: version, hosts: o.hosts, gpus: gpus.length, days: o.days, endsAt: new Date(endMs).toISOString(),
-      hourPoints, windowPoints, fillS, fillPointsPerS: fillS === null ? null : fillPoints / fillS,
-      linesPerRequest: LINES_PER_REQUEST, inFlight: IN_FLIGHT, dataDirBytes, dataDir: keep ? server.dir : null,
-      reports, selfCheckProblems: problems,
+      skipped: false,
+      influxdVersion: version,
+      hosts: o.hosts,
+      gpus: gpus.length,
+      days: o.days,
+      endsAt: new Date(endMs).toISOString(),
+      hourPoints,
+      windowPoints,
+      fillS,
+      fillPointsPerS: fillS === null ? null : fillPoints / fillS,
+      linesPerRequest: LINES_PER_REQUEST,
+      inFlight: IN_FLIGHT,
+      dataDirBytes,
+      dataDir: keep ? server.dir : null,
+      reports,
+      selfCheckProblems: problems,
     };
   } finally {
     await server.stop();
@@ -420,15 +503,24 @@ const sec = (ms: number): string => (ms / 1000).toFixed(2);
 /** The section's lines for the bench's output, table included. */
 export function reportYearLines(r: ReportYearResult): string[] {
   if (r.skipped) return [`(d) Report over a year of history: skipped — ${r.reason}`];
-  const fill = r.fillS === null
-    ? `reused the fill kept in ${r.dataDir ?? "?"}`
-    : `filled in ${r.fillS.toFixed(1)} s, ${fmtInt(r.fillPointsPerS ?? 0)} points/s (${fmtInt(r.linesPerRequest)} lines a request, ${r.inFlight} in flight)`;
+  const fill =
+    r.fillS === null
+      ? `reused the fill kept in ${r.dataDir ?? "?"}`
+      : `filled in ${r.fillS.toFixed(1)} s, ${fmtInt(r.fillPointsPerS ?? 0)} points/s (${fmtInt(r.linesPerRequest)} lines a request, ${r.inFlight} in flight)`;
   return [
     `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} host${r.hosts === 1 ? "" : "s"}) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
       `${fmtInt(r.hourPoints)} gpu_hour points + ${fmtInt(r.windowPoints)} gpu_window points (last day), ${(r.dataDirBytes / 2 ** 20).toFixed(0)} MiB on disk; ${fill}`,
     textTable([
       ["buildReport", "reads", "median s", "range s", "runs", "groups", "GPU-hours"],
-      ...r.reports.map((c) => [c.name, c.measurement, sec(c.ms.median), `[${sec(c.ms.min)}–${sec(c.ms.max)}]`, String(c.runsMs.length), String(c.groups), fmtInt(c.gpuHoursObserved)]),
+      ...r.reports.map((c) => [
+        c.name,
+        c.measurement,
+        sec(c.ms.median),
+        `[${sec(c.ms.min)}–${sec(c.ms.max)}]`,
+        String(c.runsMs.length),
+        String(c.groups),
+        fmtInt(c.gpuHoursObserved),
+      ]),
     ]),
     ...(r.selfCheckProblems.length > 0 ? [`  SELF-CHECK FAILED: ${r.selfCheckProblems.join("; ")}`] : []),
   ];
@@ -438,8 +530,12 @@ export function reportYearLines(r: ReportYearResult): string[] {
 export function writeReportYearJson(r: ReportYearResult): string {
   const file = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", ".bench", "report-year.json");
   mkdirSync(path.dirname(file), { recursive: true });
-  const tidy = (_key: string, v: unknown): unknown => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
-  writeFileSync(file, `${JSON.stringify({ schema: "trueidle-bench-report-year/1", finishedAt: new Date().toISOString(), environment: environment(), ...r }, tidy, 2)}\n`);
+  const tidy = (_key: string, v: unknown): unknown =>
+    typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v;
+  writeFileSync(
+    file,
+    `${JSON.stringify({ schema: "trueidle-bench-report-year/1", finishedAt: new Date().toISOString(), environment: environment(), ...r }, tidy, 2)}\n`,
+  );
   return file;
 }
 

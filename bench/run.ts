@@ -21,12 +21,23 @@ import { runAgentBench, type AgentBenchResult } from "./agent-sample.js";
 import { runIngestCase, type IngestCaseResult } from "./collector-ingest.js";
 import { WindowTemplates } from "./fleet-windows.js";
 import {
-  AGENT_PROCESS_FULL, AGENT_PROCESS_QUICK, agentProcessLines, checkAgentProcessBench, runAgentProcessBench, type AgentProcessBenchResult,
+  AGENT_PROCESS_FULL,
+  AGENT_PROCESS_QUICK,
+  agentProcessLines,
+  checkAgentProcessBench,
+  runAgentProcessBench,
+  type AgentProcessBenchResult,
 } from "./agent-process.js";
 import { environment, sink, textTable as table, type Spread } from "./harness.js";
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
 import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
-import { parseReportYearArgs, reportYearLines, runReportYearBench, writeReportYearJson, type ReportYearResult } from "./report-year.js";
+import {
+  parseReportYearArgs,
+  reportYearLines,
+  runReportYearBench,
+  writeReportYearJson,
+  type ReportYearResult,
+} from "./report-year.js";
 import { runSpoolAppendBench, type SpoolAppendResult } from "./spool-append.js";
 
 /** Targets of the design, reported (never asserted). */
@@ -53,90 +64,232 @@ async function main(): Promise<void> {
   checkAgentProcessBench();
   const env = environment();
   const out: string[] = [];
-  const say = (s = ""): void => { out.push(s); console.log(s); };
-  say(`trueidle bench — node ${env.node} (V8 ${env.v8}), ${env.cpuModel} × ${env.cpuCount}, ${env.platform}/${env.arch}`);
-  say(`${ROUNDS} measured rounds after ${WARMUP} warm-up; median shown, min–max in brackets; baselines measured in the same rounds${env.gcBetweenRounds ? "; GC forced before each timed section" : ""}.`);
+  const say = (s = ""): void => {
+    out.push(s);
+    console.log(s);
+  };
+  say(
+    `trueidle bench — node ${env.node} (V8 ${env.v8}), ${env.cpuModel} × ${env.cpuCount}, ${env.platform}/${env.arch}`,
+  );
+  say(
+    `${ROUNDS} measured rounds after ${WARMUP} warm-up; median shown, min–max in brackets; baselines measured in the same rounds${env.gcBetweenRounds ? "; GC forced before each timed section" : ""}.`,
+  );
   say();
 
   const templates = new WindowTemplates();
   const ingestCases = [
-    { name: "live: 1,000 hosts × 8 GPUs, batch = 1 host's 8 windows", hosts: 1_000, windowsPerGpu: 1, batchesPerHost: 2, batchesPerSlice: 50 },
-    { name: "backlog: 8 hosts × 8 GPUs, batch = 2,000 windows", hosts: 8, windowsPerGpu: 250, batchesPerHost: 1, batchesPerSlice: 1 },
+    {
+      name: "live: 1,000 hosts × 8 GPUs, batch = 1 host's 8 windows",
+      hosts: 1_000,
+      windowsPerGpu: 1,
+      batchesPerHost: 2,
+      batchesPerSlice: 50,
+    },
+    {
+      name: "backlog: 8 hosts × 8 GPUs, batch = 2,000 windows",
+      hosts: 8,
+      windowsPerGpu: 250,
+      batchesPerHost: 1,
+      batchesPerSlice: 1,
+    },
   ];
   const ingest: IngestCaseResult[] = ingestCases.map((c) => runIngestCase(templates, c, WARMUP, ROUNDS));
   say("(a) Collector ingest: decode → validate → fleet state → ack, vs bare fromBinary of the same bytes");
-  say(table([
-    ["case", "windows/round", "B/window", "ingest windows/s", "decode windows/s", "ratio", "ratio range", "target ≥ 0.5"],
-    ...ingest.map((r) => [
-      r.name,
-      fmtInt(r.windowsPerRound),
-      fmtInt(r.bytesPerWindow),
-      fmtInt(r.ingestWindowsPerS.median),
-      fmtInt(r.decodeWindowsPerS.median),
-      fmt(r.ratio.median, 3),
-      `[${range(r.ratio, (x) => fmt(x, 3))}]`,
-      r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast ? "met" : "NOT met",
+  say(
+    table([
+      [
+        "case",
+        "windows/round",
+        "B/window",
+        "ingest windows/s",
+        "decode windows/s",
+        "ratio",
+        "ratio range",
+        "target ≥ 0.5",
+      ],
+      ...ingest.map((r) => [
+        r.name,
+        fmtInt(r.windowsPerRound),
+        fmtInt(r.bytesPerWindow),
+        fmtInt(r.ingestWindowsPerS.median),
+        fmtInt(r.decodeWindowsPerS.median),
+        fmt(r.ratio.median, 3),
+        `[${range(r.ratio, (x) => fmt(x, 3))}]`,
+        r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast ? "met" : "NOT met",
+      ]),
     ]),
-  ]));
+  );
   say();
 
   const metrics: MetricsRenderResult = runMetricsBench(templates, 10_000, WARMUP, ROUNDS);
-  say(`(a) /metrics render, ${fmtInt(metrics.gpus)} GPUs on ${fmtInt(metrics.hosts)} hosts, vs JSON.stringify of the same GPU records`);
-  say(table([
-    ["", "median ms", "range ms", "output MiB", "series"],
-    ["renderMetrics", fmt(metrics.renderMs.median, 1), `[${range(metrics.renderMs, (x) => fmt(x, 1))}]`, fmt(metrics.expositionBytes / 2 ** 20), fmtInt(metrics.series)],
-    ["JSON.stringify", fmt(metrics.jsonStringifyMs.median, 1), `[${range(metrics.jsonStringifyMs, (x) => fmt(x, 1))}]`, fmt(metrics.jsonBytes / 2 ** 20), ""],
-    ["ratio render ÷ JSON", fmt(metrics.ratio.median), `[${range(metrics.ratio, (x) => fmt(x))}]`, "", ""],
-  ]));
+  say(
+    `(a) /metrics render, ${fmtInt(metrics.gpus)} GPUs on ${fmtInt(metrics.hosts)} hosts, vs JSON.stringify of the same GPU records`,
+  );
+  say(
+    table([
+      ["", "median ms", "range ms", "output MiB", "series"],
+      [
+        "renderMetrics",
+        fmt(metrics.renderMs.median, 1),
+        `[${range(metrics.renderMs, (x) => fmt(x, 1))}]`,
+        fmt(metrics.expositionBytes / 2 ** 20),
+        fmtInt(metrics.series),
+      ],
+      [
+        "JSON.stringify",
+        fmt(metrics.jsonStringifyMs.median, 1),
+        `[${range(metrics.jsonStringifyMs, (x) => fmt(x, 1))}]`,
+        fmt(metrics.jsonBytes / 2 ** 20),
+        "",
+      ],
+      ["ratio render ÷ JSON", fmt(metrics.ratio.median), `[${range(metrics.ratio, (x) => fmt(x))}]`, "", ""],
+    ]),
+  );
   say(`  first render (builds every GPU's label string): ${fmt(metrics.firstRenderMs, 1)} ms`);
   say();
 
   const agent: AgentBenchResult = runAgentBench({ ticks: 3_000, warmup: WARMUP, rounds: ROUNDS });
-  say(`(b) Agent CPU per GPU-sample: ${fmtInt(agent.samplesPerRound)} samples a round (${agent.gpusPerTick} GPUs × ${fmtInt(agent.samplesPerRound / agent.gpusPerTick)} ticks, ${agent.fields.length} fields, ~${agent.meanLineChars} chars a line, ${fmtInt(agent.errorLinesPerRound)} error lines)`);
-  say(table([
-    ["", "median CPU µs", "range µs", "target < 50 µs"],
-    ["lines → parse → classify → aggregate, per sample", fmt(agent.fullUsPerSample.median), `[${range(agent.fullUsPerSample, (x) => fmt(x))}]`,
-      agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow ? "met" : "NOT met"],
-    ["  of which parseQueryGpuLine alone, per line", fmt(agent.parseUsPerLine.median), `[${range(agent.parseUsPerLine, (x) => fmt(x))}]`, ""],
-    ["baseline line.split(\", \"), per line", fmt(agent.splitUsPerLine.median, 3), `[${range(agent.splitUsPerLine, (x) => fmt(x, 3))}]`, ""],
-    ["ratio whole path ÷ split", fmt(agent.ratioToSplit.median, 1), `[${range(agent.ratioToSplit, (x) => fmt(x, 1))}]`, ""],
-  ]));
-  const share = Object.entries(agent.stateShare).map(([s, x]) => `${s} ${fmt(x * 100, 0)}%`).join(", ");
+  say(
+    `(b) Agent CPU per GPU-sample: ${fmtInt(agent.samplesPerRound)} samples a round (${agent.gpusPerTick} GPUs × ${fmtInt(agent.samplesPerRound / agent.gpusPerTick)} ticks, ${agent.fields.length} fields, ~${agent.meanLineChars} chars a line, ${fmtInt(agent.errorLinesPerRound)} error lines)`,
+  );
+  say(
+    table([
+      ["", "median CPU µs", "range µs", "target < 50 µs"],
+      [
+        "lines → parse → classify → aggregate, per sample",
+        fmt(agent.fullUsPerSample.median),
+        `[${range(agent.fullUsPerSample, (x) => fmt(x))}]`,
+        agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow ? "met" : "NOT met",
+      ],
+      [
+        "  of which parseQueryGpuLine alone, per line",
+        fmt(agent.parseUsPerLine.median),
+        `[${range(agent.parseUsPerLine, (x) => fmt(x))}]`,
+        "",
+      ],
+      [
+        'baseline line.split(", "), per line',
+        fmt(agent.splitUsPerLine.median, 3),
+        `[${range(agent.splitUsPerLine, (x) => fmt(x, 3))}]`,
+        "",
+      ],
+      [
+        "ratio whole path ÷ split",
+        fmt(agent.ratioToSplit.median, 1),
+        `[${range(agent.ratioToSplit, (x) => fmt(x, 1))}]`,
+        "",
+      ],
+    ]),
+  );
+  const share = Object.entries(agent.stateShare)
+    .map(([s, x]) => `${s} ${fmt(x * 100, 0)}%`)
+    .join(", ");
   say(`  ${fmtInt(agent.windowsPerRound)} windows a round; GPU-seconds by state: ${share}`);
   say();
 
   const influx: InfluxWriteResult = await runInfluxWriteBench(templates, {
-    hosts: 625, timesPerSlice: 2, slicesPerRound: quick ? 2 : 4, warmup: 1, rounds: quick ? 2 : 5,
+    hosts: 625,
+    timesPerSlice: 2,
+    slicesPerRound: quick ? 2 : 4,
+    warmup: 1,
+    rounds: quick ? 2 : 5,
   });
   if (influx.skipped) {
     say(`(c) InfluxDB writes: skipped — ${influx.reason}`);
   } else {
-    say(`(c) Collector writes into InfluxDB ${influx.influxdVersion} (private influxd, loopback): ${fmtInt(influx.pointsPerRound)} points a round in slices of ${fmtInt(influx.pointsPerSlice)}, ${fmtInt(influx.batchSize)} lines a request, ${influx.inFlight} in flight`);
-    say(table([
-      ["", "median points/s", "range points/s", "÷ bare POST (per slice)", "ratio range", "target ≥ 0.8"],
-      ["InfluxWriter: encode windows, batch, POST, wait for 204", fmtInt(influx.writerPointsPerS.median), `[${range(influx.writerPointsPerS, fmtInt)}]`,
-        fmt(influx.ratio.median), `[${range(influx.ratio, (x) => fmt(x))}]`, influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast ? "met" : "NOT met"],
-      ["baseline: bare POST of the same lines, built beforehand", fmtInt(influx.barePostPointsPerS.median), `[${range(influx.barePostPointsPerS, fmtInt)}]`, "1", "", ""],
-      ["node-influx writePoints of the same points", fmtInt(influx.nodeInfluxPointsPerS.median), `[${range(influx.nodeInfluxPointsPerS, fmtInt)}]`,
-        fmt(influx.nodeInfluxRatio.median), `[${range(influx.nodeInfluxRatio, (x) => fmt(x))}]`, ""],
-    ]));
+    say(
+      `(c) Collector writes into InfluxDB ${influx.influxdVersion} (private influxd, loopback): ${fmtInt(influx.pointsPerRound)} points a round in slices of ${fmtInt(influx.pointsPerSlice)}, ${fmtInt(influx.batchSize)} lines a request, ${influx.inFlight} in flight`,
+    );
+    say(
+      table([
+        ["", "median points/s", "range points/s", "÷ bare POST (per slice)", "ratio range", "target ≥ 0.8"],
+        [
+          "InfluxWriter: encode windows, batch, POST, wait for 204",
+          fmtInt(influx.writerPointsPerS.median),
+          `[${range(influx.writerPointsPerS, fmtInt)}]`,
+          fmt(influx.ratio.median),
+          `[${range(influx.ratio, (x) => fmt(x))}]`,
+          influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast ? "met" : "NOT met",
+        ],
+        [
+          "baseline: bare POST of the same lines, built beforehand",
+          fmtInt(influx.barePostPointsPerS.median),
+          `[${range(influx.barePostPointsPerS, fmtInt)}]`,
+          "1",
+          "",
+          "",
+        ],
+        [
+          "node-influx writePoints of the same points",
+          fmtInt(influx.nodeInfluxPointsPerS.median),
+          `[${range(influx.nodeInfluxPointsPerS, fmtInt)}]`,
+          fmt(influx.nodeInfluxRatio.median),
+          `[${range(influx.nodeInfluxRatio, (x) => fmt(x))}]`,
+          "",
+        ],
+      ]),
+    );
     say();
   }
 
   const spool: SpoolAppendResult = await runSpoolAppendBench(templates, {
-    agents: 200, burstsPerRound: 25, serialRecords: 500, warmup: WARMUP, rounds: ROUNDS,
+    agents: 200,
+    burstsPerRound: 25,
+    serialRecords: 500,
+    warmup: WARMUP,
+    rounds: ROUNDS,
   });
-  say(`(e) Spool appends (SegmentLog: write + fdatasync, group commit) into ${spool.tmpDir}: ${fmtInt(spool.recordsPerRound)} records a round, ${spool.burstsPerRound} bursts of ${spool.agents} concurrent appends; a record = one batch of ${spool.linesPerRecord} lines (~${fmtInt(spool.meanLineBytes)} B a line, ${fmtInt(spool.bytesPerRecord)} B on disk)`);
-  say(table([
-    ["", "records/round", "median records/s", "range records/s", "MiB/s", "fsyncs/round", "÷ bare (per round)", "ratio range", "target ≥ 0.33"],
-    [`SegmentLog.append, ${spool.agents} concurrent a burst`, fmtInt(spool.recordsPerRound), fmtInt(spool.groupRecordsPerS.median), `[${range(spool.groupRecordsPerS, fmtInt)}]`,
-      fmt(spool.groupMiBPerS.median, 1), fmtInt(spool.groupSyncsPerRound.median), fmt(spool.ratio.median, 3), `[${range(spool.ratio, (x) => fmt(x, 3))}]`,
-      spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast ? "met" : "NOT met"],
-    ["SegmentLog.append one at a time", fmtInt(spool.serialRecordsPerRound), fmtInt(spool.serialRecordsPerS.median), `[${range(spool.serialRecordsPerS, fmtInt)}]`,
-      fmt(spool.serialMiBPerS.median, 1), fmtInt(spool.serialSyncsPerRound.median), fmt(spool.serialRatio.median, 3), `[${range(spool.serialRatio, (x) => fmt(x, 3))}]`, ""],
-    ["baseline: bare writev + fdatasync a burst, same bytes", fmtInt(spool.recordsPerRound), fmtInt(spool.bareRecordsPerS.median), `[${range(spool.bareRecordsPerS, fmtInt)}]`,
-      fmt(spool.bareMiBPerS.median, 1), fmtInt(spool.bareSyncsPerRound), "1", "", ""],
-  ]));
+  say(
+    `(e) Spool appends (SegmentLog: write + fdatasync, group commit) into ${spool.tmpDir}: ${fmtInt(spool.recordsPerRound)} records a round, ${spool.burstsPerRound} bursts of ${spool.agents} concurrent appends; a record = one batch of ${spool.linesPerRecord} lines (~${fmtInt(spool.meanLineBytes)} B a line, ${fmtInt(spool.bytesPerRecord)} B on disk)`,
+  );
+  say(
+    table([
+      [
+        "",
+        "records/round",
+        "median records/s",
+        "range records/s",
+        "MiB/s",
+        "fsyncs/round",
+        "÷ bare (per round)",
+        "ratio range",
+        "target ≥ 0.33",
+      ],
+      [
+        `SegmentLog.append, ${spool.agents} concurrent a burst`,
+        fmtInt(spool.recordsPerRound),
+        fmtInt(spool.groupRecordsPerS.median),
+        `[${range(spool.groupRecordsPerS, fmtInt)}]`,
+        fmt(spool.groupMiBPerS.median, 1),
+        fmtInt(spool.groupSyncsPerRound.median),
+        fmt(spool.ratio.median, 3),
+        `[${range(spool.ratio, (x) => fmt(x, 3))}]`,
+        spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast ? "met" : "NOT met",
+      ],
+      [
+        "SegmentLog.append one at a time",
+        fmtInt(spool.serialRecordsPerRound),
+        fmtInt(spool.serialRecordsPerS.median),
+        `[${range(spool.serialRecordsPerS, fmtInt)}]`,
+        fmt(spool.serialMiBPerS.median, 1),
+        fmtInt(spool.serialSyncsPerRound.median),
+        fmt(spool.serialRatio.median, 3),
+        `[${range(spool.serialRatio, (x) => fmt(x, 3))}]`,
+        "",
+      ],
+      [
+        "baseline: bare writev + fdatasync a burst, same bytes",
+        fmtInt(spool.recordsPerRound),
+        fmtInt(spool.bareRecordsPerS.median),
+        `[${range(spool.bareRecordsPerS, fmtInt)}]`,
+        fmt(spool.bareMiBPerS.median, 1),
+        fmtInt(spool.bareSyncsPerRound),
+        "1",
+        "",
+        "",
+      ],
+    ]),
+  );
   say();
 
   const agentProcess: AgentProcessBenchResult = await runAgentProcessBench(AGENT_PROCESS);
@@ -145,7 +298,10 @@ async function main(): Promise<void> {
 
   let year: ReportYearResult | undefined;
   if (reportYear) {
-    year = await runReportYearBench({ ...parseReportYearArgs(process.argv.slice(2)), progress: (line) => process.stderr.write(`${line}\n`) });
+    year = await runReportYearBench({
+      ...parseReportYearArgs(process.argv.slice(2)),
+      progress: (line) => process.stderr.write(`${line}\n`),
+    });
     for (const line of reportYearLines(year)) say(line);
     writeReportYearJson(year);
     say("  summary also written to .bench/report-year.json");
@@ -168,14 +324,17 @@ async function main(): Promise<void> {
       metricsRender: metrics,
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
-    influxWrite: influx.skipped ? influx : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
+    influxWrite: influx.skipped
+      ? influx
+      : { ...influx, targetMet: influx.ratio.median >= TARGETS.influxWriterToBarePostAtLeast },
     spoolAppend: { ...spool, targetMet: spool.ratio.median >= TARGETS.spoolAppendToBareAtLeast },
     agentProcess,
     ...(year ? { reportYear: year } : {}),
     sink: sink.value,
   };
   // Six significant digits are more than the noise allows; the rest would only be noise.
-  const tidy = (_key: string, v: unknown): unknown => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
+  const tidy = (_key: string, v: unknown): unknown =>
+    typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v;
   writeFileSync(file, `${JSON.stringify(summary, tidy, 2)}\n`);
   say(`Finished in ${fmt(durationS, 1)} s; summary written to .bench/results.json.`);
   // Measuring the wrong path fails the run (see the README), never a time.

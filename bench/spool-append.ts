@@ -78,7 +78,10 @@ interface SideRun {
   syncs: number;
 }
 
-export async function runSpoolAppendBench(templates: WindowTemplates, o: SpoolAppendOptions): Promise<SpoolAppendResult> {
+export async function runSpoolAppendBench(
+  templates: WindowTemplates,
+  o: SpoolAppendOptions,
+): Promise<SpoolAppendResult> {
   // One record per (burst, agent): the agent's 8 windows of one window time, as lines.
   const start = Date.UTC(2026, 0, 1);
   let lineBytes = 0;
@@ -88,7 +91,9 @@ export async function runSpoolAppendBench(templates: WindowTemplates, o: SpoolAp
     const host = benchHost(a);
     const enc = new HostLineEncoder(host.hostname, host.labels);
     for (let b = 0; b < o.burstsPerRound; b++) {
-      const lines = Array.from({ length: GPUS_PER_HOST }, (_, g) => enc.line(templates.window(host, g, b, start + b * WINDOW_MS)));
+      const lines = Array.from({ length: GPUS_PER_HOST }, (_, g) =>
+        enc.line(templates.window(host, g, b, start + b * WINDOW_MS)),
+      );
       for (const l of lines) lineBytes += Buffer.byteLength(l);
       lineCount += lines.length;
       (bursts[b] as Buffer[]).push(encodeRecord(lines));
@@ -107,13 +112,21 @@ export async function runSpoolAppendBench(templates: WindowTemplates, o: SpoolAp
   const freshDir = (): string => path.join(tmpDir, String(++dirs));
 
   /** Reads the whole log back: every record, byte for byte, in append order. */
-  const checkLog = async (log: SegmentLog, want: readonly Buffer[], ends: readonly LogPosition[], side: Side): Promise<void> => {
+  const checkLog = async (
+    log: SegmentLog,
+    want: readonly Buffer[],
+    ends: readonly LogPosition[],
+    side: Side,
+  ): Promise<void> => {
     const got = await log.read(undefined, Number.MAX_SAFE_INTEGER);
-    if (got.length !== want.length) throw new Error(`the ${side} log reads back ${got.length} records, ${want.length} were appended`);
+    if (got.length !== want.length)
+      throw new Error(`the ${side} log reads back ${got.length} records, ${want.length} were appended`);
     for (let i = 0; i < want.length; i++) {
       const g = got[i] as { payload: Buffer; end: LogPosition };
-      if (!g.payload.equals(want[i] as Buffer)) throw new Error(`record ${i} of the ${side} log reads back different from what was appended`);
-      if (comparePositions(g.end, ends[i] as LogPosition) !== 0) throw new Error(`record ${i} of the ${side} log ends elsewhere than its append said`);
+      if (!g.payload.equals(want[i] as Buffer))
+        throw new Error(`record ${i} of the ${side} log reads back different from what was appended`);
+      if (comparePositions(g.end, ends[i] as LogPosition) !== 0)
+        throw new Error(`record ${i} of the ${side} log ends elsewhere than its append said`);
     }
   };
 

@@ -21,7 +21,12 @@ import { endIfDriverHung, waitForSignal } from "./signals.js";
 import { parseListenAddress } from "../common/listen-address.js";
 import { AgentHttpServer } from "../agent/http-server.js";
 import { FailureThrottle } from "../collector/auth/failure-throttle.js";
-import { AGENT_HTTP_FLAGS, AGENT_TRANSPORT_FLAGS, agentHttpSecurityFrom, agentTransportFrom } from "./security-flags.js";
+import {
+  AGENT_HTTP_FLAGS,
+  AGENT_TRANSPORT_FLAGS,
+  agentHttpSecurityFrom,
+  agentTransportFrom,
+} from "./security-flags.js";
 import { runWatch } from "./agent-watch.js";
 
 export const agentSpec: CommandSpec = {
@@ -29,48 +34,135 @@ export const agentSpec: CommandSpec = {
   summary: "trueidle agent — sample this host's NVIDIA GPUs, classify every second, and stream windows to a collector.",
   usage: "trueidle agent [flags]",
   flags: [
-    { name: "collector", type: "list", default: `localhost:${DEFAULT_GRPC_PORT}`, placeholder: "HOST:PORT",
-      help: "Collector gRPC address; give several (or a comma list) to fail over in turn." },
-    { name: "source", type: "string", choices: SOURCE_NAMES, default: "auto",
-      help: "Where readings come from: auto (NVML when libnvidia-ml.so.1 loads, else nvidia-smi), nvml, nvidia-smi, or sim." },
-    { name: "nvml-lib", type: "string", placeholder: "PATH",
-      help: "NVML library to load instead of libnvidia-ml.so.1 from the loader's path (a driver in a non-standard place)." },
-    { name: "nvidia-smi", type: "string", default: "nvidia-smi", placeholder: "PATH",
-      help: "nvidia-smi executable (any program that answers like nvidia-smi will do)." },
+    {
+      name: "collector",
+      type: "list",
+      default: `localhost:${DEFAULT_GRPC_PORT}`,
+      placeholder: "HOST:PORT",
+      help: "Collector gRPC address; give several (or a comma list) to fail over in turn.",
+    },
+    {
+      name: "source",
+      type: "string",
+      choices: SOURCE_NAMES,
+      default: "auto",
+      help: "Where readings come from: auto (NVML when libnvidia-ml.so.1 loads, else nvidia-smi), nvml, nvidia-smi, or sim.",
+    },
+    {
+      name: "nvml-lib",
+      type: "string",
+      placeholder: "PATH",
+      help: "NVML library to load instead of libnvidia-ml.so.1 from the loader's path (a driver in a non-standard place).",
+    },
+    {
+      name: "nvidia-smi",
+      type: "string",
+      default: "nvidia-smi",
+      placeholder: "PATH",
+      help: "nvidia-smi executable (any program that answers like nvidia-smi will do).",
+    },
     { name: "scenario", type: "string", placeholder: "FILE", help: "Scenario file for --source sim." },
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
-    { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length; windows align to wall-clock multiples." },
-    { name: "process-interval", type: "duration", default: "5s", min: 500, max: 300_000, help: "How often compute processes are listed (NVML and nvidia-smi sources)." },
-    { name: "pod-resources-socket", type: "string", placeholder: "PATH", default: DEFAULT_POD_RESOURCES_SOCKET,
-      help: "The kubelet's pod-resources socket: which pod each GPU is allocated to (used when it exists; needs no RBAC and no hostPID). A GPU allocated to a pod is held, idle while nothing runs on it." },
-    { name: "job-mapping-dir", type: "string", placeholder: "DIR",
-      help: "One file per GPU, named by its index or uuid, each line a job id and optionally a uid (what a Slurm prolog/epilog writes; the form of dcgm-exporter's HPC job mapping). A GPU with a job is held." },
-    { name: "host-root", type: "string", placeholder: "DIR", default: "/",
-      help: "The host's root, to read /proc and /etc/passwd for who runs each GPU process (a DaemonSet mounts the host at /host and runs with hostPID: true)." },
-    { name: "label", type: "list", placeholder: "KEY=VALUE", help: "Host label such as site=eu-west or pool=training (at most 8).",
-      check: (values) => void parseLabels(values) },
-    { name: "hostname", type: "string", placeholder: "NAME", help: "Host name to report instead of this machine's.",
-      check: (values) => hostnameCheck(values[values.length - 1] ?? "") },
-    { name: "once", type: "boolean", help: "Print a table of this host's GPUs as trueidle sees them and who holds each (waiting up to 2 s for the owner sources' first answers), then exit." },
-    { name: "watch", type: "boolean",
-      help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector." },
-    { name: "max-buffered-windows", type: "number", min: 100, max: 10_000_000, default: "200000", placeholder: "N",
-      help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted." },
-    { name: "max-buffer-size", type: "size", min: 1024 * 1024, default: "256MiB", placeholder: "SIZE",
-      help: "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted. " +
+    {
+      name: "window",
+      type: "duration",
+      default: "10s",
+      min: 1000,
+      max: 3_600_000,
+      help: "Window length; windows align to wall-clock multiples.",
+    },
+    {
+      name: "process-interval",
+      type: "duration",
+      default: "5s",
+      min: 500,
+      max: 300_000,
+      help: "How often compute processes are listed (NVML and nvidia-smi sources).",
+    },
+    {
+      name: "pod-resources-socket",
+      type: "string",
+      placeholder: "PATH",
+      default: DEFAULT_POD_RESOURCES_SOCKET,
+      help: "The kubelet's pod-resources socket: which pod each GPU is allocated to (used when it exists; needs no RBAC and no hostPID). A GPU allocated to a pod is held, idle while nothing runs on it.",
+    },
+    {
+      name: "job-mapping-dir",
+      type: "string",
+      placeholder: "DIR",
+      help: "One file per GPU, named by its index or uuid, each line a job id and optionally a uid (what a Slurm prolog/epilog writes; the form of dcgm-exporter's HPC job mapping). A GPU with a job is held.",
+    },
+    {
+      name: "host-root",
+      type: "string",
+      placeholder: "DIR",
+      default: "/",
+      help: "The host's root, to read /proc and /etc/passwd for who runs each GPU process (a DaemonSet mounts the host at /host and runs with hostPID: true).",
+    },
+    {
+      name: "label",
+      type: "list",
+      placeholder: "KEY=VALUE",
+      help: "Host label such as site=eu-west or pool=training (at most 8).",
+      check: (values) => void parseLabels(values),
+    },
+    {
+      name: "hostname",
+      type: "string",
+      placeholder: "NAME",
+      help: "Host name to report instead of this machine's.",
+      check: (values) => hostnameCheck(values[values.length - 1] ?? ""),
+    },
+    {
+      name: "once",
+      type: "boolean",
+      help: "Print a table of this host's GPUs as trueidle sees them and who holds each (waiting up to 2 s for the owner sources' first answers), then exit.",
+    },
+    {
+      name: "watch",
+      type: "boolean",
+      help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector.",
+    },
+    {
+      name: "max-buffered-windows",
+      type: "number",
+      min: 100,
+      max: 10_000_000,
+      default: "200000",
+      placeholder: "N",
+      help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted.",
+    },
+    {
+      name: "max-buffer-size",
+      type: "size",
+      min: 1024 * 1024,
+      default: "256MiB",
+      placeholder: "SIZE",
+      help:
+        "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted. " +
         "With --state-dir each window counts 8 bytes more (its record header), and the files in DIR/buffer stay within " +
-        "this size plus one segment file (a sixteenth of it, 64 KiB to 8 MiB)." },
-    { name: "state-dir", type: "string", placeholder: "DIR",
-      help: "Keep unacknowledged windows on disk in DIR/buffer (fsynced in batches) so that they survive a restart; one agent per DIR." },
-    { name: "http-listen", type: "string", placeholder: "HOST:PORT",
+        "this size plus one segment file (a sixteenth of it, 64 KiB to 8 MiB).",
+    },
+    {
+      name: "state-dir",
+      type: "string",
+      placeholder: "DIR",
+      help: "Keep unacknowledged windows on disk in DIR/buffer (fsynced in batches) so that they survive a restart; one agent per DIR.",
+    },
+    {
+      name: "http-listen",
+      type: "string",
+      placeholder: "HOST:PORT",
       help: "Serve the agent's own /metrics and /healthz here: plain HTTP (bind to loopback or a management network), or HTTPS and basic auth with --web.config.file.",
-      check: (values) => void parseListenAddress(values[values.length - 1] ?? "", "--http-listen") },
+      check: (values) => void parseListenAddress(values[values.length - 1] ?? "", "--http-listen"),
+    },
     ...AGENT_HTTP_FLAGS,
     ...AGENT_TRANSPORT_FLAGS,
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS,
   ],
-  notes: "Thresholds given here apply until the collector sends the fleet's own on connect.\n\n" +
+  notes:
+    "Thresholds given here apply until the collector sends the fleet's own on connect.\n\n" +
     "gRPC runs over TLS (--tls, or --tls-ca FILE; mutual TLS with --tls-cert and --tls-key) or, only when asked for with " +
     "--plaintext, unencrypted; one of the two is required (not with --once or --watch). The token comes only from --token-file or " +
     "TRUEIDLE_TOKEN and is never logged.",
@@ -100,7 +192,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--nvml-lib applies to --source nvml or auto, not --source ${source}`);
   }
   const labels = parseLabels(v["label"] as string[]);
-  const collectors = (v["collector"] as string[]).flatMap((c) => c.split(",")).map((c) => c.trim()).filter(Boolean);
+  const collectors = (v["collector"] as string[])
+    .flatMap((c) => c.split(","))
+    .map((c) => c.trim())
+    .filter(Boolean);
   if (collectors.length === 0) throw new UsageError("--collector needs at least one HOST:PORT");
   if (v["once"] && v["watch"]) throw new UsageError("--once and --watch cannot be given together");
   const logger = loggerFrom(v, { component: "agent" });
@@ -132,7 +227,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
       await owners.firstAnswers(ONCE_OWNER_WAIT_MS);
       const pipeline = new SamplePipeline({ windowMs, intervalMs, thresholds });
       pipeline.ingest(now, owners.annotate(readings));
-      process.stdout.write(renderOnceTable(pipeline.latest(), thresholds, src.describe?.() ?? src.name, { stats: owners.stats(), waitedMs: ONCE_OWNER_WAIT_MS }));
+      process.stdout.write(
+        renderOnceTable(pipeline.latest(), thresholds, src.describe?.() ?? src.name, {
+          stats: owners.stats(),
+          waitedMs: ONCE_OWNER_WAIT_MS,
+        }),
+      );
       return 0;
     } finally {
       await owners.stop();
@@ -151,7 +251,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const host = await hostIdentity(labels, v["hostname"] as string | undefined);
   const owners = ownerAnnotatorFrom(v, logger, source !== "sim");
   const agent = new Agent({
-    source: src, host, collectors, intervalMs, windowMs, thresholds, logger, owners,
+    source: src,
+    host,
+    collectors,
+    intervalMs,
+    windowMs,
+    thresholds,
+    logger,
+    owners,
     maxBufferedWindows: v["max-buffered-windows"] as number,
     maxBufferBytes: v["max-buffer-size"] as number,
     stateDir: v["state-dir"] as string | undefined,
@@ -160,20 +267,27 @@ export async function agentCommand(argv: string[]): Promise<number> {
     channelOptions: tx.value.channelOptions,
   });
   if (v["state-dir"] === undefined) {
-    logger.warn("Windows not yet acknowledged are kept in memory only and are lost when the agent stops or restarts; set --state-dir DIR to keep them on disk.");
+    logger.warn(
+      "Windows not yet acknowledged are kept in memory only and are lost when the agent stops or restarts; set --state-dir DIR to keep them on disk.",
+    );
   }
   const httpListen = v["http-listen"] as string | undefined;
-  const http = httpListen === undefined ? undefined
-    : new AgentHttpServer({
-      agent,
-      logger: logger.child({ component: "http" }),
-      security: httpSecurity?.value,
-      authThrottle: httpSecurity?.value.users ? new FailureThrottle() : undefined,
-    });
+  const http =
+    httpListen === undefined
+      ? undefined
+      : new AgentHttpServer({
+          agent,
+          logger: logger.child({ component: "http" }),
+          security: httpSecurity?.value,
+          authThrottle: httpSecurity?.value.users ? new FailureThrottle() : undefined,
+        });
   if (http && httpListen !== undefined) {
     const addr = parseListenAddress(httpListen, "--http-listen");
     const port = await http.listen(addr);
-    logger.info(`Serving the agent's metrics over ${httpSecurity?.value.tls ? "HTTPS" : "HTTP"}.`, { listen: `${addr.host}:${port}`, paths: ["/metrics", "/healthz"] });
+    logger.info(`Serving the agent's metrics over ${httpSecurity?.value.tls ? "HTTPS" : "HTTP"}.`, {
+      listen: `${addr.host}:${port}`,
+      paths: ["/metrics", "/healthz"],
+    });
   }
   const ac = new AbortController();
   const stopSignal = waitForSignal(logger);
@@ -209,12 +323,30 @@ function ownerAnnotatorFrom(v: Record<string, unknown>, logger: Logger, realProc
   let annotator: OwnerAnnotator | undefined;
   const gpuByIndex = (): ReadonlyMap<number, string> => annotator?.gpuByIndex() ?? new Map();
   const socketPath = v["pod-resources-socket"] as string;
-  sources.push(new PodResourcesSource({ socketPath, configured: socketPath !== DEFAULT_POD_RESOURCES_SOCKET, gpuByIndex, logger: log }));
+  sources.push(
+    new PodResourcesSource({
+      socketPath,
+      configured: socketPath !== DEFAULT_POD_RESOURCES_SOCKET,
+      gpuByIndex,
+      logger: log,
+    }),
+  );
   const mappingDir = v["job-mapping-dir"] as string | undefined;
   if (mappingDir !== undefined) {
-    sources.push(new JobMappingSource({ dir: mappingDir, gpuByIndex, logger: log, userName: (uid: number) => processOwners.userNameOf(uid) }));
+    sources.push(
+      new JobMappingSource({
+        dir: mappingDir,
+        gpuByIndex,
+        logger: log,
+        userName: (uid: number) => processOwners.userNameOf(uid),
+      }),
+    );
   }
   // The simulator's pids are made up: looking them up would name whatever host process has the number.
-  annotator = new OwnerAnnotator({ allocations: new Allocations(sources), processOwners: realProcesses ? processOwners : undefined, logger: log });
+  annotator = new OwnerAnnotator({
+    allocations: new Allocations(sources),
+    processOwners: realProcesses ? processOwners : undefined,
+    logger: log,
+  });
   return annotator;
 }

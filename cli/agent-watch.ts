@@ -105,7 +105,8 @@ export async function runWatch(opts: WatchOptions): Promise<void> {
       throw err;
     }
     logger.info("Watching this host's GPUs: one JSON line per GPU per sample on stdout.", {
-      source: source.describe?.() ?? source.name, interval_ms: intervalMs,
+      source: source.describe?.() ?? source.name,
+      interval_ms: intervalMs,
     });
     let lastTick = 0;
     while (!ended) {
@@ -114,7 +115,10 @@ export async function runWatch(opts: WatchOptions): Promise<void> {
       if (tick <= lastTick) tick = lastTick + intervalMs;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(0, tick - now));
-        wake = () => { clearTimeout(timer); resolve(); };
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
       });
       wake = undefined;
       if (ended) break;
@@ -123,7 +127,10 @@ export async function runWatch(opts: WatchOptions): Promise<void> {
       if (readings.length > 0) pipeline.ingest(tick, readings);
       else pipeline.closeUntil(tick);
       pipeline.drain();
-      const lines = pipeline.latest().filter((s) => s.timeMs === tick).map((s) => `${JSON.stringify(watchLine(s))}\n`);
+      const lines = pipeline
+        .latest()
+        .filter((s) => s.timeMs === tick)
+        .map((s) => `${JSON.stringify(watchLine(s))}\n`);
       if (lines.length > 0) write(lines.join(""));
     }
   } finally {

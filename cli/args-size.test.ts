@@ -18,7 +18,11 @@ describe("size flags", () => {
 
   it("name the flag and the accepted forms when the value is bad or below the minimum", () => {
     expect(() => parseFlags(spec, ["--max-size", "lots"], {})).toThrow(UsageError);
-    expect(() => parseFlags(spec, ["--max-size", "lots"], {})).toThrow(/--max-size: "lots" is not a size; use forms like/);
-    expect(() => parseFlags(spec, ["--max-size", "1KiB"], {})).toThrow(/--max-size: must be at least 1048576 bytes \(got 1KiB\)/);
+    expect(() => parseFlags(spec, ["--max-size", "lots"], {})).toThrow(
+      /--max-size: "lots" is not a size; use forms like/,
+    );
+    expect(() => parseFlags(spec, ["--max-size", "1KiB"], {})).toThrow(
+      /--max-size: must be at least 1048576 bytes \(got 1KiB\)/,
+    );
   });
 });

@@ -61,7 +61,11 @@ export function deprecationsOf(values: FlagValues): readonly string[] {
   return DEPRECATIONS.get(values) ?? [];
 }
 
-export function parseFlags(spec: CommandSpec, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FlagValues {
+export function parseFlags(
+  spec: CommandSpec,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): FlagValues {
   const byName = new Map(spec.flags.map((f) => [f.name, f]));
   /** Deprecated name → the flag it now is. */
   const renamed = new Map(spec.flags.flatMap((f) => (f.deprecatedNames ?? []).map((old) => [old, f] as const)));
@@ -86,7 +90,8 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
     }
     const name = f.name;
     if (given !== name) {
-      if (!byOldName.has(name)) deprecations.push(`--${given} is deprecated and will be removed; use --${name} instead.`);
+      if (!byOldName.has(name))
+        deprecations.push(`--${given} is deprecated and will be removed; use --${name} instead.`);
       byOldName.set(name, given);
     }
     let value: string;
@@ -123,7 +128,13 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
     if (!values) {
       const fromEnv = envValue(f, env, deprecations);
       if (fromEnv) {
-        values = f.type === "list" ? fromEnv.value.split(",").map((s) => s.trim()).filter(Boolean) : [fromEnv.value];
+        values =
+          f.type === "list"
+            ? fromEnv.value
+                .split(",")
+                .map((s) => s.trim())
+                .filter(Boolean)
+            : [fromEnv.value];
         origin = fromEnv.name;
       }
     }
@@ -154,7 +165,11 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
  * name (noted in `deprecations`). When both are set the new one is used and the old one is
  * named as ignored.
  */
-function envValue(f: FlagSpec, env: NodeJS.ProcessEnv, deprecations: string[]): { name: string; value: string } | undefined {
+function envValue(
+  f: FlagSpec,
+  env: NodeJS.ProcessEnv,
+  deprecations: string[],
+): { name: string; value: string } | undefined {
   const name = envName(f.name);
   const current = env[name];
   for (const old of f.deprecatedNames ?? []) {
@@ -213,7 +228,8 @@ export function formatHelp(spec: CommandSpec): string {
     if (f.choices) right += ` (${f.choices.join("|")})`;
     if (f.default !== undefined && f.type !== "boolean") right += ` [default: ${f.default}]`;
     if (f.type === "list") right += " (repeatable)";
-    if (f.deprecatedNames?.length) right += ` Formerly ${f.deprecatedNames.map((n) => `--${n}`).join(", ")} (deprecated).`;
+    if (f.deprecatedNames?.length)
+      right += ` Formerly ${f.deprecatedNames.map((n) => `--${n}`).join(", ")} (deprecated).`;
     return [left, right] as const;
   });
   rows.push(["  --help", "Show this help."] as const);

@@ -7,22 +7,56 @@ import { DEFAULT_THRESHOLDS, type Thresholds } from "../common/types.js";
 const MiB = 1024 * 1024;
 
 export const LOG_FLAGS: FlagSpec[] = [
-  { name: "log-level", type: "string", choices: ["debug", "info", "warn", "error"], default: "info", help: "Least severe log level written." },
-  { name: "log-format", type: "string", choices: ["json", "text"],
-    help: "Log line format on stderr: text (time, level, message, key=value fields) when stderr is a terminal, json otherwise (a pipe, a file, journald)." },
+  {
+    name: "log-level",
+    type: "string",
+    choices: ["debug", "info", "warn", "error"],
+    default: "info",
+    help: "Least severe log level written.",
+  },
+  {
+    name: "log-format",
+    type: "string",
+    choices: ["json", "text"],
+    help: "Log line format on stderr: text (time, level, message, key=value fields) when stderr is a terminal, json otherwise (a pipe, a file, journald).",
+  },
 ];
 
 export const THRESHOLD_FLAGS: FlagSpec[] = [
-  { name: "util-busy-percent", type: "number", min: 0, max: 100, default: String(DEFAULT_THRESHOLDS.utilBusyPercent), placeholder: "U",
-    help: "U: utilization.gpu at or above this percentage is reported busy." },
-  { name: "real-active-ratio", type: "number", min: 0, max: 1, default: String(DEFAULT_THRESHOLDS.realActiveRatio), placeholder: "R",
-    help: "R: real utilization (0-1) at or above this is active." },
-  { name: "held-memory-mib", type: "number", min: 0, max: 1_048_576, default: String(DEFAULT_THRESHOLDS.heldMemoryBytes / MiB), placeholder: "MIB",
-    help: "GPU memory above the idle baseline that makes a GPU held." },
+  {
+    name: "util-busy-percent",
+    type: "number",
+    min: 0,
+    max: 100,
+    default: String(DEFAULT_THRESHOLDS.utilBusyPercent),
+    placeholder: "U",
+    help: "U: utilization.gpu at or above this percentage is reported busy.",
+  },
+  {
+    name: "real-active-ratio",
+    type: "number",
+    min: 0,
+    max: 1,
+    default: String(DEFAULT_THRESHOLDS.realActiveRatio),
+    placeholder: "R",
+    help: "R: real utilization (0-1) at or above this is active.",
+  },
+  {
+    name: "held-memory-mib",
+    type: "number",
+    min: 0,
+    max: 1_048_576,
+    default: String(DEFAULT_THRESHOLDS.heldMemoryBytes / MiB),
+    placeholder: "MIB",
+    help: "GPU memory above the idle baseline that makes a GPU held.",
+  },
 ];
 
 export function loggerFrom(v: FlagValues, base: Record<string, unknown> = {}): Logger {
-  return createLogger({ level: v["log-level"] as LogLevel, format: (v["log-format"] as LogFormat | undefined) ?? defaultLogFormat() }, base);
+  return createLogger(
+    { level: v["log-level"] as LogLevel, format: (v["log-format"] as LogFormat | undefined) ?? defaultLogFormat() },
+    base,
+  );
 }
 
 export function thresholdsFrom(v: FlagValues): Thresholds {

@@ -4,7 +4,14 @@ import { checkWindow, LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } f
 import { DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT } from "../common/grpc-service.js";
 import { formatDuration } from "../common/duration.js";
 import { runDemo } from "../demo/demo.js";
-import { BACKFILL_INTERVAL_MS, BACKFILL_WINDOW_MS, backfillSummary, MAX_BACKFILL_MS, runBackfill, type BackfillResult } from "../demo/backfill.js";
+import {
+  BACKFILL_INTERVAL_MS,
+  BACKFILL_WINDOW_MS,
+  backfillSummary,
+  MAX_BACKFILL_MS,
+  runBackfill,
+  type BackfillResult,
+} from "../demo/backfill.js";
 import { FleetHistoryModel, HISTORY_FLEET } from "../demo/fleet-history.js";
 import { historyHowTo, isHistory, openDemoHistory } from "../demo/demo-history.js";
 import { floorHour, HOUR_MS, type TimeRange } from "../report/time-range.js";
@@ -15,25 +22,71 @@ const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 export const demoSpec: CommandSpec = {
   name: "demo",
-  summary: "trueidle demo — a collector and three simulated 8-GPU hosts streaming over real gRPC, with a live fleet summary every window; " +
+  summary:
+    "trueidle demo — a collector and three simulated 8-GPU hosts streaming over real gRPC, with a live fleet summary every window; " +
     "history in a private InfluxDB, and --backfill to fill it with months of simulated fleet history.",
   usage: "trueidle demo [flags]",
   flags: [
-    { name: "duration", type: "duration", min: 1000, placeholder: "DURATION", help: "Stop after this long (default: run until Ctrl-C)." },
-    { name: "grpc-listen", type: "string", default: `127.0.0.1:${DEFAULT_GRPC_PORT}`, placeholder: "HOST:PORT", help: "Collector gRPC address." },
-    { name: "http-listen", type: "string", default: `127.0.0.1:${DEFAULT_HTTP_PORT}`, placeholder: "HOST:PORT", help: "Collector /metrics address." },
+    {
+      name: "duration",
+      type: "duration",
+      min: 1000,
+      placeholder: "DURATION",
+      help: "Stop after this long (default: run until Ctrl-C).",
+    },
+    {
+      name: "grpc-listen",
+      type: "string",
+      default: `127.0.0.1:${DEFAULT_GRPC_PORT}`,
+      placeholder: "HOST:PORT",
+      help: "Collector gRPC address.",
+    },
+    {
+      name: "http-listen",
+      type: "string",
+      default: `127.0.0.1:${DEFAULT_HTTP_PORT}`,
+      placeholder: "HOST:PORT",
+      help: "Collector /metrics address.",
+    },
     { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
     { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length." },
     { name: "no-influx", type: "boolean", help: "Run without InfluxDB history." },
-    { name: "influx-url", type: "string", placeholder: "URL",
-      help: "Use this InfluxDB 1.x (http://HOST:8086/DB) instead of a private one. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file." },
-    { name: "influx-credentials-file", type: "string", placeholder: "FILE", help: "File whose first line is username:password, for --influx-url." },
-    { name: "keep-data", type: "boolean", help: "Keep the private InfluxDB's data after the demo, and print the commands that serve it again and report on it." },
-    { name: "backfill", type: "duration", min: BACKFILL_WINDOW_MS, max: MAX_BACKFILL_MS, placeholder: "DURATION",
-      help: `First write this much simulated history of a 64-GPU fleet (up to ${formatDuration(MAX_BACKFILL_MS)}), ending now, into InfluxDB.` },
-    { name: "backfill-only", type: "boolean", help: "Exit after the backfill instead of going on with the live fleet (needs --influx-url or --keep-data)." },
-    { name: "backfill-end", type: "string", placeholder: "TIME",
-      help: "End the backfilled range here (RFC 3339 or Unix ms) instead of now; the same range and seed write the same points." },
+    {
+      name: "influx-url",
+      type: "string",
+      placeholder: "URL",
+      help: "Use this InfluxDB 1.x (http://HOST:8086/DB) instead of a private one. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file.",
+    },
+    {
+      name: "influx-credentials-file",
+      type: "string",
+      placeholder: "FILE",
+      help: "File whose first line is username:password, for --influx-url.",
+    },
+    {
+      name: "keep-data",
+      type: "boolean",
+      help: "Keep the private InfluxDB's data after the demo, and print the commands that serve it again and report on it.",
+    },
+    {
+      name: "backfill",
+      type: "duration",
+      min: BACKFILL_WINDOW_MS,
+      max: MAX_BACKFILL_MS,
+      placeholder: "DURATION",
+      help: `First write this much simulated history of a 64-GPU fleet (up to ${formatDuration(MAX_BACKFILL_MS)}), ending now, into InfluxDB.`,
+    },
+    {
+      name: "backfill-only",
+      type: "boolean",
+      help: "Exit after the backfill instead of going on with the live fleet (needs --influx-url or --keep-data).",
+    },
+    {
+      name: "backfill-end",
+      type: "string",
+      placeholder: "TIME",
+      help: "End the backfilled range here (RFC 3339 or Unix ms) instead of now; the same range and seed write the same points.",
+    },
     { name: "seed", type: "number", default: "1", min: 0, max: 4_294_967_295, help: "Seed of the simulated history." },
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS.map((f) => (f.name === "log-level" ? { ...f, default: "warn" } : f)),
@@ -62,7 +115,8 @@ export const demoSpec: CommandSpec = {
 /** `--backfill-end`: RFC 3339 or Unix milliseconds. */
 function parseEnd(text: string): number {
   const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
-  if (!Number.isFinite(ms)) throw new UsageError(`--backfill-end "${text}" is neither an RFC 3339 time nor Unix milliseconds`);
+  if (!Number.isFinite(ms))
+    throw new UsageError(`--backfill-end "${text}" is neither an RFC 3339 time nor Unix milliseconds`);
   return ms;
 }
 
@@ -88,14 +142,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const endText = v["backfill-end"] as string | undefined;
   const problems: string[] = [];
   if (noInflux && influxUrl !== undefined) problems.push("--no-influx and --influx-url contradict each other");
-  if (noInflux && backfillMs !== undefined) problems.push("--backfill writes to InfluxDB; it cannot be used with --no-influx");
+  if (noInflux && backfillMs !== undefined)
+    problems.push("--backfill writes to InfluxDB; it cannot be used with --no-influx");
   if (backfillOnly && backfillMs === undefined) problems.push("--backfill-only needs --backfill DURATION");
   if (backfillOnly && influxUrl === undefined && !keepData) {
-    problems.push("--backfill-only with the private InfluxDB would delete the history on exit; add --keep-data, or give --influx-url");
+    problems.push(
+      "--backfill-only with the private InfluxDB would delete the history on exit; add --keep-data, or give --influx-url",
+    );
   }
   if (endText !== undefined && backfillMs === undefined) problems.push("--backfill-end needs --backfill DURATION");
-  if (keepData && (noInflux || influxUrl !== undefined)) problems.push("--keep-data applies to the private InfluxDB only");
-  if (v["influx-credentials-file"] !== undefined && influxUrl === undefined) problems.push("--influx-credentials-file needs --influx-url");
+  if (keepData && (noInflux || influxUrl !== undefined))
+    problems.push("--keep-data applies to the private InfluxDB only");
+  if (v["influx-credentials-file"] !== undefined && influxUrl === undefined)
+    problems.push("--influx-credentials-file needs --influx-url");
   const endMs = endText === undefined ? undefined : parseEnd(endText);
   if (endMs !== undefined && endMs > Date.now()) problems.push(`--backfill-end ${endText} is in the future`);
   if (problems.length > 0) throw new UsageError(problems.join("\n"));
@@ -131,7 +190,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
   let reportRange: TimeRange | undefined;
   try {
     history = await openDemoHistory({
-      noInflux, influxUrl, keepData, out, logger, trueidle,
+      noInflux,
+      influxUrl,
+      keepData,
+      out,
+      logger,
+      trueidle,
       credentialsFile: v["influx-credentials-file"] as string | undefined,
     });
     const seed = v["seed"] as number;
@@ -139,7 +203,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     if (backfillMs !== undefined) {
       if (!isHistory(history)) {
         // Said above why; a backfill has nowhere to go.
-        process.stderr.write("trueidle demo: --backfill needs InfluxDB: install influxd (apt-get install influxdb) or give --influx-url.\n");
+        process.stderr.write(
+          "trueidle demo: --backfill needs InfluxDB: install influxd (apt-get install influxdb) or give --influx-url.\n",
+        );
         return 1;
       }
       try {
@@ -186,7 +252,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
       out,
       signal: ac.signal,
       influx: isHistory(history)
-        ? { target: history.target, rawRetentionMs: backfilled?.rawRetentionMs, hourRetentionMs: backfilled?.hourRetentionMs }
+        ? {
+            target: history.target,
+            rawRetentionMs: backfilled?.rawRetentionMs,
+            hourRetentionMs: backfilled?.hourRetentionMs,
+          }
         : undefined,
       // After a backfill the same fleet goes on live, so the history runs on into the present.
       historyFleet: backfilled ? new FleetHistoryModel(HISTORY_FLEET, seed) : undefined,

@@ -47,13 +47,18 @@ export function processInvocation(): InvocationContext {
 export function trueidleCommand(ctx: InvocationContext = processInvocation()): string {
   const script = ctx.script === undefined ? undefined : ctx.realpath(ctx.script);
   const onPath = ctx.which("trueidle");
-  if (onPath !== undefined && (script === undefined || path.dirname(ctx.realpath(onPath)) === path.dirname(script))) return "trueidle";
-  if (ctx.env["npm_command"] === "exec" || (ctx.env["npm_command"] === "run-script" && ctx.env["npm_package_name"] === "trueidle")) {
+  if (onPath !== undefined && (script === undefined || path.dirname(ctx.realpath(onPath)) === path.dirname(script)))
+    return "trueidle";
+  if (
+    ctx.env["npm_command"] === "exec" ||
+    (ctx.env["npm_command"] === "run-script" && ctx.env["npm_package_name"] === "trueidle")
+  ) {
     return "npx trueidle";
   }
   if (script === undefined) return "trueidle";
   const node = ctx.which("node");
-  const runtime = node !== undefined && ctx.realpath(node) === ctx.realpath(ctx.execPath) ? "node" : shellWord(ctx.execPath);
+  const runtime =
+    node !== undefined && ctx.realpath(node) === ctx.realpath(ctx.execPath) ? "node" : shellWord(ctx.execPath);
   const rel = path.relative(ctx.cwd, script);
   return `${runtime} ${shellWord(rel === "" || rel.startsWith("..") || path.isAbsolute(rel) ? script : rel)}`;
 }

@@ -26,7 +26,8 @@ const COMMANDS: Record<string, Command> = {
     run: async (a) => (await import("./demo-command.js")).demoCommand(a),
   },
   report: {
-    summary: "Capacity report from the InfluxDB history: real vs reported idle, reclaimable GPUs, per site, model or any label.",
+    summary:
+      "Capacity report from the InfluxDB history: real vs reported idle, reclaimable GPUs, per site, model or any label.",
     help: async () => (await import("./report-command.js")).reportHelp(),
     run: async (a) => (await import("./report-command.js")).reportCommand(a),
   },
@@ -72,14 +73,18 @@ export async function main(argv: string[]): Promise<number> {
     return await cmd.run(rest);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`trueidle ${name}: ${err.message.split("\n").join(`\ntrueidle ${name}: `)}\nRun \`trueidle ${name} --help\` for the flags.\n`);
+      process.stderr.write(
+        `trueidle ${name}: ${err.message.split("\n").join(`\ntrueidle ${name}: `)}\nRun \`trueidle ${name} --help\` for the flags.\n`,
+      );
       return 2;
     }
     if (err instanceof TrueidleError) {
       process.stderr.write(`trueidle ${name}: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`trueidle ${name}: unexpected error: ${errorMessage(err)}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ""}`);
+    process.stderr.write(
+      `trueidle ${name}: unexpected error: ${errorMessage(err)}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ""}`,
+    );
     return 1;
   }
 }

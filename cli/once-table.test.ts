@@ -18,10 +18,18 @@ describe("renderOnceTable", () => {
     const scenario = parseScenario({
       gpus: [
         { phases: [{ for: "1h", state: "active" }] },
-        { phases: [{ for: "1h", state: "held_idle", processes: [
-          { pid: 4242, name: "python3", usedMiB: 40 * 1024, smUtil: 0 },
-          { pid: 4243, name: "jupyter", usedMiB: 2 * 1024 },
-        ] }] },
+        {
+          phases: [
+            {
+              for: "1h",
+              state: "held_idle",
+              processes: [
+                { pid: 4242, name: "python3", usedMiB: 40 * 1024, smUtil: 0 },
+                { pid: 4243, name: "jupyter", usedMiB: 2 * 1024 },
+              ],
+            },
+          ],
+        },
         { phases: [{ for: "1h", state: "free_idle" }] },
       ],
     });
@@ -46,7 +54,13 @@ describe("renderOnceTable", () => {
 describe("renderOnceTable: HELD BY", () => {
   const H200 = { model: "NVIDIA H200", memTotalBytes: 141 * 1024 ** 3 };
   const base = readingsAt(parseScenario({ gpus: [{ phases: [{ for: "1h", state: "free_idle" }] }] }), T0)[0]!;
-  const gpu = (index: number, over: Partial<GpuReading>): GpuReading => ({ ...base, ...H200, index, uuid: `GPU-${index}`, ...over });
+  const gpu = (index: number, over: Partial<GpuReading>): GpuReading => ({
+    ...base,
+    ...H200,
+    index,
+    uuid: `GPU-${index}`,
+    ...over,
+  });
   const rowsOf = (text: string): string[] => text.split("\n").filter((l) => /^\d+ {2,}\S/.test(l));
 
   it("shows a GPU's first owner in a few words with +N for the rest, cuts long text with an ellipsis, and stays within 120 columns", () => {
@@ -55,14 +69,32 @@ describe("renderOnceTable: HELD BY", () => {
       gpu(0, { allocations: [{ via: "pod_resources", namespace: "ml", pod: "trainer-7", container: "main" }] }),
       gpu(1, {
         memUsedBytes: 140.5 * 1024 ** 3,
-        allocations: [{ via: "pod_resources", namespace: "serving", pod: longPod, container: "c" }, { via: "job_mapping", job: "9" }],
+        allocations: [
+          { via: "pod_resources", namespace: "serving", pod: longPod, container: "c" },
+          { via: "job_mapping", job: "9" },
+        ],
         processes: [{ pid: 7, name: "python3", usedMemoryBytes: 140 * 1024 ** 3 }],
       }),
       gpu(2, { allocations: [{ via: "job_mapping", job: "4242", user: "alice" }] }),
       gpu(3, {
         memUsedBytes: 20 * 1024 ** 3,
-        processes: [{ pid: 1234, name: "python", usedMemoryBytes: 20 * 1024 ** 3,
-          owner: { via: "process", pid: 1234, command: "python", user: "bob", job: "88", step: "0", runtime: "containerd", containerId: "b4d6d161c62525d726fa" } }],
+        processes: [
+          {
+            pid: 1234,
+            name: "python",
+            usedMemoryBytes: 20 * 1024 ** 3,
+            owner: {
+              via: "process",
+              pid: 1234,
+              command: "python",
+              user: "bob",
+              job: "88",
+              step: "0",
+              runtime: "containerd",
+              containerId: "b4d6d161c62525d726fa",
+            },
+          },
+        ],
       }),
       gpu(4, { memUsedBytes: 20 * 1024 ** 3, processes: [] }),
       gpu(5, { allocations: [] }),
@@ -88,7 +120,10 @@ describe("renderOnceTable: HELD BY", () => {
 
   it("keeps the table within 120 columns beside a long model name and a long error, which goes below the table", () => {
     const text = tableOf([
-      gpu(0, { model: "NVIDIA RTX PRO 6000 Blackwell Server Edition", allocations: [{ via: "job_mapping", job: "123456789012345678901234567890" }] }),
+      gpu(0, {
+        model: "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+        allocations: [{ via: "job_mapping", job: "123456789012345678901234567890" }],
+      }),
       gpu(1, { error: "NVML: Unknown Error (nvmlDeviceGetPciInfo_v3) while reading the GPU's PCI information" }),
     ]);
     const rows = rowsOf(text);
@@ -96,6 +131,8 @@ describe("renderOnceTable: HELD BY", () => {
     expect(rows[0]).toMatch(/^0 +RTX PRO 6000 Blackw… /);
     expect(rows[0]).toMatch(/ job 1234\S*…$/);
     expect(rows[1]).toMatch(/ unavailable /);
-    expect(text).toContain("\nGPU 1 unavailable: NVML: Unknown Error (nvmlDeviceGetPciInfo_v3) while reading the GPU's PCI information\n");
+    expect(text).toContain(
+      "\nGPU 1 unavailable: NVML: Unknown Error (nvmlDeviceGetPciInfo_v3) while reading the GPU's PCI information\n",
+    );
   });
 });

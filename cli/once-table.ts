@@ -28,24 +28,47 @@ export interface OnceOwners {
   waitedMs: number;
 }
 
-export function renderOnceTable(samples: readonly ClassifiedSample[], t: Thresholds, source?: string, owners?: OnceOwners): string {
-  const header = ["GPU", "MODEL", "REPORTED", "SM", "REAL (SOURCE)", "STATE", "POWER/FLOOR", "MEMORY", "PROCS", "HELD BY"];
+export function renderOnceTable(
+  samples: readonly ClassifiedSample[],
+  t: Thresholds,
+  source?: string,
+  owners?: OnceOwners,
+): string {
+  const header = [
+    "GPU",
+    "MODEL",
+    "REPORTED",
+    "SM",
+    "REAL (SOURCE)",
+    "STATE",
+    "POWER/FLOOR",
+    "MEMORY",
+    "PROCS",
+    "HELD BY",
+  ];
   const rows = samples.map((s) => {
     const r = s.reading;
     const c = s.classification;
     const util = r.util === undefined ? "n/a" : `${fmt(r.util, 0)}% ${c.reportedIdle ? "idle" : "busy"}`;
     const real = c.state === "unavailable" ? "-" : `${fmt(c.real * 100, 0)}% ${c.source}`;
     const sm = r.smActive === undefined ? "n/a" : `${fmt(r.smActive * 100, 0)}%`;
-    const power = r.powerW === undefined ? "n/a" : `${fmt(r.powerW, 0)}/${c.floorW === undefined ? "?" : fmt(c.floorW, 0)} W`;
-    const mem = r.memUsedBytes === undefined ? "n/a"
-      : `${fmt(r.memUsedBytes / GiB, 1)}${r.memTotalBytes === undefined ? "" : `/${fmt(r.memTotalBytes / GiB, 0)}`} GiB`;
+    const power =
+      r.powerW === undefined ? "n/a" : `${fmt(r.powerW, 0)}/${c.floorW === undefined ? "?" : fmt(c.floorW, 0)} W`;
+    const mem =
+      r.memUsedBytes === undefined
+        ? "n/a"
+        : `${fmt(r.memUsedBytes / GiB, 1)}${r.memTotalBytes === undefined ? "" : `/${fmt(r.memTotalBytes / GiB, 0)}`} GiB`;
     const procs = r.processes === undefined ? "?" : String(r.processes.length);
     return [String(r.index), modelText(r.model), util, sm, real, c.state, power, mem, procs];
   });
   const widths = header.slice(0, -1).map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const used = widths.reduce((a, b) => a + b, 0) + GAP.length * widths.length;
   const heldByWidth = Math.max(MIN_HELD_BY_WIDTH, ONCE_TABLE_WIDTH - used);
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join(GAP).trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join(GAP)
+      .trimEnd();
 
   const out = source === undefined ? [] : [`Source: ${source}`, ""];
   out.push(line(header), ...rows.map((row, i) => line([...row, heldByCell(samples[i]!, heldByWidth)])));
@@ -57,8 +80,10 @@ export function renderOnceTable(samples: readonly ClassifiedSample[], t: Thresho
   out.push("");
   out.push(`${samples.length} GPU(s): ${[...counts].map(([k, n]) => `${n} ${k}`).join(", ") || "none"}.`);
   if (owners !== undefined) out.push(...ownerSourceLines(samples, owners));
-  out.push(`Thresholds: reported busy at utilization.gpu >= ${t.utilBusyPercent}%, active at real >= ${t.realActiveRatio}, ` +
-    `held above ${Math.round(t.heldMemoryBytes / 1024 / 1024)} MiB over the idle baseline.`);
+  out.push(
+    `Thresholds: reported busy at utilization.gpu >= ${t.utilBusyPercent}%, active at real >= ${t.realActiveRatio}, ` +
+      `held above ${Math.round(t.heldMemoryBytes / 1024 / 1024)} MiB over the idle baseline.`,
+  );
   out.push("A single sample: floors and memory baselines sharpen as the agent runs.");
   return `${out.join("\n")}\n`;
 }
@@ -72,7 +97,12 @@ export function heldByText(s: ClassifiedSample): { first: string; more: number }
   const allocations = s.reading.allocations ?? [];
   const procs = byMemory(s.reading.processes ?? []);
   const total = allocations.length + procs.length;
-  const first = allocations[0] !== undefined ? ownerShort(allocations[0]) : procs[0] !== undefined ? processShort(procs[0]) : NO_OWNER;
+  const first =
+    allocations[0] !== undefined
+      ? ownerShort(allocations[0])
+      : procs[0] !== undefined
+        ? processShort(procs[0])
+        : NO_OWNER;
   return { first, more: Math.max(0, total - 1) };
 }
 
@@ -113,7 +143,9 @@ function byMemory(procs: readonly GpuProcess[]): GpuProcess[] {
 
 /** Why each unavailable GPU gave no reading (too long for the STATE column). */
 function errorLines(samples: readonly ClassifiedSample[]): string[] {
-  return samples.filter((s) => s.classification.state === "unavailable" && s.reading.error).map((s) => `GPU ${s.reading.index} unavailable: ${s.reading.error}`);
+  return samples
+    .filter((s) => s.classification.state === "unavailable" && s.reading.error)
+    .map((s) => `GPU ${s.reading.index} unavailable: ${s.reading.error}`);
 }
 
 /** Each allocated GPU's pods and jobs, in full. */
@@ -167,16 +199,27 @@ function processOwnerParts(o: GpuOwner | undefined): string[] {
 /** Where the owners came from, one line per kind, saying plainly when a source is off or gave nothing. */
 function ownerSourceLines(samples: readonly ClassifiedSample[], owners: OnceOwners): string[] {
   const waited = `${fmt(owners.waitedMs / 1000, owners.waitedMs % 1000 === 0 ? 0 : 1)} s`;
-  const allocatedVia = (via: GpuOwner["via"]): number => samples.filter((s) => s.reading.allocations?.some((o) => o.via === via)).length;
+  const allocatedVia = (via: GpuOwner["via"]): number =>
+    samples.filter((s) => s.reading.allocations?.some((o) => o.via === via)).length;
   const lines: string[] = [];
   const pods = owners.stats.allocations.find((a) => a.name === "pod_resources");
   if (pods === undefined) lines.push("Owners (pods): off.");
-  else if (pods.ready) lines.push(`Owners (pods): the kubelet's pod-resources API at ${pods.where} answered; ${allocatedVia("pod_resources")} GPU(s) allocated to pods.`);
-  else if (pods.stats.failures["socket_missing"] !== undefined) lines.push(`Owners (pods): no kubelet pod-resources socket at ${pods.where}.`);
-  else lines.push(`Owners (pods): the kubelet's pod-resources API at ${pods.where} ${noAnswer(pods.stats.failures, waited)}.`);
+  else if (pods.ready)
+    lines.push(
+      `Owners (pods): the kubelet's pod-resources API at ${pods.where} answered; ${allocatedVia("pod_resources")} GPU(s) allocated to pods.`,
+    );
+  else if (pods.stats.failures["socket_missing"] !== undefined)
+    lines.push(`Owners (pods): no kubelet pod-resources socket at ${pods.where}.`);
+  else
+    lines.push(
+      `Owners (pods): the kubelet's pod-resources API at ${pods.where} ${noAnswer(pods.stats.failures, waited)}.`,
+    );
   const jobs = owners.stats.allocations.find((a) => a.name === "job_mapping");
   if (jobs === undefined) lines.push("Owners (jobs): off (no --job-mapping-dir).");
-  else if (jobs.ready) lines.push(`Owners (jobs): the job mapping directory ${jobs.where}; ${allocatedVia("job_mapping")} GPU(s) allocated to jobs.`);
+  else if (jobs.ready)
+    lines.push(
+      `Owners (jobs): the job mapping directory ${jobs.where}; ${allocatedVia("job_mapping")} GPU(s) allocated to jobs.`,
+    );
   else lines.push(`Owners (jobs): the job mapping directory ${jobs.where} ${noAnswer(jobs.stats.failures, waited)}.`);
   lines.push(`Owners (processes): ${processOwnersText(samples, owners.stats.processes)}`);
   return lines;

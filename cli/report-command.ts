@@ -14,7 +14,10 @@ const TAG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** `--by site,model` → ["site", "model"]; every bad key named at once. */
 export function parseBy(text: string): string[] {
-  const keys = text.split(",").map((s) => s.trim()).filter(Boolean);
+  const keys = text
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const problems: string[] = [];
   if (keys.length === 0) problems.push("needs at least one tag key, e.g. model or site,model");
   for (const k of keys) if (!TAG_KEY_RE.test(k)) problems.push(`"${k}" is not a tag key (letters, digits, _)`);
@@ -26,26 +29,84 @@ export function parseBy(text: string): string[] {
 
 export const reportSpec: CommandSpec = {
   name: "report",
-  summary: "trueidle report — how much GPU capacity was really idle over a range, per group, from the InfluxDB history the collector writes.",
-  usage: "trueidle report [--influx-url http://HOST:8086/DB] [--since 90d] [--until TIME] [--by site,model] [--format table|csv|json|html] [--out FILE]",
+  summary:
+    "trueidle report — how much GPU capacity was really idle over a range, per group, from the InfluxDB history the collector writes.",
+  usage:
+    "trueidle report [--influx-url http://HOST:8086/DB] [--since 90d] [--until TIME] [--by site,model] [--format table|csv|json|html] [--out FILE]",
   flags: [
-    { name: "influx-url", type: "string", default: "http://localhost:8086/trueidle", placeholder: "URL",
-      help: "InfluxDB 1.x base URL; the path is the database. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file." },
-    { name: "influx-credentials-file", type: "string", placeholder: "FILE", help: "File whose first line is username:password (wins over the environment)." },
-    { name: "since", type: "string", default: "30d", placeholder: "TIME", help: "Start: a duration ago (90d, 36h) or an RFC 3339 time; rounded down to the hour." },
-    { name: "until", type: "string", placeholder: "TIME", help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now]." },
-    { name: "by", type: "string", default: "model", placeholder: "TAGS",
-      help: "Comma-separated tag keys to group by: host, model, uuid, any configured label such as site or pool, or owner fields " +
+    {
+      name: "influx-url",
+      type: "string",
+      default: "http://localhost:8086/trueidle",
+      placeholder: "URL",
+      help: "InfluxDB 1.x base URL; the path is the database. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file.",
+    },
+    {
+      name: "influx-credentials-file",
+      type: "string",
+      placeholder: "FILE",
+      help: "File whose first line is username:password (wins over the environment).",
+    },
+    {
+      name: "since",
+      type: "string",
+      default: "30d",
+      placeholder: "TIME",
+      help: "Start: a duration ago (90d, 36h) or an RFC 3339 time; rounded down to the hour.",
+    },
+    {
+      name: "until",
+      type: "string",
+      placeholder: "TIME",
+      help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now].",
+    },
+    {
+      name: "by",
+      type: "string",
+      default: "model",
+      placeholder: "TAGS",
+      help:
+        "Comma-separated tag keys to group by: host, model, uuid, any configured label such as site or pool, or owner fields " +
         "(namespace, pod, container, job, user: GPU time by who held it, mixed with any other key).",
-      check: (v) => void parseBy(v[v.length - 1]!) },
-    { name: "format", type: "string", choices: REPORT_FORMATS, default: "table", placeholder: "FORMAT", help: "Output format." },
+      check: (v) => void parseBy(v[v.length - 1]!),
+    },
+    {
+      name: "format",
+      type: "string",
+      choices: REPORT_FORMATS,
+      default: "table",
+      placeholder: "FORMAT",
+      help: "Output format.",
+    },
     { name: "out", type: "string", placeholder: "FILE", help: "Write the report to FILE instead of stdout." },
-    { name: "price-per-gpu-hour", type: "number", min: 0, placeholder: "N", help: "Adds idle cost = real-idle GPU-hours x N." },
-    { name: "measurement", type: "string", choices: ["auto", "gpu_hour", "gpu_window"], default: "auto", placeholder: "NAME",
-      help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour." },
-    { name: "timeout", type: "duration", default: `${DEFAULT_QUERY_TIMEOUT_MS / 1000}s`, min: 1000, placeholder: "DURATION",
-      help: `Give up when InfluxDB has not answered one query within this long; a first /ping waits at most ${PING_TIMEOUT_MS / 1000}s.` },
-    { name: "progress", type: "boolean", help: "Progress on stderr (default: only when stderr is a terminal); --progress=false hides it." },
+    {
+      name: "price-per-gpu-hour",
+      type: "number",
+      min: 0,
+      placeholder: "N",
+      help: "Adds idle cost = real-idle GPU-hours x N.",
+    },
+    {
+      name: "measurement",
+      type: "string",
+      choices: ["auto", "gpu_hour", "gpu_window"],
+      default: "auto",
+      placeholder: "NAME",
+      help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour.",
+    },
+    {
+      name: "timeout",
+      type: "duration",
+      default: `${DEFAULT_QUERY_TIMEOUT_MS / 1000}s`,
+      min: 1000,
+      placeholder: "DURATION",
+      help: `Give up when InfluxDB has not answered one query within this long; a first /ping waits at most ${PING_TIMEOUT_MS / 1000}s.`,
+    },
+    {
+      name: "progress",
+      type: "boolean",
+      help: "Progress on stderr (default: only when stderr is a terminal); --progress=false hides it.",
+    },
   ],
   notes: [
     "The report covers whole UTC hours [since, until). --format html writes one self-contained file with charts;",
@@ -110,9 +171,15 @@ export async function reportCommand(argv: string[]): Promise<number> {
       await rename(tmp, out);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => {});
-      throw new TrueidleError("bad_config", `cannot write --out ${out}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`, { cause: err });
+      throw new TrueidleError(
+        "bad_config",
+        `cannot write --out ${out}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`,
+        { cause: err },
+      );
     }
-    process.stderr.write(`report: wrote ${out} (${Buffer.byteLength(text)} bytes, ${report.groups.length} groups, read ${report.measurement}).\n`);
+    process.stderr.write(
+      `report: wrote ${out} (${Buffer.byteLength(text)} bytes, ${report.groups.length} groups, read ${report.measurement}).\n`,
+    );
   }
   return 0;
 }
@@ -125,13 +192,16 @@ export function checkOutPath(out: string): void {
     isDir = statSync(dir).isDirectory();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new UsageError(code === "ENOENT"
-      ? `--out ${out}: the folder ${dir} does not exist; create it first or write elsewhere`
-      : `--out ${out}: cannot use the folder ${dir} (${errorMessage(err)})`);
+    throw new UsageError(
+      code === "ENOENT"
+        ? `--out ${out}: the folder ${dir} does not exist; create it first or write elsewhere`
+        : `--out ${out}: cannot use the folder ${dir} (${errorMessage(err)})`,
+    );
   }
   if (!isDir) throw new UsageError(`--out ${out}: ${dir} is not a folder`);
   try {
-    if (statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder; give a file name, e.g. ${path.join(out, "report.csv")}`);
+    if (statSync(out).isDirectory())
+      throw new UsageError(`--out ${out} is a folder; give a file name, e.g. ${path.join(out, "report.csv")}`);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     // No such file yet: the report creates it.
@@ -139,7 +209,9 @@ export function checkOutPath(out: string): void {
   try {
     accessSync(dir, constants.W_OK);
   } catch (err) {
-    throw new UsageError(`--out ${out}: cannot create files in ${dir} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`);
+    throw new UsageError(
+      `--out ${out}: cannot create files in ${dir} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`,
+    );
   }
 }
 

@@ -3,7 +3,12 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { deprecationsOf, formatHelp, parseFlags, type CommandSpec } from "./args.js";
-import { AGENT_TRANSPORT_FLAGS, agentTransportFrom, COLLECTOR_SECURITY_FLAGS, collectorSecurityFrom } from "./security-flags.js";
+import {
+  AGENT_TRANSPORT_FLAGS,
+  agentTransportFrom,
+  COLLECTOR_SECURITY_FLAGS,
+  collectorSecurityFrom,
+} from "./security-flags.js";
 import type { Logger } from "../common/log.js";
 
 const agentSpec: CommandSpec = { name: "agent", summary: "", usage: "", flags: AGENT_TRANSPORT_FLAGS };
@@ -22,8 +27,10 @@ function capture(): { logger: Logger; lines: string[] } {
   return { logger, lines };
 }
 
-const agent = (argv: string[], env: NodeJS.ProcessEnv = {}) => agentTransportFrom(parseFlags(agentSpec, argv, env), env);
-const collector = (argv: string[], env: NodeJS.ProcessEnv = {}) => collectorSecurityFrom(parseFlags(collectorSpec, argv, env), env);
+const agent = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+  agentTransportFrom(parseFlags(agentSpec, argv, env), env);
+const collector = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+  collectorSecurityFrom(parseFlags(collectorSpec, argv, env), env);
 
 describe("transport flags", () => {
   it("takes --plaintext from the environment too, and warns about it and a token in clear once announced", () => {
@@ -66,7 +73,9 @@ describe("transport flags", () => {
     expect(lines[0]).toMatch(/^warn gRPC runs unencrypted/);
     expect(lines[1]).toMatch(/^warn Agent tokens travel in clear/);
     expect(lines[2]).toBe("info Agents must present one of 1 accepted token(s) from TRUEIDLE_AGENT_TOKENS.");
-    expect(() => collector(["--plaintext"], { TRUEIDLE_AGENT_TOKENS: "tooshort" })).toThrow(/TRUEIDLE_AGENT_TOKENS item 1: a token must be at least 16/);
+    expect(() => collector(["--plaintext"], { TRUEIDLE_AGENT_TOKENS: "tooshort" })).toThrow(
+      /TRUEIDLE_AGENT_TOKENS item 1: a token must be at least 16/,
+    );
   });
 });
 
@@ -84,22 +93,34 @@ describe("the collector's --agent-tokens-file, formerly --tokens-file", () => {
 
     const old = parseFlags(collectorSpec, ["--plaintext", `--tokens-file=${tokens}`], {});
     expect(old["agent-tokens-file"]).toBe(tokens);
-    expect(deprecationsOf(old)).toEqual(["--tokens-file is deprecated and will be removed; use --agent-tokens-file instead."]);
+    expect(deprecationsOf(old)).toEqual([
+      "--tokens-file is deprecated and will be removed; use --agent-tokens-file instead.",
+    ]);
     expect(collectorSecurityFrom(old, {}).value.tokens?.match(TOKEN)).toBe("rack-a");
 
     const fromEnv = parseFlags(collectorSpec, ["--plaintext"], { TRUEIDLE_TOKENS_FILE: tokens });
     expect(fromEnv["agent-tokens-file"]).toBe(tokens);
-    expect(deprecationsOf(fromEnv)).toEqual(["TRUEIDLE_TOKENS_FILE is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS_FILE instead."]);
+    expect(deprecationsOf(fromEnv)).toEqual([
+      "TRUEIDLE_TOKENS_FILE is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS_FILE instead.",
+    ]);
 
-    const both = parseFlags(collectorSpec, ["--plaintext"], { TRUEIDLE_TOKENS_FILE: "/old", TRUEIDLE_AGENT_TOKENS_FILE: tokens });
+    const both = parseFlags(collectorSpec, ["--plaintext"], {
+      TRUEIDLE_TOKENS_FILE: "/old",
+      TRUEIDLE_AGENT_TOKENS_FILE: tokens,
+    });
     expect(both["agent-tokens-file"]).toBe(tokens);
-    expect(deprecationsOf(both)).toEqual(["TRUEIDLE_TOKENS_FILE is deprecated and ignored because TRUEIDLE_AGENT_TOKENS_FILE is set; remove TRUEIDLE_TOKENS_FILE."]);
+    expect(deprecationsOf(both)).toEqual([
+      "TRUEIDLE_TOKENS_FILE is deprecated and ignored because TRUEIDLE_AGENT_TOKENS_FILE is set; remove TRUEIDLE_TOKENS_FILE.",
+    ]);
   });
 
   it("refuses the old and the new flag together, and names the old one in --help", () => {
-    expect(() => parseFlags(collectorSpec, ["--tokens-file", tokens, "--agent-tokens-file", tokens], {}))
-      .toThrow(/^--tokens-file is the old name of --agent-tokens-file; give --agent-tokens-file once$/);
-    expect(() => parseFlags(collectorSpec, ["--tokens-file", ""], {})).toThrow(/^--tokens-file: needs a non-empty value$/);
+    expect(() => parseFlags(collectorSpec, ["--tokens-file", tokens, "--agent-tokens-file", tokens], {})).toThrow(
+      /^--tokens-file is the old name of --agent-tokens-file; give --agent-tokens-file once$/,
+    );
+    expect(() => parseFlags(collectorSpec, ["--tokens-file", ""], {})).toThrow(
+      /^--tokens-file: needs a non-empty value$/,
+    );
     expect(formatHelp(collectorSpec)).toMatch(/--agent-tokens-file FILE[\s\S]*Formerly --tokens-file \(deprecated\)\./);
   });
 
@@ -116,14 +137,28 @@ describe("the collector's --agent-tokens-file, formerly --tokens-file", () => {
 
 describe("--web.config.file beside the HTTP flags", () => {
   it("is refused with any flag it replaces, naming the key to use instead", () => {
-    expect(() => collector(["--plaintext", "--web.config.file", "web.yml", "--http-tls-cert", "c", "--http-tls-key", "k", "--http-basic-auth-file", "u"])).toThrow(
+    expect(() =>
+      collector([
+        "--plaintext",
+        "--web.config.file",
+        "web.yml",
+        "--http-tls-cert",
+        "c",
+        "--http-tls-key",
+        "k",
+        "--http-basic-auth-file",
+        "u",
+      ]),
+    ).toThrow(
       "--http-tls-cert and --web.config.file both configure the HTTP side; set tls_server_config.cert_file in the web configuration file and drop --http-tls-cert\n" +
-      "--http-tls-key and --web.config.file both configure the HTTP side; set tls_server_config.key_file in the web configuration file and drop --http-tls-key\n" +
-      "--http-basic-auth-file and --web.config.file both configure the HTTP side; set basic_auth_users (bcrypt hashes) in the web configuration file and drop --http-basic-auth-file",
+        "--http-tls-key and --web.config.file both configure the HTTP side; set tls_server_config.key_file in the web configuration file and drop --http-tls-key\n" +
+        "--http-basic-auth-file and --web.config.file both configure the HTTP side; set basic_auth_users (bcrypt hashes) in the web configuration file and drop --http-basic-auth-file",
     );
   });
 
   it("is read from TRUEIDLE_WEB_CONFIG_FILE", () => {
-    expect(parseFlags(collectorSpec, [], { TRUEIDLE_WEB_CONFIG_FILE: "/etc/trueidle/web.yml" })["web.config.file"]).toBe("/etc/trueidle/web.yml");
+    expect(
+      parseFlags(collectorSpec, [], { TRUEIDLE_WEB_CONFIG_FILE: "/etc/trueidle/web.yml" })["web.config.file"],
+    ).toBe("/etc/trueidle/web.yml");
   });
 });

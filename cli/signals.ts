@@ -9,7 +9,9 @@ import type { GpuSource } from "../agent/sources/source.js";
 export function endIfDriverHung(source: GpuSource, logger: Logger): void {
   const hung = source.hungCalls?.() ?? 0;
   if (hung === 0) return;
-  logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", { hungCalls: hung });
+  logger.error("Exiting while NVML calls are still stuck in the driver; the process ends without waiting for them.", {
+    hungCalls: hung,
+  });
   process.kill(process.pid, "SIGKILL");
 }
 

@@ -24,7 +24,10 @@ const start = (extra: Partial<CollectorOptions> = {}): ReturnType<TestCollectors
 const metric = (c: Collector, series: string): Promise<number | undefined> => metricValue(c.httpPort, series);
 
 async function welcomed(p: Probe): Promise<string> {
-  return Promise.race([p.next().then((r) => r.msg.case as string), p.status.then((s) => `${status[s.code]}: ${s.details}`)]);
+  return Promise.race([
+    p.next().then((r) => r.msg.case as string),
+    p.status.then((s) => `${status[s.code]}: ${s.details}`),
+  ]);
 }
 
 /** A TCP connection that sends nothing; resolves `closed` when the collector closes it. */
@@ -56,7 +59,9 @@ describe("stream and connection admission", () => {
     expect(await welcomed(other)).toMatch(/^RESOURCE_EXHAUSTED: the collector serves 1 agents/);
     const ended = await Promise.all(silent.map((p) => p.status));
     expect(new Set(ended.map((s) => `${status[s.code]}: ${s.details}`))).toEqual(
-      new Set(["DEADLINE_EXCEEDED: no hello within 1 s of opening the stream; an agent sends hello first (--hello-timeout)"]),
+      new Set([
+        "DEADLINE_EXCEEDED: no hello within 1 s of opening the stream; an agent sends hello first (--hello-timeout)",
+      ]),
     );
     expect(await metric(collector, 'trueidle_streams_refused_total{reason="hello_timeout"}')).toBe(20);
     expect(await metric(collector, "trueidle_agents_connected")).toBe(1);
@@ -75,7 +80,12 @@ describe("stream and connection admission", () => {
     );
     expect(settings.maxConcurrentStreams).toBe(MAX_STREAMS_PER_CONNECTION);
     expect(settings.maxHeaderListSize).toBe(MAX_HEADER_LIST_BYTES);
-    const headers = { ":method": "POST", ":path": STREAM_METHOD_PATH, "content-type": "application/grpc", te: "trailers" };
+    const headers = {
+      ":method": "POST",
+      ":path": STREAM_METHOD_PATH,
+      "content-type": "application/grpc",
+      te: "trailers",
+    };
     // Ninety-nine silent streams on the one connection: only a few ever reach the collector.
     const streams = Array.from({ length: 99 }, () => {
       const s = session.request(headers, { endStream: false });
@@ -95,7 +105,9 @@ describe("stream and connection admission", () => {
     expect(await bigEnd).not.toBe(h2.NGHTTP2_NO_ERROR);
     // Within one Hello timeout, the collector ended exactly the streams it served.
     await new Promise((r) => setTimeout(r, 2_500));
-    expect(await metric(collector, 'trueidle_streams_refused_total{reason="hello_timeout"}')).toBe(MAX_STREAMS_PER_CONNECTION);
+    expect(await metric(collector, 'trueidle_streams_refused_total{reason="hello_timeout"}')).toBe(
+      MAX_STREAMS_PER_CONNECTION,
+    );
     for (const s of streams) s.close(h2.NGHTTP2_CANCEL);
     session.destroy();
     big.destroy();
@@ -109,9 +121,15 @@ describe("stream and connection admission", () => {
     const { collector, logs } = await start({ maxConnections: 8, maxConnectionsPerAddress: 5, helloTimeoutMs: 1_000 });
     const sockets = Array.from({ length: 9 }, () => silentSocket(collector.grpcPort));
     // Four over the per-address cap are closed at once; five wait for their setup deadline.
-    await eventually(() => metric(collector, 'trueidle_connections_refused_total{listener="grpc",reason="max_per_address"}'), 4);
+    await eventually(
+      () => metric(collector, 'trueidle_connections_refused_total{listener="grpc",reason="max_per_address"}'),
+      4,
+    );
     await Promise.all(sockets.map((s) => s.closed));
-    await eventually(() => metric(collector, 'trueidle_connections_refused_total{listener="grpc",reason="setup_timeout"}'), 5);
+    await eventually(
+      () => metric(collector, 'trueidle_connections_refused_total{listener="grpc",reason="setup_timeout"}'),
+      5,
+    );
     await eventually(() => metric(collector, 'trueidle_connections_open{listener="grpc"}'), 0);
     expect(logs.some((l) => l.includes("the limit per address (--max-connections-per-address)"))).toBe(true);
     const p = probes.open(collector.grpcPort);
@@ -137,7 +155,9 @@ describe("stream and connection admission", () => {
         await new Promise((r) => setTimeout(r, 20));
       }
     };
-    expect(await line("gpu-node-cancel")).toBe("Agent on gpu-node-cancel disconnected: the stream was cancelled by the agent, or its connection was lost.");
+    expect(await line("gpu-node-cancel")).toBe(
+      "Agent on gpu-node-cancel disconnected: the stream was cancelled by the agent, or its connection was lost.",
+    );
     expect(await line("gpu-node-close")).toBe("Agent on gpu-node-close disconnected: the agent closed the stream.");
   });
 
@@ -147,21 +167,27 @@ describe("stream and connection admission", () => {
     const fat = probes.open(collector.grpcPort);
     fat.send(helloRequest("gpu-node-fat", labels));
     expect(await welcomed(fat)).toMatch(
-      new RegExp(`^INVALID_ARGUMENT: hello\\.host: the host name and labels take \\d+ bytes .*at most ${HOST_LABEL_BYTES} are allowed`),
+      new RegExp(
+        `^INVALID_ARGUMENT: hello\\.host: the host name and labels take \\d+ bytes .*at most ${HOST_LABEL_BYTES} are allowed`,
+      ),
     );
     const p = probes.open(collector.grpcPort);
     p.send(helloRequest("gpu-node-1"));
     expect(await welcomed(p)).toBe("welcome");
     // Each field within its own length cap; together over the GPU's part of the budget.
     const model = "M".repeat(GPU_LABEL_BYTES - 160);
-    p.send(batchRequest(1, [
-      makeWindow({ uuid: "GPU-ok" }),
-      makeWindow({ uuid: `GPU-${"u".repeat(120)}`, model, driverVersion: "5".repeat(60) }),
-    ]));
+    p.send(
+      batchRequest(1, [
+        makeWindow({ uuid: "GPU-ok" }),
+        makeWindow({ uuid: `GPU-${"u".repeat(120)}`, model, driverVersion: "5".repeat(60) }),
+      ]),
+    );
     const ack = await p.next();
     if (ack.msg.case !== "ack") throw new Error(`expected an ack, got ${ack.msg.case}`);
     expect(ack.msg.value.accepted).toBe(1);
-    expect(ack.msg.value.rejections.map((r) => `${r.index} ${r.reason} ${r.field}`)).toEqual(["1 too_large windows[1].model"]);
+    expect(ack.msg.value.rejections.map((r) => `${r.index} ${r.reason} ${r.field}`)).toEqual([
+      "1 too_large windows[1].model",
+    ]);
     expect(await metric(collector, 'trueidle_windows_rejected_total{reason="too_large"}')).toBe(1);
     expect(await metric(collector, 'trueidle_streams_refused_total{reason="invalid"}')).toBe(1);
   });
@@ -184,7 +210,7 @@ describe("stream and connection admission", () => {
     const codes: string[] = [];
     for (let i = 0; i < 12; i++) {
       const r = await tryToken(`wrong-token-${String(i).padStart(20, "0")}`);
-      codes.push(typeof r === "string" ? r : status[r.code] ?? "?");
+      codes.push(typeof r === "string" ? r : (status[r.code] ?? "?"));
     }
     expect(codes).toEqual([...Array(10).fill("UNAUTHENTICATED"), "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]);
     // The right token is not even checked while the address is throttled.

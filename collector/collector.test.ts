@@ -27,7 +27,11 @@ function openRaw(collector: Collector): Probe<Buffer> {
   return probes.openRaw(collector.grpcPort);
 }
 
-async function http(collector: Collector, path: string, method = "GET"): Promise<{ status: number; type: string | null; body: string }> {
+async function http(
+  collector: Collector,
+  path: string,
+  method = "GET",
+): Promise<{ status: number; type: string | null; body: string }> {
   const res = await fetch(`http://127.0.0.1:${collector.httpPort}${path}`, { method });
   return { status: res.status, type: res.headers.get("content-type"), body: await res.text() };
 }
@@ -46,16 +50,24 @@ async function hello(collector: Collector, hostname = "gpu-node-1"): Promise<Pro
 
 describe("collector over gRPC and HTTP", () => {
   it("welcomes an agent with the fleet's thresholds and logs the connection", async () => {
-    const { collector, logs } = await start({ thresholds: { utilBusyPercent: 7, realActiveRatio: 0.2, heldMemoryBytes: 1 << 20 } });
+    const { collector, logs } = await start({
+      thresholds: { utilBusyPercent: 7, realActiveRatio: 0.2, heldMemoryBytes: 1 << 20 },
+    });
     const p = open(collector);
     p.send(helloRequest("gpu-node-1"));
     const r = await p.next();
     expect(r.msg.case).toBe("welcome");
     if (r.msg.case !== "welcome") return;
     expect(r.msg.value.collectorId).toBe("collector-under-test");
-    expect(r.msg.value.thresholds).toMatchObject({ utilBusyPercent: 7, realActiveRatio: 0.2, heldMemoryBytes: 1_048_576n });
+    expect(r.msg.value.thresholds).toMatchObject({
+      utilBusyPercent: 7,
+      realActiveRatio: 0.2,
+      heldMemoryBytes: 1_048_576n,
+    });
     expect((await http(collector, "/healthz")).body).toBe('{"status":"ok","agents":1,"gpus":0}\n');
-    const connected = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).startsWith("Agent on gpu-node-1 connected from "));
+    const connected = logs
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => String(l.msg).startsWith("Agent on gpu-node-1 connected from "));
     expect(connected).toMatchObject({ level: "info", host: "gpu-node-1", windowMs: 10_000 });
     expect(String(connected?.peer)).toMatch(/^(127\.0\.0\.1|ipv4:)/);
 
@@ -81,7 +93,12 @@ describe("collector over gRPC and HTTP", () => {
     p.send(batchRequest(1, batch));
     const ack = await p.next();
     expect(ack.msg.case === "ack" && ack.msg.value).toMatchObject({ seq: 1n, accepted: 2, rejections: [] });
-    expect(collector.summary()).toMatchObject({ gpus: 2, up: 2, byState: { free_idle: 1, busy_phantom: 1 }, totals: { observedS: 20, realIdleS: 20, reportedIdleS: 10 } });
+    expect(collector.summary()).toMatchObject({
+      gpus: 2,
+      up: 2,
+      byState: { free_idle: 1, busy_phantom: 1 },
+      totals: { observedS: 20, realIdleS: 20, reportedIdleS: 10 },
+    });
 
     p.send(batchRequest(2, batch));
     const again = await p.next();
@@ -96,7 +113,13 @@ describe("collector over gRPC and HTTP", () => {
   it("rejects a bad window in the ack and counts it, accepting the rest of the batch", async () => {
     const { collector, logs } = await start();
     const p = await hello(collector);
-    p.send(batchRequest(7, [makeWindow({ uuid: "GPU-a" }), makeWindow({ uuid: "GPU-b", powerMeanW: Number.NaN }), makeWindow({ uuid: "GPU-c", startMs: BigInt(NOW + 3_600_000) })]));
+    p.send(
+      batchRequest(7, [
+        makeWindow({ uuid: "GPU-a" }),
+        makeWindow({ uuid: "GPU-b", powerMeanW: Number.NaN }),
+        makeWindow({ uuid: "GPU-c", startMs: BigInt(NOW + 3_600_000) }),
+      ]),
+    );
     const ack = await p.next();
     expect(ack.msg.case).toBe("ack");
     if (ack.msg.case !== "ack") return;
@@ -109,7 +132,11 @@ describe("collector over gRPC and HTTP", () => {
     expect(await metric(collector, 'trueidle_windows_rejected_total{reason="in_future"}')).toBe(1);
     expect(await metric(collector, 'trueidle_windows_rejected_total{reason="too_old"}')).toBe(0);
     expect(collector.summary().gpus).toBe(1);
-    expect(logs.some((l) => l.includes("Rejected 2 of 3 windows from gpu-node-1; the first was windows[1].power_mean_w (bad_number)."))).toBe(true);
+    expect(
+      logs.some((l) =>
+        l.includes("Rejected 2 of 3 windows from gpu-node-1; the first was windows[1].power_mean_w (bad_number)."),
+      ),
+    ).toBe(true);
   });
 
   it("refuses GPUs of a host beyond maxGpusPerHost", async () => {
@@ -117,26 +144,60 @@ describe("collector over gRPC and HTTP", () => {
     const p = await hello(collector);
     p.send(batchRequest(1, [makeWindow({ uuid: "GPU-a" }), makeWindow({ uuid: "GPU-b" })]));
     const ack = await p.next();
-    expect(ack.msg.case === "ack" && ack.msg.value.rejections.map((r) => `${r.reason} ${r.field}`)).toEqual(["too_many_gpus windows[1].uuid"]);
+    expect(ack.msg.case === "ack" && ack.msg.value.rejections.map((r) => `${r.reason} ${r.field}`)).toEqual([
+      "too_many_gpus windows[1].uuid",
+    ]);
   });
 
   const invalid: [string, (p: Probe) => void, RegExp, Partial<CollectorOptions>?][] = [
     ["a batch before hello", (p) => p.send(batchRequest(1, [makeWindow()])), /^batch arrived before hello/],
-    ["a hello with a bad label key", (p) => p.send(helloRequest("gpu-node-1", { Bad: "x" })), /^hello\.host\.labels\["Bad"\]/],
+    [
+      "a hello with a bad label key",
+      (p) => p.send(helloRequest("gpu-node-1", { Bad: "x" })),
+      /^hello\.host\.labels\["Bad"\]/,
+    ],
     ["a hello with an empty hostname", (p) => p.send(helloRequest("")), /^hello\.host\.hostname is empty/],
     ["a hello with an absurd window_ms", (p) => p.send(helloRequest("gpu-node-1", {}, 1)), /^hello\.window_ms is 1;/],
-    ["a second hello", (p) => { p.send(helloRequest()); p.send(helloRequest()); }, /^hello was sent twice/],
+    [
+      "a second hello",
+      (p) => {
+        p.send(helloRequest());
+        p.send(helloRequest());
+      },
+      /^hello was sent twice/,
+    ],
     ["an empty message", (p) => p.send(create(StreamRequestSchema, {})), /holds neither hello nor batch/],
-    ["a batch whose seq does not increase", (p) => { p.send(helloRequest()); p.send(batchRequest(5, [])); p.send(batchRequest(5, [])); }, /^batch\.seq 5 is not above the previous 5/],
-    ["a batch over maxWindowsPerBatch", (p) => { p.send(helloRequest()); p.send(batchRequest(1, [makeWindow(), makeWindow(), makeWindow()])); }, /^batch\.windows holds 3 windows; at most 2/, { maxWindowsPerBatch: 2 }],
+    [
+      "a batch whose seq does not increase",
+      (p) => {
+        p.send(helloRequest());
+        p.send(batchRequest(5, []));
+        p.send(batchRequest(5, []));
+      },
+      /^batch\.seq 5 is not above the previous 5/,
+    ],
+    [
+      "a batch over maxWindowsPerBatch",
+      (p) => {
+        p.send(helloRequest());
+        p.send(batchRequest(1, [makeWindow(), makeWindow(), makeWindow()]));
+      },
+      /^batch\.windows holds 3 windows; at most 2/,
+      { maxWindowsPerBatch: 2 },
+    ],
   ];
   it.each(invalid)("ends the stream with INVALID_ARGUMENT on %s", async (_name, send, details, extra) => {
     const { collector, logs } = await start(extra);
     const p = open(collector);
     send(p);
     const s = await p.status;
-    expect({ code: status[s.code], details: s.details }).toMatchObject({ code: "INVALID_ARGUMENT", details: expect.stringMatching(details) });
-    expect(logs.some((l) => l.includes('"level":"warn"') && l.includes("Ended an agent stream as invalid: "))).toBe(true);
+    expect({ code: status[s.code], details: s.details }).toMatchObject({
+      code: "INVALID_ARGUMENT",
+      details: expect.stringMatching(details),
+    });
+    expect(logs.some((l) => l.includes('"level":"warn"') && l.includes("Ended an agent stream as invalid: "))).toBe(
+      true,
+    );
     // The collector goes on serving.
     const ok = await hello(collector, "gpu-node-2");
     ok.call.end();
@@ -166,19 +227,28 @@ describe("collector over gRPC and HTTP", () => {
   it("serves /metrics that promtool accepts, /healthz, / and 404", async () => {
     const { collector } = await start();
     const p = await hello(collector);
-    p.send(batchRequest(1, [makeWindow({ uuid: "GPU-a", model: 'odd "model" \\ name' }), makeWindow({ uuid: "GPU-b", powerMeanW: -1 })]));
+    p.send(
+      batchRequest(1, [
+        makeWindow({ uuid: "GPU-a", model: 'odd "model" \\ name' }),
+        makeWindow({ uuid: "GPU-b", powerMeanW: -1 }),
+      ]),
+    );
     await p.next();
     const m = await http(collector, "/metrics");
     expect(m.status).toBe(200);
     expect(m.type).toBe("text/plain; version=0.0.4; charset=utf-8");
-    expect(m.body).toContain('trueidle_agents_connected 1\n');
+    expect(m.body).toContain("trueidle_agents_connected 1\n");
     expect(m.body).toContain('model="odd \\"model\\" \\\\ name"');
     const check = await promtool(["check", "metrics"], m.body);
     expect({ code: check.code, out: check.stdout + check.stderr }).toEqual({ code: 0, out: "" });
 
     const head = await http(collector, "/metrics", "HEAD");
     expect([head.status, head.body]).toEqual([200, ""]);
-    expect(JSON.parse((await http(collector, "/healthz?verbose=1")).body)).toEqual({ status: "ok", agents: 1, gpus: 1 });
+    expect(JSON.parse((await http(collector, "/healthz?verbose=1")).body)).toEqual({
+      status: "ok",
+      agents: 1,
+      gpus: 1,
+    });
     const index = await http(collector, "/");
     expect(index.status).toBe(200);
     expect(index.body).toContain('href="/metrics"');
@@ -205,11 +275,15 @@ describe("collector over gRPC and HTTP", () => {
         maxGpusPerHost: 0,
         logger: createLogger({ write: () => undefined }),
       }),
-    ).rejects.toThrow(/grpcListen "nowhere" has no :PORT.*httpListen "\[::1" has an unclosed \[.*maxGpusPerHost must be a positive integer.*thresholds\.realActiveRatio must be in \(0, 1\]/);
+    ).rejects.toThrow(
+      /grpcListen "nowhere" has no :PORT.*httpListen "\[::1" has an unclosed \[.*maxGpusPerHost must be a positive integer.*thresholds\.realActiveRatio must be in \(0, 1\]/,
+    );
   });
 
   it("reports a port in use and leaves nothing listening", async () => {
     const { collector } = await start();
-    await expect(start({ httpListen: `127.0.0.1:${collector.httpPort}` })).rejects.toThrow(/HTTP could not listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+    await expect(start({ httpListen: `127.0.0.1:${collector.httpPort}` })).rejects.toThrow(
+      /HTTP could not listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/,
+    );
   });
 });

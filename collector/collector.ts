@@ -9,8 +9,19 @@ import { hostname } from "node:os";
 import { TrueidleError, errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { Thresholds } from "../common/types.js";
-import { DEFAULT_EXPIRE_AFTER_MS, DEFAULT_MAX_GPUS, DEFAULT_STALE_AFTER_WINDOWS, FleetState, type FleetSummary } from "./fleet-state.js";
-import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, IngestServer, MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
+import {
+  DEFAULT_EXPIRE_AFTER_MS,
+  DEFAULT_MAX_GPUS,
+  DEFAULT_STALE_AFTER_WINDOWS,
+  FleetState,
+  type FleetSummary,
+} from "./fleet-state.js";
+import {
+  DEFAULT_HELLO_TIMEOUT_MS,
+  DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS,
+  IngestServer,
+  MAX_RECEIVE_MESSAGE_BYTES,
+} from "./grpc-server.js";
 import { CollectorHttpServer, DEFAULT_MAX_HTTP_CONNECTIONS } from "./http-server.js";
 import { openFilesLimit } from "../common/connection-guard.js";
 import { routeGrpcLogs } from "../common/grpc-log.js";
@@ -19,7 +30,12 @@ import { OWNER_LABELS, OwnerLedger, type OwnerLabel } from "./owner-ledger.js";
 import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
-import { DEFAULT_HOUR_RETENTION_MS, DEFAULT_RAW_RETENTION_MS, MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "./influx/schema.js";
+import {
+  DEFAULT_HOUR_RETENTION_MS,
+  DEFAULT_RAW_RETENTION_MS,
+  MIN_HOUR_RETENTION_MS,
+  MIN_RAW_RETENTION_MS,
+} from "./influx/schema.js";
 import { describeTarget, type InfluxTarget } from "./influx/target.js";
 import { InfluxWriter } from "./influx/writer.js";
 import { SelfMetrics } from "./self-metrics.js";
@@ -177,8 +193,13 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   positive("maxConnectionsPerAddress", opts.maxConnectionsPerAddress, true);
   positive("httpMaxConnections", opts.httpMaxConnections, true);
   const mb = opts.maxMessageBytes;
-  if (mb !== undefined && !(Number.isInteger(mb) && mb >= MAX_RECEIVE_MESSAGE_BYTES && mb <= MAX_MESSAGE_BYTES_CEILING)) {
-    problems.push(`maxMessageBytes must be an integer from ${MAX_RECEIVE_MESSAGE_BYTES} (4 MiB, what agents may send) to ${MAX_MESSAGE_BYTES_CEILING} (got ${mb})`);
+  if (
+    mb !== undefined &&
+    !(Number.isInteger(mb) && mb >= MAX_RECEIVE_MESSAGE_BYTES && mb <= MAX_MESSAGE_BYTES_CEILING)
+  ) {
+    problems.push(
+      `maxMessageBytes must be an integer from ${MAX_RECEIVE_MESSAGE_BYTES} (4 MiB, what agents may send) to ${MAX_MESSAGE_BYTES_CEILING} (got ${mb})`,
+    );
   }
   const windowsPerS = opts.agentRateLimit ?? DEFAULT_AGENT_RATE_LIMITS.windowsPerS;
   const rateLimits: AgentRateLimits = { ...DEFAULT_AGENT_RATE_LIMITS, windowsPerS, windowBurst: burstFor(windowsPerS) };
@@ -189,25 +210,31 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   }
   const stale = opts.staleAfterWindows ?? DEFAULT_STALE_AFTER_WINDOWS;
   const expire = opts.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
-  if (expire < stale * 1_000) problems.push(`expireAfterMs (${expire}) must be at least staleAfterWindows × 1000 ms (${stale * 1000})`);
+  if (expire < stale * 1_000)
+    problems.push(`expireAfterMs (${expire}) must be at least staleAfterWindows × 1000 ms (${stale * 1000})`);
   const t = opts.thresholds;
-  if (!(t.utilBusyPercent > 0 && t.utilBusyPercent <= 100)) problems.push(`thresholds.utilBusyPercent must be in (0, 100] (got ${t.utilBusyPercent})`);
-  if (!(t.realActiveRatio > 0 && t.realActiveRatio <= 1)) problems.push(`thresholds.realActiveRatio must be in (0, 1] (got ${t.realActiveRatio})`);
+  if (!(t.utilBusyPercent > 0 && t.utilBusyPercent <= 100))
+    problems.push(`thresholds.utilBusyPercent must be in (0, 100] (got ${t.utilBusyPercent})`);
+  if (!(t.realActiveRatio > 0 && t.realActiveRatio <= 1))
+    problems.push(`thresholds.realActiveRatio must be in (0, 1] (got ${t.realActiveRatio})`);
   if (!(Number.isSafeInteger(t.heldMemoryBytes) && t.heldMemoryBytes >= 0)) {
     problems.push(`thresholds.heldMemoryBytes must be a non-negative integer (got ${t.heldMemoryBytes})`);
   }
   const influx = opts.influx;
   if (opts.spool) {
     if (!influx) problems.push("spool needs influx: the spool holds windows on their way to InfluxDB");
-    if (typeof opts.spool.dir !== "string" || opts.spool.dir.trim() === "") problems.push("spool.dir must be a directory path");
+    if (typeof opts.spool.dir !== "string" || opts.spool.dir.trim() === "")
+      problems.push("spool.dir must be a directory path");
     positive("spool.maxBytes", opts.spool.maxBytes, true);
     positive("spool.spoolAfterMs", opts.spool.spoolAfterMs, false);
   }
   if (influx) {
     const raw = influx.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS;
     const hour = influx.hourRetentionMs ?? DEFAULT_HOUR_RETENTION_MS;
-    if (!(Number.isFinite(raw) && raw >= MIN_RAW_RETENTION_MS)) problems.push(`influx.rawRetentionMs must be at least ${MIN_RAW_RETENTION_MS} ms, 2 hours (got ${raw})`);
-    if (!(Number.isFinite(hour) && hour >= MIN_HOUR_RETENTION_MS)) problems.push(`influx.hourRetentionMs must be at least ${MIN_HOUR_RETENTION_MS} ms, 1 hour (got ${hour})`);
+    if (!(Number.isFinite(raw) && raw >= MIN_RAW_RETENTION_MS))
+      problems.push(`influx.rawRetentionMs must be at least ${MIN_RAW_RETENTION_MS} ms, 2 hours (got ${raw})`);
+    if (!(Number.isFinite(hour) && hour >= MIN_HOUR_RETENTION_MS))
+      problems.push(`influx.hourRetentionMs must be at least ${MIN_HOUR_RETENTION_MS} ms, 1 hour (got ${hour})`);
     positive("influx.batchSize", influx.batchSize, true);
     positive("influx.flushIntervalMs", influx.flushIntervalMs, false);
     positive("influx.maxQueuedPoints", influx.maxQueuedPoints, true);
@@ -235,7 +262,11 @@ const RESERVED_FILE_DESCRIPTORS = 256;
  * 10 % for reconnects; either within the descriptors the process may hold (less the HTTP
  * connections and a reserve), with a warning naming the fix when the limit cuts it.
  */
-async function grpcConnectionBudget(opts: CollectorOptions, httpMaxConnections: number, logger: Logger): Promise<number> {
+async function grpcConnectionBudget(
+  opts: CollectorOptions,
+  httpMaxConnections: number,
+  logger: Logger,
+): Promise<number> {
   const agents = opts.maxAgents ?? DEFAULT_MAX_AGENTS;
   const wanted = opts.maxConnections ?? agents + Math.max(1_000, Math.ceil(agents / 10));
   const files = await openFilesLimit();
@@ -315,27 +346,34 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   routeGrpcLogs(logger);
   const httpMaxConnections = opts.httpMaxConnections ?? DEFAULT_MAX_HTTP_CONNECTIONS;
   const grpcConnections = await grpcConnectionBudget(opts, httpMaxConnections, logger);
-  const grpcPerAddress = Math.min(grpcConnections, opts.maxConnectionsPerAddress ?? DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS);
-  const grpc = new IngestServer({
-    fleet,
-    self,
-    thresholds: { ...opts.thresholds },
-    collectorId,
-    limits: Object.freeze(valid.limits),
-    logger,
-    now,
-    influx: sink ? { sink } : undefined,
-    owners: owners.enabled ? owners : undefined,
-    agents: new AgentRegistry(opts.maxAgents ?? DEFAULT_MAX_AGENTS),
-    rateLimits: Object.freeze(valid.rateLimits),
-  }, auth, {
-    maxMessageBytes: opts.maxMessageBytes,
-    helloTimeoutMs: opts.helloTimeoutMs,
-    maxConnections: grpcConnections,
-    maxConnectionsPerAddress: grpcPerAddress,
-    connectionCounters: self.connections.grpc,
-    authThrottle: auth ? new FailureThrottle() : undefined,
-  });
+  const grpcPerAddress = Math.min(
+    grpcConnections,
+    opts.maxConnectionsPerAddress ?? DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS,
+  );
+  const grpc = new IngestServer(
+    {
+      fleet,
+      self,
+      thresholds: { ...opts.thresholds },
+      collectorId,
+      limits: Object.freeze(valid.limits),
+      logger,
+      now,
+      influx: sink ? { sink } : undefined,
+      owners: owners.enabled ? owners : undefined,
+      agents: new AgentRegistry(opts.maxAgents ?? DEFAULT_MAX_AGENTS),
+      rateLimits: Object.freeze(valid.rateLimits),
+    },
+    auth,
+    {
+      maxMessageBytes: opts.maxMessageBytes,
+      helloTimeoutMs: opts.helloTimeoutMs,
+      maxConnections: grpcConnections,
+      maxConnectionsPerAddress: grpcPerAddress,
+      connectionCounters: self.connections.grpc,
+      authThrottle: auth ? new FailureThrottle() : undefined,
+    },
+  );
   const http = new CollectorHttpServer({
     fleet,
     self,
@@ -363,17 +401,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   }
   fleet.startSweeper();
   const grpcSecurity = opts.grpcTls ? (opts.grpcTls.clientCa !== undefined ? "mutual TLS" : "TLS") : "plaintext";
-  logger.info(`The collector is listening for agents on gRPC port ${grpcPort} and for scrapes on HTTP port ${httpPort}.`, {
-    collectorId,
-    grpcListen: opts.grpcListen,
-    httpListen: opts.httpListen,
-    grpc_security: grpcSecurity + (opts.tokens ? `, ${opts.tokens.size} accepted agent token(s)` : ""),
-    http_security: (opts.httpTls ? "HTTPS" : "HTTP") +
-      (opts.httpTls?.clientAuth !== undefined && opts.httpTls.clientAuth !== "NoClientCert" ? `, client certificates ${opts.httpTls.clientAuth}` : "") +
-      (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
-    grpc_connections: `${grpcConnections} in all, ${grpcPerAddress} per address; a stream must say Hello within ${(opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS) / 1000} s`,
-    http_connections: `${httpMaxConnections} in all, ${Math.max(1, Math.floor(httpMaxConnections / 4))} per address`,
-  });
+  logger.info(
+    `The collector is listening for agents on gRPC port ${grpcPort} and for scrapes on HTTP port ${httpPort}.`,
+    {
+      collectorId,
+      grpcListen: opts.grpcListen,
+      httpListen: opts.httpListen,
+      grpc_security: grpcSecurity + (opts.tokens ? `, ${opts.tokens.size} accepted agent token(s)` : ""),
+      http_security:
+        (opts.httpTls ? "HTTPS" : "HTTP") +
+        (opts.httpTls?.clientAuth !== undefined && opts.httpTls.clientAuth !== "NoClientCert"
+          ? `, client certificates ${opts.httpTls.clientAuth}`
+          : "") +
+        (opts.httpBasicAuth ? ", basic auth except /healthz" : ""),
+      grpc_connections: `${grpcConnections} in all, ${grpcPerAddress} per address; a stream must say Hello within ${(opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS) / 1000} s`,
+      http_connections: `${httpMaxConnections} in all, ${Math.max(1, Math.floor(httpMaxConnections / 4))} per address`,
+    },
+  );
   if (opts.influx && schema) {
     logger.info(
       `The collector writes every window to InfluxDB at ${describeTarget(opts.influx.target)}, retention policy gpu_window; ` +
@@ -417,7 +461,11 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
           logger.info(
             `The collector stopped: ${spooled.windowsWritten} windows were acknowledged as written to InfluxDB and ` +
               `${spooled.windowsSpooled} from the spool; ${spooled.windowsDrained} were written from the spool` +
-              (opts.spool ? (left > 0 ? `, and ${left} bytes stay in it for the next start.` : ", which is empty.") : "."),
+              (opts.spool
+                ? left > 0
+                  ? `, and ${left} bytes stay in it for the next start.`
+                  : ", which is empty."
+                : "."),
             { collectorId, ...spooled },
           );
         } else {

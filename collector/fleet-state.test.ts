@@ -24,7 +24,9 @@ describe("FleetState", () => {
     const c = clock();
     const fleet = new FleetState({ now: c.now });
     expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A }))).toBe("applied");
-    expect(fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000), powerFloorW: undefined }))).toBe("applied");
+    expect(
+      fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000), powerFloorW: undefined })),
+    ).toBe("applied");
     const rec = only(fleet);
     expect(rec.observedS).toBe(20);
     expect(rec.stateS).toEqual({ unavailable: 0, free_idle: 10, active: 0, busy_phantom: 10, held_idle: 0 });
@@ -59,13 +61,19 @@ describe("FleetState", () => {
 
   describe("covered time", () => {
     /** A free-idle window of UUID_A at T0 + `offsetS` seconds, `lengthS` long. */
-    const at = (offsetS: number, lengthS = 10) => makeWindow({
-      uuid: UUID_A, startMs: BigInt(T0 + offsetS * 1000), durationMs: lengthS * 1000,
-      observedS: lengthS, freeIdleS: lengthS, reportedIdleS: lengthS,
-    });
+    const at = (offsetS: number, lengthS = 10) =>
+      makeWindow({
+        uuid: UUID_A,
+        startMs: BigInt(T0 + offsetS * 1000),
+        durationMs: lengthS * 1000,
+        observedS: lengthS,
+        freeIdleS: lengthS,
+        reportedIdleS: lengthS,
+      });
     const spans = (rec: GpuRecord): number[][] => {
       const out: number[][] = [];
-      for (let i = 0; i < rec.covered.length; i += 2) out.push([(rec.covered[i]! - T0) / 1000, (rec.covered[i + 1]! - T0) / 1000]);
+      for (let i = 0; i < rec.covered.length; i += 2)
+        out.push([(rec.covered[i]! - T0) / 1000, (rec.covered[i + 1]! - T0) / 1000]);
       return out;
     };
 
@@ -96,10 +104,17 @@ describe("FleetState", () => {
       expect(spans(rec)).toEqual([[0, 20]]);
       fleet.applyWindow(HOST, at(50));
       fleet.applyWindow(HOST, at(30));
-      expect(spans(rec)).toEqual([[0, 20], [30, 40], [50, 60]]);
+      expect(spans(rec)).toEqual([
+        [0, 20],
+        [30, 40],
+        [50, 60],
+      ]);
       // A window joining two spans makes them one; a shorter one inside covered time is a replay.
       expect(fleet.applyWindow(HOST, at(40))).toBe("applied");
-      expect(spans(rec)).toEqual([[0, 20], [30, 60]]);
+      expect(spans(rec)).toEqual([
+        [0, 20],
+        [30, 60],
+      ]);
       expect(fleet.applyWindow(HOST, at(20))).toBe("applied");
       expect(spans(rec)).toEqual([[0, 60]]);
       expect(fleet.applyWindow(HOST, at(12, 5))).toBe("replayed");
@@ -120,12 +135,21 @@ describe("FleetState", () => {
       expect(fleet.applyWindow(HOST, at(10, 60))).toBe("overlap");
       expect(fleet.applyWindow(HOST, at(40, 20))).toBe("overlap");
       expect(fleet.applyWindow(HOST, at(35, 10))).toBe("overlap");
-      expect({ observedS: rec.observedS, spans: spans(rec), state: rec.state, lastStartMs: rec.lastStartMs }).toEqual(before);
-      const warns = logs.map((l) => JSON.parse(l) as { level: string; msg: string; host?: string; uuid?: string; covered?: string[] }).filter((l) => l.level === "warn");
+      expect({ observedS: rec.observedS, spans: spans(rec), state: rec.state, lastStartMs: rec.lastStartMs }).toEqual(
+        before,
+      );
+      const warns = logs
+        .map((l) => JSON.parse(l) as { level: string; msg: string; host?: string; uuid?: string; covered?: string[] })
+        .filter((l) => l.level === "warn");
       expect(warns).toHaveLength(1);
-      expect(warns[0]).toMatchObject({ host: HOST.hostname, uuid: UUID_A, covered: [
-        "2024-03-01T00:00:00.000Z/2024-03-01T00:00:20.000Z", "2024-03-01T00:00:40.000Z/2024-03-01T00:00:50.000Z",
-      ] });
+      expect(warns[0]).toMatchObject({
+        host: HOST.hostname,
+        uuid: UUID_A,
+        covered: [
+          "2024-03-01T00:00:00.000Z/2024-03-01T00:00:20.000Z",
+          "2024-03-01T00:00:40.000Z/2024-03-01T00:00:50.000Z",
+        ],
+      });
       expect(warns[0]?.msg).toMatch(
         /^A window of GPU GPU-aaaaaaaa of gpu-node-1 from 2024-03-01T00:00:15\.000Z to 2024-03-01T00:00:25\.000Z partly overlaps time the GPU's windows already covered \(2024-03-01T00:00:00\.000Z to 2024-03-01T00:00:20\.000Z\): it is refused as overlap/,
       );
@@ -164,17 +188,33 @@ describe("FleetState", () => {
       const fleet = new FleetState({ now: c.now });
       fleet.applyWindow(HOST, at(0));
       // The newest window: busy_phantom, driver 560.
-      expect(fleet.applyWindow(HOST, phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 290_000), driverVersion: "560.28.03" }))).toBe("applied");
+      expect(
+        fleet.applyWindow(
+          HOST,
+          phantomWindow({ uuid: UUID_A, startMs: BigInt(T0 + 290_000), driverVersion: "560.28.03" }),
+        ),
+      ).toBe("applied");
       const rec = only(fleet);
       const freshAt = rec.freshAt;
       c.advance(10_000);
       // An older window of another state, driver and host labels arrives later.
-      const older = makeWindow({ uuid: UUID_A, startMs: BigInt(T0 + 10_000), driverVersion: "550.54.15", powerFloorW: 1 }, { state: GpuState.ACTIVE, real: 0.9, powerW: 500, idleStreakS: 0 });
+      const older = makeWindow(
+        { uuid: UUID_A, startMs: BigInt(T0 + 10_000), driverVersion: "550.54.15", powerFloorW: 1 },
+        { state: GpuState.ACTIVE, real: 0.9, powerW: 500, idleStreakS: 0 },
+      );
       expect(fleet.applyWindow({ ...HOST, labels: { site: "dc9" } }, older)).toBe("applied");
       expect(rec.observedS).toBe(30);
       expect(rec.stateS).toEqual({ unavailable: 0, free_idle: 20, active: 0, busy_phantom: 10, held_idle: 0 });
-      expect([rec.state, rec.real, rec.powerW, rec.powerFloorW, rec.driver, rec.labels, rec.freshAt, rec.lastStartMs])
-        .toEqual(["busy_phantom", 0.02, 80, 68, "560.28.03", [["site", "dc1"]], freshAt, T0 + 290_000]);
+      expect([
+        rec.state,
+        rec.real,
+        rec.powerW,
+        rec.powerFloorW,
+        rec.driver,
+        rec.labels,
+        rec.freshAt,
+        rec.lastStartMs,
+      ]).toEqual(["busy_phantom", 0.02, 80, 68, "560.28.03", [["site", "dc1"]], freshAt, T0 + 290_000]);
       // A window after the newest one takes over the current state again.
       expect(fleet.applyWindow(HOST, at(300))).toBe("applied");
       expect([rec.state, rec.freshAt, rec.lastStartMs]).toEqual(["free_idle", c.now(), T0 + 300_000]);
@@ -250,10 +290,16 @@ describe("FleetState", () => {
     it("refuses new GPUs beyond the cap without creating anything, keeps the known ones, and frees places on expiry", () => {
       const c = clock();
       const logs: string[] = [];
-      const fleet = new FleetState({ now: c.now, maxGpus: 3, expireAfterMs: 60_000, logger: createLogger({ write: (l) => void logs.push(l) }) });
+      const fleet = new FleetState({
+        now: c.now,
+        maxGpus: 3,
+        expireAfterMs: 60_000,
+        logger: createLogger({ write: (l) => void logs.push(l) }),
+      });
       for (let i = 0; i < 3; i++) expect(fleet.applyWindow(host(i), makeWindow({ uuid: `GPU-${i}` }))).toBe("applied");
       // A flood of new hosts and GPUs: each refused, and no host entry is left behind.
-      for (let i = 3; i < 1_000; i++) expect(fleet.applyWindow(host(i), makeWindow({ uuid: `GPU-${i}` }))).toBe("series_limit");
+      for (let i = 3; i < 1_000; i++)
+        expect(fleet.applyWindow(host(i), makeWindow({ uuid: `GPU-${i}` }))).toBe("series_limit");
       expect(fleet.applyWindow(host(0), makeWindow({ uuid: "GPU-new-on-a-known-host" }))).toBe("series_limit");
       expect([fleet.size, fleet.hostCount, [...fleet.groups()].length]).toEqual([3, 3, 1]);
       // Known GPUs go on.
@@ -262,7 +308,9 @@ describe("FleetState", () => {
       // Logged once (a minute apart at most), naming the limit and the first GPU refused.
       const warns = logs.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === "warn");
       expect(warns).toHaveLength(1);
-      expect(warns[0]?.msg).toMatch(/^The collector holds 3 GPUs, its limit \(--max-gpus\): windows of new GPUs are refused as series_limit .* GPU GPU-3 of node-3\./);
+      expect(warns[0]?.msg).toMatch(
+        /^The collector holds 3 GPUs, its limit \(--max-gpus\): windows of new GPUs are refused as series_limit .* GPU GPU-3 of node-3\./,
+      );
       // GPU-1 and GPU-2 expire; their places are free again.
       c.advance(31_000);
       expect(fleet.sweep()).toBe(2);
@@ -281,15 +329,21 @@ describe("FleetState", () => {
       const c = clock();
       const fleet = new FleetState({ now: c.now, maxGpus: 2 });
       expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m0" }))).toBe("applied");
-      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 10_000) }))).toBe(
+        "applied",
+      );
       // m0's group is empty but kept until it expires: a third group is beyond the cap.
-      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m2", startMs: BigInt(T0 + 20_000) }))).toBe("series_limit");
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m2", startMs: BigInt(T0 + 20_000) }))).toBe(
+        "series_limit",
+      );
       expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_B, model: "m3" }))).toBe("series_limit");
       const rec = only(fleet);
       expect([rec.model, rec.group.model, rec.observedS]).toEqual(["m1", "m1", 20]);
       expect([...fleet.groups()].map((g) => g.model)).toEqual(["m0", "m1"]);
       // A window with the GPU's own model still counts.
-      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 30_000) }))).toBe("applied");
+      expect(fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, model: "m1", startMs: BigInt(T0 + 30_000) }))).toBe(
+        "applied",
+      );
     });
   });
 
@@ -300,12 +354,20 @@ describe("FleetState", () => {
     fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1" }));
     fleet.applyWindow(HOST, phantomWindow({ uuid: "GPU-2" }));
     fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-3", model: "NVIDIA A100-SXM4-80GB" }));
-    fleet.applyWindow(dc2, makeWindow({ uuid: "GPU-4", freeIdleS: 0, activeS: 10, reportedIdleS: 0, reportedBusyS: 10, realBusyS: 9 }, { state: GpuState.ACTIVE, real: 0.9, realSource: RealSource.SM_ACTIVE }));
+    fleet.applyWindow(
+      dc2,
+      makeWindow(
+        { uuid: "GPU-4", freeIdleS: 0, activeS: 10, reportedIdleS: 0, reportedBusyS: 10, realBusyS: 9 },
+        { state: GpuState.ACTIVE, real: 0.9, realSource: RealSource.SM_ACTIVE },
+      ),
+    );
     c.advance(20_000);
     fleet.applyWindow(HOST, makeWindow({ uuid: "GPU-1", startMs: BigInt(T0 + 20_000) }));
     c.advance(15_000); // GPU-2, GPU-3 and GPU-4 are now stale; GPU-1 is not.
 
-    const counts = new Map([...fleet.groupStateCounts()].map(([g, s]) => [`${g.model}|${g.labels.map((l) => l.join("=")).join(",")}`, s]));
+    const counts = new Map(
+      [...fleet.groupStateCounts()].map(([g, s]) => [`${g.model}|${g.labels.map((l) => l.join("=")).join(",")}`, s]),
+    );
     expect(Object.fromEntries(counts)).toEqual({
       "NVIDIA H100 80GB HBM3|site=dc1": { unavailable: 1, free_idle: 1, active: 0, busy_phantom: 0, held_idle: 0 },
       "NVIDIA A100-SXM4-80GB|site=dc1": { unavailable: 1, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 },
@@ -344,7 +406,10 @@ describe("FleetState", () => {
   it("sweeps on an unref'd timer until stopped", async () => {
     let t = T0;
     const fleet = new FleetState({ now: () => t, expireAfterMs: 1_000 });
-    fleet.applyWindow({ ...HOST, windowMs: 1_000 }, makeWindow({ uuid: UUID_A, durationMs: 1_000, observedS: 1, freeIdleS: 1, reportedIdleS: 1 }));
+    fleet.applyWindow(
+      { ...HOST, windowMs: 1_000 },
+      makeWindow({ uuid: UUID_A, durationMs: 1_000, observedS: 1, freeIdleS: 1, reportedIdleS: 1 }),
+    );
     t += 5_000;
     fleet.startSweeper(5);
     await new Promise<void>((resolve) => {

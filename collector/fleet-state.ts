@@ -192,7 +192,10 @@ export class FleetState {
   private readonly totals = { observedS: 0, reportedIdleS: 0, stateS: zeroStates() };
   private sweeper: NodeJS.Timeout | undefined;
   /** Sorted labels per HostInfo object: a stream passes the same one with every window. */
-  private readonly sortedLabels = new WeakMap<HostInfo, { labels: readonly (readonly [string, string])[]; labelsKey: string }>();
+  private readonly sortedLabels = new WeakMap<
+    HostInfo,
+    { labels: readonly (readonly [string, string])[]; labelsKey: string }
+  >();
 
   constructor(options: FleetStateOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -253,7 +256,12 @@ export class FleetState {
       rec = this.createRecord(host.hostname, this.hostEntry(host), group, w, now);
     } else if (newest) {
       const hostEntry = this.hostEntry(host);
-      if (rec.model !== w.model || rec.labels !== hostEntry.labels || rec.index !== w.index || rec.driver !== w.driverVersion) {
+      if (
+        rec.model !== w.model ||
+        rec.labels !== hostEntry.labels ||
+        rec.index !== w.index ||
+        rec.driver !== w.driverVersion
+      ) {
         if (!this.relabel(rec, hostEntry, w)) return this.seriesLimit(host, w, now, "roll-up groups");
       }
     }
@@ -369,14 +377,22 @@ export class FleetState {
       this.lastOverlapLogAt = now;
       const startMs = Number(w.startMs);
       const span = `${iso(startMs)} to ${iso(endMs)}`;
-      const why = startMs < rec.coveredFloorMs
-        ? `reaches across ${iso(rec.coveredFloorMs)}, before which the collector no longer tracks the GPU's time in detail`
-        : `partly overlaps time the GPU's windows already covered (${describeCovered(rec.covered, startMs, endMs)})`;
+      const why =
+        startMs < rec.coveredFloorMs
+          ? `reaches across ${iso(rec.coveredFloorMs)}, before which the collector no longer tracks the GPU's time in detail`
+          : `partly overlaps time the GPU's windows already covered (${describeCovered(rec.covered, startMs, endMs)})`;
       this.logger.warn(
         `A window of GPU ${w.uuid} of ${host.hostname} from ${span} ${why}: it is refused as overlap and its seconds are not ` +
           "counted, since some of them were counted already (the host's clock stepped back, or its agent's window length changed). " +
           `Refusals are counted in trueidle_windows_rejected_total{reason="overlap"} and logged at most once a minute.`,
-        { host: host.hostname, uuid: w.uuid, startMs, durationMs: w.durationMs, covered: coveredPairs(rec.covered), floorMs: rec.coveredFloorMs },
+        {
+          host: host.hostname,
+          uuid: w.uuid,
+          startMs,
+          durationMs: w.durationMs,
+          covered: coveredPairs(rec.covered),
+          floorMs: rec.coveredFloorMs,
+        },
       );
     }
     return "overlap";

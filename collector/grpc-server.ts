@@ -29,7 +29,12 @@ import {
   type ServerDuplexStream,
   type ServiceDefinition,
 } from "@grpc/grpc-js";
-import { ConnectionGuard, type ConnectionCounters, type ConnectionLimits, type GuardedConnection } from "../common/connection-guard.js";
+import {
+  ConnectionGuard,
+  type ConnectionCounters,
+  type ConnectionLimits,
+  type GuardedConnection,
+} from "../common/connection-guard.js";
 import { errorMessage } from "../common/errors.js";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
@@ -121,8 +126,10 @@ type Call = ServerDuplexStream<DecodedRequest, StreamResponse>;
  * Checked at start, so a grpc-js that moved it fails loudly rather than running uncapped.
  */
 function capHeaderList(server: Server, bytes: number): void {
-  const common = (server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } }).commonServerOptions;
-  if (!common?.settings) throw new Error("grpc-js has no HTTP/2 settings to cap request headers in (commonServerOptions.settings)");
+  const common = (server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } })
+    .commonServerOptions;
+  if (!common?.settings)
+    throw new Error("grpc-js has no HTTP/2 settings to cap request headers in (commonServerOptions.settings)");
   common.settings.maxHeaderListSize = bytes;
 }
 
@@ -201,7 +208,8 @@ export class IngestServer {
     this.listener = listener;
     const target = formatListenAddress(addr);
     return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
+      const onError = (err: Error): void =>
+        reject(new Error(`gRPC could not listen on ${target}: ${err.message}`, { cause: err }));
       listener.once("error", onError);
       listener.listen({ port: addr.port, host: addr.host }, () => {
         listener.off("error", onError);
@@ -230,7 +238,8 @@ export class IngestServer {
     this.stopping ??= (async () => {
       this.quiescing = true;
       this.listener?.close();
-      for (const call of this.calls.keys()) this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
+      for (const call of this.calls.keys())
+        this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           this.server.forceShutdown();
@@ -358,7 +367,10 @@ export class IngestServer {
       finish(message);
     };
     const timer = setTimeout(
-      () => timeout(`no hello within ${this.helloTimeoutMs / 1000} s of opening the stream; an agent sends hello first (--hello-timeout)`),
+      () =>
+        timeout(
+          `no hello within ${this.helloTimeoutMs / 1000} s of opening the stream; an agent sends hello first (--hello-timeout)`,
+        ),
       this.helloTimeoutMs,
     );
     timer.unref();
@@ -372,7 +384,11 @@ export class IngestServer {
         // Its own finish runs through the call's events; only the accounting is done here.
         this.pending.delete(oldest);
         this.deps.self.refuse("hello_timeout");
-        this.endWithStatus(oldest, status.DEADLINE_EXCEEDED, `${MAX_PENDING_STREAMS} streams are waiting for their hello; the oldest are ended`);
+        this.endWithStatus(
+          oldest,
+          status.DEADLINE_EXCEEDED,
+          `${MAX_PENDING_STREAMS} streams are waiting for their hello; the oldest are ended`,
+        );
         if (session && this.calls.delete(oldest)) session.close("too many streams were waiting for their hello");
       }
     }
@@ -386,7 +402,13 @@ export class IngestServer {
   }
 
   /** Sends a step's reply, or ends the stream; a step still pending is delivered when it settles, if the stream is open. */
-  private deliver(call: Call, session: IngestSession, peer: string, step: SessionStep, finish: (reason: string) => void): void {
+  private deliver(
+    call: Call,
+    session: IngestSession,
+    peer: string,
+    step: SessionStep,
+    finish: (reason: string) => void,
+  ): void {
     if (step.kind === "later") {
       const delivered = step.step.then(
         (settled) => {
@@ -394,9 +416,13 @@ export class IngestServer {
         },
         (err: unknown) => {
           if (!this.calls.has(call)) return;
-          this.deps.logger.error("An agent stream failed inside the collector; the stream was ended with INTERNAL.", { host: session.hostname, peer, err });
+          this.deps.logger.error("An agent stream failed inside the collector; the stream was ended with INTERNAL.", {
+            host: session.hostname,
+            peer,
+            err,
+          });
           this.deps.self.refuse("internal");
-        this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
+          this.endWithStatus(call, status.INTERNAL, "the collector failed to handle the message");
           finish("the collector failed to handle a message");
         },
       );

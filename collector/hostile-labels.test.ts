@@ -26,7 +26,14 @@ const ODD = [
 ];
 
 function accepted(hostname: string, labels: Record<string, string>): AgentHello {
-  const r = validateHello(create(HelloSchema, { agentVersion: "0.1.0 ☃", source: "sim", windowMs: 10_000, host: { hostname, machineId: "m\u00e9", labels } }));
+  const r = validateHello(
+    create(HelloSchema, {
+      agentVersion: "0.1.0 ☃",
+      source: "sim",
+      windowMs: 10_000,
+      host: { hostname, machineId: "m\u00e9", labels },
+    }),
+  );
   if (!r.ok) throw new Error(r.message);
   return r.hello;
 }
@@ -41,7 +48,12 @@ describe("/metrics with hostile but accepted names", () => {
       const hello = accepted(`${value}-${i}`, labels);
       const windows = [
         makeWindow({ uuid: `GPU-${value.slice(0, 100)}`, index: 0, model: value, driverVersion: value.slice(0, 64) }),
-        phantomWindow({ uuid: `MIG-${value.slice(0, 100)}/1`, index: 1, model: `${value} MIG 1g.10gb`, driverVersion: "550.54.15" }),
+        phantomWindow({
+          uuid: `MIG-${value.slice(0, 100)}/1`,
+          index: 1,
+          model: `${value} MIG 1g.10gb`,
+          driverVersion: "550.54.15",
+        }),
       ];
       for (const w of windows) {
         expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, T0 + 10_000)).toBeUndefined();
@@ -56,7 +68,9 @@ describe("/metrics with hostile but accepted names", () => {
   });
 
   it.each(["le", "quantile"])("refuses the key %s, which would make promtool fail every GPU family", async (key) => {
-    expect(validateHello(create(HelloSchema, { windowMs: 10_000, host: { hostname: "h", labels: { [key]: "0.5" } } }))).toMatchObject({ ok: false });
+    expect(
+      validateHello(create(HelloSchema, { windowMs: 10_000, host: { hostname: "h", labels: { [key]: "0.5" } } })),
+    ).toMatchObject({ ok: false });
     // Past validation, the key would break the exposition: what the reservation prevents.
     const fleet = new FleetState({ now: () => T0 });
     fleet.applyWindow({ hostname: "h", labels: { [key]: "0.5" }, windowMs: 10_000 }, makeWindow());

@@ -26,7 +26,11 @@ async function bigFleet(collector: Collector, hosts: number): Promise<void> {
     p.send(helloRequest(`gpu-node-${String(h).padStart(3, "0")}-${"h".repeat(60)}`, labels));
     expect((await p.next()).msg.case).toBe("welcome");
     const windows = Array.from({ length: 64 }, (_, i) =>
-      makeWindow({ uuid: `GPU-${String(h).padStart(4, "0")}-${String(i).padStart(2, "0")}-${"u".repeat(80)}`, index: i, model: `NVIDIA ${"M".repeat(100)}` }),
+      makeWindow({
+        uuid: `GPU-${String(h).padStart(4, "0")}-${String(i).padStart(2, "0")}-${"u".repeat(80)}`,
+        index: i,
+        model: `NVIDIA ${"M".repeat(100)}`,
+      }),
     );
     p.send(batchRequest(1, windows));
     const ack = await p.next();
@@ -53,8 +57,12 @@ describe("the HTTP side under attack", () => {
   it(`answers at most ${MAX_SCRAPES_PER_ADDRESS} scrapes at once per address (503 with Retry-After beyond), holds nothing for a scraper that stopped reading, and /healthz answers throughout`, async () => {
     const { collector } = await start({ maxGpusPerHost: 64 });
     await bigFleet(collector, 20);
-    const stalled = Array.from({ length: MAX_SCRAPES_PER_ADDRESS }, () => stalledRequest(collector.httpPort, "/metrics"));
-    expect(await Promise.all(stalled.map((s) => s.head))).toEqual(Array(MAX_SCRAPES_PER_ADDRESS).fill("HTTP/1.1 200 OK"));
+    const stalled = Array.from({ length: MAX_SCRAPES_PER_ADDRESS }, () =>
+      stalledRequest(collector.httpPort, "/metrics"),
+    );
+    expect(await Promise.all(stalled.map((s) => s.head))).toEqual(
+      Array(MAX_SCRAPES_PER_ADDRESS).fill("HTTP/1.1 200 OK"),
+    );
     const third = await fetch(`http://127.0.0.1:${collector.httpPort}/metrics`);
     expect(third.status).toBe(503);
     expect(third.headers.get("retry-after")).toBe("5");
@@ -65,7 +73,9 @@ describe("the HTTP side under attack", () => {
     for (const s of stalled) s.socket.destroy();
     await eventually(() => metric(collector, "trueidle_metrics_scrapes_aborted_total"), MAX_SCRAPES_PER_ADDRESS);
     // The third scrape, and any of the polls above that came while the two were still in progress.
-    expect(await metric(collector, 'trueidle_http_requests_refused_total{reason="scrapes_in_flight"}')).toBeGreaterThanOrEqual(1);
+    expect(
+      await metric(collector, 'trueidle_http_requests_refused_total{reason="scrapes_in_flight"}'),
+    ).toBeGreaterThanOrEqual(1);
     const whole = await (await fetch(`http://127.0.0.1:${collector.httpPort}/metrics`)).text();
     expect(whole.length).toBeGreaterThan(20 * 1024 * 1024);
     expect(whole.split("\n").filter((l) => l.startsWith("trueidle_gpu_up{")).length).toBe(20 * 64);
@@ -80,7 +90,9 @@ describe("the HTTP side under attack", () => {
       s.on("error", () => {});
       const got: Buffer[] = [];
       s.on("data", (d: Buffer) => void got.push(d));
-      const closed = new Promise<string>((resolve) => s.once("close", () => resolve(Buffer.concat(got).toString("latin1"))));
+      const closed = new Promise<string>((resolve) =>
+        s.once("close", () => resolve(Buffer.concat(got).toString("latin1"))),
+      );
       return { s, closed };
     });
     // The two kept send a request head slowly, a header line at a time, never finishing it.
@@ -95,15 +107,20 @@ describe("the HTTP side under attack", () => {
     } finally {
       clearInterval(trickle);
     }
-    expect(await metric(collector, 'trueidle_connections_refused_total{listener="http",reason="max_per_address"}')).toBe(2);
+    expect(
+      await metric(collector, 'trueidle_connections_refused_total{listener="http",reason="max_per_address"}'),
+    ).toBe(2);
     const slow = (await metric(collector, 'trueidle_http_requests_refused_total{reason="header_timeout"}')) ?? 0;
-    const setup = (await metric(collector, 'trueidle_connections_refused_total{listener="http",reason="setup_timeout"}')) ?? 0;
+    const setup =
+      (await metric(collector, 'trueidle_connections_refused_total{listener="http",reason="setup_timeout"}')) ?? 0;
     expect(slow + setup).toBe(2);
     expect((await fetch(`http://127.0.0.1:${collector.httpPort}/healthz`)).status).toBe(200);
   }, 30_000);
 
   it("answers password guessing with 429 and Retry-After after ten failures from an address, without checking even the right password", async () => {
-    const { collector } = await start({ httpBasicAuth: BasicAuthUsers.fromPasswords({ prometheus: "right-password" }) });
+    const { collector } = await start({
+      httpBasicAuth: BasicAuthUsers.fromPasswords({ prometheus: "right-password" }),
+    });
     const get = (password: string): Promise<Response> =>
       fetch(`http://127.0.0.1:${collector.httpPort}/metrics`, {
         headers: { authorization: `Basic ${Buffer.from(`prometheus:${password}`).toString("base64")}` },

@@ -31,7 +31,14 @@ import { ConnectionGuard, type GuardedConnection } from "../common/connection-gu
 import { errorMessage } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { FleetState } from "./fleet-state.js";
-import { closeHttp, listenHttp, refuseUnlessGet, requestPath, sendBody, sendInternalError } from "../common/http-endpoint.js";
+import {
+  closeHttp,
+  listenHttp,
+  refuseUnlessGet,
+  requestPath,
+  sendBody,
+  sendInternalError,
+} from "../common/http-endpoint.js";
 import type { ListenAddress } from "../common/listen-address.js";
 import { buildFleetJson } from "./fleet-page/fleet-json.js";
 import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
@@ -128,10 +135,20 @@ export class CollectorHttpServer {
       listener: "HTTP",
       // Node answers a slow request head with 408 at HEADER_TIMEOUT_MS; the guard's deadline is
       // the backstop for what Node's does not cover (a TLS handshake that never ends).
-      limits: { maxConnections: max, maxPerAddress: Math.max(1, Math.floor(max / 4)), setupTimeoutMs: HEADER_TIMEOUT_MS + 5_000, idleTimeoutMs: 0 },
+      limits: {
+        maxConnections: max,
+        maxPerAddress: Math.max(1, Math.floor(max / 4)),
+        setupTimeoutMs: HEADER_TIMEOUT_MS + 5_000,
+        idleTimeoutMs: 0,
+      },
       counters: deps.self.connections.http,
       logger: deps.logger,
-      flags: { maxConnections: "--http-max-connections", maxPerAddress: "a quarter of --http-max-connections", setupTimeout: "fixed", idleTimeout: "fixed" },
+      flags: {
+        maxConnections: "--http-max-connections",
+        maxPerAddress: "a quarter of --http-max-connections",
+        setupTimeout: "fixed",
+        idleTimeout: "fixed",
+      },
     });
     this.server.on("connection", (socket: Socket) => {
       const conn = this.guard.admit(socket);
@@ -140,9 +157,14 @@ export class CollectorHttpServer {
     // Timeouts and unparsable requests: counted, answered when the socket still takes it, closed.
     this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
-      if (err.code !== "ECONNRESET") this.refused(timeout ? "header_timeout" : "bad_request", socket.remoteAddress, err.code);
+      if (err.code !== "ECONNRESET")
+        this.refused(timeout ? "header_timeout" : "bad_request", socket.remoteAddress, err.code);
       if (socket.writable && !socket.destroyed) {
-        socket.end(timeout ? "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n" : "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        socket.end(
+          timeout
+            ? "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n"
+            : "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+        );
         socket.destroySoon();
       } else {
         socket.destroy();
@@ -181,12 +203,15 @@ export class CollectorHttpServer {
     admitRequest(req, res, users, this.deps.authThrottle, {
       onFailure: () => void this.deps.self.httpAuthFailures++,
       onThrottled: (address) => this.refused("auth_throttled", address),
-    }).then((ok) => {
-      if (ok) this.route(req, res, path);
-    }, (err: unknown) => {
-      this.deps.logger.error("The collector failed to check HTTP credentials.", { path, err: errorMessage(err) });
-      sendInternalError(res);
-    });
+    }).then(
+      (ok) => {
+        if (ok) this.route(req, res, path);
+      },
+      (err: unknown) => {
+        this.deps.logger.error("The collector failed to check HTTP credentials.", { path, err: errorMessage(err) });
+        sendInternalError(res);
+      },
+    );
   }
 
   private route(req: IncomingMessage, res: ServerResponse, path: string): void {
@@ -199,20 +224,39 @@ export class CollectorHttpServer {
             else res.destroy();
           });
         case "/healthz":
-          return sendBody(req, res, 200, "application/json", `${JSON.stringify({
-            status: "ok",
-            agents: this.deps.self.agentsConnected,
-            gpus: this.deps.fleet.size,
-          })}\n`);
+          return sendBody(
+            req,
+            res,
+            200,
+            "application/json",
+            `${JSON.stringify({
+              status: "ok",
+              agents: this.deps.self.agentsConnected,
+              gpus: this.deps.fleet.size,
+            })}\n`,
+          );
         case "/":
           return sendBody(req, res, 200, "text/html; charset=utf-8", FLEET_PAGE_HTML, PAGE_HEADERS);
         case "/api/fleet":
-          return sendBody(req, res, 200, "application/json", `${JSON.stringify(buildFleetJson(this.deps.fleet, { owners: this.deps.owners }))}\n`, {
-            "cache-control": "no-store",
-            "x-content-type-options": "nosniff",
-          });
+          return sendBody(
+            req,
+            res,
+            200,
+            "application/json",
+            `${JSON.stringify(buildFleetJson(this.deps.fleet, { owners: this.deps.owners }))}\n`,
+            {
+              "cache-control": "no-store",
+              "x-content-type-options": "nosniff",
+            },
+          );
         default:
-          return sendBody(req, res, 404, "text/plain; charset=utf-8", "Not found; see /, /metrics, /api/fleet and /healthz.\n");
+          return sendBody(
+            req,
+            res,
+            404,
+            "text/plain; charset=utf-8",
+            "Not found; see /, /metrics, /api/fleet and /healthz.\n",
+          );
       }
     } catch (err) {
       this.deps.logger.error("The collector failed to answer an HTTP request.", { path, err: errorMessage(err) });
@@ -230,7 +274,11 @@ export class CollectorHttpServer {
     if (this.scrapes >= MAX_SCRAPES || fromAddress >= MAX_SCRAPES_PER_ADDRESS) {
       this.refused("scrapes_in_flight", address);
       res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "retry-after": "5" });
-      res.end(req.method === "HEAD" ? undefined : `${this.scrapes} /metrics answers are in progress, the limit; try again shortly.\n`);
+      res.end(
+        req.method === "HEAD"
+          ? undefined
+          : `${this.scrapes} /metrics answers are in progress, the limit; try again shortly.\n`,
+      );
       return;
     }
     this.deps.fleet.sweep();
@@ -265,8 +313,11 @@ export class CollectorHttpServer {
     const now = Date.now();
     if (now - this.certRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
     this.certRefusalLoggedAt = now;
-    this.deps.logger.warn(`Closed an HTTPS connection from ${socket.remoteAddress ?? "an unknown address"}: ${problem}. ` +
-      "Such connections are logged at most once a minute.", { address: socket.remoteAddress });
+    this.deps.logger.warn(
+      `Closed an HTTPS connection from ${socket.remoteAddress ?? "an unknown address"}: ${problem}. ` +
+        "Such connections are logged at most once a minute.",
+      { address: socket.remoteAddress },
+    );
   }
 
   private refused(reason: HttpRefusalReason, address: string | undefined, code?: string): void {

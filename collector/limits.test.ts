@@ -10,7 +10,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import { RETRY_AFTER_METADATA_KEY } from "../common/grpc-service.js";
 import { createLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
-import { GpuState, StreamRequestSchema, type BatchAck, type GpuWindow, type StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
+import {
+  GpuState,
+  StreamRequestSchema,
+  type BatchAck,
+  type GpuWindow,
+  type StreamResponse,
+} from "../gen/trueidle/v1/ingest_pb.js";
 import { startCollector, type Collector, type CollectorOptions } from "./collector.js";
 import { NOW, TestCollectors } from "./testdata/test-collectors.js";
 import { MAX_RECEIVE_MESSAGE_BYTES } from "./grpc-server.js";
@@ -91,24 +97,60 @@ describe("collector limits", () => {
   });
 
   const badHellos: [string, string, Record<string, string>, RegExp][] = [
-    ["a label key with upper case", "gpu-node-1", { Rack: "r1" }, /^hello\.host\.labels\["Rack"\]: label key "Rack" must match/],
-    ["a reserved label key", "gpu-node-1", { instance: "x" }, /^hello\.host\.labels\["instance"\]: label key "instance" is reserved/],
-    ["nine labels", "gpu-node-1", Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, "v"])), /^hello\.host\.labels holds 9 labels; at most 8/],
-    ["a label value of 129 characters", "gpu-node-1", { site: "v".repeat(129) }, /^hello\.host\.labels\["site"\]: label "site" value is longer than 128/],
-    ["a control character in a label value", "gpu-node-1", { site: "dc1\u001b[31m" }, /^hello\.host\.labels\["site"\]: label "site" value holds control characters/],
-    ["a control character in the hostname", "gpu-node-1\u0000", { site: "dc1" }, /^hello\.host\.hostname holds control characters/],
+    [
+      "a label key with upper case",
+      "gpu-node-1",
+      { Rack: "r1" },
+      /^hello\.host\.labels\["Rack"\]: label key "Rack" must match/,
+    ],
+    [
+      "a reserved label key",
+      "gpu-node-1",
+      { instance: "x" },
+      /^hello\.host\.labels\["instance"\]: label key "instance" is reserved/,
+    ],
+    [
+      "nine labels",
+      "gpu-node-1",
+      Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, "v"])),
+      /^hello\.host\.labels holds 9 labels; at most 8/,
+    ],
+    [
+      "a label value of 129 characters",
+      "gpu-node-1",
+      { site: "v".repeat(129) },
+      /^hello\.host\.labels\["site"\]: label "site" value is longer than 128/,
+    ],
+    [
+      "a control character in a label value",
+      "gpu-node-1",
+      { site: "dc1\u001b[31m" },
+      /^hello\.host\.labels\["site"\]: label "site" value holds control characters/,
+    ],
+    [
+      "a control character in the hostname",
+      "gpu-node-1\u0000",
+      { site: "dc1" },
+      /^hello\.host\.hostname holds control characters/,
+    ],
     ["a hostname of 256 characters", "h".repeat(256), { site: "dc1" }, /^hello\.host\.hostname is longer than 255/],
   ];
-  it.each(badHellos)("ends a stream whose Hello has %s with INVALID_ARGUMENT naming the field", async (_name, hostname, labels, details) => {
-    const { collector } = await start();
-    const p = open(collector);
-    p.send(helloRequest(hostname, labels));
-    const s = await p.status;
-    expect({ code: status[s.code], details: s.details }).toMatchObject({ code: "INVALID_ARGUMENT", details: expect.stringMatching(details) });
-    expect(await metric(collector, 'trueidle_streams_refused_total{reason="invalid"}')).toBe(1);
-    expect(await metric(collector, "trueidle_agents_connected")).toBe(0);
-    await hello(collector, "gpu-node-2");
-  });
+  it.each(badHellos)(
+    "ends a stream whose Hello has %s with INVALID_ARGUMENT naming the field",
+    async (_name, hostname, labels, details) => {
+      const { collector } = await start();
+      const p = open(collector);
+      p.send(helloRequest(hostname, labels));
+      const s = await p.status;
+      expect({ code: status[s.code], details: s.details }).toMatchObject({
+        code: "INVALID_ARGUMENT",
+        details: expect.stringMatching(details),
+      });
+      expect(await metric(collector, 'trueidle_streams_refused_total{reason="invalid"}')).toBe(1);
+      expect(await metric(collector, "trueidle_agents_connected")).toBe(0);
+      await hello(collector, "gpu-node-2");
+    },
+  );
 
   it("takes 64 GPUs of a host and refuses the 65th as too_many_gpus", async () => {
     const { collector } = await start();
@@ -131,7 +173,11 @@ describe("collector limits", () => {
     expect((await roundTrip(a, 2, gpus(2, T0 + 10_000, "A"))).accepted).toBe(2);
     expect(collector.summary().gpus).toBe(3);
     expect(await metric(collector, 'trueidle_windows_rejected_total{reason="series_limit"}')).toBe(1);
-    expect(logs.some((l) => l.includes('"level":"warn"') && l.includes("The collector holds 3 GPUs, its limit (--max-gpus)"))).toBe(true);
+    expect(
+      logs.some(
+        (l) => l.includes('"level":"warn"') && l.includes("The collector holds 3 GPUs, its limit (--max-gpus)"),
+      ),
+    ).toBe(true);
   });
 
   it("refuses agents beyond maxAgents with RESOURCE_EXHAUSTED and a retry delay, but lets a connected host reconnect", async () => {
@@ -150,7 +196,10 @@ describe("collector limits", () => {
     // gpu-node-a comes back over a new connection while its old stream still looks open.
     const again = await hello(collector, "gpu-node-a");
     const old = await a.status;
-    expect({ code: status[old.code], details: old.details }).toEqual({ code: "UNAVAILABLE", details: "replaced by a newer stream from the same host" });
+    expect({ code: status[old.code], details: old.details }).toEqual({
+      code: "UNAVAILABLE",
+      details: "replaced by a newer stream from the same host",
+    });
     expect(await metric(collector, 'trueidle_streams_refused_total{reason="replaced"}')).toBe(1);
     expect(await metric(collector, "trueidle_agents_connected")).toBe(2);
     expect((await roundTrip(again, 1, gpus(1))).accepted).toBe(1);
@@ -179,17 +228,21 @@ describe("collector limits", () => {
     const windows = gpus(100);
     for (let seq = 1; seq <= 40; seq++) flood.send(batchRequest(seq, windows));
     let seq = 0;
-    for (let i = 0; i < 3; i++) expect((await roundTrip(good, ++seq, gpus(2, T0 + seq * 10_000, "G"))).accepted).toBe(2);
+    for (let i = 0; i < 3; i++)
+      expect((await roundTrip(good, ++seq, gpus(2, T0 + seq * 10_000, "G"))).accepted).toBe(2);
     const s = await flood.status;
     expect(status[s.code]).toBe("RESOURCE_EXHAUSTED");
-    expect(s.details).toMatch(/^the agent sent over its rate limit \(100 windows\/s, 50 batches\/s\) without waiting for its acks; come back in 2\d s$/);
+    expect(s.details).toMatch(
+      /^the agent sent over its rate limit \(100 windows\/s, 50 batches\/s\) without waiting for its acks; come back in 2\d s$/,
+    );
     expect(retryAfter(s)).toBeGreaterThan(20_000);
     // Throttled before: the burst was acknowledged at once, later acks were held and never sent.
     expect(flood.received).toBeGreaterThanOrEqual(1 + 10);
     expect(flood.received).toBeLessThan(1 + 30);
     expect(await metric(collector, 'trueidle_streams_refused_total{reason="rate_limited"}')).toBe(1);
     expect(logs.filter((l) => l.includes("Pushed an agent back: the agent sent over its rate limit")).length).toBe(1);
-    for (let i = 0; i < 3; i++) expect((await roundTrip(good, ++seq, gpus(2, T0 + seq * 10_000, "G"))).accepted).toBe(2);
+    for (let i = 0; i < 3; i++)
+      expect((await roundTrip(good, ++seq, gpus(2, T0 + seq * 10_000, "G"))).accepted).toBe(2);
     expect(await metric(collector, "trueidle_agents_connected")).toBe(1);
   });
 
@@ -217,14 +270,55 @@ describe("collector limits", () => {
 
   it("fits an agent's batch of 2,000 busy windows with 256-character process names into the default message size", () => {
     const w = windowToProto({
-      uuid: "GPU-11111111-2222-3333-4444-555555555555", index: 63, model: "NVIDIA H100 80GB HBM3", driverVersion: "550.54.15",
-      startMs: T0, durationMs: 10_000, observedS: 10.000000001, reportedIdleS: 4.56789, reportedBusyS: 5.4321987, realBusyS: 2.987654321,
-      stateS: { unavailable: 0.1234567, free_idle: 3.3333333, active: 2.22222222, busy_phantom: 1.111111111, held_idle: 3.1234567 },
-      powerMeanW: 123.456789, powerMaxW: 700.123, powerFloorW: 68.5, powerLimitW: 700, memUsedMaxBytes: 85e9, memTotalBytes: 85_520_809_984, processesMax: 12,
-      last: { timeMs: T0 + 9_000, state: "active", real: 0.6543210987, realSource: "sm_active", utilPercent: 97, powerW: 650.25, memUsedBytes: 84e9, processes: 12, idleStreakS: 0 },
-      topHolders: [1, 2, 3].map((i) => ({ pid: 4_000_000 + i, name: `/${"x".repeat(255)}`, usedMemoryBytes: 28e9, smShare: 0.123456789 })),
+      uuid: "GPU-11111111-2222-3333-4444-555555555555",
+      index: 63,
+      model: "NVIDIA H100 80GB HBM3",
+      driverVersion: "550.54.15",
+      startMs: T0,
+      durationMs: 10_000,
+      observedS: 10.000000001,
+      reportedIdleS: 4.56789,
+      reportedBusyS: 5.4321987,
+      realBusyS: 2.987654321,
+      stateS: {
+        unavailable: 0.1234567,
+        free_idle: 3.3333333,
+        active: 2.22222222,
+        busy_phantom: 1.111111111,
+        held_idle: 3.1234567,
+      },
+      powerMeanW: 123.456789,
+      powerMaxW: 700.123,
+      powerFloorW: 68.5,
+      powerLimitW: 700,
+      memUsedMaxBytes: 85e9,
+      memTotalBytes: 85_520_809_984,
+      processesMax: 12,
+      last: {
+        timeMs: T0 + 9_000,
+        state: "active",
+        real: 0.6543210987,
+        realSource: "sm_active",
+        utilPercent: 97,
+        powerW: 650.25,
+        memUsedBytes: 84e9,
+        processes: 12,
+        idleStreakS: 0,
+      },
+      topHolders: [1, 2, 3].map((i) => ({
+        pid: 4_000_000 + i,
+        name: `/${"x".repeat(255)}`,
+        usedMemoryBytes: 28e9,
+        smShare: 0.123456789,
+      })),
     });
-    const bytes = toBinary(StreamRequestSchema, batchRequest(2 ** 40, Array.from({ length: 2_000 }, () => w))).length;
+    const bytes = toBinary(
+      StreamRequestSchema,
+      batchRequest(
+        2 ** 40,
+        Array.from({ length: 2_000 }, () => w),
+      ),
+    ).length;
     // About 2.2 MB: half the limit. Windows that also carry a 1 KiB error text each would not fit.
     expect(bytes).toBeLessThan(MAX_RECEIVE_MESSAGE_BYTES * 0.6);
   });

@@ -25,10 +25,21 @@ describe("collector /metrics", () => {
     const own = METRIC_TABLE.filter((m) => m.scope !== "owner").map((m) => m.name);
     expect(families.slice(0, own.length)).toEqual(own);
     const rest = families.slice(own.length);
-    for (const f of ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds", "nodejs_heap_size_used_bytes", "nodejs_eventloop_lag_p99_seconds", "nodejs_gc_duration_seconds"]) {
+    for (const f of [
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+      "process_start_time_seconds",
+      "process_open_fds",
+      "nodejs_heap_size_used_bytes",
+      "nodejs_eventloop_lag_p99_seconds",
+      "nodejs_gc_duration_seconds",
+    ]) {
       expect(rest, f).toContain(f);
     }
-    expect(rest.every((f) => f.startsWith("process_") || f.startsWith("nodejs_")), rest.join(", ")).toBe(true);
+    expect(
+      rest.every((f) => f.startsWith("process_") || f.startsWith("nodejs_")),
+      rest.join(", "),
+    ).toBe(true);
     await expectValidExposition(text);
   });
 });

@@ -22,13 +22,36 @@ function goldenFleet(): { fleet: FleetState; self: SelfMetrics } {
   fleet.applyWindow(
     { hostname: "gpu-node-2", labels: {}, windowMs: 10_000 },
     makeWindow(
-      { uuid: "GPU-cccc", model: "Tesla T4", driverVersion: "535.129.03", powerFloorW: undefined, freeIdleS: 0, heldIdleS: 2.5, activeS: 7.5, reportedIdleS: 2.5, reportedBusyS: 6.25, realBusyS: 5.5 },
-      { state: GpuState.ACTIVE, real: 0.73, realSource: RealSource.MEDIA, utilPercent: undefined, powerW: undefined, memUsedBytes: undefined, processes: 2, idleStreakS: 0 },
+      {
+        uuid: "GPU-cccc",
+        model: "Tesla T4",
+        driverVersion: "535.129.03",
+        powerFloorW: undefined,
+        freeIdleS: 0,
+        heldIdleS: 2.5,
+        activeS: 7.5,
+        reportedIdleS: 2.5,
+        reportedBusyS: 6.25,
+        realBusyS: 5.5,
+      },
+      {
+        state: GpuState.ACTIVE,
+        real: 0.73,
+        realSource: RealSource.MEDIA,
+        utilPercent: undefined,
+        powerW: undefined,
+        memUsedBytes: undefined,
+        processes: 2,
+        idleStreakS: 0,
+      },
     ),
   );
   t += 25_000;
   fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 10_000) }));
-  fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 20_000) }, { idleStreakS: 140.5 }));
+  fleet.applyWindow(
+    dc1,
+    makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 20_000) }, { idleStreakS: 140.5 }),
+  );
   t += 10_000; // GPU-bbbb and GPU-cccc are stale now.
   const self = new SelfMetrics();
   self.agentsConnected = 2;
@@ -46,15 +69,49 @@ describe("prom-text", () => {
   });
 
   it("formats special numbers with Prometheus' spellings", () => {
-    expect([Number.NaN, Infinity, -Infinity, 0, 1.5, 1e-7, 1e21].map(formatValue)).toEqual(["NaN", "+Inf", "-Inf", "0", "1.5", "1e-7", "1e+21"]);
+    expect([Number.NaN, Infinity, -Infinity, 0, 1.5, 1e-7, 1e21].map(formatValue)).toEqual([
+      "NaN",
+      "+Inf",
+      "-Inf",
+      "0",
+      "1.5",
+      "1e-7",
+      "1e+21",
+    ]);
   });
 
   it("writes seconds to the microsecond in their shortest form, without float residue", () => {
-    expect([0.9521600000000001, 0.1 + 0.2, 3600.0000000000005, 1.2345674, 1.2345676, 2.5e-7, 7e-7, -1e-9, 1714564800.25, 86_400, 1e10 + 0.5].map(formatSeconds))
-      .toEqual(["0.95216", "0.3", "3600", "1.234567", "1.234568", "0", "0.000001", "0", "1714564800.25", "86400", "10000000000.5"]);
+    expect(
+      [
+        0.9521600000000001,
+        0.1 + 0.2,
+        3600.0000000000005,
+        1.2345674,
+        1.2345676,
+        2.5e-7,
+        7e-7,
+        -1e-9,
+        1714564800.25,
+        86_400,
+        1e10 + 0.5,
+      ].map(formatSeconds),
+    ).toEqual([
+      "0.95216",
+      "0.3",
+      "3600",
+      "1.234567",
+      "1.234568",
+      "0",
+      "0.000001",
+      "0",
+      "1714564800.25",
+      "86400",
+      "10000000000.5",
+    ]);
     expect([Number.NaN, Infinity].map(formatSeconds)).toEqual(["NaN", "+Inf"]);
     // Whatever the magnitude, never more than six decimals (a double's digits run out first past 9e9).
-    for (let x = 0.1, i = 0; i < 28; i++, x = x * 3.7 + 0.1) expect(formatSeconds(x), String(x)).toMatch(/^\d+(\.\d{1,6})?$/);
+    for (let x = 0.1, i = 0; i < 28; i++, x = x * 3.7 + 0.1)
+      expect(formatSeconds(x), String(x)).toMatch(/^\d+(\.\d{1,6})?$/);
   });
 });
 
@@ -63,16 +120,39 @@ describe("the metrics table", () => {
     const names = METRIC_TABLE.map((m) => m.name);
     expect(new Set(names).size).toBe(names.length);
     expect(names.sort()).toEqual([
-      "trueidle_agents_connected", "trueidle_connections_open", "trueidle_connections_refused_total", "trueidle_fleet_gpus", "trueidle_fleet_state_seconds_total",
-      "trueidle_gpu_idle_streak_seconds", "trueidle_gpu_info", "trueidle_gpu_memory_used_bytes",
-      "trueidle_gpu_observed_seconds_total", "trueidle_gpu_owner_info", "trueidle_gpu_power_floor_watts", "trueidle_gpu_power_watts",
-      "trueidle_gpu_processes", "trueidle_gpu_real_busy_seconds_total", "trueidle_gpu_real_utilization_ratio",
-      "trueidle_gpu_reported_busy_seconds_total", "trueidle_gpu_reported_idle_seconds_total",
-      "trueidle_gpu_reported_utilization_ratio", "trueidle_gpu_state", "trueidle_gpu_state_seconds_total",
-      "trueidle_gpu_up", "trueidle_http_auth_failures_total", "trueidle_http_requests_refused_total", "trueidle_influx_points_written_total", "trueidle_influx_write_errors_total",
-      "trueidle_metrics_scrapes_aborted_total", "trueidle_owner_state_seconds_total",
-      "trueidle_spool_bytes", "trueidle_spool_windows_total", "trueidle_streams_refused_total",
-      "trueidle_windows_received_total", "trueidle_windows_rejected_total", "trueidle_windows_replayed_total",
+      "trueidle_agents_connected",
+      "trueidle_connections_open",
+      "trueidle_connections_refused_total",
+      "trueidle_fleet_gpus",
+      "trueidle_fleet_state_seconds_total",
+      "trueidle_gpu_idle_streak_seconds",
+      "trueidle_gpu_info",
+      "trueidle_gpu_memory_used_bytes",
+      "trueidle_gpu_observed_seconds_total",
+      "trueidle_gpu_owner_info",
+      "trueidle_gpu_power_floor_watts",
+      "trueidle_gpu_power_watts",
+      "trueidle_gpu_processes",
+      "trueidle_gpu_real_busy_seconds_total",
+      "trueidle_gpu_real_utilization_ratio",
+      "trueidle_gpu_reported_busy_seconds_total",
+      "trueidle_gpu_reported_idle_seconds_total",
+      "trueidle_gpu_reported_utilization_ratio",
+      "trueidle_gpu_state",
+      "trueidle_gpu_state_seconds_total",
+      "trueidle_gpu_up",
+      "trueidle_http_auth_failures_total",
+      "trueidle_http_requests_refused_total",
+      "trueidle_influx_points_written_total",
+      "trueidle_influx_write_errors_total",
+      "trueidle_metrics_scrapes_aborted_total",
+      "trueidle_owner_state_seconds_total",
+      "trueidle_spool_bytes",
+      "trueidle_spool_windows_total",
+      "trueidle_streams_refused_total",
+      "trueidle_windows_received_total",
+      "trueidle_windows_rejected_total",
+      "trueidle_windows_replayed_total",
     ]);
     for (const m of METRIC_TABLE) {
       const base = m.type === "counter" ? m.name.replace(/_total$/, "") : m.name;
@@ -94,12 +174,15 @@ describe("renderMetrics", () => {
   it("omits missing values instead of rendering 0, and shows a stale GPU as down and unavailable", () => {
     const { fleet, self } = goldenFleet();
     const text = renderMetricsText(fleet, self);
-    const t4 = (name: string): string[] => text.split("\n").filter((l) => l.startsWith(`${name}{`) && l.includes('uuid="GPU-cccc"'));
+    const t4 = (name: string): string[] =>
+      text.split("\n").filter((l) => l.startsWith(`${name}{`) && l.includes('uuid="GPU-cccc"'));
     expect(t4("trueidle_gpu_power_watts")).toEqual([]);
     expect(t4("trueidle_gpu_power_floor_watts")).toEqual([]);
     expect(t4("trueidle_gpu_memory_used_bytes")).toEqual([]);
     expect(t4("trueidle_gpu_reported_utilization_ratio")).toEqual([]);
-    expect(t4("trueidle_gpu_up")).toEqual(['trueidle_gpu_up{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4"} 0']);
+    expect(t4("trueidle_gpu_up")).toEqual([
+      'trueidle_gpu_up{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4"} 0',
+    ]);
     expect(t4("trueidle_gpu_state").filter((l) => l.endsWith(" 1"))).toEqual([
       'trueidle_gpu_state{host="gpu-node-2",gpu="0",uuid="GPU-cccc",model="Tesla T4",state="unavailable"} 1',
     ]);
@@ -122,7 +205,8 @@ describe("renderMetrics", () => {
 
   it("appends the process metrics' text once, after the collector's families", () => {
     const { fleet, self } = goldenFleet();
-    const tail = "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds 12\n";
+    const tail =
+      "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds 12\n";
     const text = renderMetricsText(fleet, self, tail);
     expect(text).toBe(readFileSync(GOLDEN, "utf8") + tail);
   });
@@ -130,7 +214,10 @@ describe("renderMetrics", () => {
   it("passes promtool check metrics with hostile label values", async () => {
     const fleet = new FleetState({ now: () => T0 });
     const hostile = 'a\\b"c\nd}{e=",\u00e9\u2713 \\n';
-    fleet.applyWindow({ hostname: hostile, labels: { site: hostile, pool: "\\" }, windowMs: 10_000 }, makeWindow({ uuid: hostile, model: hostile, driverVersion: hostile }));
+    fleet.applyWindow(
+      { hostname: hostile, labels: { site: hostile, pool: "\\" }, windowMs: 10_000 },
+      makeWindow({ uuid: hostile, model: hostile, driverVersion: hostile }),
+    );
     fleet.applyWindow({ hostname: "plain", labels: {}, windowMs: 10_000 }, phantomWindow({ uuid: '"', model: "\n" }));
     const text = renderMetricsText(fleet, new SelfMetrics());
     expect(text).toContain(String.raw`host="a\\b\"c\nd}{e=\",é✓ \\n"`);

@@ -78,7 +78,12 @@ function groupLabels(g: FleetGroup): string {
  * chunks. GPUs are those known when rendering starts; values are read as their family is
  * rendered. `tail` (the process metrics' text) comes last.
  */
-export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger, tail = ""): Generator<string, void, undefined> {
+export function* renderMetricsChunks(
+  fleet: FleetState,
+  self: SelfMetrics,
+  owners?: OwnerLedger,
+  tail = "",
+): Generator<string, void, undefined> {
   const out = new Chunks();
   const now = fleet.now();
   const recs = [...fleet.gpus()];
@@ -98,7 +103,10 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
     }
   }
   /** Five series per GPU, one per state. */
-  function* perGpuState(m: MetricDef, value: (r: GpuRecord, s: GpuState, i: number) => number): Generator<string, void, undefined> {
+  function* perGpuState(
+    m: MetricDef,
+    value: (r: GpuRecord, s: GpuState, i: number) => number,
+  ): Generator<string, void, undefined> {
     out.buf += header(m);
     const prefix = `${m.name}{`;
     const format = formatterOf(m);
@@ -145,13 +153,15 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
   out.buf += header(METRICS.fleetStateSeconds);
   for (const g of counts.keys()) {
     const gl = groupLabels(g);
-    for (const s of GPU_STATES) out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
+    for (const s of GPU_STATES)
+      out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
     if ((chunk = out.take())) yield chunk;
   }
 
   if (owners?.enabled) {
     const names = owners.labels;
-    const ownerPairs = (values: readonly string[]): string => labelPairs(names.map((n, i) => [n, values[i] ?? ""] as const));
+    const ownerPairs = (values: readonly string[]): string =>
+      labelPairs(names.map((n, i) => [n, values[i] ?? ""] as const));
     out.buf += header(METRICS.gpuOwnerInfo);
     for (let i = 0; i < recs.length; i++) {
       const state = current[i];
@@ -159,21 +169,32 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
       if (state !== "held_idle" && state !== "active" && state !== "busy_phantom") continue;
       const rec = recs[i] as GpuRecord;
       if (rec.owners.length === 0) continue;
-      const gpu = labelPairs([["host", rec.host], ["gpu", String(rec.index)], ["uuid", rec.uuid]]);
+      const gpu = labelPairs([
+        ["host", rec.host],
+        ["gpu", String(rec.index)],
+        ["uuid", rec.uuid],
+      ]);
       // Owners that share their labels are one series.
-      for (const { values } of windowOwnerGroups(names, rec.owners)) out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
+      for (const { values } of windowOwnerGroups(names, rec.owners))
+        out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
       if ((chunk = out.take())) yield chunk;
     }
     out.buf += header(METRICS.ownerStateSeconds);
     for (const g of owners.groups()) {
       g.promLabels ??= ownerPairs(g.values);
-      for (const s of GPU_STATES) out.buf += `${METRICS.ownerStateSeconds.name}{${g.promLabels}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
+      for (const s of GPU_STATES)
+        out.buf += `${METRICS.ownerStateSeconds.name}{${g.promLabels}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
       if ((chunk = out.take())) yield chunk;
     }
   }
 
   const single = (m: MetricDef, v: number): void => void (out.buf += `${header(m)}${m.name} ${formatValue(v)}\n`);
-  const byLabel = <K extends string>(m: MetricDef, label: string, keys: readonly K[], values: Record<K, number>): void => {
+  const byLabel = <K extends string>(
+    m: MetricDef,
+    label: string,
+    keys: readonly K[],
+    values: Record<K, number>,
+  ): void => {
     out.buf += header(m);
     for (const k of keys) out.buf += `${m.name}{${label}="${k}"} ${formatValue(values[k])}\n`;
   };
@@ -191,7 +212,8 @@ export function* renderMetricsChunks(fleet: FleetState, self: SelfMetrics, owner
   single(METRICS.scrapesAborted, self.scrapesAborted);
   const listeners = ["grpc", "http"] as const;
   out.buf += header(METRICS.connectionsOpen);
-  for (const l of listeners) out.buf += `${METRICS.connectionsOpen.name}{listener="${l}"} ${self.connections[l].open}\n`;
+  for (const l of listeners)
+    out.buf += `${METRICS.connectionsOpen.name}{listener="${l}"} ${self.connections[l].open}\n`;
   out.buf += header(METRICS.connectionsRefused);
   for (const l of listeners) {
     for (const reason of CONNECTION_REFUSAL_REASONS) {

@@ -32,7 +32,9 @@ export function parseOwnerLabels(text: string): OwnerLabel[] {
   const out: OwnerLabel[] = [];
   for (const part of t.split(",").map((s) => s.trim())) {
     if (!isOwnerLabel(part)) {
-      throw new Error(`--owner-labels: "${part}" is not an owner field; use a comma-separated list of ${OWNER_LABELS.join(", ")}, or none`);
+      throw new Error(
+        `--owner-labels: "${part}" is not an owner field; use a comma-separated list of ${OWNER_LABELS.join(", ")}, or none`,
+      );
     }
     if (!out.includes(part)) out.push(part);
   }
@@ -96,8 +98,15 @@ export function windowOwnerGroups(labels: readonly OwnerLabel[], owners: readonl
 
 function secondsOf(o: Owner): OwnerSeconds {
   return {
-    observedS: o.observedS, freeIdleS: o.freeIdleS, heldIdleS: o.heldIdleS, busyPhantomS: o.busyPhantomS, activeS: o.activeS,
-    unavailableS: o.unavailableS, reportedIdleS: o.reportedIdleS, reportedBusyS: o.reportedBusyS, realBusyS: o.realBusyS,
+    observedS: o.observedS,
+    freeIdleS: o.freeIdleS,
+    heldIdleS: o.heldIdleS,
+    busyPhantomS: o.busyPhantomS,
+    activeS: o.activeS,
+    unavailableS: o.unavailableS,
+    reportedIdleS: o.reportedIdleS,
+    reportedBusyS: o.reportedBusyS,
+    realBusyS: o.realBusyS,
   };
 }
 
@@ -144,7 +153,12 @@ export class OwnerLedger {
           this.drop(host, w, now);
           continue;
         }
-        g = { values, stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 }, lastMs: now, promLabels: undefined };
+        g = {
+          values,
+          stateS: { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 },
+          lastMs: now,
+          promLabels: undefined,
+        };
         this.groupMap.set(key, g);
       }
       g.stateS.free_idle += o.freeIdleS;

@@ -15,7 +15,11 @@ const harness = new TestCollectors();
 afterEach(() => harness.stopAll());
 const start = (extra: Partial<CollectorOptions> = {}): ReturnType<TestCollectors["start"]> => harness.start(extra);
 const scrape = async (c: Collector): Promise<string> => (await fetch(`http://127.0.0.1:${c.httpPort}/metrics`)).text();
-const lines = (text: string, name: string): string[] => text.split("\n").filter((l) => l.startsWith(`${name}{`)).sort();
+const lines = (text: string, name: string): string[] =>
+  text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`))
+    .sort();
 
 const pod = { via: OwnerSource.POD_RESOURCES, namespace: "ml", pod: "trainer-0", container: "main" };
 const alice = { via: OwnerSource.PROCESS, user: "alice", job: "88", pid: 4242, command: "python3" };
@@ -24,12 +28,33 @@ const alice = { via: OwnerSource.PROCESS, user: "alice", job: "88", pid: 4242, c
 function windows(startMs: number) {
   const start = BigInt(startMs);
   return [
-    makeWindow({ uuid: "GPU-0", index: 0, startMs: start, freeIdleS: 0, heldIdleS: 10, heldByAllocationS: 10,
-      owners: [{ ...pod, observedS: 10, heldIdleS: 10 }] }, { state: GpuState.HELD_IDLE, heldBy: 4 }),
+    makeWindow(
+      {
+        uuid: "GPU-0",
+        index: 0,
+        startMs: start,
+        freeIdleS: 0,
+        heldIdleS: 10,
+        heldByAllocationS: 10,
+        owners: [{ ...pod, observedS: 10, heldIdleS: 10 }],
+      },
+      { state: GpuState.HELD_IDLE, heldBy: 4 },
+    ),
     makeWindow({ uuid: "GPU-1", index: 1, startMs: start }),
-    makeWindow({ uuid: "GPU-2", index: 2, startMs: start, freeIdleS: 0, activeS: 10, realBusyS: 8, heldByProcessS: 10, processesMax: 1,
-      owners: [{ ...alice, observedS: 10, activeS: 10 }] },
-      { state: GpuState.ACTIVE, real: 0.8, realSource: RealSource.SM_ACTIVE, processes: 1, heldBy: 1 }),
+    makeWindow(
+      {
+        uuid: "GPU-2",
+        index: 2,
+        startMs: start,
+        freeIdleS: 0,
+        activeS: 10,
+        realBusyS: 8,
+        heldByProcessS: 10,
+        processesMax: 1,
+        owners: [{ ...alice, observedS: 10, activeS: 10 }],
+      },
+      { state: GpuState.ACTIVE, real: 0.8, realSource: RealSource.SM_ACTIVE, processes: 1, heldBy: 1 },
+    ),
   ];
 }
 
@@ -66,7 +91,9 @@ describe("owners on the collector", () => {
     const { collector } = await start({ ownerLabels: ["namespace"] });
     await send(collector, 1, T0);
     const text = await scrape(collector);
-    expect(lines(text, "trueidle_gpu_owner_info")).toEqual(['trueidle_gpu_owner_info{host="gpu-node-1",gpu="0",uuid="GPU-0",namespace="ml"} 1']);
+    expect(lines(text, "trueidle_gpu_owner_info")).toEqual([
+      'trueidle_gpu_owner_info{host="gpu-node-1",gpu="0",uuid="GPU-0",namespace="ml"} 1',
+    ]);
     expect(lines(text, "trueidle_owner_state_seconds_total").filter((l) => !l.endsWith(" 0"))).toEqual([
       'trueidle_owner_state_seconds_total{namespace="ml",state="held_idle"} 10',
     ]);

@@ -48,7 +48,13 @@ describe("TokenBucket", () => {
 });
 
 describe("AgentRateLimiter", () => {
-  const limits: AgentRateLimits = { windowsPerS: 100, windowBurst: 1_000, messagesPerS: 5, messageBurst: 10, maxDebtMs: 20_000 };
+  const limits: AgentRateLimits = {
+    windowsPerS: 100,
+    windowBurst: 1_000,
+    messagesPerS: 5,
+    messageBurst: 10,
+    maxDebtMs: 20_000,
+  };
 
   it("lets an agent within its rate through without delay", () => {
     const c = fakeClock();

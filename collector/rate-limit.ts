@@ -21,7 +21,8 @@ export class TokenBucket {
     readonly burst: number,
     private readonly clock: () => number,
   ) {
-    if (!(ratePerS > 0) || !(burst > 0)) throw new RangeError(`a token bucket needs a positive rate and burst (got ${ratePerS}/s, ${burst})`);
+    if (!(ratePerS > 0) || !(burst > 0))
+      throw new RangeError(`a token bucket needs a positive rate and burst (got ${ratePerS}/s, ${burst})`);
     this.tokens = burst;
     this.at = clock();
   }

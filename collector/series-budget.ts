@@ -38,10 +38,20 @@ export function hostLabelProblem(hostname: string, labels: Readonly<Record<strin
  * plainly within it: UTF-16 length × 3 bounds the UTF-8 bytes of a BMP character and its
  * escape (a backslash doubles one byte at most).
  */
-export function gpuLabelProblem(index: number, uuid: string, model: string, driver: string): "uuid" | "model" | "driver_version" | undefined {
+export function gpuLabelProblem(
+  index: number,
+  uuid: string,
+  model: string,
+  driver: string,
+): "uuid" | "model" | "driver_version" | undefined {
   const quick = 3 * (uuid.length + model.length + driver.length) + 40;
   if (quick <= GPU_LABEL_BYTES) return undefined;
-  const bytes = renderedBytes([["gpu", String(index)], ["uuid", uuid], ["model", model], ["driver", driver]]);
+  const bytes = renderedBytes([
+    ["gpu", String(index)],
+    ["uuid", uuid],
+    ["model", model],
+    ["driver", driver],
+  ]);
   if (bytes <= GPU_LABEL_BYTES) return undefined;
   if (uuid.length >= model.length && uuid.length >= driver.length) return "uuid";
   return model.length >= driver.length ? "model" : "driver_version";

@@ -1,6 +1,15 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { GpuState, HelloSchema, HolderSchema, OwnerSchema, OwnerSource, RealSource, type Hello, type Owner } from "../gen/trueidle/v1/ingest_pb.js";
+import {
+  GpuState,
+  HelloSchema,
+  HolderSchema,
+  OwnerSchema,
+  OwnerSource,
+  RealSource,
+  type Hello,
+  type Owner,
+} from "../gen/trueidle/v1/ingest_pb.js";
 import { T0, makeWindow, type LastInit, type WindowInit } from "./testdata/windows.js";
 import { DEFAULT_WINDOW_LIMITS, validateHello, validateWindow, type RejectionReason } from "./validate.js";
 
@@ -20,7 +29,14 @@ describe("validateHello", () => {
     const r = validateHello(hello());
     expect(r).toEqual({
       ok: true,
-      hello: { agentVersion: "0.1.0", source: "sim", hostname: "gpu-node-1", machineId: "abc", labels: { site: "dc1" }, windowMs: 10_000 },
+      hello: {
+        agentVersion: "0.1.0",
+        source: "sim",
+        hostname: "gpu-node-1",
+        machineId: "abc",
+        labels: { site: "dc1" },
+        windowMs: 10_000,
+      },
     });
   });
 
@@ -29,19 +45,43 @@ describe("validateHello", () => {
     ["empty hostname", hello({ hostname: "" }), /^hello\.host\.hostname is empty/],
     ["hostname with a newline", hello({ hostname: "a\nb" }), /^hello\.host\.hostname holds control characters/],
     ["hostname too long", hello({ hostname: "h".repeat(256) }), /^hello\.host\.hostname is longer than 255/],
-    ["label key with upper case", hello({ labels: { Site: "dc1" } }), /^hello\.host\.labels\["Site"\]: label key "Site" must match/],
+    [
+      "label key with upper case",
+      hello({ labels: { Site: "dc1" } }),
+      /^hello\.host\.labels\["Site"\]: label key "Site" must match/,
+    ],
     ["reserved label key", hello({ labels: { host: "x" } }), /^hello\.host\.labels\["host"\]: .*reserved/],
     ["label key with __", hello({ labels: { __x: "x" } }), /^hello\.host\.labels\["__x"\]/],
-    ["empty label value", hello({ labels: { site: "" } }), /^hello\.host\.labels\["site"\]: label "site" has an empty value/],
+    [
+      "empty label value",
+      hello({ labels: { site: "" } }),
+      /^hello\.host\.labels\["site"\]: label "site" has an empty value/,
+    ],
     ["label value with a control character", hello({ labels: { site: "a\u0007" } }), /control characters/],
-    ["too many labels", hello({ labels: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`l${i}`, "v"])) }), /^hello\.host\.labels holds 9 labels/],
+    [
+      "too many labels",
+      hello({ labels: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`l${i}`, "v"])) }),
+      /^hello\.host\.labels holds 9 labels/,
+    ],
     ["window_ms of 0", hello({ windowMs: 0 }), /^hello\.window_ms is 0; it must be between 1000 and 3600000/],
     ["window_ms of 2 hours", hello({ windowMs: 7_200_000 }), /^hello\.window_ms is 7200000/],
     ["agent_version too long", hello({ agentVersion: "v".repeat(65) }), /^hello\.agent_version is longer than 64/],
-    ["machine_id too long", create(HelloSchema, { windowMs: 10_000, host: { hostname: "h", machineId: "m".repeat(129) } }), /^hello\.host\.machine_id is longer than 128/],
+    [
+      "machine_id too long",
+      create(HelloSchema, { windowMs: 10_000, host: { hostname: "h", machineId: "m".repeat(129) } }),
+      /^hello\.host\.machine_id is longer than 128/,
+    ],
     ["source with a control character", hello({ source: "sim\r" }), /^hello\.source holds control characters/],
-    ["label key with a dash", hello({ labels: { "rack-id": "r1" } }), /^hello\.host\.labels\["rack-id"\]: label key "rack-id" must match/],
-    ["label value over 128 characters", hello({ labels: { site: "v".repeat(129) } }), /^hello\.host\.labels\["site"\]: label "site" value is longer than 128/],
+    [
+      "label key with a dash",
+      hello({ labels: { "rack-id": "r1" } }),
+      /^hello\.host\.labels\["rack-id"\]: label key "rack-id" must match/,
+    ],
+    [
+      "label value over 128 characters",
+      hello({ labels: { site: "v".repeat(129) } }),
+      /^hello\.host\.labels\["site"\]: label "site" value is longer than 128/,
+    ],
   ];
   it.each(bad)("refuses %s, naming the field", (_name, h, message) => {
     const r = validateHello(h);
@@ -54,7 +94,11 @@ describe("validateHello", () => {
     ["a C0 control", "\u0007", /holds control characters \(U\+0007\)$/],
     ["DEL", "\u007f", /holds control characters \(U\+007F\)$/],
     ["a C1 control", "\u0085", /holds control characters \(U\+0085\)$/],
-    ["a right-to-left override", "\u202e", /holds a bidi control character \(U\+202E\); bidi control characters can make a name read differently from what it is$/],
+    [
+      "a right-to-left override",
+      "\u202e",
+      /holds a bidi control character \(U\+202E\); bidi control characters can make a name read differently from what it is$/,
+    ],
     ["a left-to-right mark", "\u200e", /holds a bidi control character \(U\+200E\)/],
     ["an Arabic letter mark", "\u061c", /holds a bidi control character \(U\+061C\)/],
     ["a right-to-left isolate", "\u2067", /holds a bidi control character \(U\+2067\)/],
@@ -70,7 +114,13 @@ describe("validateHello", () => {
     if (field === 'hello.host.labels["site"]: label "site" value') h.host!.labels = { site: `dc1${ch}` };
     return h;
   };
-  const fields = ["hello.host.hostname", "hello.host.machine_id", "hello.agent_version", "hello.source", 'hello.host.labels["site"]: label "site" value'];
+  const fields = [
+    "hello.host.hostname",
+    "hello.host.machine_id",
+    "hello.agent_version",
+    "hello.source",
+    'hello.host.labels["site"]: label "site" value',
+  ];
   it.each(fields.flatMap((field) => UNSAFE.map(([name, ch, message]) => ({ field, name, ch, message }))))(
     "refuses $name in $field, naming the character",
     ({ field, ch, message }) => {
@@ -84,12 +134,39 @@ describe("validateHello", () => {
   );
 
   it.each([
-    "host", "gpu", "uuid", "model", "driver", "state", "source", "reason",
-    "namespace", "pod", "container", "job", "user", "held_by", "parent_uuid", "mig_profile",
-    "instance", "le", "quantile", "alertname", "alertstate", "time", "_measurement", "_field", "_value",
+    "host",
+    "gpu",
+    "uuid",
+    "model",
+    "driver",
+    "state",
+    "source",
+    "reason",
+    "namespace",
+    "pod",
+    "container",
+    "job",
+    "user",
+    "held_by",
+    "parent_uuid",
+    "mig_profile",
+    "instance",
+    "le",
+    "quantile",
+    "alertname",
+    "alertstate",
+    "time",
+    "_measurement",
+    "_field",
+    "_value",
   ])("refuses the reserved label key %s", (key) => {
     const r = validateHello(hello({ labels: { [key]: "x" } }));
-    expect(r).toEqual({ ok: false, message: expect.stringMatching(new RegExp(`^hello\\.host\\.labels\\["${key}"\\]: label key "${key}" is reserved: `)) });
+    expect(r).toEqual({
+      ok: false,
+      message: expect.stringMatching(
+        new RegExp(`^hello\\.host\\.labels\\["${key}"\\]: label key "${key}" is reserved: `),
+      ),
+    });
   });
 
   it("refuses label keys that Prometheus renames or reserves by prefix", () => {
@@ -101,11 +178,18 @@ describe("validateHello", () => {
 
   it("quotes a hostile label key with escapes in the message", () => {
     const r = validateHello(hello({ labels: { "a\u202eb\nc": "x" } }));
-    expect(r.ok ? "" : r.message).toBe('hello.host.labels["a\\u202eb\\u000ac"]: label key "a\\u202eb\\u000ac" must match ^[a-z_][a-z0-9_]{0,39}$ (lower-case letters, digits, _)');
+    expect(r.ok ? "" : r.message).toBe(
+      'hello.host.labels["a\\u202eb\\u000ac"]: label key "a\\u202eb\\u000ac" must match ^[a-z_][a-z0-9_]{0,39}$ (lower-case letters, digits, _)',
+    );
   });
 
   it("accepts names in any script, with quotes, symbols and joiners", () => {
-    const r = validateHello(hello({ hostname: "東京-gpu-01.例え.jp", labels: { site: 'a\\b"c}{e=",é✓ 🚀 👩‍💻', le_bucket: "x", exported: "y" } }));
+    const r = validateHello(
+      hello({
+        hostname: "東京-gpu-01.例え.jp",
+        labels: { site: 'a\\b"c}{e=",é✓ 🚀 👩‍💻', le_bucket: "x", exported: "y" },
+      }),
+    );
     expect(r.ok).toBe(true);
   });
 });
@@ -113,16 +197,32 @@ describe("validateHello", () => {
 describe("validateWindow", () => {
   it("accepts the reference window and windows at the edges of the limits", () => {
     expect(validateWindow(makeWindow(), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
-    expect(validateWindow(makeWindow({ startMs: BigInt(NOW + 5 * 60_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
-    expect(validateWindow(makeWindow({ startMs: BigInt(NOW - 7 * 86_400_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(
+      validateWindow(makeWindow({ startMs: BigInt(NOW + 5 * 60_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW),
+    ).toBeUndefined();
+    expect(
+      validateWindow(makeWindow({ startMs: BigInt(NOW - 7 * 86_400_000) }), 0, DEFAULT_WINDOW_LIMITS, NOW),
+    ).toBeUndefined();
     // 5% slack over the window length, and sums within 1% of observed.
-    expect(validateWindow(makeWindow({ observedS: 10.5, freeIdleS: 10.5, reportedIdleS: 10.5 }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
+    expect(
+      validateWindow(
+        makeWindow({ observedS: 10.5, freeIdleS: 10.5, reportedIdleS: 10.5 }),
+        0,
+        DEFAULT_WINDOW_LIMITS,
+        NOW,
+      ),
+    ).toBeUndefined();
     expect(validateWindow(makeWindow({ freeIdleS: 9.95 }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
     // Missing optional signals are fine.
     expect(
       validateWindow(
-        makeWindow({ powerMeanW: undefined, powerMaxW: undefined, powerFloorW: undefined, memUsedMaxBytes: undefined }, { utilPercent: undefined, powerW: undefined, memUsedBytes: undefined }),
-        0, DEFAULT_WINDOW_LIMITS, NOW,
+        makeWindow(
+          { powerMeanW: undefined, powerMaxW: undefined, powerFloorW: undefined, memUsedMaxBytes: undefined },
+          { utilPercent: undefined, powerW: undefined, memUsedBytes: undefined },
+        ),
+        0,
+        DEFAULT_WINDOW_LIMITS,
+        NOW,
       ),
     ).toBeUndefined();
   });
@@ -154,13 +254,31 @@ describe("validateWindow", () => {
     ["infinite active seconds", { activeS: Number.POSITIVE_INFINITY }, {}, "bad_number", "active_s"],
     ["state beyond the window", { observedS: 10, freeIdleS: 0, heldIdleS: 11 }, {}, "exceeds_duration", "held_idle_s"],
     ["states not summing to observed", { freeIdleS: 5 }, {}, "inconsistent", "observed_s"],
-    ["reported idle above observed", { observedS: 5, freeIdleS: 5, reportedIdleS: 6 }, {}, "inconsistent", "reported_idle_s"],
+    [
+      "reported idle above observed",
+      { observedS: 5, freeIdleS: 5, reportedIdleS: 6 },
+      {},
+      "inconsistent",
+      "reported_idle_s",
+    ],
     ["negative real busy", { realBusyS: -0.1 }, {}, "bad_number", "real_busy_s"],
     ["NaN power", { powerMeanW: Number.NaN }, {}, "bad_number", "power_mean_w"],
     ["negative power limit", { powerLimitW: -5 }, {}, "bad_number", "power_limit_w"],
     ["memory beyond 2^53", { memUsedMaxBytes: 2n ** 60n }, {}, "bad_number", "mem_used_max_bytes"],
-    ["too many holders", { topHolders: Array.from({ length: 65 }, (_, i) => create(HolderSchema, { pid: i, name: "p" })) }, {}, "too_large", "top_holders"],
-    ["holder name too long", { topHolders: [create(HolderSchema, { pid: 1, name: "p".repeat(257) })] }, {}, "bad_string", "top_holders[0].name"],
+    [
+      "too many holders",
+      { topHolders: Array.from({ length: 65 }, (_, i) => create(HolderSchema, { pid: i, name: "p" })) },
+      {},
+      "too_large",
+      "top_holders",
+    ],
+    [
+      "holder name too long",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "p".repeat(257) })] },
+      {},
+      "bad_string",
+      "top_holders[0].name",
+    ],
     ["unspecified state", {}, { state: GpuState.UNSPECIFIED }, "bad_enum", "last.state"],
     ["unknown state", {}, { state: 42 as GpuState }, "bad_enum", "last.state"],
     ["unspecified real source", {}, { realSource: RealSource.UNSPECIFIED }, "bad_enum", "last.real_source"],
@@ -177,37 +295,117 @@ describe("validateWindow", () => {
     ["memory used beyond 16 TiB", { memUsedMaxBytes: 16n * 2n ** 40n + 1n }, {}, "bad_number", "mem_used_max_bytes"],
     ["memory total beyond 16 TiB", { memTotalBytes: 2n ** 63n }, {}, "bad_number", "mem_total_bytes"],
     ["absurd process count", { processesMax: 4_000_000_000 }, {}, "bad_number", "processes_max"],
-    ["holder pid beyond PID_MAX_LIMIT", { topHolders: [create(HolderSchema, { pid: 4_194_305, name: "p" })] }, {}, "bad_number", "top_holders[0].pid"],
-    ["holder memory beyond 16 TiB", { topHolders: [create(HolderSchema, { pid: 1, name: "p", usedMemoryBytes: 2n ** 50n })] }, {}, "bad_number", "top_holders[0].used_memory_bytes"],
-    ["holder SM share above 1", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: 0.2 }), create(HolderSchema, { pid: 2, name: "q", smUtilRatio: 1.01 })] }, {}, "bad_number", "top_holders[1].sm_util_ratio"],
-    ["negative holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: -0.01 })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
-    ["NaN holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.NaN })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
-    ["infinite holder SM share", { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.POSITIVE_INFINITY })] }, {}, "bad_number", "top_holders[0].sm_util_ratio"],
+    [
+      "holder pid beyond PID_MAX_LIMIT",
+      { topHolders: [create(HolderSchema, { pid: 4_194_305, name: "p" })] },
+      {},
+      "bad_number",
+      "top_holders[0].pid",
+    ],
+    [
+      "holder memory beyond 16 TiB",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "p", usedMemoryBytes: 2n ** 50n })] },
+      {},
+      "bad_number",
+      "top_holders[0].used_memory_bytes",
+    ],
+    [
+      "holder SM share above 1",
+      {
+        topHolders: [
+          create(HolderSchema, { pid: 1, name: "p", smUtilRatio: 0.2 }),
+          create(HolderSchema, { pid: 2, name: "q", smUtilRatio: 1.01 }),
+        ],
+      },
+      {},
+      "bad_number",
+      "top_holders[1].sm_util_ratio",
+    ],
+    [
+      "negative holder SM share",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: -0.01 })] },
+      {},
+      "bad_number",
+      "top_holders[0].sm_util_ratio",
+    ],
+    [
+      "NaN holder SM share",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.NaN })] },
+      {},
+      "bad_number",
+      "top_holders[0].sm_util_ratio",
+    ],
+    [
+      "infinite holder SM share",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "p", smUtilRatio: Number.POSITIVE_INFINITY })] },
+      {},
+      "bad_number",
+      "top_holders[0].sm_util_ratio",
+    ],
     ["last reading before its window", {}, { timeMs: BigInt(T0 - 1) }, "inconsistent", "last.time_ms"],
-    ["last reading after its window", { durationMs: 10_000 }, { timeMs: BigInt(T0 + 10_000) }, "inconsistent", "last.time_ms"],
+    [
+      "last reading after its window",
+      { durationMs: 10_000 },
+      { timeMs: BigInt(T0 + 10_000) },
+      "inconsistent",
+      "last.time_ms",
+    ],
     ["last power beyond 5 kW", {}, { powerW: 9_999 }, "bad_number", "last.power_w"],
     ["last memory beyond 16 TiB", {}, { memUsedBytes: 2n ** 60n }, "bad_number", "last.mem_used_bytes"],
-    ["more last processes than the window's max", { processesMax: 1 }, { processes: 2 }, "inconsistent", "last.processes"],
+    [
+      "more last processes than the window's max",
+      { processesMax: 1 },
+      { processes: 2 },
+      "inconsistent",
+      "last.processes",
+    ],
     ["idle streak over ten years", {}, { idleStreakS: 400_000_000 }, "bad_number", "last.idle_streak_s"],
   ];
   it.each(cases)("refuses %s", (_name, init, last, reason, field) => {
-    expect(validateWindow(makeWindow(init, last), 3, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 3, reason, field: `windows[3].${field}` });
+    expect(validateWindow(makeWindow(init, last), 3, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({
+      index: 3,
+      reason,
+      field: `windows[3].${field}`,
+    });
   });
 
   it("refuses a window without its last reading", () => {
     const w = makeWindow();
     w.last = undefined;
-    expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({ index: 0, reason: "missing_field", field: "windows[0].last" });
+    expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, NOW)).toEqual({
+      index: 0,
+      reason: "missing_field",
+      field: "windows[0].last",
+    });
   });
 
   it("accepts numbers at the edges of the absurd-number bounds", () => {
     const edge = makeWindow(
-      { powerMeanW: 5_000, powerMaxW: 5_000, powerFloorW: 0, powerLimitW: 5_000, memUsedMaxBytes: 16n * 2n ** 40n, memTotalBytes: 16n * 2n ** 40n, processesMax: 65_536,
+      {
+        powerMeanW: 5_000,
+        powerMaxW: 5_000,
+        powerFloorW: 0,
+        powerLimitW: 5_000,
+        memUsedMaxBytes: 16n * 2n ** 40n,
+        memTotalBytes: 16n * 2n ** 40n,
+        processesMax: 65_536,
         topHolders: [
-          create(HolderSchema, { pid: 4_194_304, name: "p".repeat(256), usedMemoryBytes: 16n * 2n ** 40n, smUtilRatio: 1 }),
+          create(HolderSchema, {
+            pid: 4_194_304,
+            name: "p".repeat(256),
+            usedMemoryBytes: 16n * 2n ** 40n,
+            smUtilRatio: 1,
+          }),
           create(HolderSchema, { pid: 1, name: "idle", smUtilRatio: 0 }),
-        ] },
-      { timeMs: BigInt(T0 + 9_999), powerW: 5_000, memUsedBytes: 16n * 2n ** 40n, processes: 65_536, idleStreakS: 10 * 365 * 86_400 },
+        ],
+      },
+      {
+        timeMs: BigInt(T0 + 9_999),
+        powerW: 5_000,
+        memUsedBytes: 16n * 2n ** 40n,
+        processes: 65_536,
+        idleStreakS: 10 * 365 * 86_400,
+      },
     );
     expect(validateWindow(edge, 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
     expect(validateWindow(makeWindow({}, { timeMs: BigInt(T0) }), 0, DEFAULT_WINDOW_LIMITS, NOW)).toBeUndefined();
@@ -228,7 +426,15 @@ describe("validateWindow: held-by seconds and owners", () => {
     return r && `${r.reason} ${r.field}`;
   };
   const owner = (over: MessageInitShape<typeof OwnerSchema> = {}): Owner =>
-    create(OwnerSchema, { via: OwnerSource.POD_RESOURCES, namespace: "ml", pod: "trainer-0", container: "main", observedS: 10, heldIdleS: 10, ...over });
+    create(OwnerSchema, {
+      via: OwnerSource.POD_RESOURCES,
+      namespace: "ml",
+      pod: "trainer-0",
+      container: "main",
+      observedS: 10,
+      heldIdleS: 10,
+      ...over,
+    });
   const held = { freeIdleS: 0, heldIdleS: 10, heldByAllocationS: 10 };
 
   it("accepts a window held by an allocation, with its owner", () => {
@@ -240,11 +446,15 @@ describe("validateWindow: held-by seconds and owners", () => {
     expect(check({ ...held, heldByAllocationS: 11 })).toBe("exceeds_duration windows[0].held_by_allocation_s");
     expect(check({ ...held, heldByProcessS: Number.NaN })).toBe("bad_number windows[0].held_by_process_s");
     expect(check({ ...held, owners: Array.from({ length: 9 }, () => owner()) })).toBe("too_large windows[0].owners");
-    expect(check({ ...held, owners: [owner({ via: OwnerSource.UNSPECIFIED })] })).toBe("bad_enum windows[0].owners[0].via");
+    expect(check({ ...held, owners: [owner({ via: OwnerSource.UNSPECIFIED })] })).toBe(
+      "bad_enum windows[0].owners[0].via",
+    );
     expect(check({ ...held, owners: [owner({ pod: "p".repeat(257) })] })).toBe("bad_string windows[0].owners[0].pod");
     expect(check({ ...held, owners: [owner({ user: "root\u202e" })] })).toBe("bad_string windows[0].owners[0].user");
     expect(check({ ...held, owners: [owner({ heldIdleS: 4 })] })).toBe("inconsistent windows[0].owners[0].observed_s");
-    expect(check({ ...held, owners: [owner({ observedS: 20, heldIdleS: 20 })] })).toBe("exceeds_duration windows[0].owners[0].observed_s");
+    expect(check({ ...held, owners: [owner({ observedS: 20, heldIdleS: 20 })] })).toBe(
+      "exceeds_duration windows[0].owners[0].observed_s",
+    );
     expect(check({ ...held, owners: [owner({ pid: 5_000_000 })] })).toBe("bad_number windows[0].owners[0].pid");
     expect(check(held, { heldBy: 8 })).toBe("bad_number windows[0].last.held_by");
   });

@@ -8,7 +8,15 @@
 import { MAX_LABELS, labelKeyProblem, labelValueProblem } from "../common/labels.js";
 import { OWNER_LABELS } from "../common/owner-fields.js";
 import { UNSAFE_TEXT_RE, quoteText, unsafeTextProblem } from "../common/text-safety.js";
-import { MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_MEMORY_BYTES, MAX_OWNER_FIELD_LENGTH, MAX_OWNERS, MAX_POWER_W } from "../common/wire-limits.js";
+import {
+  MAX_ERROR_LENGTH,
+  MAX_HOLDER_NAME_LENGTH,
+  MAX_HOLDERS,
+  MAX_MEMORY_BYTES,
+  MAX_OWNER_FIELD_LENGTH,
+  MAX_OWNERS,
+  MAX_POWER_W,
+} from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading, Owner } from "../gen/trueidle/v1/ingest_pb.js";
 
 /** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
@@ -135,7 +143,8 @@ export function validateHello(hello: Hello): HelloResult {
 
 function labelsProblem(labels: Record<string, string>): string | undefined {
   const keys = Object.keys(labels);
-  if (keys.length > MAX_LABELS) return `hello.host.labels holds ${keys.length} labels; at most ${MAX_LABELS} are allowed`;
+  if (keys.length > MAX_LABELS)
+    return `hello.host.labels holds ${keys.length} labels; at most ${MAX_LABELS} are allowed`;
   for (const key of keys) {
     const p = labelKeyProblem(key) ?? labelValueProblem(key, labels[key] ?? "");
     if (p) return `hello.host.labels[${quoteText(key.slice(0, 64))}]: ${p}`;
@@ -162,9 +171,11 @@ export function validateWindow(
   limits: Readonly<WindowLimits>,
   nowMs: number,
 ): WindowRejection | undefined {
-  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || UNSAFE_TEXT_RE.test(w.uuid)) return reject(index, "bad_uuid", "uuid");
+  if (w.uuid.length === 0 || w.uuid.length > MAX_UUID_LENGTH || UNSAFE_TEXT_RE.test(w.uuid))
+    return reject(index, "bad_uuid", "uuid");
   if (stringProblem("model", w.model, MAX_MODEL_LENGTH, false)) return reject(index, "bad_string", "model");
-  if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false)) return reject(index, "bad_string", "driver_version");
+  if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false))
+    return reject(index, "bad_string", "driver_version");
   if (w.index > MAX_GPU_INDEX) return reject(index, "bad_number", "index");
 
   if (w.durationMs < MIN_WINDOW_MS || w.durationMs > MAX_WINDOW_MS) return reject(index, "bad_duration", "duration_ms");
@@ -235,10 +246,29 @@ export function validateWindow(
 }
 
 /** Owner fields that carry text: names, ids and a command, each capped and free of unsafe characters. */
-const OWNER_TEXT_FIELDS = ["namespace", "pod", "container", "podUid", "job", "step", "user", "runtime", "containerId", "command"] as const;
+const OWNER_TEXT_FIELDS = [
+  "namespace",
+  "pod",
+  "container",
+  "podUid",
+  "job",
+  "step",
+  "user",
+  "runtime",
+  "containerId",
+  "command",
+] as const;
 const OWNER_FIELD_NAMES: Record<(typeof OWNER_TEXT_FIELDS)[number], string> = {
-  namespace: "namespace", pod: "pod", container: "container", podUid: "pod_uid", job: "job", step: "step",
-  user: "user", runtime: "runtime", containerId: "container_id", command: "command",
+  namespace: "namespace",
+  pod: "pod",
+  container: "container",
+  podUid: "pod_uid",
+  job: "job",
+  step: "step",
+  user: "user",
+  runtime: "runtime",
+  containerId: "container_id",
+  command: "command",
 };
 const KNOWN_OWNER_SOURCES: ReadonlySet<number> = new Set([1, 2, 3]);
 
@@ -252,7 +282,8 @@ function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason
   // The fields that may become InfluxDB tags: a trailing backslash cannot be stored in one.
   for (const f of OWNER_LABELS) if (o[f].endsWith("\\")) return ["bad_string", f];
   if (o.pid > MAX_PID) return ["bad_number", "pid"];
-  const p = partProblemOf(o.observedS, "observed_s", maxS, partMax) ??
+  const p =
+    partProblemOf(o.observedS, "observed_s", maxS, partMax) ??
     secondsProblem(o.freeIdleS, "free_idle_s", maxS) ??
     secondsProblem(o.heldIdleS, "held_idle_s", maxS) ??
     secondsProblem(o.busyPhantomS, "busy_phantom_s", maxS) ??
@@ -263,9 +294,11 @@ function ownerProblem(o: Owner, maxS: number, partMax: number): [RejectionReason
   const sum = o.freeIdleS + o.heldIdleS + o.busyPhantomS + o.activeS + o.unavailableS;
   if (Math.abs(sum - o.observedS) > tolerance) return ["inconsistent", "observed_s"];
   const ownerMax = o.observedS + tolerance;
-  return partProblemOf(o.reportedIdleS, "reported_idle_s", maxS, ownerMax) ??
+  return (
+    partProblemOf(o.reportedIdleS, "reported_idle_s", maxS, ownerMax) ??
     partProblemOf(o.reportedBusyS, "reported_busy_s", maxS, ownerMax) ??
-    partProblemOf(o.realBusyS, "real_busy_s", maxS, ownerMax);
+    partProblemOf(o.realBusyS, "real_busy_s", maxS, ownerMax)
+  );
 }
 
 function secondsProblem(v: number, name: string, maxS: number): [RejectionReason, string] | undefined {
@@ -286,7 +319,12 @@ const KNOWN_SOURCES: ReadonlySet<number> = new Set([1, 2, 3, 4, 5]);
  * The last reading is a sample of its window: taken within it (start inclusive, end
  * exclusive, as the agent assigns samples), with no more processes than the window's max.
  */
-function lastReadingProblem(last: LastReading, startMs: number, durationMs: number, processesMax: number): [RejectionReason, string] | undefined {
+function lastReadingProblem(
+  last: LastReading,
+  startMs: number,
+  durationMs: number,
+  processesMax: number,
+): [RejectionReason, string] | undefined {
   const timeMs = Number(last.timeMs);
   if (timeMs < startMs || timeMs >= startMs + durationMs) return ["inconsistent", "time_ms"];
   if (!KNOWN_STATES.has(last.state)) return ["bad_enum", "state"];

@@ -16,7 +16,11 @@ const LIBXCRYPT = {
 const basic = (user: string, pass: string): string => `Basic ${Buffer.from(`${user}:${pass}`).toString("base64")}`;
 
 /** Users whose bcrypt comparisons are counted, on a clock the test moves. */
-function counted(users: Record<string, string>): { users: BcryptUsers; calls: () => number; advance: (ms: number) => void } {
+function counted(users: Record<string, string>): {
+  users: BcryptUsers;
+  calls: () => number;
+  advance: (ms: number) => void;
+} {
   let n = 0;
   let now = 0;
   const u = new BcryptUsers(new Map(Object.entries(users)), {
@@ -31,7 +35,14 @@ function counted(users: Record<string, string>): { users: BcryptUsers; calls: ()
 
 describe("BcryptUsers", () => {
   it("verifies $2a$, $2b$ and $2y$ hashes made by libxcrypt, and refuses wrong or malformed credentials", async () => {
-    const users = new BcryptUsers(new Map([["a", LIBXCRYPT["2a"]], ["b", LIBXCRYPT["2b"]], ["y", LIBXCRYPT["2y"]], ["bob", LIBXCRYPT.bob]]));
+    const users = new BcryptUsers(
+      new Map([
+        ["a", LIBXCRYPT["2a"]],
+        ["b", LIBXCRYPT["2b"]],
+        ["y", LIBXCRYPT["2y"]],
+        ["bob", LIBXCRYPT.bob],
+      ]),
+    );
     for (const user of ["a", "b", "y"]) expect(await users.authenticate(basic(user, PASSWORD))).toEqual({ user });
     expect(await users.authenticate(basic("bob", "s3cret-for-bob"))).toEqual({ user: "bob" });
     expect(await users.authenticate(basic("bob", PASSWORD))).toBe("denied");
@@ -44,7 +55,8 @@ describe("BcryptUsers", () => {
 
   it("runs bcrypt once per login while it is remembered, for right and for repeated wrong credentials", async () => {
     const { users, calls, advance } = counted({ prometheus: LIBXCRYPT["2y"] });
-    for (let i = 0; i < 5; i++) expect(await users.authenticate(basic("prometheus", PASSWORD))).toEqual({ user: "prometheus" });
+    for (let i = 0; i < 5; i++)
+      expect(await users.authenticate(basic("prometheus", PASSWORD))).toEqual({ user: "prometheus" });
     expect(calls()).toBe(1);
     for (let i = 0; i < 5; i++) expect(await users.authenticate(basic("prometheus", "wrong"))).toBe("denied");
     expect(calls()).toBe(2);
@@ -74,7 +86,9 @@ describe("BcryptUsers", () => {
         }
       },
     });
-    const outcomes = await Promise.all(Array.from({ length: MAX_WAITING + 5 }, (_, i) => users.authenticate(basic("p", `guess-${i}`))));
+    const outcomes = await Promise.all(
+      Array.from({ length: MAX_WAITING + 5 }, (_, i) => users.authenticate(basic("p", `guess-${i}`))),
+    );
     expect(most).toBe(1);
     expect(outcomes.filter((o) => o === "busy")).toHaveLength(5);
     expect(outcomes.filter((o) => o === "denied")).toHaveLength(MAX_WAITING);

@@ -39,7 +39,10 @@ export interface BcryptUsersOptions {
 /** A cache of digests with an expiry each, in insertion order. */
 class ExpiringSet {
   private readonly entries = new Map<string, number>();
-  constructor(private readonly ttlMs: number, private readonly clock: () => number) {}
+  constructor(
+    private readonly ttlMs: number,
+    private readonly clock: () => number,
+  ) {}
 
   has(key: string): boolean {
     const until = this.entries.get(key);
@@ -89,7 +92,9 @@ export class BcryptUsers implements HttpUsers {
     const creds = parseBasicAuthorization(header);
     if (!creds) return "denied";
     const hash = this.users.get(creds.user);
-    const key = createHash("sha256").update(JSON.stringify([creds.user, creds.password, hash ?? ""]), "utf8").digest("base64url");
+    const key = createHash("sha256")
+      .update(JSON.stringify([creds.user, creds.password, hash ?? ""]), "utf8")
+      .digest("base64url");
     if (hash !== undefined && this.verified.has(key)) return { user: creds.user };
     if (this.refused.has(key)) return "denied";
     if (this.waiting >= MAX_WAITING) return "busy";

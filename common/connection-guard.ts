@@ -15,7 +15,12 @@ import type { Socket } from "node:net";
 import type { Logger } from "./log.js";
 
 /** Why a connection was closed by its listener; the label values of trueidle_connections_refused_total. */
-export const CONNECTION_REFUSAL_REASONS = ["max_connections", "max_per_address", "setup_timeout", "idle_timeout"] as const;
+export const CONNECTION_REFUSAL_REASONS = [
+  "max_connections",
+  "max_per_address",
+  "setup_timeout",
+  "idle_timeout",
+] as const;
 export type ConnectionRefusalReason = (typeof CONNECTION_REFUSAL_REASONS)[number];
 
 export interface ConnectionLimits {
@@ -37,7 +42,10 @@ export interface ConnectionCounters {
 
 export function zeroConnectionCounters(): ConnectionCounters {
   return {
-    refused: Object.fromEntries(CONNECTION_REFUSAL_REASONS.map((r) => [r, 0])) as Record<ConnectionRefusalReason, number>,
+    refused: Object.fromEntries(CONNECTION_REFUSAL_REASONS.map((r) => [r, 0])) as Record<
+      ConnectionRefusalReason,
+      number
+    >,
     open: 0,
   };
 }
@@ -47,7 +55,8 @@ const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 const REASON_TEXT: Record<ConnectionRefusalReason, (l: ConnectionLimits, flags: GuardFlagNames) => string> = {
   max_connections: (l, f) => `the listener has ${l.maxConnections} connections open, its limit (${f.maxConnections})`,
-  max_per_address: (l, f) => `the address has ${l.maxPerAddress} connections open, the limit per address (${f.maxPerAddress})`,
+  max_per_address: (l, f) =>
+    `the address has ${l.maxPerAddress} connections open, the limit per address (${f.maxPerAddress})`,
   setup_timeout: (l, f) => `the connection did not get going within ${l.setupTimeoutMs / 1000} s (${f.setupTimeout})`,
   idle_timeout: (l, f) => `the connection sat idle for ${l.idleTimeoutMs / 1000} s (${f.idleTimeout})`,
 };

@@ -84,7 +84,10 @@ export async function admitRequest(
     throttle?.failed(address, presentedDigest(header ?? ""));
     hooks.onFailure?.(address);
     if (!res.headersSent) {
-      res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"` });
+      res.writeHead(401, {
+        "content-type": "text/plain; charset=utf-8",
+        "www-authenticate": `Basic realm="${BASIC_AUTH_REALM}", charset="UTF-8"`,
+      });
     }
     res.end(req.method === "HEAD" ? undefined : "Credentials required (HTTP basic auth).\n");
     return false;
@@ -93,6 +96,10 @@ export async function admitRequest(
 }
 
 function tooMany(req: IncomingMessage, res: ServerResponse, retryAfterS: number, text: string): void {
-  if (!res.headersSent) res.writeHead(429, { "content-type": "text/plain; charset=utf-8", "retry-after": String(Math.max(1, retryAfterS)) });
+  if (!res.headersSent)
+    res.writeHead(429, {
+      "content-type": "text/plain; charset=utf-8",
+      "retry-after": String(Math.max(1, retryAfterS)),
+    });
   res.end(req.method === "HEAD" ? undefined : text);
 }

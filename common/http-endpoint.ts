@@ -12,7 +12,8 @@ import type { ListenAddress } from "./listen-address.js";
 /** Binds `server`; resolves to the port bound (useful with port 0). `what` names it in the error. */
 export function listenHttp(server: http.Server | https.Server, addr: ListenAddress, what: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(new Error(`${what} could not listen on ${addr.host}:${addr.port}: ${err.message}`, { cause: err }));
+    const onError = (err: Error): void =>
+      reject(new Error(`${what} could not listen on ${addr.host}:${addr.port}: ${err.message}`, { cause: err }));
     server.once("error", onError);
     server.listen(addr.port, addr.host, () => {
       server.off("error", onError);

@@ -73,7 +73,8 @@ export function clientCertificateProblem(t: HttpTlsSettings, socket: TLSSocket):
   const presented = cert !== null && typeof cert === "object" && Object.keys(cert).length > 0;
   if (auth === "RequireAnyClientCert") return presented ? undefined : "it presented no client certificate";
   if (!presented && auth === "VerifyClientCertIfGiven") return undefined;
-  if (!socket.authorized) return `its client certificate is not signed by the client CA (${String(socket.authorizationError)})`;
+  if (!socket.authorized)
+    return `its client certificate is not signed by the client CA (${String(socket.authorizationError)})`;
   return undefined;
 }
 
@@ -98,9 +99,13 @@ export function loadWebConfig(file: string): LoadedWebConfig {
   let description = "plain HTTP";
   if (config.tls) {
     const t = config.tls;
-    const pair = loadKeyPair({ flag: where("cert_file"), file: t.certFile }, { flag: where("key_file"), file: t.keyFile });
+    const pair = loadKeyPair(
+      { flag: where("cert_file"), file: t.certFile },
+      { flag: where("key_file"), file: t.keyFile },
+    );
     if (pair.warning) warnings.push(pair.warning);
-    const clientCa = t.clientCaFile === undefined ? undefined : loadCaBundle({ flag: where("client_ca_file"), file: t.clientCaFile });
+    const clientCa =
+      t.clientCaFile === undefined ? undefined : loadCaBundle({ flag: where("client_ca_file"), file: t.clientCaFile });
     tls = {
       cert: pair.cert,
       key: pair.key,
@@ -115,9 +120,14 @@ export function loadWebConfig(file: string): LoadedWebConfig {
     try {
       createSecureContext(httpsServerOptions(tls));
     } catch (err) {
-      throw new TrueidleError("bad_config", `--${WEB_CONFIG_FLAG} ${file}: tls_server_config cannot be used: ${errorMessage(err)}`, { cause: err });
+      throw new TrueidleError(
+        "bad_config",
+        `--${WEB_CONFIG_FLAG} ${file}: tls_server_config cannot be used: ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
-    description = `HTTPS with the certificate ${describeCertificate(pair.leaf)}, ${t.minVersion} or later` +
+    description =
+      `HTTPS with the certificate ${describeCertificate(pair.leaf)}, ${t.minVersion} or later` +
       (t.clientAuth === "NoClientCert" ? "" : `, client certificates: ${t.clientAuth}`);
   }
   const users = config.users ? new BcryptUsers(config.users) : undefined;

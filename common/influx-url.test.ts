@@ -64,7 +64,10 @@ const USERINFOS: Array<[string, (pw: string) => string]> = [
 
 describe("parseInfluxUrl never echoes credentials", () => {
   const cases = FORMS.flatMap(([form, make]) =>
-    USERINFOS.flatMap(([kind, info]) => PASSWORDS.map((pw) => ({ name: `${form}, ${kind}, ${JSON.stringify(pw)}`, make, userinfo: info(pw), pw }))));
+    USERINFOS.flatMap(([kind, info]) =>
+      PASSWORDS.map((pw) => ({ name: `${form}, ${kind}, ${JSON.stringify(pw)}`, make, userinfo: info(pw), pw })),
+    ),
+  );
 
   it.each(cases)("$name", ({ make, userinfo, pw }) => {
     const message = refusal(make(userinfo));
@@ -138,8 +141,14 @@ describe("parseInfluxUrl never echoes credentials", () => {
 
 describe("parseInfluxUrl", () => {
   it("takes the database from the path, trueidle when the path is empty", () => {
-    expect(parseInfluxUrl("http://influx.example:8086/fleet")).toEqual({ baseUrl: "http://influx.example:8086", database: "fleet" });
-    expect(parseInfluxUrl(" https://influx.example/ ")).toEqual({ baseUrl: "https://influx.example", database: "trueidle" });
+    expect(parseInfluxUrl("http://influx.example:8086/fleet")).toEqual({
+      baseUrl: "http://influx.example:8086",
+      database: "fleet",
+    });
+    expect(parseInfluxUrl(" https://influx.example/ ")).toEqual({
+      baseUrl: "https://influx.example",
+      database: "trueidle",
+    });
     expect(parseInfluxUrl("http://[::1]:8086")).toEqual({ baseUrl: "http://[::1]:8086", database: "trueidle" });
   });
 

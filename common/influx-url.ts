@@ -57,21 +57,30 @@ export function parseInfluxUrl(text: string): InfluxUrl {
   // No part of an accepted URL (host, port, database name) can hold an `@`; in a URL it
   // starts the host after credentials.
   if (trimmed.includes("@")) {
-    throw new TrueidleError("bad_config", `--influx-url ${quoteUrl(trimmed)} must not hold credentials; ${CREDENTIALS_FIX}`);
+    throw new TrueidleError(
+      "bad_config",
+      `--influx-url ${quoteUrl(trimmed)} must not hold credentials; ${CREDENTIALS_FIX}`,
+    );
   }
   let url: URL;
   try {
     url = new URL(trimmed);
   } catch {
     // Not quoted: text that is no URL may be anything, a password pasted in the wrong place too.
-    throw new TrueidleError("bad_config", `--influx-url is not a URL (${trimmed.length} characters, not shown); ${FORM}`);
+    throw new TrueidleError(
+      "bad_config",
+      `--influx-url is not a URL (${trimmed.length} characters, not shown); ${FORM}`,
+    );
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     // What stands before the first colon is not shown: in USER:PASSWORD it is a user name.
     throw new TrueidleError("bad_config", `--influx-url must start with http:// or https://; ${FORM}`);
   }
   if (url.username !== "" || url.password !== "") {
-    throw new TrueidleError("bad_config", `--influx-url ${quoteUrl(trimmed)} must not hold credentials; ${CREDENTIALS_FIX}`);
+    throw new TrueidleError(
+      "bad_config",
+      `--influx-url ${quoteUrl(trimmed)} must not hold credentials; ${CREDENTIALS_FIX}`,
+    );
   }
   if (url.search !== "" || url.hash !== "") {
     // The query is not shown: InfluxDB takes credentials as ?u=USER&p=PASSWORD.
@@ -83,7 +92,10 @@ export function parseInfluxUrl(text: string): InfluxUrl {
   }
   const segments = url.pathname.split("/").filter((s) => s !== "");
   if (segments.length > 1) {
-    throw new TrueidleError("bad_config", `--influx-url path ${JSON.stringify(url.pathname)} must be a single database name; ${FORM}`);
+    throw new TrueidleError(
+      "bad_config",
+      `--influx-url path ${JSON.stringify(url.pathname)} must be a single database name; ${FORM}`,
+    );
   }
   let database = DEFAULT_INFLUX_DATABASE;
   if (segments[0] !== undefined) {

@@ -16,11 +16,22 @@ const TRUEIDLE_MIG = "trueidle's MIG label (DESIGN.md, MIG)";
 /** Every reserved key with the reason given when it is refused. */
 const RESERVED_LABEL_REASONS: ReadonlyMap<string, string> = new Map([
   // Labels and tags of trueidle's series.
-  ["host", TRUEIDLE], ["gpu", TRUEIDLE], ["uuid", TRUEIDLE], ["model", TRUEIDLE], ["driver", TRUEIDLE],
-  ["state", TRUEIDLE], ["source", TRUEIDLE], ["reason", TRUEIDLE],
+  ["host", TRUEIDLE],
+  ["gpu", TRUEIDLE],
+  ["uuid", TRUEIDLE],
+  ["model", TRUEIDLE],
+  ["driver", TRUEIDLE],
+  ["state", TRUEIDLE],
+  ["source", TRUEIDLE],
+  ["reason", TRUEIDLE],
   // Owners of held GPUs and MIG instances: names trueidle's own labels take.
-  ["namespace", TRUEIDLE_OWNER], ["pod", TRUEIDLE_OWNER], ["container", TRUEIDLE_OWNER], ["user", TRUEIDLE_OWNER],
-  ["held_by", TRUEIDLE_OWNER], ["parent_uuid", TRUEIDLE_MIG], ["mig_profile", TRUEIDLE_MIG],
+  ["namespace", TRUEIDLE_OWNER],
+  ["pod", TRUEIDLE_OWNER],
+  ["container", TRUEIDLE_OWNER],
+  ["user", TRUEIDLE_OWNER],
+  ["held_by", TRUEIDLE_OWNER],
+  ["parent_uuid", TRUEIDLE_MIG],
+  ["mig_profile", TRUEIDLE_MIG],
   // Prometheus and Alertmanager.
   ["job", "Prometheus sets it to the scrape job (and it is trueidle's owner label for batch jobs)"],
   ["instance", "Prometheus sets it to the scraped target"],
@@ -30,8 +41,12 @@ const RESERVED_LABEL_REASONS: ReadonlyMap<string, string> = new Map([
   ["alertstate", "Prometheus' ALERTS series holds alert states in it"],
   // InfluxDB: InfluxQL's time column, and Flux's columns (which Grafana shows).
   ["time", "InfluxDB's time column; InfluxQL cannot query a tag named time"],
-  ["_measurement", "a Flux column of InfluxDB"], ["_field", "a Flux column of InfluxDB"], ["_value", "a Flux column of InfluxDB"],
-  ["_time", "a Flux column of InfluxDB"], ["_start", "a Flux column of InfluxDB"], ["_stop", "a Flux column of InfluxDB"],
+  ["_measurement", "a Flux column of InfluxDB"],
+  ["_field", "a Flux column of InfluxDB"],
+  ["_value", "a Flux column of InfluxDB"],
+  ["_time", "a Flux column of InfluxDB"],
+  ["_start", "a Flux column of InfluxDB"],
+  ["_stop", "a Flux column of InfluxDB"],
 ]);
 export const RESERVED_LABEL_KEYS: ReadonlySet<string> = new Set(RESERVED_LABEL_REASONS.keys());
 /** Prefixes of reserved keys, with the reason. */
@@ -42,7 +57,8 @@ const RESERVED_LABEL_PREFIXES: ReadonlyArray<readonly [string, string]> = [
 
 /** Why a label key is not accepted, or undefined when it is. */
 export function labelKeyProblem(key: string): string | undefined {
-  if (!KEY_RE.test(key)) return `label key ${quoteText(key.slice(0, 64))} must match ${KEY_RE.source} (lower-case letters, digits, _)`;
+  if (!KEY_RE.test(key))
+    return `label key ${quoteText(key.slice(0, 64))} must match ${KEY_RE.source} (lower-case letters, digits, _)`;
   for (const [prefix, why] of RESERVED_LABEL_PREFIXES) {
     if (key.startsWith(prefix)) return `label key "${key}" may not start with ${prefix} (${why})`;
   }
@@ -53,7 +69,8 @@ export function labelKeyProblem(key: string): string | undefined {
 
 export function labelValueProblem(key: string, value: string): string | undefined {
   if (value.length === 0) return `label "${key}" has an empty value`;
-  if (value.length > MAX_LABEL_VALUE_LENGTH) return `label "${key}" value is longer than ${MAX_LABEL_VALUE_LENGTH} characters`;
+  if (value.length > MAX_LABEL_VALUE_LENGTH)
+    return `label "${key}" value is longer than ${MAX_LABEL_VALUE_LENGTH} characters`;
   const unsafe = unsafeTextProblem(value);
   if (unsafe !== undefined) return `label "${key}" value ${unsafe}`;
   return undefined;

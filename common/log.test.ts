@@ -3,9 +3,15 @@ import { createLogger, defaultLogFormat, type LogFormat } from "./log.js";
 
 const NOW = new Date(Date.UTC(2024, 4, 1, 12, 0, 0, 123));
 
-function lines(format: LogFormat, level: "debug" | "info" = "info"): { lines: string[]; logger: ReturnType<typeof createLogger> } {
+function lines(
+  format: LogFormat,
+  level: "debug" | "info" = "info",
+): { lines: string[]; logger: ReturnType<typeof createLogger> } {
   const out: string[] = [];
-  return { lines: out, logger: createLogger({ format, level, now: () => NOW, write: (l) => void out.push(l) }, { component: "agent" }) };
+  return {
+    lines: out,
+    logger: createLogger({ format, level, now: () => NOW, write: (l) => void out.push(l) }, { component: "agent" }),
+  };
 }
 
 describe("log lines", () => {
@@ -20,8 +26,17 @@ describe("log lines", () => {
   it("text: time, level, message, then key=value, quoting only what needs it", () => {
     const { lines: out, logger } = lines("text", "debug");
     logger.info("The agent stopped.", { windows_measured: 360, windows_acked: 360, ok: true });
-    logger.warn("The collector did not answer.", { collector: "10.0.0.5:9746", err: "connect ECONNREFUSED 10.0.0.5:9746", empty: "", gone: undefined });
-    logger.error("A window was lost.", { path: "/var/lib/trueidle", detail: { gpu: 3, why: 'a "b" = c' }, list: ["a", "b"] });
+    logger.warn("The collector did not answer.", {
+      collector: "10.0.0.5:9746",
+      err: "connect ECONNREFUSED 10.0.0.5:9746",
+      empty: "",
+      gone: undefined,
+    });
+    logger.error("A window was lost.", {
+      path: "/var/lib/trueidle",
+      detail: { gpu: 3, why: 'a "b" = c' },
+      list: ["a", "b"],
+    });
     logger.debug("Tick.", { eq: "a=b", backslash: "C:\\x" });
     expect(out).toEqual([
       "2024-05-01T12:00:00.123Z INFO  The agent stopped. component=agent windows_measured=360 windows_acked=360 ok=true\n",

@@ -59,7 +59,8 @@ export function createLogger(options: LoggerOptions = {}, base: LogFields = {}):
     }
     if (format === "text") {
       let line = `${rec.ts as string} ${level.toUpperCase().padEnd(5)} ${escapeUnsafeText(msg)}`;
-      for (const [k, v] of Object.entries(rec)) if (k !== "ts" && k !== "level" && k !== "msg") line += logfmtFields(k, v);
+      for (const [k, v] of Object.entries(rec))
+        if (k !== "ts" && k !== "level" && k !== "msg") line += logfmtFields(k, v);
       write(`${line}\n`);
     } else {
       write(`${JSON.stringify(rec)}\n`);
@@ -77,7 +78,8 @@ export function createLogger(options: LoggerOptions = {}, base: LogFields = {}):
 /** ` key=value` for a field of a text line; nothing for undefined. */
 function logfmtFields(key: string, v: unknown): string {
   if (v === undefined) return "";
-  if (Array.isArray(v) && v.every((x) => x === null || typeof x !== "object")) return ` ${escapeUnsafeText(key)}=${logfmtValue(v.join(","))}`;
+  if (Array.isArray(v) && v.every((x) => x === null || typeof x !== "object"))
+    return ` ${escapeUnsafeText(key)}=${logfmtValue(v.join(","))}`;
   if (v !== null && typeof v === "object" && !Array.isArray(v)) {
     let out = "";
     for (const [k, x] of Object.entries(v)) out += logfmtFields(`${key}.${k}`, x);

@@ -16,14 +16,23 @@ describe("ownerMayBeRunning", () => {
   });
 
   it("is true for a live process running the trueidle program, not for one that only has it in a path", async () => {
-    const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)", "/home/ops/trueidle/node_modules/.bin/vitest"]);
+    const other = spawn(process.execPath, [
+      "-e",
+      "setTimeout(() => {}, 30000)",
+      "/home/ops/trueidle/node_modules/.bin/vitest",
+    ]);
     try {
       expect(ownerMayBeRunning(other.pid!)).toBe(false);
     } finally {
       other.kill();
       await new Promise((r) => other.once("exit", r));
     }
-    const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)", "/usr/local/lib/node_modules/trueidle/bin/trueidle.js", "agent"]);
+    const child = spawn(process.execPath, [
+      "-e",
+      "setTimeout(() => {}, 30000)",
+      "/usr/local/lib/node_modules/trueidle/bin/trueidle.js",
+      "agent",
+    ]);
     try {
       expect(ownerMayBeRunning(child.pid!)).toBe(true);
     } finally {

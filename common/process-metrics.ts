@@ -34,16 +34,34 @@ import { collectDefaultMetrics, Counter, Registry } from "prom-client";
 import { familyHeader, formatSeconds, formatValue, labelPairs } from "./prom-text.js";
 
 const CPU_COUNTERS = [
-  { name: "process_cpu_user_seconds_total", help: "Total user CPU time spent in seconds, every thread of the process, since it started.", read: (u: NodeJS.CpuUsage) => u.user },
-  { name: "process_cpu_system_seconds_total", help: "Total system CPU time spent in seconds, every thread of the process, since it started.", read: (u: NodeJS.CpuUsage) => u.system },
-  { name: "process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds, every thread of the process, since it started.", read: (u: NodeJS.CpuUsage) => u.user + u.system },
+  {
+    name: "process_cpu_user_seconds_total",
+    help: "Total user CPU time spent in seconds, every thread of the process, since it started.",
+    read: (u: NodeJS.CpuUsage) => u.user,
+  },
+  {
+    name: "process_cpu_system_seconds_total",
+    help: "Total system CPU time spent in seconds, every thread of the process, since it started.",
+    read: (u: NodeJS.CpuUsage) => u.system,
+  },
+  {
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds, every thread of the process, since it started.",
+    read: (u: NodeJS.CpuUsage) => u.user + u.system,
+  },
 ] as const;
 
 /** prom-client's gauges with a counter's suffix, left out. */
-const LINTED_GAUGES = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"] as const;
+const LINTED_GAUGES = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+] as const;
 
 /** The gauges fed by Node's event-loop delay monitor. */
-const EVENT_LOOP_HISTOGRAM_GAUGES = ["min", "max", "mean", "stddev", "p50", "p90", "p99"].map((s) => `nodejs_eventloop_lag_${s}_seconds`);
+const EVENT_LOOP_HISTOGRAM_GAUGES = ["min", "max", "mean", "stddev", "p50", "p90", "p99"].map(
+  (s) => `nodejs_eventloop_lag_${s}_seconds`,
+);
 /** A monitor resolution that never ticks in a process's life (about 11.6 days), in ms. */
 const NEVER_MS = 1_000_000_000;
 
@@ -57,7 +75,10 @@ export class ProcessMetrics {
 
   constructor(opts: ProcessMetricsOptions = {}) {
     const histogram = opts.eventLoopHistogram ?? true;
-    collectDefaultMetrics({ register: this.registry, ...(histogram ? {} : { eventLoopMonitoringPrecision: NEVER_MS }) });
+    collectDefaultMetrics({
+      register: this.registry,
+      ...(histogram ? {} : { eventLoopMonitoringPrecision: NEVER_MS }),
+    });
     if (!histogram) for (const name of EVENT_LOOP_HISTOGRAM_GAUGES) this.registry.removeSingleMetric(name);
     // prom-client also writes the active handles, requests and resources as gauges named
     // `…_total`, which promtool's lint (and the naming rules) refuse for a gauge; the same
@@ -87,7 +108,11 @@ export class ProcessMetrics {
     for (const family of families) {
       const format = family.name.includes("_seconds") ? formatSeconds : formatValue;
       out += familyHeader(family.name, String(family.type), family.help);
-      for (const v of family.values as Array<{ value: number; labels: Record<string, string | number | undefined>; metricName?: string }>) {
+      for (const v of family.values as Array<{
+        value: number;
+        labels: Record<string, string | number | undefined>;
+        metricName?: string;
+      }>) {
         const labels = Object.entries(v.labels).flatMap(([k, x]) => (x === undefined ? [] : [[k, String(x)] as const]));
         const name = v.metricName ?? family.name;
         out += `${name}${labels.length > 0 ? `{${labelPairs(labels)}}` : ""} ${format(v.value)}\n`;

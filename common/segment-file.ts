@@ -125,11 +125,18 @@ export async function readCursor(dir: string, logger: Logger): Promise<LogPositi
   }
   try {
     const v = JSON.parse(text) as Partial<LogPosition>;
-    if (Number.isSafeInteger(v.segment) && Number.isSafeInteger(v.offset) && (v.segment as number) >= 0 && (v.offset as number) >= 0) {
+    if (
+      Number.isSafeInteger(v.segment) &&
+      Number.isSafeInteger(v.offset) &&
+      (v.segment as number) >= 0 &&
+      (v.offset as number) >= 0
+    ) {
       return { segment: v.segment as number, offset: v.offset as number };
     }
   } catch (err) {
-    logger.warn(`The read position of the log in ${dir} is unreadable; the log is read from its first record.`, { error: errorMessage(err) });
+    logger.warn(`The read position of the log in ${dir} is unreadable; the log is read from its first record.`, {
+      error: errorMessage(err),
+    });
     return undefined;
   }
   logger.warn(`The read position of the log in ${dir} is invalid; the log is read from its first record.`);

@@ -30,7 +30,10 @@ function dirBytes(dir: string): number {
 }
 
 function segFiles(dir: string): string[] {
-  return fs.readdirSync(dir).filter((n) => n.endsWith(".seg")).sort();
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(".seg"))
+    .sort();
 }
 
 describe("SegmentLog", () => {
@@ -220,7 +223,10 @@ describe("SegmentLog", () => {
   it("rolls the segment being appended to once half of it is consumed, and deletes it once all of it is", async () => {
     const dir = tempDir();
     const log = await SegmentLog.open({ dir, segmentBytes: 1000, logger: recordingLogger() });
-    const ends = await appendOk(log, Array.from({ length: 30 }, (_, i) => rec(i))); // 540 bytes in segment 1
+    const ends = await appendOk(
+      log,
+      Array.from({ length: 30 }, (_, i) => rec(i)),
+    ); // 540 bytes in segment 1
     log.consume(ends[28] as LogPosition); // one record left in it
     await appendOk(log, [rec(30)]);
     expect(segFiles(dir)).toEqual(["0000000000000001.seg", "0000000000000002.seg"]);
@@ -288,7 +294,11 @@ describe("SegmentLog", () => {
       // Phases of 150 steps: a collector that keeps up (nearly everything consumed at once),
       // then an outage (nothing consumed until the log is full, then a little at a time).
       const keepingUp = Math.floor(step / 150) % 2 === 0;
-      const n = keepingUp ? Math.max(0, queue.length - random(4)) : res.full ? 1 + random(Math.min(queue.length, 40)) : 0;
+      const n = keepingUp
+        ? Math.max(0, queue.length - random(4))
+        : res.full
+          ? 1 + random(Math.min(queue.length, 40))
+          : 0;
       if (n > 0) {
         log.consume((queue[n - 1] as { end: LogPosition }).end);
         queue.splice(0, n);

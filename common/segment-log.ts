@@ -140,7 +140,9 @@ export class SegmentLog {
     try {
       await makeDir(dir, 0o700);
     } catch (err) {
-      throw new TrueidleError("bad_config", `Cannot create the log directory ${dir}: ${errorMessage(err)}.`, { cause: err });
+      throw new TrueidleError("bad_config", `Cannot create the log directory ${dir}: ${errorMessage(err)}.`, {
+        cause: err,
+      });
     }
     const ids = (await fs.readdir(dir))
       .map((name) => /^(\d{16})\.seg$/.exec(name))
@@ -150,7 +152,8 @@ export class SegmentLog {
     const cursor = await readCursor(dir, opts.logger);
     let head: LogPosition = cursor ?? { segment: ids[0] ?? 1, offset: 0 };
     // Segments wholly before the head were consumed; a crash may have left them behind.
-    for (const id of ids.filter((id) => id < head.segment)) await fs.rm(path.join(dir, segmentFileName(id)), { force: true });
+    for (const id of ids.filter((id) => id < head.segment))
+      await fs.rm(path.join(dir, segmentFileName(id)), { force: true });
     const live = ids.filter((id) => id >= head.segment);
     if (live[0] !== head.segment) head = { segment: live[0] ?? head.segment, offset: 0 };
 
@@ -287,7 +290,8 @@ export class SegmentLog {
   private dropConsumedSegments(): void {
     while (this.segments.length > 1) {
       const first = this.segments[0] as Segment;
-      if (first.id > this.headPos.segment || (first.id === this.headPos.segment && this.headPos.offset < first.end)) break;
+      if (first.id > this.headPos.segment || (first.id === this.headPos.segment && this.headPos.offset < first.end))
+        break;
       this.segments.shift();
       this.toDelete.push(first.id);
     }
@@ -300,7 +304,9 @@ export class SegmentLog {
     if (this.running) return;
     this.running = true;
     this.loop = this.run().catch((err: unknown) => {
-      this.logger.error(`The writer of the log in ${this.dir} failed; records may be lost.`, { error: errorMessage(err) });
+      this.logger.error(`The writer of the log in ${this.dir} failed; records may be lost.`, {
+        error: errorMessage(err),
+      });
     });
   }
 
@@ -310,7 +316,11 @@ export class SegmentLog {
     // first of them paying for a write of its own.
     await new Promise<void>((resolve) => setImmediate(resolve));
     try {
-      while (this.queue.length > 0 || this.toDelete.length > 0 || comparePositions(this.persistedHead, this.headPos) !== 0) {
+      while (
+        this.queue.length > 0 ||
+        this.toDelete.length > 0 ||
+        comparePositions(this.persistedHead, this.headPos) !== 0
+      ) {
         // Consumed segments go before anything new is written, so the bytes on disk never hold
         // both. Deleting ahead of the cursor is safe: `open` starts at the first segment left.
         await this.deleteConsumed();
@@ -327,7 +337,10 @@ export class SegmentLog {
   private async deleteConsumed(): Promise<void> {
     for (const id of this.toDelete.splice(0)) {
       await fs.rm(path.join(this.dir, segmentFileName(id)), { force: true }).catch((err: unknown) => {
-        this.logger.warn(`Could not delete a consumed segment of the log in ${this.dir}; it will be retried at the next start.`, { segment: id, error: errorMessage(err) });
+        this.logger.warn(
+          `Could not delete a consumed segment of the log in ${this.dir}; it will be retried at the next start.`,
+          { segment: id, error: errorMessage(err) },
+        );
       });
     }
   }
@@ -340,7 +353,10 @@ export class SegmentLog {
     } catch (err) {
       // Not fatal: an old cursor only replays consumed records after a restart.
       this.persistedHead = head;
-      this.logger.warn(`Could not save the read position of the log in ${this.dir}; after a restart some records may be read twice.`, { error: errorMessage(err) });
+      this.logger.warn(
+        `Could not save the read position of the log in ${this.dir}; after a restart some records may be read twice.`,
+        { error: errorMessage(err) },
+      );
     }
   }
 
@@ -387,7 +403,11 @@ export class SegmentLog {
       // Cut back to the last durable byte so later appends do not follow a half-written run.
       await this.fh.truncate(this.active().end).catch(() => undefined);
       this.reserved = this.queue.reduce((sum, p) => sum + p.size, 0);
-      const wrapped = new TrueidleError("unavailable", `Could not write to the log in ${this.dir}: ${errorMessage(err)}.`, { cause: err });
+      const wrapped = new TrueidleError(
+        "unavailable",
+        `Could not write to the log in ${this.dir}: ${errorMessage(err)}.`,
+        { cause: err },
+      );
       for (const p of batch) p.reject(wrapped);
       return;
     }
@@ -453,10 +473,13 @@ export class SegmentLog {
     const live = this.segments.find((s) => s.id === seg.id);
     if (live && live !== this.active()) {
       this.counters.truncatedBytes += live.end - offset;
-      this.logger.error(`The log in ${this.dir} has a corrupt record in segment ${seg.id}; the ${live.end - offset} bytes from it to the end of that segment are lost.`, {
-        segment: seg.id,
-        offset,
-      });
+      this.logger.error(
+        `The log in ${this.dir} has a corrupt record in segment ${seg.id}; the ${live.end - offset} bytes from it to the end of that segment are lost.`,
+        {
+          segment: seg.id,
+          offset,
+        },
+      );
       live.end = offset;
       seg.end = offset;
       this.dropConsumedSegments();

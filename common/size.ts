@@ -34,7 +34,12 @@ export function parseSize(text: string): number {
 
 /** The shortest exact binary spelling: 268435456 → "256MiB", 1000 → "1000B". */
 export function formatSize(bytes: number): string {
-  for (const [unit, n] of [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+  for (const [unit, n] of [
+    ["TiB", 1024 ** 4],
+    ["GiB", 1024 ** 3],
+    ["MiB", 1024 ** 2],
+    ["KiB", 1024],
+  ] as const) {
     if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
   }
   return `${bytes}B`;

@@ -8,9 +8,16 @@ const CLASSES: Array<[string, number[], RegExp]> = [
   ["C0 control", range(0x00, 0x1f), /^holds control characters \(U\+00[01][0-9A-F]\)$/],
   ["DEL", [0x7f], /^holds control characters \(U\+007F\)$/],
   ["C1 control", range(0x80, 0x9f), /^holds control characters \(U\+00[89][0-9A-F]\)$/],
-  ["bidi mark or embedding", [0x061c, 0x200e, 0x200f, ...range(0x202a, 0x202e), ...range(0x2066, 0x2069)],
-    /^holds a bidi control character \(U\+(061C|200[EF]|202[A-E]|206[6-9])\); bidi control characters can make a name read differently from what it is$/],
-  ["line or paragraph separator", [0x2028, 0x2029], /^holds a line or paragraph separator \(U\+202[89]\), which breaks a line/],
+  [
+    "bidi mark or embedding",
+    [0x061c, 0x200e, 0x200f, ...range(0x202a, 0x202e), ...range(0x2066, 0x2069)],
+    /^holds a bidi control character \(U\+(061C|200[EF]|202[A-E]|206[6-9])\); bidi control characters can make a name read differently from what it is$/,
+  ],
+  [
+    "line or paragraph separator",
+    [0x2028, 0x2029],
+    /^holds a line or paragraph separator \(U\+202[89]\), which breaks a line/,
+  ],
 ];
 
 describe("unsafeTextProblem", () => {
@@ -28,7 +35,24 @@ describe("unsafeTextProblem", () => {
   }
 
   it("accepts what real names hold: unicode letters, symbols, emoji, quotes, zero-width joiners", () => {
-    for (const value of ["gpu-a01", "NVIDIA H100 80GB HBM3", "550.54.15", "GPU-3f1c…", "rechenzentrum-köln", "東京-1", "a\"b\\c{}=,", "🚀", "👩‍💻", "\u00a0", "\u00a0\u00ff", "\u061b\u061d", "\u200d", "\u202f", "\u2065\u206a", "\u2027"]) {
+    for (const value of [
+      "gpu-a01",
+      "NVIDIA H100 80GB HBM3",
+      "550.54.15",
+      "GPU-3f1c…",
+      "rechenzentrum-köln",
+      "東京-1",
+      'a"b\\c{}=,',
+      "🚀",
+      "👩‍💻",
+      "\u00a0",
+      "\u00a0\u00ff",
+      "\u061b\u061d",
+      "\u200d",
+      "\u202f",
+      "\u2065\u206a",
+      "\u2027",
+    ]) {
       expect(unsafeTextProblem(value), JSON.stringify(value)).toBeUndefined();
     }
   });

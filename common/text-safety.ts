@@ -34,7 +34,8 @@ export function unsafeTextProblem(value: string): string | undefined {
   const c = m[0].charCodeAt(0);
   const code = codePointName(m[0]);
   if (c <= 0x9f) return `holds control characters (${code})`;
-  if (c === 0x2028 || c === 0x2029) return `holds a line or paragraph separator (${code}), which breaks a line in logs and text exports`;
+  if (c === 0x2028 || c === 0x2029)
+    return `holds a line or paragraph separator (${code}), which breaks a line in logs and text exports`;
   return `holds a bidi control character (${code}); bidi control characters can make a name read differently from what it is`;
 }
 

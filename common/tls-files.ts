@@ -51,7 +51,8 @@ function parseCertificates(f: FlagFile, pem: Buffer): X509Certificate[] {
 }
 
 function checkValidity(f: FlagFile, cert: X509Certificate, now: number): void {
-  if (Date.parse(cert.validTo) < now) throw bad(f, `holds a certificate that expired on ${cert.validTo} (subject ${cert.subject.replace(/\n/g, ", ")})`);
+  if (Date.parse(cert.validTo) < now)
+    throw bad(f, `holds a certificate that expired on ${cert.validTo} (subject ${cert.subject.replace(/\n/g, ", ")})`);
   if (Date.parse(cert.validFrom) > now) throw bad(f, `holds a certificate that is not valid before ${cert.validFrom}`);
 }
 
@@ -83,9 +84,13 @@ export function loadKeyPair(certFile: FlagFile, keyFile: FlagFile, now = Date.no
   const secret = readSecretFile(keyFile.flag, keyFile.file);
   const keyText = secret.text;
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(keyText)) {
-    throw bad(keyFile, "holds an encrypted private key; trueidle needs it unencrypted (protect the file with chmod 600 instead)");
+    throw bad(
+      keyFile,
+      "holds an encrypted private key; trueidle needs it unencrypted (protect the file with chmod 600 instead)",
+    );
   }
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText)) throw bad(keyFile, "holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText))
+    throw bad(keyFile, "holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
   let keyObject;
   try {
     keyObject = createPrivateKey(keyText);
@@ -93,13 +98,20 @@ export function loadKeyPair(certFile: FlagFile, keyFile: FlagFile, now = Date.no
     throw bad(keyFile, `holds a private key that does not parse: ${errorMessage(err)}`, err);
   }
   if (!leaf.checkPrivateKey(keyObject)) {
-    throw new TrueidleError("bad_config", `the private key in --${keyFile.flag} ${keyFile.file} does not belong to the certificate in --${certFile.flag} ${certFile.file}`);
+    throw new TrueidleError(
+      "bad_config",
+      `the private key in --${keyFile.flag} ${keyFile.file} does not belong to the certificate in --${certFile.flag} ${certFile.file}`,
+    );
   }
   const key = Buffer.from(keyText, "utf8");
   try {
     createSecureContext({ cert, key });
   } catch (err) {
-    throw new TrueidleError("bad_config", `--${certFile.flag} ${certFile.file} with --${keyFile.flag} ${keyFile.file} cannot be used for TLS: ${errorMessage(err)}`, { cause: err });
+    throw new TrueidleError(
+      "bad_config",
+      `--${certFile.flag} ${certFile.file} with --${keyFile.flag} ${keyFile.file} cannot be used for TLS: ${errorMessage(err)}`,
+      { cause: err },
+    );
   }
   return { cert, key, leaf, warning: secret.warning };
 }

@@ -17,9 +17,11 @@ export const MAKE_TOKEN_HINT = "make one with `openssl rand -hex 32`";
 
 /** Why `token` is not acceptable (never quoting it), or undefined when it is. */
 export function tokenProblem(token: string): string | undefined {
-  if (token.length < MIN_TOKEN_LENGTH) return `a token must be at least ${MIN_TOKEN_LENGTH} characters (${MAKE_TOKEN_HINT})`;
+  if (token.length < MIN_TOKEN_LENGTH)
+    return `a token must be at least ${MIN_TOKEN_LENGTH} characters (${MAKE_TOKEN_HINT})`;
   if (token.length > MAX_TOKEN_LENGTH) return `a token must be at most ${MAX_TOKEN_LENGTH} characters`;
-  if (!TOKEN_RE.test(token)) return "a token may hold only letters, digits and - . _ ~ + / (then = padding), no spaces or colons";
+  if (!TOKEN_RE.test(token))
+    return "a token may hold only letters, digits and - . _ ~ + / (then = padding), no spaces or colons";
   return undefined;
 }
 

@@ -20,7 +20,8 @@ function refusal(text: string): string {
 
 describe("parseWebConfig", () => {
   it("reads the toolkit's keys, with its defaults and paths relative to the file", () => {
-    const c = parseWebConfig(`
+    const c = parseWebConfig(
+      `
 tls_server_config:
   cert_file: collector.crt
   key_file: /secrets/collector.key
@@ -39,7 +40,9 @@ http_server_config:
 basic_auth_users:
   prometheus: ${HASH_2Y}
   grafana: '${HASH_2Y.replace("$2y$", "$2b$")}'
-`, FILE);
+`,
+      FILE,
+    );
     expect(c.tls).toEqual({
       certFile: "/etc/trueidle/collector.crt",
       keyFile: "/secrets/collector.key",
@@ -58,20 +61,30 @@ basic_auth_users:
   it("takes an empty file, a file of empty sections and TLS alone, as the toolkit does", () => {
     expect(parseWebConfig("", FILE)).toEqual({ file: FILE, tls: undefined, headers: {}, users: undefined });
     expect(parseWebConfig("# nothing yet\ntls_server_config:\nbasic_auth_users: {}\n", FILE).users).toBeUndefined();
-    const t = parseWebConfig("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireClientCert\n", "rel/web.yml").tls!;
+    const t = parseWebConfig(
+      "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireClientCert\n",
+      "rel/web.yml",
+    ).tls!;
     expect(t.certFile).toBe(path.resolve("rel", "a.crt"));
-    expect(t).toMatchObject({ clientAuth: "RequireAnyClientCert", minVersion: "TLSv1.2", maxVersion: "TLSv1.3", honorCipherOrder: true });
+    expect(t).toMatchObject({
+      clientAuth: "RequireAnyClientCert",
+      minVersion: "TLSv1.2",
+      maxVersion: "TLSv1.3",
+      honorCipherOrder: true,
+    });
   });
 
   it("refuses an unknown key, naming the key and the file, with the nearest known key", () => {
     expect(refusal("tls_server_config:\n  certfile: a.crt\n  key_file: a.key\n")).toBe(
       `--web.config.file ${FILE}: tls_server_config.certfile is not a key trueidle knows in the web configuration format (did you mean tls_server_config.cert_file?)\n` +
-      `--web.config.file ${FILE}: tls_server_config.cert_file is missing (TLS needs a certificate and its key)`,
+        `--web.config.file ${FILE}: tls_server_config.cert_file is missing (TLS needs a certificate and its key)`,
     );
     expect(refusal("basic_auth_user:\n  a: b\n")).toBe(
       `--web.config.file ${FILE}: basic_auth_user is not a key trueidle knows in the web configuration format (did you mean basic_auth_users?)`,
     );
-    expect(refusal("listen: 0.0.0.0:9745\n")).toBe(`--web.config.file ${FILE}: listen is not a key trueidle knows in the web configuration format`);
+    expect(refusal("listen: 0.0.0.0:9745\n")).toBe(
+      `--web.config.file ${FILE}: listen is not a key trueidle knows in the web configuration format`,
+    );
   });
 
   it("refuses the format's keys that trueidle does not have, saying what to do instead", () => {
@@ -86,8 +99,12 @@ rate_limit:
   interval: 1s
   burst: 20
 `);
-    expect(msg).toContain("tls_server_config.cert is part of the exporter-toolkit format but not supported by trueidle: give the certificate as a file with cert_file");
-    expect(msg).toContain("tls_server_config.client_allowed_sans is part of the exporter-toolkit format but not supported by trueidle");
+    expect(msg).toContain(
+      "tls_server_config.cert is part of the exporter-toolkit format but not supported by trueidle: give the certificate as a file with cert_file",
+    );
+    expect(msg).toContain(
+      "tls_server_config.client_allowed_sans is part of the exporter-toolkit format but not supported by trueidle",
+    );
     expect(msg).toContain("rate_limit is part of the exporter-toolkit format but not supported by trueidle");
   });
 
@@ -125,21 +142,31 @@ basic_auth_users:
   });
 
   it("refuses a client CA without a policy, a verifying policy without a CA, and settings without a certificate", () => {
-    expect(refusal("tls_server_config: {cert_file: a, key_file: b, client_ca_file: ca}\n"))
-      .toContain("tls_server_config.client_ca_file is set without client_auth_type; set client_auth_type: RequireAndVerifyClientCert");
-    expect(refusal("tls_server_config: {cert_file: a, key_file: b, client_auth_type: VerifyClientCertIfGiven}\n"))
-      .toContain("tls_server_config.client_auth_type VerifyClientCertIfGiven needs client_ca_file");
-    expect(refusal("tls_server_config: {min_version: TLS13}\n"))
-      .toBe(`--web.config.file ${FILE}: tls_server_config sets min_version but neither cert_file nor key_file: TLS would be off`);
-    expect(refusal("tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n"))
-      .toContain("tls_server_config.min_version is above max_version");
+    expect(refusal("tls_server_config: {cert_file: a, key_file: b, client_ca_file: ca}\n")).toContain(
+      "tls_server_config.client_ca_file is set without client_auth_type; set client_auth_type: RequireAndVerifyClientCert",
+    );
+    expect(
+      refusal("tls_server_config: {cert_file: a, key_file: b, client_auth_type: VerifyClientCertIfGiven}\n"),
+    ).toContain("tls_server_config.client_auth_type VerifyClientCertIfGiven needs client_ca_file");
+    expect(refusal("tls_server_config: {min_version: TLS13}\n")).toBe(
+      `--web.config.file ${FILE}: tls_server_config sets min_version but neither cert_file nor key_file: TLS would be off`,
+    );
+    expect(
+      refusal("tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n"),
+    ).toContain("tls_server_config.min_version is above max_version");
   });
 
   it("refuses YAML that does not parse, duplicate keys, and a file that is not a mapping", () => {
-    expect(refusal("tls_server_config:\n  cert_file: a\n  cert_file: b\n")).toMatch(/^--web\.config\.file \/etc\/trueidle\/web\.yml: is not valid YAML \(line 3, column 3\): Map keys must be unique/);
-    expect(refusal("basic_auth_users: [alice]\n")).toBe(`--web.config.file ${FILE}: basic_auth_users must be a mapping of user names to bcrypt hashes`);
+    expect(refusal("tls_server_config:\n  cert_file: a\n  cert_file: b\n")).toMatch(
+      /^--web\.config\.file \/etc\/trueidle\/web\.yml: is not valid YAML \(line 3, column 3\): Map keys must be unique/,
+    );
+    expect(refusal("basic_auth_users: [alice]\n")).toBe(
+      `--web.config.file ${FILE}: basic_auth_users must be a mapping of user names to bcrypt hashes`,
+    );
     expect(refusal("- a\n- b\n")).toMatch(/must be a YAML mapping/);
-    expect(refusal("basic_auth_users:\n  'a:b': x\n")).toContain(`basic_auth_users has a user name that is empty or holds ":"`);
+    expect(refusal("basic_auth_users:\n  'a:b': x\n")).toContain(
+      `basic_auth_users has a user name that is empty or holds ":"`,
+    );
   });
 
   it("reads the shipped example once its placeholder hash is replaced, and refuses it before", () => {
@@ -147,11 +174,22 @@ basic_auth_users:
     const text = readFileSync(example, "utf8");
     expect(() => parseWebConfig(text, example)).toThrow(/basic_auth_users\.prometheus is not a bcrypt hash/);
     const c = parseWebConfig(text.replace("REPLACE-WITH-A-BCRYPT-HASH", HASH_2Y), example);
-    expect(c.tls).toMatchObject({ certFile: "/etc/trueidle/collector.crt", keyFile: "/etc/trueidle/collector.key", clientAuth: "NoClientCert" });
+    expect(c.tls).toMatchObject({
+      certFile: "/etc/trueidle/collector.crt",
+      keyFile: "/etc/trueidle/collector.key",
+      clientAuth: "NoClientCert",
+    });
     expect(Object.keys(c.headers)).toEqual(["Strict-Transport-Security", "X-Frame-Options"]);
     expect([...c.users!.keys()]).toEqual(["prometheus"]);
     // Uncommented, its optional settings are valid too.
-    const all = parseWebConfig(text.replace("REPLACE-WITH-A-BCRYPT-HASH", HASH_2Y).replace(/^( *)#(?=\w| {2}-)/gm, "$1"), example);
-    expect(all.tls).toMatchObject({ clientAuth: "RequireAndVerifyClientCert", clientCaFile: "/etc/trueidle/ca.crt", ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" });
+    const all = parseWebConfig(
+      text.replace("REPLACE-WITH-A-BCRYPT-HASH", HASH_2Y).replace(/^( *)#(?=\w| {2}-)/gm, "$1"),
+      example,
+    );
+    expect(all.tls).toMatchObject({
+      clientAuth: "RequireAndVerifyClientCert",
+      clientCaFile: "/etc/trueidle/ca.crt",
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+    });
   });
 });

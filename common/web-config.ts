@@ -33,7 +33,12 @@ export const CLIENT_AUTH_TYPES = [
 ] as const;
 export type ClientAuthType = (typeof CLIENT_AUTH_TYPES)[number];
 
-const TLS_VERSIONS: Record<string, SecureVersion> = { TLS10: "TLSv1", TLS11: "TLSv1.1", TLS12: "TLSv1.2", TLS13: "TLSv1.3" };
+const TLS_VERSIONS: Record<string, SecureVersion> = {
+  TLS10: "TLSv1",
+  TLS11: "TLSv1.1",
+  TLS12: "TLSv1.2",
+  TLS13: "TLSv1.3",
+};
 const VERSION_ORDER: readonly SecureVersion[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
 
 /**
@@ -107,14 +112,26 @@ const UNSUPPORTED: Record<string, string> = {
   "tls_server_config.key": "give the private key as a file with key_file (chmod 600)",
   "tls_server_config.client_ca": "give the client CA as a file with client_ca_file",
   "tls_server_config.client_allowed_sans": "use a client CA that signs only the clients to admit",
-  rate_limit: "trueidle limits connections and scrapes itself (--http-max-connections) and slows down failed logins per address",
+  rate_limit:
+    "trueidle limits connections and scrapes itself (--http-max-connections) and slows down failed logins per address",
 };
 
 const KEYS: Record<string, readonly string[]> = {
   "": ["tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"],
   tls_server_config: [
-    "cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version", "cipher_suites",
-    "prefer_server_cipher_suites", "curve_preferences", "cert", "key", "client_ca", "client_allowed_sans",
+    "cert_file",
+    "key_file",
+    "client_ca_file",
+    "client_auth_type",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+    "cert",
+    "key",
+    "client_ca",
+    "client_allowed_sans",
   ],
   http_server_config: ["headers", "http2"],
 };
@@ -122,7 +139,8 @@ const KEYS: Record<string, readonly string[]> = {
 /** Parses and checks a web configuration file's text; `file` names it in errors and anchors relative paths. */
 export function parseWebConfig(text: string, file: string): WebConfig {
   const problems: string[] = [];
-  const say = (key: string, what: string): void => void problems.push(`--${WEB_CONFIG_FLAG} ${file}: ${key === "" ? "" : `${key} `}${what}`);
+  const say = (key: string, what: string): void =>
+    void problems.push(`--${WEB_CONFIG_FLAG} ${file}: ${key === "" ? "" : `${key} `}${what}`);
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
@@ -163,8 +181,14 @@ function checkKeys(node: Node, at: string, say: Say): void {
   for (const k of Object.keys(node)) {
     const key = at === "" ? k : `${at}.${k}`;
     if (!known.includes(k)) {
-      const near = closest(k, known.filter((x) => UNSUPPORTED[at === "" ? x : `${at}.${x}`] === undefined));
-      say(key, `is not a key trueidle knows in the web configuration format${near ? ` (did you mean ${at === "" ? near : `${at}.${near}`}?)` : ""}`);
+      const near = closest(
+        k,
+        known.filter((x) => UNSUPPORTED[at === "" ? x : `${at}.${x}`] === undefined),
+      );
+      say(
+        key,
+        `is not a key trueidle knows in the web configuration format${near ? ` (did you mean ${at === "" ? near : `${at}.${near}`}?)` : ""}`,
+      );
     } else if (UNSUPPORTED[key] !== undefined && !blank(node[k])) {
       say(key, `is part of the exporter-toolkit format but not supported by trueidle: ${UNSUPPORTED[key]}`);
     }
@@ -240,9 +264,12 @@ function tlsFrom(node: Node, dir: string, say: Say): WebTlsConfig | undefined {
   const curves = strings(node, at, "curve_preferences", say);
   const honorCipherOrder = bool(node, at, "prefer_server_cipher_suites", true, say);
 
-  const enabled = certFile !== undefined || keyFile !== undefined || clientCaFile !== undefined || authText !== undefined;
+  const enabled =
+    certFile !== undefined || keyFile !== undefined || clientCaFile !== undefined || authText !== undefined;
   if (!enabled) {
-    const set = Object.keys(node).filter((k) => !blank(node[k]) && UNSUPPORTED[`${at}.${k}`] === undefined && (KEYS[at] ?? []).includes(k));
+    const set = Object.keys(node).filter(
+      (k) => !blank(node[k]) && UNSUPPORTED[`${at}.${k}`] === undefined && (KEYS[at] ?? []).includes(k),
+    );
     if (set.length > 0) say(at, `sets ${set.join(", ")} but neither cert_file nor key_file: TLS would be off`);
     return undefined;
   }
@@ -257,10 +284,15 @@ function tlsFrom(node: Node, dir: string, say: Say): WebTlsConfig | undefined {
   }
   const verifies = clientAuth === "RequireAndVerifyClientCert" || clientAuth === "VerifyClientCertIfGiven";
   if (clientCaFile !== undefined && clientAuth === "NoClientCert") {
-    say(`${at}.client_ca_file`, "is set without client_auth_type; set client_auth_type: RequireAndVerifyClientCert to require client certificates signed by it");
+    say(
+      `${at}.client_ca_file`,
+      "is set without client_auth_type; set client_auth_type: RequireAndVerifyClientCert to require client certificates signed by it",
+    );
   }
-  if (verifies && clientCaFile === undefined) say(`${at}.client_auth_type`, `${clientAuth} needs client_ca_file, the CA that signs the clients' certificates`);
-  if (VERSION_ORDER.indexOf(minVersion) > VERSION_ORDER.indexOf(maxVersion)) say(`${at}.min_version`, "is above max_version");
+  if (verifies && clientCaFile === undefined)
+    say(`${at}.client_auth_type`, `${clientAuth} needs client_ca_file, the CA that signs the clients' certificates`);
+  if (VERSION_ORDER.indexOf(minVersion) > VERSION_ORDER.indexOf(maxVersion))
+    say(`${at}.min_version`, "is above max_version");
 
   let ciphers: string | undefined;
   if (suites) {
@@ -268,7 +300,11 @@ function tlsFrom(node: Node, dir: string, say: Say): WebTlsConfig | undefined {
     for (const s of suites) {
       if (TLS13_SUITES.includes(s)) continue;
       const o = CIPHER_SUITES[s];
-      if (o === undefined) say(`${at}.cipher_suites`, `has an unknown cipher suite "${s}" (the Go names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)`);
+      if (o === undefined)
+        say(
+          `${at}.cipher_suites`,
+          `has an unknown cipher suite "${s}" (the Go names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)`,
+        );
       else mapped.push(o);
     }
     if (mapped.length > 0) ciphers = mapped.join(":");
@@ -278,12 +314,23 @@ function tlsFrom(node: Node, dir: string, say: Say): WebTlsConfig | undefined {
     const mapped: string[] = [];
     for (const c of curves) {
       const o = CURVES[c];
-      if (o === undefined) say(`${at}.curve_preferences`, `has an unknown curve "${c}" (one of ${Object.keys(CURVES).join(", ")})`);
+      if (o === undefined)
+        say(`${at}.curve_preferences`, `has an unknown curve "${c}" (one of ${Object.keys(CURVES).join(", ")})`);
       else mapped.push(o);
     }
     ecdhCurve = mapped.join(":");
   }
-  return { certFile: certFile ?? "", keyFile: keyFile ?? "", clientCaFile, clientAuth, minVersion, maxVersion, ciphers, honorCipherOrder, ecdhCurve };
+  return {
+    certFile: certFile ?? "",
+    keyFile: keyFile ?? "",
+    clientCaFile,
+    clientAuth,
+    minVersion,
+    maxVersion,
+    ciphers,
+    honorCipherOrder,
+    ecdhCurve,
+  };
 }
 
 function headersFrom(node: Node, say: Say): Record<string, string> {
@@ -339,7 +386,10 @@ function usersFrom(v: unknown, say: Say): ReadonlyMap<string, string> | undefine
     }
     // The hash is never quoted back: it is a secret of sorts.
     if (typeof hash !== "string" || !BCRYPT_HASH_RE.test(hash)) {
-      say(key, `is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31); make one with: htpasswd -nBC 10 "" | tr -d ':\\n'`);
+      say(
+        key,
+        `is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31); make one with: htpasswd -nBC 10 "" | tr -d ':\\n'`,
+      );
       continue;
     }
     users.set(user, hash);

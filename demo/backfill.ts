@@ -90,12 +90,21 @@ export function backfillProblems(o: Pick<BackfillOptions, "durationMs" | "interv
   const problems: string[] = [];
   const interval = o.intervalMs ?? BACKFILL_INTERVAL_MS;
   const window = o.windowMs ?? BACKFILL_WINDOW_MS;
-  if (!(o.durationMs >= window)) problems.push(`the backfill (${formatDuration(o.durationMs)}) must be at least one window (${formatDuration(window)})`);
-  if (o.durationMs > MAX_BACKFILL_MS) problems.push(`the backfill (${formatDuration(o.durationMs)}) may be at most ${formatDuration(MAX_BACKFILL_MS)}`);
+  if (!(o.durationMs >= window))
+    problems.push(
+      `the backfill (${formatDuration(o.durationMs)}) must be at least one window (${formatDuration(window)})`,
+    );
+  if (o.durationMs > MAX_BACKFILL_MS)
+    problems.push(`the backfill (${formatDuration(o.durationMs)}) may be at most ${formatDuration(MAX_BACKFILL_MS)}`);
   if (!(interval > 0) || !(window >= interval) || window % interval !== 0) {
-    problems.push(`the backfill window (${formatDuration(window)}) must be a whole multiple of its interval (${formatDuration(interval)})`);
+    problems.push(
+      `the backfill window (${formatDuration(window)}) must be a whole multiple of its interval (${formatDuration(interval)})`,
+    );
   }
-  if (HOUR_MS % window !== 0) problems.push(`the backfill window (${formatDuration(window)}) must divide an hour, so hours roll up from whole windows`);
+  if (HOUR_MS % window !== 0)
+    problems.push(
+      `the backfill window (${formatDuration(window)}) must divide an hour, so hours roll up from whole windows`,
+    );
   return problems;
 }
 
@@ -121,8 +130,10 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
   const schemaChanges = await ensureHistorySchema(opts.target, { rawRetentionMs, hourRetentionMs }, signal);
   for (const c of schemaChanges) progress(`backfill: ${c}.`);
   if (rawRetentionMs > (opts.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS)) {
-    progress(`backfill: gpu_window keeps ${formatDuration(rawRetentionMs)} so that InfluxDB takes windows that old; a collector ` +
-      `started with the default settings sets ${formatDuration(opts.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS)} back, and InfluxDB then ages the older windows out (gpu_hour keeps their hours).`);
+    progress(
+      `backfill: gpu_window keeps ${formatDuration(rawRetentionMs)} so that InfluxDB takes windows that old; a collector ` +
+        `started with the default settings sets ${formatDuration(opts.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS)} back, and InfluxDB then ages the older windows out (gpu_hour keeps their hours).`,
+    );
   }
 
   const pipelines = hosts.map(() => new SamplePipeline({ windowMs, intervalMs, thresholds }));
@@ -130,7 +141,10 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
   const totalGpus = model.gpuCount;
   // A window and at most one owner line (each simulated GPU has one owner at a time).
   const linesPerDay = 2 * totalGpus * Math.ceil(DAY_MS / windowMs);
-  const writer = new WindowWriter(opts.target, { logger: opts.logger ?? silentLogger, maxQueuedLines: (DAYS_AHEAD + 1) * linesPerDay });
+  const writer = new WindowWriter(opts.target, {
+    logger: opts.logger ?? silentLogger,
+    maxQueuedLines: (DAYS_AHEAD + 1) * linesPerDay,
+  });
 
   // Days start on the hour, so no hour is rolled up from two days (the first day may be short).
   const firstHour = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
@@ -165,10 +179,14 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
       const written = writer.write(lines, signal);
       // Seen through the chain; this keeps a failure from also surfacing as unhandled.
       written.catch(() => {});
-      chain = chain.then(() => written).then(async () => {
-        hourPoints += await rollupHours(opts.target, cs, ce, signal);
+      chain = chain
+        .then(() => written)
+        .then(async () => {
+          hourPoints += await rollupHours(opts.target, cs, ce, signal);
+        });
+      chain.catch((err: unknown) => {
+        failure ??= err;
       });
-      chain.catch((err: unknown) => { failure ??= err; });
       waiting.push(written);
       if (waiting.length > DAYS_AHEAD) await waiting.shift();
       signal?.throwIfAborted();
@@ -219,7 +237,9 @@ export function compact(n: number): string {
 export function backfillSummary(r: BackfillResult): string {
   const days = (r.toMs - r.fromMs) / DAY_MS;
   const span = Number.isInteger(days) ? `${days} day${days === 1 ? "" : "s"}` : formatDuration(r.toMs - r.fromMs);
-  return `Backfilled ${span} of ${r.gpus} GPUs on ${r.hosts} hosts (${new Date(r.fromMs).toISOString()} to ${new Date(r.toMs).toISOString()}): ` +
+  return (
+    `Backfilled ${span} of ${r.gpus} GPUs on ${r.hosts} hosts (${new Date(r.fromMs).toISOString()} to ${new Date(r.toMs).toISOString()}): ` +
     `${r.windows.toLocaleString("en-US")} windows into gpu_window, ${r.hourPoints.toLocaleString("en-US")} GPU-hours into gpu_hour, ` +
-    `in ${(r.elapsedMs / 1000).toFixed(1)} s.`;
+    `in ${(r.elapsedMs / 1000).toFixed(1)} s.`
+  );
 }

@@ -10,7 +10,17 @@ const HOUR = 3_600_000;
 
 function opts(extra: Partial<DemoHistoryOptions>): { o: DemoHistoryOptions; lines: string[] } {
   const lines: string[] = [];
-  return { lines, o: { noInflux: false, keepData: false, out: (l) => lines.push(l), logger: silentLogger, trueidle: "npx trueidle", ...extra } };
+  return {
+    lines,
+    o: {
+      noInflux: false,
+      keepData: false,
+      out: (l) => lines.push(l),
+      logger: silentLogger,
+      trueidle: "npx trueidle",
+      ...extra,
+    },
+  };
 }
 
 describe("the demo's InfluxDB", () => {
@@ -19,7 +29,9 @@ describe("the demo's InfluxDB", () => {
     const h = await openDemoHistory(o);
     expect(h).toEqual({ reason: "not_installed" });
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^History: off\. influxd \(InfluxDB 1\.x\) is not installed\. On Debian or Ubuntu: `sudo apt-get install influxdb`/);
+    expect(lines[0]).toMatch(
+      /^History: off\. influxd \(InfluxDB 1\.x\) is not installed\. On Debian or Ubuntu: `sudo apt-get install influxdb`/,
+    );
     expect(lines[0]).toContain("--influx-url http://HOST:8086/trueidle");
   });
 
@@ -40,16 +52,24 @@ describe("the demo's InfluxDB", () => {
     if (!isHistory(h)) throw new Error(`no history: ${lines.join("\n")}`);
     try {
       expect(h.influxUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/trueidle$/);
-      expect(lines[0]).toBe(`History: private InfluxDB ${h.target.baseUrl}, database trueidle; data in ${h.dir}, removed when the demo ends (--keep-data keeps it).`);
-      const rps = rows(await influxQuery(h.target.baseUrl, "SHOW RETENTION POLICIES ON trueidle")).map((r) => r["name"]);
+      expect(lines[0]).toBe(
+        `History: private InfluxDB ${h.target.baseUrl}, database trueidle; data in ${h.dir}, removed when the demo ends (--keep-data keeps it).`,
+      );
+      const rps = rows(await influxQuery(h.target.baseUrl, "SHOW RETENTION POLICIES ON trueidle")).map(
+        (r) => r["name"],
+      );
       expect(rps).toEqual(expect.arrayContaining(["gpu_window", "gpu_hour"]));
       const range = { startMs: Date.UTC(2024, 4, 1, 10), endMs: Date.UTC(2024, 4, 1, 11) };
       const howTo = historyHowTo(h, "npx trueidle", range, "gpu_window");
-      expect(howTo[1]).toBe(`  Report:    npx trueidle report --influx-url ${h.influxUrl} --since 2024-05-01T10:00:00Z --until 2024-05-01T11:00:00Z --by site,model`);
+      expect(howTo[1]).toBe(
+        `  Report:    npx trueidle report --influx-url ${h.influxUrl} --since 2024-05-01T10:00:00Z --until 2024-05-01T11:00:00Z --by site,model`,
+      );
       // The printed queries run as printed.
       for (const m of ["gpu_window", "gpu_hour"] as const) {
         const q = /--data-urlencode "q=(.*)"$/.exec(historyHowTo(h, "trueidle", range, m)[0]!)![1]!;
-        expect(q).toContain(m === "gpu_hour" ? "FROM gpu_hour.gpu_hour WHERE time >= '2024-05-01T10:00:00Z'" : "FROM gpu_window WHERE");
+        expect(q).toContain(
+          m === "gpu_hour" ? "FROM gpu_hour.gpu_hour WHERE time >= '2024-05-01T10:00:00Z'" : "FROM gpu_window WHERE",
+        );
         await influxQuery(h.target.baseUrl, q, "trueidle");
       }
     } finally {
@@ -59,30 +79,44 @@ describe("the demo's InfluxDB", () => {
     expect(existsSync(h.dir!)).toBe(false);
   });
 
-  it("keeps the data with --keep-data and prints an influxd command that serves it, and a report command for it", { timeout: 60_000 }, async () => {
+  it("keeps the data with --keep-data and prints an influxd command that serves it, and a report command for it", {
+    timeout: 60_000,
+  }, async () => {
     const { o, lines } = opts({ keepData: true });
     const h = await openDemoHistory(o);
     if (!isHistory(h)) throw new Error(`no history: ${lines.join("\n")}`);
     let influxd: ReturnType<typeof spawn> | undefined;
     try {
-      const write = await fetch(`${h.target.baseUrl}/write?db=trueidle`, { method: "POST", body: "gpu_window,site=kept observed_s=10" });
+      const write = await fetch(`${h.target.baseUrl}/write?db=trueidle`, {
+        method: "POST",
+        body: "gpu_window,site=kept observed_s=10",
+      });
       expect(write.status).toBe(204);
       const hour = Math.floor(Date.now() / HOUR) * HOUR;
       await h.close({ startMs: hour, endMs: hour + HOUR });
       expect(existsSync(h.dir!)).toBe(true);
       const printed = lines.slice(1).join("\n");
-      const m = /^InfluxDB data kept in (\S+)\. Serve it again \(on (http:\/\/127\.0\.0\.1:\d+)\) with:\n {2}(\S+ -config \S+)\nand, while it runs, report on it with:\n {2}(.*)$/.exec(printed);
+      const m =
+        /^InfluxDB data kept in (\S+)\. Serve it again \(on (http:\/\/127\.0\.0\.1:\d+)\) with:\n {2}(\S+ -config \S+)\nand, while it runs, report on it with:\n {2}(.*)$/.exec(
+          printed,
+        );
       expect(m, printed).not.toBeNull();
       const [, dir, url, command, report] = m!;
       expect(dir).toBe(h.dir);
-      expect(report).toBe(`npx trueidle report --influx-url ${url}/trueidle --since ${iso(hour)} --until ${iso(hour + HOUR)} --by site,model`);
+      expect(report).toBe(
+        `npx trueidle report --influx-url ${url}/trueidle --since ${iso(hour)} --until ${iso(hour + HOUR)} --by site,model`,
+      );
       // The printed command, run as printed, serves the kept data.
       const [bin, ...args] = command!.split(" ");
       influxd = spawn(bin!, args, { stdio: "ignore" });
-      const kept = await eventually("the kept data served again", async () => {
-        const r = rows(await influxQuery(url!, "SELECT observed_s FROM gpu_window WHERE site = 'kept'", "trueidle"));
-        return r.length > 0 ? r : undefined;
-      }, 30_000);
+      const kept = await eventually(
+        "the kept data served again",
+        async () => {
+          const r = rows(await influxQuery(url!, "SELECT observed_s FROM gpu_window WHERE site = 'kept'", "trueidle"));
+          return r.length > 0 ? r : undefined;
+        },
+        30_000,
+      );
       expect(kept[0]!["observed_s"]).toBe(10);
     } finally {
       influxd?.kill("SIGTERM");

@@ -5,8 +5,19 @@
  */
 import { errorMessage, TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import { parseInfluxUrl, readInfluxCredentials, describeTarget, type InfluxTarget } from "../collector/influx/target.js";
-import { findInfluxd, INFLUXD_MISSING_HELP, serveAgainCommand, startPrivateInfluxd, type PrivateInfluxd } from "./private-influxd.js";
+import {
+  parseInfluxUrl,
+  readInfluxCredentials,
+  describeTarget,
+  type InfluxTarget,
+} from "../collector/influx/target.js";
+import {
+  findInfluxd,
+  INFLUXD_MISSING_HELP,
+  serveAgainCommand,
+  startPrivateInfluxd,
+  type PrivateInfluxd,
+} from "./private-influxd.js";
 import { ensureHistorySchema } from "./history-sink.js";
 import { iso, type TimeRange } from "../report/time-range.js";
 
@@ -62,14 +73,22 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
     return { target, influxUrl: `${target.baseUrl}/${target.database}`, close: async () => {} };
   }
   if (!(opts.findInfluxd ?? findInfluxd)()) {
-    opts.out(`History: off. ${INFLUXD_MISSING_HELP} Or point the demo at a server with --influx-url http://HOST:8086/trueidle.`);
+    opts.out(
+      `History: off. ${INFLUXD_MISSING_HELP} Or point the demo at a server with --influx-url http://HOST:8086/trueidle.`,
+    );
     return { reason: "not_installed" };
   }
   let server: PrivateInfluxd;
   try {
-    server = await startPrivateInfluxd({ keepData: opts.keepData, cqRunInterval: CQ_RUN_INTERVAL, ownProcessGroup: true });
+    server = await startPrivateInfluxd({
+      keepData: opts.keepData,
+      cqRunInterval: CQ_RUN_INTERVAL,
+      ownProcessGroup: true,
+    });
   } catch (err) {
-    throw new TrueidleError("unavailable", `the demo's private InfluxDB did not start: ${errorMessage(err)}`, { cause: err });
+    throw new TrueidleError("unavailable", `the demo's private InfluxDB did not start: ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   const target: InfluxTarget = { baseUrl: server.url, database: "trueidle" };
   try {
@@ -78,8 +97,10 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
     await server.stop();
     throw err;
   }
-  opts.out(`History: private InfluxDB ${server.url}, database trueidle; data in ${server.dir}, ` +
-    (opts.keepData ? "kept after the demo (--keep-data)." : "removed when the demo ends (--keep-data keeps it)."));
+  opts.out(
+    `History: private InfluxDB ${server.url}, database trueidle; data in ${server.dir}, ` +
+      (opts.keepData ? "kept after the demo (--keep-data)." : "removed when the demo ends (--keep-data keeps it)."),
+  );
   let closed = false;
   return {
     target,
@@ -109,9 +130,15 @@ export function isHistory(h: DemoHistory | NoHistory): h is DemoHistory {
  * How to look at the history over `range` (whole UTC hours; its end may lie ahead, for a
  * demo still writing): a raw query of `measurement` and the report.
  */
-export function historyHowTo(h: Pick<DemoHistory, "target" | "influxUrl">, trueidle: string, range: TimeRange, measurement: "gpu_window" | "gpu_hour"): string[] {
+export function historyHowTo(
+  h: Pick<DemoHistory, "target" | "influxUrl">,
+  trueidle: string,
+  range: TimeRange,
+  measurement: "gpu_window" | "gpu_hour",
+): string[] {
   const from = measurement === "gpu_hour" ? "gpu_hour.gpu_hour" : "gpu_window";
-  const q = `SELECT sum(observed_s) AS observed_s, sum(busy_phantom_s) AS busy_phantom_s FROM ${from} ` +
+  const q =
+    `SELECT sum(observed_s) AS observed_s, sum(busy_phantom_s) AS busy_phantom_s FROM ${from} ` +
     `WHERE time >= '${iso(range.startMs)}' AND time < '${iso(range.endMs)}' GROUP BY site`;
   return [
     `  Query it:  curl -sG ${h.target.baseUrl}/query --data-urlencode db=${h.target.database} --data-urlencode "q=${q}"`,

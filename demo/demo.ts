@@ -54,11 +54,21 @@ interface LiveHost {
 
 function liveHosts(history: FleetHistoryModel | undefined): LiveHost[] {
   if (history) {
-    return history.hosts.map((h, i) => ({ source: new FleetHistorySource(history, i), hostname: h.hostname, labels: { ...h.labels }, gpus: h.gpus }));
+    return history.hosts.map((h, i) => ({
+      source: new FleetHistorySource(history, i),
+      hostname: h.hostname,
+      labels: { ...h.labels },
+      gpus: h.gpus,
+    }));
   }
   return DEMO_HOSTS.map((h) => {
     const scenario = loadScenario(path.join(packageRoot(), "demo", "scenarios", h.scenarioFile));
-    return { source: new SimSource(scenario), hostname: scenario.host ?? h.scenarioFile, labels: h.labels, gpus: scenario.gpus.length };
+    return {
+      source: new SimSource(scenario),
+      hostname: scenario.host ?? h.scenarioFile,
+      labels: h.labels,
+      gpus: scenario.gpus.length,
+    };
   });
 }
 
@@ -79,18 +89,25 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const grpcTarget = `127.0.0.1:${collector.grpcPort}`;
   const hosts = liveHosts(opts.historyFleet);
   const gpuCount = hosts.reduce((a, h) => a + h.gpus, 0);
-  const agents = hosts.map((h) => new Agent({
-    source: h.source,
-    host: { hostname: h.hostname, machineId: "", labels: h.labels },
-    collectors: [grpcTarget],
-    intervalMs: opts.intervalMs,
-    windowMs: opts.windowMs,
-    thresholds: opts.thresholds,
-    logger: opts.logger.child({ component: "agent", host: h.hostname }),
-  }));
-  opts.out(`trueidle demo: collector gRPC ${grpcTarget}, metrics http://${hostOf(opts.httpListen)}:${collector.httpPort}/metrics`);
-  opts.out(`${agents.length} simulated hosts, ${gpuCount} GPUs, window ${opts.windowMs / 1000}s. ` +
-    `Real idle counts free_idle + held_idle + busy_phantom; reported idle is utilization.gpu < ${opts.thresholds.utilBusyPercent}%.`);
+  const agents = hosts.map(
+    (h) =>
+      new Agent({
+        source: h.source,
+        host: { hostname: h.hostname, machineId: "", labels: h.labels },
+        collectors: [grpcTarget],
+        intervalMs: opts.intervalMs,
+        windowMs: opts.windowMs,
+        thresholds: opts.thresholds,
+        logger: opts.logger.child({ component: "agent", host: h.hostname }),
+      }),
+  );
+  opts.out(
+    `trueidle demo: collector gRPC ${grpcTarget}, metrics http://${hostOf(opts.httpListen)}:${collector.httpPort}/metrics`,
+  );
+  opts.out(
+    `${agents.length} simulated hosts, ${gpuCount} GPUs, window ${opts.windowMs / 1000}s. ` +
+      `Real idle counts free_idle + held_idle + busy_phantom; reported idle is utilization.gpu < ${opts.thresholds.utilBusyPercent}%.`,
+  );
   opts.out(opts.durationMs ? `Running for ${opts.durationMs / 1000}s (Ctrl-C stops sooner).` : "Running until Ctrl-C.");
   opts.out("");
   opts.out(header());
@@ -107,7 +124,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     while (!opts.signal?.aborted) {
       // Report shortly after each window boundary, once the agents' windows have arrived.
       const now = Date.now();
-      const nextReport = Math.floor(now / opts.windowMs) * opts.windowMs + opts.windowMs + Math.min(1500, opts.windowMs / 4);
+      const nextReport =
+        Math.floor(now / opts.windowMs) * opts.windowMs + opts.windowMs + Math.min(1500, opts.windowMs / 4);
       const wakeAt = Math.min(nextReport, until);
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -128,8 +146,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     await Promise.all(agents.map((a) => a.stop(3000)));
     const s = collector.summary();
     opts.out("");
-    opts.out(`Whole run: ${pct(realIdle(s.totals.stateS), s.totals.observedS)} really idle, ` +
-      `${pct(s.totals.reportedIdleS, s.totals.observedS)} reported idle, over ${Math.round(s.totals.observedS)} GPU-seconds observed.`);
+    opts.out(
+      `Whole run: ${pct(realIdle(s.totals.stateS), s.totals.observedS)} really idle, ` +
+        `${pct(s.totals.reportedIdleS, s.totals.observedS)} reported idle, over ${Math.round(s.totals.observedS)} GPU-seconds observed.`,
+    );
     await collector.stop();
   }
 }
@@ -140,7 +160,9 @@ const COLS = ["time", "GPUs", "up", "real idle", "reported idle", "hidden idle",
 const WIDTHS = [10, 6, 5, 11, 15, 13, 8, 14, 11, 11, 11];
 
 function header(): string {
-  return COLS.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
+  return COLS.map((c, i) => c.padEnd(WIDTHS[i]!))
+    .join("")
+    .trimEnd();
 }
 
 function row(t: Date, gpus: number, up: number, byState: Record<GpuState, number>, a: Totals, b: Totals): string {
@@ -148,11 +170,18 @@ function row(t: Date, gpus: number, up: number, byState: Record<GpuState, number
   const real = realIdle(b.stateS) - realIdle(a.stateS);
   const reported = b.reportedIdleS - a.reportedIdleS;
   const cells = [
-    t.toTimeString().slice(0, 8), String(gpus), String(up),
-    pct(real, observed), pct(reported, observed), observed > 0 ? signedPct((real - reported) / observed) : "-",
+    t.toTimeString().slice(0, 8),
+    String(gpus),
+    String(up),
+    pct(real, observed),
+    pct(reported, observed),
+    observed > 0 ? signedPct((real - reported) / observed) : "-",
     ...SHOWN_STATES.map((s) => String(byState[s] ?? 0)),
   ];
-  return cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join("").trimEnd();
+  return cells
+    .map((c, i) => c.padEnd(WIDTHS[i]!))
+    .join("")
+    .trimEnd();
 }
 
 function realIdle(s: Record<GpuState, number>): number {

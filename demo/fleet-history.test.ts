@@ -1,7 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { classify, nextBaseline, type GpuBaseline } from "../agent/model/idle-model.js";
 import { DEFAULT_THRESHOLDS, type GpuState } from "../common/types.js";
-import { FleetHistoryModel, HISTORY_FLEET, historyFleet, IDLE_SITE, localTime, PHANTOM_MODEL, rhythm, uuidFor, type Activity } from "./fleet-history.js";
+import {
+  FleetHistoryModel,
+  HISTORY_FLEET,
+  historyFleet,
+  IDLE_SITE,
+  localTime,
+  PHANTOM_MODEL,
+  rhythm,
+  uuidFor,
+  type Activity,
+} from "./fleet-history.js";
 
 const HOUR = 3_600_000;
 /** Monday 2024-03-04 00:00 UTC. */
@@ -66,7 +76,8 @@ describe("FleetHistoryModel", () => {
       expect(acts.size).toBe(1);
     }
     const powers = new Set<number | undefined>();
-    for (let t = t0; t < t0 + HOUR; t += 60_000) for (const r of m.readings(0, t)) if (r.processes?.length) powers.add(r.powerW);
+    for (let t = t0; t < t0 + HOUR; t += 60_000)
+      for (const r of m.readings(0, t)) if (r.processes?.length) powers.add(r.powerW);
     expect(powers.size).toBeGreaterThan(10);
   });
 
@@ -82,7 +93,9 @@ describe("FleetHistoryModel", () => {
           const learned = baselines.get(r.uuid) ?? {};
           const c1 = classify(r, learned, DEFAULT_THRESHOLDS);
           const c2 = classify(r, {}, DEFAULT_THRESHOLDS);
-          expect(c1.state, `${HISTORY_FLEET[h]!.hostname} GPU ${r.index} at ${new Date(t).toISOString()}`).toBe(expected);
+          expect(c1.state, `${HISTORY_FLEET[h]!.hostname} GPU ${r.index} at ${new Date(t).toISOString()}`).toBe(
+            expected,
+          );
           expect(c2.state).toBe(expected);
           expect(c1.real).toBe(c2.real);
           expect(c1.floorW).toBe(c2.floorW);

@@ -53,11 +53,23 @@ export interface HistoryHost {
   spinsWhenIdle: boolean;
 }
 
-function host(hostname: string, site: string, pool: HistoryPool, model: HistoryModel, utcOffsetH: number,
-  extra: Partial<Pick<HistoryHost, "persistenceOff" | "demand" | "spinsWhenIdle">> = {}): HistoryHost {
+function host(
+  hostname: string,
+  site: string,
+  pool: HistoryPool,
+  model: HistoryModel,
+  utcOffsetH: number,
+  extra: Partial<Pick<HistoryHost, "persistenceOff" | "demand" | "spinsWhenIdle">> = {},
+): HistoryHost {
   return {
-    hostname, labels: { site, pool }, model, gpus: 8, utcOffsetH,
-    persistenceOff: extra.persistenceOff ?? false, demand: extra.demand ?? 1, spinsWhenIdle: extra.spinsWhenIdle ?? false,
+    hostname,
+    labels: { site, pool },
+    model,
+    gpus: 8,
+    utcOffsetH,
+    persistenceOff: extra.persistenceOff ?? false,
+    demand: extra.demand ?? 1,
+    spinsWhenIdle: extra.spinsWhenIdle ?? false,
   };
 }
 
@@ -88,7 +100,8 @@ export const HISTORY_FLEET: readonly HistoryHost[] = [
  * need the same rhythm over more GPUs.
  */
 export function historyFleet(hostCount: number): HistoryHost[] {
-  if (!Number.isInteger(hostCount) || hostCount < 1) throw new RangeError(`hostCount must be a positive integer (got ${hostCount})`);
+  if (!Number.isInteger(hostCount) || hostCount < 1)
+    throw new RangeError(`hostCount must be a positive integer (got ${hostCount})`);
   return Array.from({ length: hostCount }, (_, i) => {
     const t = HISTORY_FLEET[i % HISTORY_FLEET.length]!;
     const round = Math.floor(i / HISTORY_FLEET.length);
@@ -151,7 +164,12 @@ const SLURM_USERS = ["asha", "ravi", "meera"] as const;
 const VARIANTS = 3;
 
 /** Who runs each activity's process on GPU `index` of `h`, for owner variant `v`. */
-function ownersOf(h: HistoryHost, index: number, v: number, pid: number): Record<"working" | "holding" | "spinning", GpuOwner> {
+function ownersOf(
+  h: HistoryHost,
+  index: number,
+  v: number,
+  pid: number,
+): Record<"working" | "holding" | "spinning", GpuOwner> {
   const site = h.labels.site;
   const host = h.hostname;
   const teams = TEAMS[site];
@@ -161,15 +179,50 @@ function ownersOf(h: HistoryHost, index: number, v: number, pid: number): Record
     const job = String(100_000 + ((pid * 7 + v * 131) % 90_000));
     return {
       working: { via: "process", job, step: "0", user, pid, command: "python3" },
-      holding: { via: "process", job: String(Number(job) + 1), step: "interactive", user, pid: pid + 1, command: "jupyter-kernel" },
-      spinning: { via: "process", job: String(Number(job) + 2), step: "0", user, pid: pid + 2, command: "tritonserver" },
+      holding: {
+        via: "process",
+        job: String(Number(job) + 1),
+        step: "interactive",
+        user,
+        pid: pid + 1,
+        command: "jupyter-kernel",
+      },
+      spinning: {
+        via: "process",
+        job: String(Number(job) + 2),
+        step: "0",
+        user,
+        pid: pid + 2,
+        command: "tritonserver",
+      },
     };
   }
   const team = teams[(index + v) % teams.length]!;
   return {
-    working: { via: "process", namespace: team, pod: `${team}-train-${host.slice(-3)}-${v}`, container: "pytorch", pid, command: "python3" },
-    holding: { via: "process", namespace: "notebooks", pod: `jupyter-${team}-${v}`, container: "notebook", pid: pid + 1, command: "jupyter-kernel" },
-    spinning: { via: "process", namespace: "serving", pod: `triton-${site}-${(index % 4) + v * 4}`, container: "triton", pid: pid + 2, command: "tritonserver" },
+    working: {
+      via: "process",
+      namespace: team,
+      pod: `${team}-train-${host.slice(-3)}-${v}`,
+      container: "pytorch",
+      pid,
+      command: "python3",
+    },
+    holding: {
+      via: "process",
+      namespace: "notebooks",
+      pod: `jupyter-${team}-${v}`,
+      container: "notebook",
+      pid: pid + 1,
+      command: "jupyter-kernel",
+    },
+    spinning: {
+      via: "process",
+      namespace: "serving",
+      pod: `triton-${site}-${(index % 4) + v * 4}`,
+      container: "triton",
+      pid: pid + 2,
+      command: "tritonserver",
+    },
   };
 }
 
@@ -189,15 +242,26 @@ export class FleetHistoryModel {
         const variants = Array.from({ length: VARIANTS }, (_, v) => ownersOf(h, index, v, pid));
         const serving = h.labels.pool !== "training";
         return {
-          host: h, index, key,
+          host: h,
+          index,
+          key,
           uuid: uuidFor(h.hostname, index),
           memTotalBytes: h.model.memTotalMiB * MiB,
           // Process lists are fixed per GPU, activity and owner; the pipeline copies what it keeps.
-          working: variants.map((o) => [{
-            pid, name: serving ? "tritonserver" : "python3", usedMemoryBytes: 0.6 * h.model.memTotalMiB * MiB, owner: serving ? o.spinning : o.working,
-          }]),
-          holding: variants.map((o) => [{ pid: pid + 1, name: "jupyter-kernel", usedMemoryBytes: 12_288 * MiB, owner: o.holding }]),
-          spinning: variants.map((o) => [{ pid: pid + 2, name: "tritonserver", usedMemoryBytes: 0.4 * h.model.memTotalMiB * MiB, owner: o.spinning }]),
+          working: variants.map((o) => [
+            {
+              pid,
+              name: serving ? "tritonserver" : "python3",
+              usedMemoryBytes: 0.6 * h.model.memTotalMiB * MiB,
+              owner: serving ? o.spinning : o.working,
+            },
+          ]),
+          holding: variants.map((o) => [
+            { pid: pid + 1, name: "jupyter-kernel", usedMemoryBytes: 12_288 * MiB, owner: o.holding },
+          ]),
+          spinning: variants.map((o) => [
+            { pid: pid + 2, name: "tritonserver", usedMemoryBytes: 0.4 * h.model.memTotalMiB * MiB, owner: o.spinning },
+          ]),
         };
       });
     });
@@ -247,7 +311,8 @@ export class FleetHistoryModel {
 
   private reading(g: SimGpu, a: Activity, tick: number): GpuReading {
     const m = g.host.model;
-    if (a === "lost") return { uuid: g.uuid, index: g.index, model: m.name, driverVersion: DRIVER, error: "GPU is lost" };
+    if (a === "lost")
+      return { uuid: g.uuid, index: g.index, model: m.name, driverVersion: DRIVER, error: "GPU is lost" };
     const n1 = unit(mix(mix(g.key, tick), 0x9e37));
     const n2 = unit(mix(mix(g.key, tick), 0x79b9));
     const v = mix(g.key, Math.floor(tick / 86_400)) % VARIANTS;
@@ -282,8 +347,16 @@ export class FleetHistoryModel {
     const memUsedBytes = processes[0]?.usedMemoryBytes ?? MiB;
     // One object shape for every reading of a valid GPU: the pipeline reads millions of them.
     return {
-      uuid: g.uuid, index: g.index, model: m.name, driverVersion: DRIVER,
-      util, memUsedBytes, memTotalBytes: g.memTotalBytes, powerW: round1(powerW), powerLimitW: m.powerLimitW, processes,
+      uuid: g.uuid,
+      index: g.index,
+      model: m.name,
+      driverVersion: DRIVER,
+      util,
+      memUsedBytes,
+      memTotalBytes: g.memTotalBytes,
+      powerW: round1(powerW),
+      powerLimitW: m.powerLimitW,
+      processes,
     };
   }
 }

@@ -32,7 +32,11 @@ export type { InfluxTarget } from "../collector/influx/target.js";
  */
 
 /** Creates or corrects the database, retention policies and continuous query; returns what changed. */
-export async function ensureHistorySchema(target: InfluxTarget, retention: RetentionConfig, signal?: AbortSignal): Promise<string[]> {
+export async function ensureHistorySchema(
+  target: InfluxTarget,
+  retention: RetentionConfig,
+  signal?: AbortSignal,
+): Promise<string[]> {
   signal?.throwIfAborted();
   return ensureSchema(target, retention);
 }
@@ -42,7 +46,10 @@ export async function ensureHistorySchema(target: InfluxTarget, retention: Reten
  * `--owner-labels` encodes them: a `gpu_window` line per window, then a `gpu_owner_window`
  * line per owner of it, appended to `out`.
  */
-export function hostLines(host: string, labels: Readonly<Record<string, string>>): (w: GpuWindowRecord, out: string[]) => void {
+export function hostLines(
+  host: string,
+  labels: Readonly<Record<string, string>>,
+): (w: GpuWindowRecord, out: string[]) => void {
   const enc = new HostLineEncoder(host, labels, OWNER_LABELS);
   return (w, out) => {
     const pb = windowToProto(w);
@@ -61,7 +68,10 @@ export interface WindowWriterOptions {
 export class WindowWriter {
   private readonly writer: InfluxWriter;
 
-  constructor(private readonly target: InfluxTarget, opts: WindowWriterOptions) {
+  constructor(
+    private readonly target: InfluxTarget,
+    opts: WindowWriterOptions,
+  ) {
     this.writer = new InfluxWriter({
       target,
       batchSize: 10_000,
@@ -85,8 +95,14 @@ export class WindowWriter {
     const o = await submitted;
     if (o.status === "done" && o.rejected === 0) return;
     signal?.throwIfAborted();
-    const why = o.status === "done" ? `refused ${o.rejected} of ${lines.length} points (the log above says why)` : o.status.replace("_", " ");
-    throw new TrueidleError("unavailable", `InfluxDB at ${describeTarget(this.target)} did not take the backfill's windows: ${why}`);
+    const why =
+      o.status === "done"
+        ? `refused ${o.rejected} of ${lines.length} points (the log above says why)`
+        : o.status.replace("_", " ");
+    throw new TrueidleError(
+      "unavailable",
+      `InfluxDB at ${describeTarget(this.target)} did not take the backfill's windows: ${why}`,
+    );
   }
 
   /** Points InfluxDB has taken. */
@@ -101,7 +117,12 @@ export class WindowWriter {
 }
 
 /** Rolls `[fromMs, toMs)` (widened to whole hours) up into `gpu_hour` and `gpu_owner_hour`; returns the GPU-hour points written. */
-export async function rollupHours(target: InfluxTarget, fromMs: number, toMs: number, signal?: AbortSignal): Promise<number> {
+export async function rollupHours(
+  target: InfluxTarget,
+  fromMs: number,
+  toMs: number,
+  signal?: AbortSignal,
+): Promise<number> {
   signal?.throwIfAborted();
   return (await rollup(target, fromMs, toMs)).gpuHours;
 }

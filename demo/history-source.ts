@@ -11,7 +11,10 @@ export class FleetHistorySource implements GpuSource {
   readonly name = "sim";
   private started = false;
 
-  constructor(private readonly model: FleetHistoryModel, private readonly hostIndex: number) {
+  constructor(
+    private readonly model: FleetHistoryModel,
+    private readonly hostIndex: number,
+  ) {
     if (!model.hosts[hostIndex]) throw new RangeError(`the history fleet has no host ${hostIndex}`);
   }
 

@@ -64,29 +64,32 @@ export interface InfluxdConfig {
 /** Writes `DIR/influxdb.conf` for data in DIR, served on loopback; returns its path. */
 export function writeInfluxdConfig(c: InfluxdConfig): string {
   const conf = path.join(c.dir, "influxdb.conf");
-  writeFileSync(conf, [
-    "reporting-disabled = true",
-    `bind-address = "127.0.0.1:${c.rpcPort}"`,
-    "[meta]",
-    `  dir = "${path.join(c.dir, "meta")}"`,
-    "[data]",
-    `  dir = "${path.join(c.dir, "data")}"`,
-    `  wal-dir = "${path.join(c.dir, "wal")}"`,
-    "  query-log-enabled = false",
-    "[http]",
-    `  bind-address = "127.0.0.1:${c.httpPort}"`,
-    "  log-enabled = false",
-    "  max-body-size = 0",
-    "[continuous_queries]",
-    "  enabled = true",
-    "  log-enabled = false",
-    `  run-interval = "${c.cqRunInterval}"`,
-    "[monitor]",
-    "  store-enabled = false",
-    "[subscriber]",
-    "  enabled = false",
-    "",
-  ].join("\n"));
+  writeFileSync(
+    conf,
+    [
+      "reporting-disabled = true",
+      `bind-address = "127.0.0.1:${c.rpcPort}"`,
+      "[meta]",
+      `  dir = "${path.join(c.dir, "meta")}"`,
+      "[data]",
+      `  dir = "${path.join(c.dir, "data")}"`,
+      `  wal-dir = "${path.join(c.dir, "wal")}"`,
+      "  query-log-enabled = false",
+      "[http]",
+      `  bind-address = "127.0.0.1:${c.httpPort}"`,
+      "  log-enabled = false",
+      "  max-body-size = 0",
+      "[continuous_queries]",
+      "  enabled = true",
+      "  log-enabled = false",
+      `  run-interval = "${c.cqRunInterval}"`,
+      "[monitor]",
+      "  store-enabled = false",
+      "[subscriber]",
+      "  enabled = false",
+      "",
+    ].join("\n"),
+  );
   return conf;
 }
 
@@ -188,7 +191,10 @@ async function startOnce(bin: string, opts: StartInfluxdOptions): Promise<Privat
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new TrueidleError("unavailable", `influxd did not answer /ping within ${opts.startTimeoutMs ?? 20_000} ms: ${out.slice(-1500)}`);
+      throw new TrueidleError(
+        "unavailable",
+        `influxd did not answer /ping within ${opts.startTimeoutMs ?? 20_000} ms: ${out.slice(-1500)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { computeReport, emptySums, nearestRankPercentile, reclaimableGpus, type DayGroupSums, type HourGroupIdle, type Sums } from "./capacity.js";
+import {
+  computeReport,
+  emptySums,
+  nearestRankPercentile,
+  reclaimableGpus,
+  type DayGroupSums,
+  type HourGroupIdle,
+  type Sums,
+} from "./capacity.js";
 
 const H = 3_600_000;
 const T0 = Date.UTC(2024, 4, 1);
@@ -15,9 +23,19 @@ describe("nearestRankPercentile", () => {
     expect(nearestRankPercentile([], 5)).toBe(0);
     expect(nearestRankPercentile([7], 5)).toBe(7);
     // n = 20: rank 1 — the lowest value; 19 of 20 (95 %) are at or above it.
-    expect(nearestRankPercentile(Array.from({ length: 20 }, (_, i) => 20 - i), 5)).toBe(1);
+    expect(
+      nearestRankPercentile(
+        Array.from({ length: 20 }, (_, i) => 20 - i),
+        5,
+      ),
+    ).toBe(1);
     // n = 21: rank ceil(1.05) = 2.
-    expect(nearestRankPercentile(Array.from({ length: 21 }, (_, i) => i), 5)).toBe(1);
+    expect(
+      nearestRankPercentile(
+        Array.from({ length: 21 }, (_, i) => i),
+        5,
+      ),
+    ).toBe(1);
     // n = 48: rank ceil(2.4) = 3.
     expect(nearestRankPercentile([5, 1, 2, 3, ...Array<number>(44).fill(9)], 5)).toBe(3);
     expect(nearestRankPercentile([4, 2, 8, 6], 100)).toBe(8);
@@ -41,8 +59,17 @@ describe("computeReport", () => {
       }
     }
     const r = computeReport({
-      range: { startMs: T0, endMs: T0 + 4 * H }, by: ["site"], measurement: "gpu_hour", measurementReason: "test",
-      days, hours, gpus: [{ key: ["a"], uuid: "A" }, { key: ["b"], uuid: "B" }, { key: ["b"], uuid: "B" }],
+      range: { startMs: T0, endMs: T0 + 4 * H },
+      by: ["site"],
+      measurement: "gpu_hour",
+      measurementReason: "test",
+      days,
+      hours,
+      gpus: [
+        { key: ["a"], uuid: "A" },
+        { key: ["b"], uuid: "B" },
+        { key: ["b"], uuid: "B" },
+      ],
     });
     expect(r.groups.map((g) => g.key)).toEqual([{ site: "a" }, { site: "b" }]);
     const b = r.groups[1]!;
@@ -56,14 +83,21 @@ describe("computeReport", () => {
     expect(r.total.reclaimableGpus).toBe(1);
     expect(r.total.hoursWithData).toBe(4);
     expect(r.total.gpus).toBe(2);
-    expect(r.total.coveragePct).toBe(100 * 7 / 8);
+    expect(r.total.coveragePct).toBe((100 * 7) / 8);
   });
 
   it("ignores hours outside the range and prices real-idle GPU-hours", () => {
     const r = computeReport({
-      range: { startMs: T0, endMs: T0 + H }, by: ["model"], measurement: "gpu_window", measurementReason: "test", pricePerGpuHour: 3,
+      range: { startMs: T0, endMs: T0 + H },
+      by: ["model"],
+      measurement: "gpu_window",
+      measurementReason: "test",
+      pricePerGpuHour: 3,
       days: [{ dayMs: T0, key: ["H100"], sums: sums({ busy_phantom_s: 1200, active_s: 2400, real_busy_s: 2000 }) }],
-      hours: [{ hourMs: T0, key: ["H100"], realIdleS: 1200 }, { hourMs: T0 + H, key: ["H100"], realIdleS: 3600 }],
+      hours: [
+        { hourMs: T0, key: ["H100"], realIdleS: 1200 },
+        { hourMs: T0 + H, key: ["H100"], realIdleS: 3600 },
+      ],
       gpus: [{ key: ["H100"], uuid: "u" }],
     });
     expect(r.total.gpuHoursObserved).toBe(1);

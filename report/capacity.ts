@@ -22,7 +22,14 @@ import { DAY_MS, floorDay, rangeHours, type TimeRange } from "./time-range.js";
 
 /** The fields the report sums, as named in InfluxDB. */
 export const SUM_FIELDS = [
-  "observed_s", "free_idle_s", "held_idle_s", "busy_phantom_s", "active_s", "unavailable_s", "reported_idle_s", "real_busy_s",
+  "observed_s",
+  "free_idle_s",
+  "held_idle_s",
+  "busy_phantom_s",
+  "active_s",
+  "unavailable_s",
+  "reported_idle_s",
+  "real_busy_s",
 ] as const;
 export type SumField = (typeof SUM_FIELDS)[number];
 export type Sums = Record<SumField, number>;
@@ -114,7 +121,11 @@ export interface DailySeries {
   /** 00:00 UTC of every day the range touches (the first and last may be partial). */
   days: number[];
   /** Per group, per day: real and reported idle % (null on a day without data). */
-  groups: Array<{ key: Record<string, string>; realIdlePct: Array<number | null>; reportedIdlePct: Array<number | null> }>;
+  groups: Array<{
+    key: Record<string, string>;
+    realIdlePct: Array<number | null>;
+    reportedIdlePct: Array<number | null>;
+  }>;
   /** Fleet-wide seconds per state per day. */
   fleetStateSeconds: Record<ChartState, number[]>;
 }
@@ -167,7 +178,16 @@ export interface CapacityReport {
 }
 
 export function emptySums(): Sums {
-  return { observed_s: 0, free_idle_s: 0, held_idle_s: 0, busy_phantom_s: 0, active_s: 0, unavailable_s: 0, reported_idle_s: 0, real_busy_s: 0 };
+  return {
+    observed_s: 0,
+    free_idle_s: 0,
+    held_idle_s: 0,
+    busy_phantom_s: 0,
+    active_s: 0,
+    unavailable_s: 0,
+    reported_idle_s: 0,
+    real_busy_s: 0,
+  };
 }
 
 export function addSums(into: Sums, s: Sums): void {
@@ -199,10 +219,19 @@ export function nearestRankPercentile(values: readonly number[], p: number): num
  * in the history is not evidence that the capacity was used.
  */
 export function reclaimableGpus(hourlyRealIdleS: readonly number[]): number {
-  return nearestRankPercentile(hourlyRealIdleS.map((s) => s / 3600), 5);
+  return nearestRankPercentile(
+    hourlyRealIdleS.map((s) => s / 3600),
+    5,
+  );
 }
 
-function figures(sums: Sums, gpus: number, rangeH: number, hourlyIdle: readonly number[], price: number | undefined): Figures {
+function figures(
+  sums: Sums,
+  gpus: number,
+  rangeH: number,
+  hourlyIdle: readonly number[],
+  price: number | undefined,
+): Figures {
   const obs = sums.observed_s;
   const pct = (x: number): number => (obs > 0 ? (x / obs) * 100 : 0);
   const realIdle = realIdleS(sums);
@@ -297,7 +326,11 @@ export function computeReport(input: ReportInput): CapacityReport {
       return s && s.observed_s > 0 ? (f(s) / s.observed_s) * 100 : null;
     });
   const stateField: Record<ChartState, SumField> = {
-    active: "active_s", busy_phantom: "busy_phantom_s", held_idle: "held_idle_s", free_idle: "free_idle_s", unavailable: "unavailable_s",
+    active: "active_s",
+    busy_phantom: "busy_phantom_s",
+    held_idle: "held_idle_s",
+    free_idle: "free_idle_s",
+    unavailable: "unavailable_s",
   };
   const fleetStateSeconds = Object.fromEntries(
     CHART_STATES.map((st) => [st, days.map((d) => fleet.daily.get(d)?.[stateField[st]] ?? 0)]),
@@ -311,11 +344,18 @@ export function computeReport(input: ReportInput): CapacityReport {
     measurement: input.measurement,
     measurementReason: input.measurementReason,
     pricePerGpuHour: price ?? null,
-    groups: sorted.map((a) => ({ key: keyRecord(a.key), ...figures(a.sums, a.uuids.size, rangeH, [...a.hourly.values()], price) })),
+    groups: sorted.map((a) => ({
+      key: keyRecord(a.key),
+      ...figures(a.sums, a.uuids.size, rangeH, [...a.hourly.values()], price),
+    })),
     total: figures(fleet.sums, fleet.uuids.size, rangeH, [...fleet.hourly.values()], price),
     daily: {
       days,
-      groups: sorted.map((a) => ({ key: keyRecord(a.key), realIdlePct: dayPct(a, realIdleS), reportedIdlePct: dayPct(a, (s) => s.reported_idle_s) })),
+      groups: sorted.map((a) => ({
+        key: keyRecord(a.key),
+        realIdlePct: dayPct(a, realIdleS),
+        reportedIdlePct: dayPct(a, (s) => s.reported_idle_s),
+      })),
       fleetStateSeconds,
     },
     holders: holdersSection(input.holderTags ?? [], input.holders ?? [], price),
@@ -327,7 +367,11 @@ export function computeReport(input: ReportInput): CapacityReport {
  * GPU-hours first (then by name), at most MAX_HOLDERS. An owner with no idle time is
  * listed too (it held GPUs and used them).
  */
-export function holdersSection(tags: readonly string[], rows: readonly HolderGpuSums[], price: number | undefined): HoldersSection {
+export function holdersSection(
+  tags: readonly string[],
+  rows: readonly HolderGpuSums[],
+  price: number | undefined,
+): HoldersSection {
   const byOwner = new Map<string, { key: readonly string[]; sums: Sums; uuids: Set<string> }>();
   for (const r of rows) {
     const id = JSON.stringify(r.key);
@@ -354,7 +398,11 @@ export function holdersSection(tags: readonly string[], rows: readonly HolderGpu
       };
     })
     .sort((a, b) => b.realIdleGpuHours - a.realIdleGpuHours || compareKeys(Object.values(a.key), Object.values(b.key)));
-  return { tags: [...tags], holders: holders.slice(0, MAX_HOLDERS), omitted: Math.max(0, holders.length - MAX_HOLDERS) };
+  return {
+    tags: [...tags],
+    holders: holders.slice(0, MAX_HOLDERS),
+    omitted: Math.max(0, holders.length - MAX_HOLDERS),
+  };
 }
 
 /**
@@ -366,7 +414,8 @@ export function ownerLabel(key: Readonly<Record<string, string>>): string {
   const ns = key["namespace"] ?? "";
   const pod = key["pod"] ?? "";
   const container = key["container"] ?? "";
-  if (ns !== "" || pod !== "") parts.push([ns, pod].filter((v) => v !== "").join("/") + (container !== "" ? `:${container}` : ""));
+  if (ns !== "" || pod !== "")
+    parts.push([ns, pod].filter((v) => v !== "").join("/") + (container !== "" ? `:${container}` : ""));
   else if (container !== "") parts.push(`container ${container}`);
   if ((key["job"] ?? "") !== "") parts.push(`job ${key["job"]}`);
   if ((key["user"] ?? "") !== "") parts.push(`user ${key["user"]}`);

@@ -10,7 +10,18 @@ import { CHART_STATES, groupLabel, type ChartState, type DailySeries } from "./c
 import { iso } from "./time-range.js";
 
 /** Group colours, in order; a group's real and reported lines share one. */
-export const GROUP_COLORS = ["#3b6fd8", "#d9622b", "#2f9e6e", "#9b4dca", "#c7a21c", "#1b9aaa", "#d6336c", "#6b7a30", "#7a5230", "#4c4c9d"];
+export const GROUP_COLORS = [
+  "#3b6fd8",
+  "#d9622b",
+  "#2f9e6e",
+  "#9b4dca",
+  "#c7a21c",
+  "#1b9aaa",
+  "#d6336c",
+  "#6b7a30",
+  "#7a5230",
+  "#4c4c9d",
+];
 
 export const STATE_COLORS: Record<ChartState, string> = {
   active: "#2f9e44",
@@ -56,10 +67,24 @@ export async function idleChartSvg(d: DailySeries, width = 1100, height = 440): 
     const color = GROUP_COLORS[i % GROUP_COLORS.length];
     const name = groupLabel(g.key);
     return [
-      { name, type: "line", data: g.realIdlePct.map(round2), connectNulls: false, showSymbol: d.days.length <= 62,
-        itemStyle: { color }, lineStyle: { color, width: 2 } },
-      { name, type: "line", data: g.reportedIdlePct.map(round2), connectNulls: false, showSymbol: false,
-        itemStyle: { color }, lineStyle: { color, width: 1.5, type: "dashed" } },
+      {
+        name,
+        type: "line",
+        data: g.realIdlePct.map(round2),
+        connectNulls: false,
+        showSymbol: d.days.length <= 62,
+        itemStyle: { color },
+        lineStyle: { color, width: 2 },
+      },
+      {
+        name,
+        type: "line",
+        data: g.reportedIdlePct.map(round2),
+        connectNulls: false,
+        showSymbol: false,
+        itemStyle: { color },
+        lineStyle: { color, width: 1.5, type: "dashed" },
+      },
     ];
   });
   // A plain legend wraps onto as many rows as it needs; the plot starts below it. Row count
@@ -74,13 +99,17 @@ export async function idleChartSvg(d: DailySeries, width = 1100, height = 440): 
     }
     x += w;
   }
-  return renderSvg({
-    legend: { type: "plain", top: 0, left: 10, right: 10, data: d.groups.map((g) => groupLabel(g.key)) },
-    grid: { left: 60, right: 30, top: 40 + 24 * legendRows, bottom: 40 },
-    xAxis: { type: "category", data: dayLabels(d), boundaryGap: false },
-    yAxis: { type: "value", min: 0, max: 100, name: "% of observed GPU time", axisLabel: { formatter: "{value}%" } },
-    series,
-  }, width, height + 24 * Math.max(0, legendRows - 2));
+  return renderSvg(
+    {
+      legend: { type: "plain", top: 0, left: 10, right: 10, data: d.groups.map((g) => groupLabel(g.key)) },
+      grid: { left: 60, right: 30, top: 40 + 24 * legendRows, bottom: 40 },
+      xAxis: { type: "category", data: dayLabels(d), boundaryGap: false },
+      yAxis: { type: "value", min: 0, max: 100, name: "% of observed GPU time", axisLabel: { formatter: "{value}%" } },
+      series,
+    },
+    width,
+    height + 24 * Math.max(0, legendRows - 2),
+  );
 }
 
 /** Chart 2: fleet-wide state breakdown per day, stacked, in GPU-hours (state seconds / 3600). */
@@ -93,13 +122,17 @@ export async function stateChartSvg(d: DailySeries, width = 1100, height = 400):
     itemStyle: { color: STATE_COLORS[st] },
     data: d.fleetStateSeconds[st].map((s) => round2(s / 3600)),
   }));
-  return renderSvg({
-    legend: { top: 0, data: [...CHART_STATES] },
-    grid: { left: 70, right: 30, top: 50, bottom: 40 },
-    xAxis: { type: "category", data: dayLabels(d) },
-    yAxis: { type: "value", name: "GPU-hours per day" },
-    series,
-  }, width, height);
+  return renderSvg(
+    {
+      legend: { top: 0, data: [...CHART_STATES] },
+      grid: { left: 70, right: 30, top: 50, bottom: 40 },
+      xAxis: { type: "category", data: dayLabels(d) },
+      yAxis: { type: "value", name: "GPU-hours per day" },
+      series,
+    },
+    width,
+    height,
+  );
 }
 
 function round2(v: number | null): number | null {

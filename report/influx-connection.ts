@@ -27,17 +27,26 @@ export { parseInfluxUrl } from "../common/influx-url.js";
  * Credentials from the file when given, else from the environment, else none (an InfluxDB
  * without auth). One of username/password alone is a configuration error.
  */
-export function readInfluxCredentials(file: string | undefined, env: NodeJS.ProcessEnv = process.env): InfluxCredentials | undefined {
+export function readInfluxCredentials(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): InfluxCredentials | undefined {
   if (file !== undefined) {
     let text: string;
     try {
       text = readFileSync(file, "utf8");
     } catch (err) {
-      throw new TrueidleError("bad_config", `cannot read --influx-credentials-file ${file}: ${errorMessage(err)}`, { cause: err });
+      throw new TrueidleError("bad_config", `cannot read --influx-credentials-file ${file}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     const line = text.split(/\r?\n/)[0] ?? "";
     const colon = line.indexOf(":");
-    if (colon <= 0) throw new TrueidleError("bad_config", `--influx-credentials-file ${file}: the first line must be username:password`);
+    if (colon <= 0)
+      throw new TrueidleError(
+        "bad_config",
+        `--influx-credentials-file ${file}: the first line must be username:password`,
+      );
     return { username: line.slice(0, colon), password: line.slice(colon + 1) };
   }
   const username = env["TRUEIDLE_INFLUX_USERNAME"];
@@ -107,28 +116,43 @@ export class InfluxQueryClient {
     } catch (err) {
       if (signal?.aborted) throw err;
       if (timeout.aborted) {
-        throw new TrueidleError("unavailable",
+        throw new TrueidleError(
+          "unavailable",
           `${where} did not answer /ping within ${seconds(timeoutMs)}, which InfluxDB answers at once; check that --influx-url names ` +
-          "InfluxDB's HTTP API (port 8086 by default), that no firewall drops the traffic, and that influxd is not stuck", { cause: err });
+            "InfluxDB's HTTP API (port 8086 by default), that no firewall drops the traffic, and that influxd is not stuck",
+          { cause: err },
+        );
       }
-      throw new TrueidleError("unavailable",
-        `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`, { cause: err });
+      throw new TrueidleError(
+        "unavailable",
+        `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`,
+        { cause: err },
+      );
     }
     if (res.status === 401 || res.status === 403) {
-      throw new TrueidleError("bad_config",
-        `InfluxDB at ${where} refused the credentials (HTTP ${res.status}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`);
+      throw new TrueidleError(
+        "bad_config",
+        `InfluxDB at ${where} refused the credentials (HTTP ${res.status}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`,
+      );
     }
     if (!res.ok) {
-      throw new TrueidleError("unavailable",
+      throw new TrueidleError(
+        "unavailable",
         `${where} answered /ping with HTTP ${res.status}, where InfluxDB answers 204; ` +
-        "check that --influx-url names InfluxDB's HTTP API (port 8086 by default)");
+          "check that --influx-url names InfluxDB's HTTP API (port 8086 by default)",
+      );
     }
   }
 
   /** `statements` run in one request, in order; every statement names its database itself. */
   async query(statements: readonly string[], signal?: AbortSignal): Promise<StatementResult[]> {
     const where = this.target.baseUrl;
-    const params = new URLSearchParams({ q: statements.join(";\n"), epoch: "ms", chunked: "true", chunk_size: "10000" });
+    const params = new URLSearchParams({
+      q: statements.join(";\n"),
+      epoch: "ms",
+      chunked: "true",
+      chunk_size: "10000",
+    });
     const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" };
     if (this.auth) headers["authorization"] = this.auth;
     const timeout = AbortSignal.timeout(this.timeoutMs);
@@ -145,15 +169,23 @@ export class InfluxQueryClient {
     } catch (err) {
       if (signal?.aborted) throw err;
       if (timeout.aborted) {
-        throw new TrueidleError("unavailable",
-          `InfluxDB at ${where} did not answer a query within ${seconds(this.timeoutMs)}; give a longer --timeout, or a shorter range (--since, --until)`, { cause: err });
+        throw new TrueidleError(
+          "unavailable",
+          `InfluxDB at ${where} did not answer a query within ${seconds(this.timeoutMs)}; give a longer --timeout, or a shorter range (--since, --until)`,
+          { cause: err },
+        );
       }
-      throw new TrueidleError("unavailable",
-        `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`, { cause: err });
+      throw new TrueidleError(
+        "unavailable",
+        `cannot reach InfluxDB at ${where} (${causeText(err)}); check --influx-url and that influxd is running`,
+        { cause: err },
+      );
     }
     if (res.status === 401 || res.status === 403) {
-      throw new TrueidleError("bad_config",
-        `InfluxDB at ${where} refused the credentials (HTTP ${res.status}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`);
+      throw new TrueidleError(
+        "bad_config",
+        `InfluxDB at ${where} refused the credentials (HTTP ${res.status}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`,
+      );
     }
     const out: StatementResult[] = statements.map(() => ({ series: [] }));
     // Chunked answers are one JSON object per line; a series can continue across lines.
@@ -163,7 +195,10 @@ export class InfluxQueryClient {
       try {
         obj = JSON.parse(line) as typeof obj;
       } catch {
-        throw new TrueidleError("unavailable", `InfluxDB at ${where} answered HTTP ${res.status} with something that is not InfluxDB JSON: ${body.slice(0, 200)}`);
+        throw new TrueidleError(
+          "unavailable",
+          `InfluxDB at ${where} answered HTTP ${res.status} with something that is not InfluxDB JSON: ${body.slice(0, 200)}`,
+        );
       }
       if (obj.error) throw this.queryError(obj.error);
       for (const r of obj.results ?? []) {
@@ -177,24 +212,31 @@ export class InfluxQueryClient {
         }
       }
     }
-    if (!res.ok && lines.length === 0) throw new TrueidleError("unavailable", `InfluxDB at ${where} answered HTTP ${res.status}: ${body.slice(0, 200)}`);
+    if (!res.ok && lines.length === 0)
+      throw new TrueidleError("unavailable", `InfluxDB at ${where} answered HTTP ${res.status}: ${body.slice(0, 200)}`);
     return out;
   }
 
   private queryError(message: string): TrueidleError {
     const db = this.target.database;
     if (/^database not found/.test(message)) {
-      return new TrueidleError("not_found",
+      return new TrueidleError(
+        "not_found",
         `database "${db}" does not exist on InfluxDB at ${this.target.baseUrl}; the collector creates it when started with ` +
-        `--influx-url ${this.target.baseUrl}/${db} (or check the database name at the end of --influx-url)`);
+          `--influx-url ${this.target.baseUrl}/${db} (or check the database name at the end of --influx-url)`,
+      );
     }
     if (/^retention policy not found/.test(message)) {
-      return new TrueidleError("not_found",
-        `database "${db}" lacks trueidle's retention policies (${message}); start the collector with --influx-url ${this.target.baseUrl}/${db} once to create them`);
+      return new TrueidleError(
+        "not_found",
+        `database "${db}" lacks trueidle's retention policies (${message}); start the collector with --influx-url ${this.target.baseUrl}/${db} once to create them`,
+      );
     }
     if (/authorization|authentication|unable to parse authentication credentials/i.test(message)) {
-      return new TrueidleError("bad_config",
-        `InfluxDB at ${this.target.baseUrl} refused the query (${message}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`);
+      return new TrueidleError(
+        "bad_config",
+        `InfluxDB at ${this.target.baseUrl} refused the query (${message}); set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file`,
+      );
     }
     return new TrueidleError("unavailable", `InfluxDB at ${this.target.baseUrl} failed a query: ${message}`);
   }

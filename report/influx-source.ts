@@ -23,7 +23,16 @@
 import { TrueidleError } from "../common/errors.js";
 import { isOwnerLabel } from "../common/owner-fields.js";
 import {
-  HOLDER_TAGS, SUM_FIELDS, emptySums, type DayGroupSums, type GroupGpu, type HolderGpuSums, type HourGroupIdle, type Measurement, type ReportInput, type Subject,
+  HOLDER_TAGS,
+  SUM_FIELDS,
+  emptySums,
+  type DayGroupSums,
+  type GroupGpu,
+  type HolderGpuSums,
+  type HourGroupIdle,
+  type Measurement,
+  type ReportInput,
+  type Subject,
 } from "./capacity.js";
 import { quoteIdent, type InfluxQueryClient, type InfluxSeries } from "./influx-connection.js";
 import { HOUR_MS, iso, rangeHours, type TimeRange } from "./time-range.js";
@@ -52,7 +61,6 @@ export interface ReadOptions {
 
 export type ReportData = Omit<ReportInput, "pricePerGpuHour">;
 
-
 /** The measurement holding `subject` at resolution `m` (in the policy named `m`). */
 export function measurementName(m: Measurement, subject: Subject): string {
   if (subject === "gpus") return m;
@@ -76,7 +84,12 @@ function timeWhere(startMs: number, endMs: number): string {
  * week grouped by day takes for all eight.
  */
 export function chunkStatements(
-  db: string, m: Measurement, by: readonly string[], startMs: number, endMs: number, subject: Subject = "gpus",
+  db: string,
+  m: Measurement,
+  by: readonly string[],
+  startMs: number,
+  endMs: number,
+  subject: Subject = "gpus",
 ): [string, string, string] {
   const groupTags = by.map((t) => `, ${quoteIdent(t)}`).join("");
   const gpuTags = [...new Set([...by, "uuid"])].map(quoteIdent);
@@ -90,7 +103,13 @@ export function chunkStatements(
 }
 
 /** The "who holds idle GPUs" statement of one chunk: every sum per owner and GPU. */
-export function holderStatement(db: string, m: Measurement, holderTags: readonly string[], startMs: number, endMs: number): string {
+export function holderStatement(
+  db: string,
+  m: Measurement,
+  holderTags: readonly string[],
+  startMs: number,
+  endMs: number,
+): string {
   const tags = [...holderTags, "uuid"].map(quoteIdent).join(", ");
   return `SELECT ${sums(SUM_FIELDS)} FROM ${from(db, m, "owners")} WHERE ${timeWhere(startMs, endMs)} GROUP BY ${tags}`;
 }
@@ -103,23 +122,52 @@ const IDLE_FIELDS = ["free_idle_s", "held_idle_s", "busy_phantom_s"] as const;
 
 /** Which measurement to read, and why (see the module comment for the rule). */
 export async function chooseMeasurement(
-  client: InfluxQueryClient, range: TimeRange, requested: Measurement | "auto", policies: ReadonlySet<string>, signal?: AbortSignal,
+  client: InfluxQueryClient,
+  range: TimeRange,
+  requested: Measurement | "auto",
+  policies: ReadonlySet<string>,
+  signal?: AbortSignal,
   subject: Subject = "gpus",
 ): Promise<{ measurement: Measurement; reason: string }> {
   const name = (m: Measurement): string => measurementName(m, subject);
   if (requested !== "auto") return { measurement: requested, reason: `${name(requested)} (--measurement)` };
   const hours = rangeHours(range);
-  if (hours < SHORT_RANGE_HOURS) return { measurement: "gpu_window", reason: `${name("gpu_window")}: the range is shorter than ${SHORT_RANGE_HOURS} hours` };
-  if (!policies.has("gpu_hour")) return { measurement: "gpu_window", reason: `${name("gpu_window")}: the database has no gpu_hour retention policy` };
-  const [probe] = await client.query([`SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour", subject)} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`], signal);
-  if ((probe?.series.length ?? 0) === 0) return { measurement: "gpu_window", reason: `${name("gpu_window")}: ${name("gpu_hour")} holds no roll-up for this range` };
+  if (hours < SHORT_RANGE_HOURS)
+    return {
+      measurement: "gpu_window",
+      reason: `${name("gpu_window")}: the range is shorter than ${SHORT_RANGE_HOURS} hours`,
+    };
+  if (!policies.has("gpu_hour"))
+    return {
+      measurement: "gpu_window",
+      reason: `${name("gpu_window")}: the database has no gpu_hour retention policy`,
+    };
+  const [probe] = await client.query(
+    [
+      `SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour", subject)} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`,
+    ],
+    signal,
+  );
+  if ((probe?.series.length ?? 0) === 0)
+    return {
+      measurement: "gpu_window",
+      reason: `${name("gpu_window")}: ${name("gpu_hour")} holds no roll-up for this range`,
+    };
   return { measurement: "gpu_hour", reason: `${name("gpu_hour")}: the range is ${SHORT_RANGE_HOURS} hours or longer` };
 }
 
 /** The tag keys of one measurement. */
-async function tagKeys(client: InfluxQueryClient, m: Measurement, subject: Subject, signal: AbortSignal | undefined): Promise<Set<string>> {
+async function tagKeys(
+  client: InfluxQueryClient,
+  m: Measurement,
+  subject: Subject,
+  signal: AbortSignal | undefined,
+): Promise<Set<string>> {
   const db = client.target.database;
-  const [keys] = await client.query([`SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(m)}.${quoteIdent(measurementName(m, subject))}`], signal);
+  const [keys] = await client.query(
+    [`SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(m)}.${quoteIdent(measurementName(m, subject))}`],
+    signal,
+  );
   const known = new Set<string>();
   for (const s of keys?.series ?? []) for (const v of s.values) known.add(String(v[0]));
   return known;
@@ -142,13 +190,18 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
   const policies = new Set<string>();
   for (const s of rp?.series ?? []) for (const v of s.values) policies.add(String(v[column(s, "name")]));
   if (!policies.has("gpu_window") && !policies.has("gpu_hour")) {
-    throw new TrueidleError("not_found",
-      `database "${db}" has neither the gpu_window nor the gpu_hour retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create trueidle's schema`);
+    throw new TrueidleError(
+      "not_found",
+      `database "${db}" has neither the gpu_window nor the gpu_hour retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create trueidle's schema`,
+    );
   }
   const subject: Subject = by.some(isOwnerLabel) ? "owners" : "gpus";
   const { measurement, reason } = await chooseMeasurement(client, range, opts.measurement, policies, signal, subject);
   if (!policies.has(measurement)) {
-    throw new TrueidleError("not_found", `database "${db}" has no ${measurement} retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create it`);
+    throw new TrueidleError(
+      "not_found",
+      `database "${db}" has no ${measurement} retention policy; start the collector once with --influx-url ${client.target.baseUrl}/${db} to create it`,
+    );
   }
 
   const known = await tagKeys(client, measurement, subject, signal);
@@ -156,13 +209,20 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
   const unknown = by.filter((t) => !known.has(t));
   if (unknown.length > 0) {
     const what = subject === "owners" ? "owner record" : "GPU";
-    throw new TrueidleError("bad_input",
-      `--by ${unknown.map((t) => `"${t}"`).join(", ")}: no ${what} in "${db}" has ${unknown.length > 1 ? "those tags" : "that tag"}; tags present: ${[...known].sort().join(", ")}`);
+    throw new TrueidleError(
+      "bad_input",
+      `--by ${unknown.map((t) => `"${t}"`).join(", ")}: no ${what} in "${db}" has ${unknown.length > 1 ? "those tags" : "that tag"}; tags present: ${[...known].sort().join(", ")}`,
+    );
   }
   const ownerKeys = subject === "owners" ? known : await tagKeys(client, measurement, "owners", signal);
   const holderTags = HOLDER_TAGS.filter((t) => ownerKeys.has(t));
 
-  interface ChunkRows { days: DayGroupSums[]; hours: HourGroupIdle[]; gpus: GroupGpu[]; holders: HolderGpuSums[] }
+  interface ChunkRows {
+    days: DayGroupSums[];
+    hours: HourGroupIdle[];
+    gpus: GroupGpu[];
+    holders: HolderGpuSums[];
+  }
   const readChunk = async (s: number, e: number, sig: AbortSignal): Promise<ChunkRows> => {
     const out: ChunkRows = { days: [], hours: [], gpus: [], holders: [] };
     const statements: string[] = chunkStatements(db, measurement, by, s, e, subject);
@@ -182,7 +242,8 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
       const key = by.map((t) => series.tags?.[t] ?? "");
       const ti = column(series, "time");
       const idx = IDLE_FIELDS.map((f) => column(series, f));
-      for (const v of series.values) out.hours.push({ hourMs: Number(v[ti]), key, realIdleS: idx.reduce((acc, i) => acc + num(v[i]), 0) });
+      for (const v of series.values)
+        out.hours.push({ hourMs: Number(v[ti]), key, realIdleS: idx.reduce((acc, i) => acc + num(v[i]), 0) });
     }
     for (const series of perGpu?.series ?? []) {
       out.gpus.push({ key: by.map((t) => series.tags?.[t] ?? ""), uuid: series.tags?.["uuid"] ?? "" });
@@ -192,7 +253,11 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
       for (const v of series.values) {
         const sums = emptySums();
         for (const [i, f] of SUM_FIELDS.entries()) sums[f] = num(v[idx[i]!]);
-        out.holders.push({ key: holderTags.map((t) => series.tags?.[t] ?? ""), uuid: series.tags?.["uuid"] ?? "", sums });
+        out.holders.push({
+          key: holderTags.map((t) => series.tags?.[t] ?? ""),
+          uuid: series.tags?.["uuid"] ?? "",
+          sums,
+        });
       }
     }
     return out;
@@ -235,15 +300,19 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
 
 function noOwners(client: InfluxQueryClient, range: TimeRange, reason: string): TrueidleError {
   const db = client.target.database;
-  return new TrueidleError("not_found",
+  return new TrueidleError(
+    "not_found",
     `no owners in "${db}" from ${iso(range.startMs)} to ${iso(range.endMs)} (read ${reason}): no held GPU had an owner the agents could tell. ` +
-    "Owners come from the agents' --pod-resources-socket (Kubernetes), --job-mapping-dir (Slurm and other batch systems) or the host's /proc " +
-    "(--host-root), and the collector writes the fields its --owner-labels names; widen --since/--until, or report --by a GPU tag such as model");
+      "Owners come from the agents' --pod-resources-socket (Kubernetes), --job-mapping-dir (Slurm and other batch systems) or the host's /proc " +
+      "(--host-root), and the collector writes the fields its --owner-labels names; widen --since/--until, or report --by a GPU tag such as model",
+  );
 }
 
 function noData(client: InfluxQueryClient, range: TimeRange, reason: string): TrueidleError {
   const db = client.target.database;
-  return new TrueidleError("not_found",
+  return new TrueidleError(
+    "not_found",
     `no GPU data in "${db}" from ${iso(range.startMs)} to ${iso(range.endMs)} (read ${reason}); ` +
-    `widen --since/--until, or check that a collector writes there (trueidle collector --influx-url ${client.target.baseUrl}/${db})`);
+      `widen --since/--until, or check that a collector writes there (trueidle collector --influx-url ${client.target.baseUrl}/${db})`,
+  );
 }

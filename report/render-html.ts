@@ -10,7 +10,12 @@ import { columnsFor, formatHuman, holderColumnsFor } from "./columns.js";
 import { describeReport, holdersHeading, HOLDERS_SHOWN, NO_HOLDERS, reportNotes, totalLabel } from "./render-text.js";
 
 export function escapeHtml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  return s
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;")
+    .replace(/'/g, "&#39;");
 }
 
 const CSS = `
@@ -32,10 +37,16 @@ ul.notes { color: #495057; font-size: 13px; padding-left: 18px; }
 
 function tableHtml(r: CapacityReport): string {
   const cols = columnsFor(r.pricePerGpuHour !== null);
-  const head = [...r.by.map((t) => `<th>${escapeHtml(t)}</th>`), ...cols.map((c) => `<th class="n">${escapeHtml(c.header.toLowerCase())}</th>`)].join("");
-  const cells = (f: Figures): string => cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(f)))}</td>`).join("");
-  const rows = r.groups.map((g) =>
-    `<tr>${r.by.map((t) => `<td>${escapeHtml(g.key[t] === "" ? "(none)" : g.key[t] ?? "")}</td>`).join("")}${cells(g)}</tr>`);
+  const head = [
+    ...r.by.map((t) => `<th>${escapeHtml(t)}</th>`),
+    ...cols.map((c) => `<th class="n">${escapeHtml(c.header.toLowerCase())}</th>`),
+  ].join("");
+  const cells = (f: Figures): string =>
+    cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(f)))}</td>`).join("");
+  const rows = r.groups.map(
+    (g) =>
+      `<tr>${r.by.map((t) => `<td>${escapeHtml(g.key[t] === "" ? "(none)" : (g.key[t] ?? ""))}</td>`).join("")}${cells(g)}</tr>`,
+  );
   const total = `<tr class="total"><td colspan="${r.by.length}">${totalLabel(r)}</td>${cells(r.total)}</tr>`;
   return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${rows.join("\n")}\n${total}\n</tbody>\n</table>`;
 }
@@ -47,8 +58,10 @@ function holdersHtml(r: CapacityReport): string {
   const shown = r.holders.holders.slice(0, HOLDERS_SHOWN.html);
   const cols = holderColumnsFor(r.pricePerGpuHour !== null);
   const head = `<th>owner</th>${cols.map((c) => `<th class="n">${escapeHtml(c.header.toLowerCase())}</th>`).join("")}`;
-  const rows = shown.map((h) =>
-    `<tr><td>${escapeHtml(ownerLabel(h.key))}</td>${cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(h)))}</td>`).join("")}</tr>`);
+  const rows = shown.map(
+    (h) =>
+      `<tr><td>${escapeHtml(ownerLabel(h.key))}</td>${cols.map((c) => `<td class="n">${escapeHtml(formatHuman(c.kind, c.value(h)))}</td>`).join("")}</tr>`,
+  );
   return `<h2>${escapeHtml(holdersHeading(r, shown.length))}</h2>\n<div class="table">\n<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${rows.join("\n")}\n</tbody>\n</table>\n</div>`;
 }
 
@@ -81,7 +94,9 @@ ${tableHtml(r)}
 </div>
 ${holdersHtml(r)}
 <ul class="notes">
-${reportNotes(r).map((n) => `<li>${escapeHtml(n)}</li>`).join("\n")}
+${reportNotes(r)
+  .map((n) => `<li>${escapeHtml(n)}</li>`)
+  .join("\n")}
 </ul>
 </body>
 </html>

@@ -8,8 +8,14 @@ const T0 = Date.UTC(2024, 4, 1);
 function report(price?: number) {
   const s = { ...emptySums(), observed_s: 3600, held_idle_s: 3600, reported_idle_s: 3600 };
   return computeReport({
-    range: { startMs: T0, endMs: T0 + 3_600_000 }, by: ["site", "model"], measurement: "gpu_hour", measurementReason: "gpu_hour: test",
-    days: [{ dayMs: T0, key: ['a,"b"', ""], sums: s }], hours: [{ hourMs: T0, key: ['a,"b"', ""], realIdleS: 3600 }], gpus: [{ key: ['a,"b"', ""], uuid: "u" }], pricePerGpuHour: price,
+    range: { startMs: T0, endMs: T0 + 3_600_000 },
+    by: ["site", "model"],
+    measurement: "gpu_hour",
+    measurementReason: "gpu_hour: test",
+    days: [{ dayMs: T0, key: ['a,"b"', ""], sums: s }],
+    hours: [{ hourMs: T0, key: ['a,"b"', ""], realIdleS: 3600 }],
+    gpus: [{ key: ['a,"b"', ""], uuid: "u" }],
+    pricePerGpuHour: price,
   });
 }
 
@@ -19,20 +25,35 @@ describe("report renderings", () => {
     expect(csvField('a,"b"')).toBe('"a,""b"""');
     expect(csvField("two\nlines")).toBe('"two\nlines"');
     const lines = renderCsv(report()).split("\r\n");
-    expect(lines[0]).toBe("scope,site,model,gpus,gpu_hours_observed,coverage_pct,reported_idle_pct,real_idle_pct,hidden_idle_pct," +
-      "real_idle_gpu_hours,held_idle_gpu_hours,phantom_busy_gpu_hours,unused_capacity_pct,reclaimable_gpus,hours_with_data,idle_cost," +
-      "owner_namespace,owner_pod,owner_job,owner_user");
+    expect(lines[0]).toBe(
+      "scope,site,model,gpus,gpu_hours_observed,coverage_pct,reported_idle_pct,real_idle_pct,hidden_idle_pct," +
+        "real_idle_gpu_hours,held_idle_gpu_hours,phantom_busy_gpu_hours,unused_capacity_pct,reclaimable_gpus,hours_with_data,idle_cost," +
+        "owner_namespace,owner_pod,owner_job,owner_user",
+    );
     expect(lines[1]).toBe('group,"a,""b""",,1,1,100,100,100,0,1,1,0,100,1,1,,,,,');
     expect(lines[2]).toBe("fleet,,,1,1,100,100,100,0,1,1,0,100,1,1,,,,,");
     expect(lines[3]).toBe("");
   });
 
   it("lists who holds idle GPUs in every format, most idle first, the owner in its own columns", async () => {
-    const held = (idleS: number, activeS: number) => ({ ...emptySums(), observed_s: idleS + activeS, held_idle_s: idleS, active_s: activeS, reported_idle_s: idleS });
+    const held = (idleS: number, activeS: number) => ({
+      ...emptySums(),
+      observed_s: idleS + activeS,
+      held_idle_s: idleS,
+      active_s: activeS,
+      reported_idle_s: idleS,
+    });
     const r = computeReport({
-      range: { startMs: T0, endMs: T0 + 3_600_000 }, by: ["model"], measurement: "gpu_window", measurementReason: "gpu_window: test",
-      days: [{ dayMs: T0, key: ["H100"], sums: held(3600, 3600) }], hours: [{ hourMs: T0, key: ["H100"], realIdleS: 3600 }],
-      gpus: [{ key: ["H100"], uuid: "u0" }, { key: ["H100"], uuid: "u1" }],
+      range: { startMs: T0, endMs: T0 + 3_600_000 },
+      by: ["model"],
+      measurement: "gpu_window",
+      measurementReason: "gpu_window: test",
+      days: [{ dayMs: T0, key: ["H100"], sums: held(3600, 3600) }],
+      hours: [{ hourMs: T0, key: ["H100"], realIdleS: 3600 }],
+      gpus: [
+        { key: ["H100"], uuid: "u0" },
+        { key: ["H100"], uuid: "u1" },
+      ],
       holderTags: ["namespace", "pod", "user"],
       holders: [
         { key: ["", "", "alice"], uuid: "u1", sums: held(0, 3600) },
@@ -53,7 +74,13 @@ describe("report renderings", () => {
     expect(csv[4]).toBe("holder,,1,1,,0,0,0,0,0,0,,,,,,,,alice");
     const j = reportJson(r) as { holders: { tags: string[]; owners: Array<Record<string, unknown>>; omitted: number } };
     expect(j.holders.tags).toEqual(["namespace", "pod", "user"]);
-    expect(j.holders.owners[0]).toMatchObject({ label: "ml/trainer,0", gpus: 1, real_idle_gpu_hours: 1, held_idle_gpu_hours: 1, real_idle_pct: 100 });
+    expect(j.holders.owners[0]).toMatchObject({
+      label: "ml/trainer,0",
+      gpus: 1,
+      real_idle_gpu_hours: 1,
+      held_idle_gpu_hours: 1,
+      real_idle_pct: 100,
+    });
     const html = await renderHtml(r);
     expect(html).toContain("<h2>Who holds idle GPUs (owners by idle GPU-hours held)</h2>");
     expect(html).toContain("<td>ml/trainer,0</td>");
@@ -61,7 +88,9 @@ describe("report renderings", () => {
 
   it("says where owners come from when none was recorded", async () => {
     const r = report();
-    expect(renderTable(r)).toMatch(/Who holds idle GPUs: No owner was recorded in this range: agents learn owners from the kubelet/);
+    expect(renderTable(r)).toMatch(
+      /Who holds idle GPUs: No owner was recorded in this range: agents learn owners from the kubelet/,
+    );
     expect(await renderHtml(r)).toContain("No owner was recorded in this range");
     expect((reportJson(r) as { holders: unknown }).holders).toEqual({ tags: [], owners: [], omitted: 0 });
   });
@@ -86,18 +115,35 @@ describe("report renderings", () => {
     const HOURS = 8760;
     const T1 = T0 + HOURS * 3_600_000;
     const fleet = [
-      ["eu-west", "NVIDIA H100 80GB HBM3", 512], ["eu-west", "NVIDIA L40S", 128], ["us-east", "NVIDIA A100-SXM4-80GB", 256], ["us-east", "NVIDIA H100 80GB HBM3", 128],
+      ["eu-west", "NVIDIA H100 80GB HBM3", 512],
+      ["eu-west", "NVIDIA L40S", 128],
+      ["us-east", "NVIDIA A100-SXM4-80GB", 256],
+      ["us-east", "NVIDIA H100 80GB HBM3", 128],
     ] as const;
     const sums = (gpus: number) => {
       const observed_s = gpus * HOURS * 3600;
-      return { ...emptySums(), observed_s, held_idle_s: observed_s * 0.25, busy_phantom_s: observed_s * 0.1, free_idle_s: observed_s * 0.2, active_s: observed_s * 0.45, reported_idle_s: observed_s * 0.3, real_busy_s: observed_s * 0.4 };
+      return {
+        ...emptySums(),
+        observed_s,
+        held_idle_s: observed_s * 0.25,
+        busy_phantom_s: observed_s * 0.1,
+        free_idle_s: observed_s * 0.2,
+        active_s: observed_s * 0.45,
+        reported_idle_s: observed_s * 0.3,
+        real_busy_s: observed_s * 0.4,
+      };
     };
     const owner = (i: number) => [`research-${"x".repeat(40)}`, `trainer-${i}-${"y".repeat(50)}`, "", ""];
     const r = computeReport({
-      range: { startMs: T0, endMs: T1 }, by: ["site", "model"], measurement: "gpu_hour", measurementReason: "gpu_hour: the range is 48 hours or longer",
+      range: { startMs: T0, endMs: T1 },
+      by: ["site", "model"],
+      measurement: "gpu_hour",
+      measurementReason: "gpu_hour: the range is 48 hours or longer",
       days: fleet.map(([site, model, n]) => ({ dayMs: T0, key: [site, model], sums: sums(n) })),
       hours: fleet.map(([site, model, n]) => ({ hourMs: T0, key: [site, model], realIdleS: n * 3600 * 0.55 })),
-      gpus: fleet.flatMap(([site, model, n]) => Array.from({ length: n }, (_, i) => ({ key: [site, model], uuid: `${site}/${model}/${i}` }))),
+      gpus: fleet.flatMap(([site, model, n]) =>
+        Array.from({ length: n }, (_, i) => ({ key: [site, model], uuid: `${site}/${model}/${i}` })),
+      ),
       holderTags: ["namespace", "pod", "job", "user"],
       holders: Array.from({ length: 12 }, (_, i) => ({ key: owner(i), uuid: `u${i}`, sums: sums(8) })),
       pricePerGpuHour: 2.1,
@@ -112,10 +158,14 @@ describe("report renderings", () => {
       const end = lines[at - 1]!.indexOf(w) + w.length;
       expect(lines[at]!.slice(0, end), w).toMatch(/(IDLE|GPUS)$/);
     }
-    expect(lines[at + 1]).toMatch(/^eu-west\s+NVIDIA H100 80GB HBM3\s+512\s+4,485,120\.0\s+100\.0%\s+30\.0%\s+55\.0%\s+\+25\.0%\s+\S+\s+5,180,313\.60$/);
+    expect(lines[at + 1]).toMatch(
+      /^eu-west\s+NVIDIA H100 80GB HBM3\s+512\s+4,485,120\.0\s+100\.0%\s+30\.0%\s+55\.0%\s+\+25\.0%\s+\S+\s+5,180,313\.60$/,
+    );
     expect(lines.find((l) => l.startsWith("fleet total"))).toMatch(/\s1,024\s+8,970,240\.0\s.*\s10,360,627\.20$/);
     expect(lines).toContain("  read gpu_hour: the range is 48 hours or longer");
-    expect(lines.join("\n")).toMatch(/^Not in this table: real-idle GPU-hours, held-idle GPU-hours, phantom-busy GPU-hours, unused\s+capacity, hours with data; --format csv, json or html has every column\.$/m);
+    expect(lines.join("\n")).toMatch(
+      /^Not in this table: real-idle GPU-hours, held-idle GPU-hours, phantom-busy GPU-hours, unused\s+capacity, hours with data; --format csv, json or html has every column\.$/m,
+    );
     expect(lines.filter((l) => l.startsWith("research-"))).toHaveLength(10);
   });
 

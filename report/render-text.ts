@@ -77,11 +77,17 @@ export function reportNotes(r: CapacityReport): string[] {
  * TABLE_WIDTH columns.
  */
 export function renderTable(r: CapacityReport): string {
-  const inTable = r.subject === "owners" ? (c: Column): boolean => OWNER_TABLE.has(c.id) : (c: Column): boolean => c.inTable;
+  const inTable =
+    r.subject === "owners" ? (c: Column): boolean => OWNER_TABLE.has(c.id) : (c: Column): boolean => c.inTable;
   const cols = columnsFor(r.pricePerGpuHour !== null).filter(inTable);
   const headers = [...r.by.map((t) => t.toUpperCase()), ...cols.map((c) => c.header)].map(twoLines);
   const row = (key: string[], f: Figures): string[] => [...key, ...cols.map((c) => formatHuman(c.kind, c.value(f)))];
-  const body = r.groups.map((g) => row(r.by.map((t) => (g.key[t] === "" ? "(none)" : g.key[t] ?? "")), g));
+  const body = r.groups.map((g) =>
+    row(
+      r.by.map((t) => (g.key[t] === "" ? "(none)" : (g.key[t] ?? ""))),
+      g,
+    ),
+  );
   const totalKey = r.by.map((_, i) => (i === 0 ? totalLabel(r) : ""));
   const total = row(totalKey, r.total);
   const top = headers.map(([first]) => first);
@@ -90,9 +96,17 @@ export function renderTable(r: CapacityReport): string {
   const widths = bottom.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
   const numeric = (i: number): boolean => i >= r.by.length;
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+    cells
+      .map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   const rule = widths.map((w) => "-".repeat(w)).join("  ");
-  const left = COLUMNS.filter((c) => !inTable(c) && !(c.priced === true && r.pricePerGpuHour === null)).map((c) => c.header.toLowerCase().replace(/gpu-h$/, "GPU-hours").replace(/\bgpus\b/, "GPUs"));
+  const left = COLUMNS.filter((c) => !inTable(c) && !(c.priced === true && r.pricePerGpuHour === null)).map((c) =>
+    c.header
+      .toLowerCase()
+      .replace(/gpu-h$/, "GPU-hours")
+      .replace(/\bgpus\b/, "GPUs"),
+  );
   return [
     ...wrap(`trueidle report: ${describeRange(r)};`, TABLE_WIDTH),
     ...wrap(describeSource(r), TABLE_WIDTH - 2).map((l) => `  ${l.trimStart()}`),
@@ -116,7 +130,14 @@ export function renderTable(r: CapacityReport): string {
  * instead of coverage and reclaimable GPUs, which say less of an owner's held time.
  */
 const OWNER_TABLE: ReadonlySet<string> = new Set([
-  "gpus", "gpu_hours_observed", "reported_idle_pct", "real_idle_pct", "hidden_idle_pct", "held_idle_gpu_hours", "phantom_busy_gpu_hours", "idle_cost",
+  "gpus",
+  "gpu_hours_observed",
+  "reported_idle_pct",
+  "real_idle_pct",
+  "hidden_idle_pct",
+  "held_idle_gpu_hours",
+  "phantom_busy_gpu_hours",
+  "idle_cost",
 ]);
 
 /** A header as two lines: its last word below, the words before it above. */
@@ -129,13 +150,24 @@ function twoLines(header: string): [string, string] {
 const OWNER_WIDTH = 48;
 
 function holdersTable(r: CapacityReport): string[] {
-  if (r.holders.holders.length === 0) return wrap(`Who holds idle GPUs: ${r.holders.tags.length === 0 ? NO_HOLDERS : "no owner held a GPU in this range."}`, 100);
+  if (r.holders.holders.length === 0)
+    return wrap(
+      `Who holds idle GPUs: ${r.holders.tags.length === 0 ? NO_HOLDERS : "no owner held a GPU in this range."}`,
+      100,
+    );
   const shown = r.holders.holders.slice(0, HOLDERS_SHOWN.table);
   const cols = holderColumnsFor(r.pricePerGpuHour !== null).filter((c) => c.inTable);
   const cut = (s: string): string => (s.length > OWNER_WIDTH ? `${s.slice(0, OWNER_WIDTH - 1)}…` : s);
-  const all = [["OWNER", ...cols.map((c) => c.header)], ...shown.map((h) => [cut(ownerLabel(h.key)), ...cols.map((c) => formatHuman(c.kind, c.value(h)))])];
+  const all = [
+    ["OWNER", ...cols.map((c) => c.header)],
+    ...shown.map((h) => [cut(ownerLabel(h.key)), ...cols.map((c) => formatHuman(c.kind, c.value(h)))]),
+  ];
   const widths = all[0]!.map((_, i) => Math.max(...all.map((cells) => cells[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   const more = r.holders.holders.length + r.holders.omitted - shown.length;
   return [
     `${holdersHeading(r, shown.length)}:`,
@@ -179,11 +211,17 @@ export function renderCsv(r: CapacityReport): string {
   const ownerCols = HOLDER_TAGS;
   const none = ownerCols.map(() => "");
   const lines = [["scope", ...r.by, ...cols.map((c) => c.id), ...ownerCols.map((t) => `owner_${t}`)]];
-  for (const g of r.groups) lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g))), ...none]);
+  for (const g of r.groups)
+    lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g))), ...none]);
   lines.push(["fleet", ...r.by.map(() => ""), ...cols.map((c) => num(c.value(r.total))), ...none]);
   const holderValue = new Map(HOLDER_COLUMNS.map((c) => [c.id, c.value]));
   for (const h of r.holders.holders) {
-    lines.push(["holder", ...r.by.map(() => ""), ...cols.map((c) => num(holderValue.get(c.id)?.(h))), ...ownerCols.map((t) => h.key[t] ?? "")]);
+    lines.push([
+      "holder",
+      ...r.by.map(() => ""),
+      ...cols.map((c) => num(holderValue.get(c.id)?.(h))),
+      ...ownerCols.map((t) => h.key[t] ?? ""),
+    ]);
   }
   return `${lines.map((l) => l.map(csvField).join(",")).join("\r\n")}\r\n`;
 }
@@ -211,7 +249,11 @@ export function reportJson(r: CapacityReport): unknown {
     },
     daily: {
       days: r.daily.days.map((d) => iso(d).slice(0, 10)),
-      groups: r.daily.groups.map((g) => ({ key: g.key, real_idle_pct: g.realIdlePct, reported_idle_pct: g.reportedIdlePct })),
+      groups: r.daily.groups.map((g) => ({
+        key: g.key,
+        real_idle_pct: g.realIdlePct,
+        reported_idle_pct: g.reportedIdlePct,
+      })),
       fleet_state_seconds: r.daily.fleetStateSeconds,
     },
   };

@@ -29,7 +29,11 @@ export interface BuildReportOptions {
 }
 
 export async function buildReport(opts: BuildReportOptions): Promise<CapacityReport> {
-  const client = new InfluxQueryClient({ target: parseInfluxUrl(opts.influxUrl), credentials: opts.credentials, timeoutMs: opts.queryTimeoutMs });
+  const client = new InfluxQueryClient({
+    target: parseInfluxUrl(opts.influxUrl),
+    credentials: opts.credentials,
+    timeoutMs: opts.queryTimeoutMs,
+  });
   await client.ping(opts.signal);
   const data = await readReportData({
     client,

@@ -19,12 +19,20 @@ describe("report time range", () => {
   });
 
   it("rounds both ends down to whole UTC hours and needs at least one", () => {
-    expect(resolveRange("2d", undefined, NOW)).toEqual({ startMs: Date.UTC(2024, 4, 8, 10), endMs: Date.UTC(2024, 4, 10, 10) });
+    expect(resolveRange("2d", undefined, NOW)).toEqual({
+      startMs: Date.UTC(2024, 4, 8, 10),
+      endMs: Date.UTC(2024, 4, 10, 10),
+    });
     expect(() => resolveRange("20m", "now", NOW)).toThrow(/hold no whole hour/);
   });
 
   it("names an --until before --since as such, and takes an --until ahead of now", () => {
-    expect(() => resolveRange("2024-05-02", "2024-05-01", NOW)).toThrow(/^--until 2024-05-01 \(2024-05-01T00:00:00Z\) is before --since 2024-05-02 \(2024-05-02T00:00:00Z\)/);
-    expect(resolveRange("2024-05-10T10:00:00Z", "2024-05-10T11:00:00Z", NOW)).toEqual({ startMs: Date.UTC(2024, 4, 10, 10), endMs: Date.UTC(2024, 4, 10, 11) });
+    expect(() => resolveRange("2024-05-02", "2024-05-01", NOW)).toThrow(
+      /^--until 2024-05-01 \(2024-05-01T00:00:00Z\) is before --since 2024-05-02 \(2024-05-02T00:00:00Z\)/,
+    );
+    expect(resolveRange("2024-05-10T10:00:00Z", "2024-05-10T11:00:00Z", NOW)).toEqual({
+      startMs: Date.UTC(2024, 4, 10, 10),
+      endMs: Date.UTC(2024, 4, 10, 11),
+    });
   });
 });

@@ -36,7 +36,10 @@ export function parseTimeArg(text: string, nowMs: number, flag = "--since"): num
   try {
     d = parseDuration(t);
   } catch {
-    throw new TrueidleError("bad_input", `${flag} "${text}" is neither a duration ago (90d, 36h) nor an RFC 3339 time (2024-05-01T00:00:00Z)`);
+    throw new TrueidleError(
+      "bad_input",
+      `${flag} "${text}" is neither a duration ago (90d, 36h) nor an RFC 3339 time (2024-05-01T00:00:00Z)`,
+    );
   }
   return nowMs - d;
 }
@@ -54,14 +57,20 @@ export function resolveRange(since: string, until: string | undefined, nowMs: nu
   const s = parseTimeArg(since, nowMs, "--since");
   const u = parseTimeArg(until ?? "now", nowMs, "--until");
   if (u < s) {
-    throw new TrueidleError("bad_input", `--until ${until ?? "now"} (${iso(u)}) is before --since ${since} (${iso(s)}); ` +
-      "give the earlier time to --since and the later one to --until");
+    throw new TrueidleError(
+      "bad_input",
+      `--until ${until ?? "now"} (${iso(u)}) is before --since ${since} (${iso(s)}); ` +
+        "give the earlier time to --since and the later one to --until",
+    );
   }
   const startMs = floorHour(s);
   const endMs = floorHour(u);
   if (endMs <= startMs) {
-    throw new TrueidleError("bad_input", `--since ${since} and --until ${until ?? "now"} hold no whole hour (${iso(startMs)} to ${iso(endMs)}); ` +
-      "the report covers whole UTC hours, so make the range at least one hour, ending at least an hour after it starts");
+    throw new TrueidleError(
+      "bad_input",
+      `--since ${since} and --until ${until ?? "now"} hold no whole hour (${iso(startMs)} to ${iso(endMs)}); ` +
+        "the report covers whole UTC hours, so make the range at least one hour, ending at least an hour after it starts",
+    );
   }
   return { startMs, endMs };
 }

@@ -12,11 +12,14 @@ const outIdx = process.argv.indexOf("--out");
 if (outIdx > 0) {
   const out = process.argv[outIdx + 1];
   if (!out) throw new Error("--out needs a directory");
-  args.push("--template", JSON.stringify({
-    version: "v2",
-    clean: true,
-    plugins: [{ local: "protoc-gen-es", out, opt: ["target=ts", "import_extension=js"] }],
-  }));
+  args.push(
+    "--template",
+    JSON.stringify({
+      version: "v2",
+      clean: true,
+      plugins: [{ local: "protoc-gen-es", out, opt: ["target=ts", "import_extension=js"] }],
+    }),
+  );
 }
 execFileSync(path.join(bin, "buf"), args, {
   cwd: root,

@@ -7,6 +7,8 @@
 const everyMs = Number(process.env.SOAK_PROBE_EVERY_MS ?? 5000);
 const timer = setInterval(() => {
   const m = process.memoryUsage();
-  process.stderr.write(`${JSON.stringify({ soak_memory: { rss: m.rss, heap_used: m.heapUsed, heap_total: m.heapTotal, external: m.external } })}\n`);
+  process.stderr.write(
+    `${JSON.stringify({ soak_memory: { rss: m.rss, heap_used: m.heapUsed, heap_total: m.heapTotal, external: m.external } })}\n`,
+  );
 }, everyMs);
 timer.unref();

@@ -69,14 +69,17 @@ function heapUsed(collector: CollectorNode): number | undefined {
   const at = out.lastIndexOf('{"soak_memory"');
   if (at < 0) return undefined;
   try {
-    return (JSON.parse(out.slice(at, out.indexOf("\n", at))) as { soak_memory: { heap_used: number } }).soak_memory.heap_used;
+    return (JSON.parse(out.slice(at, out.indexOf("\n", at))) as { soak_memory: { heap_used: number } }).soak_memory
+      .heap_used;
   } catch {
     return undefined;
   }
 }
 
-const sum = (xs: readonly SwarmStats[], key: "acked" | "acking" | "connected" | "buffered" | "windows" | "dropped" | "rejected" | "reconnects"): number =>
-  xs.reduce((n, s) => n + s[key], 0);
+const sum = (
+  xs: readonly SwarmStats[],
+  key: "acked" | "acking" | "connected" | "buffered" | "windows" | "dropped" | "rejected" | "reconnects",
+): number => xs.reduce((n, s) => n + s[key], 0);
 const mib = (b: number | undefined): string => (b === undefined ? "n/a" : (b / MiB).toFixed(0));
 const int = (n: number): string => n.toLocaleString("en-US");
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
@@ -92,18 +95,38 @@ try {
   const collector = await fleet.startCollector({
     env: { NODE_OPTIONS: `--import=${pathToFileURL(PROBE).href}`, SOAK_PROBE_EVERY_MS: "2000" },
   });
-  say(`Soak: ${agents} agents (${processes} processes × ${perProcess}), ${gpus} GPUs each, ${flags.interval} samples, ${flags.window} windows, for ${formatDuration(durationMs)}.`);
+  say(
+    `Soak: ${agents} agents (${processes} processes × ${perProcess}), ${gpus} GPUs each, ${flags.interval} samples, ${flags.window} windows, for ${formatDuration(durationMs)}.`,
+  );
   for (let p = 0; p < processes; p++) {
-    swarms.push(new SwarmProcess({ collector: collector.address, agents: perProcess, prefix: `soak${p}`, gpus, interval: flags.interval, window: flags.window, statsEvery: "1s" }));
+    swarms.push(
+      new SwarmProcess({
+        collector: collector.address,
+        agents: perProcess,
+        prefix: `soak${p}`,
+        gpus,
+        interval: flags.interval,
+        window: flags.window,
+        statsEvery: "1s",
+      }),
+    );
   }
-  await eventually(`${agents} agents connected`, async () => ((await collector.metric("trueidle_agents_connected")) === agents ? true : undefined), 300_000, 1_000);
+  await eventually(
+    `${agents} agents connected`,
+    async () => ((await collector.metric("trueidle_agents_connected")) === agents ? true : undefined),
+    300_000,
+    1_000,
+  );
   const rssAtStart = collector.rss();
   const heapAtStart = heapUsed(collector);
   say(`All ${agents} agents connected; collector RSS ${mib(rssAtStart)} MiB, heap ${mib(heapAtStart)} MiB.`);
 
   const samples: Sample[] = [];
   const t0 = Date.now();
-  let prevAcked = sum(swarms.map((s) => s.last!), "acked");
+  let prevAcked = sum(
+    swarms.map((s) => s.last!),
+    "acked",
+  );
   let prevAt = t0;
   while (Date.now() - t0 < durationMs) {
     await sleep(Math.min(sampleEveryMs, durationMs - (Date.now() - t0)));
@@ -122,7 +145,9 @@ try {
     samples.push(sample);
     prevAcked = acked;
     prevAt = now;
-    say(`  ${sample.elapsedS}s: ${sample.acksPerS.toFixed(1)} acks/s, ${sample.acking}/${agents} agents acked lately, ${sample.buffered} buffered, RSS ${mib(sample.rssBytes)} MiB, heap ${mib(sample.heapUsedBytes)} MiB`);
+    say(
+      `  ${sample.elapsedS}s: ${sample.acksPerS.toFixed(1)} acks/s, ${sample.acking}/${agents} agents acked lately, ${sample.buffered} buffered, RSS ${mib(sample.rssBytes)} MiB, heap ${mib(sample.heapUsedBytes)} MiB`,
+    );
   }
 
   say("Stopping the agents (each drains its last windows).");
@@ -149,7 +174,9 @@ try {
     ...(extra > 0 ? [`InfluxDB holds ${extra} windows more than the agents measured`] : []),
     ...(acked !== measured ? [`the agents measured ${measured} windows but had ${acked} acknowledged`] : []),
     ...counterProblems,
-    ...(minActing < agents ? [`at one sample only ${minActing} of ${agents} agents had an ack within two windows`] : []),
+    ...(minActing < agents
+      ? [`at one sample only ${minActing} of ${agents} agents had an ack within two windows`]
+      : []),
     ...(maxRss > maxRssBytes ? [`the collector's RSS reached ${mib(maxRss)} MiB, above ${mib(maxRssBytes)} MiB`] : []),
     ...(collectorExit !== 0 ? [`the collector exited with ${collectorExit} on SIGTERM`] : []),
   ];
@@ -157,29 +184,49 @@ try {
   const env = environment();
   say("");
   say(`Soak summary (${env.cpuModel}, ${env.cpuCount} CPUs, Node ${env.node}):`);
-  say(textTable([
-    ["", "value"],
-    ["agents (connections, one stream each)", `${agents} in ${processes} processes`],
-    ["GPUs", int(agents * gpus)],
-    ["duration after all connected", formatDuration(durationMs)],
-    ["windows measured by the agents", int(measured)],
-    ["windows acknowledged to the agents", int(acked)],
-    ["windows received by the collector", int(received)],
-    ["windows in InfluxDB (count over all GPUs)", int(inInflux)],
-    ["lost / extra", `${lost} / ${extra}`],
-    ["collector counters equal InfluxDB sums", counterProblems.length === 0 ? `yes, all ${totals.size} GPUs` : `no, ${counterProblems.length} GPUs differ`],
-    ["acks/s (median, min, max over samples)", `${median(rates).toFixed(1)}, ${Math.min(...rates).toFixed(1)}, ${Math.max(...rates).toFixed(1)}`],
-    ["agents acked within two windows (lowest sample)", `${minActing} of ${agents}`],
-    ["agent reconnects / dropped / rejected", `${sum(finals, "reconnects")} / ${sum(finals, "dropped")} / ${sum(finals, "rejected")}`],
-    ["windows spooled (InfluxDB slow)", int(spooled)],
-    ["collector RSS MiB (start, max, end)", `${mib(rssAtStart)}, ${mib(maxRss)}, ${mib(rssAtEnd)}`],
-    ["collector heap used MiB (start, max, end)", `${mib(heapAtStart)}, ${mib(heaps.length ? Math.max(...heaps) : undefined)}, ${mib(heapAtEnd)}`],
-  ]));
+  say(
+    textTable([
+      ["", "value"],
+      ["agents (connections, one stream each)", `${agents} in ${processes} processes`],
+      ["GPUs", int(agents * gpus)],
+      ["duration after all connected", formatDuration(durationMs)],
+      ["windows measured by the agents", int(measured)],
+      ["windows acknowledged to the agents", int(acked)],
+      ["windows received by the collector", int(received)],
+      ["windows in InfluxDB (count over all GPUs)", int(inInflux)],
+      ["lost / extra", `${lost} / ${extra}`],
+      [
+        "collector counters equal InfluxDB sums",
+        counterProblems.length === 0 ? `yes, all ${totals.size} GPUs` : `no, ${counterProblems.length} GPUs differ`,
+      ],
+      [
+        "acks/s (median, min, max over samples)",
+        `${median(rates).toFixed(1)}, ${Math.min(...rates).toFixed(1)}, ${Math.max(...rates).toFixed(1)}`,
+      ],
+      ["agents acked within two windows (lowest sample)", `${minActing} of ${agents}`],
+      [
+        "agent reconnects / dropped / rejected",
+        `${sum(finals, "reconnects")} / ${sum(finals, "dropped")} / ${sum(finals, "rejected")}`,
+      ],
+      ["windows spooled (InfluxDB slow)", int(spooled)],
+      ["collector RSS MiB (start, max, end)", `${mib(rssAtStart)}, ${mib(maxRss)}, ${mib(rssAtEnd)}`],
+      [
+        "collector heap used MiB (start, max, end)",
+        `${mib(heapAtStart)}, ${mib(heaps.length ? Math.max(...heaps) : undefined)}, ${mib(heapAtEnd)}`,
+      ],
+    ]),
+  );
   say("");
-  say(failures.length === 0 ? "Soak passed: nothing lost, nothing doubled, acks flowed to every agent, memory bounded." : `Soak FAILED:\n${failures.map((f) => `  - ${f}`).join("\n")}`);
+  say(
+    failures.length === 0
+      ? "Soak passed: nothing lost, nothing doubled, acks flowed to every agent, memory bounded."
+      : `Soak FAILED:\n${failures.map((f) => `  - ${f}`).join("\n")}`,
+  );
   process.exitCode = failures.length === 0 ? 0 : 1;
 } catch (err) {
-  process.stderr.write(`The soak could not run to the end: ${(err as Error).stack ?? String(err)}\n${fleet.output().slice(-8_000)}\n`);
+  process.stderr.write(
+    `The soak could not run to the end: ${(err as Error).stack ?? String(err)}\n${fleet.output().slice(-8_000)}\n`,
+  );
   process.exitCode = 1;
 } finally {
   for (const s of swarms) s.kill();

@@ -57,16 +57,34 @@ describe("agent restart with --state-dir", () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "trueidle-agent-restart-"));
     cleanup.push(() => fs.rmSync(tmp, { recursive: true, force: true }));
     const scenario = path.join(tmp, "scenario.json");
-    fs.writeFileSync(scenario, JSON.stringify({
-      host: "restart-test",
-      gpus: [{ model: "NVIDIA H100 80GB HBM3", count: GPUS, phases: [{ for: "3600s", state: "free_idle" }] }],
-    }));
+    fs.writeFileSync(
+      scenario,
+      JSON.stringify({
+        host: "restart-test",
+        gpus: [{ model: "NVIDIA H100 80GB HBM3", count: GPUS, phases: [{ for: "3600s", state: "free_idle" }] }],
+      }),
+    );
     const stateDir = path.join(tmp, "state");
     const grpcPort = await freePort();
     const agentArgs = (httpPort: number): string[] => [
-      "agent", "--source", "sim", "--scenario", scenario, "--hostname", "restart-test",
-      "--collector", `127.0.0.1:${grpcPort}`, "--plaintext", "--state-dir", stateDir,
-      "--interval", "100ms", "--window", "1s", "--http-listen", `127.0.0.1:${httpPort}`,
+      "agent",
+      "--source",
+      "sim",
+      "--scenario",
+      scenario,
+      "--hostname",
+      "restart-test",
+      "--collector",
+      `127.0.0.1:${grpcPort}`,
+      "--plaintext",
+      "--state-dir",
+      stateDir,
+      "--interval",
+      "100ms",
+      "--window",
+      "1s",
+      "--http-listen",
+      `127.0.0.1:${httpPort}`,
     ];
     const track = (p: TrueidleProcess): TrueidleProcess => {
       cleanup.push(() => p.stop("SIGKILL"));
@@ -78,7 +96,9 @@ describe("agent restart with --state-dir", () => {
     const a = track(startTrueidle(agentArgs(portA)));
     await a.waitForOutput(/The agent is sampling/);
     expect((await fetch(`http://127.0.0.1:${portA}/healthz`)).status).toBe(200);
-    await eventually("the first run's windows", async () => ((await single(portA, "trueidle_agent_windows_total")) >= 5 * GPUS ? true : undefined));
+    await eventually("the first run's windows", async () =>
+      (await single(portA, "trueidle_agent_windows_total")) >= 5 * GPUS ? true : undefined,
+    );
     expect(await single(portA, "trueidle_agent_connected")).toBe(0);
     await midWindow();
     a.child.kill("SIGKILL");
@@ -105,20 +125,28 @@ describe("agent restart with --state-dir", () => {
     const b = track(startTrueidle(agentArgs(portB)));
     await b.waitForOutput(/The agent is sampling/);
     expect(b.output()).toContain("Took over the state directory's lock");
-    expect(lastJsonLine(b.output(), "Loaded windows that were not acknowledged before the last stop; they are sent first.")).toMatchObject({ windows: stored.length });
+    expect(
+      lastJsonLine(b.output(), "Loaded windows that were not acknowledged before the last stop; they are sent first."),
+    ).toMatchObject({ windows: stored.length });
 
     // A third agent on the same state dir is refused with a message naming the fix.
     const third = await runTrueidle(agentArgs(await freePort()));
     expect(third.code).toBe(1);
-    expect(third.output).toMatch(/Another agent \(pid \d+\) is using the state directory .*; give each agent its own --state-dir\./);
+    expect(third.output).toMatch(
+      /Another agent \(pid \d+\) is using the state directory .*; give each agent its own --state-dir\./,
+    );
 
     // The collector appears; the agent replays, then streams.
     const collector: Collector = await startCollector({
-      grpcListen: `127.0.0.1:${grpcPort}`, httpListen: "127.0.0.1:0", thresholds: DEFAULT_THRESHOLDS, logger: silentLogger,
+      grpcListen: `127.0.0.1:${grpcPort}`,
+      httpListen: "127.0.0.1:0",
+      thresholds: DEFAULT_THRESHOLDS,
+      logger: silentLogger,
     });
     cleanup.push(() => collector.stop());
     await eventually("the replayed windows acknowledged", async () =>
-      (await single(portB, "trueidle_agent_windows_acked_total")) >= stored.length + 3 * GPUS ? true : undefined);
+      (await single(portB, "trueidle_agent_windows_acked_total")) >= stored.length + 3 * GPUS ? true : undefined,
+    );
     expect(await single(portB, "trueidle_agent_connected")).toBe(1);
     expect(await single(portB, "trueidle_agent_windows_dropped_total")).toBe(0);
 

@@ -22,7 +22,9 @@ import { SECONDS_FIELDS } from "../collector/influx/schema.js";
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 const WINDOW = 300_000;
-const HOSTS = HISTORY_FLEET.filter((h) => ["gpu-use-t01", "gpu-use-i01", "gpu-euw-t01", "gpu-aps-t01"].includes(h.hostname));
+const HOSTS = HISTORY_FLEET.filter((h) =>
+  ["gpu-use-t01", "gpu-use-i01", "gpu-euw-t01", "gpu-aps-t01"].includes(h.hostname),
+);
 const GPUS = HOSTS.length * 8;
 
 /** The latest Thursday 00:00 UTC at least a day ago. */
@@ -58,7 +60,11 @@ const iso = (ms: number): string => new Date(ms).toISOString().replace(".000Z", 
 /** Runs a printed command line as a user would paste it, from the checkout. */
 function runShell(command: string): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn("sh", ["-c", command], { cwd: REPO_ROOT, env: { ...process.env, ...NOT_THROUGH_NPM }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("sh", ["-c", command], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...NOT_THROUGH_NPM },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     child.stdout.on("data", (b: Buffer) => (output += b.toString("utf8")));
     child.stderr.on("data", (b: Buffer) => (output += b.toString("utf8")));
@@ -86,12 +92,22 @@ describe("a 2-day backfill of 32 GPUs", () => {
     expect(result).toMatchObject({ hosts: 4, gpus: GPUS, fromMs: FROM, toMs: END, windows: GPUS * windowsPerGpu });
     expect(result.hourPoints).toBe(GPUS * 48);
 
-    const series = await q(DB, `SELECT count(observed_s) AS n, sum(observed_s) AS observed FROM gpu_window WHERE ${RANGE} GROUP BY host, gpu, uuid, model, site, pool`);
+    const series = await q(
+      DB,
+      `SELECT count(observed_s) AS n, sum(observed_s) AS observed FROM gpu_window WHERE ${RANGE} GROUP BY host, gpu, uuid, model, site, pool`,
+    );
     expect(series).toHaveLength(GPUS);
     const model = new FleetHistoryModel(HOSTS, 1);
-    const expected = HOSTS.flatMap((h, i) => model.uuids(i).map((uuid, gpu) => ({
-      host: h.hostname, gpu: String(gpu), uuid, model: h.model.name, site: h.labels.site, pool: h.labels.pool,
-    })));
+    const expected = HOSTS.flatMap((h, i) =>
+      model.uuids(i).map((uuid, gpu) => ({
+        host: h.hostname,
+        gpu: String(gpu),
+        uuid,
+        model: h.model.name,
+        site: h.labels.site,
+        pool: h.labels.pool,
+      })),
+    );
     const got = series.map(({ host, gpu, uuid, model, site, pool }) => ({ host, gpu, uuid, model, site, pool }));
     const key = (x: Record<string, unknown>): string => JSON.stringify(x);
     expect(got.map(key).sort()).toEqual(expected.map(key).sort());
@@ -108,21 +124,34 @@ describe("a 2-day backfill of 32 GPUs", () => {
     const model = new FleetHistoryModel(HOSTS, 1);
     let lostGpuHours = 0;
     for (let h = 0; h < HOSTS.length; h++) {
-      for (let g = 0; g < 8; g++) for (let t = FROM; t < END; t += HOUR) if (model.activity(h, g, t) === "lost") lostGpuHours++;
+      for (let g = 0; g < 8; g++)
+        for (let t = FROM; t < END; t += HOUR) if (model.activity(h, g, t) === "lost") lostGpuHours++;
     }
-    const [c] = await q(DB, `SELECT count(observed_s) AS windows, count(power_w) AS with_power, sum(unavailable_s) AS unavailable, min(power_w) AS min_power FROM gpu_window WHERE ${RANGE}`);
+    const [c] = await q(
+      DB,
+      `SELECT count(observed_s) AS windows, count(power_w) AS with_power, sum(unavailable_s) AS unavailable, min(power_w) AS min_power FROM gpu_window WHERE ${RANGE}`,
+    );
     expect(c!["windows"]).toBe(GPUS * 576);
     expect(c!["with_power"]).toBe(GPUS * 576 - lostGpuHours * 12);
     expect(c!["unavailable"]).toBe(lostGpuHours * 3600);
     expect(num(c!["min_power"])).toBeGreaterThan(0);
-    const [s] = await q(DB, `SELECT sum(observed_s) AS o, sum(free_idle_s) AS f, sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a, sum(unavailable_s) AS u FROM gpu_window WHERE ${RANGE}`);
+    const [s] = await q(
+      DB,
+      `SELECT sum(observed_s) AS o, sum(free_idle_s) AS f, sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a, sum(unavailable_s) AS u FROM gpu_window WHERE ${RANGE}`,
+    );
     expect(num(s!["f"]) + num(s!["h"]) + num(s!["b"]) + num(s!["a"]) + num(s!["u"])).toBeCloseTo(num(s!["o"]), 6);
   });
 
   it("rolls up into gpu_hour with the same sums as gpu_window, per GPU", async () => {
     const sums = SECONDS_FIELDS.map((f) => `sum(${f}) AS ${f}`).join(", ");
-    const raw = await q(DB, `SELECT ${sums}, count(observed_s) AS windows FROM gpu_window WHERE ${RANGE} GROUP BY uuid`);
-    const hour = await q(DB, `SELECT ${sums}, sum(windows) AS windows, count(observed_s) AS hours FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY uuid`);
+    const raw = await q(
+      DB,
+      `SELECT ${sums}, count(observed_s) AS windows FROM gpu_window WHERE ${RANGE} GROUP BY uuid`,
+    );
+    const hour = await q(
+      DB,
+      `SELECT ${sums}, sum(windows) AS windows, count(observed_s) AS hours FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY uuid`,
+    );
     expect(hour).toHaveLength(GPUS);
     const byUuid = new Map(raw.map((r) => [r["uuid"], r]));
     for (const h of hour) {
@@ -130,14 +159,22 @@ describe("a 2-day backfill of 32 GPUs", () => {
       expect(h["hours"]).toBe(48);
       expect(h["windows"]).toBe(r["windows"]);
       for (const f of SECONDS_FIELDS) {
-        expect(Math.abs(num(h[f]) - num(r[f])), `${f} of ${String(h["uuid"])}`).toBeLessThan(1e-6 * Math.max(1, num(r[f])));
+        expect(Math.abs(num(h[f]) - num(r[f])), `${f} of ${String(h["uuid"])}`).toBeLessThan(
+          1e-6 * Math.max(1, num(r[f])),
+        );
       }
     }
     // One hour, one GPU: mean power and max of the maxima, as the continuous query computes them.
     const uuid = String(hour[0]!["uuid"]);
     const at = `time >= ${FROM + 14 * HOUR}ms AND time < ${FROM + 15 * HOUR}ms AND uuid = '${uuid}'`;
-    const [w] = await q(DB, `SELECT mean(power_w) AS p, max(power_max_w) AS pm, max(mem_used_max_bytes) AS m, max(processes_max) AS pr FROM gpu_window WHERE ${at}`);
-    const [hp] = await q(DB, `SELECT power_w AS p, power_max_w AS pm, mem_used_max_bytes AS m, processes_max AS pr, windows FROM gpu_hour.gpu_hour WHERE ${at}`);
+    const [w] = await q(
+      DB,
+      `SELECT mean(power_w) AS p, max(power_max_w) AS pm, max(mem_used_max_bytes) AS m, max(processes_max) AS pr FROM gpu_window WHERE ${at}`,
+    );
+    const [hp] = await q(
+      DB,
+      `SELECT power_w AS p, power_max_w AS pm, mem_used_max_bytes AS m, processes_max AS pr, windows FROM gpu_hour.gpu_hour WHERE ${at}`,
+    );
     expect(hp!["windows"]).toBe(12);
     if (w!["p"] === null) expect(hp!["p"]).toBeNull();
     else expect(num(hp!["p"])).toBeCloseTo(num(w!["p"]), 9);
@@ -147,23 +184,49 @@ describe("a 2-day backfill of 32 GPUs", () => {
   });
 
   it("says who held every held GPU-second: teams' namespaces on the Kubernetes sites, users' jobs on the Slurm site", async () => {
-    const [gpu] = await q(DB, `SELECT sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a FROM gpu_window WHERE ${RANGE}`);
-    const [own] = await q(DB, `SELECT sum(observed_s) AS o, sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a, sum(free_idle_s) AS f FROM gpu_owner_window WHERE ${RANGE}`);
+    const [gpu] = await q(
+      DB,
+      `SELECT sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a FROM gpu_window WHERE ${RANGE}`,
+    );
+    const [own] = await q(
+      DB,
+      `SELECT sum(observed_s) AS o, sum(held_idle_s) AS h, sum(busy_phantom_s) AS b, sum(active_s) AS a, sum(free_idle_s) AS f FROM gpu_owner_window WHERE ${RANGE}`,
+    );
     // Each process has one owner, so the owners' seconds are the held seconds, state by state.
     for (const f of ["h", "b", "a"]) expect(num(own![f]), f).toBeCloseTo(num(gpu![f]), 6);
     expect(num(own!["o"])).toBeCloseTo(num(gpu!["h"]) + num(gpu!["b"]) + num(gpu!["a"]), 6);
     expect(own!["f"]).toBe(0);
-    const namespaces = (await q(DB, `SHOW TAG VALUES FROM gpu_owner_window WITH KEY = "namespace"`)).map((r) => r["value"]);
-    expect(namespaces.sort()).toEqual(["llm-pretrain", "notebooks", "recsys", "research", "serving", "speech", "vision"]);
-    const slurm = await q(DB, `SELECT sum(observed_s) AS o FROM gpu_owner_window WHERE ${RANGE} AND site = '${IDLE_SITE}' GROUP BY "user", "namespace"`);
-    expect(slurm.map((r) => [r["user"], r["namespace"]]).sort()).toEqual([["asha", ""], ["meera", ""], ["ravi", ""]]);
+    const namespaces = (await q(DB, `SHOW TAG VALUES FROM gpu_owner_window WITH KEY = "namespace"`)).map(
+      (r) => r["value"],
+    );
+    expect(namespaces.sort()).toEqual([
+      "llm-pretrain",
+      "notebooks",
+      "recsys",
+      "research",
+      "serving",
+      "speech",
+      "vision",
+    ]);
+    const slurm = await q(
+      DB,
+      `SELECT sum(observed_s) AS o FROM gpu_owner_window WHERE ${RANGE} AND site = '${IDLE_SITE}' GROUP BY "user", "namespace"`,
+    );
+    expect(slurm.map((r) => [r["user"], r["namespace"]]).sort()).toEqual([
+      ["asha", ""],
+      ["meera", ""],
+      ["ravi", ""],
+    ]);
     // The hourly roll-up keeps them.
     const [hour] = await q(DB, `SELECT sum(held_idle_s) AS h FROM gpu_hour.gpu_owner_hour WHERE ${RANGE}`);
     expect(num(hour!["h"])).toBeCloseTo(num(own!["h"]), 6);
   });
 
   it("shows the rhythm, the idle site and the phantom model", async () => {
-    const hours = await q(DB, `SELECT sum(active_s) AS active, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} AND pool = 'training' GROUP BY time(1h), site`);
+    const hours = await q(
+      DB,
+      `SELECT sum(active_s) AS active, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} AND pool = 'training' GROUP BY time(1h), site`,
+    );
     const offset = new Map(HOSTS.map((h) => [h.labels.site, h.utcOffsetH]));
     for (const site of ["us-east", "eu-west"]) {
       const office = { active: 0, observed: 0 };
@@ -185,7 +248,10 @@ describe("a 2-day backfill of 32 GPUs", () => {
       expect(officeShare, site).toBeGreaterThan(2 * nightShare);
     }
 
-    const sites = await q(DB, `SELECT sum(free_idle_s) + sum(held_idle_s) + sum(busy_phantom_s) AS real_idle, sum(reported_idle_s) AS reported_idle, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY site`);
+    const sites = await q(
+      DB,
+      `SELECT sum(free_idle_s) + sum(held_idle_s) + sum(busy_phantom_s) AS real_idle, sum(reported_idle_s) AS reported_idle, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY site`,
+    );
     const share = (site: string, f: string): number => {
       const r = sites.find((x) => x["site"] === site)!;
       return num(r[f]) / num(r["observed"]);
@@ -195,7 +261,10 @@ describe("a 2-day backfill of 32 GPUs", () => {
     // Persistence mode off: free GPUs read 100 %, so utilization calls the idle site busy.
     expect(share(IDLE_SITE, "reported_idle")).toBeLessThan(0.2);
 
-    const models = await q(DB, `SELECT sum(busy_phantom_s) AS phantom, sum(active_s) AS active, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY model`);
+    const models = await q(
+      DB,
+      `SELECT sum(busy_phantom_s) AS phantom, sum(active_s) AS active, sum(observed_s) AS observed FROM gpu_hour.gpu_hour WHERE ${RANGE} GROUP BY model`,
+    );
     for (const m of models) {
       const phantom = num(m["phantom"]) / num(m["observed"]);
       if (m["model"] === PHANTOM_MODEL) expect(phantom, PHANTOM_MODEL).toBeGreaterThan(0.3);
@@ -216,21 +285,35 @@ describe("a 2-day backfill of 32 GPUs", () => {
     // Another range, 12 hours earlier: new points before the first range, none changed inside it.
     await backfill(DB, { endMs: END - 12 * HOUR });
     expect(await snapshot()).toEqual(before);
-    const [c] = await q(DB, `SELECT count(observed_s) AS n FROM gpu_window WHERE time >= ${FROM - 12 * HOUR}ms AND time < ${END}ms`);
+    const [c] = await q(
+      DB,
+      `SELECT count(observed_s) AS n FROM gpu_window WHERE time >= ${FROM - 12 * HOUR}ms AND time < ${END}ms`,
+    );
     expect(c!["n"]).toBe(GPUS * 60 * 12);
   });
 });
 
 describe("trueidle demo --backfill (the CLI)", () => {
-  it("--backfill 1d --backfill-only into an existing InfluxDB: progress on stderr, a summary, the report command; then exits", { timeout: 120_000 }, async () => {
+  it("--backfill 1d --backfill-only into an existing InfluxDB: progress on stderr, a summary, the report command; then exits", {
+    timeout: 120_000,
+  }, async () => {
     const end = new Date(END).toISOString();
     const url = `${influx.url}/cli`;
-    const { code, output } = await runTrueidle(["demo", "--backfill", "1d", "--backfill-only", "--influx-url", url, "--backfill-end", end], NOT_THROUGH_NPM, 110_000);
+    const { code, output } = await runTrueidle(
+      ["demo", "--backfill", "1d", "--backfill-only", "--influx-url", url, "--backfill-end", end],
+      NOT_THROUGH_NPM,
+      110_000,
+    );
     expect(code, output).toBe(0);
     expect(output).toContain(`History: InfluxDB ${influx.url}, database "cli".`);
     expect(output).toMatch(/^backfill: day 1\/1, 64 GPUs, 18,432 windows$/m);
-    expect(output).toMatch(new RegExp(`^Backfilled 1 day of 64 GPUs on 8 hosts \\(${new Date(END - DAY).toISOString()} to ${end}\\): ` +
-      "18,432 windows into gpu_window, 1,536 GPU-hours into gpu_hour, in \\d+\\.\\d s\\.$", "m"));
+    expect(output).toMatch(
+      new RegExp(
+        `^Backfilled 1 day of 64 GPUs on 8 hosts \\(${new Date(END - DAY).toISOString()} to ${end}\\): ` +
+          "18,432 windows into gpu_window, 1,536 GPU-hours into gpu_hour, in \\d+\\.\\d s\\.$",
+        "m",
+      ),
+    );
     // The report command covers the backfilled hours, and runs as printed from where the demo ran.
     const report = `node bin/trueidle.js report --influx-url ${url} --since ${iso(END - DAY)} --until ${iso(END)} --by site,model`;
     expect(output).toContain(`Report:    ${report}`);
@@ -248,27 +331,59 @@ describe("trueidle demo --backfill (the CLI)", () => {
     expect(hosts).toEqual(HISTORY_FLEET.map((x) => x.hostname).sort());
   });
 
-  it("goes on live with the same fleet after the backfill, its windows written by the collector", { timeout: 120_000 }, async () => {
+  it("goes on live with the same fleet after the backfill, its windows written by the collector", {
+    timeout: 120_000,
+  }, async () => {
     const url = `${influx.url}/live`;
     const started = Date.now();
-    const { code, output } = await runTrueidle([
-      "demo", "--backfill", "2h", "--influx-url", url, "--duration", "8s", "--window", "2s",
-      "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-    ], {}, 110_000);
+    const { code, output } = await runTrueidle(
+      [
+        "demo",
+        "--backfill",
+        "2h",
+        "--influx-url",
+        url,
+        "--duration",
+        "8s",
+        "--window",
+        "2s",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+      ],
+      {},
+      110_000,
+    );
     expect(code, output).toBe(0);
     expect(output).toContain("8 simulated hosts, 64 GPUs, window 2s.");
     expect(output).toMatch(/^Whole run: /m);
     // Live windows are 2 s long; backfilled ones 300 s.
-    const live = await q("live", `SELECT count(observed_s) AS n FROM gpu_window WHERE time >= ${started}ms AND observed_s <= 2 GROUP BY uuid`);
-    const backfilled = await q("live", `SELECT count(observed_s) AS n FROM gpu_window WHERE observed_s = 300 GROUP BY uuid`);
+    const live = await q(
+      "live",
+      `SELECT count(observed_s) AS n FROM gpu_window WHERE time >= ${started}ms AND observed_s <= 2 GROUP BY uuid`,
+    );
+    const backfilled = await q(
+      "live",
+      `SELECT count(observed_s) AS n FROM gpu_window WHERE observed_s = 300 GROUP BY uuid`,
+    );
     expect(live).toHaveLength(64);
     expect(new Set(live.map((r) => r["uuid"]))).toEqual(new Set(backfilled.map((r) => r["uuid"])));
   });
 
-  it("--keep-data keeps the private InfluxDB's data and prints the commands that serve it again and report on it", { timeout: 120_000 }, async () => {
-    const { code, output } = await runTrueidle(["demo", "--backfill", "1h", "--backfill-only", "--keep-data"], NOT_THROUGH_NPM, 110_000);
+  it("--keep-data keeps the private InfluxDB's data and prints the commands that serve it again and report on it", {
+    timeout: 120_000,
+  }, async () => {
+    const { code, output } = await runTrueidle(
+      ["demo", "--backfill", "1h", "--backfill-only", "--keep-data"],
+      NOT_THROUGH_NPM,
+      110_000,
+    );
     expect(code, output).toBe(0);
-    const m = /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(\S+) -config (\S+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(output);
+    const m =
+      /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(\S+) -config (\S+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(
+        output,
+      );
     expect(m, output).not.toBeNull();
     const [, dir, url, bin, conf, report] = m!;
     try {
@@ -318,7 +433,13 @@ describe("trueidle demo --backfill (the CLI)", () => {
   });
 
   it("refuses flag combinations that cannot work, naming each", async () => {
-    const { code, output } = await runTrueidle(["demo", "--backfill-only", "--no-influx", "--influx-url", "http://127.0.0.1:1/x"]);
+    const { code, output } = await runTrueidle([
+      "demo",
+      "--backfill-only",
+      "--no-influx",
+      "--influx-url",
+      "http://127.0.0.1:1/x",
+    ]);
     expect(code, output).toBe(2);
     expect(output).toContain("--no-influx and --influx-url contradict each other");
     expect(output).toContain("--backfill-only needs --backfill DURATION");

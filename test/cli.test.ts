@@ -40,7 +40,14 @@ describe("trueidle CLI", () => {
 
   it("says how to fix a missing nvidia-smi", async () => {
     // --source nvidia-smi: under auto a machine with a driver would read its GPUs through NVML.
-    const r = await runTrueidle(["agent", "--once", "--source", "nvidia-smi", "--nvidia-smi", "/nonexistent/nvidia-smi"]);
+    const r = await runTrueidle([
+      "agent",
+      "--once",
+      "--source",
+      "nvidia-smi",
+      "--nvidia-smi",
+      "/nonexistent/nvidia-smi",
+    ]);
     expect(r.code).toBe(1);
     expect(r.output).toMatch(/nvidia-smi not found at \/nonexistent\/nvidia-smi/);
     expect(r.output).toMatch(/--nvidia-smi PATH/);
@@ -67,15 +74,19 @@ describe.each(GPU_SOURCES)("trueidle agent --once through $name", (kind) => {
       const r = await runTrueidle(["agent", "--once", ...src.flags, "--host-root", host.root], src.env);
       expect(r.code, r.output).toBe(0);
       expect(r.output).toMatch(src.sourceLine);
-      expect(r.output).toMatch(/^GPU +MODEL +REPORTED +SM +REAL \(SOURCE\) +STATE +POWER\/FLOOR +MEMORY +PROCS +HELD BY$/m);
+      expect(r.output).toMatch(
+        /^GPU +MODEL +REPORTED +SM +REAL \(SOURCE\) +STATE +POWER\/FLOOR +MEMORY +PROCS +HELD BY$/m,
+      );
       const rows = tableRows(r.output);
       expect(rows).toHaveLength(5);
       for (const row of rows) expect(row.length, row).toBeLessThanOrEqual(120);
       // GPM on GPU 0 only: its SM activity (the stub's 72 % for an active phase) is the real
       // utilization; nvidia-smi cannot see it, so the power estimate stands in.
-      expect(rows[0]).toMatch(nvml
-        ? /H100 80GB HBM3\s+97% busy\s+72%\s+72% sm_active\s+active\s/
-        : /H100 80GB HBM3\s+97% busy\s+n\/a\s+\d+% power\s+active\s/);
+      expect(rows[0]).toMatch(
+        nvml
+          ? /H100 80GB HBM3\s+97% busy\s+72%\s+72% sm_active\s+active\s/
+          : /H100 80GB HBM3\s+97% busy\s+n\/a\s+\d+% power\s+active\s/,
+      );
       expect(rows[1]).toMatch(/100% busy\s+n\/a\s+\d+% power\s+busy_phantom/);
       expect(rows[2]).toMatch(/0% idle\s+n\/a\s.*held_idle/);
       expect(rows[3]).toMatch(/100% busy\s+n\/a\s.*free_idle\s.*—$/);
@@ -83,10 +94,14 @@ describe.each(GPU_SOURCES)("trueidle agent --once through $name", (kind) => {
       expect(r.output).toMatch(/^GPU 4 unavailable: .*Unknown Error/m);
       expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
       if (nvml) {
-        expect(r.output).toMatch(/^Source: NVML \(\S+\/libnvidia-ml\.so\.1, driver 550\.90\.07\); GPM SM activity on GPU 0$/m);
+        expect(r.output).toMatch(
+          /^Source: NVML \(\S+\/libnvidia-ml\.so\.1, driver 550\.90\.07\); GPM SM activity on GPU 0$/m,
+        );
         // Holders by memory with their SM utilization: the held-idle GPU's holder does nothing,
         // the active GPU's second process idles beside the busy one.
-        expect(r.output).toMatch(/^GPU 0 holders: python3 \(pid \d+\) [\d.]+ GiB, SM 97%; torchrun \(pid \d+\) [\d.]+ GiB, SM 0%$/m);
+        expect(r.output).toMatch(
+          /^GPU 0 holders: python3 \(pid \d+\) [\d.]+ GiB, SM 97%; torchrun \(pid \d+\) [\d.]+ GiB, SM 0%$/m,
+        );
         expect(r.output).toMatch(/^GPU 2 holders: python3 \(pid \d+\) [\d.]+ GiB, SM 0%$/m);
       } else {
         expect(r.output).toMatch(/^Source: nvidia-smi \(.*no SM activity\)$/m);
@@ -111,7 +126,14 @@ describe("choosing the source", () => {
   });
 
   it("--source nvml with a library that is not there exits 1 and names --nvml-lib and --source nvidia-smi", async () => {
-    const r = await runTrueidle(["agent", "--once", "--source", "nvml", "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"]);
+    const r = await runTrueidle([
+      "agent",
+      "--once",
+      "--source",
+      "nvml",
+      "--nvml-lib",
+      "/nonexistent/libnvidia-ml.so.1",
+    ]);
     expect(r.code).toBe(1);
     expect(r.output).toContain("cannot load /nonexistent/libnvidia-ml.so.1");
     expect(r.output).toContain("--nvml-lib");
@@ -124,7 +146,9 @@ describe("choosing the source", () => {
     const r = await runTrueidle(["agent", "--once"], { ...src.env, ...src.autoSettings });
     expect(r.code, r.output).toBe(0);
     const line = r.output.split("\n").find((l) => l.startsWith("Source: "));
-    expect(line).toMatch(/^Source: NVML \(.*\); GPM SM activity on GPU 0 — chosen by --source auto: the NVML library loaded and initialised$/);
+    expect(line).toMatch(
+      /^Source: NVML \(.*\); GPM SM activity on GPU 0 — chosen by --source auto: the NVML library loaded and initialised$/,
+    );
     expect(line).toContain(src.stub!.libPath);
     expect(r.output).toMatch(src.autoChoice);
     expect(tableRows(r.output)).toHaveLength(5);
@@ -136,7 +160,9 @@ describe("choosing the source", () => {
     const r = await runTrueidle(["agent", "--once"], src.autoSettings);
     expect(r.code, r.output).toBe(0);
     const line = r.output.split("\n").find((l) => l.startsWith("Source: "));
-    expect(line).toMatch(/^Source: nvidia-smi \([^)]*\) — chosen by --source auto: NVML cannot be used \(cannot load \S*no-such-libnvidia-ml\.so\.1: .*\), so nvidia-smi$/);
+    expect(line).toMatch(
+      /^Source: nvidia-smi \([^)]*\) — chosen by --source auto: NVML cannot be used \(cannot load \S*no-such-libnvidia-ml\.so\.1: .*\), so nvidia-smi$/,
+    );
     expect(r.output).toMatch(src.autoChoice);
     expect(r.output).toContain("5 GPU(s): 1 active, 1 busy_phantom, 1 held_idle, 1 free_idle, 1 unavailable.");
   });

@@ -53,11 +53,13 @@ const FAMILIES = [
   "trueidle_spool_bytes",
 ];
 
-const HEADER = /^time\s+GPUs\s+up\s+real idle\s+reported idle\s+hidden idle\s+active\s+busy_phantom\s+held_idle\s+free_idle\s+unavailable$/m;
+const HEADER =
+  /^time\s+GPUs\s+up\s+real idle\s+reported idle\s+hidden idle\s+active\s+busy_phantom\s+held_idle\s+free_idle\s+unavailable$/m;
 const ROW = /^(\d\d:\d\d:\d\d)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/;
 /** A summary row once the whole fleet has reported. */
 const FULL_ROW = new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\s+${GPUS}\\s`, "m");
-const HISTORY = /^History: private InfluxDB (http:\/\/127\.0\.0\.1:\d+), database trueidle; data in (\S+), removed when the demo ends \(--keep-data keeps it\)\.$/m;
+const HISTORY =
+  /^History: private InfluxDB (http:\/\/127\.0\.0\.1:\d+), database trueidle; data in (\S+), removed when the demo ends \(--keep-data keeps it\)\.$/m;
 const WHOLE_RUN = /^Whole run: (\d+\.\d)% really idle, (\d+\.\d)% reported idle, over (\d+) GPU-seconds observed\.$/m;
 
 interface Row {
@@ -122,21 +124,37 @@ function label(s: Sample, key: string): string | undefined {
 /** Started as from a shell in the checkout, not through npm (which changes the printed commands). */
 const NOT_THROUGH_NPM: NodeJS.ProcessEnv = { npm_command: undefined, npm_package_name: undefined, INIT_CWD: undefined };
 
-async function startDemo(extra: string[], options: StartOptions = {}): Promise<{ proc: TrueidleProcess; httpPort: number }> {
+async function startDemo(
+  extra: string[],
+  options: StartOptions = {},
+): Promise<{ proc: TrueidleProcess; httpPort: number }> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const proc = startTrueidle([
-    "demo", "--window", "2s",
-    "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
-    ...extra,
-  ], NOT_THROUGH_NPM, options);
+  const proc = startTrueidle(
+    [
+      "demo",
+      "--window",
+      "2s",
+      "--grpc-listen",
+      `127.0.0.1:${grpcPort}`,
+      "--http-listen",
+      `127.0.0.1:${httpPort}`,
+      ...extra,
+    ],
+    NOT_THROUGH_NPM,
+    options,
+  );
   return { proc, httpPort };
 }
 
 /** Runs a printed command line as a user would paste it, from the checkout. */
 function runShell(command: string, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn("sh", ["-c", command], { cwd: REPO_ROOT, env: { ...process.env, ...NOT_THROUGH_NPM }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("sh", ["-c", command], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...NOT_THROUGH_NPM },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     child.stdout.on("data", (b: Buffer) => (output += b.toString("utf8")));
     child.stderr.on("data", (b: Buffer) => (output += b.toString("utf8")));
@@ -158,10 +176,13 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-const REPORT_LINE = /^ {2}Report: {4}(node bin\/trueidle\.js report --influx-url \S+ --since (\S+) --until (\S+) --by site,model)$/m;
+const REPORT_LINE =
+  /^ {2}Report: {4}(node bin\/trueidle\.js report --influx-url \S+ --since (\S+) --until (\S+) --by site,model)$/m;
 
 describe.concurrent("trueidle demo", () => {
-  it("shows all five states, a GPU lost and back, real idle above reported, /metrics, and stops after --duration", { timeout: 90_000 }, async ({ expect }) => {
+  it("shows all five states, a GPU lost and back, real idle above reported, /metrics, and stops after --duration", {
+    timeout: 90_000,
+  }, async ({ expect }) => {
     const { proc, httpPort } = await startDemo(["--duration", "46s"]);
     try {
       await proc.waitForOutput(FULL_ROW, 30_000);
@@ -177,7 +198,9 @@ describe.concurrent("trueidle demo", () => {
       expect(report![1]).toContain(`--influx-url ${influxUrl}/trueidle `);
       let hosts: unknown[] = [];
       for (let i = 0; i < 100 && hosts.length < 3; i++) {
-        hosts = influxRows(await influxQuery(influxUrl!, "SHOW TAG VALUES FROM gpu_window WITH KEY = host", "trueidle")).map((r) => r["value"]);
+        hosts = influxRows(
+          await influxQuery(influxUrl!, "SHOW TAG VALUES FROM gpu_window WITH KEY = host", "trueidle"),
+        ).map((r) => r["value"]);
         if (hosts.length < 3) await new Promise((r) => setTimeout(r, 200));
       }
       expect(hosts).toEqual(["gpu-a01", "gpu-b01", "gpu-c01"]);
@@ -217,9 +240,16 @@ describe.concurrent("trueidle demo", () => {
         expect(r.gpus, r.line).toBe(GPUS);
         // The lost GPU's agent keeps sending windows: unavailable comes from its readings, not from silence.
         expect(r.up, r.line).toBe(GPUS);
-        expect(STATES.reduce((a, s) => a + r.byState[s], 0), r.line).toBe(GPUS);
+        expect(
+          STATES.reduce((a, s) => a + r.byState[s], 0),
+          r.line,
+        ).toBe(GPUS);
       }
-      for (const s of STATES) expect(rows.some((r) => r.byState[s] > 0), `a row with ${s} > 0:\n${output}`).toBe(true);
+      for (const s of STATES)
+        expect(
+          rows.some((r) => r.byState[s] > 0),
+          `a row with ${s} > 0:\n${output}`,
+        ).toBe(true);
 
       // The lost GPU: a row without the loss, a later row with it, a later row after recovery.
       const u = rows.map((r) => r.byState.unavailable);
@@ -277,7 +307,10 @@ function privateHistory(output: string): { url: string; dir: string } {
 
 /** Log lines at warn or error printed after `from`. */
 function warningsAfter(output: string, from: number): string[] {
-  return output.slice(from).split("\n").filter((l) => /"level":"(warn|error)"/.test(l));
+  return output
+    .slice(from)
+    .split("\n")
+    .filter((l) => /"level":"(warn|error)"/.test(l));
 }
 
 /**
@@ -287,7 +320,9 @@ function warningsAfter(output: string, from: number): string[] {
  * go to the whole group, as Ctrl-C and a closed terminal send them.
  */
 describe.concurrent("trueidle demo stops cleanly", () => {
-  it("on Ctrl-C in a terminal: influxd outlives the collector, no warning or lost window, the temp data goes", { timeout: 120_000 }, async ({ expect }) => {
+  it("on Ctrl-C in a terminal: influxd outlives the collector, no warning or lost window, the temp data goes", {
+    timeout: 120_000,
+  }, async ({ expect }) => {
     const { proc } = await startDemo([], { ownProcessGroup: true });
     try {
       await proc.waitForOutput(FULL_ROW, 60_000);
@@ -333,7 +368,9 @@ describe.concurrent("trueidle demo stops cleanly", () => {
     });
   }
 
-  it("when its stdout is closed (`| head`): it stops as on Ctrl-C instead of dying of EPIPE", { timeout: 120_000 }, async ({ expect }) => {
+  it("when its stdout is closed (`| head`): it stops as on Ctrl-C instead of dying of EPIPE", {
+    timeout: 120_000,
+  }, async ({ expect }) => {
     const { proc } = await startDemo([]);
     try {
       await proc.waitForOutput(FULL_ROW, 60_000);
@@ -352,12 +389,17 @@ describe.concurrent("trueidle demo stops cleanly", () => {
     }
   });
 
-  it("on an error after influxd started (the gRPC port taken): exit 1 with the reason, temp data gone", { timeout: 120_000 }, async ({ expect }) => {
+  it("on an error after influxd started (the gRPC port taken): exit 1 with the reason, temp data gone", {
+    timeout: 120_000,
+  }, async ({ expect }) => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
     const port = (taken.address() as { port: number }).port;
     const httpPort = await freePort();
-    const proc = startTrueidle(["demo", "--window", "2s", "--grpc-listen", `127.0.0.1:${port}`, "--http-listen", `127.0.0.1:${httpPort}`], NOT_THROUGH_NPM);
+    const proc = startTrueidle(
+      ["demo", "--window", "2s", "--grpc-listen", `127.0.0.1:${port}`, "--http-listen", `127.0.0.1:${httpPort}`],
+      NOT_THROUGH_NPM,
+    );
     try {
       const code = await proc.exited;
       const output = proc.output();
@@ -372,7 +414,9 @@ describe.concurrent("trueidle demo stops cleanly", () => {
     }
   });
 
-  it("with --keep-data: prints an influxd command that serves the kept data, and a report command that reads it", { timeout: 120_000 }, async ({ expect }) => {
+  it("with --keep-data: prints an influxd command that serves the kept data, and a report command that reads it", {
+    timeout: 120_000,
+  }, async ({ expect }) => {
     const { proc } = await startDemo(["--keep-data", "--duration", "6s"]);
     let influxd: ReturnType<typeof spawn> | undefined;
     let dir: string | undefined;
@@ -380,12 +424,17 @@ describe.concurrent("trueidle demo stops cleanly", () => {
       const code = await proc.exited;
       const output = proc.output();
       expect(code, output).toBe(0);
-      const m = /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(.+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(output);
+      const m =
+        /^InfluxDB data kept in (\S+)\. Serve it again \(on (\S+)\) with:\n {2}(.+)\nand, while it runs, report on it with:\n {2}(.+)$/m.exec(
+          output,
+        );
       expect(m, output).not.toBeNull();
       const [, keptDir, url, serve, report] = m!;
       dir = keptDir;
       expect(output).toContain(`data in ${keptDir}, kept after the demo (--keep-data).`);
-      expect(report).toMatch(/^node bin\/trueidle\.js report --influx-url \S+\/trueidle --since \S+ --until \S+ --by site,model$/);
+      expect(report).toMatch(
+        /^node bin\/trueidle\.js report --influx-url \S+\/trueidle --since \S+ --until \S+ --by site,model$/,
+      );
       influxd = spawn("sh", ["-c", `exec ${serve}`], { cwd: REPO_ROOT, stdio: "ignore" });
       for (let i = 0; i < 300 && !(await answers(`${url}/ping`)); i++) await new Promise((r) => setTimeout(r, 100));
       const reported = await runShell(report!);

@@ -109,7 +109,9 @@ describe("the documentation's links", () => {
     expect(problem(readme, "docs/design.md#no-such-heading")).toMatch(/no heading/);
     expect(problem(readme, "docs/design.md#the-states")).toBeUndefined();
     expect(problem(readme, "https://example.com/x")).toBeUndefined();
-    expect(linksOf("see `[x](nope)` and\n```\n[y](nope)\n```\n[z](docs/a.md) ![i](p.png)").map((l) => l.target)).toEqual(["docs/a.md", "p.png"]);
+    expect(
+      linksOf("see `[x](nope)` and\n```\n[y](nope)\n```\n[z](docs/a.md) ![i](p.png)").map((l) => l.target),
+    ).toEqual(["docs/a.md", "p.png"]);
     expect(headingAnchor("What the agent costs a node")).toBe("what-the-agent-costs-a-node");
     expect(headingAnchor("`--once` and `/metrics`: the agent's own")).toBe("--once-and-metrics-the-agents-own");
   });

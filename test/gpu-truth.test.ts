@@ -31,22 +31,40 @@ const PHASES: ReadonlyArray<[string, string[], number]> = [
 ];
 
 interface SourceFigures {
-  samples: number; seconds: number; inExpected: number; share: number | null; realMean: number | null;
-  realSources: Array<[string, number]>; smMean: number | null; states: Array<[string, number]>;
+  samples: number;
+  seconds: number;
+  inExpected: number;
+  share: number | null;
+  realMean: number | null;
+  realSources: Array<[string, number]>;
+  smMean: number | null;
+  states: Array<[string, number]>;
 }
 interface Comparison {
   gpu: number;
   settleS: number;
   sources: Array<{ name: string; intervalS: number; lines: number }>;
-  phases: Array<{ phase: string; expect: string[]; truth: { rows: number; utilMean: number | null; smMean: number | null };
-    sources: Record<string, SourceFigures> }>;
+  phases: Array<{
+    phase: string;
+    expect: string[];
+    truth: { rows: number; utilMean: number | null; smMean: number | null };
+    sources: Record<string, SourceFigures>;
+  }>;
   overall: Record<string, { samples: number; share: number | null; realVsTruthSmPp: number | null }>;
 }
 
 /** The table's rows as cells, header and separator left out. */
 function tableRows(md: string): string[][] {
-  return md.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| Phase ") && !l.startsWith("| ---"))
-    .map((l) => l.trim().slice(1, -1).split("|").map((cell) => cell.trim()));
+  return md
+    .split("\n")
+    .filter((l) => l.startsWith("| ") && !l.startsWith("| Phase ") && !l.startsWith("| ---"))
+    .map((l) =>
+      l
+        .trim()
+        .slice(1, -1)
+        .split("|")
+        .map((cell) => cell.trim()),
+    );
 }
 
 describe("scripts/gpu-truth/run.sh --dry-run", () => {
@@ -57,8 +75,26 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
 
   beforeAll(async () => {
     out = mkdtempSync(path.join(tmpdir(), "trueidle-gpu-truth-"));
-    result = await run("bash", [RUN_SH, "--dry-run", "--seconds", "3", "--settle-s", "1.5", "--interval-ms", "500",
-      "--cpu-warmup-s", "3", "--cpu-s", "4", "--out", out], { cwd: REPO_ROOT, timeout: 110_000, maxBuffer: 16 << 20 });
+    result = await run(
+      "bash",
+      [
+        RUN_SH,
+        "--dry-run",
+        "--seconds",
+        "3",
+        "--settle-s",
+        "1.5",
+        "--interval-ms",
+        "500",
+        "--cpu-warmup-s",
+        "3",
+        "--cpu-s",
+        "4",
+        "--out",
+        out,
+      ],
+      { cwd: REPO_ROOT, timeout: 110_000, maxBuffer: 16 << 20 },
+    );
     c = JSON.parse(readFileSync(path.join(out, "gpu-truth.json"), "utf8")) as Comparison;
     md = readFileSync(path.join(out, "gpu-truth.md"), "utf8");
   }, 140_000);
@@ -68,14 +104,30 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
   });
 
   it("writes the table and the raw files, and prints the table", () => {
-    for (const f of ["gpu-truth.md", "gpu-truth.json", "phases.jsonl", "truth.csv", "nvml.jsonl", "smi.jsonl", "logs.txt", "agent-cpu.md", "agent-cpu.json", "nvml-probe.txt"]) {
+    for (const f of [
+      "gpu-truth.md",
+      "gpu-truth.json",
+      "phases.jsonl",
+      "truth.csv",
+      "nvml.jsonl",
+      "smi.jsonl",
+      "logs.txt",
+      "agent-cpu.md",
+      "agent-cpu.json",
+      "nvml-probe.txt",
+    ]) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(result.stdout).toContain("| Phase | Expected | Truth: util | Truth: SM active | Source |");
     expect(md).toMatch(/^- Machine: DRY RUN, no GPU/m);
-    const phases = readFileSync(path.join(out, "phases.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { phase: string; expect: string });
+    const phases = readFileSync(path.join(out, "phases.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { phase: string; expect: string });
     expect(phases.map((p) => [p.phase, p.expect.split("|")])).toEqual(PHASES.map(([p, e]) => [p, e]));
-    expect(readFileSync(path.join(out, "truth.csv"), "utf8")).toMatch(/^ts_ms,gpu,util,power_w,mem_used_mib,procs,sm_active_pct,sm_occupancy_pct,tensor_pct\n/);
+    expect(readFileSync(path.join(out, "truth.csv"), "utf8")).toMatch(
+      /^ts_ms,gpu,util,power_w,mem_used_mib,procs,sm_active_pct,sm_occupancy_pct,tensor_pct\n/,
+    );
     // Both agents ran through their own source and said so in their logs.
     const logs = readFileSync(path.join(out, "logs.txt"), "utf8");
     expect(logs).toMatch(/"msg":"NVML source started\."/);
@@ -84,7 +136,15 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
 
   it("measures the agents' whole-process CPU beside a bare nvidia-smi loop and a bare Node", () => {
     const cpu = JSON.parse(readFileSync(path.join(out, "agent-cpu.json"), "utf8")) as {
-      gpus: number; spanS: number; rows: Array<{ process: string; alive: boolean; usPerGpuSample: number; childUsPerGpuSample: number; rssMiB: number }>;
+      gpus: number;
+      spanS: number;
+      rows: Array<{
+        process: string;
+        alive: boolean;
+        usPerGpuSample: number;
+        childUsPerGpuSample: number;
+        rssMiB: number;
+      }>;
       selfReported: Array<number | undefined>;
     };
     // The dry run's scenario has GPU 0 and a second GPU; every process lived through the span.
@@ -105,7 +165,9 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
     expect(cpu.rows[0]!.childUsPerGpuSample).toBe(0);
     // Each agent's own process_cpu_seconds_total was read.
     expect(cpu.selfReported.slice(0, 2).every((x) => typeof x === "number" && x > 0)).toBe(true);
-    expect(readFileSync(path.join(out, "agent-cpu.md"), "utf8")).toMatch(/^\| trueidle agent --source nvml \| \d+ \| 0 \|/m);
+    expect(readFileSync(path.join(out, "agent-cpu.md"), "utf8")).toMatch(
+      /^\| trueidle agent --source nvml \| \d+ \| 0 \|/m,
+    );
   });
 
   it("times each NVML call through ctypes and reads the driver's sample buffer (the stub's cost model and ring here)", () => {
@@ -124,7 +186,10 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
 
   it("reads GPU 0 only, at the agents' interval, with the truth's SM activity per phase", () => {
     expect(c.gpu).toBe(0);
-    expect(c.sources.map((s) => [s.name, s.intervalS])).toEqual([["NVML", 0.5], ["nvidia-smi", 0.5]]);
+    expect(c.sources.map((s) => [s.name, s.intervalS])).toEqual([
+      ["NVML", 0.5],
+      ["nvidia-smi", 0.5],
+    ]);
     expect(c.phases.map((p) => p.phase)).toEqual(PHASES.map(([p]) => p));
     c.phases.forEach((p, i) => {
       expect(p.truth.rows, p.phase).toBeGreaterThanOrEqual(2);
@@ -177,9 +242,23 @@ describe("scripts/gpu-truth/run.sh --dry-run", () => {
     expect(smi.map((r) => r[8])).toEqual(PHASES.map(() => "n/a"));
     const matmul = nvml[3]!;
     const n = c.phases[3]!.sources["NVML"]!.samples;
-    expect(matmul).toEqual(["matmul", "active", "100.0%", "93.0%", "NVML", String(n * 0.5), "100%", "93.0% (sm_active)", "93.0%", `active ${n}`]);
+    expect(matmul).toEqual([
+      "matmul",
+      "active",
+      "100.0%",
+      "93.0%",
+      "NVML",
+      String(n * 0.5),
+      "100%",
+      "93.0% (sm_active)",
+      "93.0%",
+      `active ${n}`,
+    ]);
     expect(smi[3]![7]).toMatch(/^\d+\.\d% \(power\)$/);
-    expect(rows.filter((r) => r[0] === "all phases").map((r) => [r[4], r[6]])).toEqual([["NVML", "100%"], ["nvidia-smi", "100%"]]);
+    expect(rows.filter((r) => r[0] === "all phases").map((r) => [r[4], r[6]])).toEqual([
+      ["NVML", "100%"],
+      ["nvidia-smi", "100%"],
+    ]);
   });
 });
 
@@ -194,30 +273,82 @@ describe("scripts/gpu-truth/compare.mjs", () => {
 
   it("says n/a where the GPU has no GPM and 'no samples' for a source that printed nothing", async () => {
     const t0 = 1_700_000_000_000;
-    writeFileSync(path.join(dir, "phases.jsonl"), "a warning line\n" +
-      JSON.stringify({ phase: "held", start_ms: t0, end_ms: t0 + 10_000, expect: "held_idle" }) + "\n");
+    writeFileSync(
+      path.join(dir, "phases.jsonl"),
+      "a warning line\n" +
+        JSON.stringify({ phase: "held", start_ms: t0, end_ms: t0 + 10_000, expect: "held_idle" }) +
+        "\n",
+    );
     const truth = ["ts_ms,gpu,util,power_w,mem_used_mib,procs,sm_active_pct,sm_occupancy_pct,tensor_pct"];
     const watch: string[] = [];
     for (let s = 0; s < 10; s++) {
       truth.push(`${t0 + s * 1000},0,0,80.0,20000,1,,,`);
-      watch.push(JSON.stringify({ ts_ms: t0 + s * 1000, gpu: 0, state: s < 8 ? "held_idle" : "busy_phantom", real: 0.02, real_source: "power", sm_active: null }));
-      watch.push(JSON.stringify({ ts_ms: t0 + s * 1000, gpu: 1, state: "active", real: 0.9, real_source: "power", sm_active: null }));
+      watch.push(
+        JSON.stringify({
+          ts_ms: t0 + s * 1000,
+          gpu: 0,
+          state: s < 8 ? "held_idle" : "busy_phantom",
+          real: 0.02,
+          real_source: "power",
+          sm_active: null,
+        }),
+      );
+      watch.push(
+        JSON.stringify({
+          ts_ms: t0 + s * 1000,
+          gpu: 1,
+          state: "active",
+          real: 0.9,
+          real_source: "power",
+          sm_active: null,
+        }),
+      );
     }
     writeFileSync(path.join(dir, "truth.csv"), `${truth.join("\n")}\n`);
     writeFileSync(path.join(dir, "smi.jsonl"), `${watch.join("\n")}\n{"ts_ms":`);
-    const { stdout } = await run(process.execPath, [COMPARE, "--phases", path.join(dir, "phases.jsonl"), "--truth", path.join(dir, "truth.csv"),
-      "--source", `NVML=${path.join(dir, "missing.jsonl")}`, "--source", `nvidia-smi=${path.join(dir, "smi.jsonl")}`, "--settle-s", "2"]);
+    const { stdout } = await run(process.execPath, [
+      COMPARE,
+      "--phases",
+      path.join(dir, "phases.jsonl"),
+      "--truth",
+      path.join(dir, "truth.csv"),
+      "--source",
+      `NVML=${path.join(dir, "missing.jsonl")}`,
+      "--source",
+      `nvidia-smi=${path.join(dir, "smi.jsonl")}`,
+      "--settle-s",
+      "2",
+    ]);
     const rows = tableRows(stdout);
     // Seconds 2–9 count: 6 held_idle of 8 samples.
     expect(rows[0]).toEqual(["held", "held_idle", "0.0%", "n/a", "NVML", "0", "n/a", "n/a", "n/a", "no samples"]);
-    expect(rows[1]).toEqual(["held", "held_idle", "0.0%", "n/a", "nvidia-smi", "8", "75%", "2.0% (power)", "n/a", "held_idle 6, busy_phantom 2"]);
+    expect(rows[1]).toEqual([
+      "held",
+      "held_idle",
+      "0.0%",
+      "n/a",
+      "nvidia-smi",
+      "8",
+      "75%",
+      "2.0% (power)",
+      "n/a",
+      "held_idle 6, busy_phantom 2",
+    ]);
     expect(rows[3]).toEqual(["all phases", "", "", "", "nvidia-smi", "8", "75%", "n/a", "", ""]);
   });
 
   it("exits 1 when no phase finished", async () => {
     writeFileSync(path.join(dir, "empty.jsonl"), "");
-    const err = await run(process.execPath, [COMPARE, "--phases", path.join(dir, "empty.jsonl"), "--source", `NVML=${path.join(dir, "empty.jsonl")}`])
-      .then(() => undefined, (e: { code: number; stderr: string }) => e);
+    const err = await run(process.execPath, [
+      COMPARE,
+      "--phases",
+      path.join(dir, "empty.jsonl"),
+      "--source",
+      `NVML=${path.join(dir, "empty.jsonl")}`,
+    ]).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(err?.code).toBe(1);
     expect(err?.stderr).toMatch(/no phases in .*empty\.jsonl; the loads did not run/);
   });

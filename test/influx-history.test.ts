@@ -35,7 +35,6 @@ import { freePort } from "./helpers/ports.js";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "./helpers/influxdb.js";
 import { runTrueidle, startTrueidle, type TrueidleProcess } from "./helpers/trueidle-process.js";
 
-
 let influx: PrivateInfluxd;
 beforeAll(async () => {
   influx = await startInfluxd();
@@ -47,13 +46,17 @@ afterAll(async () => {
 const running: Collector[] = [];
 const probes = new ProbeFactory();
 /** This file's waits: 30 s, polled every 100 ms. */
-const eventually = <T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> => poll(what, check, timeoutMs, 100);
+const eventually = <T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> =>
+  poll(what, check, timeoutMs, 100);
 afterEach(async () => {
   probes.close();
   await Promise.all(running.splice(0).map((c) => c.stop()));
 });
 
-async function startWithInflux(io: Partial<CollectorInfluxOptions> & { target: InfluxTarget }, logs?: string[]): Promise<Collector> {
+async function startWithInflux(
+  io: Partial<CollectorInfluxOptions> & { target: InfluxTarget },
+  logs?: string[],
+): Promise<Collector> {
   const collector = await startCollector({
     grpcListen: "127.0.0.1:0",
     httpListen: "127.0.0.1:0",
@@ -124,7 +127,9 @@ async function metric(httpPort: number, name: string): Promise<number> {
 }
 
 async function windowRows(db: string, where = ""): Promise<Array<Record<string, unknown>>> {
-  return rows(await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_WINDOW}"."gpu_window" ${where} GROUP BY *`, db));
+  return rows(
+    await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_WINDOW}"."gpu_window" ${where} GROUP BY *`, db),
+  );
 }
 
 describe("the collector writes windows to InfluxDB", () => {
@@ -154,14 +159,32 @@ describe("the collector writes windows to InfluxDB", () => {
     const w0 = windows[0]!;
     const row = first.find((r) => r["time"] === Number(w0.startMs) && r["uuid"] === w0.uuid)!;
     expect(row).toMatchObject({
-      host: "node-1", gpu: "0", uuid: w0.uuid, model: "NVIDIA H100 80GB HBM3", site: "dc1",
-      observed_s: 10, active_s: 0, held_idle_s: 10, free_idle_s: 0, busy_phantom_s: 0, unavailable_s: 0,
-      reported_idle_s: 10, reported_busy_s: 0, real_busy_s: 0.125, power_w: null, power_max_w: null,
-      mem_used_max_bytes: 0, processes_max: 0,
+      host: "node-1",
+      gpu: "0",
+      uuid: w0.uuid,
+      model: "NVIDIA H100 80GB HBM3",
+      site: "dc1",
+      observed_s: 10,
+      active_s: 0,
+      held_idle_s: 10,
+      free_idle_s: 0,
+      busy_phantom_s: 0,
+      unavailable_s: 0,
+      reported_idle_s: 10,
+      reported_busy_s: 0,
+      real_busy_s: 0.125,
+      power_w: null,
+      power_max_w: null,
+      mem_used_max_bytes: 0,
+      processes_max: 0,
     });
     const w1 = windows[1]!;
     expect(first.find((r) => r["time"] === Number(w1.startMs) && r["uuid"] === w1.uuid)).toMatchObject({
-      active_s: 1, power_w: 71.5, power_max_w: 81.5, mem_used_max_bytes: 1_048_576, processes_max: 1,
+      active_s: 1,
+      power_w: 71.5,
+      power_max_w: 81.5,
+      mem_used_max_bytes: 1_048_576,
+      processes_max: 1,
     });
   });
 
@@ -176,7 +199,11 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(await s.batch(2, [windowAt(0, t + 10_000, 2)])).toBe(1);
     expect(await windowRows("reset")).toHaveLength(1);
     expect(logs.some((l) => /InfluxDB lost trueidle's schema \(database not found/.test(l))).toBe(true);
-    expect(logs.some((l) => /The InfluxDB schema is ready: created database reset; created retention policy gpu_window/.test(l))).toBe(true);
+    expect(
+      logs.some((l) =>
+        /The InfluxDB schema is ready: created database reset; created retention policy gpu_window/.test(l),
+      ),
+    ).toBe(true);
     const cqs = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === "reset");
     expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour", "cq_gpu_owner_hour"]);
   });
@@ -186,7 +213,7 @@ describe("the collector writes windows to InfluxDB", () => {
     const collector = await startWithInflux({ target });
     const labels = {
       site: "eu west, rack=7",
-      pool: 'say "hi" and \'bye\'',
+      pool: "say \"hi\" and 'bye'",
       team: "back\\slash, \\,comma \\ space \\=eq \\\\double",
       owner: "Zoë Ångström – 東京 – नमस्ते",
       emoji: "🚀🔥 gpu ✅",
@@ -218,9 +245,13 @@ describe("the collector writes windows to InfluxDB", () => {
 
     const ok = new Stream(collector.grpcPort);
     await ok.hello("node-2", {});
-    ok.call.write(batchRequest(1, [makeWindow({ startMs: BigInt(Math.floor(Date.now() / 10_000) * 10_000), model: "odd\\" })]));
+    ok.call.write(
+      batchRequest(1, [makeWindow({ startMs: BigInt(Math.floor(Date.now() / 10_000) * 10_000), model: "odd\\" })]),
+    );
     const r = await ok.next();
-    expect(r.msg.case === "ack" && r.msg.value.rejections.map((x) => `${x.reason} ${x.field}`)).toEqual(["bad_string windows[0].model"]);
+    expect(r.msg.case === "ack" && r.msg.value.rejections.map((x) => `${x.reason} ${x.field}`)).toEqual([
+      "bad_string windows[0].model",
+    ]);
   });
 
   it("counts and logs a field type conflict (HTTP 400), and still acknowledges the batch", async () => {
@@ -228,7 +259,10 @@ describe("the collector writes windows to InfluxDB", () => {
     await ensureSchema(target);
     const t = Math.floor(Date.now() / 10_000) * 10_000 - 120_000;
     // Someone wrote observed_s as an integer into this shard first.
-    const pre = await fetch(`${influx.url}/write?db=conflict&precision=ms`, { method: "POST", body: `gpu_window,host=other observed_s=1i ${t}` });
+    const pre = await fetch(`${influx.url}/write?db=conflict&precision=ms`, {
+      method: "POST",
+      body: `gpu_window,host=other observed_s=1i ${t}`,
+    });
     expect(pre.status).toBe(204);
 
     const logs: string[] = [];
@@ -239,7 +273,9 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(await metric(collector.httpPort, "trueidle_influx_write_errors_total")).toBe(1);
     expect(await metric(collector.httpPort, "trueidle_influx_points_written_total")).toBe(0);
     const error = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l["level"] === "error");
-    expect(error?.["msg"]).toMatch(/HTTP 400: partial write: field type conflict: input field "observed_s" .* dropped=2/);
+    expect(error?.["msg"]).toMatch(
+      /HTTP 400: partial write: field type conflict: input field "observed_s" .* dropped=2/,
+    );
   });
 
   it("waits while InfluxDB is unreachable — at start and later — and writes everything once it is back", async () => {
@@ -248,8 +284,13 @@ describe("the collector writes windows to InfluxDB", () => {
     const port = await freePort();
     const logs: string[] = [];
     // InfluxDB away at start: the collector starts anyway and sets the schema up in the background.
-    const collector = await startWithInflux({ target: { baseUrl: `http://127.0.0.1:${port}`, database: "outage" } }, logs);
-    await eventually("the schema set-up failure log", async () => (logs.some((l) => /Could not set up the InfluxDB schema/.test(l)) ? true : undefined));
+    const collector = await startWithInflux(
+      { target: { baseUrl: `http://127.0.0.1:${port}`, database: "outage" } },
+      logs,
+    );
+    await eventually("the schema set-up failure log", async () =>
+      logs.some((l) => /Could not set up the InfluxDB schema/.test(l)) ? true : undefined,
+    );
 
     const base = Math.floor(Date.now() / 10_000) * 10_000 - 600_000;
     const s = new Stream(collector.grpcPort);
@@ -263,7 +304,9 @@ describe("the collector writes windows to InfluxDB", () => {
     // InfluxDB goes away while the collector runs: writes are retried, the ack waits.
     await proxy.close();
     s.call.write(batchRequest(2, [windowAt(0, base + 10_000, 2), windowAt(1, base + 10_000, 3)]));
-    await eventually("two failed write attempts", async () => ((await metric(collector.httpPort, "trueidle_influx_write_errors_total")) >= 2 ? true : undefined));
+    await eventually("two failed write attempts", async () =>
+      (await metric(collector.httpPort, "trueidle_influx_write_errors_total")) >= 2 ? true : undefined,
+    );
     expect(s.pending).toBe(0);
     await proxy.listen(port);
     const ack2 = await s.next();
@@ -276,7 +319,9 @@ describe("the collector writes windows to InfluxDB", () => {
     await proxy.close();
     s.call.write(batchRequest(3, [windowAt(0, base + 20_000, 4)]));
     const before = await metric(collector.httpPort, "trueidle_influx_write_errors_total");
-    await eventually("another failed write attempt", async () => ((await metric(collector.httpPort, "trueidle_influx_write_errors_total")) > before ? true : undefined));
+    await eventually("another failed write attempt", async () =>
+      (await metric(collector.httpPort, "trueidle_influx_write_errors_total")) > before ? true : undefined,
+    );
     await collector.stop();
     expect((await s.status).code).toBe(status.UNAVAILABLE);
     expect(s.pending).toBe(0);
@@ -291,9 +336,15 @@ describe("the hourly roll-up", () => {
     for (const w of windows) {
       const hour = Math.floor(Number(w.startMs) / HOUR_MS) * HOUR_MS;
       const key = `${w.uuid} ${hour}`;
-      const e = out.get(key) ?? Object.assign(Object.fromEntries(SECONDS_FIELDS.map((f) => [f, 0])), {
-        windows: 0, power_max_w: -Infinity, mem_used_max_bytes: 0, processes_max: 0, _power: [] as number[],
-      });
+      const e =
+        out.get(key) ??
+        Object.assign(Object.fromEntries(SECONDS_FIELDS.map((f) => [f, 0])), {
+          windows: 0,
+          power_max_w: -Infinity,
+          mem_used_max_bytes: 0,
+          processes_max: 0,
+          _power: [] as number[],
+        });
       e["observed_s"]! += w.observedS;
       e["free_idle_s"]! += w.freeIdleS;
       e["held_idle_s"]! += w.heldIdleS;
@@ -311,7 +362,8 @@ describe("the hourly roll-up", () => {
       out.set(key, e);
     }
     const result = new Map<string, Record<string, number>>();
-    for (const [key, { _power, ...e }] of out) result.set(key, { ...e, power_w: _power.reduce((a, b) => a + b, 0) / _power.length });
+    for (const [key, { _power, ...e }] of out)
+      result.set(key, { ...e, power_w: _power.reduce((a, b) => a + b, 0) / _power.length });
     return result;
   }
 
@@ -320,23 +372,32 @@ describe("the hourly roll-up", () => {
     for (const row of got) {
       const e = want.get(`${String(row["uuid"])} ${String(row["time"])}`);
       expect(e, `gpu_hour point for ${String(row["uuid"])} at ${String(row["time"])}`).toBeDefined();
-      for (const [field, value] of Object.entries(e!)) expect(row[field] as number, `${field} of ${JSON.stringify(row)}`).toBeCloseTo(value, 9);
+      for (const [field, value] of Object.entries(e!))
+        expect(row[field] as number, `${field} of ${JSON.stringify(row)}`).toBeCloseTo(value, 9);
       expect(row).toMatchObject({ host: "roll-host", site: "dc-r", model: "NVIDIA H100 80GB HBM3" });
     }
   }
 
   it("the collector rolls up the hours of windows that arrive too late for the continuous query", async () => {
     const db = "late";
-    const collector = await startWithInflux({ target: { baseUrl: influx.url, database: db }, lateRollupIntervalMs: 100 });
+    const collector = await startWithInflux({
+      target: { baseUrl: influx.url, database: db },
+      lateRollupIntervalMs: 100,
+    });
     const thisHour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     // An agent catching up: windows from five and four hours ago.
-    const old = [0, 1].flatMap((g) => starts(thisHour - 5 * HOUR_MS, thisHour - 3 * HOUR_MS, 13 * 60_000).map((t, k) => windowAt(g, t, k + g)));
+    const old = [0, 1].flatMap((g) =>
+      starts(thisHour - 5 * HOUR_MS, thisHour - 3 * HOUR_MS, 13 * 60_000).map((t, k) => windowAt(g, t, k + g)),
+    );
     const s = new Stream(collector.grpcPort);
     await s.hello("roll-host", { site: "dc-r" });
     expect(await s.batch(1, old)).toBe(old.length);
     const want = expected(old);
     await eventually("the late hours in gpu_hour", async () => {
-      expectHourRows(rows(await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_HOUR}"."gpu_hour" GROUP BY *`, db)), want);
+      expectHourRows(
+        rows(await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_HOUR}"."gpu_hour" GROUP BY *`, db)),
+        want,
+      );
       return true;
     });
   });
@@ -351,22 +412,30 @@ describe("the hourly roll-up", () => {
     // from minute 10 on and only the previous hour before that. So the recent windows fill
     // the previous hour; a test that would start in the last seconds of an hour first waits
     // for the next one, so the query's first run sees the same "previous hour".
-    if (Date.now() % HOUR_MS > HOUR_MS - 20_000) await new Promise((r) => setTimeout(r, HOUR_MS - (Date.now() % HOUR_MS) + 1_000));
+    if (Date.now() % HOUR_MS > HOUR_MS - 20_000)
+      await new Promise((r) => setTimeout(r, HOUR_MS - (Date.now() % HOUR_MS) + 1_000));
     await influxQuery(influx.url, `CREATE DATABASE "${db}"`);
     await influxQuery(influx.url, retentionPolicyStatement("CREATE", db, RP_WINDOW, 30 * 24 * HOUR_MS, true));
     await influxQuery(influx.url, retentionPolicyStatement("CREATE", db, RP_HOUR, 730 * 24 * HOUR_MS, false));
 
     const thisHour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
     const lastHour = thisHour - HOUR_MS;
-    const recent = [0, 1].flatMap((g) => starts(lastHour, thisHour, 7 * 60_000).map((t, k) => windowAt(g, t, k + 3 * g)));
-    const old = [0, 1].flatMap((g) => starts(thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, 9 * 60_000).map((t, k) => windowAt(g, t, k + g)));
+    const recent = [0, 1].flatMap((g) =>
+      starts(lastHour, thisHour, 7 * 60_000).map((t, k) => windowAt(g, t, k + 3 * g)),
+    );
+    const old = [0, 1].flatMap((g) =>
+      starts(thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, 9 * 60_000).map((t, k) => windowAt(g, t, k + g)),
+    );
     const enc = new HostLineEncoder("roll-host", { site: "dc-r" });
     const writer = new InfluxWriter({ target, logger: silentLogger, flushIntervalMs: 10 });
     const outcome = await writer.submit([...recent, ...old].map((w) => enc.line(w)));
     expect(outcome).toEqual({ status: "done", written: recent.length + old.length, rejected: 0 });
     await writer.stop();
 
-    expect(await ensureSchema(target)).toEqual(["created continuous query cq_gpu_hour", "created continuous query cq_gpu_owner_hour"]);
+    expect(await ensureSchema(target)).toEqual([
+      "created continuous query cq_gpu_hour",
+      "created continuous query cq_gpu_owner_hour",
+    ]);
     // One series per database; databases without continuous queries come without values.
     const shown = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === db);
     expect(shown?.values).toHaveLength(2);
@@ -382,7 +451,10 @@ describe("the hourly roll-up", () => {
     });
 
     // The old hours are beyond the continuous query's reach: rollup() covers them.
-    expect(await rollup(target, thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, { chunkHours: 2 })).toEqual({ gpuHours: expected(old).size, ownerHours: 0 });
+    expect(await rollup(target, thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, { chunkHours: 2 })).toEqual({
+      gpuHours: expected(old).size,
+      ownerHours: 0,
+    });
     const all = rows(await influxQuery(influx.url, hourQuery, db));
     expectHourRows(all, new Map([...wantRecent, ...expected(old)]));
 
@@ -394,8 +466,13 @@ describe("the hourly roll-up", () => {
     expect(rows(await influxQuery(influx.url, hourQuery, db))).toEqual(all);
 
     // And the raw sums InfluxDB computes per GPU-hour agree with gpu_hour.
-    const raw = rows(await influxQuery(influx.url,
-      `SELECT sum("held_idle_s") AS "held", count("observed_s") AS "n" FROM "${db}"."${RP_WINDOW}"."gpu_window" WHERE time >= ${thisHour - 8 * HOUR_MS}ms AND time < ${thisHour}ms GROUP BY time(1h), "uuid" fill(none)`, db));
+    const raw = rows(
+      await influxQuery(
+        influx.url,
+        `SELECT sum("held_idle_s") AS "held", count("observed_s") AS "n" FROM "${db}"."${RP_WINDOW}"."gpu_window" WHERE time >= ${thisHour - 8 * HOUR_MS}ms AND time < ${thisHour}ms GROUP BY time(1h), "uuid" fill(none)`,
+        db,
+      ),
+    );
     expect(raw).toHaveLength(all.length);
     for (const r of raw) {
       const h = all.find((x) => x["uuid"] === r["uuid"] && x["time"] === r["time"]);
@@ -408,12 +485,26 @@ describe("the hourly roll-up", () => {
 describe("trueidle collector --influx-* flags", () => {
   it.each([
     [["--influx-url", "influx:8086/trueidle"], /--influx-url must start with http:\/\/ or https:\/\//],
-    [["--influx-url", "http://admin:hunter2@influx:8086/trueidle"], /must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/],
+    [
+      ["--influx-url", "http://admin:hunter2@influx:8086/trueidle"],
+      /must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/,
+    ],
     [["--influx-url", "http://influx:8086/a/b"], /must be a single database name/],
     [["--influx-credentials-file", "/nonexistent"], /--influx-credentials-file needs --influx-url/],
-    [["--influx-url", "http://influx:8086/t", "--influx-raw-retention", "1h"], /--influx-raw-retention: must be at least 7200000 ms/],
+    [
+      ["--influx-url", "http://influx:8086/t", "--influx-raw-retention", "1h"],
+      /--influx-raw-retention: must be at least 7200000 ms/,
+    ],
   ])("refuses %j with a clear message", async (args, message) => {
-    const { code, output } = await runTrueidle(["collector", "--plaintext", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args]);
+    const { code, output } = await runTrueidle([
+      "collector",
+      "--plaintext",
+      "--grpc-listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+      ...args,
+    ]);
     expect(code).toBe(2);
     expect(output).toMatch(message);
     expect(output).not.toContain("hunter2");
@@ -434,8 +525,20 @@ describe("end to end: agent subprocesses → collector subprocess → InfluxDB",
     const httpPort = await freePort();
     const password = "s3cr3t-never-logged";
     const collector = startTrueidle(
-      ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
-        "--influx-url", `${influx.url}/e2e`, "--influx-flush-interval", "100ms", "--log-level", "info"],
+      [
+        "collector",
+        "--plaintext",
+        "--grpc-listen",
+        `127.0.0.1:${grpcPort}`,
+        "--http-listen",
+        `127.0.0.1:${httpPort}`,
+        "--influx-url",
+        `${influx.url}/e2e`,
+        "--influx-flush-interval",
+        "100ms",
+        "--log-level",
+        "info",
+      ],
       { TRUEIDLE_INFLUX_USERNAME: "trueidle", TRUEIDLE_INFLUX_PASSWORD: password },
     );
     procs.push(collector);
@@ -443,24 +546,49 @@ describe("end to end: agent subprocesses → collector subprocess → InfluxDB",
     await collector.waitForOutput(/The InfluxDB schema is ready/);
 
     const scenario = path.join(dir, "sim-e2e.json");
-    writeFileSync(scenario, JSON.stringify({
-      host: "sim-e2e",
-      gpus: [
-        { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
-        { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
-        { model: "NVIDIA L40S", phases: [{ for: "1h", state: "active" }] },
-      ],
-    }));
-    const agent = startTrueidle(["agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
-      "--hostname", "sim-e2e", "--label", "site=lab west", "--interval", "1s", "--window", "2s", "--log-level", "warn"]);
+    writeFileSync(
+      scenario,
+      JSON.stringify({
+        host: "sim-e2e",
+        gpus: [
+          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "held_idle" }] },
+          { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "busy_phantom" }] },
+          { model: "NVIDIA L40S", phases: [{ for: "1h", state: "active" }] },
+        ],
+      }),
+    );
+    const agent = startTrueidle([
+      "agent",
+      "--plaintext",
+      "--source",
+      "sim",
+      "--scenario",
+      scenario,
+      "--collector",
+      `127.0.0.1:${grpcPort}`,
+      "--hostname",
+      "sim-e2e",
+      "--label",
+      "site=lab west",
+      "--interval",
+      "1s",
+      "--window",
+      "2s",
+      "--log-level",
+      "warn",
+    ]);
     procs.push(agent);
 
     // Two full windows per GPU (the first may be partial: the agent started mid-window).
-    const points = await eventually("two full windows per GPU in InfluxDB", async () => {
-      const r = await windowRows("e2e");
-      const full = r.filter((x) => x["observed_s"] === 2);
-      return new Set(full.map((x) => x["gpu"])).size === 3 && full.length >= 6 ? r : undefined;
-    }, 60_000);
+    const points = await eventually(
+      "two full windows per GPU in InfluxDB",
+      async () => {
+        const r = await windowRows("e2e");
+        const full = r.filter((x) => x["observed_s"] === 2);
+        return new Set(full.map((x) => x["gpu"])).size === 3 && full.length >= 6 ? r : undefined;
+      },
+      60_000,
+    );
     const states: Record<string, string> = { "0": "held_idle_s", "1": "busy_phantom_s", "2": "active_s" };
     for (const p of points) {
       expect(p).toMatchObject({ host: "sim-e2e", site: "lab west" });

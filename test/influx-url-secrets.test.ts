@@ -23,15 +23,19 @@ const COMMANDS: Array<[string, string[], number]> = [
 ];
 
 describe("--influx-url with credentials", () => {
-  const cases = COMMANDS.flatMap(([name, args, code]) => URLS.flatMap((url) => [
-    { how: `${name} --influx-url ${JSON.stringify(url)}`, args: [...args, "--influx-url", url], env: {}, code },
-    { how: `${name} with TRUEIDLE_INFLUX_URL=${JSON.stringify(url)}`, args, env: { TRUEIDLE_INFLUX_URL: url }, code },
-  ]));
+  const cases = COMMANDS.flatMap(([name, args, code]) =>
+    URLS.flatMap((url) => [
+      { how: `${name} --influx-url ${JSON.stringify(url)}`, args: [...args, "--influx-url", url], env: {}, code },
+      { how: `${name} with TRUEIDLE_INFLUX_URL=${JSON.stringify(url)}`, args, env: { TRUEIDLE_INFLUX_URL: url }, code },
+    ]),
+  );
 
   it.each(cases)("$how is refused without echoing the password", async ({ args, env, code }) => {
     const r = await runTrueidle(args, { TRUEIDLE_INFLUX_USERNAME: "", TRUEIDLE_INFLUX_PASSWORD: "", ...env });
     expect(r.code).toBe(code);
-    expect(r.output).toMatch(/--influx-url "(https?:\/\/)?…@influx\.example[^"]*" must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/);
+    expect(r.output).toMatch(
+      /--influx-url "(https?:\/\/)?…@influx\.example[^"]*" must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/,
+    );
     for (const piece of SECRET_PIECES) expect(r.output).not.toContain(piece);
   });
 

@@ -13,7 +13,16 @@ import { REPO_ROOT, runTrueidle, TRUEIDLE_BIN } from "./helpers/trueidle-process
 
 const SCRIPT_BIN = "/usr/bin/script";
 const MISSING_SOCKET = "/nonexistent/kubelet.sock";
-const ONCE = ["agent", "--once", "--source", "sim", "--scenario", path.join(REPO_ROOT, "demo", "scenarios", "gpu-a01.json"), "--pod-resources-socket", MISSING_SOCKET];
+const ONCE = [
+  "agent",
+  "--once",
+  "--source",
+  "sim",
+  "--scenario",
+  path.join(REPO_ROOT, "demo", "scenarios", "gpu-a01.json"),
+  "--pod-resources-socket",
+  MISSING_SOCKET,
+];
 
 /** The warning as a text line: time, level, message, fields. */
 const TEXT_WARNING = new RegExp(
@@ -25,13 +34,22 @@ const quote = (s: string): string => `'${s.replace(/'/g, "'\\''")}'`;
 
 /** Runs trueidle on a pseudo-terminal: stdout and stderr both go to it, lines end in CR LF. */
 function onTerminal(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string }> {
-  if (!existsSync(SCRIPT_BIN)) throw new Error(`${SCRIPT_BIN} is missing; install util-linux (it gives these tests a terminal).`);
+  if (!existsSync(SCRIPT_BIN))
+    throw new Error(`${SCRIPT_BIN} is missing; install util-linux (it gives these tests a terminal).`);
   return new Promise((resolve, reject) => {
     const command = [process.execPath, TRUEIDLE_BIN, ...args].map(quote).join(" ");
-    const child = spawn(SCRIPT_BIN, ["-qec", command, "/dev/null"], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(SCRIPT_BIN, ["-qec", command, "/dev/null"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => { output += d; });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => { output += d; });
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      output += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      output += d;
+    });
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, output: output.replace(/\r\n/g, "\n") }));
   });
@@ -39,7 +57,10 @@ function onTerminal(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code
 
 /** The JSON log lines of an output. */
 const jsonLines = (output: string): Array<Record<string, unknown>> =>
-  output.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+  output
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe("log format", () => {
   it("is text on a terminal, the table and the warning each on lines of their own", async () => {
@@ -54,14 +75,24 @@ describe("log format", () => {
     const r = await runTrueidle(ONCE);
     expect(r.code, r.output).toBe(0);
     expect(r.output).not.toMatch(TEXT_WARNING);
-    expect(jsonLines(r.output)).toEqual([expect.objectContaining({ level: "warn", component: "pod-resources", socket: MISSING_SOCKET, reason: "socket_missing" })]);
+    expect(jsonLines(r.output)).toEqual([
+      expect.objectContaining({
+        level: "warn",
+        component: "pod-resources",
+        socket: MISSING_SOCKET,
+        reason: "socket_missing",
+      }),
+    ]);
   });
 
   it("follows --log-format json on a terminal, and --log-format text or TRUEIDLE_LOG_FORMAT=text through a pipe", async () => {
     const json = await onTerminal([...ONCE, "--log-format", "json"]);
     expect(json.code, json.output).toBe(0);
     expect(jsonLines(json.output)).toEqual([expect.objectContaining({ level: "warn", reason: "socket_missing" })]);
-    for (const r of [await runTrueidle([...ONCE, "--log-format", "text"]), await runTrueidle(ONCE, { TRUEIDLE_LOG_FORMAT: "text" })]) {
+    for (const r of [
+      await runTrueidle([...ONCE, "--log-format", "text"]),
+      await runTrueidle(ONCE, { TRUEIDLE_LOG_FORMAT: "text" }),
+    ]) {
       expect(r.code, r.output).toBe(0);
       expect(r.output).toMatch(TEXT_WARNING);
       expect(jsonLines(r.output)).toEqual([]);

@@ -16,11 +16,25 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("agent --source nvml with a hung driver", () => {
   it("logs the hung call, stays up, and exits on SIGTERM without waiting for the stuck thread", async () => {
-    const stub = prepareNvmlStub(dir, { gpus: [{ model: "NVIDIA H100 80GB HBM3", count: 2, phases: [{ for: "1h", state: "active" }] }] });
+    const stub = prepareNvmlStub(dir, {
+      gpus: [{ model: "NVIDIA H100 80GB HBM3", count: 2, phases: [{ for: "1h", state: "active" }] }],
+    });
     const port = await freePort();
     const agent = startTrueidle(
-      ["agent", "--plaintext", "--collector", "127.0.0.1:9", "--source", "nvml", "--nvml-lib", stub.libPath, "--log-level", "info",
-        "--http-listen", `127.0.0.1:${port}`],
+      [
+        "agent",
+        "--plaintext",
+        "--collector",
+        "127.0.0.1:9",
+        "--source",
+        "nvml",
+        "--nvml-lib",
+        stub.libPath,
+        "--log-level",
+        "info",
+        "--http-listen",
+        `127.0.0.1:${port}`,
+      ],
       stub.env,
     );
     const metric = async (): Promise<string> => {
@@ -37,7 +51,10 @@ describe("agent --source nvml with a hung driver", () => {
       expect(agent.child.exitCode).toBeNull();
       expect(await metric()).toBe("1");
       agent.child.kill("SIGTERM");
-      const code = await Promise.race([agent.exited, new Promise<"still running">((r) => setTimeout(() => r("still running"), 60_000))]);
+      const code = await Promise.race([
+        agent.exited,
+        new Promise<"still running">((r) => setTimeout(() => r("still running"), 60_000)),
+      ]);
       expect(code).not.toBe("still running");
       expect(agent.child.signalCode).toBe("SIGKILL");
       expect(agent.output()).toMatch(/Exiting while NVML calls are still stuck in the driver/);

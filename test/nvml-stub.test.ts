@@ -20,9 +20,17 @@ import { H200_CALL_COST_US, H200_MEASURED_US } from "./helpers/nvml-call-cost.js
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-const SUCCESS = 0, UNINITIALIZED = 1, INVALID_ARGUMENT = 2, NOT_SUPPORTED = 3, NOT_FOUND = 6;
-const INSUFFICIENT_SIZE = 7, DRIVER_NOT_LOADED = 9, GPU_IS_LOST = 15, RESET_REQUIRED = 16;
-const ARGUMENT_VERSION_MISMATCH = 25, UNKNOWN = 999;
+const SUCCESS = 0,
+  UNINITIALIZED = 1,
+  INVALID_ARGUMENT = 2,
+  NOT_SUPPORTED = 3,
+  NOT_FOUND = 6;
+const INSUFFICIENT_SIZE = 7,
+  DRIVER_NOT_LOADED = 9,
+  GPU_IS_LOST = 15,
+  RESET_REQUIRED = 16;
+const ARGUMENT_VERSION_MISMATCH = 25,
+  UNKNOWN = 999;
 const MiB = 1024 * 1024;
 const NOT_AVAILABLE = 0xffffffffffffffffn;
 const SAMPLE_PERIOD_US = 166_667;
@@ -49,13 +57,24 @@ const SCENARIO = {
     // 3: GPM because a phase sets smActive; explicit processes; media.
     {
       model: "NVIDIA H200",
-      phases: [{
-        for: "1h", util: 20, smActive: 0.3, media: 40,
-        processes: [{ pid: 4242, name: "python3 train.py", usedMiB: 1000, smUtil: 15 }, { pid: 4343, name: "idle-holder" }],
-      }],
+      phases: [
+        {
+          for: "1h",
+          util: 20,
+          smActive: 0.3,
+          media: 40,
+          processes: [
+            { pid: 4242, name: "python3 train.py", usedMiB: 1000, smUtil: 15 },
+            { pid: 4343, name: "idle-holder" },
+          ],
+        },
+      ],
     },
     // 4: signals the driver does not give.
-    { model: "NVIDIA A100-SXM4-80GB", phases: [{ for: "1h", util: null, powerW: null, memUsedMiB: null, processes: 0 }] },
+    {
+      model: "NVIDIA A100-SXM4-80GB",
+      phases: [{ for: "1h", util: null, powerW: null, memUsedMiB: null, processes: 0 }],
+    },
     { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "GPU is lost" }] },
     { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", error: "GPU requires reset" }] },
     // 7: smActive set but GPM switched off.
@@ -81,7 +100,9 @@ function bind(libPath: string) {
     pci: lib.func("int nvmlDeviceGetPciInfo_v3(void *dev, void *pci)"),
     memory: lib.func("int nvmlDeviceGetMemoryInfo_v2(void *dev, void *memory)"),
     utilization: lib.func("int nvmlDeviceGetUtilizationRates(void *dev, void *util)"),
-    samples: lib.func("int nvmlDeviceGetSamples(void *dev, int type, uint64_t lastSeen, _Out_ int *valType, _Inout_ uint32_t *count, void *samples)"),
+    samples: lib.func(
+      "int nvmlDeviceGetSamples(void *dev, int type, uint64_t lastSeen, _Out_ int *valType, _Inout_ uint32_t *count, void *samples)",
+    ),
     power: lib.func("int nvmlDeviceGetPowerUsage(void *dev, _Out_ uint32_t *mw)"),
     powerLimit: lib.func("int nvmlDeviceGetEnforcedPowerLimit(void *dev, _Out_ uint32_t *mw)"),
     clock: lib.func("int nvmlDeviceGetClockInfo(void *dev, int type, _Out_ uint32_t *mhz)"),
@@ -90,7 +111,9 @@ function bind(libPath: string) {
     encoder: lib.func("int nvmlDeviceGetEncoderUtilization(void *dev, _Out_ uint32_t *util, _Out_ uint32_t *periodUs)"),
     decoder: lib.func("int nvmlDeviceGetDecoderUtilization(void *dev, _Out_ uint32_t *util, _Out_ uint32_t *periodUs)"),
     processes: lib.func("int nvmlDeviceGetComputeRunningProcesses_v3(void *dev, _Inout_ uint32_t *count, void *infos)"),
-    processUtil: lib.func("int nvmlDeviceGetProcessUtilization(void *dev, void *samples, _Inout_ uint32_t *count, uint64_t lastSeen)"),
+    processUtil: lib.func(
+      "int nvmlDeviceGetProcessUtilization(void *dev, void *samples, _Inout_ uint32_t *count, uint64_t lastSeen)",
+    ),
     gpmSupport: lib.func("int nvmlGpmQueryDeviceSupport(void *dev, void *support)"),
     gpmAlloc: lib.func("int nvmlGpmSampleAlloc(_Out_ void **sample)"),
     gpmFree: lib.func("int nvmlGpmSampleFree(void *sample)"),
@@ -206,8 +229,10 @@ describe("stub libnvidia-ml.so", () => {
         expect(cString(pci.subarray(36, 68))).toBe(r.busId);
         expect(cString(pci.subarray(0, 16))).toBe(r.busId!.slice(4));
         expect(pci.readUInt32LE(20)).toBe(Number.parseInt(r.busId!.slice(9, 11), 16));
-        const total = Number(mem.readBigUInt64LE(8)), reserved = Number(mem.readBigUInt64LE(16));
-        const free = Number(mem.readBigUInt64LE(24)), used = Number(mem.readBigUInt64LE(32));
+        const total = Number(mem.readBigUInt64LE(8)),
+          reserved = Number(mem.readBigUInt64LE(16));
+        const free = Number(mem.readBigUInt64LE(24)),
+          used = Number(mem.readBigUInt64LE(32));
         expect(total).toBe(r.memTotalBytes);
         expect(reserved).toBe(512 * MiB);
         expect(candidates.map((c) => c.memUsedBytes)).toContain(used);
@@ -226,11 +251,15 @@ describe("stub libnvidia-ml.so", () => {
           used: infos.readBigUInt64LE(24 * k + 8),
           instances: [infos.readUInt32LE(24 * k + 16), infos.readUInt32LE(24 * k + 20)],
         }));
-        const expected = candidates.map((c) => JSON.stringify(c.processes!.map((p) => ({
-          pid: p.pid,
-          used: String(p.usedMemoryBytes === undefined ? NOT_AVAILABLE : BigInt(p.usedMemoryBytes)),
-          instances: [0xffffffff, 0xffffffff],
-        }))));
+        const expected = candidates.map((c) =>
+          JSON.stringify(
+            c.processes!.map((p) => ({
+              pid: p.pid,
+              used: String(p.usedMemoryBytes === undefined ? NOT_AVAILABLE : BigInt(p.usedMemoryBytes)),
+              instances: [0xffffffff, 0xffffffff],
+            })),
+          ),
+        );
         expect(expected).toContain(JSON.stringify(procs.map((p) => ({ ...p, used: String(p.used) }))));
       }
       await sleep(400);
@@ -246,7 +275,8 @@ describe("stub libnvidia-ml.so", () => {
   it("keeps a utilization sample every 166,667 µs since the epoch and returns only those newer than lastSeenTimeStamp", async () => {
     const s = stub.scenario;
     const read = (lastSeen: number, room: number): { rc: number; ts: number[]; values: number[]; valType: number } => {
-      const valType = [0], count = [room];
+      const valType = [0],
+        count = [room];
       const buf = Buffer.alloc(16 * Math.max(room, 1));
       const rc = nvml.samples(dev(0), 1, lastSeen, valType, count, buf) as number;
       const n = rc === SUCCESS ? count[0]! : 0;
@@ -283,11 +313,16 @@ describe("stub libnvidia-ml.so", () => {
 
     // Nothing newer yet, until the driver's next sample.
     const last = read(0, 120).ts.at(-1)!;
-    const next = await eventually("a new utilization sample", () => {
-      const r = read(last, 120);
-      if (r.rc === NOT_FOUND) return undefined;
-      return r;
-    }, 10_000, 20);
+    const next = await eventually(
+      "a new utilization sample",
+      () => {
+        const r = read(last, 120);
+        if (r.rc === NOT_FOUND) return undefined;
+        return r;
+      },
+      10_000,
+      20,
+    );
     expect(next.rc).toBe(SUCCESS);
     expect(next.ts[0]).toBe(last + SAMPLE_PERIOD_US);
 
@@ -327,7 +362,10 @@ describe("stub libnvidia-ml.so", () => {
     const samples = Buffer.alloc(32 * 2);
     const before = Date.now() * 1000;
     expect(nvml.processUtil(dev(2), samples, count, 0)).toBe(SUCCESS);
-    const decoded = [0, 1].map((k) => ({ pid: samples.readUInt32LE(32 * k), smUtil: samples.readUInt32LE(32 * k + 16) }));
+    const decoded = [0, 1].map((k) => ({
+      pid: samples.readUInt32LE(32 * k),
+      smUtil: samples.readUInt32LE(32 * k + 16),
+    }));
     expect(decoded).toEqual(r2.processes!.map((p) => ({ pid: p.pid, smUtil: p.smUtil })));
     const stamp = Number(samples.readBigUInt64LE(8));
     expect(stamp).toBeGreaterThanOrEqual(before);
@@ -346,9 +384,20 @@ describe("stub libnvidia-ml.so", () => {
       const rc = nvml.gpmSupport(dev(i), b) as number;
       return [rc, b.readUInt32LE(4)];
     };
-    expect(SCENARIO.gpus.map((_, i) => (i === 5 || i === 6 ? "lost" : support(i)[1]))).toEqual([1, 0, 1, 1, 0, "lost", "lost", 0]);
+    expect(SCENARIO.gpus.map((_, i) => (i === 5 || i === 6 ? "lost" : support(i)[1]))).toEqual([
+      1,
+      0,
+      1,
+      1,
+      0,
+      "lost",
+      "lost",
+      0,
+    ]);
     expect(stub.scenario.gpus.map(hasGpm)).toEqual([true, false, true, true, false, false, false, false]);
-    expect(() => parseScenario({ gpus: [{ gpm: "yes", phases: [{ for: "1s" }] }] })).toThrow(/gpus\[0\]\.gpm must be true or false/);
+    expect(() => parseScenario({ gpus: [{ gpm: "yes", phases: [{ for: "1s" }] }] })).toThrow(
+      /gpus\[0\]\.gpm must be true or false/,
+    );
     expect(support(2, 2)[0]).toBe(ARGUMENT_VERSION_MISMATCH);
 
     const alloc = (): unknown => {
@@ -365,7 +414,13 @@ describe("stub libnvidia-ml.so", () => {
       buf.writeBigUInt64LE(s2 as bigint, 16);
       for (const [k, id] of ids.entries()) buf.writeUInt32LE(id, 24 + 40 * k);
       const rc = nvml.gpmMetrics(buf) as number;
-      return { rc, results: ids.map((_, k) => ({ rc: buf.readInt32LE(24 + 40 * k + 4), value: buf.readDoubleLE(24 + 40 * k + 8) })) };
+      return {
+        rc,
+        results: ids.map((_, k) => ({
+          rc: buf.readInt32LE(24 + 40 * k + 4),
+          value: buf.readDoubleLE(24 + 40 * k + 8),
+        })),
+      };
     };
 
     expect(nvml.gpmGet(dev(1), c1)).toBe(NOT_SUPPORTED);
@@ -397,7 +452,10 @@ describe("stub libnvidia-ml.so", () => {
   });
 
   it("answers a lost GPU's calls with the phase's error, except for its handle and index", () => {
-    for (const [i, code] of [[5, GPU_IS_LOST], [6, RESET_REQUIRED]] as const) {
+    for (const [i, code] of [
+      [5, GPU_IS_LOST],
+      [6, RESET_REQUIRED],
+    ] as const) {
       expect(nvml.handle(i, [null])).toBe(SUCCESS);
       expect(u32(nvml.index, dev(i))).toEqual([SUCCESS, i]);
       expect(str(nvml.uuid, dev(i), 96)[0]).toBe(code);
@@ -458,10 +516,12 @@ describe("stub libnvidia-ml.so", () => {
 
     stub.control.hang(1, 0);
     // Many calls at once from koffi's worker threads, on every GPU that answers.
-    const burst = await Promise.all(Array.from({ length: 64 }, (_, k) => {
-      const i = [0, 1, 2, 3][k % 4]!;
-      return callAsync(nvml.utilization, dev(i), Buffer.alloc(8));
-    }));
+    const burst = await Promise.all(
+      Array.from({ length: 64 }, (_, k) => {
+        const i = [0, 1, 2, 3][k % 4]!;
+        return callAsync(nvml.utilization, dev(i), Buffer.alloc(8));
+      }),
+    );
     expect(burst.every((rc) => rc === SUCCESS)).toBe(true);
 
     stub.control.hang("all", 300);
@@ -496,7 +556,9 @@ describe("stub libnvidia-ml.so", () => {
   });
 
   it("burns, per call, the CPU time the call costs on a real H200, and counts every call", () => {
-    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
+    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (
+      fn: string,
+    ) => number | bigint;
     const count = (fn: string): number => Number(calls(fn));
     expect(count("nvmlDeviceGetFanSpeed")).toBe(-1);
     const cost = H200_CALL_COST_US["nvmlDeviceGetSamples"]!;
@@ -519,15 +581,22 @@ describe("stub libnvidia-ml.so", () => {
 
   it("takes its cost table from the H200 measurement, figure for figure", () => {
     const measured = readFileSync(join(ROOT, "docs/gpu-truth/h200-580.159.04-2026-12-04/nvml-call-cost.txt"), "utf8");
-    const cpuOf = new Map(measured.split("\n").filter((l) => l.trim() !== "").map((l) => {
-      const m = /^(.+?)\s+wall\s+[\d.]+ us\s+cpu\s+([\d.]+) us$/.exec(l);
-      if (!m) throw new Error(`unexpected line in nvml-call-cost.txt: ${l}`);
-      return [m[1]!.replace(/ \(python floor\)$/, ""), Number(m[2])] as const;
-    }));
+    const cpuOf = new Map(
+      measured
+        .split("\n")
+        .filter((l) => l.trim() !== "")
+        .map((l) => {
+          const m = /^(.+?)\s+wall\s+[\d.]+ us\s+cpu\s+([\d.]+) us$/.exec(l);
+          if (!m) throw new Error(`unexpected line in nvml-call-cost.txt: ${l}`);
+          return [m[1]!.replace(/ \(python floor\)$/, ""), Number(m[2])] as const;
+        }),
+    );
     expect(Object.fromEntries(cpuOf)).toEqual(H200_MEASURED_US);
     // Every function the stub exports has a cost; every cost names one.
     const exported = Object.keys(H200_CALL_COST_US);
-    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
+    const calls = koffi.load(stub.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (
+      fn: string,
+    ) => number | bigint;
     for (const fn of exported) expect(Number(calls(fn)), fn).toBeGreaterThanOrEqual(0);
     expect(exported).toHaveLength(28);
   });
@@ -539,8 +608,14 @@ describe("stub libnvidia-ml.so", () => {
       delete env["TRUEIDLE_NVML_STUB_CONTROL"];
       if (table === undefined) delete env["TRUEIDLE_NVML_STUB_TABLE"];
       else env["TRUEIDLE_NVML_STUB_TABLE"] = table;
-      const script = 'import koffi from "koffi"; const lib = koffi.load(process.env.STUB_LIB); process.stdout.write(String(lib.func("int nvmlInit_v2()")()));';
-      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, env, encoding: "utf8", timeout: 30_000 });
+      const script =
+        'import koffi from "koffi"; const lib = koffi.load(process.env.STUB_LIB); process.stdout.write(String(lib.func("int nvmlInit_v2()")()));';
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+        cwd: ROOT,
+        env,
+        encoding: "utf8",
+        timeout: 30_000,
+      });
       return { rc: r.stdout, stderr: r.stderr };
     };
     const lines = (s: string): string[] => s.split("\n").filter((l) => l !== "");
@@ -552,7 +627,9 @@ describe("stub libnvidia-ml.so", () => {
     writeFileSync(bad, "gpus: 2\n");
     const notTable = init(bad);
     expect(notTable.rc).toBe(String(UNKNOWN));
-    expect(lines(notTable.stderr)).toEqual([expect.stringMatching(/bad-table\.txt line 1: not a trueidle nvml stub table/)]);
+    expect(lines(notTable.stderr)).toEqual([
+      expect.stringMatching(/bad-table\.txt line 1: not a trueidle nvml stub table/),
+    ]);
 
     writeFileSync(bad, "trueidle-nvml-stub-table 1\ndriver 550.54.15\ngpu\nuuid GPU-x\nphase ms=-5\n");
     const badPhase = init(bad);
@@ -562,7 +639,9 @@ describe("stub libnvidia-ml.so", () => {
     writeFileSync(bad, "trueidle-nvml-stub-table 1\ndriver 550.54.15\ncost nvmlDeviceGetFanSpeed 3\n");
     const badCost = init(bad);
     expect(badCost.rc).toBe(String(UNKNOWN));
-    expect(lines(badCost.stderr)).toEqual([expect.stringMatching(/bad-table\.txt line 3: cost of a function the stub does not export/)]);
+    expect(lines(badCost.stderr)).toEqual([
+      expect.stringMatching(/bad-table\.txt line 3: cost of a function the stub does not export/),
+    ]);
 
     const unset = init(undefined);
     expect(unset.rc).toBe(String(UNKNOWN));

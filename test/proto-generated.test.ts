@@ -33,7 +33,8 @@ function treeDifferences(fresh: string, committed: string, label: string): strin
   const problems: string[] = [];
   for (const f of freshFiles) {
     if (!committedFiles.includes(f)) problems.push(`${label}/${f} is missing`);
-    else if (!readFileSync(path.join(fresh, f)).equals(readFileSync(path.join(committed, f)))) problems.push(`${label}/${f} differs`);
+    else if (!readFileSync(path.join(fresh, f)).equals(readFileSync(path.join(committed, f))))
+      problems.push(`${label}/${f} differs`);
   }
   for (const f of committedFiles) if (!freshFiles.includes(f)) problems.push(`${label}/${f} is not generated any more`);
   return problems;
@@ -43,7 +44,8 @@ describe("treeDifferences", () => {
   it("names every missing, differing and extra file", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "trueidle-tree-"));
     try {
-      const a = path.join(dir, "a"), b = path.join(dir, "b");
+      const a = path.join(dir, "a"),
+        b = path.join(dir, "b");
       for (const root of [a, b]) mkdirSync(path.join(root, "x", "v1"), { recursive: true });
       writeFileSync(path.join(a, "x", "v1", "same.ts"), "same");
       writeFileSync(path.join(b, "x", "v1", "same.ts"), "same");
@@ -76,9 +78,11 @@ describe("generated protobuf code", () => {
   });
 
   it("proto/ passes buf lint", async () => {
-    const { stdout, stderr } = await run(BUF, ["lint"], { cwd: ROOT }).catch((err: { stdout?: string; stderr?: string; message: string }) => {
-      throw new Error(`buf lint failed:\n${err.stdout ?? ""}${err.stderr ?? err.message}`);
-    });
+    const { stdout, stderr } = await run(BUF, ["lint"], { cwd: ROOT }).catch(
+      (err: { stdout?: string; stderr?: string; message: string }) => {
+        throw new Error(`buf lint failed:\n${err.stdout ?? ""}${err.stderr ?? err.message}`);
+      },
+    );
     expect(stdout + stderr).toBe("");
   });
 });

@@ -74,13 +74,17 @@ afterAll(async () => {
 });
 
 describe.concurrent("trueidle report when InfluxDB does not answer", () => {
-  it("names a server that accepts connections and never answers, after a first /ping of 5 s, and the fix", { timeout: 60_000 }, async () => {
+  it("names a server that accepts connections and never answers, after a first /ping of 5 s, and the fix", {
+    timeout: 60_000,
+  }, async () => {
     const silent = await silentServer();
     try {
       const r = await runTrueidle(["report", "--influx-url", `http://127.0.0.1:${silent.port}/trueidle`, ...RANGE]);
       expect(r.code, r.output).toBe(1);
-      expect(r.output).toContain(`trueidle report: http://127.0.0.1:${silent.port} did not answer /ping within 5 s, which InfluxDB answers at once; ` +
-        "check that --influx-url names InfluxDB's HTTP API (port 8086 by default), that no firewall drops the traffic, and that influxd is not stuck");
+      expect(r.output).toContain(
+        `trueidle report: http://127.0.0.1:${silent.port} did not answer /ping within 5 s, which InfluxDB answers at once; ` +
+          "check that --influx-url names InfluxDB's HTTP API (port 8086 by default), that no firewall drops the traffic, and that influxd is not stuck",
+      );
       expect(silent.accepted()).toBeGreaterThan(0);
     } finally {
       silent.close();
@@ -90,14 +94,17 @@ describe.concurrent("trueidle report when InfluxDB does not answer", () => {
   it("gives up on a query after --timeout, naming --timeout", { timeout: 60_000 }, async () => {
     const r = await runTrueidle(["report", "--influx-url", `${front.url}/trueidle`, "--timeout", "2s", ...RANGE]);
     expect(r.code, r.output).toBe(1);
-    expect(r.output).toContain(`trueidle report: InfluxDB at ${front.url} did not answer a query within 2 s; give a longer --timeout, or a shorter range (--since, --until)`);
+    expect(r.output).toContain(
+      `trueidle report: InfluxDB at ${front.url} did not answer a query within 2 s; give a longer --timeout, or a shorter range (--since, --until)`,
+    );
   });
 
   it("stops on Ctrl-C while a query waits", { timeout: 60_000 }, async () => {
     const before = front.queries();
     const p = startTrueidle(["report", "--influx-url", `${front.url}/trueidle`, "--timeout", "10m", ...RANGE]);
     try {
-      for (let i = 0; i < 600 && front.queries() === before && p.child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 600 && front.queries() === before && p.child.exitCode === null; i++)
+        await new Promise((r) => setTimeout(r, 50));
       expect(front.queries(), p.output()).toBeGreaterThan(before);
       p.child.kill("SIGINT");
       await p.exited;
@@ -109,14 +116,18 @@ describe.concurrent("trueidle report when InfluxDB does not answer", () => {
 });
 
 describe.concurrent("trueidle report checks its flags before any query", () => {
-  it("refuses an --out in a folder that does not exist, or a folder, before connecting (exit 2)", { timeout: 60_000 }, async () => {
+  it("refuses an --out in a folder that does not exist, or a folder, before connecting (exit 2)", {
+    timeout: 60_000,
+  }, async () => {
     const silent = await silentServer();
     const dir = mkdtempSync(path.join(tmpdir(), "trueidle-report-out-"));
     try {
       const url = ["--influx-url", `http://127.0.0.1:${silent.port}/trueidle`];
       const missing = await runTrueidle(["report", ...url, ...RANGE, "--out", "/missing/dir/r.csv", "--format", "csv"]);
       expect(missing.code, missing.output).toBe(2);
-      expect(missing.output).toContain("trueidle report: --out /missing/dir/r.csv: the folder /missing/dir does not exist; create it first or write elsewhere");
+      expect(missing.output).toContain(
+        "trueidle report: --out /missing/dir/r.csv: the folder /missing/dir does not exist; create it first or write elsewhere",
+      );
       const notFolder = path.join(dir, "file");
       writeFileSync(notFolder, "");
       const underFile = await runTrueidle(["report", ...url, ...RANGE, "--out", path.join(notFolder, "r.csv")]);
@@ -136,9 +147,13 @@ describe.concurrent("trueidle report checks its flags before any query", () => {
   it("names --until before --since as such (exit 2)", { timeout: 60_000 }, async () => {
     const r = await runTrueidle(["report", "--since", "2024-05-02T00:00:00Z", "--until", "2024-05-01T00:00:00Z"]);
     expect(r.code, r.output).toBe(2);
-    expect(r.output).toContain("--until 2024-05-01T00:00:00Z (2024-05-01T00:00:00Z) is before --since 2024-05-02T00:00:00Z (2024-05-02T00:00:00Z)");
+    expect(r.output).toContain(
+      "--until 2024-05-01T00:00:00Z (2024-05-01T00:00:00Z) is before --since 2024-05-02T00:00:00Z (2024-05-02T00:00:00Z)",
+    );
     const ago = await runTrueidle(["report", "--since", "2h", "--until", "3h"]);
     expect(ago.code, ago.output).toBe(2);
-    expect(ago.output).toMatch(/--until 3h \(\S+\) is before --since 2h \(\S+\); give the earlier time to --since and the later one to --until/);
+    expect(ago.output).toMatch(
+      /--until 3h \(\S+\) is before --since 2h \(\S+\); give the earlier time to --since and the later one to --until/,
+    );
   });
 });

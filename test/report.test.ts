@@ -37,33 +37,98 @@ const T1 = T0 + 48 * HOUR;
 const iso = (ms: number): string => new Date(ms).toISOString().replace(".000Z", "Z");
 const HOSTILE = 'us east, "δ" <b>&x=1';
 
-type Field = "observed_s" | "free_idle_s" | "held_idle_s" | "busy_phantom_s" | "active_s" | "unavailable_s" | "reported_idle_s" | "reported_busy_s" | "real_busy_s";
+type Field =
+  | "observed_s"
+  | "free_idle_s"
+  | "held_idle_s"
+  | "busy_phantom_s"
+  | "active_s"
+  | "unavailable_s"
+  | "reported_idle_s"
+  | "reported_busy_s"
+  | "real_busy_s";
 type Hour = Partial<Record<Field, number>>;
-interface Gpu { uuid: string; host: string; gpu: number; model: string; site: string; hour: (i: number) => Hour | undefined }
+interface Gpu {
+  uuid: string;
+  host: string;
+  gpu: number;
+  model: string;
+  site: string;
+  hour: (i: number) => Hour | undefined;
+}
 
 const GPUS: Gpu[] = [
-  { uuid: "GPU-e1", host: "eu-a", gpu: 0, model: "H100", site: "eu-west",
-    hour: () => ({ active_s: 1800, busy_phantom_s: 1200, held_idle_s: 600, reported_idle_s: 600, real_busy_s: 1200 }) },
-  { uuid: "GPU-e2", host: "eu-a", gpu: 1, model: "H100", site: "eu-west",
-    hour: (i) => (i % 24 < 12 ? { active_s: 3600, real_busy_s: 3000 } : { free_idle_s: 3600 }) },
-  { uuid: "GPU-e3", host: "eu-b", gpu: 0, model: "L40S", site: "eu-west",
-    hour: (i) => (i >= 4 && i <= 11 ? undefined : { free_idle_s: 3600, reported_idle_s: 3600 }) },
-  { uuid: "GPU-u1", host: "us-a", gpu: 0, model: "H100", site: HOSTILE,
-    hour: () => ({ held_idle_s: 2400, active_s: 1200, reported_idle_s: 2400, real_busy_s: 900 }) },
-  { uuid: "GPU-u2", host: "us-a", gpu: 1, model: "H100", site: HOSTILE,
-    hour: () => ({ unavailable_s: 600, active_s: 3000, real_busy_s: 2700 }) },
-  { uuid: "GPU-u3", host: "us-a", gpu: 2, model: "L40S", site: HOSTILE,
-    hour: () => ({ busy_phantom_s: 3600, real_busy_s: 180 }) },
+  {
+    uuid: "GPU-e1",
+    host: "eu-a",
+    gpu: 0,
+    model: "H100",
+    site: "eu-west",
+    hour: () => ({ active_s: 1800, busy_phantom_s: 1200, held_idle_s: 600, reported_idle_s: 600, real_busy_s: 1200 }),
+  },
+  {
+    uuid: "GPU-e2",
+    host: "eu-a",
+    gpu: 1,
+    model: "H100",
+    site: "eu-west",
+    hour: (i) => (i % 24 < 12 ? { active_s: 3600, real_busy_s: 3000 } : { free_idle_s: 3600 }),
+  },
+  {
+    uuid: "GPU-e3",
+    host: "eu-b",
+    gpu: 0,
+    model: "L40S",
+    site: "eu-west",
+    hour: (i) => (i >= 4 && i <= 11 ? undefined : { free_idle_s: 3600, reported_idle_s: 3600 }),
+  },
+  {
+    uuid: "GPU-u1",
+    host: "us-a",
+    gpu: 0,
+    model: "H100",
+    site: HOSTILE,
+    hour: () => ({ held_idle_s: 2400, active_s: 1200, reported_idle_s: 2400, real_busy_s: 900 }),
+  },
+  {
+    uuid: "GPU-u2",
+    host: "us-a",
+    gpu: 1,
+    model: "H100",
+    site: HOSTILE,
+    hour: () => ({ unavailable_s: 600, active_s: 3000, real_busy_s: 2700 }),
+  },
+  {
+    uuid: "GPU-u3",
+    host: "us-a",
+    gpu: 2,
+    model: "L40S",
+    site: HOSTILE,
+    hour: () => ({ busy_phantom_s: 3600, real_busy_s: 180 }),
+  },
 ];
 
-const FIELDS: Field[] = ["observed_s", "free_idle_s", "held_idle_s", "busy_phantom_s", "active_s", "unavailable_s", "reported_idle_s", "reported_busy_s", "real_busy_s"];
+const FIELDS: Field[] = [
+  "observed_s",
+  "free_idle_s",
+  "held_idle_s",
+  "busy_phantom_s",
+  "active_s",
+  "unavailable_s",
+  "reported_idle_s",
+  "reported_busy_s",
+  "real_busy_s",
+];
 const STATES: Field[] = ["free_idle_s", "held_idle_s", "busy_phantom_s", "active_s", "unavailable_s"];
 
 /** Line-protocol tag escaping: comma, space and = get a backslash. */
 const tag = (v: string): string => v.replace(/[, =]/g, (c) => `\\${c}`);
 
 function point(measurement: string, g: Gpu, h: Hour, scale: number, ms: number, extra = ""): string {
-  const full: Record<Field, number> = Object.fromEntries(FIELDS.map((f) => [f, (h[f] ?? 0) / scale])) as Record<Field, number>;
+  const full: Record<Field, number> = Object.fromEntries(FIELDS.map((f) => [f, (h[f] ?? 0) / scale])) as Record<
+    Field,
+    number
+  >;
   full.observed_s = STATES.reduce((s, f) => s + (h[f] ?? 0), 0) / scale;
   full.reported_busy_s = (full.observed_s - full.reported_idle_s) * 0.9;
   const fields = FIELDS.map((f) => `${f}=${full[f]}`).join(",") + extra;
@@ -79,7 +144,8 @@ function scenarioLines(windowsOnly: boolean): { windows: string[]; hours: string
       const h = g.hour(i);
       if (!h) continue;
       const t = T0 + i * HOUR;
-      for (let w = 0; w < 6; w++) windows.push(point("gpu_window", g, h, 6, t + w * 600_000, ",power_w=100,processes_max=1i"));
+      for (let w = 0; w < 6; w++)
+        windows.push(point("gpu_window", g, h, 6, t + w * 600_000, ",power_w=100,processes_max=1i"));
       if (!windowsOnly) hours.push(point("gpu_hour", g, h, 1, t, ",windows=6i"));
     }
   }
@@ -87,7 +153,10 @@ function scenarioLines(windowsOnly: boolean): { windows: string[]; hours: string
 }
 
 async function write(url: string, db: string, rp: string, lines: string[]): Promise<void> {
-  const res = await fetch(`${url}/write?db=${encodeURIComponent(db)}&rp=${rp}&precision=ms`, { method: "POST", body: lines.join("\n") });
+  const res = await fetch(`${url}/write?db=${encodeURIComponent(db)}&rp=${rp}&precision=ms`, {
+    method: "POST",
+    body: lines.join("\n"),
+  });
   if (res.status !== 204) throw new Error(`write to ${db}.${rp} failed: ${res.status} ${await res.text()}`);
 }
 
@@ -117,7 +186,13 @@ afterAll(async () => {
 });
 
 function opts(extra: Partial<BuildReportOptions> = {}): BuildReportOptions {
-  return { influxUrl: `${influx.url}/trueidle`, range: { startMs: T0, endMs: T1 }, by: ["site", "model"], pricePerGpuHour: 2.5, ...extra };
+  return {
+    influxUrl: `${influx.url}/trueidle`,
+    range: { startMs: T0, endMs: T1 },
+    by: ["site", "model"],
+    pricePerGpuHour: 2.5,
+    ...extra,
+  };
 }
 
 type Expected = Omit<Figures, never>;
@@ -129,32 +204,80 @@ const EXPECTED: Array<{ key: Record<string, string>; f: Expected }> = [
     // E1+E2: 96 GPU-hours of 96. Reported idle: E1 600 s/h of 7200 = 1/12. Real idle: E1 1800×48 + E2 3600×24
     // = 172800 of 345600 s = 50 %. Real busy: E1 1200×48 + E2 3000×24 = 129600 → unused 1 − 0.375.
     // Hourly idle GPU-eq: 0.5 (day hours), 1.5 (night hours); 5th percentile (rank ⌈2.4⌉ = 3 of 48) = 0.5.
-    f: { gpus: 2, gpuHoursObserved: 96, coveragePct: 100, reportedIdlePct: 100 / 12, realIdlePct: 50, hiddenIdlePct: 50 - 100 / 12,
-      realIdleGpuHours: 48, heldIdleGpuHours: 8, phantomBusyGpuHours: 16, unusedCapacityPct: 62.5, reclaimableGpus: 0.5,
-      hoursWithData: 48, idleCost: 120 },
+    f: {
+      gpus: 2,
+      gpuHoursObserved: 96,
+      coveragePct: 100,
+      reportedIdlePct: 100 / 12,
+      realIdlePct: 50,
+      hiddenIdlePct: 50 - 100 / 12,
+      realIdleGpuHours: 48,
+      heldIdleGpuHours: 8,
+      phantomBusyGpuHours: 16,
+      unusedCapacityPct: 62.5,
+      reclaimableGpus: 0.5,
+      hoursWithData: 48,
+      idleCost: 120,
+    },
   },
   {
     key: { site: "eu-west", model: "L40S" },
     // E3 alone, 40 of 48 hours: coverage 40/48. The 8 hours without data are not counted, so every
     // counted hour has 1 idle GPU and the 5th percentile is 1.
-    f: { gpus: 1, gpuHoursObserved: 40, coveragePct: 100 * 40 / 48, reportedIdlePct: 100, realIdlePct: 100, hiddenIdlePct: 0,
-      realIdleGpuHours: 40, heldIdleGpuHours: 0, phantomBusyGpuHours: 0, unusedCapacityPct: 100, reclaimableGpus: 1,
-      hoursWithData: 40, idleCost: 100 },
+    f: {
+      gpus: 1,
+      gpuHoursObserved: 40,
+      coveragePct: (100 * 40) / 48,
+      reportedIdlePct: 100,
+      realIdlePct: 100,
+      hiddenIdlePct: 0,
+      realIdleGpuHours: 40,
+      heldIdleGpuHours: 0,
+      phantomBusyGpuHours: 0,
+      unusedCapacityPct: 100,
+      reclaimableGpus: 1,
+      hoursWithData: 40,
+      idleCost: 100,
+    },
   },
   {
     key: { site: HOSTILE, model: "H100" },
     // U1+U2: real idle = U1 held 2400 of 7200 s/h = 1/3, reported the same; real busy 900+2700 = 3600 of 7200.
     // Every hour 2400/3600 = 2/3 GPU idle.
-    f: { gpus: 2, gpuHoursObserved: 96, coveragePct: 100, reportedIdlePct: 100 / 3, realIdlePct: 100 / 3, hiddenIdlePct: 0,
-      realIdleGpuHours: 32, heldIdleGpuHours: 32, phantomBusyGpuHours: 0, unusedCapacityPct: 50, reclaimableGpus: 2 / 3,
-      hoursWithData: 48, idleCost: 80 },
+    f: {
+      gpus: 2,
+      gpuHoursObserved: 96,
+      coveragePct: 100,
+      reportedIdlePct: 100 / 3,
+      realIdlePct: 100 / 3,
+      hiddenIdlePct: 0,
+      realIdleGpuHours: 32,
+      heldIdleGpuHours: 32,
+      phantomBusyGpuHours: 0,
+      unusedCapacityPct: 50,
+      reclaimableGpus: 2 / 3,
+      hoursWithData: 48,
+      idleCost: 80,
+    },
   },
   {
     key: { site: HOSTILE, model: "L40S" },
     // U3: phantom busy all the time: reported idle 0, real idle 100, real busy 180 of 3600 → unused 95 %.
-    f: { gpus: 1, gpuHoursObserved: 48, coveragePct: 100, reportedIdlePct: 0, realIdlePct: 100, hiddenIdlePct: 100,
-      realIdleGpuHours: 48, heldIdleGpuHours: 0, phantomBusyGpuHours: 48, unusedCapacityPct: 95, reclaimableGpus: 1,
-      hoursWithData: 48, idleCost: 120 },
+    f: {
+      gpus: 1,
+      gpuHoursObserved: 48,
+      coveragePct: 100,
+      reportedIdlePct: 0,
+      realIdlePct: 100,
+      hiddenIdlePct: 100,
+      realIdleGpuHours: 48,
+      heldIdleGpuHours: 0,
+      phantomBusyGpuHours: 48,
+      unusedCapacityPct: 95,
+      reclaimableGpus: 1,
+      hoursWithData: 48,
+      idleCost: 120,
+    },
   },
 ];
 // Fleet: 6 GPUs, 96+40+96+48 = 280 GPU-hours of 6×48 = 288. Reported idle 28800+144000+115200+0 = 288000 s of
@@ -163,9 +286,19 @@ const EXPECTED: Array<{ key: Record<string, string>; f: Expected }> = [
 // + U1 2/3 + U3 1: hours 4-11 → 13/6 (8 hours), other day hours → 19/6 (16), night hours → 25/6 (24);
 // the 3rd lowest of 48 is 13/6.
 const EXPECTED_TOTAL: Expected = {
-  gpus: 6, gpuHoursObserved: 280, coveragePct: 100 * 280 / 288, reportedIdlePct: 100 * 2 / 7, realIdlePct: 60,
-  hiddenIdlePct: 60 - 100 * 2 / 7, realIdleGpuHours: 168, heldIdleGpuHours: 40, phantomBusyGpuHours: 64,
-  unusedCapacityPct: 100 * (1 - 311040 / 1008000), reclaimableGpus: 13 / 6, hoursWithData: 48, idleCost: 420,
+  gpus: 6,
+  gpuHoursObserved: 280,
+  coveragePct: (100 * 280) / 288,
+  reportedIdlePct: (100 * 2) / 7,
+  realIdlePct: 60,
+  hiddenIdlePct: 60 - (100 * 2) / 7,
+  realIdleGpuHours: 168,
+  heldIdleGpuHours: 40,
+  phantomBusyGpuHours: 64,
+  unusedCapacityPct: 100 * (1 - 311040 / 1008000),
+  reclaimableGpus: 13 / 6,
+  hoursWithData: 48,
+  idleCost: 420,
 };
 
 function expectFigures(actual: Figures, expected: Expected, what: string): void {
@@ -184,7 +317,8 @@ function expectSameReport(a: unknown, b: unknown, where = "report"): void {
     for (const [i, x] of a.entries()) expectSameReport(x, b[i], `${where}[${i}]`);
   } else if (a !== null && b !== null && typeof a === "object" && typeof b === "object") {
     expect(Object.keys(a).sort(), where).toEqual(Object.keys(b).sort());
-    for (const k of Object.keys(a)) expectSameReport((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
+    for (const k of Object.keys(a))
+      expectSameReport((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
   } else {
     expect(a, where).toEqual(b);
   }
@@ -207,7 +341,10 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     // Daily series: day 1 holds hours 0-23, day 2 hours 24-47.
     expect(r.daily.days).toEqual([T0, T0 + DAY]);
     expect(r.daily.groups[0]!.realIdlePct).toEqual([50, 50]);
-    expect(r.daily.groups[0]!.reportedIdlePct.map((x) => x!.toFixed(9))).toEqual([(100 / 12).toFixed(9), (100 / 12).toFixed(9)]);
+    expect(r.daily.groups[0]!.reportedIdlePct.map((x) => x!.toFixed(9))).toEqual([
+      (100 / 12).toFixed(9),
+      (100 / 12).toFixed(9),
+    ]);
     // Fleet active seconds on day 1: E1 1800×24 + E2 3600×12 + U1 1200×24 + U2 3000×24.
     expect(r.daily.fleetStateSeconds.active[0]).toBe(187_200);
     // free_idle on day 1: E2 3600×12 + E3 3600×16 (hours 4-11 missing).
@@ -225,7 +362,10 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const autoDay = await buildReport(opts({ range: day, by: ["host"] }));
     expect(autoDay.measurement).toBe("gpu_window");
     expect(autoDay.groups.map((g) => g.key["host"])).toEqual(["eu-a", "eu-b", "us-a"]);
-    expectSameReport(withoutSource(autoDay), withoutSource(await buildReport(opts({ range: day, by: ["host"], measurement: "gpu_hour" }))));
+    expectSameReport(
+      withoutSource(autoDay),
+      withoutSource(await buildReport(opts({ range: day, by: ["host"], measurement: "gpu_hour" }))),
+    );
   });
 
   it("reads gpu_hour for 48 hours or more, and falls back to gpu_window where no roll-up exists", async () => {
@@ -237,21 +377,36 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
   });
 
   it("runs as `trueidle report`: JSON and CSV parse back to the same figures, the table names every group, progress stays on stderr", async () => {
-    const common = ["report", "--influx-url", `${influx.url}/trueidle`, "--since", iso(T0), "--until", iso(T1), "--by", "site,model", "--price-per-gpu-hour", "2.5"];
+    const common = [
+      "report",
+      "--influx-url",
+      `${influx.url}/trueidle`,
+      "--since",
+      iso(T0),
+      "--until",
+      iso(T1),
+      "--by",
+      "site,model",
+      "--price-per-gpu-hour",
+      "2.5",
+    ];
     const jsonFile = path.join(dir, "r.json");
     const j = await runTrueidle([...common, "--format", "json", "--out", jsonFile, "--progress"]);
     expect(j.code, j.output).toBe(0);
     expect(j.output).toContain("report: 100% (2/2 days)");
     const doc = JSON.parse(readFileSync(jsonFile, "utf8")) as {
-      range: { start: string; end: string; hours: number }; measurement: string; price_per_gpu_hour: number;
-      groups: Array<Record<string, unknown> & { key: Record<string, string> }>; total: Record<string, number>;
+      range: { start: string; end: string; hours: number };
+      measurement: string;
+      price_per_gpu_hour: number;
+      groups: Array<Record<string, unknown> & { key: Record<string, string> }>;
+      total: Record<string, number>;
     };
     expect(doc.range).toEqual({ start: iso(T0), end: iso(T1), hours: 48 });
     expect(doc.measurement).toBe("gpu_hour");
     expect(doc.price_per_gpu_hour).toBe(2.5);
     expect(doc.groups.map((g) => g.key)).toEqual(EXPECTED.map((e) => e.key));
     expect(doc.total["reclaimable_gpus"]).toBeCloseTo(13 / 6, 9);
-    expect(doc.total["coverage_pct"]).toBeCloseTo(100 * 280 / 288, 9);
+    expect(doc.total["coverage_pct"]).toBeCloseTo((100 * 280) / 288, 9);
     expect(doc.groups[1]!["hours_with_data"]).toBe(40);
     expect(doc.groups[3]!["hidden_idle_pct"]).toBeCloseTo(100, 9);
 
@@ -281,16 +436,33 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const head = lines.findIndex((l) => l.startsWith("SITE"));
     expect(lines[head - 1]).toMatch(/^\s+REPORTED\s+REAL\s+HIDDEN\s+RECLAIMABLE\s+IDLE$/);
     expect(lines[head]).toMatch(/^SITE\s+MODEL\s+GPUS\s+GPU-HOURS\s+COVERAGE\s+IDLE\s+IDLE\s+IDLE\s+GPUS\s+COST$/);
-    expect(lines.find((l) => l.startsWith("eu-west") && l.includes("L40S"))).toMatch(/\s1\s+40\.0\s+83\.3%\s+100\.0%\s+100\.0%\s+0\.0%/);
+    expect(lines.find((l) => l.startsWith("eu-west") && l.includes("L40S"))).toMatch(
+      /\s1\s+40\.0\s+83\.3%\s+100\.0%\s+100\.0%\s+0\.0%/,
+    );
     expect(lines.find((l) => l.startsWith(HOSTILE) && l.includes("L40S"))).toMatch(/\+100\.0%/);
-    expect(lines.find((l) => l.startsWith("fleet total"))).toMatch(/\s6\s+280\.0\s+97\.2%\s+28\.6%\s+60\.0%\s+\+31\.4%.*\s2\.2\s+420\.00$/);
+    expect(lines.find((l) => l.startsWith("fleet total"))).toMatch(
+      /\s6\s+280\.0\s+97\.2%\s+28\.6%\s+60\.0%\s+\+31\.4%.*\s2\.2\s+420\.00$/,
+    );
     expect(t.output).toMatch(/Hours without any data are not counted \(whole fleet: 48 of 48 hours had data\)/);
   });
 
   it("writes one self-contained HTML file with two ECharts SVG charts, the table and escaped group names", async () => {
     const file = path.join(dir, "r.html");
-    const h = await runTrueidle(["report", "--influx-url", `${influx.url}/trueidle`, "--since", iso(T0), "--until", iso(T1),
-      "--by", "site,model", "--format", "html", "--out", file]);
+    const h = await runTrueidle([
+      "report",
+      "--influx-url",
+      `${influx.url}/trueidle`,
+      "--since",
+      iso(T0),
+      "--until",
+      iso(T1),
+      "--by",
+      "site,model",
+      "--format",
+      "html",
+      "--out",
+      file,
+    ]);
     expect(h.code, h.output).toBe(0);
     const html = readFileSync(file, "utf8");
     expect(html.startsWith("<!doctype html>")).toBe(true);
@@ -302,7 +474,8 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     // Chart 1 legend, chart 2 states, the table.
     expect(html).toContain(">eu-west / H100</text>");
     expect(html).toContain(">eu-west / L40S</text>");
-    for (const st of ["active", "busy_phantom", "held_idle", "free_idle", "unavailable"]) expect(html).toContain(`>${st}</text>`);
+    for (const st of ["active", "busy_phantom", "held_idle", "free_idle", "unavailable"])
+      expect(html).toContain(`>${st}</text>`);
     expect(html).toContain("<td>eu-west</td>");
     // The hostile site name never appears raw, only escaped (table: &quot;, chart text: ECharts' own escaping).
     expect(html).not.toContain("<b>&x");
@@ -315,19 +488,35 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const port = await freePort(); // free a moment ago: nothing listens there
     const closed = await runTrueidle([...base, "--influx-url", `http://127.0.0.1:${port}/trueidle`]);
     expect(closed.code).toBe(1);
-    expect(closed.output).toContain(`cannot reach InfluxDB at http://127.0.0.1:${port} (ECONNREFUSED); check --influx-url and that influxd is running`);
+    expect(closed.output).toContain(
+      `cannot reach InfluxDB at http://127.0.0.1:${port} (ECONNREFUSED); check --influx-url and that influxd is running`,
+    );
 
     const missing = await runTrueidle([...base, "--influx-url", `${influx.url}/nosuchdb`]);
     expect(missing.code).toBe(1);
-    expect(missing.output).toMatch(/database "nosuchdb" does not exist on InfluxDB at .*; the collector creates it when started with --influx-url/);
+    expect(missing.output).toMatch(
+      /database "nosuchdb" does not exist on InfluxDB at .*; the collector creates it when started with --influx-url/,
+    );
 
-    const empty = await runTrueidle(["report", "--influx-url", `${influx.url}/trueidle`, "--since", iso(T0 - 10 * DAY), "--until", iso(T0 - 9 * DAY)]);
+    const empty = await runTrueidle([
+      "report",
+      "--influx-url",
+      `${influx.url}/trueidle`,
+      "--since",
+      iso(T0 - 10 * DAY),
+      "--until",
+      iso(T0 - 9 * DAY),
+    ]);
     expect(empty.code).toBe(1);
-    expect(empty.output).toMatch(/no GPU data in "trueidle" from .* \(read gpu_window: the range is shorter than 48 hours\); widen --since\/--until/);
+    expect(empty.output).toMatch(
+      /no GPU data in "trueidle" from .* \(read gpu_window: the range is shorter than 48 hours\); widen --since\/--until/,
+    );
 
     const badTag = await runTrueidle([...base, "--influx-url", `${influx.url}/trueidle`, "--by", "site,rack"]);
     expect(badTag.code).toBe(1);
-    expect(badTag.output).toMatch(/--by "rack": no GPU in "trueidle" has that tag; tags present: gpu, host, model, site, uuid/);
+    expect(badTag.output).toMatch(
+      /--by "rack": no GPU in "trueidle" has that tag; tags present: gpu, host, model, site, uuid/,
+    );
 
     const noHour = await runTrueidle(["report", "--since", iso(T0), "--until", iso(T0 + 30 * 60_000)]);
     expect(noHour.code).toBe(2);

@@ -55,15 +55,19 @@ function get(url: string, opts: { ca?: string; auth?: string } = {}): Promise<Re
   const u = new URL(url);
   const mod = u.protocol === "https:" ? https : http;
   return new Promise((resolve, reject) => {
-    const req = mod.get(u, {
-      ...(opts.ca ? { ca: readFileSync(opts.ca) } : {}),
-      headers: opts.auth ? { authorization: `Basic ${Buffer.from(opts.auth).toString("base64")}` } : {},
-    }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    });
+    const req = mod.get(
+      u,
+      {
+        ...(opts.ca ? { ca: readFileSync(opts.ca) } : {}),
+        headers: opts.auth ? { authorization: `Basic ${Buffer.from(opts.auth).toString("base64")}` } : {},
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+      },
+    );
     req.on("error", reject);
   });
 }
@@ -78,7 +82,9 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 45
       // not yet
     }
     if (Date.now() > deadline) {
-      throw new Error(`${what} did not happen within ${timeoutMs} ms; output:\n${procs.map((p) => p.output().slice(-3000)).join("\n----\n")}`);
+      throw new Error(
+        `${what} did not happen within ${timeoutMs} ms; output:\n${procs.map((p) => p.output().slice(-3000)).join("\n----\n")}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -91,18 +97,47 @@ function metricValue(text: string, series: string): number | undefined {
   return undefined;
 }
 
-async function startCollector(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: TrueidleProcess; grpcPort: number; httpPort: number }> {
+async function startCollector(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ proc: TrueidleProcess; grpcPort: number; httpPort: number }> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const proc = startTrueidle(["collector", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, ...args], env);
+  const proc = startTrueidle(
+    ["collector", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, ...args],
+    env,
+  );
   procs.push(proc);
   await proc.waitForOutput(/The collector is listening for agents/);
   return { proc, grpcPort, httpPort };
 }
 
-function startAgent(grpcPort: number, hostname: string, args: string[], env: NodeJS.ProcessEnv = {}, collectorHost = "127.0.0.1"): TrueidleProcess {
-  const proc = startTrueidle(["agent", "--source", "sim", "--scenario", SCENARIO, "--collector", `${collectorHost}:${grpcPort}`,
-    "--hostname", hostname, "--interval", "100ms", "--window", "1s", ...args], { TRUEIDLE_TOKEN: "", ...env });
+function startAgent(
+  grpcPort: number,
+  hostname: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  collectorHost = "127.0.0.1",
+): TrueidleProcess {
+  const proc = startTrueidle(
+    [
+      "agent",
+      "--source",
+      "sim",
+      "--scenario",
+      SCENARIO,
+      "--collector",
+      `${collectorHost}:${grpcPort}`,
+      "--hostname",
+      hostname,
+      "--interval",
+      "100ms",
+      "--window",
+      "1s",
+      ...args,
+    ],
+    { TRUEIDLE_TOKEN: "", ...env },
+  );
   procs.push(proc);
   return proc;
 }
@@ -111,25 +146,66 @@ describe("the explicit transport choice", () => {
   it("refuses to start a collector or an agent without --plaintext or TLS, naming both fixes", async () => {
     const c = await runTrueidle(["collector", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
     expect(c.code).toBe(2);
-    expect(c.output).toContain("give --tls-cert and --tls-key (see README 'Security'), or --plaintext to run unencrypted on a trusted network");
+    expect(c.output).toContain(
+      "give --tls-cert and --tls-key (see README 'Security'), or --plaintext to run unencrypted on a trusted network",
+    );
     const a = await runTrueidle(["agent", "--source", "sim", "--scenario", SCENARIO]);
     expect(a.code).toBe(2);
-    expect(a.output).toContain("give --tls (the system's CAs) or --tls-ca FILE (see README 'Security'), or --plaintext");
+    expect(a.output).toContain(
+      "give --tls (the system's CAs) or --tls-ca FILE (see README 'Security'), or --plaintext",
+    );
   });
 
   it("refuses --plaintext with TLS flags, half a key pair, and bad files by flag and name", async () => {
-    const c = await runTrueidle(["collector", "--plaintext", "--tls-cert", certs.serverCert, "--tls-key", certs.serverKey]);
+    const c = await runTrueidle([
+      "collector",
+      "--plaintext",
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.serverKey,
+    ]);
     expect(c.code).toBe(2);
     expect(c.output).toContain("--plaintext cannot be combined with --tls-cert, --tls-key");
-    const a = await runTrueidle(["agent", "--plaintext", "--tls-ca", certs.caCert, "--source", "sim", "--scenario", SCENARIO]);
+    const a = await runTrueidle([
+      "agent",
+      "--plaintext",
+      "--tls-ca",
+      certs.caCert,
+      "--source",
+      "sim",
+      "--scenario",
+      SCENARIO,
+    ]);
     expect(a.code).toBe(2);
     expect(a.output).toContain("--plaintext cannot be combined with --tls-ca");
-    const half = await runTrueidle(["agent", "--tls-cert", certs.clientCert, "--source", "sim", "--scenario", SCENARIO]);
+    const half = await runTrueidle([
+      "agent",
+      "--tls-cert",
+      certs.clientCert,
+      "--source",
+      "sim",
+      "--scenario",
+      SCENARIO,
+    ]);
     expect(half.output).toContain("--tls-cert and --tls-key go together");
-    const wrongKey = await runTrueidle(["collector", "--tls-cert", certs.serverCert, "--tls-key", certs.clientKey,
-      "--http-basic-auth-file", path.join(certs.dir, "missing"), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    const wrongKey = await runTrueidle([
+      "collector",
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.clientKey,
+      "--http-basic-auth-file",
+      path.join(certs.dir, "missing"),
+      "--grpc-listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+    ]);
     expect(wrongKey.code).toBe(2);
-    expect(wrongKey.output).toContain(`the private key in --tls-key ${certs.clientKey} does not belong to the certificate in --tls-cert ${certs.serverCert}`);
+    expect(wrongKey.output).toContain(
+      `the private key in --tls-key ${certs.clientKey} does not belong to the certificate in --tls-cert ${certs.serverCert}`,
+    );
     expect(wrongKey.output).toContain(`--http-basic-auth-file ${path.join(certs.dir, "missing")} cannot be read`);
   });
 
@@ -145,15 +221,28 @@ describe("the explicit transport choice", () => {
 
 describe("gRPC over TLS", () => {
   it("carries windows end to end, serves HTTPS with basic auth, and leaves /healthz open", async () => {
-    const { proc: collector, grpcPort, httpPort } = await startCollector([
-      "--tls-cert", certs.serverCert, "--tls-key", certs.serverKey,
-      "--http-tls-cert", certs.serverCert, "--http-tls-key", certs.serverKey, "--http-basic-auth-file", basicAuthFile,
+    const {
+      proc: collector,
+      grpcPort,
+      httpPort,
+    } = await startCollector([
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.serverKey,
+      "--http-tls-cert",
+      certs.serverCert,
+      "--http-tls-key",
+      certs.serverKey,
+      "--http-basic-auth-file",
+      basicAuthFile,
     ]);
     const agent = startAgent(grpcPort, "tls-host", ["--tls-ca", certs.caCert]);
     const base = `https://127.0.0.1:${httpPort}`;
     const auth = `prometheus:${PASSWORD}`;
     await until("the agent's GPUs in /metrics over HTTPS", async () =>
-      (await get(`${base}/metrics`, { ca: certs.caCert, auth })).body.includes('trueidle_gpu_up{host="tls-host"'));
+      (await get(`${base}/metrics`, { ca: certs.caCert, auth })).body.includes('trueidle_gpu_up{host="tls-host"'),
+    );
     expect(agent.output()).toMatch(/The agent connects with TLS/);
     // Connecting by IP: Node's warning about an IP as TLS server name stays out of the log.
     expect(agent.output()).not.toContain("DEP0123");
@@ -177,22 +266,48 @@ describe("gRPC over TLS", () => {
   it("an agent that does not trust the collector's CA cannot connect, and says why", async () => {
     const { grpcPort } = await startCollector(["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey]);
     const agent = startAgent(grpcPort, "untrusting", ["--tls"]);
-    await agent.waitForOutput(/Could not open a stream to the collector[^\n]*(self[- ]signed|unable to verify|local issuer|certificate)/);
+    await agent.waitForOutput(
+      /Could not open a stream to the collector[^\n]*(self[- ]signed|unable to verify|local issuer|certificate)/,
+    );
   });
 });
 
 describe("mutual TLS", () => {
   it("admits only agents with a client certificate signed by --tls-client-ca", async () => {
-    const { proc: collector, grpcPort, httpPort } = await startCollector([
-      "--tls-cert", certs.serverCert, "--tls-key", certs.serverKey, "--tls-client-ca", certs.caCert,
+    const {
+      proc: collector,
+      grpcPort,
+      httpPort,
+    } = await startCollector([
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.serverKey,
+      "--tls-client-ca",
+      certs.caCert,
     ]);
     const tls = ["--tls-ca", certs.caCert, "--tls-server-name", "localhost"];
     const noCert = startAgent(grpcPort, "no-cert", tls);
-    const wrongCa = startAgent(grpcPort, "wrong-ca", [...tls, "--tls-cert", certs.otherClientCert, "--tls-key", certs.otherClientKey]);
-    const good = startAgent(grpcPort, "good-cert", [...tls, "--tls-cert", certs.clientCert, "--tls-key", certs.clientKey]);
+    const wrongCa = startAgent(grpcPort, "wrong-ca", [
+      ...tls,
+      "--tls-cert",
+      certs.otherClientCert,
+      "--tls-key",
+      certs.otherClientKey,
+    ]);
+    const good = startAgent(grpcPort, "good-cert", [
+      ...tls,
+      "--tls-cert",
+      certs.clientCert,
+      "--tls-key",
+      certs.clientKey,
+    ]);
     await until("the agent with the right certificate in /metrics", async () =>
-      (await get(`http://127.0.0.1:${httpPort}/metrics`)).body.includes('trueidle_gpu_up{host="good-cert"'));
-    expect(good.output()).toMatch(/The agent connects with mutual TLS, presenting the client certificate CN=gpu-node-1/);
+      (await get(`http://127.0.0.1:${httpPort}/metrics`)).body.includes('trueidle_gpu_up{host="good-cert"'),
+    );
+    expect(good.output()).toMatch(
+      /The agent connects with mutual TLS, presenting the client certificate CN=gpu-node-1/,
+    );
     await noCert.waitForOutput(/Could not open a stream to the collector/);
     await wrongCa.waitForOutput(/Could not open a stream to the collector/);
     const metrics = (await get(`http://127.0.0.1:${httpPort}/metrics`)).body;
@@ -205,24 +320,48 @@ describe("mutual TLS", () => {
 
 describe("agent tokens", () => {
   it("accepts the right token, ends the rest with UNAUTHENTICATED, counts them, and never prints a token", async () => {
-    const { proc: collector, grpcPort, httpPort } = await startCollector(["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey, "--agent-tokens-file", tokensFile]);
+    const {
+      proc: collector,
+      grpcPort,
+      httpPort,
+    } = await startCollector([
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.serverKey,
+      "--agent-tokens-file",
+      tokensFile,
+    ]);
     const tls = ["--tls-ca", certs.caCert];
     const good = startAgent(grpcPort, "good-token", [...tls, "--token-file", agentTokenFile]);
     const wrong = startAgent(grpcPort, "wrong-token", tls, { TRUEIDLE_TOKEN: WRONG_TOKEN });
     const missing = startAgent(grpcPort, "no-token", tls);
     const metricsUrl = `http://127.0.0.1:${httpPort}/metrics`;
-    await until("the agent with the right token in /metrics", async () => (await get(metricsUrl)).body.includes('trueidle_gpu_up{host="good-token"'));
+    await until("the agent with the right token in /metrics", async () =>
+      (await get(metricsUrl)).body.includes('trueidle_gpu_up{host="good-token"'),
+    );
     for (const a of [wrong, missing]) {
-      await a.waitForOutput(/"level":"error","msg":"The collector refused this agent's stream; fix the agent's configuration\."[^\n]*"code":16[^\n]*--token-file/);
+      await a.waitForOutput(
+        /"level":"error","msg":"The collector refused this agent's stream; fix the agent's configuration\."[^\n]*"code":16[^\n]*--token-file/,
+      );
     }
-    await until("two refusals counted", async () =>
-      (metricValue((await get(metricsUrl)).body, 'trueidle_streams_refused_total{reason="unauthenticated"}') ?? 0) >= 2);
-    await collector.waitForOutput(/Refused an agent stream from 127\.0\.0\.1 with UNAUTHENTICATED: (it sent no token|its token is not one this collector accepts)/);
+    await until(
+      "two refusals counted",
+      async () =>
+        (metricValue((await get(metricsUrl)).body, 'trueidle_streams_refused_total{reason="unauthenticated"}') ?? 0) >=
+        2,
+    );
+    await collector.waitForOutput(
+      /Refused an agent stream from 127\.0\.0\.1 with UNAUTHENTICATED: (it sent no token|its token is not one this collector accepts)/,
+    );
     const metrics = (await get(metricsUrl)).body;
     expect(metrics).not.toContain('host="wrong-token"');
     expect(metrics).not.toContain('host="no-token"');
     expect(collector.child.exitCode).toBeNull();
-    expect(JSON.parse((await get(`http://127.0.0.1:${httpPort}/healthz`)).body)).toMatchObject({ status: "ok", agents: 1 });
+    expect(JSON.parse((await get(`http://127.0.0.1:${httpPort}/healthz`)).body)).toMatchObject({
+      status: "ok",
+      agents: 1,
+    });
     for (const p of [collector, good, wrong, missing]) {
       expect(p.output()).not.toContain(GOOD_TOKEN);
       expect(p.output()).not.toContain(WRONG_TOKEN);
@@ -230,7 +369,9 @@ describe("agent tokens", () => {
   });
 
   it("warns that a token over plaintext travels in clear", async () => {
-    const { proc: collector, grpcPort } = await startCollector(["--plaintext"], { TRUEIDLE_AGENT_TOKENS: `ci:${GOOD_TOKEN}` });
+    const { proc: collector, grpcPort } = await startCollector(["--plaintext"], {
+      TRUEIDLE_AGENT_TOKENS: `ci:${GOOD_TOKEN}`,
+    });
     await collector.waitForOutput(/Agent tokens travel in clear over plaintext gRPC/);
     const agent = startAgent(grpcPort, "plain-token", ["--plaintext"], { TRUEIDLE_TOKEN: GOOD_TOKEN });
     await agent.waitForOutput(/The agent token travels in clear over plaintext gRPC/);
@@ -242,13 +383,33 @@ describe("agent tokens", () => {
     const { proc: byFlag, grpcPort } = await startCollector(["--plaintext", "--tokens-file", tokensFile]);
     const agent = startAgent(grpcPort, "old-flag", ["--plaintext", "--token-file", agentTokenFile]);
     await agent.waitForOutput(/Connected to the collector/);
-    expect(byFlag.output().match(/"level":"warn","msg":"--tokens-file is deprecated and will be removed; use --agent-tokens-file instead\."/g)).toHaveLength(1);
-    expect(byFlag.output()).toContain(`Agents must present one of 1 accepted token(s) from --agent-tokens-file ${tokensFile}.`);
+    expect(
+      byFlag
+        .output()
+        .match(
+          /"level":"warn","msg":"--tokens-file is deprecated and will be removed; use --agent-tokens-file instead\."/g,
+        ),
+    ).toHaveLength(1);
+    expect(byFlag.output()).toContain(
+      `Agents must present one of 1 accepted token(s) from --agent-tokens-file ${tokensFile}.`,
+    );
 
     const { proc: byEnv } = await startCollector(["--plaintext"], { TRUEIDLE_TOKENS_FILE: tokensFile });
-    expect(byEnv.output().match(/"level":"warn","msg":"TRUEIDLE_TOKENS_FILE is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS_FILE instead\."/g)).toHaveLength(1);
+    expect(
+      byEnv
+        .output()
+        .match(
+          /"level":"warn","msg":"TRUEIDLE_TOKENS_FILE is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS_FILE instead\."/g,
+        ),
+    ).toHaveLength(1);
     const { proc: tokensEnv } = await startCollector(["--plaintext"], { TRUEIDLE_TOKENS: `ci:${GOOD_TOKEN}` });
-    expect(tokensEnv.output().match(/"level":"warn","msg":"TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead\."/g)).toHaveLength(1);
+    expect(
+      tokensEnv
+        .output()
+        .match(
+          /"level":"warn","msg":"TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead\."/g,
+        ),
+    ).toHaveLength(1);
     for (const p of [byFlag, byEnv, tokensEnv, agent]) expect(p.output()).not.toContain(GOOD_TOKEN);
   });
 });

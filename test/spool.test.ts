@@ -29,7 +29,6 @@ import { freePort } from "./helpers/ports.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 import { startTrueidle } from "./helpers/trueidle-process.js";
 
-
 let influx: PrivateInfluxd;
 /** InfluxDB as the collector sees it: `down()` is InfluxDB stopped, `up()` started again. */
 let proxy: TcpProxy;
@@ -82,7 +81,8 @@ async function metric(httpPort: number, name: string): Promise<number> {
   return Number(m[1]);
 }
 
-const logged = (logs: string[], re: RegExp): boolean => logs.some((l) => re.test(String((JSON.parse(l) as { msg: unknown }).msg)));
+const logged = (logs: string[], re: RegExp): boolean =>
+  logs.some((l) => re.test(String((JSON.parse(l) as { msg: unknown }).msg)));
 
 /** One agent stream: replies in order and the final status (with its trailers). */
 class Stream extends Probe {
@@ -112,18 +112,34 @@ const BASE = Math.floor(Date.now() / 10_000) * 10_000 - 2 * 3_600_000;
 function windows(from: number, n: number): GpuWindow[] {
   const out: GpuWindow[] = [];
   for (let k = from; k < from + n; k++) {
-    for (let g = 0; g < GPUS; g++) out.push(makeWindow({ uuid: uuidOf(g), index: g, startMs: BigInt(BASE + k * 10_000), activeS: k % 7, freeIdleS: 10 - (k % 7) }));
+    for (let g = 0; g < GPUS; g++)
+      out.push(
+        makeWindow({
+          uuid: uuidOf(g),
+          index: g,
+          startMs: BigInt(BASE + k * 10_000),
+          activeS: k % 7,
+          freeIdleS: 10 - (k % 7),
+        }),
+      );
   }
   return out;
 }
 
 /** Points per GPU in the database's gpu_window. */
 async function pointsPerGpu(db: string): Promise<Record<string, number>> {
-  const r = rows(await influxQuery(influx.url, `SELECT COUNT("observed_s") FROM "${db}"."${RP_WINDOW}"."gpu_window" GROUP BY "uuid"`, db));
+  const r = rows(
+    await influxQuery(
+      influx.url,
+      `SELECT COUNT("observed_s") FROM "${db}"."${RP_WINDOW}"."gpu_window" GROUP BY "uuid"`,
+      db,
+    ),
+  );
   return Object.fromEntries(r.map((x) => [String(x["uuid"]), Number(x["count"])]));
 }
 
-const expectAll = (starts: number): Record<string, number> => Object.fromEntries(Array.from({ length: GPUS }, (_, g) => [uuidOf(g), starts]));
+const expectAll = (starts: number): Record<string, number> =>
+  Object.fromEntries(Array.from({ length: GPUS }, (_, g) => [uuidOf(g), starts]));
 
 describe("the collector's disk spool", () => {
   it("acknowledges from the spool while InfluxDB is down, then drains it in order: every window in InfluxDB exactly once", async () => {
@@ -150,7 +166,12 @@ describe("the collector's disk spool", () => {
     expect(await pointsPerGpu(db)).toEqual(expectAll(5));
 
     await proxy.up();
-    await eventually("the spool drained", async () => ((await metric(collector.httpPort, "trueidle_spool_bytes")) === 0 && logged(logs, /The spool is drained: 180 windows/) ? true : undefined));
+    await eventually("the spool drained", async () =>
+      (await metric(collector.httpPort, "trueidle_spool_bytes")) === 0 &&
+      logged(logs, /The spool is drained: 180 windows/)
+        ? true
+        : undefined,
+    );
     expect(await pointsPerGpu(db)).toEqual(expectAll(65));
 
     // Direct again: acked once written, nothing more spooled.
@@ -182,15 +203,23 @@ describe("the collector's disk spool", () => {
 
     // An agent with more windows than the spool holds: pushed back, it keeps them and comes back.
     const shipper = new Shipper({
-      targets: [`127.0.0.1:${collector.grpcPort}`], host: { hostname: "node-agent", machineId: "m-agent", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger,
-      maxWindowsPerBatch: 12, backoffInitialMs: 200, backoffMaxMs: 1_000,
+      targets: [`127.0.0.1:${collector.grpcPort}`],
+      host: { hostname: "node-agent", machineId: "m-agent", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      maxWindowsPerBatch: 12,
+      backoffInitialMs: 200,
+      backoffMaxMs: 1_000,
     });
     cleanup.push(() => shipper.stop());
     shipper.start();
     const records = agentWindows(20);
     shipper.enqueue(records);
-    await eventually("the agent pushed back", async () => ((await metric(collector.httpPort, 'trueidle_streams_refused_total{reason="spool_full"}')) >= 2 ? true : undefined));
+    await eventually("the agent pushed back", async () =>
+      (await metric(collector.httpPort, 'trueidle_streams_refused_total{reason="spool_full"}')) >= 2 ? true : undefined,
+    );
     expect(shipper.stats().buffered + shipper.stats().inFlight).toBeGreaterThan(0);
     expect(shipper.stats().dropped).toBe(0);
 
@@ -212,13 +241,20 @@ describe("the collector's disk spool", () => {
     const logs: string[] = [];
     const first = await startSpooling(db, { dir }, logs);
     // Two collectors on one spool directory: the second is refused, naming the fix.
-    await expect(startSpooling(db, { dir }, [])).rejects.toThrow(/is in use by another collector .*give each collector its own --spool-dir/);
+    await expect(startSpooling(db, { dir }, [])).rejects.toThrow(
+      /is in use by another collector .*give each collector its own --spool-dir/,
+    );
     const s = new Stream(first.grpcPort);
     await s.hello("node-r");
     for (let b = 0; b < 4; b++) await s.batch(1 + b, windows(b * 8, 8));
     await first.stop();
     expect((await s.status).code).toBe(status.UNAVAILABLE);
-    expect(logged(logs, /The collector stopped: 0 windows were acknowledged as written to InfluxDB and 96 from the spool; 0 were written from the spool, and \d+ bytes stay in it for the next start/)).toBe(true);
+    expect(
+      logged(
+        logs,
+        /The collector stopped: 0 windows were acknowledged as written to InfluxDB and 96 from the spool; 0 were written from the spool, and \d+ bytes stay in it for the next start/,
+      ),
+    ).toBe(true);
     expect(fs.existsSync(path.join(dir, "lock"))).toBe(false);
     expect(await pointsPerGpu(db)).toEqual({});
 
@@ -226,7 +262,11 @@ describe("the collector's disk spool", () => {
     const logs2: string[] = [];
     const second = await startSpooling(db, { dir }, logs2);
     expect(logged(logs2, /The spool at .* holds \d+ bytes of windows from an earlier run/)).toBe(true);
-    await eventually("the spool drained", async () => ((await metric(second.httpPort, "trueidle_spool_bytes")) === 0 && logged(logs2, /The spool is drained: 96 windows/) ? true : undefined));
+    await eventually("the spool drained", async () =>
+      (await metric(second.httpPort, "trueidle_spool_bytes")) === 0 && logged(logs2, /The spool is drained: 96 windows/)
+        ? true
+        : undefined,
+    );
     expect(await pointsPerGpu(db)).toEqual(expectAll(32));
   });
 
@@ -243,7 +283,9 @@ describe("the collector's disk spool", () => {
     await s.batch(1, windows(0, 1));
     await proxy.down();
     for (let b = 0; b < 3; b++) s.call.write(batchRequest(2 + b, windows(1 + b * 5, 5)));
-    await eventually("a failed write attempt", async () => ((await metric(collector.httpPort, "trueidle_influx_write_errors_total")) >= 1 ? true : undefined));
+    await eventually("a failed write attempt", async () =>
+      (await metric(collector.httpPort, "trueidle_influx_write_errors_total")) >= 1 ? true : undefined,
+    );
     expect(s.taken()).toEqual([]);
 
     await collector.stop();
@@ -251,8 +293,12 @@ describe("the collector's disk spool", () => {
     expect(st.code).toBe(status.UNAVAILABLE);
     const acks = s.taken().map((r) => (r.msg.case === "ack" ? Number(r.msg.value.seq) : r.msg.case));
     expect(acks).toEqual([2, 3, 4]);
-    expect(logged(logs, /Moved 3 batches \(45 windows\) still waiting for InfluxDB to the spool at shutdown/)).toBe(true);
-    expect(logged(logs, /The collector stopped: 3 windows were acknowledged as written to InfluxDB and 45 from the spool/)).toBe(true);
+    expect(logged(logs, /Moved 3 batches \(45 windows\) still waiting for InfluxDB to the spool at shutdown/)).toBe(
+      true,
+    );
+    expect(
+      logged(logs, /The collector stopped: 3 windows were acknowledged as written to InfluxDB and 45 from the spool/),
+    ).toBe(true);
 
     await proxy.up();
     const logs2: string[] = [];
@@ -269,27 +315,58 @@ describe("the collector's disk spool", () => {
     await ensureSchema({ baseUrl: influx.url, database: db });
     const dir = spoolDir();
     const grpcPort = await freePort();
-    const collector = startTrueidle(["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", "127.0.0.1:0",
-      "--influx-url", `http://127.0.0.1:${proxy.port}/${db}`, "--influx-flush-interval", "20ms",
-      "--spool-dir", dir, "--spool-max-size", "64MiB", "--spool-after", "300ms", "--log-level", "info"]);
+    const collector = startTrueidle([
+      "collector",
+      "--plaintext",
+      "--grpc-listen",
+      `127.0.0.1:${grpcPort}`,
+      "--http-listen",
+      "127.0.0.1:0",
+      "--influx-url",
+      `http://127.0.0.1:${proxy.port}/${db}`,
+      "--influx-flush-interval",
+      "20ms",
+      "--spool-dir",
+      dir,
+      "--spool-max-size",
+      "64MiB",
+      "--spool-after",
+      "300ms",
+      "--log-level",
+      "info",
+    ]);
     cleanup.push(async () => void (await collector.stop("SIGKILL")));
-    await collector.waitForOutput(/agents are acknowledged once their windows are written, or in the spool at .* \(at most 64MiB\)/);
+    await collector.waitForOutput(
+      /agents are acknowledged once their windows are written, or in the spool at .* \(at most 64MiB\)/,
+    );
     await proxy.down();
     const s = new Stream(grpcPort);
     await s.hello("node-t");
     await s.batch(1, windows(0, 4));
     await collector.waitForOutput(/InfluxDB is slow or away/);
     expect(await collector.stop("SIGTERM")).toBe(0);
-    expect(collector.output()).toMatch(/The collector stopped: 0 windows were acknowledged as written to InfluxDB and 12 from the spool; 0 were written from the spool, and \d+ bytes stay in it for the next start/);
+    expect(collector.output()).toMatch(
+      /The collector stopped: 0 windows were acknowledged as written to InfluxDB and 12 from the spool; 0 were written from the spool, and \d+ bytes stay in it for the next start/,
+    );
     expect((await s.status).code).toBe(status.UNAVAILABLE);
   });
 
   it("--spool-dir needs --influx-url; --spool-max-size takes a size", () => {
-    const v = parseFlags(collectorSpec, ["--spool-dir", "/var/lib/trueidle/spool", "--spool-max-size", "256MiB", "--spool-after", "2s"], {});
+    const v = parseFlags(
+      collectorSpec,
+      ["--spool-dir", "/var/lib/trueidle/spool", "--spool-max-size", "256MiB", "--spool-after", "2s"],
+      {},
+    );
     expect(() => spoolOptionsFrom(v, false)).toThrow(/--spool-dir needs --influx-url/);
-    expect(spoolOptionsFrom(v, true)).toEqual({ dir: "/var/lib/trueidle/spool", maxBytes: 256 * 1024 * 1024, spoolAfterMs: 2_000 });
+    expect(spoolOptionsFrom(v, true)).toEqual({
+      dir: "/var/lib/trueidle/spool",
+      maxBytes: 256 * 1024 * 1024,
+      spoolAfterMs: 2_000,
+    });
     expect(spoolOptionsFrom(parseFlags(collectorSpec, [], {}), true)).toBeUndefined();
-    expect(() => parseFlags(collectorSpec, ["--spool-max-size", "1k"], {})).toThrow(/--spool-max-size: must be at least 1048576 bytes/);
+    expect(() => parseFlags(collectorSpec, ["--spool-max-size", "1k"], {})).toThrow(
+      /--spool-max-size: must be at least 1048576 bytes/,
+    );
   });
 });
 
@@ -299,10 +376,27 @@ function agentWindows(n: number): GpuWindowRecord[] {
   for (let k = 0; k < n; k++) {
     for (let g = 0; g < 2; g++) {
       out.push({
-        uuid: `GPU-agent-${g}`, index: g, model: "NVIDIA H100 80GB HBM3", driverVersion: "550.90.07",
-        startMs: BASE + k * 10_000, durationMs: 10_000, observedS: 10, stateS: { ...emptyStateSeconds(), free_idle: 10 },
-        reportedIdleS: 10, reportedBusyS: 0, realBusyS: 0, processesMax: 0, topHolders: [],
-        last: { timeMs: BASE + k * 10_000 + 9_000, state: "free_idle", real: 0, realSource: "none", processes: 0, idleStreakS: 1 },
+        uuid: `GPU-agent-${g}`,
+        index: g,
+        model: "NVIDIA H100 80GB HBM3",
+        driverVersion: "550.90.07",
+        startMs: BASE + k * 10_000,
+        durationMs: 10_000,
+        observedS: 10,
+        stateS: { ...emptyStateSeconds(), free_idle: 10 },
+        reportedIdleS: 10,
+        reportedBusyS: 0,
+        realBusyS: 0,
+        processesMax: 0,
+        topHolders: [],
+        last: {
+          timeMs: BASE + k * 10_000 + 9_000,
+          state: "free_idle",
+          real: 0,
+          realSource: "none",
+          processes: 0,
+          idleStreakS: 1,
+        },
       });
     }
   }

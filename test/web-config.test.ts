@@ -13,7 +13,12 @@ import * as path from "node:path";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import * as tls from "node:tls";
-import { clientCertificateProblem, httpsServerOptions, loadWebConfig, type HttpTlsSettings } from "../common/http-security.js";
+import {
+  clientCertificateProblem,
+  httpsServerOptions,
+  loadWebConfig,
+  type HttpTlsSettings,
+} from "../common/http-security.js";
 import type { ClientAuthType } from "../common/web-config.js";
 import { makeTestCerts, type TestCerts } from "./helpers/certs.js";
 import { freePort } from "./helpers/ports.js";
@@ -76,19 +81,23 @@ interface GetOptions {
 /** GET over HTTPS trusting the test CA, with optional basic auth and client certificate. */
 function get(url: string, opts: GetOptions = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = https.get(url, {
-      ca: readFileSync(certs.caCert),
-      ...(opts.cert ? { cert: readFileSync(opts.cert), key: readFileSync(opts.key!) } : {}),
-      ...(opts.from ? { localAddress: opts.from } : {}),
-      headers: opts.auth ? { authorization: `Basic ${Buffer.from(opts.auth).toString("base64")}` } : {},
-      agent: false,
-    }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (d: string) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-      res.on("error", reject);
-    });
+    const req = https.get(
+      url,
+      {
+        ca: readFileSync(certs.caCert),
+        ...(opts.cert ? { cert: readFileSync(opts.cert), key: readFileSync(opts.key!) } : {}),
+        ...(opts.from ? { localAddress: opts.from } : {}),
+        headers: opts.auth ? { authorization: `Basic ${Buffer.from(opts.auth).toString("base64")}` } : {},
+        agent: false,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+        res.on("error", reject);
+      },
+    );
     req.on("error", reject);
   });
 }
@@ -96,7 +105,15 @@ function get(url: string, opts: GetOptions = {}): Promise<Answer> {
 async function startCollector(args: string[]): Promise<{ proc: TrueidleProcess; grpcPort: number; httpPort: number }> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const proc = startTrueidle(["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, ...args]);
+  const proc = startTrueidle([
+    "collector",
+    "--plaintext",
+    "--grpc-listen",
+    `127.0.0.1:${grpcPort}`,
+    "--http-listen",
+    `127.0.0.1:${httpPort}`,
+    ...args,
+  ]);
   procs.push(proc);
   await proc.waitForOutput(/The collector is listening for agents/);
   return { proc, grpcPort, httpPort };
@@ -109,11 +126,16 @@ function metricValue(text: string, series: string): number | undefined {
 
 describe("the collector with --web.config.file", () => {
   it("serves HTTPS with bcrypt users: the right password 200, a wrong one 401, many wrong ones 429; /healthz open", async () => {
-    const file = webConfig("web-users.yml", "  cert_file: server.crt\n  key_file: server.key\n",
-      `http_server_config:\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n${USERS}`);
+    const file = webConfig(
+      "web-users.yml",
+      "  cert_file: server.crt\n  key_file: server.key\n",
+      `http_server_config:\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n${USERS}`,
+    );
     const { proc, httpPort } = await startCollector(["--web.config.file", file]);
     const base = `https://127.0.0.1:${httpPort}`;
-    expect(proc.output()).toContain(`The collector's HTTP side uses --web.config.file ${file}: HTTPS with the certificate CN=localhost`);
+    expect(proc.output()).toContain(
+      `The collector's HTTP side uses --web.config.file ${file}: HTTPS with the certificate CN=localhost`,
+    );
     expect(proc.output()).toContain("basic auth for 2 user(s) (bcrypt)");
 
     const ok = await get(`${base}/metrics`, { auth: `prometheus:${PASSWORD}` });
@@ -134,7 +156,8 @@ describe("the collector with --web.config.file", () => {
 
     // Another client guesses: ten distinct wrong passwords, then it is throttled, even with the right one.
     const guesser = { from: "127.0.0.2" };
-    for (let i = 0; i < 10; i++) expect((await get(`${base}/metrics`, { ...guesser, auth: `prometheus:guess-${i}` })).status).toBe(401);
+    for (let i = 0; i < 10; i++)
+      expect((await get(`${base}/metrics`, { ...guesser, auth: `prometheus:guess-${i}` })).status).toBe(401);
     const throttled = await get(`${base}/metrics`, { ...guesser, auth: `prometheus:${PASSWORD}` });
     expect(throttled.status).toBe(429);
     expect(Number(throttled.headers["retry-after"])).toBeGreaterThan(0);
@@ -147,38 +170,74 @@ describe("the collector with --web.config.file", () => {
   });
 
   it("requires and verifies client certificates with RequireAndVerifyClientCert", async () => {
-    const file = webConfig("web-mtls.yml",
-      "  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n");
+    const file = webConfig(
+      "web-mtls.yml",
+      "  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n",
+    );
     const { proc, httpPort } = await startCollector(["--web.config.file", file]);
     const url = `https://127.0.0.1:${httpPort}/metrics`;
     expect(proc.output()).toContain("TLSv1.3 or later, client certificates: RequireAndVerifyClientCert");
     const good = await get(url, { cert: certs.clientCert, key: certs.clientKey });
     expect(good.status).toBe(200);
     await expect(get(url)).rejects.toThrow(/certificate required|alert|socket hang up|ECONNRESET/i);
-    await expect(get(url, { cert: certs.otherClientCert, key: certs.otherClientKey })).rejects.toThrow(/unknown ca|alert|socket hang up|ECONNRESET/i);
+    await expect(get(url, { cert: certs.otherClientCert, key: certs.otherClientKey })).rejects.toThrow(
+      /unknown ca|alert|socket hang up|ECONNRESET/i,
+    );
     // Probes need a certificate too: the policy is the listener's, before any path is read.
     await expect(get(`https://127.0.0.1:${httpPort}/healthz`)).rejects.toThrow();
     expect((await get(url, { cert: certs.clientCert, key: certs.clientKey })).status).toBe(200);
   });
 
   it("refuses to start on an unknown key, naming it and the file, and on a flag the file replaces", async () => {
-    const typo = webConfig("web-typo.yml", "  cert_file: server.crt\n  key_file: server.key\n", "basic_auth_user:\n  prometheus: x\n");
-    const a = await runTrueidle(["collector", "--plaintext", "--web.config.file", typo, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    const typo = webConfig(
+      "web-typo.yml",
+      "  cert_file: server.crt\n  key_file: server.key\n",
+      "basic_auth_user:\n  prometheus: x\n",
+    );
+    const a = await runTrueidle([
+      "collector",
+      "--plaintext",
+      "--web.config.file",
+      typo,
+      "--grpc-listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+    ]);
     expect(a.code).toBe(2);
-    expect(a.output).toContain(`trueidle collector: --web.config.file ${typo}: basic_auth_user is not a key trueidle knows in the web configuration format (did you mean basic_auth_users?)`);
+    expect(a.output).toContain(
+      `trueidle collector: --web.config.file ${typo}: basic_auth_user is not a key trueidle knows in the web configuration format (did you mean basic_auth_users?)`,
+    );
 
     const good = webConfig("web-ok.yml", "  cert_file: server.crt\n  key_file: server.key\n", USERS);
-    const b = await runTrueidle(["collector", "--plaintext", "--web.config.file", good, "--http-tls-cert", certs.serverCert, "--http-tls-key", certs.serverKey]);
+    const b = await runTrueidle([
+      "collector",
+      "--plaintext",
+      "--web.config.file",
+      good,
+      "--http-tls-cert",
+      certs.serverCert,
+      "--http-tls-key",
+      certs.serverKey,
+    ]);
     expect(b.code).toBe(2);
-    expect(b.output).toContain("--http-tls-cert and --web.config.file both configure the HTTP side; set tls_server_config.cert_file in the web configuration file and drop --http-tls-cert");
-    const c = await runTrueidle(["collector", "--plaintext", "--http-basic-auth-file", path.join(certs.dir, "users")], { TRUEIDLE_WEB_CONFIG_FILE: good });
+    expect(b.output).toContain(
+      "--http-tls-cert and --web.config.file both configure the HTTP side; set tls_server_config.cert_file in the web configuration file and drop --http-tls-cert",
+    );
+    const c = await runTrueidle(["collector", "--plaintext", "--http-basic-auth-file", path.join(certs.dir, "users")], {
+      TRUEIDLE_WEB_CONFIG_FILE: good,
+    });
     expect(c.code).toBe(2);
-    expect(c.output).toContain("--http-basic-auth-file and --web.config.file both configure the HTTP side; set basic_auth_users (bcrypt hashes)");
+    expect(c.output).toContain(
+      "--http-basic-auth-file and --web.config.file both configure the HTTP side; set basic_auth_users (bcrypt hashes)",
+    );
 
     const missing = webConfig("web-missing.yml", "  cert_file: nope.crt\n  key_file: server.key\n");
     const d = await runTrueidle(["collector", "--plaintext", "--web.config.file", missing]);
     expect(d.code).toBe(2);
-    expect(d.output).toContain(`--web.config.file ${missing}: tls_server_config.cert_file ${path.join(certs.dir, "nope.crt")} cannot be read`);
+    expect(d.output).toContain(
+      `--web.config.file ${missing}: tls_server_config.cert_file ${path.join(certs.dir, "nope.crt")} cannot be read`,
+    );
     const e = await runTrueidle(["collector", "--plaintext", "--web.config.file", path.join(certs.dir, "absent.yml")]);
     expect(e.code).toBe(2);
     expect(e.output).toContain(`--web.config.file ${path.join(certs.dir, "absent.yml")} cannot be read: ENOENT`);
@@ -189,8 +248,27 @@ describe("the agent's --http-listen with --web.config.file", () => {
   it("serves its metrics over HTTPS with bcrypt users, /healthz open, and needs --http-listen", async () => {
     const file = webConfig("web-agent.yml", "  cert_file: server.crt\n  key_file: server.key\n", USERS);
     const port = await freePort();
-    const agent = startTrueidle(["agent", "--plaintext", "--source", "sim", "--scenario", SCENARIO, "--collector", `127.0.0.1:${await freePort()}`,
-      "--interval", "100ms", "--window", "1s", "--http-listen", `127.0.0.1:${port}`, "--web.config.file", file], { TRUEIDLE_TOKEN: "" });
+    const agent = startTrueidle(
+      [
+        "agent",
+        "--plaintext",
+        "--source",
+        "sim",
+        "--scenario",
+        SCENARIO,
+        "--collector",
+        `127.0.0.1:${await freePort()}`,
+        "--interval",
+        "100ms",
+        "--window",
+        "1s",
+        "--http-listen",
+        `127.0.0.1:${port}`,
+        "--web.config.file",
+        file,
+      ],
+      { TRUEIDLE_TOKEN: "" },
+    );
     procs.push(agent);
     await agent.waitForOutput(/Serving the agent's metrics over HTTPS/);
     expect(agent.output()).toContain(`The agent's HTTP side uses --web.config.file ${file}: HTTPS`);
@@ -203,7 +281,16 @@ describe("the agent's --http-listen with --web.config.file", () => {
     expect([200, 503]).toContain((await get(`${base}/healthz`)).status);
     expect(agent.output()).not.toContain(PASSWORD);
 
-    const alone = await runTrueidle(["agent", "--plaintext", "--source", "sim", "--scenario", SCENARIO, "--web.config.file", file]);
+    const alone = await runTrueidle([
+      "agent",
+      "--plaintext",
+      "--source",
+      "sim",
+      "--scenario",
+      SCENARIO,
+      "--web.config.file",
+      file,
+    ]);
     expect(alone.code).toBe(2);
     expect(alone.output).toContain("--web.config.file configures --http-listen; give --http-listen HOST:PORT too");
   });
@@ -240,8 +327,14 @@ describe("client_auth_type on a real HTTPS server", () => {
   it.each(cases)("%s admits what the toolkit's policy of that name admits", async (clientAuth, want) => {
     const s = await serve(clientAuth);
     try {
-      const admitted = async (opts: GetOptions): Promise<boolean> => get(s.url, opts).then((a) => a.status === 200, () => false);
-      expect({ none: await admitted(none), good: await admitted(good()), other: await admitted(other()) }).toEqual(want);
+      const admitted = async (opts: GetOptions): Promise<boolean> =>
+        get(s.url, opts).then(
+          (a) => a.status === 200,
+          () => false,
+        );
+      expect({ none: await admitted(none), good: await admitted(good()), other: await admitted(other()) }).toEqual(
+        want,
+      );
     } finally {
       await s.close();
     }
@@ -250,24 +343,33 @@ describe("client_auth_type on a real HTTPS server", () => {
 
 describe("TLS versions and cipher suites from the web configuration", () => {
   it("negotiates only the versions and TLS 1.2 suites the file allows", async () => {
-    const file = webConfig("web-ciphers.yml", "  cert_file: server.crt\n  key_file: server.key\n  max_version: TLS12\n" +
-      "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n  curve_preferences: [CurveP384, CurveP256]\n");
+    const file = webConfig(
+      "web-ciphers.yml",
+      "  cert_file: server.crt\n  key_file: server.key\n  max_version: TLS12\n" +
+        "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n  curve_preferences: [CurveP384, CurveP256]\n",
+    );
     const settings = loadWebConfig(file).security.tls!;
     const server = https.createServer(httpsServerOptions(settings), (_req, res) => res.end("ok"));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as AddressInfo).port;
     /** The protocol and cipher a client with `opts` gets, or the error it gets. */
-    const handshake = (opts: tls.ConnectionOptions): Promise<string> => new Promise((resolve) => {
-      const socket = tls.connect({ host: "127.0.0.1", port, ca: readFileSync(certs.caCert), servername: "localhost", ...opts }, () => {
-        resolve(`${socket.getProtocol()} ${socket.getCipher().name}`);
-        socket.end();
+    const handshake = (opts: tls.ConnectionOptions): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = tls.connect(
+          { host: "127.0.0.1", port, ca: readFileSync(certs.caCert), servername: "localhost", ...opts },
+          () => {
+            resolve(`${socket.getProtocol()} ${socket.getCipher().name}`);
+            socket.end();
+          },
+        );
+        socket.on("error", (err) => resolve(`refused: ${err.message}`));
       });
-      socket.on("error", (err) => resolve(`refused: ${err.message}`));
-    });
     try {
       expect(await handshake({})).toBe("TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384");
       expect(await handshake({ minVersion: "TLSv1.3" })).toMatch(/^refused: /);
-      expect(await handshake({ ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256", maxVersion: "TLSv1.2" })).toMatch(/^refused: .*handshake failure/);
+      expect(await handshake({ ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256", maxVersion: "TLSv1.2" })).toMatch(
+        /^refused: .*handshake failure/,
+      );
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
@@ -276,9 +378,11 @@ describe("TLS versions and cipher suites from the web configuration", () => {
 
 describe("Prometheus and the web configuration", () => {
   it("promtool accepts trueidle's web configuration, and Prometheus scrapes the collector over HTTPS with basic auth and a client certificate", async () => {
-    const file = webConfig("web-prometheus.yml",
+    const file = webConfig(
+      "web-prometheus.yml",
       "  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
-      `http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n${USERS}`);
+      `http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n${USERS}`,
+    );
     const check = await promtool(["check", "web-config", file]);
     expect(check.code, check.stdout + check.stderr).toBe(0);
 

@@ -3,7 +3,13 @@
  * the 64 MiB baseline cap, the power floor, and the state precedence.
  */
 import { describe, expect, it } from "vitest";
-import { DEFAULT_THRESHOLDS, type GpuReading, type GpuState, type RealSource, type Thresholds } from "../../common/types.js";
+import {
+  DEFAULT_THRESHOLDS,
+  type GpuReading,
+  type GpuState,
+  type RealSource,
+  type Thresholds,
+} from "../../common/types.js";
 import {
   classify,
   idleStreakSeconds,
@@ -148,7 +154,11 @@ describe("held", () => {
   it("is held, idle, when a scheduler allocated the GPU and nothing runs on it: never free_idle", () => {
     const pod = { via: "pod_resources" as const, namespace: "ml", pod: "trainer-0", container: "main" };
     const c = classify(freeH100({ allocations: [pod] }), {}, T);
-    expect({ state: c.state, held: c.held, heldBy: heldByNames(c.heldBy) }).toEqual({ state: "held_idle", held: true, heldBy: ["allocation"] });
+    expect({ state: c.state, held: c.held, heldBy: heldByNames(c.heldBy) }).toEqual({
+      state: "held_idle",
+      held: true,
+      heldBy: ["allocation"],
+    });
     // An empty allocation list (an integration that is on, the GPU given to nobody) holds nothing.
     expect(classify(freeH100({ allocations: [] }), {}, T).state).toBe("free_idle");
     // util reads 100 on the allocated, empty GPU: reported busy, not working.
@@ -157,7 +167,9 @@ describe("held", () => {
 
   it("says what held each sample: process, memory, allocation, any of them together", () => {
     const pod = { via: "pod_resources" as const, pod: "p" };
-    expect(classify(h100({ allocations: [pod] }), {}, T).heldBy).toBe(HELD_BY_PROCESS | HELD_BY_MEMORY | HELD_BY_ALLOCATION);
+    expect(classify(h100({ allocations: [pod] }), {}, T).heldBy).toBe(
+      HELD_BY_PROCESS | HELD_BY_MEMORY | HELD_BY_ALLOCATION,
+    );
     expect(classify(h100({ processes: [] }), {}, T).heldBy).toBe(HELD_BY_MEMORY);
     expect(classify(freeH100({ processes: [{ pid: 1, name: "x" }] }), {}, T).heldBy).toBe(HELD_BY_PROCESS);
     expect(heldByNames(HELD_BY_PROCESS | HELD_BY_ALLOCATION)).toEqual(["process", "allocation"]);
@@ -311,7 +323,11 @@ describe("precedence: unavailable > free_idle > active > busy_phantom > held_idl
     ["busy_phantom: util >= U, real < R", h100({ util: 100, powerW: powerAt(0.02) }), "busy_phantom"],
     ["held_idle: util < U, real < R", h100({ util: 2, powerW: powerAt(0.02) }), "held_idle"],
     ["held_idle: util missing, real < R", h100({ util: undefined, powerW: powerAt(0.02) }), "held_idle"],
-    ["held with unknown processes and memory", h100({ processes: undefined, memUsedBytes: undefined, util: 0 }), "held_idle"],
+    [
+      "held with unknown processes and memory",
+      h100({ processes: undefined, memUsedBytes: undefined, util: 0 }),
+      "held_idle",
+    ],
   ])("%s", (_name, reading, state) => {
     expect(classify(reading, {}, T).state).toBe(state);
   });
@@ -328,7 +344,9 @@ describe("precedence: unavailable > free_idle > active > busy_phantom > held_idl
 describe("nextBaseline", () => {
   it("learns the floor only while unheld, and keeps the lowest", () => {
     let b: GpuBaseline = {};
-    const step = (r: GpuReading, t: number): void => { b = nextBaseline(r, classify(r, b, T), b, t); };
+    const step = (r: GpuReading, t: number): void => {
+      b = nextBaseline(r, classify(r, b, T), b, t);
+    };
     step(freeH100({ powerW: 68 }), 1000);
     expect(b.learnedFloorW).toBe(68);
     step(freeH100({ powerW: 72 }), 2000);
@@ -352,7 +370,9 @@ describe("nextBaseline", () => {
 
   it("keeps the minimum memory seen, held or not", () => {
     let b: GpuBaseline = {};
-    const step = (r: GpuReading, t: number): void => { b = nextBaseline(r, classify(r, b, T), b, t); };
+    const step = (r: GpuReading, t: number): void => {
+      b = nextBaseline(r, classify(r, b, T), b, t);
+    };
     step(h100({ memUsedBytes: 40 * GB }), 0);
     expect(b.minMemUsedBytes).toBe(40 * GB);
     step(h100({ memUsedBytes: 30 * GB }), 1000);
@@ -365,7 +385,9 @@ describe("nextBaseline", () => {
 
   it("records the last active time and the first time seen", () => {
     let b: GpuBaseline = {};
-    const step = (r: GpuReading, t: number): void => { b = nextBaseline(r, classify(r, b, T), b, t); };
+    const step = (r: GpuReading, t: number): void => {
+      b = nextBaseline(r, classify(r, b, T), b, t);
+    };
     step(h100(), 1000);
     expect(b.firstSeenMs).toBe(1000);
     expect(b.lastActiveMs).toBeUndefined();

@@ -5,7 +5,14 @@
  * last time active). `classify` turns one reading plus the baseline into a state and a real
  * utilization; `nextBaseline` folds the reading into the baseline for the next sample.
  */
-import { HELD_BY, type GpuReading, type GpuState, type HeldBy, type RealSource, type Thresholds } from "../../common/types.js";
+import {
+  HELD_BY,
+  type GpuReading,
+  type GpuState,
+  type HeldBy,
+  type RealSource,
+  type Thresholds,
+} from "../../common/types.js";
 import { defaultPowerFloor } from "./power-floors.js";
 
 /** The idle memory baseline is never above this, so a GPU held since the agent started still counts as held. */
@@ -47,7 +54,11 @@ export function powerFloor(reading: GpuReading, baseline: GpuBaseline): number |
   return Math.min(learned, cap);
 }
 
-export function powerFraction(powerW: number | undefined, floorW: number | undefined, limitW: number | undefined): number | undefined {
+export function powerFraction(
+  powerW: number | undefined,
+  floorW: number | undefined,
+  limitW: number | undefined,
+): number | undefined {
   if (powerW === undefined || floorW === undefined || limitW === undefined) return undefined;
   const span = limitW - floorW;
   if (!(span > 0)) return undefined;
@@ -105,7 +116,16 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
 
   if (reading.error !== undefined || !hasSignal(reading)) {
     // No valid reading: nobody calls it idle, the usual tools included.
-    return { state: "unavailable", real: 0, source: "none", held: false, heldBy: 0, floorW, powerFrac, reportedIdle: false };
+    return {
+      state: "unavailable",
+      real: 0,
+      source: "none",
+      held: false,
+      heldBy: 0,
+      floorW,
+      powerFrac,
+      reportedIdle: false,
+    };
   }
   const heldBy = heldByMask(reading, baseline, thresholds);
   const held = heldBy !== 0 || unknownHeld(reading);
@@ -141,15 +161,26 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
 }
 
 /** Folds a classified reading into the GPU's baseline: a new object, or the same one when nothing changed. */
-export function nextBaseline(reading: GpuReading, c: Classification, baseline: GpuBaseline, timeMs: number): GpuBaseline {
+export function nextBaseline(
+  reading: GpuReading,
+  c: Classification,
+  baseline: GpuBaseline,
+  timeMs: number,
+): GpuBaseline {
   const firstSeen = baseline.firstSeenMs === undefined;
   const usable = c.state !== "unavailable";
   const mem = reading.memUsedBytes;
-  const lowerMem = usable && mem !== undefined && (baseline.minMemUsedBytes === undefined || mem < baseline.minMemUsedBytes);
+  const lowerMem =
+    usable && mem !== undefined && (baseline.minMemUsedBytes === undefined || mem < baseline.minMemUsedBytes);
   const power = reading.powerW;
   // The floor is learned while nothing runs on the GPU: an allocation alone draws idle power.
   const idlePower = !c.held || c.heldBy === HELD_BY_ALLOCATION;
-  const lowerFloor = usable && idlePower && power !== undefined && power > 0 && (baseline.learnedFloorW === undefined || power < baseline.learnedFloorW);
+  const lowerFloor =
+    usable &&
+    idlePower &&
+    power !== undefined &&
+    power > 0 &&
+    (baseline.learnedFloorW === undefined || power < baseline.learnedFloorW);
   const active = c.state === "active";
   if (!firstSeen && !lowerMem && !lowerFloor && !active) return baseline;
   return {
@@ -168,8 +199,12 @@ export function idleStreakSeconds(baseline: GpuBaseline, state: GpuState, timeMs
 }
 
 function hasSignal(r: GpuReading): boolean {
-  return r.util !== undefined || r.smActive !== undefined || r.media !== undefined ||
-    (r.powerW !== undefined && r.powerLimitW !== undefined);
+  return (
+    r.util !== undefined ||
+    r.smActive !== undefined ||
+    r.media !== undefined ||
+    (r.powerW !== undefined && r.powerLimitW !== undefined)
+  );
 }
 
 function clamp01(x: number): number {

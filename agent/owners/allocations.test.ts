@@ -22,14 +22,25 @@ class FixedSource implements AllocationSource {
   isReady = true;
   started = 0;
   stopped = 0;
-  constructor(name: AllocationSource["name"], private readonly map: Map<string, GpuOwner[]>) {
+  constructor(
+    name: AllocationSource["name"],
+    private readonly map: Map<string, GpuOwner[]>,
+  ) {
     this.name = name;
   }
-  start(): void { this.started++; }
-  async stop(): Promise<void> { this.stopped++; }
+  start(): void {
+    this.started++;
+  }
+  async stop(): Promise<void> {
+    this.stopped++;
+  }
   async firstRead(): Promise<void> {}
-  current(): ReadonlyMap<string, GpuOwner[]> { return this.isReady ? this.map : new Map(); }
-  ready(): boolean { return this.isReady; }
+  current(): ReadonlyMap<string, GpuOwner[]> {
+    return this.isReady ? this.map : new Map();
+  }
+  ready(): boolean {
+    return this.isReady;
+  }
   stats(): AllocationSourceStats {
     return { reads: 1, failures: {}, rejected: {}, staleDrops: 0, ownersDropped: 0, lastGoodMs: 0 };
   }
@@ -40,8 +51,16 @@ const reading = (uuid: string, index: number): GpuReading => ({ uuid, index, mod
 describe("mergeAllocations", () => {
   it("keeps source order, lists a duplicate once, bounds each GPU", () => {
     const a = new Map([[GPU0, [pod("p1"), pod("p2")]]]);
-    const b = new Map([[GPU0, [pod("p1"), job("9")]], [GPU1, [job("10")]]]);
-    expect(mergeAllocations([a, b]).byGpu).toEqual(new Map([[GPU0, [pod("p1"), pod("p2"), job("9")]], [GPU1, [job("10")]]]));
+    const b = new Map([
+      [GPU0, [pod("p1"), job("9")]],
+      [GPU1, [job("10")]],
+    ]);
+    expect(mergeAllocations([a, b]).byGpu).toEqual(
+      new Map([
+        [GPU0, [pod("p1"), pod("p2"), job("9")]],
+        [GPU1, [job("10")]],
+      ]),
+    );
     const bounded = mergeAllocations([a, b], 2);
     expect(bounded.byGpu.get(GPU0)).toEqual([pod("p1"), pod("p2")]);
     expect(bounded.dropped).toBe(1);
@@ -94,15 +113,29 @@ describe("Allocations from a kubelet and a job mapping together", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "ti-jobmap-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(path.join(dir, "1"), "31337 1000\n");
-    const gpus = new Map([[0, GPU0], [1, GPU1], [2, GPU2]]);
+    const gpus = new Map([
+      [0, GPU0],
+      [1, GPU1],
+      [2, GPU2],
+    ]);
     const all = new Allocations([
       new PodResourcesSource({ socketPath: server.socketPath, pollMs: 50, gpuByIndex: () => gpus }),
-      new JobMappingSource({ dir, pollMs: 50, gpuByIndex: () => gpus, userName: (uid) => (uid === 1000 ? "alice" : undefined) }),
+      new JobMappingSource({
+        dir,
+        pollMs: 50,
+        gpuByIndex: () => gpus,
+        userName: (uid) => (uid === 1000 ? "alice" : undefined),
+      }),
     ]);
     cleanups.push(() => all.stop());
     all.start();
     const readings = [...gpus].map(([i, u]) => reading(u, i));
-    await eventually("both sources ready", () => (Object.values(all.stats()).every((s) => s.reads > 0) ? true : undefined), 10_000, 20);
+    await eventually(
+      "both sources ready",
+      () => (Object.values(all.stats()).every((s) => s.reads > 0) ? true : undefined),
+      10_000,
+      20,
+    );
     expect(all.attach(readings).map((r) => r.allocations)).toEqual([
       [{ via: "pod_resources", namespace: "research", pod: "notebook-0", container: "jupyter" }],
       [{ via: "job_mapping", job: "31337", user: "alice" }],

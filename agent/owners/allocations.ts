@@ -76,7 +76,18 @@ export function ownerKey(o: GpuOwner): string {
   let k = ownerKeys.get(o);
   if (k === undefined) {
     const f = (v: string | undefined): string => v ?? "";
-    k = JSON.stringify([o.via, f(o.namespace), f(o.pod), f(o.container), f(o.podUid), f(o.job), f(o.step), f(o.user), f(o.runtime), f(o.containerId)]);
+    k = JSON.stringify([
+      o.via,
+      f(o.namespace),
+      f(o.pod),
+      f(o.container),
+      f(o.podUid),
+      f(o.job),
+      f(o.step),
+      f(o.user),
+      f(o.runtime),
+      f(o.containerId),
+    ]);
     ownerKeys.set(o, k);
   }
   return k;
@@ -154,7 +165,10 @@ export class Allocations {
   snapshot(): ReadonlyMap<string, GpuOwner[]> | undefined {
     const ready = this.sources.filter((s) => s.ready());
     if (ready.length === 0) return undefined;
-    const { byGpu, dropped } = mergeAllocations(ready.map((s) => s.current()), this.max);
+    const { byGpu, dropped } = mergeAllocations(
+      ready.map((s) => s.current()),
+      this.max,
+    );
     this.dropped += dropped;
     return byGpu;
   }
@@ -163,7 +177,8 @@ export class Allocations {
   attach(readings: readonly GpuReading[]): GpuReading[] {
     const snap = this.snapshot();
     // Nothing known (no kubelet on this host, every source stale): the readings as they are, no copies each tick.
-    if (snap === undefined) return readings.map((r) => (r.allocations === undefined ? r : { ...r, allocations: undefined }));
+    if (snap === undefined)
+      return readings.map((r) => (r.allocations === undefined ? r : { ...r, allocations: undefined }));
     return readings.map((r) => ({ ...r, allocations: [...(snap.get(r.uuid) ?? [])] }));
   }
 

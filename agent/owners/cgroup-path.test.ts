@@ -10,7 +10,8 @@ describe("real /proc/PID/cgroup files", () => {
 
   it("covers every runtime, both drivers, every QoS class, Slurm v1 and v2", () => {
     const owners = CGROUP_FIXTURES.map((f) => ({ ...f.owner, version: f.version, file: f.file }));
-    for (const runtime of ["docker", "containerd", "cri-o", "podman"]) expect(owners.some((o) => o.runtime === runtime)).toBe(true);
+    for (const runtime of ["docker", "containerd", "cri-o", "podman"])
+      expect(owners.some((o) => o.runtime === runtime)).toBe(true);
     for (const qos of ["guaranteed", "burstable", "besteffort"]) expect(owners.some((o) => o.qos === qos)).toBe(true);
     expect(owners.some((o) => o.podUid && o.file.includes("cgroupfs"))).toBe(true);
     expect(owners.some((o) => o.podUid && o.file.includes("systemd"))).toBe(true);
@@ -36,7 +37,9 @@ describe("cgroup paths", () => {
     expect(classifyCgroupPath("/system.slice/docker.service")).toEqual({});
     expect(classifyCgroupPath("/system.slice/containerd.service")).toEqual({});
     expect(
-      classifyCgroupPath("/machine.slice/libpod-conmon-24fce7291bc6d7f8a5965a5920740b0df25dda9bb4e84ffb889d8ea2927acec5.scope"),
+      classifyCgroupPath(
+        "/machine.slice/libpod-conmon-24fce7291bc6d7f8a5965a5920740b0df25dda9bb4e84ffb889d8ea2927acec5.scope",
+      ),
     ).toEqual({});
     expect(
       classifyCgroupPath(
@@ -46,8 +49,15 @@ describe("cgroup paths", () => {
   });
 
   it("reads Slurm's several-slurmd and extern step forms", () => {
-    expect(classifyCgroupPath("/slurm_node07/uid_1000/job_42/step_extern/task_0")).toEqual({ job: "42", step: "extern", jobUid: 1000 });
-    expect(classifyCgroupPath("/system.slice/slurmstepd.scope/job_17/step_batch/user/task_0")).toEqual({ job: "17", step: "batch" });
+    expect(classifyCgroupPath("/slurm_node07/uid_1000/job_42/step_extern/task_0")).toEqual({
+      job: "42",
+      step: "extern",
+      jobUid: 1000,
+    });
+    expect(classifyCgroupPath("/system.slice/slurmstepd.scope/job_17/step_batch/user/task_0")).toEqual({
+      job: "17",
+      step: "batch",
+    });
     expect(classifyCgroupPath("/system.slice/slurmstepd.scope/job_17")).toEqual({ job: "17" });
     // A job_ segment outside Slurm's tree is not a Slurm job.
     expect(classifyCgroupPath("/system.slice/condor.service/job_1234")).toEqual({});
@@ -73,6 +83,10 @@ describe("whole files", () => {
   it("takes the line that names the most, whatever the order of lines", async () => {
     const lines = (await cgroupFixture("slurm-v1.cgroup")).trimEnd().split("\n");
     const scrambled = [...lines.slice(1, 7), lines[0], ...lines.slice(7)].join("\n");
-    expect(parseProcCgroup(scrambled)).toEqual({ ok: true, version: "v1", owner: { job: "748468", step: "0", jobUid: 7319 } });
+    expect(parseProcCgroup(scrambled)).toEqual({
+      ok: true,
+      version: "v1",
+      owner: { job: "748468", step: "0", jobUid: 7319 },
+    });
   });
 });

@@ -110,7 +110,12 @@ export function classifyCgroupPath(path: string): CgroupOwner {
     } else if (cgroupfsPod) {
       isPod = true;
       out.podUid = normaliseUid(cgroupfsPod[1] ?? "");
-      out.qos = previous === "burstable" || previous === "besteffort" ? previous : previous === "kubepods" ? "guaranteed" : undefined;
+      out.qos =
+        previous === "burstable" || previous === "besteffort"
+          ? previous
+          : previous === "kubepods"
+            ? "guaranteed"
+            : undefined;
     }
 
     if (!isPod) {

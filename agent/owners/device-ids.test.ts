@@ -5,7 +5,10 @@ const GPU0 = "GPU-0a1b2c3d-0000-1111-2222-333344445555";
 const GPU1 = "GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff";
 const MIG = "MIG-12345678-abcd-ef01-2345-6789abcdef01";
 const LEGACY_MIG = "MIG-GPU-0a1b2c3d-0000-1111-2222-333344445555/1/0";
-const byIndex = new Map([[0, GPU0], [1, GPU1]]);
+const byIndex = new Map([
+  [0, GPU0],
+  [1, GPU1],
+]);
 
 describe("matchDeviceId", () => {
   it.each([

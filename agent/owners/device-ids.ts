@@ -17,7 +17,15 @@
  */
 
 /** The form a device id was written in; the first group names a GPU, the rest do not. */
-export const MATCHED_DEVICE_ID_FORMS = ["uuid", "mig_uuid", "time_sliced", "uuid_suffix", "index", "gke_index", "gke_time_shared"] as const;
+export const MATCHED_DEVICE_ID_FORMS = [
+  "uuid",
+  "mig_uuid",
+  "time_sliced",
+  "uuid_suffix",
+  "index",
+  "gke_index",
+  "gke_time_shared",
+] as const;
 export const UNMATCHED_DEVICE_ID_FORMS = ["mig_index", "gke_mig", "index_unknown", "unknown"] as const;
 export type MatchedDeviceIdForm = (typeof MATCHED_DEVICE_ID_FORMS)[number];
 export type UnmatchedDeviceIdForm = (typeof UNMATCHED_DEVICE_ID_FORMS)[number];
@@ -44,7 +52,10 @@ export const DEVICE_ID_FORM_TEXT: Readonly<Record<DeviceIdForm, string>> = {
 
 const HEX_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
 /** A GPU, MIG or pre-R470 MIG uuid at the start of a device id; group 1 is the uuid, group 2 the rest. */
-const UUID_PREFIX_RE = new RegExp(`^((?:GPU-${HEX_UUID})|(?:MIG-GPU-${HEX_UUID}/\\d+/\\d+)|(?:MIG-${HEX_UUID}))(.*)$`, "s");
+const UUID_PREFIX_RE = new RegExp(
+  `^((?:GPU-${HEX_UUID})|(?:MIG-GPU-${HEX_UUID}/\\d+/\\d+)|(?:MIG-${HEX_UUID}))(.*)$`,
+  "s",
+);
 const TIME_SLICED_RE = /^::\d+$/;
 const INDEX_RE = /^\d{1,4}$/;
 const MIG_INDEX_RE = /^\d{1,4}:\d{1,4}$/;
@@ -80,7 +91,11 @@ export function matchDeviceId(id: string, gpuByIndex?: ReadonlyMap<number, strin
   return { uuid: undefined, form: "unknown" };
 }
 
-function byIndex(index: number, form: "index" | "gke_index" | "gke_time_shared", gpuByIndex: ReadonlyMap<number, string> | undefined): DeviceIdMatch {
+function byIndex(
+  index: number,
+  form: "index" | "gke_index" | "gke_time_shared",
+  gpuByIndex: ReadonlyMap<number, string> | undefined,
+): DeviceIdMatch {
   const uuid = gpuByIndex?.get(index);
   return uuid === undefined ? { uuid: undefined, form: "index_unknown" } : { uuid, form };
 }

@@ -14,7 +14,17 @@ describe("mappingFileName", () => {
     expect(mappingFileName(name)).toEqual(want);
   });
 
-  it.each(["", ".0.tmp", "0.tmp", "README", "gpu0", "-1", "123456", "GPU-0a1b2c3d", "GPU-0a1b2c3d-0000-1111-2222-333344445555.bak"])("%j names no GPU", (name) => {
+  it.each([
+    "",
+    ".0.tmp",
+    "0.tmp",
+    "README",
+    "gpu0",
+    "-1",
+    "123456",
+    "GPU-0a1b2c3d",
+    "GPU-0a1b2c3d-0000-1111-2222-333344445555.bak",
+  ])("%j names no GPU", (name) => {
     expect(mappingFileName(name)).toBeUndefined();
   });
 });
@@ -22,11 +32,18 @@ describe("mappingFileName", () => {
 describe("parseMappingFile", () => {
   it("reads jobstats' line: job id and uid", () => {
     // What PrincetonUniversity/jobstats' prolog writes: `echo $SLURM_JOB_ID $SLURM_JOB_UID`.
-    expect(parseMappingFile(enc("45916256 262563\n"), MAX)).toEqual({ jobs: [{ job: "45916256", uid: 262563 }], badLines: 0 });
+    expect(parseMappingFile(enc("45916256 262563\n"), MAX)).toEqual({
+      jobs: [{ job: "45916256", uid: 262563 }],
+      badLines: 0,
+    });
   });
 
   it("reads dcgm-exporter's lines: one job id each", () => {
-    expect(parseMappingFile(enc("job1\njob2\r\njob3"), MAX).jobs).toEqual([{ job: "job1" }, { job: "job2" }, { job: "job3" }]);
+    expect(parseMappingFile(enc("job1\njob2\r\njob3"), MAX).jobs).toEqual([
+      { job: "job1" },
+      { job: "job2" },
+      { job: "job3" },
+    ]);
   });
 
   it("takes array, heterogeneous and PBS-style ids, user names, and skips blank and comment lines", () => {

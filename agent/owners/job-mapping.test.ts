@@ -16,7 +16,11 @@ const GPU0 = "GPU-0a1b2c3d-0000-1111-2222-333344445555";
 const GPU1 = "GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff";
 const GPU2 = "GPU-13572468-1357-2468-1357-246813572468";
 const MIG = "MIG-265a219d-a49f-578a-825d-222c72699c16";
-const GPUS = new Map([[0, GPU0], [1, GPU1], [2, GPU2]]);
+const GPUS = new Map([
+  [0, GPU0],
+  [1, GPU1],
+  [2, GPU2],
+]);
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -34,7 +38,11 @@ function setup(opts: Partial<JobMappingOptions> = {}) {
     rmSync(root, { recursive: true, force: true });
   });
   const write = (name: string, content: string | Uint8Array) => writeFileSync(path.join(dir, name), content);
-  const jobs = (uuid: string) => src.current().get(uuid)?.map((o) => `${o.job}:${o.user ?? "-"}`);
+  const jobs = (uuid: string) =>
+    src
+      .current()
+      .get(uuid)
+      ?.map((o) => `${o.job}:${o.user ?? "-"}`);
   return { root, dir, src, logger, write, jobs };
 }
 
@@ -72,7 +80,12 @@ describe("JobMappingSource", () => {
     // epilog of job 100: removes GPU 0's file, rewrites GPU 2's
     unlinkSync(path.join(dir, "0"));
     write("2", "101 1002\n");
-    await eventually("job 100 gone", () => (!src.current().has(GPU0) && jobs(GPU2)?.length === 1 ? true : undefined), 10_000, 20);
+    await eventually(
+      "job 100 gone",
+      () => (!src.current().has(GPU0) && jobs(GPU2)?.length === 1 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(jobs(GPU2)).toEqual(["101:1002"]);
     // epilog of job 101 empties the file rather than removing it
     write("2", "");
@@ -139,7 +152,12 @@ describe("JobMappingSource", () => {
     const { src, write } = setup({ maxJobsPerGpu: 3 });
     write("0", Array.from({ length: 10 }, (_, i) => `${i}`).join("\n"));
     await src.scanNow();
-    expect(src.current().get(GPU0)?.map((o) => o.job)).toEqual(["0", "1", "2"]);
+    expect(
+      src
+        .current()
+        .get(GPU0)
+        ?.map((o) => o.job),
+    ).toEqual(["0", "1", "2"]);
     expect(src.stats().ownersDropped).toBe(7);
   });
 

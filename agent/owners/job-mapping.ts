@@ -49,7 +49,14 @@ export interface JobMappingOptions {
 /** Why a scan gave no answer: the directory cannot be listed, or the scan failed unexpectedly. */
 export type JobMappingFailure = "unreadable_dir" | "error";
 /** Things ignored, by kind; each file version (or name) is counted once. */
-export type JobMappingRejection = MappingFileProblem | "not_a_file" | "unreadable_file" | "not_gpu_name" | "index_unknown" | "bad_line" | "too_many_entries";
+export type JobMappingRejection =
+  | MappingFileProblem
+  | "not_a_file"
+  | "unreadable_file"
+  | "not_gpu_name"
+  | "index_unknown"
+  | "bad_line"
+  | "too_many_entries";
 
 const REJECTION_TEXT: Readonly<Record<JobMappingRejection, string>> = {
   too_large: "a mapping file is larger than the agent reads",
@@ -67,7 +74,10 @@ export interface JobMappingStats extends AllocationSourceStats {
   files: number;
 }
 
-interface CachedFile { version: string; jobs: MappedJob[] }
+interface CachedFile {
+  version: string;
+  jobs: MappedJob[];
+}
 /** Names and file versions remembered as counted; past this many, new ones are no longer counted. */
 const MAX_REMEMBERED_NAMES = 4096;
 
@@ -82,7 +92,15 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
   private cache = new Map<string, CachedFile>();
   private readonly counted = new Set<string>();
   private readonly logged = new Set<string>();
-  private readonly s: JobMappingStats = { reads: 0, failures: {}, rejected: {}, staleDrops: 0, ownersDropped: 0, lastGoodMs: undefined, files: 0 };
+  private readonly s: JobMappingStats = {
+    reads: 0,
+    failures: {},
+    rejected: {},
+    staleDrops: 0,
+    ownersDropped: 0,
+    lastGoodMs: undefined,
+    files: 0,
+  };
 
   constructor(private readonly opts: JobMappingOptions) {
     super(opts.now ?? Date.now, opts.staleAfterMs ?? 60_000);
@@ -115,7 +133,9 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
 
   protected readFailed(err: unknown): number {
     this.fail("error");
-    this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", { error: errorMessage(err) });
+    this.once("bug", "warn", "Reading the job mapping directory failed unexpectedly; the agent goes on and retries.", {
+      error: errorMessage(err),
+    });
     return this.pollMs;
   }
 
@@ -125,17 +145,27 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
       entries = await readdir(this.dir, { withFileTypes: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-        this.once("dir_missing", "info", `The job mapping directory ${this.dir} does not exist yet: no GPU is allocated to a job until the scheduler's prolog creates it.`);
+        this.once(
+          "dir_missing",
+          "info",
+          `The job mapping directory ${this.dir} does not exist yet: no GPU is allocated to a job until the scheduler's prolog creates it.`,
+        );
         this.cache.clear();
         this.accept(new Map(), 0);
         return;
       }
       this.fail("unreadable_dir");
-      this.once("unreadable_dir", "warn", `The job mapping directory ${this.dir} cannot be read; the agent keeps its last answer for ${Math.round(this.staleAfterMs / 1000)} s and retries. This is logged once.`, { error: errorMessage(err) });
+      this.once(
+        "unreadable_dir",
+        "warn",
+        `The job mapping directory ${this.dir} cannot be read; the agent keeps its last answer for ${Math.round(this.staleAfterMs / 1000)} s and retries. This is logged once.`,
+        { error: errorMessage(err) },
+      );
       return;
     }
     if (this.stopped) return;
-    if (entries.length > this.maxEntries) this.reject("too_many_entries", `entries:${this.dir}`, `${entries.length} entries`);
+    if (entries.length > this.maxEntries)
+      this.reject("too_many_entries", `entries:${this.dir}`, `${entries.length} entries`);
     const gpuByIndex = this.opts.gpuByIndex();
     const jobsByGpu = new Map<string, MappedJob[]>();
     const nextCache = new Map<string, CachedFile>();
@@ -180,10 +210,15 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
     const all = [...byJob.values()];
     if (all.length > this.maxJobsPerGpu) {
       this.s.ownersDropped += all.length - this.maxJobsPerGpu;
-      this.once("owners_dropped", "warn", `A GPU's mapping lists more than ${this.maxJobsPerGpu} jobs; jobs past that bound are left out and counted. This is logged once.`);
+      this.once(
+        "owners_dropped",
+        "warn",
+        `A GPU's mapping lists more than ${this.maxJobsPerGpu} jobs; jobs past that bound are left out and counted. This is logged once.`,
+      );
     }
     const owners: GpuOwner[] = [];
-    for (const j of all.slice(0, this.maxJobsPerGpu)) owners.push({ via: "job_mapping", job: j.job, user: await this.user(j) });
+    for (const j of all.slice(0, this.maxJobsPerGpu))
+      owners.push({ via: "job_mapping", job: j.job, user: await this.user(j) });
     return owners;
   }
 
@@ -258,7 +293,11 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
     this.s.reads++;
     this.s.lastGoodMs = this.answer.at;
     this.s.files = files;
-    if (first) this.log.info("Reading batch-job allocations from the job mapping directory.", { dir: this.dir, allocatedGpus: byGpu.size });
+    if (first)
+      this.log.info("Reading batch-job allocations from the job mapping directory.", {
+        dir: this.dir,
+        allocatedGpus: byGpu.size,
+      });
   }
 
   /** Counts `kind` once per `key` (a name, or a file version) and logs once per kind. */
@@ -266,14 +305,24 @@ export class JobMappingSource extends PolledAllocations implements AllocationSou
     if (this.counted.has(key) || this.counted.size >= MAX_REMEMBERED_NAMES) return;
     this.counted.add(key);
     this.s.rejected[kind] = (this.s.rejected[kind] ?? 0) + n;
-    this.once(`rejected_${kind}`, "warn", `Ignoring part of the job mapping directory: ${REJECTION_TEXT[kind]}. Such entries are counted and ignored; this is logged once.`, {
-      file: example.slice(0, 200), ...(err === undefined ? {} : { error: errorMessage(err) }),
-    });
+    this.once(
+      `rejected_${kind}`,
+      "warn",
+      `Ignoring part of the job mapping directory: ${REJECTION_TEXT[kind]}. Such entries are counted and ignored; this is logged once.`,
+      {
+        file: example.slice(0, 200),
+        ...(err === undefined ? {} : { error: errorMessage(err) }),
+      },
+    );
   }
 
   protected droppedStale(): void {
     this.s.staleDrops++;
-    this.once("stale", "warn", `The job mapping directory has been unreadable for over ${Math.round(this.staleAfterMs / 1000)} s; its last allocations are dropped until it can be read again.`);
+    this.once(
+      "stale",
+      "warn",
+      `The job mapping directory has been unreadable for over ${Math.round(this.staleAfterMs / 1000)} s; its last allocations are dropped until it can be read again.`,
+    );
   }
 
   private once(key: string, level: "info" | "warn", msg: string, fields: Record<string, unknown> = {}): void {

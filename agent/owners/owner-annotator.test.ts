@@ -21,12 +21,24 @@ import { ProcessOwners } from "./process-owners.js";
 
 const T0 = Date.UTC(2026, 11, 4, 12, 0, 0);
 const MiB = 1024 * 1024;
-const GPU = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000001", "GPU-cccccccc-0000-0000-0000-000000000002"];
+const GPU = [
+  "GPU-aaaaaaaa-0000-0000-0000-000000000000",
+  "GPU-bbbbbbbb-0000-0000-0000-000000000001",
+  "GPU-cccccccc-0000-0000-0000-000000000002",
+];
 
 function reading(index: number, over: Partial<GpuReading> = {}): GpuReading {
   return {
-    uuid: GPU[index]!, index, model: "NVIDIA H100 80GB HBM3", util: 0, powerW: 70, powerLimitW: 700,
-    memUsedBytes: 0, memTotalBytes: 80 * 1024 * MiB, processes: [], ...over,
+    uuid: GPU[index]!,
+    index,
+    model: "NVIDIA H100 80GB HBM3",
+    util: 0,
+    powerW: 70,
+    powerLimitW: 700,
+    memUsedBytes: 0,
+    memTotalBytes: 80 * 1024 * MiB,
+    processes: [],
+    ...over,
   };
 }
 
@@ -54,7 +66,12 @@ describe("OwnerAnnotator", () => {
     await writeFile(join(jobs, "1"), "77 1001\n");
     const host = await FakeHostRoot.create();
     cleanups.push(() => host.cleanup());
-    await host.addProcess({ pid: 4242, uid: 1000, comm: "python3", cgroup: "0::/system.slice/slurmstepd.scope/job_88/step_0/user/task_0\n" });
+    await host.addProcess({
+      pid: 4242,
+      uid: 1000,
+      comm: "python3",
+      cgroup: "0::/system.slice/slurmstepd.scope/job_88/step_0/user/task_0\n",
+    });
 
     const logger = recordingLogger();
     let annotator: OwnerAnnotator | undefined;
@@ -62,23 +79,44 @@ describe("OwnerAnnotator", () => {
     const processOwners = new ProcessOwners({ hostRoot: host.root, logger });
     const allocations = new Allocations([
       new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, pollMs: 200, gpuByIndex, logger }),
-      new JobMappingSource({ dir: jobs, pollMs: 200, gpuByIndex, logger, userName: (uid) => processOwners.userNameOf(uid) }),
+      new JobMappingSource({
+        dir: jobs,
+        pollMs: 200,
+        gpuByIndex,
+        logger,
+        userName: (uid) => processOwners.userNameOf(uid),
+      }),
     ]);
     annotator = new OwnerAnnotator({ allocations, processOwners, logger });
     cleanups.push(() => annotator!.stop());
     annotator.start();
 
     const proc = { pid: 4242, name: "python3", usedMemoryBytes: 20_000 * MiB };
-    const sample = (): GpuReading[] => [reading(0), reading(1), reading(2, { memUsedBytes: 20_000 * MiB, processes: [proc] })];
+    const sample = (): GpuReading[] => [
+      reading(0),
+      reading(1),
+      reading(2, { memUsedBytes: 20_000 * MiB, processes: [proc] }),
+    ];
     // Both schedulers have answered and the process's owner is looked up.
     const ready = await until("owners on every GPU", () => {
       const out = annotator!.annotate(sample());
-      return out[0]!.allocations?.length && out[1]!.allocations?.length && out[2]!.processes?.[0]?.owner ? out : undefined;
+      return out[0]!.allocations?.length && out[1]!.allocations?.length && out[2]!.processes?.[0]?.owner
+        ? out
+        : undefined;
     });
-    expect(ready[0]!.allocations).toEqual([{ via: "pod_resources", namespace: "ml", pod: "trainer-0", container: "main" }]);
+    expect(ready[0]!.allocations).toEqual([
+      { via: "pod_resources", namespace: "ml", pod: "trainer-0", container: "main" },
+    ]);
     expect(ready[1]!.allocations).toEqual([{ via: "job_mapping", job: "77", user: "bob" }]);
     expect(ready[2]!.allocations).toEqual([]);
-    expect(ready[2]!.processes?.[0]?.owner).toMatchObject({ via: "process", pid: 4242, command: "python3", user: "alice", job: "88", step: "0" });
+    expect(ready[2]!.processes?.[0]?.owner).toMatchObject({
+      via: "process",
+      pid: 4242,
+      command: "python3",
+      user: "alice",
+      job: "88",
+      step: "0",
+    });
 
     const pipeline = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
     for (let s = 0; s < 10; s++) pipeline.ingest(T0 + s * 1000, annotator.annotate(sample()));
@@ -89,12 +127,16 @@ describe("OwnerAnnotator", () => {
     expect(byGpu.get(GPU[0]!)!.stateS).toMatchObject({ held_idle: 10, free_idle: 0 });
     expect(byGpu.get(GPU[0]!)!.owners?.map((o) => [o.pod, o.stateS.held_idle])).toEqual([["trainer-0", 10]]);
     expect(byGpu.get(GPU[1]!)!.owners?.map((o) => [o.job, o.user, o.stateS.held_idle])).toEqual([["77", "bob", 10]]);
-    expect(byGpu.get(GPU[2]!)!.owners?.map((o) => [o.via, o.user, o.job, o.observedS])).toEqual([["process", "alice", "88", 10]]);
+    expect(byGpu.get(GPU[2]!)!.owners?.map((o) => [o.via, o.user, o.job, o.observedS])).toEqual([
+      ["process", "alice", "88", 10],
+    ]);
     expect(byGpu.get(GPU[2]!)!.heldByS).toEqual({ process: 10, memory: 10, allocation: 0 });
 
     // The pod goes away: its GPU is free again once the kubelet says so.
     kubelet.setPods([]);
-    await until("the pod's GPU unallocated", () => (annotator!.annotate(sample())[0]!.allocations?.length === 0 ? true : undefined));
+    await until("the pod's GPU unallocated", () =>
+      annotator!.annotate(sample())[0]!.allocations?.length === 0 ? true : undefined,
+    );
   });
 
   it("starts the allocation sources with the first readings, so a GPU named by index resolves at the first read; firstAnswers waits for it", async () => {
@@ -107,7 +149,13 @@ describe("OwnerAnnotator", () => {
     let annotator: OwnerAnnotator | undefined;
     const gpuByIndex = (): ReadonlyMap<number, string> => annotator?.gpuByIndex() ?? new Map();
     // One read each in this test: the next would come a minute later.
-    const pods = new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, pollMs: 60_000, gpuByIndex, logger });
+    const pods = new PodResourcesSource({
+      socketPath: kubelet.socketPath,
+      configured: true,
+      pollMs: 60_000,
+      gpuByIndex,
+      logger,
+    });
     const mapping = new JobMappingSource({ dir: jobs, pollMs: 60_000, gpuByIndex, logger });
     annotator = new OwnerAnnotator({ allocations: new Allocations([pods, mapping]), logger });
     cleanups.push(() => annotator!.stop());
@@ -118,7 +166,11 @@ describe("OwnerAnnotator", () => {
     const sample = [reading(0), reading(1), reading(2)];
     expect(annotator.annotate(sample).map((r) => r.allocations)).toEqual([undefined, undefined, undefined]);
     expect(await annotator.firstAnswers(10_000)).toBe(true);
-    expect(annotator.annotate(sample).map((r) => r.allocations?.map((o) => o.pod ?? o.job))).toEqual([[], ["by-index"], ["99"]]);
+    expect(annotator.annotate(sample).map((r) => r.allocations?.map((o) => o.pod ?? o.job))).toEqual([
+      [],
+      ["by-index"],
+      ["99"],
+    ]);
     const stats = annotator.stats();
     expect(stats.allocations.map((a) => [a.name, a.ready, a.stats.reads, a.stats.rejected])).toEqual([
       ["pod_resources", true, 1, {}],
@@ -133,14 +185,20 @@ describe("OwnerAnnotator", () => {
     cleanups.push(() => kubelet.stop());
     const logger = recordingLogger();
     const annotator = new OwnerAnnotator({
-      allocations: new Allocations([new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, deadlineMs: 60_000, logger })]),
+      allocations: new Allocations([
+        new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, deadlineMs: 60_000, logger }),
+      ]),
       logger,
     });
     cleanups.push(() => annotator.stop());
     annotator.start();
     annotator.annotate([reading(0)]);
     expect(await annotator.firstAnswers(100)).toBe(false);
-    expect(annotator.stats().allocations[0]).toMatchObject({ name: "pod_resources", ready: false, stats: { reads: 0, failures: {} } });
+    expect(annotator.stats().allocations[0]).toMatchObject({
+      name: "pod_resources",
+      ready: false,
+      stats: { reads: 0, failures: {} },
+    });
   });
 
   it("leaves readings without owners when nothing is configured or known, and never changes the readings it is given", () => {

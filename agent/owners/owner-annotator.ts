@@ -26,12 +26,14 @@ export interface OwnerStats {
   /** Each configured allocation source, in order. */
   allocations: AllocationSourceStatus[];
   /** Process owner lookups; undefined when process owners are off. */
-  processes?: {
-    hostRoot: string;
-    /** The last host-PID check; undefined before any process was looked up. */
-    hostPids: HostPidView | undefined;
-    counters: ProcessOwnerCounters;
-  } | undefined;
+  processes?:
+    | {
+        hostRoot: string;
+        /** The last host-PID check; undefined before any process was looked up. */
+        hostPids: HostPidView | undefined;
+        counters: ProcessOwnerCounters;
+      }
+    | undefined;
 }
 
 export interface OwnerAnnotatorOptions {
@@ -90,7 +92,10 @@ export class OwnerAnnotator {
     const timedOut = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
     });
-    const all = Promise.all([this.allocationsStarted ? this.opts.allocations?.firstReads() : undefined, this.inFlight]).then(() => true);
+    const all = Promise.all([
+      this.allocationsStarted ? this.opts.allocations?.firstReads() : undefined,
+      this.inFlight,
+    ]).then(() => true);
     try {
       return await Promise.race([all, timedOut]);
     } finally {
@@ -102,7 +107,10 @@ export class OwnerAnnotator {
     const po = this.opts.processOwners;
     return {
       allocations: this.opts.allocations?.status() ?? [],
-      processes: po === undefined ? undefined : { hostRoot: po.hostRoot, hostPids: po.lastHostPidView(), counters: po.counters() },
+      processes:
+        po === undefined
+          ? undefined
+          : { hostRoot: po.hostRoot, hostPids: po.lastHostPidView(), counters: po.counters() },
     };
   }
 
@@ -159,7 +167,10 @@ export class OwnerAnnotator {
       })
       .catch((err: unknown) => {
         // ProcessOwners never throws by contract; this is the last line of defence.
-        this.opts.logger.warn("Looking up who runs the processes on the GPUs failed; they are shown without owners until the next try.", { err: String(err) });
+        this.opts.logger.warn(
+          "Looking up who runs the processes on the GPUs failed; they are shown without owners until the next try.",
+          { err: String(err) },
+        );
       })
       .finally(() => {
         this.inFlight = undefined;

@@ -4,7 +4,10 @@
  */
 import type { GpuOwner } from "../../common/types.js";
 import { unsafeTextProblem } from "../../common/text-safety.js";
-import type { AllocatableResourcesResponse, ListPodResourcesResponse } from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
+import type {
+  AllocatableResourcesResponse,
+  ListPodResourcesResponse,
+} from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
 import { matchDeviceId, type MatchedDeviceIdForm, type UnmatchedDeviceIdForm } from "./device-ids.js";
 
 /** Things in an answer trueidle cannot use, by kind; each is counted and logged once per kind. */
@@ -45,7 +48,12 @@ const MAX_NAME_LENGTH = 253;
  * GPU operator advertise — plus any the site names.
  */
 export function isNvidiaGpuResource(name: string, extra: readonly string[] = []): boolean {
-  return name === "nvidia.com/gpu" || name === "nvidia.com/gpu.shared" || name.startsWith("nvidia.com/mig-") || extra.includes(name);
+  return (
+    name === "nvidia.com/gpu" ||
+    name === "nvidia.com/gpu.shared" ||
+    name.startsWith("nvidia.com/mig-") ||
+    extra.includes(name)
+  );
 }
 
 function reject(rejected: Map<PodResourcesRejection, Rejected>, kind: PodResourcesRejection, example: string): void {
@@ -109,7 +117,8 @@ export function allocationsFromList(resp: ListPodResourcesResponse, opts: ParseO
       // agent asks the kubelet alone (no RBAC), so such claims are counted, not matched.
       for (const dr of c.dynamicResources) {
         for (const cr of dr.claimResources) {
-          if (cr.driverName === NVIDIA_DRA_DRIVER) reject(rejected, "dra", `${dr.claimNamespace}/${dr.claimName} ${cr.poolName}/${cr.deviceName}`);
+          if (cr.driverName === NVIDIA_DRA_DRIVER)
+            reject(rejected, "dra", `${dr.claimNamespace}/${dr.claimName} ${cr.poolName}/${cr.deviceName}`);
         }
       }
     }

@@ -19,7 +19,13 @@ const MIG_A = "MIG-12345678-abcd-ef01-2345-6789abcdef01";
 const MIG_B = "MIG-87654321-abcd-ef01-2345-6789abcdef01";
 
 /** Fast rhythm for tests: the defaults are 10 s polls, 2 s deadline, 60 s staleness. */
-const FAST: PodResourcesOptions = { pollMs: 80, deadlineMs: 300, staleAfterMs: 1_500, backoffInitialMs: 50, backoffMaxMs: 200 };
+const FAST: PodResourcesOptions = {
+  pollMs: 80,
+  deadlineMs: 300,
+  staleAfterMs: 1_500,
+  backoffInitialMs: 50,
+  backoffMaxMs: 200,
+};
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -39,14 +45,22 @@ function source(socketPath: string, opts: PodResourcesOptions = {}) {
   return { src, logger };
 }
 
-const owners = (src: PodResourcesSource, uuid: string) => src.current().get(uuid)?.map((o) => `${o.namespace}/${o.pod}/${o.container}`);
+const owners = (src: PodResourcesSource, uuid: string) =>
+  src
+    .current()
+    .get(uuid)
+    ?.map((o) => `${o.namespace}/${o.pod}/${o.container}`);
 
 describe("PodResourcesSource", () => {
   it("lists each GPU's pod containers from List, and what the kubelet can allocate", async () => {
     const server = await serve({
       pods: [
         gpuPod("ml", "train-0", "trainer", [GPU0, GPU1]),
-        { namespace: "ml", name: "cpu-only", containers: [{ name: "c", devices: [{ resourceName: "example.com/nic", deviceIds: ["eth9"] }] }] },
+        {
+          namespace: "ml",
+          name: "cpu-only",
+          containers: [{ name: "c", devices: [{ resourceName: "example.com/nic", deviceIds: ["eth9"] }] }],
+        },
       ],
       allocatable: [{ resourceName: "nvidia.com/gpu", deviceIds: [GPU0, GPU1, GPU2] }],
     });
@@ -55,18 +69,30 @@ describe("PodResourcesSource", () => {
     expect(src.current().size).toBe(0);
     src.start();
     await eventually("an answer", () => (src.ready() ? true : undefined), 10_000, 20);
-    expect(src.current().get(GPU0)).toEqual([{ via: "pod_resources", namespace: "ml", pod: "train-0", container: "trainer" }]);
+    expect(src.current().get(GPU0)).toEqual([
+      { via: "pod_resources", namespace: "ml", pod: "train-0", container: "trainer" },
+    ]);
     expect(owners(src, GPU1)).toEqual(["ml/train-0/trainer"]);
     expect(src.current().has(GPU2)).toBe(false);
     expect(src.current().size).toBe(2);
     await eventually("allocatable", () => src.allocatableUuids(), 10_000, 20);
     expect([...(src.allocatableUuids() ?? [])].sort()).toEqual([GPU0, GPU1, GPU2].sort());
-    expect(src.stats()).toMatchObject({ pods: 2, allocatableGpus: 3, allocatableSupported: true, matched: { uuid: expect.any(Number) } });
+    expect(src.stats()).toMatchObject({
+      pods: 2,
+      allocatableGpus: 3,
+      allocatableSupported: true,
+      matched: { uuid: expect.any(Number) },
+    });
     expect(logger.lines.filter((l) => l.level === "warn")).toEqual([]);
 
     // The pod ends and another takes GPU2: the next poll says so.
     server.setPods([gpuPod("infer", "api-7f", "server", [GPU2])]);
-    await eventually("the new allocation", () => (src.current().has(GPU2) && !src.current().has(GPU0) ? true : undefined), 10_000, 20);
+    await eventually(
+      "the new allocation",
+      () => (src.current().has(GPU2) && !src.current().has(GPU0) ? true : undefined),
+      10_000,
+      20,
+    );
     expect(owners(src, GPU2)).toEqual(["infer/api-7f/server"]);
   });
 
@@ -108,16 +134,25 @@ describe("PodResourcesSource", () => {
         gpuPod("ml", "odd", "c", ["0:1", "nvidia0/gi2", "9", "something-else"]),
       ],
     });
-    const { src, logger } = source(server.socketPath, { gpuByIndex: () => new Map([[0, GPU0], [1, GPU1]]) });
+    const { src, logger } = source(server.socketPath, {
+      gpuByIndex: () =>
+        new Map([
+          [0, GPU0],
+          [1, GPU1],
+        ]),
+    });
     src.start();
     await eventually("three answers", () => (src.stats().reads >= 3 ? true : undefined), 10_000, 20);
     expect(owners(src, GPU1)).toEqual(["ml/by-index/c"]);
     expect(owners(src, GPU0)).toEqual(["ml/by-index/c"]);
     const s = src.stats();
-    for (const form of ["mig_index", "gke_mig", "index_unknown", "unknown"]) expect(s.rejected[form], form).toBeGreaterThanOrEqual(3);
+    for (const form of ["mig_index", "gke_mig", "index_unknown", "unknown"])
+      expect(s.rejected[form], form).toBeGreaterThanOrEqual(3);
     const warned = logger.lines.filter((l) => l.level === "warn").map((l) => l.fields?.["form"]);
     expect(warned.sort()).toEqual(["gke_mig", "index_unknown", "mig_index", "unknown"]);
-    expect(logger.lines.find((l) => l.fields?.["form"] === "unknown")?.fields?.["example"]).toBe('nvidia.com/gpu "something-else"');
+    expect(logger.lines.find((l) => l.fields?.["form"] === "unknown")?.fields?.["example"]).toBe(
+      'nvidia.com/gpu "something-else"',
+    );
   });
 
   it("a hung kubelet: calls time out, current() answers at once, the last answer is kept for its bound and then dropped", async () => {
@@ -127,7 +162,12 @@ describe("PodResourcesSource", () => {
     await eventually("an answer", () => (src.ready() ? true : undefined), 10_000, 20);
     const answeredAt = src.stats().lastGoodMs ?? 0;
     await server.setMode("hang");
-    await eventually("a call past its deadline", () => ((src.stats().failures["deadline"] ?? 0) >= 1 ? true : undefined), 10_000, 20);
+    await eventually(
+      "a call past its deadline",
+      () => ((src.stats().failures["deadline"] ?? 0) >= 1 ? true : undefined),
+      10_000,
+      20,
+    );
     // While a call hangs, the agent-facing side answers from memory (synchronously: no call can block it).
     for (let i = 0; i < 1000; i++) expect(owners(src, GPU0)).toEqual(["ml/train-0/c"]);
     await eventually("the stale answer dropped", () => (src.ready() ? undefined : true), 10_000, 20);
@@ -147,7 +187,12 @@ describe("PodResourcesSource", () => {
     const server = await serve({ mode: "silent" });
     const { src } = source(server.socketPath);
     src.start();
-    await eventually("a timed-out call", () => ((src.stats().failures["deadline"] ?? 0) >= 2 ? true : undefined), 10_000, 20);
+    await eventually(
+      "a timed-out call",
+      () => ((src.stats().failures["deadline"] ?? 0) >= 2 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(src.ready()).toBe(false);
     expect(server.calls.connections).toBeGreaterThanOrEqual(1);
   });
@@ -157,10 +202,20 @@ describe("PodResourcesSource", () => {
     const { src, logger } = source(server.socketPath);
     src.start();
     // grpc-js reads bytes that are no HTTP/2 as a protocol error: UNAVAILABLE.
-    await eventually("failed reads", () => ((src.stats().failures["unavailable"] ?? 0) >= 3 ? true : undefined), 10_000, 20);
+    await eventually(
+      "failed reads",
+      () => ((src.stats().failures["unavailable"] ?? 0) >= 3 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(src.ready()).toBe(false);
     await server.setMode("garbage_message");
-    await eventually("an undecodable answer", () => ((src.stats().failures["bad_answer"] ?? 0) >= 2 ? true : undefined), 10_000, 20);
+    await eventually(
+      "an undecodable answer",
+      () => ((src.stats().failures["bad_answer"] ?? 0) >= 2 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(src.ready()).toBe(false);
     await server.setMode("ok");
     await eventually("an answer", () => (src.ready() ? true : undefined), 10_000, 20);
@@ -176,7 +231,12 @@ describe("PodResourcesSource", () => {
     const socketPath = path.join(dir, "kubelet.sock");
     const { src, logger } = source(socketPath);
     src.start();
-    await eventually("missing noted", () => ((src.stats().failures["socket_missing"] ?? 0) >= 3 ? true : undefined), 10_000, 20);
+    await eventually(
+      "missing noted",
+      () => ((src.stats().failures["socket_missing"] ?? 0) >= 3 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(src.ready()).toBe(false);
     expect(logger.lines.filter((l) => l.fields?.["reason"] === "socket_missing").map((l) => l.level)).toEqual(["info"]);
     await serve({ socketPath, pods: [gpuPod("ml", "late", "c", [GPU1])] });
@@ -198,7 +258,12 @@ describe("PodResourcesSource", () => {
     expect(logger.lines.some((l) => l.msg.includes("was replaced"))).toBe(true);
     // And a kubelet that is away for a while: allocations stay for the bound, then come back.
     await server.remove();
-    await eventually("missing noted", () => ((src.stats().failures["socket_missing"] ?? 0) >= 1 ? true : undefined), 10_000, 20);
+    await eventually(
+      "missing noted",
+      () => ((src.stats().failures["socket_missing"] ?? 0) >= 1 ? true : undefined),
+      10_000,
+      20,
+    );
     expect(owners(src, GPU1)).toEqual(["ml/after/c"]);
     const readsWhileAway = src.stats().reads;
     await server.listenAgain();

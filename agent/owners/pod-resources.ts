@@ -20,12 +20,20 @@ import { create } from "@bufbuild/protobuf";
 import { silentLogger, type Logger } from "../../common/log.js";
 import { errorMessage } from "../../common/errors.js";
 import { Backoff } from "../shipper/backoff.js";
-import { AllocatableResourcesRequestSchema, ListPodResourcesRequestSchema } from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
+import {
+  AllocatableResourcesRequestSchema,
+  ListPodResourcesRequestSchema,
+} from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
 import type { AllocationSource, AllocationSourceStats } from "./allocations.js";
 import { DEFAULT_MAX_ALLOCATIONS_PER_GPU } from "./allocations.js";
 import { DEVICE_ID_FORM_TEXT, type MatchedDeviceIdForm } from "./device-ids.js";
 import { DEFAULT_POD_RESOURCES_SOCKET, podResourcesListerDefinition } from "./pod-resources-api.js";
-import { allocatableGpus, allocationsFromList, type PodResourcesRejection, type Rejected } from "./pod-resources-parse.js";
+import {
+  allocatableGpus,
+  allocationsFromList,
+  type PodResourcesRejection,
+  type Rejected,
+} from "./pod-resources-parse.js";
 import { PolledAllocations } from "./polled-allocations.js";
 
 export { DEFAULT_POD_RESOURCES_SOCKET } from "./pod-resources-api.js";
@@ -61,16 +69,27 @@ export interface PodResourcesOptions {
 
 /** Why a read gave no answer. */
 export const POD_RESOURCES_FAILURES = [
-  "socket_missing", "not_a_socket", "permission_denied", "deadline", "unavailable", "bad_answer", "too_large", "unimplemented", "error",
+  "socket_missing",
+  "not_a_socket",
+  "permission_denied",
+  "deadline",
+  "unavailable",
+  "bad_answer",
+  "too_large",
+  "unimplemented",
+  "error",
 ] as const;
 export type PodResourcesFailure = (typeof POD_RESOURCES_FAILURES)[number];
 
 const FAILURE_TEXT: Readonly<Record<PodResourcesFailure, string>> = {
-  socket_missing: "the socket does not exist (no kubelet on this host, the kubelet restarting, or the directory not mounted)",
+  socket_missing:
+    "the socket does not exist (no kubelet on this host, the kubelet restarting, or the directory not mounted)",
   not_a_socket: "the path is not a unix socket",
-  permission_denied: "the agent may not open the socket (it needs read and write access to it, as root or the socket's group)",
+  permission_denied:
+    "the agent may not open the socket (it needs read and write access to it, as root or the socket's group)",
   deadline: "the kubelet did not answer before the deadline",
-  unavailable: "the kubelet could not be reached, broke the connection or did not speak gRPC (a socket file mounted on its own goes dead when the kubelet restarts: mount its directory)",
+  unavailable:
+    "the kubelet could not be reached, broke the connection or did not speak gRPC (a socket file mounted on its own goes dead when the kubelet restarts: mount its directory)",
   bad_answer: "the kubelet's answer could not be decoded",
   too_large: "the kubelet's answer was larger than the agent accepts",
   unimplemented: "the kubelet does not serve the v1 pod-resources API",
@@ -109,11 +128,12 @@ export interface PodResourcesStats extends AllocationSourceStats {
   allocatableSupported: boolean | undefined;
 }
 
-
 export class PodResourcesSource extends PolledAllocations implements AllocationSource {
   readonly name = "pod_resources" as const;
   readonly socketPath: string;
-  private readonly o: Required<Omit<PodResourcesOptions, "gpuByIndex" | "extraResourceNames" | "socketPath" | "logger" | "now">>;
+  private readonly o: Required<
+    Omit<PodResourcesOptions, "gpuByIndex" | "extraResourceNames" | "socketPath" | "logger" | "now">
+  >;
   private readonly log: Logger;
   private readonly backoff: Backoff;
   private inFlight: grpc.ClientUnaryCall | undefined;
@@ -126,8 +146,17 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
   private readonly logged = new Set<string>();
   private warnedSinceOk = false;
   private readonly s: PodResourcesStats = {
-    reads: 0, failures: {}, rejected: {}, staleDrops: 0, ownersDropped: 0, lastGoodMs: undefined,
-    socketReplaced: 0, matched: {}, pods: undefined, allocatableGpus: undefined, allocatableSupported: undefined,
+    reads: 0,
+    failures: {},
+    rejected: {},
+    staleDrops: 0,
+    ownersDropped: 0,
+    lastGoodMs: undefined,
+    socketReplaced: 0,
+    matched: {},
+    pods: undefined,
+    allocatableGpus: undefined,
+    allocatableSupported: undefined,
   };
 
   constructor(private readonly opts: PodResourcesOptions = {}) {
@@ -166,7 +195,12 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
   }
 
   stats(): PodResourcesStats {
-    return { ...this.s, failures: { ...this.s.failures }, rejected: { ...this.s.rejected }, matched: { ...this.s.matched } };
+    return {
+      ...this.s,
+      failures: { ...this.s.failures },
+      rejected: { ...this.s.rejected },
+      matched: { ...this.s.matched },
+    };
   }
 
   /** read() handles what it expects; anything else is a bug, logged once, never thrown. */
@@ -194,7 +228,9 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
     const inode = `${st.dev}:${st.ino}`;
     if (this.socketInode !== undefined && this.socketInode !== inode) {
       this.s.socketReplaced++;
-      this.log.info("The kubelet's pod-resources socket was replaced (the kubelet restarted); reconnecting.", { socket: this.socketPath });
+      this.log.info("The kubelet's pod-resources socket was replaced (the kubelet restarted); reconnecting.", {
+        socket: this.socketPath,
+      });
       this.closeClient();
       // A new kubelet may be newer: ask again what it can allocate, and whether it can say.
       this.allocatableAt = -Infinity;
@@ -213,33 +249,57 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
     }
     this.backoff.reset();
     const gpuByIndex = this.opts.gpuByIndex?.();
-    const parsed = allocationsFromList(resp, { gpuByIndex, extraResourceNames: this.opts.extraResourceNames, maxOwnersPerGpu: this.o.maxOwnersPerGpu });
+    const parsed = allocationsFromList(resp, {
+      gpuByIndex,
+      extraResourceNames: this.opts.extraResourceNames,
+      maxOwnersPerGpu: this.o.maxOwnersPerGpu,
+    });
     this.answer = { at: this.now(), byGpu: parsed.byGpu };
     this.s.reads++;
     this.s.lastGoodMs = this.answer.at;
     this.s.pods = parsed.pods;
     this.s.ownersDropped += parsed.ownersDropped;
-    for (const [form, n] of Object.entries(parsed.matched)) this.s.matched[form as MatchedDeviceIdForm] = (this.s.matched[form as MatchedDeviceIdForm] ?? 0) + n;
+    for (const [form, n] of Object.entries(parsed.matched))
+      this.s.matched[form as MatchedDeviceIdForm] = (this.s.matched[form as MatchedDeviceIdForm] ?? 0) + n;
     this.noteRejected(parsed.rejected);
-    if (parsed.ownersDropped > 0) this.once("owners_dropped", "warn", `A GPU is allocated to more than ${this.o.maxOwnersPerGpu} pod containers; owners past that bound are left out and counted.`);
+    if (parsed.ownersDropped > 0)
+      this.once(
+        "owners_dropped",
+        "warn",
+        `A GPU is allocated to more than ${this.o.maxOwnersPerGpu} pod containers; owners past that bound are left out and counted.`,
+      );
     if (!this.logged.has("first_answer") || this.warnedSinceOk) {
       this.logged.add("first_answer");
-      this.log.info(this.warnedSinceOk ? "The kubelet's pod-resources API answers again." : "Reading Kubernetes allocations from the kubelet's pod-resources API.", {
-        socket: this.socketPath, pods: parsed.pods, allocatedGpus: parsed.byGpu.size,
-      });
+      this.log.info(
+        this.warnedSinceOk
+          ? "The kubelet's pod-resources API answers again."
+          : "Reading Kubernetes allocations from the kubelet's pod-resources API.",
+        {
+          socket: this.socketPath,
+          pods: parsed.pods,
+          allocatedGpus: parsed.byGpu.size,
+        },
+      );
       this.warnedSinceOk = false;
     }
     // The first read ends with List's outcome: GetAllocatableResources is not waited for.
     this.firstReadEnded();
-    if (this.allocatableSupported !== false && this.now() - this.allocatableAt >= this.o.allocatableEveryMs) await this.readAllocatable(gpuByIndex);
+    if (this.allocatableSupported !== false && this.now() - this.allocatableAt >= this.o.allocatableEveryMs)
+      await this.readAllocatable(gpuByIndex);
     return this.o.pollMs;
   }
 
   private async readAllocatable(gpuByIndex: ReadonlyMap<number, string> | undefined): Promise<void> {
     this.allocatableAt = this.now();
     try {
-      const resp = await this.call(podResourcesListerDefinition.getAllocatableResources, create(AllocatableResourcesRequestSchema));
-      const { gpus, rejected } = allocatableGpus(resp, { gpuByIndex, extraResourceNames: this.opts.extraResourceNames });
+      const resp = await this.call(
+        podResourcesListerDefinition.getAllocatableResources,
+        create(AllocatableResourcesRequestSchema),
+      );
+      const { gpus, rejected } = allocatableGpus(resp, {
+        gpuByIndex,
+        extraResourceNames: this.opts.extraResourceNames,
+      });
       this.allocatable = gpus;
       this.allocatableSupported = true;
       this.s.allocatableGpus = gpus.size;
@@ -250,31 +310,53 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
       if ((err as { code?: unknown }).code === grpc.status.UNIMPLEMENTED) {
         this.allocatableSupported = false;
         this.s.allocatableSupported = false;
-        this.once("allocatable_unimplemented", "info", "The kubelet does not serve GetAllocatableResources (Kubernetes before 1.23, or its feature gate is off); allocations still come from List.");
+        this.once(
+          "allocatable_unimplemented",
+          "info",
+          "The kubelet does not serve GetAllocatableResources (Kubernetes before 1.23, or its feature gate is off); allocations still come from List.",
+        );
         return;
       }
       // List answered a moment ago; this one failing changes no allocation: counted, and noted once.
       const reason = classifyFailure(err);
       this.s.failures[`allocatable_${reason}`] = (this.s.failures[`allocatable_${reason}`] ?? 0) + 1;
-      this.once(`allocatable_${reason}`, "info", `The kubelet answered List but not GetAllocatableResources: ${FAILURE_TEXT[reason]}. Allocations still come from List; this is logged once.`, { reason, error: errorMessage(err) });
+      this.once(
+        `allocatable_${reason}`,
+        "info",
+        `The kubelet answered List but not GetAllocatableResources: ${FAILURE_TEXT[reason]}. Allocations still come from List; this is logged once.`,
+        { reason, error: errorMessage(err) },
+      );
     }
   }
 
   private call<Req, Res>(method: grpc.MethodDefinition<Req, Res>, req: Req): Promise<Res> {
     const client = this.client;
-    if (client === undefined || this.stopped) return Promise.reject(Object.assign(new Error("the source is stopped"), { code: grpc.status.CANCELLED }));
+    if (client === undefined || this.stopped)
+      return Promise.reject(Object.assign(new Error("the source is stopped"), { code: grpc.status.CANCELLED }));
     return new Promise<Res>((resolve, reject) => {
       // grpc-js enforces the deadline; the timer is a backstop should a call outlive it.
       const backstop = setTimeout(() => call.cancel(), this.o.deadlineMs + 1_000);
       backstop.unref();
-      const call = client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, req, new grpc.Metadata(),
-        { deadline: Date.now() + this.o.deadlineMs }, (err, value) => {
+      const call = client.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        req,
+        new grpc.Metadata(),
+        { deadline: Date.now() + this.o.deadlineMs },
+        (err, value) => {
           clearTimeout(backstop);
           if (this.inFlight === call) this.inFlight = undefined;
-          if (err !== null) reject(err.code === grpc.status.CANCELLED && !this.stopped ? Object.assign(err, { code: grpc.status.DEADLINE_EXCEEDED }) : err);
+          if (err !== null)
+            reject(
+              err.code === grpc.status.CANCELLED && !this.stopped
+                ? Object.assign(err, { code: grpc.status.DEADLINE_EXCEEDED })
+                : err,
+            );
           else if (value === undefined) reject(new Error("the kubelet sent no message"));
           else resolve(value);
-        });
+        },
+      );
       this.inFlight = call;
     });
   }
@@ -299,27 +381,45 @@ export class PodResourcesSource extends PolledAllocations implements AllocationS
     if (this.logged.has(`failure_${reason}`)) return;
     this.logged.add(`failure_${reason}`);
     const level = reason === "socket_missing" && !this.o.configured && this.answer === undefined ? "info" : "warn";
-    const msg = reason === "socket_missing" && this.answer === undefined
-      ? `No kubelet pod-resources socket at ${this.socketPath}; Kubernetes allocations are off until it appears.`
-      : `The kubelet's pod-resources API gave no answer: ${FAILURE_TEXT[reason]}. The agent keeps its last answer for ${Math.round(this.o.staleAfterMs / 1000)} s and retries; this is logged once.`;
-    this.log[level](msg, { socket: this.socketPath, reason, ...(err === undefined ? {} : { error: errorMessage(err) }) });
+    const msg =
+      reason === "socket_missing" && this.answer === undefined
+        ? `No kubelet pod-resources socket at ${this.socketPath}; Kubernetes allocations are off until it appears.`
+        : `The kubelet's pod-resources API gave no answer: ${FAILURE_TEXT[reason]}. The agent keeps its last answer for ${Math.round(this.o.staleAfterMs / 1000)} s and retries; this is logged once.`;
+    this.log[level](msg, {
+      socket: this.socketPath,
+      reason,
+      ...(err === undefined ? {} : { error: errorMessage(err) }),
+    });
     if (level === "warn") this.warnedSinceOk = true;
   }
 
   private noteRejected(rejected: ReadonlyMap<PodResourcesRejection, Rejected>): void {
     for (const [kind, r] of rejected) {
       this.s.rejected[kind] = (this.s.rejected[kind] ?? 0) + r.count;
-      const what = kind === "dra" ? "a GPU allocated through Dynamic Resource Allocation, which only the API server maps to a uuid"
-        : kind === "bad_name" ? "a pod, namespace or container name no name can be (left out; the allocation still counts)"
-        : DEVICE_ID_FORM_TEXT[kind];
-      this.once(`rejected_${kind}`, "warn", `The kubelet named a GPU device trueidle cannot match to a GPU: ${what}. Such devices are counted and left out; this is logged once.`, { form: kind, example: r.example });
+      const what =
+        kind === "dra"
+          ? "a GPU allocated through Dynamic Resource Allocation, which only the API server maps to a uuid"
+          : kind === "bad_name"
+            ? "a pod, namespace or container name no name can be (left out; the allocation still counts)"
+            : DEVICE_ID_FORM_TEXT[kind];
+      this.once(
+        `rejected_${kind}`,
+        "warn",
+        `The kubelet named a GPU device trueidle cannot match to a GPU: ${what}. Such devices are counted and left out; this is logged once.`,
+        { form: kind, example: r.example },
+      );
     }
   }
 
   protected droppedStale(): void {
     this.s.staleDrops++;
     this.s.pods = undefined;
-    this.once("stale", "warn", `The kubelet has not answered for over ${Math.round(this.o.staleAfterMs / 1000)} s; its last allocations are dropped until it answers again.`, { socket: this.socketPath });
+    this.once(
+      "stale",
+      "warn",
+      `The kubelet has not answered for over ${Math.round(this.o.staleAfterMs / 1000)} s; its last allocations are dropped until it answers again.`,
+      { socket: this.socketPath },
+    );
     this.warnedSinceOk = true;
   }
 

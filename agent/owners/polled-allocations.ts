@@ -27,7 +27,9 @@ export abstract class PolledAllocations {
     protected readonly now: () => number,
     protected readonly staleAfterMs: number,
   ) {
-    this.firstReadDone = new Promise<void>((resolve) => { this.endFirstRead = resolve; });
+    this.firstReadDone = new Promise<void>((resolve) => {
+      this.endFirstRead = resolve;
+    });
   }
 
   /** Ends with the first read's outcome (or at stop). */
@@ -86,7 +88,9 @@ export abstract class PolledAllocations {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.running = this.poll().finally(() => { this.running = undefined; });
+      this.running = this.poll().finally(() => {
+        this.running = undefined;
+      });
     }, delayMs);
     this.timer.unref();
   }

@@ -32,7 +32,9 @@ describe("/proc/PID/status, comm and /etc/passwd", () => {
   });
 
   it("keeps the first entry of a uid and skips comments and NIS lines", () => {
-    const names = parsePasswd("# x\n+@netgroup::::::\nroot:x:0:0::/root:/bin/sh\ntoor:x:0:0::/root:/bin/sh\nbad:x:abc:0::/:/bin/sh\nshort:x\n");
+    const names = parsePasswd(
+      "# x\n+@netgroup::::::\nroot:x:0:0::/root:/bin/sh\ntoor:x:0:0::/root:/bin/sh\nbad:x:abc:0::/:/bin/sh\nshort:x\n",
+    );
     expect([...names]).toEqual([[0, "root"]]);
   });
 

@@ -26,11 +26,15 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const close = text.lastIndexOf(")");
   if (open < 0 || close < open) return undefined;
   if (!/^\d+ $/.test(text.slice(0, open))) return undefined;
-  const rest = text.slice(close + 2).trimEnd().split(" ");
+  const rest = text
+    .slice(close + 2)
+    .trimEnd()
+    .split(" ");
   // rest[0] is field 3 (state), so field N is rest[N - 3].
   const ppid = rest[1];
   const startTime = rest[19];
-  if (ppid === undefined || startTime === undefined || !/^\d+$/.test(ppid) || !/^\d+$/.test(startTime)) return undefined;
+  if (ppid === undefined || startTime === undefined || !/^\d+$/.test(ppid) || !/^\d+$/.test(startTime))
+    return undefined;
   return { comm: text.slice(open + 1, close), ppid: Number(ppid), startTime };
 }
 

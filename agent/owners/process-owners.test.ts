@@ -41,12 +41,24 @@ describe("owners of processes, end to end through a host root", () => {
     expect(Object.fromEntries(found)).toEqual(Object.fromEntries(expected));
     expect(warns()).toEqual([]);
     const c = po.counters();
-    expect(c).toMatchObject({ lookups: CGROUP_FIXTURES.length, attributed: CGROUP_FIXTURES.length, vanished: 0, notVisible: 0, unreadable: {}, badInput: {} });
+    expect(c).toMatchObject({
+      lookups: CGROUP_FIXTURES.length,
+      attributed: CGROUP_FIXTURES.length,
+      vanished: 0,
+      notVisible: 0,
+      unreadable: {},
+      badInput: {},
+    });
   });
 
   it("answers a Kubernetes pod's GPU process with runtime, container, pod and user", async () => {
     const h = await host();
-    await h.addProcess({ pid: 4242, uid: 1000, comm: "python3", cgroup: await cgroupFixture("k8s-containerd-systemd-v2-burstable.cgroup") });
+    await h.addProcess({
+      pid: 4242,
+      uid: 1000,
+      comm: "python3",
+      cgroup: await cgroupFixture("k8s-containerd-systemd-v2-burstable.cgroup"),
+    });
     const { po } = owners(h);
     expect(await po.ownerOf(4242)).toEqual({
       via: "process",
@@ -64,7 +76,14 @@ describe("owners of processes, end to end through a host root", () => {
     await h.addProcess({ pid: 77, uid: 1001, comm: "gpu_burn", cgroup: await cgroupFixture("slurm-v2.cgroup") });
     await h.addProcess({ pid: 78, uid: 1000, comm: "ollama", cgroup: await cgroupFixture("user-session-v2.cgroup") });
     const { po } = owners(h);
-    expect(await po.ownerOf(77)).toEqual({ via: "process", pid: 77, command: "gpu_burn", user: "bob", job: "1392969", step: "0" });
+    expect(await po.ownerOf(77)).toEqual({
+      via: "process",
+      pid: 77,
+      command: "gpu_burn",
+      user: "bob",
+      job: "1392969",
+      step: "0",
+    });
     expect(await po.ownerOf(78)).toEqual({ via: "process", pid: 78, command: "ollama", user: "alice" });
   });
 });
@@ -134,7 +153,10 @@ describe("bad and missing input", () => {
 
     await h.setPasswd("alice:x:1000:1000::/home/alice:/bin/bash\n", 1_700_000_000);
     expect((await po.ownerOf(711))?.user).toBe("alice");
-    await h.setPasswd("alice:x:1000:1000::/home/alice:/bin/bash\ncarol:x:5000:5000::/home/carol:/bin/bash\n", 1_700_000_100);
+    await h.setPasswd(
+      "alice:x:1000:1000::/home/alice:/bin/bash\ncarol:x:5000:5000::/home/carol:/bin/bash\n",
+      1_700_000_100,
+    );
     expect((await po.ownerOf(712))?.user).toBe("carol");
     expect(po.counters().unreadable).toEqual({ passwd_missing: 1 });
   });
@@ -168,7 +190,13 @@ describe("bad and missing input", () => {
 describe("cache", () => {
   it("reads a process once per start time, and a reused pid gets its new owner", async () => {
     const h = await host();
-    await h.addProcess({ pid: 800, uid: 1000, comm: "trainer", startTime: 1111, cgroup: await cgroupFixture("slurm-v1.cgroup") });
+    await h.addProcess({
+      pid: 800,
+      uid: 1000,
+      comm: "trainer",
+      startTime: 1111,
+      cgroup: await cgroupFixture("slurm-v1.cgroup"),
+    });
     const { po } = owners(h);
     const first = await po.ownerOf(800);
     expect(first).toMatchObject({ command: "trainer", user: "alice", job: "748468" });
@@ -180,7 +208,13 @@ describe("cache", () => {
 
     // The pid is reused by another process: new start time, new owner.
     await h.removeProcess(800);
-    await h.addProcess({ pid: 800, uid: 1001, comm: "notebook", startTime: 2222, cgroup: await cgroupFixture("podman-v2-rootful.cgroup") });
+    await h.addProcess({
+      pid: 800,
+      uid: 1001,
+      comm: "notebook",
+      startTime: 2222,
+      cgroup: await cgroupFixture("podman-v2-rootful.cgroup"),
+    });
     expect(await po.ownerOf(800)).toEqual({
       via: "process",
       pid: 800,

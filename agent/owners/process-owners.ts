@@ -217,7 +217,10 @@ export class ProcessOwners {
     let view: HostPidView;
     if (read.ok) {
       const stat = parseProcStat(read.bytes.toString("utf8"));
-      view = stat?.comm === "kthreadd" && stat.ppid === 0 ? { visible: true } : { visible: false, reason: "other_pid_namespace" };
+      view =
+        stat?.comm === "kthreadd" && stat.ppid === 0
+          ? { visible: true }
+          : { visible: false, reason: "other_pid_namespace" };
     } else if (read.reason === "aborted") {
       return this.probe?.view ?? { visible: false, reason: "other_pid_namespace" };
     } else {
@@ -272,7 +275,9 @@ export class ProcessOwners {
       readCapped(join(dir, "comm"), this.maxFileBytes, signal),
     ]);
     if ([cgroup, status, comm].some((r) => !r.ok && (r.reason === "missing" || r.reason === "aborted"))) {
-      return [cgroup, status, comm].some((r) => !r.ok && r.reason === "aborted") ? { owner: undefined, vanished: false } : this.gone(pid);
+      return [cgroup, status, comm].some((r) => !r.ok && r.reason === "aborted")
+        ? { owner: undefined, vanished: false }
+        : this.gone(pid);
     }
     // The files read must be those of the process asked about, not of one that took its pid since.
     const after = await this.readStat(dir, signal);
@@ -309,7 +314,8 @@ export class ProcessOwners {
     const read = await readCapped(join(dir, "stat"), this.maxFileBytes, signal);
     if (!read.ok) {
       if (read.reason === "missing") return "vanished";
-      if (read.reason !== "aborted") this.problem(read.reason === "too_large" ? "badInput" : "unreadable", "stat", read.reason, dir);
+      if (read.reason !== "aborted")
+        this.problem(read.reason === "too_large" ? "badInput" : "unreadable", "stat", read.reason, dir);
       return undefined;
     }
     const stat = parseProcStat(read.bytes.toString("utf8"));
@@ -396,7 +402,10 @@ function problemMessage(kind: "unreadable" | "badInput", file: string, reason: s
       reason === "eacces" || reason === "eperm"
         ? " Run the agent as root, or give its container read access to the host's /proc."
         : "";
-    const effect = file === "stat" ? "such processes are not attributed" : "such processes are attributed without what that file says";
+    const effect =
+      file === "stat"
+        ? "such processes are not attributed"
+        : "such processes are attributed without what that file says";
     return `The agent could not read ${path} (${reason}); ${effect}, and this is logged once.${fix}`;
   }
   if (reason === "too_large") {

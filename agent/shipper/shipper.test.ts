@@ -5,7 +5,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
-import { GpuWindowSchema, StreamResponseSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
+import {
+  GpuWindowSchema,
+  StreamResponseSchema,
+  type StreamRequest,
+  type StreamResponse,
+} from "../../gen/trueidle/v1/ingest_pb.js";
 import { silentLogger, recordingLogger } from "../../common/log.js";
 import { Shipper } from "./shipper.js";
 import { WindowBuffer } from "./window-buffer.js";
@@ -25,11 +30,24 @@ async function startServer(onBatch: (call: ServerCall, seq: bigint, uuids: strin
       call.on("data", (m: StreamRequest) => {
         if (m.msg.case === "hello") {
           hellos.push(m);
-          call.write(create(StreamResponseSchema, {
-            msg: { case: "welcome", value: { collectorId: "t", thresholds: { utilBusyPercent: 7, realActiveRatio: 0.2, heldMemoryBytes: 1n } } },
-          }));
+          call.write(
+            create(StreamResponseSchema, {
+              msg: {
+                case: "welcome",
+                value: {
+                  collectorId: "t",
+                  thresholds: { utilBusyPercent: 7, realActiveRatio: 0.2, heldMemoryBytes: 1n },
+                },
+              },
+            }),
+          );
         } else if (m.msg.case === "batch") {
-          onBatch(call, m.msg.value.seq, m.msg.value.windows.map((w) => `${w.uuid}@${w.startMs}`), ++n);
+          onBatch(
+            call,
+            m.msg.value.seq,
+            m.msg.value.windows.map((w) => `${w.uuid}@${w.startMs}`),
+            ++n,
+          );
         }
       });
       call.on("error", () => {});
@@ -37,16 +55,26 @@ async function startServer(onBatch: (call: ServerCall, seq: bigint, uuids: strin
     },
   });
   const port = await new Promise<number>((res, rej) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+  );
   return { server, port, hellos, streams: () => streams };
 }
 
 function win(i: number): GpuWindowRecord {
   return {
-    uuid: `GPU-${i % 3}`, index: i % 3, model: "NVIDIA H100 80GB HBM3", driverVersion: "550.90.07",
-    startMs: 1_700_000_000_000 + Math.floor(i / 3) * 10_000, durationMs: 10_000,
-    observedS: 10, stateS: { ...emptyStateSeconds(), free_idle: 10 }, reportedIdleS: 10, reportedBusyS: 0, realBusyS: 0,
-    processesMax: 0, topHolders: [],
+    uuid: `GPU-${i % 3}`,
+    index: i % 3,
+    model: "NVIDIA H100 80GB HBM3",
+    driverVersion: "550.90.07",
+    startMs: 1_700_000_000_000 + Math.floor(i / 3) * 10_000,
+    durationMs: 10_000,
+    observedS: 10,
+    stateS: { ...emptyStateSeconds(), free_idle: 10 },
+    reportedIdleS: 10,
+    reportedBusyS: 0,
+    realBusyS: 0,
+    processesMax: 0,
+    topHolders: [],
     last: { timeMs: 0, state: "free_idle", real: 0, realSource: "none", processes: 0, idleStreakS: 1 },
   };
 }
@@ -70,8 +98,13 @@ describe("Shipper", () => {
     cleanup.push(() => void srv.server.forceShutdown());
     let thresholds: unknown;
     const s = new Shipper({
-      targets: [`127.0.0.1:${srv.port}`], host: { hostname: "h1", machineId: "m", labels: { site: "x" } },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, onThresholds: (t) => (thresholds = t),
+      targets: [`127.0.0.1:${srv.port}`],
+      host: { hostname: "h1", machineId: "m", labels: { site: "x" } },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      onThresholds: (t) => (thresholds = t),
     });
     cleanup.push(() => s.stop());
     s.start();
@@ -102,9 +135,15 @@ describe("Shipper", () => {
     });
     cleanup.push(() => void srv.server.forceShutdown());
     const s = new Shipper({
-      targets: [`127.0.0.1:${srv.port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger,
-      maxWindowsPerBatch: 4, backoffInitialMs: 50, backoffMaxMs: 200,
+      targets: [`127.0.0.1:${srv.port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      maxWindowsPerBatch: 4,
+      backoffInitialMs: 50,
+      backoffMaxMs: 200,
     });
     cleanup.push(() => s.stop());
     s.start();
@@ -128,8 +167,14 @@ describe("Shipper", () => {
     probe.server.forceShutdown();
     const logger = recordingLogger();
     const s = new Shipper({
-      targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger, backoffInitialMs: 50, backoffMaxMs: 300,
+      targets: [`127.0.0.1:${port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger,
+      backoffInitialMs: 50,
+      backoffMaxMs: 300,
     });
     cleanup.push(() => s.stop());
     s.start();
@@ -145,7 +190,8 @@ describe("Shipper", () => {
     server.addService(ingestServiceDefinition, {
       stream: (call: ServerCall) => {
         call.on("data", (m: StreamRequest) => {
-          if (m.msg.case === "hello") call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "late" } } }));
+          if (m.msg.case === "hello")
+            call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "late" } } }));
           else if (m.msg.case === "batch") {
             received.push(...m.msg.value.windows.map((w) => w.uuid));
             ack(call, m.msg.value.seq, m.msg.value.windows.length);
@@ -154,7 +200,9 @@ describe("Shipper", () => {
         call.on("error", () => {});
       },
     });
-    await new Promise<void>((res, rej) => server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+    await new Promise<void>((res, rej) =>
+      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())),
+    );
     cleanup.push(() => void server.forceShutdown());
     expect(await s.drain(15_000)).toBe(true);
     expect(received).toHaveLength(3);
@@ -164,8 +212,13 @@ describe("Shipper", () => {
     const probe = await startServer(() => {});
     probe.server.forceShutdown();
     const s = new Shipper({
-      targets: [`127.0.0.1:${probe.port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, maxBufferedWindows: 5,
+      targets: [`127.0.0.1:${probe.port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      maxBufferedWindows: 5,
     });
     cleanup.push(() => s.stop());
     s.enqueue(Array.from({ length: 8 }, (_, i) => win(i)));
@@ -201,12 +254,19 @@ describe("Shipper", () => {
       },
     });
     const port = await new Promise<number>((res, rej) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+    );
     cleanup.push(() => void server.forceShutdown());
     const logger = recordingLogger();
     const s = new Shipper({
-      targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger, backoffInitialMs: 20, backoffMaxMs: 40,
+      targets: [`127.0.0.1:${port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger,
+      backoffInitialMs: 20,
+      backoffMaxMs: 40,
     });
     cleanup.push(() => s.stop());
     s.start();
@@ -230,20 +290,27 @@ describe("Shipper", () => {
       stream: (call: ServerCall) => {
         seen.push(String(call.metadata.get("authorization")[0]));
         call.on("data", (m: StreamRequest) => {
-          if (m.msg.case === "hello") call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "t" } } }));
+          if (m.msg.case === "hello")
+            call.write(create(StreamResponseSchema, { msg: { case: "welcome", value: { collectorId: "t" } } }));
           else if (m.msg.case === "batch") ack(call, m.msg.value.seq, m.msg.value.windows.length);
         });
         call.on("error", () => {});
       },
     });
     const port = await new Promise<number>((res, rej) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+    );
     cleanup.push(() => void server.forceShutdown());
     const callMetadata = new grpc.Metadata();
     callMetadata.set("authorization", "Bearer sekrit");
     const s = new Shipper({
-      targets: [`127.0.0.1:${port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, callMetadata,
+      targets: [`127.0.0.1:${port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      callMetadata,
     });
     cleanup.push(() => s.stop());
     s.start();
@@ -261,16 +328,31 @@ describe("Shipper", () => {
       batches++;
       // First batch: window 0 accepted, window 1 rejected. Later batches: never acknowledged.
       if (batches === 1) {
-        call.write(create(StreamResponseSchema, {
-          msg: { case: "ack", value: { seq, accepted: uuids.length - 1, rejections: [{ index: 1, reason: "bad_number", field: "windows[1].power_mean_w" }] } },
-        }));
+        call.write(
+          create(StreamResponseSchema, {
+            msg: {
+              case: "ack",
+              value: {
+                seq,
+                accepted: uuids.length - 1,
+                rejections: [{ index: 1, reason: "bad_number", field: "windows[1].power_mean_w" }],
+              },
+            },
+          }),
+        );
       }
     });
     cleanup.push(() => void srv.server.forceShutdown());
     const buffer = await WindowBuffer.open(dir, { maxWindows: 1000, logger: silentLogger });
     const s = new Shipper({
-      targets: [`127.0.0.1:${srv.port}`], host: { hostname: "h1", machineId: "", labels: {} },
-      agentVersion: "test", source: "sim", windowMs: 10_000, logger: silentLogger, buffer, maxWindowsPerBatch: 2,
+      targets: [`127.0.0.1:${srv.port}`],
+      host: { hostname: "h1", machineId: "", labels: {} },
+      agentVersion: "test",
+      source: "sim",
+      windowMs: 10_000,
+      logger: silentLogger,
+      buffer,
+      maxWindowsPerBatch: 2,
     });
     s.start();
     s.enqueue([0, 1].map(win));
@@ -289,4 +371,3 @@ describe("Shipper", () => {
     await again.close();
   });
 });
-

@@ -11,11 +11,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import {
-  StreamRequestSchema,
-  type StreamRequest,
-  type StreamResponse,
-} from "../../gen/trueidle/v1/ingest_pb.js";
+import { StreamRequestSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 import { ingestClientDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
@@ -24,7 +20,13 @@ import { encodeWindow } from "./encode-window.js";
 import { frameBatch } from "./batch-frame.js";
 import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
-import { afterProbe, diagnoseConnectFailure, probeTls, type ConnectDiagnosis, type ConnectProblem } from "./connect-diagnosis.js";
+import {
+  afterProbe,
+  diagnoseConnectFailure,
+  probeTls,
+  type ConnectDiagnosis,
+  type ConnectProblem,
+} from "./connect-diagnosis.js";
 
 /** Options with their defaults filled in: every key present, none undefined. */
 type Filled<T> = { [K in keyof T]-?: Exclude<T[K], undefined> };
@@ -137,12 +139,22 @@ export class Shipper {
       backoffMaxMs: 30_000,
       now: Date.now,
       ...definedOnly(opts),
-      targets: opts.targets, host: opts.host, agentVersion: opts.agentVersion, source: opts.source, windowMs: opts.windowMs, logger: opts.logger,
+      targets: opts.targets,
+      host: opts.host,
+      agentVersion: opts.agentVersion,
+      source: opts.source,
+      windowMs: opts.windowMs,
+      logger: opts.logger,
     };
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
-    this.buffer = opts.buffer ?? WindowBuffer.memory({
-      maxWindows: this.opts.maxBufferedWindows, maxBytes: opts.maxBufferBytes, logger: this.opts.logger, now: this.opts.now,
-    });
+    this.buffer =
+      opts.buffer ??
+      WindowBuffer.memory({
+        maxWindows: this.opts.maxBufferedWindows,
+        maxBytes: opts.maxBufferBytes,
+        logger: this.opts.logger,
+        now: this.opts.now,
+      });
     this.buffer.onSendable = () => this.pump();
     this.backoff = new Backoff({ initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
   }
@@ -152,7 +164,10 @@ export class Shipper {
     this.started = true;
     // A sixth of the response timeout (5 s at the default 30 s): a stream that stopped
     // answering is broken within the timeout and a bit, without a wake-up every second.
-    this.watchdog = setInterval(() => this.checkTimeouts(), Math.min(5_000, Math.max(100, this.opts.responseTimeoutMs / 6)));
+    this.watchdog = setInterval(
+      () => this.checkTimeouts(),
+      Math.min(5_000, Math.max(100, this.opts.responseTimeoutMs / 6)),
+    );
     this.watchdog.unref();
     this.connect();
   }
@@ -244,17 +259,23 @@ export class Shipper {
     call.on("data", (msg: StreamResponse) => this.onResponse(call, target, msg));
     call.on("error", (err: grpc.ServiceError) => this.onBroken(call, target, err));
     call.on("end", () => this.onBroken(call, target, undefined));
-    call.write(create(StreamRequestSchema, {
-      msg: {
-        case: "hello",
-        value: {
-          agentVersion: this.opts.agentVersion,
-          host: { hostname: this.opts.host.hostname, machineId: this.opts.host.machineId, labels: this.opts.host.labels },
-          source: this.opts.source,
-          windowMs: this.opts.windowMs,
+    call.write(
+      create(StreamRequestSchema, {
+        msg: {
+          case: "hello",
+          value: {
+            agentVersion: this.opts.agentVersion,
+            host: {
+              hostname: this.opts.host.hostname,
+              machineId: this.opts.host.machineId,
+              labels: this.opts.host.labels,
+            },
+            source: this.opts.source,
+            windowMs: this.opts.windowMs,
+          },
         },
-      },
-    }));
+      }),
+    );
   }
 
   private onResponse(call: Duplex, target: string, msg: StreamResponse): void {
@@ -267,7 +288,11 @@ export class Shipper {
       this.failedAttempts = 0;
       this.lastFailureLogMs = -Infinity;
       this.causesLogged.clear();
-      this.opts.logger.info("Connected to the collector.", { collector: target, collector_id: w.collectorId, buffered: this.stats().buffered });
+      this.opts.logger.info("Connected to the collector.", {
+        collector: target,
+        collector_id: w.collectorId,
+        buffered: this.stats().buffered,
+      });
       if (w.thresholds && this.opts.onThresholds) {
         this.opts.onThresholds({
           utilBusyPercent: w.thresholds.utilBusyPercent,
@@ -280,7 +305,9 @@ export class Shipper {
       const ack = msg.msg.value;
       const i = this.inFlight.findIndex((b) => b.seq === ack.seq);
       if (i < 0) {
-        this.opts.logger.warn("The collector acknowledged a batch this agent did not send; ignoring it.", { seq: String(ack.seq) });
+        this.opts.logger.warn("The collector acknowledged a batch this agent did not send; ignoring it.", {
+          seq: String(ack.seq),
+        });
         return;
       }
       const [batch] = this.inFlight.splice(i, 1);
@@ -292,7 +319,10 @@ export class Shipper {
         this.counters.rejected += ack.rejections.length;
         const first = ack.rejections[0]!;
         this.opts.logger.error("The collector rejected windows as invalid; they are dropped.", {
-          count: ack.rejections.length, reason: first.reason, field: first.field, batch_windows: batch?.entries.length,
+          count: ack.rejections.length,
+          reason: first.reason,
+          field: first.field,
+          batch_windows: batch?.entries.length,
         });
       }
       this.pump();
@@ -312,32 +342,46 @@ export class Shipper {
     this.buffer.unsendAll();
     this.counters.reconnects++;
     const retryAfterMs = retryAfter(err);
-    const pushedBack = err?.code === grpc.status.RESOURCE_EXHAUSTED || (err?.code === grpc.status.UNAVAILABLE && retryAfterMs !== undefined);
+    const pushedBack =
+      err?.code === grpc.status.RESOURCE_EXHAUSTED ||
+      (err?.code === grpc.status.UNAVAILABLE && retryAfterMs !== undefined);
     const delay = Math.max(retryAfterMs ?? 0, this.backoff.next());
     const fields = {
       collector: target,
-      code: err?.code, detail: err?.details ?? "stream ended",
-      retry_in_ms: delay, buffered: this.buffer.stats().windows,
+      code: err?.code,
+      detail: err?.details ?? "stream ended",
+      retry_in_ms: delay,
+      buffered: this.buffer.stats().windows,
     };
     // During a long outage the agent retries every few seconds: the first failure is logged,
     // then one line a minute with the count; the rest go to debug. A failure to connect with
     // a new probable cause is logged at once.
     this.failedAttempts++;
     const now = this.opts.now();
-    const diagnosis = wasReady || err?.code !== grpc.status.UNAVAILABLE
-      ? undefined
-      : diagnoseConnectFailure(err.details ?? "", { target, tls: this.credentials._isSecure() });
+    const diagnosis =
+      wasReady || err?.code !== grpc.status.UNAVAILABLE
+        ? undefined
+        : diagnoseConnectFailure(err.details ?? "", { target, tls: this.credentials._isSecure() });
     const newCause = diagnosis !== undefined && !this.causesLogged.has(diagnosis.problem);
     const loud = wasReady || newCause || now - this.lastFailureLogMs >= FAILURE_LOG_INTERVAL_MS;
     if (loud) this.lastFailureLogMs = now;
     if (diagnosis && loud) this.causesLogged.add(diagnosis.problem);
     const logFields = { ...fields, failed_attempts: this.failedAttempts };
-    if (err?.code === grpc.status.INVALID_ARGUMENT || err?.code === grpc.status.UNAUTHENTICATED || err?.code === grpc.status.PERMISSION_DENIED) {
-      if (loud) this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", logFields);
+    if (
+      err?.code === grpc.status.INVALID_ARGUMENT ||
+      err?.code === grpc.status.UNAUTHENTICATED ||
+      err?.code === grpc.status.PERMISSION_DENIED
+    ) {
+      if (loud)
+        this.opts.logger.error("The collector refused this agent's stream; fix the agent's configuration.", logFields);
       else this.opts.logger.debug("The collector refused this agent's stream again.", logFields);
     } else if (pushedBack) {
       // The collector is protecting itself (spool full, rate limit, too many agents): nothing is lost, windows stay buffered.
-      if (!this.pushbackLogged) this.opts.logger.warn("The collector asked this agent to wait before reconnecting; its windows stay buffered.", fields);
+      if (!this.pushbackLogged)
+        this.opts.logger.warn(
+          "The collector asked this agent to wait before reconnecting; its windows stay buffered.",
+          fields,
+        );
       else this.opts.logger.debug("The collector asked this agent to wait again before reconnecting.", fields);
       this.pushbackLogged = true;
     } else if (wasReady) {
@@ -345,7 +389,8 @@ export class Shipper {
     } else if (loud && diagnosis?.needsProbe) {
       // Only a look at the address tells a TLS collector from one closing connections.
       void probeTls(target).then((probe) => {
-        if (!this.stopped && !this.ready) this.logConnectFailure(afterProbe(diagnosis, probe, { target, tls: false }), logFields);
+        if (!this.stopped && !this.ready)
+          this.logConnectFailure(afterProbe(diagnosis, probe, { target, tls: false }), logFields);
       });
     } else if (loud) {
       this.logConnectFailure(diagnosis, logFields);
@@ -378,7 +423,12 @@ export class Shipper {
         this.inFlight.push({ seq: this.seq, entries, sentMs: this.opts.now() });
         this.counters.sent += entries.length;
         // The windows go out as they were encoded when measured, framed into one batch.
-        call.write(frameBatch(this.seq, entries.map((e) => e.data)));
+        call.write(
+          frameBatch(
+            this.seq,
+            entries.map((e) => e.data),
+          ),
+        );
       }
     }
     if (this.isIdle() && this.idleWaiters.length > 0) {
@@ -396,7 +446,9 @@ export class Shipper {
     const oldest = this.inFlight[0];
     if ((!this.ready && now - this.streamOpenedMs > limit) || (oldest && now - oldest.sentMs > limit)) {
       const err = Object.assign(new Error("no answer from the collector"), {
-        code: grpc.status.DEADLINE_EXCEEDED, details: `no answer within ${limit} ms`, metadata: new grpc.Metadata(),
+        code: grpc.status.DEADLINE_EXCEEDED,
+        details: `no answer within ${limit} ms`,
+        metadata: new grpc.Metadata(),
       }) as grpc.ServiceError;
       this.onBroken(call, this.opts.targets[(this.targetIdx - 1) % this.opts.targets.length]!, err);
     }
@@ -415,5 +467,7 @@ function retryAfter(err: grpc.ServiceError | undefined): number | undefined {
 /** The options actually given: an explicit `undefined` must not override a default. */
 /** `o` without its undefined values: what it sets, to spread over defaults. */
 function definedOnly<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as {
+    [K in keyof T]?: Exclude<T[K], undefined>;
+  };
 }

@@ -12,8 +12,16 @@ const T0 = Date.UTC(2026, 10, 29, 12, 0, 0);
 
 function reading(over: Partial<GpuReading>): GpuReading {
   return {
-    uuid: "GPU-a", index: 0, model: "NVIDIA H100 80GB HBM3", driverVersion: "550.90.07",
-    util: 0, powerW: 70, powerLimitW: 700, memUsedBytes: 0, memTotalBytes: 80 * 1024 * MiB, processes: [],
+    uuid: "GPU-a",
+    index: 0,
+    model: "NVIDIA H100 80GB HBM3",
+    driverVersion: "550.90.07",
+    util: 0,
+    powerW: 70,
+    powerLimitW: 700,
+    memUsedBytes: 0,
+    memTotalBytes: 80 * 1024 * MiB,
+    processes: [],
     ...over,
   };
 }
@@ -24,7 +32,15 @@ describe("windowToProto", () => {
     const longName = `/opt/venv/bin/python3 ${"x".repeat(2000)}`;
     const procs = Array.from({ length: 80 }, (_, i) => ({ pid: 100 + i, name: longName, usedMemoryBytes: 100 * MiB }));
     p.ingest(T0, [reading({ memUsedBytes: 8000 * MiB, processes: procs })]);
-    p.ingest(T0 + 1000, [reading({ error: `Unable to determine the device handle: ${"e".repeat(5000)}`, util: undefined, powerW: undefined, memUsedBytes: undefined, processes: undefined })]);
+    p.ingest(T0 + 1000, [
+      reading({
+        error: `Unable to determine the device handle: ${"e".repeat(5000)}`,
+        util: undefined,
+        powerW: undefined,
+        memUsedBytes: undefined,
+        processes: undefined,
+      }),
+    ]);
     p.ingest(T0 + 10_000, [reading({})]);
     const [rec] = p.drain();
     const w = windowToProto(rec!);
@@ -41,13 +57,22 @@ describe("windowToProto", () => {
       { pid: 12, name: "torchrun", usedMemoryBytes: 20_000 * MiB, smUtil: 95 },
       { pid: 13, name: "nvidia-smi-visible", usedMemoryBytes: 10_000 * MiB },
     ];
-    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [reading({ util: 95, powerW: 650, memUsedBytes: 60_000 * MiB, processes: procs })]);
+    for (let s = 0; s < 10; s++)
+      p.ingest(T0 + s * 1000, [reading({ util: 95, powerW: 650, memUsedBytes: 60_000 * MiB, processes: procs })]);
     const [rec] = p.flushAll();
     const w = windowToProto(rec!);
-    expect(w.topHolders.map((h) => [h.pid, h.smUtilRatio])).toEqual([[11, 0], [12, 0.95], [13, undefined]]);
+    expect(w.topHolders.map((h) => [h.pid, h.smUtilRatio])).toEqual([
+      [11, 0],
+      [12, 0.95],
+      [13, undefined],
+    ]);
     // Through the wire, as the shipper buffers and sends it: 0 stays 0, unset stays unset.
     const back = fromBinary(GpuWindowSchema, toBinary(GpuWindowSchema, w));
-    expect(back.topHolders.map((h) => [h.pid, h.smUtilRatio])).toEqual([[11, 0], [12, 0.95], [13, undefined]]);
+    expect(back.topHolders.map((h) => [h.pid, h.smUtilRatio])).toEqual([
+      [11, 0],
+      [12, 0.95],
+      [13, undefined],
+    ]);
     expect(validateWindow(w, 0, DEFAULT_WINDOW_LIMITS, T0 + 11_000)).toBeUndefined();
   });
 

@@ -8,7 +8,14 @@ import {
   type GpuWindow,
 } from "../../gen/trueidle/v1/ingest_pb.js";
 import type { GpuState, OwnerSource, RealSource } from "../../common/types.js";
-import { cutText, MAX_ERROR_LENGTH, MAX_HOLDER_NAME_LENGTH, MAX_HOLDERS, MAX_OWNER_FIELD_LENGTH, MAX_OWNERS } from "../../common/wire-limits.js";
+import {
+  cutText,
+  MAX_ERROR_LENGTH,
+  MAX_HOLDER_NAME_LENGTH,
+  MAX_HOLDERS,
+  MAX_OWNER_FIELD_LENGTH,
+  MAX_OWNERS,
+} from "../../common/wire-limits.js";
 import type { GpuWindowRecord, WindowOwner } from "../window.js";
 
 export const STATE_TO_PB: Record<GpuState, PbState> = {
@@ -78,14 +85,12 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
       error: cutText(w.last.error ?? "", MAX_ERROR_LENGTH),
       heldBy: w.last.heldBy ?? 0,
     },
-    topHolders: w.topHolders
-      .slice(0, MAX_HOLDERS)
-      .map((h) => ({
-        pid: h.pid,
-        name: cutText(h.name, MAX_HOLDER_NAME_LENGTH),
-        usedMemoryBytes: bigOpt(h.usedMemoryBytes),
-        smUtilRatio: h.smShare,
-      })),
+    topHolders: w.topHolders.slice(0, MAX_HOLDERS).map((h) => ({
+      pid: h.pid,
+      name: cutText(h.name, MAX_HOLDER_NAME_LENGTH),
+      usedMemoryBytes: bigOpt(h.usedMemoryBytes),
+      smUtilRatio: h.smShare,
+    })),
     heldByProcessS: w.heldByS?.process ?? 0,
     heldByMemoryS: w.heldByS?.memory ?? 0,
     heldByAllocationS: w.heldByS?.allocation ?? 0,

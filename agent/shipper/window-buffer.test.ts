@@ -163,7 +163,8 @@ describe("WindowBuffer on disk", () => {
     // The stated bound: the byte bound, plus the consumed front of one segment, plus the cursor file.
     const limit = maxBytes + segmentBytesFor(maxBytes) + 100;
     const opts = { maxWindows: 200_000, maxBytes, logger: recordingLogger() };
-    const dirBytes = (): number => fs.readdirSync(dir).reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0);
+    const dirBytes = (): number =>
+      fs.readdirSync(dir).reduce((n, name) => n + fs.statSync(path.join(dir, name)).size, 0);
     let highest = 0;
     const check = (): void => {
       const bytes = dirBytes();
@@ -188,7 +189,9 @@ describe("WindowBuffer on disk", () => {
     let id = 0;
     let pushed = 0;
     for (let step = 0; pushed < 10 << 20; step++) {
-      const windows = Array.from({ length: 1 + random(16) }, () => Buffer.from(`${id++}:`.padEnd(100 + random(2000), "w")));
+      const windows = Array.from({ length: 1 + random(16) }, () =>
+        Buffer.from(`${id++}:`.padEnd(100 + random(2000), "w")),
+      );
       await pushWritten(buf, windows);
       pushed += windows.reduce((n, b) => n + b.length, 0);
       check();

@@ -98,7 +98,11 @@ export class WindowBuffer {
 
   /** Opens (or creates) the log in `dir` and loads the windows it holds. */
   static async open(dir: string, opts: WindowBufferOptions): Promise<WindowBuffer> {
-    const log = await SegmentLog.open({ dir, segmentBytes: segmentBytesFor(opts.maxBytes ?? DEFAULT_MAX_BUFFER_BYTES), logger: opts.logger });
+    const log = await SegmentLog.open({
+      dir,
+      segmentBytes: segmentBytesFor(opts.maxBytes ?? DEFAULT_MAX_BUFFER_BYTES),
+      logger: opts.logger,
+    });
     const buf = new WindowBuffer(opts, log, dir);
     try {
       let from: LogPosition | undefined;
@@ -112,12 +116,16 @@ export class WindowBuffer {
       }
     } catch (err) {
       await log.close();
-      throw new TrueidleError("unavailable", `Could not read the window buffer in ${dir}: ${errorMessage(err)}.`, { cause: err });
+      throw new TrueidleError("unavailable", `Could not read the window buffer in ${dir}: ${errorMessage(err)}.`, {
+        cause: err,
+      });
     }
     buf.popDone();
     if (buf.loaded > 0) {
       opts.logger.info("Loaded windows that were not acknowledged before the last stop; they are sent first.", {
-        windows: buf.live, dir, dropped: buf.dropped,
+        windows: buf.live,
+        dir,
+        dropped: buf.dropped,
       });
     }
     return buf;
@@ -127,7 +135,9 @@ export class WindowBuffer {
   push(encoded: Buffer[]): void {
     if (this.closing) throw new TrueidleError("internal", "The window buffer is closed.");
     if (encoded.length === 0) return;
-    const batch = encoded.map((data): BufferEntry => ({ data, state: this.log ? "pending" : "unsent", end: undefined }));
+    const batch = encoded.map(
+      (data): BufferEntry => ({ data, state: this.log ? "pending" : "unsent", end: undefined }),
+    );
     for (const e of batch) this.add(e);
     this.enforceBound();
     if (!this.log) {
@@ -136,20 +146,27 @@ export class WindowBuffer {
     }
     const log = this.log;
     // Appends resolve in the order they were made, so windows become sendable in order.
-    const write = log.append(encoded).then(
-      (res) => {
-        if (!res.full) res.ends.forEach((end, i) => {
-          (batch[i] as BufferEntry).end = end;
+    const write = log
+      .append(encoded)
+      .then(
+        (res) => {
+          if (!res.full)
+            res.ends.forEach((end, i) => {
+              (batch[i] as BufferEntry).end = end;
+            });
+        },
+        (err: unknown) => this.diskError(err, batch.length),
+      )
+      .then(() => {
+        for (const e of batch) if (e.state === "pending") e.state = "unsent";
+        this.popDone();
+        this.onSendable();
+      })
+      .catch((err: unknown) => {
+        this.opts.logger.error("The window buffer failed to hand over written windows; they stay buffered.", {
+          error: errorMessage(err),
         });
-      },
-      (err: unknown) => this.diskError(err, batch.length),
-    ).then(() => {
-      for (const e of batch) if (e.state === "pending") e.state = "unsent";
-      this.popDone();
-      this.onSendable();
-    }).catch((err: unknown) => {
-      this.opts.logger.error("The window buffer failed to hand over written windows; they stay buffered.", { error: errorMessage(err) });
-    });
+      });
     this.writing = Promise.all([this.writing, write]).then(() => undefined);
   }
 
@@ -252,7 +269,10 @@ export class WindowBuffer {
   /** Drops the oldest windows not in flight while a bound is exceeded. */
   private enforceBound(): void {
     let n = 0;
-    while ((this.live > this.opts.maxWindows || this.boundBytes() > this.maxBytes) && this.cursor < this.entries.length) {
+    while (
+      (this.live > this.opts.maxWindows || this.boundBytes() > this.maxBytes) &&
+      this.cursor < this.entries.length
+    ) {
       const e = this.entries[this.cursor] as BufferEntry;
       if (e.state !== "done") {
         this.finish(e);
@@ -267,7 +287,10 @@ export class WindowBuffer {
     if (now - this.lastDropLogMs >= DROP_LOG_INTERVAL_MS) {
       this.lastDropLogMs = now;
       this.opts.logger.error("The window buffer is full; the oldest windows were dropped.", {
-        dropped_now: n, dropped_total: this.dropped, max_windows: this.opts.maxWindows, max_bytes: this.maxBytes,
+        dropped_now: n,
+        dropped_total: this.dropped,
+        max_windows: this.opts.maxWindows,
+        max_bytes: this.maxBytes,
       });
     }
   }

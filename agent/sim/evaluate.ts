@@ -26,7 +26,14 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
   const p = phaseAt(g, timeMs, scenario.originMs);
   const v = phaseValuesOf(g, p);
   if (v.error !== undefined) {
-    return { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: scenario.driverVersion, error: v.error };
+    return {
+      uuid: g.uuid,
+      index: g.index,
+      model: g.model,
+      busId: g.busId,
+      driverVersion: scenario.driverVersion,
+      error: v.error,
+    };
   }
   const noise = v.noise;
   const jitter = noise > 0 ? (hash01(g.uuid, timeMs) - 0.5) * 2 * noise : 0;
@@ -48,7 +55,12 @@ export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): G
     memTotalBytes: g.memTotalMiB * MiB,
     smActive: v.smActive,
     media: v.media,
-    processes: v.processes.map((x) => ({ pid: x.pid, name: x.name, usedMemoryBytes: x.usedMemoryBytes, smUtil: x.smUtil === "util" ? u : x.smUtil })),
+    processes: v.processes.map((x) => ({
+      pid: x.pid,
+      name: x.name,
+      usedMemoryBytes: x.usedMemoryBytes,
+      smUtil: x.smUtil === "util" ? u : x.smUtil,
+    })),
   };
 }
 
@@ -87,13 +99,38 @@ export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
     return { error: p.error ?? "GPU is lost", noise: 0, processes: [] };
   }
   const span = g.powerLimitW - g.idlePowerW;
-  let util = 0, power = g.idlePowerW, memMiB = 0, procs = 0;
+  let util = 0,
+    power = g.idlePowerW,
+    memMiB = 0,
+    procs = 0;
   switch (preset) {
-    case "held_idle": util = 0; power = g.idlePowerW + 0.02 * span; memMiB = Math.round(g.memTotalMiB * 0.3); procs = 1; break;
-    case "busy_phantom": util = 100; power = g.idlePowerW + 0.04 * span; memMiB = Math.round(g.memTotalMiB * 0.4); procs = 1; break;
-    case "active": util = 97; power = g.idlePowerW + 0.75 * span; memMiB = Math.round(g.memTotalMiB * 0.7); procs = 2; break;
-    case "free_busy": util = 100; power = g.idlePowerW + 0.01 * span; memMiB = 0; procs = 0; break;
-    case "free_idle": case undefined: break;
+    case "held_idle":
+      util = 0;
+      power = g.idlePowerW + 0.02 * span;
+      memMiB = Math.round(g.memTotalMiB * 0.3);
+      procs = 1;
+      break;
+    case "busy_phantom":
+      util = 100;
+      power = g.idlePowerW + 0.04 * span;
+      memMiB = Math.round(g.memTotalMiB * 0.4);
+      procs = 1;
+      break;
+    case "active":
+      util = 97;
+      power = g.idlePowerW + 0.75 * span;
+      memMiB = Math.round(g.memTotalMiB * 0.7);
+      procs = 2;
+      break;
+    case "free_busy":
+      util = 100;
+      power = g.idlePowerW + 0.01 * span;
+      memMiB = 0;
+      procs = 0;
+      break;
+    case "free_idle":
+    case undefined:
+      break;
   }
   const pick = (v: number | null | undefined, dflt: number | undefined): number | undefined =>
     v === null ? undefined : v !== undefined ? v : dflt;
@@ -134,6 +171,8 @@ export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
 function hash01(uuid: string, timeMs: number): number {
   let h = 2166136261 ^ Math.floor(timeMs / 1000);
   for (let i = 0; i < uuid.length; i++) h = Math.imul(h ^ uuid.charCodeAt(i), 16777619);
-  h ^= h >>> 13; h = Math.imul(h, 0x5bd1e995); h ^= h >>> 15;
+  h ^= h >>> 13;
+  h = Math.imul(h, 0x5bd1e995);
+  h ^= h >>> 15;
   return (h >>> 0) / 4294967296;
 }

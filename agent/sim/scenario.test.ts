@@ -92,9 +92,22 @@ describe("parseScenario errors", () => {
   });
 
   it("names an explicit process's smUtil out of range", () => {
-    const message = problemsOf({ gpus: [{ phases: [{ for: "1s", processes: [
-      { pid: 7, name: "a", smUtil: 101 }, { pid: 8, name: "b", smUtil: "busy" }, { pid: 9, name: "c", smUtil: 50 },
-    ] }] }] });
+    const message = problemsOf({
+      gpus: [
+        {
+          phases: [
+            {
+              for: "1s",
+              processes: [
+                { pid: 7, name: "a", smUtil: 101 },
+                { pid: 8, name: "b", smUtil: "busy" },
+                { pid: 9, name: "c", smUtil: 50 },
+              ],
+            },
+          ],
+        },
+      ],
+    });
     expect(message).toContain("s.json.gpus[0].phases[0].processes[0].smUtil must be a number from 0 to 100");
     expect(message).toContain("s.json.gpus[0].phases[0].processes[1].smUtil must be a number from 0 to 100");
     expect(message).not.toContain("processes[2]");
@@ -107,7 +120,13 @@ describe("loadScenario", () => {
 
   it("reads a file", () => {
     const file = path.join(dir, "ok.json");
-    writeFileSync(file, JSON.stringify({ host: "sim-a", gpus: [{ model: "NVIDIA L40S", count: 2, phases: [{ for: "10s", state: "active" }] }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        host: "sim-a",
+        gpus: [{ model: "NVIDIA L40S", count: 2, phases: [{ for: "10s", state: "active" }] }],
+      }),
+    );
     const s = loadScenario(file);
     expect(s.host).toBe("sim-a");
     expect(s.gpus.map((g) => g.index)).toEqual([0, 1]);
@@ -130,17 +149,21 @@ describe("loadScenario", () => {
 
 describe("parseScenario defaults", () => {
   it("expands count into GPUs with stable, distinct UUIDs and bus ids", () => {
-    const s = parseScenario({ host: "h", gpus: [
-      { model: "NVIDIA H100 80GB HBM3", count: 2, phases: [{ for: "1s" }] },
-      { model: "Tesla T4", phases: [{ for: "1s" }] },
-    ] });
+    const s = parseScenario({
+      host: "h",
+      gpus: [
+        { model: "NVIDIA H100 80GB HBM3", count: 2, phases: [{ for: "1s" }] },
+        { model: "Tesla T4", phases: [{ for: "1s" }] },
+      ],
+    });
     expect(s.gpus.map((g) => [g.index, g.model, g.uuid, g.busId])).toEqual([
       [0, "NVIDIA H100 80GB HBM3", fakeUuid("h", 0), "00000000:10:00.0"],
       [1, "NVIDIA H100 80GB HBM3", fakeUuid("h", 1), "00000000:20:00.0"],
       [2, "Tesla T4", fakeUuid("h", 2), "00000000:30:00.0"],
     ]);
     expect(new Set(s.gpus.map((g) => g.uuid)).size).toBe(3);
-    for (const g of s.gpus) expect(g.uuid).toMatch(/^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    for (const g of s.gpus)
+      expect(g.uuid).toMatch(/^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     expect(s.gpus[2]!).toMatchObject({ powerLimitW: 70, idlePowerW: 26, memTotalMiB: 15360 });
     expect(s).toMatchObject({ driverVersion: "550.90.07", originMs: 0 });
   });
@@ -158,7 +181,14 @@ describe("readingsAt", () => {
     host: "sim-a",
     originMs: 1_000_000,
     gpus: [
-      { model: "NVIDIA H100 80GB HBM3", count: 2, phases: [{ for: "10s", state: "active", noise: 0.2 }, { for: "5s", state: "free_idle" }] },
+      {
+        model: "NVIDIA H100 80GB HBM3",
+        count: 2,
+        phases: [
+          { for: "10s", state: "active", noise: 0.2 },
+          { for: "5s", state: "free_idle" },
+        ],
+      },
       { model: "NVIDIA L40S", phases: [{ for: "7s", state: "busy_phantom", noise: 0.1 }] },
     ],
   };
@@ -209,11 +239,28 @@ describe("readingsAt", () => {
   });
 
   it("explicit signals override the preset", () => {
-    const s = parseScenario({ gpus: [{ model: "NVIDIA H100 80GB HBM3", phases: [
-      { for: "1s", state: "held_idle", util: 100, media: 70, processes: [{ pid: 7, name: "ffmpeg", usedMiB: 512 }] },
-    ] }] });
+    const s = parseScenario({
+      gpus: [
+        {
+          model: "NVIDIA H100 80GB HBM3",
+          phases: [
+            {
+              for: "1s",
+              state: "held_idle",
+              util: 100,
+              media: 70,
+              processes: [{ pid: 7, name: "ffmpeg", usedMiB: 512 }],
+            },
+          ],
+        },
+      ],
+    });
     const r = readingsAt(s, 0)[0]!;
-    expect(r).toMatchObject({ util: 100, media: 70, processes: [{ pid: 7, name: "ffmpeg", usedMemoryBytes: 512 * 1024 * 1024 }] });
+    expect(r).toMatchObject({
+      util: 100,
+      media: 70,
+      processes: [{ pid: 7, name: "ffmpeg", usedMemoryBytes: 512 * 1024 * 1024 }],
+    });
     expect(classify(r, {}, T)).toMatchObject({ state: "active", source: "media" });
   });
 
@@ -232,13 +279,29 @@ describe("readingsAt", () => {
   });
 
   it("takes an explicit process's smUtil, and leaves it unknown where not given", () => {
-    const s = parseScenario({ gpus: [{ phases: [{ for: "1s", state: "active", processes: [
-      { pid: 7, name: "trainer", usedMiB: 30_000, smUtil: 88.5 },
-      { pid: 8, name: "jupyter", usedMiB: 40_000, smUtil: 0 },
-      { pid: 9, name: "other", usedMiB: 1_000 },
-    ] }] }] });
+    const s = parseScenario({
+      gpus: [
+        {
+          phases: [
+            {
+              for: "1s",
+              state: "active",
+              processes: [
+                { pid: 7, name: "trainer", usedMiB: 30_000, smUtil: 88.5 },
+                { pid: 8, name: "jupyter", usedMiB: 40_000, smUtil: 0 },
+                { pid: 9, name: "other", usedMiB: 1_000 },
+              ],
+            },
+          ],
+        },
+      ],
+    });
     const r = readingsAt(s, 0)[0]!;
-    expect(r.processes!.map((p) => [p.pid, p.smUtil])).toEqual([[7, 88.5], [8, 0], [9, undefined]]);
+    expect(r.processes!.map((p) => [p.pid, p.smUtil])).toEqual([
+      [7, 88.5],
+      [8, 0],
+      [9, undefined],
+    ]);
   });
 
   it("an error phase gives a reading with the error and no signals", () => {
@@ -258,7 +321,14 @@ describe("presets through classify", () => {
     active: "active",
     free_busy: "free_idle",
   };
-  const models = ["NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L40S", "Tesla T4", "NVIDIA GeForce RTX 3080"];
+  const models = [
+    "NVIDIA H200",
+    "NVIDIA H100 80GB HBM3",
+    "NVIDIA A100-SXM4-80GB",
+    "NVIDIA L40S",
+    "Tesla T4",
+    "NVIDIA GeForce RTX 3080",
+  ];
 
   function scenarioOf(model: string, noise: number): Scenario {
     return parseScenario({

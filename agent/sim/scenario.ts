@@ -86,7 +86,11 @@ export interface Scenario {
   exitAfterMs?: number | undefined;
 }
 
-interface ModelSpec { memTotalMiB: number; powerLimitW: number; idlePowerW: number }
+interface ModelSpec {
+  memTotalMiB: number;
+  powerLimitW: number;
+  idlePowerW: number;
+}
 const MODEL_SPECS: ReadonlyArray<readonly [string, ModelSpec]> = [
   ["h200", { memTotalMiB: 143771, powerLimitW: 700, idlePowerW: 76 }],
   ["h100", { memTotalMiB: 81559, powerLimitW: 700, idlePowerW: 70 }],
@@ -114,7 +118,9 @@ export function loadScenario(path: string): Scenario {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new TrueidleError("bad_scenario", `scenario file ${path} is not valid JSON: ${errorMessage(err)}`, { cause: err });
+    throw new TrueidleError("bad_scenario", `scenario file ${path} is not valid JSON: ${errorMessage(err)}`, {
+      cause: err,
+    });
   }
   return parseScenario(json, path);
 }
@@ -138,7 +144,11 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
       const phasesIn = o["phases"];
       const phases: ScenarioPhase[] = [];
       if (!Array.isArray(phasesIn) || phasesIn.length === 0) problems.push(`${where}.phases must be a non-empty array`);
-      else phasesIn.forEach((p, j) => { const ph = parsePhase(p, `${where}.phases[${j}]`, problems); if (ph) phases.push(ph); });
+      else
+        phasesIn.forEach((p, j) => {
+          const ph = parsePhase(p, `${where}.phases[${j}]`, problems);
+          if (ph) phases.push(ph);
+        });
       const cycleMs = phases.reduce((s, p) => s + p.durationMs, 0);
       const gpm = o["gpm"];
       if (gpm !== undefined && typeof gpm !== "boolean") problems.push(`${where}.gpm must be true or false`);
@@ -174,11 +184,26 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
 function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhase | undefined {
   const o = asObject(p, where, problems);
   if (!o) return undefined;
-  const known = new Set(["for", "state", "util", "powerW", "memUsedMiB", "smActive", "media", "processes", "error", "noise"]);
+  const known = new Set([
+    "for",
+    "state",
+    "util",
+    "powerW",
+    "memUsedMiB",
+    "smActive",
+    "media",
+    "processes",
+    "error",
+    "noise",
+  ]);
   for (const k of Object.keys(o)) if (!known.has(k)) problems.push(`${where}: unknown key "${k}"`);
   const forText = o["for"];
-  const durationMs = typeof forText === "string" ? durationOf(forText, `${where}.for`, problems)
-    : typeof forText === "number" ? forText * 1000 : undefined;
+  const durationMs =
+    typeof forText === "string"
+      ? durationOf(forText, `${where}.for`, problems)
+      : typeof forText === "number"
+        ? forText * 1000
+        : undefined;
   if (durationMs === undefined || !(durationMs > 0)) {
     problems.push(`${where}.for must be a positive duration such as "30s"`);
   }
@@ -192,7 +217,8 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
   }
   if (Array.isArray(procs)) {
     procs.forEach((x, k) => {
-      if (typeof x === "object" && x !== null) optNumber((x as Record<string, unknown>)["smUtil"], `${where}.processes[${k}].smUtil`, problems, 0, 100);
+      if (typeof x === "object" && x !== null)
+        optNumber((x as Record<string, unknown>)["smUtil"], `${where}.processes[${k}].smUtil`, problems, 0, 100);
     });
   }
   return {
@@ -211,7 +237,8 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
 
 /** A stable, well-formed GPU UUID derived from the host name and GPU index. */
 export function fakeUuid(seed: string, index: number): string {
-  let h1 = 0x811c9dc5, h2 = 0x12345678;
+  let h1 = 0x811c9dc5,
+    h2 = 0x12345678;
   const s = `${seed}#${index}`;
   for (let i = 0; i < s.length; i++) {
     h1 = Math.imul(h1 ^ s.charCodeAt(i), 16777619) >>> 0;
@@ -240,7 +267,13 @@ function optNumber(v: unknown, where: string, problems: string[], min: number, m
   problems.push(`${where} must be a number from ${min} to ${max}`);
   return undefined;
 }
-function nullableNumber(v: unknown, where: string, problems: string[], min: number, max: number): number | null | undefined {
+function nullableNumber(
+  v: unknown,
+  where: string,
+  problems: string[],
+  min: number,
+  max: number,
+): number | null | undefined {
   if (v === null) return null;
   return optNumber(v, where, problems, min, max);
 }

@@ -20,12 +20,18 @@ describe("--source auto", () => {
     const stub = prepareNvmlStub(dir, scenario);
     Object.assign(process.env, stub.env);
     const log = recordingLogger();
-    const src = new AutoSource(() => new NvmlSource({ libPath: stub.libPath, intervalMs: 250, logger: log }), () => new SimSource(parseScenario(scenario)), log);
+    const src = new AutoSource(
+      () => new NvmlSource({ libPath: stub.libPath, intervalMs: 250, logger: log }),
+      () => new SimSource(parseScenario(scenario)),
+      log,
+    );
     try {
       expect(src.name).toBe("auto");
       await src.start();
       expect(src.name).toBe("nvml");
-      expect(src.describe()).toMatch(/^NVML \(.*\); GPM SM activity on GPU 0 — chosen by --source auto: the NVML library loaded and initialised$/);
+      expect(src.describe()).toMatch(
+        /^NVML \(.*\); GPM SM activity on GPU 0 — chosen by --source auto: the NVML library loaded and initialised$/,
+      );
       expect(src.sample(Date.now())[0]!.smActive).toBeCloseTo(0.72, 2);
       expect(log.lines.find((l) => l.msg === "Source chosen: NVML.")).toBeDefined();
     } finally {
@@ -35,11 +41,16 @@ describe("--source auto", () => {
 
   it("falls back when NVML cannot be used, naming why", async () => {
     const log = recordingLogger();
-    const src = new AutoSource(() => new NvmlSource({ libPath: "/nonexistent/libnvidia-ml.so.1", intervalMs: 250, logger: log }),
-      () => new SimSource(parseScenario(scenario), "s.json"), log);
+    const src = new AutoSource(
+      () => new NvmlSource({ libPath: "/nonexistent/libnvidia-ml.so.1", intervalMs: 250, logger: log }),
+      () => new SimSource(parseScenario(scenario), "s.json"),
+      log,
+    );
     await src.start();
     expect(src.name).toBe("sim");
-    expect(src.describe()).toMatch(/chosen by --source auto: NVML cannot be used \(cannot load \/nonexistent\/libnvidia-ml\.so\.1: .*\), so nvidia-smi$/);
+    expect(src.describe()).toMatch(
+      /chosen by --source auto: NVML cannot be used \(cannot load \/nonexistent\/libnvidia-ml\.so\.1: .*\), so nvidia-smi$/,
+    );
     expect(src.sample(Date.now())).toHaveLength(1);
     const chosen = log.lines.find((l) => l.msg.startsWith("Source chosen: nvidia-smi"));
     expect(chosen?.fields?.["why"]).toMatch(/cannot load/);
@@ -48,11 +59,23 @@ describe("--source auto", () => {
 
   it("does not hide other failures behind the fallback", async () => {
     const failing: GpuSource = {
-      name: "nvml", start: async () => { throw new TrueidleError("internal", "boom"); },
-      sample: () => [], stop: async () => {}, stats: () => ({ restarts: 0, parseErrors: 0 }),
+      name: "nvml",
+      start: async () => {
+        throw new TrueidleError("internal", "boom");
+      },
+      sample: () => [],
+      stop: async () => {},
+      stats: () => ({ restarts: 0, parseErrors: 0 }),
     };
     let fellBack = false;
-    const src = new AutoSource(() => failing, () => { fellBack = true; return new SimSource(parseScenario(scenario)); }, recordingLogger());
+    const src = new AutoSource(
+      () => failing,
+      () => {
+        fellBack = true;
+        return new SimSource(parseScenario(scenario));
+      },
+      recordingLogger(),
+    );
     await expect(src.start()).rejects.toThrow("boom");
     expect(fellBack).toBe(false);
   });

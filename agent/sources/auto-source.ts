@@ -46,7 +46,10 @@ export class AutoSource implements GpuSource {
     }
     const smi = this.fallback();
     this.chosen = smi;
-    this.logger.info("Source chosen: nvidia-smi, as NVML cannot be used here.", { source: "nvidia-smi", why: this.reason });
+    this.logger.info("Source chosen: nvidia-smi, as NVML cannot be used here.", {
+      source: "nvidia-smi",
+      why: this.reason,
+    });
     await smi.start(signal);
   }
 

@@ -28,15 +28,26 @@ export function createSource(cfg: SourceConfig): GpuSource {
   switch (cfg.source) {
     case "sim": {
       const scenario = cfg.scenario ?? (cfg.scenarioPath ? loadScenario(cfg.scenarioPath) : undefined);
-      if (!scenario) throw new TrueidleError("bad_config", "--source sim needs --scenario FILE (a scenario JSON file; see demo/scenarios/)");
+      if (!scenario)
+        throw new TrueidleError(
+          "bad_config",
+          "--source sim needs --scenario FILE (a scenario JSON file; see demo/scenarios/)",
+        );
       return new SimSource(scenario, cfg.scenarioPath);
     }
     case "nvidia-smi":
       return nvidiaSmi(cfg);
     case "nvml":
-      return nvml(cfg, "install the NVIDIA driver, point --nvml-lib at its libnvidia-ml.so.1, or use --source nvidia-smi");
+      return nvml(
+        cfg,
+        "install the NVIDIA driver, point --nvml-lib at its libnvidia-ml.so.1, or use --source nvidia-smi",
+      );
     case "auto":
-      return new AutoSource(() => nvml(cfg), () => nvidiaSmi(cfg), cfg.logger);
+      return new AutoSource(
+        () => nvml(cfg),
+        () => nvidiaSmi(cfg),
+        cfg.logger,
+      );
   }
 }
 

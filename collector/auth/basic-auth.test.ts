@@ -19,7 +19,9 @@ const header = (user: string, pass: string): string => `Basic ${Buffer.from(`${u
 describe("HTTP basic auth users", () => {
   it("checks user:password and user:{SHA256}hex lines", () => {
     const hex = createHash("sha256").update("s3cret: with colon").digest("hex");
-    const { users, warning } = loadBasicAuth(file("ok", `# scrapers\nprometheus:hunter2hunter2\n\ngrafana:{SHA256}${hex}\n`));
+    const { users, warning } = loadBasicAuth(
+      file("ok", `# scrapers\nprometheus:hunter2hunter2\n\ngrafana:{SHA256}${hex}\n`),
+    );
     expect(users.size).toBe(2);
     expect(warning).toBeUndefined();
     expect(users.check(header("prometheus", "hunter2hunter2"))).toBe("prometheus");

@@ -90,7 +90,8 @@ export function loadBasicAuth(file: string): LoadedBasicAuth {
       users.set(user, sha256(secret));
     }
   }
-  if (problems.length === 0 && users.size === 0) problems.push(`--http-basic-auth-file ${file} lists no user (one user:password a line)`);
+  if (problems.length === 0 && users.size === 0)
+    problems.push(`--http-basic-auth-file ${file} lists no user (one user:password a line)`);
   if (problems.length > 0) throw new TrueidleError("bad_config", problems.join("; "));
   return { users: new BasicAuthUsers(users), warning: f.warning };
 }

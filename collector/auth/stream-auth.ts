@@ -21,7 +21,9 @@ export const UNAUTHENTICATED_MESSAGE =
   "this collector requires an agent token and the stream had none or one it does not accept; " +
   "give the agent --token-file with a token listed in the collector's --agent-tokens-file";
 
-export type AuthResult = { ok: true; tokenName: string } | { ok: false; problem: "missing" | "malformed" | "not_accepted" };
+export type AuthResult =
+  | { ok: true; tokenName: string }
+  | { ok: false; problem: "missing" | "malformed" | "not_accepted" };
 
 export interface StreamAuthenticatorOptions {
   tokens: TokenSet;
@@ -31,7 +33,7 @@ export interface StreamAuthenticatorOptions {
 
 const PROBLEM_TEXT = {
   missing: "it sent no token",
-  malformed: "its authorization metadata is not \"Bearer <token>\"",
+  malformed: 'its authorization metadata is not "Bearer <token>"',
   not_accepted: "its token is not one this collector accepts",
 } as const;
 
@@ -56,7 +58,11 @@ export class StreamAuthenticator {
       else if (name === undefined) result = { ok: false, problem: "not_accepted" };
       else result = { ok: true, tokenName: name };
     }
-    if (result.ok) this.opts.logger.debug(`An agent stream from ${peer} presented the token named "${result.tokenName}".`, { peer, token_name: result.tokenName });
+    if (result.ok)
+      this.opts.logger.debug(`An agent stream from ${peer} presented the token named "${result.tokenName}".`, {
+        peer,
+        token_name: result.tokenName,
+      });
     else this.logRefusal(peer, result.problem);
     return result;
   }

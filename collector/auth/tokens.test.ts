@@ -47,16 +47,22 @@ describe("loadTokens", () => {
     const old = loadTokens({ env: { TRUEIDLE_TOKENS: `ci:${A}` } })!;
     expect(old.tokens.match(A)).toBe("ci");
     expect(old.from).toBe("TRUEIDLE_TOKENS");
-    expect(old.deprecation).toBe("TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead.");
+    expect(old.deprecation).toBe(
+      "TRUEIDLE_TOKENS is deprecated and will be removed; set TRUEIDLE_AGENT_TOKENS instead.",
+    );
     const both = loadTokens({ env: { TRUEIDLE_TOKENS: `old:${A}`, TRUEIDLE_AGENT_TOKENS: `new:${B}` } })!;
     expect(both.tokens.match(B)).toBe("new");
     expect(both.tokens.match(A)).toBeUndefined();
     expect(both.deprecation).toMatch(/^TRUEIDLE_TOKENS is deprecated and ignored because TRUEIDLE_AGENT_TOKENS is set/);
-    expect(() => loadTokens({ file: file("both-old", A), env: { TRUEIDLE_TOKENS: B } })).toThrow(/both in TRUEIDLE_TOKENS and in --agent-tokens-file/);
+    expect(() => loadTokens({ file: file("both-old", A), env: { TRUEIDLE_TOKENS: B } })).toThrow(
+      /both in TRUEIDLE_TOKENS and in --agent-tokens-file/,
+    );
   });
 
   it("warns when the file is readable by others", () => {
-    expect(loadTokens({ file: file("open", A, 0o644), env: {} })!.warning).toMatch(/readable by every user; chmod 640 or 600/);
+    expect(loadTokens({ file: file("open", A, 0o644), env: {} })!.warning).toMatch(
+      /readable by every user; chmod 640 or 600/,
+    );
   });
 
   it("reports every bad line at once, naming the file and line but never the token", () => {
@@ -78,8 +84,12 @@ describe("loadTokens", () => {
     expect(() => loadTokens({ file: file("dup", `${A}\nx:${A}\n`), env: {} })).toThrow(/is the same as an earlier one/);
     expect(() => loadTokens({ file: file("dupname", `x:${A}\nx:${B}\n`), env: {} })).toThrow(/name "x" is used twice/);
     expect(() => loadTokens({ file: file("empty", "# nothing\n"), env: {} })).toThrow(/holds no token/);
-    expect(() => loadTokens({ file: path.join(dir, "nope"), env: {} })).toThrow(/--agent-tokens-file .*nope cannot be read: ENOENT/);
-    expect(() => loadTokens({ file: file("both", A), env: { TRUEIDLE_AGENT_TOKENS: B } })).toThrow(/both in TRUEIDLE_AGENT_TOKENS and in --agent-tokens-file/);
+    expect(() => loadTokens({ file: path.join(dir, "nope"), env: {} })).toThrow(
+      /--agent-tokens-file .*nope cannot be read: ENOENT/,
+    );
+    expect(() => loadTokens({ file: file("both", A), env: { TRUEIDLE_AGENT_TOKENS: B } })).toThrow(
+      /both in TRUEIDLE_AGENT_TOKENS and in --agent-tokens-file/,
+    );
   });
 });
 
@@ -100,7 +110,11 @@ describe("StreamAuthenticator", () => {
 
   it("accepts a listed bearer token and refuses the rest, logging once a minute per address without the token", () => {
     let now = 0;
-    const auth = new StreamAuthenticator({ tokens: new TokenSet([{ name: "rack-a", token: A }]), logger, now: () => now });
+    const auth = new StreamAuthenticator({
+      tokens: new TokenSet([{ name: "rack-a", token: A }]),
+      logger,
+      now: () => now,
+    });
     expect(auth.check(md(`Bearer ${A}`), "10.0.0.7:5000")).toEqual({ ok: true, tokenName: "rack-a" });
     expect(auth.check(md(`bearer ${A}`), "10.0.0.7:5000").ok).toBe(true);
     expect(auth.check(md(), "10.0.0.7:5001")).toEqual({ ok: false, problem: "missing" });

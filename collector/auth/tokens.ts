@@ -43,7 +43,8 @@ export class TokenSet {
       if (names.has(t.name)) throw new TrueidleError("bad_config", `the token name "${t.name}" is used twice`);
       const d = digest(t.token);
       const hex = d.toString("hex");
-      if (digests.has(hex)) throw new TrueidleError("bad_config", `the token named "${t.name}" is the same as an earlier one`);
+      if (digests.has(hex))
+        throw new TrueidleError("bad_config", `the token named "${t.name}" is the same as an earlier one`);
       names.add(t.name);
       digests.add(hex);
       accepted.push({ name: t.name, digest: d });
@@ -85,7 +86,10 @@ function parseEntry(text: string, where: string, defaultName: string): { name: s
   const name = colon >= 0 ? text.slice(0, colon).trim() : defaultName;
   const token = colon >= 0 ? text.slice(colon + 1).trim() : text;
   if (colon >= 0 && !NAME_RE.test(name)) {
-    throw new TrueidleError("bad_config", `${where}: a token name must be 1 to 64 letters, digits, _ . or - (the form is name:token or just token)`);
+    throw new TrueidleError(
+      "bad_config",
+      `${where}: a token name must be 1 to 64 letters, digits, _ . or - (the form is name:token or just token)`,
+    );
   }
   const problem = tokenProblem(token);
   if (problem) throw new TrueidleError("bad_config", `${where}: ${problem}`);
@@ -113,19 +117,26 @@ export function loadTokens(src: { file?: string | undefined; env?: NodeJS.Proces
   };
   if (src.file !== undefined) {
     if (fromEnv !== undefined) {
-      throw new TrueidleError("bad_config", `accepted tokens are given both in ${envVar} and in ${FLAG}; give them once`);
+      throw new TrueidleError(
+        "bad_config",
+        `accepted tokens are given both in ${envVar} and in ${FLAG}; give them once`,
+      );
     }
     const f = readSecretFile("agent-tokens-file", src.file);
     warning = f.warning;
     from = `${FLAG} ${src.file}`;
     for (const l of contentLines(f.text)) add(l.text, `${FLAG} ${src.file} line ${l.line}`, `line-${l.line}`);
-    if (problems.length === 0 && entries.length === 0) problems.push(`${FLAG} ${src.file} holds no token (one a line, name:token or token; # starts a comment)`);
+    if (problems.length === 0 && entries.length === 0)
+      problems.push(`${FLAG} ${src.file} holds no token (one a line, name:token or token; # starts a comment)`);
   } else {
     if (fromEnv === undefined) return undefined;
     from = envVar;
-    fromEnv.split(",").map((s) => s.trim()).forEach((item, i) => {
-      if (item !== "") add(item, `${envVar} item ${i + 1}`, `env-${i + 1}`);
-    });
+    fromEnv
+      .split(",")
+      .map((s) => s.trim())
+      .forEach((item, i) => {
+        if (item !== "") add(item, `${envVar} item ${i + 1}`, `env-${i + 1}`);
+      });
   }
   if (problems.length > 0) throw new TrueidleError("bad_config", problems.join("; "));
   try {
@@ -139,7 +150,11 @@ export function loadTokens(src: { file?: string | undefined; env?: NodeJS.Proces
  * The variable the tokens come from: TOKENS_ENV, else the deprecated DEPRECATED_TOKENS_ENV;
  * `value` is undefined when neither holds anything but blanks.
  */
-function tokensVariable(env: NodeJS.ProcessEnv): { name: string; value: string | undefined; deprecation?: string | undefined } {
+function tokensVariable(env: NodeJS.ProcessEnv): {
+  name: string;
+  value: string | undefined;
+  deprecation?: string | undefined;
+} {
   const set = (name: string): string | undefined => {
     const v = env[name];
     return v === undefined || v.trim() === "" ? undefined : v;
@@ -148,9 +163,15 @@ function tokensVariable(env: NodeJS.ProcessEnv): { name: string; value: string |
   const old = set(DEPRECATED_TOKENS_ENV);
   if (old === undefined) return { name: TOKENS_ENV, value: current };
   if (current !== undefined) {
-    return { name: TOKENS_ENV, value: current,
-      deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and ignored because ${TOKENS_ENV} is set; remove ${DEPRECATED_TOKENS_ENV}.` };
+    return {
+      name: TOKENS_ENV,
+      value: current,
+      deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and ignored because ${TOKENS_ENV} is set; remove ${DEPRECATED_TOKENS_ENV}.`,
+    };
   }
-  return { name: DEPRECATED_TOKENS_ENV, value: old,
-    deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and will be removed; set ${TOKENS_ENV} instead.` };
+  return {
+    name: DEPRECATED_TOKENS_ENV,
+    value: old,
+    deprecation: `${DEPRECATED_TOKENS_ENV} is deprecated and will be removed; set ${TOKENS_ENV} instead.`,
+  };
 }

@@ -6,7 +6,11 @@ import { OWNER_LABELS, OwnerLedger, parseOwnerLabels } from "../owner-ledger.js"
 import { T0, makeWindow, phantomWindow } from "../testdata/windows.js";
 import { MAX_FLEET_JSON_OWNERS_PER_GPU, buildFleetJson, type FleetJson, type FleetJsonGpu } from "./fleet-json.js";
 
-const host = (hostname: string, labels: Record<string, string> = {}): HostInfo => ({ hostname, labels, windowMs: 10_000 });
+const host = (hostname: string, labels: Record<string, string> = {}): HostInfo => ({
+  hostname,
+  labels,
+  windowMs: 10_000,
+});
 
 function clock(start = T0): { now: () => number; advance: (ms: number) => void } {
   let t = start;
@@ -23,18 +27,43 @@ function heldWindow(uuid: string, index: number, idleStreakS: number, startMs = 
 }
 
 /** Owners as agents send them: every field the host knew, the ones never exported included. */
-const podOwner = (namespace: string, pod: string): OwnerInit =>
-  ({ via: OwnerSource.POD_RESOURCES, namespace, pod, container: "main", podUid: "0f1e2d3c-0000-4000-8000-000000000001", observedS: 10, heldIdleS: 10 });
-const jobOwner: OwnerInit = { via: OwnerSource.JOB_MAPPING, job: "4242", step: "0", user: "alice", observedS: 10, heldIdleS: 10 };
+const podOwner = (namespace: string, pod: string): OwnerInit => ({
+  via: OwnerSource.POD_RESOURCES,
+  namespace,
+  pod,
+  container: "main",
+  podUid: "0f1e2d3c-0000-4000-8000-000000000001",
+  observedS: 10,
+  heldIdleS: 10,
+});
+const jobOwner: OwnerInit = {
+  via: OwnerSource.JOB_MAPPING,
+  job: "4242",
+  step: "0",
+  user: "alice",
+  observedS: 10,
+  heldIdleS: 10,
+};
 const processOwner: OwnerInit = {
-  via: OwnerSource.PROCESS, namespace: "ml-team", pod: "trainer-7", container: "main", user: "alice", pid: 31337, command: "python3 train.py --secret-flag",
-  runtime: "containerd", containerId: "c0ffee", observedS: 10, heldIdleS: 10,
+  via: OwnerSource.PROCESS,
+  namespace: "ml-team",
+  pod: "trainer-7",
+  container: "main",
+  user: "alice",
+  pid: 31337,
+  command: "python3 train.py --secret-flag",
+  runtime: "containerd",
+  containerId: "c0ffee",
+  observedS: 10,
+  heldIdleS: 10,
 };
 
-const ledger = (labels: string): OwnerLedger => new OwnerLedger(parseOwnerLabels(labels), { maxGroups: 100, expireAfterMs: 60_000 });
+const ledger = (labels: string): OwnerLedger =>
+  new OwnerLedger(parseOwnerLabels(labels), { maxGroups: 100, expireAfterMs: 60_000 });
 
 /** Every GPU of the JSON by uuid. */
-const gpusOf = (j: FleetJson): Map<string, FleetJsonGpu> => new Map(j.hosts.flatMap((h) => h.gpus.map((g) => [g.uuid, g] as const)));
+const gpusOf = (j: FleetJson): Map<string, FleetJsonGpu> =>
+  new Map(j.hosts.flatMap((h) => h.gpus.map((g) => [g.uuid, g] as const)));
 
 describe("buildFleetJson", () => {
   it("lists hosts by name and GPUs by index with their current state and last readings", () => {
@@ -42,7 +71,10 @@ describe("buildFleetJson", () => {
     const fleet = new FleetState({ now: c.now });
     const b = host("node-b", { site: "dc2" });
     const a = host("node-a", { site: "dc1" });
-    fleet.applyWindow(b, makeWindow({ uuid: "GPU-b1", index: 1, powerFloorW: undefined }, { utilPercent: undefined, powerW: undefined }));
+    fleet.applyWindow(
+      b,
+      makeWindow({ uuid: "GPU-b1", index: 1, powerFloorW: undefined }, { utilPercent: undefined, powerW: undefined }),
+    );
     fleet.applyWindow(b, phantomWindow({ uuid: "GPU-b0", index: 0 }));
     fleet.applyWindow(a, heldWindow("GPU-a0", 0, 42));
     const j = buildFleetJson(fleet);
@@ -54,9 +86,19 @@ describe("buildFleetJson", () => {
     expect(j.byState).toEqual({ unavailable: 0, free_idle: 1, active: 0, busy_phantom: 1, held_idle: 1 });
     expect(j.hosts.map((h) => h.host)).toEqual(["node-a", "node-b"]);
     expect(j.hosts[1]!.labels).toEqual({ site: "dc2" });
-    expect(j.hosts[1]!.gpus.map((g) => [g.index, g.uuid, g.state])).toEqual([[0, "GPU-b0", "busy_phantom"], [1, "GPU-b1", "free_idle"]]);
+    expect(j.hosts[1]!.gpus.map((g) => [g.index, g.uuid, g.state])).toEqual([
+      [0, "GPU-b0", "busy_phantom"],
+      [1, "GPU-b1", "free_idle"],
+    ]);
     const phantom = j.hosts[1]!.gpus[0]!;
-    expect(phantom).toMatchObject({ up: true, real: 0.02, realSource: "power", reportedUtilization: 1, powerW: 80, processes: 1 });
+    expect(phantom).toMatchObject({
+      up: true,
+      real: 0.02,
+      realSource: "power",
+      reportedUtilization: 1,
+      powerW: 80,
+      processes: 1,
+    });
     // Not reported: null in JSON, never 0.
     expect(j.hosts[1]!.gpus[1]).toMatchObject({ reportedUtilization: null, powerW: null, powerFloorW: null });
     expect(j.generatedAtMs).toBe(T0);
@@ -67,13 +109,25 @@ describe("buildFleetJson", () => {
   it("gives real and reported idle since the collector started, and the hidden part", () => {
     const fleet = new FleetState({ now: clock().now });
     expect(buildFleetJson(fleet).idle).toEqual({
-      span: "since_collector_start", observedS: 0, realIdleS: 0, reportedIdleS: 0, realIdleRatio: null, reportedIdleRatio: null, hiddenIdleRatio: null,
+      span: "since_collector_start",
+      observedS: 0,
+      realIdleS: 0,
+      reportedIdleS: 0,
+      realIdleRatio: null,
+      reportedIdleRatio: null,
+      hiddenIdleRatio: null,
     });
     // 10 s free idle (reported idle too) + 10 s busy phantom (reported busy).
     fleet.applyWindow(host("n"), makeWindow({ uuid: "GPU-1" }));
     fleet.applyWindow(host("n"), phantomWindow({ uuid: "GPU-2", index: 1 }));
     const idle = buildFleetJson(fleet).idle;
-    expect(idle).toMatchObject({ observedS: 20, realIdleS: 20, reportedIdleS: 10, realIdleRatio: 1, reportedIdleRatio: 0.5 });
+    expect(idle).toMatchObject({
+      observedS: 20,
+      realIdleS: 20,
+      reportedIdleS: 10,
+      realIdleRatio: 1,
+      reportedIdleRatio: 0.5,
+    });
     expect(idle.hiddenIdleRatio).toBeCloseTo(0.5);
   });
 
@@ -104,9 +158,12 @@ describe("buildFleetJson", () => {
 
   it("caps the hosts listed and says so, keeping fleet totals whole", () => {
     const fleet = new FleetState({ now: clock().now });
-    for (let i = 0; i < 30; i++) fleet.applyWindow(host(`node-${String(i).padStart(2, "0")}`), heldWindow(`GPU-${i}`, 0, i));
+    for (let i = 0; i < 30; i++)
+      fleet.applyWindow(host(`node-${String(i).padStart(2, "0")}`), heldWindow(`GPU-${i}`, 0, i));
     const j = buildFleetJson(fleet, { maxHosts: 10, topHeldIdle: 3 });
-    expect(j.hosts.map((h) => h.host)).toEqual(Array.from({ length: 10 }, (_, i) => `node-${String(i).padStart(2, "0")}`));
+    expect(j.hosts.map((h) => h.host)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `node-${String(i).padStart(2, "0")}`),
+    );
     expect(j).toMatchObject({ hostCount: 30, hostsShown: 10, hostsTruncated: true, maxHosts: 10, gpus: 30 });
     expect(j.byState.held_idle).toBe(30);
     // The longest held idle cover the whole fleet, hosts left out of the grid included.
@@ -129,12 +186,30 @@ describe("buildFleetJson", () => {
     fleet.applyWindow(h, heldWindow("GPU-stale", 5, 50, BigInt(T0), [podOwner("ml-team", "old-job")]));
     c.advance(31_000);
     const start = BigInt(c.now());
-    fleet.applyWindow(h, heldWindow("GPU-held", 0, 600, start, [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]));
+    fleet.applyWindow(
+      h,
+      heldWindow("GPU-held", 0, 600, start, [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]),
+    );
     fleet.applyWindow(h, phantomWindow({ uuid: "GPU-phantom", index: 1, startMs: start, owners: [jobOwner] }));
-    fleet.applyWindow(h, makeWindow({ uuid: "GPU-active", index: 2, startMs: start, freeIdleS: 0, activeS: 10, owners: [podOwner("ml-team", "trainer-8")] },
-      { state: GpuState.ACTIVE, real: 0.9, realSource: RealSource.SM_ACTIVE, processes: 1 }));
+    fleet.applyWindow(
+      h,
+      makeWindow(
+        {
+          uuid: "GPU-active",
+          index: 2,
+          startMs: start,
+          freeIdleS: 0,
+          activeS: 10,
+          owners: [podOwner("ml-team", "trainer-8")],
+        },
+        { state: GpuState.ACTIVE, real: 0.9, realSource: RealSource.SM_ACTIVE, processes: 1 },
+      ),
+    );
     // A free GPU shows no owner, even where its window named one.
-    fleet.applyWindow(h, makeWindow({ uuid: "GPU-free", index: 3, startMs: start, owners: [podOwner("ml-team", "leftover")] }));
+    fleet.applyWindow(
+      h,
+      makeWindow({ uuid: "GPU-free", index: 3, startMs: start, owners: [podOwner("ml-team", "leftover")] }),
+    );
     fleet.applyWindow(h, heldWindow("GPU-nobody", 4, 30, start));
 
     const j = buildFleetJson(fleet, { owners: ledger("namespace,pod,container,job,user") });
@@ -149,8 +224,15 @@ describe("buildFleetJson", () => {
       ],
       ownersLeftOut: 0,
     });
-    expect(gpus.get("GPU-phantom")).toMatchObject({ state: "busy_phantom", owners: [{ job: "4242", user: "alice" }], ownersLeftOut: 0 });
-    expect(gpus.get("GPU-active")).toMatchObject({ state: "active", owners: [{ namespace: "ml-team", pod: "trainer-8", container: "main" }] });
+    expect(gpus.get("GPU-phantom")).toMatchObject({
+      state: "busy_phantom",
+      owners: [{ job: "4242", user: "alice" }],
+      ownersLeftOut: 0,
+    });
+    expect(gpus.get("GPU-active")).toMatchObject({
+      state: "active",
+      owners: [{ namespace: "ml-team", pod: "trainer-8", container: "main" }],
+    });
     // Held with nobody known: an empty list, not no list.
     expect(gpus.get("GPU-nobody")).toMatchObject({ state: "held_idle", owners: [], ownersLeftOut: 0 });
     for (const uuid of ["GPU-free", "GPU-stale"]) {
@@ -164,24 +246,44 @@ describe("buildFleetJson", () => {
     ]);
     // Fields no --owner-labels can name never leave the collector.
     const text = JSON.stringify(j);
-    for (const hidden of ["31337", "python3", "secret-flag", "c0ffee", "containerd", "0f1e2d3c", "step", "leftover", "old-job"]) expect(text).not.toContain(hidden);
+    for (const hidden of [
+      "31337",
+      "python3",
+      "secret-flag",
+      "c0ffee",
+      "containerd",
+      "0f1e2d3c",
+      "step",
+      "leftover",
+      "old-job",
+    ])
+      expect(text).not.toContain(hidden);
     expect(JSON.parse(text)).toEqual(j);
   });
 
   it("shows only the fields --owner-labels names, one entry per distinct owner, and leaves out owners with none of them", () => {
     const fleet = new FleetState({ now: clock().now });
     // The job's own mapping and its process name the same job and user: one owner on the page.
-    fleet.applyWindow(host("n"), heldWindow("GPU-0", 0, 100, BigInt(T0), [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]));
+    fleet.applyWindow(
+      host("n"),
+      heldWindow("GPU-0", 0, 100, BigInt(T0), [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]),
+    );
     fleet.applyWindow(host("n"), heldWindow("GPU-1", 1, 50, BigInt(T0), [podOwner("ml-team", "trainer-8")]));
     const j = buildFleetJson(fleet, { owners: ledger("job,user") });
     expect(j.ownerLabels).toEqual(["job", "user"]);
     const gpus = gpusOf(j);
-    expect(gpus.get("GPU-0")).toMatchObject({ owners: [{ job: "4242", user: "alice" }, { user: "alice" }], ownersLeftOut: 0 });
+    expect(gpus.get("GPU-0")).toMatchObject({
+      owners: [{ job: "4242", user: "alice" }, { user: "alice" }],
+      ownersLeftOut: 0,
+    });
     expect(gpus.get("GPU-1")).toMatchObject({ owners: [], ownersLeftOut: 0 });
     expect(JSON.stringify(j)).not.toMatch(/ml-team|trainer|main/);
     expect(j.heldIdleByOwner).toEqual({
       // Ties go by the owner's values, empty ones first.
-      owners: [{ owner: { user: "alice" }, gpus: 1, longestIdleS: 100 }, { owner: { job: "4242", user: "alice" }, gpus: 1, longestIdleS: 100 }],
+      owners: [
+        { owner: { user: "alice" }, gpus: 1, longestIdleS: 100 },
+        { owner: { job: "4242", user: "alice" }, gpus: 1, longestIdleS: 100 },
+      ],
       ownerCount: 2,
       withoutOwner: 1,
     });
@@ -189,7 +291,10 @@ describe("buildFleetJson", () => {
 
   it("carries no owner at all with --owner-labels none, or without an owner ledger", () => {
     const fleet = new FleetState({ now: clock().now });
-    fleet.applyWindow(host("n"), heldWindow("GPU-0", 0, 100, BigInt(T0), [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]));
+    fleet.applyWindow(
+      host("n"),
+      heldWindow("GPU-0", 0, 100, BigInt(T0), [podOwner("ml-team", "trainer-7"), jobOwner, processOwner]),
+    );
     for (const owners of [ledger("none"), undefined]) {
       const j = buildFleetJson(fleet, { owners });
       expect(j.ownerLabels).toEqual([]);
@@ -205,7 +310,10 @@ describe("buildFleetJson", () => {
     const many = Array.from({ length: 8 }, (_, i) => podOwner("ml-team", `worker-${i}`));
     fleet.applyWindow(host("n"), heldWindow("GPU-0", 0, 100, BigInt(T0), many));
     const j = buildFleetJson(fleet, { owners: ledger("namespace,pod") });
-    const shown = Array.from({ length: MAX_FLEET_JSON_OWNERS_PER_GPU }, (_, i) => ({ namespace: "ml-team", pod: `worker-${i}` }));
+    const shown = Array.from({ length: MAX_FLEET_JSON_OWNERS_PER_GPU }, (_, i) => ({
+      namespace: "ml-team",
+      pod: `worker-${i}`,
+    }));
     expect(MAX_FLEET_JSON_OWNERS_PER_GPU).toBe(4);
     expect(j.hosts[0]!.gpus[0]).toMatchObject({ owners: shown, ownersLeftOut: 4 });
     expect(j.longestHeldIdle[0]).toMatchObject({ owners: shown, ownersLeftOut: 4 });
@@ -241,8 +349,15 @@ describe("buildFleetJson", () => {
   it("keeps owner text as data", () => {
     const fleet = new FleetState({ now: clock().now });
     const evil = '<img src=x onerror="alert(1)">&amp;';
-    fleet.applyWindow(host("n"), heldWindow("GPU-0", 0, 100, BigInt(T0), [{ ...podOwner("</script><script>alert(2)</script>", evil), user: "a\"b" }]));
+    fleet.applyWindow(
+      host("n"),
+      heldWindow("GPU-0", 0, 100, BigInt(T0), [
+        { ...podOwner("</script><script>alert(2)</script>", evil), user: 'a"b' },
+      ]),
+    );
     const j = buildFleetJson(fleet, { owners: ledger("namespace,pod,user") });
-    expect(j.longestHeldIdle[0]!.owners).toEqual([{ namespace: "</script><script>alert(2)</script>", pod: evil, user: 'a"b' }]);
+    expect(j.longestHeldIdle[0]!.owners).toEqual([
+      { namespace: "</script><script>alert(2)</script>", pod: evil, user: 'a"b' },
+    ]);
   });
 });

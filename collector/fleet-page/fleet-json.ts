@@ -135,7 +135,10 @@ const byName = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const orNull = (v: number | undefined): number | null => (v === undefined ? null : v);
 
 /** A record's distinct owners as values of the configured labels, in the order the window gave them. */
-function distinctOwnerValues(rec: GpuRecord, ledger: Pick<OwnerLedger, "ownerValues">): { key: string; values: readonly string[] }[] {
+function distinctOwnerValues(
+  rec: GpuRecord,
+  ledger: Pick<OwnerLedger, "ownerValues">,
+): { key: string; values: readonly string[] }[] {
   const out: { key: string; values: readonly string[] }[] = [];
   for (const o of rec.owners) {
     const values = ledger.ownerValues(o);
@@ -238,11 +241,25 @@ export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}
       ...ownersOf(rec),
     })),
     ownerLabels,
-    ...(ledger ? { heldIdleByOwner: heldIdleByOwner(held, ledger, ownerLabels, options.topOwners ?? DEFAULT_FLEET_JSON_TOP_OWNERS) } : {}),
+    ...(ledger
+      ? {
+          heldIdleByOwner: heldIdleByOwner(
+            held,
+            ledger,
+            ownerLabels,
+            options.topOwners ?? DEFAULT_FLEET_JSON_TOP_OWNERS,
+          ),
+        }
+      : {}),
   };
 }
 
-function heldIdleByOwner(held: readonly GpuRecord[], ledger: Pick<OwnerLedger, "ownerValues">, labels: readonly OwnerLabel[], topN: number): FleetJsonHeldIdleByOwner {
+function heldIdleByOwner(
+  held: readonly GpuRecord[],
+  ledger: Pick<OwnerLedger, "ownerValues">,
+  labels: readonly OwnerLabel[],
+  topN: number,
+): FleetJsonHeldIdleByOwner {
   const byKey = new Map<string, { values: readonly string[]; gpus: number; longestIdleS: number }>();
   let withoutOwner = 0;
   for (const rec of held) {
@@ -257,9 +274,13 @@ function heldIdleByOwner(held: readonly GpuRecord[], ledger: Pick<OwnerLedger, "
       }
     }
   }
-  const ranked = [...byKey.entries()].sort(([ka, a], [kb, b]) => b.gpus - a.gpus || b.longestIdleS - a.longestIdleS || byName(ka, kb));
+  const ranked = [...byKey.entries()].sort(
+    ([ka, a], [kb, b]) => b.gpus - a.gpus || b.longestIdleS - a.longestIdleS || byName(ka, kb),
+  );
   return {
-    owners: ranked.slice(0, Math.max(0, topN)).map(([, g]) => ({ owner: ownerOf(labels, g.values), gpus: g.gpus, longestIdleS: g.longestIdleS })),
+    owners: ranked
+      .slice(0, Math.max(0, topN))
+      .map(([, g]) => ({ owner: ownerOf(labels, g.values), gpus: g.gpus, longestIdleS: g.longestIdleS })),
     ownerCount: byKey.size,
     withoutOwner,
   };

@@ -21,14 +21,44 @@ async function start(basicAuth?: BasicAuthUsers, ownerLabels?: string): Promise<
   const node = { hostname: "node-1", labels: { site: "dc1" }, windowMs: 10_000 };
   fleet.applyWindow(node, makeWindow());
   // GPU 1 held idle by a pod and the job in it; GPU 2 free, its window naming a pod all the same.
-  const pod = { via: OwnerSource.POD_RESOURCES, namespace: "ml-team", pod: "trainer-7", container: "main", observedS: 10, heldIdleS: 10 };
-  const job = { via: OwnerSource.PROCESS, job: "4242", user: "alice", pid: 31337, command: "python3", observedS: 10, heldIdleS: 10 };
-  fleet.applyWindow(node, makeWindow({ uuid: "GPU-1", index: 1, freeIdleS: 0, heldIdleS: 10, owners: [pod, job] }, { state: GpuState.HELD_IDLE, processes: 1 }));
+  const pod = {
+    via: OwnerSource.POD_RESOURCES,
+    namespace: "ml-team",
+    pod: "trainer-7",
+    container: "main",
+    observedS: 10,
+    heldIdleS: 10,
+  };
+  const job = {
+    via: OwnerSource.PROCESS,
+    job: "4242",
+    user: "alice",
+    pid: 31337,
+    command: "python3",
+    observedS: 10,
+    heldIdleS: 10,
+  };
+  fleet.applyWindow(
+    node,
+    makeWindow(
+      { uuid: "GPU-1", index: 1, freeIdleS: 0, heldIdleS: 10, owners: [pod, job] },
+      { state: GpuState.HELD_IDLE, processes: 1 },
+    ),
+  );
   fleet.applyWindow(node, makeWindow({ uuid: "GPU-2", index: 2, owners: [pod] }));
   const self = new SelfMetrics();
-  const owners = ownerLabels === undefined ? undefined : new OwnerLedger(parseOwnerLabels(ownerLabels), { maxGroups: 100, expireAfterMs: 60_000 });
+  const owners =
+    ownerLabels === undefined
+      ? undefined
+      : new OwnerLedger(parseOwnerLabels(ownerLabels), { maxGroups: 100, expireAfterMs: 60_000 });
   // As the collector passes it: no ledger with --owner-labels none.
-  server = new CollectorHttpServer({ fleet, self, logger: createLogger({ write: () => {} }), basicAuth, owners: owners?.enabled ? owners : undefined });
+  server = new CollectorHttpServer({
+    fleet,
+    self,
+    logger: createLogger({ write: () => {} }),
+    basicAuth,
+    owners: owners?.enabled ? owners : undefined,
+  });
   const port = await server.listen({ host: "127.0.0.1", port: 0 });
   return { base: `http://127.0.0.1:${port}`, self };
 }
@@ -48,7 +78,17 @@ describe("collector HTTP: fleet page and /api/fleet", () => {
     expect(api.status).toBe(200);
     expect(api.headers.get("content-type")).toBe("application/json");
     const j = (await api.json()) as FleetJson;
-    expect(j).toMatchObject({ gpus: 3, hostCount: 1, hosts: [{ host: "node-1", labels: { site: "dc1" }, gpus: [{ index: 0, state: "free_idle" }, { index: 1 }, { index: 2 }] }] });
+    expect(j).toMatchObject({
+      gpus: 3,
+      hostCount: 1,
+      hosts: [
+        {
+          host: "node-1",
+          labels: { site: "dc1" },
+          gpus: [{ index: 0, state: "free_idle" }, { index: 1 }, { index: 2 }],
+        },
+      ],
+    });
     const head = await fetch(`${base}/api/fleet`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(await head.text()).toBe("");
@@ -73,14 +113,19 @@ describe("collector HTTP: fleet page and /api/fleet", () => {
     for (const labels of ["namespace,pod,container,job,user", "pod,user", "none"]) {
       const { base } = await start(undefined, labels);
       const metrics = await (await fetch(`${base}/metrics`)).text();
-      const exported = metrics.split("\n").filter((l) => l.startsWith("trueidle_gpu_owner_info{")).map((l) => {
-        const pairs = [...l.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!] as const);
-        const uuid = pairs.find(([k]) => k === "uuid")![1];
-        const owner = pairs.filter(([k, v]) => !["host", "gpu", "uuid"].includes(k) && v !== "");
-        return JSON.stringify([uuid, Object.fromEntries(owner)]);
-      });
+      const exported = metrics
+        .split("\n")
+        .filter((l) => l.startsWith("trueidle_gpu_owner_info{"))
+        .map((l) => {
+          const pairs = [...l.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!] as const);
+          const uuid = pairs.find(([k]) => k === "uuid")![1];
+          const owner = pairs.filter(([k, v]) => !["host", "gpu", "uuid"].includes(k) && v !== "");
+          return JSON.stringify([uuid, Object.fromEntries(owner)]);
+        });
       const j = (await (await fetch(`${base}/api/fleet`)).json()) as FleetJson;
-      const shown = j.hosts.flatMap((h) => h.gpus.flatMap((g) => (g.owners ?? []).map((o) => JSON.stringify([g.uuid, o]))));
+      const shown = j.hosts.flatMap((h) =>
+        h.gpus.flatMap((g) => (g.owners ?? []).map((o) => JSON.stringify([g.uuid, o]))),
+      );
       expect(shown.sort(), labels).toEqual(exported.sort());
       expect(j.ownerLabels, labels).toEqual(labels === "none" ? [] : labels.split(","));
       if (labels === "none") expect(shown).toEqual([]);

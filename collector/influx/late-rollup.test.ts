@@ -6,7 +6,11 @@ const H = 3_600_000;
 const T = Date.UTC(2024, 2, 1, 10); // 10:00
 
 function late(nowMs: number): LateRollup {
-  return new LateRollup({ target: { baseUrl: "http://127.0.0.1:9", database: "d" }, logger: silentLogger, now: () => nowMs });
+  return new LateRollup({
+    target: { baseUrl: "http://127.0.0.1:9", database: "d" },
+    logger: silentLogger,
+    now: () => nowMs,
+  });
 }
 
 describe("LateRollup.note", () => {

@@ -16,7 +16,11 @@ describe("windowToLine", () => {
   });
 
   it("omits fields the agent did not have instead of writing 0", () => {
-    const line = windowToLine("h", {}, makeWindow({ powerMeanW: undefined, powerMaxW: undefined, memUsedMaxBytes: undefined }));
+    const line = windowToLine(
+      "h",
+      {},
+      makeWindow({ powerMeanW: undefined, powerMaxW: undefined, memUsedMaxBytes: undefined }),
+    );
     expect(line).not.toMatch(/power_w|power_max_w|mem_used_max_bytes/);
     expect(line).toMatch(/,processes_max=0i \d+$/);
   });
@@ -75,14 +79,33 @@ describe("escaping helpers", () => {
 
 describe("owner lines", () => {
   const pod = { via: OwnerSource.POD_RESOURCES, namespace: "ml team", pod: "trainer-0", container: "main" };
-  const podProcess = { via: OwnerSource.PROCESS, namespace: "ml team", pod: "trainer-0", container: "main", user: "alice", pid: 7 };
-  const held = (owners: NonNullable<NonNullable<Parameters<typeof makeWindow>[0]>["owners"]>): ReturnType<typeof makeWindow> =>
+  const podProcess = {
+    via: OwnerSource.PROCESS,
+    namespace: "ml team",
+    pod: "trainer-0",
+    container: "main",
+    user: "alice",
+    pid: 7,
+  };
+  const held = (
+    owners: NonNullable<NonNullable<Parameters<typeof makeWindow>[0]>["owners"]>,
+  ): ReturnType<typeof makeWindow> =>
     makeWindow({ freeIdleS: 0, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5, owners });
 
   it("writes one gpu_owner_window point per owner: the window's tags, the owner fields that are set, its seconds", () => {
     const enc = new HostLineEncoder("gpu-node-1", { site: "dc1" }, ["namespace", "pod", "container", "job", "user"]);
-    const w = held([{ ...pod, observedS: 10, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5 },
-      { via: OwnerSource.JOB_MAPPING, job: "4242", user: "1001", observedS: 4, activeS: 4, reportedBusyS: 2, realBusyS: 1.5 }]);
+    const w = held([
+      { ...pod, observedS: 10, heldIdleS: 6, activeS: 4, reportedIdleS: 6, reportedBusyS: 2, realBusyS: 1.5 },
+      {
+        via: OwnerSource.JOB_MAPPING,
+        job: "4242",
+        user: "1001",
+        observedS: 4,
+        activeS: 4,
+        reportedBusyS: 2,
+        realBusyS: 1.5,
+      },
+    ]);
     const out: string[] = [];
     expect(enc.ownerLines(w, out)).toBe(2);
     expect(out).toEqual([
@@ -106,7 +129,9 @@ describe("owner lines", () => {
     ]);
     const out: string[] = [];
     expect(enc.ownerLines(w, out)).toBe(1);
-    expect(out[0]).toMatch(/^gpu_owner_window,gpu=0,host=h,model=.+?,namespace=ml\\ team,uuid=\S+ observed_s=10,free_idle_s=0,held_idle_s=6,busy_phantom_s=0,active_s=4,/);
+    expect(out[0]).toMatch(
+      /^gpu_owner_window,gpu=0,host=h,model=.+?,namespace=ml\\ team,uuid=\S+ observed_s=10,free_idle_s=0,held_idle_s=6,busy_phantom_s=0,active_s=4,/,
+    );
     expect(out[0]).toContain("reported_idle_s=6,reported_busy_s=2,real_busy_s=1.5 ");
     const none: string[] = [];
     expect(new HostLineEncoder("h", {}).ownerLines(w, none)).toBe(0);
@@ -119,10 +144,15 @@ describe("owner lines", () => {
     // Two pods of one namespace, one after the other: 5 s held idle, then 5 s active.
     const a = { ...pod, observedS: 5, heldIdleS: 5, reportedIdleS: 5 };
     const b = { ...pod, pod: "trainer-1", observedS: 5, activeS: 5, reportedBusyS: 4, realBusyS: 3 };
-    for (const owners of [[a, b], [b, a]]) {
+    for (const owners of [
+      [a, b],
+      [b, a],
+    ]) {
       const out: string[] = [];
       enc.ownerLines(held(owners), out);
-      expect(out[0]).toContain(" observed_s=10,free_idle_s=0,held_idle_s=5,busy_phantom_s=0,active_s=5,unavailable_s=0,reported_idle_s=5,reported_busy_s=4,real_busy_s=3 ");
+      expect(out[0]).toContain(
+        " observed_s=10,free_idle_s=0,held_idle_s=5,busy_phantom_s=0,active_s=5,unavailable_s=0,reported_idle_s=5,reported_busy_s=4,real_busy_s=3 ",
+      );
     }
   });
 });

@@ -50,7 +50,8 @@ export function escapeMeasurement(name: string): string {
 
 /** A float field value: JavaScript's shortest round-trip form, which InfluxDB parses back exactly. */
 function float(x: number, field: string): string {
-  if (!Number.isFinite(x)) throw new TrueidleError("bad_input", `field ${field} is ${x}; line protocol takes finite numbers only`);
+  if (!Number.isFinite(x))
+    throw new TrueidleError("bad_input", `field ${field} is ${x}; line protocol takes finite numbers only`);
   return String(x);
 }
 
@@ -92,7 +93,8 @@ export class HostLineEncoder {
       if (key === "host" || (GPU_TAG_KEYS as readonly string[]).includes(key)) {
         throw new TrueidleError("bad_input", `label ${key} would replace trueidle's own tag of that name`);
       }
-      if (key.length === 0 || CONTROL_RE.test(key) || key.endsWith("\\")) throw new TrueidleError("bad_input", `label key ${JSON.stringify(key)} cannot be a tag key`);
+      if (key.length === 0 || CONTROL_RE.test(key) || key.endsWith("\\"))
+        throw new TrueidleError("bad_input", `label key ${JSON.stringify(key)} cannot be a tag key`);
       tags.push([key, `${escapeTag(key)}=${checkedTag(key, value)}`]);
     }
     this.hostTags = tags;
@@ -133,7 +135,11 @@ export class HostLineEncoder {
   }
 
   private gpuTags(w: GpuWindow): Array<readonly [string, string]> {
-    const tags: Array<readonly [string, string]> = [...this.hostTags, ["gpu", `gpu=${w.index}`], ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`]];
+    const tags: Array<readonly [string, string]> = [
+      ...this.hostTags,
+      ["gpu", `gpu=${w.index}`],
+      ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`],
+    ];
     if (w.model !== "") tags.push(["model", `model=${checkedTag("model", w.model)}`]);
     return tags;
   }

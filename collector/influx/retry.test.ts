@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { classifyWrite, droppedPoints, influxErrorText, parseRetryAfter, retryDelayMs, type WriteResponse } from "./retry.js";
+import {
+  classifyWrite,
+  droppedPoints,
+  influxErrorText,
+  parseRetryAfter,
+  retryDelayMs,
+  type WriteResponse,
+} from "./retry.js";
 
 const res = (status: number, body = ""): WriteResponse => ({ kind: "response", status, body });
 

@@ -81,7 +81,9 @@ export class SchemaKeeper implements SchemaGate {
   invalidate(reason: string): void {
     if (this.stopped || !this.isReady) return;
     this.isReady = false;
-    this.opts.logger.warn(`InfluxDB lost trueidle's schema (${reason}); setting it up again.`, { target: describeTarget(this.opts.target) });
+    this.opts.logger.warn(`InfluxDB lost trueidle's schema (${reason}); setting it up again.`, {
+      target: describeTarget(this.opts.target),
+    });
     this.start();
   }
 
@@ -106,7 +108,9 @@ export class SchemaKeeper implements SchemaGate {
         try {
           // A fresh client each attempt: node-influx's pool would otherwise keep the host
           // marked down for its own backoff and answer "No host available".
-          const client: InfluxDB = influxClient(this.opts.target, { requestTimeoutMs: this.opts.requestTimeoutMs ?? 10_000 });
+          const client: InfluxDB = influxClient(this.opts.target, {
+            requestTimeoutMs: this.opts.requestTimeoutMs ?? 10_000,
+          });
           const changes = await ensureSchema(this.opts.target, {
             client,
             rawRetentionMs: this.opts.rawRetentionMs,
@@ -118,7 +122,10 @@ export class SchemaKeeper implements SchemaGate {
             changes.length > 0
               ? `The InfluxDB schema is ready: ${changes.join("; ")}.`
               : "The InfluxDB schema is in place; nothing needed changing.",
-            { target: where, ...(firstFailureAt !== undefined ? { waited_s: Math.round((Date.now() - firstFailureAt) / 1000) } : {}) },
+            {
+              target: where,
+              ...(firstFailureAt !== undefined ? { waited_s: Math.round((Date.now() - firstFailureAt) / 1000) } : {}),
+            },
           );
           this.isReady = true;
           const waiters = this.waiters;
@@ -127,7 +134,12 @@ export class SchemaKeeper implements SchemaGate {
           return;
         } catch (err) {
           if (this.stopped) return;
-          const delay = retryDelayMs(attempt++, this.opts.backoff ?? DEFAULT_SCHEMA_BACKOFF, undefined, this.opts.random);
+          const delay = retryDelayMs(
+            attempt++,
+            this.opts.backoff ?? DEFAULT_SCHEMA_BACKOFF,
+            undefined,
+            this.opts.random,
+          );
           firstFailureAt ??= Date.now();
           const now = Date.now();
           if (now - lastLogAt >= LOG_EVERY_MS) {

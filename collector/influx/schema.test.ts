@@ -29,7 +29,9 @@ describe("schema statements", () => {
     expect(select).toContain('max("mem_used_max_bytes") AS "mem_used_max_bytes"');
     expect(select).toContain('max("processes_max") AS "processes_max"');
     expect(select).toContain('count("observed_s") AS "windows"');
-    expect(select).toContain('INTO "trueidle"."gpu_hour"."gpu_hour" FROM "trueidle"."gpu_window"."gpu_window" GROUP BY time(1h), *');
+    expect(select).toContain(
+      'INTO "trueidle"."gpu_hour"."gpu_hour" FROM "trueidle"."gpu_window"."gpu_window" GROUP BY time(1h), *',
+    );
   });
 
   it("rolls owner windows up into owner-hours: the seconds summed, the windows counted, every tag kept", () => {
@@ -37,9 +39,13 @@ describe("schema statements", () => {
     for (const f of SECONDS_FIELDS) expect(select).toContain(`sum("${f}") AS "${f}"`);
     expect(select).toContain('count("observed_s") AS "windows"');
     expect(select).not.toContain("power");
-    expect(select).toContain('INTO "trueidle"."gpu_hour"."gpu_owner_hour" FROM "trueidle"."gpu_window"."gpu_owner_window" GROUP BY time(1h), *');
+    expect(select).toContain(
+      'INTO "trueidle"."gpu_hour"."gpu_owner_hour" FROM "trueidle"."gpu_window"."gpu_owner_window" GROUP BY time(1h), *',
+    );
     const t0 = Date.UTC(2024, 2, 1, 10);
-    expect(rollupStatement("trueidle", t0 + 1, t0 + 2, OWNER_ROLLUP)).toBe(hourRollupSelect("trueidle", { fromMs: t0, toMs: t0 + HOUR_MS }, OWNER_ROLLUP));
+    expect(rollupStatement("trueidle", t0 + 1, t0 + 2, OWNER_ROLLUP)).toBe(
+      hourRollupSelect("trueidle", { fromMs: t0, toMs: t0 + HOUR_MS }, OWNER_ROLLUP),
+    );
     expect(continuousQueryStatement("trueidle", OWNER_ROLLUP)).toBe(
       `CREATE CONTINUOUS QUERY "cq_gpu_owner_hour" ON "trueidle" RESAMPLE EVERY 10m FOR 2h BEGIN ${hourRollupSelect("trueidle", undefined, OWNER_ROLLUP)} END`,
     );
@@ -110,7 +116,10 @@ describe("ensureSchema on a real InfluxDB", () => {
     const t: InfluxTarget = { ...target, database: "other" };
     await ensureSchema(t);
     await influxQuery(influx.url, `DROP CONTINUOUS QUERY "${CQ_NAME}" ON "other"`);
-    await influxQuery(influx.url, `CREATE CONTINUOUS QUERY "${CQ_NAME}" ON "other" BEGIN SELECT count("observed_s") INTO "other"."gpu_hour"."x" FROM "other"."gpu_window"."gpu_window" GROUP BY time(1h) END`);
+    await influxQuery(
+      influx.url,
+      `CREATE CONTINUOUS QUERY "${CQ_NAME}" ON "other" BEGIN SELECT count("observed_s") INTO "other"."gpu_hour"."x" FROM "other"."gpu_window"."gpu_window" GROUP BY time(1h) END`,
+    );
     await influxQuery(influx.url, 'ALTER RETENTION POLICY "autogen" ON "other" DEFAULT');
 
     const changes = await ensureSchema(t, { rawRetentionMs: 7 * DAY_MS, hourRetentionMs: 365 * DAY_MS });
@@ -134,7 +143,9 @@ describe("ensureSchema on a real InfluxDB", () => {
     const port = (server.address() as AddressInfo).port;
     try {
       const t: InfluxTarget = { baseUrl: `http://127.0.0.1:${port}`, database: "trueidle" };
-      const err = await runStatement(influxClient(t, { requestTimeoutMs: 60_000 }), "SHOW DATABASES", { signal: AbortSignal.timeout(200) }).catch((e: unknown) => e);
+      const err = await runStatement(influxClient(t, { requestTimeoutMs: 60_000 }), "SHOW DATABASES", {
+        signal: AbortSignal.timeout(200),
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TrueidleError);
       expect((err as TrueidleError).message).toMatch(/abandoned/);
     } finally {
@@ -145,7 +156,9 @@ describe("ensureSchema on a real InfluxDB", () => {
 
   it("fails with an `unavailable` error when InfluxDB cannot be reached", async () => {
     const closed: InfluxTarget = { baseUrl: "http://127.0.0.1:9", database: "trueidle" };
-    const err = await ensureSchema(closed, { client: influxClient(closed, { requestTimeoutMs: 2_000 }) }).catch((e: unknown) => e);
+    const err = await ensureSchema(closed, { client: influxClient(closed, { requestTimeoutMs: 2_000 }) }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(TrueidleError);
     expect((err as TrueidleError).code).toBe("unavailable");
   });

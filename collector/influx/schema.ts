@@ -59,11 +59,19 @@ export const SECONDS_FIELDS = [
 ] as const;
 
 /** Every `gpu_window` field; `mem_used_max_bytes` and `processes_max` are integers. */
-export const WINDOW_FIELDS = [...SECONDS_FIELDS, "power_w", "power_max_w", "mem_used_max_bytes", "processes_max"] as const;
+export const WINDOW_FIELDS = [
+  ...SECONDS_FIELDS,
+  "power_w",
+  "power_max_w",
+  "mem_used_max_bytes",
+  "processes_max",
+] as const;
 export const INTEGER_FIELDS: ReadonlySet<string> = new Set(["mem_used_max_bytes", "processes_max", "windows"]);
 
 /** `gpu_hour` fields: how each comes from `gpu_window` (aggregate, source field). */
-export const HOUR_FIELDS: ReadonlyArray<readonly [name: string, aggregate: "sum" | "mean" | "max" | "count", from: string]> = [
+export const HOUR_FIELDS: ReadonlyArray<
+  readonly [name: string, aggregate: "sum" | "mean" | "max" | "count", from: string]
+> = [
   ...SECONDS_FIELDS.map((f) => [f, "sum", f] as const),
   ["power_w", "mean", "power_w"],
   ["power_max_w", "max", "power_max_w"],
@@ -87,9 +95,19 @@ export interface Rollup {
 }
 
 /** GPU windows into GPU-hours. */
-export const GPU_ROLLUP: Rollup = { cq: CQ_NAME, from: MEASUREMENT_WINDOW, into: MEASUREMENT_HOUR, fields: HOUR_FIELDS };
+export const GPU_ROLLUP: Rollup = {
+  cq: CQ_NAME,
+  from: MEASUREMENT_WINDOW,
+  into: MEASUREMENT_HOUR,
+  fields: HOUR_FIELDS,
+};
 /** Owner windows into owner-hours. */
-export const OWNER_ROLLUP: Rollup = { cq: CQ_OWNER_NAME, from: MEASUREMENT_OWNER_WINDOW, into: MEASUREMENT_OWNER_HOUR, fields: OWNER_HOUR_FIELDS };
+export const OWNER_ROLLUP: Rollup = {
+  cq: CQ_OWNER_NAME,
+  from: MEASUREMENT_OWNER_WINDOW,
+  into: MEASUREMENT_OWNER_HOUR,
+  fields: OWNER_HOUR_FIELDS,
+};
 export const ROLLUPS: readonly Rollup[] = [GPU_ROLLUP, OWNER_ROLLUP];
 
 /** An InfluxQL identifier in double quotes. */
@@ -159,14 +177,15 @@ export function retentionPolicyStatement(
 
 /** Milliseconds of a Go duration as InfluxDB prints it ("720h0m0s", "1h30m0s", "0s"). */
 export function parseGoDuration(text: string): number {
-  const units: Record<string, number> = { h: HOUR_MS, m: 60_000, s: 1000, ms: 1, us: 1e-3, "µs": 1e-3, ns: 1e-6 };
+  const units: Record<string, number> = { h: HOUR_MS, m: 60_000, s: 1000, ms: 1, us: 1e-3, µs: 1e-3, ns: 1e-6 };
   let total = 0;
   let matched = "";
   for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)/g)) {
     total += Number(m[1]) * (units[m[2] ?? "s"] ?? 0);
     matched += m[0];
   }
-  if (matched !== text) throw new TrueidleError("internal", `InfluxDB printed a duration trueidle cannot read: "${text}"`);
+  if (matched !== text)
+    throw new TrueidleError("internal", `InfluxDB printed a duration trueidle cannot read: "${text}"`);
   return Math.round(total);
 }
 
@@ -191,22 +210,38 @@ export interface StatementOptions {
  * credentials or rights, `unavailable` when it cannot be reached or fails, `bad_input`
  * when it refuses the statement.
  */
-export async function runStatement(client: InfluxDB, statement: string, opts: StatementOptions = {}): Promise<RawResult> {
+export async function runStatement(
+  client: InfluxDB,
+  statement: string,
+  opts: StatementOptions = {},
+): Promise<RawResult> {
   let raw: { results?: RawResult[]; error?: string };
   try {
     // The signal is raced here rather than handed to node-influx: node-influx 5.12 never
     // settles a request aborted after its response began. The request itself ends at the
     // client's requestTimeout.
-    raw = (await settleOnAbort(client.queryRaw(statement, { method: "POST", precision: "ms" }), opts.signal)) as typeof raw;
+    raw = (await settleOnAbort(
+      client.queryRaw(statement, { method: "POST", precision: "ms" }),
+      opts.signal,
+    )) as typeof raw;
   } catch (err) {
-    if (opts.signal?.aborted) throw new TrueidleError("unavailable", `InfluxDB statement abandoned: ${errorMessage(opts.signal.reason)}`, { cause: err });
+    if (opts.signal?.aborted)
+      throw new TrueidleError("unavailable", `InfluxDB statement abandoned: ${errorMessage(opts.signal.reason)}`, {
+        cause: err,
+      });
     const status = (err as { res?: { statusCode?: number } }).res?.statusCode;
     const short = statement.length > 120 ? `${statement.slice(0, 120)}…` : statement;
     if (status === 401 || status === 403) {
-      throw new TrueidleError("bad_config", `InfluxDB refused the credentials or rights (HTTP ${status}) for: ${short}`, { cause: err });
+      throw new TrueidleError(
+        "bad_config",
+        `InfluxDB refused the credentials or rights (HTTP ${status}) for: ${short}`,
+        { cause: err },
+      );
     }
     if (status !== undefined && status >= 400 && status < 500) {
-      throw new TrueidleError("bad_input", `InfluxDB refused (HTTP ${status}: ${errorMessage(err)}): ${short}`, { cause: err });
+      throw new TrueidleError("bad_input", `InfluxDB refused (HTTP ${status}: ${errorMessage(err)}): ${short}`, {
+        cause: err,
+      });
     }
     throw new TrueidleError("unavailable", `InfluxDB did not answer (${errorMessage(err)}): ${short}`, { cause: err });
   }
@@ -244,7 +279,8 @@ function settleOnAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promi
 function rowsOf(result: RawResult): Array<{ series: string | undefined; row: Record<string, unknown> }> {
   const out: Array<{ series: string | undefined; row: Record<string, unknown> }> = [];
   for (const s of result.series ?? []) {
-    for (const v of s.values ?? []) out.push({ series: s.name, row: Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
+    for (const v of s.values ?? [])
+      out.push({ series: s.name, row: Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
   }
   return out;
 }
@@ -332,7 +368,12 @@ export interface RollupOptions extends StatementOptions {
  * own SELECTs. Idempotent: an hour rolled up again is overwritten with the same point.
  * Returns the hourly points written to each measurement.
  */
-export async function rollup(target: InfluxTarget, fromMs: number, toMs: number, opts: RollupOptions = {}): Promise<RollupCounts> {
+export async function rollup(
+  target: InfluxTarget,
+  fromMs: number,
+  toMs: number,
+  opts: RollupOptions = {},
+): Promise<RollupCounts> {
   const client = opts.client ?? influxClient(target);
   const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;

@@ -6,10 +6,19 @@ import { authorizationHeader, describeTarget, parseInfluxUrl, readInfluxCredenti
 
 describe("parseInfluxUrl", () => {
   it("takes the database from the path, trueidle when the path is empty", () => {
-    expect(parseInfluxUrl("http://influx.example:8086/fleet")).toEqual({ baseUrl: "http://influx.example:8086", database: "fleet" });
-    expect(parseInfluxUrl("https://influx.example/")).toEqual({ baseUrl: "https://influx.example", database: "trueidle" });
+    expect(parseInfluxUrl("http://influx.example:8086/fleet")).toEqual({
+      baseUrl: "http://influx.example:8086",
+      database: "fleet",
+    });
+    expect(parseInfluxUrl("https://influx.example/")).toEqual({
+      baseUrl: "https://influx.example",
+      database: "trueidle",
+    });
     expect(parseInfluxUrl("http://127.0.0.1:8086")).toEqual({ baseUrl: "http://127.0.0.1:8086", database: "trueidle" });
-    expect(parseInfluxUrl("http://h:8086/gpu_history-2/")).toEqual({ baseUrl: "http://h:8086", database: "gpu_history-2" });
+    expect(parseInfluxUrl("http://h:8086/gpu_history-2/")).toEqual({
+      baseUrl: "http://h:8086",
+      database: "gpu_history-2",
+    });
   });
 
   it.each([
@@ -38,7 +47,9 @@ describe("readInfluxCredentials", () => {
 
   it("reads the environment", () => {
     expect(readInfluxCredentials({ env: { TRUEIDLE_INFLUX_USERNAME: "u", TRUEIDLE_INFLUX_PASSWORD: "p" } })).toEqual({
-      username: "u", password: "p", from: "environment",
+      username: "u",
+      password: "p",
+      from: "environment",
     });
     expect(readInfluxCredentials({ env: {} })).toBeUndefined();
     expect(() => readInfluxCredentials({ env: { TRUEIDLE_INFLUX_PASSWORD: "p" } })).toThrow(/USERNAME is not/);
@@ -48,7 +59,12 @@ describe("readInfluxCredentials", () => {
     const file = path.join(dir, "creds");
     writeFileSync(file, "alice:pa:ss:word\nignored\n");
     chmodSync(file, 0o600);
-    expect(readInfluxCredentials({ file, env: {} })).toEqual({ username: "alice", password: "pa:ss:word", from: file, warning: undefined });
+    expect(readInfluxCredentials({ file, env: {} })).toEqual({
+      username: "alice",
+      password: "pa:ss:word",
+      from: file,
+      warning: undefined,
+    });
     // Group-readable is how a Kubernetes Secret (fsGroup) or a root:trueidle 0640 file is shared.
     chmodSync(file, 0o640);
     expect(readInfluxCredentials({ file, env: {} })?.warning).toBeUndefined();

@@ -57,12 +57,19 @@ export function readInfluxCredentials(src: CredentialSources): Credentials | und
       text = readFileSync(src.file, "utf8");
       mode = statSync(src.file).mode;
     } catch (err) {
-      throw new TrueidleError("bad_config", `--influx-credentials-file ${src.file} cannot be read: ${errorMessage(err)}`, { cause: err });
+      throw new TrueidleError(
+        "bad_config",
+        `--influx-credentials-file ${src.file} cannot be read: ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
     const first = text.split(/\r?\n/, 1)[0] ?? "";
     const colon = first.indexOf(":");
     if (colon <= 0) {
-      throw new TrueidleError("bad_config", `--influx-credentials-file ${src.file}: the first line must be username:password`);
+      throw new TrueidleError(
+        "bad_config",
+        `--influx-credentials-file ${src.file}: the first line must be username:password`,
+      );
     }
     return {
       username: first.slice(0, colon),
@@ -72,7 +79,8 @@ export function readInfluxCredentials(src: CredentialSources): Credentials | und
     };
   }
   if (!inEnv) return undefined;
-  if (!user) throw new TrueidleError("bad_config", "TRUEIDLE_INFLUX_PASSWORD is set but TRUEIDLE_INFLUX_USERNAME is not");
+  if (!user)
+    throw new TrueidleError("bad_config", "TRUEIDLE_INFLUX_PASSWORD is set but TRUEIDLE_INFLUX_USERNAME is not");
   return { username: user, password: pass ?? "", from: "environment" };
 }
 

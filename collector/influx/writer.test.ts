@@ -17,7 +17,9 @@ interface Seen {
 type Answer = { status: number; body?: string; headers?: Record<string, string> } | "hang";
 
 /** An HTTP server that records each request and answers with `answer(request, n)`. */
-async function scriptedServer(answer: (seen: Seen, n: number) => Answer): Promise<{ url: string; seen: Seen[]; server: Server; release: () => void }> {
+async function scriptedServer(
+  answer: (seen: Seen, n: number) => Answer,
+): Promise<{ url: string; seen: Seen[]; server: Server; release: () => void }> {
   const seen: Seen[] = [];
   const hanging: ServerResponse[] = [];
   const server = createServer((req, res) => {
@@ -26,7 +28,14 @@ async function scriptedServer(answer: (seen: Seen, n: number) => Answer): Promis
     req.on("end", () => {
       let body = Buffer.concat(chunks);
       if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
-      const s: Seen = { url: req.url ?? "", headers: req.headers, lines: body.toString("utf8").split("\n").filter((l) => l !== "") };
+      const s: Seen = {
+        url: req.url ?? "",
+        headers: req.headers,
+        lines: body
+          .toString("utf8")
+          .split("\n")
+          .filter((l) => l !== ""),
+      };
       seen.push(s);
       const a = answer(s, seen.length);
       if (a === "hang") {
@@ -66,10 +75,20 @@ afterEach(async () => {
 
 function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
-  return { lines, logger: createLogger({ level: "debug", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }) };
+  return {
+    lines,
+    logger: createLogger({ level: "debug", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
+  };
 }
 
-function writer(url: string, extra: Partial<InfluxWriterOptions> = {}): { w: InfluxWriter; counters: { influxPointsWritten: number; influxWriteErrors: number }; logs: Array<Record<string, unknown>> } {
+function writer(
+  url: string,
+  extra: Partial<InfluxWriterOptions> = {},
+): {
+  w: InfluxWriter;
+  counters: { influxPointsWritten: number; influxWriteErrors: number };
+  logs: Array<Record<string, unknown>>;
+} {
   const { logger, lines } = capture();
   const counters = { influxPointsWritten: 0, influxWriteErrors: 0 };
   const w = new InfluxWriter({
@@ -84,7 +103,8 @@ function writer(url: string, extra: Partial<InfluxWriterOptions> = {}): { w: Inf
   return { w, counters, logs: lines };
 }
 
-const points = (n: number, tag = "a"): string[] => Array.from({ length: n }, (_, i) => `m,t=${tag} v=${i} ${1_000 + i}`);
+const points = (n: number, tag = "a"): string[] =>
+  Array.from({ length: n }, (_, i) => `m,t=${tag} v=${i} ${1_000 + i}`);
 
 describe("InfluxWriter", () => {
   it("posts full batches at once and the rest on flush, to db, rp gpu_window and precision ms", async () => {
@@ -117,7 +137,9 @@ describe("InfluxWriter", () => {
   });
 
   it("splits a batch InfluxDB finds too large (413) in halves until it fits", async () => {
-    const srv = await scriptedServer((s) => (s.lines.length > 2 ? { status: 413, body: '{"error":"Request Entity Too Large"}' } : { status: 204 }));
+    const srv = await scriptedServer((s) =>
+      s.lines.length > 2 ? { status: 413, body: '{"error":"Request Entity Too Large"}' } : { status: 204 },
+    );
     const { w, counters } = writer(srv.url, { batchSize: 8 });
     const done = w.submit(points(8));
     await w.flush();
@@ -137,7 +159,10 @@ describe("InfluxWriter", () => {
   });
 
   it("drops a batch refused with 400, counts it, and logs an ERROR with the status and InfluxDB's error", async () => {
-    const srv = await scriptedServer(() => ({ status: 400, body: '{"error":"unable to parse \'m v=\': missing field value"}' }));
+    const srv = await scriptedServer(() => ({
+      status: 400,
+      body: '{"error":"unable to parse \'m v=\': missing field value"}',
+    }));
     const { w, counters, logs } = writer(srv.url);
     const done = w.submit(points(4));
     await w.flush();
@@ -151,7 +176,10 @@ describe("InfluxWriter", () => {
   });
 
   it("counts what a partial write kept and what it dropped", async () => {
-    const srv = await scriptedServer(() => ({ status: 400, body: '{"error":"partial write: field type conflict: input field \\"v\\" on measurement \\"m\\" is type integer, already exists as type float dropped=1"}' }));
+    const srv = await scriptedServer(() => ({
+      status: 400,
+      body: '{"error":"partial write: field type conflict: input field \\"v\\" on measurement \\"m\\" is type integer, already exists as type float dropped=1"}',
+    }));
     const { w, counters, logs } = writer(srv.url);
     const done = w.submit(points(5));
     await w.flush();
@@ -167,7 +195,9 @@ describe("InfluxWriter", () => {
     [503, {}],
     [401, {}],
   ])("retries after %i and resolves once written", async (status, headers) => {
-    const srv = await scriptedServer((_s, n) => (n <= 2 ? { status, body: '{"error":"busy"}', headers } : { status: 204 }));
+    const srv = await scriptedServer((_s, n) =>
+      n <= 2 ? { status, body: '{"error":"busy"}', headers } : { status: 204 },
+    );
     const { w, counters, logs } = writer(srv.url);
     const done = w.submit(points(3));
     await w.flush();
@@ -179,12 +209,19 @@ describe("InfluxWriter", () => {
   });
 
   it("asks for the schema again when the database is missing, and waits for it before retrying", async () => {
-    const srv = await scriptedServer((_s, n) => (n === 1 ? { status: 404, body: '{"error":"database not found: \\"trueidle\\""}' } : { status: 204 }));
+    const srv = await scriptedServer((_s, n) =>
+      n === 1 ? { status: 404, body: '{"error":"database not found: \\"trueidle\\""}' } : { status: 204 },
+    );
     const events: string[] = [];
     let ready = true;
     let open: (() => void) | undefined;
     const schema: SchemaGate = {
-      ready: () => (ready ? Promise.resolve() : new Promise<void>((r) => { open = r; })),
+      ready: () =>
+        ready
+          ? Promise.resolve()
+          : new Promise<void>((r) => {
+              open = r;
+            }),
       invalidate: (reason) => {
         events.push(`invalidate: ${reason}`);
         ready = false;

@@ -185,7 +185,13 @@ export class InfluxWriter {
   private readonly hardStop = new AbortController();
   private idleWaiters: Array<() => void> = [];
   private readonly stat: WriterStats = {
-    queuedPoints: 0, inFlightRequests: 0, pointsWritten: 0, pointsDropped: 0, failedRequests: 0, queueFull: 0, requests: 0,
+    queuedPoints: 0,
+    inFlightRequests: 0,
+    pointsWritten: 0,
+    pointsDropped: 0,
+    failedRequests: 0,
+    queueFull: 0,
+    requests: 0,
   };
   private readonly lastLogAt = new Map<string, number>();
   /** Failed attempts since the last success, for the recovery message. */
@@ -196,7 +202,8 @@ export class InfluxWriter {
     const pick = <K extends keyof typeof DEFAULTS>(k: K): number => {
       const v = options[k];
       if (v === undefined) return DEFAULTS[k];
-      if (!Number.isFinite(v) || v <= 0) throw new Error(`InfluxWriter option ${k} must be a positive number (got ${v})`);
+      if (!Number.isFinite(v) || v <= 0)
+        throw new Error(`InfluxWriter option ${k} must be a positive number (got ${v})`);
       return v;
     };
     this.opts = {
@@ -231,10 +238,13 @@ export class InfluxWriter {
     if (this.queuedPoints > 0 && this.queuedPoints + lines.length > this.opts.maxQueuedPoints) {
       this.stat.queueFull++;
       this.countError();
-      this.logRateLimited("queue_full", "warn",
+      this.logRateLimited(
+        "queue_full",
+        "warn",
         `The InfluxDB write queue is full (${this.queuedPoints} points, bound ${this.opts.maxQueuedPoints}); ` +
           "a batch was refused and its agent will send it again. Further refusals are logged at most every 30 s.",
-        { target: describeTarget(this.options.target), refused_total: this.stat.queueFull });
+        { target: describeTarget(this.options.target), refused_total: this.stat.queueFull },
+      );
       return Promise.resolve({ status: "queue_full" });
     }
     return new Promise<WriteOutcome>((resolve) => {
@@ -322,7 +332,11 @@ export class InfluxWriter {
   private pump(force: boolean): void {
     while (this.inFlight < this.opts.maxInFlight && this.queuedPoints > 0 && !this.hardStop.signal.aborted) {
       const head = this.queue[0];
-      const due = force || this.flushing || this.closed || (head !== undefined && this.now() - head.queuedAt >= this.opts.flushIntervalMs);
+      const due =
+        force ||
+        this.flushing ||
+        this.closed ||
+        (head !== undefined && this.now() - head.queuedAt >= this.opts.flushIntervalMs);
       const full = this.queuedPoints >= this.opts.batchSize || this.queuedBytes >= this.opts.batchBytes;
       if (!due && !full) break;
       const batch = this.take();
@@ -338,7 +352,8 @@ export class InfluxWriter {
 
   private armTimer(): void {
     // With every request slot busy, the end of a request pumps again; a timer would only spin.
-    if (this.timer || this.queuedPoints === 0 || this.hardStop.signal.aborted || this.inFlight >= this.opts.maxInFlight) return;
+    if (this.timer || this.queuedPoints === 0 || this.hardStop.signal.aborted || this.inFlight >= this.opts.maxInFlight)
+      return;
     const head = this.queue[0];
     const wait = head ? Math.max(0, head.queuedAt + this.opts.flushIntervalMs - this.now()) : this.opts.flushIntervalMs;
     // Not unref'd: queued lines keep a process (a backfill, say) alive until they are sent.
@@ -416,9 +431,16 @@ export class InfluxWriter {
           this.succeeded(n - lost);
           this.stat.pointsDropped += lost;
           this.settle(batch, n, lost === 0);
-          this.logRateLimited("partial", "error",
+          this.logRateLimited(
+            "partial",
+            "error",
             `InfluxDB refused ${lost} of ${n} points (${what}: ${text}); they are lost and counted in trueidle_influx_write_errors_total.`,
-            { target: describeTarget(this.options.target), status: response.kind === "response" ? response.status : undefined, influx_error: text });
+            {
+              target: describeTarget(this.options.target),
+              status: response.kind === "response" ? response.status : undefined,
+              influx_error: text,
+            },
+          );
           return;
         }
         case "drop":
@@ -456,7 +478,9 @@ export class InfluxWriter {
       return { kind: "response", status: res.status, body, retryAfter: res.headers.get("retry-after") };
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const detail = timeout.aborted ? `no answer within ${this.opts.requestTimeoutMs} ms` : cause?.code ?? cause?.message ?? errorMessage(err);
+      const detail = timeout.aborted
+        ? `no answer within ${this.opts.requestTimeoutMs} ms`
+        : (cause?.code ?? cause?.message ?? errorMessage(err));
       return { kind: "network", error: detail };
     }
   }
@@ -498,9 +522,12 @@ export class InfluxWriter {
     this.stat.pointsWritten += points;
     if (this.options.counters) this.options.counters.influxPointsWritten += points;
     if (this.failingSince !== undefined) {
-      this.log.info(`InfluxDB writes succeed again after ${this.failuresInRow} failed attempts over ${Math.round((this.now() - this.failingSince) / 1000)} s.`, {
-        target: describeTarget(this.options.target),
-      });
+      this.log.info(
+        `InfluxDB writes succeed again after ${this.failuresInRow} failed attempts over ${Math.round((this.now() - this.failingSince) / 1000)} s.`,
+        {
+          target: describeTarget(this.options.target),
+        },
+      );
       this.failingSince = undefined;
       this.failuresInRow = 0;
       this.lastLogAt.delete("retry");
@@ -515,10 +542,15 @@ export class InfluxWriter {
   private dropped(batch: Batch, n: number, message: string, response?: WriteResponse): void {
     this.stat.pointsDropped += n;
     this.settle(batch, n, false);
-    this.logRateLimited("drop", "error", `${message}; the points are dropped and counted in trueidle_influx_write_errors_total.`, {
-      target: describeTarget(this.options.target),
-      status: response?.kind === "response" ? response.status : undefined,
-    });
+    this.logRateLimited(
+      "drop",
+      "error",
+      `${message}; the points are dropped and counted in trueidle_influx_write_errors_total.`,
+      {
+        target: describeTarget(this.options.target),
+        status: response?.kind === "response" ? response.status : undefined,
+      },
+    );
   }
 
   private retrying(reason: string, what: string, text: string, n: number): void {
@@ -531,10 +563,13 @@ export class InfluxWriter {
         : reason === "schema_missing"
           ? "setting the database and retention policies up again; "
           : "";
-    this.logRateLimited("retry", level,
+    this.logRateLimited(
+      "retry",
+      level,
       `Writing ${n} points to InfluxDB failed (${what}: ${text}); ${hint}retrying with backoff. ` +
         "Agents are not acknowledged until their windows are written. Further failures are logged at most every 30 s.",
-      { target: describeTarget(this.options.target), reason, failed_attempts: this.failuresInRow });
+      { target: describeTarget(this.options.target), reason, failed_attempts: this.failuresInRow },
+    );
   }
 
   private logRateLimited(kind: string, level: "warn" | "error", msg: string, fields: Record<string, unknown>): void {

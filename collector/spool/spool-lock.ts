@@ -41,7 +41,9 @@ export class SpoolLock {
     try {
       await makeDir(abs, 0o700);
     } catch (err) {
-      throw new TrueidleError("bad_config", `cannot create the spool directory ${abs}: ${errorMessage(err)}`, { cause: err });
+      throw new TrueidleError("bad_config", `cannot create the spool directory ${abs}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     const file = path.join(abs, LOCK_FILE);
     const me: LockOwner = { host: hostname(), pid: process.pid };
@@ -52,17 +54,16 @@ export class SpoolLock {
         return new SpoolLock(abs, file);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
-          throw new TrueidleError("bad_config", `cannot lock the spool directory ${abs}: ${errorMessage(err)}`, { cause: err });
+          throw new TrueidleError("bad_config", `cannot lock the spool directory ${abs}: ${errorMessage(err)}`, {
+            cause: err,
+          });
         }
       }
       const owner = await readOwner(file);
       const gone = owner === undefined ? "its lock file is unreadable" : ownerGone(owner, abs, me);
       if (gone === undefined) {
         const who = owner ? `pid ${owner.pid} on ${owner.host}` : "another process";
-        const hint =
-          owner && owner.host !== me.host
-            ? `; if that collector is gone for good, delete ${file}`
-            : "";
+        const hint = owner && owner.host !== me.host ? `; if that collector is gone for good, delete ${file}` : "";
         throw new TrueidleError(
           "bad_config",
           `the spool directory ${abs} is in use by another collector (${who}); give each collector its own --spool-dir${hint}`,
@@ -71,7 +72,10 @@ export class SpoolLock {
       logger.warn(`Took over the lock of the spool directory ${abs}: ${gone}.`, { dir: abs, previous: owner });
       await fs.rm(file, { force: true });
     }
-    throw new TrueidleError("bad_config", `cannot lock the spool directory ${abs}: another process keeps taking its lock`);
+    throw new TrueidleError(
+      "bad_config",
+      `cannot lock the spool directory ${abs}: another process keeps taking its lock`,
+    );
   }
 
   /** Deletes the lock file; safe twice. */
@@ -86,7 +90,8 @@ export class SpoolLock {
 async function readOwner(file: string): Promise<LockOwner | undefined> {
   try {
     const v = JSON.parse(await fs.readFile(file, "utf8")) as Partial<LockOwner>;
-    if (typeof v.host === "string" && typeof v.pid === "number" && Number.isInteger(v.pid)) return { host: v.host, pid: v.pid };
+    if (typeof v.host === "string" && typeof v.pid === "number" && Number.isInteger(v.pid))
+      return { host: v.host, pid: v.pid };
   } catch {
     // Torn by a crash while it was written: treated as stale.
   }

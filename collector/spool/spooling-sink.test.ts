@@ -35,7 +35,11 @@ class FakeWriter implements WriterPort {
   /** Every line InfluxDB took, in order. */
   readonly written: string[] = [];
   readonly submissions: string[][] = [];
-  private hung: Array<{ lines: readonly string[]; signal: AbortSignal | undefined; resolve: (o: WriteOutcome) => void }> = [];
+  private hung: Array<{
+    lines: readonly string[];
+    signal: AbortSignal | undefined;
+    resolve: (o: WriteOutcome) => void;
+  }> = [];
 
   submit(lines: readonly string[], signal?: AbortSignal): Promise<WriteOutcome> {
     this.submissions.push([...lines]);
@@ -48,10 +52,14 @@ class FakeWriter implements WriterPort {
     return new Promise((resolve) => {
       const entry = { lines, signal, resolve };
       this.hung.push(entry);
-      signal?.addEventListener("abort", () => {
-        this.hung = this.hung.filter((h) => h !== entry);
-        resolve({ status: "withdrawn" });
-      }, { once: true });
+      signal?.addEventListener(
+        "abort",
+        () => {
+          this.hung = this.hung.filter((h) => h !== entry);
+          resolve({ status: "withdrawn" });
+        },
+        { once: true },
+      );
     });
   }
 
@@ -73,7 +81,8 @@ async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Pro
   }
 }
 
-const batch = (b: number, n = 3): string[] => Array.from({ length: n }, (_, i) => `gpu_window,host=h${b} observed_s=10 ${1_700_000_000_000 + b * 1000 + i}`);
+const batch = (b: number, n = 3): string[] =>
+  Array.from({ length: n }, (_, i) => `gpu_window,host=h${b} observed_s=10 ${1_700_000_000_000 + b * 1000 + i}`);
 const never = new AbortController().signal;
 
 async function open(extra: Partial<SpoolingSinkOptions> & { writer: WriterPort; dir: string }): Promise<{
@@ -153,13 +162,18 @@ describe("SpoolingSink", () => {
     const summary = await first.sink.stop();
     expect(summary).toMatchObject({ windowsWritten: 0, windowsSpooled: 6, windowsDrained: 0 });
     expect(summary.spoolBytesLeft).toBeGreaterThan(0);
-    expect(infoMatching(first.logger, /Moved 2 batches \(6 windows\) still waiting for InfluxDB to the spool at shutdown/)).toBe(true);
+    expect(
+      infoMatching(first.logger, /Moved 2 batches \(6 windows\) still waiting for InfluxDB to the spool at shutdown/),
+    ).toBe(true);
     expect(fs.existsSync(path.join(dir, LOCK_FILE))).toBe(false);
 
     const writer2 = new FakeWriter();
     const second = await open({ writer: writer2, dir });
     expect(infoMatching(second.logger, /holds \d+ bytes of windows from an earlier run/)).toBe(true);
-    await until("the spool drained", () => second.counters.spoolBytes === 0 && infoMatching(second.logger, /The spool is drained/));
+    await until(
+      "the spool drained",
+      () => second.counters.spoolBytes === 0 && infoMatching(second.logger, /The spool is drained/),
+    );
     expect(writer2.written).toEqual([...batch(1), ...batch(2)]);
     expect(await second.sink.submit(batch(4), never)).toEqual({ status: "written" });
   });
@@ -167,17 +181,26 @@ describe("SpoolingSink", () => {
   it("keeps a second collector off a spool directory in use, and takes over a lock its dead owner left", async () => {
     const dir = tempDir();
     const first = await open({ writer: new FakeWriter(), dir });
-    await expect(open({ writer: new FakeWriter(), dir })).rejects.toThrow(/is in use by another collector \(pid \d+ on .*\); give each collector its own --spool-dir/);
+    await expect(open({ writer: new FakeWriter(), dir })).rejects.toThrow(
+      /is in use by another collector \(pid \d+ on .*\); give each collector its own --spool-dir/,
+    );
     await first.sink.stop();
 
     // A collector killed with SIGKILL leaves its lock: a pid that no longer runs.
     fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ host: os.hostname(), pid: 2 ** 22 + 12345 }));
     const next = await open({ writer: new FakeWriter(), dir });
-    expect(warnMatching(next.logger, /Took over the lock of the spool directory .*: its owner, pid \d+, is no longer running/)).toBe(true);
+    expect(
+      warnMatching(
+        next.logger,
+        /Took over the lock of the spool directory .*: its owner, pid \d+, is no longer running/,
+      ),
+    ).toBe(true);
     // A lock from another host cannot be checked: the error names the file to delete.
     await next.sink.stop();
     fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ host: "elsewhere", pid: 1 }));
-    await expect(open({ writer: new FakeWriter(), dir })).rejects.toThrow(/if that collector is gone for good, delete .*lock/);
+    await expect(open({ writer: new FakeWriter(), dir })).rejects.toThrow(
+      /if that collector is gone for good, delete .*lock/,
+    );
   });
 
   it("withdraws a direct write when its stream ends", async () => {
@@ -220,7 +243,9 @@ describe("SpoolingSink", () => {
     expect(counters.spooledWindows).toBe(0);
     const errors = logger.lines.filter((l) => l.level === "error");
     expect(errors).toHaveLength(1);
-    expect(errors[0]?.msg).toMatch(/Could not write the spool at .* \(EIO: i\/o error, write\); agents are now acknowledged only once InfluxDB has their windows/);
+    expect(errors[0]?.msg).toMatch(
+      /Could not write the spool at .* \(EIO: i\/o error, write\); agents are now acknowledged only once InfluxDB has their windows/,
+    );
   });
 });
 
@@ -236,7 +261,12 @@ describe("WaitForInfluxSink", () => {
     const late = sink.submit(batch(3), never);
     expect(await sink.stop()).toEqual({ windowsWritten: 3, windowsSpooled: 0, windowsDrained: 0, spoolBytesLeft: 0 });
     expect(await late).toEqual({ status: "stopped" });
-    expect(warnMatching(logger, /1 of 1 batches were still waiting for InfluxDB 0 s into the shutdown; their agents were not acknowledged/)).toBe(true);
+    expect(
+      warnMatching(
+        logger,
+        /1 of 1 batches were still waiting for InfluxDB 0 s into the shutdown; their agents were not acknowledged/,
+      ),
+    ).toBe(true);
     expect(await sink.submit(batch(4), never)).toEqual({ status: "stopped" });
   });
 

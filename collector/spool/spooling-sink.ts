@@ -28,7 +28,14 @@ import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { SegmentLog } from "../../common/segment-log.js";
 import { formatSize } from "../../common/size.js";
-import { noteWritten, windowsIn, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
+import {
+  noteWritten,
+  windowsIn,
+  type DurableSink,
+  type SinkOutcome,
+  type SinkSummary,
+  type WriterPort,
+} from "./durable-sink.js";
 import { SpoolDrainer } from "./spool-drainer.js";
 import { SpoolLock } from "./spool-lock.js";
 import { encodeRecord, type SpoolStore } from "./spool-record.js";
@@ -107,7 +114,12 @@ export class SpoolingSink implements DurableSink {
   ) {
     this.spoolAfterMs = opts.spoolAfterMs ?? DEFAULT_SPOOL_AFTER_MS;
     this.now = opts.now ?? Date.now;
-    this.fallback = new WaitForInfluxSink({ writer: opts.writer, logger: opts.logger, written: opts.written, graceMs: opts.stopGraceMs });
+    this.fallback = new WaitForInfluxSink({
+      writer: opts.writer,
+      logger: opts.logger,
+      written: opts.written,
+      graceMs: opts.stopGraceMs,
+    });
   }
 
   /** Locks and opens the spool; starts draining what an earlier run left. Throws a TrueidleError naming the fix. */
@@ -122,7 +134,9 @@ export class SpoolingSink implements DurableSink {
     } catch (err) {
       await lock.release();
       if (err instanceof TrueidleError) throw err;
-      throw new TrueidleError("unavailable", `cannot open the spool in ${lock.dir}: ${errorMessage(err)}`, { cause: err });
+      throw new TrueidleError("unavailable", `cannot open the spool in ${lock.dir}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     const sink = new SpoolingSink(opts, lock, store, maxBytes);
     sink.resume();
@@ -171,7 +185,9 @@ export class SpoolingSink implements DurableSink {
         await this.store.close();
       } catch (err) {
         // Only the read position may be stale: the next start writes some windows again.
-        this.opts.logger.warn(`Could not close the spool at ${this.dir} cleanly (${errorMessage(err)}); the next start may write some of its windows again.`);
+        this.opts.logger.warn(
+          `Could not close the spool at ${this.dir} cleanly (${errorMessage(err)}); the next start may write some of its windows again.`,
+        );
       }
       await this.lock.release();
       this.opts.counters.spoolBytes = left;
@@ -190,7 +206,14 @@ export class SpoolingSink implements DurableSink {
     this.opts.counters.spoolBytes = bytes;
     if (bytes === 0) return;
     this.mode = "spooling";
-    this.episode = { since: this.now(), reason: "left by an earlier run", windows: 0, bytes: 0, drainedWindows: 0, drainedBytes: 0 };
+    this.episode = {
+      since: this.now(),
+      reason: "left by an earlier run",
+      windows: 0,
+      bytes: 0,
+      drainedWindows: 0,
+      drainedBytes: 0,
+    };
     this.opts.logger.info(
       `The spool at ${this.dir} holds ${bytes} bytes of windows from an earlier run; they are written to InfluxDB first, in order, ` +
         "once it is reachable, and new windows are spooled behind them until then.",
@@ -202,12 +225,23 @@ export class SpoolingSink implements DurableSink {
   private direct(lines: readonly string[], signal: AbortSignal): Promise<SinkOutcome> {
     let resolve!: (o: SinkOutcome) => void;
     const outcome = new Promise<SinkOutcome>((r) => (resolve = r));
-    const entry: DirectEntry = { lines, signal, ctl: new AbortController(), timer: undefined, moved: false, outcome, resolve };
+    const entry: DirectEntry = {
+      lines,
+      signal,
+      ctl: new AbortController(),
+      timer: undefined,
+      moved: false,
+      outcome,
+      resolve,
+    };
     const onEnd = (): void => {
       if (!entry.moved) entry.ctl.abort();
     };
     signal.addEventListener("abort", onEnd, { once: true });
-    entry.timer = setTimeout(() => this.moveToSpool(`a write to InfluxDB was not done within ${this.spoolAfterMs} ms`), this.spoolAfterMs);
+    entry.timer = setTimeout(
+      () => this.moveToSpool(`a write to InfluxDB was not done within ${this.spoolAfterMs} ms`),
+      this.spoolAfterMs,
+    );
     entry.timer.unref();
     this.pending.add(entry);
     void this.opts.writer.submit(lines, entry.ctl.signal).then((o) => {
@@ -319,7 +353,9 @@ export class SpoolingSink implements DurableSink {
     this.draining = this.draining
       .then(() => drainer.run())
       .catch((err: unknown) => {
-        this.opts.logger.error(`Writing the spool at ${this.dir} to InfluxDB stopped on an error (${errorMessage(err)}); its windows are kept for the next start.`);
+        this.opts.logger.error(
+          `Writing the spool at ${this.dir} to InfluxDB stopped on an error (${errorMessage(err)}); its windows are kept for the next start.`,
+        );
       });
   }
 

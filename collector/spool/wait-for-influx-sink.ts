@@ -8,7 +8,14 @@
  * The spooling sink uses one of these too, as its fallback when the spool cannot be written.
  */
 import type { Logger } from "../../common/log.js";
-import { noteWritten, windowsIn, type DurableSink, type SinkOutcome, type SinkSummary, type WriterPort } from "./durable-sink.js";
+import {
+  noteWritten,
+  windowsIn,
+  type DurableSink,
+  type SinkOutcome,
+  type SinkSummary,
+  type WriterPort,
+} from "./durable-sink.js";
 
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 

@@ -60,12 +60,33 @@ export function makeWindow(init: WindowInit = {}, last: LastInit = {}): GpuWindo
 /** A window that is busy_phantom all along: util reads 100%, real work is 2%. */
 export function phantomWindow(init: WindowInit = {}): GpuWindow {
   return makeWindow(
-    { freeIdleS: 0, busyPhantomS: 10, reportedIdleS: 0, reportedBusyS: 10, realBusyS: 0.2, processesMax: 1, memUsedMaxBytes: 1_073_741_824n, ...init },
-    { state: GpuState.BUSY_PHANTOM, real: 0.02, realSource: RealSource.POWER, utilPercent: 100, powerW: 80, memUsedBytes: 1_073_741_824n, processes: 1 },
+    {
+      freeIdleS: 0,
+      busyPhantomS: 10,
+      reportedIdleS: 0,
+      reportedBusyS: 10,
+      realBusyS: 0.2,
+      processesMax: 1,
+      memUsedMaxBytes: 1_073_741_824n,
+      ...init,
+    },
+    {
+      state: GpuState.BUSY_PHANTOM,
+      real: 0.02,
+      realSource: RealSource.POWER,
+      utilPercent: 100,
+      powerW: 80,
+      memUsedBytes: 1_073_741_824n,
+      processes: 1,
+    },
   );
 }
 
-export function helloRequest(hostname = "gpu-node-1", labels: Record<string, string> = { site: "dc1" }, windowMs = 10_000): StreamRequest {
+export function helloRequest(
+  hostname = "gpu-node-1",
+  labels: Record<string, string> = { site: "dc1" },
+  windowMs = 10_000,
+): StreamRequest {
   return create(StreamRequestSchema, {
     msg: {
       case: "hello",

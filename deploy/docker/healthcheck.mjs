@@ -12,11 +12,14 @@ if (host === "" || host === "0.0.0.0" || host === "::") host = "127.0.0.1";
 const port = Number(listen.slice(colon + 1));
 const tls = Boolean(process.env.TRUEIDLE_HTTP_TLS_CERT);
 
-const req = (tls ? https : http).get({ host, port, path: "/healthz", timeout: 4000, rejectUnauthorized: false }, (res) => {
-  res.resume();
-  if (res.statusCode !== 200) process.stderr.write(`/healthz answered ${res.statusCode}\n`);
-  process.exit(res.statusCode === 200 ? 0 : 1);
-});
+const req = (tls ? https : http).get(
+  { host, port, path: "/healthz", timeout: 4000, rejectUnauthorized: false },
+  (res) => {
+    res.resume();
+    if (res.statusCode !== 200) process.stderr.write(`/healthz answered ${res.statusCode}\n`);
+    process.exit(res.statusCode === 200 ? 0 : 1);
+  },
+);
 req.on("timeout", () => req.destroy(new Error(`no answer from ${host}:${port} within 4 s`)));
 req.on("error", (err) => {
   process.stderr.write(`${err.message}\n`);

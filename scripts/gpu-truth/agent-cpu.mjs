@@ -22,13 +22,13 @@ import { readProcessCpu } from "./proc-cpu.mjs";
 
 const { values: opt } = parseArgs({
   options: {
-    "trueidle": { type: "string" },
+    trueidle: { type: "string" },
     "nvidia-smi": { type: "string" },
     "nvml-lib": { type: "string" },
     "interval-ms": { type: "string", default: "1000" },
     "warmup-s": { type: "string", default: "30" },
-    "seconds": { type: "string", default: "60" },
-    "out": { type: "string" },
+    seconds: { type: "string", default: "60" },
+    out: { type: "string" },
   },
 });
 for (const k of ["trueidle", "nvidia-smi", "out"]) {
@@ -64,7 +64,9 @@ const running = [];
 function start(name, cmd, args) {
   const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
-  child.stderr.on("data", (b) => { err = (err + b.toString()).slice(-4000); });
+  child.stderr.on("data", (b) => {
+    err = (err + b.toString()).slice(-4000);
+  });
   const p = { name, child, stderr: () => err };
   running.push(p);
   return p;
@@ -85,15 +87,60 @@ const metric = (text, name) => {
 
 async function main() {
   const [grpc, http, nvmlHttp, smiHttp] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  start("collector", node, [bin, "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpc}`, "--http-listen", `127.0.0.1:${http}`, "--log-level", "warn"]);
+  start("collector", node, [
+    bin,
+    "collector",
+    "--plaintext",
+    "--grpc-listen",
+    `127.0.0.1:${grpc}`,
+    "--http-listen",
+    `127.0.0.1:${http}`,
+    "--log-level",
+    "warn",
+  ]);
   await sleep(1500);
-  const agent = (source, port, extra) => [bin, "agent", "--source", source, ...extra, "--plaintext", "--collector", `127.0.0.1:${grpc}`,
-    "--interval", `${intervalMs}ms`, "--hostname", `cpu-${source}`, "--http-listen", `127.0.0.1:${port}`, "--log-level", "warn"];
+  const agent = (source, port, extra) => [
+    bin,
+    "agent",
+    "--source",
+    source,
+    ...extra,
+    "--plaintext",
+    "--collector",
+    `127.0.0.1:${grpc}`,
+    "--interval",
+    `${intervalMs}ms`,
+    "--hostname",
+    `cpu-${source}`,
+    "--http-listen",
+    `127.0.0.1:${port}`,
+    "--log-level",
+    "warn",
+  ];
   const rows = [
-    { label: "trueidle agent --source nvml", p: start("nvml", node, agent("nvml", nvmlHttp, opt["nvml-lib"] ? ["--nvml-lib", opt["nvml-lib"]] : [])), port: nvmlHttp },
-    { label: "trueidle agent --source nvidia-smi (with its nvidia-smi)", p: start("nvidia-smi", node, agent("nvidia-smi", smiHttp, ["--nvidia-smi", smi])), port: smiHttp },
-    { label: `bare nvidia-smi --query-gpu=… -lms ${intervalMs}`, p: start("bare-smi", smi, [`--query-gpu=${SMI_FIELDS}`, "--format=csv,noheader,nounits", "-lms", String(intervalMs)]) },
-    { label: "bare Node, one timer at the interval", p: start("bare-node", node, ["-e", `setInterval(() => {}, ${intervalMs});`]) },
+    {
+      label: "trueidle agent --source nvml",
+      p: start("nvml", node, agent("nvml", nvmlHttp, opt["nvml-lib"] ? ["--nvml-lib", opt["nvml-lib"]] : [])),
+      port: nvmlHttp,
+    },
+    {
+      label: "trueidle agent --source nvidia-smi (with its nvidia-smi)",
+      p: start("nvidia-smi", node, agent("nvidia-smi", smiHttp, ["--nvidia-smi", smi])),
+      port: smiHttp,
+    },
+    {
+      label: `bare nvidia-smi --query-gpu=… -lms ${intervalMs}`,
+      p: start("bare-smi", smi, [
+        `--query-gpu=${SMI_FIELDS}`,
+        "--format=csv,noheader,nounits",
+        "-lms",
+        String(intervalMs),
+      ]),
+    },
+    {
+      label: "bare Node, one timer at the interval",
+      p: start("bare-node", node, ["-e", `setInterval(() => {}, ${intervalMs});`]),
+    },
   ];
   say(`warming up for ${warmupS} s`);
   await sleep(warmupS * 1000);
@@ -113,28 +160,40 @@ async function main() {
     gpus = Math.max(gpus, r.gpus ?? 0);
   }
   if (gpus === 0) say("no agent reported its GPUs (trueidle_agent_gpus); per GPU-sample figures assume 1 GPU");
-  const perSampleDiv = (spanS * 1000 / intervalMs) * Math.max(1, gpus);
+  const perSampleDiv = ((spanS * 1000) / intervalMs) * Math.max(1, gpus);
   const out = rows.map((r, i) => {
     const ownUs = (b[i].selfNs - a[i].selfNs) / 1000;
     const childUs = (b[i].childrenNs - a[i].childrenNs) / 1000;
     return {
-      process: r.label, alive: b[i].alive, gpus: r.gpus,
-      usPerGpuSample: (ownUs + childUs) / perSampleDiv, childUsPerGpuSample: childUs / perSampleDiv,
-      coreShare: (ownUs + childUs) / (spanS * 1e6), rssMiB: (b[i].rssKiB ?? 0) / 1024, precise: a[i].precise && b[i].precise,
+      process: r.label,
+      alive: b[i].alive,
+      gpus: r.gpus,
+      usPerGpuSample: (ownUs + childUs) / perSampleDiv,
+      childUsPerGpuSample: childUs / perSampleDiv,
+      coreShare: (ownUs + childUs) / (spanS * 1e6),
+      rssMiB: (b[i].rssKiB ?? 0) / 1024,
+      precise: a[i].precise && b[i].precise,
       stderr: b[i].alive ? undefined : r.p.stderr().trim().split("\n").slice(-3).join(" | "),
     };
   });
   const lines = [
     `| process | CPU µs per GPU-sample | of which children | share of one core | RSS MiB |`,
     `| --- | ---: | ---: | ---: | ---: |`,
-    ...out.map((x) => `| ${x.process}${x.alive ? "" : ` (exited: ${x.stderr ?? "?"})`} | ${x.usPerGpuSample.toFixed(0)} | ${x.childUsPerGpuSample.toFixed(0)} | ${(x.coreShare * 100).toFixed(3)}% | ${x.rssMiB.toFixed(0)} |`),
+    ...out.map(
+      (x) =>
+        `| ${x.process}${x.alive ? "" : ` (exited: ${x.stderr ?? "?"})`} | ${x.usPerGpuSample.toFixed(0)} | ${x.childUsPerGpuSample.toFixed(0)} | ${(x.coreShare * 100).toFixed(3)}% | ${x.rssMiB.toFixed(0)} |`,
+    ),
     "",
     `${gpus} GPU(s), a sample every ${intervalMs} ms; ${spanS.toFixed(1)} s measured after ${warmupS} s of warm-up, all processes side by side. ` +
-      "CPU: user + system of every thread and every child process, from /proc" + (out.every((x) => x.precise) ? " (schedstat, ns)" : " (clock ticks)") +
-      `; per GPU-sample = CPU ÷ (${(spanS * 1000 / intervalMs).toFixed(0)} samples × ${Math.max(1, gpus)} GPUs); the agents stream to a collector on loopback (not counted).`,
+      "CPU: user + system of every thread and every child process, from /proc" +
+      (out.every((x) => x.precise) ? " (schedstat, ns)" : " (clock ticks)") +
+      `; per GPU-sample = CPU ÷ (${((spanS * 1000) / intervalMs).toFixed(0)} samples × ${Math.max(1, gpus)} GPUs); the agents stream to a collector on loopback (not counted).`,
   ];
   writeFileSync(join(opt.out, "agent-cpu.md"), `${lines.join("\n")}\n`);
-  writeFileSync(join(opt.out, "agent-cpu.json"), `${JSON.stringify({ intervalMs, warmupS, spanS, gpus, rows: out, selfReported: rows.map((r) => r.selfReported) }, null, 2)}\n`);
+  writeFileSync(
+    join(opt.out, "agent-cpu.json"),
+    `${JSON.stringify({ intervalMs, warmupS, spanS, gpus, rows: out, selfReported: rows.map((r) => r.selfReported) }, null, 2)}\n`,
+  );
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 

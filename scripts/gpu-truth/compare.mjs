@@ -22,7 +22,8 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
-const USAGE = "usage: compare.mjs --phases FILE --truth FILE --source NAME=FILE [--source NAME=FILE ...] [--gpu N] [--settle-s S] [--json OUT]";
+const USAGE =
+  "usage: compare.mjs --phases FILE --truth FILE --source NAME=FILE [--source NAME=FILE ...] [--gpu N] [--settle-s S] [--json OUT]";
 
 export function parseArgs(argv) {
   const o = { sources: [], gpu: 0, settleS: 5, phases: undefined, truth: undefined, json: undefined };
@@ -70,18 +71,26 @@ export function readJsonLines(file) {
 /** truth.py's CSV as objects of numbers; an empty cell is null. */
 export function readTruth(file) {
   if (!file || !existsSync(file)) return [];
-  const lines = readFileSync(file, "utf8").split("\n").filter((l) => l.trim() !== "");
-  const header = lines.shift()?.split(",").map((h) => h.trim()) ?? [];
+  const lines = readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "");
+  const header =
+    lines
+      .shift()
+      ?.split(",")
+      .map((h) => h.trim()) ?? [];
   if (!header.includes("ts_ms")) return [];
-  return lines.map((l) => {
-    const cells = l.split(",");
-    const row = {};
-    header.forEach((h, i) => {
-      const c = (cells[i] ?? "").trim();
-      row[h] = c === "" || !Number.isFinite(Number(c)) ? null : Number(c);
-    });
-    return row;
-  }).filter((r) => r.ts_ms !== null);
+  return lines
+    .map((l) => {
+      const cells = l.split(",");
+      const row = {};
+      header.forEach((h, i) => {
+        const c = (cells[i] ?? "").trim();
+        row[h] = c === "" || !Number.isFinite(Number(c)) ? null : Number(c);
+      });
+      return row;
+    })
+    .filter((r) => r.ts_ms !== null);
 }
 
 const mean = (xs) => (xs.length === 0 ? null : xs.reduce((s, x) => s + x, 0) / xs.length);
@@ -89,7 +98,10 @@ const mean = (xs) => (xs.length === 0 ? null : xs.reduce((s, x) => s + x, 0) / x
 /** The sampling interval of a watch file: the median step between its ticks, in seconds. */
 function intervalOf(lines) {
   const ts = [...new Set(lines.map((l) => l.ts_ms))].sort((a, b) => a - b);
-  const steps = ts.slice(1).map((t, i) => t - ts[i]).sort((a, b) => a - b);
+  const steps = ts
+    .slice(1)
+    .map((t, i) => t - ts[i])
+    .sort((a, b) => a - b);
   return steps.length === 0 ? 1 : steps[Math.floor(steps.length / 2)] / 1000;
 }
 
@@ -110,7 +122,10 @@ export function compare({ phases, truth, sources, gpu = 0, settleS = 5 }) {
   for (const p of phases) {
     const from = p.start_ms + settleS * 1000;
     const to = p.end_ms;
-    const expect = String(p.expect).split("|").map((x) => x.trim()).filter(Boolean);
+    const expect = String(p.expect)
+      .split("|")
+      .map((x) => x.trim())
+      .filter(Boolean);
     const inPhase = (t) => t >= from && t < to;
     const tr = rows.filter((r) => inPhase(r.ts_ms));
     const phase = {
@@ -146,7 +161,8 @@ export function compare({ phases, truth, sources, gpu = 0, settleS = 5 }) {
   }
   const overall = {};
   for (const s of srcs) {
-    let samples = 0, inExpected = 0;
+    let samples = 0,
+      inExpected = 0;
     const diffs = [];
     for (const p of out) {
       const f = p.sources[s.name];
@@ -162,7 +178,13 @@ export function compare({ phases, truth, sources, gpu = 0, settleS = 5 }) {
       realVsTruthSmPp: mean(diffs),
     };
   }
-  return { gpu, settleS, sources: srcs.map((s) => ({ name: s.name, intervalS: s.intervalS, lines: s.lines.length })), phases: out, overall };
+  return {
+    gpu,
+    settleS,
+    sources: srcs.map((s) => ({ name: s.name, intervalS: s.intervalS, lines: s.lines.length })),
+    phases: out,
+    overall,
+  };
 }
 
 const pct0 = (x) => (x === null ? "n/a" : `${Math.round(x * 100)}%`);
@@ -171,24 +193,46 @@ const secs = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1));
 
 /** The comparison as a Markdown table with a short key. */
 export function renderMarkdown(c) {
-  const head = ["Phase", "Expected", "Truth: util", "Truth: SM active", "Source", "Seconds", "In expected state",
-    "Real (mean, from)", "SM active (agent)", "States seen (samples)"];
+  const head = [
+    "Phase",
+    "Expected",
+    "Truth: util",
+    "Truth: SM active",
+    "Source",
+    "Seconds",
+    "In expected state",
+    "Real (mean, from)",
+    "SM active (agent)",
+    "States seen (samples)",
+  ];
   const lines = [`| ${head.join(" | ")} |`, "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"];
   for (const p of c.phases) {
     for (const s of c.sources) {
       const f = p.sources[s.name];
       const from = f.realSources.length === 0 ? "" : ` (${f.realSources[0][0]})`;
-      lines.push(`| ${[
-        p.phase, p.expect.join(" or "), pct1(p.truth.utilMean), pct1(p.truth.smMean), s.name, secs(f.seconds),
-        pct0(f.share), f.realMean === null ? "n/a" : `${pct1(f.realMean)}${from}`, pct1(f.smMean),
-        f.states.length === 0 ? "no samples" : f.states.map(([k, n]) => `${k} ${n}`).join(", "),
-      ].join(" | ")} |`);
+      lines.push(
+        `| ${[
+          p.phase,
+          p.expect.join(" or "),
+          pct1(p.truth.utilMean),
+          pct1(p.truth.smMean),
+          s.name,
+          secs(f.seconds),
+          pct0(f.share),
+          f.realMean === null ? "n/a" : `${pct1(f.realMean)}${from}`,
+          pct1(f.smMean),
+          f.states.length === 0 ? "no samples" : f.states.map(([k, n]) => `${k} ${n}`).join(", "),
+        ].join(" | ")} |`,
+      );
     }
   }
   for (const s of c.sources) {
     const o = c.overall[s.name];
-    const diff = o.realVsTruthSmPp === null ? "" : `; real vs truth SM: ${o.realVsTruthSmPp.toFixed(1)} pp apart on average`;
-    lines.push(`| all phases | | | | ${s.name} | ${secs(o.seconds)} | ${pct0(o.share)} | ${diff ? diff.slice(2) : "n/a"} | | |`);
+    const diff =
+      o.realVsTruthSmPp === null ? "" : `; real vs truth SM: ${o.realVsTruthSmPp.toFixed(1)} pp apart on average`;
+    lines.push(
+      `| all phases | | | | ${s.name} | ${secs(o.seconds)} | ${pct0(o.share)} | ${diff ? diff.slice(2) : "n/a"} | | |`,
+    );
   }
   const key = [
     "",
@@ -209,7 +253,9 @@ function main() {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
   }
-  const phases = readJsonLines(o.phases).filter((p) => typeof p.phase === "string" && Number.isFinite(p.start_ms) && Number.isFinite(p.end_ms));
+  const phases = readJsonLines(o.phases).filter(
+    (p) => typeof p.phase === "string" && Number.isFinite(p.start_ms) && Number.isFinite(p.end_ms),
+  );
   if (phases.length === 0) {
     process.stderr.write(`compare.mjs: no phases in ${o.phases}; the loads did not run.\n`);
     process.exit(1);
@@ -222,7 +268,8 @@ function main() {
     settleS: o.settleS,
   });
   for (const p of c.phases) {
-    if (p.countedS <= 0) process.stderr.write(`compare.mjs: phase ${p.phase} is no longer than --settle-s; nothing of it counts.\n`);
+    if (p.countedS <= 0)
+      process.stderr.write(`compare.mjs: phase ${p.phase} is no longer than --settle-s; nothing of it counts.\n`);
   }
   if (o.json) writeFileSync(o.json, `${JSON.stringify(c, null, 2)}\n`);
   process.stdout.write(renderMarkdown(c));

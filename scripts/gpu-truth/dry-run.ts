@@ -28,19 +28,48 @@ import { errorMessage } from "../../common/errors.js";
  */
 const LOAD_PHASES: ReadonlyArray<{ phase: string; expect: string; gpu: Record<string, unknown> }> = [
   { phase: "free", expect: "free_idle", gpu: { util: 0, powerW: 76, memUsedMiB: 0, processes: 0, smActive: 0 } },
-  { phase: "held", expect: "held_idle", gpu: { util: 0, powerW: 90, memUsedMiB: 19_600, processes: proc(19_600, 0), smActive: 0 } },
-  { phase: "spin", expect: "busy_phantom", gpu: { util: 100, powerW: 110, memUsedMiB: 19_600, processes: proc(19_600, 100), smActive: 0.008 } },
-  { phase: "matmul", expect: "active", gpu: { util: 100, powerW: 560, memUsedMiB: 20_100, processes: proc(20_100, 100), smActive: 0.93 } },
-  { phase: "memcopy", expect: "active", gpu: { util: 100, powerW: 420, memUsedMiB: 27_800, processes: proc(27_800, 100), smActive: 0.55 } },
-  { phase: "batch1", expect: "held_idle|busy_phantom|active", gpu: { util: 45, powerW: 140, memUsedMiB: 19_700, processes: proc(19_700, 45), smActive: 0.06 } },
-  { phase: "emptied", expect: "held_idle", gpu: { util: 0, powerW: 85, memUsedMiB: 520, processes: proc(520, 0), smActive: 0 } },
+  {
+    phase: "held",
+    expect: "held_idle",
+    gpu: { util: 0, powerW: 90, memUsedMiB: 19_600, processes: proc(19_600, 0), smActive: 0 },
+  },
+  {
+    phase: "spin",
+    expect: "busy_phantom",
+    gpu: { util: 100, powerW: 110, memUsedMiB: 19_600, processes: proc(19_600, 100), smActive: 0.008 },
+  },
+  {
+    phase: "matmul",
+    expect: "active",
+    gpu: { util: 100, powerW: 560, memUsedMiB: 20_100, processes: proc(20_100, 100), smActive: 0.93 },
+  },
+  {
+    phase: "memcopy",
+    expect: "active",
+    gpu: { util: 100, powerW: 420, memUsedMiB: 27_800, processes: proc(27_800, 100), smActive: 0.55 },
+  },
+  {
+    phase: "batch1",
+    expect: "held_idle|busy_phantom|active",
+    gpu: { util: 45, powerW: 140, memUsedMiB: 19_700, processes: proc(19_700, 45), smActive: 0.06 },
+  },
+  {
+    phase: "emptied",
+    expect: "held_idle",
+    gpu: { util: 0, powerW: 85, memUsedMiB: 520, processes: proc(520, 0), smActive: 0 },
+  },
 ];
 
 function proc(usedMiB: number, smUtil: number): object[] {
   return [{ pid: 4242, name: "python3", usedMiB, smUtil }];
 }
 
-interface PlanPhase { phase: string; expect: string; start_ms: number; end_ms: number }
+interface PlanPhase {
+  phase: string;
+  expect: string;
+  start_ms: number;
+  end_ms: number;
+}
 
 function scenarioOf(originMs: number, seconds: number): object {
   return {
@@ -51,7 +80,14 @@ function scenarioOf(originMs: number, seconds: number): object {
       // The last phase, nothing on the GPU for an hour, is what the GPU shows before the
       // first (phases repeat from originMs), so the agents start on a free GPU as on the
       // real machine, where nothing runs before loads.py.
-      { model: "NVIDIA H200", gpm: true, phases: [...LOAD_PHASES.map((p) => ({ for: seconds, ...p.gpu })), { for: "1h", state: "free_idle", smActive: 0 }] },
+      {
+        model: "NVIDIA H200",
+        gpm: true,
+        phases: [
+          ...LOAD_PHASES.map((p) => ({ for: seconds, ...p.gpu })),
+          { for: "1h", state: "free_idle", smActive: 0 },
+        ],
+      },
       // A second GPU nobody uses: the comparison reads GPU 0 only.
       { model: "NVIDIA H200", gpm: false, phases: [{ for: "1h", state: "free_idle" }] },
     ],
@@ -72,7 +108,12 @@ function prepare(dir: string, seconds: number, leadMs: number): void {
   }));
   writeFileSync(resolve(dir, "plan.json"), `${JSON.stringify(plan, null, 2)}\n`);
   const env = { NVML_LIB: stub.libPath, NVIDIA_SMI: smi, ORIGIN_MS: String(originMs), ...stub.env };
-  writeFileSync(resolve(dir, "dry-run.env"), Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join(""));
+  writeFileSync(
+    resolve(dir, "dry-run.env"),
+    Object.entries(env)
+      .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
+      .join(""),
+  );
 }
 
 async function loads(dir: string): Promise<void> {
@@ -87,7 +128,10 @@ async function truth(dir: string, intervalMs: number): Promise<void> {
   const scenario = loadScenario(resolve(dir, "scenario.json"));
   process.stdout.write("ts_ms,gpu,util,power_w,mem_used_mib,procs,sm_active_pct,sm_occupancy_pct,tensor_pct\n");
   let stop = false;
-  for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => { stop = true; });
+  for (const sig of ["SIGTERM", "SIGINT"] as const)
+    process.on(sig, () => {
+      stop = true;
+    });
   while (!stop) {
     const now = Date.now();
     const tick = Math.floor(now / intervalMs) * intervalMs + intervalMs;
@@ -96,8 +140,17 @@ async function truth(dir: string, intervalMs: number): Promise<void> {
       const r = readingOf(scenario, g, tick);
       const sm = hasGpm(g) && r.smActive !== undefined ? String(r.smActive * 100) : "";
       const cell = (x: number | undefined, digits = 0): string => (x === undefined ? "" : x.toFixed(digits));
-      return [tick, g.index, cell(r.util), cell(r.powerW, 1), cell(r.memUsedBytes === undefined ? undefined : r.memUsedBytes / 2 ** 20),
-        r.processes?.length ?? "", sm, "", ""].join(",");
+      return [
+        tick,
+        g.index,
+        cell(r.util),
+        cell(r.powerW, 1),
+        cell(r.memUsedBytes === undefined ? undefined : r.memUsedBytes / 2 ** 20),
+        r.processes?.length ?? "",
+        sm,
+        "",
+        "",
+      ].join(",");
     });
     process.stdout.write(`${rows.join("\n")}\n`);
   }

@@ -28,7 +28,10 @@ function read(path) {
 function statFields(pid) {
   const text = read(`/proc/${pid}/stat`);
   if (text === undefined) return undefined;
-  return text.slice(text.lastIndexOf(")") + 2).trim().split(" ");
+  return text
+    .slice(text.lastIndexOf(")") + 2)
+    .trim()
+    .split(" ");
 }
 
 /** stat field n (1-based, as proc(5) numbers them) as a number. */
@@ -43,7 +46,13 @@ function ownCpu(pid) {
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return { ns: ticksNs, reapedNs: (field(f, 16) + field(f, 17)) * TICK_NS, ppid: field(f, 4), threads: [], precise: false };
+    return {
+      ns: ticksNs,
+      reapedNs: (field(f, 16) + field(f, 17)) * TICK_NS,
+      ppid: field(f, 4),
+      threads: [],
+      precise: false,
+    };
   }
   let ns = 0;
   let precise = true;
@@ -55,7 +64,13 @@ function ownCpu(pid) {
     }
     ns += Number(s.split(" ")[0]);
   }
-  return { ns: precise ? ns : ticksNs, reapedNs: (field(f, 16) + field(f, 17)) * TICK_NS, ppid: field(f, 4), threads: tids.sort(), precise };
+  return {
+    ns: precise ? ns : ticksNs,
+    reapedNs: (field(f, 16) + field(f, 17)) * TICK_NS,
+    ppid: field(f, 4),
+    threads: tids.sort(),
+    precise,
+  };
 }
 
 /** Parent pid of every process on the machine. */
@@ -112,8 +127,14 @@ export function readProcessCpu(pids) {
     }
     const status = read(`/proc/${pid}/status`);
     return {
-      pid, alive: true, selfNs: own.ns, childrenNs, threads: own.threads, precise,
-      rssKiB: kib(status, "VmRSS"), hwmKiB: kib(status, "VmHWM"),
+      pid,
+      alive: true,
+      selfNs: own.ns,
+      childrenNs,
+      threads: own.threads,
+      precise,
+      rssKiB: kib(status, "VmRSS"),
+      hwmKiB: kib(status, "VmHWM"),
     };
   });
 }

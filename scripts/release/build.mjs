@@ -25,8 +25,19 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
-  chmodSync, copyFileSync, cpSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync,
-  readdirSync, renameSync, rmSync, statSync, writeFileSync,
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
 } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,9 +46,13 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".
 const PLATFORM = "linux-x64";
 /** What a node needs from deploy/ (the rest of it serves clusters, Prometheus and Grafana). */
 const DEPLOY_FILES = [
-  "install-agent.sh", "agent.env.example", "collector.env.example",
-  "systemd/trueidle-agent.service", "systemd/trueidle-collector.service",
-  "slurm/prolog.sh", "slurm/epilog.sh",
+  "install-agent.sh",
+  "agent.env.example",
+  "collector.env.example",
+  "systemd/trueidle-agent.service",
+  "systemd/trueidle-collector.service",
+  "slurm/prolog.sh",
+  "slurm/epilog.sh",
 ];
 
 function fail(message) {
@@ -89,8 +104,13 @@ function findNodeLicense(given) {
     "/usr/share/doc/nodejs/LICENSE",
     "/usr/share/licenses/nodejs/LICENSE",
   ];
-  const found = candidates.find((f) => existsSync(f) && readFileSync(f, "utf8").startsWith("Node.js is licensed for use as follows"));
-  if (!found) fail(`Node.js's LICENSE is in none of ${candidates.join(", ")}; give it with --node-license FILE (the release may not ship ${process.execPath} without it)`);
+  const found = candidates.find(
+    (f) => existsSync(f) && readFileSync(f, "utf8").startsWith("Node.js is licensed for use as follows"),
+  );
+  if (!found)
+    fail(
+      `Node.js's LICENSE is in none of ${candidates.join(", ")}; give it with --node-license FILE (the release may not ship ${process.execPath} without it)`,
+    );
   return found;
 }
 
@@ -100,13 +120,19 @@ function findNodeLicense(given) {
  */
 export function glibcNeeded(file) {
   const b = readFileSync(file);
-  if (b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1) throw new Error(`${file} is not a 64-bit little-endian ELF file`);
+  if (b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2 || b[5] !== 1)
+    throw new Error(`${file} is not a 64-bit little-endian ELF file`);
   const shoff = Number(b.readBigUInt64LE(0x28));
   const shentsize = b.readUInt16LE(0x3a);
   const shnum = b.readUInt16LE(0x3c);
   const section = (i) => {
     const o = shoff + i * shentsize;
-    return { type: b.readUInt32LE(o + 4), offset: Number(b.readBigUInt64LE(o + 0x18)), link: b.readUInt32LE(o + 0x28), info: b.readUInt32LE(o + 0x2c) };
+    return {
+      type: b.readUInt32LE(o + 4),
+      offset: Number(b.readBigUInt64LE(o + 0x18)),
+      link: b.readUInt32LE(o + 0x28),
+      info: b.readUInt32LE(o + 0x2c),
+    };
   };
   const cstring = (at) => b.toString("latin1", at, b.indexOf(0, at));
   let newest;
@@ -148,7 +174,10 @@ function walk(dir) {
 function sha256(file) {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(file).on("data", (d) => h.update(d)).on("error", reject).on("end", () => resolve(h.digest("hex")));
+    createReadStream(file)
+      .on("data", (d) => h.update(d))
+      .on("error", reject)
+      .on("end", () => resolve(h.digest("hex")));
   });
 }
 
@@ -167,11 +196,14 @@ function commit() {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  if (`${process.platform}-${process.arch}` !== PLATFORM) fail(`this builds a ${PLATFORM} release with the running Node.js, which is ${process.platform}-${process.arch}`);
+  if (`${process.platform}-${process.arch}` !== PLATFORM)
+    fail(`this builds a ${PLATFORM} release with the running Node.js, which is ${process.platform}-${process.arch}`);
   const nodeMajor = Number(process.versions.node.split(".")[0]);
-  if (nodeMajor < 20) fail(`the release bundles the running Node.js, ${process.version}; trueidle needs Node.js 20 or later`);
+  if (nodeMajor < 20)
+    fail(`the release bundles the running Node.js, ${process.version}; trueidle needs Node.js 20 or later`);
   for (const tool of ["tar", "xz"]) {
-    if (spawnSync(tool, ["--version"], { stdio: "ignore" }).status !== 0) fail(`${tool} is not on PATH (Debian: apt install ${tool === "xz" ? "xz-utils" : "tar"})`);
+    if (spawnSync(tool, ["--version"], { stdio: "ignore" }).status !== 0)
+      fail(`${tool} is not on PATH (Debian: apt install ${tool === "xz" ? "xz-utils" : "tar"})`);
   }
   const nodeLicense = findNodeLicense(opts.nodeLicense);
   const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
@@ -184,21 +216,40 @@ async function main() {
     mkdirSync(tree);
 
     say(`Compiling the sources into ${name}/dist (tsc -p tsconfig.build.json).`);
-    run(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json",
-      "--outDir", path.join(tree, "dist"), "--sourceMap", "false", "--declaration", "false"], { cwd: ROOT });
+    run(
+      process.execPath,
+      [
+        path.join(ROOT, "node_modules", "typescript", "bin", "tsc"),
+        "-p",
+        "tsconfig.build.json",
+        "--outDir",
+        path.join(tree, "dist"),
+        "--sourceMap",
+        "false",
+        "--declaration",
+        "false",
+      ],
+      { cwd: ROOT },
+    );
 
     say("Installing the production dependencies (npm ci --omit=dev).");
     for (const f of ["package.json", "package-lock.json"]) copyFileSync(path.join(ROOT, f), path.join(tree, f));
     // The npm that runs `npm run release`, else the one on PATH.
     const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ["npm"];
-    run(npm[0], [...npm.slice(1), "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: tree });
+    run(
+      npm[0],
+      [...npm.slice(1), "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline"],
+      { cwd: tree },
+    );
     const modules = path.join(tree, "node_modules");
     for (const f of walk(modules)) {
       if (/\.(?:[cm]?ts|map)$/.test(f)) rmSync(f);
     }
     rmSync(path.join(modules, "@koromix", "koffi-linux-x64", "musl_x64"), { recursive: true, force: true });
 
-    say(`Adding Node.js ${process.version} (${process.execPath}), its license (${nodeLicense}), the launcher and deploy/.`);
+    say(
+      `Adding Node.js ${process.version} (${process.execPath}), its license (${nodeLicense}), the launcher and deploy/.`,
+    );
     mkdirSync(path.join(tree, "node", "bin"), { recursive: true });
     copyFileSync(process.execPath, path.join(tree, "node", "bin", "node"));
     chmodSync(path.join(tree, "node", "bin", "node"), 0o755);
@@ -216,23 +267,44 @@ async function main() {
 
     // The oldest glibc every native binary of the release loads on.
     const natives = [path.join(tree, "node", "bin", "node"), ...walk(modules).filter((f) => f.endsWith(".node"))];
-    const glibc = natives.map(glibcNeeded).filter(Boolean).reduce((a, b) => (compareVersions(a, b) >= 0 ? a : b));
+    const glibc = natives
+      .map(glibcNeeded)
+      .filter(Boolean)
+      .reduce((a, b) => (compareVersions(a, b) >= 0 ? a : b));
     const rev = commit();
-    writeFileSync(path.join(tree, "RELEASE"), [
-      "# A trueidle release for GPU nodes: bin/trueidle runs the Node.js in node/, nothing needs installing.",
-      "# Install the agent with deploy/install-agent.sh (--help for its options).",
-      `TRUEIDLE_VERSION=${pkg.version}`,
-      `TRUEIDLE_PLATFORM=${PLATFORM}`,
-      ...(rev ? [`TRUEIDLE_COMMIT=${rev}`] : []),
-      `NODE_VERSION=${process.versions.node}`,
-      `GLIBC_MINIMUM=${glibc}`,
-      "",
-    ].join("\n"));
+    writeFileSync(
+      path.join(tree, "RELEASE"),
+      [
+        "# A trueidle release for GPU nodes: bin/trueidle runs the Node.js in node/, nothing needs installing.",
+        "# Install the agent with deploy/install-agent.sh (--help for its options).",
+        `TRUEIDLE_VERSION=${pkg.version}`,
+        `TRUEIDLE_PLATFORM=${PLATFORM}`,
+        ...(rev ? [`TRUEIDLE_COMMIT=${rev}`] : []),
+        `NODE_VERSION=${process.versions.node}`,
+        `GLIBC_MINIMUM=${glibc}`,
+        "",
+      ].join("\n"),
+    );
 
     const tarball = path.join(opts.outDir, `${name}.tar.xz`);
     say(`Packing ${tarball} (xz -9).`);
-    run("tar", ["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mode=u+rwX,go+rX,go-w",
-      `--mtime=@${sourceDateEpoch()}`, "-C", work, "-cJf", `${tarball}.partial`, name], { env: { ...process.env, XZ_OPT: "-9 -T0" } });
+    run(
+      "tar",
+      [
+        "--sort=name",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "--mode=u+rwX,go+rX,go-w",
+        `--mtime=@${sourceDateEpoch()}`,
+        "-C",
+        work,
+        "-cJf",
+        `${tarball}.partial`,
+        name,
+      ],
+      { env: { ...process.env, XZ_OPT: "-9 -T0" } },
+    );
     renameSync(`${tarball}.partial`, tarball);
     const digest = await sha256(tarball);
     writeFileSync(`${tarball}.sha256`, `${digest}  ${path.basename(tarball)}\n`);

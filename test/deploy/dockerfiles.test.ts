@@ -10,7 +10,17 @@
  * has stopped.
  */
 import { execFile, spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -38,7 +48,12 @@ interface Dockerfile {
 /** Instructions by stage; comments dropped, `\` continuations joined. */
 function parseDockerfile(text: string): Dockerfile {
   const lines = text.split("\n").filter((l) => !/^\s*#/.test(l));
-  const joined = lines.join("\n").replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter(Boolean);
+  const joined = lines
+    .join("\n")
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   const df: Dockerfile = { args: new Map(), stages: [] };
   for (const line of joined) {
     const m = /^([A-Za-z]+)\s+(.*)$/.exec(line);
@@ -61,13 +76,25 @@ function parseDockerfile(text: string): Dockerfile {
 
 /** .dockerignore as Docker reads it: the last pattern that matches a path or a parent of it wins. */
 function dockerignore(): (rel: string) => boolean {
-  const rules = readFileSync(path.join(REPO_ROOT, ".dockerignore"), "utf8").split("\n")
-    .map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
+  const rules = readFileSync(path.join(REPO_ROOT, ".dockerignore"), "utf8")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"))
     .map((l) => {
       const negate = l.startsWith("!");
       const glob = (negate ? l.slice(1) : l).replace(/^\/+|\/+$/g, "");
-      const re = glob.split("/").map((part) => part === "**" ? "(?:.*)" : part.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]"))
-        .join("/").replace(/\(\?:\.\*\)\//g, "(?:.*/)?");
+      const re = glob
+        .split("/")
+        .map((part) =>
+          part === "**"
+            ? "(?:.*)"
+            : part
+                .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+                .replace(/\*/g, "[^/]*")
+                .replace(/\?/g, "[^/]"),
+        )
+        .join("/")
+        .replace(/\(\?:\.\*\)\//g, "(?:.*/)?");
       return { negate, re: new RegExp(`^${re}$`) };
     });
   return (rel) => {
@@ -89,7 +116,9 @@ function dockerignore(): (rel: string) => boolean {
 function contextFiles(rel: string, ignored: (rel: string) => boolean): string[] {
   const abs = path.join(REPO_ROOT, rel);
   const all = statSync(abs).isDirectory()
-    ? readdirSync(abs, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.relative(REPO_ROOT, path.join(e.parentPath, e.name)))
+    ? readdirSync(abs, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(REPO_ROOT, path.join(e.parentPath, e.name)))
     : [rel];
   return all.filter((f) => !ignored(f));
 }
@@ -138,7 +167,16 @@ describe.each(Object.entries(images))("Dockerfile.%s", (name, df) => {
       }
     }
     // Tests, builds and local files stay out of the context.
-    for (const p of ["node_modules/typescript/package.json", "dist/cli/main.js", "release/trueidle-0.1.0-linux-x64.tar.xz", "test/cli.test.ts", "agent/agent.test.ts", "collector/testdata", ".git/HEAD", ".tmp/x"]) {
+    for (const p of [
+      "node_modules/typescript/package.json",
+      "dist/cli/main.js",
+      "release/trueidle-0.1.0-linux-x64.tar.xz",
+      "test/cli.test.ts",
+      "agent/agent.test.ts",
+      "collector/testdata",
+      ".git/HEAD",
+      ".tmp/x",
+    ]) {
       expect(ignored(p), p).toBe(true);
     }
   });
@@ -169,7 +207,10 @@ describe.each(Object.entries(images))("Dockerfile.%s", (name, df) => {
 describe("Dockerfile.agent", () => {
   it("asks the NVIDIA runtime for nvidia-smi only, keeps its state on a volume and serves /metrics", () => {
     const final = images.agent.stages.at(-1)!;
-    const env = final.steps.filter((s) => s.cmd === "ENV").map((s) => s.args).join(" ");
+    const env = final.steps
+      .filter((s) => s.cmd === "ENV")
+      .map((s) => s.args)
+      .join(" ");
     expect(env).toMatch(/NVIDIA_VISIBLE_DEVICES=all/);
     expect(env).toMatch(/NVIDIA_DRIVER_CAPABILITIES=utility\b/);
     expect(env).toMatch(/TRUEIDLE_STATE_DIR=\/var\/lib\/trueidle/);
@@ -197,7 +238,11 @@ describe("the image layout, built and run without Docker", () => {
       }
     }
     symlinkSync(path.join(REPO_ROOT, "node_modules"), path.join(src, "node_modules"));
-    await run(process.execPath, [path.join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], { cwd: src });
+    await run(
+      process.execPath,
+      [path.join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
+      { cwd: src },
+    );
 
     // The final stage: package files, bin, scenarios, the health check, dist from the build.
     image = path.join(tmp, "opt-trueidle");
@@ -210,7 +255,10 @@ describe("the image layout, built and run without Docker", () => {
       }
       for (const from of c.sources) {
         const to = c.dest === "./" ? path.join(image, from) : path.join(image, c.dest);
-        cpSync(path.join(REPO_ROOT, from), to, { recursive: true, filter: (p) => !ignored(path.relative(REPO_ROOT, p)) || p === path.join(REPO_ROOT, from) });
+        cpSync(path.join(REPO_ROOT, from), to, {
+          recursive: true,
+          filter: (p) => !ignored(path.relative(REPO_ROOT, p)) || p === path.join(REPO_ROOT, from),
+        });
       }
     }
     // Stands in for `npm ci --omit=dev` (package-install.test.ts checks a production-only install).
@@ -226,16 +274,40 @@ describe("the image layout, built and run without Docker", () => {
   });
 
   it("has what the final stage copies", () => {
-    for (const f of ["package.json", "package-lock.json", "bin/trueidle.js", "dist/cli/main.js", "dist/gen/trueidle/v1/ingest_pb.js", "demo/scenarios/gpu-a01.json", "healthcheck.mjs"]) {
+    for (const f of [
+      "package.json",
+      "package-lock.json",
+      "bin/trueidle.js",
+      "dist/cli/main.js",
+      "dist/gen/trueidle/v1/ingest_pb.js",
+      "demo/scenarios/gpu-a01.json",
+      "healthcheck.mjs",
+    ]) {
       expect(existsSync(path.join(image, f)), f).toBe(true);
     }
-    expect(readdirSync(path.join(image, "dist")).sort()).toEqual(["agent", "cli", "collector", "common", "demo", "gen", "report"]);
+    expect(readdirSync(path.join(image, "dist")).sort()).toEqual([
+      "agent",
+      "cli",
+      "collector",
+      "common",
+      "demo",
+      "gen",
+      "report",
+    ]);
   });
 
   it("starts the collector, whose health check passes, and fails once it has stopped", async () => {
     const httpPort = await freePort();
-    const env = { ...process.env, TRUEIDLE_HTTP_LISTEN: `0.0.0.0:${httpPort}`, TRUEIDLE_GRPC_LISTEN: "127.0.0.1:0", TRUEIDLE_PLAINTEXT: "true" };
-    const proc = spawn(process.execPath, [path.join(image, "bin", "trueidle.js"), "collector"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const env = {
+      ...process.env,
+      TRUEIDLE_HTTP_LISTEN: `0.0.0.0:${httpPort}`,
+      TRUEIDLE_GRPC_LISTEN: "127.0.0.1:0",
+      TRUEIDLE_PLAINTEXT: "true",
+    };
+    const proc = spawn(process.execPath, [path.join(image, "bin", "trueidle.js"), "collector"], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     collector = proc;
     let out = "";
     await new Promise<void>((resolve, reject) => {
@@ -247,11 +319,12 @@ describe("the image layout, built and run without Docker", () => {
       proc.stderr!.on("data", onData);
       proc.on("exit", (code) => reject(new Error(`the collector exited (${code}):\n${out}`)));
     });
-    const healthcheck = (): Promise<number | null> => new Promise((resolve) => {
-      // As the image runs it: the port comes from TRUEIDLE_HTTP_LISTEN, 9745 is the fallback.
-      const hc = spawn(process.execPath, [path.join(image, "healthcheck.mjs"), "9745"], { env, stdio: "ignore" });
-      hc.on("exit", (code) => resolve(code));
-    });
+    const healthcheck = (): Promise<number | null> =>
+      new Promise((resolve) => {
+        // As the image runs it: the port comes from TRUEIDLE_HTTP_LISTEN, 9745 is the fallback.
+        const hc = spawn(process.execPath, [path.join(image, "healthcheck.mjs"), "9745"], { env, stdio: "ignore" });
+        hc.on("exit", (code) => resolve(code));
+      });
     expect(await healthcheck()).toBe(0);
     const exited = new Promise((resolve) => proc.on("exit", resolve));
     proc.kill("SIGTERM");

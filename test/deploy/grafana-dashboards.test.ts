@@ -20,27 +20,63 @@ import * as path from "node:path";
 import type { PrometheusHandle, PromSample } from "../helpers/prometheus.js";
 import { influxQuery, startInfluxd, type InfluxResult, type PrivateInfluxd } from "../helpers/influxdb.js";
 import { REPO_ROOT, runTrueidle } from "../helpers/trueidle-process.js";
-import { fleetGpuUuid, siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
+import {
+  fleetGpuUuid,
+  siteRatios,
+  startTwoSiteFleet,
+  twoSiteHosts,
+  type TwoSiteFleet,
+} from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "grafana");
 const RULES = path.join(REPO_ROOT, "deploy", "prometheus", "trueidle-rules.yml");
-const DASHBOARDS = readdirSync(DIR).filter((f) => f.endsWith(".json")).sort();
+const DASHBOARDS = readdirSync(DIR)
+  .filter((f) => f.endsWith(".json"))
+  .sort();
 
 // ------------------------------------------------------------------ the dashboards' shape
 
-interface Datasource { type: string; uid: string }
-interface Target { refId: string; datasource?: Datasource; expr?: string; query?: string; rawQuery?: boolean; instant?: boolean; format?: string; resultFormat?: string }
+interface Datasource {
+  type: string;
+  uid: string;
+}
+interface Target {
+  refId: string;
+  datasource?: Datasource;
+  expr?: string;
+  query?: string;
+  rawQuery?: boolean;
+  instant?: boolean;
+  format?: string;
+  resultFormat?: string;
+}
 interface Panel {
-  id: number; type: string; title: string; description?: string; datasource?: Datasource; interval?: string;
-  gridPos: { x: number; y: number; w: number; h: number }; targets?: Target[];
+  id: number;
+  type: string;
+  title: string;
+  description?: string;
+  datasource?: Datasource;
+  interval?: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  targets?: Target[];
 }
 interface Variable {
-  name: string; type: string; query: string | { query: string }; datasource?: Datasource;
-  multi?: boolean; includeAll?: boolean; allValue?: string;
+  name: string;
+  type: string;
+  query: string | { query: string };
+  datasource?: Datasource;
+  multi?: boolean;
+  includeAll?: boolean;
+  allValue?: string;
 }
 interface Dashboard {
   __inputs: Array<{ name: string; type: string; pluginId: string }>;
-  uid: string; title: string; tags: string[]; refresh: string; schemaVersion: number; id: null;
+  uid: string;
+  title: string;
+  tags: string[];
+  refresh: string;
+  schemaVersion: number;
+  id: null;
   time: { from: string; to: string };
   panels: Panel[];
   templating: { list: Variable[] };
@@ -69,56 +105,65 @@ describe("deploy/grafana: dashboard structure", () => {
     expect(DASHBOARDS).toEqual(["trueidle-capacity.json", "trueidle-fleet.json"]);
   });
 
-  it.each(DASHBOARDS)("%s is in Grafana's import format, every panel on the datasource variable, the grid sane", (file) => {
-    const d = load(file);
-    const plugin = PLUGIN[file]!;
-    expect(d.schemaVersion).toBeGreaterThanOrEqual(36);
-    expect(d.schemaVersion).toBeLessThanOrEqual(41);
-    expect(d.id).toBeNull();
-    expect(d.uid).toMatch(/^trueidle-[a-z]+$/);
-    expect(d.uid.length).toBeLessThanOrEqual(40);
-    expect(d.tags).toContain("trueidle");
-    expect(d.refresh).toMatch(/^\d+[smhd]$/);
-    expect(d.__inputs).toEqual([expect.objectContaining({ type: "datasource", pluginId: plugin })]);
+  it.each(DASHBOARDS)(
+    "%s is in Grafana's import format, every panel on the datasource variable, the grid sane",
+    (file) => {
+      const d = load(file);
+      const plugin = PLUGIN[file]!;
+      expect(d.schemaVersion).toBeGreaterThanOrEqual(36);
+      expect(d.schemaVersion).toBeLessThanOrEqual(41);
+      expect(d.id).toBeNull();
+      expect(d.uid).toMatch(/^trueidle-[a-z]+$/);
+      expect(d.uid.length).toBeLessThanOrEqual(40);
+      expect(d.tags).toContain("trueidle");
+      expect(d.refresh).toMatch(/^\d+[smhd]$/);
+      expect(d.__inputs).toEqual([expect.objectContaining({ type: "datasource", pluginId: plugin })]);
 
-    const vars = d.templating.list;
-    expect(new Set(vars.map((v) => v.name)).size).toBe(vars.length);
-    const ds = vars.find((v) => v.name === "datasource")!;
-    expect(ds).toMatchObject({ type: "datasource", query: plugin });
-    expect(JSON.stringify(ds)).toContain(`\${${d.__inputs[0]!.name}}`);
-    for (const v of vars.filter((x) => x.type === "query")) {
-      expect(v.datasource, `variable ${v.name}`).toEqual({ type: plugin, uid: "${datasource}" });
-      expect(v).toMatchObject({ multi: true, includeAll: true, allValue: ".*" });
-    }
-    expect(vars.filter((v) => v.type === "query").map((v) => v.name)).toEqual(expect.arrayContaining(["site", "model"]));
+      const vars = d.templating.list;
+      expect(new Set(vars.map((v) => v.name)).size).toBe(vars.length);
+      const ds = vars.find((v) => v.name === "datasource")!;
+      expect(ds).toMatchObject({ type: "datasource", query: plugin });
+      expect(JSON.stringify(ds)).toContain(`\${${d.__inputs[0]!.name}}`);
+      for (const v of vars.filter((x) => x.type === "query")) {
+        expect(v.datasource, `variable ${v.name}`).toEqual({ type: plugin, uid: "${datasource}" });
+        expect(v).toMatchObject({ multi: true, includeAll: true, allValue: ".*" });
+      }
+      expect(vars.filter((v) => v.type === "query").map((v) => v.name)).toEqual(
+        expect.arrayContaining(["site", "model"]),
+      );
 
-    const ids = d.panels.map((p) => p.id);
-    expect(new Set(ids).size, "unique panel ids").toBe(ids.length);
-    for (const p of d.panels) {
-      expect(p.datasource, p.title).toEqual({ type: plugin, uid: "${datasource}" });
-      expect(p.targets!.length, p.title).toBeGreaterThan(0);
-      expect(new Set(p.targets!.map((t) => t.refId)).size, `${p.title}: unique refIds`).toBe(p.targets!.length);
-      for (const t of p.targets!) {
-        expect(t.datasource, `${p.title} ${t.refId}`).toEqual({ type: plugin, uid: "${datasource}" });
-        expect(queryOf(t).trim(), `${p.title} ${t.refId}`).not.toBe("");
-        if (plugin === "influxdb") expect(t.rawQuery, `${p.title} ${t.refId}`).toBe(true);
+      const ids = d.panels.map((p) => p.id);
+      expect(new Set(ids).size, "unique panel ids").toBe(ids.length);
+      for (const p of d.panels) {
+        expect(p.datasource, p.title).toEqual({ type: plugin, uid: "${datasource}" });
+        expect(p.targets!.length, p.title).toBeGreaterThan(0);
+        expect(new Set(p.targets!.map((t) => t.refId)).size, `${p.title}: unique refIds`).toBe(p.targets!.length);
+        for (const t of p.targets!) {
+          expect(t.datasource, `${p.title} ${t.refId}`).toEqual({ type: plugin, uid: "${datasource}" });
+          expect(queryOf(t).trim(), `${p.title} ${t.refId}`).not.toBe("");
+          if (plugin === "influxdb") expect(t.rawQuery, `${p.title} ${t.refId}`).toBe(true);
+        }
+        expect(p.description?.length ?? 0, `${p.title} has a description`).toBeGreaterThan(20);
+        const g = p.gridPos;
+        for (const k of ["x", "y", "w", "h"] as const)
+          expect(Number.isInteger(g[k]) && g[k] >= 0, `${p.title} gridPos.${k}`).toBe(true);
+        expect(g.w).toBeGreaterThan(0);
+        expect(g.h).toBeGreaterThan(0);
+        expect(g.x + g.w, `${p.title} fits 24 columns`).toBeLessThanOrEqual(24);
       }
-      expect(p.description?.length ?? 0, `${p.title} has a description`).toBeGreaterThan(20);
-      const g = p.gridPos;
-      for (const k of ["x", "y", "w", "h"] as const) expect(Number.isInteger(g[k]) && g[k] >= 0, `${p.title} gridPos.${k}`).toBe(true);
-      expect(g.w).toBeGreaterThan(0);
-      expect(g.h).toBeGreaterThan(0);
-      expect(g.x + g.w, `${p.title} fits 24 columns`).toBeLessThanOrEqual(24);
-    }
-    // No two panels overlap.
-    for (const [i, a] of d.panels.entries()) {
-      for (const b of d.panels.slice(i + 1)) {
-        const apart = a.gridPos.x + a.gridPos.w <= b.gridPos.x || b.gridPos.x + b.gridPos.w <= a.gridPos.x ||
-          a.gridPos.y + a.gridPos.h <= b.gridPos.y || b.gridPos.y + b.gridPos.h <= a.gridPos.y;
-        expect(apart, `"${a.title}" and "${b.title}" overlap`).toBe(true);
+      // No two panels overlap.
+      for (const [i, a] of d.panels.entries()) {
+        for (const b of d.panels.slice(i + 1)) {
+          const apart =
+            a.gridPos.x + a.gridPos.w <= b.gridPos.x ||
+            b.gridPos.x + b.gridPos.w <= a.gridPos.x ||
+            a.gridPos.y + a.gridPos.h <= b.gridPos.y ||
+            b.gridPos.y + b.gridPos.h <= a.gridPos.y;
+          expect(apart, `"${a.title}" and "${b.title}" overlap`).toBe(true);
+        }
       }
-    }
-  });
+    },
+  );
 
   it("says which Prometheus panels need the recording rules, and only those use them", () => {
     for (const p of FLEET.panels) {
@@ -126,7 +171,8 @@ describe("deploy/grafana: dashboard structure", () => {
       expect(p.description!.includes("NEEDS the recording rules"), p.title).toBe(usesRules);
     }
     const readme = readFileSync(path.join(DIR, "README.md"), "utf8");
-    for (const p of FLEET.panels.filter((x) => x.description!.includes("NEEDS the recording rules"))) expect(readme).toContain(p.title);
+    for (const p of FLEET.panels.filter((x) => x.description!.includes("NEEDS the recording rules")))
+      expect(readme).toContain(p.title);
   });
 });
 
@@ -145,7 +191,9 @@ const INFLUX_REGEX_SPECIAL = /[\\^$*+?.()|[\]{}/]/g;
  */
 function formatVariable(v: Variable, sel: Selection, plugin: "prometheus" | "influxdb"): string {
   if (sel === "All") return v.allValue ?? "";
-  const escaped = sel.map((s) => (plugin === "prometheus" ? s.replace(PROM_REGEX_SPECIAL, "\\\\$&") : s.replace(INFLUX_REGEX_SPECIAL, "\\$&")));
+  const escaped = sel.map((s) =>
+    plugin === "prometheus" ? s.replace(PROM_REGEX_SPECIAL, "\\\\$&") : s.replace(INFLUX_REGEX_SPECIAL, "\\$&"),
+  );
   // Grafana's Prometheus datasource writes one value bare; its InfluxDB datasource in parentheses.
   return escaped.length === 1 && plugin === "prometheus" ? escaped[0]! : `(${escaped.join("|")})`;
 }
@@ -161,7 +209,16 @@ interface Expansion {
   rangeMs?: number;
 }
 
-const durationText = (ms: number): string => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+const durationText = (ms: number): string =>
+  ms % 86_400_000 === 0
+    ? `${ms / 86_400_000}d`
+    : ms % 3_600_000 === 0
+      ? `${ms / 3_600_000}h`
+      : ms % 60_000 === 0
+        ? `${ms / 60_000}m`
+        : ms % 1000 === 0
+          ? `${ms / 1000}s`
+          : `${ms}ms`;
 
 function expand(query: string, d: Dashboard, plugin: "prometheus" | "influxdb", x: Expansion): string {
   let q = query;
@@ -182,7 +239,9 @@ function expand(query: string, d: Dashboard, plugin: "prometheus" | "influxdb", 
 
 /** Grafana's $__interval: range / max data points, rounded up to a step, at least the panel's min interval. */
 function grafanaInterval(rangeMs: number, minInterval: string | undefined, maxDataPoints = 1000): number {
-  const steps = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+  const steps = [
+    1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+  ].map((s) => s * 1000);
   const raw = rangeMs / maxDataPoints;
   const rounded = steps.find((s) => s >= raw) ?? 86_400_000;
   const min = minInterval === undefined ? 0 : parseDuration(minInterval);
@@ -196,10 +255,15 @@ function parseDuration(text: string): number {
 }
 
 /** Every query of a dashboard: [where, text, panel] for panel targets and query variables. */
-function allQueries(d: Dashboard): Array<{ where: string; query: string; panel?: Panel; target?: Target; variable?: Variable }> {
+function allQueries(
+  d: Dashboard,
+): Array<{ where: string; query: string; panel?: Panel; target?: Target; variable?: Variable }> {
   const out: Array<{ where: string; query: string; panel?: Panel; target?: Target; variable?: Variable }> = [];
-  for (const v of d.templating.list.filter((x) => x.type === "query")) out.push({ where: `variable $${v.name}`, query: varQuery(v), variable: v });
-  for (const p of d.panels) for (const t of p.targets ?? []) out.push({ where: `panel "${p.title}" ${t.refId}`, query: queryOf(t), panel: p, target: t });
+  for (const v of d.templating.list.filter((x) => x.type === "query"))
+    out.push({ where: `variable $${v.name}`, query: varQuery(v), variable: v });
+  for (const p of d.panels)
+    for (const t of p.targets ?? [])
+      out.push({ where: `panel "${p.title}" ${t.refId}`, query: queryOf(t), panel: p, target: t });
   return out;
 }
 
@@ -232,12 +296,17 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
       dir,
       ruleFiles: [RULES],
       scrapeIntervalMs: SCRAPE_MS,
-      collectorArgs: (i) => (i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : []),
+      collectorArgs: (i) =>
+        i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : [],
     });
     prom = fleet.prom;
     // Several windows behind every GPU, and the 1h recording rules evaluated on them.
     await prom.waitFor("min(trueidle_gpu_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 10, 60_000);
-    await prom.waitFor("count(site_model:trueidle_gpu_observed_seconds:rate1h)", (r) => r[0]?.value === HOSTS.length, 30_000);
+    await prom.waitFor(
+      "count(site_model:trueidle_gpu_observed_seconds:rate1h)",
+      (r) => r[0]?.value === HOSTS.length,
+      30_000,
+    );
   }, 120_000);
 
   afterAll(async () => {
@@ -247,11 +316,21 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
   });
 
   const run = (q: string, sel: Record<string, Selection> = {}, at?: number): Promise<PromSample[]> =>
-    prom.query(expand(q, FLEET, "prometheus", { selections: sel, intervalMs: PROM_INTERVAL_MS, scrapeMs: SCRAPE_MS, rangeMs: PROM_RANGE_MS }), at);
+    prom.query(
+      expand(q, FLEET, "prometheus", {
+        selections: sel,
+        intervalMs: PROM_INTERVAL_MS,
+        scrapeMs: SCRAPE_MS,
+        rangeMs: PROM_RANGE_MS,
+      }),
+      at,
+    );
 
   /** label_values(metric{…}, label) as Grafana runs it: /api/v1/label/<label>/values?match[]=metric{…}. */
   async function labelValues(q: string, sel: Record<string, Selection> = {}): Promise<string[]> {
-    const m = /^label_values\((.+),\s*([a-zA-Z_]\w*)\)$/.exec(expand(q, FLEET, "prometheus", { selections: sel, intervalMs: PROM_INTERVAL_MS, scrapeMs: SCRAPE_MS }));
+    const m = /^label_values\((.+),\s*([a-zA-Z_]\w*)\)$/.exec(
+      expand(q, FLEET, "prometheus", { selections: sel, intervalMs: PROM_INTERVAL_MS, scrapeMs: SCRAPE_MS }),
+    );
     expect(m, q).not.toBeNull();
     const res = await fetch(`${prom.url}/api/v1/label/${m![2]}/values?${new URLSearchParams({ "match[]": m![1]! })}`);
     const body = (await res.json()) as { status: string; data: string[]; error?: string };
@@ -278,7 +357,10 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
     expect(await labelValues(v("host"))).toEqual(HOSTS.map((h) => h.host).sort());
     expect(await labelValues(v("host"), { site: ["lab-a"], model: "All" })).toEqual(["graf-h1"]);
     // A model name full of regex-special characters is escaped, as Grafana does.
-    expect(await labelValues(v("host"), { model: ["NVIDIA H100 80GB HBM3", "NVIDIA L40S"] })).toEqual(["graf-h1", "graf-h2"]);
+    expect(await labelValues(v("host"), { model: ["NVIDIA H100 80GB HBM3", "NVIDIA L40S"] })).toEqual([
+      "graf-h1",
+      "graf-h2",
+    ]);
   });
 
   it("real vs reported idle: the fleet's ratios are what the scenario implies, and the site filter narrows them", async () => {
@@ -313,7 +395,8 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
 
     const bySite = await run(queryOf(target(FLEET, "Real idle by site", "A")), {}, at);
     expect(Object.fromEntries(bySite.map((s) => [s.metric["site"], s.value]))).toEqual({
-      "lab-a": expect.closeTo(SITE_REAL.get("lab-a")!, 9), "lab-b": expect.closeTo(SITE_REAL.get("lab-b")!, 9),
+      "lab-a": expect.closeTo(SITE_REAL.get("lab-a")!, 9),
+      "lab-b": expect.closeTo(SITE_REAL.get("lab-b")!, 9),
     });
     const hiddenBySiteModel = await run(queryOf(target(FLEET, "Hidden idle by site and model")), {}, at);
     expect(hiddenBySiteModel.map((s) => [s.metric["site"], s.metric["model"], s.value]).sort()).toEqual(
@@ -341,7 +424,13 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
     const states = await run(queryOf(target(FLEET, "GPUs per state")));
     const got = Object.fromEntries(states.filter((s) => s.value > 0).map((s) => [s.metric["state"], s.value]));
     expect(got).toEqual(STATE_COUNTS);
-    expect(states.map((s) => s.metric["state"]).sort()).toEqual(["active", "busy_phantom", "free_idle", "held_idle", "unavailable"]);
+    expect(states.map((s) => s.metric["state"]).sort()).toEqual([
+      "active",
+      "busy_phantom",
+      "free_idle",
+      "held_idle",
+      "unavailable",
+    ]);
     const labB = await run(queryOf(target(FLEET, "GPUs per state")), { site: ["lab-b"] });
     expect(labB.reduce((n, s) => n + s.value, 0)).toBe(3);
 
@@ -372,20 +461,36 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
     // the allocation (a scrape or two).
     const gpuHours = async (gpu: string): Promise<number> => {
       const [h] = await prom.query(
-        `sum(increase(trueidle_gpu_state_seconds_total{host="graf-h1", gpu="${gpu}", state=~"held_idle|busy_phantom"}[${durationText(PROM_RANGE_MS)}])) / 3600`, at);
+        `sum(increase(trueidle_gpu_state_seconds_total{host="graf-h1", gpu="${gpu}", state=~"held_idle|busy_phantom"}[${durationText(PROM_RANGE_MS)}])) / 3600`,
+        at,
+      );
       return h!.value;
     };
-    for (const [owner, gpu] of [[pods[0]!, "2"], [jobs[0]!, "1"]] as const) {
+    for (const [owner, gpu] of [
+      [pods[0]!, "2"],
+      [jobs[0]!, "1"],
+    ] as const) {
       const expected = await gpuHours(gpu);
       expect(expected, `graf-h1/${gpu} idle hours`).toBeGreaterThan(0);
-      expect(Math.abs(owner.value - expected) * 3600, `${JSON.stringify(owner.metric)}: ${owner.value} h vs graf-h1/${gpu}: ${expected} h`).toBeLessThan(5);
+      expect(
+        Math.abs(owner.value - expected) * 3600,
+        `${JSON.stringify(owner.metric)}: ${owner.value} h vs graf-h1/${gpu}: ${expected} h`,
+      ).toBeLessThan(5);
     }
 
     const table = "Owners of GPUs held idle now";
     const held = await run(queryOf(target(FLEET, table)), {}, at);
     const streaks = await prom.query("max without (instance) (trueidle_gpu_idle_streak_seconds)", at);
-    const streak = (gpu: string): number => streaks.find((s) => s.metric["host"] === "graf-h1" && s.metric["gpu"] === gpu)!.value;
-    const gpuLabels = (gpu: number) => ({ job: "test", host: "graf-h1", gpu: String(gpu), uuid: fleetGpuUuid("graf-h1", gpu), model: "NVIDIA H100 80GB HBM3", site: "lab-a" });
+    const streak = (gpu: string): number =>
+      streaks.find((s) => s.metric["host"] === "graf-h1" && s.metric["gpu"] === gpu)!.value;
+    const gpuLabels = (gpu: number) => ({
+      job: "test",
+      host: "graf-h1",
+      gpu: String(gpu),
+      uuid: fleetGpuUuid("graf-h1", gpu),
+      model: "NVIDIA H100 80GB HBM3",
+      site: "lab-a",
+    });
     expect(held.map((s) => s.metric).sort((a, b) => a["gpu"]!.localeCompare(b["gpu"]!))).toEqual([
       { ...gpuLabels(1), exported_job: "4242", user: "alice" },
       { ...gpuLabels(2), namespace: "research", pod: "notebook-b", container: "jupyter" },
@@ -402,7 +507,14 @@ describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping
     const power = await run(queryOf(target(FLEET, "Power vs idle floor", "A")));
     const floor = await run(queryOf(target(FLEET, "Power vs idle floor", "B")));
     // The lost GPU (graf-h2/1) reports no power.
-    expect(power.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`).sort()).toEqual(["graf-h1/0", "graf-h1/1", "graf-h1/2", "graf-h1/3", "graf-h2/0", "graf-h2/2"]);
+    expect(power.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`).sort()).toEqual([
+      "graf-h1/0",
+      "graf-h1/1",
+      "graf-h1/2",
+      "graf-h1/3",
+      "graf-h2/0",
+      "graf-h2/2",
+    ]);
     expect(floor.length).toBeGreaterThanOrEqual(power.length);
     for (const s of floor) expect(s.value).toBeGreaterThan(0);
     const host1 = await run(queryOf(target(FLEET, "Power vs idle floor", "A")), { host: ["graf-h1"] });
@@ -433,13 +545,30 @@ const RELATIVE = "time >= now() - 90d and time <= now()";
 
 interface ReportGroupJson {
   key: Record<string, string>;
-  gpus: number; gpu_hours_observed: number; real_idle_pct: number; reported_idle_pct: number; hidden_idle_pct: number;
-  real_idle_gpu_hours: number; held_idle_gpu_hours: number; phantom_busy_gpu_hours: number; reclaimable_gpus: number; hours_with_data: number;
+  gpus: number;
+  gpu_hours_observed: number;
+  real_idle_pct: number;
+  reported_idle_pct: number;
+  hidden_idle_pct: number;
+  real_idle_gpu_hours: number;
+  held_idle_gpu_hours: number;
+  phantom_busy_gpu_hours: number;
+  reclaimable_gpus: number;
+  hours_with_data: number;
 }
 interface ReportJson {
-  range: { hours: number }; measurement: string;
-  groups: ReportGroupJson[]; total: ReportGroupJson;
-  daily: { days: string[]; groups: Array<{ key: Record<string, string>; real_idle_pct: Array<number | null>; reported_idle_pct: Array<number | null> }> };
+  range: { hours: number };
+  measurement: string;
+  groups: ReportGroupJson[];
+  total: ReportGroupJson;
+  daily: {
+    days: string[];
+    groups: Array<{
+      key: Record<string, string>;
+      real_idle_pct: Array<number | null>;
+      reported_idle_pct: Array<number | null>;
+    }>;
+  };
 }
 
 describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding a 3-day backfill", () => {
@@ -452,13 +581,39 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     dir = mkdtempSync(path.join(tmpdir(), "trueidle-grafana-influx-"));
     influx = await startInfluxd();
     const url = `${influx.url}/${DB}`;
-    const fill = await runTrueidle(["demo", "--backfill", `${BACKFILL_DAYS}d`, "--backfill-only", "--influx-url", url, "--backfill-end", new Date(END).toISOString()], {}, 100_000);
+    const fill = await runTrueidle(
+      [
+        "demo",
+        "--backfill",
+        `${BACKFILL_DAYS}d`,
+        "--backfill-only",
+        "--influx-url",
+        url,
+        "--backfill-end",
+        new Date(END).toISOString(),
+      ],
+      {},
+      100_000,
+    );
     expect(fill.code, fill.output).toBe(0);
     expect(fill.output).toMatch(/^Backfilled 3 days of 64 GPUs on 8 hosts/m);
     const report = async (by: string): Promise<ReportJson> => {
       const out = path.join(dir, `report-${by}.json`);
-      const r = await runTrueidle(["report", "--influx-url", url, "--since", new Date(FROM).toISOString(), "--until", new Date(END).toISOString(),
-        "--by", by, "--format", "json", "--out", out]);
+      const r = await runTrueidle([
+        "report",
+        "--influx-url",
+        url,
+        "--since",
+        new Date(FROM).toISOString(),
+        "--until",
+        new Date(END).toISOString(),
+        "--by",
+        by,
+        "--format",
+        "json",
+        "--out",
+        out,
+      ]);
       expect(r.code, r.output).toBe(0);
       return JSON.parse(readFileSync(out, "utf8")) as ReportJson;
     };
@@ -472,8 +627,19 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const expandInflux = (q: string, p: Panel | undefined, timeFilter: string, rangeMs: number, sel: Record<string, Selection> = {}): string =>
-    expand(q, CAPACITY, "influxdb", { selections: sel, timeFilter, intervalMs: grafanaInterval(rangeMs, p?.interval), rangeMs });
+  const expandInflux = (
+    q: string,
+    p: Panel | undefined,
+    timeFilter: string,
+    rangeMs: number,
+    sel: Record<string, Selection> = {},
+  ): string =>
+    expand(q, CAPACITY, "influxdb", {
+      selections: sel,
+      timeFilter,
+      intervalMs: grafanaInterval(rangeMs, p?.interval),
+      rangeMs,
+    });
 
   /** Rows of every series of every statement, each with its series' tags. */
   async function runInflux(q: string): Promise<Array<Record<string, unknown>>> {
@@ -505,7 +671,10 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     expect(queries.length).toBeGreaterThanOrEqual(11);
     const empty: string[] = [];
     for (const { where, query, panel: p } of queries) {
-      for (const [tf, range] of [[RELATIVE, 90 * DAY], [ABSOLUTE, END - FROM]] as const) {
+      for (const [tf, range] of [
+        [RELATIVE, 90 * DAY],
+        [ABSOLUTE, END - FROM],
+      ] as const) {
         const rows = await runInflux(expandInflux(query, p, tf, range));
         if (rows.length === 0) empty.push(`${where} (${tf})`);
       }
@@ -521,7 +690,12 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     expect(await values(v("site"))).toEqual(sites);
     expect(await values(v("model"))).toEqual([...new Set(bySiteModel.groups.map((g) => g.key["model"]!))].sort());
     for (const site of sites) {
-      expect(await values(v("model"), { site: [site] })).toEqual(bySiteModel.groups.filter((g) => g.key["site"] === site).map((g) => g.key["model"]!).sort());
+      expect(await values(v("model"), { site: [site] })).toEqual(
+        bySiteModel.groups
+          .filter((g) => g.key["site"] === site)
+          .map((g) => g.key["model"]!)
+          .sort(),
+      );
     }
   });
 
@@ -550,21 +724,45 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
   it("the stats equal the report's fleet total, and a site selection the report's sums for those sites", async () => {
     const t = bySiteModel.total;
     close(num((await panelRows("Real idle (range)"))[0]!["real_idle"]) * 100, t.real_idle_pct, "real idle");
-    close(num((await panelRows("Reported idle (range)"))[0]!["reported_idle"]) * 100, t.reported_idle_pct, "reported idle");
-    close(num((await panelRows("Real-idle GPU-hours (range)"))[0]!["real_idle_gpu_hours"]), t.real_idle_gpu_hours, "real-idle GPU-hours");
-    close(num((await panelRows("Reclaimable GPUs (fleet selection)"))[0]!["reclaimable_gpus"]), t.reclaimable_gpus, "reclaimable GPUs");
+    close(
+      num((await panelRows("Reported idle (range)"))[0]!["reported_idle"]) * 100,
+      t.reported_idle_pct,
+      "reported idle",
+    );
+    close(
+      num((await panelRows("Real-idle GPU-hours (range)"))[0]!["real_idle_gpu_hours"]),
+      t.real_idle_gpu_hours,
+      "real-idle GPU-hours",
+    );
+    close(
+      num((await panelRows("Reclaimable GPUs (fleet selection)"))[0]!["reclaimable_gpus"]),
+      t.reclaimable_gpus,
+      "reclaimable GPUs",
+    );
 
     // Two sites as Grafana's multi-value regex (a|b): the report's groups of those sites, summed.
     const two = bySite.groups.slice(0, 2);
     const sel = { site: two.map((g) => g.key["site"]!) };
     const realH = two.reduce((s, g) => s + g.real_idle_gpu_hours, 0);
     const obsH = two.reduce((s, g) => s + g.gpu_hours_observed, 0);
-    close(num((await panelRows("Real idle (range)", "A", sel))[0]!["real_idle"]), realH / obsH, `real idle of ${sel.site.join(", ")}`);
+    close(
+      num((await panelRows("Real idle (range)", "A", sel))[0]!["real_idle"]),
+      realH / obsH,
+      `real idle of ${sel.site.join(", ")}`,
+    );
     // One site: exactly the report's by-site figure, reclaimable GPUs included.
     for (const g of bySite.groups) {
       const one = { site: [g.key["site"]!] };
-      close(num((await panelRows("Real idle (range)", "A", one))[0]!["real_idle"]) * 100, g.real_idle_pct, `real idle of ${g.key["site"]}`);
-      close(num((await panelRows("Reclaimable GPUs (fleet selection)", "A", one))[0]!["reclaimable_gpus"]), g.reclaimable_gpus, `reclaimable GPUs of ${g.key["site"]}`);
+      close(
+        num((await panelRows("Real idle (range)", "A", one))[0]!["real_idle"]) * 100,
+        g.real_idle_pct,
+        `real idle of ${g.key["site"]}`,
+      );
+      close(
+        num((await panelRows("Reclaimable GPUs (fleet selection)", "A", one))[0]!["reclaimable_gpus"]),
+        g.reclaimable_gpus,
+        `reclaimable GPUs of ${g.key["site"]}`,
+      );
     }
   });
 
@@ -572,17 +770,35 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     // n = 48 hours: the report takes rank ceil(2.4) = 3 of the sorted hourly figures, InfluxQL round(2.4) = 2.
     const to = FROM + 2 * DAY;
     const out = path.join(dir, "report-48h.json");
-    const r = await runTrueidle(["report", "--influx-url", `${influx.url}/${DB}`, "--since", new Date(FROM).toISOString(), "--until", new Date(to).toISOString(),
-      "--format", "json", "--out", out]);
+    const r = await runTrueidle([
+      "report",
+      "--influx-url",
+      `${influx.url}/${DB}`,
+      "--since",
+      new Date(FROM).toISOString(),
+      "--until",
+      new Date(to).toISOString(),
+      "--format",
+      "json",
+      "--out",
+      out,
+    ]);
     expect(r.code, r.output).toBe(0);
     const report = JSON.parse(readFileSync(out, "utf8")) as ReportJson;
     expect(report.total.hours_with_data).toBe(48);
-    const hourly = (await runInflux(`SELECT (sum("free_idle_s") + sum("held_idle_s") + sum("busy_phantom_s")) / 3600 AS "g" FROM "gpu_hour"."gpu_hour" WHERE time >= ${FROM}ms AND time < ${to}ms GROUP BY time(1h) fill(none)`))
-      .map((x) => num(x["g"])).sort((a, b) => a - b);
+    const hourly = (
+      await runInflux(
+        `SELECT (sum("free_idle_s") + sum("held_idle_s") + sum("busy_phantom_s")) / 3600 AS "g" FROM "gpu_hour"."gpu_hour" WHERE time >= ${FROM}ms AND time < ${to}ms GROUP BY time(1h) fill(none)`,
+      )
+    )
+      .map((x) => num(x["g"]))
+      .sort((a, b) => a - b);
     expect(hourly).toHaveLength(48);
     close(report.total.reclaimable_gpus, hourly[2]!, "report: rank 3");
     const t = panel(CAPACITY, "Reclaimable GPUs (fleet selection)");
-    const [row] = await runInflux(expandInflux(queryOf(t.targets![0]!), t, `time >= ${FROM}ms and time <= ${to - 1}ms`, to - FROM));
+    const [row] = await runInflux(
+      expandInflux(queryOf(t.targets![0]!), t, `time >= ${FROM}ms and time <= ${to - 1}ms`, to - FROM),
+    );
     close(num(row!["reclaimable_gpus"]), hourly[1]!, "panel: rank 2");
     expect(num(row!["reclaimable_gpus"])).toBeLessThanOrEqual(report.total.reclaimable_gpus);
   });
@@ -595,9 +811,16 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
       const site = g.key["site"];
       const r = real.filter((x) => x["site"] === site).sort((x, y) => num(x["time"]) - num(y["time"]));
       const p = reported.filter((x) => x["site"] === site).sort((x, y) => num(x["time"]) - num(y["time"]));
-      expect(r.map((x) => new Date(num(x["time"])).toISOString().slice(0, 10)), `${site} days`).toEqual(bySite.daily.days);
-      g.real_idle_pct.forEach((v, i) => void close(num(r[i]!["real_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} real`));
-      g.reported_idle_pct.forEach((v, i) => void close(num(p[i]!["reported_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} reported`));
+      expect(
+        r.map((x) => new Date(num(x["time"])).toISOString().slice(0, 10)),
+        `${site} days`,
+      ).toEqual(bySite.daily.days);
+      g.real_idle_pct.forEach(
+        (v, i) => void close(num(r[i]!["real_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} real`),
+      );
+      g.reported_idle_pct.forEach(
+        (v, i) => void close(num(p[i]!["reported_idle"]) * 100, v!, `${site} ${bySite.daily.days[i]} reported`),
+      );
     }
   });
 
@@ -610,7 +833,8 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     for (const g of bySite.groups) {
       const sum = idle.filter((r) => r["site"] === g.key["site"]).reduce((s, r) => s + num(r["idle_gpus"]), 0);
       close(sum, g.real_idle_gpu_hours, `${g.key["site"]} real-idle GPU-hours`);
-      for (const r of idle.filter((x) => x["site"] === g.key["site"])) expect(num(r["idle_gpus"])).toBeLessThanOrEqual(g.gpus + 1e-9);
+      for (const r of idle.filter((x) => x["site"] === g.key["site"]))
+        expect(num(r["idle_gpus"])).toBeLessThanOrEqual(g.gpus + 1e-9);
     }
     const ratio = await panelRows("Real idle by site and model");
     expect(ratio.length).toBe(bySiteModel.groups.length * BACKFILL_DAYS * 24);

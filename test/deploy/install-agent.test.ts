@@ -23,8 +23,19 @@
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
-  chmodSync, copyFileSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync,
-  readlinkSync, rmSync, statSync, writeFileSync,
+  chmodSync,
+  copyFileSync,
+  createReadStream,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
 } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -62,7 +73,12 @@ afterAll(() => {
 });
 
 /** Runs `script` (install-agent.sh) with bash; PATH is only what the test gives (no nvidia-smi unless given). */
-function install(args: string[], pathDirs: string[] = [], script = SCRIPT, base = basePath): Promise<{ code: number | null; out: string }> {
+function install(
+  args: string[],
+  pathDirs: string[] = [],
+  script = SCRIPT,
+  base = basePath,
+): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn("bash", [script, ...args], {
       cwd: tmp,
@@ -90,16 +106,19 @@ function newRoot(withDevice = true): string {
 /** An `ldconfig` that lists `lib` as the loader's libnvidia-ml.so.1 (as a driver's install does), in a new folder. */
 function ldconfigListing(lib: string): string {
   const dir = mkdtempSync(path.join(tmp, "ldconfig-bin-"));
-  writeFileSync(path.join(dir, "ldconfig"), [
-    "#!/bin/sh",
-    "[ \"$1\" = -p ] || exit 1",
-    "echo '3 libs found in cache `/etc/ld.so.cache'",
-    // The 32-bit library first: the script takes the 64-bit one.
-    `printf '\\tlibnvidia-ml.so.1 (libc6) => /usr/lib/i386-linux-gnu/libnvidia-ml.so.1\\n'`,
-    `printf '\\tlibnvidia-ml.so.1 (libc6,x86-64) => %s\\n' '${lib}'`,
-    `printf '\\tlibnvidia-ml.so (libc6,x86-64) => %s\\n' '${lib}'`,
-    "",
-  ].join("\n"));
+  writeFileSync(
+    path.join(dir, "ldconfig"),
+    [
+      "#!/bin/sh",
+      '[ "$1" = -p ] || exit 1',
+      "echo '3 libs found in cache `/etc/ld.so.cache'",
+      // The 32-bit library first: the script takes the 64-bit one.
+      `printf '\\tlibnvidia-ml.so.1 (libc6) => /usr/lib/i386-linux-gnu/libnvidia-ml.so.1\\n'`,
+      `printf '\\tlibnvidia-ml.so.1 (libc6,x86-64) => %s\\n' '${lib}'`,
+      `printf '\\tlibnvidia-ml.so (libc6,x86-64) => %s\\n' '${lib}'`,
+      "",
+    ].join("\n"),
+  );
   chmodSync(path.join(dir, "ldconfig"), 0o755);
   return dir;
 }
@@ -131,10 +150,20 @@ function standInRelease(version: string, opts: { runs?: boolean; glibc?: string 
         writeFileSync(path.join(dir, rel), text);
         chmodSync(path.join(dir, rel), mode);
       };
-      put("RELEASE", [`TRUEIDLE_VERSION=${version}`, "TRUEIDLE_PLATFORM=linux-x64", "NODE_VERSION=20.99.0", `GLIBC_MINIMUM=${opts.glibc ?? "2.17"}`, ""].join("\n"));
-      const answer = opts.runs === false
-        ? "echo \"$0: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.99' not found\" >&2\nexit 1"
-        : `echo "trueidle ${version} (stand-in)"`;
+      put(
+        "RELEASE",
+        [
+          `TRUEIDLE_VERSION=${version}`,
+          "TRUEIDLE_PLATFORM=linux-x64",
+          "NODE_VERSION=20.99.0",
+          `GLIBC_MINIMUM=${opts.glibc ?? "2.17"}`,
+          "",
+        ].join("\n"),
+      );
+      const answer =
+        opts.runs === false
+          ? 'echo "$0: /lib/x86_64-linux-gnu/libc.so.6: version \\`GLIBC_2.99\' not found" >&2\nexit 1'
+          : `echo "trueidle ${version} (stand-in)"`;
       put("bin/trueidle", `#!/bin/sh\n${answer}\n`, 0o755);
       put("node/bin/node", "#!/bin/sh\necho v20.99.0\n", 0o755);
       put("deploy/install-agent.sh", readFileSync(SCRIPT, "utf8"), 0o755);
@@ -154,7 +183,10 @@ function standInRelease(version: string, opts: { runs?: boolean; glibc?: string 
 function fileSha256(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
-    createReadStream(file).on("data", (d) => h.update(d)).on("error", reject).on("end", () => resolve(h.digest("hex")));
+    createReadStream(file)
+      .on("data", (d) => h.update(d))
+      .on("error", reject)
+      .on("end", () => resolve(h.digest("hex")));
   });
 }
 
@@ -168,7 +200,10 @@ function files(dir: string): string[] {
 
 /** The shipped unit as the script installs it. */
 function installedUnit(): string {
-  return readFileSync(UNIT, "utf8").replace("ExecStart=/usr/local/bin/trueidle ", "ExecStart=/opt/trueidle/bin/trueidle ");
+  return readFileSync(UNIT, "utf8").replace(
+    "ExecStart=/usr/local/bin/trueidle ",
+    "ExecStart=/opt/trueidle/bin/trueidle ",
+  );
 }
 
 describe("install-agent.sh", () => {
@@ -186,8 +221,17 @@ describe("install-agent.sh", () => {
   it("--help names every option; a bad one exits 2; from a checkout it needs --tarball", async () => {
     const help = await install(["--help"]);
     expect(help.code).toBe(0);
-    for (const opt of ["--tarball FILE|URL", "--sha256 HEX|FILE|URL", "--env-file FILE", "--nvml-lib FILE", "--job-mapping-dir DIR",
-      "--create-job-mapping-dir", "--root DIR", "--dry-run", "--help"]) {
+    for (const opt of [
+      "--tarball FILE|URL",
+      "--sha256 HEX|FILE|URL",
+      "--env-file FILE",
+      "--nvml-lib FILE",
+      "--job-mapping-dir DIR",
+      "--create-job-mapping-dir",
+      "--root DIR",
+      "--dry-run",
+      "--help",
+    ]) {
       expect(help.out).toContain(opt);
     }
     const bad = await install(["--frobnicate"]);
@@ -196,7 +240,9 @@ describe("install-agent.sh", () => {
     // The npm registry is no way onto a node any more (the package is not published there).
     expect((await install(["--version", "1.0.0"])).out).toContain("unknown argument: --version");
     const none = await install(["--dry-run"]);
-    expect(none.out).toContain("give --tarball FILE|URL: a release, trueidle-VERSION-linux-x64.tar.xz from `npm run release`");
+    expect(none.out).toContain(
+      "give --tarball FILE|URL: a release, trueidle-VERSION-linux-x64.tar.xz from `npm run release`",
+    );
     expect(none.code).toBe(2);
     for (const [args, message] of [
       [["--create-job-mapping-dir"], "--create-job-mapping-dir needs --job-mapping-dir DIR"],
@@ -230,15 +276,21 @@ describe("install-agent.sh", () => {
     expect(out).toContain(`+ ${partial}/bin/trueidle --version`);
     expect(out).toContain(`+ mv -T ${partial} ${root}/opt/trueidle-9.9.9`);
     expect(out).toContain(`+ install -d -m 0750 ${root}/etc/trueidle`);
-    expect(out).toContain(`+ install ${root}/opt/trueidle-9.9.9/deploy/systemd/trueidle-agent.service as ${root}/etc/systemd/system/trueidle-agent.service with ExecStart=/opt/trueidle/bin/trueidle agent`);
-    expect(out).toContain(`+ install -m 0600 ${root}/opt/trueidle-9.9.9/deploy/agent.env.example ${root}/etc/trueidle/agent.env`);
+    expect(out).toContain(
+      `+ install ${root}/opt/trueidle-9.9.9/deploy/systemd/trueidle-agent.service as ${root}/etc/systemd/system/trueidle-agent.service with ExecStart=/opt/trueidle/bin/trueidle agent`,
+    );
+    expect(out).toContain(
+      `+ install -m 0600 ${root}/opt/trueidle-9.9.9/deploy/agent.env.example ${root}/etc/trueidle/agent.env`,
+    );
     // This nvidia-smi is outside systemd's PATH: the env file names it.
     expect(out).toContain(`+ echo TRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi >> ${root}/etc/trueidle/agent.env`);
     expect(out).toContain(`+ mv -T ${root}/opt/.trueidle.link ${root}/opt/trueidle`);
     expect(out).toContain(`+ ln -sfn ../../../opt/trueidle/bin/trueidle ${root}/usr/local/bin/trueidle`);
     // Under --root nothing touches the running system; what is left is printed.
     expect(out).not.toMatch(/\+ (useradd|systemctl)/);
-    expect(out).toMatch(/Next:\n(.*\n)* {2}id trueidle >\/dev\/null 2>&1 \|\| useradd --system --user-group --groups video/);
+    expect(out).toMatch(
+      /Next:\n(.*\n)* {2}id trueidle >\/dev\/null 2>&1 \|\| useradd --system --user-group --groups video/,
+    );
     expect(out).toContain("Edit /etc/trueidle/agent.env");
     expect(out).toContain("systemctl enable --now trueidle-agent");
     expect(out).toContain("/opt/trueidle/bin/trueidle agent --once");
@@ -251,10 +303,20 @@ describe("install-agent.sh", () => {
     const onPath = readdirSync(basePath).filter((n) => n === "nvidia-smi");
     expect(onPath, "this case needs a machine without nvidia-smi in the system PATH").toEqual([]);
     const { stdout: cache } = await promisify(execFile)("/sbin/ldconfig", ["-p"]);
-    expect(cache, "this case needs a machine whose loader finds no libnvidia-ml.so.1").not.toContain("libnvidia-ml.so.1 ");
+    expect(cache, "this case needs a machine whose loader finds no libnvidia-ml.so.1").not.toContain(
+      "libnvidia-ml.so.1 ",
+    );
     const root = newRoot(false);
-    const { code, out } = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball]);
-    expect(out).toContain("MISSING  nvidia-smi: not on PATH, and no libnvidia-ml.so.1 where the loader looks, so the NVIDIA driver is not installed.");
+    const { code, out } = await install([
+      "--dry-run",
+      "--root",
+      root,
+      "--tarball",
+      (await standInRelease("9.9.9")).tarball,
+    ]);
+    expect(out).toContain(
+      "MISSING  nvidia-smi: not on PATH, and no libnvidia-ml.so.1 where the loader looks, so the NVIDIA driver is not installed.",
+    );
     expect(out).toContain("--nvml-lib FILE names its libnvidia-ml.so.1.");
     expect(out).toContain("Install the NVIDIA driver with its utilities: Debian: apt install nvidia-driver");
     expect(out).toContain(`MISSING  ${root}/dev/nvidiactl: the NVIDIA kernel module has not created its devices.`);
@@ -268,11 +330,16 @@ describe("install-agent.sh", () => {
   it("with an nvidia-smi that cannot reach the driver shows its message and what to check", async () => {
     const broken = mkdtempSync(path.join(tmp, "broken-bin-"));
     // What nvidia-smi prints when the kernel module is not loaded or does not match.
-    writeFileSync(path.join(broken, "nvidia-smi"),
-      "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n");
+    writeFileSync(
+      path.join(broken, "nvidia-smi"),
+      '#!/bin/sh\necho "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."\nexit 9\n',
+    );
     chmodSync(path.join(broken, "nvidia-smi"), 0o755);
     const root = newRoot();
-    const { code, out } = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball], [broken]);
+    const { code, out } = await install(
+      ["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball],
+      [broken],
+    );
     expect(out).toContain(`MISSING  a working NVIDIA driver: \`${broken}/nvidia-smi\` failed (exit 9):`);
     expect(out).toContain("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.");
     expect(out).toContain("Is the kernel module loaded (lsmod | grep nvidia; modprobe nvidia)?");
@@ -285,8 +352,13 @@ describe("install-agent.sh", () => {
   it("--dry-run on a node with the NVML library where the loader looks and no nvidia-smi passes, naming no nvidia-smi", async () => {
     nvmlLib = buildNvmlStub();
     const root = newRoot();
-    const { code, out } = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball], [ldconfigListing(nvmlLib)]);
-    expect(out).toContain(`ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`);
+    const { code, out } = await install(
+      ["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball],
+      [ldconfigListing(nvmlLib)],
+    );
+    expect(out).toContain(
+      `ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`,
+    );
     expect(out).not.toContain("MISSING");
     expect(out).not.toContain("TRUEIDLE_NVIDIA_SMI");
     // Found by the loader: the service finds it too, so the env file need not name it.
@@ -361,7 +433,9 @@ describe("install-agent.sh", () => {
     const third = await install(["--root", root, "--tarball", (await standInRelease("1.2.0")).tarball], [fakeBin]);
     expect(third.code, third.out).toBe(0);
     expect(third.out).toContain(`+ rm -rf ${root}/opt/trueidle-1.0.0`);
-    expect(third.out).toContain("/opt/trueidle-1.1.0 is kept: roll back with ln -sfn trueidle-1.1.0 /opt/trueidle && systemctl restart trueidle-agent");
+    expect(third.out).toContain(
+      "/opt/trueidle-1.1.0 is kept: roll back with ln -sfn trueidle-1.1.0 /opt/trueidle && systemctl restart trueidle-agent",
+    );
     expect(readdirSync(path.join(root, "opt")).sort()).toEqual(["trueidle", "trueidle-1.1.0", "trueidle-1.2.0"]);
     expect(readlinkSync(path.join(root, "opt/trueidle"))).toBe("trueidle-1.2.0");
     const { stdout } = await promisify(execFile)(path.join(root, "usr/local/bin/trueidle"), ["--version"]);
@@ -375,13 +449,17 @@ describe("install-agent.sh", () => {
     const root = newRoot();
 
     const unchecked = await install(["--dry-run", "--root", root, "--tarball", copy], [fakeBin]);
-    expect(unchecked.out).toContain(`note     SHA-256 ${sha256} not checked: no ${path.basename(copy)}.sha256 beside it (--sha256 checks it)`);
+    expect(unchecked.out).toContain(
+      `note     SHA-256 ${sha256} not checked: no ${path.basename(copy)}.sha256 beside it (--sha256 checks it)`,
+    );
     expect(unchecked.code, unchecked.out).toBe(0);
 
     const wrong = "0".repeat(64);
     writeFileSync(`${copy}.sha256`, `${wrong}  ${path.basename(copy)}\n`);
     const beside = await install(["--root", root, "--tarball", copy], [fakeBin]);
-    expect(beside.out).toContain(`MISSING  SHA-256 of ${path.basename(copy)} is ${sha256}; ${copy}.sha256 says ${wrong}.`);
+    expect(beside.out).toContain(
+      `MISSING  SHA-256 of ${path.basename(copy)} is ${sha256}; ${copy}.sha256 says ${wrong}.`,
+    );
     expect(beside.out).toContain("The tarball is damaged or not the one the digest is for: fetch both again.");
     expect(beside.code).toBe(1);
     const given = await install(["--root", root, "--tarball", copy, "--sha256", wrong.replace(/^0/, "1")], [fakeBin]);
@@ -389,10 +467,16 @@ describe("install-agent.sh", () => {
     expect(given.code).toBe(1);
     expect(files(root)).toEqual(["dev/nvidiactl"]);
 
-    const right = await install(["--dry-run", "--root", root, "--tarball", copy, "--sha256", sha256.toUpperCase()], [fakeBin]);
+    const right = await install(
+      ["--dry-run", "--root", root, "--tarball", copy, "--sha256", sha256.toUpperCase()],
+      [fakeBin],
+    );
     expect(right.out).toContain(`ok       SHA-256 ${sha256} matches --sha256`);
     expect(right.code, right.out).toBe(0);
-    const fromFile = await install(["--dry-run", "--root", root, "--tarball", copy, "--sha256", `${tarball}.sha256`], [fakeBin]);
+    const fromFile = await install(
+      ["--dry-run", "--root", root, "--tarball", copy, "--sha256", `${tarball}.sha256`],
+      [fakeBin],
+    );
     expect(fromFile.out).toContain(`ok       SHA-256 ${sha256} matches ${tarball}.sha256`);
     expect(fromFile.code, fromFile.out).toBe(0);
   });
@@ -412,7 +496,9 @@ describe("install-agent.sh", () => {
     await promisify(execFile)("tar", ["-C", other, "-czf", npmTarball, "package"]);
     const npm = await install(["--dry-run", "--root", root, "--tarball", npmTarball], [fakeBin]);
     expect(npm.out).toContain("MISSING  release");
-    expect(npm.out).toContain("not a trueidle release (one folder trueidle-VERSION-linux-x64/ with RELEASE, bin/trueidle, node/ and deploy/)");
+    expect(npm.out).toContain(
+      "not a trueidle release (one folder trueidle-VERSION-linux-x64/ with RELEASE, bin/trueidle, node/ and deploy/)",
+    );
     expect(npm.out).toContain("not the npm package from `npm pack`");
     expect(npm.code).toBe(1);
 
@@ -462,12 +548,22 @@ describe("install-agent.sh", () => {
 
     it("a URL that fails is a problem; without curl or wget it says to install one or give a path", async () => {
       const root = newRoot();
-      const gone = await install(["--dry-run", "--root", root, "--tarball", `${base}/trueidle-9.0.0-linux-x64.tar.xz`], [fakeBin]);
-      expect(gone.out).toContain(`MISSING  release ${base}/trueidle-9.0.0-linux-x64.tar.xz: the download failed (above).`);
+      const gone = await install(
+        ["--dry-run", "--root", root, "--tarball", `${base}/trueidle-9.0.0-linux-x64.tar.xz`],
+        [fakeBin],
+      );
+      expect(gone.out).toContain(
+        `MISSING  release ${base}/trueidle-9.0.0-linux-x64.tar.xz: the download failed (above).`,
+      );
       expect(gone.code).toBe(1);
 
       const bare = pathWithout(path.join(tmp, "no-download-bin"), [...NODE_COMMANDS, "curl", "wget"]);
-      const r = await install(["--dry-run", "--root", root, "--tarball", `${base}/${path.basename(served.tarball)}`], [fakeBin], SCRIPT, bare);
+      const r = await install(
+        ["--dry-run", "--root", root, "--tarball", `${base}/${path.basename(served.tarball)}`],
+        [fakeBin],
+        SCRIPT,
+        bare,
+      );
       expect(r.out).toContain("MISSING  curl or wget: neither is on PATH, and --tarball is a URL.");
       expect(r.out).toContain("or download the release elsewhere and give --tarball its path");
       expect(r.code).toBe(1);
@@ -485,7 +581,11 @@ describe("install-agent.sh", () => {
     expect(readlinkSync(path.join(root, "opt/trueidle"))).toBe("trueidle-4.0.0");
     expect(readFileSync(path.join(root, "etc/systemd/system/trueidle-agent.service"), "utf8")).toBe(installedUnit());
     // Run again from the installed copy: nothing to unpack, the rest as before.
-    const again = await install(["--root", root], [fakeBin], path.join(root, "opt", "trueidle", "deploy", "install-agent.sh"));
+    const again = await install(
+      ["--root", root],
+      [fakeBin],
+      path.join(root, "opt", "trueidle", "deploy", "install-agent.sh"),
+    );
     expect(again.out).toContain(`is the installed /opt/trueidle-4.0.0: nothing to unpack`);
     expect(again.code, again.out).toBe(0);
   });
@@ -496,15 +596,25 @@ describe("install-agent.sh", () => {
     expect(good.code, good.out).toBe(0);
     const before = files(root);
 
-    const broken = await install(["--root", root, "--tarball", (await standInRelease("5.1.0", { runs: false })).tarball], [fakeBin]);
+    const broken = await install(
+      ["--root", root, "--tarball", (await standInRelease("5.1.0", { runs: false })).tarball],
+      [fakeBin],
+    );
     expect(broken.out).toContain("version `GLIBC_2.99' not found");
-    expect(broken.out).toContain(`The release's bin/trueidle does not run on this node (above); nothing was switched: ${root}/opt/trueidle is as it was.`);
+    expect(broken.out).toContain(
+      `The release's bin/trueidle does not run on this node (above); nothing was switched: ${root}/opt/trueidle is as it was.`,
+    );
     expect(broken.code).toBe(1);
     expect(files(root)).toEqual(before);
     expect(readlinkSync(path.join(root, "opt/trueidle"))).toBe("trueidle-5.0.0");
 
-    const newer = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("5.2.0", { glibc: "9.99" })).tarball], [fakeBin]);
-    expect(newer.out).toMatch(/MISSING {2}glibc 9\.99 or later: this node has glibc 2\.\d+, too old for the release's Node\.js 20\.99\.0\./);
+    const newer = await install(
+      ["--dry-run", "--root", root, "--tarball", (await standInRelease("5.2.0", { glibc: "9.99" })).tarball],
+      [fakeBin],
+    );
+    expect(newer.out).toMatch(
+      /MISSING {2}glibc 9\.99 or later: this node has glibc 2\.\d+, too old for the release's Node\.js 20\.99\.0\./,
+    );
     expect(newer.code).toBe(1);
   });
 
@@ -512,21 +622,37 @@ describe("install-agent.sh", () => {
     const root = newRoot();
     mkdirSync(path.join(root, "opt", "trueidle"), { recursive: true });
     writeFileSync(path.join(root, "opt", "trueidle", "hand-made"), "");
-    const r = await install(["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball], [fakeBin]);
-    expect(r.out).toContain(`MISSING  ${root}/opt/trueidle exists and is not a link; this install makes it a link to /opt/trueidle-VERSION.`);
+    const r = await install(
+      ["--dry-run", "--root", root, "--tarball", (await standInRelease("9.9.9")).tarball],
+      [fakeBin],
+    );
+    expect(r.out).toContain(
+      `MISSING  ${root}/opt/trueidle exists and is not a link; this install makes it a link to /opt/trueidle-VERSION.`,
+    );
     expect(r.code).toBe(1);
   });
 
   it("installs on a node with only the NVML library given by --nvml-lib: the env file names it and no nvidia-smi", async () => {
     nvmlLib = buildNvmlStub();
     const root = newRoot();
-    const r = await install(["--root", root, "--tarball", (await standInRelease("9.9.9")).tarball, "--nvml-lib", nvmlLib]);
+    const r = await install([
+      "--root",
+      root,
+      "--tarball",
+      (await standInRelease("9.9.9")).tarball,
+      "--nvml-lib",
+      nvmlLib,
+    ]);
     expect(r.code, r.out).toBe(0);
-    expect(r.out).toContain(`ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`);
+    expect(r.out).toContain(
+      `ok       NVML (${nvmlLib}): nvidia-smi is not on PATH, so the agent reads the GPUs through NVML`,
+    );
     const example = readFileSync(ENV_EXAMPLE, "utf8");
     const env = readFileSync(path.join(root, "etc/trueidle/agent.env"), "utf8");
     expect(env.startsWith(example)).toBe(true);
-    expect(env.slice(example.length)).toMatch(new RegExp(`^\\n# .*\\nTRUEIDLE_NVML_LIB=${nvmlLib.replace(/[.]/g, "\\.")}\\n$`));
+    expect(env.slice(example.length)).toMatch(
+      new RegExp(`^\\n# .*\\nTRUEIDLE_NVML_LIB=${nvmlLib.replace(/[.]/g, "\\.")}\\n$`),
+    );
   });
 
   it("--job-mapping-dir where the unit hides it, on a file, or on a directory the agent cannot read is a problem; --create-job-mapping-dir fixes the last", async () => {
@@ -540,20 +666,44 @@ describe("install-agent.sh", () => {
     }
     const root = newRoot();
     writeFileSync(path.join(root, "jobs"), "");
-    const notDir = await install(["--dry-run", "--root", root, "--tarball", tarball, "--job-mapping-dir", "/jobs"], [fakeBin]);
+    const notDir = await install(
+      ["--dry-run", "--root", root, "--tarball", tarball, "--job-mapping-dir", "/jobs"],
+      [fakeBin],
+    );
     expect(notDir.out).toContain(`MISSING  --job-mapping-dir ${root}/jobs: exists and is not a directory.`);
     expect(notDir.code).toBe(1);
 
     mkdirSync(path.join(root, "run", "trueidle-jobs"), { recursive: true, mode: 0o700 });
     chmodSync(path.join(root, "run", "trueidle-jobs"), 0o700);
-    const closed = await install(["--dry-run", "--root", root, "--tarball", tarball, "--job-mapping-dir", "/run/trueidle-jobs"], [fakeBin]);
-    expect(closed.out).toMatch(new RegExp(`MISSING  job mapping directory ${root}/run/trueidle-jobs \\(mode 700, group \\S+\\): the agent \\(user trueidle\\) cannot read it\\.`));
+    const closed = await install(
+      ["--dry-run", "--root", root, "--tarball", tarball, "--job-mapping-dir", "/run/trueidle-jobs"],
+      [fakeBin],
+    );
+    expect(closed.out).toMatch(
+      new RegExp(
+        `MISSING  job mapping directory ${root}/run/trueidle-jobs \\(mode 700, group \\S+\\): the agent \\(user trueidle\\) cannot read it\\.`,
+      ),
+    );
     expect(closed.out).toContain(`chmod 0755 ${root}/run/trueidle-jobs`);
     expect(closed.code).toBe(1);
-    const fixed = await install(["--dry-run", "--root", root, "--tarball", tarball, "--job-mapping-dir", "/run/trueidle-jobs", "--create-job-mapping-dir"], [fakeBin]);
+    const fixed = await install(
+      [
+        "--dry-run",
+        "--root",
+        root,
+        "--tarball",
+        tarball,
+        "--job-mapping-dir",
+        "/run/trueidle-jobs",
+        "--create-job-mapping-dir",
+      ],
+      [fakeBin],
+    );
     expect(fixed.out).toContain(`ok       job mapping directory ${root}/run/trueidle-jobs`);
     expect(fixed.out).toContain(`+ install -d -m 0755 ${root}/run/trueidle-jobs`);
-    expect(fixed.out).toContain(`+ install ${root}/etc/tmpfiles.d/trueidle-agent.conf: d /run/trueidle-jobs 0755 root root -`);
+    expect(fixed.out).toContain(
+      `+ install ${root}/etc/tmpfiles.d/trueidle-agent.conf: d /run/trueidle-jobs 0755 root root -`,
+    );
     expect(fixed.out).toContain(`+ echo TRUEIDLE_JOB_MAPPING_DIR=/run/trueidle-jobs >> ${root}/etc/trueidle/agent.env`);
     expect(fixed.code, fixed.out).toBe(0);
     // A dry run changes nothing.
@@ -568,17 +718,28 @@ describe("install-agent.sh", () => {
     // Left 0700 by an earlier hand-made setup: made readable for the agent.
     mkdirSync(jobs, { recursive: true, mode: 0o700 });
     chmodSync(jobs, 0o700);
-    const r = await install(["--root", root, "--tarball", tarball, "--job-mapping-dir", "/run/trueidle-jobs/", "--create-job-mapping-dir"], [fakeBin]);
+    const r = await install(
+      ["--root", root, "--tarball", tarball, "--job-mapping-dir", "/run/trueidle-jobs/", "--create-job-mapping-dir"],
+      [fakeBin],
+    );
     expect(r.code, r.out).toBe(0);
     const example = readFileSync(ENV_EXAMPLE, "utf8");
     const envPath = path.join(root, "etc/trueidle/agent.env");
     const env = readFileSync(envPath, "utf8");
     expect(env.startsWith(example)).toBe(true);
-    expect(env.slice(example.length)).toMatch(new RegExp(`\\nTRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi\\n\\n# .*\\nTRUEIDLE_JOB_MAPPING_DIR=/run/trueidle-jobs\\n$`));
+    expect(env.slice(example.length)).toMatch(
+      new RegExp(
+        `\\nTRUEIDLE_NVIDIA_SMI=${fakeBin}/nvidia-smi\\n\\n# .*\\nTRUEIDLE_JOB_MAPPING_DIR=/run/trueidle-jobs\\n$`,
+      ),
+    );
     expect(statSync(jobs).mode & 0o777).toBe(0o755);
     const tmpfiles = path.join(root, "etc/tmpfiles.d/trueidle-agent.conf");
     expect(statSync(tmpfiles).mode & 0o777).toBe(0o644);
-    expect(readFileSync(tmpfiles, "utf8").split("\n").filter((l) => l !== "" && !l.startsWith("#"))).toEqual(["d /run/trueidle-jobs 0755 root root -"]);
+    expect(
+      readFileSync(tmpfiles, "utf8")
+        .split("\n")
+        .filter((l) => l !== "" && !l.startsWith("#")),
+    ).toEqual(["d /run/trueidle-jobs 0755 root root -"]);
     // The default directory of deploy/slurm/: nothing to tell the prolog.
     expect(r.out).not.toContain("Give the batch system's prolog");
 
@@ -591,12 +752,21 @@ describe("install-agent.sh", () => {
     expect([made.uid, made.gid]).toEqual([0, 0]);
 
     // Again with another directory: the env file is kept, and what to change is printed.
-    const again = await install(["--root", root, "--tarball", tarball, "--job-mapping-dir", "/var/lib/trueidle-jobs"], [fakeBin]);
+    const again = await install(
+      ["--root", root, "--tarball", tarball, "--job-mapping-dir", "/var/lib/trueidle-jobs"],
+      [fakeBin],
+    );
     expect(again.code, again.out).toBe(0);
     expect(readFileSync(envPath, "utf8")).toBe(env);
-    expect(again.out).toContain(`ok       job mapping directory ${root}/var/lib/trueidle-jobs: not there yet; the agent sees no job until the prolog creates it`);
-    expect(again.out).toContain("Set TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs in /etc/trueidle/agent.env (kept as it was), then: systemctl restart trueidle-agent");
-    expect(again.out).toContain("Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs");
+    expect(again.out).toContain(
+      `ok       job mapping directory ${root}/var/lib/trueidle-jobs: not there yet; the agent sees no job until the prolog creates it`,
+    );
+    expect(again.out).toContain(
+      "Set TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs in /etc/trueidle/agent.env (kept as it was), then: systemctl restart trueidle-agent",
+    );
+    expect(again.out).toContain(
+      "Give the batch system's prolog and epilog TRUEIDLE_JOB_MAPPING_DIR=/var/lib/trueidle-jobs",
+    );
     expect(existsSync(path.join(root, "var/lib/trueidle-jobs"))).toBe(false);
   });
 });

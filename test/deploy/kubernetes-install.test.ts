@@ -30,7 +30,13 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { containersOf, loadYamlDocuments, podSpecs, renderKustomization, type K8sObject } from "../helpers/kustomize.js";
+import {
+  containersOf,
+  loadYamlDocuments,
+  podSpecs,
+  renderKustomization,
+  type K8sObject,
+} from "../helpers/kustomize.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: rendered manifests are walked by path, as kubectl does
@@ -70,7 +76,8 @@ function installBlocks(where: string, markdown: string): Block[] {
     if (!MARKER.test(marker.trim())) return;
     let open = i + 1;
     while (open < lines.length && lines[open]!.trim() === "") open++;
-    if (lines[open]?.trim() !== "```sh") throw new Error(`${where}:${i + 1}: the kubernetes-install marker is not followed by a \`\`\`sh block`);
+    if (lines[open]?.trim() !== "```sh")
+      throw new Error(`${where}:${i + 1}: the kubernetes-install marker is not followed by a \`\`\`sh block`);
     const close = lines.findIndex((l, k) => k > open && l.trim() === "```");
     if (close < 0) throw new Error(`${where}:${open + 1}: the install block is not closed`);
     out.push({ where, line: open + 2, text: lines.slice(open + 1, close).join("\n") });
@@ -205,9 +212,15 @@ interface InstallPlan {
 }
 
 const WORKLOAD_KINDS: Record<string, string> = {
-  daemonset: "DaemonSet", daemonsets: "DaemonSet", ds: "DaemonSet",
-  deployment: "Deployment", deployments: "Deployment", deploy: "Deployment",
-  statefulset: "StatefulSet", statefulsets: "StatefulSet", sts: "StatefulSet",
+  daemonset: "DaemonSet",
+  daemonsets: "DaemonSet",
+  ds: "DaemonSet",
+  deployment: "Deployment",
+  deployments: "Deployment",
+  deploy: "Deployment",
+  statefulset: "StatefulSet",
+  statefulsets: "StatefulSet",
+  sts: "StatefulSet",
 };
 
 /** Reads a block into what it does, from the repository root; a command it does not know throws. */
@@ -219,12 +232,14 @@ function readInstallBlock(block: Block): InstallPlan {
   const resolve = (p: string): { path: string; copy?: { from: string; to: string } } => {
     const abs = path.resolve(cwd, p);
     for (const [to, from] of copies) {
-      if (abs === to || abs.startsWith(`${to}${path.sep}`)) return { path: from + abs.slice(to.length), copy: { from, to } };
+      if (abs === to || abs.startsWith(`${to}${path.sep}`))
+        return { path: from + abs.slice(to.length), copy: { from, to } };
     }
     return { path: abs };
   };
   for (const cmd of shellCommands(block.text, block.where, block.line)) {
-    const unknown = (why: string): Error => new Error(`${block.where}:${cmd.line}: \`${cmd.words.join(" ")}\`: ${why}: extend ${THIS_TEST} to read it`);
+    const unknown = (why: string): Error =>
+      new Error(`${block.where}:${cmd.line}: \`${cmd.words.join(" ")}\`: ${why}: extend ${THIS_TEST} to read it`);
     const [name, ...args] = cmd.words;
     if (name === "cd") {
       if (args.length !== 1) throw unknown("cd takes one folder here");
@@ -244,7 +259,11 @@ function readInstallBlock(block: Block): InstallPlan {
 }
 
 /** Flags (all of which take a value here) by spelling → name; any other flag throws. */
-function parseFlags(args: string[], known: Record<string, string>, unknown: (why: string) => Error): { positional: string[]; flags: Map<string, string[]> } {
+function parseFlags(
+  args: string[],
+  known: Record<string, string>,
+  unknown: (why: string) => Error,
+): { positional: string[]; flags: Map<string, string[]> } {
   const positional: string[] = [];
   const flags = new Map<string, string[]>();
   for (let i = 0; i < args.length; i++) {
@@ -298,7 +317,11 @@ function readKubectl(
     one(flags, "key");
     plan.secrets.push({ line, namespace, name: positional[0]!, type: TLS_TYPE, keys: ["tls.crt", "tls.key"] });
   } else if (verb === "create" && rest[0] === "secret" && rest[1] === "generic") {
-    const { positional, flags } = parseFlags(rest.slice(2), { "--type": "type", "--from-file": "from-file", "--from-literal": "from-literal" }, unknown);
+    const { positional, flags } = parseFlags(
+      rest.slice(2),
+      { "--type": "type", "--from-file": "from-file", "--from-literal": "from-literal" },
+      unknown,
+    );
     if (positional.length !== 1) throw unknown("create secret generic takes one name");
     const keys = [
       // KEY=PATH, or PATH whose file name is the key.
@@ -318,10 +341,15 @@ function readKubectl(
     plan.applied.push({ line, dir: target.path, typed, ...(target.copy ? { copy: target.copy } : {}) });
   } else if ((verb === "rollout" && rest[0] === "status") || verb === "logs") {
     const command = verb === "logs" ? "logs" : "rollout status";
-    const { positional, flags } = parseFlags(verb === "logs" ? rest : rest.slice(1), verb === "logs" ? {} : { "--timeout": "timeout" }, unknown);
+    const { positional, flags } = parseFlags(
+      verb === "logs" ? rest : rest.slice(1),
+      verb === "logs" ? {} : { "--timeout": "timeout" },
+      unknown,
+    );
     const m = positional.length === 1 ? /^([a-z]+)\/(.+)$/.exec(positional[0]!) : null;
     const kind = m ? WORKLOAD_KINDS[m[1]!] : undefined;
-    if (!m || kind === undefined || flags.size > (flags.has("timeout") ? 1 : 0)) throw unknown(`${command} takes one KIND/NAME of a workload`);
+    if (!m || kind === undefined || flags.size > (flags.has("timeout") ? 1 : 0))
+      throw unknown(`${command} takes one KIND/NAME of a workload`);
     plan.shown.push({ line, command, namespace, kind, name: m[2]! });
   } else {
     throw unknown(`kubectl ${args.slice(0, 2).join(" ")} is not a subcommand this test reads`);
@@ -350,12 +378,29 @@ function secretReferences(objs: K8sObject[]): { refs: SecretRef[]; problems: str
     for (const pod of podSpecs(o) as Obj[]) {
       const namespace = o.metadata.namespace ?? "default";
       const workload = `${o.kind}/${o.metadata.name}`;
-      const volumes = new Map<string, Obj>(((pod["volumes"] as Obj[] | undefined) ?? []).map((v) => [v["name"] as string, v]));
+      const volumes = new Map<string, Obj>(
+        ((pod["volumes"] as Obj[] | undefined) ?? []).map((v) => [v["name"] as string, v]),
+      );
       for (const s of (pod["imagePullSecrets"] as Obj[] | undefined) ?? []) {
-        refs.push({ namespace, secret: s["name"], key: undefined, reads: true, optional: false, by: `${workload} imagePullSecrets` });
+        refs.push({
+          namespace,
+          secret: s["name"],
+          key: undefined,
+          reads: true,
+          optional: false,
+          by: `${workload} imagePullSecrets`,
+        });
       }
       for (const v of volumes.values()) {
-        if (v["secret"]) refs.push({ namespace, secret: v["secret"].secretName, key: undefined, reads: false, optional: v["secret"].optional === true, by: `${workload} volume ${v["name"]}` });
+        if (v["secret"])
+          refs.push({
+            namespace,
+            secret: v["secret"].secretName,
+            key: undefined,
+            reads: false,
+            optional: v["secret"].optional === true,
+            by: `${workload} volume ${v["name"]}`,
+          });
       }
       for (const c of containersOf(pod) as Obj[]) {
         const by = `${workload} container ${c["name"]}`;
@@ -363,39 +408,71 @@ function secretReferences(objs: K8sObject[]): { refs: SecretRef[]; problems: str
         for (const e of (c["envFrom"] as Obj[] | undefined) ?? []) {
           const prefix: string = e["prefix"] ?? "";
           if (e["secretRef"]) {
-            refs.push({ namespace, secret: e["secretRef"].name, key: undefined, reads: true, optional: e["secretRef"].optional === true, by: `${by} envFrom` });
+            refs.push({
+              namespace,
+              secret: e["secretRef"].name,
+              key: undefined,
+              reads: true,
+              optional: e["secretRef"].optional === true,
+              by: `${by} envFrom`,
+            });
           } else if (e["configMapRef"]) {
-            const cm = objs.find((x) => x.kind === "ConfigMap" && x.metadata.name === e["configMapRef"].name && (x.metadata.namespace ?? "default") === namespace);
-            if (!cm) problems.push(`${by} loads ConfigMap ${e["configMapRef"].name}, which the overlay does not render`);
-            for (const [k, v] of Object.entries((cm?.["data"] as Record<string, string> | undefined) ?? {})) settings.set(prefix + k, v);
+            const cm = objs.find(
+              (x) =>
+                x.kind === "ConfigMap" &&
+                x.metadata.name === e["configMapRef"].name &&
+                (x.metadata.namespace ?? "default") === namespace,
+            );
+            if (!cm)
+              problems.push(`${by} loads ConfigMap ${e["configMapRef"].name}, which the overlay does not render`);
+            for (const [k, v] of Object.entries((cm?.["data"] as Record<string, string> | undefined) ?? {}))
+              settings.set(prefix + k, v);
           }
         }
         for (const e of (c["env"] as Obj[] | undefined) ?? []) {
           const ref = e["valueFrom"]?.secretKeyRef;
-          if (ref) refs.push({ namespace, secret: ref.name, key: ref.key, reads: true, optional: false, by: `${by} as ${e["name"]}` });
+          if (ref)
+            refs.push({
+              namespace,
+              secret: ref.name,
+              key: ref.key,
+              reads: true,
+              optional: false,
+              by: `${by} as ${e["name"]}`,
+            });
           if (e["value"] !== undefined) settings.set(e["name"], String(e["value"]));
         }
         const mounts = (c["volumeMounts"] as Obj[] | undefined) ?? [];
         for (const [name, value] of settings) {
           if (!value.startsWith("/")) continue;
           const mount = mounts
-            .filter((m) => value === m["mountPath"] || value.startsWith(`${String(m["mountPath"]).replace(/\/$/, "")}/`))
+            .filter(
+              (m) => value === m["mountPath"] || value.startsWith(`${String(m["mountPath"]).replace(/\/$/, "")}/`),
+            )
             .sort((a, b) => b["mountPath"].length - a["mountPath"].length)[0];
           const secret = mount ? volumes.get(mount["name"])?.["secret"] : undefined;
           if (!mount || !secret) continue;
-          const file = [mount["subPath"], value.slice(String(mount["mountPath"]).length).replace(/^\//, "")].filter((s) => s).join("/");
+          const file = [mount["subPath"], value.slice(String(mount["mountPath"]).length).replace(/^\//, "")]
+            .filter((s) => s)
+            .join("/");
           // A setting naming the folder itself reads no one key.
           if (file === "") continue;
           const setting = `${by} as ${name}=${value}`;
           let key: string | undefined = file;
           if (secret.items) {
             key = (secret.items as Obj[]).find((it) => it["path"] === file)?.["key"];
-            if (key === undefined) problems.push(`${setting}: volume ${mount["name"]} projects only ${(secret.items as Obj[]).map((it) => it["path"]).join(", ")} of Secret ${secret.secretName}`);
+            if (key === undefined)
+              problems.push(
+                `${setting}: volume ${mount["name"]} projects only ${(secret.items as Obj[]).map((it) => it["path"]).join(", ")} of Secret ${secret.secretName}`,
+              );
           } else if (file.includes("/")) {
-            problems.push(`${setting}: Secret ${secret.secretName}'s keys are files at the top of ${mount["mountPath"]}, not ${file}`);
+            problems.push(
+              `${setting}: Secret ${secret.secretName}'s keys are files at the top of ${mount["mountPath"]}, not ${file}`,
+            );
             key = undefined;
           }
-          if (key !== undefined) refs.push({ namespace, secret: secret.secretName, key, reads: true, optional: false, by: setting });
+          if (key !== undefined)
+            refs.push({ namespace, secret: secret.secretName, key, reads: true, optional: false, by: setting });
         }
       }
     }
@@ -422,13 +499,16 @@ function checkInstall(plan: InstallPlan): string[] {
       const inCopy = a.copy.to + a.dir.slice(a.copy.from.length);
       for (const r of ((YAML.parse(readFileSync(file, "utf8")) as Obj)["resources"] as string[] | undefined) ?? []) {
         if (path.resolve(inCopy, r) !== path.resolve(a.dir, r)) {
-          problems.push(`${at(a.line)}: kubectl apply -k ${a.typed}: resource ${r} of the copy is ${rel(path.resolve(inCopy, r))}, not ${rel(path.resolve(a.dir, r))}`);
+          problems.push(
+            `${at(a.line)}: kubectl apply -k ${a.typed}: resource ${r} of the copy is ${rel(path.resolve(inCopy, r))}, not ${rel(path.resolve(a.dir, r))}`,
+          );
         }
       }
     }
     applied.push({ line: a.line, objs: renderKustomization(a.dir) });
   }
-  for (const e of plan.edited) if (!existsSync(e.file)) problems.push(`${at(e.line)}: $EDITOR ${e.typed}: ${rel(e.file)} does not exist`);
+  for (const e of plan.edited)
+    if (!existsSync(e.file)) problems.push(`${at(e.line)}: $EDITOR ${e.typed}: ${rel(e.file)} does not exist`);
   // Without an overlay there is nothing to hold the rest against.
   if (applied.length === 0) return problems;
   const objs = applied.flatMap((a) => a.objs);
@@ -438,24 +518,36 @@ function checkInstall(plan: InstallPlan): string[] {
     applied.some((a) => a.line < line && a.objs.some((o) => o.kind === "Namespace" && o.metadata.name === ns));
 
   for (const n of plan.namespaces) {
-    if (!used.includes(n.name)) problems.push(`${at(n.line)}: namespace ${n.name} is one the overlay does not use (it uses ${used.join(", ")})`);
-    if (existsBefore(n.name, n.line)) problems.push(`${at(n.line)}: namespace ${n.name} exists already there: kubectl create fails`);
+    if (!used.includes(n.name))
+      problems.push(`${at(n.line)}: namespace ${n.name} is one the overlay does not use (it uses ${used.join(", ")})`);
+    if (existsBefore(n.name, n.line))
+      problems.push(`${at(n.line)}: namespace ${n.name} exists already there: kubectl create fails`);
   }
 
   const created = new Map<string, CreatedSecret>();
   for (const s of plan.secrets) {
     const id = `${s.namespace ?? "(current namespace)"}/${s.name}`;
-    if (s.namespace === undefined) problems.push(`${at(s.line)}: Secret ${s.name} is created without -n, in the current context's namespace (the overlay uses ${used.join(", ")})`);
-    else if (!existsBefore(s.namespace, s.line)) problems.push(`${at(s.line)}: Secret ${id} is created before namespace ${s.namespace} exists`);
+    if (s.namespace === undefined)
+      problems.push(
+        `${at(s.line)}: Secret ${s.name} is created without -n, in the current context's namespace (the overlay uses ${used.join(", ")})`,
+      );
+    else if (!existsBefore(s.namespace, s.line))
+      problems.push(`${at(s.line)}: Secret ${id} is created before namespace ${s.namespace} exists`);
     const first = created.get(id);
-    if (first) problems.push(`${at(s.line)}: Secret ${id} is created again (first at line ${first.line}): kubectl fails with AlreadyExists`);
+    if (first)
+      problems.push(
+        `${at(s.line)}: Secret ${id} is created again (first at line ${first.line}): kubectl fails with AlreadyExists`,
+      );
     else created.set(id, s);
     for (const [i, k] of s.keys.entries()) {
       if (s.keys.indexOf(k) !== i) problems.push(`${at(s.line)}: Secret ${id} gets key ${k} twice: kubectl refuses it`);
-      if (!/^[-._a-zA-Z0-9]+$/.test(k)) problems.push(`${at(s.line)}: Secret ${id} key ${JSON.stringify(k)} is not a valid key`);
+      if (!/^[-._a-zA-Z0-9]+$/.test(k))
+        problems.push(`${at(s.line)}: Secret ${id} key ${JSON.stringify(k)} is not a valid key`);
     }
     if (s.type === TLS_TYPE) {
-      for (const k of ["tls.crt", "tls.key"]) if (!s.keys.includes(k)) problems.push(`${at(s.line)}: Secret ${id} of type ${TLS_TYPE} has no ${k}: the API server refuses it`);
+      for (const k of ["tls.crt", "tls.key"])
+        if (!s.keys.includes(k))
+          problems.push(`${at(s.line)}: Secret ${id} of type ${TLS_TYPE} has no ${k}: the API server refuses it`);
     }
   }
 
@@ -479,15 +571,21 @@ function checkInstall(plan: InstallPlan): string[] {
     }
     for (const k of new Set(s.keys)) {
       const required = s.type === TLS_TYPE && (k === "tls.crt" || k === "tls.key");
-      if (!required && !mine.some((r) => r.reads && (r.key === undefined || r.key === k))) problems.push(`${at(s.line)}: Secret ${id} key ${k} is read by nothing in the overlay`);
+      if (!required && !mine.some((r) => r.reads && (r.key === undefined || r.key === k)))
+        problems.push(`${at(s.line)}: Secret ${id} key ${k} is read by nothing in the overlay`);
     }
   }
 
   for (const w of plan.shown) {
     const there = applied.some(
-      (a) => a.line < w.line && a.objs.some((o) => o.kind === w.kind && o.metadata.name === w.name && o.metadata.namespace === w.namespace),
+      (a) =>
+        a.line < w.line &&
+        a.objs.some((o) => o.kind === w.kind && o.metadata.name === w.name && o.metadata.namespace === w.namespace),
     );
-    if (!there) problems.push(`${at(w.line)}: kubectl ${w.command}: no ${w.kind} ${w.name} in namespace ${w.namespace ?? "(none given)"} is applied before this line`);
+    if (!there)
+      problems.push(
+        `${at(w.line)}: kubectl ${w.command}: no ${w.kind} ${w.name} in namespace ${w.namespace ?? "(none given)"} is applied before this line`,
+      );
   }
   return problems;
 }
@@ -507,21 +605,32 @@ function exampleSecrets(): CreatedSecret[] {
       namespace: s.metadata.namespace,
       name: s.metadata.name,
       type: (s["type"] as string | undefined) ?? "Opaque",
-      keys: [...Object.keys((s["stringData"] as Obj | undefined) ?? {}), ...Object.keys((s["data"] as Obj | undefined) ?? {})],
+      keys: [
+        ...Object.keys((s["stringData"] as Obj | undefined) ?? {}),
+        ...Object.keys((s["data"] as Obj | undefined) ?? {}),
+      ],
     }));
 }
 
 /** namespace/name → "type: keys", for comparing sets of Secrets. */
 const secretTable = (secrets: CreatedSecret[]): Record<string, string> =>
-  Object.fromEntries(secrets.map((s) => [`${s.namespace}/${s.name}`, `${s.type}: ${[...new Set(s.keys)].sort().join(", ")}`]));
+  Object.fromEntries(
+    secrets.map((s) => [`${s.namespace}/${s.name}`, `${s.type}: ${[...new Set(s.keys)].sort().join(", ")}`]),
+  );
 
 describe("the Kubernetes install blocks", () => {
   it("are carried by at least one Markdown file", () => {
-    expect(blocks.length, "no Markdown file has a <!-- kubernetes-install: … --> line before a ```sh block").toBeGreaterThan(0);
+    expect(
+      blocks.length,
+      "no Markdown file has a <!-- kubernetes-install: … --> line before a ```sh block",
+    ).toBeGreaterThan(0);
   });
 
   it.each(["README.md", K8S_README])("include one in %s", (file) => {
-    expect(blocks.map((b) => b.where), `${file} carries the install block after <!-- kubernetes-install: … -->`).toContain(file);
+    expect(
+      blocks.map((b) => b.where),
+      `${file} carries the install block after <!-- kubernetes-install: … -->`,
+    ).toContain(file);
   });
 });
 
@@ -537,7 +646,9 @@ describe.each(blocks.map((b) => [`${b.where}:${b.line}`, b] as const))("the inst
   });
 
   it("creates the Secrets, types and keys that deploy/kubernetes/secrets/*.example.yaml show", () => {
-    expect(secretTable(exampleSecrets()), "the example Secrets (left) against the block's").toEqual(secretTable(readInstallBlock(block).secrets));
+    expect(secretTable(exampleSecrets()), "the example Secrets (left) against the block's").toEqual(
+      secretTable(readInstallBlock(block).secrets),
+    );
   });
 });
 
@@ -582,7 +693,8 @@ describe("the install checks", () => {
   /** The current block with `from` replaced by `to`; `from` must be in it. */
   const edited = (from: string, to: string): Block => {
     const b = current();
-    if (!b.text.includes(from)) throw new Error(`the install block no longer contains ${JSON.stringify(from)}: update this edit`);
+    if (!b.text.includes(from))
+      throw new Error(`the install block no longer contains ${JSON.stringify(from)}: update this edit`);
     return { ...b, text: b.text.replace(from, to) };
   };
   const lineOf = (b: Block, text: string): number => b.line + b.text.split("\n").findIndex((l) => l.includes(text));
@@ -590,17 +702,25 @@ describe("the install checks", () => {
   it.each([
     {
       edit: "the collectors' Secret without ca.crt",
-      block: () => edited("--from-file=tls.key=collector.key --from-file=ca.crt=ca.crt", "--from-file=tls.key=collector.key"),
+      block: () =>
+        edited("--from-file=tls.key=collector.key --from-file=ca.crt=ca.crt", "--from-file=tls.key=collector.key"),
       expected: [/Secret trueidle\/trueidle-collector-tls has no key ca\.crt: .* TRUEIDLE_TLS_CLIENT_CA=/],
     },
     {
       edit: "the collectors' Secret without tls.key",
       block: () => edited("--from-file=tls.key=collector.key ", ""),
-      expected: [/has no key tls\.key: .* TRUEIDLE_TLS_KEY=/, /trueidle-collector-tls of type kubernetes\.io\/tls has no tls\.key/],
+      expected: [
+        /has no key tls\.key: .* TRUEIDLE_TLS_KEY=/,
+        /trueidle-collector-tls of type kubernetes\.io\/tls has no tls\.key/,
+      ],
     },
     {
       edit: "a Secret in another namespace",
-      block: () => edited("-n trueidle create secret generic trueidle-agent-token", "-n default create secret generic trueidle-agent-token"),
+      block: () =>
+        edited(
+          "-n trueidle create secret generic trueidle-agent-token",
+          "-n default create secret generic trueidle-agent-token",
+        ),
       expected: [
         /Secret trueidle\/trueidle-agent-token is not created: .* TRUEIDLE_TOKEN/,
         /Secret default\/trueidle-agent-token is created before namespace default exists/,
@@ -609,12 +729,17 @@ describe("the install checks", () => {
     },
     {
       edit: "a Secret without -n",
-      block: () => edited("-n trueidle create secret generic trueidle-agent-token", "create secret generic trueidle-agent-token"),
+      block: () =>
+        edited("-n trueidle create secret generic trueidle-agent-token", "create secret generic trueidle-agent-token"),
       expected: [/Secret trueidle-agent-token is created without -n/, /trueidle\/trueidle-agent-token is not created/],
     },
     {
       edit: "a Secret nothing uses",
-      block: () => edited("kubectl apply -k", "kubectl -n trueidle create secret generic trueidle-extra --from-literal=a=b\nkubectl apply -k"),
+      block: () =>
+        edited(
+          "kubectl apply -k",
+          "kubectl -n trueidle create secret generic trueidle-extra --from-literal=a=b\nkubectl apply -k",
+        ),
       expected: [/Secret trueidle\/trueidle-extra is not used by the overlay/],
     },
     {
@@ -630,7 +755,10 @@ describe("the install checks", () => {
     {
       edit: "a copy one folder up, where ../../base is not the base",
       block: () => edited("cp -r overlays/example overlays/my-site", "cp -r overlays/example my-site"),
-      expected: [/kubectl apply -k overlays\/my-site: .*no kustomization\.yaml/, /\$EDITOR overlays\/my-site\/agent\.env: .* does not exist/],
+      expected: [
+        /kubectl apply -k overlays\/my-site: .*no kustomization\.yaml/,
+        /\$EDITOR overlays\/my-site\/agent\.env: .* does not exist/,
+      ],
     },
   ])("name what is wrong with $edit", ({ block, expected }) => {
     const problems = checkInstall(readInstallBlock(block()));
@@ -641,14 +769,30 @@ describe("the install checks", () => {
     const b = edited("cp -r overlays/example overlays/my-site", "cp -r overlays/example my-site");
     const moved = { ...b, text: b.text.replace(/overlays\/my-site/g, "my-site") };
     expect(checkInstall(readInstallBlock(moved))).toEqual(
-      expect.arrayContaining([expect.stringMatching(/kubectl apply -k my-site: resource \.\.\/\.\.\/base of the copy is deploy\/base, not deploy\/kubernetes\/base/)]),
+      expect.arrayContaining([
+        expect.stringMatching(
+          /kubectl apply -k my-site: resource \.\.\/\.\.\/base of the copy is deploy\/base, not deploy\/kubernetes\/base/,
+        ),
+      ]),
     );
   });
 
   it.each([
-    ["an unknown kubectl subcommand", "kubectl -n trueidle annotate secret trueidle-influx a=b", /kubectl annotate secret is not a subcommand this test reads/],
-    ["an unknown kind of Secret", "kubectl -n trueidle create secret docker-registry pull --docker-server=r", /kubectl create secret is not a subcommand/],
-    ["an unknown flag", "kubectl -n trueidle create secret generic x --from-env-file=x.env", /the flag --from-env-file is not read here/],
+    [
+      "an unknown kubectl subcommand",
+      "kubectl -n trueidle annotate secret trueidle-influx a=b",
+      /kubectl annotate secret is not a subcommand this test reads/,
+    ],
+    [
+      "an unknown kind of Secret",
+      "kubectl -n trueidle create secret docker-registry pull --docker-server=r",
+      /kubectl create secret is not a subcommand/,
+    ],
+    [
+      "an unknown flag",
+      "kubectl -n trueidle create secret generic x --from-env-file=x.env",
+      /the flag --from-env-file is not read here/,
+    ],
     ["another command", "helm install trueidle ./chart", /helm is not a command this test reads/],
     ["a pipe", "kubectl -n trueidle get pods | head", /the shell operator \|/],
   ])("refuse %s, naming its line", (_what, added, message) => {
@@ -663,6 +807,8 @@ describe("the install checks", () => {
     // `\ ` is an escaped space: the command ends at that line with an extra argument " ".
     const b = edited("--type=kubernetes.io/tls \\\n", "--type=kubernetes.io/tls \\ \n");
     const line = lineOf(b, "create secret generic trueidle-collector-tls");
-    expect(() => readInstallBlock(b)).toThrow(`${K8S_README}:${line}: \`kubectl -n trueidle create secret generic trueidle-collector-tls --type=kubernetes.io/tls  \`: create secret generic takes one name`);
+    expect(() => readInstallBlock(b)).toThrow(
+      `${K8S_README}:${line}: \`kubectl -n trueidle create secret generic trueidle-collector-tls --type=kubernetes.io/tls  \`: create secret generic takes one name`,
+    );
   });
 });

@@ -31,7 +31,11 @@ import YAML from "yaml";
 import { Namespace, ConfigMap, Secret, Service } from "kubernetes-models/v1";
 import { DaemonSet, Deployment } from "kubernetes-models/apps/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
-import { PodMonitor, PrometheusRule, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import {
+  PodMonitor,
+  PrometheusRule,
+  ServiceMonitor,
+} from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
 import { parseExposition } from "../helpers/exposition.js";
 import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
@@ -72,9 +76,18 @@ const TYPES: Record<string, [string, string]> = {
   "apps/v1/DaemonSet": ["kubernetes-models/apps/v1/DaemonSet", "IDaemonSet"],
   "apps/v1/Deployment": ["kubernetes-models/apps/v1/Deployment", "IDeployment"],
   "policy/v1/PodDisruptionBudget": ["kubernetes-models/policy/v1/PodDisruptionBudget", "IPodDisruptionBudget"],
-  "monitoring.coreos.com/v1/ServiceMonitor": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor", "IServiceMonitor"],
-  "monitoring.coreos.com/v1/PodMonitor": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor", "IPodMonitor"],
-  "monitoring.coreos.com/v1/PrometheusRule": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule", "IPrometheusRule"],
+  "monitoring.coreos.com/v1/ServiceMonitor": [
+    "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor",
+    "IServiceMonitor",
+  ],
+  "monitoring.coreos.com/v1/PodMonitor": [
+    "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor",
+    "IPodMonitor",
+  ],
+  "monitoring.coreos.com/v1/PrometheusRule": [
+    "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule",
+    "IPrometheusRule",
+  ],
 };
 
 /**
@@ -88,20 +101,28 @@ function unknownFields(objs: K8sObject[]): string[] {
   const used = [...new Set(objs.map((o) => `${o.apiVersion}/${o.kind}`))];
   const lines = used.map((k, i) => `import type { ${TYPES[k]![1]} as T${i} } from "${TYPES[k]![0]}";`);
   const first = lines.length;
-  for (const [i, o] of objs.entries()) lines.push(`export const o${i}: T${used.indexOf(`${o.apiVersion}/${o.kind}`)} = ${JSON.stringify(o)};`);
+  for (const [i, o] of objs.entries())
+    lines.push(`export const o${i}: T${used.indexOf(`${o.apiVersion}/${o.kind}`)} = ${JSON.stringify(o)};`);
   const source = lines.join("\n");
-  const config = ts.parseJsonConfigFileContent(ts.readConfigFile(path.join(REPO_ROOT, "tsconfig.json"), ts.sys.readFile).config, ts.sys, REPO_ROOT);
+  const config = ts.parseJsonConfigFileContent(
+    ts.readConfigFile(path.join(REPO_ROOT, "tsconfig.json"), ts.sys.readFile).config,
+    ts.sys,
+    REPO_ROOT,
+  );
   const options = { ...config.options, noEmit: true };
   const host = ts.createCompilerHost(options);
   const getSourceFile = host.getSourceFile.bind(host);
-  host.getSourceFile = (f, language, ...rest) => (f === file ? ts.createSourceFile(f, source, language) : getSourceFile(f, language, ...rest));
+  host.getSourceFile = (f, language, ...rest) =>
+    f === file ? ts.createSourceFile(f, source, language) : getSourceFile(f, language, ...rest);
   const fileExists = host.fileExists.bind(host);
   host.fileExists = (f) => f === file || fileExists(f);
   const program = ts.createProgram([file], options, host);
   return ts.getPreEmitDiagnostics(program, program.getSourceFile(file)).map((d) => {
     const { line, character } = d.file!.getLineAndCharacterOfPosition(d.start ?? 0);
     const o = objs[line - first];
-    const where = o ? `${o.kind}/${o.metadata.name} near ${lines[line]!.slice(Math.max(0, character - 60), character + 40)}` : `line ${line}`;
+    const where = o
+      ? `${o.kind}/${o.metadata.name} near ${lines[line]!.slice(Math.max(0, character - 60), character + 40)}`
+      : `line ${line}`;
     return `${where}: ${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`;
   });
 }
@@ -143,7 +164,8 @@ const portOf = (hostPort: string): number => Number(hostPort.slice(hostPort.last
 function settingsOf(objs: K8sObject[], container: Obj): Map<string, string> {
   const out = new Map<string, string>();
   for (const e of container["envFrom"] ?? []) {
-    for (const [k, v] of Object.entries(find(objs, "ConfigMap", e.configMapRef.name)["data"] as Record<string, string>)) out.set(k, v);
+    for (const [k, v] of Object.entries(find(objs, "ConfigMap", e.configMapRef.name)["data"] as Record<string, string>))
+      out.set(k, v);
   }
   for (const e of container["env"] ?? []) if (e.value !== undefined) out.set(e.name, e.value);
   return out;
@@ -171,7 +193,8 @@ describe.each([
   const agent = (): Obj => find(objs, "DaemonSet", "trueidle-agent");
   const collector = (): Obj => find(objs, "Deployment", "trueidle-collector");
   const agentContainer = (): Obj => agent()["spec"].template.spec.containers.find((c: Obj) => c["name"] === "agent");
-  const collectorContainer = (): Obj => collector()["spec"].template.spec.containers.find((c: Obj) => c["name"] === "collector");
+  const collectorContainer = (): Obj =>
+    collector()["spec"].template.spec.containers.find((c: Obj) => c["name"] === "collector");
 
   it("renders objects that each validate against their Kubernetes or CRD schema", () => {
     expect(objs.map((o) => `${o.kind}/${o.metadata.name.replace(/-[a-z0-9]{10}$/, "-<hash>")}`).sort()).toEqual([
@@ -191,7 +214,8 @@ describe.each([
       const Model = MODELS[`${o.apiVersion}/${o.kind}`];
       expect(Model, `${o.apiVersion} ${o.kind} has a schema in this test`).toBeDefined();
       expect(() => new Model!(o).validate(), `${o.kind}/${o.metadata.name}`).not.toThrow();
-      if (o.kind !== "Namespace") expect(o.metadata.namespace, `${o.kind}/${o.metadata.name} namespace`).toBe("trueidle");
+      if (o.kind !== "Namespace")
+        expect(o.metadata.namespace, `${o.kind}/${o.metadata.name} namespace`).toBe("trueidle");
     }
   });
 
@@ -217,7 +241,10 @@ describe.each([
         const ref = e.valueFrom?.secretKeyRef;
         if (ref) {
           // Secret-only variables are named in --help (TRUEIDLE_TOKEN, TRUEIDLE_AGENT_TOKENS, ...).
-          expect(flags.env.has(e.name) || flags.help.includes(e.name), `${e.name} is read by the ${workload["kind"]}`).toBe(true);
+          expect(
+            flags.env.has(e.name) || flags.help.includes(e.name),
+            `${e.name} is read by the ${workload["kind"]}`,
+          ).toBe(true);
           const secret = find(secrets, "Secret", ref.name);
           expect(secretKeys(secret), `Secret ${ref.name}`).toContain(ref.key);
         } else {
@@ -234,7 +261,9 @@ describe.each([
         const volume = (pod.volumes as Obj[]).find((v) => v["name"] === mount!["name"])!;
         expect(volume["secret"], `${name}: the volume at ${mount!["mountPath"]} is a Secret`).toBeDefined();
         const secret = find(secrets, "Secret", volume["secret"].secretName);
-        expect(secretKeys(secret), `Secret ${volume["secret"].secretName} holds ${name}'s file`).toContain(value.slice(mount!["mountPath"].length + 1));
+        expect(secretKeys(secret), `Secret ${volume["secret"].secretName} holds ${name}'s file`).toContain(
+          value.slice(mount!["mountPath"].length + 1),
+        );
       }
       // The root filesystem is read-only: state and spool directories are on volumes.
       for (const name of ["TRUEIDLE_STATE_DIR", "TRUEIDLE_SPOOL_DIR"]) {
@@ -248,7 +277,8 @@ describe.each([
         expect(c["securityContext"]?.allowPrivilegeEscalation, `${c["name"]} no privilege escalation`).toBe(false);
         expect(c["resources"]?.requests?.cpu && c["resources"]?.limits?.memory, `${c["name"]} resources`).toBeTruthy();
       }
-      for (const e of container["envFrom"]) expect(e.configMapRef.name).toMatch(/^trueidle-(agent|collector)-[a-z0-9]{10}$/);
+      for (const e of container["envFrom"])
+        expect(e.configMapRef.name).toMatch(/^trueidle-(agent|collector)-[a-z0-9]{10}$/);
     }
   });
 
@@ -265,7 +295,10 @@ describe.each([
     expect(settings.get("NVIDIA_DRIVER_CAPABILITIES")).toBe("utility");
     // No GPU is taken from the scheduler: the agent must see those that other pods use.
     expect(JSON.stringify(c["resources"])).not.toContain("nvidia.com/gpu");
-    expect(c["env"]).toContainEqual({ name: "TRUEIDLE_HOSTNAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } });
+    expect(c["env"]).toContainEqual({
+      name: "TRUEIDLE_HOSTNAME",
+      valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } },
+    });
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
     // The agent drains for up to 5 s on SIGTERM (agent.stop); the pod gets well over that.
@@ -277,13 +310,18 @@ describe.each([
     expect(volume["hostPath"]?.path).toMatch(/^\/var\/lib\/trueidle(\/|$)/);
     // The init container that hands the hostPath to the agent's user mounts the same volume.
     const init = pod.initContainers.find((i: Obj) => i["command"]?.[0] === "chown");
-    expect(init.command).toEqual(["chown", `${pod.securityContext.runAsUser}:${pod.securityContext.runAsGroup}`, stateDir]);
+    expect(init.command).toEqual([
+      "chown",
+      `${pod.securityContext.runAsUser}:${pod.securityContext.runAsGroup}`,
+      stateDir,
+    ]);
     expect(init.volumeMounts).toContainEqual({ name: volume["name"], mountPath: stateDir });
 
     // Probes on /healthz at the port the agent listens on.
     const http = portOf(settings.get("TRUEIDLE_HTTP_LISTEN")!);
     expect((c["ports"] as Obj[]).find((p) => p["name"] === "http")?.containerPort).toBe(http);
-    for (const probe of [c["readinessProbe"], c["livenessProbe"]]) expect(probe.httpGet).toEqual({ path: "/healthz", port: "http" });
+    for (const probe of [c["readinessProbe"], c["livenessProbe"]])
+      expect(probe.httpGet).toEqual({ path: "/healthz", port: "http" });
     if (dir === OVERLAY) expect(c["image"]).toBe("registry.example.internal/trueidle/agent:0.1.0");
   });
 
@@ -293,12 +331,18 @@ describe.each([
     const settings = settingsOf(objs, c);
     const listen = (name: string): number => portOf(settings.get(name) ?? collectorFlags.defaults.get(name)!);
     const ports = new Map((c["ports"] as Obj[]).map((p) => [p["name"] as string, p["containerPort"] as number]));
-    expect(ports).toEqual(new Map([["http", listen("TRUEIDLE_HTTP_LISTEN")], ["grpc", listen("TRUEIDLE_GRPC_LISTEN")]]));
+    expect(ports).toEqual(
+      new Map([
+        ["http", listen("TRUEIDLE_HTTP_LISTEN")],
+        ["grpc", listen("TRUEIDLE_GRPC_LISTEN")],
+      ]),
+    );
     // The shipped ports are the binary's defaults (the images and docs use them).
     expect([ports.get("http"), ports.get("grpc")]).toEqual([9745, 9746].map((p) => p));
     expect(portOf(collectorFlags.defaults.get("TRUEIDLE_HTTP_LISTEN")!)).toBe(9745);
     expect(portOf(collectorFlags.defaults.get("TRUEIDLE_GRPC_LISTEN")!)).toBe(9746);
-    for (const probe of [c["readinessProbe"], c["livenessProbe"]]) expect(probe.httpGet).toEqual({ path: "/healthz", port: "http" });
+    for (const probe of [c["readinessProbe"], c["livenessProbe"]])
+      expect(probe.httpGet).toEqual({ path: "/healthz", port: "http" });
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     if (dir === OVERLAY) {
       expect(collector()["spec"].replicas).toBe(3);
@@ -311,15 +355,20 @@ describe.each([
     expect(headless["spec"].clusterIP).toBe("None");
     for (const s of [svc, headless]) {
       expect(matches(s["spec"].selector, podLabels), `${s["metadata"].name} selects the collectors`).toBe(true);
-      for (const p of s["spec"].ports) expect(ports.get(p.targetPort), `${s["metadata"].name} port ${p.name}`).toBe(p.port);
+      for (const p of s["spec"].ports)
+        expect(ports.get(p.targetPort), `${s["metadata"].name} port ${p.name}`).toBe(p.port);
     }
     expect(matches(collector()["spec"].selector.matchLabels, podLabels)).toBe(true);
-    expect(matches(find(objs, "PodDisruptionBudget", "trueidle-collector")["spec"].selector.matchLabels, podLabels)).toBe(true);
+    expect(
+      matches(find(objs, "PodDisruptionBudget", "trueidle-collector")["spec"].selector.matchLabels, podLabels),
+    ).toBe(true);
     expect(matches(agent()["spec"].selector.matchLabels, agent()["spec"].template.metadata.labels)).toBe(true);
 
     const grpc = headless["spec"].ports.find((p: Obj) => p["name"] === "grpc").port;
     const agentSettings = settingsOf(objs, agentContainer());
-    expect(agentSettings.get("TRUEIDLE_COLLECTOR")).toBe(`dns:///${headless["metadata"].name}.${headless["metadata"].namespace}.svc:${grpc}`);
+    expect(agentSettings.get("TRUEIDLE_COLLECTOR")).toBe(
+      `dns:///${headless["metadata"].name}.${headless["metadata"].namespace}.svc:${grpc}`,
+    );
   });
 
   it("scrapes every collector as job trueidle-collector and every agent as job trueidle-agent", () => {
@@ -342,9 +391,11 @@ describe.each([
     expect(agentLabels[pm["spec"].jobLabel]).toBe("trueidle-agent");
     const scrape = YAML.parse(readFileSync(path.join(REPO_ROOT, "deploy", "prometheus", "prometheus.yml"), "utf8"));
     expect(scrape.scrape_configs.map((j: Obj) => j["job_name"])).toEqual(["trueidle-collector", "trueidle-agent"]);
-    for (const e of pm["spec"].podMetricsEndpoints) expect(agentContainer()["ports"].map((p: Obj) => p["name"])).toContain(e.port);
+    for (const e of pm["spec"].podMetricsEndpoints)
+      expect(agentContainer()["ports"].map((p: Obj) => p["name"])).toContain(e.port);
     if (dir === OVERLAY) {
-      for (const o of [sm, pm, find(objs, "PrometheusRule", "trueidle")]) expect(o["metadata"].labels.release).toBe("kube-prometheus-stack");
+      for (const o of [sm, pm, find(objs, "PrometheusRule", "trueidle")])
+        expect(o["metadata"].labels.release).toBe("kube-prometheus-stack");
     }
   });
 
@@ -359,7 +410,9 @@ describe.each([
 
 describe("deploy/kubernetes files", () => {
   const files = (dir: string): string[] =>
-    readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith(".yaml") ? [path.join(dir, e.name)] : []));
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith(".yaml") ? [path.join(dir, e.name)] : [],
+    );
 
   it("read the same as YAML 1.1 (kubectl) and YAML 1.2", () => {
     const all = files(K8S);
@@ -384,7 +437,8 @@ describe("deploy/kubernetes files", () => {
     for (const s of secrets) {
       expect(() => new Secret(s as never).validate(), s.metadata.name).not.toThrow();
       expect(s.metadata.namespace).toBe("trueidle");
-      for (const v of Object.values((s as Obj)["stringData"] as Record<string, string>)) expect(v).toMatch(/REPLACE|^trueidle$/);
+      for (const v of Object.values((s as Obj)["stringData"] as Record<string, string>))
+        expect(v).toMatch(/REPLACE|^trueidle$/);
     }
     for (const dir of [BASE, OVERLAY]) expect(renderKustomization(dir).filter((o) => o.kind === "Secret")).toEqual([]);
   });
@@ -409,23 +463,35 @@ describe("the example overlay's collector and agent, run as processes", () => {
    * example Secrets' keys and the node's name; files in Secret volumes swapped for test
    * files, volumes for folders under `tmp`, listen addresses for free loopback ports.
    */
-  function podEnv(objs: K8sObject[], workload: Obj, container: Obj, files: Record<string, string>, ports: Record<string, string>): Record<string, string> {
+  function podEnv(
+    objs: K8sObject[],
+    workload: Obj,
+    container: Obj,
+    files: Record<string, string>,
+    ports: Record<string, string>,
+  ): Record<string, string> {
     const secrets = secretObjects();
     const pod = workload["spec"].template.spec;
     const env: Record<string, string> = Object.fromEntries(settingsOf(objs, container));
     for (const e of container["env"] ?? []) {
       const ref = e.valueFrom?.secretKeyRef;
       if (ref) env[e.name] = find(secrets, "Secret", ref.name)["stringData"][ref.key];
-      if (e.valueFrom?.fieldRef) env[e.name] = { "spec.nodeName": "gpu-node-1" }[e.valueFrom.fieldRef.fieldPath as string]!;
+      if (e.valueFrom?.fieldRef)
+        env[e.name] = { "spec.nodeName": "gpu-node-1" }[e.valueFrom.fieldRef.fieldPath as string]!;
     }
     for (const [name, value] of Object.entries(env)) {
-      const mount = (container["volumeMounts"] as Obj[]).find((m) => value === m["mountPath"] || value.startsWith(`${m["mountPath"]}/`));
+      const mount = (container["volumeMounts"] as Obj[]).find(
+        (m) => value === m["mountPath"] || value.startsWith(`${m["mountPath"]}/`),
+      );
       if (!mount) continue;
       const volume = (pod.volumes as Obj[]).find((v) => v["name"] === mount["name"])!;
       const rest = value.slice(mount["mountPath"].length);
       if (volume["secret"]) {
         const file = files[`${volume["secret"].secretName}${rest}`];
-        if (file === undefined) throw new Error(`${name}=${value}: no test file for Secret ${volume["secret"].secretName} key ${rest.slice(1)}`);
+        if (file === undefined)
+          throw new Error(
+            `${name}=${value}: no test file for Secret ${volume["secret"].secretName} key ${rest.slice(1)}`,
+          );
         env[name] = file;
       } else {
         env[name] = path.join(tmp, `${workload["kind"]}-${volume["name"]}${rest}`);
@@ -435,62 +501,88 @@ describe("the example overlay's collector and agent, run as processes", () => {
   }
 
   // Both sources run this whole check: it is the one place the manifests' agent reads GPUs.
-  it.each(GPU_SOURCES)("connect over mutual TLS with the example's token, answer their probes and label the GPUs (auto source, finding $name)", async (kind) => {
-    const objs = renderKustomization(OVERLAY);
-    const collector = find(objs, "Deployment", "trueidle-collector");
-    const agent = find(objs, "DaemonSet", "trueidle-agent");
-    const [grpc, http, agentHttp, influx] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  it.each(GPU_SOURCES)(
+    "connect over mutual TLS with the example's token, answer their probes and label the GPUs (auto source, finding $name)",
+    async (kind) => {
+      const objs = renderKustomization(OVERLAY);
+      const collector = find(objs, "Deployment", "trueidle-collector");
+      const agent = find(objs, "DaemonSet", "trueidle-agent");
+      const [grpc, http, agentHttp, influx] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
 
-    const collectorEnv = podEnv(
-      objs, collector, collector["spec"].template.spec.containers[0],
-      { "trueidle-collector-tls/tls.crt": certs.serverCert, "trueidle-collector-tls/tls.key": certs.serverKey, "trueidle-collector-tls/ca.crt": certs.caCert },
-      {
-        TRUEIDLE_GRPC_LISTEN: `127.0.0.1:${grpc}`,
-        TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${http}`,
-        // No InfluxDB listens there: windows go to the spool, as while InfluxDB is away.
-        TRUEIDLE_INFLUX_URL: `http://127.0.0.1:${influx}/trueidle`,
-      },
-    );
-    expect(collectorEnv["TRUEIDLE_SPOOL_DIR"]).toContain(tmp);
-    const c = startTrueidle(["collector"], collectorEnv);
-    procs.push(c);
-    await c.waitForOutput(/The collector is listening for agents/);
+      const collectorEnv = podEnv(
+        objs,
+        collector,
+        collector["spec"].template.spec.containers[0],
+        {
+          "trueidle-collector-tls/tls.crt": certs.serverCert,
+          "trueidle-collector-tls/tls.key": certs.serverKey,
+          "trueidle-collector-tls/ca.crt": certs.caCert,
+        },
+        {
+          TRUEIDLE_GRPC_LISTEN: `127.0.0.1:${grpc}`,
+          TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${http}`,
+          // No InfluxDB listens there: windows go to the spool, as while InfluxDB is away.
+          TRUEIDLE_INFLUX_URL: `http://127.0.0.1:${influx}/trueidle`,
+        },
+      );
+      expect(collectorEnv["TRUEIDLE_SPOOL_DIR"]).toContain(tmp);
+      const c = startTrueidle(["collector"], collectorEnv);
+      procs.push(c);
+      await c.waitForOutput(/The collector is listening for agents/);
 
-    const headless = find(objs, "Service", "trueidle-collector-headless");
-    const agentEnv = podEnv(
-      objs, agent, agent["spec"].template.spec.containers[0],
-      { "trueidle-agent-tls/ca.crt": certs.caCert, "trueidle-agent-tls/tls.crt": certs.clientCert, "trueidle-agent-tls/tls.key": certs.clientKey },
-      { TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${agentHttp}` },
-    );
-    // The base's headless Service name, resolved here as localhost (the test certificate's name).
-    expect(agentEnv["TRUEIDLE_COLLECTOR"]).toBe(`dns:///${headless["metadata"].name}.trueidle.svc:9746`);
-    agentEnv["TRUEIDLE_COLLECTOR"] = `dns:///localhost:${grpc}`;
-    // nvidia-smi or libnvidia-ml.so.1 as the NVIDIA runtime would provide them (one of the two,
-    // the other's path missing); short windows so the first comes soon.
-    const src = kind.prepare(mkdtempSync(path.join(tmp, "source-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
-    Object.assign(agentEnv, src.autoSettings, src.env);
-    agentEnv["TRUEIDLE_WINDOW"] = "1s";
-    expect(agentEnv["TRUEIDLE_STATE_DIR"]).toContain(tmp);
-    const a = startTrueidle(["agent"], agentEnv);
-    procs.push(a);
-    // JSON log lines (TRUEIDLE_LOG_FORMAT=json in the ConfigMap).
-    await a.waitForOutput(/"msg":"Connected to the collector\.".*"collector":"dns:\/\/\/localhost:\d+"/);
-    await c.waitForOutput(/Agent on gpu-node-1 connected/);
-    expect(a.output()).toMatch(src.autoChoice);
+      const headless = find(objs, "Service", "trueidle-collector-headless");
+      const agentEnv = podEnv(
+        objs,
+        agent,
+        agent["spec"].template.spec.containers[0],
+        {
+          "trueidle-agent-tls/ca.crt": certs.caCert,
+          "trueidle-agent-tls/tls.crt": certs.clientCert,
+          "trueidle-agent-tls/tls.key": certs.clientKey,
+        },
+        { TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${agentHttp}` },
+      );
+      // The base's headless Service name, resolved here as localhost (the test certificate's name).
+      expect(agentEnv["TRUEIDLE_COLLECTOR"]).toBe(`dns:///${headless["metadata"].name}.trueidle.svc:9746`);
+      agentEnv["TRUEIDLE_COLLECTOR"] = `dns:///localhost:${grpc}`;
+      // nvidia-smi or libnvidia-ml.so.1 as the NVIDIA runtime would provide them (one of the two,
+      // the other's path missing); short windows so the first comes soon.
+      const src = kind.prepare(
+        mkdtempSync(path.join(tmp, "source-")),
+        path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"),
+      );
+      Object.assign(agentEnv, src.autoSettings, src.env);
+      agentEnv["TRUEIDLE_WINDOW"] = "1s";
+      expect(agentEnv["TRUEIDLE_STATE_DIR"]).toContain(tmp);
+      const a = startTrueidle(["agent"], agentEnv);
+      procs.push(a);
+      // JSON log lines (TRUEIDLE_LOG_FORMAT=json in the ConfigMap).
+      await a.waitForOutput(/"msg":"Connected to the collector\.".*"collector":"dns:\/\/\/localhost:\d+"/);
+      await c.waitForOutput(/Agent on gpu-node-1 connected/);
+      expect(a.output()).toMatch(src.autoChoice);
 
-    let metrics = "";
-    for (let i = 0; !/trueidle_gpu_up\{[^}]*host="gpu-node-1"[^}]*site="eu-west"[^}]*\} 1/.test(metrics); i++) {
-      if (i > 120) throw new Error(`no GPU of gpu-node-1 with site="eu-west" in /metrics:\n${metrics.slice(0, 3000)}\n${a.output().slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-      metrics = await fetch(`http://127.0.0.1:${http}/metrics`).then((r) => r.text(), () => "");
-    }
-    expect(pick(gpuStatesOf(parseExposition(metrics), "gpu-node-1"), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
-    // The probes' requests, at the ports the manifests name.
-    const probe = (o: Obj): string => o["spec"].template.spec.containers[0].readinessProbe.httpGet.path;
-    expect((await fetch(`http://127.0.0.1:${http}${probe(collector)}`)).status).toBe(200);
-    expect((await fetch(`http://127.0.0.1:${agentHttp}${probe(agent)}`)).status).toBe(200);
+      let metrics = "";
+      for (let i = 0; !/trueidle_gpu_up\{[^}]*host="gpu-node-1"[^}]*site="eu-west"[^}]*\} 1/.test(metrics); i++) {
+        if (i > 120)
+          throw new Error(
+            `no GPU of gpu-node-1 with site="eu-west" in /metrics:\n${metrics.slice(0, 3000)}\n${a.output().slice(-3000)}`,
+          );
+        await new Promise((r) => setTimeout(r, 250));
+        metrics = await fetch(`http://127.0.0.1:${http}/metrics`).then(
+          (r) => r.text(),
+          () => "",
+        );
+      }
+      expect(pick(gpuStatesOf(parseExposition(metrics), "gpu-node-1"), GPU_C01_STEADY_STATES)).toEqual(
+        GPU_C01_STEADY_STATES,
+      );
+      // The probes' requests, at the ports the manifests name.
+      const probe = (o: Obj): string => o["spec"].template.spec.containers[0].readinessProbe.httpGet.path;
+      expect((await fetch(`http://127.0.0.1:${http}${probe(collector)}`)).status).toBe(200);
+      expect((await fetch(`http://127.0.0.1:${agentHttp}${probe(agent)}`)).status).toBe(200);
 
-    expect(await a.stop("SIGTERM")).toBe(0);
-    expect(await c.stop("SIGTERM")).toBe(0);
-  });
+      expect(await a.stop("SIGTERM")).toBe(0);
+      expect(await c.stop("SIGTERM")).toBe(0);
+    },
+  );
 });

@@ -30,7 +30,10 @@ let installed: string;
 beforeAll(async () => {
   tmp = mkdtempSync(path.join(tmpdir(), "trueidle-package-"));
   // --ignore-scripts: `prepare` would rebuild dist/ under other tests' feet; the setup built it.
-  const pack = await run("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", tmp], { cwd: REPO_ROOT, maxBuffer: 16 << 20 });
+  const pack = await run("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", tmp], {
+    cwd: REPO_ROOT,
+    maxBuffer: 16 << 20,
+  });
   const [info] = JSON.parse(pack.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
   tarball = path.join(tmp, info!.filename);
   packed = info!.files.map((f) => f.path).sort();
@@ -51,9 +54,18 @@ describe("npm pack", () => {
   it("packs what runs and what deploys, and nothing else", () => {
     const top = [...new Set(packed.map((p) => (p.includes("/") ? p.slice(0, p.indexOf("/") + 1) : p)))].sort();
     expect(top).toEqual(["README.md", "bin/", "demo/", "deploy/", "dist/", "package.json"]);
-    for (const f of ["bin/trueidle.js", "dist/cli/main.js", "dist/gen/trueidle/v1/ingest_pb.js", "dist/demo/demo.js",
-      "demo/scenarios/gpu-a01.json", "deploy/install-agent.sh", "deploy/systemd/trueidle-agent.service",
-      "deploy/systemd/trueidle-collector.service", "deploy/agent.env.example", "deploy/docker/Dockerfile.agent"]) {
+    for (const f of [
+      "bin/trueidle.js",
+      "dist/cli/main.js",
+      "dist/gen/trueidle/v1/ingest_pb.js",
+      "dist/demo/demo.js",
+      "demo/scenarios/gpu-a01.json",
+      "deploy/install-agent.sh",
+      "deploy/systemd/trueidle-agent.service",
+      "deploy/systemd/trueidle-collector.service",
+      "deploy/agent.env.example",
+      "deploy/docker/Dockerfile.agent",
+    ]) {
       expect(packed, f).toContain(f);
     }
     expect(packed.filter((p) => p.startsWith("demo/")).every((p) => p.startsWith("demo/scenarios/"))).toBe(true);
@@ -68,7 +80,9 @@ describe("npm install -g of the tarball", () => {
     for (const dev of ["typescript", "vitest", "vite", "tsx", "@bufbuild/buf", "@bufbuild/protoc-gen-es"]) {
       expect(existsSync(path.join(modules, dev)), dev).toBe(false);
     }
-    expect(readdirSync(modules)).toEqual(expect.arrayContaining(["@grpc", "@bufbuild", "echarts", "influx", "koffi", "systeminformation"]));
+    expect(readdirSync(modules)).toEqual(
+      expect.arrayContaining(["@grpc", "@bufbuild", "echarts", "influx", "koffi", "systeminformation"]),
+    );
   });
 
   it("runs `trueidle --help`", async () => {
@@ -80,23 +94,38 @@ describe("npm install -g of the tarball", () => {
   // The same scenario and states through each source: for NVML this is what proves that the
   // installed package loads koffi and its worker thread without the sources or tsx.
   it.each(GPU_SOURCES)("runs `trueidle agent --once` through $name", async (kind) => {
-    const src = kind.prepare(mkdtempSync(path.join(tmp, `${kind.name}-`)), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
-    const { stdout } = await run(trueidle, ["agent", "--once", ...src.flags], { cwd: tmp, env: { ...process.env, ...src.env } });
+    const src = kind.prepare(
+      mkdtempSync(path.join(tmp, `${kind.name}-`)),
+      path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"),
+    );
+    const { stdout } = await run(trueidle, ["agent", "--once", ...src.flags], {
+      cwd: tmp,
+      env: { ...process.env, ...src.env },
+    });
     expect(stdout).toMatch(src.sourceLine);
     expect(stdout).toMatch(/^GPU +MODEL +REPORTED +SM +REAL \(SOURCE\) +STATE /m);
     const rows = stdout.split("\n").filter((l) => /^\d+ +L40S /.test(l));
     expect(rows).toHaveLength(8);
-    const states = new Map(rows.map((l) => [Number(l.split(" ")[0]), / (active|busy_phantom|held_idle|free_idle|unavailable)\b/.exec(l)?.[1]]));
+    const states = new Map(
+      rows.map((l) => [
+        Number(l.split(" ")[0]),
+        / (active|busy_phantom|held_idle|free_idle|unavailable)\b/.exec(l)?.[1],
+      ]),
+    );
     expect(pick(states, GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
   });
 
   it("runs `trueidle collector --plaintext`: /healthz answers 200, SIGTERM exits 0", async () => {
     const httpPort = await freePort();
     const grpcPort = await freePort();
-    const child = spawn(trueidle, ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`], {
-      cwd: tmp,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      trueidle,
+      ["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`],
+      {
+        cwd: tmp,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     let out = "";
     try {

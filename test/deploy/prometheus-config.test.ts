@@ -13,14 +13,23 @@ import * as path from "node:path";
 import { promtool, type PrometheusHandle, type PromtoolResult } from "../helpers/prometheus.js";
 import { REPO_ROOT } from "../helpers/trueidle-process.js";
 import YAML from "yaml";
-import { fleetGpuUuid, siteRatios, startTwoSiteFleet, twoSiteHosts, type TwoSiteFleet } from "../helpers/two-site-fleet.js";
+import {
+  fleetGpuUuid,
+  siteRatios,
+  startTwoSiteFleet,
+  twoSiteHosts,
+  type TwoSiteFleet,
+} from "../helpers/two-site-fleet.js";
 
 const DIR = path.join(REPO_ROOT, "deploy", "prometheus");
 const CONFIG = path.join(DIR, "prometheus.yml");
 const RULES = path.join(DIR, "trueidle-rules.yml");
 const ALERTS = path.join(DIR, "trueidle-alerts.yml");
 const TESTS_DIR = path.join(DIR, "tests");
-const TEST_FILES = readdirSync(TESTS_DIR).filter((f) => f.endsWith(".yml")).sort().map((f) => path.join(TESTS_DIR, f));
+const TEST_FILES = readdirSync(TESTS_DIR)
+  .filter((f) => f.endsWith(".yml"))
+  .sort()
+  .map((f) => path.join(TESTS_DIR, f));
 
 const show = (r: PromtoolResult): string => `promtool exited ${r.code}; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 
@@ -42,7 +51,10 @@ describe("deploy/prometheus: promtool", () => {
   });
 
   it("promtool check rules accepts both rule files", async () => {
-    for (const [file, count] of [[RULES, ruleNames(RULES, "record").length], [ALERTS, ruleNames(ALERTS, "alert").length]] as const) {
+    for (const [file, count] of [
+      [RULES, ruleNames(RULES, "record").length],
+      [ALERTS, ruleNames(ALERTS, "alert").length],
+    ] as const) {
       expect(count, `rules in ${file}`).toBeGreaterThan(0);
       const r = await promtool(["check", "rules", file]);
       expect(r.code, show(r)).toBe(0);
@@ -61,7 +73,10 @@ describe("deploy/prometheus: promtool", () => {
     const tests = TEST_FILES.map((f) => readFileSync(f, "utf8")).join("\n");
     const tested = new Set([...tests.matchAll(/^\s*- expr: (\S+)\s*$/gm)].map((m) => m[1]!));
     const records = ruleNames(RULES, "record");
-    expect(records.filter((r) => !tested.has(r)), "recording rules without a promql_expr_test").toEqual([]);
+    expect(
+      records.filter((r) => !tested.has(r)),
+      "recording rules without a promql_expr_test",
+    ).toEqual([]);
 
     const firing = new Set<string>();
     const quiet = new Set<string>();
@@ -69,8 +84,14 @@ describe("deploy/prometheus: promtool", () => {
       (m[2]!.trim() === "[]" ? quiet : firing).add(m[1]!);
     }
     const alerts = ruleNames(ALERTS, "alert");
-    expect(alerts.filter((a) => !firing.has(a)), "alerts never tested firing").toEqual([]);
-    expect(alerts.filter((a) => !quiet.has(a)), "alerts never tested quiet").toEqual([]);
+    expect(
+      alerts.filter((a) => !firing.has(a)),
+      "alerts never tested firing",
+    ).toEqual([]);
+    expect(
+      alerts.filter((a) => !quiet.has(a)),
+      "alerts never tested quiet",
+    ).toEqual([]);
   });
 
   it("promtool test rules fails on a wrong expectation", async () => {
@@ -86,7 +107,9 @@ describe("deploy/prometheus: promtool", () => {
       writeFileSync(file, wrong);
       const r = await promtool(["test", "rules", file]);
       expect(r.code, show(r)).not.toBe(0);
-      expect(r.stdout + r.stderr, show(r)).toMatch(/FAILED[\s\S]*job:trueidle_real_idle:ratio_rate5m[\s\S]*got:.*5\.625E-01/);
+      expect(r.stdout + r.stderr, show(r)).toMatch(
+        /FAILED[\s\S]*job:trueidle_real_idle:ratio_rate5m[\s\S]*got:.*5\.625E-01/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -98,7 +121,13 @@ const HOSTS = twoSiteHosts("prom", ["pool=training"]);
 const expected = siteRatios(HOSTS);
 
 interface RulesApi {
-  data: { groups: Array<{ name: string; file: string; rules: Array<{ type: string; name: string; health: string; lastError?: string }> }> };
+  data: {
+    groups: Array<{
+      name: string;
+      file: string;
+      rules: Array<{ type: string; name: string; health: string; lastError?: string }>;
+    }>;
+  };
 }
 
 describe("deploy/prometheus: the rules in a real Prometheus, scraping two collectors", () => {
@@ -123,14 +152,31 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
     // Several windows behind every GPU, and every ratio rule evaluated on them.
     await prom.waitFor("min(trueidle_gpu_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 6, 60_000);
     const fleetRatios = records.filter((r) => r.startsWith("job:"));
-    await prom.waitFor(fleetRatios.map((r) => `count(${r})`).join(" + "), (r) => r[0]?.value === fleetRatios.length, 30_000);
+    await prom.waitFor(
+      fleetRatios.map((r) => `count(${r})`).join(" + "),
+      (r) => r[0]?.value === fleetRatios.length,
+      30_000,
+    );
 
     const res = await fetch(`${prom.url}/api/v1/rules`);
     const groups = ((await res.json()) as RulesApi).data.groups;
     const loaded = groups.flatMap((g) => g.rules);
-    expect(loaded.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.health} ${r.lastError ?? ""}`), prom.logs()).toEqual([]);
-    expect(loaded.filter((r) => r.type === "recording").map((r) => r.name).sort()).toEqual([...records].sort());
-    expect(loaded.filter((r) => r.type === "alerting").map((r) => r.name).sort()).toEqual(ruleNames(ALERTS, "alert").sort());
+    expect(
+      loaded.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.health} ${r.lastError ?? ""}`),
+      prom.logs(),
+    ).toEqual([]);
+    expect(
+      loaded
+        .filter((r) => r.type === "recording")
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual([...records].sort());
+    expect(
+      loaded
+        .filter((r) => r.type === "alerting")
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(ruleNames(ALERTS, "alert").sort());
 
     // Read each group's series at one of its evaluations: half a second after the sample of
     // the group's last rule, every rule before it has a sample at that same instant and the
@@ -153,13 +199,19 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
           if (name.startsWith("job:") ? got.length !== 1 : got.length < expected.length) complete = false;
         }
         if (complete && stamps.size === 1 && stamps.has(last!.value)) break;
-        if (attempt >= 20) throw new Error(`group ${g.name}: no instant where every rule has all its series from one evaluation; timestamps ${[...stamps].join(", ")}`);
+        if (attempt >= 20)
+          throw new Error(
+            `group ${g.name}: no instant where every rule has all its series from one evaluation; timestamps ${[...stamps].join(", ")}`,
+          );
         await new Promise((r) => setTimeout(r, 300));
       }
       for (const { name } of g.rules) {
         const got = await prom.query(name, at);
         expect(got.length, `${name} has data`).toBeGreaterThan(0);
-        series.set(name, got.map((s) => ({ labels: s.metric, value: s.value })));
+        series.set(
+          name,
+          got.map((s) => ({ labels: s.metric, value: s.value })),
+        );
       }
     }
     expect([...series.keys()].sort()).toEqual([...records].sort());
@@ -171,14 +223,35 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
 
     for (const w of ["5m", "1h"]) {
       for (const e of expected) {
-        const bySite = series.get(`site_model:trueidle_real_idle:ratio_rate${w}`)!.find((s) => s.labels["site"] === e.site)!;
-        expect(bySite.labels, `labels of site ${e.site}`).toEqual({ __name__: `site_model:trueidle_real_idle:ratio_rate${w}`, job: "test", site: e.site, model: e.model });
-        expect(one(`site_model:trueidle_real_idle:ratio_rate${w}`, e.site), `real idle ${w} ${e.site}`).toBeCloseTo(e.real, 9);
-        expect(one(`site_model:trueidle_reported_idle:ratio_rate${w}`, e.site), `reported idle ${w} ${e.site}`).toBeCloseTo(e.reported, 9);
-        expect(one(`site_model:trueidle_hidden_idle:ratio_rate${w}`, e.site), `hidden idle ${w} ${e.site}`).toBeCloseTo(e.hidden, 9);
-        expect(one(`site_model:trueidle_fleet_real_idle:ratio_rate${w}`, e.site), `roll-up real idle ${w} ${e.site}`).toBeCloseTo(e.real, 9);
-        expect(one(`site_model:trueidle_gpu_real_idle_seconds:rate${w}`, e.site) / one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site))
-          .toBeCloseTo(e.real, 9);
+        const bySite = series
+          .get(`site_model:trueidle_real_idle:ratio_rate${w}`)!
+          .find((s) => s.labels["site"] === e.site)!;
+        expect(bySite.labels, `labels of site ${e.site}`).toEqual({
+          __name__: `site_model:trueidle_real_idle:ratio_rate${w}`,
+          job: "test",
+          site: e.site,
+          model: e.model,
+        });
+        expect(one(`site_model:trueidle_real_idle:ratio_rate${w}`, e.site), `real idle ${w} ${e.site}`).toBeCloseTo(
+          e.real,
+          9,
+        );
+        expect(
+          one(`site_model:trueidle_reported_idle:ratio_rate${w}`, e.site),
+          `reported idle ${w} ${e.site}`,
+        ).toBeCloseTo(e.reported, 9);
+        expect(one(`site_model:trueidle_hidden_idle:ratio_rate${w}`, e.site), `hidden idle ${w} ${e.site}`).toBeCloseTo(
+          e.hidden,
+          9,
+        );
+        expect(
+          one(`site_model:trueidle_fleet_real_idle:ratio_rate${w}`, e.site),
+          `roll-up real idle ${w} ${e.site}`,
+        ).toBeCloseTo(e.real, 9);
+        expect(
+          one(`site_model:trueidle_gpu_real_idle_seconds:rate${w}`, e.site) /
+            one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site),
+        ).toBeCloseTo(e.real, 9);
       }
       // The fleet: both collectors' GPUs, each site weighted by its observed seconds.
       const obs = expected.map((e) => one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site));
@@ -189,7 +262,10 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
       expect(real, `fleet real idle ${w}`).toBeCloseTo(weighted("real"), 9);
       expect(reported, `fleet reported idle ${w}`).toBeCloseTo(weighted("reported"), 9);
       expect(one(`job:trueidle_hidden_idle:ratio_rate${w}`), `fleet hidden idle ${w}`).toBeCloseTo(real - reported, 12);
-      expect(one(`job:trueidle_fleet_real_idle:ratio_rate${w}`), `fleet roll-up real idle ${w}`).toBeCloseTo(weighted("real"), 9);
+      expect(one(`job:trueidle_fleet_real_idle:ratio_rate${w}`), `fleet roll-up real idle ${w}`).toBeCloseTo(
+        weighted("real"),
+        9,
+      );
       for (const v of [real, reported]) {
         expect(v).toBeGreaterThanOrEqual(0);
         expect(v).toBeLessThanOrEqual(1);
@@ -217,14 +293,24 @@ describe("deploy/prometheus: the rules in a real Prometheus, scraping two collec
     // The scenario's owners: pod research/notebook-b holds prom-h1/2 (held_idle), job 4242 of
     // alice prom-h1/1 (busy_phantom); pod ml/train-a and job 77 of bob hold active GPUs and
     // pod ml/lost-c an unavailable one. The collectors export owners as the alert reads them.
-    const rules = (YAML.parse(readFileSync(ALERTS, "utf8")) as { groups: Array<{ rules: Array<{ alert?: string; expr: string }> }> }).groups.flatMap((g) => g.rules);
+    const rules = (
+      YAML.parse(readFileSync(ALERTS, "utf8")) as { groups: Array<{ rules: Array<{ alert?: string; expr: string }> }> }
+    ).groups.flatMap((g) => g.rules);
     const expr = rules.find((r) => r.alert === "TrueidleOwnerHoldsGpuIdle")!.expr;
     expect(expr.match(/>= 4 \* 3600/g)).toHaveLength(1);
     expect(expr.match(/offset 4h\b/g)).toHaveLength(1);
     const short = expr.replace(">= 4 * 3600", ">= 5").replace(/offset 4h\b/, "offset 5s");
     const key = (m: Record<string, string>): string => `${m["host"]}/${m["gpu"]}`;
     const got = await prom.waitFor(short, (r) => r.length >= 2, 30_000);
-    const gpu = (index: number) => ({ job: "test", host: "prom-h1", gpu: String(index), uuid: fleetGpuUuid("prom-h1", index), model: "NVIDIA H100 80GB HBM3", site: "lab-a", pool: "training" });
+    const gpu = (index: number) => ({
+      job: "test",
+      host: "prom-h1",
+      gpu: String(index),
+      uuid: fleetGpuUuid("prom-h1", index),
+      model: "NVIDIA H100 80GB HBM3",
+      site: "lab-a",
+      pool: "training",
+    });
     expect(got.map((s) => s.metric).sort((a, b) => key(a).localeCompare(key(b)))).toEqual([
       { ...gpu(1), exported_job: "4242", user: "alice" },
       { ...gpu(2), namespace: "research", pod: "notebook-b", container: "jupyter" },

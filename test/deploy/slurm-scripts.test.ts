@@ -14,7 +14,11 @@ import { JobMappingSource } from "../../agent/owners/job-mapping.js";
 
 const run = promisify(execFile);
 const SCRIPTS = new URL("../../deploy/slurm/", import.meta.url).pathname;
-const UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000001", "GPU-cccccccc-0000-0000-0000-000000000002"];
+const UUIDS = [
+  "GPU-aaaaaaaa-0000-0000-0000-000000000000",
+  "GPU-bbbbbbbb-0000-0000-0000-000000000001",
+  "GPU-cccccccc-0000-0000-0000-000000000002",
+];
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -29,13 +33,27 @@ describe("deploy/slurm prolog and epilog", () => {
     const mapping = join(dir, "jobs");
     await run("mkdir", ["-p", bin]);
     // nvidia-smi --query-gpu=uuid --format=csv,noheader -i N
-    await writeFile(join(bin, "nvidia-smi"), `#!/bin/bash\nuuids=(${UUIDS.join(" ")})\nfor a in "$@"; do last="$a"; done\necho "\${uuids[$last]}"\n`);
+    await writeFile(
+      join(bin, "nvidia-smi"),
+      `#!/bin/bash\nuuids=(${UUIDS.join(" ")})\nfor a in "$@"; do last="$a"; done\necho "\${uuids[$last]}"\n`,
+    );
     await chmod(join(bin, "nvidia-smi"), 0o755);
-    const env = { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}`, TRUEIDLE_JOB_MAPPING_DIR: mapping, SLURM_JOB_ID: "4242", SLURM_JOB_UID: "1001", SLURM_JOB_GPUS: "0,2" };
+    const env = {
+      ...process.env,
+      PATH: `${bin}:${process.env["PATH"] ?? ""}`,
+      TRUEIDLE_JOB_MAPPING_DIR: mapping,
+      SLURM_JOB_ID: "4242",
+      SLURM_JOB_UID: "1001",
+      SLURM_JOB_GPUS: "0,2",
+    };
     await run("bash", [join(SCRIPTS, "prolog.sh")], { env });
     expect((await readdir(mapping)).sort()).toEqual([UUIDS[0], UUIDS[2]]);
 
-    const source = new JobMappingSource({ dir: mapping, gpuByIndex: () => new Map(UUIDS.map((u, i) => [i, u])), logger: recordingLogger() });
+    const source = new JobMappingSource({
+      dir: mapping,
+      gpuByIndex: () => new Map(UUIDS.map((u, i) => [i, u])),
+      logger: recordingLogger(),
+    });
     await source.scanNow();
     expect(Object.fromEntries([...source.current()].map(([u, o]) => [u, o]))).toEqual({
       [UUIDS[0]!]: [{ via: "job_mapping", job: "4242", user: "1001" }],

@@ -28,7 +28,13 @@ import { makeTestCerts, type TestCerts } from "../helpers/certs.js";
 import { parseExposition } from "../helpers/exposition.js";
 import { GPU_C01_STEADY_STATES, GPU_SOURCES, gpuStatesOf, pick } from "../helpers/gpu-sources.js";
 import { freePort } from "../helpers/ports.js";
-import { REPO_ROOT, TRUEIDLE_BIN, runTrueidle, startTrueidle, type TrueidleProcess } from "../helpers/trueidle-process.js";
+import {
+  REPO_ROOT,
+  TRUEIDLE_BIN,
+  runTrueidle,
+  startTrueidle,
+  type TrueidleProcess,
+} from "../helpers/trueidle-process.js";
 
 const run = promisify(execFile);
 const SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze";
@@ -95,7 +101,8 @@ const units = {
 function execArgs(unit: Unit): string[] {
   const words = service(unit, "ExecStart")!.split(/\s+/);
   expect(words[0]).toBe(SHIPPED_BIN);
-  for (const w of words) expect(w, "ExecStart words are plain (no quoting, no specifiers)").toMatch(/^[A-Za-z0-9_./=-]+$/);
+  for (const w of words)
+    expect(w, "ExecStart words are plain (no quoting, no specifiers)").toMatch(/^[A-Za-z0-9_./=-]+$/);
   return words.slice(1);
 }
 
@@ -162,14 +169,29 @@ describe("what the units set", () => {
     // The agent drains for up to 5 s and the collector gives InfluxDB up to 10 s on SIGTERM.
     expect(seconds(service(unit, "TimeoutStopSec")!)).toBeGreaterThanOrEqual(20);
     for (const [key, value] of Object.entries({
-      NoNewPrivileges: "yes", CapabilityBoundingSet: "", AmbientCapabilities: "", ProtectSystem: "strict",
-      ProtectHome: "yes", PrivateTmp: "yes", ProtectKernelTunables: "yes", ProtectKernelModules: "yes",
-      ProtectKernelLogs: "yes", ProtectControlGroups: "yes", RestrictNamespaces: "yes", RestrictSUIDSGID: "yes",
-      LockPersonality: "yes", SystemCallArchitectures: "native",
+      NoNewPrivileges: "yes",
+      CapabilityBoundingSet: "",
+      AmbientCapabilities: "",
+      ProtectSystem: "strict",
+      ProtectHome: "yes",
+      PrivateTmp: "yes",
+      ProtectKernelTunables: "yes",
+      ProtectKernelModules: "yes",
+      ProtectKernelLogs: "yes",
+      ProtectControlGroups: "yes",
+      RestrictNamespaces: "yes",
+      RestrictSUIDSGID: "yes",
+      LockPersonality: "yes",
+      SystemCallArchitectures: "native",
     })) {
       expect(service(unit, key), key).toBe(value);
     }
-    expect(service(unit, "RestrictAddressFamilies")!.split(" ").sort()).toEqual(["AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"]);
+    expect(service(unit, "RestrictAddressFamilies")!.split(" ").sort()).toEqual([
+      "AF_INET",
+      "AF_INET6",
+      "AF_NETLINK",
+      "AF_UNIX",
+    ]);
     expect(unit.get("Service")!.get("SystemCallFilter")![0]).toBe("@system-service");
     // Node.js's JIT writes executable memory.
     expect(service(unit, "MemoryDenyWriteExecute")).toBeUndefined();
@@ -179,13 +201,27 @@ describe("what the units set", () => {
   it("agent: keeps /dev/nvidia* and /proc/driver/nvidia reachable for nvidia-smi, and a state dir", () => {
     const a = units.agent;
     // Each of these would hide the NVIDIA devices (ProtectClock= implies a device allow-list).
-    for (const key of ["PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock", "ProcSubset", "ProtectProc", "PrivateUsers"]) {
+    for (const key of [
+      "PrivateDevices",
+      "DevicePolicy",
+      "DeviceAllow",
+      "ProtectClock",
+      "ProcSubset",
+      "ProtectProc",
+      "PrivateUsers",
+    ]) {
       expect(service(a, key), key).toBeUndefined();
     }
     expect(service(a, "SupplementaryGroups")).toBe("video");
     expect(execArgs(a)).toEqual(["agent", "--state-dir", "/var/lib/trueidle"]);
     // The job mapping directory (/run/trueidle-jobs) stays readable: nothing hides /run or makes it private.
-    for (const key of ["InaccessiblePaths", "TemporaryFileSystem", "RuntimeDirectory", "BindPaths", "BindReadOnlyPaths"]) {
+    for (const key of [
+      "InaccessiblePaths",
+      "TemporaryFileSystem",
+      "RuntimeDirectory",
+      "BindPaths",
+      "BindReadOnlyPaths",
+    ]) {
       expect(service(a, key), key).toBeUndefined();
     }
   });
@@ -209,7 +245,11 @@ describe("what the units set", () => {
   it("collector: every setting collector.env.example names, set or commented out, is a flag of `trueidle collector --help`, by its current name", async () => {
     const help = await runTrueidle(["collector", "--help"]);
     expect(help.code, help.output).toBe(0);
-    const flags = new Set([...help.output.matchAll(/^ {2}--([a-z][a-z0-9.-]*)/gm)].map((m) => `TRUEIDLE_${m[1]!.toUpperCase().replace(/[-.]/g, "_")}`));
+    const flags = new Set(
+      [...help.output.matchAll(/^ {2}--([a-z][a-z0-9.-]*)/gm)].map(
+        (m) => `TRUEIDLE_${m[1]!.toUpperCase().replace(/[-.]/g, "_")}`,
+      ),
+    );
     const example = readFileSync(path.join(REPO_ROOT, "deploy", "collector.env.example"), "utf8");
     const keys = [...new Set([...example.matchAll(/^#?(TRUEIDLE_[A-Z0-9_]+)=/gm)].map((m) => m[1]!))];
     expect(keys).toEqual(expect.arrayContaining(["TRUEIDLE_AGENT_TOKENS_FILE", "TRUEIDLE_WEB_CONFIG_FILE"]));
@@ -240,77 +280,102 @@ describe("ExecStart with the example env files", () => {
   }
 
   // Both sources run this whole check: it is the one place the unit's agent reads GPUs.
-  it.each(GPU_SOURCES)("start the collector and the agent (auto source, finding $name), which connect over TLS and stop cleanly on SIGTERM", async (kind) => {
-    const grpcPort = await freePort();
-    const httpPort = await freePort();
-    const collectorEnv = {
-      ...exampleEnv("collector", { "/etc/trueidle/collector.crt": certs.serverCert, "/etc/trueidle/collector.key": certs.serverKey }),
-      // Loopback on free ports instead of the defaults (0.0.0.0:9746, 0.0.0.0:9745).
-      TRUEIDLE_GRPC_LISTEN: `127.0.0.1:${grpcPort}`,
-      TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
-    };
-    const collector = startTrueidle(execArgs(units.collector), collectorEnv);
-    procs.push(collector);
-    await collector.waitForOutput(/The collector is listening for agents/);
-    expect(collector.output()).toMatch(/TLS/);
+  it.each(GPU_SOURCES)(
+    "start the collector and the agent (auto source, finding $name), which connect over TLS and stop cleanly on SIGTERM",
+    async (kind) => {
+      const grpcPort = await freePort();
+      const httpPort = await freePort();
+      const collectorEnv = {
+        ...exampleEnv("collector", {
+          "/etc/trueidle/collector.crt": certs.serverCert,
+          "/etc/trueidle/collector.key": certs.serverKey,
+        }),
+        // Loopback on free ports instead of the defaults (0.0.0.0:9746, 0.0.0.0:9745).
+        TRUEIDLE_GRPC_LISTEN: `127.0.0.1:${grpcPort}`,
+        TRUEIDLE_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+      };
+      const collector = startTrueidle(execArgs(units.collector), collectorEnv);
+      procs.push(collector);
+      await collector.waitForOutput(/The collector is listening for agents/);
+      expect(collector.output()).toMatch(/TLS/);
 
-    const stateDir = path.join(tmp, `agent-state-${kind.name}`);
-    // What a Slurm prolog keeps (deploy/slurm/), here named by index as dcgm-exporter's: job 4242 of alice holds GPU 3.
-    const jobs = mkdtempSync(path.join(tmp, "jobs-"));
-    writeFileSync(path.join(jobs, "3"), "4242 alice\n");
-    const src = kind.prepare(mkdtempSync(path.join(tmp, "source-")), path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"));
-    const args = execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? stateDir : a));
-    const agentEnv = {
-      ...exampleEnv("agent", { "/etc/trueidle/ca.crt": certs.caCert }),
-      TRUEIDLE_COLLECTOR: `127.0.0.1:${grpcPort}`,
-      // TRUEIDLE_NVIDIA_SMI is what install-agent.sh adds when nvidia-smi is outside systemd's
-      // PATH; TRUEIDLE_NVML_LIB stands for the driver's libnvidia-ml.so.1. Each variant has
-      // one of them and a missing path for the other.
-      ...src.autoSettings,
-      ...src.env,
-      // Short windows so the first one arrives soon; the example leaves the 10 s default.
-      TRUEIDLE_WINDOW: "1s",
-      // What install-agent.sh --job-mapping-dir adds to the env file.
-      TRUEIDLE_JOB_MAPPING_DIR: jobs,
-      TRUEIDLE_TOKEN: "",
-    };
-    const agent = startTrueidle(args, agentEnv);
-    procs.push(agent);
-    await agent.waitForOutput(/Connected to the collector/);
-    expect(agent.output()).toMatch(/The agent connects with TLS/);
-    expect(agent.output()).toMatch(src.autoChoice);
+      const stateDir = path.join(tmp, `agent-state-${kind.name}`);
+      // What a Slurm prolog keeps (deploy/slurm/), here named by index as dcgm-exporter's: job 4242 of alice holds GPU 3.
+      const jobs = mkdtempSync(path.join(tmp, "jobs-"));
+      writeFileSync(path.join(jobs, "3"), "4242 alice\n");
+      const src = kind.prepare(
+        mkdtempSync(path.join(tmp, "source-")),
+        path.join(REPO_ROOT, "demo", "scenarios", "gpu-c01.json"),
+      );
+      const args = execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? stateDir : a));
+      const agentEnv = {
+        ...exampleEnv("agent", { "/etc/trueidle/ca.crt": certs.caCert }),
+        TRUEIDLE_COLLECTOR: `127.0.0.1:${grpcPort}`,
+        // TRUEIDLE_NVIDIA_SMI is what install-agent.sh adds when nvidia-smi is outside systemd's
+        // PATH; TRUEIDLE_NVML_LIB stands for the driver's libnvidia-ml.so.1. Each variant has
+        // one of them and a missing path for the other.
+        ...src.autoSettings,
+        ...src.env,
+        // Short windows so the first one arrives soon; the example leaves the 10 s default.
+        TRUEIDLE_WINDOW: "1s",
+        // What install-agent.sh --job-mapping-dir adds to the env file.
+        TRUEIDLE_JOB_MAPPING_DIR: jobs,
+        TRUEIDLE_TOKEN: "",
+      };
+      const agent = startTrueidle(args, agentEnv);
+      procs.push(agent);
+      await agent.waitForOutput(/Connected to the collector/);
+      expect(agent.output()).toMatch(/The agent connects with TLS/);
+      expect(agent.output()).toMatch(src.autoChoice);
 
-    // The example's labels reach the collector's metrics with the agent's windows.
-    const deadline = Date.now() + 30_000;
-    let metrics = "";
-    while (!/trueidle_gpu_up\{[^}]*site="eu-west"[^}]*\} 1/.test(metrics)) {
-      if (Date.now() > deadline) throw new Error(`no GPU with site="eu-west" in /metrics:\n${metrics.slice(0, 3000)}\n${agent.output().slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-      metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => "");
-    }
-    expect(metrics).toMatch(/cluster="c1"/);
-    expect(metrics).toMatch(/pool="training"/);
-    // The scenario's GPUs, in the states it implies (the ones that do not cycle).
-    const host = parseExposition(metrics).find((s) => s.name === "trueidle_gpu_up")!.labels["host"]!;
-    expect(pick(gpuStatesOf(parseExposition(metrics), host), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
-    // The job owns GPU 3 (held idle anyway) and no other.
-    const owners = (text: string) => parseExposition(text).filter((s) => s.name === "trueidle_gpu_owner_info");
-    while (owners(metrics).length === 0) {
-      if (Date.now() > deadline) throw new Error(`no trueidle_gpu_owner_info in /metrics:\n${metrics.slice(0, 3000)}\n${agent.output().slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-      metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text(), () => "");
-    }
-    expect(owners(metrics).map((s) => [s.labels["gpu"], s.labels["job"], s.labels["user"], s.value])).toEqual([["3", "4242", "alice", 1]]);
+      // The example's labels reach the collector's metrics with the agent's windows.
+      const deadline = Date.now() + 30_000;
+      let metrics = "";
+      while (!/trueidle_gpu_up\{[^}]*site="eu-west"[^}]*\} 1/.test(metrics)) {
+        if (Date.now() > deadline)
+          throw new Error(
+            `no GPU with site="eu-west" in /metrics:\n${metrics.slice(0, 3000)}\n${agent.output().slice(-3000)}`,
+          );
+        await new Promise((r) => setTimeout(r, 250));
+        metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then(
+          (r) => r.text(),
+          () => "",
+        );
+      }
+      expect(metrics).toMatch(/cluster="c1"/);
+      expect(metrics).toMatch(/pool="training"/);
+      // The scenario's GPUs, in the states it implies (the ones that do not cycle).
+      const host = parseExposition(metrics).find((s) => s.name === "trueidle_gpu_up")!.labels["host"]!;
+      expect(pick(gpuStatesOf(parseExposition(metrics), host), GPU_C01_STEADY_STATES)).toEqual(GPU_C01_STEADY_STATES);
+      // The job owns GPU 3 (held idle anyway) and no other.
+      const owners = (text: string) => parseExposition(text).filter((s) => s.name === "trueidle_gpu_owner_info");
+      while (owners(metrics).length === 0) {
+        if (Date.now() > deadline)
+          throw new Error(
+            `no trueidle_gpu_owner_info in /metrics:\n${metrics.slice(0, 3000)}\n${agent.output().slice(-3000)}`,
+          );
+        await new Promise((r) => setTimeout(r, 250));
+        metrics = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then(
+          (r) => r.text(),
+          () => "",
+        );
+      }
+      expect(owners(metrics).map((s) => [s.labels["gpu"], s.labels["job"], s.labels["user"], s.value])).toEqual([
+        ["3", "4242", "alice", 1],
+      ]);
 
-    expect(await agent.stop("SIGTERM")).toBe(0);
-    expect(await collector.stop("SIGTERM")).toBe(0);
-    expect(existsSync(path.join(stateDir, "buffer"))).toBe(true);
-  });
+      expect(await agent.stop("SIGTERM")).toBe(0);
+      expect(await collector.stop("SIGTERM")).toBe(0);
+      expect(existsSync(path.join(stateDir, "buffer"))).toBe(true);
+    },
+  );
 
   it("an env file naming a missing file exits 2, which the units do not restart on", async () => {
     // The examples as shipped: /etc/trueidle/ca.crt and collector.crt are not on this machine.
-    const agent = startTrueidle(execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? path.join(tmp, "unused") : a)),
-      parseEnvFile(readFileSync(path.join(REPO_ROOT, "deploy", "agent.env.example"), "utf8")));
+    const agent = startTrueidle(
+      execArgs(units.agent).map((a) => (a === "/var/lib/trueidle" ? path.join(tmp, "unused") : a)),
+      parseEnvFile(readFileSync(path.join(REPO_ROOT, "deploy", "agent.env.example"), "utf8")),
+    );
     procs.push(agent);
     expect(await agent.exited).toBe(2);
     expect(agent.output()).toContain("--tls-ca /etc/trueidle/ca.crt cannot be read");

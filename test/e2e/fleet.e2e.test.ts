@@ -36,7 +36,12 @@ const HOSTS = [
       { model: "NVIDIA L40S", state: "free_idle", reportedIdle: false, phase: { state: "free_busy" } },
       { model: "NVIDIA L40S", state: "unavailable", reportedIdle: false, phase: { error: "Unknown Error" } },
       // NVENC at 70 % moves utilization.gpu only to 7 %: real work the usual tools miss.
-      { model: "NVIDIA L40S", state: "active", reportedIdle: false, phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 } },
+      {
+        model: "NVIDIA L40S",
+        state: "active",
+        reportedIdle: false,
+        phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 },
+      },
     ],
   },
 ] as const;
@@ -54,7 +59,16 @@ describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus"
     dir = mkdtempSync(path.join(tmpdir(), "trueidle-e2e-"));
     const grpcPort = await freePort();
     const httpPort = await freePort();
-    collector = startTrueidle(["collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn"]);
+    collector = startTrueidle([
+      "collector",
+      "--plaintext",
+      "--grpc-listen",
+      `127.0.0.1:${grpcPort}`,
+      "--http-listen",
+      `127.0.0.1:${httpPort}`,
+      "--log-level",
+      "warn",
+    ]);
     prom = await startPrometheus({ scrapeTargets: [`127.0.0.1:${httpPort}`], scrapeIntervalMs: 1000 });
     for (const h of HOSTS) {
       const hostDir = path.join(dir, h.host);
@@ -64,11 +78,27 @@ describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus"
         driverVersion: "550.90.07",
         gpus: h.gpus.map((g) => ({ model: g.model, phases: [{ for: "1h", ...g.phase }] })),
       });
-      agents.push(startTrueidle([
-        "agent", "--plaintext", ...src.flags, "--collector", `127.0.0.1:${grpcPort}`,
-        "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
-        "--interval", "1s", "--window", WINDOW, "--log-level", "warn",
-      ], src.env));
+      agents.push(
+        startTrueidle(
+          [
+            "agent",
+            "--plaintext",
+            ...src.flags,
+            "--collector",
+            `127.0.0.1:${grpcPort}`,
+            "--hostname",
+            h.host,
+            ...h.labels.flatMap((l) => ["--label", l]),
+            "--interval",
+            "1s",
+            "--window",
+            WINDOW,
+            "--log-level",
+            "warn",
+          ],
+          src.env,
+        ),
+      );
     }
   }, 120_000);
 
@@ -83,8 +113,13 @@ describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus"
     const total = HOSTS.reduce((n, h) => n + h.gpus.length, 0);
     const current = await prom.waitFor("trueidle_gpu_state == 1", (r) => r.length === total, 90_000);
     for (const h of HOSTS) {
-      const got = current.filter((s) => s.metric["host"] === h.host).sort((a, b) => Number(a.metric["gpu"]) - Number(b.metric["gpu"]));
-      expect(got.map((s) => s.metric["state"]), `states of ${h.host}`).toEqual(h.gpus.map((g) => g.state));
+      const got = current
+        .filter((s) => s.metric["host"] === h.host)
+        .sort((a, b) => Number(a.metric["gpu"]) - Number(b.metric["gpu"]));
+      expect(
+        got.map((s) => s.metric["state"]),
+        `states of ${h.host}`,
+      ).toEqual(h.gpus.map((g) => g.state));
       for (const s of got) uuidState.set(s.metric["uuid"]!, s.metric["state"]!);
       expect(got.every((s) => s.metric["site"] === h.labels[0].slice(5))).toBe(true);
     }
@@ -107,7 +142,9 @@ describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus"
     const realIdle = await byHost('trueidle_gpu_state_seconds_total{state=~"free_idle|held_idle|busy_phantom"}');
     const reportedIdle = await byHost("trueidle_gpu_reported_idle_seconds_total");
 
-    let fleetObserved = 0, fleetReal = 0, fleetReported = 0;
+    let fleetObserved = 0,
+      fleetReal = 0,
+      fleetReported = 0;
     for (const h of HOSTS) {
       const n = h.gpus.length;
       const expectReal = h.gpus.filter((g) => REAL_IDLE.has(g.state)).length / n;
@@ -121,8 +158,13 @@ describe.each(GPU_SOURCES)("agents (through $name) → collector → Prometheus"
       fleetReported += expectReported * obs;
     }
     const [fleetRealQ] = await prom.query(
-      'sum(trueidle_gpu_state_seconds_total{state=~"free_idle|held_idle|busy_phantom"}) / sum(trueidle_gpu_observed_seconds_total)', at);
-    const [fleetReportedQ] = await prom.query("sum(trueidle_gpu_reported_idle_seconds_total) / sum(trueidle_gpu_observed_seconds_total)", at);
+      'sum(trueidle_gpu_state_seconds_total{state=~"free_idle|held_idle|busy_phantom"}) / sum(trueidle_gpu_observed_seconds_total)',
+      at,
+    );
+    const [fleetReportedQ] = await prom.query(
+      "sum(trueidle_gpu_reported_idle_seconds_total) / sum(trueidle_gpu_observed_seconds_total)",
+      at,
+    );
     expect(fleetRealQ!.value).toBeCloseTo(fleetReal / fleetObserved, 9);
     expect(fleetReportedQ!.value).toBeCloseTo(fleetReported / fleetObserved, 9);
     // The point of trueidle: the fleet is far more idle than the usual tools say.

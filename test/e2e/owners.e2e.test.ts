@@ -37,7 +37,9 @@ const SCENARIO_GPUS = [
   { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_idle" }] },
   {
     model: "NVIDIA H100 80GB HBM3",
-    phases: [{ for: "1h", state: "busy_phantom", processes: [{ pid: BOB_PID, name: "python3", usedMiB: 30_000, smUtil: 0 }] }],
+    phases: [
+      { for: "1h", state: "busy_phantom", processes: [{ pid: BOB_PID, name: "python3", usedMiB: 30_000, smUtil: 0 }] },
+    ],
   },
   { model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", state: "free_idle" }] },
 ];
@@ -74,8 +76,16 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     const grpcPort = await freePort();
     const httpPort = await freePort();
     collector = startTrueidle([
-      "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
-      "--influx-url", `${influx.url}/${db}`, "--log-level", "warn",
+      "collector",
+      "--plaintext",
+      "--grpc-listen",
+      `127.0.0.1:${grpcPort}`,
+      "--http-listen",
+      `127.0.0.1:${httpPort}`,
+      "--influx-url",
+      `${influx.url}/${db}`,
+      "--log-level",
+      "warn",
     ]);
     prom = await startPrometheus({ scrapeTargets: [`127.0.0.1:${httpPort}`], scrapeIntervalMs: 1000 });
     for (const kind of GPU_SOURCES) {
@@ -85,17 +95,43 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
       const uuids = SCENARIO_GPUS.map((_, i) => fakeUuid(name, i));
       const kubelet = await PodResourcesServer.start({ pods: [gpuPod("ml", "trainer-0", "main", [uuids[0]!])] });
       const root = await FakeHostRoot.create();
-      await root.addProcess({ pid: BOB_PID, comm: "python3", uid: 1001, cgroup: "0::/user.slice/user-1001.slice/session-4.scope\n" });
+      await root.addProcess({
+        pid: BOB_PID,
+        comm: "python3",
+        uid: 1001,
+        cgroup: "0::/user.slice/user-1001.slice/session-4.scope\n",
+      });
       // The prolog's file for GPU 1: the job and its user's uid (alice is 1000 in the host's passwd).
       const mapping = path.join(hostDir, "job-mapping");
       mkdirSync(mapping);
       writeFileSync(path.join(mapping, "1"), "4242 1000\n");
       const src = kind.prepare(hostDir, { host: name, driverVersion: "550.90.07", gpus: SCENARIO_GPUS });
-      const agent = startTrueidle([
-        "agent", "--plaintext", ...src.flags, "--collector", `127.0.0.1:${grpcPort}`, "--hostname", name, "--label", "site=lab-a",
-        "--pod-resources-socket", kubelet.socketPath, "--job-mapping-dir", mapping, "--host-root", root.root,
-        "--interval", "1s", "--window", "2s", "--log-level", "warn",
-      ], src.env);
+      const agent = startTrueidle(
+        [
+          "agent",
+          "--plaintext",
+          ...src.flags,
+          "--collector",
+          `127.0.0.1:${grpcPort}`,
+          "--hostname",
+          name,
+          "--label",
+          "site=lab-a",
+          "--pod-resources-socket",
+          kubelet.socketPath,
+          "--job-mapping-dir",
+          mapping,
+          "--host-root",
+          root.root,
+          "--interval",
+          "1s",
+          "--window",
+          "2s",
+          "--log-level",
+          "warn",
+        ],
+        src.env,
+      );
       hosts.push({ name, uuids, kubelet, root, agent });
     }
   }, 120_000);
@@ -117,9 +153,15 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     // The first windows may come before the kubelet's and the mapping's first answers (the
     // agent never waits for them): wait for the states the owners make.
     const statesOf = (r: Array<{ metric: Record<string, string> }>, host: string): string[] =>
-      r.filter((s) => s.metric["host"] === host).sort((a, b) => Number(a.metric["gpu"]) - Number(b.metric["gpu"])).map((s) => s.metric["state"]!);
-    const current = await prom.waitFor("trueidle_gpu_state == 1",
-      (r) => r.length === total && hosts.every((h) => statesOf(r, h.name).join() === STATES.join()), 90_000);
+      r
+        .filter((s) => s.metric["host"] === host)
+        .sort((a, b) => Number(a.metric["gpu"]) - Number(b.metric["gpu"]))
+        .map((s) => s.metric["state"]!);
+    const current = await prom.waitFor(
+      "trueidle_gpu_state == 1",
+      (r) => r.length === total && hosts.every((h) => statesOf(r, h.name).join() === STATES.join()),
+      90_000,
+    );
     const owners = await prom.waitFor("trueidle_gpu_owner_info", (r) => r.length === hosts.length * 3, 60_000);
     for (const h of hosts) {
       expect(statesOf(current, h.name), `states of ${h.name}`).toEqual(STATES);
@@ -135,28 +177,45 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
         // Prometheus keeps its own `job` label and renames the series' one to exported_job;
         // an empty label is no label to it.
         const blank = { namespace: "", pod: "", container: "", user: "" };
-        expect({ ...blank, ...labels, job: exportedJob ?? "" }, `owner of ${h.name} GPU ${i}`).toEqual({ host: h.name, gpu: String(i), uuid: h.uuids[i], ...want });
+        expect({ ...blank, ...labels, job: exportedJob ?? "" }, `owner of ${h.name} GPU ${i}`).toEqual({
+          host: h.name,
+          gpu: String(i),
+          uuid: h.uuids[i],
+          ...want,
+        });
       }
     }
     // Each owner's seconds are in the state of the GPU it holds.
-    const byOwner = await prom.query('sum by (namespace, pod, exported_job, user, state) (trueidle_owner_state_seconds_total) > 0');
-    const key = (m: Record<string, string>): string => `${m["namespace"] ?? ""}/${m["pod"] ?? ""}/${m["exported_job"] ?? ""}/${m["user"] ?? ""}`;
-    expect(new Map(byOwner.map((s) => [key(s.metric), s.metric["state"]]))).toEqual(new Map([
-      ["ml/trainer-0//", "held_idle"],
-      ["//4242/alice", "held_idle"],
-      ["///bob", "busy_phantom"],
-    ]));
+    const byOwner = await prom.query(
+      "sum by (namespace, pod, exported_job, user, state) (trueidle_owner_state_seconds_total) > 0",
+    );
+    const key = (m: Record<string, string>): string =>
+      `${m["namespace"] ?? ""}/${m["pod"] ?? ""}/${m["exported_job"] ?? ""}/${m["user"] ?? ""}`;
+    expect(new Map(byOwner.map((s) => [key(s.metric), s.metric["state"]]))).toEqual(
+      new Map([
+        ["ml/trainer-0//", "held_idle"],
+        ["//4242/alice", "held_idle"],
+        ["///bob", "busy_phantom"],
+      ]),
+    );
   });
 
   it("InfluxDB, Prometheus and the report agree on each owner's seconds, raw and rolled up", async () => {
     // Enough windows, then the agents stop (flushing their last windows) and the collector
     // has written everything it acknowledged.
-    await prom.waitFor("min(trueidle_owner_state_seconds_total{state=\"held_idle\"} > 0)", (r) => (r[0]?.value ?? 0) >= 8, 60_000);
+    await prom.waitFor(
+      'min(trueidle_owner_state_seconds_total{state="held_idle"} > 0)',
+      (r) => (r[0]?.value ?? 0) >= 8,
+      60_000,
+    );
     await Promise.all(hosts.map((h) => h.agent.stop()));
     const ownerSums = async (): Promise<Map<string, Record<string, number>>> => {
-      const res = await influxQuery(influx.url,
+      const res = await influxQuery(
+        influx.url,
         'SELECT sum("observed_s") AS observed_s, sum("held_idle_s") AS held_idle_s, sum("busy_phantom_s") AS busy_phantom_s, ' +
-        'sum("free_idle_s") AS free_idle_s, sum("reported_idle_s") AS reported_idle_s FROM "gpu_owner_window" GROUP BY "namespace", "pod", "job", "user"', db);
+          'sum("free_idle_s") AS free_idle_s, sum("reported_idle_s") AS reported_idle_s FROM "gpu_owner_window" GROUP BY "namespace", "pod", "job", "user"',
+        db,
+      );
       const out = new Map<string, Record<string, number>>();
       for (const s of res[0]?.series ?? []) {
         const t = s.tags ?? {};
@@ -166,14 +225,27 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
       return out;
     };
     // Prometheus's counters, once a scrape has seen the last window.
-    const influxOwners = await eventually("every window in InfluxDB and scraped", async () => {
-      const inInflux = await ownerSums();
-      const scraped = await prom.query('sum by (namespace, pod, exported_job, user) (trueidle_owner_state_seconds_total{state=~"held_idle|busy_phantom"})');
-      const promMap = new Map(scraped.map((s) => [`${s.metric["namespace"] ?? ""}/${s.metric["pod"] ?? ""}/${s.metric["exported_job"] ?? ""}/${s.metric["user"] ?? ""}`, s.value]));
-      if (inInflux.size !== 3 || promMap.size !== 3) return undefined;
-      for (const [k, v] of inInflux) if (Math.abs((promMap.get(k) ?? -1) - (v["held_idle_s"]! + v["busy_phantom_s"]!)) > 1e-9) return undefined;
-      return inInflux;
-    }, 60_000, 500);
+    const influxOwners = await eventually(
+      "every window in InfluxDB and scraped",
+      async () => {
+        const inInflux = await ownerSums();
+        const scraped = await prom.query(
+          'sum by (namespace, pod, exported_job, user) (trueidle_owner_state_seconds_total{state=~"held_idle|busy_phantom"})',
+        );
+        const promMap = new Map(
+          scraped.map((s) => [
+            `${s.metric["namespace"] ?? ""}/${s.metric["pod"] ?? ""}/${s.metric["exported_job"] ?? ""}/${s.metric["user"] ?? ""}`,
+            s.value,
+          ]),
+        );
+        if (inInflux.size !== 3 || promMap.size !== 3) return undefined;
+        for (const [k, v] of inInflux)
+          if (Math.abs((promMap.get(k) ?? -1) - (v["held_idle_s"]! + v["busy_phantom_s"]!)) > 1e-9) return undefined;
+        return inInflux;
+      },
+      60_000,
+      500,
+    );
 
     // Against the scenario (the same pod, job and user on both hosts): each owner held its
     // GPUs idle the whole time it held them.
@@ -181,7 +253,11 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     // then its owner holds it: the owner's seconds are the GPU's held seconds, exactly. A
     // process holds its GPU from the first sample; its owner is named once looked up.
     const gpuSum = async (field: string, gpu: number): Promise<number> => {
-      const r = await influxQuery(influx.url, `SELECT sum("${field}") AS s FROM "gpu_window" WHERE "gpu" = '${gpu}'`, db);
+      const r = await influxQuery(
+        influx.url,
+        `SELECT sum("${field}") AS s FROM "gpu_window" WHERE "gpu" = '${gpu}'`,
+        db,
+      );
       return r[0]!.series![0]!.values![0]![1] as number;
     };
     const pod = influxOwners.get("ml/trainer-0//")!;
@@ -203,8 +279,23 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     const until = new Date((Math.floor(Date.now() / 3_600_000) + 1) * 3_600_000).toISOString();
     const report = async (by: string, measurement = "auto"): Promise<ReportJson> => {
       const out = path.join(dir, `r-${by}-${measurement}.json`);
-      const r = await runTrueidle(["report", "--influx-url", `${influx.url}/${db}`, "--since", since, "--until", until, "--by", by,
-        "--measurement", measurement, "--format", "json", "--out", out]);
+      const r = await runTrueidle([
+        "report",
+        "--influx-url",
+        `${influx.url}/${db}`,
+        "--since",
+        since,
+        "--until",
+        until,
+        "--by",
+        by,
+        "--measurement",
+        measurement,
+        "--format",
+        "json",
+        "--out",
+        out,
+      ]);
       expect(r.code, r.output).toBe(0);
       return JSON.parse(readFileSync(out, "utf8")) as ReportJson;
     };
@@ -217,7 +308,11 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     expect(ml["held_idle_gpu_hours"]).toBeCloseTo(pod["held_idle_s"]! / 3600, 9);
     expect(ml["real_idle_pct"]).toBeCloseTo(100, 9);
     const byUser = await report("site,user");
-    expect(byUser.groups.map((g) => [g.key["site"], g.key["user"]])).toEqual([["lab-a", ""], ["lab-a", "alice"], ["lab-a", "bob"]]);
+    expect(byUser.groups.map((g) => [g.key["site"], g.key["user"]])).toEqual([
+      ["lab-a", ""],
+      ["lab-a", "alice"],
+      ["lab-a", "bob"],
+    ]);
     const bobRow = byUser.groups.find((g) => g.key["user"] === "bob")!;
     expect(bobRow["phantom_busy_gpu_hours"]).toBeCloseTo(bob["busy_phantom_s"]! / 3600, 9);
     expect(bobRow["reported_idle_pct"]).toBe(0);
@@ -242,7 +337,17 @@ describe("owners: agents → collector → Prometheus, InfluxDB and the report",
     expect(mlRolled["gpu_hours_observed"]).toBeCloseTo(ml["gpu_hours_observed"] as number, 9);
     expect(mlRolled["held_idle_gpu_hours"]).toBeCloseTo(ml["held_idle_gpu_hours"] as number, 9);
 
-    const table = await runTrueidle(["report", "--influx-url", `${influx.url}/${db}`, "--since", since, "--until", until, "--by", "namespace"]);
+    const table = await runTrueidle([
+      "report",
+      "--influx-url",
+      `${influx.url}/${db}`,
+      "--since",
+      since,
+      "--until",
+      until,
+      "--by",
+      "namespace",
+    ]);
     expect(table.code, table.output).toBe(0);
     expect(table.output).toMatch(/^NAMESPACE\s+GPUS\s/m);
     expect(table.output).toMatch(/^ml\s+2\s/m);

@@ -59,7 +59,15 @@ try {
   process.exit(1);
 }
 
-const opts = { help: false, list: false, version: false, queryGpu: undefined, queryApps: undefined, format: undefined, loopMs: undefined };
+const opts = {
+  help: false,
+  list: false,
+  version: false,
+  queryGpu: undefined,
+  queryApps: undefined,
+  format: undefined,
+  loopMs: undefined,
+};
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   const fieldValue = (name) => {
@@ -72,10 +80,13 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === "-L" || a === "--list-gpus") opts.list = true;
   else if (a === "--version") opts.version = true;
   else if (a === "--query-gpu" || a.startsWith("--query-gpu=")) opts.queryGpu = fieldValue("--query-gpu");
-  else if (a === "--query-compute-apps" || a.startsWith("--query-compute-apps=")) opts.queryApps = fieldValue("--query-compute-apps");
+  else if (a === "--query-compute-apps" || a.startsWith("--query-compute-apps="))
+    opts.queryApps = fieldValue("--query-compute-apps");
   else if (a === "--format" || a.startsWith("--format=")) opts.format = fieldValue("--format");
-  else if (a === "-lms" || a === "--loop-ms" || a.startsWith("--loop-ms=")) opts.loopMs = Number(a === "-lms" ? fieldValue("-lms") : fieldValue("--loop-ms"));
-  else if (a === "-l" || a === "--loop" || a.startsWith("--loop=")) opts.loopMs = 1000 * Number(a === "-l" ? fieldValue("-l") : fieldValue("--loop"));
+  else if (a === "-lms" || a === "--loop-ms" || a.startsWith("--loop-ms="))
+    opts.loopMs = Number(a === "-lms" ? fieldValue("-lms") : fieldValue("--loop-ms"));
+  else if (a === "-l" || a === "--loop" || a.startsWith("--loop="))
+    opts.loopMs = 1000 * Number(a === "-l" ? fieldValue("-l") : fieldValue("--loop"));
   else fail(INVALID_ARGS);
 }
 if (opts.loopMs !== undefined && !(opts.loopMs > 0)) fail(INVALID_ARGS);
@@ -95,7 +106,16 @@ if (opts.help) {
 }
 if (opts.version) {
   const [maj, min] = scenario.driverVersion.split(".");
-  const cuda = driverMajor >= 580 ? "13.0" : driverMajor >= 550 ? "12.4" : driverMajor >= 535 ? "12.2" : driverMajor >= 520 ? "12.0" : "11.4";
+  const cuda =
+    driverMajor >= 580
+      ? "13.0"
+      : driverMajor >= 550
+        ? "12.4"
+        : driverMajor >= 535
+          ? "12.2"
+          : driverMajor >= 520
+            ? "12.0"
+            : "11.4";
   process.stdout.write(
     `\nNVIDIA-SMI version  : ${scenario.driverVersion}\nNVML version        : ${maj}.${min}\nDRIVER version      : ${scenario.driverVersion}\nCUDA Version        : ${cuda}\n`,
   );
@@ -109,7 +129,9 @@ if (opts.queryGpu === undefined && opts.queryApps === undefined) {
   // The default table is not needed by anything; a short summary says what this is.
   process.stdout.write(`fake nvidia-smi, driver ${scenario.driverVersion}, ${scenario.gpus.length} GPU(s)\n`);
   for (const r of readingsAt(scenario, Date.now())) {
-    process.stdout.write(`GPU ${r.index}: ${r.model} ${r.error ? `(${r.error})` : `${r.util ?? "N/A"} % ${r.powerW ?? "N/A"} W`}\n`);
+    process.stdout.write(
+      `GPU ${r.index}: ${r.model} ${r.error ? `(${r.error})` : `${r.util ?? "N/A"} % ${r.powerW ?? "N/A"} W`}\n`,
+    );
   }
   process.exit(0);
 }
@@ -118,7 +140,8 @@ if (opts.queryGpu === undefined && opts.queryApps === undefined) {
 
 if (opts.format === undefined) fail(INVALID_ARGS);
 const formatParts = opts.format.split(",").map((s) => s.trim());
-if (formatParts[0] !== "csv" || formatParts.slice(1).some((p) => p !== "noheader" && p !== "nounits")) fail(INVALID_ARGS);
+if (formatParts[0] !== "csv" || formatParts.slice(1).some((p) => p !== "noheader" && p !== "nounits"))
+  fail(INVALID_ARGS);
 const withHeader = !formatParts.includes("noheader");
 const withUnits = !formatParts.includes("nounits");
 
@@ -156,7 +179,7 @@ const GPU_FIELDS = {
   uuid: [undefined, (r) => r.uuid],
   "pci.bus_id": [undefined, (r) => r.busId],
   index: [undefined, (r) => r.index],
-  "persistence_mode": [undefined, () => "Enabled"],
+  persistence_mode: [undefined, () => "Enabled"],
   pstate: [undefined, () => "P0"],
   "mig.mode.current": [undefined, () => "Disabled"],
   compute_mode: [undefined, () => "Default"],
@@ -169,7 +192,11 @@ const GPU_FIELDS = {
   "utilization.ofa": ["%", () => 0],
   "memory.total": ["MiB", (r) => mib(r.memTotalBytes)],
   "memory.used": ["MiB", (r) => mib(r.memUsedBytes)],
-  "memory.free": ["MiB", (r) => (r.memTotalBytes === undefined || r.memUsedBytes === undefined ? undefined : mib(r.memTotalBytes - r.memUsedBytes))],
+  "memory.free": [
+    "MiB",
+    (r) =>
+      r.memTotalBytes === undefined || r.memUsedBytes === undefined ? undefined : mib(r.memTotalBytes - r.memUsedBytes),
+  ],
   "memory.reserved": ["MiB", () => 0],
   "power.draw": ["W", (r) => watts(r.powerW)],
   "power.draw.average": ["W", (r) => watts(r.powerW)],
@@ -242,10 +269,13 @@ if (opts.queryGpu !== undefined) {
   if (opts.loopMs === undefined) process.exit(0);
   const interval = opts.loopMs;
   const next = () => {
-    const t = setTimeout(() => {
-      printTick(false);
-      next();
-    }, interval - (Date.now() % interval));
+    const t = setTimeout(
+      () => {
+        printTick(false);
+        next();
+      },
+      interval - (Date.now() % interval),
+    );
     return t;
   };
   next();

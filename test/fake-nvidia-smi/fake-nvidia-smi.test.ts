@@ -14,17 +14,26 @@ import { COMPUTE_APPS_FIELDS, parseComputeApps } from "../../agent/sources/nvidi
 import { busIdKey, columnsFromFields, parseQueryGpuOutput } from "../../agent/sources/nvidia-smi/parse-query-gpu.js";
 import { writeFakeNvidiaSmi } from "../helpers/fake-nvidia-smi.js";
 
-interface Result { code: number | null; stdout: string; stderr: string }
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Result> {
   return new Promise((resolve) => {
     execFile(file, args, { env, timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException).code === "number" ? (err as unknown as { code: number }).code : null) : 0;
+      const code = err
+        ? typeof (err as NodeJS.ErrnoException).code === "number"
+          ? (err as unknown as { code: number }).code
+          : null
+        : 0;
       resolve({ code, stdout, stderr });
     });
   });
 }
 
-const fixture = (name: string): string => readFileSync(new URL(`../fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
+const fixture = (name: string): string =>
+  readFileSync(new URL(`../fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
 
 const SCENARIO = {
   host: "fake-test",
@@ -36,7 +45,14 @@ const SCENARIO = {
     { model: "NVIDIA A100-SXM4-80GB", phases: [{ for: "1h", state: "free_idle" }] },
     {
       model: "NVIDIA GeForce RTX 2080 SUPER",
-      phases: [{ for: "1h", util: 3, powerW: null, processes: [{ pid: 4680, name: "C:\\Program Files\\NVIDIA Corporation\\NVIDIA Share.exe" }] }],
+      phases: [
+        {
+          for: "1h",
+          util: 3,
+          powerW: null,
+          processes: [{ pid: 4680, name: "C:\\Program Files\\NVIDIA Corporation\\NVIDIA Share.exe" }],
+        },
+      ],
     },
   ],
 };
@@ -72,9 +88,16 @@ describe("fake nvidia-smi", () => {
     for (const got of out.readings) {
       const want = expected[got.index]!;
       expect(got).toMatchObject({
-        uuid: want.uuid, model: want.model, busId: want.busId, driverVersion: "550.90.07",
-        util: want.util, memUsedBytes: want.memUsedBytes, memTotalBytes: want.memTotalBytes,
-        powerW: want.powerW, powerLimitW: want.powerLimitW, media: want.media ?? 0,
+        uuid: want.uuid,
+        model: want.model,
+        busId: want.busId,
+        driverVersion: "550.90.07",
+        util: want.util,
+        memUsedBytes: want.memUsedBytes,
+        memTotalBytes: want.memTotalBytes,
+        powerW: want.powerW,
+        powerLimitW: want.powerLimitW,
+        media: want.media ?? 0,
       });
     }
     expect(out.readings.find((x) => x.index === 4)!.powerW).toBeUndefined();
@@ -103,16 +126,24 @@ describe("fake nvidia-smi", () => {
     const o = await run(old, ["--query-gpu=index,clocks_event_reasons.gpu_idle", "--format=csv"]);
     expect(o.code).toBe(2);
     expect(o.stdout).toContain('Field "clocks_event_reasons.gpu_idle" is not a valid field to query.');
-    expect((await run(old, ["--query-gpu=index,clocks_throttle_reasons.gpu_idle", "--format=csv,noheader"])).stdout).toMatch(/^0, Not Active\n/);
+    expect(
+      (await run(old, ["--query-gpu=index,clocks_throttle_reasons.gpu_idle", "--format=csv,noheader"])).stdout,
+    ).toMatch(/^0, Not Active\n/);
   });
 
   it("lists compute processes of GPUs without error, and nothing when there are none", async () => {
-    const r = await run(smi, [`--query-compute-apps=${COMPUTE_APPS_FIELDS.join(",")}`, "--format=csv,noheader,nounits"]);
+    const r = await run(smi, [
+      `--query-compute-apps=${COMPUTE_APPS_FIELDS.join(",")}`,
+      "--format=csv,noheader,nounits",
+    ]);
     expect(r.code).toBe(0);
     const out = parseComputeApps(r.stdout, columnsFromFields(COMPUTE_APPS_FIELDS));
     expect(out.invalid).toEqual([]);
     // nvidia-smi has no per-process SM utilization: what it lists is the rest.
-    const expected = readingsAt(scenario, Date.now()).map((r) => ({ ...r, processes: r.processes?.map(({ smUtil: _, ...p }) => p) }));
+    const expected = readingsAt(scenario, Date.now()).map((r) => ({
+      ...r,
+      processes: r.processes?.map(({ smUtil: _, ...p }) => p),
+    }));
     for (const want of expected) {
       if (want.error !== undefined || want.processes!.length === 0) expect(out.byUuid.has(want.uuid)).toBe(false);
       else expect(out.byUuid.get(want.uuid)).toEqual(want.processes);
@@ -120,11 +151,18 @@ describe("fake nvidia-smi", () => {
     expect(out.byUuid.get(expected[4]!.uuid)![0]!.name).toBe("C:\\Program Files\\NVIDIA Corporation\\NVIDIA Share.exe");
     expect(out.byUuid.get(expected[4]!.uuid)![0]!.usedMemoryBytes).toBeUndefined();
 
-    const idle = writeFakeNvidiaSmi(mkdtempSync(join(dir, "idle-")), { gpus: [{ phases: [{ for: "1h", state: "free_idle" }] }] });
+    const idle = writeFakeNvidiaSmi(mkdtempSync(join(dir, "idle-")), {
+      gpus: [{ phases: [{ for: "1h", state: "free_idle" }] }],
+    });
     const none = await run(idle, ["--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader"]);
     expect(none).toMatchObject({ code: 0, stdout: "" });
-    const withHeader = await run(smi, ["--query-compute-apps=timestamp,gpu_name,gpu_bus_id,gpu_serial,gpu_uuid,pid,process_name,used_gpu_memory", "--format=csv"]);
-    expect(withHeader.stdout.split("\n")[0]).toBe("timestamp, gpu_name, gpu_bus_id, gpu_serial, gpu_uuid, pid, process_name, used_gpu_memory [MiB]");
+    const withHeader = await run(smi, [
+      "--query-compute-apps=timestamp,gpu_name,gpu_bus_id,gpu_serial,gpu_uuid,pid,process_name,used_gpu_memory",
+      "--format=csv",
+    ]);
+    expect(withHeader.stdout.split("\n")[0]).toBe(
+      "timestamp, gpu_name, gpu_bus_id, gpu_serial, gpu_uuid, pid, process_name, used_gpu_memory [MiB]",
+    );
     expect(parseComputeApps(withHeader.stdout).byUuid.get(expected[0]!.uuid)).toEqual(expected[0]!.processes);
   });
 

@@ -24,9 +24,17 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
     const collector = await fleet.startCollector();
     proxy = await TcpProxy.start({ targetPort: collector.grpcPort });
     const p = proxy;
-    const [a, b, c] = await Promise.all(["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) => fleet!.startAgent({ scenario, collectors: [p.address], httpListen: true }))) as [AgentNode, AgentNode, AgentNode];
-    await eventually("three agents connected", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
-    await eventually("windows in InfluxDB", async () => ((await fleet!.windowPoints()).length >= 20 ? true : undefined));
+    const [a, b, c] = (await Promise.all(
+      ["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) =>
+        fleet!.startAgent({ scenario, collectors: [p.address], httpListen: true }),
+      ),
+    )) as [AgentNode, AgentNode, AgentNode];
+    await eventually("three agents connected", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
+    await eventually("windows in InfluxDB", async () =>
+      (await fleet!.windowPoints()).length >= 20 ? true : undefined,
+    );
 
     // The collector unreachable: windows pile up unacknowledged in the agents' state dirs.
     await p.down();
@@ -40,11 +48,15 @@ describe("agents killed with SIGKILL and restarted with their state dir", () => 
     await p.up();
 
     // Killed while connected and streaming.
-    await eventually("three agents connected again", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
+    await eventually("three agents connected again", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
     await b.kill();
     await sleep(1_500);
     await b.start();
-    await eventually("three agents connected after the restarts", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
+    await eventually("three agents connected after the restarts", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
     await sleep(3_000);
 
     await fleet.stopAgents();

@@ -18,7 +18,11 @@ describe("two collectors in one address list, one of them killed", () => {
   });
 
   async function connected(c: CollectorNode, n: number): Promise<void> {
-    await eventually(`${n} agents connected to ${c.name}`, async () => ((await c.metric("trueidle_agents_connected")) === n ? true : undefined), 90_000);
+    await eventually(
+      `${n} agents connected to ${c.name}`,
+      async () => ((await c.metric("trueidle_agents_connected")) === n ? true : undefined),
+      90_000,
+    );
   }
 
   it("agents fail over and InfluxDB holds every window once", async () => {
@@ -34,7 +38,9 @@ describe("two collectors in one address list, one of them killed", () => {
     await first.kill("SIGKILL");
     await connected(second, SCENARIOS.length);
     const onSecond = await second.metric("trueidle_windows_received_total");
-    await eventually("windows received by the second collector", async () => ((await second.metric("trueidle_windows_received_total")) > onSecond + 20 ? true : undefined));
+    await eventually("windows received by the second collector", async () =>
+      (await second.metric("trueidle_windows_received_total")) > onSecond + 20 ? true : undefined,
+    );
 
     await first.start();
     await second.kill("SIGKILL");

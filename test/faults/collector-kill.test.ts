@@ -18,7 +18,11 @@ describe("the collector killed with SIGKILL and restarted", () => {
   });
 
   async function connected(c: CollectorNode, n: number): Promise<void> {
-    await eventually(`${n} agents connected to ${c.name}`, async () => ((await c.metric("trueidle_agents_connected")) === n ? true : undefined), 90_000);
+    await eventually(
+      `${n} agents connected to ${c.name}`,
+      async () => ((await c.metric("trueidle_agents_connected")) === n ? true : undefined),
+      90_000,
+    );
   }
 
   it("loses no window and doubles none", async () => {
@@ -26,7 +30,9 @@ describe("the collector killed with SIGKILL and restarted", () => {
     const collector = await fleet.startCollector();
     await Promise.all(SCENARIOS.map((scenario) => fleet!.startAgent({ scenario, collectors: [collector.address] })));
     await connected(collector, SCENARIOS.length);
-    await eventually("windows in InfluxDB", async () => ((await fleet!.windowPoints()).length >= 30 ? true : undefined));
+    await eventually("windows in InfluxDB", async () =>
+      (await fleet!.windowPoints()).length >= 30 ? true : undefined,
+    );
 
     // Killed while windows stream; agents buffer what it did not acknowledge meanwhile.
     await collector.kill("SIGKILL");
@@ -39,7 +45,9 @@ describe("the collector killed with SIGKILL and restarted", () => {
     await collector.start();
     await connected(collector, SCENARIOS.length);
     const before = (await fleet.windowPoints()).length;
-    await eventually("windows flowing after the restarts", async () => ((await fleet!.windowPoints()).length >= before + 30 ? true : undefined));
+    await eventually("windows flowing after the restarts", async () =>
+      (await fleet!.windowPoints()).length >= before + 30 ? true : undefined,
+    );
 
     await fleet.stopAgents();
     const report = accountWindows(await fleet.settledWindows(), fleet.agents);

@@ -48,7 +48,8 @@ describe("windows from a clock that jumps, through a collector subprocess and In
   it("counts every window a future-stamped one skipped over, counts replays as replays, and refuses a partial overlap", async () => {
     const now = Date.now();
     const base = Math.floor(now / WINDOW_MS) * WINDOW_MS - 60_000;
-    const at = (ms: number, init: Parameters<typeof makeWindow>[0] = {}): GpuWindow => makeWindow({ uuid: UUID, startMs: BigInt(ms), ...init });
+    const at = (ms: number, init: Parameters<typeof makeWindow>[0] = {}): GpuWindow =>
+      makeWindow({ uuid: UUID, startMs: BigInt(ms), ...init });
     // 4m50s ahead of the window the agent's clock should have stamped next, and within 5 min of now.
     const future = at(base + 60_000 + 290_000);
     const normal = Array.from({ length: 6 }, (_, k) => at(base + (k + 1) * WINDOW_MS));
@@ -91,7 +92,8 @@ describe("windows from a clock that jumps, through a collector subprocess and In
     expect(sumOf(after, "trueidle_gpu_observed_seconds_total", gpu)).toBe(80);
     expect(sumOf(after, "trueidle_gpu_state_seconds_total", { ...gpu, state: "free_idle" })).toBe(80);
     expect(sumOf(after, "trueidle_gpu_reported_idle_seconds_total", gpu)).toBe(80);
-    const delta = (name: string, match: Record<string, string> = {}): number => sumOf(after, name, match) - sumOf(before, name, match);
+    const delta = (name: string, match: Record<string, string> = {}): number =>
+      sumOf(after, name, match) - sumOf(before, name, match);
     expect(delta("trueidle_windows_received_total")).toBe(12);
     expect(delta("trueidle_windows_replayed_total")).toBe(3);
     expect(delta("trueidle_windows_rejected_total", { reason: "overlap" })).toBe(1);
@@ -103,19 +105,31 @@ describe("windows from a clock that jumps, through a collector subprocess and In
       return p.length >= 8 ? p : undefined;
     });
     await fleet.settle();
-    const times = (await fleet.windowPoints()).filter((w) => w.uuid === UUID).map((w) => w.timeMs - base).sort((a, b) => a - b);
+    const times = (await fleet.windowPoints())
+      .filter((w) => w.uuid === UUID)
+      .map((w) => w.timeMs - base)
+      .sort((a, b) => a - b);
     expect(times).toEqual([0, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 350_000]);
     expect(points.every((w) => w.observedS === 10 && w.host === HOST)).toBe(true);
 
     // The refusal is logged with host, GPU and the overlap.
-    const warn = collector.output().split("\n").map((l) => {
-      try {
-        return JSON.parse(l) as Record<string, unknown>;
-      } catch {
-        return undefined;
-      }
-    }).find((l) => l?.["level"] === "warn" && String(l["msg"]).includes("refused as overlap"));
-    expect(warn, collector.output().slice(-4_000)).toMatchObject({ host: HOST, uuid: UUID, startMs: base + 65_000, durationMs: WINDOW_MS });
+    const warn = collector
+      .output()
+      .split("\n")
+      .map((l) => {
+        try {
+          return JSON.parse(l) as Record<string, unknown>;
+        } catch {
+          return undefined;
+        }
+      })
+      .find((l) => l?.["level"] === "warn" && String(l["msg"]).includes("refused as overlap"));
+    expect(warn, collector.output().slice(-4_000)).toMatchObject({
+      host: HOST,
+      uuid: UUID,
+      startMs: base + 65_000,
+      durationMs: WINDOW_MS,
+    });
     expect(String(warn?.["msg"])).toContain(
       `from ${new Date(base + 65_000).toISOString()} to ${new Date(base + 75_000).toISOString()} partly overlaps time the GPU's windows already covered ` +
         `(${new Date(base).toISOString()} to ${new Date(base + 70_000).toISOString()})`,

@@ -40,7 +40,11 @@ describe("hostile input to a collector that requires tokens", () => {
   });
 
   it("answers garbage with INVALID_ARGUMENT and an oversized frame with RESOURCE_EXHAUSTED", async () => {
-    const garbage = await rawGrpcCall(address, [grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02, 0x03]))], AUTH);
+    const garbage = await rawGrpcCall(
+      address,
+      [grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02, 0x03]))],
+      AUTH,
+    );
     expect(garbage).toMatchObject({ grpcStatus: status.INVALID_ARGUMENT, responses: [] });
     expect(garbage.grpcMessage).toMatch(/could not be decoded as trueidle\.v1\.StreamRequest/);
     refused.invalid++;
@@ -52,7 +56,14 @@ describe("hostile input to a collector that requires tokens", () => {
 
   it("reads nothing from a frame cut short: the Hello is welcomed, the truncated batch never acknowledged", async () => {
     const received = await collector.metric("trueidle_windows_received_total");
-    const whole = Buffer.from(batchPayload({ seq: 1n, windows: [makeWindow({ uuid: "GPU-aaaaaaaa-0000-0000-0000-000000000001", startMs: BigInt(Date.now() - 60_000) })] }));
+    const whole = Buffer.from(
+      batchPayload({
+        seq: 1n,
+        windows: [
+          makeWindow({ uuid: "GPU-aaaaaaaa-0000-0000-0000-000000000001", startMs: BigInt(Date.now() - 60_000) }),
+        ],
+      }),
+    );
     // The length prefix promises the whole batch; half of it follows, then the request ends.
     const cut = grpcFrame(whole.subarray(0, whole.length >> 1), whole.length);
     const r = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "raw-truncated" })), cut], AUTH);
@@ -80,21 +91,45 @@ describe("hostile input to a collector that requires tokens", () => {
       [{ hostname: "h", labels: { time: "x" } }, /hello\.host\.labels\["time"\]: .*reserved/],
       [{ hostname: "gpu-a01\u202e10a-upg" }, /hello\.host\.hostname holds a bidi control character \(U\+202E\)/],
       [{ hostname: "h", labels: { site: "dc\u00851" } }, /hello\.host\.labels\["site"\]: .*U\+0085/],
-      [{ hostname: "h", labels: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`k${i}`, "v".repeat(120)])) }, /hello\.host: the host name and labels take \d+ bytes/],
+      [
+        { hostname: "h", labels: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`k${i}`, "v".repeat(120)])) },
+        /hello\.host: the host name and labels take \d+ bytes/,
+      ],
     ];
     for (const [hello, message] of cases) {
       const r = await rawGrpcCall(address, [grpcFrame(helloPayload(hello))], AUTH);
-      expect({ status: r.grpcStatus, message: r.grpcMessage }, JSON.stringify(hello).slice(0, 200)).toEqual({ status: status.INVALID_ARGUMENT, message: expect.stringMatching(message) });
+      expect({ status: r.grpcStatus, message: r.grpcMessage }, JSON.stringify(hello).slice(0, 200)).toEqual({
+        status: status.INVALID_ARGUMENT,
+        message: expect.stringMatching(message),
+      });
       refused.invalid++;
     }
     // A batch before any Hello, and a Hello twice.
     const early = await rawGrpcCall(address, [grpcFrame(batchPayload({ seq: 1n, windows: [] }))], AUTH);
-    expect(early).toMatchObject({ grpcStatus: status.INVALID_ARGUMENT, grpcMessage: expect.stringMatching(/before hello/) });
-    const twice = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "h" })), grpcFrame(helloPayload({ hostname: "h" }))], AUTH);
-    expect(twice).toMatchObject({ grpcStatus: status.INVALID_ARGUMENT, grpcMessage: expect.stringMatching(/hello was sent twice/) });
+    expect(early).toMatchObject({
+      grpcStatus: status.INVALID_ARGUMENT,
+      grpcMessage: expect.stringMatching(/before hello/),
+    });
+    const twice = await rawGrpcCall(
+      address,
+      [grpcFrame(helloPayload({ hostname: "h" })), grpcFrame(helloPayload({ hostname: "h" }))],
+      AUTH,
+    );
+    expect(twice).toMatchObject({
+      grpcStatus: status.INVALID_ARGUMENT,
+      grpcMessage: expect.stringMatching(/hello was sent twice/),
+    });
     refused.invalid += 2;
 
-    const odd = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "odd host, =\"'", labels: { site: "dc \"1\", rack=7 \\ é 💥", pool: "a,b c" } }))], AUTH);
+    const odd = await rawGrpcCall(
+      address,
+      [
+        grpcFrame(
+          helloPayload({ hostname: "odd host, =\"'", labels: { site: 'dc "1", rack=7 \\ é 💥', pool: "a,b c" } }),
+        ),
+      ],
+      AUTH,
+    );
     expect(odd.responses.map((m) => m.msg.case)).toEqual(["welcome"]);
     expect(odd.grpcStatus).toBe(status.OK);
   });
@@ -111,7 +146,14 @@ describe("hostile input to a collector that requires tokens", () => {
       makeWindow({ uuid: "not a uuid\n", startMs: start }),
       makeWindow({ uuid: "GPU-bbbbbbbb-0000-0000-0000-000000000006", startMs: start, powerMeanW: 1e12 }),
     ];
-    const r = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "raw-windows", windowMs: 10_000 })), grpcFrame(batchPayload({ seq: 1n, windows }))], AUTH);
+    const r = await rawGrpcCall(
+      address,
+      [
+        grpcFrame(helloPayload({ hostname: "raw-windows", windowMs: 10_000 })),
+        grpcFrame(batchPayload({ seq: 1n, windows })),
+      ],
+      AUTH,
+    );
     expect(r.grpcStatus).toBe(status.OK);
     const ack = r.responses[1]?.msg;
     expect(ack?.case).toBe("ack");
@@ -126,16 +168,33 @@ describe("hostile input to a collector that requires tokens", () => {
       [5, "bad_number", "windows[5].power_mean_w"],
     ]);
     const after = await collector.metrics();
-    const rejected = (reason: string) => sumOf(after, "trueidle_windows_rejected_total", { reason }) - sumOf(before, "trueidle_windows_rejected_total", { reason });
-    expect({ bad_number: rejected("bad_number"), in_future: rejected("in_future"), too_old: rejected("too_old"), bad_uuid: rejected("bad_uuid") })
-      .toEqual({ bad_number: 3, in_future: 1, too_old: 1, bad_uuid: 1 });
+    const rejected = (reason: string) =>
+      sumOf(after, "trueidle_windows_rejected_total", { reason }) -
+      sumOf(before, "trueidle_windows_rejected_total", { reason });
+    expect({
+      bad_number: rejected("bad_number"),
+      in_future: rejected("in_future"),
+      too_old: rejected("too_old"),
+      bad_uuid: rejected("bad_uuid"),
+    }).toEqual({ bad_number: 3, in_future: 1, too_old: 1, bad_uuid: 1 });
   });
 
   it("refuses a wrong, missing or malformed token with UNAUTHENTICATED, and never says which tokens it takes", async () => {
     const hello = [grpcFrame(helloPayload({ hostname: "intruder" }))];
-    for (const authorization of [undefined, `Bearer ${OTHER_TOKEN}`, `Bearer ${GOOD_TOKEN}x`, `Basic ${Buffer.from(`fleet:${GOOD_TOKEN}`).toString("base64")}`, "Bearer", GOOD_TOKEN]) {
+    for (const authorization of [
+      undefined,
+      `Bearer ${OTHER_TOKEN}`,
+      `Bearer ${GOOD_TOKEN}x`,
+      `Basic ${Buffer.from(`fleet:${GOOD_TOKEN}`).toString("base64")}`,
+      "Bearer",
+      GOOD_TOKEN,
+    ]) {
       const r = await rawGrpcCall(address, hello, { authorization });
-      expect({ auth: authorization, status: r.grpcStatus, welcomed: r.responses.length }).toEqual({ auth: authorization, status: status.UNAUTHENTICATED, welcomed: 0 });
+      expect({ auth: authorization, status: r.grpcStatus, welcomed: r.responses.length }).toEqual({
+        auth: authorization,
+        status: status.UNAUTHENTICATED,
+        welcomed: 0,
+      });
       expect(r.grpcMessage).not.toContain(GOOD_TOKEN);
       refused.unauthenticated++;
     }
@@ -146,17 +205,28 @@ describe("hostile input to a collector that requires tokens", () => {
   it("keeps header values grpc-js rejects out of the log, whole or in part, and logs such lines a few a minute at most", async () => {
     const before = collector.proc!.output().length;
     // A tab makes grpc-js refuse the header value; it used to log the value whole, token and all.
-    const tabbed = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "tabbed" }))], { authorization: `Bearer\t${GOOD_TOKEN}` });
+    const tabbed = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: "tabbed" }))], {
+      authorization: `Bearer\t${GOOD_TOKEN}`,
+    });
     expect(tabbed.grpcStatus).toBe(status.UNAUTHENTICATED);
     refused.unauthenticated++;
     // Fifty streams with 8 KB of junk in a header grpc-js refuses.
     const junk = "j\t".repeat(4 * 1024);
     for (let i = 0; i < 50; i++) {
-      const r = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: `junk-${i}` }))], { ...AUTH, headers: { "x-junk": junk } });
+      const r = await rawGrpcCall(address, [grpcFrame(helloPayload({ hostname: `junk-${i}` }))], {
+        ...AUTH,
+        headers: { "x-junk": junk },
+      });
       expect(r.responses[0]?.msg.case).toBe("welcome");
     }
-    await eventually("grpc-js' lines in the collector's log", async () => (collector.proc!.output().slice(before).includes("gRPC library:") ? true : undefined));
-    const lines = collector.proc!.output().slice(before).split("\n").filter((l) => l.includes("gRPC library:"));
+    await eventually("grpc-js' lines in the collector's log", async () =>
+      collector.proc!.output().slice(before).includes("gRPC library:") ? true : undefined,
+    );
+    const lines = collector
+      .proc!.output()
+      .slice(before)
+      .split("\n")
+      .filter((l) => l.includes("gRPC library:"));
     expect(lines.length).toBeGreaterThanOrEqual(1);
     expect(lines.length).toBeLessThanOrEqual(10);
     for (const l of lines) {
@@ -173,12 +243,34 @@ describe("hostile input to a collector that requires tokens", () => {
     writeFileSync(wrongFile, `${OTHER_TOKEN}\n`, { mode: 0o600 });
     const goodFile = path.join(fleet.dir, "good-token");
     writeFileSync(goodFile, `${GOOD_TOKEN}\n`, { mode: 0o600 });
-    const intruder = startTrueidle(["agent", "--plaintext", "--source", "sim", "--scenario", path.join(SCENARIO_DIR, "fault-c.json"),
-      "--hostname", "fault-c", "--interval", "100ms", "--window", "1s", "--collector", address, "--token-file", wrongFile]);
+    const intruder = startTrueidle([
+      "agent",
+      "--plaintext",
+      "--source",
+      "sim",
+      "--scenario",
+      path.join(SCENARIO_DIR, "fault-c.json"),
+      "--hostname",
+      "fault-c",
+      "--interval",
+      "100ms",
+      "--window",
+      "1s",
+      "--collector",
+      address,
+      "--token-file",
+      wrongFile,
+    ]);
     extra.push(intruder);
-    const good = await fleet.startAgent({ scenario: "fault-a.json", collectors: [address], args: ["--token-file", goodFile] });
+    const good = await fleet.startAgent({
+      scenario: "fault-a.json",
+      collectors: [address],
+      args: ["--token-file", goodFile],
+    });
     await intruder.waitForOutput(/The collector refused this agent's stream/, 60_000);
-    await eventually("the good agent's windows in InfluxDB", async () => ((await fleet.windowPoints()).length >= 5 * good.uuids.length ? true : undefined));
+    await eventually("the good agent's windows in InfluxDB", async () =>
+      (await fleet.windowPoints()).length >= 5 * good.uuids.length ? true : undefined,
+    );
     const intruderExit = await intruder.stop("SIGTERM");
     await fleet.stopAgents();
 
@@ -192,7 +284,9 @@ describe("hostile input to a collector that requires tokens", () => {
     const m = await collector.metrics();
     expect(sumOf(m, "trueidle_streams_refused_total", { reason: "invalid" })).toBe(refused.invalid);
     // The raw attempts, and at least one of the intruding agent's.
-    expect(sumOf(m, "trueidle_streams_refused_total", { reason: "unauthenticated" })).toBeGreaterThan(refused.unauthenticated);
+    expect(sumOf(m, "trueidle_streams_refused_total", { reason: "unauthenticated" })).toBeGreaterThan(
+      refused.unauthenticated,
+    );
     expect(sumOf(m, "trueidle_streams_refused_total", { reason: "internal" })).toBe(0);
     // The refused agent, stopped while holding windows no collector took, still exits cleanly.
     expect(intruderExit, intruder.output().slice(-4_000)).toBe(0);

@@ -23,10 +23,17 @@ describe("InfluxDB stopped for 60 s, then started", () => {
   it("acks continue through the spool, the spool drains, and InfluxDB holds every window once", async () => {
     fleet = await Fleet.start("influx-outage");
     const collector = await fleet.startCollector();
-    const agents: AgentNode[] = await Promise.all(["fault-a.json", "fault-b.json", "fault-c.json"]
-      .map((scenario) => fleet!.startAgent({ scenario, collectors: [collector.address], httpListen: true })));
-    await eventually("three agents connected", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
-    await eventually("windows in InfluxDB", async () => ((await fleet!.windowPoints()).length >= 30 ? true : undefined));
+    const agents: AgentNode[] = await Promise.all(
+      ["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) =>
+        fleet!.startAgent({ scenario, collectors: [collector.address], httpListen: true }),
+      ),
+    );
+    await eventually("three agents connected", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
+    await eventually("windows in InfluxDB", async () =>
+      (await fleet!.windowPoints()).length >= 30 ? true : undefined,
+    );
 
     await fleet.stopInflux();
     const outageEnd = Date.now() + OUTAGE_MS;
@@ -51,12 +58,19 @@ describe("InfluxDB stopped for 60 s, then started", () => {
     expect(maxBuffered).toBeLessThan(9 * 20);
 
     await fleet.startInflux();
-    await eventually("the spool drained", async () => ((await collector.metric("trueidle_spool_bytes")) === 0 ? true : undefined), 120_000, 1_000);
+    await eventually(
+      "the spool drained",
+      async () => ((await collector.metric("trueidle_spool_bytes")) === 0 ? true : undefined),
+      120_000,
+      1_000,
+    );
     await sleep(3_000);
 
     await fleet.stopAgents();
     const report = accountWindows(await fleet.settledWindows(), fleet.agents);
-    console.log(`${describeAccounting(report)}\n${spooled} windows spooled; largest spool ${maxSpoolBytes} bytes; oldest ack ${maxAckAge} s; most buffered on an agent ${maxBuffered}.`);
+    console.log(
+      `${describeAccounting(report)}\n${spooled} windows spooled; largest spool ${maxSpoolBytes} bytes; oldest ack ${maxAckAge} s; most buffered on an agent ${maxBuffered}.`,
+    );
     expect(report.problems, fleet.output().slice(-20_000)).toEqual([]);
     expect(compareCounters(await collector.metrics(), await fleet.influxTotals())).toEqual([]);
     expect(await collector.stop()).toBe(0);

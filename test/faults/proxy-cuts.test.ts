@@ -26,17 +26,30 @@ describe("connections between agents and the collector cut every few seconds", (
     const collector = await fleet.startCollector();
     proxy = await TcpProxy.start({ targetPort: collector.grpcPort });
     const p = proxy;
-    await Promise.all(["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) => fleet!.startAgent({ scenario, collectors: [p.address] })));
-    await eventually("three agents connected", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
+    await Promise.all(
+      ["fault-a.json", "fault-b.json", "fault-c.json"].map((scenario) =>
+        fleet!.startAgent({ scenario, collectors: [p.address] }),
+      ),
+    );
+    await eventually("three agents connected", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
 
     p.cutEvery(CUT_EVERY_MS);
-    await eventually(`${CUT_ROUNDS} rounds of cuts`, () => (p.cutRounds >= CUT_ROUNDS ? true : undefined), 120_000, 500);
+    await eventually(
+      `${CUT_ROUNDS} rounds of cuts`,
+      () => (p.cutRounds >= CUT_ROUNDS ? true : undefined),
+      120_000,
+      500,
+    );
     p.stopCutting();
     // Every round found the agents' connections open again: they reconnected each time.
     expect(p.cut).toBeGreaterThanOrEqual(CUT_ROUNDS);
     expect(p.accepted).toBeGreaterThan(CUT_ROUNDS);
 
-    await eventually("three agents connected again", async () => ((await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined));
+    await eventually("three agents connected again", async () =>
+      (await collector.metric("trueidle_agents_connected")) === 3 ? true : undefined,
+    );
     await fleet.stopAgents();
     const points = await fleet.settledWindows();
     const report = accountWindows(points, fleet.agents);

@@ -28,7 +28,16 @@ describe("300 agent connections on one collector", () => {
     fleet = await Fleet.start("swarm");
     const collector = await fleet.startCollector();
     for (let p = 0; p < PROCESSES; p++) {
-      swarms.push(new SwarmProcess({ collector: collector.address, agents: AGENTS_PER_PROCESS, prefix: `swarm${p}`, gpus: GPUS, interval: "500ms", window: "5s" }));
+      swarms.push(
+        new SwarmProcess({
+          collector: collector.address,
+          agents: AGENTS_PER_PROCESS,
+          prefix: `swarm${p}`,
+          gpus: GPUS,
+          interval: "500ms",
+          window: "5s",
+        }),
+      );
     }
     const rss: number[] = [];
     const sampler = setInterval(() => {
@@ -36,12 +45,25 @@ describe("300 agent connections on one collector", () => {
     }, 2_000);
     try {
       const total = PROCESSES * AGENTS_PER_PROCESS;
-      await eventually(`${total} agents connected`, async () => ((await collector.metric("trueidle_agents_connected")) === total ? true : undefined), 120_000, 1_000);
+      await eventually(
+        `${total} agents connected`,
+        async () => ((await collector.metric("trueidle_agents_connected")) === total ? true : undefined),
+        120_000,
+        1_000,
+      );
       const base = swarms.map((s) => s.last?.acked ?? 0);
       const want = AGENTS_PER_PROCESS * GPUS * WINDOWS_PER_GPU;
-      const during = await Promise.all(swarms.map((s, i) => s.waitFor(`${want} more windows acknowledged, to every agent`,
-        (x) => x.acked >= base[i]! + want && x.acking === AGENTS_PER_PROCESS, 180_000)));
-      for (const d of during) expect(d).toMatchObject({ connected: AGENTS_PER_PROCESS, acking: AGENTS_PER_PROCESS, dropped: 0, rejected: 0 });
+      const during = await Promise.all(
+        swarms.map((s, i) =>
+          s.waitFor(
+            `${want} more windows acknowledged, to every agent`,
+            (x) => x.acked >= base[i]! + want && x.acking === AGENTS_PER_PROCESS,
+            180_000,
+          ),
+        ),
+      );
+      for (const d of during)
+        expect(d).toMatchObject({ connected: AGENTS_PER_PROCESS, acking: AGENTS_PER_PROCESS, dropped: 0, rejected: 0 });
     } finally {
       clearInterval(sampler);
     }
@@ -56,7 +78,9 @@ describe("300 agent connections on one collector", () => {
     expect(compareCounters(await collector.metrics(), totals)).toEqual([]);
 
     const maxRss = Math.max(...rss);
-    console.log(`${measured} windows from ${PROCESSES * AGENTS_PER_PROCESS} agents; collector RSS ${rss.length} samples, max ${(maxRss / 2 ** 20).toFixed(0)} MiB.`);
+    console.log(
+      `${measured} windows from ${PROCESSES * AGENTS_PER_PROCESS} agents; collector RSS ${rss.length} samples, max ${(maxRss / 2 ** 20).toFixed(0)} MiB.`,
+    );
     expect(rss.length).toBeGreaterThan(5);
     expect(maxRss).toBeLessThan(RSS_BOUND_BYTES);
     expect(collector.running).toBe(true);

@@ -21,14 +21,20 @@ export default async function setup(): Promise<void> {
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
     const child = spawn("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => { output += d; });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => { output += d; });
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      output += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      output += d;
+    });
     child.on("error", reject);
     child.on("close", (c) => resolve({ code: c, output }));
   });
   if (code === 0) return;
   if (code === TSC_EMITTED_WITH_ERRORS) {
-    process.stderr.write(`\nWARNING: \`npm run build\` reported type errors; dist/ was still emitted from the current sources:\n${output}\n`);
+    process.stderr.write(
+      `\nWARNING: \`npm run build\` reported type errors; dist/ was still emitted from the current sources:\n${output}\n`,
+    );
     return;
   }
   throw new Error(`\`npm run build\` failed (exit ${code}); tests would run stale dist/ code:\n${output}`);

@@ -48,9 +48,25 @@ function openssl(dir: string, args: string[]): void {
 /** A self-signed CA: `<name>.crt`, `<name>.key`. */
 function makeCa(dir: string, name: string, cn: string): void {
   openssl(dir, [
-    "req", "-x509", "-config", "ca.cnf", "-extensions", "v3_ca",
-    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", `${name}.key`, "-out", `${name}.crt`, "-days", "3", "-subj", `/CN=${cn}`,
+    "req",
+    "-x509",
+    "-config",
+    "ca.cnf",
+    "-extensions",
+    "v3_ca",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.crt`,
+    "-days",
+    "3",
+    "-subj",
+    `/CN=${cn}`,
   ]);
 }
 
@@ -58,13 +74,38 @@ function makeCa(dir: string, name: string, cn: string): void {
 function makeLeaf(dir: string, ca: string, name: string, cn: string, extensions: string): void {
   writeFileSync(path.join(dir, `${name}.ext`), extensions);
   openssl(dir, [
-    "req", "-new", "-config", "ca.cnf",
-    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`,
+    "req",
+    "-new",
+    "-config",
+    "ca.cnf",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.csr`,
+    "-subj",
+    `/CN=${cn}`,
   ]);
   openssl(dir, [
-    "x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.crt`, "-CAkey", `${ca}.key`, "-CAcreateserial",
-    "-out", `${name}.crt`, "-days", "3", "-extfile", `${name}.ext`,
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    `${ca}.crt`,
+    "-CAkey",
+    `${ca}.key`,
+    "-CAcreateserial",
+    "-out",
+    `${name}.crt`,
+    "-days",
+    "3",
+    "-extfile",
+    `${name}.ext`,
   ]);
 }
 
@@ -73,10 +114,16 @@ export function makeTestCerts(): TestCerts {
   writeFileSync(path.join(dir, "ca.cnf"), CA_CONFIG);
   makeCa(dir, "ca", "trueidle test CA");
   makeCa(dir, "other-ca", "some other CA");
-  makeLeaf(dir, "ca", "server", "localhost",
+  makeLeaf(
+    dir,
+    "ca",
+    "server",
+    "localhost",
     "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n" +
-    "subjectAltName = DNS:localhost,IP:127.0.0.1\n");
-  const clientExt = "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n";
+      "subjectAltName = DNS:localhost,IP:127.0.0.1\n",
+  );
+  const clientExt =
+    "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n";
   makeLeaf(dir, "ca", "client", "gpu-node-1", clientExt);
   makeLeaf(dir, "other-ca", "other-client", "gpu-node-1", clientExt);
   const p = (f: string): string => path.join(dir, f);

@@ -13,7 +13,10 @@ export function declaredFamilies(text: string): string[] {
 /** Fails unless `text` is a valid exposition as described above. */
 export async function expectValidExposition(text: string): Promise<void> {
   const families = declaredFamilies(text);
-  expect(families.filter((f, i) => families.indexOf(f) !== i), "families declared twice").toEqual([]);
+  expect(
+    families.filter((f, i) => families.indexOf(f) !== i),
+    "families declared twice",
+  ).toEqual([]);
   const r = await promtool(["check", "metrics"], text);
   const notes = (r.stdout + r.stderr).split("\n").filter((l) => l.trim() !== "");
   // promtool exits 1 on a parse error, 3 on lint notes alone.

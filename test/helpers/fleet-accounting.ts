@@ -25,7 +25,14 @@
  * agent's GPUs or for none, with the same observed_s. InfluxDB's sums must also equal the
  * collector's counters where one collector saw everything (compareCounters).
  */
-import { FULL_WINDOW_S, WINDOW_MS, sumOf, type AgentRun, type ExpositionSample, type WindowPoint } from "./fleet-harness.js";
+import {
+  FULL_WINDOW_S,
+  WINDOW_MS,
+  sumOf,
+  type AgentRun,
+  type ExpositionSample,
+  type WindowPoint,
+} from "./fleet-harness.js";
 
 /** Slack around a run's start and end for the tick timer and the write of a just-closed window. */
 export const MARGIN_MS = 250;
@@ -78,20 +85,34 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
     byUuid.set(p.uuid, list);
   }
   const known = new Set(agents.flatMap((a) => a.uuids));
-  for (const uuid of byUuid.keys()) if (!known.has(uuid)) problems.push(`InfluxDB holds ${byUuid.get(uuid)!.length} windows of ${uuid}, a GPU no agent has.`);
+  for (const uuid of byUuid.keys())
+    if (!known.has(uuid))
+      problems.push(`InfluxDB holds ${byUuid.get(uuid)!.length} windows of ${uuid}, a GPU no agent has.`);
 
   const accounts: AgentAccount[] = [];
   for (const agent of agents) {
     const runs = agent.runs.map((r, i) => {
-      if (r.samplingAtMs === undefined || r.endedAtMs === undefined) throw new Error(`agent ${agent.host} run ${i + 1} has not both started and ended`);
+      if (r.samplingAtMs === undefined || r.endedAtMs === undefined)
+        throw new Error(`agent ${agent.host} run ${i + 1} has not both started and ended`);
       return { start: r.samplingAtMs, end: r.endedAtMs, slack: r.end === "sigterm" ? STOP_SLACK_MS : MARGIN_MS };
     });
-    const account: AgentAccount = { host: agent.host, gpus: agent.uuids.length, points: 0, required: 0, stalled: 0, short: 0, edgePresent: 0, edgeAbsent: 0 };
+    const account: AgentAccount = {
+      host: agent.host,
+      gpus: agent.uuids.length,
+      points: 0,
+      required: 0,
+      stalled: 0,
+      short: 0,
+      edgePresent: 0,
+      edgeAbsent: 0,
+    };
     if (runs.length === 0) {
       accounts.push(account);
       continue;
     }
-    const perRun = agent.runs.map((r) => (r.end === "sigterm" ? numberOr(r.final?.["windows_measured"]) : r.measuredAtKill));
+    const perRun = agent.runs.map((r) =>
+      r.end === "sigterm" ? numberOr(r.final?.["windows_measured"]) : r.measuredAtKill,
+    );
     const measured = perRun.every((m) => m !== undefined) ? perRun.reduce<number>((a, b) => a + b!, 0) : undefined;
     account.measured = measured;
     const from = Math.floor(Math.min(...runs.map((r) => r.start)) / WINDOW_MS) * WINDOW_MS;
@@ -103,15 +124,20 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
       account.points += mine.length;
       const at = new Map<number, WindowPoint>();
       for (const p of mine) {
-        if (p.host !== agent.host) problems.push(`${uuid} window ${iso(p.timeMs)} carries host "${p.host}", not "${agent.host}".`);
-        if (p.timeMs % WINDOW_MS !== 0) problems.push(`${uuid} window ${iso(p.timeMs)} is not aligned to ${WINDOW_MS} ms.`);
+        if (p.host !== agent.host)
+          problems.push(`${uuid} window ${iso(p.timeMs)} carries host "${p.host}", not "${agent.host}".`);
+        if (p.timeMs % WINDOW_MS !== 0)
+          problems.push(`${uuid} window ${iso(p.timeMs)} is not aligned to ${WINDOW_MS} ms.`);
         if (at.has(p.timeMs)) problems.push(`${uuid} window ${iso(p.timeMs)} is in InfluxDB twice.`);
         at.set(p.timeMs, p);
         byStart.set(p.timeMs, [...(byStart.get(p.timeMs) ?? []), p.observedS]);
         if (!(p.observedS > 0 && p.observedS <= FULL_WINDOW_S + EPSILON)) {
-          problems.push(`${uuid} window ${iso(p.timeMs)} has observed_s ${p.observedS}, outside (0, ${FULL_WINDOW_S}].`);
+          problems.push(
+            `${uuid} window ${iso(p.timeMs)} has observed_s ${p.observedS}, outside (0, ${FULL_WINDOW_S}].`,
+          );
         }
-        if (p.timeMs < from || p.timeMs > to) problems.push(`${uuid} window ${iso(p.timeMs)} lies outside every run of agent ${agent.host}.`);
+        if (p.timeMs < from || p.timeMs > to)
+          problems.push(`${uuid} window ${iso(p.timeMs)} lies outside every run of agent ${agent.host}.`);
       }
       for (let w = from; w <= to; w += WINDOW_MS) {
         const p = at.get(w);
@@ -120,7 +146,10 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
         if (required) {
           account.required++;
           if (!p && measured !== undefined) account.stalled++;
-          else if (!p) problems.push(`${uuid} window ${iso(w)} is missing from InfluxDB (agent ${agent.host} was sampling all through it).`);
+          else if (!p)
+            problems.push(
+              `${uuid} window ${iso(w)} is missing from InfluxDB (agent ${agent.host} was sampling all through it).`,
+            );
           else if (p.observedS < FULL_WINDOW_S - EPSILON) account.short++;
         } else if (touched) {
           if (p) account.edgePresent++;
@@ -132,13 +161,19 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
     }
     for (const [start, observed] of byStart) {
       if (observed.length !== agent.uuids.length) {
-        problems.push(`window ${iso(start)} of agent ${agent.host} is in InfluxDB for ${observed.length} of its ${agent.uuids.length} GPUs.`);
+        problems.push(
+          `window ${iso(start)} of agent ${agent.host} is in InfluxDB for ${observed.length} of its ${agent.uuids.length} GPUs.`,
+        );
       } else if (observed.some((o) => o !== observed[0])) {
-        problems.push(`window ${iso(start)} of agent ${agent.host} has observed_s ${observed.join(", ")} on its GPUs; one tick samples them all.`);
+        problems.push(
+          `window ${iso(start)} of agent ${agent.host} has observed_s ${observed.join(", ")} on its GPUs; one tick samples them all.`,
+        );
       }
     }
     if (measured !== undefined && measured !== account.points) {
-      problems.push(`agent ${agent.host} measured ${measured} windows (${perRun.join(" + ")} over its runs); InfluxDB holds ${account.points}.`);
+      problems.push(
+        `agent ${agent.host} measured ${measured} windows (${perRun.join(" + ")} over its runs); InfluxDB holds ${account.points}.`,
+      );
     }
     for (const [i, r] of agent.runs.entries()) {
       const dropped = numberOr(r.final?.["windows_dropped"]) ?? 0;
@@ -148,7 +183,9 @@ export function accountWindows(points: readonly WindowPoint[], agents: readonly 
     if (only?.final) {
       account.acked = numberOr(only.final["windows_acked"]);
       if (account.acked !== account.points) {
-        problems.push(`agent ${agent.host} says the collector acknowledged ${String(only.final["windows_acked"])} windows; InfluxDB holds ${account.points}.`);
+        problems.push(
+          `agent ${agent.host} says the collector acknowledged ${String(only.final["windows_acked"])} windows; InfluxDB holds ${account.points}.`,
+        );
       }
     }
     accounts.push(account);
@@ -171,20 +208,27 @@ export function compareCounters(
   for (const [uuid, t] of totals) {
     const c = sumOf(samples, "trueidle_gpu_observed_seconds_total", { uuid });
     if (!counted.has(uuid)) problems.push(`the collector has no trueidle_gpu_observed_seconds_total for ${uuid}.`);
-    else if (Math.abs(c - t.sum) > 1e-6) problems.push(`${uuid}: the collector counted ${c} observed seconds, InfluxDB sums ${t.sum} over ${t.count} windows.`);
+    else if (Math.abs(c - t.sum) > 1e-6)
+      problems.push(
+        `${uuid}: the collector counted ${c} observed seconds, InfluxDB sums ${t.sum} over ${t.count} windows.`,
+      );
   }
-  for (const uuid of counted) if (!totals.has(uuid)) problems.push(`the collector counted ${uuid}, which InfluxDB does not hold.`);
+  for (const uuid of counted)
+    if (!totals.has(uuid)) problems.push(`the collector counted ${uuid}, which InfluxDB does not hold.`);
   return problems;
 }
 
 /** A short line per agent for test output and the soak summary. */
 export function describeAccounting(r: AccountingReport): string {
   return r.agents
-    .map((a) => `${a.host}: ${a.gpus} GPUs, ${a.points} windows in InfluxDB` +
-      `${a.measured !== undefined ? `, ${a.measured} measured` : ""}${a.acked !== undefined ? `, ${a.acked} acknowledged` : ""}` +
-      ` (${a.required} wholly inside runs${a.stalled > 0 ? `, ${a.stalled} of them not measured as the agent's timer stalled` : ""}` +
-      `${a.short > 0 ? `, ${a.short} short of samples as the timer ran late` : ""}` +
-      `; ${a.edgePresent} at run edges present, ${a.edgeAbsent} absent)`)
+    .map(
+      (a) =>
+        `${a.host}: ${a.gpus} GPUs, ${a.points} windows in InfluxDB` +
+        `${a.measured !== undefined ? `, ${a.measured} measured` : ""}${a.acked !== undefined ? `, ${a.acked} acknowledged` : ""}` +
+        ` (${a.required} wholly inside runs${a.stalled > 0 ? `, ${a.stalled} of them not measured as the agent's timer stalled` : ""}` +
+        `${a.short > 0 ? `, ${a.short} short of samples as the timer ran late` : ""}` +
+        `; ${a.edgePresent} at run edges present, ${a.edgeAbsent} absent)`,
+    )
     .join("\n");
 }
 

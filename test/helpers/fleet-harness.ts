@@ -22,7 +22,17 @@ import { TcpProxy } from "./tcp-proxy.js";
 import { REPO_ROOT } from "./trueidle-process.js";
 import { eventually } from "./eventually.js";
 
-export { AgentNode, CollectorNode, FULL_WINDOW_S, INTERVAL_MS, rssBytes, WINDOW_MS, type AgentRun, type AgentSpec, type CollectorSpec } from "./fleet-nodes.js";
+export {
+  AgentNode,
+  CollectorNode,
+  FULL_WINDOW_S,
+  INTERVAL_MS,
+  rssBytes,
+  WINDOW_MS,
+  type AgentRun,
+  type AgentSpec,
+  type CollectorSpec,
+} from "./fleet-nodes.js";
 export { parseExposition, sumOf, type ExpositionSample } from "./exposition.js";
 
 /** The scenario files of the fault tests. */
@@ -100,9 +110,16 @@ export class Fleet {
     const httpPort = await freePort();
     const spoolDir = spec.spool === false ? undefined : path.join(this.dir, name, "spool");
     const argv = [
-      "collector", "--plaintext",
-      "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`,
-      "--influx-url", this.influxUrl, "--influx-flush-interval", "100ms",
+      "collector",
+      "--plaintext",
+      "--grpc-listen",
+      `127.0.0.1:${grpcPort}`,
+      "--http-listen",
+      `127.0.0.1:${httpPort}`,
+      "--influx-url",
+      this.influxUrl,
+      "--influx-flush-interval",
+      "100ms",
       ...(spoolDir ? ["--spool-dir", spoolDir] : []),
       ...(spec.args ?? []),
     ];
@@ -120,9 +137,22 @@ export class Fleet {
     const host = loadScenario(scenarioPath).host ?? "";
     const httpPort = spec.httpListen ? await freePort() : undefined;
     const argv = [
-      "agent", "--plaintext", "--source", "sim", "--scenario", scenarioPath, "--hostname", host,
-      "--interval", `${INTERVAL_MS}ms`, "--window", `${WINDOW_MS}ms`, "--state-dir", stateDir,
-      "--collector", spec.collectors.join(","),
+      "agent",
+      "--plaintext",
+      "--source",
+      "sim",
+      "--scenario",
+      scenarioPath,
+      "--hostname",
+      host,
+      "--interval",
+      `${INTERVAL_MS}ms`,
+      "--window",
+      `${WINDOW_MS}ms`,
+      "--state-dir",
+      stateDir,
+      "--collector",
+      spec.collectors.join(","),
       ...(httpPort !== undefined ? ["--http-listen", `127.0.0.1:${httpPort}`] : []),
       ...(spec.args ?? []),
     ];
@@ -145,17 +175,22 @@ export class Fleet {
    */
   async settle(timeoutMs = 90_000): Promise<Map<string, { count: number; sum: number }>> {
     let last = -1;
-    return eventually("the collectors' spools to drain and InfluxDB to settle", async () => {
-      for (const c of this.collectors.filter((x) => x.running)) {
-        const bytes = await c.metric("trueidle_spool_bytes");
-        if (bytes !== 0) throw new Error(`collector ${c.name} still spools ${bytes} bytes`);
-      }
-      const totals = await this.influxTotals();
-      const count = [...totals.values()].reduce((n, t) => n + t.count, 0);
-      if (count === last) return totals;
-      last = count;
-      return undefined;
-    }, timeoutMs, 1_000);
+    return eventually(
+      "the collectors' spools to drain and InfluxDB to settle",
+      async () => {
+        for (const c of this.collectors.filter((x) => x.running)) {
+          const bytes = await c.metric("trueidle_spool_bytes");
+          if (bytes !== 0) throw new Error(`collector ${c.name} still spools ${bytes} bytes`);
+        }
+        const totals = await this.influxTotals();
+        const count = [...totals.values()].reduce((n, t) => n + t.count, 0);
+        if (count === last) return totals;
+        last = count;
+        return undefined;
+      },
+      timeoutMs,
+      1_000,
+    );
   }
 
   /** settle(), then every window point. */
@@ -171,7 +206,9 @@ export class Fleet {
     const out: WindowPoint[] = [];
     for (const s of results[0]?.series ?? []) {
       const cols = s.columns;
-      const t = cols.indexOf("time"), o = cols.indexOf("observed_s"), h = cols.indexOf("host");
+      const t = cols.indexOf("time"),
+        o = cols.indexOf("observed_s"),
+        h = cols.indexOf("host");
       for (const v of s.values ?? []) {
         out.push({ uuid: s.tags?.["uuid"] ?? "", host: String(v[h]), timeMs: Number(v[t]), observedS: Number(v[o]) });
       }

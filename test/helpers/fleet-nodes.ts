@@ -13,7 +13,10 @@ import { startTrueidle, type TrueidleProcess } from "./trueidle-process.js";
 export const INTERVAL_MS = 100;
 export const WINDOW_MS = 1_000;
 /** observed_s of a complete window, added up sample by sample as the agent does. */
-export const FULL_WINDOW_S = Array.from({ length: WINDOW_MS / INTERVAL_MS }, () => INTERVAL_MS / 1000).reduce((a, b) => a + b, 0);
+export const FULL_WINDOW_S = Array.from({ length: WINDOW_MS / INTERVAL_MS }, () => INTERVAL_MS / 1000).reduce(
+  (a, b) => a + b,
+  0,
+);
 
 /** Resident memory of a process in bytes, from /proc/PID/status (VmRSS). */
 export function rssBytes(pid: number): number {
@@ -25,7 +28,9 @@ export function rssBytes(pid: number): number {
 /** Waits for a line of `proc`'s output; fails at once, with its output, when it exits first. */
 async function waitForLine(proc: TrueidleProcess, re: RegExp, what: string): Promise<void> {
   const exited = proc.exited.then((code) => {
-    throw new Error(`${what} exited (${code ?? proc.child.signalCode}) before printing ${re}; output:\n${proc.output().slice(-4000)}`);
+    throw new Error(
+      `${what} exited (${code ?? proc.child.signalCode}) before printing ${re}; output:\n${proc.output().slice(-4000)}`,
+    );
   });
   exited.catch(() => undefined);
   await Promise.race([proc.waitForOutput(re, 60_000), exited]);
@@ -114,7 +119,9 @@ export class CollectorNode {
 
   /** Output of every process started so far, for failure messages. */
   output(): string {
-    return [...this.earlier, ...(this.proc ? [this.proc] : [])].map((p, i) => `--- ${this.name} process ${i + 1}\n${p.output()}`).join("\n");
+    return [...this.earlier, ...(this.proc ? [this.proc] : [])]
+      .map((p, i) => `--- ${this.name} process ${i + 1}\n${p.output()}`)
+      .join("\n");
   }
 }
 
@@ -214,8 +221,13 @@ export class AgentNode {
     run.end = "sigterm";
     run.endedAtMs = Date.now();
     const code = await run.proc.stop("SIGTERM", 60_000);
-    const final = logRecords(run.proc.output()).reverse().find((r) => r["msg"] === "The agent stopped.");
-    if (code !== 0 || !final) throw new Error(`agent ${this.host} did not stop cleanly (exit ${code}); output:\n${run.proc.output().slice(-4000)}`);
+    const final = logRecords(run.proc.output())
+      .reverse()
+      .find((r) => r["msg"] === "The agent stopped.");
+    if (code !== 0 || !final)
+      throw new Error(
+        `agent ${this.host} did not stop cleanly (exit ${code}); output:\n${run.proc.output().slice(-4000)}`,
+      );
     run.final = final;
     return final;
   }

@@ -85,13 +85,17 @@ export const GPU_C01_STEADY_STATES: ReadonlyMap<number, string> = new Map([
 export function gpuStatesOf(samples: readonly ExpositionSample[], host: string): Map<number, string> {
   const out = new Map<number, string>();
   for (const s of samples) {
-    if (s.name === "trueidle_gpu_state" && s.value === 1 && s.labels["host"] === host) out.set(Number(s.labels["gpu"]), s.labels["state"]!);
+    if (s.name === "trueidle_gpu_state" && s.value === 1 && s.labels["host"] === host)
+      out.set(Number(s.labels["gpu"]), s.labels["state"]!);
   }
   return out;
 }
 
 /** The entries of `states` at the indexes `expected` names. */
-export function pick(states: ReadonlyMap<number, string | undefined>, expected: ReadonlyMap<number, string>): Map<number, string | undefined> {
+export function pick(
+  states: ReadonlyMap<number, string | undefined>,
+  expected: ReadonlyMap<number, string>,
+): Map<number, string | undefined> {
   return new Map([...expected.keys()].map((i) => [i, states.get(i)]));
 }
 

@@ -17,88 +17,187 @@ export async function cgroupFixture(name: string): Promise<string> {
 
 /** Each fixture and what it names (test/fixtures/cgroups/PROVENANCE.md says where it came from). */
 export const CGROUP_FIXTURES: ReadonlyArray<{ file: string; version: CgroupVersion; owner: CgroupOwner }> = [
-  { file: "docker-v1-cgroupfs-hybrid.cgroup", version: "hybrid", owner: { runtime: "docker", containerId: "051e2ee0bce99116029a13df4a9e943137f19f957f38ac02d6bad96f9b700f76" } },
-  { file: "docker-v1-systemd.cgroup", version: "v1", owner: { runtime: "docker", containerId: "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d" } },
-  { file: "docker-v2-systemd.cgroup", version: "v2", owner: { runtime: "docker", containerId: "b1eba9dfaeba29d8b80532a574a03ea3cac29384327f339c26da13649e2120df" } },
-  { file: "docker-v2-cgroupns.cgroup", version: "v2", owner: { runtime: "docker", containerId: "1f1d6e2d4940ddac13abd421a2617992bf89f0e0f9a902ed58278c5f843e9ae7" } },
-  { file: "docker-in-docker-v1.cgroup", version: "v1", owner: { runtime: "docker", containerId: "ec08435e04266c5ba381fccbb829f626d11d8ddf5f8f547263c7a2d79ab4787a" } },
+  {
+    file: "docker-v1-cgroupfs-hybrid.cgroup",
+    version: "hybrid",
+    owner: { runtime: "docker", containerId: "051e2ee0bce99116029a13df4a9e943137f19f957f38ac02d6bad96f9b700f76" },
+  },
+  {
+    file: "docker-v1-systemd.cgroup",
+    version: "v1",
+    owner: { runtime: "docker", containerId: "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d" },
+  },
+  {
+    file: "docker-v2-systemd.cgroup",
+    version: "v2",
+    owner: { runtime: "docker", containerId: "b1eba9dfaeba29d8b80532a574a03ea3cac29384327f339c26da13649e2120df" },
+  },
+  {
+    file: "docker-v2-cgroupns.cgroup",
+    version: "v2",
+    owner: { runtime: "docker", containerId: "1f1d6e2d4940ddac13abd421a2617992bf89f0e0f9a902ed58278c5f843e9ae7" },
+  },
+  {
+    file: "docker-in-docker-v1.cgroup",
+    version: "v1",
+    owner: { runtime: "docker", containerId: "ec08435e04266c5ba381fccbb829f626d11d8ddf5f8f547263c7a2d79ab4787a" },
+  },
   {
     file: "k8s-containerd-systemd-v2-burstable.cgroup",
     version: "v2",
-    owner: { runtime: "containerd", containerId: "b4d6d161c62525d726fa394b27df30e14f8ea5646313ada576b390de70cfc8cc", podUid: "f6f2d169-f2ae-4afa-95ed-06ff2ed6b288", qos: "burstable" },
+    owner: {
+      runtime: "containerd",
+      containerId: "b4d6d161c62525d726fa394b27df30e14f8ea5646313ada576b390de70cfc8cc",
+      podUid: "f6f2d169-f2ae-4afa-95ed-06ff2ed6b288",
+      qos: "burstable",
+    },
   },
   {
     file: "k8s-containerd-systemd-v2-besteffort.cgroup",
     version: "v2",
-    owner: { runtime: "containerd", containerId: "bacb920470900725e0aa7d914fee5eb0854315448b024b6b8420ad8429c607ba", podUid: "4c9f1974-5c46-44c2-b42f-3bbf0e98eef9", qos: "besteffort" },
+    owner: {
+      runtime: "containerd",
+      containerId: "bacb920470900725e0aa7d914fee5eb0854315448b024b6b8420ad8429c607ba",
+      podUid: "4c9f1974-5c46-44c2-b42f-3bbf0e98eef9",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-containerd-systemd-v1-besteffort-bottlerocket.cgroup",
     version: "hybrid",
-    owner: { runtime: "containerd", containerId: "f45298cd514d1930c4fe3afc4412e59547f7e3148fddd22ca33cefce046eb830", podUid: "dd1bf9d1-241d-47f5-8e25-12de83135812", qos: "besteffort" },
+    owner: {
+      runtime: "containerd",
+      containerId: "f45298cd514d1930c4fe3afc4412e59547f7e3148fddd22ca33cefce046eb830",
+      podUid: "dd1bf9d1-241d-47f5-8e25-12de83135812",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-containerd-v1-colon-besteffort.cgroup",
     version: "v1",
-    owner: { runtime: "containerd", containerId: "d3d8ccf5cca91931c6285c1d7472c413dd5a7700fddc0aa9f89a9ac7008b003e", podUid: "2105e389-7471-476e-a50f-6074cef29bbd", qos: "besteffort" },
+    owner: {
+      runtime: "containerd",
+      containerId: "d3d8ccf5cca91931c6285c1d7472c413dd5a7700fddc0aa9f89a9ac7008b003e",
+      podUid: "2105e389-7471-476e-a50f-6074cef29bbd",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-cgroupfs-v1-besteffort.cgroup",
     version: "v1",
-    owner: { containerId: "34dc0b5e626f2c5c4c5170e34b10e7654ce36f0fcd532739f4445baabea03376", podUid: "74c13223-5a00-11e9-b385-42010a80018d", qos: "besteffort" },
+    owner: {
+      containerId: "34dc0b5e626f2c5c4c5170e34b10e7654ce36f0fcd532739f4445baabea03376",
+      podUid: "74c13223-5a00-11e9-b385-42010a80018d",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-cgroupfs-v1-burstable.cgroup",
     version: "v1",
-    owner: { containerId: "35b97177dada20362ab90d90ac63cd54e8a41cf87bea34f270631b6da17f4a93", podUid: "f6adb0af-0855-4bab-b25b-c853f18d0ce2", qos: "burstable" },
+    owner: {
+      containerId: "35b97177dada20362ab90d90ac63cd54e8a41cf87bea34f270631b6da17f4a93",
+      podUid: "f6adb0af-0855-4bab-b25b-c853f18d0ce2",
+      qos: "burstable",
+    },
   },
   {
     file: "k8s-cgroupfs-v1-guaranteed.cgroup",
     version: "v1",
-    owner: { containerId: "7fe41c8a2d1da09420117894f11dd91f6c3a44dfeb7d125dc594bd53468861df", podUid: "5eadac96-ab58-11ea-b82b-0242ac110009", qos: "guaranteed" },
+    owner: {
+      containerId: "7fe41c8a2d1da09420117894f11dd91f6c3a44dfeb7d125dc594bd53468861df",
+      podUid: "5eadac96-ab58-11ea-b82b-0242ac110009",
+      qos: "guaranteed",
+    },
   },
   {
     file: "k8s-docker-systemd-v1-guaranteed.cgroup",
     version: "v1",
-    owner: { runtime: "docker", containerId: "b15a5bdedd2e7645c3be271364324321b908314e4c77857bbfd32a041148c07f", podUid: "22949dce-fd8b-11ea-8ede-98f2b32c645c", qos: "guaranteed" },
+    owner: {
+      runtime: "docker",
+      containerId: "b15a5bdedd2e7645c3be271364324321b908314e4c77857bbfd32a041148c07f",
+      podUid: "22949dce-fd8b-11ea-8ede-98f2b32c645c",
+      qos: "guaranteed",
+    },
   },
   {
     file: "k8s-cgroupfs-v2-besteffort.cgroup",
     version: "v2",
-    owner: { containerId: "f52a212505a606972cf8614c3cb856539e71b77ecae33436c5ac442232fbacf8", podUid: "05e102bf-8744-4942-a241-9b6f07983a53", qos: "besteffort" },
+    owner: {
+      containerId: "f52a212505a606972cf8614c3cb856539e71b77ecae33436c5ac442232fbacf8",
+      podUid: "05e102bf-8744-4942-a241-9b6f07983a53",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-crio-cgroupfs-v2-besteffort.cgroup",
     version: "v2",
-    owner: { runtime: "cri-o", containerId: "a4d6b686848a610472a2eed3ae20d4d64b6b4819feb9fdfc7fd7854deaf59ef3", podUid: "897277d4-5e6f-4999-a976-b8340e8d075e", qos: "besteffort" },
+    owner: {
+      runtime: "cri-o",
+      containerId: "a4d6b686848a610472a2eed3ae20d4d64b6b4819feb9fdfc7fd7854deaf59ef3",
+      podUid: "897277d4-5e6f-4999-a976-b8340e8d075e",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-crio-systemd-v1-besteffort.cgroup",
     version: "v1",
-    owner: { runtime: "cri-o", containerId: "d6d725b909f37c3e232aadfbafa950a58bfe7baa579ba8c47a12be88bb921607", podUid: "8ca306fa-3c03-47fa-97dd-19979c345572", qos: "besteffort" },
+    owner: {
+      runtime: "cri-o",
+      containerId: "d6d725b909f37c3e232aadfbafa950a58bfe7baa579ba8c47a12be88bb921607",
+      podUid: "8ca306fa-3c03-47fa-97dd-19979c345572",
+      qos: "besteffort",
+    },
   },
   {
     file: "k8s-crio-systemd-v1-burstable-static-pod.cgroup",
     version: "v1",
-    owner: { runtime: "cri-o", containerId: "7a1fd6fe8cdfbd44dc78c4cc85dad7031eaab4365801684cad0aabdeaf863f9e", podUid: "487a0dc6dccaeefbcfedba7a7ce1ca18", qos: "burstable" },
+    owner: {
+      runtime: "cri-o",
+      containerId: "7a1fd6fe8cdfbd44dc78c4cc85dad7031eaab4365801684cad0aabdeaf863f9e",
+      podUid: "487a0dc6dccaeefbcfedba7a7ce1ca18",
+      qos: "burstable",
+    },
   },
   {
     file: "k8s-crio-systemd-v2-burstable.cgroup",
     version: "v2",
-    owner: { runtime: "cri-o", containerId: "f33f47b0db740bb647cb3e7ac62d96c74966dbb99cbfaf4563bfd42d387e8b44", podUid: "042efd86-1f3b-4f2f-8736-f31c58e95bbc", qos: "burstable" },
+    owner: {
+      runtime: "cri-o",
+      containerId: "f33f47b0db740bb647cb3e7ac62d96c74966dbb99cbfaf4563bfd42d387e8b44",
+      podUid: "042efd86-1f3b-4f2f-8736-f31c58e95bbc",
+      qos: "burstable",
+    },
   },
   {
     file: "k8s-docker-systemd-v2-cgroupns.cgroup",
     version: "v2",
-    owner: { runtime: "docker", containerId: "2cc65c162ca1388b6b8d5ccfb701d22fc96675ccf8b2f1590c490c2c4039547f", podUid: "fd698699-eabf-4c23-92ef-cf0bbdb78261", qos: "besteffort" },
+    owner: {
+      runtime: "docker",
+      containerId: "2cc65c162ca1388b6b8d5ccfb701d22fc96675ccf8b2f1590c490c2c4039547f",
+      podUid: "fd698699-eabf-4c23-92ef-cf0bbdb78261",
+      qos: "besteffort",
+    },
   },
   {
     file: "kind-containerd-v2-burstable.cgroup",
     version: "v2",
-    owner: { runtime: "containerd", containerId: "2b180104511194aab36fd295d3e217439f3ddb5bc88277f37b4952abee85c40e", podUid: "3cae2e45-052c-4b11-80d3-4d7b2d2d3464", qos: "burstable" },
+    owner: {
+      runtime: "containerd",
+      containerId: "2b180104511194aab36fd295d3e217439f3ddb5bc88277f37b4952abee85c40e",
+      podUid: "3cae2e45-052c-4b11-80d3-4d7b2d2d3464",
+      qos: "burstable",
+    },
   },
-  { file: "podman-v2-rootful.cgroup", version: "v2", owner: { runtime: "podman", containerId: "06dc5f321aad8726aa26559f16ec203bc099245bc44894b14a89fc02b022d1d5" } },
-  { file: "podman-v2-rootless.cgroup", version: "v2", owner: { runtime: "podman", containerId: "3f05ee050f82c0145f1d88c94269c39dff0f07dbf8bba20aafd54b3a75dcaecc" } },
+  {
+    file: "podman-v2-rootful.cgroup",
+    version: "v2",
+    owner: { runtime: "podman", containerId: "06dc5f321aad8726aa26559f16ec203bc099245bc44894b14a89fc02b022d1d5" },
+  },
+  {
+    file: "podman-v2-rootless.cgroup",
+    version: "v2",
+    owner: { runtime: "podman", containerId: "3f05ee050f82c0145f1d88c94269c39dff0f07dbf8bba20aafd54b3a75dcaecc" },
+  },
   { file: "slurm-v1.cgroup", version: "v1", owner: { job: "748468", step: "0", jobUid: 7319 } },
   { file: "slurm-v1-task.cgroup", version: "v1", owner: { job: "280678", step: "interactive", jobUid: 2101171 } },
   { file: "slurm-v2.cgroup", version: "v2", owner: { job: "1392969", step: "0" } },
@@ -142,7 +241,9 @@ export class FakeHostRoot {
    * container's pid namespace; `proc: false` leaves no `proc` at all) and `etc/passwd`
    * (unless `passwd: null`).
    */
-  static async create(opts: { kthreadd?: boolean; proc?: boolean; passwd?: string | null } = {}): Promise<FakeHostRoot> {
+  static async create(
+    opts: { kthreadd?: boolean; proc?: boolean; passwd?: string | null } = {},
+  ): Promise<FakeHostRoot> {
     const host = new FakeHostRoot(await mkdtemp(join(tmpdir(), "trueidle-hostroot-")));
     if (opts.proc !== false) {
       await mkdir(join(host.root, "proc"), { recursive: true });
@@ -187,9 +288,56 @@ export class FakeHostRoot {
 /** A `/proc/PID/stat` line with 52 fields, as Linux 6.x writes it. */
 export function statLine(pid: number, comm: string, ppid: number, startTime: number): string {
   const after = [
-    "S", String(ppid), String(pid), String(pid), "0", "-1", "4194560", "1894", "0", "0", "0", "12", "3", "0", "0", "20", "0", "1", "0",
-    String(startTime), "12734464", "2214", "18446744073709551615", "1", "1", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "17", "3", "0", "0",
-    "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0",
+    "S",
+    String(ppid),
+    String(pid),
+    String(pid),
+    "0",
+    "-1",
+    "4194560",
+    "1894",
+    "0",
+    "0",
+    "0",
+    "12",
+    "3",
+    "0",
+    "0",
+    "20",
+    "0",
+    "1",
+    "0",
+    String(startTime),
+    "12734464",
+    "2214",
+    "18446744073709551615",
+    "1",
+    "1",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "17",
+    "3",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
+    "0",
   ];
   return `${pid} (${comm}) ${after.join(" ")}\n`;
 }

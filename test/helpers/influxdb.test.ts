@@ -6,7 +6,10 @@ describe("the InfluxDB test server", () => {
     const influx = await startInfluxd();
     try {
       await influxQuery(influx.url, "CREATE DATABASE t");
-      const w = await fetch(`${influx.url}/write?db=t&precision=ms`, { method: "POST", body: "m,host=a v=1i 1700000000000\nm,host=a v=2i 1700000001000\n" });
+      const w = await fetch(`${influx.url}/write?db=t&precision=ms`, {
+        method: "POST",
+        body: "m,host=a v=1i 1700000000000\nm,host=a v=2i 1700000001000\n",
+      });
       expect(w.status).toBe(204);
       const r = rows(await influxQuery(influx.url, "SELECT sum(v) FROM m", "t"));
       expect(r[0]!["sum"]).toBe(3);

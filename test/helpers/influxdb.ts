@@ -2,7 +2,12 @@
  * A real InfluxDB 1.x (Debian's influxd) for tests, on loopback, free ports, a temp dir.
  * A missing influxd fails loudly with the fix; nothing is skipped.
  */
-import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd, type PrivateInfluxd } from "../../demo/private-influxd.js";
+import {
+  findInfluxd,
+  INFLUXD_MISSING_HELP,
+  startPrivateInfluxd,
+  type PrivateInfluxd,
+} from "../../demo/private-influxd.js";
 
 export type { PrivateInfluxd };
 
@@ -17,7 +22,8 @@ export async function influxQuery(url: string, q: string, db?: string): Promise<
   if (db) params.set("db", db);
   const res = await fetch(`${url}/query?${params}`, { method: "POST" });
   const body = (await res.json()) as { results?: InfluxResult[]; error?: string };
-  if (!res.ok || body.error) throw new Error(`InfluxDB query failed (${res.status}): ${body.error ?? JSON.stringify(body)}; query: ${q}`);
+  if (!res.ok || body.error)
+    throw new Error(`InfluxDB query failed (${res.status}): ${body.error ?? JSON.stringify(body)}; query: ${q}`);
   for (const r of body.results ?? []) if (r.error) throw new Error(`InfluxDB query failed: ${r.error}; query: ${q}`);
   return body.results ?? [];
 }

@@ -78,7 +78,9 @@ export class ProbeFactory {
   openCall(grpcPort: number, metadata: Metadata = new Metadata()): ClientDuplexStream<StreamRequest, StreamResponse> {
     const client = new IngestClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure(), OWN_CONNECTION);
     this.clients.push(client);
-    return (client as unknown as { stream(m: Metadata): ClientDuplexStream<StreamRequest, StreamResponse> }).stream(metadata);
+    return (client as unknown as { stream(m: Metadata): ClientDuplexStream<StreamRequest, StreamResponse> }).stream(
+      metadata,
+    );
   }
 
   /** A stream whose messages are sent as given, byte for byte. */

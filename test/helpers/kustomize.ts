@@ -23,7 +23,16 @@ export type K8sObject = {
   [k: string]: unknown;
 };
 
-const SUPPORTED = new Set(["apiVersion", "kind", "resources", "namespace", "labels", "configMapGenerator", "images", "patches"]);
+const SUPPORTED = new Set([
+  "apiVersion",
+  "kind",
+  "resources",
+  "namespace",
+  "labels",
+  "configMapGenerator",
+  "images",
+  "patches",
+]);
 /** Kinds that live outside namespaces, among those the manifests use. */
 const CLUSTER_SCOPED = new Set(["Namespace"]);
 
@@ -61,9 +70,16 @@ export function parseEnvFile(file: string): Record<string, string> {
 
 /** Kustomize's name suffix for a generated ConfigMap. */
 export function configMapHash(data: Record<string, string>): string {
-  const sorted = Object.fromEntries(Object.keys(data).sort().map((k) => [k, data[k]]));
+  const sorted = Object.fromEntries(
+    Object.keys(data)
+      .sort()
+      .map((k) => [k, data[k]]),
+  );
   // Go's encoding/json escapes <, > and & in strings.
-  const json = JSON.stringify({ data: sorted, kind: "ConfigMap", name: "" }).replace(/[<>&]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+  const json = JSON.stringify({ data: sorted, kind: "ConfigMap", name: "" }).replace(
+    /[<>&]/g,
+    (c) => `\\u00${c.charCodeAt(0).toString(16)}`,
+  );
   const hex = createHash("sha256").update(json).digest("hex").slice(0, 10);
   return hex.replace(/[013ae]/g, (c) => ({ "0": "g", "1": "h", "3": "k", a: "m", e: "t" })[c]!);
 }
@@ -84,7 +100,8 @@ export function renderKustomization(dir: string): K8sObject[] {
     for (const pod of podSpecs(o)) {
       for (const c of containersOf(pod)) {
         for (const e of (c["envFrom"] as Array<{ configMapRef?: { name: string } }> | undefined) ?? []) {
-          if (e.configMapRef && renamed.has(e.configMapRef.name)) e.configMapRef.name = renamed.get(e.configMapRef.name)!;
+          if (e.configMapRef && renamed.has(e.configMapRef.name))
+            e.configMapRef.name = renamed.get(e.configMapRef.name)!;
         }
         for (const e of (c["env"] as Array<{ valueFrom?: { configMapKeyRef?: { name: string } } }> | undefined) ?? []) {
           const ref = e.valueFrom?.configMapKeyRef;
@@ -97,7 +114,10 @@ export function renderKustomization(dir: string): K8sObject[] {
     }
   }
   // Labels of every layer apply to the generated ConfigMaps too.
-  applyLabelsDeep(dir, out.filter((o) => o.kind === "ConfigMap" && [...renamed.values()].includes(o.metadata.name)));
+  applyLabelsDeep(
+    dir,
+    out.filter((o) => o.kind === "ConfigMap" && [...renamed.values()].includes(o.metadata.name)),
+  );
   return out;
 }
 
@@ -118,8 +138,10 @@ function namespaceOf(dir: string): string | undefined {
 function readKustomization(dir: string): Record<string, unknown> {
   const file = path.join(dir, "kustomization.yaml");
   const k = YAML.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  for (const key of Object.keys(k)) if (!SUPPORTED.has(key)) throw new Error(`${file}: field ${key} is not in the tested subset of Kustomize`);
-  if (k["apiVersion"] !== "kustomize.config.k8s.io/v1beta1" || k["kind"] !== "Kustomization") throw new Error(`${file}: not a v1beta1 Kustomization`);
+  for (const key of Object.keys(k))
+    if (!SUPPORTED.has(key)) throw new Error(`${file}: field ${key} is not in the tested subset of Kustomize`);
+  if (k["apiVersion"] !== "kustomize.config.k8s.io/v1beta1" || k["kind"] !== "Kustomization")
+    throw new Error(`${file}: not a v1beta1 Kustomization`);
   return k;
 }
 
@@ -130,7 +152,8 @@ function renderLayer(dir: string): Rendered {
   for (const r of (k["resources"] as string[] | undefined) ?? []) {
     const p = path.resolve(dir, r);
     if (statSync(p).isDirectory()) {
-      if (!existsSync(path.join(p, "kustomization.yaml"))) throw new Error(`${p}: a resource folder without kustomization.yaml`);
+      if (!existsSync(path.join(p, "kustomization.yaml")))
+        throw new Error(`${p}: a resource folder without kustomization.yaml`);
       const sub = renderLayer(p);
       objects.push(...sub.objects);
       configMaps.push(...sub.configMaps);
@@ -139,7 +162,9 @@ function renderLayer(dir: string): Rendered {
     }
   }
   for (const g of (k["configMapGenerator"] as Array<Record<string, unknown>> | undefined) ?? []) {
-    for (const key of Object.keys(g)) if (!["name", "envs", "behavior"].includes(key)) throw new Error(`${dir}: configMapGenerator field ${key} is not supported`);
+    for (const key of Object.keys(g))
+      if (!["name", "envs", "behavior"].includes(key))
+        throw new Error(`${dir}: configMapGenerator field ${key} is not supported`);
     const data: Record<string, string> = {};
     for (const f of g["envs"] as string[]) Object.assign(data, parseEnvFile(path.resolve(dir, f)));
     const behavior = (g["behavior"] as string | undefined) ?? "create";
@@ -161,7 +186,8 @@ function renderLayer(dir: string): Rendered {
           const image = c["image"] as string;
           const name = image.replace(/[:@].*$/, "");
           if (name !== img["name"]) continue;
-          c["image"] = `${img["newName"] ?? name}${img["newTag"] !== undefined ? `:${img["newTag"]}` : image.slice(name.length)}`;
+          c["image"] =
+            `${img["newName"] ?? name}${img["newTag"] !== undefined ? `:${img["newTag"]}` : image.slice(name.length)}`;
         }
       }
     }
@@ -185,7 +211,8 @@ function applyLabels(k: Record<string, unknown>, objects: K8sObject[]): void {
     for (const o of objects) {
       o.metadata.labels = { ...o.metadata.labels, ...pairs };
       if (l["includeTemplates"] === true) {
-        const tmpl = (o["spec"] as { template?: { metadata?: { labels?: Record<string, string> } } } | undefined)?.template;
+        const tmpl = (o["spec"] as { template?: { metadata?: { labels?: Record<string, string> } } } | undefined)
+          ?.template;
         if (tmpl) tmpl.metadata = { ...tmpl.metadata, labels: { ...tmpl.metadata?.labels, ...pairs } };
       }
     }
@@ -202,7 +229,9 @@ function applyLabelsDeep(dir: string, objects: K8sObject[]): void {
 }
 
 function matchesTarget(o: K8sObject, t: Record<string, string>): boolean {
-  for (const key of Object.keys(t)) if (!["group", "version", "kind", "name"].includes(key)) throw new Error(`patch target field ${key} is not supported`);
+  for (const key of Object.keys(t))
+    if (!["group", "version", "kind", "name"].includes(key))
+      throw new Error(`patch target field ${key} is not supported`);
   const [group, version] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : ["", o.apiVersion];
   return (
     (t["group"] === undefined || t["group"] === group) &&
@@ -213,14 +242,18 @@ function matchesTarget(o: K8sObject, t: Record<string, string>): boolean {
 }
 
 function applyJsonPatch(o: K8sObject, op: { op: string; path: string; value?: unknown }): void {
-  const parts = op.path.split("/").slice(1).map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const parts = op.path
+    .split("/")
+    .slice(1)
+    .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
   const last = parts.pop();
   if (last === undefined) throw new Error(`patch path ${op.path} is empty`);
   let node: Record<string, unknown> = o;
   for (const part of parts) {
     let next = node[part] as Record<string, unknown> | undefined;
     if (next === undefined && op.op === "add") next = node[part] = {};
-    if (next === undefined || typeof next !== "object") throw new Error(`patch path ${op.path}: ${part} is missing in ${o.kind}/${o.metadata.name}`);
+    if (next === undefined || typeof next !== "object")
+      throw new Error(`patch path ${op.path}: ${part} is missing in ${o.kind}/${o.metadata.name}`);
     node = next;
   }
   if (op.op === "add") node[last] = op.value;

@@ -15,22 +15,22 @@
 
 /** The figures as measured, by the name used in nvml-call-cost.txt. */
 export const H200_MEASURED_US = {
-  "nvmlDeviceGetCount": 0.8,
+  nvmlDeviceGetCount: 0.8,
   "nvmlDeviceGetMemoryInfo v2": 6.1,
-  "nvmlDeviceGetPowerUsage": 1.0,
-  "nvmlDeviceGetEnforcedPowerLimit": 0.9,
+  nvmlDeviceGetPowerUsage: 1.0,
+  nvmlDeviceGetEnforcedPowerLimit: 0.9,
   "nvmlDeviceGetClockInfo SM": 1.3,
-  "nvmlDeviceGetCurrentClocksEventReasons": 1.0,
-  "nvmlDeviceGetEncoderUtilization": 1.3,
-  "nvmlDeviceGetDecoderUtilization": 1.3,
-  "nvmlDeviceGetUtilizationRates": 0.9,
+  nvmlDeviceGetCurrentClocksEventReasons: 1.0,
+  nvmlDeviceGetEncoderUtilization: 1.3,
+  nvmlDeviceGetDecoderUtilization: 1.3,
+  nvmlDeviceGetUtilizationRates: 0.9,
   "nvmlDeviceGetSamples GPU_UTIL": 2534.6,
   "nvmlDeviceGetComputeRunningProcesses v3": 6.9,
-  "nvmlDeviceGetProcessUtilization": 2412.2,
-  "nvmlGpmSampleGet": 41.7,
+  nvmlDeviceGetProcessUtilization: 2412.2,
+  nvmlGpmSampleGet: 41.7,
   "nvmlGpmMetricsGet (4 metrics)": 9.9,
-  "nvmlDeviceGetUUID": 3.7,
-  "nvmlDeviceGetName": 3.2,
+  nvmlDeviceGetUUID: 3.7,
+  nvmlDeviceGetName: 3.2,
   "nvmlSystemGetProcessName (self)": 8.1,
 } as const;
 
@@ -73,4 +73,5 @@ export const H200_CALL_COST_US: Readonly<Record<string, number>> = {
 };
 
 /** Where the figures come from, for people reading a benchmark. */
-export const H200_CALL_COST_SOURCE = "NVIDIA H200, driver 580.159.04, 2026-12-04 (docs/gpu-truth/h200-580.159.04-2026-12-04/nvml-call-cost.txt)";
+export const H200_CALL_COST_SOURCE =
+  "NVIDIA H200, driver 580.159.04, 2026-12-04 (docs/gpu-truth/h200-580.159.04-2026-12-04/nvml-call-cost.txt)";

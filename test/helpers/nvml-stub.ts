@@ -14,11 +14,26 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { phaseValues } from "../../agent/sim/evaluate.js";
-import { loadScenario, parseScenario, type PhasePreset, type Scenario, type ScenarioGpu } from "../../agent/sim/scenario.js";
+import {
+  loadScenario,
+  parseScenario,
+  type PhasePreset,
+  type Scenario,
+  type ScenarioGpu,
+} from "../../agent/sim/scenario.js";
 import { H200_CALL_COST_US } from "./nvml-call-cost.js";
 
 export const NVML_STUB_SOURCE = fileURLToPath(new URL("../nvml-stub/nvml-stub.c", import.meta.url));
-const GCC_ARGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1"];
+const GCC_ARGS = [
+  "-std=c11",
+  "-O2",
+  "-Wall",
+  "-Wextra",
+  "-Werror",
+  "-shared",
+  "-fPIC",
+  "-Wl,-soname,libnvidia-ml.so.1",
+];
 
 /** The NVML return codes the stub gives a GPU in an error phase. */
 export const NVML_ERROR_NOT_SUPPORTED = 3;
@@ -52,14 +67,19 @@ export function buildNvmlStub(): string {
   mkdirSync(dir, { recursive: true });
   const partial = join(dir, `.libnvidia-ml.so.1.${process.pid}.${randomBytes(4).toString("hex")}`);
   try {
-    execFileSync("gcc", [...GCC_ARGS, "-o", partial, NVML_STUB_SOURCE, "-lm", "-lpthread"], { stdio: ["ignore", "pipe", "pipe"] });
+    execFileSync("gcc", [...GCC_ARGS, "-o", partial, NVML_STUB_SOURCE, "-lm", "-lpthread"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
   } catch (err) {
     rmSync(partial, { force: true });
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new Error("gcc not found: apt-get install gcc", { cause: err });
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new Error("gcc not found: apt-get install gcc", { cause: err });
     const { status, stderr } = err as { status?: number | null; stderr?: Buffer };
     const output = stderr?.toString() ?? "";
     const hint = /stdio\.h: No such file/.test(output) ? " (no C headers: apt-get install libc6-dev)" : "";
-    throw new Error(`gcc could not build ${NVML_STUB_SOURCE} (exit ${status ?? "?"})${hint}:\n${output}`, { cause: err });
+    throw new Error(`gcc could not build ${NVML_STUB_SOURCE} (exit ${status ?? "?"})${hint}:\n${output}`, {
+      cause: err,
+    });
   }
   renameSync(partial, lib);
   return lib;
@@ -90,7 +110,11 @@ export interface NvmlStubTableOptions {
  * Writes the stub's table for `scenario` (a parsed Scenario, a scenario object as in a
  * file, or the path of a scenario file) to `outPath`; returns the parsed scenario.
  */
-export function writeNvmlStubTable(scenario: Scenario | object | string, outPath: string, opts: NvmlStubTableOptions = {}): Scenario {
+export function writeNvmlStubTable(
+  scenario: Scenario | object | string,
+  outPath: string,
+  opts: NvmlStubTableOptions = {},
+): Scenario {
   const s = toScenario(scenario);
   const lines = [
     "trueidle-nvml-stub-table 1",
@@ -167,7 +191,11 @@ export interface NvmlStub {
  * change returns once the stub is sure to see it on its next call (it looks at the file
  * at most every 50 ms).
  */
-export function prepareNvmlStub(dir: string, scenario: Scenario | object | string, opts: NvmlStubTableOptions = {}): NvmlStub {
+export function prepareNvmlStub(
+  dir: string,
+  scenario: Scenario | object | string,
+  opts: NvmlStubTableOptions = {},
+): NvmlStub {
   const libPath = buildNvmlStub();
   const tablePath = resolve(dir, "nvml-stub-table.txt");
   const controlPath = resolve(dir, "nvml-stub-control.txt");
@@ -187,15 +215,30 @@ export function prepareNvmlStub(dir: string, scenario: Scenario | object | strin
   };
   write(false);
   const control: NvmlStubControl = {
-    unloadDriver: () => { unloaded = true; write(true); },
-    reloadDriver: () => { unloaded = false; write(true); },
+    unloadDriver: () => {
+      unloaded = true;
+      write(true);
+    },
+    reloadDriver: () => {
+      unloaded = false;
+      write(true);
+    },
     hang: (index, ms) => {
       if (ms > 0) hangs.set(String(index), Math.round(ms));
       else hangs.delete(String(index));
       write(true);
     },
-    clear: () => { unloaded = false; hangs.clear(); write(true); },
-    initCount: () => (existsSync(countPath) ? readFileSync(countPath, "utf8").split("\n").filter((l) => l !== "").length : 0),
+    clear: () => {
+      unloaded = false;
+      hangs.clear();
+      write(true);
+    },
+    initCount: () =>
+      existsSync(countPath)
+        ? readFileSync(countPath, "utf8")
+            .split("\n")
+            .filter((l) => l !== "").length
+        : 0,
   };
   return {
     libPath,
@@ -208,8 +251,16 @@ export function prepareNvmlStub(dir: string, scenario: Scenario | object | strin
 function toScenario(scenario: Scenario | object | string): Scenario {
   if (typeof scenario === "string") return loadScenario(scenario);
   const gpus = (scenario as { gpus?: unknown }).gpus;
-  const parsed = Array.isArray(gpus) && gpus.length > 0 &&
-    gpus.every((g) => typeof g === "object" && g !== null && typeof (g as ScenarioGpu).cycleMs === "number" && typeof (g as ScenarioGpu).uuid === "string");
+  const parsed =
+    Array.isArray(gpus) &&
+    gpus.length > 0 &&
+    gpus.every(
+      (g) =>
+        typeof g === "object" &&
+        g !== null &&
+        typeof (g as ScenarioGpu).cycleMs === "number" &&
+        typeof (g as ScenarioGpu).uuid === "string",
+    );
   return parsed ? (scenario as Scenario) : parseScenario(scenario);
 }
 

@@ -10,7 +10,12 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { GetPodResourcesRequestSchema } from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
-import { GET_ALLOCATABLE_METHOD_PATH, GET_METHOD_PATH, LIST_METHOD_PATH, podResourcesListerDefinition } from "../../agent/owners/pod-resources-api.js";
+import {
+  GET_ALLOCATABLE_METHOD_PATH,
+  GET_METHOD_PATH,
+  LIST_METHOD_PATH,
+  podResourcesListerDefinition,
+} from "../../agent/owners/pod-resources-api.js";
 import { gpuPod, PodResourcesServer } from "./pod-resources-server.js";
 
 const GPU0 = "GPU-0a1b2c3d-0000-1111-2222-333344445555";
@@ -23,7 +28,11 @@ function ld(n: number, body: Buffer): Buffer {
 const str = (n: number, s: string) => ld(n, Buffer.from(s, "utf8"));
 
 /** POST one gRPC call on the socket; the response's message bytes and grpc-status. */
-async function rawCall(socketPath: string, methodPath: string, message: Buffer): Promise<{ body: Buffer; status: string | undefined }> {
+async function rawCall(
+  socketPath: string,
+  methodPath: string,
+  message: Buffer,
+): Promise<{ body: Buffer; status: string | undefined }> {
   const session = h2connect("http://localhost", { createConnection: () => netConnect(socketPath) });
   try {
     return await new Promise((resolve, reject) => {
@@ -35,8 +44,12 @@ async function rawCall(socketPath: string, methodPath: string, message: Buffer):
       });
       const chunks: Buffer[] = [];
       let status: string | undefined;
-      req.on("response", (headers) => { status ??= headers["grpc-status"] as string | undefined; });
-      req.on("trailers", (trailers) => { status = trailers["grpc-status"] as string | undefined; });
+      req.on("response", (headers) => {
+        status ??= headers["grpc-status"] as string | undefined;
+      });
+      req.on("trailers", (trailers) => {
+        status = trailers["grpc-status"] as string | undefined;
+      });
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("error", reject);
       req.on("end", () => {
@@ -82,7 +95,9 @@ describe("the test kubelet", () => {
     server = await PodResourcesServer.start({ pods: [gpuPod("ml", "p", "c", [GPU0])] });
     const ok = await rawCall(server.socketPath, "/v1.PodResourcesLister/GetAllocatableResources", Buffer.alloc(0));
     // AllocatableResourcesResponse{devices(1): ContainerDevices{resource_name(1), device_ids(2)}}
-    expect(ok.body.toString("hex")).toBe(ld(1, Buffer.concat([str(1, "nvidia.com/gpu"), str(2, GPU0)])).toString("hex"));
+    expect(ok.body.toString("hex")).toBe(
+      ld(1, Buffer.concat([str(1, "nvidia.com/gpu"), str(2, GPU0)])).toString("hex"),
+    );
     server.setGetAllocatable("unimplemented");
     const old = await rawCall(server.socketPath, "/v1.PodResourcesLister/GetAllocatableResources", Buffer.alloc(0));
     expect(old.status).toBe(String(grpc.status.UNIMPLEMENTED));
@@ -92,11 +107,17 @@ describe("the test kubelet", () => {
     server = await PodResourcesServer.start({ pods: [gpuPod("ml", "p", "c", [GPU0])] });
     const client = new grpc.Client(`unix:${server.socketPath}`, grpc.credentials.createInsecure());
     try {
-      const get = (podName: string) => new Promise<{ err: grpc.ServiceError | null; pod?: string | undefined }>((resolve) => {
-        const def = podResourcesListerDefinition.get;
-        client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, create(GetPodResourcesRequestSchema, { podName, podNamespace: "ml" }),
-          (err, value) => resolve({ err, pod: value?.podResources?.name }));
-      });
+      const get = (podName: string) =>
+        new Promise<{ err: grpc.ServiceError | null; pod?: string | undefined }>((resolve) => {
+          const def = podResourcesListerDefinition.get;
+          client.makeUnaryRequest(
+            def.path,
+            def.requestSerialize,
+            def.responseDeserialize,
+            create(GetPodResourcesRequestSchema, { podName, podNamespace: "ml" }),
+            (err, value) => resolve({ err, pod: value?.podResources?.name }),
+          );
+        });
       expect(await get("p")).toEqual({ err: null, pod: "p" });
       expect((await get("q")).err?.code).toBe(grpc.status.NOT_FOUND);
     } finally {

@@ -56,7 +56,13 @@ export interface PodResourcesServerOptions {
 }
 
 /** A pod with one container holding `deviceIds` of `resourceName` (default nvidia.com/gpu). */
-export function gpuPod(namespace: string, name: string, container: string, deviceIds: string[], resourceName = "nvidia.com/gpu"): PodAllocation {
+export function gpuPod(
+  namespace: string,
+  name: string,
+  container: string,
+  deviceIds: string[],
+  resourceName = "nvidia.com/gpu",
+): PodAllocation {
   return { namespace, name, containers: [{ name: container, devices: [{ resourceName, deviceIds }] }] };
 }
 
@@ -164,7 +170,8 @@ export class PodResourcesServer {
   }
 
   private allocatableResponse(): AllocatableResourcesResponse {
-    if (this.allocatable !== undefined) return create(AllocatableResourcesResponseSchema, { devices: this.allocatable });
+    if (this.allocatable !== undefined)
+      return create(AllocatableResourcesResponseSchema, { devices: this.allocatable });
     const byResource = new Map<string, Set<string>>();
     for (const p of this.pods) {
       for (const c of p.containers ?? []) {
@@ -204,7 +211,10 @@ export class PodResourcesServer {
         sock.on("data", () => {});
         if (this.mode === "garbage_bytes") sock.write(randomBytes(512));
       });
-      await new Promise<void>((res, rej) => { srv.once("error", rej); srv.listen(at, () => res()); });
+      await new Promise<void>((res, rej) => {
+        srv.once("error", rej);
+        srv.listen(at, () => res());
+      });
       this.rawServer = srv;
       return;
     }
@@ -218,29 +228,46 @@ export class PodResourcesServer {
       },
     };
     server.addService(definition, {
-      list: (_call: grpc.ServerUnaryCall<ListPodResourcesRequest, ListPodResourcesResponse>, cb: grpc.sendUnaryData<ListPodResourcesResponse>) => {
+      list: (
+        _call: grpc.ServerUnaryCall<ListPodResourcesRequest, ListPodResourcesResponse>,
+        cb: grpc.sendUnaryData<ListPodResourcesResponse>,
+      ) => {
         this.calls.list++;
         this.serve(cb, () => this.listResponse());
       },
-      getAllocatableResources: (_call: grpc.ServerUnaryCall<AllocatableResourcesRequest, AllocatableResourcesResponse>, cb: grpc.sendUnaryData<AllocatableResourcesResponse>) => {
+      getAllocatableResources: (
+        _call: grpc.ServerUnaryCall<AllocatableResourcesRequest, AllocatableResourcesResponse>,
+        cb: grpc.sendUnaryData<AllocatableResourcesResponse>,
+      ) => {
         this.calls.getAllocatableResources++;
         if (this.getAllocatable === "unimplemented") {
-          cb({ code: grpc.status.UNIMPLEMENTED, details: "unknown method GetAllocatableResources for service v1.PodResourcesLister" });
+          cb({
+            code: grpc.status.UNIMPLEMENTED,
+            details: "unknown method GetAllocatableResources for service v1.PodResourcesLister",
+          });
           return;
         }
         this.serve(cb, () => this.allocatableResponse());
       },
-      get: (call: grpc.ServerUnaryCall<GetPodResourcesRequest, GetPodResourcesResponse>, cb: grpc.sendUnaryData<GetPodResourcesResponse>) => {
+      get: (
+        call: grpc.ServerUnaryCall<GetPodResourcesRequest, GetPodResourcesResponse>,
+        cb: grpc.sendUnaryData<GetPodResourcesResponse>,
+      ) => {
         this.calls.get++;
         const pod = this.pods.find((p) => p.name === call.request.podName && p.namespace === call.request.podNamespace);
         if (pod === undefined) {
-          cb({ code: grpc.status.NOT_FOUND, details: `pod ${call.request.podNamespace}/${call.request.podName} not found` });
+          cb({
+            code: grpc.status.NOT_FOUND,
+            details: `pod ${call.request.podNamespace}/${call.request.podName} not found`,
+          });
           return;
         }
         this.serve(cb, () => create(GetPodResourcesResponseSchema, { podResources: create(PodResourcesSchema, pod) }));
       },
     });
-    await new Promise<void>((res, rej) => server.bindAsync(`unix:${at}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+    await new Promise<void>((res, rej) =>
+      server.bindAsync(`unix:${at}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())),
+    );
     this.grpcServer = server;
   }
 
@@ -257,7 +284,12 @@ export class PodResourcesServer {
   }
 }
 
-async function closeServers(g: grpc.Server | undefined, r: NetServer | undefined, sockets: Set<Socket>, held: (() => void)[]): Promise<void> {
+async function closeServers(
+  g: grpc.Server | undefined,
+  r: NetServer | undefined,
+  sockets: Set<Socket>,
+  held: (() => void)[],
+): Promise<void> {
   for (const release of held.splice(0)) release();
   if (g !== undefined) g.forceShutdown();
   if (r !== undefined) {

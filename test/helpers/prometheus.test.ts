@@ -100,7 +100,9 @@ describe("startPrometheus", () => {
     expect(await prom.targetsHealthy()).toBe(true);
 
     const gauge = await prom.query("harness_temperature_celsius");
-    expect(gauge).toEqual([{ metric: expect.objectContaining({ __name__: "harness_temperature_celsius", job: "test" }), value: 42.5 }]);
+    expect(gauge).toEqual([
+      { metric: expect.objectContaining({ __name__: "harness_temperature_celsius", job: "test" }), value: 42.5 },
+    ]);
 
     const counter = await prom.query("harness_requests_total");
     expect(counter).toHaveLength(1);
@@ -111,17 +113,25 @@ describe("startPrometheus", () => {
   });
 
   it("computes rate() of the increasing counter", async () => {
-    const rate = await prom.waitFor("rate(harness_requests_total[10s])", (r) => r.length === 1 && r[0]!.value > 0, 30_000);
+    const rate = await prom.waitFor(
+      "rate(harness_requests_total[10s])",
+      (r) => r.length === 1 && r[0]!.value > 0,
+      30_000,
+    );
     expect(Number.isFinite(rate[0]!.value)).toBe(true);
     const scalar = await prom.query("scalar(harness_temperature_celsius) * 2");
     expect(scalar).toEqual([{ metric: {}, value: 85 }]);
   });
 
   it("loads rule files and extra config", async () => {
-    const recorded = await prom.waitFor("path:harness_requests:rate10s", (r) => r.length === 1 && r[0]!.value > 0, 30_000);
+    const recorded = await prom.waitFor(
+      "path:harness_requests:rate10s",
+      (r) => r.length === 1 && r[0]!.value > 0,
+      30_000,
+    );
     expect(recorded[0]!.metric["path"]).toBe("/metrics");
     const res = await fetch(`${prom.url}/api/v1/status/config`);
-    const body = await res.json() as { data: { yaml: string } };
+    const body = (await res.json()) as { data: { yaml: string } };
     expect(body.data.yaml).toContain("out_of_order_time_window: 10m");
   });
 
@@ -131,13 +141,16 @@ describe("startPrometheus", () => {
   });
 
   it("throws Prometheus's error text for a bad query, at once even inside waitFor", async () => {
-    await expect(prom.query("rate(harness_requests_total[")).rejects.toThrow(/bad_data.*parse error.*rate\(harness_requests_total\[/s);
+    await expect(prom.query("rate(harness_requests_total[")).rejects.toThrow(
+      /bad_data.*parse error.*rate\(harness_requests_total\[/s,
+    );
     await expect(prom.waitFor("sum(", () => true, 60_000)).rejects.toThrow(/parse error/);
   });
 
   it("waitFor times out showing the last result", async () => {
-    await expect(prom.waitFor("harness_temperature_celsius", (r) => r[0]?.value === 1, 500))
-      .rejects.toThrow(/timed out after 500 ms waiting for harness_temperature_celsius; last result .*42\.5.*targets: http:\/\/127\.0\.0\.1:\d+\/metrics: up/);
+    await expect(prom.waitFor("harness_temperature_celsius", (r) => r[0]?.value === 1, 500)).rejects.toThrow(
+      /timed out after 500 ms waiting for harness_temperature_celsius; last result .*42\.5.*targets: http:\/\/127\.0\.0\.1:\d+\/metrics: up/,
+    );
   });
 });
 

@@ -74,7 +74,8 @@ const LOG_TAIL_BYTES = 32 * 1024;
 export async function startPrometheus(opts: PrometheusOptions): Promise<PrometheusHandle> {
   requireBinary(PROMETHEUS_BIN, "Prometheus");
   const intervalMs = opts.scrapeIntervalMs ?? 1000;
-  if (!(Number.isInteger(intervalMs) && intervalMs > 0)) throw new Error(`scrapeIntervalMs must be a positive integer, got ${intervalMs}`);
+  if (!(Number.isInteger(intervalMs) && intervalMs > 0))
+    throw new Error(`scrapeIntervalMs must be a positive integer, got ${intervalMs}`);
 
   const dir = mkdtempSync(path.join(tmpdir(), "trueidle-prometheus-"));
   const configPath = path.join(dir, "prometheus.yml");
@@ -100,8 +101,12 @@ export function promtool(args: string[], stdin?: string): Promise<PromtoolResult
     const child = spawn(PROMTOOL_BIN, args, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => { stdout += d; });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => { stderr += d; });
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
     child.on("error", reject);
     child.on("close", (code, signal) => {
       const bySignal = signal === null ? 1 : 128 + (osConstants.signals[signal] ?? 0);
@@ -117,7 +122,7 @@ function requireBinary(bin: string, what: string): void {
   if (existsSync(bin)) return;
   throw new Error(
     `${what} is not installed: ${bin} is missing. Install it with \`apt-get install prometheus\` ` +
-    "(Debian 12), or run `npm test`, which installs it. Tests that need it are never skipped.",
+      "(Debian 12), or run `npm test`, which installs it. Tests that need it are never skipped.",
   );
 }
 
@@ -143,13 +148,17 @@ type StartResult = { ok: true; handle: PrometheusHandle } | { ok: false; reason:
 
 async function startOnce(dir: string, configPath: string, port: number): Promise<StartResult> {
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(PROMETHEUS_BIN, [
-    `--config.file=${configPath}`,
-    `--storage.tsdb.path=${path.join(dir, `data-${port}`)}`,
-    "--storage.tsdb.retention.time=1h",
-    `--web.listen-address=127.0.0.1:${port}`,
-    "--log.level=info",
-  ], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(
+    PROMETHEUS_BIN,
+    [
+      `--config.file=${configPath}`,
+      `--storage.tsdb.path=${path.join(dir, `data-${port}`)}`,
+      "--storage.tsdb.retention.time=1h",
+      `--web.listen-address=127.0.0.1:${port}`,
+      "--log.level=info",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
 
   let log = "";
   const keep = (d: string): void => {
@@ -160,8 +169,14 @@ async function startOnce(dir: string, configPath: string, port: number): Promise
   child.stderr!.setEncoding("utf8").on("data", keep);
   let exited: string | undefined;
   const exit = new Promise<void>((resolve) => {
-    child.on("exit", (code, signal) => { exited = `exited with ${signal ?? `code ${code}`}`; resolve(); });
-    child.on("error", (err) => { exited = `failed to spawn: ${err.message}`; resolve(); });
+    child.on("exit", (code, signal) => {
+      exited = `exited with ${signal ?? `code ${code}`}`;
+      resolve();
+    });
+    child.on("error", (err) => {
+      exited = `failed to spawn: ${err.message}`;
+      resolve();
+    });
   });
   // If the test process dies without stop(), do not leave Prometheus or its files behind.
   const onExit = (): void => {
@@ -223,7 +238,9 @@ async function startOnce(dir: string, configPath: string, port: number): Promise
           last = `error ${(err as Error).message}`;
         }
         if (Date.now() > until) {
-          throw new Error(`timed out after ${timeoutMs} ms waiting for ${promql}; last ${last}; targets: ${await targetErrors()}`);
+          throw new Error(
+            `timed out after ${timeoutMs} ms waiting for ${promql}; last ${last}; targets: ${await targetErrors()}`,
+          );
         }
         await sleep(200);
       }
@@ -285,7 +302,10 @@ async function apiCall(url: string, init?: RequestInit): Promise<unknown> {
     throw new Error(`Prometheus answered ${res.status} with non-JSON: ${text.slice(0, 500)}`);
   }
   if (body.status !== "success") {
-    throw new PrometheusQueryError(body.errorType ?? `http_${res.status}`, `Prometheus error (${body.errorType ?? res.status}): ${body.error ?? text}`);
+    throw new PrometheusQueryError(
+      body.errorType ?? `http_${res.status}`,
+      `Prometheus error (${body.errorType ?? res.status}): ${body.error ?? text}`,
+    );
   }
   return body.data;
 }
@@ -295,7 +315,7 @@ async function instantQuery(url: string, promql: string, timeMs?: number): Promi
   if (timeMs !== undefined) form.set("time", String(timeMs / 1000));
   let data: { resultType?: string; result?: unknown };
   try {
-    data = await apiCall(`${url}/api/v1/query`, { method: "POST", body: form }) as typeof data;
+    data = (await apiCall(`${url}/api/v1/query`, { method: "POST", body: form })) as typeof data;
   } catch (err) {
     if (err instanceof PrometheusQueryError) {
       throw new PrometheusQueryError(err.errorType, `${err.message} (query: ${promql})`);
@@ -304,8 +324,10 @@ async function instantQuery(url: string, promql: string, timeMs?: number): Promi
   }
   switch (data.resultType) {
     case "vector":
-      return (data.result as Array<{ metric: Record<string, string>; value: [number, string] }>)
-        .map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
+      return (data.result as Array<{ metric: Record<string, string>; value: [number, string] }>).map((r) => ({
+        metric: r.metric,
+        value: Number(r.value[1]),
+      }));
     case "scalar": {
       const [, v] = data.result as [number, string];
       return [{ metric: {}, value: Number(v) }];
@@ -322,6 +344,6 @@ interface Target {
 }
 
 async function activeTargets(url: string): Promise<Target[]> {
-  const data = await apiCall(`${url}/api/v1/targets?state=active`) as { activeTargets?: Target[] };
+  const data = (await apiCall(`${url}/api/v1/targets?state=active`)) as { activeTargets?: Target[] };
   return data.activeTargets ?? [];
 }

@@ -7,7 +7,13 @@
  *
  * Every call opens its own HTTP/2 session and closes it afterwards.
  */
-import { connect, constants as h2, type ClientHttp2Session, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from "node:http2";
+import {
+  connect,
+  constants as h2,
+  type ClientHttp2Session,
+  type IncomingHttpHeaders,
+  type IncomingHttpStatusHeader,
+} from "node:http2";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { STREAM_METHOD_PATH } from "../../common/grpc-service.js";
 import {
@@ -73,7 +79,10 @@ export function helloPayload(init: {
 
 /** A StreamRequest carrying a WindowBatch, serialized. */
 export function batchPayload(init: MessageInitShape<typeof WindowBatchSchema>): Uint8Array {
-  return toBinary(StreamRequestSchema, create(StreamRequestSchema, { msg: { case: "batch", value: create(WindowBatchSchema, init) } }));
+  return toBinary(
+    StreamRequestSchema,
+    create(StreamRequestSchema, { msg: { case: "batch", value: create(WindowBatchSchema, init) } }),
+  );
 }
 
 /**
@@ -81,8 +90,19 @@ export function batchPayload(init: MessageInitShape<typeof WindowBatchSchema>): 
  * as they are (build them with grpcFrame), ends the request side unless told not to, and
  * resolves with how the server answered. Never rejects for what the server does.
  */
-export async function rawGrpcCall(address: string, chunks: readonly Buffer[], opts: RawGrpcOptions = {}): Promise<RawGrpcResult> {
-  const result: RawGrpcResult = { httpStatus: 0, grpcStatus: undefined, grpcMessage: "", metadata: {}, responses: [], timedOut: false };
+export async function rawGrpcCall(
+  address: string,
+  chunks: readonly Buffer[],
+  opts: RawGrpcOptions = {},
+): Promise<RawGrpcResult> {
+  const result: RawGrpcResult = {
+    httpStatus: 0,
+    grpcStatus: undefined,
+    grpcMessage: "",
+    metadata: {},
+    responses: [],
+    timedOut: false,
+  };
   let session: ClientHttp2Session | undefined;
   try {
     session = connect(`http://${address}`);

@@ -49,9 +49,21 @@ export class SwarmProcess {
 
   constructor(readonly opts: SwarmOptions) {
     const args = [
-      AGENT_SWARM_SCRIPT, "--collector", opts.collector, "--agents", String(opts.agents), "--prefix", opts.prefix,
-      "--gpus", String(opts.gpus ?? 2), "--interval", opts.interval ?? "500ms", "--window", opts.window ?? "5s",
-      "--stats-every", opts.statsEvery ?? "1s",
+      AGENT_SWARM_SCRIPT,
+      "--collector",
+      opts.collector,
+      "--agents",
+      String(opts.agents),
+      "--prefix",
+      opts.prefix,
+      "--gpus",
+      String(opts.gpus ?? 2),
+      "--interval",
+      opts.interval ?? "500ms",
+      "--window",
+      opts.window ?? "5s",
+      "--stats-every",
+      opts.statsEvery ?? "1s",
       ...(opts.tokenFile ? ["--token-file", opts.tokenFile] : []),
     ];
     this.child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
@@ -63,18 +75,19 @@ export class SwarmProcess {
       for (const line of lines) {
         try {
           this.last = JSON.parse(line) as SwarmStats;
-        } catch {
-        }
+        } catch {}
       }
       for (const w of this.waiters.splice(0)) w();
     });
     this.child.stderr!.setEncoding("utf8").on("data", (d: string) => {
       this.err = (this.err + d).slice(-20_000);
     });
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => {
-      resolve(code);
-      for (const w of this.waiters.splice(0)) w();
-    }));
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code) => {
+        resolve(code);
+        for (const w of this.waiters.splice(0)) w();
+      }),
+    );
   }
 
   /** The swarm's stderr (agents log errors only), for failure messages. */
@@ -85,14 +98,26 @@ export class SwarmProcess {
   /** Resolves with the first totals line for which `ok` holds; rejects on exit or after `timeoutMs`. */
   waitFor(what: string, ok: (s: SwarmStats) => boolean, timeoutMs = 120_000): Promise<SwarmStats> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`swarm ${this.opts.prefix}: ${what} did not happen within ${timeoutMs} ms; last ${JSON.stringify(this.last)}; stderr:\n${this.err.slice(-3000)}`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `swarm ${this.opts.prefix}: ${what} did not happen within ${timeoutMs} ms; last ${JSON.stringify(this.last)}; stderr:\n${this.err.slice(-3000)}`,
+            ),
+          ),
+        timeoutMs,
+      );
       const check = (): void => {
         if (this.last && ok(this.last)) {
           clearTimeout(timer);
           resolve(this.last);
         } else if (this.child.exitCode !== null || this.child.signalCode !== null) {
           clearTimeout(timer);
-          reject(new Error(`swarm ${this.opts.prefix} exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}; stderr:\n${this.err.slice(-3000)}`));
+          reject(
+            new Error(
+              `swarm ${this.opts.prefix} exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}; stderr:\n${this.err.slice(-3000)}`,
+            ),
+          );
         } else {
           this.waiters.push(check);
         }
@@ -108,7 +133,9 @@ export class SwarmProcess {
     const code = await this.exited;
     clearTimeout(kill);
     if (code !== 0 || !this.last?.final) {
-      throw new Error(`swarm ${this.opts.prefix} did not stop cleanly (exit ${code}); last ${JSON.stringify(this.last)}; stderr:\n${this.err.slice(-3000)}`);
+      throw new Error(
+        `swarm ${this.opts.prefix} did not stop cleanly (exit ${code}); last ${JSON.stringify(this.last)}; stderr:\n${this.err.slice(-3000)}`,
+      );
     }
     return this.last;
   }

@@ -26,7 +26,11 @@ export interface StartOptions {
   ownProcessGroup?: boolean;
 }
 
-export function startTrueidle(args: string[], env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): TrueidleProcess {
+export function startTrueidle(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  options: StartOptions = {},
+): TrueidleProcess {
   const child = spawn(process.execPath, [TRUEIDLE_BIN, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
@@ -49,7 +53,10 @@ export function startTrueidle(args: string[], env: NodeJS.ProcessEnv = {}, optio
     output: () => out,
     waitForOutput: (re, timeoutMs = 30_000) =>
       new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no output matching ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`no output matching ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`)),
+          timeoutMs,
+        );
         const check = (): void => {
           const m = re.exec(out);
           if (m) {
@@ -76,7 +83,11 @@ export function startTrueidle(args: string[], env: NodeJS.ProcessEnv = {}, optio
 }
 
 /** Runs the binary to completion. */
-export async function runTrueidle(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+export async function runTrueidle(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; output: string }> {
   const p = startTrueidle(args, env);
   const timer = setTimeout(() => p.child.kill("SIGKILL"), timeoutMs);
   const code = await p.exited;

@@ -51,9 +51,24 @@ export function twoSiteHosts(prefix: string, firstLabels: string[] = []): FleetH
       labels: ["site=lab-a", ...firstLabels],
       model: "NVIDIA H100 80GB HBM3",
       gpus: [
-        { state: "active", reportedIdle: false, phase: { state: "active" }, owner: { namespace: "ml", pod: "train-a", container: "trainer" } },
-        { state: "busy_phantom", reportedIdle: false, phase: { state: "busy_phantom" }, owner: { job: "4242", user: "alice" } },
-        { state: "held_idle", reportedIdle: true, phase: { state: "held_idle" }, owner: { namespace: "research", pod: "notebook-b", container: "jupyter" } },
+        {
+          state: "active",
+          reportedIdle: false,
+          phase: { state: "active" },
+          owner: { namespace: "ml", pod: "train-a", container: "trainer" },
+        },
+        {
+          state: "busy_phantom",
+          reportedIdle: false,
+          phase: { state: "busy_phantom" },
+          owner: { job: "4242", user: "alice" },
+        },
+        {
+          state: "held_idle",
+          reportedIdle: true,
+          phase: { state: "held_idle" },
+          owner: { namespace: "research", pod: "notebook-b", container: "jupyter" },
+        },
         { state: "free_idle", reportedIdle: true, phase: { state: "free_idle" } },
       ],
     },
@@ -65,9 +80,19 @@ export function twoSiteHosts(prefix: string, firstLabels: string[] = []): FleetH
       gpus: [
         // Persistence mode off: reads 100 % with nothing on it.
         { state: "free_idle", reportedIdle: false, phase: { state: "free_busy" } },
-        { state: "unavailable", reportedIdle: false, phase: { error: "Unknown Error" }, owner: { namespace: "ml", pod: "lost-c", container: "main" } },
+        {
+          state: "unavailable",
+          reportedIdle: false,
+          phase: { error: "Unknown Error" },
+          owner: { namespace: "ml", pod: "lost-c", container: "main" },
+        },
         // NVENC at 70 % moves utilization.gpu only to 7 %: real work the usual tools miss.
-        { state: "active", reportedIdle: false, phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 }, owner: { job: "77", user: "bob" } },
+        {
+          state: "active",
+          reportedIdle: false,
+          phase: { util: 7, powerW: 60, memUsedMiB: 2048, media: 70, processes: 1 },
+          owner: { job: "77", user: "bob" },
+        },
       ],
     },
   ];
@@ -81,7 +106,9 @@ export function fleetGpuUuid(host: string, index: number): string {
 }
 
 /** Each site's real, reported and hidden idle ratio, as the scenario implies. */
-export function siteRatios(hosts: readonly FleetHost[]): Array<{ site: string; model: string; real: number; reported: number; hidden: number }> {
+export function siteRatios(
+  hosts: readonly FleetHost[],
+): Array<{ site: string; model: string; real: number; reported: number; hidden: number }> {
   return hosts.map((h) => {
     const real = h.gpus.filter((g) => REAL_IDLE.has(g.state)).length / h.gpus.length;
     const reported = h.gpus.filter((g) => g.reportedIdle).length / h.gpus.length;
@@ -123,19 +150,39 @@ export async function startTwoSiteFleet(opts: {
   for (const [i, h] of opts.hosts.entries()) {
     const grpcPort = await freePort();
     const httpPort = await freePort();
-    collectors.push(startTrueidle([
-      "collector", "--plaintext", "--grpc-listen", `127.0.0.1:${grpcPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log-level", "warn",
-      ...(opts.collectorArgs?.(i) ?? []),
-    ]));
+    collectors.push(
+      startTrueidle([
+        "collector",
+        "--plaintext",
+        "--grpc-listen",
+        `127.0.0.1:${grpcPort}`,
+        "--http-listen",
+        `127.0.0.1:${httpPort}`,
+        "--log-level",
+        "warn",
+        ...(opts.collectorArgs?.(i) ?? []),
+      ]),
+    );
     targets.push(`127.0.0.1:${httpPort}`);
     const scenario = path.join(opts.dir, `${h.host}.json`);
-    writeFileSync(scenario, JSON.stringify({
-      host: h.host,
-      driverVersion: "550.90.07",
-      gpus: h.gpus.map((g, index) => ({ model: h.model, uuid: fleetGpuUuid(h.host, index), phases: [{ for: "1h", ...g.phase }] })),
-    }));
+    writeFileSync(
+      scenario,
+      JSON.stringify({
+        host: h.host,
+        driverVersion: "550.90.07",
+        gpus: h.gpus.map((g, index) => ({
+          model: h.model,
+          uuid: fleetGpuUuid(h.host, index),
+          phases: [{ for: "1h", ...g.phase }],
+        })),
+      }),
+    );
     const ownerArgs: string[] = [];
-    const pods = h.gpus.flatMap((g, index) => (g.owner && "pod" in g.owner ? [gpuPod(g.owner.namespace, g.owner.pod, g.owner.container, [fleetGpuUuid(h.host, index)])] : []));
+    const pods = h.gpus.flatMap((g, index) =>
+      g.owner && "pod" in g.owner
+        ? [gpuPod(g.owner.namespace, g.owner.pod, g.owner.container, [fleetGpuUuid(h.host, index)])]
+        : [],
+    );
     if (pods.length > 0) {
       let server: PodResourcesServer;
       try {
@@ -147,22 +194,45 @@ export async function startTwoSiteFleet(opts: {
       podResources.push(server);
       ownerArgs.push("--pod-resources-socket", server.socketPath);
     }
-    const jobs = h.gpus.flatMap((g, index) => (g.owner && "job" in g.owner ? [{ uuid: fleetGpuUuid(h.host, index), ...g.owner }] : []));
+    const jobs = h.gpus.flatMap((g, index) =>
+      g.owner && "job" in g.owner ? [{ uuid: fleetGpuUuid(h.host, index), ...g.owner }] : [],
+    );
     if (jobs.length > 0) {
       const mapping = path.join(opts.dir, `${h.host}-jobs`);
       mkdirSync(mapping);
       for (const j of jobs) writeFileSync(path.join(mapping, j.uuid), `${j.job} ${j.user}\n`);
       ownerArgs.push("--job-mapping-dir", mapping);
     }
-    agents.push(startTrueidle([
-      "agent", "--plaintext", "--source", "sim", "--scenario", scenario, "--collector", `127.0.0.1:${grpcPort}`,
-      "--hostname", h.host, ...h.labels.flatMap((l) => ["--label", l]),
-      "--interval", "1s", "--window", "2s", "--log-level", "warn", ...ownerArgs,
-    ]));
+    agents.push(
+      startTrueidle([
+        "agent",
+        "--plaintext",
+        "--source",
+        "sim",
+        "--scenario",
+        scenario,
+        "--collector",
+        `127.0.0.1:${grpcPort}`,
+        "--hostname",
+        h.host,
+        ...h.labels.flatMap((l) => ["--label", l]),
+        "--interval",
+        "1s",
+        "--window",
+        "2s",
+        "--log-level",
+        "warn",
+        ...ownerArgs,
+      ]),
+    );
   }
   let prom: PrometheusHandle;
   try {
-    prom = await startPrometheus({ scrapeTargets: targets, scrapeIntervalMs: opts.scrapeIntervalMs, ruleFiles: opts.ruleFiles });
+    prom = await startPrometheus({
+      scrapeTargets: targets,
+      scrapeIntervalMs: opts.scrapeIntervalMs,
+      ruleFiles: opts.ruleFiles,
+    });
   } catch (err) {
     await stopProcesses();
     throw err;

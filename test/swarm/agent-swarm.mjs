@@ -27,11 +27,32 @@ import { parseDuration } from "../../dist/common/duration.js";
 import { createLogger } from "../../dist/common/log.js";
 import { DEFAULT_THRESHOLDS } from "../../dist/common/types.js";
 
-const USAGE = "usage: agent-swarm.mjs --collector HOST:PORT [--agents N] [--prefix NAME] [--gpus N] [--interval D] [--window D] [--stats-every D] [--token-file FILE] [--log-level L]";
+const USAGE =
+  "usage: agent-swarm.mjs --collector HOST:PORT [--agents N] [--prefix NAME] [--gpus N] [--interval D] [--window D] [--stats-every D] [--token-file FILE] [--log-level L]";
 
 function parseArgs(argv) {
-  const opts = { collector: undefined, agents: 100, prefix: "swarm", gpus: 2, interval: "500ms", window: "5s", statsEvery: "2s", tokenFile: undefined, logLevel: "error" };
-  const names = { "--collector": "collector", "--agents": "agents", "--prefix": "prefix", "--gpus": "gpus", "--interval": "interval", "--window": "window", "--stats-every": "statsEvery", "--token-file": "tokenFile", "--log-level": "logLevel" };
+  const opts = {
+    collector: undefined,
+    agents: 100,
+    prefix: "swarm",
+    gpus: 2,
+    interval: "500ms",
+    window: "5s",
+    statsEvery: "2s",
+    tokenFile: undefined,
+    logLevel: "error",
+  };
+  const names = {
+    "--collector": "collector",
+    "--agents": "agents",
+    "--prefix": "prefix",
+    "--gpus": "gpus",
+    "--interval": "interval",
+    "--window": "window",
+    "--stats-every": "statsEvery",
+    "--token-file": "tokenFile",
+    "--log-level": "logLevel",
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const key = names[argv[i]];
     if (!key || argv[i + 1] === undefined) fail(`${USAGE}\nunknown or incomplete flag: ${argv[i]}`);
@@ -40,7 +61,8 @@ function parseArgs(argv) {
   if (!opts.collector) fail(USAGE);
   opts.agents = Number(opts.agents);
   opts.gpus = Number(opts.gpus);
-  if (!(Number.isInteger(opts.agents) && opts.agents > 0) || !(Number.isInteger(opts.gpus) && opts.gpus > 0)) fail(`${USAGE}\n--agents and --gpus must be positive integers`);
+  if (!(Number.isInteger(opts.agents) && opts.agents > 0) || !(Number.isInteger(opts.gpus) && opts.gpus > 0))
+    fail(`${USAGE}\n--agents and --gpus must be positive integers`);
   return opts;
 }
 
@@ -65,33 +87,56 @@ const agents = [];
 for (let i = 0; i < opts.agents; i++) {
   const host = `${opts.prefix}-${String(i).padStart(3, "0")}`;
   // Phases differ by agent, so the swarm's GPUs are not all in one state at once.
-  const scenario = parseScenario({
+  const scenario = parseScenario(
+    {
+      host,
+      gpus: [
+        {
+          model: "NVIDIA H100 80GB HBM3",
+          count: opts.gpus,
+          phases: [
+            { for: `${20 + (i % 7) * 5}s`, state: "active", noise: 0.05 },
+            { for: `${10 + (i % 5) * 5}s`, state: i % 2 === 0 ? "held_idle" : "busy_phantom" },
+            { for: "15s", state: "free_idle" },
+          ],
+        },
+      ],
+    },
     host,
-    gpus: [{ model: "NVIDIA H100 80GB HBM3", count: opts.gpus, phases: [
-      { for: `${20 + (i % 7) * 5}s`, state: "active", noise: 0.05 },
-      { for: `${10 + (i % 5) * 5}s`, state: i % 2 === 0 ? "held_idle" : "busy_phantom" },
-      { for: "15s", state: "free_idle" },
-    ] }],
-  }, host);
-  agents.push(new Agent({
-    source: new SimSource(scenario),
-    host: { hostname: host, machineId: host, labels: { swarm: opts.prefix } },
-    collectors: [opts.collector],
-    intervalMs,
-    windowMs,
-    thresholds: DEFAULT_THRESHOLDS,
-    logger: logger.child({ host }),
-    callMetadata,
-    // A pool per agent: each agent gets its own TCP connection, as on separate hosts,
-    // instead of grpc-js sharing one connection among all channels to one address.
-    channelOptions: { "grpc.use_local_subchannel_pool": 1 },
-  }));
+  );
+  agents.push(
+    new Agent({
+      source: new SimSource(scenario),
+      host: { hostname: host, machineId: host, labels: { swarm: opts.prefix } },
+      collectors: [opts.collector],
+      intervalMs,
+      windowMs,
+      thresholds: DEFAULT_THRESHOLDS,
+      logger: logger.child({ host }),
+      callMetadata,
+      // A pool per agent: each agent gets its own TCP connection, as on separate hosts,
+      // instead of grpc-js sharing one connection among all channels to one address.
+      channelOptions: { "grpc.use_local_subchannel_pool": 1 },
+    }),
+  );
 }
 
 let started = 0;
 function totals() {
   const now = Date.now();
-  const t = { t: new Date(now).toISOString(), agents: agents.length, started, connected: 0, acking: 0, windows: 0, acked: 0, buffered: 0, dropped: 0, rejected: 0, reconnects: 0 };
+  const t = {
+    t: new Date(now).toISOString(),
+    agents: agents.length,
+    started,
+    connected: 0,
+    acking: 0,
+    windows: 0,
+    acked: 0,
+    buffered: 0,
+    dropped: 0,
+    rejected: 0,
+    reconnects: 0,
+  };
   for (const a of agents) {
     const s = a.stats();
     t.windows += s.windows;

@@ -1,18 +1,34 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import {
-  CONSERVATIVE_FIELDS, REQUIRED_FIELDS, chooseQueryFields, parseHelpQueryGpu, rejectedField, withoutRejectedField,
+  CONSERVATIVE_FIELDS,
+  REQUIRED_FIELDS,
+  chooseQueryFields,
+  parseHelpQueryGpu,
+  rejectedField,
+  withoutRejectedField,
 } from "./fields.js";
 
-const fixture = (name: string): string => readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
+const fixture = (name: string): string =>
+  readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
 
 describe("--help-query-gpu", () => {
   const newHelp = parseHelpQueryGpu(fixture("help-query-gpu.txt"));
   const oldHelp = parseHelpQueryGpu(fixture("help-query-gpu-465.27.txt"));
 
   it("lists field names and their aliases, not quoted text in descriptions", () => {
-    for (const f of ["timestamp", "name", "gpu_name", "pci.bus_id", "gpu_bus_id", "clocks_event_reasons.gpu_idle",
-      "clocks_throttle_reasons.gpu_idle", "utilization.jpeg", "utilization.ofa", "enforced.power.limit"]) {
+    for (const f of [
+      "timestamp",
+      "name",
+      "gpu_name",
+      "pci.bus_id",
+      "gpu_bus_id",
+      "clocks_event_reasons.gpu_idle",
+      "clocks_throttle_reasons.gpu_idle",
+      "utilization.jpeg",
+      "utilization.ofa",
+      "enforced.power.limit",
+    ]) {
       expect(newHelp.has(f), f).toBe(true);
     }
     expect([...newHelp].some((f) => f.includes(":") || f.includes(" "))).toBe(false);
@@ -24,8 +40,15 @@ describe("--help-query-gpu", () => {
 
   it("chooses the gpu_idle reason by driver: clocks_event_reasons when listed, else the throttle name", () => {
     const fresh = chooseQueryFields(newHelp);
-    expect(fresh).toEqual([...REQUIRED_FIELDS, "enforced.power.limit", "clocks_event_reasons.gpu_idle",
-      "utilization.encoder", "utilization.decoder", "utilization.jpeg", "utilization.ofa"]);
+    expect(fresh).toEqual([
+      ...REQUIRED_FIELDS,
+      "enforced.power.limit",
+      "clocks_event_reasons.gpu_idle",
+      "utilization.encoder",
+      "utilization.decoder",
+      "utilization.jpeg",
+      "utilization.ofa",
+    ]);
     const old = chooseQueryFields(oldHelp);
     expect(old).toEqual([...REQUIRED_FIELDS, "enforced.power.limit", "clocks_throttle_reasons.gpu_idle"]);
   });

@@ -25,7 +25,12 @@ export const REQUIRED_FIELDS = [
 export const IDLE_REASON_FIELD = "clocks_event_reasons.gpu_idle";
 /** The name of the gpu_idle reason before drivers ~535. */
 export const IDLE_REASON_FIELD_OLD = "clocks_throttle_reasons.gpu_idle";
-export const MEDIA_FIELDS = ["utilization.encoder", "utilization.decoder", "utilization.jpeg", "utilization.ofa"] as const;
+export const MEDIA_FIELDS = [
+  "utilization.encoder",
+  "utilization.decoder",
+  "utilization.jpeg",
+  "utilization.ofa",
+] as const;
 
 /**
  * Used when the help cannot be read (stand-in executables): fields nearly every driver
@@ -101,7 +106,11 @@ export function rejectedField(output: string): string | undefined {
  * not tried yet (`tried` collects every rejected name), else dropped. `undefined` when the
  * field is required or not in the list, so retrying cannot help.
  */
-export function withoutRejectedField(fields: readonly string[], rejected: string, tried: Set<string>): string[] | undefined {
+export function withoutRejectedField(
+  fields: readonly string[],
+  rejected: string,
+  tried: Set<string>,
+): string[] | undefined {
   if ((REQUIRED_FIELDS as readonly string[]).includes(rejected)) return undefined;
   const at = fields.indexOf(rejected);
   if (at < 0) return undefined;

@@ -67,15 +67,29 @@ export class LatestReadings {
    * `staleAfterMs` gets `staleError(ageMs)`; `processes` per uuid when the process list is
    * known (a GPU without an entry has none), undefined when it is not.
    */
-  snapshot(nowMs: number, staleAfterMs: number, staleError: (ageMs: number) => string,
-    processes: ReadonlyMap<string, GpuProcess[]> | undefined): GpuReading[] {
+  snapshot(
+    nowMs: number,
+    staleAfterMs: number,
+    staleError: (ageMs: number) => string,
+    processes: ReadonlyMap<string, GpuProcess[]> | undefined,
+  ): GpuReading[] {
     const out: GpuReading[] = [];
     for (const e of this.gpus.values()) {
       const r = e.reading;
-      const identity: GpuReading = { uuid: r.uuid, index: r.index, model: r.model, busId: r.busId, driverVersion: r.driverVersion };
+      const identity: GpuReading = {
+        uuid: r.uuid,
+        index: r.index,
+        model: r.model,
+        busId: r.busId,
+        driverVersion: r.driverVersion,
+      };
       if (e.error !== undefined) out.push({ ...identity, error: e.error });
       else if (nowMs - e.at > staleAfterMs) out.push({ ...identity, error: staleError(nowMs - e.at) });
-      else out.push({ ...r, processes: processes === undefined ? undefined : (processes.get(r.uuid) ?? []).map((p) => ({ ...p })) });
+      else
+        out.push({
+          ...r,
+          processes: processes === undefined ? undefined : (processes.get(r.uuid) ?? []).map((p) => ({ ...p })),
+        });
     }
     return out.sort((a, b) => a.index - b.index);
   }

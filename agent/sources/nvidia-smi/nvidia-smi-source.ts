@@ -22,7 +22,13 @@ import type { Logger } from "../../../common/log.js";
 import { TrueidleError, errorMessage } from "../../../common/errors.js";
 import { Backoff } from "../../shipper/backoff.js";
 import type { GpuSource, SourceStats } from "../source.js";
-import { CONSERVATIVE_FIELDS, chooseQueryFields, parseHelpQueryGpu, rejectedField, withoutRejectedField } from "./fields.js";
+import {
+  CONSERVATIVE_FIELDS,
+  chooseQueryFields,
+  parseHelpQueryGpu,
+  rejectedField,
+  withoutRejectedField,
+} from "./fields.js";
 import { LatestReadings } from "./latest-readings.js";
 import { LineBuffer } from "./line-buffer.js";
 import { COMPUTE_APPS_FIELDS, parseComputeApps } from "./parse-compute-apps.js";
@@ -105,7 +111,8 @@ export class NvidiaSmiSource implements GpuSource {
   private readonly parseLimit = new RateLimit(STDERR_LINES_PER_MINUTE, 60_000);
 
   constructor(opts: NvidiaSmiSourceOptions) {
-    if (!(opts.intervalMs > 0)) throw new TrueidleError("bad_config", `nvidia-smi interval must be positive (got ${opts.intervalMs} ms)`);
+    if (!(opts.intervalMs > 0))
+      throw new TrueidleError("bad_config", `nvidia-smi interval must be positive (got ${opts.intervalMs} ms)`);
     this.path = opts.path;
     this.intervalMs = Math.max(1, Math.round(opts.intervalMs));
     this.processIntervalMs = Math.max(1, Math.round(opts.processIntervalMs ?? 5_000));
@@ -126,7 +133,11 @@ export class NvidiaSmiSource implements GpuSource {
   }
 
   async start(signal?: AbortSignal): Promise<void> {
-    if (this.state !== "new") throw new TrueidleError("internal", `the nvidia-smi source was already ${this.state === "stopped" ? "stopped" : "started"}`);
+    if (this.state !== "new")
+      throw new TrueidleError(
+        "internal",
+        `the nvidia-smi source was already ${this.state === "stopped" ? "stopped" : "started"}`,
+      );
     this.state = "starting";
     const ctl = new AbortController();
     const onAbort = (): void => ctl.abort();
@@ -142,7 +153,9 @@ export class NvidiaSmiSource implements GpuSource {
       } else {
         this.fields = [...CONSERVATIVE_FIELDS];
         this.log.warn("nvidia-smi --help-query-gpu gave no field list; querying a conservative set of fields.", {
-          path: this.path, result: describeExit(help, HELP_TIMEOUT_MS), output: snippet(help.stdout + help.stderr),
+          path: this.path,
+          result: describeExit(help, HELP_TIMEOUT_MS),
+          output: snippet(help.stdout + help.stderr),
         });
       }
       const firstProcesses = this.pollProcesses(ctl.signal);
@@ -153,14 +166,19 @@ export class NvidiaSmiSource implements GpuSource {
         const rejected = rejectedField(lastOutput);
         if (rejected !== undefined && attempt < MAX_FIELD_RETRIES) {
           if (!this.dropField(rejected)) {
-            throw new TrueidleError("source_failed", `${this.path} rejects the field "${rejected}", which trueidle needs: ${snippet(lastOutput)}`);
+            throw new TrueidleError(
+              "source_failed",
+              `${this.path} rejects the field "${rejected}", which trueidle needs: ${snippet(lastOutput)}`,
+            );
           }
           continue;
         }
         const found = this.ingestSnapshot(r);
         if (found === 0) {
-          throw new TrueidleError("source_failed",
-            `${this.path} gave no GPU readings (${describeExit(r, this.startTimeoutMs)}); it printed: ${snippet(lastOutput) || "nothing"}`);
+          throw new TrueidleError(
+            "source_failed",
+            `${this.path} gave no GPU readings (${describeExit(r, this.startTimeoutMs)}); it printed: ${snippet(lastOutput) || "nothing"}`,
+          );
         }
         break;
       }
@@ -170,7 +188,11 @@ export class NvidiaSmiSource implements GpuSource {
       this.spawnLoop();
       this.every(() => this.watchdog(), Math.min(1_000, Math.max(100, this.intervalMs)));
       this.timer(() => void this.processLoop(), this.processIntervalMs);
-      this.log.info("nvidia-smi source started.", { path: this.path, gpus: this.latest.size, fields: this.fields.join(",") });
+      this.log.info("nvidia-smi source started.", {
+        path: this.path,
+        gpus: this.latest.size,
+        fields: this.fields.join(","),
+      });
     } catch (err) {
       await this.stop();
       throw err;
@@ -182,10 +204,15 @@ export class NvidiaSmiSource implements GpuSource {
 
   sample(nowMs: number): GpuReading[] {
     if (this.state !== "running") return [];
-    const procs = this.processes !== undefined && nowMs - this.processes.at <= this.processStaleMs() ? this.processes.byUuid : undefined;
+    const procs =
+      this.processes !== undefined && nowMs - this.processes.at <= this.processStaleMs()
+        ? this.processes.byUuid
+        : undefined;
     const down = this.downReason;
     const staleError = (ageMs: number): string =>
-      down !== undefined ? `sampler down: ${down}` : `nvidia-smi went silent: no reading for ${Math.round(ageMs / 1000)} s`;
+      down !== undefined
+        ? `sampler down: ${down}`
+        : `nvidia-smi went silent: no reading for ${Math.round(ageMs / 1000)} s`;
     return this.latest.snapshot(nowMs, this.staleAfterMs, staleError, procs);
   }
 
@@ -230,13 +257,19 @@ export class NvidiaSmiSource implements GpuSource {
       tail: [],
       killedByUs: false,
       rejected: undefined,
-      closed: new Promise<void>((r) => { resolveClosed = r; }),
+      closed: new Promise<void>((r) => {
+        resolveClosed = r;
+      }),
     };
     this.loop = run;
     const out = new LineBuffer();
     const err = new LineBuffer();
-    child.stdout?.setEncoding("utf8").on("data", (d: string) => { for (const l of out.push(d)) this.onLoopLine(run, l); });
-    child.stderr?.setEncoding("utf8").on("data", (d: string) => { for (const l of err.push(d)) this.onStderrLine(run, l); });
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      for (const l of out.push(d)) this.onLoopLine(run, l);
+    });
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      for (const l of err.push(d)) this.onStderrLine(run, l);
+    });
     let finished = false;
     const finish = (code: number | null, sig: NodeJS.Signals | null, spawnError?: Error): void => {
       if (finished) return;
@@ -246,7 +279,9 @@ export class NvidiaSmiSource implements GpuSource {
       resolveClosed();
       this.onLoopExit(run, code, sig, spawnError);
     };
-    child.on("error", (e) => { if (child.pid === undefined) finish(null, null, e); });
+    child.on("error", (e) => {
+      if (child.pid === undefined) finish(null, null, e);
+    });
     child.on("close", (code, sig) => finish(code, sig));
   }
 
@@ -287,7 +322,11 @@ export class NvidiaSmiSource implements GpuSource {
     if (run) run.rejected ??= rejectedField(line);
     const n = this.stderrLimit.take(this.now());
     if (n === "drop") return;
-    this.log.warn("nvidia-smi wrote to stderr.", { path: this.path, line: line.slice(0, 500), ...(n > 0 ? { suppressedLines: n } : {}) });
+    this.log.warn("nvidia-smi wrote to stderr.", {
+      path: this.path,
+      line: line.slice(0, 500),
+      ...(n > 0 ? { suppressedLines: n } : {}),
+    });
   }
 
   private onLoopExit(run: LoopRun, code: number | null, sig: NodeJS.Signals | null, spawnError?: Error): void {
@@ -302,21 +341,32 @@ export class NvidiaSmiSource implements GpuSource {
         this.counters.restarts++;
         this.spawnLoop();
       } else {
-        this.log.error("nvidia-smi rejects a field trueidle needs; GPUs read as unavailable.", { path: this.path, field: run.rejected });
+        this.log.error("nvidia-smi rejects a field trueidle needs; GPUs read as unavailable.", {
+          path: this.path,
+          field: run.rejected,
+        });
         this.onLoopFailed(`nvidia-smi rejects the field "${run.rejected}"`);
       }
       return;
     }
     if (code === 0 && !run.killedByUs && !run.repeated && run.seen.size > 0) {
-      this.log.warn("nvidia-smi printed one snapshot and exited instead of looping (-lms not supported); polling it once per interval instead.", {
-        path: this.path, intervalMs: this.intervalMs,
-      });
+      this.log.warn(
+        "nvidia-smi printed one snapshot and exited instead of looping (-lms not supported); polling it once per interval instead.",
+        {
+          path: this.path,
+          intervalMs: this.intervalMs,
+        },
+      );
       this.mode = "poll";
       this.downReason = undefined;
       this.timer(() => void this.pollLoop(), this.intervalMs);
       return;
     }
-    const how = run.killedByUs ? "went silent and was stopped" : sig ? `was killed by ${sig}` : `exited with code ${code}`;
+    const how = run.killedByUs
+      ? "went silent and was stopped"
+      : sig
+        ? `was killed by ${sig}`
+        : `exited with code ${code}`;
     this.onLoopFailed(`nvidia-smi ${how}`, run.tail);
   }
 
@@ -325,7 +375,9 @@ export class NvidiaSmiSource implements GpuSource {
     this.downReason = reason;
     const delay = this.backoff.next();
     this.log.warn(`The nvidia-smi sampler stopped (${reason}); restarting it.`, {
-      path: this.path, retryInMs: delay, ...(tail.length > 0 ? { output: tail.join("\n").slice(-1000) } : {}),
+      path: this.path,
+      retryInMs: delay,
+      ...(tail.length > 0 ? { output: tail.join("\n").slice(-1000) } : {}),
     });
     this.timer(() => {
       this.counters.restarts++;
@@ -345,7 +397,9 @@ export class NvidiaSmiSource implements GpuSource {
   private kill(run: LoopRun): void {
     run.killedByUs = true;
     run.child.kill("SIGTERM");
-    const t = setTimeout(() => { if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL"); }, KILL_GRACE_MS);
+    const t = setTimeout(() => {
+      if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+    }, KILL_GRACE_MS);
     t.unref();
     void run.closed.then(() => clearTimeout(t));
   }
@@ -365,7 +419,11 @@ export class NvidiaSmiSource implements GpuSource {
     } else if (rejected === undefined && this.ingestSnapshot(r) === 0) {
       this.downReason = `nvidia-smi ${describeExit(r, timeoutMs)} with no readings`;
       if (this.stderrLimit.take(this.now()) !== "drop") {
-        this.log.warn("A polled nvidia-smi run gave no readings.", { path: this.path, result: describeExit(r, timeoutMs), output: snippet(r.stdout + r.stderr) });
+        this.log.warn("A polled nvidia-smi run gave no readings.", {
+          path: this.path,
+          result: describeExit(r, timeoutMs),
+          output: snippet(r.stdout + r.stderr),
+        });
       }
     } else {
       this.downReason = undefined;
@@ -383,23 +441,37 @@ export class NvidiaSmiSource implements GpuSource {
   }
 
   private async pollProcesses(signal?: AbortSignal): Promise<void> {
-    const r = await this.run([`--query-compute-apps=${COMPUTE_APPS_FIELDS.join(",")}`, "--format=csv,noheader,nounits"], PROCESS_TIMEOUT_MS, signal);
+    const r = await this.run(
+      [`--query-compute-apps=${COMPUTE_APPS_FIELDS.join(",")}`, "--format=csv,noheader,nounits"],
+      PROCESS_TIMEOUT_MS,
+      signal,
+    );
     if (this.state === "stopped") return;
     const parsed = parseComputeApps(r.stdout, columnsFromFields(COMPUTE_APPS_FIELDS));
-    const usable = r.spawnError === undefined && !r.timedOut && !r.aborted && parsed.invalid.length === 0
-      && (r.code === 0 || parsed.gpuErrors.length > 0);
+    const usable =
+      r.spawnError === undefined &&
+      !r.timedOut &&
+      !r.aborted &&
+      parsed.invalid.length === 0 &&
+      (r.code === 0 || parsed.gpuErrors.length > 0);
     if (usable) {
       this.processes = { byUuid: parsed.byUuid, at: this.now() };
-      if (this.processesFailing) this.log.info("The nvidia-smi compute process list can be read again.", { path: this.path });
+      if (this.processesFailing)
+        this.log.info("The nvidia-smi compute process list can be read again.", { path: this.path });
       this.processesFailing = false;
       return;
     }
     this.counters.parseErrors += parsed.invalid.length;
     this.processes = undefined;
     if (!this.processesFailing) {
-      this.log.warn("Cannot read the compute process list from nvidia-smi; processes are unknown until it works again.", {
-        path: this.path, result: describeExit(r, PROCESS_TIMEOUT_MS), output: snippet(r.stdout + r.stderr),
-      });
+      this.log.warn(
+        "Cannot read the compute process list from nvidia-smi; processes are unknown until it works again.",
+        {
+          path: this.path,
+          result: describeExit(r, PROCESS_TIMEOUT_MS),
+          output: snippet(r.stdout + r.stderr),
+        },
+      );
     }
     this.processesFailing = true;
   }
@@ -422,17 +494,31 @@ export class NvidiaSmiSource implements GpuSource {
     for (const line of r.stdout.split("\n")) {
       const parsed = parseQueryGpuLine(columns, line);
       switch (parsed.kind) {
-        case "reading": this.latest.record(parsed.reading, at); found++; break;
+        case "reading":
+          this.latest.record(parsed.reading, at);
+          found++;
+          break;
         // nvidia-smi lists GPUs in index order: the position is the index of a GPU never seen.
-        case "gpu_error": this.latest.recordError(parsed.busId, parsed.message, at, found); found++; break;
-        case "header": columns = parsed.columns; break;
-        case "blank": break;
-        case "invalid": this.countParseError(line, parsed.reason); break;
+        case "gpu_error":
+          this.latest.recordError(parsed.busId, parsed.message, at, found);
+          found++;
+          break;
+        case "header":
+          columns = parsed.columns;
+          break;
+        case "blank":
+          break;
+        case "invalid":
+          this.countParseError(line, parsed.reason);
+          break;
       }
     }
     for (const line of r.stderr.split("\n")) {
       const e = parseDeviceHandleError(line);
-      if (e) { this.latest.recordError(e.busId, e.message, at); found++; }
+      if (e) {
+        this.latest.recordError(e.busId, e.message, at);
+        found++;
+      }
     }
     return found;
   }
@@ -445,7 +531,10 @@ export class NvidiaSmiSource implements GpuSource {
   private dropField(field: string): boolean {
     const next = withoutRejectedField(this.fields, field, this.triedFields);
     if (next === undefined) return false;
-    this.log.warn(`nvidia-smi does not know the field "${field}"; querying without it.`, { path: this.path, fields: next.join(",") });
+    this.log.warn(`nvidia-smi does not know the field "${field}"; querying without it.`, {
+      path: this.path,
+      fields: next.join(","),
+    });
     this.fields = next;
     return true;
   }
@@ -454,7 +543,12 @@ export class NvidiaSmiSource implements GpuSource {
     this.counters.parseErrors++;
     const n = this.parseLimit.take(this.now());
     if (n === "drop") return;
-    this.log.warn("Cannot parse a line of nvidia-smi output; skipping it.", { path: this.path, reason, line: line.slice(0, 500), ...(n > 0 ? { suppressedLines: n } : {}) });
+    this.log.warn("Cannot parse a line of nvidia-smi output; skipping it.", {
+      path: this.path,
+      reason,
+      line: line.slice(0, 500),
+      ...(n > 0 ? { suppressedLines: n } : {}),
+    });
   }
 
   private remember(run: LoopRun, line: string): void {
@@ -462,22 +556,40 @@ export class NvidiaSmiSource implements GpuSource {
     if (run.tail.length > 5) run.tail.shift();
   }
 
-  private throwIfUnstartable(r: RunOnceResult | undefined, ctl: AbortSignal, outer: AbortSignal | undefined, lastOutput: string): void {
+  private throwIfUnstartable(
+    r: RunOnceResult | undefined,
+    ctl: AbortSignal,
+    outer: AbortSignal | undefined,
+    lastOutput: string,
+  ): void {
     if (r?.spawnError) {
       const code = r.spawnError.code;
       if (code === "ENOENT") {
         const where = this.path.includes("/") || this.path.includes("\\") ? this.path : `${this.path} (searched $PATH)`;
-        throw new TrueidleError("source_failed", `nvidia-smi not found at ${where}: install the NVIDIA driver, or pass --nvidia-smi PATH`, { cause: r.spawnError });
+        throw new TrueidleError(
+          "source_failed",
+          `nvidia-smi not found at ${where}: install the NVIDIA driver, or pass --nvidia-smi PATH`,
+          { cause: r.spawnError },
+        );
       }
       if (code === "EACCES") {
-        throw new TrueidleError("source_failed", `${this.path} is not executable: make it executable, or pass --nvidia-smi PATH`, { cause: r.spawnError });
+        throw new TrueidleError(
+          "source_failed",
+          `${this.path} is not executable: make it executable, or pass --nvidia-smi PATH`,
+          { cause: r.spawnError },
+        );
       }
-      throw new TrueidleError("source_failed", `cannot run ${this.path}: ${r.spawnError.message}`, { cause: r.spawnError });
+      throw new TrueidleError("source_failed", `cannot run ${this.path}: ${r.spawnError.message}`, {
+        cause: r.spawnError,
+      });
     }
-    if (outer?.aborted || this.state === "stopped") throw new TrueidleError("source_failed", "starting the nvidia-smi source was cancelled");
+    if (outer?.aborted || this.state === "stopped")
+      throw new TrueidleError("source_failed", "starting the nvidia-smi source was cancelled");
     if (ctl.aborted || r?.aborted) {
-      throw new TrueidleError("source_failed",
-        `${this.path} gave no GPU readings within ${Math.round(this.startTimeoutMs / 1000)} s; it printed: ${snippet(lastOutput) || "nothing"}`);
+      throw new TrueidleError(
+        "source_failed",
+        `${this.path} gave no GPU readings within ${Math.round(this.startTimeoutMs / 1000)} s; it printed: ${snippet(lastOutput) || "nothing"}`,
+      );
     }
   }
 

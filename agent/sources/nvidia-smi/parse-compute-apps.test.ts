@@ -4,7 +4,8 @@ import { COMPUTE_APPS_FIELDS, parseComputeApps } from "./parse-compute-apps.js";
 import { columnsFromFields } from "./parse-query-gpu.js";
 
 const MiB = 1024 * 1024;
-const fixture = (name: string): string => readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
+const fixture = (name: string): string =>
+  readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
 const MASKED_UUID = "GPU-00000000-0000-0000-0000-000000000000";
 
 describe("--query-compute-apps captures", () => {
@@ -33,7 +34,9 @@ describe("--query-compute-apps captures", () => {
     expect(procs).toHaveLength(10);
     expect(procs.every((p) => p.usedMemoryBytes === undefined)).toBe(true);
     expect(procs.map((p) => p.name)).toContain("C:\\Program Files\\NZXT CAM\\NZXT CAM.exe");
-    expect(procs.find((p) => p.pid === 4680)?.name).toBe("C:\\Program Files\\NVIDIA Corporation\\NVIDIA GeForce Experience\\NVIDIA Share.exe");
+    expect(procs.find((p) => p.pid === 4680)?.name).toBe(
+      "C:\\Program Files\\NVIDIA Corporation\\NVIDIA GeForce Experience\\NVIDIA Share.exe",
+    );
   });
 });
 
@@ -41,24 +44,32 @@ describe("the sampler's own query", () => {
   const columns = columnsFromFields(COMPUTE_APPS_FIELDS);
 
   it("takes a name with commas from between the known columns", () => {
-    const out = parseComputeApps([
-      "GPU-a, 101, python3 train.py --tags a, b, c, 2048",
-      "GPU-a, 102, /opt/x, 16",
-      "GPU-b, 201, C:\\Program Files\\A, B\\app.exe, [N/A]",
-      "",
-    ].join("\n"), columns);
+    const out = parseComputeApps(
+      [
+        "GPU-a, 101, python3 train.py --tags a, b, c, 2048",
+        "GPU-a, 102, /opt/x, 16",
+        "GPU-b, 201, C:\\Program Files\\A, B\\app.exe, [N/A]",
+        "",
+      ].join("\n"),
+      columns,
+    );
     expect(out.invalid).toEqual([]);
     expect(out.byUuid.get("GPU-a")).toEqual([
       { pid: 101, name: "python3 train.py --tags a, b, c", usedMemoryBytes: 2048 * MiB },
       { pid: 102, name: "/opt/x", usedMemoryBytes: 16 * MiB },
     ]);
-    expect(out.byUuid.get("GPU-b")).toEqual([{ pid: 201, name: "C:\\Program Files\\A, B\\app.exe", usedMemoryBytes: undefined }]);
+    expect(out.byUuid.get("GPU-b")).toEqual([
+      { pid: 201, name: "C:\\Program Files\\A, B\\app.exe", usedMemoryBytes: undefined },
+    ]);
   });
 
   it("gives no processes for empty output, and counts malformed lines", () => {
     expect(parseComputeApps("", columns).byUuid.size).toBe(0);
     expect(parseComputeApps("No running processes found\n", columns).invalid).toEqual([]);
-    const bad = parseComputeApps("GPU-a, notapid, x, 5\nGPU-a\nUnable to determine the device handle for GPU 0000:3B:00.0: Unknown Error\n", columns);
+    const bad = parseComputeApps(
+      "GPU-a, notapid, x, 5\nGPU-a\nUnable to determine the device handle for GPU 0000:3B:00.0: Unknown Error\n",
+      columns,
+    );
     expect(bad.invalid.map((i) => i.reason)).toEqual(["no process id", "expected 4 values, got 1"]);
     expect(bad.gpuErrors).toEqual([{ busId: "0000:3B:00.0", message: "Unknown Error" }]);
   });

@@ -60,7 +60,10 @@ export function parseComputeApps(text: string, columns?: readonly QueryColumn[])
   return out;
 }
 
-function parseLine(cols: readonly QueryColumn[], line: string): { uuid: string; process: GpuProcess } | { reason: string } {
+function parseLine(
+  cols: readonly QueryColumn[],
+  line: string,
+): { uuid: string; process: GpuProcess } | { reason: string } {
   const parts = line.split(", ");
   if (parts.length < cols.length) return { reason: `expected ${cols.length} values, got ${parts.length}` };
   const nameAt = cols.findIndex((c) => canonical(c.field) === "process_name");
@@ -72,7 +75,8 @@ function parseLine(cols: readonly QueryColumn[], line: string): { uuid: string; 
     else raw = parts.slice(nameAt, parts.length - (cols.length - 1 - nameAt)).join(", ");
     cells.set(canonical(c.field), { raw, unit: c.unit });
   });
-  if (nameAt < 0 && parts.length !== cols.length) return { reason: `expected ${cols.length} values, got ${parts.length}` };
+  if (nameAt < 0 && parts.length !== cols.length)
+    return { reason: `expected ${cols.length} values, got ${parts.length}` };
   const uuid = parseText(cells.get("gpu_uuid")?.raw);
   if (uuid === undefined) return { reason: "no GPU uuid" };
   const pid = parseInteger(cells.get("pid")?.raw);

@@ -1,10 +1,17 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { REQUIRED_FIELDS } from "./fields.js";
-import { busIdKey, columnsFromFields, parseDeviceHandleError, parseQueryGpuLine, parseQueryGpuOutput } from "./parse-query-gpu.js";
+import {
+  busIdKey,
+  columnsFromFields,
+  parseDeviceHandleError,
+  parseQueryGpuLine,
+  parseQueryGpuOutput,
+} from "./parse-query-gpu.js";
 
 const MiB = 1024 * 1024;
-const fixture = (name: string): string => readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
+const fixture = (name: string): string =>
+  readFileSync(new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url), "utf8");
 const MASKED_UUID = "GPU-00000000-0000-0000-0000-000000000000";
 
 function only(name: string) {
@@ -75,7 +82,13 @@ describe("--query-gpu captures", () => {
 });
 
 describe("partial failure", () => {
-  const fields = [...REQUIRED_FIELDS, "enforced.power.limit", "clocks_event_reasons.gpu_idle", "utilization.encoder", "utilization.decoder"];
+  const fields = [
+    ...REQUIRED_FIELDS,
+    "enforced.power.limit",
+    "clocks_event_reasons.gpu_idle",
+    "utilization.encoder",
+    "utilization.decoder",
+  ];
   const columns = columnsFromFields(fields);
   const line = (i: number, bus: string, util: string): string =>
     `2025/01/02 03:04:05.678, ${i}, GPU-${i}${i}${i}${i}0000-0000-0000-0000-000000000000, ${bus}, NVIDIA H100 80GB HBM3, 550.90.07, ${util}, 1024, 81559, 312.50, 700.00, Not Active, 0, 12`;
@@ -106,10 +119,16 @@ describe("partial failure", () => {
   });
 
   it("counts a malformed line instead of throwing", () => {
-    const out = parseQueryGpuOutput(`${line(0, "00000000:1B:00.0", "5")}\n0, GPU-x, truncated\nNVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n`, columns);
+    const out = parseQueryGpuOutput(
+      `${line(0, "00000000:1B:00.0", "5")}\n0, GPU-x, truncated\nNVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n`,
+      columns,
+    );
     expect(out.readings).toHaveLength(1);
     expect(out.invalid.map((i) => i.reason)).toEqual(["expected 14 values, got 3", "expected 14 values, got 1"]);
-    expect(parseQueryGpuLine(columns, line(1, "00000000:1B:00.0", "5").replace(", 1,", ", x,"))).toMatchObject({ kind: "invalid", reason: "no GPU index" });
+    expect(parseQueryGpuLine(columns, line(1, "00000000:1B:00.0", "5").replace(", 1,", ", x,"))).toMatchObject({
+      kind: "invalid",
+      reason: "no GPU index",
+    });
   });
 
   it("marks a line whose values say the GPU is lost", () => {

@@ -172,11 +172,21 @@ export function parseQueryGpuOutput(text: string, columns?: readonly QueryColumn
     }
     const parsed = parseQueryGpuLine(cols, line);
     switch (parsed.kind) {
-      case "reading": out.readings.push(parsed.reading); break;
-      case "gpu_error": out.gpuErrors.push({ busId: parsed.busId, message: parsed.message }); break;
-      case "header": cols = parsed.columns; out.columns = cols; break;
-      case "invalid": out.invalid.push({ line: parsed.line, reason: parsed.reason }); break;
-      case "blank": break;
+      case "reading":
+        out.readings.push(parsed.reading);
+        break;
+      case "gpu_error":
+        out.gpuErrors.push({ busId: parsed.busId, message: parsed.message });
+        break;
+      case "header":
+        cols = parsed.columns;
+        out.columns = cols;
+        break;
+      case "invalid":
+        out.invalid.push({ line: parsed.line, reason: parsed.reason });
+        break;
+      case "blank":
+        break;
     }
   }
   return out;

@@ -8,7 +8,10 @@ export class RateLimit {
   private used = 0;
   private dropped = 0;
 
-  constructor(private readonly limit: number, private readonly windowMs: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
 
   take(nowMs: number): number | "drop" {
     if (nowMs - this.windowStart >= this.windowMs) {

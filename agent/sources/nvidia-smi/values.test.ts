@@ -1,12 +1,31 @@
 import { describe, expect, it } from "vitest";
-import { isMissing, parseActive, parseBytes, parseInteger, parseNumber, parsePercent, parseText, parseWatts } from "./values.js";
+import {
+  isMissing,
+  parseActive,
+  parseBytes,
+  parseInteger,
+  parseNumber,
+  parsePercent,
+  parseText,
+  parseWatts,
+} from "./values.js";
 
 const MiB = 1024 * 1024;
 
 describe("nvidia-smi values", () => {
   it.each([
-    "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]", "[Requested functionality has been deprecated]",
-    "[Function Not Found]", "ERR!", "[GPU is lost]", "[Insufficient Permissions]", "[anything else]", "", "   ",
+    "[N/A]",
+    "N/A",
+    "[Not Supported]",
+    "[Unknown Error]",
+    "[Requested functionality has been deprecated]",
+    "[Function Not Found]",
+    "ERR!",
+    "[GPU is lost]",
+    "[Insufficient Permissions]",
+    "[anything else]",
+    "",
+    "   ",
   ])("reads %j as missing, never 0", (raw) => {
     expect(isMissing(raw)).toBe(true);
     expect(parseNumber(raw)).toBeUndefined();

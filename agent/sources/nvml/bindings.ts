@@ -29,11 +29,16 @@ export const NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25;
 
 /** Codes that mean the library or driver as a whole is gone: re-initialise. */
 export const DRIVER_LEVEL_ERRORS: ReadonlySet<number> = new Set([
-  NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+  NVML_ERROR_UNINITIALIZED,
+  NVML_ERROR_DRIVER_NOT_LOADED,
+  NVML_ERROR_LIB_RM_VERSION_MISMATCH,
 ]);
 /** Codes that mean "this reading does not exist here", not "this GPU is broken". */
 export const ABSENT_VALUE_ERRORS: ReadonlySet<number> = new Set([
-  NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND, NVML_ERROR_FUNCTION_NOT_FOUND,
+  NVML_ERROR_NOT_SUPPORTED,
+  NVML_ERROR_NO_PERMISSION,
+  NVML_ERROR_NOT_FOUND,
+  NVML_ERROR_FUNCTION_NOT_FOUND,
 ]);
 
 export const NVML_GPU_UTILIZATION_SAMPLES = 1;
@@ -77,8 +82,15 @@ export const GPM_SUPPORT = { size: 8, version: 1, isSupported: 4 } as const;
  * double value; { char *shortName, *longName, *unit } metricInfo } (40 bytes).
  */
 export const GPM_METRICS_GET = {
-  version: 1, numMetrics: 4, sample1: 8, sample2: 16, metrics: 24, metricSize: 40,
-  metricReturn: 4, metricValue: 8, size: 24 + 40 * NVML_GPM_METRIC_MAX,
+  version: 1,
+  numMetrics: 4,
+  sample1: 8,
+  sample2: 16,
+  metrics: 24,
+  metricSize: 40,
+  metricReturn: 4,
+  metricValue: 8,
+  size: 24 + 40 * NVML_GPM_METRIC_MAX,
 } as const;
 
 type Fn = (...args: unknown[]) => number;
@@ -121,7 +133,6 @@ export interface NvmlLibrary {
   fn: NvmlFunctions;
   errorString(code: number): string;
 }
-
 
 const P = "void *";
 const H = "uint64_t"; // a handle passed by value
@@ -173,13 +184,15 @@ export function loadNvml(path: string): NvmlLibrary {
     try {
       fn[name] = lib.func(name, "int", params) as unknown as Fn;
     } catch (err) {
-      if (required) throw new Error(`${path} has no ${name}: not an NVML library, or one older than driver 450`, { cause: err });
+      if (required)
+        throw new Error(`${path} has no ${name}: not an NVML library, or one older than driver 450`, { cause: err });
     }
   }
   if (!fn["nvmlDeviceGetMemoryInfo_v2"] && !fn["nvmlDeviceGetMemoryInfo"]) {
     throw new Error(`${path} has neither nvmlDeviceGetMemoryInfo_v2 nor nvmlDeviceGetMemoryInfo: not an NVML library`);
   }
-  fn["clocksEventReasons"] = fn["nvmlDeviceGetCurrentClocksEventReasons"] ?? fn["nvmlDeviceGetCurrentClocksThrottleReasons"];
+  fn["clocksEventReasons"] =
+    fn["nvmlDeviceGetCurrentClocksEventReasons"] ?? fn["nvmlDeviceGetCurrentClocksThrottleReasons"];
   const errorStringFn = lib.func("nvmlErrorString", "const char *", ["int"]) as unknown as (c: number) => string | null;
   return {
     path,

@@ -6,8 +6,17 @@
  * logged once. Runs on the worker thread only.
  */
 import {
-  ABSENT_VALUE_ERRORS, BUFFER_SIZE, DRIVER_LEVEL_ERRORS, NVML_ERROR_ARGUMENT_VERSION_MISMATCH, NVML_ERROR_FUNCTION_NOT_FOUND,
-  NVML_ERROR_INSUFFICIENT_SIZE, NVML_ERROR_INVALID_ARGUMENT, NVML_SUCCESS, cString, type NvmlFunctions, type NvmlLibrary,
+  ABSENT_VALUE_ERRORS,
+  BUFFER_SIZE,
+  DRIVER_LEVEL_ERRORS,
+  NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+  NVML_ERROR_FUNCTION_NOT_FOUND,
+  NVML_ERROR_INSUFFICIENT_SIZE,
+  NVML_ERROR_INVALID_ARGUMENT,
+  NVML_SUCCESS,
+  cString,
+  type NvmlFunctions,
+  type NvmlLibrary,
 } from "./bindings.js";
 import { CALL_ID, type CallName, type CallWatch, type WorkerMessage } from "./protocol.js";
 
@@ -18,7 +27,11 @@ export class DriverLost extends Error {}
 
 /** A failure of one GPU (lost, needs a reset): that GPU reads unavailable. */
 export class GpuFailure extends Error {
-  constructor(readonly code: number, readonly call: CallName, message: string) {
+  constructor(
+    readonly code: number,
+    readonly call: CallName,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -91,7 +104,12 @@ export class Driver {
     const key = `${gpu}/${field}`;
     if (!this.badLogged.has(key) && this.badLogged.size < MAX_BAD_VALUE_LOGS) {
       this.badLogged.add(key);
-      this.post({ kind: "log", level: "warn", msg: "NVML gave an implausible value; it is read as missing.", fields: { gpu, field, value: v, max } });
+      this.post({
+        kind: "log",
+        level: "warn",
+        msg: "NVML gave an implausible value; it is read as missing.",
+        fields: { gpu, field, value: v, max },
+      });
     }
     return Number.NaN;
   }

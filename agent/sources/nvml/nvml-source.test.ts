@@ -36,7 +36,10 @@ function stub(scenario: object): NvmlStub {
   return s;
 }
 
-function source(s: NvmlStub, opts: Partial<NvmlSourceOptions> = {}): { src: NvmlSource; log: ReturnType<typeof recordingLogger> } {
+function source(
+  s: NvmlStub,
+  opts: Partial<NvmlSourceOptions> = {},
+): { src: NvmlSource; log: ReturnType<typeof recordingLogger> } {
   const log = recordingLogger();
   const src = new NvmlSource({ libPath: s.libPath, intervalMs: 250, processIntervalMs: 500, logger: log, ...opts });
   sources.push(src);
@@ -53,8 +56,11 @@ const H100 = "NVIDIA H100 80GB HBM3";
 
 /** Calls into the stub so far, by function (the worker thread loads the same library). */
 function stubCalls(s: NvmlStub) {
-  const count = koffi.load(s.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (fn: string) => number | bigint;
-  const snapshot = (): Record<string, number> => Object.fromEntries(Object.keys(H200_CALL_COST_US).map((fn) => [fn, Number(count(fn))]));
+  const count = koffi.load(s.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (
+    fn: string,
+  ) => number | bigint;
+  const snapshot = (): Record<string, number> =>
+    Object.fromEntries(Object.keys(H200_CALL_COST_US).map((fn) => [fn, Number(count(fn))]));
   return {
     snapshot,
     since: (before: Record<string, number>): Record<string, number> => {
@@ -89,8 +95,9 @@ describe("NVML source (stub library)", () => {
       expect(r.powerLimitW).toBe(want.powerLimitW);
       expect(r.memUsedBytes).toBe(want.memUsedBytes);
       expect(r.memTotalBytes).toBe(want.memTotalBytes);
-      expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]))
-        .toEqual(want.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]));
+      expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil])).toEqual(
+        want.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]),
+      );
     }
     // GPM: SM activity on the Hopper GPUs that have it; none on the A100 (nvidia-smi never has it).
     expect(byIndex(got, 0).smActive).toBeCloseTo(0.72, 2);
@@ -131,7 +138,9 @@ describe("NVML source (stub library)", () => {
     expect(byIndex(got, 2).util).toBeUndefined();
     // The buffer is what the driver keeps: a sample every 1/6 s, 120 of them, about 20 s back.
     expect(src.describeSampleBuffers()).toBe("GPU 0, 1: every 166.7 ms, 120 kept (19.8 s); GPU 2: not readable");
-    expect(log.lines.find((l) => l.msg === "NVML source started.")?.fields?.["utilization_samples"]).toBe(src.describeSampleBuffers());
+    expect(log.lines.find((l) => l.msg === "NVML source started.")?.fields?.["utilization_samples"]).toBe(
+      src.describeSampleBuffers(),
+    );
   });
 
   it("measures per-process SM shares only where several processes share a GPU, at most once a minute; a GPU's only process has the GPU's utilization", async () => {
@@ -149,7 +158,10 @@ describe("NVML source (stub library)", () => {
     await src.start();
     await new Promise((r) => setTimeout(r, 2_000));
     const got = src.sample(Date.now());
-    expect(byIndex(got, 0).processes?.map((p) => [p.pid, p.smUtil])).toEqual([[10000, 97], [10001, 0]]);
+    expect(byIndex(got, 0).processes?.map((p) => [p.pid, p.smUtil])).toEqual([
+      [10000, 97],
+      [10001, 0],
+    ]);
     expect(byIndex(got, 1).processes?.map((p) => [p.pid, p.smUtil])).toEqual([[10100, 100]]);
     expect(byIndex(got, 2).processes).toEqual([]);
     const made = calls.since(before);
@@ -159,13 +171,19 @@ describe("NVML source (stub library)", () => {
   });
 
   it("reads more processes than its buffers first hold, growing them as NVML's size protocol asks", async () => {
-    const processes = Array.from({ length: 150 }, (_, i) => ({ pid: 20_000 + i, name: `worker-${i}`, usedMiB: 100 + i, smUtil: i % 3 === 0 ? 30 : 0 }));
+    const processes = Array.from({ length: 150 }, (_, i) => ({
+      pid: 20_000 + i,
+      name: `worker-${i}`,
+      usedMiB: 100 + i,
+      smUtil: i % 3 === 0 ? 30 : 0,
+    }));
     const s = stub({ gpus: [{ model: H100, phases: [{ for: "1h", state: "held_idle", processes }] }] });
     const { src } = source(s);
     await src.start();
     const r = byIndex(src.sample(Date.now()), 0);
-    expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil]))
-      .toEqual(processes.map((p) => [p.pid, p.name, p.usedMiB * MiB, p.smUtil]));
+    expect(r.processes?.map((p) => [p.pid, p.name, p.usedMemoryBytes, p.smUtil])).toEqual(
+      processes.map((p) => [p.pid, p.name, p.usedMiB * MiB, p.smUtil]),
+    );
   });
 
   it("makes a lost GPU unavailable while the others go on, and leaves unsupported values missing", async () => {
@@ -194,7 +212,13 @@ describe("NVML source (stub library)", () => {
       originMs,
       gpus: [
         { model: H100, phases: [{ for: "1h", state: "active" }] },
-        { model: H100, phases: [{ for: "2s", error: "GPU is lost" }, { for: "1h", state: "held_idle" }] },
+        {
+          model: H100,
+          phases: [
+            { for: "2s", error: "GPU is lost" },
+            { for: "1h", state: "held_idle" },
+          ],
+        },
       ],
     });
     const { src } = source(s);
@@ -202,10 +226,15 @@ describe("NVML source (stub library)", () => {
     const before = src.sample(Date.now());
     expect(before).toHaveLength(2);
     expect(byIndex(before, 1).error).toMatch(/lost/i);
-    const after = await eventually("GPU 1 identified and read", () => {
-      const rs = src.sample(Date.now());
-      return byIndex(rs, 1).error === undefined ? rs : undefined;
-    }, 20_000, 100);
+    const after = await eventually(
+      "GPU 1 identified and read",
+      () => {
+        const rs = src.sample(Date.now());
+        return byIndex(rs, 1).error === undefined ? rs : undefined;
+      },
+      20_000,
+      100,
+    );
     expect(after).toHaveLength(2);
     expect(byIndex(after, 1).uuid).toBe(s.scenario.gpus[1]!.uuid);
     expect(byIndex(after, 1).util).toBe(0);
@@ -213,7 +242,9 @@ describe("NVML source (stub library)", () => {
 
   it("reads an implausible value as missing, counts it and says so once", async () => {
     // More memory used than the board has: no driver reports that, a glitch could.
-    const s = stub({ gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "held_idle", memUsedMiB: 200_000 }] }] });
+    const s = stub({
+      gpus: [{ model: H100, count: 2, phases: [{ for: "1h", state: "held_idle", memUsedMiB: 200_000 }] }],
+    });
     const { src, log } = source(s);
     await src.start();
     await new Promise((r) => setTimeout(r, 600));
@@ -226,7 +257,10 @@ describe("NVML source (stub library)", () => {
     }
     expect(src.stats().parseErrors).toBeGreaterThanOrEqual(4);
     const warned = log.lines.filter((l) => l.msg.startsWith("NVML gave an implausible value"));
-    expect(warned.map((l) => [l.fields?.["gpu"], l.fields?.["field"]])).toEqual([[0, "memory used"], [1, "memory used"]]);
+    expect(warned.map((l) => [l.fields?.["gpu"], l.fields?.["field"]])).toEqual([
+      [0, "memory used"],
+      [1, "memory used"],
+    ]);
   });
 
   it("re-initialises NVML after the driver is unloaded and loaded again", async () => {
@@ -235,15 +269,25 @@ describe("NVML source (stub library)", () => {
     await src.start();
     expect(s.control.initCount()).toBe(1);
     s.control.unloadDriver();
-    await eventually("every GPU unavailable", () => {
-      const rs = src.sample(Date.now());
-      return rs.length === 2 && rs.every((r) => /Driver Not Loaded|driver/i.test(r.error ?? "")) ? rs : undefined;
-    }, 20_000, 100);
+    await eventually(
+      "every GPU unavailable",
+      () => {
+        const rs = src.sample(Date.now());
+        return rs.length === 2 && rs.every((r) => /Driver Not Loaded|driver/i.test(r.error ?? "")) ? rs : undefined;
+      },
+      20_000,
+      100,
+    );
     s.control.reloadDriver();
-    await eventually("readings again", () => {
-      const rs = src.sample(Date.now());
-      return rs.length === 2 && rs.every((r) => r.error === undefined && r.util === 97) ? rs : undefined;
-    }, 30_000, 100);
+    await eventually(
+      "readings again",
+      () => {
+        const rs = src.sample(Date.now());
+        return rs.length === 2 && rs.every((r) => r.error === undefined && r.util === 97) ? rs : undefined;
+      },
+      30_000,
+      100,
+    );
     expect(s.control.initCount()).toBeGreaterThanOrEqual(2);
     expect(src.stats().restarts).toBeGreaterThanOrEqual(1);
     expect(log.lines.some((r) => r.msg.includes("initialised again"))).toBe(true);
@@ -254,10 +298,15 @@ describe("NVML source (stub library)", () => {
     const { src, log } = source(s, { callTimeoutMs: 400 });
     await src.start();
     s.control.hang(1, 4_000);
-    const during = await eventually("GPU 1 unavailable for a hung call", () => {
-      const rs = src.sample(Date.now());
-      return /has not returned for \d+ s \(driver hung\)/.test(byIndex(rs, 1).error ?? "") ? rs : undefined;
-    }, 20_000, 100);
+    const during = await eventually(
+      "GPU 1 unavailable for a hung call",
+      () => {
+        const rs = src.sample(Date.now());
+        return /has not returned for \d+ s \(driver hung\)/.test(byIndex(rs, 1).error ?? "") ? rs : undefined;
+      },
+      20_000,
+      100,
+    );
     expect(byIndex(during, 1).error).toMatch(/^NVML: nvmlDevice\w+ on this GPU/);
     expect(src.hungCalls()).toBe(1);
     s.control.hang(1, 0);
@@ -269,22 +318,34 @@ describe("NVML source (stub library)", () => {
       expect(byIndex(first, i).error).toBeUndefined();
       expect(byIndex(later, i).error).toBeUndefined();
     }
-    await eventually("GPU 1 back", () => {
-      const rs = src.sample(Date.now());
-      return rs.every((r) => r.error === undefined) && src.hungCalls() === 0 ? rs : undefined;
-    }, 30_000, 100);
+    await eventually(
+      "GPU 1 back",
+      () => {
+        const rs = src.sample(Date.now());
+        return rs.every((r) => r.error === undefined) && src.hungCalls() === 0 ? rs : undefined;
+      },
+      30_000,
+      100,
+    );
     expect(log.lines.some((r) => r.level === "error" && r.msg.includes("did not return in time"))).toBe(true);
     expect(log.lines.some((r) => r.msg.includes("hung NVML call returned"))).toBe(true);
   });
 
   it("fails start with a reason when the library cannot be used", async () => {
     const log = recordingLogger();
-    const missing = new NvmlSource({ libPath: "/nonexistent/libnvidia-ml.so.1", intervalMs: 250, logger: log, failHint: "use --source nvidia-smi" });
+    const missing = new NvmlSource({
+      libPath: "/nonexistent/libnvidia-ml.so.1",
+      intervalMs: 250,
+      logger: log,
+      failHint: "use --source nvidia-smi",
+    });
     sources.push(missing);
     const e1 = await missing.start().catch((e: unknown) => e);
     expect(e1).toBeInstanceOf(TrueidleError);
     expect((e1 as TrueidleError).code).toBe("nvml_unavailable");
-    expect((e1 as Error).message).toMatch(/cannot load \/nonexistent\/libnvidia-ml\.so\.1: .* — use --source nvidia-smi$/);
+    expect((e1 as Error).message).toMatch(
+      /cannot load \/nonexistent\/libnvidia-ml\.so\.1: .* — use --source nvidia-smi$/,
+    );
 
     const notNvml = new NvmlSource({ libPath: "libc.so.6", intervalMs: 250, logger: log });
     sources.push(notNvml);

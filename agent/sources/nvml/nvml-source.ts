@@ -31,7 +31,15 @@ import { TrueidleError } from "../../../common/errors.js";
 import type { GpuSource, SourceStats } from "../source.js";
 // Not bindings.js: koffi loads only in the worker, so a platform without a koffi build fails
 // NVML (and --source auto falls back to nvidia-smi) instead of failing the agent.
-import { CALL_NAMES, CallWatch, DEFAULT_NVML_LIBRARY, WATCH_BYTES, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+import {
+  CALL_NAMES,
+  CallWatch,
+  DEFAULT_NVML_LIBRARY,
+  WATCH_BYTES,
+  type NvmlGpu,
+  type WorkerConfig,
+  type WorkerMessage,
+} from "./protocol.js";
 import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
 
 export interface NvmlSourceOptions {
@@ -127,8 +135,10 @@ export class NvmlSource implements GpuSource {
   describe(): string {
     const gpus = [...this.known.values()];
     const gpm = gpus.filter((k) => k.gpu.gpm).map((k) => k.gpu.index);
-    return `NVML (${this.library || this.libPath}, driver ${this.driverVersion || "?"}); ` +
-      (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`);
+    return (
+      `NVML (${this.library || this.libPath}, driver ${this.driverVersion || "?"}); ` +
+      (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`)
+    );
   }
 
   /**
@@ -153,25 +163,38 @@ export class NvmlSource implements GpuSource {
   async start(signal?: AbortSignal): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const ready = new Promise<void>((resolve, reject) => { this.readyWaiter = { resolve, reject }; });
+    const ready = new Promise<void>((resolve, reject) => {
+      this.readyWaiter = { resolve, reject };
+    });
     this.spawn();
     this.watchTimer = setInterval(() => this.checkWatch(), Math.max(WATCH_IDLE_MS, 2 * this.intervalMs));
     this.watchTimer.unref();
     let timer: NodeJS.Timeout | undefined;
-    const onAbort = (): void => this.readyWaiter?.reject(new TrueidleError("aborted", "stopped while NVML was starting"));
+    const onAbort = (): void =>
+      this.readyWaiter?.reject(new TrueidleError("aborted", "stopped while NVML was starting"));
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await Promise.race([
         ready,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new TrueidleError("nvml_unavailable",
-            `NVML gave no readings within ${Math.round(this.initTimeoutMs / 1000)} s of starting (${this.libPath}); the driver may be hung`)),
-          this.initTimeoutMs + this.intervalMs);
+          timer = setTimeout(
+            () =>
+              reject(
+                new TrueidleError(
+                  "nvml_unavailable",
+                  `NVML gave no readings within ${Math.round(this.initTimeoutMs / 1000)} s of starting (${this.libPath}); the driver may be hung`,
+                ),
+              ),
+            this.initTimeoutMs + this.intervalMs,
+          );
           timer.unref();
         }),
       ]);
       this.logger.info("NVML source started.", {
-        library: this.library, driver: this.driverVersion, gpus: this.known.size, detail: this.describe(),
+        library: this.library,
+        driver: this.driverVersion,
+        gpus: this.known.size,
+        detail: this.describe(),
         utilization_samples: this.describeSampleBuffers(),
       });
     } catch (err) {
@@ -189,17 +212,25 @@ export class NvmlSource implements GpuSource {
     this.watchTimer?.refresh();
     const out: GpuReading[] = [];
     // A hung call that concerns no GPU in particular (init, count) stops them all.
-    const global = [...this.hung].find((h) => h.gpu < 0) ?? (this.hung.size >= MAX_HUNG_THREADS ? [...this.hung][0] : undefined);
+    const global =
+      [...this.hung].find((h) => h.gpu < 0) ?? (this.hung.size >= MAX_HUNG_THREADS ? [...this.hung][0] : undefined);
     const allDown = this.driverError ?? (global ? this.hungText(global) : undefined);
     for (const k of this.known.values()) {
       this.takeFromBoard(k);
       const g = k.gpu;
-      const identity: GpuReading = { uuid: g.uuid, index: g.index, model: g.model, busId: g.busId, driverVersion: this.driverVersion || undefined };
+      const identity: GpuReading = {
+        uuid: g.uuid,
+        index: g.index,
+        model: g.model,
+        busId: g.busId,
+        driverVersion: this.driverVersion || undefined,
+      };
       const q = this.quarantine.get(g.index);
       if (allDown !== undefined) out.push({ ...identity, error: allDown });
       else if (q) out.push({ ...identity, error: this.hungText(q) });
       else if (k.at === 0) out.push({ ...identity, error: g.error ?? "NVML: no reading yet" });
-      else if (nowMs - k.at > this.staleAfterMs) out.push({ ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` });
+      else if (nowMs - k.at > this.staleAfterMs)
+        out.push({ ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` });
       else out.push(this.toReading(identity, k));
     }
     return out.sort((a, b) => a.index - b.index);
@@ -229,7 +260,8 @@ export class NvmlSource implements GpuSource {
     const idle = v[F.idleReason]!;
     let processes = k.processes;
     // A GPU's only process has the GPU's utilization as its share of the SMs.
-    if (processes?.length === 1 && processes[0]!.smUtil === undefined && util !== undefined) processes = [{ ...processes[0]!, smUtil: util }];
+    if (processes?.length === 1 && processes[0]!.smUtil === undefined && util !== undefined)
+      processes = [{ ...processes[0]!, smUtil: util }];
     return {
       uuid: identity.uuid,
       index: identity.index,
@@ -282,11 +314,15 @@ export class NvmlSource implements GpuSource {
     const w = startWorker(cfg);
     this.worker = w;
     this.watch = new CallWatch(watch);
-    w.on("message", (m: WorkerMessage) => { if (this.worker === w) this.onMessage(m); });
+    w.on("message", (m: WorkerMessage) => {
+      if (this.worker === w) this.onMessage(m);
+    });
     w.on("error", (err) => {
       if (this.worker !== w) return;
       if (this.readyWaiter) {
-        this.readyWaiter.reject(new TrueidleError("nvml_unavailable", `the NVML worker failed: ${err.message}${this.failHint}`));
+        this.readyWaiter.reject(
+          new TrueidleError("nvml_unavailable", `the NVML worker failed: ${err.message}${this.failHint}`),
+        );
         return;
       }
       this.logger.error("The NVML worker failed; starting a new one.", { error: err.message });
@@ -319,7 +355,9 @@ export class NvmlSource implements GpuSource {
           this.readyWaiter.reject(new TrueidleError("nvml_unavailable", m.error + this.failHint));
         } else {
           if (this.driverError !== m.error) {
-            this.logger.error("NVML cannot be used; every GPU reads unavailable until it can. Retrying with backoff.", { error: m.error });
+            this.logger.error("NVML cannot be used; every GPU reads unavailable until it can. Retrying with backoff.", {
+              error: m.error,
+            });
           }
           this.driverError = m.error;
           this.failedStarts++;
@@ -351,13 +389,24 @@ export class NvmlSource implements GpuSource {
         for (const [uuid, k] of this.known) {
           if (listed.has(uuid) || this.quarantine.has(k.gpu.index)) continue;
           // A placeholder for a GPU that could not be identified, now listed under its uuid.
-          if (uuid.startsWith("unknown-")) { this.known.delete(uuid); continue; }
+          if (uuid.startsWith("unknown-")) {
+            this.known.delete(uuid);
+            continue;
+          }
           // Gone from NVML's list: still capacity that exists and cannot be used.
-          this.known.set(uuid, { gpu: { ...k.gpu, error: "NVML no longer lists this GPU" }, slot: -1, values: emptyReading(), at: 0 });
+          this.known.set(uuid, {
+            gpu: { ...k.gpu, error: "NVML no longer lists this GPU" },
+            slot: -1,
+            values: emptyReading(),
+            at: 0,
+          });
         }
         if (m.reinit) {
           this.restarts++;
-          this.logger.info("NVML initialised again after the driver came back.", { gpus: m.gpus.length, driver: m.driverVersion });
+          this.logger.info("NVML initialised again after the driver came back.", {
+            gpus: m.gpus.length,
+            driver: m.driverVersion,
+          });
         }
         return;
       }
@@ -371,7 +420,10 @@ export class NvmlSource implements GpuSource {
         return;
       case "driver_lost":
         if (this.driverError !== m.error) {
-          this.logger.error("The NVIDIA driver stopped answering; every GPU reads unavailable while NVML is initialised again.", { error: m.error });
+          this.logger.error(
+            "The NVIDIA driver stopped answering; every GPU reads unavailable while NVML is initialised again.",
+            { error: m.error },
+          );
         }
         this.driverError = m.error;
         return;
@@ -392,11 +444,20 @@ export class NvmlSource implements GpuSource {
     const h: Hung = { worker: w, call: cur.call, gpu: cur.gpu, sinceMs: cur.sinceMs };
     this.hung.add(h);
     if (h.gpu >= 0) this.quarantine.set(h.gpu, h);
-    this.logger.error("An NVML call did not return in time: the driver is hung or very slow. " +
-      (h.gpu >= 0 ? "That GPU reads unavailable; the others go on." : "Every GPU reads unavailable until NVML answers."),
-    { call: h.call, gpu: h.gpu >= 0 ? h.gpu : undefined, deadlineMs: deadline });
+    this.logger.error(
+      "An NVML call did not return in time: the driver is hung or very slow. " +
+        (h.gpu >= 0
+          ? "That GPU reads unavailable; the others go on."
+          : "Every GPU reads unavailable until NVML answers."),
+      { call: h.call, gpu: h.gpu >= 0 ? h.gpu : undefined, deadlineMs: deadline },
+    );
     if (this.readyWaiter && h.gpu < 0) {
-      this.readyWaiter.reject(new TrueidleError("nvml_unavailable", `${h.call} did not return within ${Math.round(deadline / 1000)} s: the driver is hung`));
+      this.readyWaiter.reject(
+        new TrueidleError(
+          "nvml_unavailable",
+          `${h.call} did not return within ${Math.round(deadline / 1000)} s: the driver is hung`,
+        ),
+      );
     }
     // The stuck thread cannot be interrupted: ask it to end once its call returns, then
     // take its GPU back; meanwhile a new worker goes on without that GPU.
@@ -413,7 +474,11 @@ export class NvmlSource implements GpuSource {
     this.hung.delete(h);
     if (this.quarantine.get(h.gpu) === h) this.quarantine.delete(h.gpu);
     if (this.stopped) return;
-    this.logger.info("The hung NVML call returned; the GPU is read again.", { call: h.call, gpu: h.gpu >= 0 ? h.gpu : undefined, hungForMs: Date.now() - h.sinceMs });
+    this.logger.info("The hung NVML call returned; the GPU is read again.", {
+      call: h.call,
+      gpu: h.gpu >= 0 ? h.gpu : undefined,
+      hungForMs: Date.now() - h.sinceMs,
+    });
     // Start over with every GPU: the current worker skips the one that hung.
     const cur = this.worker;
     this.worker = undefined;
@@ -448,7 +513,10 @@ async function stopWorker(w: Worker, watch: CallWatch): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = await Promise.race([
     exited.then(() => false),
-    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), STOP_GRACE_MS); timer.unref(); }),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), STOP_GRACE_MS);
+      timer.unref();
+    }),
   ]);
   clearTimeout(timer);
   if (late) void w.terminate();

@@ -18,7 +18,15 @@
  * again with backoff, then lists the GPUs anew.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { BUFFER_SIZE, DRIVER_LEVEL_ERRORS, NVML_SUCCESS, PCI_INFO, cString, loadNvml, type NvmlLibrary } from "./bindings.js";
+import {
+  BUFFER_SIZE,
+  DRIVER_LEVEL_ERRORS,
+  NVML_SUCCESS,
+  PCI_INFO,
+  cString,
+  loadNvml,
+  type NvmlLibrary,
+} from "./bindings.js";
 import { Driver, DriverLost, GpuFailure } from "./driver.js";
 import { CALL_ID, CallWatch, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
 import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
@@ -85,7 +93,12 @@ class NvmlWorker {
       this.post({ kind: "fatal", error: errorMessage(err) });
       return;
     }
-    this.driver = new Driver(this.nvml, this.watch, (m) => this.post(m), (n) => this.board.addBadValues(n));
+    this.driver = new Driver(
+      this.nvml,
+      this.watch,
+      (m) => this.post(m),
+      (n) => this.board.addBadValues(n),
+    );
     this.names = new ProcessNames(this.driver);
     this.errorStrings = Object.fromEntries(ERROR_CODES.map((c) => [c, this.nvml.errorString(c)]));
     const rc = this.driver.call("nvmlInit_v2", this.nvml.fn.nvmlInit_v2);
@@ -167,7 +180,10 @@ class NvmlWorker {
     const fn = this.nvml.fn;
     d.gpu = -1;
     d.text.fill(0);
-    if (d.call("nvmlSystemGetDriverVersion", fn.nvmlSystemGetDriverVersion, d.text, BUFFER_SIZE.driverVersion) === NVML_SUCCESS) {
+    if (
+      d.call("nvmlSystemGetDriverVersion", fn.nvmlSystemGetDriverVersion, d.text, BUFFER_SIZE.driverVersion) ===
+      NVML_SUCCESS
+    ) {
       this.driverVersion = cString(d.text, 0, BUFFER_SIZE.driverVersion);
     }
     const rc = d.call("nvmlDeviceGetCount_v2", fn.nvmlDeviceGetCount_v2, d.u32);
@@ -181,7 +197,14 @@ class NvmlWorker {
       const hrc = d.call("nvmlDeviceGetHandleByIndex_v2", fn.nvmlDeviceGetHandleByIndex_v2, index, d.u64);
       if (DRIVER_LEVEL_ERRORS.has(hrc)) throw new DriverLost(d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2"));
       const handle = hrc === NVML_SUCCESS ? d.u64.readBigUInt64LE(0) : 0n;
-      const gpu: NvmlGpu = { index, uuid: `unknown-nvml-${index}`, model: "unknown", gpm: false, slot: devices.length, version: 1 };
+      const gpu: NvmlGpu = {
+        index,
+        uuid: `unknown-nvml-${index}`,
+        model: "unknown",
+        gpm: false,
+        slot: devices.length,
+        version: 1,
+      };
       const dev: Device = { gpu, handle };
       if (hrc !== NVML_SUCCESS) gpu.error = d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2");
       else this.identify(dev);
@@ -219,7 +242,8 @@ class NvmlWorker {
         gpu.uuid = `unknown-${gpu.busId}`;
       }
       gpu.uuid = d.readText("nvmlDeviceGetUUID", fn.nvmlDeviceGetUUID, dev.handle, BUFFER_SIZE.uuid) ?? gpu.uuid;
-      gpu.model = d.readText("nvmlDeviceGetName", fn.nvmlDeviceGetName, dev.handle, BUFFER_SIZE.deviceName) ?? gpu.model;
+      gpu.model =
+        d.readText("nvmlDeviceGetName", fn.nvmlDeviceGetName, dev.handle, BUFFER_SIZE.deviceName) ?? gpu.model;
       gpu.serial = d.readText("nvmlDeviceGetSerial", fn.nvmlDeviceGetSerial, dev.handle, BUFFER_SIZE.serial);
       dev.readers?.gpm?.close();
       const gpm = GpmReader.open(d, dev.handle);
@@ -245,8 +269,13 @@ class NvmlWorker {
 
   private postReady(reinit: boolean): void {
     this.post({
-      kind: "ready", library: this.nvml.path, driverVersion: this.driverVersion, gpus: this.devices.map((dv) => ({ ...dv.gpu })),
-      board: this.board.buffer, errorStrings: this.errorStrings, reinit,
+      kind: "ready",
+      library: this.nvml.path,
+      driverVersion: this.driverVersion,
+      gpus: this.devices.map((dv) => ({ ...dv.gpu })),
+      board: this.board.buffer,
+      errorStrings: this.errorStrings,
+      reinit,
     });
   }
 
@@ -277,7 +306,9 @@ class NvmlWorker {
     }
     if (lists.length > 0) {
       this.post({ kind: "processes", lists });
-      this.names.forgetAllBut(new Set(this.devices.flatMap((dv) => dv.readers?.processes.pids().map((p) => p.pid) ?? [])));
+      this.names.forgetAllBut(
+        new Set(this.devices.flatMap((dv) => dv.readers?.processes.pids().map((p) => p.pid) ?? [])),
+      );
     }
     if (this.announceTick) {
       this.announceTick = false;
@@ -327,7 +358,12 @@ class NvmlWorker {
       out[F.failedCode] = err.code;
       out[F.failedCall] = CALL_ID[err.call];
       if (dev.lastError !== err.message) {
-        this.post({ kind: "log", level: "warn", msg: "GPU cannot be read; it counts as unavailable.", fields: { gpu: g.index, uuid: g.uuid, error: err.message } });
+        this.post({
+          kind: "log",
+          level: "warn",
+          msg: "GPU cannot be read; it counts as unavailable.",
+          fields: { gpu: g.index, uuid: g.uuid, error: err.message },
+        });
         dev.lastError = err.message;
       }
     } finally {

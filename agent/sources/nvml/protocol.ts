@@ -134,7 +134,15 @@ export interface NvmlGpu {
 
 export type WorkerMessage =
   /** The GPUs, their board and how to spell NVML's return codes (for errors on the board). */
-  | { kind: "ready"; library: string; driverVersion: string; gpus: NvmlGpu[]; board: SharedArrayBuffer; errorStrings: Record<number, string>; reinit: boolean }
+  | {
+      kind: "ready";
+      library: string;
+      driverVersion: string;
+      gpus: NvmlGpu[];
+      board: SharedArrayBuffer;
+      errorStrings: Record<number, string>;
+      reinit: boolean;
+    }
   /** The first readings after "ready" are on the board. */
   | { kind: "tick"; atMs: number }
   /** Process lists that changed, by slot; `undefined`: the list cannot be read. smUtil where measured. */
@@ -142,5 +150,3 @@ export type WorkerMessage =
   | { kind: "driver_lost"; error: string }
   | { kind: "fatal"; error: string }
   | { kind: "log"; level: "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> | undefined };
-
-

@@ -5,7 +5,15 @@
  * so each reading covers exactly the interval since the last: nothing between ticks is lost.
  * NVML needs the two samples at least 100 ms apart; a tick sooner keeps the last metrics.
  */
-import { GPM_METRICS_GET, GPM_SUPPORT, NVML_GPM_METRIC_ANY_TENSOR_UTIL, NVML_GPM_METRIC_DRAM_BW_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_SM_UTIL, NVML_SUCCESS } from "./bindings.js";
+import {
+  GPM_METRICS_GET,
+  GPM_SUPPORT,
+  NVML_GPM_METRIC_ANY_TENSOR_UTIL,
+  NVML_GPM_METRIC_DRAM_BW_UTIL,
+  NVML_GPM_METRIC_SM_OCCUPANCY,
+  NVML_GPM_METRIC_SM_UTIL,
+  NVML_SUCCESS,
+} from "./bindings.js";
 import type { Driver } from "./driver.js";
 import { F } from "./readings-board.js";
 
@@ -34,10 +42,12 @@ export class GpmReader {
   /** A reader for a GPU that supports GPM, with its first sample taken; undefined for one that does not. */
   static open(d: Driver, handle: bigint): GpmReader | undefined {
     const fn = d.fn;
-    if (!fn.nvmlGpmQueryDeviceSupport || !fn.nvmlGpmSampleAlloc || !fn.nvmlGpmSampleGet || !fn.nvmlGpmMetricsGet) return undefined;
+    if (!fn.nvmlGpmQueryDeviceSupport || !fn.nvmlGpmSampleAlloc || !fn.nvmlGpmSampleGet || !fn.nvmlGpmMetricsGet)
+      return undefined;
     const support = Buffer.alloc(GPM_SUPPORT.size);
     support.writeUInt32LE(GPM_SUPPORT.version, 0);
-    if (d.dcall("nvmlGpmQueryDeviceSupport", fn.nvmlGpmQueryDeviceSupport, handle, support) !== NVML_SUCCESS) return undefined;
+    if (d.dcall("nvmlGpmQueryDeviceSupport", fn.nvmlGpmQueryDeviceSupport, handle, support) !== NVML_SUCCESS)
+      return undefined;
     if (support.readUInt32LE(GPM_SUPPORT.isSupported) === 0) return undefined;
     const handles: bigint[] = [];
     for (let i = 0; i < 2; i++) {
@@ -53,7 +63,11 @@ export class GpmReader {
     return reader;
   }
 
-  private constructor(private readonly d: Driver, private readonly handle: bigint, samples: [bigint, bigint]) {
+  private constructor(
+    private readonly d: Driver,
+    private readonly handle: bigint,
+    samples: [bigint, bigint],
+  ) {
     this.samples = samples;
     const request = (from: bigint, to: bigint): Buffer => {
       const m = Buffer.alloc(GPM_METRICS_GET.size);
@@ -61,7 +75,8 @@ export class GpmReader {
       m.writeUInt32LE(METRICS.length, 4);
       m.writeBigUInt64LE(from, GPM_METRICS_GET.sample1);
       m.writeBigUInt64LE(to, GPM_METRICS_GET.sample2);
-      for (const [i, [id]] of METRICS.entries()) m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize);
+      for (const [i, [id]] of METRICS.entries())
+        m.writeUInt32LE(id, GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize);
       return m;
     };
     this.get = [request(samples[1], samples[0]), request(samples[0], samples[1])];
@@ -99,7 +114,10 @@ export class GpmReader {
     }
     for (let i = 0; i < METRICS.length; i++) {
       const o = GPM_METRICS_GET.metrics + i * GPM_METRICS_GET.metricSize;
-      const v = m.readUInt32LE(o + GPM_METRICS_GET.metricReturn) === NVML_SUCCESS ? m.readDoubleLE(o + GPM_METRICS_GET.metricValue) : Number.NaN;
+      const v =
+        m.readUInt32LE(o + GPM_METRICS_GET.metricReturn) === NVML_SUCCESS
+          ? m.readDoubleLE(o + GPM_METRICS_GET.metricValue)
+          : Number.NaN;
       this.last[i] = Number.isFinite(v) ? Math.min(1, Math.max(0, v / 100)) : Number.NaN;
     }
   }

@@ -4,7 +4,13 @@
  * its version) is read with the first version from then on. About 6 µs a call on an H200.
  */
 import { MAX_MEMORY_BYTES } from "../../../common/wire-limits.js";
-import { MEMORY_V1, MEMORY_V2, NVML_ERROR_ARGUMENT_VERSION_MISMATCH, NVML_ERROR_INVALID_ARGUMENT, NVML_SUCCESS } from "./bindings.js";
+import {
+  MEMORY_V1,
+  MEMORY_V2,
+  NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+  NVML_ERROR_INVALID_ARGUMENT,
+  NVML_SUCCESS,
+} from "./bindings.js";
 import { u64, type Driver } from "./driver.js";
 import { F } from "./readings-board.js";
 
@@ -12,7 +18,11 @@ export class MemoryReader {
   private useV2: boolean;
   private readonly buf = Buffer.alloc(MEMORY_V2.size);
 
-  constructor(private readonly d: Driver, private readonly handle: bigint, private readonly gpu: number) {
+  constructor(
+    private readonly d: Driver,
+    private readonly handle: bigint,
+    private readonly gpu: number,
+  ) {
     this.useV2 = d.fn.nvmlDeviceGetMemoryInfo_v2 !== undefined;
   }
 

@@ -9,7 +9,11 @@ import type { Driver } from "./driver.js";
 import { F } from "./readings-board.js";
 
 export class PowerClocksReader {
-  constructor(private readonly d: Driver, private readonly handle: bigint, private readonly gpu: number) {}
+  constructor(
+    private readonly d: Driver,
+    private readonly handle: bigint,
+    private readonly gpu: number,
+  ) {}
 
   read(out: Float64Array): void {
     const { d, handle } = this;
@@ -17,7 +21,9 @@ export class PowerClocksReader {
     if (d.dcall("nvmlDeviceGetPowerUsage", fn.nvmlDeviceGetPowerUsage, handle, d.u32) === NVML_SUCCESS) {
       out[F.powerW] = d.plausible(this.gpu, "power", milliwatts(d.u32), MAX_POWER_W);
     }
-    if (d.dcall("nvmlDeviceGetEnforcedPowerLimit", fn.nvmlDeviceGetEnforcedPowerLimit, handle, d.u32) === NVML_SUCCESS) {
+    if (
+      d.dcall("nvmlDeviceGetEnforcedPowerLimit", fn.nvmlDeviceGetEnforcedPowerLimit, handle, d.u32) === NVML_SUCCESS
+    ) {
       out[F.powerLimitW] = d.plausible(this.gpu, "power limit", milliwatts(d.u32), MAX_POWER_W);
     }
     if (d.dcall("nvmlDeviceGetClockInfo", fn.nvmlDeviceGetClockInfo, handle, NVML_CLOCK_SM, d.u32) === NVML_SUCCESS) {

@@ -14,8 +14,14 @@
  */
 import type { GpuProcess } from "../../../common/types.js";
 import {
-  BUFFER_SIZE, NVML_ERROR_INSUFFICIENT_SIZE, NVML_ERROR_NOT_FOUND, NVML_SUCCESS, NVML_VALUE_NOT_AVAILABLE_HALF, PROCESS_INFO,
-  PROCESS_UTIL_SAMPLE, cString,
+  BUFFER_SIZE,
+  NVML_ERROR_INSUFFICIENT_SIZE,
+  NVML_ERROR_NOT_FOUND,
+  NVML_SUCCESS,
+  NVML_VALUE_NOT_AVAILABLE_HALF,
+  PROCESS_INFO,
+  PROCESS_UTIL_SAMPLE,
+  cString,
 } from "./bindings.js";
 import { clampPercent, u64, type Driver } from "./driver.js";
 
@@ -115,15 +121,22 @@ export class ProcessReader {
     const { d, bufs } = this;
     const f = d.fn.nvmlDeviceGetComputeRunningProcesses_v3;
     if (!f) return undefined;
-    const { rc, n } = this.fill("info", PROCESS_INFO.size, (buf) => d.dcall("nvmlDeviceGetComputeRunningProcesses_v3", f, this.handle, d.u32, buf));
+    const { rc, n } = this.fill("info", PROCESS_INFO.size, (buf) =>
+      d.dcall("nvmlDeviceGetComputeRunningProcesses_v3", f, this.handle, d.u32, buf),
+    );
     if (rc !== NVML_SUCCESS) return undefined;
     const out: GpuProcess[] = [];
     for (let i = 0; i < n; i++) {
       const o = i * PROCESS_INFO.size;
       const pid = bufs.info.readUInt32LE(o + PROCESS_INFO.pid);
-      const notAvailable = bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === NVML_VALUE_NOT_AVAILABLE_HALF &&
+      const notAvailable =
+        bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory) === NVML_VALUE_NOT_AVAILABLE_HALF &&
         bufs.info.readUInt32LE(o + PROCESS_INFO.usedGpuMemory + 4) === NVML_VALUE_NOT_AVAILABLE_HALF;
-      out.push({ pid, name: this.names.get(pid), usedMemoryBytes: notAvailable ? undefined : u64(bufs.info, o + PROCESS_INFO.usedGpuMemory) });
+      out.push({
+        pid,
+        name: this.names.get(pid),
+        usedMemoryBytes: notAvailable ? undefined : u64(bufs.info, o + PROCESS_INFO.usedGpuMemory),
+      });
     }
     return out;
   }
@@ -133,7 +146,9 @@ export class ProcessReader {
     const { d, bufs } = this;
     const f = d.fn.nvmlDeviceGetProcessUtilization;
     if (!f) return undefined;
-    const { rc, n } = this.fill("util", PROCESS_UTIL_SAMPLE.size, (buf) => d.dcall("nvmlDeviceGetProcessUtilization", f, this.handle, buf, d.u32, this.seenUs));
+    const { rc, n } = this.fill("util", PROCESS_UTIL_SAMPLE.size, (buf) =>
+      d.dcall("nvmlDeviceGetProcessUtilization", f, this.handle, buf, d.u32, this.seenUs),
+    );
     // NOT_FOUND: no process ran anything since the last read.
     if (rc === NVML_ERROR_NOT_FOUND) return new Map();
     if (rc !== NVML_SUCCESS) return undefined;
@@ -159,14 +174,19 @@ export class ProcessReader {
    * out through d.u32, NVML's size protocol: on INSUFFICIENT_SIZE the buffer grows to what
    * the driver asked for (and some) and the call is made again, three times at most.
    */
-  private fill(which: keyof ProcessBuffers, recordSize: number, call: (buf: Buffer) => number): { rc: number; n: number } {
+  private fill(
+    which: keyof ProcessBuffers,
+    recordSize: number,
+    call: (buf: Buffer) => number,
+  ): { rc: number; n: number } {
     const { d, bufs } = this;
     let rc = NVML_ERROR_INSUFFICIENT_SIZE;
     for (let attempt = 0; attempt < 3 && rc === NVML_ERROR_INSUFFICIENT_SIZE; attempt++) {
       const capacity = bufs[which].length / recordSize;
       d.u32.writeUInt32LE(capacity, 0);
       rc = call(bufs[which]);
-      if (rc === NVML_ERROR_INSUFFICIENT_SIZE) bufs[which] = Buffer.alloc(recordSize * grown(d.u32.readUInt32LE(0), capacity));
+      if (rc === NVML_ERROR_INSUFFICIENT_SIZE)
+        bufs[which] = Buffer.alloc(recordSize * grown(d.u32.readUInt32LE(0), capacity));
       else return { rc, n: Math.min(d.u32.readUInt32LE(0), capacity) };
     }
     return { rc, n: 0 };
@@ -179,7 +199,10 @@ function grown(need: number, capacity: number): number {
 
 function sameList(a: GpuProcess[] | undefined, b: GpuProcess[] | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
-  return a.length === b.length && a.every((p, i) => p.pid === b[i]!.pid && p.name === b[i]!.name && p.usedMemoryBytes === b[i]!.usedMemoryBytes);
+  return (
+    a.length === b.length &&
+    a.every((p, i) => p.pid === b[i]!.pid && p.name === b[i]!.name && p.usedMemoryBytes === b[i]!.usedMemoryBytes)
+  );
 }
 
 function sameShares(a: Map<number, number> | undefined, b: Map<number, number> | undefined): boolean {

@@ -16,10 +16,19 @@ import type { UtilSampleBuffer } from "./protocol.js";
 const MAX_SAMPLES = 4096;
 
 export class UtilizationReader {
-  constructor(private readonly d: Driver, private readonly handle: bigint, private readonly gpu: number) {}
+  constructor(
+    private readonly d: Driver,
+    private readonly handle: bigint,
+    private readonly gpu: number,
+  ) {}
 
   read(out: Float64Array): void {
-    const rc = this.d.dcall("nvmlDeviceGetUtilizationRates", this.d.fn.nvmlDeviceGetUtilizationRates, this.handle, this.d.u32);
+    const rc = this.d.dcall(
+      "nvmlDeviceGetUtilizationRates",
+      this.d.fn.nvmlDeviceGetUtilizationRates,
+      this.handle,
+      this.d.u32,
+    );
     if (rc === NVML_SUCCESS) out[F.util] = this.d.plausible(this.gpu, "utilization", this.d.u32.readUInt32LE(0), 100);
   }
 
@@ -31,7 +40,16 @@ export class UtilizationReader {
     for (;;) {
       const buf = Buffer.alloc(SAMPLE.size * capacity);
       this.d.u32b.writeUInt32LE(capacity, 0);
-      const rc = this.d.dcall("nvmlDeviceGetSamples", f, this.handle, NVML_GPU_UTILIZATION_SAMPLES, 0, this.d.u32, this.d.u32b, buf);
+      const rc = this.d.dcall(
+        "nvmlDeviceGetSamples",
+        f,
+        this.handle,
+        NVML_GPU_UTILIZATION_SAMPLES,
+        0,
+        this.d.u32,
+        this.d.u32b,
+        buf,
+      );
       if (rc === NVML_ERROR_INSUFFICIENT_SIZE && capacity < MAX_SAMPLES) {
         capacity *= 4;
         continue;
@@ -42,9 +60,16 @@ export class UtilizationReader {
       for (let i = 0; i < n; i++) at.push(u64(buf, i * SAMPLE.size));
       at.sort((a, b) => a - b);
       if (at.length < 2) return undefined;
-      const gaps = at.slice(1).map((t, i) => t - at[i]!).sort((a, b) => a - b);
+      const gaps = at
+        .slice(1)
+        .map((t, i) => t - at[i]!)
+        .sort((a, b) => a - b);
       const periodMs = gaps[gaps.length >> 1]! / 1000;
-      return { count: n, periodMs: Math.round(periodMs * 10) / 10, spanS: Math.round((at[at.length - 1]! - at[0]!) / 1e5) / 10 };
+      return {
+        count: n,
+        periodMs: Math.round(periodMs * 10) / 10,
+        spanS: Math.round((at[at.length - 1]! - at[0]!) / 1e5) / 10,
+      };
     }
   }
 }

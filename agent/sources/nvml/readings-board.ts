@@ -37,7 +37,10 @@ export const FIELDS = [
   "media",
 ] as const;
 export type Field = (typeof FIELDS)[number];
-export const F: Readonly<Record<Field, number>> = Object.fromEntries(FIELDS.map((n, i) => [n, i])) as Record<Field, number>;
+export const F: Readonly<Record<Field, number>> = Object.fromEntries(FIELDS.map((n, i) => [n, i])) as Record<
+  Field,
+  number
+>;
 export const SLOT_FIELDS = FIELDS.length;
 
 /** Reads that overlap a write are retried this often before the reader keeps what it had. */
@@ -54,7 +57,10 @@ export class ReadingsBoard {
     return new ReadingsBoard(new SharedArrayBuffer(headerBytes(slots) + slots * SLOT_FIELDS * 8), slots);
   }
 
-  constructor(readonly buffer: SharedArrayBuffer, slots: number) {
+  constructor(
+    readonly buffer: SharedArrayBuffer,
+    slots: number,
+  ) {
     this.slots = slots;
     this.seq = new Int32Array(buffer, 0, slots + 1);
     this.values = new Float64Array(buffer, headerBytes(slots), slots * SLOT_FIELDS);

@@ -11,7 +11,10 @@ export class SimSource implements GpuSource {
   readonly name = "sim";
   private started = false;
 
-  constructor(private readonly scenario: Scenario, private readonly scenarioPath?: string | undefined) {}
+  constructor(
+    private readonly scenario: Scenario,
+    private readonly scenarioPath?: string | undefined,
+  ) {}
 
   describe(): string {
     return `the simulator (${this.scenarioPath ?? "a built-in scenario"}, ${this.scenario.gpus.length} GPUs)`;
