@@ -2,7 +2,7 @@
  * The NVML source against the stub libnvidia-ml.so.1 (test/nvml-stub/), built with gcc:
  * the real FFI path, worker thread and watchdog, with a library that follows a scenario.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -353,7 +353,12 @@ describe("NVML source (stub library)", () => {
 
     const s = stub({ gpus: [{ model: H100, phases: [{ for: "1h", state: "active" }] }] });
     process.env["TRUEIDLE_NVML_STUB_TABLE"] = path.join(dirs[dirs.length - 1]!, "no-such-table.txt");
-    const noTable = new NvmlSource({ libPath: s.libPath, intervalMs: 250, logger: log });
+    // A copy of the library under a path of its own: a worker of an earlier test (a hung call
+    // returns when it likes) may still hold the shared stub initialised, and a second
+    // nvmlInit_v2 on an initialised library only counts up, without reading the table.
+    const fresh = path.join(dirs[dirs.length - 1]!, "libnvidia-ml.so.1");
+    copyFileSync(s.libPath, fresh);
+    const noTable = new NvmlSource({ libPath: fresh, intervalMs: 250, logger: log });
     sources.push(noTable);
     await expect(noTable.start()).rejects.toThrow(/NVML did not initialise: .* \(nvmlInit_v2\)/);
   });
