@@ -6,6 +6,7 @@
  * first after a restart; without one they live in memory and a stop loses them.
  */
 import type * as grpc from "@grpc/grpc-js";
+import type { Service } from "../common/lifecycle.js";
 import type { Logger } from "../common/log.js";
 import type { HostIdentity, Thresholds } from "../common/types.js";
 import type { GpuSource } from "./sources/source.js";
@@ -15,6 +16,7 @@ import { WindowBuffer } from "./shipper/window-buffer.js";
 import { openStateDir, type StateDir } from "./state-dir.js";
 import type { GpuWindowRecord } from "./window.js";
 import type { OwnerAnnotator, OwnerStats } from "./owners/owner-annotator.js";
+import { AGENT_SETTINGS } from "./settings.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -75,7 +77,7 @@ const EMPTY_SHIPPER_STATS: ShipperStats = {
   reconnects: 0,
 };
 
-export class Agent {
+export class Agent implements Service {
   private readonly pipeline: SamplePipeline;
   /** Made by start(), once the buffer (maybe on disk) is open. */
   private shipper: Shipper | undefined;
@@ -106,7 +108,7 @@ export class Agent {
    */
   async start(signal?: AbortSignal): Promise<void> {
     const bufferOpts = {
-      maxWindows: this.opts.maxBufferedWindows ?? 200_000,
+      maxWindows: this.opts.maxBufferedWindows ?? AGENT_SETTINGS.maxBufferedWindows.default,
       maxBytes: this.opts.maxBufferBytes,
       logger: this.opts.logger.child({ component: "buffer" }),
       now: this.now,

@@ -24,7 +24,7 @@ import { silentLogger } from "../common/log.js";
 import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
 import { HostLineEncoder } from "../collector/influx/line-protocol.js";
 import { ensureSchema, INTEGER_FIELDS, RP_WINDOW, WINDOW_FIELDS } from "../collector/influx/schema.js";
-import type { InfluxTarget } from "../collector/influx/target.js";
+import type { InfluxTarget } from "../common/influx/target.js";
 import { InfluxWriter } from "../collector/influx/writer.js";
 import { findInfluxd, INFLUXD_MISSING_HELP, startPrivateInfluxd } from "../demo/private-influxd.js";
 import { WINDOW_MS, benchHost, type BenchHost, type WindowTemplates } from "./fleet-windows.js";

@@ -28,6 +28,8 @@ import {
   agentTransportFrom,
 } from "./security-flags.js";
 import { runWatch } from "./agent-watch.js";
+import { AGENT_SETTINGS } from "../agent/settings.js";
+import { settingFlag } from "./setting-flags.js";
 
 export const agentSpec: CommandSpec = {
   name: "agent",
@@ -54,51 +56,37 @@ export const agentSpec: CommandSpec = {
       placeholder: "PATH",
       help: "NVML library to load instead of libnvidia-ml.so.1 from the loader's path (a driver in a non-standard place).",
     },
-    {
+    settingFlag(AGENT_SETTINGS.nvidiaSmiPath, {
       name: "nvidia-smi",
-      type: "string",
-      default: "nvidia-smi",
       placeholder: "PATH",
       help: "nvidia-smi executable (any program that answers like nvidia-smi will do).",
-    },
+    }),
     { name: "scenario", type: "string", placeholder: "FILE", help: "Scenario file for --source sim." },
-    { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
-    {
+    settingFlag(AGENT_SETTINGS.intervalMs, { name: "interval", help: "Sampling interval." }),
+    settingFlag(AGENT_SETTINGS.windowMs, {
       name: "window",
-      type: "duration",
-      default: "10s",
-      min: 1000,
-      max: 3_600_000,
       help: "Window length; windows align to wall-clock multiples.",
-    },
-    {
+    }),
+    settingFlag(AGENT_SETTINGS.processIntervalMs, {
       name: "process-interval",
-      type: "duration",
-      default: "5s",
-      min: 500,
-      max: 300_000,
       help: "How often compute processes are listed (NVML and nvidia-smi sources).",
-    },
-    {
+    }),
+    settingFlag(AGENT_SETTINGS.podResourcesSocket, {
       name: "pod-resources-socket",
-      type: "string",
       placeholder: "PATH",
-      default: DEFAULT_POD_RESOURCES_SOCKET,
       help: "The kubelet's pod-resources socket: which pod each GPU is allocated to (used when it exists; needs no RBAC and no hostPID). A GPU allocated to a pod is held, idle while nothing runs on it.",
-    },
+    }),
     {
       name: "job-mapping-dir",
       type: "string",
       placeholder: "DIR",
       help: "One file per GPU, named by its index or uuid, each line a job id and optionally a uid (what a Slurm prolog/epilog writes; the form of dcgm-exporter's HPC job mapping). A GPU with a job is held.",
     },
-    {
+    settingFlag(AGENT_SETTINGS.hostRoot, {
       name: "host-root",
-      type: "string",
       placeholder: "DIR",
-      default: "/",
       help: "The host's root, to read /proc and /etc/passwd for who runs each GPU process (a DaemonSet mounts the host at /host and runs with hostPID: true).",
-    },
+    }),
     {
       name: "label",
       type: "list",
@@ -123,26 +111,19 @@ export const agentSpec: CommandSpec = {
       type: "boolean",
       help: "Print one JSON line per GPU per sample on stdout (state, real utilization and the readings behind them) until SIGINT or SIGTERM; no collector.",
     },
-    {
+    settingFlag(AGENT_SETTINGS.maxBufferedWindows, {
       name: "max-buffered-windows",
-      type: "number",
-      min: 100,
-      max: 10_000_000,
-      default: "200000",
       placeholder: "N",
       help: "Unacknowledged windows kept at most; the oldest beyond it are dropped and counted.",
-    },
-    {
+    }),
+    settingFlag(AGENT_SETTINGS.maxBufferBytes, {
       name: "max-buffer-size",
-      type: "size",
-      min: 1024 * 1024,
-      default: "256MiB",
       placeholder: "SIZE",
       help:
         "Encoded size of unacknowledged windows kept at most; the oldest beyond it are dropped and counted. " +
         "With --state-dir each window counts 8 bytes more (its record header), and the files in DIR/buffer stay within " +
         "this size plus one segment file (a sixteenth of it, 64 KiB to 8 MiB).",
-    },
+    }),
     {
       name: "state-dir",
       type: "string",

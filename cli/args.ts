@@ -8,7 +8,7 @@
  */
 import { parseDuration } from "../common/duration.js";
 import { parseSize } from "../common/size.js";
-import { quoteUrl, redactUrlCredentials } from "../common/influx-url.js";
+import { quoteUrl, redactUrlCredentials } from "../common/influx/url.js";
 import { errorMessage } from "../common/errors.js";
 
 /** `size` takes "256MiB", "1GiB", "500MB" or bytes (common/size.ts); min and max are bytes. */
@@ -23,6 +23,8 @@ export interface FlagSpec {
   /** Allowed values for a string flag. */
   choices?: readonly string[] | undefined;
   min?: number | undefined;
+  /** With min: min itself is refused too (the value must be more than min). */
+  minExclusive?: boolean | undefined;
   max?: number | undefined;
   /** Further check of the raw values; throws with a message naming what is wrong. */
   check?: ((values: readonly string[]) => void) | undefined;
@@ -194,21 +196,18 @@ function convert(f: FlagSpec, v: string, all: string[]): string | boolean | numb
       throw new Error(`"${v}" is not true or false`);
     case "duration": {
       const ms = parseDuration(v);
-      if (f.min !== undefined && ms < f.min) throw new Error(`must be at least ${f.min} ms (got ${v})`);
-      if (f.max !== undefined && ms > f.max) throw new Error(`must be at most ${f.max} ms (got ${v})`);
+      checkRange(f, ms, v, " ms");
       return ms;
     }
     case "size": {
       const bytes = parseSize(v);
-      if (f.min !== undefined && bytes < f.min) throw new Error(`must be at least ${f.min} bytes (got ${v})`);
-      if (f.max !== undefined && bytes > f.max) throw new Error(`must be at most ${f.max} bytes (got ${v})`);
+      checkRange(f, bytes, v, " bytes");
       return bytes;
     }
     case "number": {
       const n = Number(v);
       if (v.trim() === "" || !Number.isFinite(n)) throw new Error(`"${v}" is not a number`);
-      if (f.min !== undefined && n < f.min) throw new Error(`must be at least ${f.min} (got ${v})`);
-      if (f.max !== undefined && n > f.max) throw new Error(`must be at most ${f.max} (got ${v})`);
+      checkRange(f, n, v, "");
       return n;
     }
     case "list":
@@ -218,6 +217,14 @@ function convert(f: FlagSpec, v: string, all: string[]): string | boolean | numb
       if (f.choices && !f.choices.includes(v)) throw new Error(`must be one of ${f.choices.join(", ")} (got "${v}")`);
       return v;
   }
+}
+
+/** Throws when `n` (given as `text`) lies outside the flag's min and max; `unit` follows the bound. */
+function checkRange(f: FlagSpec, n: number, text: string, unit: string): void {
+  if (f.min !== undefined && f.minExclusive && n <= f.min)
+    throw new Error(`must be more than ${f.min}${unit} (got ${text})`);
+  if (f.min !== undefined && n < f.min) throw new Error(`must be at least ${f.min}${unit} (got ${text})`);
+  if (f.max !== undefined && n > f.max) throw new Error(`must be at most ${f.max}${unit} (got ${text})`);
 }
 
 export function formatHelp(spec: CommandSpec): string {

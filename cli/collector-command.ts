@@ -9,126 +9,80 @@ import {
   type FlagValues,
 } from "./args.js";
 import { LOG_FLAGS, loggerFrom, THRESHOLD_FLAGS, thresholdsFrom } from "./common-flags.js";
-import { DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT } from "../common/grpc-service.js";
 import type { Logger } from "../common/log.js";
 import { startCollector, type CollectorInfluxOptions, type CollectorSpoolOptions } from "../collector/collector.js";
-import { MIN_HOUR_RETENTION_MS, MIN_RAW_RETENTION_MS } from "../collector/influx/schema.js";
-import { DEFAULT_MAX_AGENTS } from "../collector/agent-registry.js";
-import { DEFAULT_MAX_GPUS } from "../collector/fleet-state.js";
-import { DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, MAX_RECEIVE_MESSAGE_BYTES } from "../collector/grpc-server.js";
-import { DEFAULT_MAX_HTTP_CONNECTIONS } from "../collector/http-server.js";
 import { OWNER_LABELS, parseOwnerLabels, type OwnerLabel } from "../collector/owner-ledger.js";
-import { DEFAULT_AGENT_RATE_LIMITS } from "../collector/rate-limit.js";
-import { DEFAULT_WINDOW_LIMITS } from "../collector/validate.js";
-import { parseInfluxUrl, readInfluxCredentials } from "../collector/influx/target.js";
+import {
+  COLLECTOR_INFLUX_SETTINGS as INFLUX,
+  COLLECTOR_SETTINGS as S,
+  COLLECTOR_SPOOL_SETTINGS as SPOOL,
+} from "../collector/settings.js";
+import { readInfluxCredentials } from "../common/influx/credentials.js";
+import { influxTarget } from "../common/influx/target.js";
+import { parseInfluxUrl, type InfluxUrl } from "../common/influx/url.js";
 import { waitForSignal } from "./signals.js";
 import { COLLECTOR_SECURITY_FLAGS, collectorSecurityFrom } from "./security-flags.js";
 import { errorMessage } from "../common/errors.js";
+import { settingFlag } from "./setting-flags.js";
 
 /** Limits on what agents may send (README "Limits"); each is enforced in the collector, see collector.ts. */
 const LIMIT_FLAGS: FlagSpec[] = [
-  {
+  settingFlag(S.maxAgents, {
     name: "max-agents",
-    type: "number",
-    min: 1,
-    max: 1_000_000,
-    default: String(DEFAULT_MAX_AGENTS),
     placeholder: "N",
     help: "Agent streams served at once (one per host); further agents get RESOURCE_EXHAUSTED and come back later.",
-  },
-  {
+  }),
+  settingFlag(S.maxGpus, {
     name: "max-gpus",
-    type: "number",
-    min: 1,
-    max: 10_000_000,
-    default: String(DEFAULT_MAX_GPUS),
     placeholder: "N",
     help: "GPUs across all hosts (caps Prometheus series); windows of further GPUs are rejected as series_limit.",
-  },
-  {
+  }),
+  settingFlag(S.maxGpusPerHost, {
     name: "max-gpus-per-host",
-    type: "number",
-    min: 1,
-    max: 65_536,
-    default: String(DEFAULT_WINDOW_LIMITS.maxGpusPerHost),
     placeholder: "N",
     help: "GPUs one host may report; windows of further GPUs are rejected as too_many_gpus.",
-  },
-  {
+  }),
+  settingFlag(S.maxMessageBytes, {
     name: "max-message-size",
-    type: "size",
-    min: MAX_RECEIVE_MESSAGE_BYTES,
-    max: 64 * 1024 * 1024,
-    default: "4MiB",
     help: "Largest message from an agent; a larger one ends its stream with RESOURCE_EXHAUSTED. An agent batch of 2,000 windows is about 1MB.",
-  },
-  {
+  }),
+  settingFlag(S.maxWindowsPerBatch, {
     name: "max-windows-per-batch",
-    type: "number",
-    min: 1,
-    max: 100_000,
-    default: String(DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch),
     placeholder: "N",
     help: "Windows in one batch; a larger batch ends the stream with INVALID_ARGUMENT.",
-  },
-  {
+  }),
+  settingFlag(S.agentRateLimit, {
     name: "agent-rate-limit",
-    type: "number",
-    min: 1,
-    max: 1_000_000,
-    default: String(DEFAULT_AGENT_RATE_LIMITS.windowsPerS),
     placeholder: "N",
     help: "Windows per second per agent stream (burst: 10 s of it). Beyond it acks are held; an agent that does not slow down gets RESOURCE_EXHAUSTED.",
-  },
-  {
+  }),
+  settingFlag(S.maxConnections, {
     name: "max-connections",
-    type: "number",
-    min: 1,
-    max: 10_000_000,
     placeholder: "N",
     help: "Connections on the gRPC port at once (default: --max-agents plus 10 % or at least 1,000, within the file descriptors the process may hold); further ones are closed at once.",
-  },
-  {
+  }),
+  settingFlag(S.maxConnectionsPerAddress, {
     name: "max-connections-per-address",
-    type: "number",
-    min: 1,
-    max: 10_000_000,
-    default: String(DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS),
     placeholder: "N",
     help: "Connections on the gRPC port from one source address; raise it when many agents reach the collector through one NAT or proxy.",
-  },
-  {
+  }),
+  settingFlag(S.helloTimeoutMs, {
     name: "hello-timeout",
-    type: "duration",
-    min: 100,
-    max: 600_000,
-    default: "10s",
     help: "A new gRPC connection must open a stream, and a stream say Hello, within this; a connection without a stream for this long is closed.",
-  },
-  {
+  }),
+  settingFlag(S.httpMaxConnections, {
     name: "http-max-connections",
-    type: "number",
-    min: 4,
-    max: 100_000,
-    default: String(DEFAULT_MAX_HTTP_CONNECTIONS),
     placeholder: "N",
     help: "Connections on the HTTP port at once (a quarter of it from one address).",
-  },
-  {
+  }),
+  settingFlag(S.maxWindowAgeMs, {
     name: "max-window-age",
-    type: "duration",
-    min: 60_000,
-    default: "7d",
     help: "Windows that started longer ago are rejected as too_old.",
-  },
-  {
+  }),
+  settingFlag(S.maxWindowFutureMs, {
     name: "max-window-future",
-    type: "duration",
-    min: 1_000,
-    max: 86_400_000,
-    default: "5m",
     help: "Windows that start this far after the collector's clock (agent clock skew) are rejected as in_future.",
-  },
+  }),
 ];
 
 export const collectorSpec: CommandSpec = {
@@ -136,44 +90,24 @@ export const collectorSpec: CommandSpec = {
   summary: "trueidle collector — receive GPU windows from agents over gRPC and serve Prometheus metrics.",
   usage: "trueidle collector [flags]",
   flags: [
-    {
-      name: "grpc-listen",
-      type: "string",
-      default: `0.0.0.0:${DEFAULT_GRPC_PORT}`,
-      placeholder: "HOST:PORT",
-      help: "Address agents stream to.",
-    },
-    {
+    settingFlag(S.grpcListen, { name: "grpc-listen", placeholder: "HOST:PORT", help: "Address agents stream to." }),
+    settingFlag(S.httpListen, {
       name: "http-listen",
-      type: "string",
-      default: `0.0.0.0:${DEFAULT_HTTP_PORT}`,
       placeholder: "HOST:PORT",
       help: "Address of /metrics and /healthz.",
-    },
-    {
+    }),
+    settingFlag(S.staleAfterWindows, {
       name: "stale-after-windows",
-      type: "number",
-      min: 1,
-      max: 1000,
-      default: "3",
       placeholder: "N",
       help: "A GPU whose windows stop for this many window lengths gets trueidle_gpu_up 0.",
-    },
-    {
-      name: "expire-after",
-      type: "duration",
-      min: 1000,
-      default: "15m",
-      help: "A GPU silent this long has its series removed.",
-    },
+    }),
+    settingFlag(S.expireAfterMs, { name: "expire-after", help: "A GPU silent this long has its series removed." }),
     ...LIMIT_FLAGS,
-    {
+    settingFlag(S.ownerLabels, {
       name: "owner-labels",
-      type: "string",
-      default: OWNER_LABELS.join(","),
       placeholder: "LIST",
       help: `Owner fields that label trueidle_gpu_owner_info and trueidle_owner_state_seconds_total: a comma-separated subset of ${OWNER_LABELS.join(", ")}, or none (privacy, cardinality).`,
-    },
+    }),
     ...THRESHOLD_FLAGS,
     {
       name: "influx-url",
@@ -187,58 +121,37 @@ export const collectorSpec: CommandSpec = {
       placeholder: "FILE",
       help: "File whose first line is username:password for InfluxDB (or set TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD).",
     },
-    {
+    settingFlag(INFLUX.rawRetentionMs, {
       name: "influx-raw-retention",
-      type: "duration",
-      min: MIN_RAW_RETENTION_MS,
-      default: "30d",
       help: "How long InfluxDB keeps raw windows (retention policy gpu_window).",
-    },
-    {
+    }),
+    settingFlag(INFLUX.hourRetentionMs, {
       name: "influx-hour-retention",
-      type: "duration",
-      min: MIN_HOUR_RETENTION_MS,
-      default: "730d",
       help: "How long InfluxDB keeps the hourly roll-up (retention policy gpu_hour).",
-    },
-    {
+    }),
+    settingFlag(INFLUX.batchSize, {
       name: "influx-batch-size",
-      type: "number",
-      min: 1,
-      max: 100_000,
-      default: "5000",
       placeholder: "N",
       help: "Points per InfluxDB write request.",
-    },
-    {
+    }),
+    settingFlag(INFLUX.flushIntervalMs, {
       name: "influx-flush-interval",
-      type: "duration",
-      min: 10,
-      max: 60_000,
-      default: "1s",
       help: "A window waits at most this long for its write batch to fill.",
-    },
+    }),
     {
       name: "spool-dir",
       type: "string",
       placeholder: "DIR",
       help: "Disk spool (needs --influx-url): while InfluxDB is away or slow, agents are acknowledged once their windows are here; it drains to InfluxDB in order. One collector per directory. Without it acks wait for InfluxDB.",
     },
-    {
+    settingFlag(SPOOL.maxBytes, {
       name: "spool-max-size",
-      type: "size",
-      min: 1024 * 1024,
-      default: "1GiB",
       help: "Most the spool holds; when full, agents are pushed back (RESOURCE_EXHAUSTED with a retry delay) and keep their windows.",
-    },
-    {
+    }),
+    settingFlag(SPOOL.spoolAfterMs, {
       name: "spool-after",
-      type: "duration",
-      min: 10,
-      max: 600_000,
-      default: "5s",
       help: "A write to InfluxDB not done within this goes to the spool instead.",
-    },
+    }),
     ...COLLECTOR_SECURITY_FLAGS,
     ...LOG_FLAGS,
   ],
@@ -274,7 +187,7 @@ export function influxOptionsFrom(
     if (file !== undefined) throw new UsageError("--influx-credentials-file needs --influx-url");
     return undefined;
   }
-  let where: { baseUrl: string; database: string };
+  let where: InfluxUrl;
   let creds: ReturnType<typeof readInfluxCredentials>;
   try {
     where = parseInfluxUrl(url);
@@ -284,7 +197,7 @@ export function influxOptionsFrom(
   }
   if (creds?.warning) logger.warn(`The InfluxDB credentials file is too open: ${creds.warning}.`);
   return {
-    target: { ...where, username: creds?.username, password: creds?.password },
+    target: influxTarget(where, creds),
     rawRetentionMs: v["influx-raw-retention"] as number,
     hourRetentionMs: v["influx-hour-retention"] as number,
     batchSize: Math.floor(v["influx-batch-size"] as number),

@@ -2,7 +2,9 @@
 import type { FlagSpec, FlagValues } from "./args.js";
 import { UsageError } from "./args.js";
 import { createLogger, defaultLogFormat, type LogFormat, type Logger, type LogLevel } from "../common/log.js";
-import { DEFAULT_THRESHOLDS, type Thresholds } from "../common/types.js";
+import { HELD_MEMORY_MIB, THRESHOLD_SETTINGS } from "../common/threshold-settings.js";
+import type { Thresholds } from "../common/types.js";
+import { settingFlag } from "./setting-flags.js";
 
 const MiB = 1024 * 1024;
 
@@ -23,33 +25,21 @@ export const LOG_FLAGS: FlagSpec[] = [
 ];
 
 export const THRESHOLD_FLAGS: FlagSpec[] = [
-  {
+  settingFlag(THRESHOLD_SETTINGS.utilBusyPercent, {
     name: "util-busy-percent",
-    type: "number",
-    min: 0,
-    max: 100,
-    default: String(DEFAULT_THRESHOLDS.utilBusyPercent),
     placeholder: "U",
     help: "U: utilization.gpu at or above this percentage is reported busy.",
-  },
-  {
+  }),
+  settingFlag(THRESHOLD_SETTINGS.realActiveRatio, {
     name: "real-active-ratio",
-    type: "number",
-    min: 0,
-    max: 1,
-    default: String(DEFAULT_THRESHOLDS.realActiveRatio),
     placeholder: "R",
     help: "R: real utilization (0-1) at or above this is active.",
-  },
-  {
+  }),
+  settingFlag(HELD_MEMORY_MIB, {
     name: "held-memory-mib",
-    type: "number",
-    min: 0,
-    max: 1_048_576,
-    default: String(DEFAULT_THRESHOLDS.heldMemoryBytes / MiB),
     placeholder: "MIB",
     help: "GPU memory above the idle baseline that makes a GPU held.",
-  },
+  }),
 ];
 
 export function loggerFrom(v: FlagValues, base: Record<string, unknown> = {}): Logger {

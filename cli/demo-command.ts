@@ -13,9 +13,12 @@ import {
   type BackfillResult,
 } from "../demo/backfill.js";
 import { FleetHistoryModel, HISTORY_FLEET } from "../demo/fleet-history.js";
-import { historyHowTo, isHistory, openDemoHistory } from "../demo/demo-history.js";
+import { historyHowTo, isHistory, startDemoHistory } from "../demo/demo-history.js";
 import { floorHour, HOUR_MS, type TimeRange } from "../report/time-range.js";
 import { trueidleCommand } from "./invocation.js";
+import { AGENT_SETTINGS } from "../agent/settings.js";
+import { DEMO_SETTINGS } from "../demo/settings.js";
+import { settingFlag } from "./setting-flags.js";
 
 /** Signals that end the demo cleanly; a second one ends it at once. */
 const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -48,8 +51,8 @@ export const demoSpec: CommandSpec = {
       placeholder: "HOST:PORT",
       help: "Collector /metrics address.",
     },
-    { name: "interval", type: "duration", default: "1s", min: 100, max: 60_000, help: "Sampling interval." },
-    { name: "window", type: "duration", default: "10s", min: 1000, max: 3_600_000, help: "Window length." },
+    settingFlag(AGENT_SETTINGS.intervalMs, { name: "interval", help: "Sampling interval." }),
+    settingFlag(AGENT_SETTINGS.windowMs, { name: "window", help: "Window length." }),
     { name: "no-influx", type: "boolean", help: "Run without InfluxDB history." },
     {
       name: "influx-url",
@@ -87,7 +90,7 @@ export const demoSpec: CommandSpec = {
       placeholder: "TIME",
       help: "End the backfilled range here (RFC 3339 or Unix ms) instead of now; the same range and seed write the same points.",
     },
-    { name: "seed", type: "number", default: "1", min: 0, max: 4_294_967_295, help: "Seed of the simulated history." },
+    settingFlag(DEMO_SETTINGS.seed, { name: "seed", help: "Seed of the simulated history." }),
     ...THRESHOLD_FLAGS,
     ...LOG_FLAGS.map((f) => (f.name === "log-level" ? { ...f, default: "warn" } : f)),
   ],
@@ -185,11 +188,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
   for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   const trueidle = trueidleCommand();
 
-  let history: Awaited<ReturnType<typeof openDemoHistory>> | undefined;
+  let history: Awaited<ReturnType<typeof startDemoHistory>> | undefined;
   /** What the printed report command covers: whole UTC hours, to the end of the current one. */
   let reportRange: TimeRange | undefined;
   try {
-    history = await openDemoHistory({
+    history = await startDemoHistory({
       noInflux,
       influxUrl,
       keepData,
@@ -264,7 +267,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     if (reportRange) reportRange = { ...reportRange, endMs: reportEnd(Date.now()) };
     return 0;
   } finally {
-    if (history !== undefined && isHistory(history)) await history.close(reportRange);
+    if (history !== undefined && isHistory(history)) await history.stop(reportRange);
     for (const sig of STOP_SIGNALS) process.removeListener(sig, onSignal);
     process.stdout.removeListener("error", onStdoutError);
     process.stderr.removeListener("error", onStderrError);

@@ -4,11 +4,14 @@ import { rename, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { formatHelp, parseFlags, UsageError, type CommandSpec } from "./args.js";
 import { errorMessage, TrueidleError } from "../common/errors.js";
-import { DEFAULT_QUERY_TIMEOUT_MS, PING_TIMEOUT_MS, readInfluxCredentials } from "../report/influx-connection.js";
-import { buildReport, formatProgress, renderReport, REPORT_FORMATS, type ReportFormat } from "../report/report.js";
+import { PING_TIMEOUT_MS } from "../common/influx/client.js";
+import { readInfluxCredentials } from "../common/influx/credentials.js";
+import { buildReport, formatProgress, renderReport, type ReportFormat } from "../report/report.js";
 import type { Measurement } from "../report/capacity.js";
 import type { Progress } from "../report/influx-source.js";
+import { REPORT_SETTINGS as R } from "../report/settings.js";
 import { resolveRange } from "../report/time-range.js";
+import { settingFlag } from "./setting-flags.js";
 
 const TAG_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -34,74 +37,55 @@ export const reportSpec: CommandSpec = {
   usage:
     "trueidle report [--influx-url http://HOST:8086/DB] [--since 90d] [--until TIME] [--by site,model] [--format table|csv|json|html] [--out FILE]",
   flags: [
-    {
+    settingFlag(R.influxUrl, {
       name: "influx-url",
-      type: "string",
-      default: "http://localhost:8086/trueidle",
       placeholder: "URL",
       help: "InfluxDB 1.x base URL; the path is the database. Credentials: TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD or --influx-credentials-file.",
-    },
+    }),
     {
       name: "influx-credentials-file",
       type: "string",
       placeholder: "FILE",
-      help: "File whose first line is username:password (wins over the environment).",
+      help: "File whose first line is username:password, instead of TRUEIDLE_INFLUX_USERNAME / TRUEIDLE_INFLUX_PASSWORD (not both).",
     },
-    {
+    settingFlag(R.since, {
       name: "since",
-      type: "string",
-      default: "30d",
       placeholder: "TIME",
       help: "Start: a duration ago (90d, 36h) or an RFC 3339 time; rounded down to the hour.",
-    },
+    }),
     {
       name: "until",
       type: "string",
       placeholder: "TIME",
       help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now].",
     },
-    {
+    settingFlag(R.by, {
       name: "by",
-      type: "string",
-      default: "model",
       placeholder: "TAGS",
       help:
         "Comma-separated tag keys to group by: host, model, uuid, any configured label such as site or pool, or owner fields " +
         "(namespace, pod, container, job, user: GPU time by who held it, mixed with any other key).",
       check: (v) => void parseBy(v[v.length - 1]!),
-    },
-    {
-      name: "format",
-      type: "string",
-      choices: REPORT_FORMATS,
-      default: "table",
-      placeholder: "FORMAT",
-      help: "Output format.",
-    },
+    }),
+    settingFlag(R.format, { name: "format", placeholder: "FORMAT", help: "Output format." }),
     { name: "out", type: "string", placeholder: "FILE", help: "Write the report to FILE instead of stdout." },
-    {
+    settingFlag(R.pricePerGpuHour, {
       name: "price-per-gpu-hour",
-      type: "number",
-      min: 0,
       placeholder: "N",
       help: "Adds idle cost = real-idle GPU-hours x N.",
-    },
-    {
+    }),
+    settingFlag(R.measurement, {
       name: "measurement",
-      type: "string",
-      choices: ["auto", "gpu_hour", "gpu_window"],
-      default: "auto",
       placeholder: "NAME",
       help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour.",
-    },
-    {
+    }),
+    settingFlag(R.queryTimeoutMs, {
       name: "timeout",
-      type: "duration",
-      default: `${DEFAULT_QUERY_TIMEOUT_MS / 1000}s`,
-      min: 1000,
       placeholder: "DURATION",
+      // Whole seconds, as the /ping bound below.
+      formatDefault: (ms) => `${ms / 1000}s`,
       help: `Give up when InfluxDB has not answered one query within this long; a first /ping waits at most ${PING_TIMEOUT_MS / 1000}s.`,
-    },
+    }),
     {
       name: "progress",
       type: "boolean",
@@ -145,11 +129,14 @@ export async function reportCommand(argv: string[]): Promise<number> {
         process.stderr.write(tty ? `\r${formatProgress(p)}\x1b[K` : `${formatProgress(p)}\n`);
       }
     : undefined;
+  const credentials = readInfluxCredentials({ file: v["influx-credentials-file"] as string | undefined });
+  if (credentials?.warning)
+    process.stderr.write(`report: the InfluxDB credentials file is too open: ${credentials.warning}.\n`);
   let report;
   try {
     report = await buildReport({
       influxUrl: v["influx-url"] as string,
-      credentials: readInfluxCredentials(v["influx-credentials-file"] as string | undefined),
+      credentials,
       range,
       by: parseBy(v["by"] as string),
       measurement: v["measurement"] as Measurement | "auto",

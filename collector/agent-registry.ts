@@ -7,9 +7,10 @@
  * keepalive period or more. A replacement takes the older stream's place, so a known host
  * gets back in even while the collector is full.
  */
+import { COLLECTOR_SETTINGS } from "./settings.js";
 
 /** Streams served at once unless configured otherwise. */
-export const DEFAULT_MAX_AGENTS = 20_000;
+export const DEFAULT_MAX_AGENTS: number = COLLECTOR_SETTINGS.maxAgents.default;
 
 /**
  * Open streams, with or without a Hello yet, per stream served: the transport refuses

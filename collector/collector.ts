@@ -16,12 +16,7 @@ import {
   FleetState,
   type FleetSummary,
 } from "./fleet-state.js";
-import {
-  DEFAULT_HELLO_TIMEOUT_MS,
-  DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS,
-  IngestServer,
-  MAX_RECEIVE_MESSAGE_BYTES,
-} from "./grpc-server.js";
+import { DEFAULT_HELLO_TIMEOUT_MS, DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS, IngestServer } from "./grpc-server.js";
 import { CollectorHttpServer, DEFAULT_MAX_HTTP_CONNECTIONS } from "./http-server.js";
 import { openFilesLimit } from "../common/connection-guard.js";
 import { routeGrpcLogs } from "../common/grpc-log.js";
@@ -30,13 +25,7 @@ import { OWNER_LABELS, OwnerLedger, type OwnerLabel } from "./owner-ledger.js";
 import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
-import {
-  DEFAULT_HOUR_RETENTION_MS,
-  DEFAULT_RAW_RETENTION_MS,
-  MIN_HOUR_RETENTION_MS,
-  MIN_RAW_RETENTION_MS,
-} from "./influx/schema.js";
-import { describeTarget, type InfluxTarget } from "./influx/target.js";
+import { describeTarget, type InfluxTarget } from "../common/influx/target.js";
 import { InfluxWriter } from "./influx/writer.js";
 import { SelfMetrics } from "./self-metrics.js";
 import { formatSize } from "../common/size.js";
@@ -51,6 +40,9 @@ import type { TokenSet } from "./auth/tokens.js";
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from "./validate.js";
 import { AgentRegistry, DEFAULT_MAX_AGENTS } from "./agent-registry.js";
 import { burstFor, DEFAULT_AGENT_RATE_LIMITS, rateLimitsProblem, type AgentRateLimits } from "./rate-limit.js";
+import { COLLECTOR_INFLUX_SETTINGS, COLLECTOR_SETTINGS, COLLECTOR_SPOOL_SETTINGS } from "./settings.js";
+import { settingProblem, type NumericSetting, type Setting } from "../common/settings.js";
+import { THRESHOLD_SETTINGS } from "../common/threshold-settings.js";
 
 export type { FleetSummary } from "./fleet-state.js";
 
@@ -157,8 +149,36 @@ interface ValidOptions {
   rateLimits: AgentRateLimits;
 }
 
-/** maxMessageBytes may be raised from its default, which agents' batches are sized for, up to this. */
-const MAX_MESSAGE_BYTES_CEILING = 64 * 1024 * 1024;
+/** Every numeric option of `T` with the setting that bounds it: a numeric option without a setting does not compile. */
+type NumericSettings<T> = {
+  readonly [K in keyof T as Exclude<T[K], undefined> extends number ? K : never]-?: NumericSetting;
+};
+const OPTION_SETTINGS: NumericSettings<CollectorOptions> = COLLECTOR_SETTINGS;
+const THRESHOLDS: NumericSettings<Thresholds> = THRESHOLD_SETTINGS;
+const INFLUX_SETTINGS: NumericSettings<CollectorInfluxOptions> = COLLECTOR_INFLUX_SETTINGS;
+/**
+ * The spool's size is checked for a positive whole number only: the flag's floor
+ * (--spool-max-size, 1 MiB) catches a unit slipped on the command line, while tests fill a
+ * spool of a few KiB through this API.
+ */
+const SPOOL_SETTINGS: NumericSettings<CollectorSpoolOptions> = {
+  ...COLLECTOR_SPOOL_SETTINGS,
+  maxBytes: { ...COLLECTOR_SPOOL_SETTINGS.maxBytes, min: 1 },
+};
+
+/** Pushes a problem for each value of `values` that its setting refuses, named `prefix` + the option. */
+function checkSettings(
+  problems: string[],
+  prefix: string,
+  settings: Readonly<Record<string, Setting>>,
+  values: object,
+): void {
+  for (const [name, s] of Object.entries(settings)) {
+    if (s.kind === "text") continue;
+    const p = settingProblem(prefix + name, s, (values as Record<string, number | undefined>)[name]);
+    if (p !== undefined) problems.push(p);
+  }
+}
 
 /** Every problem of the options at once, by name; throws a bad_config error if any. */
 function validateOptions(opts: CollectorOptions): ValidOptions {
@@ -173,34 +193,7 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   };
   const grpc = addr(opts.grpcListen, "grpcListen");
   const http = addr(opts.httpListen, "httpListen");
-  const positive = (name: string, v: number | undefined, integer: boolean): void => {
-    if (v === undefined) return;
-    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
-      problems.push(`${name} must be a positive ${integer ? "integer" : "number"} (got ${v})`);
-    }
-  };
-  positive("staleAfterWindows", opts.staleAfterWindows, false);
-  positive("expireAfterMs", opts.expireAfterMs, false);
-  positive("maxGpusPerHost", opts.maxGpusPerHost, true);
-  positive("maxWindowsPerBatch", opts.maxWindowsPerBatch, true);
-  positive("maxWindowAgeMs", opts.maxWindowAgeMs, false);
-  positive("maxWindowFutureMs", opts.maxWindowFutureMs, false);
-  positive("maxGpus", opts.maxGpus, true);
-  positive("maxAgents", opts.maxAgents, true);
-  positive("agentRateLimit", opts.agentRateLimit, false);
-  positive("helloTimeoutMs", opts.helloTimeoutMs, false);
-  positive("maxConnections", opts.maxConnections, true);
-  positive("maxConnectionsPerAddress", opts.maxConnectionsPerAddress, true);
-  positive("httpMaxConnections", opts.httpMaxConnections, true);
-  const mb = opts.maxMessageBytes;
-  if (
-    mb !== undefined &&
-    !(Number.isInteger(mb) && mb >= MAX_RECEIVE_MESSAGE_BYTES && mb <= MAX_MESSAGE_BYTES_CEILING)
-  ) {
-    problems.push(
-      `maxMessageBytes must be an integer from ${MAX_RECEIVE_MESSAGE_BYTES} (4 MiB, what agents may send) to ${MAX_MESSAGE_BYTES_CEILING} (got ${mb})`,
-    );
-  }
+  checkSettings(problems, "", OPTION_SETTINGS, opts);
   const windowsPerS = opts.agentRateLimit ?? DEFAULT_AGENT_RATE_LIMITS.windowsPerS;
   const rateLimits: AgentRateLimits = { ...DEFAULT_AGENT_RATE_LIMITS, windowsPerS, windowBurst: burstFor(windowsPerS) };
   const maxWindowsPerBatch = opts.maxWindowsPerBatch ?? DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch;
@@ -212,34 +205,15 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   const expire = opts.expireAfterMs ?? DEFAULT_EXPIRE_AFTER_MS;
   if (expire < stale * 1_000)
     problems.push(`expireAfterMs (${expire}) must be at least staleAfterWindows × 1000 ms (${stale * 1000})`);
-  const t = opts.thresholds;
-  if (!(t.utilBusyPercent > 0 && t.utilBusyPercent <= 100))
-    problems.push(`thresholds.utilBusyPercent must be in (0, 100] (got ${t.utilBusyPercent})`);
-  if (!(t.realActiveRatio > 0 && t.realActiveRatio <= 1))
-    problems.push(`thresholds.realActiveRatio must be in (0, 1] (got ${t.realActiveRatio})`);
-  if (!(Number.isSafeInteger(t.heldMemoryBytes) && t.heldMemoryBytes >= 0)) {
-    problems.push(`thresholds.heldMemoryBytes must be a non-negative integer (got ${t.heldMemoryBytes})`);
-  }
+  checkSettings(problems, "thresholds.", THRESHOLDS, opts.thresholds);
   const influx = opts.influx;
   if (opts.spool) {
     if (!influx) problems.push("spool needs influx: the spool holds windows on their way to InfluxDB");
     if (typeof opts.spool.dir !== "string" || opts.spool.dir.trim() === "")
       problems.push("spool.dir must be a directory path");
-    positive("spool.maxBytes", opts.spool.maxBytes, true);
-    positive("spool.spoolAfterMs", opts.spool.spoolAfterMs, false);
+    checkSettings(problems, "spool.", SPOOL_SETTINGS, opts.spool);
   }
-  if (influx) {
-    const raw = influx.rawRetentionMs ?? DEFAULT_RAW_RETENTION_MS;
-    const hour = influx.hourRetentionMs ?? DEFAULT_HOUR_RETENTION_MS;
-    if (!(Number.isFinite(raw) && raw >= MIN_RAW_RETENTION_MS))
-      problems.push(`influx.rawRetentionMs must be at least ${MIN_RAW_RETENTION_MS} ms, 2 hours (got ${raw})`);
-    if (!(Number.isFinite(hour) && hour >= MIN_HOUR_RETENTION_MS))
-      problems.push(`influx.hourRetentionMs must be at least ${MIN_HOUR_RETENTION_MS} ms, 1 hour (got ${hour})`);
-    positive("influx.batchSize", influx.batchSize, true);
-    positive("influx.flushIntervalMs", influx.flushIntervalMs, false);
-    positive("influx.maxQueuedPoints", influx.maxQueuedPoints, true);
-    positive("influx.lateRollupIntervalMs", influx.lateRollupIntervalMs, false);
-  }
+  if (influx) checkSettings(problems, "influx.", INFLUX_SETTINGS, influx);
   if (problems.length > 0) throw new TrueidleError("bad_config", `bad collector options: ${problems.join("; ")}`);
   return {
     grpc,
@@ -399,7 +373,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     await late?.stop();
     throw new TrueidleError("unavailable", errorMessage(err), { cause: err });
   }
-  fleet.startSweeper();
+  fleet.start();
   const grpcSecurity = opts.grpcTls ? (opts.grpcTls.clientCa !== undefined ? "mutual TLS" : "TLS") : "plaintext";
   logger.info(
     `The collector is listening for agents on gRPC port ${grpcPort} and for scrapes on HTTP port ${httpPort}.`,
@@ -430,6 +404,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       { influxUrl: opts.influx.target.baseUrl, database: opts.influx.target.database, spoolDir: opts.spool?.dir },
     );
     schema.start();
+    sink?.start();
     late?.start();
   }
 
@@ -441,12 +416,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     summary: () => fleet.summary(),
     stop: () => {
       stopping ??= (async () => {
-        fleet.stop();
+        await fleet.stop();
         // No new streams or batches; the batches taken are settled — moved to the spool, or
         // given a grace to reach InfluxDB without one — and their acks written before the
         // streams end with UNAVAILABLE (grpc-js sends written messages before the status).
-        const answered = grpc.quiesce();
-        await sink?.quiesce();
+        const answered = grpc.beginStop();
+        await sink?.beginStop();
         await answered;
         await Promise.all([grpc.stop(), http.stop()]);
         // The schema keeper stops first: writes still waiting for a schema give up. The

@@ -403,15 +403,19 @@ describe("FleetState", () => {
     expect(groups.map((g) => g.gpuCount)).toEqual([0, 1]);
   });
 
-  it("sweeps on an unref'd timer until stopped", async () => {
+  it("sweeps on an unref'd timer from start() until stop(), which is safe twice and before start()", async () => {
     let t = T0;
     const fleet = new FleetState({ now: () => t, expireAfterMs: 1_000 });
-    fleet.applyWindow(
-      { ...HOST, windowMs: 1_000 },
-      makeWindow({ uuid: UUID_A, durationMs: 1_000, observedS: 1, freeIdleS: 1, reportedIdleS: 1 }),
-    );
-    t += 5_000;
-    fleet.startSweeper(5);
+    await fleet.stop();
+    const stale = (): void => {
+      fleet.applyWindow(
+        { ...HOST, windowMs: 1_000 },
+        makeWindow({ uuid: UUID_A, durationMs: 1_000, observedS: 1, freeIdleS: 1, reportedIdleS: 1 }),
+      );
+      t += 5_000;
+    };
+    stale();
+    fleet.start(5);
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
         if (fleet.size === 0) {
@@ -420,8 +424,11 @@ describe("FleetState", () => {
         }
       }, 5);
     });
-    fleet.stop();
-    fleet.stop();
-    expect(fleet.size).toBe(0);
+    await Promise.all([fleet.stop(), fleet.stop()]);
+    // The timer is gone: an expired record stays until someone sweeps.
+    t = T0;
+    stale();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(fleet.size).toBe(1);
   });
 });

@@ -35,9 +35,11 @@
  *   groups free their places. So memory is bounded too: hosts ≤ GPUs ≤ maxGpus, groups ≤
  *   maxGpus.
  */
+import type { Service } from "../common/lifecycle.js";
 import type { Logger } from "../common/log.js";
 import { GPU_STATES, REAL_SOURCES, type GpuState, type RealSource } from "../common/types.js";
 import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
+import { COLLECTOR_SETTINGS } from "./settings.js";
 import { DEFAULT_WINDOW_LIMITS } from "./validate.js";
 
 /** The host facts a stream's Hello gave. */
@@ -134,10 +136,9 @@ export interface FleetStateOptions {
   logger?: Logger | undefined;
 }
 
-export const DEFAULT_STALE_AFTER_WINDOWS = 3;
-export const DEFAULT_EXPIRE_AFTER_MS = 15 * 60_000;
-/** About 20 series per GPU: 2 million series, what one Prometheus holds comfortably. */
-export const DEFAULT_MAX_GPUS = 100_000;
+export const DEFAULT_STALE_AFTER_WINDOWS: number = COLLECTOR_SETTINGS.staleAfterWindows.default;
+export const DEFAULT_EXPIRE_AFTER_MS: number = COLLECTOR_SETTINGS.expireAfterMs.default;
+export const DEFAULT_MAX_GPUS: number = COLLECTOR_SETTINGS.maxGpus.default;
 const SERIES_LIMIT_LOG_INTERVAL_MS = 60_000;
 const OVERLAP_LOG_INTERVAL_MS = 60_000;
 /**
@@ -176,7 +177,7 @@ interface HostEntry {
   gpus: Map<string, GpuRecord>;
 }
 
-export class FleetState {
+export class FleetState implements Service {
   readonly now: () => number;
   readonly staleAfterWindows: number;
   readonly expireAfterMs: number;
@@ -314,14 +315,15 @@ export class FleetState {
     return removed;
   }
 
-  /** Sweeps every `intervalMs` on an unref'd timer until `stop()`. */
-  startSweeper(intervalMs = Math.max(1_000, Math.min(30_000, this.expireAfterMs / 4))): void {
+  /** Sweeps every `intervalMs` on an unref'd timer until `stop()`; the state is kept and used without it. Safe twice. */
+  start(intervalMs = Math.max(1_000, Math.min(30_000, this.expireAfterMs / 4))): void {
     if (this.sweeper) return;
     this.sweeper = setInterval(() => this.sweep(), intervalMs);
     this.sweeper.unref();
   }
 
-  stop(): void {
+  /** Stops sweeping; the records stay. Safe twice and before start(). */
+  async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
   }

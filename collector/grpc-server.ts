@@ -43,6 +43,7 @@ import { formatListenAddress, type ListenAddress } from "../common/listen-addres
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
 import { peerAddress, UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
 import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
+import { COLLECTOR_SETTINGS } from "./settings.js";
 
 /**
  * Largest message an agent may send unless configured otherwise (maxMessageBytes). grpc-js
@@ -50,7 +51,7 @@ import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.
  * buffering it. An agent batch of 2,000 windows is about 0.8 MB (2.2 MB with 256-character
  * process names).
  */
-export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
+export const MAX_RECEIVE_MESSAGE_BYTES: number = COLLECTOR_SETTINGS.maxMessageBytes.default;
 
 /**
  * Server options. Keepalive pings find agents that vanished without closing their
@@ -78,13 +79,13 @@ GRPC_SERVER_OPTIONS["grpc.max_concurrent_streams"] = MAX_STREAMS_PER_CONNECTION;
 export const MAX_HEADER_LIST_BYTES = 16 * 1024;
 
 /** How long a new connection may go without an open stream, and a stream without Hello (default). */
-export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
+export const DEFAULT_HELLO_TIMEOUT_MS: number = COLLECTOR_SETTINGS.helloTimeoutMs.default;
 
 /** Streams waiting for their Hello, in all; past it the oldest is ended. */
 export const MAX_PENDING_STREAMS = 10_000;
 
 /** Connections on the gRPC port, in all and per source address (defaults; see collector.ts for the descriptor budget). */
-export const DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS = 1_000;
+export const DEFAULT_MAX_GRPC_CONNECTIONS_PER_ADDRESS: number = COLLECTOR_SETTINGS.maxConnectionsPerAddress.default;
 
 /** How long stop() waits for connections to close before cutting them. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -144,9 +145,9 @@ export class IngestServer {
   private readonly helloTimeoutMs: number;
   private listener: NetServer | undefined;
   private stopping: Promise<void> | undefined;
-  /** Set by quiesce(): no new streams or batches; those taken are answered. */
-  private quiescing = false;
-  /** Answers still pending (acks waiting for InfluxDB or the spool); quiesce() waits for them. */
+  /** Set by beginStop(): no new streams or batches; those taken are answered. */
+  private stopBegun = false;
+  /** Answers still pending (acks waiting for InfluxDB or the spool); beginStop() waits for them. */
   private readonly pendingSteps = new Set<Promise<unknown>>();
   private readonly pushbackLoggedAt = new Map<string, number>();
 
@@ -221,22 +222,26 @@ export class IngestServer {
   }
 
   /**
-   * First step of a graceful stop: takes no new streams and ignores further messages (never
+   * First phase of a graceful stop: takes no new streams and ignores further messages (never
    * acknowledged, so the agents send them again), and resolves once every batch already taken
    * has its answer written to its stream. The collector settles the durable sink meanwhile, so
    * those answers come; stop() then ends the streams, and grpc-js sends each stream's
-   * written acks before its status.
+   * written acks before its status. Safe twice and before listen().
    */
-  async quiesce(): Promise<void> {
-    this.quiescing = true;
+  async beginStop(): Promise<void> {
+    this.stopBegun = true;
     for (const session of this.calls.values()) session.releaseHeldAcks();
     while (this.pendingSteps.size > 0) await Promise.allSettled([...this.pendingSteps]);
   }
 
-  /** Ends every stream with UNAVAILABLE (agents reconnect elsewhere) and closes; safe twice. */
+  /**
+   * Ends every stream with UNAVAILABLE (agents reconnect elsewhere), stops listening, and
+   * resolves once grpc-js has shut down and every connection is destroyed (those still open
+   * after 5 s are cut). Safe twice and before listen().
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.quiescing = true;
+      this.stopBegun = true;
       this.listener?.close();
       for (const call of this.calls.keys())
         this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
@@ -273,7 +278,7 @@ export class IngestServer {
     };
     for (const event of ["finish", "cancelled", "close", "error"] as const) call.once(event, release);
 
-    if (this.stopping || this.quiescing) {
+    if (this.stopping || this.stopBegun) {
       this.deps.self.refuse("shutting_down");
       this.endWithStatus(call, status.UNAVAILABLE, "the collector is shutting down");
       return;
@@ -316,7 +321,7 @@ export class IngestServer {
     };
     this.awaitHello(call, finish);
     call.on("data", (req: DecodedRequest) => {
-      if (!this.calls.has(call) || this.quiescing) return;
+      if (!this.calls.has(call) || this.stopBegun) return;
       let step;
       try {
         step = session.handle(req);
@@ -347,12 +352,12 @@ export class IngestServer {
       });
     });
     call.on("finish", () => {
-      if (this.stopping || this.quiescing) finish("the collector is shutting down");
+      if (this.stopping || this.stopBegun) finish("the collector is shutting down");
       else if (call.cancelled) finish("the stream was cancelled by the agent, or its connection was lost");
       else finish(ending ? "the agent closed the stream" : "the stream ended");
     });
     call.on("cancelled", () => {
-      if (this.stopping || this.quiescing) finish("the collector is shutting down");
+      if (this.stopping || this.stopBegun) finish("the collector is shutting down");
       else finish("the stream was cancelled by the agent, or its connection was lost");
     });
     call.on("close", () => finish("the stream was cancelled by the agent, or its connection was lost"));

@@ -50,9 +50,10 @@ import { admitRequest, type HttpUsers } from "../common/http-auth.js";
 import { clientCertificateProblem, httpsServerOptions, type HttpTlsSettings } from "../common/http-security.js";
 import type { FailureThrottle } from "./auth/failure-throttle.js";
 import type { OwnerLedger } from "./owner-ledger.js";
+import { COLLECTOR_SETTINGS } from "./settings.js";
 
 /** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
-export const DEFAULT_MAX_HTTP_CONNECTIONS = 256;
+export const DEFAULT_MAX_HTTP_CONNECTIONS: number = COLLECTOR_SETTINGS.httpMaxConnections.default;
 /** A connection must send a whole request head within this (Node's headersTimeout, and the guard's setup deadline). */
 export const HEADER_TIMEOUT_MS = 10_000;
 /** A whole request, body included (Node's requestTimeout). */

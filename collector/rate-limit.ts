@@ -10,6 +10,7 @@
  * with RESOURCE_EXHAUSTED and a retry delay (`refuse`). Clocks are injected: the buckets
  * run on a monotonic clock, never on the wall clock windows are checked against.
  */
+import { COLLECTOR_SETTINGS } from "./settings.js";
 
 /** A token bucket that may go into debt. Tokens refill at `ratePerS` up to `burst`. */
 export class TokenBucket {
@@ -77,21 +78,22 @@ export const AGENT_BATCHES_IN_FLIGHT = 4;
  */
 export const MAX_DEBT_MS = 20_000;
 
+/** Window burst for a windows-per-second rate: 10 s of it. */
+export const burstFor = (windowsPerS: number): number => Math.ceil(windowsPerS * 10);
+
 /**
- * Defaults: 2,000 windows/s drains the backlog of a 64-GPU host with 10 s windows 300×
- * faster than it grows (an hour of backlog in 12 s), with a burst of 10 s of that; 50
- * batches/s (burst 200) is 100× what a live agent sends, and stops a flood of tiny batches.
+ * Defaults: 2,000 windows/s (COLLECTOR_SETTINGS.agentRateLimit) drains the backlog of a
+ * 64-GPU host with 10 s windows 300× faster than it grows (an hour of backlog in 12 s), with
+ * a burst of 10 s of that; 50 batches/s (burst 200) is 100× what a live agent sends, and
+ * stops a flood of tiny batches.
  */
 export const DEFAULT_AGENT_RATE_LIMITS: Readonly<AgentRateLimits> = Object.freeze({
-  windowsPerS: 2_000,
-  windowBurst: 20_000,
+  windowsPerS: COLLECTOR_SETTINGS.agentRateLimit.default,
+  windowBurst: burstFor(COLLECTOR_SETTINGS.agentRateLimit.default),
   messagesPerS: 50,
   messageBurst: 200,
   maxDebtMs: MAX_DEBT_MS,
 });
-
-/** Window burst for a windows-per-second rate: 10 s of it. */
-export const burstFor = (windowsPerS: number): number => Math.ceil(windowsPerS * 10);
 
 /**
  * Why these limits would hold back a well-behaved agent, or undefined. An agent keeps

@@ -16,8 +16,11 @@ import {
   MAX_OWNER_FIELD_LENGTH,
   MAX_OWNERS,
   MAX_POWER_W,
+  MAX_WINDOW_MS,
+  MIN_WINDOW_MS,
 } from "../common/wire-limits.js";
 import type { GpuWindow, Hello, LastReading, Owner } from "../gen/trueidle/v1/ingest_pb.js";
+import { COLLECTOR_SETTINGS } from "./settings.js";
 
 /** Every reason a window can be refused for; the label values of trueidle_windows_rejected_total. */
 export const REJECTION_REASONS = [
@@ -59,15 +62,11 @@ export interface WindowLimits {
 }
 
 export const DEFAULT_WINDOW_LIMITS: Readonly<WindowLimits> = Object.freeze({
-  maxFutureMs: 5 * 60_000,
-  maxAgeMs: 7 * 86_400_000,
-  maxWindowsPerBatch: 10_000,
-  maxGpusPerHost: 64,
+  maxFutureMs: COLLECTOR_SETTINGS.maxWindowFutureMs.default,
+  maxAgeMs: COLLECTOR_SETTINGS.maxWindowAgeMs.default,
+  maxWindowsPerBatch: COLLECTOR_SETTINGS.maxWindowsPerBatch.default,
+  maxGpusPerHost: COLLECTOR_SETTINGS.maxGpusPerHost.default,
 });
-
-/** Window lengths an agent may use (Hello.window_ms) and a window may cover (duration_ms). */
-export const MIN_WINDOW_MS = 1_000;
-export const MAX_WINDOW_MS = 3_600_000;
 
 /* Bounds of what a real GPU can report; power and memory are in common/wire-limits.ts. */
 export { MAX_MEMORY_BYTES, MAX_POWER_W };

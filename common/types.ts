@@ -2,6 +2,7 @@
  * Types shared by every part of trueidle. Every GPU signal may be missing: a missing
  * value is `undefined`, never 0.
  */
+import { THRESHOLD_SETTINGS } from "./threshold-settings.js";
 
 /** The idle model's states, in precedence order (first match wins). */
 export const GPU_STATES = ["unavailable", "free_idle", "active", "busy_phantom", "held_idle"] as const;
@@ -110,9 +111,9 @@ export interface Thresholds {
 }
 
 export const DEFAULT_THRESHOLDS: Readonly<Thresholds> = Object.freeze({
-  utilBusyPercent: 5,
-  realActiveRatio: 0.1,
-  heldMemoryBytes: 256 * 1024 * 1024,
+  utilBusyPercent: THRESHOLD_SETTINGS.utilBusyPercent.default,
+  realActiveRatio: THRESHOLD_SETTINGS.realActiveRatio.default,
+  heldMemoryBytes: THRESHOLD_SETTINGS.heldMemoryBytes.default,
 });
 
 /** Host identity sent in the stream's Hello. */

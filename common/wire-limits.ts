@@ -22,6 +22,10 @@ export const MAX_OWNERS = 8;
 export const MAX_OWNER_FIELD_LENGTH = 256;
 export const MAX_HOLDER_NAME_LENGTH = 256;
 
+/** Window lengths an agent may use (Hello.window_ms, the agent's --window) and a window may cover (duration_ms). */
+export const MIN_WINDOW_MS = 1_000;
+export const MAX_WINDOW_MS = 3_600_000;
+
 /** `s` cut to at most `max` UTF-16 units, never in the middle of a surrogate pair. */
 export function cutText(s: string, max: number): string {
   if (s.length <= max) return s;

@@ -35,6 +35,7 @@ import { formatDuration } from "../common/duration.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { DAY_MS, HOUR_MS, DEFAULT_HOUR_RETENTION_MS, DEFAULT_RAW_RETENTION_MS } from "../collector/influx/schema.js";
 import { FleetHistoryModel, HISTORY_FLEET, type HistoryHost } from "./fleet-history.js";
+import { DEMO_SETTINGS } from "./settings.js";
 import { ensureHistorySchema, hostLines, rollupHours, WindowWriter, type InfluxTarget } from "./history-sink.js";
 
 export const BACKFILL_INTERVAL_MS = 60_000;
@@ -118,7 +119,7 @@ export async function runBackfill(opts: BackfillOptions): Promise<BackfillResult
   const toMs = Math.floor((opts.endMs ?? started) / windowMs) * windowMs;
   const fromMs = Math.floor((toMs - opts.durationMs) / windowMs) * windowMs;
   const hosts = opts.hosts ?? HISTORY_FLEET;
-  const model = new FleetHistoryModel(hosts, opts.seed ?? 1);
+  const model = new FleetHistoryModel(hosts, opts.seed ?? DEMO_SETTINGS.seed.default);
   const thresholds = opts.thresholds ?? DEFAULT_THRESHOLDS;
   const progress = opts.progress ?? (() => {});
   const signal = opts.signal;

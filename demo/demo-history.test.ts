@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { silentLogger } from "../common/log.js";
-import { historyHowTo, isHistory, openDemoHistory, type DemoHistoryOptions } from "./demo-history.js";
+import { historyHowTo, isHistory, startDemoHistory, type DemoHistoryOptions } from "./demo-history.js";
 import { eventually } from "../test/helpers/eventually.js";
 import { influxQuery, rows } from "../test/helpers/influxdb.js";
 
@@ -26,7 +26,7 @@ function opts(extra: Partial<DemoHistoryOptions>): { o: DemoHistoryOptions; line
 describe("the demo's InfluxDB", () => {
   it("says how to get influxd when it is not installed, and runs without history", async () => {
     const { o, lines } = opts({ findInfluxd: () => undefined });
-    const h = await openDemoHistory(o);
+    const h = await startDemoHistory(o);
     expect(h).toEqual({ reason: "not_installed" });
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
@@ -37,18 +37,18 @@ describe("the demo's InfluxDB", () => {
 
   it("is off with --no-influx", async () => {
     const { o, lines } = opts({ noInflux: true });
-    expect(await openDemoHistory(o)).toEqual({ reason: "disabled" });
+    expect(await startDemoHistory(o)).toEqual({ reason: "disabled" });
     expect(lines).toEqual(["History: off (--no-influx)."]);
   });
 
   it("refuses an --influx-url that is not a database URL", async () => {
     const { o } = opts({ influxUrl: "http://user:pw@127.0.0.1:8086/trueidle" });
-    await expect(openDemoHistory(o)).rejects.toThrow(/must not hold credentials/);
+    await expect(startDemoHistory(o)).rejects.toThrow(/must not hold credentials/);
   });
 
-  it("starts a private influxd with the schema, prints where and how to use it, and removes its data on close", async () => {
+  it("starts a private influxd with the schema, prints where and how to use it, and removes its data at stop (safe twice)", async () => {
     const { o, lines } = opts({});
-    const h = await openDemoHistory(o);
+    const h = await startDemoHistory(o);
     if (!isHistory(h)) throw new Error(`no history: ${lines.join("\n")}`);
     try {
       expect(h.influxUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/trueidle$/);
@@ -73,8 +73,8 @@ describe("the demo's InfluxDB", () => {
         await influxQuery(h.target.baseUrl, q, "trueidle");
       }
     } finally {
-      await h.close();
-      await h.close();
+      await Promise.all([h.stop(), h.stop()]);
+      await h.stop();
     }
     expect(existsSync(h.dir!)).toBe(false);
   });
@@ -83,7 +83,7 @@ describe("the demo's InfluxDB", () => {
     timeout: 60_000,
   }, async () => {
     const { o, lines } = opts({ keepData: true });
-    const h = await openDemoHistory(o);
+    const h = await startDemoHistory(o);
     if (!isHistory(h)) throw new Error(`no history: ${lines.join("\n")}`);
     let influxd: ReturnType<typeof spawn> | undefined;
     try {
@@ -93,7 +93,7 @@ describe("the demo's InfluxDB", () => {
       });
       expect(write.status).toBe(204);
       const hour = Math.floor(Date.now() / HOUR) * HOUR;
-      await h.close({ startMs: hour, endMs: hour + HOUR });
+      await h.stop({ startMs: hour, endMs: hour + HOUR });
       expect(existsSync(h.dir!)).toBe(true);
       const printed = lines.slice(1).join("\n");
       const m =

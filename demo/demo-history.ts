@@ -5,12 +5,9 @@
  */
 import { errorMessage, TrueidleError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import {
-  parseInfluxUrl,
-  readInfluxCredentials,
-  describeTarget,
-  type InfluxTarget,
-} from "../collector/influx/target.js";
+import { readInfluxCredentials } from "../common/influx/credentials.js";
+import { describeTarget, influxTarget, type InfluxTarget } from "../common/influx/target.js";
+import { parseInfluxUrl } from "../common/influx/url.js";
 import {
   findInfluxd,
   INFLUXD_MISSING_HELP,
@@ -48,17 +45,18 @@ export interface DemoHistory {
   /** The private server's temp dir; undefined for an existing server. */
   dir?: string | undefined;
   /**
-   * Stops a private server (its data removed unless kept); safe twice. With kept data it
-   * prints how to serve the data again and report on `reportRange` from it.
+   * Stops a private server (its data removed unless kept) and resolves once it has exited;
+   * nothing to stop for an existing server. Safe twice. With kept data it prints how to serve
+   * the data again and report on `reportRange` from it.
    */
-  close(reportRange?: TimeRange): Promise<void>;
+  stop(reportRange?: TimeRange): Promise<void>;
 }
 
 /** Why there is no history, for a caller that needs one (`--backfill`). */
 export type NoHistory = { reason: "disabled" | "not_installed" };
 
-/** Opens the demo's history store and prints where it is and how to use it. */
-export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHistory | NoHistory> {
+/** Starts the demo's history store (a private server, or none to start) and prints where it is and how to use it. */
+export async function startDemoHistory(opts: DemoHistoryOptions): Promise<DemoHistory | NoHistory> {
   if (opts.noInflux) {
     opts.out("History: off (--no-influx).");
     return { reason: "disabled" };
@@ -67,10 +65,10 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
     const parsed = parseInfluxUrl(opts.influxUrl);
     const cred = readInfluxCredentials({ file: opts.credentialsFile, env: opts.env ?? process.env });
     if (cred?.warning) opts.logger.warn(`InfluxDB credentials file: ${cred.warning}.`);
-    const target: InfluxTarget = { ...parsed, username: cred?.username, password: cred?.password };
+    const target = influxTarget(parsed, cred);
     await ensureHistorySchema(target, {});
     opts.out(`History: InfluxDB ${describeTarget(target)}.`);
-    return { target, influxUrl: `${target.baseUrl}/${target.database}`, close: async () => {} };
+    return { target, influxUrl: `${target.baseUrl}/${target.database}`, stop: async () => {} };
   }
   if (!(opts.findInfluxd ?? findInfluxd)()) {
     opts.out(
@@ -101,14 +99,14 @@ export async function openDemoHistory(opts: DemoHistoryOptions): Promise<DemoHis
     `History: private InfluxDB ${server.url}, database trueidle; data in ${server.dir}, ` +
       (opts.keepData ? "kept after the demo (--keep-data)." : "removed when the demo ends (--keep-data keeps it)."),
   );
-  let closed = false;
+  let stopped = false;
   return {
     target,
     influxUrl: `${server.url}/trueidle`,
     dir: server.dir,
-    close: async (reportRange) => {
-      if (closed) return;
-      closed = true;
+    stop: async (reportRange) => {
+      if (stopped) return;
+      stopped = true;
       await server.stop();
       if (!opts.keepData) return;
       const again = await serveAgainCommand(server.dir, CQ_RUN_INTERVAL);

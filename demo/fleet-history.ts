@@ -20,6 +20,7 @@
  * always that default), and idle memory is far below the held threshold.
  */
 import type { GpuOwner, GpuProcess, GpuReading } from "../common/types.js";
+import { DEMO_SETTINGS } from "./settings.js";
 
 export type HistoryPool = "training" | "inference";
 
@@ -231,7 +232,7 @@ export class FleetHistoryModel {
   private readonly seed: number;
   private readonly gpus: SimGpu[][];
 
-  constructor(hosts: readonly HistoryHost[] = HISTORY_FLEET, seed = 1) {
+  constructor(hosts: readonly HistoryHost[] = HISTORY_FLEET, seed: number = DEMO_SETTINGS.seed.default) {
     this.hosts = hosts;
     this.seed = seed >>> 0;
     this.gpus = hosts.map((h) => {

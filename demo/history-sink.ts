@@ -19,16 +19,14 @@ import type { GpuWindowRecord } from "../agent/window.js";
 import { windowToProto } from "../agent/shipper/to-proto.js";
 import { HostLineEncoder } from "../collector/influx/line-protocol.js";
 import { ensureSchema, rollup, type RetentionConfig } from "../collector/influx/schema.js";
-import { describeTarget, type InfluxTarget } from "../collector/influx/target.js";
+import { describeTarget, type InfluxTarget } from "../common/influx/target.js";
 import { InfluxWriter } from "../collector/influx/writer.js";
 
-export type { InfluxTarget } from "../collector/influx/target.js";
+export type { InfluxTarget } from "../common/influx/target.js";
 
 /*
- * Statements take no AbortSignal: node-influx (5.12) never settles a query whose signal
- * aborts once the response has begun (its request error handler is spent by then and the
- * response's errors are not listened to), so a Ctrl-C at that moment hung the demo. A
- * statement is short; the signal is checked before each one instead.
+ * Statements are not abandoned once sent: each is short, and the signal is checked before
+ * each one instead.
  */
 
 /** Creates or corrects the database, retention policies and continuous query; returns what changed. */

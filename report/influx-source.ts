@@ -34,7 +34,8 @@ import {
   type ReportInput,
   type Subject,
 } from "./capacity.js";
-import { quoteIdent, type InfluxQueryClient, type InfluxSeries } from "./influx-connection.js";
+import type { InfluxQueryClient, InfluxSeries } from "../common/influx/client.js";
+import { quoteIdent } from "../common/influx/quote.js";
 import { HOUR_MS, iso, rangeHours, type TimeRange } from "./time-range.js";
 
 /** Ranges shorter than this read `gpu_window`. */

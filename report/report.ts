@@ -3,13 +3,17 @@
  * render them. The CLI (`cli/report-command.ts`) is a thin layer over these two calls.
  */
 import { computeReport, type CapacityReport, type Measurement } from "./capacity.js";
-import { InfluxQueryClient, parseInfluxUrl, type InfluxCredentials } from "./influx-connection.js";
+import { InfluxQueryClient } from "../common/influx/client.js";
+import type { InfluxCredentials } from "../common/influx/credentials.js";
+import { influxTarget } from "../common/influx/target.js";
+import { parseInfluxUrl } from "../common/influx/url.js";
 import { readReportData, type Progress } from "./influx-source.js";
 import { renderHtml } from "./render-html.js";
 import { renderCsv, renderJson, renderTable } from "./render-text.js";
 import type { TimeRange } from "./time-range.js";
+import { REPORT_SETTINGS } from "./settings.js";
 
-export const REPORT_FORMATS = ["table", "csv", "json", "html"] as const;
+export const REPORT_FORMATS = REPORT_SETTINGS.format.choices;
 export type ReportFormat = (typeof REPORT_FORMATS)[number];
 
 export interface BuildReportOptions {
@@ -19,7 +23,7 @@ export interface BuildReportOptions {
   range: TimeRange;
   /** Tag keys to group by, e.g. ["site", "model"]. */
   by: readonly string[];
-  /** Default "auto" (see influx-source.ts for the rule). */
+  /** Default REPORT_SETTINGS.measurement, "auto" (see influx-source.ts for the rule). */
   measurement?: Measurement | "auto" | undefined;
   pricePerGpuHour?: number | undefined;
   onProgress?: ((p: Progress) => void) | undefined;
@@ -30,16 +34,16 @@ export interface BuildReportOptions {
 
 export async function buildReport(opts: BuildReportOptions): Promise<CapacityReport> {
   const client = new InfluxQueryClient({
-    target: parseInfluxUrl(opts.influxUrl),
-    credentials: opts.credentials,
+    target: influxTarget(parseInfluxUrl(opts.influxUrl), opts.credentials),
     timeoutMs: opts.queryTimeoutMs,
+    timeoutFix: "give a longer --timeout, or a shorter range (--since, --until)",
   });
   await client.ping(opts.signal);
   const data = await readReportData({
     client,
     range: opts.range,
     by: opts.by,
-    measurement: opts.measurement ?? "auto",
+    measurement: opts.measurement ?? REPORT_SETTINGS.measurement.default,
     onProgress: opts.onProgress,
     signal: opts.signal,
   });

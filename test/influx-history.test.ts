@@ -23,7 +23,7 @@ import {
   sameStatement,
   SECONDS_FIELDS,
 } from "../collector/influx/schema.js";
-import type { InfluxTarget } from "../collector/influx/target.js";
+import type { InfluxTarget } from "../common/influx/target.js";
 import { InfluxWriter } from "../collector/influx/writer.js";
 import { batchRequest, helloRequest, makeWindow } from "../collector/testdata/windows.js";
 import { createLogger, silentLogger } from "../common/log.js";

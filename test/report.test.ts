@@ -20,7 +20,7 @@
  * HOSTILE is a site name with a space, a comma, quotes, `=`, `<b>`, `&` and non-ASCII, to
  * prove line-protocol tags, CSV quoting and HTML escaping on the way out.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -525,6 +525,34 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const badBy = await runTrueidle(["report", "--by", "site,si te,site"]);
     expect(badBy.code).toBe(2);
     expect(badBy.output).toContain(`--by: "si te" is not a tag key (letters, digits, _); site given twice`);
+  });
+
+  it("reads credentials as every command does: a file or the environment, not both, and a too-open file is named", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "trueidle-report-creds-"));
+    try {
+      const file = path.join(dir, "influx.cred");
+      writeFileSync(file, "reader:s3cret-pw\n", { mode: 0o644 });
+      chmodSync(file, 0o644);
+      const base = ["report", "--influx-url", `${influx.url}/trueidle`, "--since", iso(T0), "--until", iso(T1)];
+      const twice = await runTrueidle([...base, "--influx-credentials-file", file], {
+        TRUEIDLE_INFLUX_USERNAME: "reader",
+        TRUEIDLE_INFLUX_PASSWORD: "other",
+      });
+      expect(twice.code, twice.output).toBe(1);
+      expect(twice.output).toContain(
+        `trueidle report: InfluxDB credentials are given both in the environment (TRUEIDLE_INFLUX_USERNAME/PASSWORD) and in --influx-credentials-file ${file}; ` +
+          "unset TRUEIDLE_INFLUX_USERNAME and TRUEIDLE_INFLUX_PASSWORD, or drop --influx-credentials-file",
+      );
+      // This InfluxDB has no auth, so it ignores the credentials: the report runs, the warning comes first.
+      const open = await runTrueidle([...base, "--influx-credentials-file", file, "--format", "csv"]);
+      expect(open.code, open.output).toBe(0);
+      expect(open.output).toContain(
+        `report: the InfluxDB credentials file is too open: ${file} (--influx-credentials-file) is readable by every user; chmod 640 or 600 it.`,
+      );
+      expect(twice.output + open.output).not.toContain("s3cret-pw");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -8,6 +8,7 @@
  * twice and before `start`. `current()` is synchronous and cheap: the last good answer,
  * never a call to the scheduler, so nothing a scheduler does can stall sampling.
  */
+import type { Service } from "../../common/lifecycle.js";
 import type { GpuOwner, GpuReading } from "../../common/types.js";
 
 /** Counters every allocation source keeps (each adds its own). */
@@ -26,7 +27,7 @@ export interface AllocationSourceStats {
   lastGoodMs: number | undefined;
 }
 
-export interface AllocationSource {
+export interface AllocationSource extends Service {
   /** Where its owners come from; also their `via`. */
   readonly name: "pod_resources" | "job_mapping";
   /** What it reads (the kubelet's socket, the mapping directory), for messages. */
@@ -133,7 +134,7 @@ export function mergeAllocations(
  * the sources that are ready, [] when none of them allocated it, and `undefined` while no
  * source is ready (nothing is known: no kubelet socket yet, or every source stale).
  */
-export class Allocations {
+export class Allocations implements Service {
   private readonly sources: readonly AllocationSource[];
   private readonly max: number;
   private dropped = 0;

@@ -13,6 +13,7 @@
  * uses the owners the last lookup found, so a new process has its owner a tick or two
  * after it appears. The readings given are never changed: annotated ones are copies.
  */
+import type { Service } from "../../common/lifecycle.js";
 import type { Logger } from "../../common/log.js";
 import type { GpuOwner, GpuReading } from "../../common/types.js";
 import type { AllocationSourceStatus, Allocations } from "./allocations.js";
@@ -46,7 +47,7 @@ export interface OwnerAnnotatorOptions {
   now?: () => number;
 }
 
-export class OwnerAnnotator {
+export class OwnerAnnotator implements Service {
   private readonly now: () => number;
   private readonly refreshMs: number;
   /** Index → uuid of the GPUs last read: the allocation sources name GPUs by index sometimes. */

@@ -22,9 +22,10 @@ import {
   type ListPodResourcesRequest,
   type ListPodResourcesResponse,
 } from "../../gen/k8s.io/kubelet/pkg/apis/podresources/v1/api_pb.js";
+import { AGENT_SETTINGS } from "../settings.js";
 
 /** Where the kubelet serves the API unless its root directory was moved. */
-export const DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock";
+export const DEFAULT_POD_RESOURCES_SOCKET: string = AGENT_SETTINGS.podResourcesSocket.default;
 
 function methodPath(name: string): string {
   return `/${PodResourcesLister.typeName}/${name}`;

@@ -38,8 +38,9 @@ import { parseProcCgroup, type CgroupOwner } from "./cgroup-path.js";
 import { PasswdNames } from "./passwd-names.js";
 import { parseComm, parseProcStat, parseStatusUid } from "./proc-parse.js";
 import { readCapped, textOf, type ReadCapped } from "./read-capped.js";
+import { AGENT_SETTINGS } from "../settings.js";
 
-export const DEFAULT_HOST_ROOT = "/";
+export const DEFAULT_HOST_ROOT: string = AGENT_SETTINGS.hostRoot.default;
 export const DEFAULT_MAX_OWNER_ENTRIES = 4096;
 /** A `/proc/PID/cgroup` is a few hundred bytes; one over 64 KiB is not the kernel's. */
 export const DEFAULT_MAX_PROC_FILE_BYTES = 64 * 1024;

@@ -13,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { StreamRequestSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 import { ingestClientDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
+import type { Service } from "../../common/lifecycle.js";
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
 import type { GpuWindowRecord } from "../window.js";
@@ -20,6 +21,7 @@ import { encodeWindow } from "./encode-window.js";
 import { frameBatch } from "./batch-frame.js";
 import { Backoff } from "./backoff.js";
 import { WindowBuffer, type BufferEntry } from "./window-buffer.js";
+import { AGENT_SETTINGS } from "../settings.js";
 import {
   afterProbe,
   diagnoseConnectFailure,
@@ -100,7 +102,7 @@ interface InFlight {
 
 type OptionalOptions = "credentials" | "callMetadata" | "channelOptions" | "buffer" | "maxBufferBytes" | "onThresholds";
 
-export class Shipper {
+export class Shipper implements Service {
   private readonly opts: Filled<Omit<ShipperOptions, OptionalOptions>> & Pick<ShipperOptions, OptionalOptions>;
   private readonly credentials: grpc.ChannelCredentials;
   private readonly buffer: WindowBuffer;
@@ -130,7 +132,7 @@ export class Shipper {
   constructor(opts: ShipperOptions) {
     if (opts.targets.length === 0) throw new Error("at least one collector address is needed");
     this.opts = {
-      maxBufferedWindows: 200_000,
+      maxBufferedWindows: AGENT_SETTINGS.maxBufferedWindows.default,
       maxWindowsPerBatch: 2_000,
       maxBatchBytes: 3 * 1024 * 1024,
       maxBatchesInFlight: 4,

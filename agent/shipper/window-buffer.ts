@@ -26,8 +26,9 @@ import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { SegmentLog, segmentBytesFor, type LogPosition } from "../../common/segment-log.js";
 import { HEADER_BYTES } from "../../common/segment-file.js";
+import { AGENT_SETTINGS } from "../settings.js";
 
-export const DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_BUFFER_BYTES: number = AGENT_SETTINGS.maxBufferBytes.default;
 const DROP_LOG_INTERVAL_MS = 10_000;
 const LOAD_CHUNK_RECORDS = 10_000;
 

@@ -8,6 +8,7 @@
  * reading (lost, read error, sampler down or silent). `stop` is safe twice and before
  * `start`.
  */
+import type { Service } from "../../common/lifecycle.js";
 import type { GpuReading } from "../../common/types.js";
 
 export interface SourceStats {
@@ -17,7 +18,7 @@ export interface SourceStats {
   parseErrors: number;
 }
 
-export interface GpuSource {
+export interface GpuSource extends Service {
   readonly name: string;
   start(signal?: AbortSignal): Promise<void>;
   sample(nowMs: number): GpuReading[];

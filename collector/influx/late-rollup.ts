@@ -8,9 +8,10 @@
  * A failed roll-up keeps its hours for the next turn.
  */
 import { errorMessage } from "../../common/errors.js";
+import { InfluxQueryClient } from "../../common/influx/client.js";
+import { describeTarget, type InfluxTarget } from "../../common/influx/target.js";
 import type { Logger } from "../../common/log.js";
 import { HOUR_MS, rollup } from "./schema.js";
-import { describeTarget, influxClient, type InfluxTarget } from "./target.js";
 
 export interface LateRollupOptions {
   target: InfluxTarget;
@@ -82,7 +83,7 @@ export class LateRollup {
   private async run(signal: AbortSignal | undefined): Promise<void> {
     const hours = this.pendingHours();
     if (hours.length === 0) return;
-    const client = influxClient(this.opts.target, { requestTimeoutMs: 60_000 });
+    const client = new InfluxQueryClient({ target: this.opts.target, timeoutMs: 60_000 });
     // Contiguous hours go in one statement.
     const ranges: Array<[number, number]> = [];
     for (const h of hours) {

@@ -5,12 +5,12 @@
  * with backoff and jitter and says so in the log; it never throws, so the collector keeps
  * serving agents and `/metrics` (their acks wait for the writes, which wait for this).
  */
-import type { InfluxDB } from "influx";
 import { TrueidleError, errorMessage } from "../../common/errors.js";
+import { InfluxQueryClient } from "../../common/influx/client.js";
+import { describeTarget, type InfluxTarget } from "../../common/influx/target.js";
 import type { Logger } from "../../common/log.js";
 import { retryDelayMs, type BackoffOptions } from "./retry.js";
 import { ensureSchema, type RetentionConfig } from "./schema.js";
-import { describeTarget, influxClient, type InfluxTarget } from "./target.js";
 import type { SchemaGate } from "./writer.js";
 
 export interface SchemaKeeperOptions extends RetentionConfig {
@@ -100,17 +100,16 @@ export class SchemaKeeper implements SchemaGate {
   private async loop(): Promise<void> {
     const log = this.opts.logger;
     const where = describeTarget(this.opts.target);
+    const client = new InfluxQueryClient({
+      target: this.opts.target,
+      timeoutMs: this.opts.requestTimeoutMs ?? 10_000,
+    });
     let attempt = 0;
     let firstFailureAt: number | undefined;
     let lastLogAt = -Infinity;
     try {
       while (!this.stopped) {
         try {
-          // A fresh client each attempt: node-influx's pool would otherwise keep the host
-          // marked down for its own backoff and answer "No host available".
-          const client: InfluxDB = influxClient(this.opts.target, {
-            requestTimeoutMs: this.opts.requestTimeoutMs ?? 10_000,
-          });
           const changes = await ensureSchema(this.opts.target, {
             client,
             rawRetentionMs: this.opts.rawRetentionMs,

@@ -14,11 +14,11 @@ import {
   hourRollupSelect,
   parseGoDuration,
   rollupStatement,
-  runStatement,
   sameStatement,
   SECONDS_FIELDS,
 } from "./schema.js";
-import { influxClient, type InfluxTarget } from "./target.js";
+import { InfluxQueryClient } from "../../common/influx/client.js";
+import type { InfluxTarget } from "../../common/influx/target.js";
 
 describe("schema statements", () => {
   it("rolls every seconds field up as a sum, and the rest as DESIGN.md says", () => {
@@ -143,7 +143,8 @@ describe("ensureSchema on a real InfluxDB", () => {
     const port = (server.address() as AddressInfo).port;
     try {
       const t: InfluxTarget = { baseUrl: `http://127.0.0.1:${port}`, database: "trueidle" };
-      const err = await runStatement(influxClient(t, { requestTimeoutMs: 60_000 }), "SHOW DATABASES", {
+      const err = await ensureSchema(t, {
+        client: new InfluxQueryClient({ target: t, timeoutMs: 60_000 }),
         signal: AbortSignal.timeout(200),
       }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TrueidleError);
@@ -156,9 +157,9 @@ describe("ensureSchema on a real InfluxDB", () => {
 
   it("fails with an `unavailable` error when InfluxDB cannot be reached", async () => {
     const closed: InfluxTarget = { baseUrl: "http://127.0.0.1:9", database: "trueidle" };
-    const err = await ensureSchema(closed, { client: influxClient(closed, { requestTimeoutMs: 2_000 }) }).catch(
-      (e: unknown) => e,
-    );
+    const err = await ensureSchema(closed, {
+      client: new InfluxQueryClient({ target: closed, timeoutMs: 2_000 }),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TrueidleError);
     expect((err as TrueidleError).code).toBe("unavailable");
   });

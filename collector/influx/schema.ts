@@ -18,10 +18,12 @@
  *   which runs the SAME SELECTs with an explicit time range: `hourRollupSelect` is the one
  *   place their text is written.
  */
-import type { InfluxDB } from "influx";
-import { TrueidleError, errorMessage } from "../../common/errors.js";
+import { TrueidleError } from "../../common/errors.js";
 import { formatDuration } from "../../common/duration.js";
-import { influxClient, type InfluxTarget } from "./target.js";
+import { InfluxQueryClient, type StatementResult } from "../../common/influx/client.js";
+import { quoteIdent } from "../../common/influx/quote.js";
+import type { InfluxTarget } from "../../common/influx/target.js";
+import { COLLECTOR_INFLUX_SETTINGS } from "../settings.js";
 
 export const RP_WINDOW = "gpu_window";
 export const RP_HOUR = "gpu_hour";
@@ -35,12 +37,12 @@ export const CQ_RESAMPLE = "RESAMPLE EVERY 10m FOR 2h";
 
 export const DAY_MS = 86_400_000;
 export const HOUR_MS = 3_600_000;
-export const DEFAULT_RAW_RETENTION_MS = 30 * DAY_MS;
-export const DEFAULT_HOUR_RETENTION_MS = 730 * DAY_MS;
+export const DEFAULT_RAW_RETENTION_MS: number = COLLECTOR_INFLUX_SETTINGS.rawRetentionMs.default;
+export const DEFAULT_HOUR_RETENTION_MS: number = COLLECTOR_INFLUX_SETTINGS.hourRetentionMs.default;
 /** The raw policy must outlive the continuous query's two-hour look-back. */
-export const MIN_RAW_RETENTION_MS = 2 * HOUR_MS;
+export const MIN_RAW_RETENTION_MS: number = COLLECTOR_INFLUX_SETTINGS.rawRetentionMs.min;
 /** InfluxDB's own minimum for a retention policy. */
-export const MIN_HOUR_RETENTION_MS = HOUR_MS;
+export const MIN_HOUR_RETENTION_MS: number = COLLECTOR_INFLUX_SETTINGS.hourRetentionMs.min;
 
 /** Tags every point carries besides the host's configured labels. */
 export const TAG_KEYS = ["host", "gpu", "uuid", "model"] as const;
@@ -109,11 +111,6 @@ export const OWNER_ROLLUP: Rollup = {
   fields: OWNER_HOUR_FIELDS,
 };
 export const ROLLUPS: readonly Rollup[] = [GPU_ROLLUP, OWNER_ROLLUP];
-
-/** An InfluxQL identifier in double quotes. */
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
-}
 
 /** `"db"."rp"."measurement"` */
 export function qualified(db: string, rp: string, measurement: string): string {
@@ -189,105 +186,34 @@ export function parseGoDuration(text: string): number {
   return Math.round(total);
 }
 
-interface RawSeries {
-  name?: string;
-  columns: string[];
-  values?: unknown[][];
-}
-interface RawResult {
-  statement_id?: number;
-  series?: RawSeries[];
-  error?: string;
-}
-
 export interface StatementOptions {
   signal?: AbortSignal | undefined;
 }
 
-/**
- * Runs one InfluxQL statement with POST and returns its result. A statement error, an
- * HTTP error or no answer throws a TrueidleError: `bad_config` when InfluxDB refuses the
- * credentials or rights, `unavailable` when it cannot be reached or fails, `bad_input`
- * when it refuses the statement.
- */
-export async function runStatement(
-  client: InfluxDB,
+/** How long one statement may take when the caller gives no client of its own. */
+const STATEMENT_TIMEOUT_MS = 30_000;
+
+/** One statement's result; any failure is the client's TrueidleError (common/influx/client.ts). */
+async function runStatement(
+  client: InfluxQueryClient,
   statement: string,
-  opts: StatementOptions = {},
-): Promise<RawResult> {
-  let raw: { results?: RawResult[]; error?: string };
-  try {
-    // The signal is raced here rather than handed to node-influx: node-influx 5.12 never
-    // settles a request aborted after its response began. The request itself ends at the
-    // client's requestTimeout.
-    raw = (await settleOnAbort(
-      client.queryRaw(statement, { method: "POST", precision: "ms" }),
-      opts.signal,
-    )) as typeof raw;
-  } catch (err) {
-    if (opts.signal?.aborted)
-      throw new TrueidleError("unavailable", `InfluxDB statement abandoned: ${errorMessage(opts.signal.reason)}`, {
-        cause: err,
-      });
-    const status = (err as { res?: { statusCode?: number } }).res?.statusCode;
-    const short = statement.length > 120 ? `${statement.slice(0, 120)}…` : statement;
-    if (status === 401 || status === 403) {
-      throw new TrueidleError(
-        "bad_config",
-        `InfluxDB refused the credentials or rights (HTTP ${status}) for: ${short}`,
-        { cause: err },
-      );
-    }
-    if (status !== undefined && status >= 400 && status < 500) {
-      throw new TrueidleError("bad_input", `InfluxDB refused (HTTP ${status}: ${errorMessage(err)}): ${short}`, {
-        cause: err,
-      });
-    }
-    throw new TrueidleError("unavailable", `InfluxDB did not answer (${errorMessage(err)}): ${short}`, { cause: err });
-  }
-  const result = raw.results?.[0];
-  const error = raw.error ?? result?.error;
-  if (error !== undefined || !result) {
-    throw new TrueidleError("bad_input", `InfluxDB refused "${statement.slice(0, 200)}": ${error ?? "no result"}`);
-  }
-  return result;
+  opts: StatementOptions,
+): Promise<StatementResult> {
+  const [result] = await client.query([statement], opts.signal);
+  return result ?? { series: [] };
 }
 
-/** `p`, or a rejection as soon as `signal` aborts. */
-function settleOnAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
-function rowsOf(result: RawResult): Array<{ series: string | undefined; row: Record<string, unknown> }> {
+function rowsOf(result: StatementResult): Array<{ series: string | undefined; row: Record<string, unknown> }> {
   const out: Array<{ series: string | undefined; row: Record<string, unknown> }> = [];
-  for (const s of result.series ?? []) {
-    for (const v of s.values ?? [])
-      out.push({ series: s.name, row: Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
+  for (const s of result.series) {
+    for (const v of s.values) out.push({ series: s.name, row: Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
   }
   return out;
 }
 
 export interface EnsureSchemaOptions extends RetentionConfig, StatementOptions {
-  /** A client to use; by default one is made for the target. */
-  client?: InfluxDB | undefined;
+  /** A client to use; by default one is made for the target, 30 s per statement. */
+  client?: InfluxQueryClient | undefined;
 }
 
 /**
@@ -297,9 +223,9 @@ export interface EnsureSchemaOptions extends RetentionConfig, StatementOptions {
  * sentence per change; running it again changes nothing and returns [].
  */
 export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptions = {}): Promise<string[]> {
-  const client = opts.client ?? influxClient(target);
+  const client = opts.client ?? new InfluxQueryClient({ target, timeoutMs: STATEMENT_TIMEOUT_MS });
   const db = target.database;
-  const run = (s: string): Promise<RawResult> => runStatement(client, s, opts);
+  const run = (s: string): Promise<StatementResult> => runStatement(client, s, opts);
   const changes: string[] = [];
 
   const dbs = rowsOf(await run("SHOW DATABASES")).map((r) => r.row["name"]);
@@ -355,7 +281,8 @@ export interface RollupCounts {
 }
 
 export interface RollupOptions extends StatementOptions {
-  client?: InfluxDB | undefined;
+  /** A client to use; by default one is made for the target, 30 s per statement. */
+  client?: InfluxQueryClient | undefined;
   /** Hours rolled up per statement, so no single query holds too much (default 24). */
   chunkHours?: number | undefined;
   /** Called after each statement with the range done so far. */
@@ -374,7 +301,7 @@ export async function rollup(
   toMs: number,
   opts: RollupOptions = {},
 ): Promise<RollupCounts> {
-  const client = opts.client ?? influxClient(target);
+  const client = opts.client ?? new InfluxQueryClient({ target, timeoutMs: STATEMENT_TIMEOUT_MS });
   const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
   const chunk = Math.max(1, Math.floor(opts.chunkHours ?? 24)) * HOUR_MS;

@@ -26,6 +26,7 @@
 import { gzip as gzipCb } from "node:zlib";
 import { promisify } from "node:util";
 import { errorMessage } from "../../common/errors.js";
+import { authorizationHeader, describeTarget, type InfluxTarget } from "../../common/influx/target.js";
 import type { Logger } from "../../common/log.js";
 import {
   classifyWrite,
@@ -38,7 +39,7 @@ import {
   type WriteResponse,
 } from "./retry.js";
 import { RP_WINDOW } from "./schema.js";
-import { authorizationHeader, describeTarget, type InfluxTarget } from "./target.js";
+import { COLLECTOR_INFLUX_SETTINGS } from "../settings.js";
 
 const gzip = promisify(gzipCb);
 
@@ -154,10 +155,10 @@ interface Batch {
 }
 
 const DEFAULTS = {
-  batchSize: 5_000,
+  batchSize: COLLECTOR_INFLUX_SETTINGS.batchSize.default,
   batchBytes: 4 * 1024 * 1024,
-  flushIntervalMs: 1_000,
-  maxQueuedPoints: 100_000,
+  flushIntervalMs: COLLECTOR_INFLUX_SETTINGS.flushIntervalMs.default,
+  maxQueuedPoints: COLLECTOR_INFLUX_SETTINGS.maxQueuedPoints.default,
   maxInFlight: 2,
   requestTimeoutMs: 10_000,
   stopTimeoutMs: 10_000,

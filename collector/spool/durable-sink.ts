@@ -4,6 +4,7 @@
  * `SpoolingSink` (the ack comes once the lines are in InfluxDB or in the disk spool). Either
  * way a batch is acknowledged only once it is durable.
  */
+import type { StagedService } from "../../common/lifecycle.js";
 import { MEASUREMENT_WINDOW } from "../influx/schema.js";
 import type { WriteOutcome } from "../influx/writer.js";
 
@@ -38,7 +39,10 @@ export interface SinkSummary {
   spoolBytesLeft: number;
 }
 
-export interface DurableSink {
+/** A service (common/lifecycle.ts) whose first stop phase settles the batches in flight. */
+export interface DurableSink extends StagedService {
+  /** Starts the sink (with a spool: writing what an earlier run left in it to InfluxDB); before the first submit. */
+  start(): void;
   /**
    * Resolves once `lines` (one InfluxDB line per accepted window, and one per owner of it)
    * are durable, or with why
@@ -48,10 +52,13 @@ export interface DurableSink {
   /**
    * Takes no more batches and settles the ones in flight: with a spool they are moved to
    * the spool and acknowledged; without one they get a grace to reach InfluxDB. Resolves
-   * when every submission has its outcome. Safe twice.
+   * when every submission has its outcome. Safe twice and before start().
    */
-  quiesce(): Promise<void>;
-  /** Quiesces, stops draining (the spool is kept for the next start), closes. Safe twice. */
+  beginStop(): Promise<void>;
+  /**
+   * Begins the stop if nobody did, stops draining (the spool is kept for the next start),
+   * closes the spool. Safe twice and before start().
+   */
   stop(): Promise<SinkSummary>;
 }
 

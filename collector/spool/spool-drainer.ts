@@ -6,11 +6,13 @@
  * the previous one is answered; chunks are consumed strictly in order.
  *
  * When the spool reads empty the drainer asks `caughtUp`: the sink switches back to direct
- * writes unless appends arrived meanwhile, in which case the drainer reads on. `stop()`
- * withdraws the chunks in the writer; what is not consumed stays for the next start (a
- * chunk that was written but not yet consumed is written again then, which is harmless).
+ * writes unless appends arrived meanwhile, in which case the drainer reads on and otherwise
+ * ends (`finished`). `stop()` withdraws the chunks in the writer; what is not consumed stays
+ * for the next start (a chunk that was written but not yet consumed is written again then,
+ * which is harmless).
  */
 import { errorMessage } from "../../common/errors.js";
+import type { Service } from "../../common/lifecycle.js";
 import type { Logger } from "../../common/log.js";
 import type { LogPosition } from "../../common/segment-log.js";
 import type { WriteOutcome } from "../influx/writer.js";
@@ -45,16 +47,40 @@ interface Chunk {
   outcome: Promise<WriteOutcome>;
 }
 
-export class SpoolDrainer {
+export class SpoolDrainer implements Service {
   private readonly stopCtl = new AbortController();
   /** Aborted to withdraw the chunks in the writer (stop, or starting over). */
   private round = new AbortController();
   private lastReadErrorLogAt = -Infinity;
+  private loop: Promise<void> | undefined;
 
   constructor(private readonly opts: SpoolDrainerOptions) {}
 
-  /** Drains until caught up (resolves) or stopped; never rejects. */
-  async run(): Promise<void> {
+  /** Starts draining, in the background, until caught up or stopped. Once; nothing after stop(). */
+  start(): void {
+    if (this.loop || this.stopped) return;
+    this.loop = this.drain();
+  }
+
+  /**
+   * Resolves once the drainer has ended (caught up or stopped), at once if it never started.
+   * Rejects only with an error nothing inside expected (read and write failures are retried).
+   */
+  get finished(): Promise<void> {
+    return this.loop ?? Promise.resolve();
+  }
+
+  /**
+   * Withdraws the chunks in the writer, ends a pause before a retry, and resolves once the
+   * drainer has ended; an error that ended it is `finished`'s. Safe twice and before start().
+   */
+  stop(): Promise<void> {
+    this.stopCtl.abort();
+    this.round.abort();
+    return this.finished.catch(() => undefined);
+  }
+
+  private async drain(): Promise<void> {
     const { store, writer } = this.opts;
     const chunkBytes = this.opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     const inFlight: Chunk[] = [];
@@ -102,12 +128,6 @@ export class SpoolDrainer {
       this.startOver(inFlight);
       await this.pause();
     }
-  }
-
-  /** Withdraws the chunks in the writer; run() resolves soon after. Safe twice. */
-  stop(): void {
-    this.stopCtl.abort();
-    this.round.abort();
   }
 
   private get stopped(): boolean {

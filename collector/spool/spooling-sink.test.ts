@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { recordingLogger, type LoggedLine } from "../../common/log.js";
 import { SegmentLog } from "../../common/segment-log.js";
 import type { WriteOutcome } from "../influx/writer.js";
@@ -94,6 +94,7 @@ async function open(extra: Partial<SpoolingSinkOptions> & { writer: WriterPort; 
   const counters = { spoolBytes: 0, spooledWindows: 0 };
   const sink = await SpoolingSink.open({ logger, counters, spoolAfterMs: 50, ...extra });
   sinks.push(sink);
+  sink.start();
   return { sink, logger, counters };
 }
 
@@ -156,7 +157,7 @@ describe("SpoolingSink", () => {
     writer.mode = "hang";
     const first = await open({ writer, dir, spoolAfterMs: 60_000 });
     const pending = [first.sink.submit(batch(1), never), first.sink.submit(batch(2), never)];
-    await first.sink.quiesce();
+    await first.sink.beginStop();
     expect(await Promise.all(pending)).toEqual([{ status: "spooled" }, { status: "spooled" }]);
     expect(await first.sink.submit(batch(3), never)).toEqual({ status: "stopped" });
     const summary = await first.sink.stop();
@@ -176,6 +177,33 @@ describe("SpoolingSink", () => {
     );
     expect(writer2.written).toEqual([...batch(1), ...batch(2)]);
     expect(await second.sink.submit(batch(4), never)).toEqual({ status: "written" });
+  });
+
+  it("drains an earlier run's spool only from start(); stop() before start() keeps it and releases the lock, twice", async () => {
+    const dir = tempDir();
+    const writer = new FakeWriter();
+    writer.mode = "hang";
+    const first = await open({ writer, dir, spoolAfterMs: 60_000 });
+    const pending = first.sink.submit(batch(1), never);
+    await first.sink.stop();
+    expect(await pending).toEqual({ status: "spooled" });
+
+    const writer2 = new FakeWriter();
+    const logger = recordingLogger();
+    const counters = { spoolBytes: 0, spooledWindows: 0 };
+    const idle = await SpoolingSink.open({ dir, writer: writer2, logger, counters });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(writer2.submissions).toEqual([]);
+    const [a, b] = await Promise.all([idle.stop(), idle.stop()]);
+    expect(b).toBe(a);
+    expect(a.spoolBytesLeft).toBeGreaterThan(0);
+    expect(fs.existsSync(path.join(dir, LOCK_FILE))).toBe(false);
+    idle.start();
+    expect(writer2.submissions).toEqual([]);
+
+    const third = await open({ writer: writer2, dir });
+    await until("the spool drained", () => third.counters.spoolBytes === 0);
+    expect(writer2.written).toEqual(batch(1));
   });
 
   it("keeps a second collector off a spool directory in use, and takes over a lock its dead owner left", async () => {
@@ -268,6 +296,33 @@ describe("WaitForInfluxSink", () => {
       ),
     ).toBe(true);
     expect(await sink.submit(batch(4), never)).toEqual({ status: "stopped" });
+  });
+
+  it("begins its stop before start(), and stop() is safe twice and clears the grace timer", async () => {
+    vi.useFakeTimers();
+    try {
+      const writer = new FakeWriter();
+      const sink = new WaitForInfluxSink({ writer, logger: recordingLogger(), graceMs: 10_000 });
+      const early = new WaitForInfluxSink({ writer, logger: recordingLogger() });
+      await Promise.all([early.beginStop(), early.beginStop()]);
+      expect(await early.submit(batch(1), never)).toEqual({ status: "stopped" });
+      await early.stop();
+
+      sink.start();
+      writer.mode = "hang";
+      const pending = sink.submit(batch(1), never);
+      const stopping = sink.beginStop();
+      expect(vi.getTimerCount()).toBe(1);
+      writer.release();
+      await stopping;
+      expect(vi.getTimerCount()).toBe(0);
+      const [a, b] = await Promise.all([sink.stop(), sink.stop()]);
+      expect(a).toEqual(b);
+      expect(a.windowsWritten).toBe(3);
+      expect(await pending).toEqual({ status: "written" });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("acknowledges writes that finish within the grace", async () => {

@@ -19,10 +19,11 @@
  * If the spool cannot be written (a disk error), that is logged as an ERROR once and the
  * sink falls back to what a collector without a spool does — acks wait for InfluxDB — so
  * nothing is acknowledged that is not durable. A spool left non-empty by an earlier run is
- * drained first, once InfluxDB and its schema are ready (the writer waits for them).
+ * drained first, from start(), once InfluxDB and its schema are ready (the writer waits for
+ * them).
  *
- * At stop, batches waiting for the writer are moved to the spool at once and acknowledged;
- * the drainer stops and the spool is kept for the next start.
+ * When the stop begins, batches waiting for the writer are moved to the spool at once and
+ * acknowledged; then the drainer stops and the spool is kept for the next start.
  */
 import { TrueidleError, errorMessage } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
@@ -40,9 +41,10 @@ import { SpoolDrainer } from "./spool-drainer.js";
 import { SpoolLock } from "./spool-lock.js";
 import { encodeRecord, type SpoolStore } from "./spool-record.js";
 import { WaitForInfluxSink } from "./wait-for-influx-sink.js";
+import { COLLECTOR_SPOOL_SETTINGS } from "../settings.js";
 
-export const DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024;
-export const DEFAULT_SPOOL_AFTER_MS = 5_000;
+export const DEFAULT_SPOOL_MAX_BYTES: number = COLLECTOR_SPOOL_SETTINGS.maxBytes.default;
+export const DEFAULT_SPOOL_AFTER_MS: number = COLLECTOR_SPOOL_SETTINGS.spoolAfterMs.default;
 /** Agents pushed back by a full spool return after 10–30 s, spread so they do not all return at once. */
 const FULL_RETRY_MIN_MS = 10_000;
 const FULL_RETRY_SPREAD_MS = 20_000;
@@ -100,7 +102,8 @@ export class SpoolingSink implements DurableSink {
   private episode = { since: 0, reason: "", windows: 0, bytes: 0, drainedWindows: 0, drainedBytes: 0 };
   private readonly totals = { written: 0, spooled: 0, drained: 0 };
   private lastFullLogAt = -Infinity;
-  private quiescing: Promise<void> | undefined;
+  private started = false;
+  private stopBegun: Promise<void> | undefined;
   private stopping: Promise<SinkSummary> | undefined;
   private readonly fallback: WaitForInfluxSink;
   private readonly spoolAfterMs: number;
@@ -122,7 +125,10 @@ export class SpoolingSink implements DurableSink {
     });
   }
 
-  /** Locks and opens the spool; starts draining what an earlier run left. Throws a TrueidleError naming the fix. */
+  /**
+   * Locks and opens the spool; start() then drains what an earlier run left, and stop()
+   * releases both. Throws a TrueidleError naming the fix.
+   */
   static async open(opts: SpoolingSinkOptions): Promise<SpoolingSink> {
     const maxBytes = opts.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES;
     const lock = await SpoolLock.acquire(opts.dir, opts.logger);
@@ -143,6 +149,13 @@ export class SpoolingSink implements DurableSink {
     return sink;
   }
 
+  /** Starts writing what an earlier run left in the spool to InfluxDB. Safe twice; nothing after a stop began. */
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    if (this.mode === "spooling" && !this.drainer) this.startDrainer();
+  }
+
   get dir(): string {
     return this.lock.dir;
   }
@@ -156,8 +169,8 @@ export class SpoolingSink implements DurableSink {
     return this.direct(lines, signal);
   }
 
-  quiesce(): Promise<void> {
-    this.quiescing ??= (async () => {
+  beginStop(): Promise<void> {
+    this.stopBegun ??= (async () => {
       this.closed = true;
       const entries = [...this.pending];
       if (entries.length > 0 && !this.broken) {
@@ -170,15 +183,15 @@ export class SpoolingSink implements DurableSink {
         );
       }
       while (this.appending.size > 0) await Promise.allSettled([...this.appending]);
-      await Promise.all([this.fallback.quiesce(), this.settleStuck()]);
+      await Promise.all([this.fallback.beginStop(), this.settleStuck()]);
     })();
-    return this.quiescing;
+    return this.stopBegun;
   }
 
   stop(): Promise<SinkSummary> {
     this.stopping ??= (async () => {
-      await this.quiesce();
-      this.drainer?.stop();
+      await this.beginStop();
+      await this.drainer?.stop();
       await this.draining;
       const left = this.store.stats().bytes;
       try {
@@ -201,6 +214,7 @@ export class SpoolingSink implements DurableSink {
     return this.stopping;
   }
 
+  /** Takes up a spool an earlier run left: batches go behind it from the first; start() drains it. */
   private resume(): void {
     const bytes = this.store.stats().bytes;
     this.opts.counters.spoolBytes = bytes;
@@ -219,7 +233,6 @@ export class SpoolingSink implements DurableSink {
         "once it is reachable, and new windows are spooled behind them until then.",
       { dir: this.dir, spoolBytes: bytes },
     );
-    this.startDrainer();
   }
 
   private direct(lines: readonly string[], signal: AbortSignal): Promise<SinkOutcome> {
@@ -351,7 +364,10 @@ export class SpoolingSink implements DurableSink {
     this.drainer = drainer;
     // After the previous drainer, which may still be returning from its last check.
     this.draining = this.draining
-      .then(() => drainer.run())
+      .then(() => {
+        drainer.start();
+        return drainer.finished;
+      })
       .catch((err: unknown) => {
         this.opts.logger.error(
           `Writing the spool at ${this.dir} to InfluxDB stopped on an error (${errorMessage(err)}); its windows are kept for the next start.`,

@@ -24,14 +24,14 @@ export interface WaitForInfluxSinkOptions {
   logger: Logger;
   /** Told the start of every window InfluxDB took (late hours get rolled up). */
   written?: ((startMs: number) => void) | undefined;
-  /** How long quiesce() waits for submissions in flight (default 10 s). */
+  /** How long beginStop() waits for submissions in flight (default 10 s). */
   graceMs?: number | undefined;
 }
 
 export class WaitForInfluxSink implements DurableSink {
   private readonly inFlight = new Set<AbortController>();
   private closed = false;
-  private quiescing: Promise<void> | undefined;
+  private stopBegun: Promise<void> | undefined;
   private idleWaiters: Array<() => void> = [];
   private windowsWritten = 0;
 
@@ -41,7 +41,7 @@ export class WaitForInfluxSink implements DurableSink {
     if (this.closed) return { status: "stopped" };
     if (signal.aborted) return { status: "withdrawn" };
     if (lines.length === 0) return { status: "written" };
-    // A controller of its own, so that quiesce() can withdraw it without ending the stream.
+    // A controller of its own, so that beginStop() can withdraw it without ending the stream.
     const ctl = new AbortController();
     const onEnd = (): void => ctl.abort();
     signal.addEventListener("abort", onEnd, { once: true });
@@ -67,8 +67,11 @@ export class WaitForInfluxSink implements DurableSink {
     }
   }
 
-  quiesce(): Promise<void> {
-    this.quiescing ??= (async () => {
+  /** Nothing to start: the sink owns nothing until a batch is submitted. */
+  start(): void {}
+
+  beginStop(): Promise<void> {
+    this.stopBegun ??= (async () => {
       this.closed = true;
       if (this.inFlight.size === 0) return;
       const waiting = this.inFlight.size;
@@ -90,11 +93,11 @@ export class WaitForInfluxSink implements DurableSink {
         { batches: left },
       );
     })();
-    return this.quiescing;
+    return this.stopBegun;
   }
 
   async stop(): Promise<SinkSummary> {
-    await this.quiesce();
+    await this.beginStop();
     return { windowsWritten: this.windowsWritten, windowsSpooled: 0, windowsDrained: 0, spoolBytesLeft: 0 };
   }
 

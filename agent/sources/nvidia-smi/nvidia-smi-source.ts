@@ -41,12 +41,13 @@ import {
 } from "./parse-query-gpu.js";
 import { RateLimit } from "./rate-limit.js";
 import { describeExit, runOnce, type RunOnceResult } from "./run-once.js";
+import { AGENT_SETTINGS } from "../../settings.js";
 
 export interface NvidiaSmiSourceOptions {
   /** The executable: a path, or a bare name looked up in $PATH. */
   path: string;
   intervalMs: number;
-  /** How often the compute process list is read; default 5000. */
+  /** How often the compute process list is read; default AGENT_SETTINGS.processIntervalMs. */
   processIntervalMs?: number;
   /** A GPU with no fresh line for this long reads as unavailable; default 3×interval + 2 s. */
   staleAfterMs?: number;
@@ -115,7 +116,10 @@ export class NvidiaSmiSource implements GpuSource {
       throw new TrueidleError("bad_config", `nvidia-smi interval must be positive (got ${opts.intervalMs} ms)`);
     this.path = opts.path;
     this.intervalMs = Math.max(1, Math.round(opts.intervalMs));
-    this.processIntervalMs = Math.max(1, Math.round(opts.processIntervalMs ?? 5_000));
+    this.processIntervalMs = Math.max(
+      1,
+      Math.round(opts.processIntervalMs ?? AGENT_SETTINGS.processIntervalMs.default),
+    );
     this.staleAfterMs = opts.staleAfterMs ?? 3 * this.intervalMs + 2_000;
     this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
     this.log = opts.logger;

@@ -41,6 +41,7 @@ import {
   type WorkerMessage,
 } from "./protocol.js";
 import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
+import { AGENT_SETTINGS } from "../../settings.js";
 
 export interface NvmlSourceOptions {
   /** The library: a path, or a soname the dynamic loader finds. */
@@ -123,7 +124,7 @@ export class NvmlSource implements GpuSource {
   constructor(opts: NvmlSourceOptions) {
     this.libPath = opts.libPath ?? DEFAULT_NVML_LIBRARY;
     this.intervalMs = opts.intervalMs;
-    this.processIntervalMs = opts.processIntervalMs ?? 5_000;
+    this.processIntervalMs = opts.processIntervalMs ?? AGENT_SETTINGS.processIntervalMs.default;
     this.callTimeoutMs = opts.callTimeoutMs ?? 5_000;
     this.initTimeoutMs = opts.initTimeoutMs ?? 60_000;
     this.staleAfterMs = opts.staleAfterMs ?? 3 * opts.intervalMs + 2_000;

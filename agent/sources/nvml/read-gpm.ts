@@ -31,6 +31,7 @@ export class GpmReader {
   private readonly samples: [bigint, bigint];
   private turn = 0;
   private prevAtMs: number | undefined;
+  private closed = false;
   /** The last metrics, in METRICS order; NaN where missing. */
   private readonly last = new Float64Array(METRICS.length).fill(Number.NaN);
   /**
@@ -89,8 +90,14 @@ export class GpmReader {
     for (let i = 0; i < METRICS.length; i++) out[METRICS[i]![1]] = this.last[i]!;
   }
 
-  /** Frees the two sample buffers; the reader is not used after. */
+  /**
+   * Frees the two sample buffers; the reader is not used after. Safe twice: when a GPU
+   * failure stops the reader that replaces it from opening, the closed one stays in place
+   * and is closed again later (NVML must not free a sample twice).
+   */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const h of this.samples) this.d.call("nvmlGpmSampleFree", this.d.fn.nvmlGpmSampleFree, h);
   }
 

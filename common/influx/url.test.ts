@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseInfluxUrl, redactUrlCredentials } from "./influx-url.js";
+import { parseInfluxUrl, redactUrlCredentials } from "./url.js";
 
 /** The message `parseInfluxUrl(text)` throws (it must throw). */
 function refusal(text: string): string {
@@ -150,6 +150,25 @@ describe("parseInfluxUrl", () => {
       database: "trueidle",
     });
     expect(parseInfluxUrl("http://[::1]:8086")).toEqual({ baseUrl: "http://[::1]:8086", database: "trueidle" });
+    expect(parseInfluxUrl("http://127.0.0.1:8086")).toEqual({ baseUrl: "http://127.0.0.1:8086", database: "trueidle" });
+    expect(parseInfluxUrl("http://h:8086/gpu_history-2/")).toEqual({
+      baseUrl: "http://h:8086",
+      database: "gpu_history-2",
+    });
+  });
+
+  it("refuses credentials in the URL, naming where they go instead, and never echoes them", () => {
+    for (const url of [
+      "http://user:secret@h:8086/trueidle",
+      "http://admin:S3cret/Pass@influx:8086/db",
+      "http://admin:S3cret/Pass@influx:8086/a/b?x",
+      "admin:S3cret/Pass@influx",
+    ]) {
+      const message = refusal(url);
+      expect(message).toMatch(/must not hold credentials; set TRUEIDLE_INFLUX_USERNAME/);
+      expect(message).not.toMatch(/secret|S3cret|Pass|admin|user/);
+    }
+    expect(refusal("ftp://h/trueidle")).toMatch(/must start with http:\/\/ or https:\/\//);
   });
 
   it.each([

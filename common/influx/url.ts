@@ -4,11 +4,11 @@
  * message quoting such a URL goes through.
  *
  * Credentials never travel in the URL: they come from the environment or a file (see
- * collector/influx/target.ts and report/influx-connection.ts). A URL that holds an `@` is
- * refused before any part of it is parsed or quoted, so no error can echo a password typed
- * into it, whatever characters the password holds.
+ * credentials.ts). A URL that holds an `@` is refused before any part of it is parsed or
+ * quoted, so no error can echo a password typed into it, whatever characters the password
+ * holds.
  */
-import { TrueidleError } from "./errors.js";
+import { TrueidleError } from "../errors.js";
 
 export const DEFAULT_INFLUX_DATABASE = "trueidle";
 
