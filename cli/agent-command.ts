@@ -41,7 +41,7 @@ export const agentSpec: CommandSpec = {
       type: "list",
       default: `localhost:${DEFAULT_GRPC_PORT}`,
       placeholder: "HOST:PORT",
-      help: "Collector gRPC address; give several (or a comma list) to fail over in turn.",
+      help: "Collector gRPC address. A name with several addresses (a headless Service) spreads agents over them by host name and fails over within them; give several entries (or a comma list) to fail over to the next in turn. dns://SERVER/NAME:PORT asks that DNS server.",
     },
     {
       name: "source",

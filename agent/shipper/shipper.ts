@@ -13,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { StreamRequestSchema, type StreamRequest, type StreamResponse } from "../../gen/trueidle/v1/ingest_pb.js";
 import { ingestClientDefinition, RETRY_AFTER_METADATA_KEY } from "../../common/grpc-service.js";
+import { errorMessage } from "../../common/errors.js";
 import type { Service } from "../../common/lifecycle.js";
 import type { Logger } from "../../common/log.js";
 import type { HostIdentity, Thresholds } from "../../common/types.js";
@@ -29,12 +30,16 @@ import {
   type ConnectDiagnosis,
   type ConnectProblem,
 } from "./connect-diagnosis.js";
+import { CollectorChooser, type CollectorChoice, type ResolveCollector } from "./collector-choice.js";
 
 /** Options with their defaults filled in: every key present, none undefined. */
 type Filled<T> = { [K in keyof T]-?: Exclude<T[K], undefined> };
 
 export interface ShipperOptions {
-  /** Collector addresses, HOST:PORT; tried in turn on reconnect. */
+  /**
+   * Collector addresses, HOST:PORT; a name with several addresses is spread over and
+   * failed over within, then the next entry is tried (collector-choice.ts).
+   */
   targets: string[];
   host: HostIdentity;
   agentVersion: string;
@@ -71,6 +76,8 @@ export interface ShipperOptions {
   backoffMaxMs?: number | undefined;
   onThresholds?: ((t: Thresholds) => void) | undefined;
   now?: (() => number) | undefined;
+  /** How a collector's name becomes addresses (default: the system resolver, or the DNS server a `dns://` entry names). */
+  resolveCollector?: ResolveCollector | undefined;
 }
 
 export interface ShipperStats {
@@ -100,7 +107,14 @@ interface InFlight {
   sentMs: number;
 }
 
-type OptionalOptions = "credentials" | "callMetadata" | "channelOptions" | "buffer" | "maxBufferBytes" | "onThresholds";
+type OptionalOptions =
+  | "credentials"
+  | "callMetadata"
+  | "channelOptions"
+  | "buffer"
+  | "maxBufferBytes"
+  | "onThresholds"
+  | "resolveCollector";
 
 export class Shipper implements Service {
   private readonly opts: Filled<Omit<ShipperOptions, OptionalOptions>> & Pick<ShipperOptions, OptionalOptions>;
@@ -111,7 +125,11 @@ export class Shipper implements Service {
   private client: grpc.Client | undefined;
   private ready = false;
   private seq = 0n;
-  private targetIdx = 0;
+  private readonly chooser: CollectorChooser;
+  /** The collector of the stream open now, or of the last one. */
+  private current: CollectorChoice | undefined;
+  /** Counts connects, so a resolution that finishes after a newer connect or stop() is dropped. */
+  private connects = 0;
   private readonly backoff: Backoff;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
@@ -159,6 +177,9 @@ export class Shipper implements Service {
       });
     this.buffer.onSendable = () => this.pump();
     this.backoff = new Backoff({ initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
+    // By host name: the name the fleet knows the host by, the same after a restart or a
+    // reinstall, and unique in the fleet where a cloned image's machine id may not be.
+    this.chooser = new CollectorChooser(opts.targets, opts.host.hostname, opts.resolveCollector);
   }
 
   start(): void {
@@ -238,8 +259,27 @@ export class Shipper implements Service {
 
   private connect(): void {
     if (this.stopped) return;
-    const target = this.opts.targets[this.targetIdx % this.opts.targets.length]!;
-    this.targetIdx++;
+    const attempt = ++this.connects;
+    void this.chooser.next().then((choice) => {
+      if (this.stopped || attempt !== this.connects) return;
+      try {
+        this.open(choice);
+      } catch (err) {
+        // grpc-js refuses a target it cannot parse; the entry stays wrong, so say so and move on.
+        this.opts.logger.error("Could not open a channel to the collector; check --collector.", {
+          collector: choice.collector,
+          error: errorMessage(err),
+        });
+        this.chooser.failedAt(choice);
+        this.reconnectTimer = setTimeout(() => this.connect(), this.backoff.next());
+        this.reconnectTimer.unref();
+      }
+    });
+  }
+
+  private open(choice: CollectorChoice): void {
+    this.current = choice;
+    const target = choice.target;
     this.client?.close();
     this.client = new IngestClient(target, this.credentials, {
       "grpc.keepalive_time_ms": 20_000,
@@ -251,6 +291,10 @@ export class Shipper implements Service {
       // A connection of its own, never shared with another client in the process: the
       // collector serves a few streams per connection, one agent's worth.
       "grpc.use_local_subchannel_pool": 1,
+      // An address resolved from a name: the collector's certificate is checked against the
+      // name, and the name goes out as SNI and :authority, as if grpc-js had resolved it.
+      ...(choice.serverName !== undefined ? { "grpc.ssl_target_name_override": choice.serverName } : {}),
+      ...(choice.authority !== undefined ? { "grpc.default_authority": choice.authority } : {}),
       ...this.opts.channelOptions,
     });
     const metadata = this.opts.callMetadata?.clone() ?? new grpc.Metadata();
@@ -258,9 +302,9 @@ export class Shipper implements Service {
     this.call = call;
     this.ready = false;
     this.streamOpenedMs = this.opts.now();
-    call.on("data", (msg: StreamResponse) => this.onResponse(call, target, msg));
-    call.on("error", (err: grpc.ServiceError) => this.onBroken(call, target, err));
-    call.on("end", () => this.onBroken(call, target, undefined));
+    call.on("data", (msg: StreamResponse) => this.onResponse(call, choice, msg));
+    call.on("error", (err: grpc.ServiceError) => this.onBroken(call, choice, err));
+    call.on("end", () => this.onBroken(call, choice, undefined));
     call.write(
       create(StreamRequestSchema, {
         msg: {
@@ -280,7 +324,7 @@ export class Shipper implements Service {
     );
   }
 
-  private onResponse(call: Duplex, target: string, msg: StreamResponse): void {
+  private onResponse(call: Duplex, choice: CollectorChoice, msg: StreamResponse): void {
     if (call !== this.call) return;
     if (msg.msg.case === "welcome") {
       const w = msg.msg.value;
@@ -290,8 +334,10 @@ export class Shipper implements Service {
       this.failedAttempts = 0;
       this.lastFailureLogMs = -Infinity;
       this.causesLogged.clear();
+      this.chooser.welcomed();
       this.opts.logger.info("Connected to the collector.", {
-        collector: target,
+        collector: choice.collector,
+        address: choice.target,
         collector_id: w.collectorId,
         buffered: this.stats().buffered,
       });
@@ -331,8 +377,10 @@ export class Shipper implements Service {
     }
   }
 
-  private onBroken(call: Duplex, target: string, err: grpc.ServiceError | undefined): void {
+  private onBroken(call: Duplex, choice: CollectorChoice, err: grpc.ServiceError | undefined): void {
     if (call !== this.call || this.stopped) return;
+    // The entry as given, and the address when it was resolved here from a name.
+    const target = choice.target === choice.collector ? choice.collector : `${choice.collector} (${choice.target})`;
     this.call = undefined;
     const wasReady = this.ready;
     this.ready = false;
@@ -343,10 +391,22 @@ export class Shipper implements Service {
     this.inFlight = [];
     this.buffer.unsendAll();
     this.counters.reconnects++;
+    this.chooser.failedAt(choice);
     const retryAfterMs = retryAfter(err);
     const pushedBack =
       err?.code === grpc.status.RESOURCE_EXHAUSTED ||
       (err?.code === grpc.status.UNAVAILABLE && retryAfterMs !== undefined);
+    if (!wasReady && !pushedBack && err?.code === grpc.status.UNAVAILABLE && this.chooser.hasUntried()) {
+      // The name has another address not yet tried (localhost's ::1 and 127.0.0.1, a
+      // collector pod gone): it is tried at once, as grpc-js's pick_first would.
+      this.opts.logger.debug("Could not open a stream to this address of the collector; trying its next.", {
+        collector: target,
+        detail: err.details,
+      });
+      this.reconnectTimer = setTimeout(() => this.connect(), 0);
+      this.reconnectTimer.unref();
+      return;
+    }
     const delay = Math.max(retryAfterMs ?? 0, this.backoff.next());
     const fields = {
       collector: target,
@@ -390,7 +450,7 @@ export class Shipper implements Service {
       this.opts.logger.warn("Lost the stream to the collector; will reconnect.", logFields);
     } else if (loud && diagnosis?.needsProbe) {
       // Only a look at the address tells a TLS collector from one closing connections.
-      void probeTls(target).then((probe) => {
+      void probeTls(choice.target).then((probe) => {
         if (!this.stopped && !this.ready)
           this.logConnectFailure(afterProbe(diagnosis, probe, { target, tls: false }), logFields);
       });
@@ -452,7 +512,7 @@ export class Shipper implements Service {
         details: `no answer within ${limit} ms`,
         metadata: new grpc.Metadata(),
       }) as grpc.ServiceError;
-      this.onBroken(call, this.opts.targets[(this.targetIdx - 1) % this.opts.targets.length]!, err);
+      if (this.current) this.onBroken(call, this.current, err);
     }
   }
 }

@@ -106,14 +106,15 @@ export class Fleet {
   /** Starts a collector writing to this fleet's InfluxDB; waits until it listens. */
   async startCollector(spec: CollectorSpec = {}): Promise<CollectorNode> {
     const name = `collector-${++this.collectorsNamed}`;
-    const grpcPort = await freePort();
+    const grpcHost = spec.grpcHost ?? "127.0.0.1";
+    const grpcPort = spec.grpcPort ?? (await freePort());
     const httpPort = await freePort();
     const spoolDir = spec.spool === false ? undefined : path.join(this.dir, name, "spool");
     const argv = [
       "collector",
       "--plaintext",
       "--grpc-listen",
-      `127.0.0.1:${grpcPort}`,
+      `${grpcHost}:${grpcPort}`,
       "--http-listen",
       `127.0.0.1:${httpPort}`,
       "--influx-url",
@@ -123,7 +124,7 @@ export class Fleet {
       ...(spoolDir ? ["--spool-dir", spoolDir] : []),
       ...(spec.args ?? []),
     ];
-    const node = new CollectorNode(name, grpcPort, httpPort, spoolDir, argv, spec.env ?? {});
+    const node = new CollectorNode(name, grpcPort, httpPort, spoolDir, argv, spec.env ?? {}, grpcHost);
     this.collectors.push(node);
     await node.start();
     return node;

@@ -55,6 +55,9 @@ export interface CollectorSpec {
   args?: string[];
   /** Give the collector a disk spool (default true). */
   spool?: boolean;
+  /** The loopback address and port its gRPC side listens on (default 127.0.0.1 and a free port). */
+  grpcHost?: string;
+  grpcPort?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -72,11 +75,12 @@ export class CollectorNode {
     readonly spoolDir: string | undefined,
     private readonly argv: string[],
     private readonly env: NodeJS.ProcessEnv,
+    readonly grpcHost = "127.0.0.1",
   ) {}
 
-  /** "127.0.0.1:PORT" for agents. */
+  /** "HOST:PORT" for agents. */
   get address(): string {
-    return `127.0.0.1:${this.grpcPort}`;
+    return `${this.grpcHost}:${this.grpcPort}`;
   }
 
   get running(): boolean {
