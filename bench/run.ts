@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: collector ingest, `/metrics` render, agent per-sample CPU, collector
+ * `npm run bench`: collector ingest, `/metrics` render (10,000 GPUs; and 50,000 by
+ * --gpu-series mode, through the cache with gzip, beside prom-client), agent per-sample CPU, collector
  * writes into a private InfluxDB, spool appends (write + fdatasync) and the agent's whole
  * process by GPU source (NVML on the stub with a real driver's call costs, the nvidia-smi
  * loop, the simulator) beside a bare Node process, each against a baseline measured in
@@ -30,7 +31,13 @@ import {
 } from "./agent-process.js";
 import { environment, sink, textTable as table, type Spread } from "./harness.js";
 import { runInfluxWriteBench, type InfluxWriteResult } from "./influx-write.js";
-import { runMetricsBench, type MetricsRenderResult } from "./metrics-render.js";
+import {
+  metricsScaleLines,
+  runMetricsBench,
+  runMetricsScaleBench,
+  type MetricsRenderResult,
+  type MetricsScaleResult,
+} from "./metrics-render.js";
 import {
   parseReportYearArgs,
   reportYearLines,
@@ -146,6 +153,11 @@ async function main(): Promise<void> {
     ]),
   );
   say(`  first render (builds every GPU's label string): ${fmt(metrics.firstRenderMs, 1)} ms`);
+  say();
+
+  // 50,000 GPUs: a few rounds suffice (each full render is hundreds of ms, prom-client's seconds).
+  const metricsScale: MetricsScaleResult = await runMetricsScaleBench(templates, 50_000, 1, quick ? 2 : 5);
+  for (const line of metricsScaleLines(metricsScale, table)) say(line);
   say();
 
   const agent: AgentBenchResult = runAgentBench({ ticks: 3_000, warmup: WARMUP, rounds: ROUNDS });
@@ -322,6 +334,7 @@ async function main(): Promise<void> {
     collector: {
       ingest: ingest.map((r) => ({ ...r, targetMet: r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast })),
       metricsRender: metrics,
+      metricsScale,
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
     influxWrite: influx.skipped

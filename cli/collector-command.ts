@@ -15,6 +15,7 @@ import { OWNER_LABELS, parseOwnerLabels, type OwnerLabel } from "../collector/ow
 import {
   COLLECTOR_INFLUX_SETTINGS as INFLUX,
   COLLECTOR_SETTINGS as S,
+  type GpuSeriesMode,
   COLLECTOR_SPOOL_SETTINGS as SPOOL,
 } from "../collector/settings.js";
 import { readInfluxCredentials } from "../common/influx/credentials.js";
@@ -107,6 +108,15 @@ export const collectorSpec: CommandSpec = {
       name: "owner-labels",
       placeholder: "LIST",
       help: `Owner fields that label trueidle_gpu_owner_info and trueidle_owner_state_seconds_total: a comma-separated subset of ${OWNER_LABELS.join(", ")}, or none (privacy, cardinality).`,
+    }),
+    settingFlag(S.gpuSeries, {
+      name: "gpu-series",
+      placeholder: "MODE",
+      help: "Per-GPU series on /metrics: full (every family), states (info, up, state, idle streak and the seconds counters) or off (fleet roll-ups only; the recording rules work in every mode).",
+    }),
+    settingFlag(S.metricsCacheMaxAgeMs, {
+      name: "metrics-cache-max-age",
+      help: "Scrapes within this of a render get that render again (two Prometheus replicas, a re-scrape cost one); a render under 100 ms only while nothing changed; 0 renders every scrape.",
     }),
     ...THRESHOLD_FLAGS,
     {
@@ -239,6 +249,8 @@ export async function collectorCommand(argv: string[]): Promise<number> {
     helloTimeoutMs: v["hello-timeout"] as number,
     httpMaxConnections: Math.floor(v["http-max-connections"] as number),
     ownerLabels: ownerLabelsFrom(v["owner-labels"] as string),
+    gpuSeries: v["gpu-series"] as GpuSeriesMode,
+    metricsCacheMaxAgeMs: v["metrics-cache-max-age"] as number,
     maxWindowAgeMs: v["max-window-age"] as number,
     maxWindowFutureMs: v["max-window-future"] as number,
     logger,

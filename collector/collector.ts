@@ -40,7 +40,13 @@ import type { TokenSet } from "./auth/tokens.js";
 import { DEFAULT_WINDOW_LIMITS, type WindowLimits } from "./validate.js";
 import { AgentRegistry, DEFAULT_MAX_AGENTS } from "./agent-registry.js";
 import { burstFor, DEFAULT_AGENT_RATE_LIMITS, rateLimitsProblem, type AgentRateLimits } from "./rate-limit.js";
-import { COLLECTOR_INFLUX_SETTINGS, COLLECTOR_SETTINGS, COLLECTOR_SPOOL_SETTINGS } from "./settings.js";
+import {
+  COLLECTOR_INFLUX_SETTINGS,
+  COLLECTOR_SETTINGS,
+  COLLECTOR_SPOOL_SETTINGS,
+  GPU_SERIES_MODES,
+  type GpuSeriesMode,
+} from "./settings.js";
 import { settingProblem, type NumericSetting, type Setting } from "../common/settings.js";
 import { THRESHOLD_SETTINGS } from "../common/threshold-settings.js";
 
@@ -83,6 +89,10 @@ export interface CollectorOptions {
   httpMaxConnections?: number | undefined;
   /** Owner fields exported as labels of the owner series (default all: namespace, pod, container, job, user; [] for none). */
   ownerLabels?: readonly OwnerLabel[] | undefined;
+  /** Per-GPU series on /metrics: full (default), states or off (docs/metrics.md). */
+  gpuSeries?: GpuSeriesMode | undefined;
+  /** A /metrics exposition whose render started less than this ago is served again (default 5 s; 0: render every scrape). */
+  metricsCacheMaxAgeMs?: number | undefined;
   logger: Logger;
   /** Clock, Unix milliseconds; injectable for tests. */
   now?: (() => number) | undefined;
@@ -194,6 +204,8 @@ function validateOptions(opts: CollectorOptions): ValidOptions {
   const grpc = addr(opts.grpcListen, "grpcListen");
   const http = addr(opts.httpListen, "httpListen");
   checkSettings(problems, "", OPTION_SETTINGS, opts);
+  if (opts.gpuSeries !== undefined && !GPU_SERIES_MODES.includes(opts.gpuSeries))
+    problems.push(`gpuSeries must be one of ${GPU_SERIES_MODES.join(", ")} (got ${String(opts.gpuSeries)})`);
   const windowsPerS = opts.agentRateLimit ?? DEFAULT_AGENT_RATE_LIMITS.windowsPerS;
   const rateLimits: AgentRateLimits = { ...DEFAULT_AGENT_RATE_LIMITS, windowsPerS, windowBurst: burstFor(windowsPerS) };
   const maxWindowsPerBatch = opts.maxWindowsPerBatch ?? DEFAULT_WINDOW_LIMITS.maxWindowsPerBatch;
@@ -358,6 +370,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     authThrottle: opts.httpBasicAuth ? new FailureThrottle() : undefined,
     maxConnections: httpMaxConnections,
     owners: owners.enabled ? owners : undefined,
+    gpuSeries: opts.gpuSeries,
+    metricsCacheMaxAgeMs: opts.metricsCacheMaxAgeMs,
   });
 
   let grpcPort: number;

@@ -58,7 +58,16 @@ export interface FleetGroup {
   readonly model: string;
   /** Configured labels, sorted by key. */
   readonly labels: readonly (readonly [string, string])[];
+  /**
+   * The group's counters: the sums of its GPUs' counters over every window applied to a GPU
+   * while in the group. They only grow: a GPU that expires or moves to another group takes
+   * nothing with it, so the roll-ups answer every fleet ratio without per-GPU series.
+   */
   readonly stateS: Record<GpuState, number>;
+  observedS: number;
+  reportedIdleS: number;
+  reportedBusyS: number;
+  realBusyS: number;
   /** Live GPU records in the group. */
   gpuCount: number;
   /** When gpuCount last fell to 0; meaningful only while it is 0. */
@@ -192,6 +201,7 @@ export class FleetState implements Service {
   private readonly groupMap = new Map<string, FleetGroup>();
   private readonly totals = { observedS: 0, reportedIdleS: 0, stateS: zeroStates() };
   private sweeper: NodeJS.Timeout | undefined;
+  private changes = 0;
   /** Sorted labels per HostInfo object: a stream passes the same one with every window. */
   private readonly sortedLabels = new WeakMap<
     HostInfo,
@@ -218,6 +228,11 @@ export class FleetState implements Service {
 
   get size(): number {
     return this.records.size;
+  }
+
+  /** Counts every applied window and every GPU or group removed: unchanged, nothing applied or removed since. */
+  get generation(): number {
+    return this.changes;
   }
 
   /** Hosts with at least one live GPU. */
@@ -267,18 +282,24 @@ export class FleetState implements Service {
       }
     }
     const states = windowStates(w);
+    const group = rec.group;
     rec.observedS += w.observedS;
+    group.observedS += w.observedS;
     this.totals.observedS += w.observedS;
     for (const s of GPU_STATES) {
       rec.stateS[s] += states[s];
-      rec.group.stateS[s] += states[s];
+      group.stateS[s] += states[s];
       this.totals.stateS[s] += states[s];
     }
     rec.reportedIdleS += w.reportedIdleS;
+    group.reportedIdleS += w.reportedIdleS;
     this.totals.reportedIdleS += w.reportedIdleS;
     rec.reportedBusyS += w.reportedBusyS;
+    group.reportedBusyS += w.reportedBusyS;
     rec.realBusyS += w.realBusyS;
+    group.realBusyS += w.realBusyS;
     cover(rec, startMs, endMs);
+    this.changes++;
     if (!newest) return "applied";
     const last = w.last;
     rec.lastStartMs = startMs;
@@ -308,9 +329,13 @@ export class FleetState implements Service {
       host?.gpus.delete(rec.uuid);
       if (host && host.gpus.size === 0) this.hosts.delete(rec.host);
       removed++;
+      this.changes++;
     }
     for (const [key, group] of this.groupMap) {
-      if (group.gpuCount === 0 && now - group.emptySince > this.expireAfterMs) this.groupMap.delete(key);
+      if (group.gpuCount === 0 && now - group.emptySince > this.expireAfterMs) {
+        this.groupMap.delete(key);
+        this.changes++;
+      }
     }
     return removed;
   }
@@ -431,7 +456,19 @@ export class FleetState implements Service {
     let g = this.groupMap.get(key);
     if (!g) {
       if (this.groupMap.size >= this.maxGpus) return undefined;
-      g = { key, model, labels, stateS: zeroStates(), gpuCount: 0, emptySince: now, promLabels: undefined };
+      g = {
+        key,
+        model,
+        labels,
+        stateS: zeroStates(),
+        observedS: 0,
+        reportedIdleS: 0,
+        reportedBusyS: 0,
+        realBusyS: 0,
+        gpuCount: 0,
+        emptySince: now,
+        promLabels: undefined,
+      };
       this.groupMap.set(key, g);
     }
     return g;

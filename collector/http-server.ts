@@ -15,11 +15,15 @@
  *
  * Under attack: connections are capped in all and per address (common/connection-guard.ts),
  * a connection must send a whole request head within HEADER_TIMEOUT_MS, and `/metrics` is
- * streamed chunk by chunk with backpressure (metrics-render.ts), at most MAX_SCRAPES at once
+ * streamed chunk by chunk with backpressure, at most MAX_SCRAPES at once
  * (MAX_SCRAPES_PER_ADDRESS from one address; 503 with `Retry-After` beyond), each cut off
- * after SCRAPE_DEADLINE_MS. So a fleet of any size costs a chunk or two of memory per
- * scrape, and a scraper that stops reading holds nothing but its slot. The process and Node.js
- * metrics (common/process-metrics.ts) are read when a scrape starts and end the exposition.
+ * after SCRAPE_DEADLINE_MS. The exposition is rendered at most once per
+ * --metrics-cache-max-age and kept gzip-compressed (metrics-cache.ts): a scraper that asks
+ * for gzip gets the kept chunks (`Content-Encoding: gzip`, `Vary: Accept-Encoding`), any other
+ * a gunzip of them of its own. So a fleet of any size costs the compressed exposition once
+ * plus a chunk or two per scrape, and a scraper that stops reading holds nothing but its
+ * slot. The process and Node.js metrics (common/process-metrics.ts) are read when a render
+ * starts and end the exposition.
  */
 import * as http from "node:http";
 import * as https from "node:https";
@@ -42,7 +46,7 @@ import {
 import type { ListenAddress } from "../common/listen-address.js";
 import { buildFleetJson } from "./fleet-page/fleet-json.js";
 import { FLEET_PAGE_HTML, FLEET_PAGE_SCRIPT_SHA256 } from "./fleet-page/page-html.js";
-import { renderMetricsChunks } from "./metrics-render.js";
+import { acceptsGzip, MetricsCache } from "./metrics-cache.js";
 import { PROMETHEUS_CONTENT_TYPE } from "../common/prom-text.js";
 import { processMetrics, type ProcessMetrics } from "../common/process-metrics.js";
 import type { HttpRefusalReason, SelfMetrics } from "./self-metrics.js";
@@ -50,7 +54,7 @@ import { admitRequest, type HttpUsers } from "../common/http-auth.js";
 import { clientCertificateProblem, httpsServerOptions, type HttpTlsSettings } from "../common/http-security.js";
 import type { FailureThrottle } from "./auth/failure-throttle.js";
 import type { OwnerLedger } from "./owner-ledger.js";
-import { COLLECTOR_SETTINGS } from "./settings.js";
+import { COLLECTOR_SETTINGS, type GpuSeriesMode } from "./settings.js";
 
 /** Connections on the HTTP port, in all (default) and from one address (a quarter of it). */
 export const DEFAULT_MAX_HTTP_CONNECTIONS: number = COLLECTOR_SETTINGS.httpMaxConnections.default;
@@ -87,7 +91,13 @@ export interface HttpServerDeps {
   /** Connections in all (default DEFAULT_MAX_HTTP_CONNECTIONS); a quarter of it from one address. */
   maxConnections?: number | undefined;
   /** The process metrics; this process's set (common/process-metrics.ts) by default. */
-  processMetrics?: ProcessMetrics | undefined;
+  processMetrics?: Pick<ProcessMetrics, "render"> | undefined;
+  /** Per-GPU families on /metrics (default full). */
+  gpuSeries?: GpuSeriesMode | undefined;
+  /** A /metrics exposition younger than this is served again (default COLLECTOR_SETTINGS.metricsCacheMaxAgeMs). */
+  metricsCacheMaxAgeMs?: number | undefined;
+  /** See MetricsCacheDeps.costlyRenderMs (tests). */
+  metricsCacheCostlyRenderMs?: number | undefined;
 }
 
 /** The page's own script (by hash: no inline event handlers), styles and nothing else; data reaches it only as JSON. */
@@ -107,10 +117,18 @@ export class CollectorHttpServer {
   private readonly refusalLoggedAt = new Map<HttpRefusalReason, number>();
   private certRefusalLoggedAt = -Infinity;
 
-  private readonly process: ProcessMetrics;
+  private readonly cache: MetricsCache;
 
   constructor(private readonly deps: HttpServerDeps) {
-    this.process = deps.processMetrics ?? processMetrics();
+    this.cache = new MetricsCache({
+      fleet: deps.fleet,
+      self: deps.self,
+      owners: deps.owners,
+      process: deps.processMetrics ?? processMetrics(),
+      gpuSeries: deps.gpuSeries,
+      maxAgeMs: deps.metricsCacheMaxAgeMs,
+      costlyRenderMs: deps.metricsCacheCostlyRenderMs,
+    });
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
     const options: http.ServerOptions = {
       headersTimeout: HEADER_TIMEOUT_MS,
@@ -181,10 +199,14 @@ export class CollectorHttpServer {
   /** Stops accepting, closes idle connections, waits up to STOP_GRACE_MS for requests in flight, then cuts them; safe twice. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      const grace = setTimeout(() => this.server.closeAllConnections(), STOP_GRACE_MS);
+      const grace = setTimeout(() => {
+        this.cache.stop();
+        this.server.closeAllConnections();
+      }, STOP_GRACE_MS);
       grace.unref();
       await closeHttp(this.server);
       clearTimeout(grace);
+      this.cache.stop();
     })();
     return this.stopping;
   }
@@ -266,8 +288,9 @@ export class CollectorHttpServer {
   }
 
   /**
-   * Streams the exposition: a chunk is made only once the socket took the last one, and the
-   * event loop turns between chunks.
+   * Streams the exposition from the cache (metrics-cache.ts): gzip-compressed when the
+   * scraper asks for it, else gunzipped for it; a chunk is written only once the socket took
+   * the last one, and the event loop turns between chunks.
    */
   private async metrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const address = req.socket.remoteAddress ?? "unknown";
@@ -282,23 +305,34 @@ export class CollectorHttpServer {
       );
       return;
     }
-    this.deps.fleet.sweep();
-    this.deps.owners?.sweep(this.deps.fleet.now());
-    res.writeHead(200, { "content-type": PROMETHEUS_CONTENT_TYPE });
-    if (req.method === "HEAD") return void res.end();
+    const gzip = acceptsGzip(req.headers["accept-encoding"]);
+    const headers: Record<string, string> = { "content-type": PROMETHEUS_CONTENT_TYPE, vary: "Accept-Encoding" };
+    if (gzip) headers["content-encoding"] = "gzip";
+    if (req.method === "HEAD") {
+      res.writeHead(200, headers);
+      return void res.end();
+    }
     this.scrapes++;
     this.scrapesByAddress.set(address, fromAddress + 1);
     const deadline = setTimeout(() => res.destroy(), SCRAPE_DEADLINE_MS);
     deadline.unref();
     try {
-      const processText = await this.process.render();
-      for (const chunk of renderMetricsChunks(this.deps.fleet, this.deps.self, this.deps.owners, processText)) {
-        if (res.destroyed) break;
-        if (res.write(chunk)) await nextTurn();
+      const exposition = this.cache.exposition();
+      const chunks = gzip ? exposition.gzip() : exposition.identity();
+      // The first chunk before the head: a render that fails at once is answered 500.
+      let next = await chunks.next();
+      res.writeHead(200, headers);
+      while (!next.done && !res.destroyed) {
+        if (res.write(next.value)) await nextTurn();
         else await drainedOrClosed(res);
+        if (res.destroyed) break;
+        next = await chunks.next();
       }
-      if (res.destroyed) this.deps.self.scrapesAborted++;
-      else res.end();
+      if (res.destroyed) {
+        this.deps.self.scrapesAborted++;
+        // A reader of a render in progress ends when its next chunk comes; the slot need not wait.
+        void chunks.return(undefined).catch(() => undefined);
+      } else res.end();
     } finally {
       clearTimeout(deadline);
       this.scrapes--;

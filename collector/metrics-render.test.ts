@@ -124,6 +124,10 @@ describe("the metrics table", () => {
       "trueidle_connections_open",
       "trueidle_connections_refused_total",
       "trueidle_fleet_gpus",
+      "trueidle_fleet_observed_seconds_total",
+      "trueidle_fleet_real_busy_seconds_total",
+      "trueidle_fleet_reported_busy_seconds_total",
+      "trueidle_fleet_reported_idle_seconds_total",
       "trueidle_fleet_state_seconds_total",
       "trueidle_gpu_idle_streak_seconds",
       "trueidle_gpu_info",
@@ -145,6 +149,10 @@ describe("the metrics table", () => {
       "trueidle_http_requests_refused_total",
       "trueidle_influx_points_written_total",
       "trueidle_influx_write_errors_total",
+      "trueidle_metrics_cache_hits_total",
+      "trueidle_metrics_exposition_bytes",
+      "trueidle_metrics_render_seconds",
+      "trueidle_metrics_renders_total",
       "trueidle_metrics_scrapes_aborted_total",
       "trueidle_owner_state_seconds_total",
       "trueidle_spool_bytes",
@@ -228,5 +236,93 @@ describe("renderMetrics", () => {
   it("promtool notices a broken exposition, so the check above can fail", async () => {
     const r = await promtool(["check", "metrics"], 'trueidle_gpu_up{host="a\nb"} 1\n');
     expect(r.code).not.toBe(0);
+  });
+});
+
+describe("--gpu-series", () => {
+  const families = (text: string): string[] =>
+    [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!).filter((f) => f.startsWith("trueidle_"));
+  const gpuFamilies = METRIC_TABLE.filter((m) => m.scope === "gpu").map((m) => m.name);
+  const STATES_FAMILIES = [
+    "trueidle_gpu_info",
+    "trueidle_gpu_up",
+    "trueidle_gpu_observed_seconds_total",
+    "trueidle_gpu_state_seconds_total",
+    "trueidle_gpu_reported_idle_seconds_total",
+    "trueidle_gpu_reported_busy_seconds_total",
+    "trueidle_gpu_real_busy_seconds_total",
+    "trueidle_gpu_state",
+    "trueidle_gpu_idle_streak_seconds",
+  ];
+
+  it("full writes every per-GPU family, states only the state and seconds ones, off none; the rest is the same", () => {
+    const { fleet, self } = goldenFleet();
+    const text = {
+      full: renderMetricsText(fleet, self, "", "full"),
+      states: renderMetricsText(fleet, self, "", "states"),
+      off: renderMetricsText(fleet, self, "", "off"),
+    };
+    expect(text.full).toBe(renderMetricsText(fleet, self));
+    expect(families(text.full).filter((f) => gpuFamilies.includes(f))).toEqual(gpuFamilies);
+    expect(families(text.states).filter((f) => gpuFamilies.includes(f))).toEqual(STATES_FAMILIES);
+    expect(families(text.off).filter((f) => gpuFamilies.includes(f))).toEqual([]);
+    expect(text.off).not.toMatch(/uuid=/);
+    // What is not per GPU is the same in every mode.
+    const rest = (t: string): string =>
+      t
+        .split("\n")
+        .filter((l) => !gpuFamilies.some((f) => l.startsWith(`${f}{`) || l.includes(` ${f} `)))
+        .join("\n");
+    expect(rest(text.states)).toBe(rest(text.full));
+    expect(rest(text.off)).toBe(rest(text.full));
+    // The families states writes are those full writes, series for series.
+    const lines = (t: string, f: string): string[] => t.split("\n").filter((l) => l.startsWith(`${f}{`));
+    for (const f of STATES_FAMILIES) expect(lines(text.states, f), f).toEqual(lines(text.full, f));
+  });
+
+  it("each mode passes promtool check metrics", async () => {
+    const { fleet, self } = goldenFleet();
+    for (const mode of ["full", "states", "off"] as const) {
+      const r = await promtool(["check", "metrics"], renderMetricsText(fleet, self, "", mode));
+      expect({ mode, code: r.code, out: r.stdout + r.stderr }).toEqual({ mode, code: 0, out: "" });
+    }
+  });
+});
+
+describe("the fleet roll-ups", () => {
+  /** `name{labels} value` lines of a family, as label text → value. */
+  const values = (text: string, name: string): Map<string, number> =>
+    new Map(
+      [...text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, "gm"))].map((m) => [m[1]!, Number(m[2])] as const),
+    );
+  const PAIRS = [
+    ["trueidle_fleet_observed_seconds_total", "trueidle_gpu_observed_seconds_total"],
+    ["trueidle_fleet_reported_idle_seconds_total", "trueidle_gpu_reported_idle_seconds_total"],
+    ["trueidle_fleet_reported_busy_seconds_total", "trueidle_gpu_reported_busy_seconds_total"],
+    ["trueidle_fleet_real_busy_seconds_total", "trueidle_gpu_real_busy_seconds_total"],
+  ] as const;
+
+  it("each fleet counter is the sum of its group's GPU counters, and keeps its value when the GPUs expire", () => {
+    let t = T0;
+    const fleet = new FleetState({ now: () => t, expireAfterMs: 60_000 });
+    const a = { hostname: "a", labels: { site: "x" }, windowMs: 10_000 };
+    const b = { hostname: "b", labels: { site: "x" }, windowMs: 10_000 };
+    fleet.applyWindow(a, makeWindow({ uuid: "GPU-1", reportedBusyS: 1.25, realBusyS: 0.5 }));
+    fleet.applyWindow(b, phantomWindow({ uuid: "GPU-2" }));
+    fleet.applyWindow(a, makeWindow({ uuid: "GPU-1", startMs: BigInt(T0 + 10_000), reportedIdleS: 4 }));
+    // A replay counts nowhere, in the GPU's counters or the group's.
+    expect(fleet.applyWindow(a, makeWindow({ uuid: "GPU-1", reportedBusyS: 1.25, realBusyS: 0.5 }))).toBe("replayed");
+    const before = renderMetricsText(fleet, new SelfMetrics());
+    const group = 'model="NVIDIA H100 80GB HBM3",site="x"';
+    for (const [fleetName, gpuName] of PAIRS) {
+      const sum = [...values(before, gpuName).values()].reduce((x, y) => x + y, 0);
+      expect(values(before, fleetName).get(group), fleetName).toBeCloseTo(sum, 9);
+      expect(sum, gpuName).toBeGreaterThan(0);
+    }
+    t += 61_000;
+    fleet.sweep();
+    expect(fleet.size).toBe(0);
+    const after = renderMetricsText(fleet, new SelfMetrics(), "", "off");
+    for (const [fleetName] of PAIRS) expect(values(after, fleetName), fleetName).toEqual(values(before, fleetName));
   });
 });

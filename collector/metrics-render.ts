@@ -2,17 +2,22 @@
  * Renders the fleet and the collector's own metrics as Prometheus text (format 0.0.4).
  *
  * Hand-rolled for speed: a collector carries well over 10,000 GPUs, about 25 series each.
+ * `gpuSeries` (--gpu-series) picks the per-GPU families: `full` every one, `states` the
+ * state and seconds families (info, up, state, idle streak and the five counters) and the
+ * owners of held GPUs, `off` none; the fleet roll-ups, owner groups and the collector's own
+ * families are written in every mode.
+ *
  * Each GPU's escaped label string is built once and cached on its record (fleet-state
  * clears the cache when a label changes); the output is a sequence of string chunks of about
- * CHUNK_CHARS, made one at a time as the HTTP server writes them (never one huge string).
+ * CHUNK_CHARS, made one at a time as they are compressed (metrics-cache.ts; never one huge
+ * string).
  *
  * Missing values (power not reported, ...) omit the series; they are never rendered as 0.
  * Values of families in seconds are rounded to the microsecond (formatSeconds): counters
  * summed from fractions of seconds carry no float residue such as 0.9521600000000001.
  *
  * The process and Node.js metrics (common/process-metrics.ts, prom-client's collectors) are
- * rendered by the HTTP server before the scrape starts and appended once, after the
- * collector's own families.
+ * read when a render starts and appended once, after the collector's own families.
  */
 import { GPU_STATES, type GpuState } from "../common/types.js";
 import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
@@ -22,6 +27,7 @@ import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "
 import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
 import { windowOwnerGroups, type OwnerLedger } from "./owner-ledger.js";
 import { REJECTION_REASONS } from "./validate.js";
+import type { GpuSeriesMode } from "./settings.js";
 
 const CHUNK_CHARS = 64 * 1024;
 
@@ -83,10 +89,12 @@ export function* renderMetricsChunks(
   self: SelfMetrics,
   owners?: OwnerLedger,
   tail = "",
+  gpuSeries: GpuSeriesMode = "full",
 ): Generator<string, void, undefined> {
   const out = new Chunks();
   const now = fleet.now();
-  const recs = [...fleet.gpus()];
+  // `off` writes nothing per GPU: the GPUs are walked once only, for trueidle_fleet_gpus.
+  const recs = gpuSeries === "off" ? [] : [...fleet.gpus()];
   const current = recs.map((r) => fleet.currentState(r, now));
   let chunk: string | undefined;
 
@@ -118,30 +126,33 @@ export function* renderMetricsChunks(
     }
   }
 
-  out.buf += header(METRICS.gpuInfo);
-  for (const rec of recs) {
-    out.buf += `${METRICS.gpuInfo.name}{${gpuLabels(rec)},driver="${escapeLabelValue(rec.driver)}"} 1\n`;
-    if ((chunk = out.take())) yield chunk;
+  if (gpuSeries !== "off") {
+    out.buf += header(METRICS.gpuInfo);
+    for (const rec of recs) {
+      out.buf += `${METRICS.gpuInfo.name}{${gpuLabels(rec)},driver="${escapeLabelValue(rec.driver)}"} 1\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+    yield* perGpu(METRICS.gpuUp, (r) => (fleet.isUp(r, now) ? 1 : 0));
+    yield* perGpu(METRICS.gpuObservedSeconds, (r) => r.observedS);
+    yield* perGpuState(METRICS.gpuStateSeconds, (r, s) => r.stateS[s]);
+    yield* perGpu(METRICS.gpuReportedIdleSeconds, (r) => r.reportedIdleS);
+    yield* perGpu(METRICS.gpuReportedBusySeconds, (r) => r.reportedBusyS);
+    yield* perGpu(METRICS.gpuRealBusySeconds, (r) => r.realBusyS);
+    yield* perGpuState(METRICS.gpuState, (_r, s, i) => (current[i] === s ? 1 : 0));
+    yield* perGpu(METRICS.gpuIdleStreakSeconds, (r) => r.idleStreakS);
   }
-  yield* perGpu(METRICS.gpuUp, (r) => (fleet.isUp(r, now) ? 1 : 0));
-  yield* perGpu(METRICS.gpuObservedSeconds, (r) => r.observedS);
-  yield* perGpuState(METRICS.gpuStateSeconds, (r, s) => r.stateS[s]);
-  yield* perGpu(METRICS.gpuReportedIdleSeconds, (r) => r.reportedIdleS);
-  yield* perGpu(METRICS.gpuReportedBusySeconds, (r) => r.reportedBusyS);
-  yield* perGpu(METRICS.gpuRealBusySeconds, (r) => r.realBusyS);
-  yield* perGpuState(METRICS.gpuState, (_r, s, i) => (current[i] === s ? 1 : 0));
-  yield* perGpu(METRICS.gpuIdleStreakSeconds, (r) => r.idleStreakS);
-
-  out.buf += header(METRICS.gpuRealUtilization);
-  for (const rec of recs) {
-    out.buf += `${METRICS.gpuRealUtilization.name}{${gpuLabels(rec)},source="${rec.realSource}"} ${formatValue(rec.real)}\n`;
-    if ((chunk = out.take())) yield chunk;
+  if (gpuSeries === "full") {
+    out.buf += header(METRICS.gpuRealUtilization);
+    for (const rec of recs) {
+      out.buf += `${METRICS.gpuRealUtilization.name}{${gpuLabels(rec)},source="${rec.realSource}"} ${formatValue(rec.real)}\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+    yield* perGpu(METRICS.gpuReportedUtilization, (r) => r.reportedUtilization);
+    yield* perGpu(METRICS.gpuProcesses, (r) => r.processes);
+    yield* perGpu(METRICS.gpuPowerWatts, (r) => r.powerW);
+    yield* perGpu(METRICS.gpuPowerFloorWatts, (r) => r.powerFloorW);
+    yield* perGpu(METRICS.gpuMemoryUsedBytes, (r) => r.memUsedBytes);
   }
-  yield* perGpu(METRICS.gpuReportedUtilization, (r) => r.reportedUtilization);
-  yield* perGpu(METRICS.gpuProcesses, (r) => r.processes);
-  yield* perGpu(METRICS.gpuPowerWatts, (r) => r.powerW);
-  yield* perGpu(METRICS.gpuPowerFloorWatts, (r) => r.powerFloorW);
-  yield* perGpu(METRICS.gpuMemoryUsedBytes, (r) => r.memUsedBytes);
 
   const counts = fleet.groupStateCounts(fleet.now());
   out.buf += header(METRICS.fleetGpus);
@@ -157,13 +168,26 @@ export function* renderMetricsChunks(
       out.buf += `${METRICS.fleetStateSeconds.name}{${gl}${STATE_SUFFIX[s]} ${formatSeconds(g.stateS[s])}\n`;
     if ((chunk = out.take())) yield chunk;
   }
+  const perGroup = (m: MetricDef, value: (g: FleetGroup) => number): void => {
+    out.buf += header(m);
+    for (const g of counts.keys()) out.buf += `${m.name}{${groupLabels(g)}} ${formatSeconds(value(g))}\n`;
+  };
+  perGroup(METRICS.fleetObservedSeconds, (g) => g.observedS);
+  if ((chunk = out.take())) yield chunk;
+  perGroup(METRICS.fleetReportedIdleSeconds, (g) => g.reportedIdleS);
+  if ((chunk = out.take())) yield chunk;
+  perGroup(METRICS.fleetReportedBusySeconds, (g) => g.reportedBusyS);
+  if ((chunk = out.take())) yield chunk;
+  perGroup(METRICS.fleetRealBusySeconds, (g) => g.realBusyS);
+  if ((chunk = out.take())) yield chunk;
 
   if (owners?.enabled) {
     const names = owners.labels;
     const ownerPairs = (values: readonly string[]): string =>
       labelPairs(names.map((n, i) => [n, values[i] ?? ""] as const));
-    out.buf += header(METRICS.gpuOwnerInfo);
-    for (let i = 0; i < recs.length; i++) {
+    // Per held GPU: in `full` and `states`, not in `off`.
+    out.buf += gpuSeries === "off" ? "" : header(METRICS.gpuOwnerInfo);
+    for (let i = 0; gpuSeries !== "off" && i < recs.length; i++) {
       const state = current[i];
       // Owners are shown for held GPUs only: a free or stale GPU has none.
       if (state !== "held_idle" && state !== "active" && state !== "busy_phantom") continue;
@@ -210,6 +234,10 @@ export function* renderMetricsChunks(
   single(METRICS.httpAuthFailures, self.httpAuthFailures);
   byLabel(METRICS.httpRequestsRefused, "reason", HTTP_REFUSAL_REASONS, self.httpRefused);
   single(METRICS.scrapesAborted, self.scrapesAborted);
+  single(METRICS.metricsRenders, self.metricsRenders);
+  single(METRICS.metricsCacheHits, self.metricsCacheHits);
+  single(METRICS.metricsRenderSeconds, self.metricsRenderSeconds);
+  byLabel(METRICS.metricsExpositionBytes, "encoding", ["identity", "gzip"], self.metricsExpositionBytes);
   const listeners = ["grpc", "http"] as const;
   out.buf += header(METRICS.connectionsOpen);
   for (const l of listeners)
@@ -225,11 +253,22 @@ export function* renderMetricsChunks(
 }
 
 /** Every chunk at once (tests, benchmarks). */
-export function renderMetrics(fleet: FleetState, self: SelfMetrics, owners?: OwnerLedger, tail?: string): string[] {
-  return [...renderMetricsChunks(fleet, self, owners, tail)];
+export function renderMetrics(
+  fleet: FleetState,
+  self: SelfMetrics,
+  owners?: OwnerLedger,
+  tail?: string,
+  gpuSeries?: GpuSeriesMode,
+): string[] {
+  return [...renderMetricsChunks(fleet, self, owners, tail, gpuSeries)];
 }
 
 /** The whole exposition as one string (tests, small fleets). */
-export function renderMetricsText(fleet: FleetState, self: SelfMetrics, tail?: string): string {
-  return renderMetrics(fleet, self, undefined, tail).join("");
+export function renderMetricsText(
+  fleet: FleetState,
+  self: SelfMetrics,
+  tail?: string,
+  gpuSeries?: GpuSeriesMode,
+): string {
+  return renderMetrics(fleet, self, undefined, tail, gpuSeries).join("");
 }

@@ -73,6 +73,37 @@ export class SelfMetrics {
   };
   /** /metrics responses cut short: the scraper stopped reading or went away mid-body. */
   scrapesAborted = 0;
+  /** /metrics expositions rendered (cache misses), and scrapes served one rendered before (hits). */
+  metricsRenders = 0;
+  metricsCacheHits = 0;
+  /** Wall time of the last complete render, compression included, in seconds. */
+  metricsRenderSeconds = 0;
+  /** Size of the last complete exposition as text and gzip-compressed. */
+  metricsExpositionBytes = { identity: 0, gzip: 0 };
+
+  /**
+   * What the exposition shows of these, as one string: equal strings, nothing changed. The
+   * /metrics cache's own figures and the HTTP connections open are left out, as every scrape
+   * moves them.
+   */
+  changeStamp(): string {
+    return JSON.stringify([
+      this.agentsConnected,
+      this.windowsReceived,
+      this.windowsRejected,
+      this.windowsReplayed,
+      this.influxPointsWritten,
+      this.influxWriteErrors,
+      this.spoolBytes,
+      this.spooledWindows,
+      this.streamsRefused,
+      this.httpAuthFailures,
+      this.httpRefused,
+      this.connections.grpc,
+      this.connections.http.refused,
+      this.scrapesAborted,
+    ]);
+  }
 
   reject(reason: RejectionReason, count = 1): void {
     this.windowsRejected[reason] += count;

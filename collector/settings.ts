@@ -112,12 +112,31 @@ export const COLLECTOR_SETTINGS = {
     max: 100_000,
     meaning: "Connections on the HTTP port at once (a quarter of it from one address).",
   },
+  gpuSeries: {
+    kind: "text",
+    default: "full",
+    choices: ["full", "states", "off"] as const,
+    meaning:
+      "Per-GPU series on /metrics: full (every family), states (info, up, state, idle streak and the seconds counters) or off (fleet roll-ups only).",
+  },
+  metricsCacheMaxAgeMs: {
+    kind: "duration",
+    default: 5_000,
+    // No lower bound but 0, which the duration parser already holds to.
+    max: 600_000,
+    meaning:
+      "A /metrics exposition younger than this is served again instead of rendered anew; one that took under 100 ms only while nothing changed (0: render every scrape).",
+  },
   ownerLabels: {
     kind: "text",
     default: OWNER_LABELS.join(","),
     meaning: "Owner fields exported as labels of the owner series (a comma-separated subset, or none).",
   },
 } satisfies Record<string, Setting>;
+
+/** Which per-GPU families /metrics carries (docs/metrics.md lists each mode's families). */
+export type GpuSeriesMode = (typeof COLLECTOR_SETTINGS.gpuSeries.choices)[number];
+export const GPU_SERIES_MODES: readonly GpuSeriesMode[] = COLLECTOR_SETTINGS.gpuSeries.choices;
 
 /** The settings of startCollector's `influx` options. */
 export const COLLECTOR_INFLUX_SETTINGS = {

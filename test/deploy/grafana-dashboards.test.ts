@@ -7,8 +7,10 @@
  *
  * - trueidle-fleet.json against a real Prometheus, loaded with the recording rules,
  *   scraping two collector subprocesses fed by simulated agents whose GPUs pods and batch
- *   jobs hold: every query returns data; the fleet's real idle ratio, the GPUs per state and
- *   the owners holding GPUs idle are what the scenario implies.
+ *   jobs hold, once per --gpu-series mode (full, states, off): every query returns data but
+ *   the per-GPU panels the mode leaves out (their descriptions say which); the fleet's real
+ *   idle ratio, the GPUs per state and the owners holding GPUs idle are what the scenario
+ *   implies.
  * - trueidle-capacity.json against a real InfluxDB holding 3 days of `trueidle demo
  *   --backfill`: every query returns data; the idle ratios, GPU-hours, daily series and
  *   reclaimable GPUs equal what `trueidle report --format json` says for the same range.
@@ -18,6 +20,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import type { PrometheusHandle, PromSample } from "../helpers/prometheus.js";
+import { GPU_SERIES_MODES, type GpuSeriesMode } from "../../collector/settings.js";
 import { influxQuery, startInfluxd, type InfluxResult, type PrivateInfluxd } from "../helpers/influxdb.js";
 import { REPO_ROOT, runTrueidle } from "../helpers/trueidle-process.js";
 import {
@@ -176,6 +179,27 @@ describe("deploy/grafana: dashboard structure", () => {
   });
 });
 
+describe("deploy/grafana: the fleet dashboard and --gpu-series", () => {
+  // Series names, not the names of recording rules (site_model:trueidle_gpu_…:rate1h read fleet roll-ups).
+  const FULL_ONLY =
+    /(?<![:\w])trueidle_gpu_(real_utilization_ratio|reported_utilization_ratio|processes|power_watts|power_floor_watts|memory_used_bytes)\b(?!:)/;
+  const PER_GPU = /(?<![:\w])trueidle_gpu_[a-z_]+\b(?!:)/;
+  it("each panel that reads per-GPU series says which modes leave it empty, the README lists them, and no other panel does", () => {
+    const readme = readFileSync(path.join(DIR, "README.md"), "utf8");
+    for (const p of FLEET.panels) {
+      const q = p.targets!.map(queryOf).join("\n");
+      const d = p.description!;
+      const says = d.includes("EMPTY with --gpu-series states or off")
+        ? "states or off"
+        : d.includes("EMPTY with --gpu-series off")
+          ? "off"
+          : "none";
+      expect(says, p.title).toBe(FULL_ONLY.test(q) ? "states or off" : PER_GPU.test(q) ? "off" : "none");
+      if (says !== "none") expect(readme, p.title).toContain(p.title);
+    }
+  });
+});
+
 // ------------------------------------------------------------------ Grafana's interpolation
 
 /** Grafana's current value of a variable: "All", or the chosen values. */
@@ -281,254 +305,295 @@ const SCRAPE_MS = 1000;
 const PROM_RANGE_MS = 3_600_000;
 const PROM_INTERVAL_MS = grafanaInterval(PROM_RANGE_MS, undefined, 720);
 
-describe("deploy/grafana: trueidle-fleet.json against a real Prometheus scraping two collectors", () => {
-  let dir: string;
-  let influx: PrivateInfluxd;
-  let fleet: TwoSiteFleet | undefined;
-  let prom: PrometheusHandle;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "trueidle-grafana-prom-"));
-    // The first collector writes to InfluxDB with a disk spool, so it has trueidle_spool_bytes.
-    influx = await startInfluxd();
-    fleet = await startTwoSiteFleet({
-      hosts: HOSTS,
-      dir,
-      ruleFiles: [RULES],
-      scrapeIntervalMs: SCRAPE_MS,
-      collectorArgs: (i) =>
-        i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : [],
-    });
-    prom = fleet.prom;
-    // Several windows behind every GPU, and the 1h recording rules evaluated on them.
-    await prom.waitFor("min(trueidle_gpu_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 10, 60_000);
-    await prom.waitFor(
-      "count(site_model:trueidle_gpu_observed_seconds:rate1h)",
-      (r) => r[0]?.value === HOSTS.length,
-      30_000,
-    );
-  }, 120_000);
-
-  afterAll(async () => {
-    await fleet?.stop();
-    await influx?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  const run = (q: string, sel: Record<string, Selection> = {}, at?: number): Promise<PromSample[]> =>
-    prom.query(
-      expand(q, FLEET, "prometheus", {
-        selections: sel,
-        intervalMs: PROM_INTERVAL_MS,
-        scrapeMs: SCRAPE_MS,
-        rangeMs: PROM_RANGE_MS,
-      }),
-      at,
-    );
-
-  /** label_values(metric{…}, label) as Grafana runs it: /api/v1/label/<label>/values?match[]=metric{…}. */
-  async function labelValues(q: string, sel: Record<string, Selection> = {}): Promise<string[]> {
-    const m = /^label_values\((.+),\s*([a-zA-Z_]\w*)\)$/.exec(
-      expand(q, FLEET, "prometheus", { selections: sel, intervalMs: PROM_INTERVAL_MS, scrapeMs: SCRAPE_MS }),
-    );
-    expect(m, q).not.toBeNull();
-    const res = await fetch(`${prom.url}/api/v1/label/${m![2]}/values?${new URLSearchParams({ "match[]": m![1]! })}`);
-    const body = (await res.json()) as { status: string; data: string[]; error?: string };
-    expect(body.status, body.error).toBe("success");
-    return body.data.sort();
+/**
+ * The panels a --gpu-series mode leaves empty, as their descriptions say: "EMPTY with
+ * --gpu-series states or off" (per-GPU gauges that `full` alone writes) or "EMPTY with
+ * --gpu-series off" (per-GPU state series); the host variable lists the GPUs' hosts.
+ */
+function emptyIn(mode: GpuSeriesMode): string[] {
+  const out: string[] = [];
+  if (mode === "off") out.push("variable $host");
+  for (const p of FLEET.panels) {
+    const d = p.description ?? "";
+    const empty =
+      (mode !== "full" && d.includes("EMPTY with --gpu-series states or off")) ||
+      (mode === "off" && d.includes("EMPTY with --gpu-series off"));
+    if (empty) for (const t of p.targets ?? []) out.push(`panel "${p.title}" ${t.refId}`);
   }
+  return out;
+}
 
-  it("every query returns data, variables included (site, model, host = All)", async () => {
-    const queries = allQueries(FLEET);
-    expect(queries.length).toBeGreaterThanOrEqual(18);
-    const empty: string[] = [];
-    for (const { where, query, variable } of queries) {
-      const n = variable ? (await labelValues(query)).length : (await run(query)).length;
-      if (n === 0) empty.push(where);
-    }
-    expect(empty, prom.logs()).toEqual([]);
-  });
+describe.each(GPU_SERIES_MODES)(
+  "deploy/grafana: trueidle-fleet.json against a real Prometheus scraping two collectors with --gpu-series %s",
+  (mode) => {
+    let dir: string;
+    let influx: PrivateInfluxd;
+    let fleet: TwoSiteFleet | undefined;
+    let prom: PrometheusHandle;
 
-  it("the variables list the sites, models and hosts, each narrowed by the ones before it", async () => {
-    const v = (name: string): string => varQuery(FLEET.templating.list.find((x) => x.name === name)!);
-    expect(await labelValues(v("site"))).toEqual(["lab-a", "lab-b"]);
-    expect(await labelValues(v("model"))).toEqual(HOSTS.map((h) => h.model).sort());
-    expect(await labelValues(v("model"), { site: ["lab-b"] })).toEqual(["NVIDIA L40S"]);
-    expect(await labelValues(v("host"))).toEqual(HOSTS.map((h) => h.host).sort());
-    expect(await labelValues(v("host"), { site: ["lab-a"], model: "All" })).toEqual(["graf-h1"]);
-    // A model name full of regex-special characters is escaped, as Grafana does.
-    expect(await labelValues(v("host"), { model: ["NVIDIA H100 80GB HBM3", "NVIDIA L40S"] })).toEqual([
-      "graf-h1",
-      "graf-h2",
-    ]);
-  });
+    beforeAll(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), "trueidle-grafana-prom-"));
+      // The first collector writes to InfluxDB with a disk spool, so it has trueidle_spool_bytes.
+      influx = await startInfluxd();
+      fleet = await startTwoSiteFleet({
+        hosts: HOSTS,
+        dir,
+        ruleFiles: [RULES],
+        scrapeIntervalMs: SCRAPE_MS,
+        collectorArgs: (i) => [
+          "--gpu-series",
+          mode,
+          ...(i === 0 ? ["--influx-url", `${influx.url}/live`, "--spool-dir", path.join(dir, "spool")] : []),
+        ],
+      });
+      prom = fleet.prom;
+      // Several windows behind every GPU (3 or 4 to a group), and the 1h recording rules evaluated on them.
+      await prom.waitFor("min(trueidle_fleet_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 40, 60_000);
+      await prom.waitFor(
+        "count(site_model:trueidle_gpu_observed_seconds:rate1h)",
+        (r) => r[0]?.value === HOSTS.length,
+        30_000,
+      );
+    }, 120_000);
 
-  it("real vs reported idle: the fleet's ratios are what the scenario implies, and the site filter narrows them", async () => {
-    const title = "Real vs reported idle (selected GPUs)";
-    // Every query reads one instant, far enough back that no scrape at or before it is still
-    // being committed (a scrape ends within its 1 s timeout): they all see the same samples.
-    const at = Date.now() - 3 * SCRAPE_MS;
-    // The weights: each site's observed GPU-seconds per second at that instant, over the same range.
-    const rateInterval = durationText(Math.max(PROM_INTERVAL_MS + SCRAPE_MS, 4 * SCRAPE_MS));
-    const obs = await prom.query(`sum by (site) (rate(trueidle_gpu_observed_seconds_total[${rateInterval}]))`, at);
-    expect(obs.map((s) => s.metric["site"]).sort()).toEqual(["lab-a", "lab-b"]);
-    const weighted = (m: Map<string, number>): number =>
-      obs.reduce((sum, s) => sum + m.get(s.metric["site"]!)! * s.value, 0) / obs.reduce((sum, s) => sum + s.value, 0);
-
-    const [real] = await run(queryOf(target(FLEET, title, "A")), {}, at);
-    const [reported] = await run(queryOf(target(FLEET, title, "B")), {}, at);
-    const [hidden] = await run(queryOf(target(FLEET, title, "C")), {}, at);
-    expect(real!.value).toBeCloseTo(weighted(SITE_REAL), 9);
-    expect(reported!.value).toBeCloseTo(weighted(SITE_REPORTED), 9);
-    expect(hidden!.value).toBeCloseTo(weighted(SITE_REAL) - weighted(SITE_REPORTED), 9);
-    // Strictly between the sites: both collectors count.
-    expect(real!.value).toBeGreaterThan(Math.min(...SITE_REAL.values()));
-    expect(real!.value).toBeLessThan(Math.max(...SITE_REAL.values()));
-
-    // One site, both sites as a multi-value regex, and All: the same sums, narrowed.
-    for (const site of ["lab-a", "lab-b"]) {
-      const [one] = await run(queryOf(target(FLEET, title, "A")), { site: [site] }, at);
-      expect(one!.value, site).toBeCloseTo(SITE_REAL.get(site)!, 9);
-    }
-    const [both] = await run(queryOf(target(FLEET, title, "A")), { site: ["lab-a", "lab-b"] }, at);
-    expect(both!.value).toBeCloseTo(real!.value, 12);
-
-    const bySite = await run(queryOf(target(FLEET, "Real idle by site", "A")), {}, at);
-    expect(Object.fromEntries(bySite.map((s) => [s.metric["site"], s.value]))).toEqual({
-      "lab-a": expect.closeTo(SITE_REAL.get("lab-a")!, 9),
-      "lab-b": expect.closeTo(SITE_REAL.get("lab-b")!, 9),
+    afterAll(async () => {
+      await fleet?.stop();
+      await influx?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
     });
-    const hiddenBySiteModel = await run(queryOf(target(FLEET, "Hidden idle by site and model")), {}, at);
-    expect(hiddenBySiteModel.map((s) => [s.metric["site"], s.metric["model"], s.value]).sort()).toEqual(
-      HOSTS.map((h) => [h.site, h.model, expect.closeTo(SITE_REAL.get(h.site)! - SITE_REPORTED.get(h.site)!, 9)]),
-    );
-  });
 
-  it("the recorded last-hour stats lie between the sites' ratios, and one site's equals that site's", async () => {
-    // Read at one evaluation of the 1h group: half a second after the sample of its last rule,
-    // every rule before it has a sample at that instant and the next evaluation is 1 s away.
-    const [last] = await prom.query("max(timestamp(job:trueidle_fleet_real_idle:ratio_rate1h))");
-    const at = last!.value * 1000 + 500;
-    const [real] = await run(queryOf(target(FLEET, "Real idle, last hour")), {}, at);
-    expect(real!.value).toBeGreaterThan(Math.min(...SITE_REAL.values()));
-    expect(real!.value).toBeLessThan(Math.max(...SITE_REAL.values()));
-    for (const site of ["lab-a", "lab-b"]) {
-      const [r] = await run(queryOf(target(FLEET, "Real idle, last hour")), { site: [site] }, at);
-      const [h] = await run(queryOf(target(FLEET, "Hidden idle, last hour")), { site: [site] }, at);
-      expect(r!.value, site).toBeCloseTo(SITE_REAL.get(site)!, 9);
-      expect(h!.value, site).toBeCloseTo(SITE_REAL.get(site)! - SITE_REPORTED.get(site)!, 9);
-    }
-  });
-
-  it("GPUs per state, held-idle GPUs, agents connected: the scenario's counts", async () => {
-    const states = await run(queryOf(target(FLEET, "GPUs per state")));
-    const got = Object.fromEntries(states.filter((s) => s.value > 0).map((s) => [s.metric["state"], s.value]));
-    expect(got).toEqual(STATE_COUNTS);
-    expect(states.map((s) => s.metric["state"]).sort()).toEqual([
-      "active",
-      "busy_phantom",
-      "free_idle",
-      "held_idle",
-      "unavailable",
-    ]);
-    const labB = await run(queryOf(target(FLEET, "GPUs per state")), { site: ["lab-b"] });
-    expect(labB.reduce((n, s) => n + s.value, 0)).toBe(3);
-
-    const [heldNow] = await run(queryOf(target(FLEET, "GPUs held idle now")));
-    expect(heldNow!.value).toBe(STATE_COUNTS["held_idle"]);
-
-    const held = await run(queryOf(target(FLEET, "Held-idle GPUs and their idle streak")));
-    expect(held.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`)).toEqual(["graf-h1/2"]);
-    expect(held[0]!.metric["__name__"]).toBe("trueidle_gpu_idle_streak_seconds");
-    expect(held[0]!.value).toBeGreaterThan(0);
-
-    const [agentsNow] = await run(queryOf(target(FLEET, "Agents connected")));
-    expect(agentsNow!.value).toBe(HOSTS.length);
-  });
-
-  it("idle GPU-hours by owner: only the pod and the job holding idle GPUs, each with its GPU's idle hours; the table names who holds each idle GPU", async () => {
-    // The scenario's owners: pod research/notebook-b holds graf-h1/2 (held_idle) and job 4242
-    // of alice graf-h1/1 (busy_phantom); pod ml/train-a and job 77 of bob hold active GPUs,
-    // pod ml/lost-c a lost one, so none of them held a GPU idle.
-    const title = "Idle GPU-hours held, by owner";
-    const at = Date.now() - 3 * SCRAPE_MS;
-    const pods = await run(queryOf(target(FLEET, title, "A")), {}, at);
-    const jobs = await run(queryOf(target(FLEET, title, "B")), {}, at);
-    expect(pods.map((s) => s.metric)).toEqual([{ namespace: "research", pod: "notebook-b" }]);
-    expect(jobs.map((s) => s.metric)).toEqual([{ exported_job: "4242", user: "alice" }]);
-    // Each holds one GPU the whole run: its hours are that GPU's held_idle + busy_phantom
-    // hours over the same range, give or take the seconds before the agent first heard of
-    // the allocation (a scrape or two).
-    const gpuHours = async (gpu: string): Promise<number> => {
-      const [h] = await prom.query(
-        `sum(increase(trueidle_gpu_state_seconds_total{host="graf-h1", gpu="${gpu}", state=~"held_idle|busy_phantom"}[${durationText(PROM_RANGE_MS)}])) / 3600`,
+    const run = (q: string, sel: Record<string, Selection> = {}, at?: number): Promise<PromSample[]> =>
+      prom.query(
+        expand(q, FLEET, "prometheus", {
+          selections: sel,
+          intervalMs: PROM_INTERVAL_MS,
+          scrapeMs: SCRAPE_MS,
+          rangeMs: PROM_RANGE_MS,
+        }),
         at,
       );
-      return h!.value;
-    };
-    for (const [owner, gpu] of [
-      [pods[0]!, "2"],
-      [jobs[0]!, "1"],
-    ] as const) {
-      const expected = await gpuHours(gpu);
-      expect(expected, `graf-h1/${gpu} idle hours`).toBeGreaterThan(0);
-      expect(
-        Math.abs(owner.value - expected) * 3600,
-        `${JSON.stringify(owner.metric)}: ${owner.value} h vs graf-h1/${gpu}: ${expected} h`,
-      ).toBeLessThan(5);
+
+    /** label_values(metric{…}, label) as Grafana runs it: /api/v1/label/<label>/values?match[]=metric{…}. */
+    async function labelValues(q: string, sel: Record<string, Selection> = {}): Promise<string[]> {
+      const m = /^label_values\((.+),\s*([a-zA-Z_]\w*)\)$/.exec(
+        expand(q, FLEET, "prometheus", { selections: sel, intervalMs: PROM_INTERVAL_MS, scrapeMs: SCRAPE_MS }),
+      );
+      expect(m, q).not.toBeNull();
+      const res = await fetch(`${prom.url}/api/v1/label/${m![2]}/values?${new URLSearchParams({ "match[]": m![1]! })}`);
+      const body = (await res.json()) as { status: string; data: string[]; error?: string };
+      expect(body.status, body.error).toBe("success");
+      return body.data.sort();
     }
 
-    const table = "Owners of GPUs held idle now";
-    const held = await run(queryOf(target(FLEET, table)), {}, at);
-    const streaks = await prom.query("max without (instance) (trueidle_gpu_idle_streak_seconds)", at);
-    const streak = (gpu: string): number =>
-      streaks.find((s) => s.metric["host"] === "graf-h1" && s.metric["gpu"] === gpu)!.value;
-    const gpuLabels = (gpu: number) => ({
-      job: "test",
-      host: "graf-h1",
-      gpu: String(gpu),
-      uuid: fleetGpuUuid("graf-h1", gpu),
-      model: "NVIDIA H100 80GB HBM3",
-      site: "lab-a",
+    it("every query returns data, variables included (site, model, host = All), but the per-GPU panels the mode leaves out", async () => {
+      const queries = allQueries(FLEET);
+      expect(queries.length).toBeGreaterThanOrEqual(18);
+      const empty: string[] = [];
+      for (const { where, query, variable } of queries) {
+        const n = variable ? (await labelValues(query)).length : (await run(query)).length;
+        if (n === 0) empty.push(where);
+      }
+      expect(empty, prom.logs()).toEqual(emptyIn(mode));
     });
-    expect(held.map((s) => s.metric).sort((a, b) => a["gpu"]!.localeCompare(b["gpu"]!))).toEqual([
-      { ...gpuLabels(1), exported_job: "4242", user: "alice" },
-      { ...gpuLabels(2), namespace: "research", pod: "notebook-b", container: "jupyter" },
-    ]);
-    for (const s of held) expect(s.value, `idle streak of graf-h1/${s.metric["gpu"]}`).toBe(streak(s.metric["gpu"]!));
-    expect(held.every((s) => s.value > 0)).toBe(true);
-    // The variables narrow it as they narrow the GPUs: none of these GPUs is at lab-b or on graf-h2.
-    expect(await run(queryOf(target(FLEET, table)), { site: ["lab-b"] }, at)).toEqual([]);
-    expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h2"] }, at)).toEqual([]);
-    expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h1"], site: ["lab-a"] }, at)).toHaveLength(2);
-  });
 
-  it("power vs floor has both series for every GPU with a power reading; spool bytes and rejected windows per collector", async () => {
-    const power = await run(queryOf(target(FLEET, "Power vs idle floor", "A")));
-    const floor = await run(queryOf(target(FLEET, "Power vs idle floor", "B")));
-    // The lost GPU (graf-h2/1) reports no power.
-    expect(power.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`).sort()).toEqual([
-      "graf-h1/0",
-      "graf-h1/1",
-      "graf-h1/2",
-      "graf-h1/3",
-      "graf-h2/0",
-      "graf-h2/2",
-    ]);
-    expect(floor.length).toBeGreaterThanOrEqual(power.length);
-    for (const s of floor) expect(s.value).toBeGreaterThan(0);
-    const host1 = await run(queryOf(target(FLEET, "Power vs idle floor", "A")), { host: ["graf-h1"] });
-    expect(host1).toHaveLength(4);
+    it("the variables list the sites, models and hosts, each narrowed by the ones before it", async () => {
+      const v = (name: string): string => varQuery(FLEET.templating.list.find((x) => x.name === name)!);
+      expect(await labelValues(v("site"))).toEqual(["lab-a", "lab-b"]);
+      expect(await labelValues(v("model"))).toEqual(HOSTS.map((h) => h.model).sort());
+      expect(await labelValues(v("model"), { site: ["lab-b"] })).toEqual(["NVIDIA L40S"]);
+      if (mode === "off") {
+        expect(await labelValues(v("host"))).toEqual([]);
+        return;
+      }
+      expect(await labelValues(v("host"))).toEqual(HOSTS.map((h) => h.host).sort());
+      expect(await labelValues(v("host"), { site: ["lab-a"], model: "All" })).toEqual(["graf-h1"]);
+      // A model name full of regex-special characters is escaped, as Grafana does.
+      expect(await labelValues(v("host"), { model: ["NVIDIA H100 80GB HBM3", "NVIDIA L40S"] })).toEqual([
+        "graf-h1",
+        "graf-h2",
+      ]);
+    });
 
-    // One series per collector; 0 without a spool.
-    const spool = await run(queryOf(target(FLEET, "Spool bytes")));
-    expect(spool).toHaveLength(HOSTS.length);
-    for (const s of spool) expect(s.value).toBeGreaterThanOrEqual(0);
-    const rejected = await run(queryOf(target(FLEET, "Windows rejected")));
-    expect(rejected.length).toBeGreaterThan(0);
-    for (const s of rejected) expect(s.value).toBe(0);
-  });
-});
+    it("real vs reported idle: the fleet's ratios are what the scenario implies, and the site filter narrows them", async () => {
+      const title = "Real vs reported idle (selected GPUs)";
+      // Every query reads one instant, far enough back that no scrape at or before it is still
+      // being committed (a scrape ends within its 1 s timeout): they all see the same samples.
+      const at = Date.now() - 3 * SCRAPE_MS;
+      // The weights: each site's observed GPU-seconds per second at that instant, over the same range.
+      const rateInterval = durationText(Math.max(PROM_INTERVAL_MS + SCRAPE_MS, 4 * SCRAPE_MS));
+      const obs = await prom.query(`sum by (site) (rate(trueidle_fleet_observed_seconds_total[${rateInterval}]))`, at);
+      expect(obs.map((s) => s.metric["site"]).sort()).toEqual(["lab-a", "lab-b"]);
+      const weighted = (m: Map<string, number>): number =>
+        obs.reduce((sum, s) => sum + m.get(s.metric["site"]!)! * s.value, 0) / obs.reduce((sum, s) => sum + s.value, 0);
+
+      const [real] = await run(queryOf(target(FLEET, title, "A")), {}, at);
+      const [reported] = await run(queryOf(target(FLEET, title, "B")), {}, at);
+      const [hidden] = await run(queryOf(target(FLEET, title, "C")), {}, at);
+      expect(real!.value).toBeCloseTo(weighted(SITE_REAL), 9);
+      expect(reported!.value).toBeCloseTo(weighted(SITE_REPORTED), 9);
+      expect(hidden!.value).toBeCloseTo(weighted(SITE_REAL) - weighted(SITE_REPORTED), 9);
+      // Strictly between the sites: both collectors count.
+      expect(real!.value).toBeGreaterThan(Math.min(...SITE_REAL.values()));
+      expect(real!.value).toBeLessThan(Math.max(...SITE_REAL.values()));
+
+      // One site, both sites as a multi-value regex, and All: the same sums, narrowed.
+      for (const site of ["lab-a", "lab-b"]) {
+        const [one] = await run(queryOf(target(FLEET, title, "A")), { site: [site] }, at);
+        expect(one!.value, site).toBeCloseTo(SITE_REAL.get(site)!, 9);
+      }
+      const [both] = await run(queryOf(target(FLEET, title, "A")), { site: ["lab-a", "lab-b"] }, at);
+      expect(both!.value).toBeCloseTo(real!.value, 12);
+
+      const bySite = await run(queryOf(target(FLEET, "Real idle by site", "A")), {}, at);
+      expect(Object.fromEntries(bySite.map((s) => [s.metric["site"], s.value]))).toEqual({
+        "lab-a": expect.closeTo(SITE_REAL.get("lab-a")!, 9),
+        "lab-b": expect.closeTo(SITE_REAL.get("lab-b")!, 9),
+      });
+      const hiddenBySiteModel = await run(queryOf(target(FLEET, "Hidden idle by site and model")), {}, at);
+      expect(hiddenBySiteModel.map((s) => [s.metric["site"], s.metric["model"], s.value]).sort()).toEqual(
+        HOSTS.map((h) => [h.site, h.model, expect.closeTo(SITE_REAL.get(h.site)! - SITE_REPORTED.get(h.site)!, 9)]),
+      );
+    });
+
+    it("the recorded last-hour stats lie between the sites' ratios, and one site's equals that site's", async () => {
+      // Read at one evaluation of the 1h group: half a second after the sample of its last rule,
+      // every rule before it has a sample at that instant and the next evaluation is 1 s away.
+      const [last] = await prom.query("max(timestamp(job:trueidle_fleet_real_idle:ratio_rate1h))");
+      const at = last!.value * 1000 + 500;
+      const [real] = await run(queryOf(target(FLEET, "Real idle, last hour")), {}, at);
+      expect(real!.value).toBeGreaterThan(Math.min(...SITE_REAL.values()));
+      expect(real!.value).toBeLessThan(Math.max(...SITE_REAL.values()));
+      for (const site of ["lab-a", "lab-b"]) {
+        const [r] = await run(queryOf(target(FLEET, "Real idle, last hour")), { site: [site] }, at);
+        const [h] = await run(queryOf(target(FLEET, "Hidden idle, last hour")), { site: [site] }, at);
+        expect(r!.value, site).toBeCloseTo(SITE_REAL.get(site)!, 9);
+        expect(h!.value, site).toBeCloseTo(SITE_REAL.get(site)! - SITE_REPORTED.get(site)!, 9);
+      }
+    });
+
+    it("GPUs per state, held-idle GPUs, agents connected: the scenario's counts", async () => {
+      const states = await run(queryOf(target(FLEET, "GPUs per state")));
+      const got = Object.fromEntries(states.filter((s) => s.value > 0).map((s) => [s.metric["state"], s.value]));
+      expect(got).toEqual(STATE_COUNTS);
+      expect(states.map((s) => s.metric["state"]).sort()).toEqual([
+        "active",
+        "busy_phantom",
+        "free_idle",
+        "held_idle",
+        "unavailable",
+      ]);
+      const labB = await run(queryOf(target(FLEET, "GPUs per state")), { site: ["lab-b"] });
+      expect(labB.reduce((n, s) => n + s.value, 0)).toBe(3);
+
+      const [heldNow] = await run(queryOf(target(FLEET, "GPUs held idle now")));
+      expect(heldNow!.value).toBe(STATE_COUNTS["held_idle"]);
+
+      const held = await run(queryOf(target(FLEET, "Held-idle GPUs and their idle streak")));
+      if (mode === "off") expect(held).toEqual([]);
+      else {
+        expect(held.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`)).toEqual(["graf-h1/2"]);
+        expect(held[0]!.metric["__name__"]).toBe("trueidle_gpu_idle_streak_seconds");
+        expect(held[0]!.value).toBeGreaterThan(0);
+      }
+
+      const [agentsNow] = await run(queryOf(target(FLEET, "Agents connected")));
+      expect(agentsNow!.value).toBe(HOSTS.length);
+    });
+
+    it("idle GPU-hours by owner: only the pod and the job holding idle GPUs, each with its GPU's idle hours; the table names who holds each idle GPU", async () => {
+      // The scenario's owners: pod research/notebook-b holds graf-h1/2 (held_idle) and job 4242
+      // of alice graf-h1/1 (busy_phantom); pod ml/train-a and job 77 of bob hold active GPUs,
+      // pod ml/lost-c a lost one, so none of them held a GPU idle.
+      const title = "Idle GPU-hours held, by owner";
+      const at = Date.now() - 3 * SCRAPE_MS;
+      const pods = await run(queryOf(target(FLEET, title, "A")), {}, at);
+      const jobs = await run(queryOf(target(FLEET, title, "B")), {}, at);
+      expect(pods.map((s) => s.metric)).toEqual([{ namespace: "research", pod: "notebook-b" }]);
+      expect(jobs.map((s) => s.metric)).toEqual([{ exported_job: "4242", user: "alice" }]);
+      const table = "Owners of GPUs held idle now";
+      if (mode === "off") {
+        // The owner groups stay in every mode; who holds which GPU is per GPU.
+        for (const s of [...pods, ...jobs]) expect(s.value).toBeGreaterThan(0);
+        expect(await run(queryOf(target(FLEET, table)), {}, at)).toEqual([]);
+        return;
+      }
+      // Each holds one GPU the whole run: its hours are that GPU's held_idle + busy_phantom
+      // hours over the same range, give or take the seconds before the agent first heard of
+      // the allocation (a scrape or two).
+      const gpuHours = async (gpu: string): Promise<number> => {
+        const [h] = await prom.query(
+          `sum(increase(trueidle_gpu_state_seconds_total{host="graf-h1", gpu="${gpu}", state=~"held_idle|busy_phantom"}[${durationText(PROM_RANGE_MS)}])) / 3600`,
+          at,
+        );
+        return h!.value;
+      };
+      for (const [owner, gpu] of [
+        [pods[0]!, "2"],
+        [jobs[0]!, "1"],
+      ] as const) {
+        const expected = await gpuHours(gpu);
+        expect(expected, `graf-h1/${gpu} idle hours`).toBeGreaterThan(0);
+        expect(
+          Math.abs(owner.value - expected) * 3600,
+          `${JSON.stringify(owner.metric)}: ${owner.value} h vs graf-h1/${gpu}: ${expected} h`,
+        ).toBeLessThan(5);
+      }
+
+      const held = await run(queryOf(target(FLEET, table)), {}, at);
+      const streaks = await prom.query("max without (instance) (trueidle_gpu_idle_streak_seconds)", at);
+      const streak = (gpu: string): number =>
+        streaks.find((s) => s.metric["host"] === "graf-h1" && s.metric["gpu"] === gpu)!.value;
+      const gpuLabels = (gpu: number) => ({
+        job: "test",
+        host: "graf-h1",
+        gpu: String(gpu),
+        uuid: fleetGpuUuid("graf-h1", gpu),
+        model: "NVIDIA H100 80GB HBM3",
+        site: "lab-a",
+      });
+      expect(held.map((s) => s.metric).sort((a, b) => a["gpu"]!.localeCompare(b["gpu"]!))).toEqual([
+        { ...gpuLabels(1), exported_job: "4242", user: "alice" },
+        { ...gpuLabels(2), namespace: "research", pod: "notebook-b", container: "jupyter" },
+      ]);
+      for (const s of held) expect(s.value, `idle streak of graf-h1/${s.metric["gpu"]}`).toBe(streak(s.metric["gpu"]!));
+      expect(held.every((s) => s.value > 0)).toBe(true);
+      // The variables narrow it as they narrow the GPUs: none of these GPUs is at lab-b or on graf-h2.
+      expect(await run(queryOf(target(FLEET, table)), { site: ["lab-b"] }, at)).toEqual([]);
+      expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h2"] }, at)).toEqual([]);
+      expect(await run(queryOf(target(FLEET, table)), { host: ["graf-h1"], site: ["lab-a"] }, at)).toHaveLength(2);
+    });
+
+    it("power vs floor has both series for every GPU with a power reading; spool bytes and rejected windows per collector", async () => {
+      const power = await run(queryOf(target(FLEET, "Power vs idle floor", "A")));
+      const floor = await run(queryOf(target(FLEET, "Power vs idle floor", "B")));
+      if (mode === "full") {
+        // The lost GPU (graf-h2/1) reports no power.
+        expect(power.map((s) => `${s.metric["host"]}/${s.metric["gpu"]}`).sort()).toEqual([
+          "graf-h1/0",
+          "graf-h1/1",
+          "graf-h1/2",
+          "graf-h1/3",
+          "graf-h2/0",
+          "graf-h2/2",
+        ]);
+        expect(floor.length).toBeGreaterThanOrEqual(power.length);
+        for (const s of floor) expect(s.value).toBeGreaterThan(0);
+        const host1 = await run(queryOf(target(FLEET, "Power vs idle floor", "A")), { host: ["graf-h1"] });
+        expect(host1).toHaveLength(4);
+      } else {
+        expect([power, floor]).toEqual([[], []]);
+      }
+
+      // One series per collector; 0 without a spool.
+      const spool = await run(queryOf(target(FLEET, "Spool bytes")));
+      expect(spool).toHaveLength(HOSTS.length);
+      for (const s of spool) expect(s.value).toBeGreaterThanOrEqual(0);
+      const rejected = await run(queryOf(target(FLEET, "Windows rejected")));
+      expect(rejected.length).toBeGreaterThan(0);
+      for (const s of rejected) expect(s.value).toBe(0);
+    });
+  },
+);
 
 // ------------------------------------------------------------------ InfluxDB
 
