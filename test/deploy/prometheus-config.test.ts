@@ -342,6 +342,20 @@ describe.each(GPU_SERIES_MODES)(
       }
     });
 
+    it("answers the README's PromQL example in this mode, between the sites' real idle ratios", async () => {
+      const readme = readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
+      const block = /```promql\n([\s\S]*?)```/.exec(readme);
+      expect(block, "a promql block in README.md").not.toBeNull();
+      const expr = block![1]!.trim();
+      await prom.waitFor("min(trueidle_fleet_observed_seconds_total)", (r) => (r[0]?.value ?? 0) >= 24, 60_000);
+      const got = await prom.query(expr);
+      expect(got, expr).toHaveLength(1);
+      const v = got[0]!.value;
+      // Both collectors' GPUs count: the fleet lies between its sites.
+      expect(v).toBeGreaterThan(Math.min(...expected.map((e) => e.real)) - 1e-9);
+      expect(v).toBeLessThan(Math.max(...expected.map((e) => e.real)) + 1e-9);
+    });
+
     it("puts the GPU alerts pending for the GPUs the scenario implies", async () => {
       const want = [
         "TrueidleGpuHeldIdle prom-h1/2",
