@@ -15,6 +15,7 @@
  * (several minutes: see report-year.ts, which also runs alone, and its flags `--keep`,
  * `--data DIR`, `--hosts N`, `--days N`, `--runs N`); it writes `.bench/report-year.json`.
  */
+import { runFleetMemoryBench, type FleetMemoryResult } from "./fleet-memory.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -158,6 +159,22 @@ async function main(): Promise<void> {
   // 50,000 GPUs: a few rounds suffice (each full render is hundreds of ms, prom-client's seconds).
   const metricsScale: MetricsScaleResult = await runMetricsScaleBench(templates, 50_000, 1, quick ? 2 : 5);
   for (const line of metricsScaleLines(metricsScale, table)) say(line);
+  say();
+
+  // What a GPU costs the collector's heap, and that expiry gives it back.
+  const memory: FleetMemoryResult = runFleetMemoryBench(templates, quick ? 10_000 : 50_000);
+  say(
+    `(a3) Collector heap per GPU, ${fmtInt(memory.gpus)} GPUs filled through ingest and scraped once, vs the JSON of the same records`,
+  );
+  say(
+    table([
+      ["", "bytes per GPU", "whole fleet MiB"],
+      ["FleetState (heap after GC)", fmtInt(memory.heapPerGpuBytes), fmt(memory.heapMiB, 1)],
+      ["JSON.stringify of the records", fmtInt(memory.jsonPerGpuBytes), ""],
+      ["ratio heap ÷ JSON", fmt(memory.ratio), ""],
+      ["left after every GPU expired", fmtInt(memory.afterExpiryPerGpuBytes), ""],
+    ]),
+  );
   say();
 
   const agent: AgentBenchResult = runAgentBench({ ticks: 3_000, warmup: WARMUP, rounds: ROUNDS });
@@ -335,6 +352,7 @@ async function main(): Promise<void> {
       ingest: ingest.map((r) => ({ ...r, targetMet: r.ratio.median >= TARGETS.ingestToDecodeRatioAtLeast })),
       metricsRender: metrics,
       metricsScale,
+      fleetMemory: memory,
     },
     agent: { ...agent, targetMet: agent.fullUsPerSample.median < TARGETS.agentCpuUsPerSampleBelow },
     influxWrite: influx.skipped
