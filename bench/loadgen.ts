@@ -367,6 +367,8 @@ const connectTimer = setInterval(() => {
 
 // Windows: the cohort ending at `boundary` is closed host by host, each at boundary + its offset.
 let boundary = Math.ceil(Date.now() / windowMs) * windowMs;
+/** The first cohort's window start: every cohort from it holds one window of every GPU. */
+const firstStart = boundary - windowMs;
 let cursor = 0;
 let lastBoundary = Number.POSITIVE_INFINITY;
 let cohorts = 0;
@@ -507,6 +509,8 @@ let connectedAllAtS: number | undefined;
 let drainMs: number | undefined;
 let settleMs: number | undefined;
 let influxCounts: { windows: number; owners: number } | undefined;
+/** With windows missing from InfluxDB: the window starts that hold fewer than every GPU's window. */
+let shortStarts: Array<{ startMs: number; windows: number }> = [];
 let collectorExit: number | null | undefined;
 let profileTop: string[] = [];
 
@@ -602,6 +606,8 @@ try {
       await sleep(1_000);
     }
     settleMs = Date.now() - settleStart;
+    if (influxCounts && influxCounts.windows < totals.windowsAcked)
+      shortStarts = await startsShort(influxCheck.base, influxCheck.db);
   }
 } catch (err) {
   failures.push(`the run broke off: ${errorMessage(err)}`);
@@ -643,6 +649,22 @@ async function countInflux(base: string, db: string): Promise<{ windows: number;
   return { windows: await count(MEASUREMENT_WINDOW), owners: await count(MEASUREMENT_OWNER_WINDOW) };
 }
 
+/**
+ * The window starts of the run whose count in InfluxDB is short of one window per GPU: where
+ * the missing windows lie (every cohort was made for every host, each window once).
+ */
+async function startsShort(base: string, db: string): Promise<Array<{ startMs: number; windows: number }>> {
+  const r = await influxQuery(
+    base,
+    `SELECT count("observed_s") FROM "${db}"."${RP_WINDOW}"."${MEASUREMENT_WINDOW}" ` +
+      `WHERE time >= ${firstStart}ms AND time < ${firstStart + cohorts * windowMs}ms GROUP BY time(${windowMs}ms) fill(0)`,
+    db,
+  );
+  return (r[0]?.series?.[0]?.values ?? [])
+    .map(([t, n]) => ({ startMs: Number(t), windows: Number(n ?? 0) }))
+    .filter((s) => s.windows < totalGpus);
+}
+
 // ---- accounting and the report ----------------------------------------------------------
 
 const made = totals.windowsMade;
@@ -655,7 +677,16 @@ if (totals.windowsRejected > 0)
   );
 if (influxCounts) {
   const lost = totals.windowsAcked - influxCounts.windows;
-  if (lost > 0) failures.push(`${lost} acknowledged windows are not in InfluxDB`);
+  if (lost > 0) {
+    const where = shortStarts
+      .slice(0, 20)
+      .map((s) => `${new Date(s.startMs).toISOString().slice(11, 19)} ${int(totalGpus - s.windows)}`)
+      .join(", ");
+    failures.push(
+      `${lost} acknowledged windows are not in InfluxDB; missing by window start (UTC): ${where || "none short"}` +
+        (shortStarts.length > 20 ? ` and ${shortStarts.length - 20} starts more` : ""),
+    );
+  }
   if (lost < 0) failures.push(`InfluxDB holds ${-lost} windows more than were acknowledged`);
   const ownerLost = totals.ownedAcked - influxCounts.owners;
   if (ownerLost !== 0)
@@ -698,6 +729,7 @@ const result = {
   ownedWindowsAcked: totals.ownedAcked,
   influxWindows: influxCounts?.windows,
   influxOwnerWindows: influxCounts?.owners,
+  influxShortStarts: shortStarts,
   acksPerS: spanAcked / spanS,
   ackLatencyMs: { p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100), batches: lat.length },
   collectorCpuUsPerWindow: collectorCpuS === undefined ? undefined : (collectorCpuS * 1e6) / spanAcked,

@@ -194,6 +194,31 @@ describe("SegmentLog", () => {
     await log.close();
   });
 
+  it("stops a read bounded by maxBytes inside a segment there, even when the next segment's first record would fit", async () => {
+    // Segment 1 holds records of 20, 20 and 40 payload bytes (28 + 28 + 48 = 104 of 120); the
+    // next 20 does not fit and starts segment 2. A read of 60 bytes takes 20 + 20, then stops at
+    // the 40: the 20 that starts segment 2 would fit, but taking it would skip the 40, and a
+    // reader consuming up to the last record read (the spool's drainer) would lose it.
+    const dir = tempDir();
+    const log = await SegmentLog.open({ dir, segmentBytes: 120, logger: recordingLogger() });
+    const payloads = [rec(0, 20), rec(1, 20), rec(2, 40), rec(3, 20), rec(4, 20)];
+    for (const p of payloads) await appendOk(log, [p]);
+    expect(log.stats().segments).toBe(2);
+    expect(text(await log.read(undefined, 100, 60))).toEqual([rec(0, 20), rec(1, 20)].map(String));
+
+    // Read and consumed in bounded reads, every record comes once, in order.
+    const seen: string[] = [];
+    for (;;) {
+      const batch = await log.read(undefined, 100, 60);
+      const last = batch[batch.length - 1];
+      if (!last) break;
+      seen.push(...text(batch));
+      log.consume(last.end);
+    }
+    expect(seen).toEqual(payloads.map(String));
+    await log.close();
+  });
+
   it("is safe to close twice and refuses appends after close", async () => {
     const dir = tempDir();
     const log = await SegmentLog.open({ dir, logger: recordingLogger() });

@@ -207,7 +207,10 @@ export class SegmentLog {
     });
   }
 
-  /** Up to `maxRecords` durable records (and about `maxBytes` of payload; at least one) from `from`, or the head. */
+  /**
+   * Up to `maxRecords` durable records (and about `maxBytes` of payload; at least one) from `from`, or the head:
+   * consecutive, so that consuming up to the last one's `end` consumes only records read.
+   */
   async read(from: LogPosition | undefined, maxRecords: number, maxBytes = Infinity): Promise<LogRecord[]> {
     let pos = from === undefined || comparePositions(from, this.headPos) < 0 ? this.headPos : from;
     const out: LogRecord[] = [];
@@ -226,11 +229,16 @@ export class SegmentLog {
         if ((err as NodeJS.ErrnoException).code === "ENOENT" && !this.segments.some((s) => s.id === seg.id)) continue;
         throw err;
       }
+      let stoppedAt: number;
       try {
-        bytes = await this.readSegment(fh, seg, start, out, maxRecords, maxBytes, bytes);
+        ({ bytes, stoppedAt } = await this.readSegment(fh, seg, start, out, maxRecords, maxBytes, bytes));
       } finally {
         await fh.close();
       }
+      // A bound stopped the read inside this segment: the records after must come from the
+      // rest of it, never from the next segment, or a reader that consumes up to the last
+      // record it got would consume the rest of this one unread.
+      if (stoppedAt < seg.end) break;
       pos = { segment: seg.id + 1, offset: 0 };
     }
     return out;
@@ -431,7 +439,7 @@ export class SegmentLog {
     maxRecords: number,
     maxBytes: number,
     bytesSoFar: number,
-  ): Promise<number> {
+  ): Promise<{ bytes: number; stoppedAt: number }> {
     let bytes = bytesSoFar;
     let chunk = Buffer.alloc(0);
     let chunkStart = start;
@@ -447,20 +455,20 @@ export class SegmentLog {
       return bytesRead >= n;
     };
     while (offset < seg.end && out.length < maxRecords) {
-      if (!(await ensure(HEADER_BYTES))) return this.corruptAt(seg, offset, bytes);
+      if (!(await ensure(HEADER_BYTES))) return { bytes: this.corruptAt(seg, offset, bytes), stoppedAt: seg.end };
       const at = offset - chunkStart;
       const len = chunk.readUInt32LE(at);
       const crc = chunk.readUInt32LE(at + 4);
       if (out.length > 0 && bytes + len > maxBytes) break;
-      if (!(await ensure(HEADER_BYTES + len))) return this.corruptAt(seg, offset, bytes);
+      if (!(await ensure(HEADER_BYTES + len))) return { bytes: this.corruptAt(seg, offset, bytes), stoppedAt: seg.end };
       const body = chunk.subarray(offset - chunkStart + HEADER_BYTES, offset - chunkStart + HEADER_BYTES + len);
-      if (zlib.crc32(body) !== crc) return this.corruptAt(seg, offset, bytes);
+      if (zlib.crc32(body) !== crc) return { bytes: this.corruptAt(seg, offset, bytes), stoppedAt: seg.end };
       offset += HEADER_BYTES + len;
       bytes += len;
       // A copy, so that a small payload does not pin the whole read chunk.
       out.push({ payload: Buffer.from(body), end: { segment: seg.id, offset } });
     }
-    return bytes;
+    return { bytes, stoppedAt: offset };
   }
 
   /**

@@ -119,6 +119,7 @@ export class SpoolDrainer implements Service {
       const o = await head.outcome;
       if (this.stopped) return;
       if (o.status === "done") {
+        // A read returns consecutive records (SegmentLog.read), so this consumes only what was written.
         store.consume(head.end);
         this.opts.drained(head.lines, head.bytes);
         continue;
