@@ -45,23 +45,8 @@ export function runMetricsBench(
   measured: number,
 ): MetricsRenderResult {
   const hostCount = Math.ceil(gpus / GPUS_PER_HOST);
-  const fleet = new FleetState({ now: () => BENCH_NOW_MS });
-  const self = new SelfMetrics();
-  const deps = sessionDeps(fleet, self);
   // Two windows per GPU, so every counter has moved and the last-sample values are set.
-  for (let h = 0; h < hostCount; h++) {
-    const host = benchHost(h);
-    const session = openSession(deps, host);
-    const buf = encodeBatch(1, hostBatchWindows(templates, host, 0, 2));
-    const step = session.handle({ ok: true, msg: ingestServiceDefinition.stream.requestDeserialize(buf) });
-    if (
-      step.kind !== "reply" ||
-      step.response.msg.case !== "ack" ||
-      step.response.msg.value.accepted !== 2 * GPUS_PER_HOST
-    ) {
-      throw new Error(`the collector did not accept every window of ${host.hostname}`);
-    }
-  }
+  const { fleet, self } = benchFleet(templates, gpus);
   if (fleet.size !== hostCount * GPUS_PER_HOST)
     throw new Error(`the fleet holds ${fleet.size} GPUs, expected ${hostCount * GPUS_PER_HOST}`);
 
