@@ -7,7 +7,7 @@
  * flight back in front, in order, and the host reconnects after a backoff with jitter, or
  * after the delay a pushing-back collector names (RESOURCE_EXHAUSTED with
  * `trueidle-retry-after-ms`). A batch with no ack within the response timeout breaks the
- * stream, as in the shipper.
+ * stream, as in the shipper, and the host comes back at a point of its own within that timeout.
  */
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -220,7 +220,9 @@ export class SimHost {
     totals.breaks.set(name, (totals.breaks.get(name) ?? 0) + 1);
     const retryAfterMs = retryAfter(err);
     if (err?.code === grpc.status.RESOURCE_EXHAUSTED || retryAfterMs !== undefined) totals.pushbacks++;
-    const delay = Math.max(retryAfterMs ?? 0, this.backoff.next());
+    // As the agent's shipper: after no answer, back at a point of its own within the timeout.
+    const spread = why === "no_answer" ? Math.round(Math.random() * this.opts.responseTimeoutMs) : 0;
+    const delay = Math.max(retryAfterMs ?? 0, this.backoff.next(), spread);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 

@@ -40,6 +40,7 @@ import { ingestServiceDefinition, RETRY_AFTER_METADATA_KEY } from "../common/grp
 import type { StreamResponse } from "../gen/trueidle/v1/ingest_pb.js";
 import { IngestSession, type DecodedRequest, type SessionDeps, type SessionStep } from "./ingest-session.js";
 import { formatListenAddress, type ListenAddress } from "../common/listen-address.js";
+import { stallAwareTimeout, type StallAwareTimer } from "../common/loop-stall.js";
 import { grpcServerCredentials, type ServerTls } from "./auth/server-tls.js";
 import { peerAddress, UNAUTHENTICATED_MESSAGE, type StreamAuthenticator } from "./auth/stream-auth.js";
 import { credentialDigest, type FailureThrottle } from "./auth/failure-throttle.js";
@@ -138,7 +139,7 @@ export class IngestServer {
   private readonly server: Server;
   private readonly calls = new Map<Call, IngestSession>();
   /** Streams that have not said Hello yet, oldest first, with their deadlines. */
-  private readonly pending = new Map<Call, NodeJS.Timeout>();
+  private readonly pending = new Map<Call, StallAwareTimer>();
   /** Admitted connections by "address:port", as grpc-js names a call's peer. */
   private readonly connections = new Map<string, GuardedConnection>();
   private readonly guard: ConnectionGuard;
@@ -272,8 +273,7 @@ export class IngestServer {
       if (released) return;
       released = true;
       conn?.idle();
-      const timer = this.pending.get(call);
-      if (timer) clearTimeout(timer);
+      this.pending.get(call)?.clear();
       this.pending.delete(call);
     };
     for (const event of ["finish", "cancelled", "close", "error"] as const) call.once(event, release);
@@ -371,20 +371,18 @@ export class IngestServer {
       this.endWithStatus(call, status.DEADLINE_EXCEEDED, message);
       finish(message);
     };
-    const timer = setTimeout(
-      () =>
-        timeout(
-          `no hello within ${this.helloTimeoutMs / 1000} s of opening the stream; an agent sends hello first (--hello-timeout)`,
-        ),
-      this.helloTimeoutMs,
+    // Counted in time the collector was responsive: a Hello that arrived while it was
+    // swamped is read before the stream is ended (common/loop-stall.ts).
+    const timer = stallAwareTimeout(this.helloTimeoutMs, () =>
+      timeout(
+        `no hello within ${this.helloTimeoutMs / 1000} s of opening the stream; an agent sends hello first (--hello-timeout)`,
+      ),
     );
-    timer.unref();
     this.pending.set(call, timer);
     if (this.pending.size > MAX_PENDING_STREAMS) {
       const oldest = this.pending.keys().next().value;
       if (oldest !== undefined) {
-        const t = this.pending.get(oldest);
-        if (t) clearTimeout(t);
+        this.pending.get(oldest)?.clear();
         const session = this.calls.get(oldest);
         // Its own finish runs through the call's events; only the accounting is done here.
         this.pending.delete(oldest);
@@ -402,7 +400,7 @@ export class IngestServer {
   private helloSaid(call: Call): void {
     const timer = this.pending.get(call);
     if (timer === undefined) return;
-    clearTimeout(timer);
+    timer.clear();
     this.pending.delete(call);
   }
 

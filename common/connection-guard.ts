@@ -1,7 +1,8 @@
 /**
  * Connection limits for a listener: at most `maxConnections` open at once, at most
  * `maxPerAddress` from one source address, and no connection kept that has not got going
- * within `setupTimeoutMs` or sat idle for `idleTimeoutMs`. Whatever is over a limit is
+ * within `setupTimeoutMs` or sat idle for `idleTimeoutMs` (both counted in time the
+ * process was responsive: common/loop-stall.ts). Whatever is over a limit is
  * closed at once (the client sees the connection reset), counted by reason and logged at
  * most once a minute per reason, so a client that opens connections without end, or opens
  * them and says nothing, cannot take every file descriptor the process has.
@@ -13,6 +14,7 @@
  */
 import type { Socket } from "node:net";
 import type { Logger } from "./log.js";
+import { stallAwareTimeout, type StallAwareTimer } from "./loop-stall.js";
 
 /** Why a connection was closed by its listener; the label values of trueidle_connections_refused_total. */
 export const CONNECTION_REFUSAL_REASONS = [
@@ -116,23 +118,24 @@ export class ConnectionGuard {
     this.open.add(socket);
     this.opts.counters.open = this.open.size;
 
-    let timer: NodeJS.Timeout | undefined;
+    let timer: StallAwareTimer | undefined;
     let inProgress = 0;
     let closed = false;
+    // Stall-aware: a burst of connections that swamps the process is not closed for the
+    // process' own slowness (common/loop-stall.ts).
     const arm = (ms: number, reason: ConnectionRefusalReason): void => {
-      if (timer) clearTimeout(timer);
+      timer?.clear();
       timer = undefined;
       if (ms <= 0 || closed) return;
-      timer = setTimeout(() => {
+      timer = stallAwareTimeout(ms, () => {
         timer = undefined;
         if (!closed) this.refuse(socket, reason, address);
-      }, ms);
-      timer.unref();
+      });
     };
     let isStarted = false;
     socket.once("close", () => {
       closed = true;
-      if (timer) clearTimeout(timer);
+      timer?.clear();
       this.open.delete(socket);
       const n = (this.perAddress.get(address) ?? 1) - 1;
       if (n <= 0) this.perAddress.delete(address);

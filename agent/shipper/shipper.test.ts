@@ -370,4 +370,39 @@ describe("Shipper", () => {
     expect(keys).toEqual([2, 3, 4].map((i) => `${win(i).uuid}@${win(i).startMs}`));
     await again.close();
   });
+
+  it("after no answer within the response timeout, reconnects at a point of its own within that timeout", async () => {
+    // A swamped collector: it takes the first stream's batch and never answers it; the
+    // stream after that is answered.
+    const srv = await startServer((call, seq, uuids) => {
+      if (srv.streams() === 1) return;
+      ack(call, seq, uuids.length);
+    });
+    cleanup.push(() => void srv.server.forceShutdown());
+    const run = async (random: number): Promise<number> => {
+      const s = new Shipper({
+        targets: [`127.0.0.1:${srv.port}`],
+        host: { hostname: `h-${random}`, machineId: "", labels: {} },
+        agentVersion: "test",
+        source: "sim",
+        windowMs: 10_000,
+        logger: silentLogger,
+        responseTimeoutMs: 600,
+        backoffInitialMs: 20,
+        backoffMaxMs: 40,
+        random: () => random,
+      });
+      cleanup.push(() => s.stop());
+      s.start();
+      s.enqueue([0, 1, 2].map(win));
+      const started = Date.now();
+      expect(await s.drain(20_000)).toBe(true);
+      expect(srv.streams()).toBe(2);
+      expect(s.stats()).toMatchObject({ acked: 3, reconnects: 1 });
+      return Date.now() - started;
+    };
+    const late = await run(0.9);
+    // 600 ms without an answer (checked every 100 ms), then 0.9 × 600 = 540 ms before reconnecting.
+    expect(late).toBeGreaterThanOrEqual(600 + 540);
+  });
 });

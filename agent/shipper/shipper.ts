@@ -70,12 +70,18 @@ export interface ShipperOptions {
   maxBatchBytes?: number | undefined;
   /** Batches sent and not yet acknowledged, at most. */
   maxBatchesInFlight?: number | undefined;
-  /** A stream with no Welcome, or a batch with no ack, after this long is broken. */
+  /**
+   * A stream with no Welcome, or a batch with no ack, after this long is broken; the agent
+   * then reconnects after a delay drawn from [0, this] (at least the backoff), so a fleet
+   * whose collector was swamped comes back spread over that time, not all at once.
+   */
   responseTimeoutMs?: number | undefined;
   backoffInitialMs?: number | undefined;
   backoffMaxMs?: number | undefined;
   onThresholds?: ((t: Thresholds) => void) | undefined;
   now?: (() => number) | undefined;
+  /** Uniform in [0, 1): the spread of reconnects after no answer (default Math.random). */
+  random?: (() => number) | undefined;
   /** How a collector's name becomes addresses (default: the system resolver, or the DNS server a `dns://` entry names). */
   resolveCollector?: ResolveCollector | undefined;
 }
@@ -158,6 +164,7 @@ export class Shipper implements Service {
       backoffInitialMs: 500,
       backoffMaxMs: 30_000,
       now: Date.now,
+      random: Math.random,
       ...definedOnly(opts),
       targets: opts.targets,
       host: opts.host,
@@ -377,7 +384,8 @@ export class Shipper implements Service {
     }
   }
 
-  private onBroken(call: Duplex, choice: CollectorChoice, err: grpc.ServiceError | undefined): void {
+  /** `noAnswer`: broken here because the collector did not answer within the response timeout. */
+  private onBroken(call: Duplex, choice: CollectorChoice, err: grpc.ServiceError | undefined, noAnswer = false): void {
     if (call !== this.call || this.stopped) return;
     // The entry as given, and the address when it was resolved here from a name.
     const target = choice.target === choice.collector ? choice.collector : `${choice.collector} (${choice.target})`;
@@ -407,7 +415,11 @@ export class Shipper implements Service {
       this.reconnectTimer.unref();
       return;
     }
-    const delay = Math.max(retryAfterMs ?? 0, this.backoff.next());
+    // A collector that took every stream's answers past the timeout is swamped, not gone:
+    // its whole fleet timed out together and would return together, so each agent comes
+    // back at a point of its own within the timeout.
+    const spread = noAnswer ? Math.round(this.opts.random() * this.opts.responseTimeoutMs) : 0;
+    const delay = Math.max(retryAfterMs ?? 0, this.backoff.next(), spread);
     const fields = {
       collector: target,
       code: err?.code,
@@ -512,7 +524,7 @@ export class Shipper implements Service {
         details: `no answer within ${limit} ms`,
         metadata: new grpc.Metadata(),
       }) as grpc.ServiceError;
-      if (this.current) this.onBroken(call, this.current, err);
+      if (this.current) this.onBroken(call, this.current, err, true);
     }
   }
 }
