@@ -119,7 +119,7 @@ export interface CollectorSpoolOptions {
   dir: string;
   /** Bytes the spool holds at most; beyond it agents are pushed back (default 1 GiB). */
   maxBytes?: number | undefined;
-  /** A write to InfluxDB not done within this goes to the spool instead (default 5 s). */
+  /** A write to InfluxDB not done within this goes to the spool instead (default 1.5 s). */
   spoolAfterMs?: number | undefined;
 }
 
@@ -131,7 +131,7 @@ export interface CollectorInfluxOptions {
   hourRetentionMs?: number | undefined;
   /** Points per write request (default 5,000). */
   batchSize?: number | undefined;
-  /** A window waits at most this long for its batch to fill (default 1 s). */
+  /** A window waits at most this long for its batch to fill (default 250 ms). */
   flushIntervalMs?: number | undefined;
   /** Points the write queue holds at most (default 100,000). */
   maxQueuedPoints?: number | undefined;

@@ -131,6 +131,16 @@ describe("SpoolingSink", () => {
     const before = counters.spooledWindows;
     expect(await sink.submit(batch(5), never)).toEqual({ status: "written" });
     expect(counters.spooledWindows).toBe(before);
+
+    // A second spell of spooling soon after is logged at debug, not as another WARN.
+    writer.mode = "hang";
+    expect(await sink.submit(batch(6), never)).toEqual({ status: "spooled" });
+    writer.release();
+    await until("the spool drained again", () =>
+      logger.lines.some((l) => l.level === "debug" && /The spool is drained: 3 windows/.test(l.msg)),
+    );
+    expect(logger.lines.filter((l) => l.level === "warn")).toHaveLength(1);
+    expect(logger.lines.some((l) => l.level === "debug" && /InfluxDB is slow or away/.test(l.msg))).toBe(true);
     expect(logger.lines.filter((l) => l.level === "error")).toEqual([]);
   });
 

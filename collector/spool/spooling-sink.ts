@@ -49,6 +49,12 @@ export const DEFAULT_SPOOL_AFTER_MS: number = COLLECTOR_SPOOL_SETTINGS.spoolAfte
 const FULL_RETRY_MIN_MS = 10_000;
 const FULL_RETRY_SPREAD_MS = 20_000;
 const LOG_EVERY_MS = 30_000;
+/**
+ * A spool episode is logged at WARN (and its end at INFO) at most this often; those between
+ * go to debug and are counted in the next WARN. At scale InfluxDB falls behind for a few
+ * seconds now and then, and each time is an episode.
+ */
+const EPISODE_LOG_EVERY_MS = 10 * 60_000;
 
 /** The collector's gauges the spool keeps current (SelfMetrics has both). */
 export interface SpoolCounters {
@@ -64,7 +70,7 @@ export interface SpoolingSinkOptions {
   counters: SpoolCounters;
   /** Bytes the spool holds at most (default 1 GiB). */
   maxBytes?: number | undefined;
-  /** A batch not written within this long goes to the spool (default 5 s). */
+  /** A batch not written within this long goes to the spool (default 1.5 s). */
   spoolAfterMs?: number | undefined;
   /** Told the start of every window InfluxDB took (late hours get rolled up). */
   written?: ((startMs: number) => void) | undefined;
@@ -99,7 +105,17 @@ export class SpoolingSink implements DurableSink {
   private appendsDone = 0;
   private drainer: SpoolDrainer | undefined;
   private draining: Promise<void> = Promise.resolve();
-  private episode = { since: 0, reason: "", windows: 0, bytes: 0, drainedWindows: 0, drainedBytes: 0 };
+  private episode = {
+    since: 0,
+    reason: "",
+    windows: 0,
+    bytes: 0,
+    drainedWindows: 0,
+    drainedBytes: 0,
+    logged: true,
+  };
+  private lastEpisodeLogAt = -Infinity;
+  private episodesNotLogged = 0;
   private readonly totals = { written: 0, spooled: 0, drained: 0 };
   private lastFullLogAt = -Infinity;
   private started = false;
@@ -227,6 +243,7 @@ export class SpoolingSink implements DurableSink {
       bytes: 0,
       drainedWindows: 0,
       drainedBytes: 0,
+      logged: true,
     };
     this.opts.logger.info(
       `The spool at ${this.dir} holds ${bytes} bytes of windows from an earlier run; they are written to InfluxDB first, in order, ` +
@@ -334,13 +351,28 @@ export class SpoolingSink implements DurableSink {
   private enterSpooling(reason: string): void {
     if (this.mode === "spooling") return;
     this.mode = "spooling";
-    this.episode = { since: this.now(), reason, windows: 0, bytes: 0, drainedWindows: 0, drainedBytes: 0 };
+    const now = this.now();
+    const loud = !this.closed && now - this.lastEpisodeLogAt >= EPISODE_LOG_EVERY_MS;
+    this.episode = { since: now, reason, windows: 0, bytes: 0, drainedWindows: 0, drainedBytes: 0, logged: loud };
     if (this.closed) return;
-    this.opts.logger.warn(
+    const message =
       `InfluxDB is slow or away (${reason}): agents are now acknowledged once their windows are in the spool at ${this.dir}, ` +
-        "which is written to InfluxDB in order as soon as it takes them.",
-      { dir: this.dir, reason, maxBytes: this.maxBytes },
-    );
+      "which is written to InfluxDB in order as soon as it takes them.";
+    const fields = { dir: this.dir, reason, maxBytes: this.maxBytes };
+    if (loud) {
+      const more = this.episodesNotLogged;
+      this.lastEpisodeLogAt = now;
+      this.episodesNotLogged = 0;
+      this.opts.logger.warn(
+        more > 0
+          ? `${message} ${more} shorter spells of spooling since the last such line (logged at most every 10 minutes).`
+          : message,
+        { ...fields, ...(more > 0 ? { unlogged_episodes: more } : {}) },
+      );
+    } else {
+      this.episodesNotLogged++;
+      this.opts.logger.debug(message, fields);
+    }
     this.startDrainer();
   }
 
@@ -387,11 +419,18 @@ export class SpoolingSink implements DurableSink {
     this.opts.counters.spoolBytes = this.store.stats().bytes;
     const e = this.episode;
     const secs = Math.round((this.now() - e.since) / 1000);
-    this.opts.logger.info(
+    const message =
       `The spool is drained: ${e.drainedWindows} windows (${e.drainedBytes} bytes) were written to InfluxDB from it ` +
-        `after ${secs} s of spooling; agents are acknowledged once InfluxDB has their windows again.`,
-      { dir: this.dir, windows: e.drainedWindows, bytes: e.drainedBytes, spooledWindows: e.windows, seconds: secs },
-    );
+      `after ${secs} s of spooling; agents are acknowledged once InfluxDB has their windows again.`;
+    const fields = {
+      dir: this.dir,
+      windows: e.drainedWindows,
+      bytes: e.drainedBytes,
+      spooledWindows: e.windows,
+      seconds: secs,
+    };
+    if (e.logged) this.opts.logger.info(message, fields);
+    else this.opts.logger.debug(message, fields);
     return true;
   }
 
