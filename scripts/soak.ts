@@ -13,8 +13,21 @@
  * counters against InfluxDB's sums. It prints a summary table and exits 1 when a window was
  * lost or doubled, an agent stopped getting acks, or the RSS passed the bound.
  *
+ * Fleets of tens of thousands of GPUs are more than agent processes on one machine can
+ * simulate; `--load-generator` runs the load generator's hosts instead (bench/loadgen.ts:
+ * one process, one real gRPC stream per host, windows shaped like an agent's), with its
+ * own private InfluxDB and collector (spool on), and applies the same verdict:
+ *
+ *   npm run soak -- --load-generator --agents 6250 --gpus 8 --window 10s --duration 10m
+ *
+ * In both modes the collector's RSS must stay flat: its peak over the second half of the
+ * run at most RSS_GROWTH_ALLOWED above its peak over the first half (after every agent
+ * connected), and below --max-rss-mib (default 400 MiB with agent swarms, 1536 with the
+ * load generator).
+ *
  * Kept out of `npm test` for its length; test/faults/swarm.test.ts runs a short one there.
  */
+import { spawn } from "node:child_process";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
@@ -49,7 +62,8 @@ const { values: flags } = parseArgs({
     interval: { type: "string", default: "500ms" },
     window: { type: "string", default: "5s" },
     "sample-every": { type: "string", default: "10s" },
-    "max-rss-mib": { type: "string", default: "400" },
+    "max-rss-mib": { type: "string" },
+    "load-generator": { type: "boolean", default: false },
   },
 });
 const durationMs = parseDuration(flags.duration);
@@ -57,11 +71,32 @@ const sampleEveryMs = parseDuration(flags["sample-every"]);
 const agents = Number(flags.agents);
 const processes = Number(flags.processes);
 const gpus = Number(flags.gpus);
-const maxRssBytes = Number(flags["max-rss-mib"]) * MiB;
-if (![agents, processes, gpus].every((n) => Number.isInteger(n) && n > 0) || agents % processes !== 0) {
+const loadGenerator = flags["load-generator"];
+const maxRssBytes = Number(flags["max-rss-mib"] ?? (loadGenerator ? 1536 : 400)) * MiB;
+/** The RSS peak of a run's second half may pass its first half's by this share at most. */
+const RSS_GROWTH_ALLOWED = 0.1;
+if (
+  ![agents, processes, gpus].every((n) => Number.isInteger(n) && n > 0) ||
+  (!loadGenerator && agents % processes !== 0)
+) {
   throw new Error("--agents, --processes and --gpus must be positive integers, --agents a multiple of --processes");
 }
 const perProcess = agents / processes;
+
+/**
+ * Why the RSS did not stay flat, or undefined: `rss` sampled in order after every agent
+ * connected; the second half's peak against the first half's.
+ */
+function rssGrowthProblem(rss: readonly number[]): string | undefined {
+  if (rss.length < 4) return undefined;
+  const half = Math.floor(rss.length / 2);
+  const first = Math.max(...rss.slice(0, half));
+  const second = Math.max(...rss.slice(half));
+  if (second <= first * (1 + RSS_GROWTH_ALLOWED)) return undefined;
+  return `the collector's RSS kept growing: its peak over the second half of the run (${mib(second)} MiB) is ${(
+    (second / first - 1) * 100
+  ).toFixed(0)} % above the first half's (${mib(first)} MiB), more than ${RSS_GROWTH_ALLOWED * 100} %`;
+}
 
 /** The collector's last heap figure from the preloaded probe, if it printed one. */
 function heapUsed(collector: CollectorNode): number | undefined {
@@ -83,6 +118,11 @@ const sum = (
 const mib = (b: number | undefined): string => (b === undefined ? "n/a" : (b / MiB).toFixed(0));
 const int = (n: number): string => n.toLocaleString("en-US");
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
+
+if (loadGenerator) {
+  process.exitCode = await soakWithLoadGenerator();
+  process.exit();
+}
 
 const fleet = await Fleet.start("soak");
 const swarms: SwarmProcess[] = [];
@@ -167,6 +207,7 @@ try {
   const maxRss = Math.max(rssAtStart, ...samples.map((s) => s.rssBytes));
   const heaps = samples.map((s) => s.heapUsedBytes).filter((h): h is number => h !== undefined);
   const minActing = Math.min(...samples.map((s) => s.acking));
+  const rssGrowth = rssGrowthProblem(samples.map((s) => s.rssBytes));
   const lost = Math.max(0, measured - inInflux);
   const extra = Math.max(0, inInflux - measured);
   const failures = [
@@ -178,6 +219,7 @@ try {
       ? [`at one sample only ${minActing} of ${agents} agents had an ack within two windows`]
       : []),
     ...(maxRss > maxRssBytes ? [`the collector's RSS reached ${mib(maxRss)} MiB, above ${mib(maxRssBytes)} MiB`] : []),
+    ...(rssGrowth ? [rssGrowth] : []),
     ...(collectorExit !== 0 ? [`the collector exited with ${collectorExit} on SIGTERM`] : []),
   ];
 
@@ -231,4 +273,119 @@ try {
 } finally {
   for (const s of swarms) s.kill();
   await fleet.stop();
+}
+
+interface LoadgenResult {
+  gpus: number;
+  hosts: number;
+  steadySpanS: number;
+  windowsMade: number;
+  windowsAcked: number;
+  windowsRejected: number;
+  influxWindows: number | undefined;
+  acksPerS: number;
+  ackLatencyMs: { p50: number; p99: number; max: number };
+  collectorCores: number | undefined;
+  collectorCpuUsPerWindow: number | undefined;
+  collectorRssMaxBytes: number | undefined;
+  connectedAllAfterS: number | undefined;
+  connects: number;
+  breaks: Record<string, number>;
+  spoolBytesMax: number;
+  influxdCores: number | undefined;
+  samples: Array<{ atS: number; collectorRssBytes: number | undefined }>;
+  failures: string[];
+}
+
+/** The soak over the load generator's hosts (see the file's comment); the exit code. */
+async function soakWithLoadGenerator(): Promise<number> {
+  const args = [
+    "--import",
+    "tsx",
+    path.join(REPO_ROOT, "bench", "loadgen.ts"),
+    "--start-collector",
+    "--influx",
+    "--gpus",
+    String(agents * gpus),
+    "--gpus-per-host",
+    String(gpus),
+    "--window",
+    flags.window,
+    "--duration",
+    flags.duration,
+    "--sample-every",
+    flags["sample-every"],
+    "--json",
+  ];
+  say(
+    `Soak: ${int(agents)} load-generator hosts × ${gpus} GPUs (${int(agents * gpus)}), ${flags.window} windows, ` +
+      `for ${formatDuration(durationMs)} after every host connected (bench/loadgen.ts; its progress follows).`,
+  );
+  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  const forward = (): void => void child.kill("SIGINT");
+  process.once("SIGINT", forward);
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString("utf8")));
+  const code = await new Promise<number>((resolve) => child.once("close", (c) => resolve(c ?? 1)));
+  process.off("SIGINT", forward);
+  const last = out.trim().split("\n").pop() ?? "";
+  let r: LoadgenResult;
+  try {
+    r = JSON.parse(last) as LoadgenResult;
+  } catch {
+    process.stderr.write(`The load generator exited ${code} without its result.\n`);
+    return 1;
+  }
+  const connectedAt = r.connectedAllAfterS ?? 0;
+  const rss = r.samples
+    .filter((x) => x.atS >= connectedAt && x.collectorRssBytes !== undefined)
+    .map((x) => x.collectorRssBytes as number);
+  const maxRss = Math.max(0, ...rss);
+  const growth = rssGrowthProblem(rss);
+  const failures = [
+    ...r.failures,
+    ...(r.windowsMade !== r.windowsAcked
+      ? [`the hosts made ${r.windowsMade} windows but had ${r.windowsAcked} acknowledged`]
+      : []),
+    ...(r.influxWindows !== r.windowsAcked
+      ? [`InfluxDB holds ${r.influxWindows ?? "n/a"} windows, ${r.windowsAcked} were acknowledged`]
+      : []),
+    ...(growth ? [growth] : []),
+    ...(maxRss > maxRssBytes ? [`the collector's RSS reached ${mib(maxRss)} MiB, above ${mib(maxRssBytes)} MiB`] : []),
+    ...(code !== 0 && r.failures.length === 0 ? [`the load generator exited ${code}`] : []),
+  ];
+  const third = Math.max(1, Math.floor(rss.length / 3));
+  const env = environment();
+  say("");
+  say(`Soak summary, load generator (${env.cpuModel}, ${env.cpuCount} CPUs, Node ${env.node}):`);
+  say(
+    textTable([
+      ["", "value"],
+      ["hosts (connections, one stream each) × GPUs", `${int(r.hosts)} × ${gpus} = ${int(r.gpus)}`],
+      ["steady span measured", formatDuration(Math.round(r.steadySpanS) * 1000)],
+      ["windows made by the hosts", int(r.windowsMade)],
+      ["windows acknowledged to the hosts", int(r.windowsAcked)],
+      ["windows in InfluxDB (count over all GPUs)", r.influxWindows === undefined ? "n/a" : int(r.influxWindows)],
+      ["acks/s (windows, steady span)", r.acksPerS.toFixed(0)],
+      ["ack latency p50 / p99 / max (ms)", `${r.ackLatencyMs.p50} / ${r.ackLatencyMs.p99} / ${r.ackLatencyMs.max}`],
+      [
+        "collector CPU (cores; µs per window)",
+        `${r.collectorCores?.toFixed(3) ?? "n/a"}; ${r.collectorCpuUsPerWindow?.toFixed(1) ?? "n/a"}`,
+      ],
+      ["influxd CPU (cores, median)", r.influxdCores?.toFixed(3) ?? "n/a"],
+      [
+        "collector RSS MiB (first third max, last third max, max)",
+        `${mib(Math.max(...rss.slice(0, third)))}, ${mib(Math.max(...rss.slice(-third)))}, ${mib(maxRss)}`,
+      ],
+      ["spool bytes max", int(r.spoolBytesMax)],
+      ["connects / breaks", `${int(r.connects)} / ${JSON.stringify(r.breaks)}`],
+    ]),
+  );
+  say("");
+  say(
+    failures.length === 0
+      ? "Soak passed: windows made = acknowledged = in InfluxDB, RSS flat."
+      : `Soak FAILED:\n${failures.map((f) => `  - ${f}`).join("\n")}`,
+  );
+  return failures.length === 0 ? 0 : 1;
 }
