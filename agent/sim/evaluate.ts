@@ -93,45 +93,30 @@ export interface PhaseValues {
   processes: Array<Omit<GpuProcess, "smUtil"> & { smUtil?: number | "util" | undefined }>;
 }
 
+/**
+ * What each preset state reads like: util %, power as a share of the span from idle power
+ * to the power limit, memory used as a share of the GPU's, and processes.
+ */
+const PRESETS: Record<
+  Exclude<ScenarioPhase["state"], "unavailable" | undefined>,
+  { util: number; powerShare: number; memShare: number; procs: number }
+> = {
+  free_idle: { util: 0, powerShare: 0, memShare: 0, procs: 0 },
+  held_idle: { util: 0, powerShare: 0.02, memShare: 0.3, procs: 1 },
+  busy_phantom: { util: 100, powerShare: 0.04, memShare: 0.4, procs: 1 },
+  active: { util: 97, powerShare: 0.75, memShare: 0.7, procs: 2 },
+  // util 100 with nothing on the GPU: what the reading alone calls busy.
+  free_busy: { util: 100, powerShare: 0.01, memShare: 0, procs: 0 },
+};
+
 export function phaseValues(g: ScenarioGpu, p: ScenarioPhase): PhaseValues {
   const preset = p.state;
   if (p.error !== undefined || preset === "unavailable") {
     return { error: p.error ?? "GPU is lost", noise: 0, processes: [] };
   }
-  const span = g.powerLimitW - g.idlePowerW;
-  let util = 0,
-    power = g.idlePowerW,
-    memMiB = 0,
-    procs = 0;
-  switch (preset) {
-    case "held_idle":
-      util = 0;
-      power = g.idlePowerW + 0.02 * span;
-      memMiB = Math.round(g.memTotalMiB * 0.3);
-      procs = 1;
-      break;
-    case "busy_phantom":
-      util = 100;
-      power = g.idlePowerW + 0.04 * span;
-      memMiB = Math.round(g.memTotalMiB * 0.4);
-      procs = 1;
-      break;
-    case "active":
-      util = 97;
-      power = g.idlePowerW + 0.75 * span;
-      memMiB = Math.round(g.memTotalMiB * 0.7);
-      procs = 2;
-      break;
-    case "free_busy":
-      util = 100;
-      power = g.idlePowerW + 0.01 * span;
-      memMiB = 0;
-      procs = 0;
-      break;
-    case "free_idle":
-    case undefined:
-      break;
-  }
+  const { util, powerShare, memShare, procs } = PRESETS[preset ?? "free_idle"];
+  const power = g.idlePowerW + powerShare * (g.powerLimitW - g.idlePowerW);
+  const memMiB = Math.round(g.memTotalMiB * memShare);
   const pick = (v: number | null | undefined, dflt: number | undefined): number | undefined =>
     v === null ? undefined : v !== undefined ? v : dflt;
   const u = pick(p.util, util);
