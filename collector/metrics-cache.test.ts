@@ -3,16 +3,17 @@
  * HTTP requests to a real CollectorHttpServer, the answers read and gunzipped by node:zlib.
  */
 import { request } from "node:http";
-import { gunzipSync } from "node:zlib";
+import { crc32, gunzipSync, gzipSync, inflateRawSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../common/log.js";
 import { expectValidExposition } from "../test/helpers/exposition-check.js";
 import { eventually } from "../test/helpers/eventually.js";
 import { FleetState } from "./fleet-state.js";
 import { CollectorHttpServer } from "./http-server.js";
-import { acceptsGzip } from "./metrics-cache.js";
+import { acceptsGzip, MetricsCache } from "./metrics-cache.js";
+import { renderMetricsChunks } from "./metrics-render.js";
 import { SelfMetrics } from "./self-metrics.js";
-import { makeWindow } from "./testdata/windows.js";
+import { makeWindow, T0 } from "./testdata/windows.js";
 
 let server: CollectorHttpServer | undefined;
 afterEach(async () => {
@@ -187,5 +188,130 @@ describe("/metrics cache and gzip", () => {
     expect(acceptsGzip("*")).toBe(true);
     expect(acceptsGzip("*, gzip;q=0")).toBe(false);
     expect(acceptsGzip("deflate")).toBe(false);
+  });
+});
+
+const PROCESS_TAIL = "# HELP process_open_fds Open fds.\n# TYPE process_open_fds gauge\nprocess_open_fds 7\n";
+
+/**
+ * A first render of a fleet of `hosts` hosts of 8 GPUs each (on a stopped clock) through a
+ * MetricsCache: its gzip output as pushed, and the text renderMetricsChunks makes of the same
+ * state.
+ */
+async function gzipRender(
+  hosts: number,
+  opts: { parallelGzip?: boolean; gzipBlockBytes?: number } = {},
+): Promise<{ gz: Buffer; pieces: Buffer[]; text: Buffer; chunks: number; self: SelfMetrics }> {
+  const fleet = new FleetState({ now: () => T0 + 10_000 });
+  for (let h = 0; h < hosts; h++) {
+    for (let i = 0; i < 8; i++) {
+      fleet.applyWindow(
+        { hostname: `node-${h}`, labels: { site: "dc1" }, windowMs: 10_000 },
+        makeWindow({ uuid: `GPU-${h}-${i}`, index: i }),
+      );
+    }
+  }
+  const self = new SelfMetrics();
+  const cache = new MetricsCache({ fleet, self, process: { render: async () => PROCESS_TAIL }, ...opts });
+  const e = cache.exposition();
+  // The render waits for the process metrics before it renders: the state is the same now.
+  const chunks = [...renderMetricsChunks(fleet, self, undefined, PROCESS_TAIL)];
+  const pieces: Buffer[] = [];
+  for await (const piece of e.gzip()) pieces.push(piece);
+  return { gz: Buffer.concat(pieces), pieces, text: Buffer.from(chunks.join("")), chunks: chunks.length, self };
+}
+
+/**
+ * `gz` is exactly one gzip member of `text`: a 10-byte header with no optional fields, one
+ * deflate stream that ends where the 8-byte trailer starts, and a trailer with the text's
+ * CRC-32 and length. Members laid end to end fail it: the first one's deflate stream ends
+ * before the last trailer, short of the text.
+ */
+function expectOneGzipMember(gz: Buffer, text: Buffer): void {
+  expect(gunzipSync(gz).equals(text), "gunzip gives the text").toBe(true);
+  // ID1 ID2, CM deflate, FLG none: the deflate stream starts at byte 10.
+  expect([...gz.subarray(0, 4)]).toEqual([0x1f, 0x8b, 8, 0]);
+  const body = gz.subarray(10, gz.length - 8);
+  const inflated = inflateRawSync(body, { info: true }) as unknown as {
+    buffer: Buffer;
+    engine: { bytesWritten: number };
+  };
+  expect(inflated.buffer.equals(text), "the deflate stream holds the whole text").toBe(true);
+  expect(inflated.engine.bytesWritten, "the deflate stream ends at the trailer").toBe(body.length);
+  expect(gz.readUInt32LE(gz.length - 8), "trailer CRC-32").toBe(crc32(text));
+  expect(gz.readUInt32LE(gz.length - 4), "trailer ISIZE").toBe(text.length % 2 ** 32);
+}
+
+describe("/metrics gzip output", () => {
+  it("the check for one gzip member refuses members laid end to end", () => {
+    const text = Buffer.from("trueidle_gpu_up 1\n".repeat(1000));
+    expectOneGzipMember(gzipSync(text), text);
+    const twoMembers = Buffer.concat([gzipSync(text.subarray(0, 5000)), gzipSync(text.subarray(5000))]);
+    expect(gunzipSync(twoMembers).equals(text)).toBe(true);
+    expect(() => expectOneGzipMember(twoMembers, text)).toThrow();
+  });
+
+  it("is one gzip member of the rendered text, its trailer the text's CRC-32 and length, every byte counted", async () => {
+    const { gz, text, self } = await gzipRender(1);
+    expectOneGzipMember(gz, text);
+    expect(text.toString("utf8")).toContain('trueidle_gpu_up{host="node-0"');
+    expect(text.toString("utf8").endsWith(PROCESS_TAIL)).toBe(true);
+    expect(self.metricsExpositionBytes).toEqual({ identity: text.length, gzip: gz.length });
+  });
+
+  it("is still one gzip member when the text spans many blocks compressed apart", async () => {
+    const { gz, pieces, text, self } = await gzipRender(25, { gzipBlockBytes: 100_000 });
+    expect(text.length).toBeGreaterThan(500_000);
+    // The header, a piece per block, the trailer.
+    expect(pieces.length).toBeGreaterThanOrEqual(2 + Math.floor(text.length / 200_000));
+    expectOneGzipMember(gz, text);
+    expect(self.metricsExpositionBytes).toEqual({ identity: text.length, gzip: gz.length });
+    // Each block starts with the text before it as its dictionary: about as small as one deflate stream.
+    expect(gz.length).toBeLessThan(gzipSync(text, { level: 1 }).length * 1.05);
+  });
+
+  it("ends with an empty last block where the text ends with a block", async () => {
+    // Every chunk a block of its own: the last block, made at the end, has no text.
+    const { gz, pieces, text, chunks } = await gzipRender(3, { gzipBlockBytes: 1 });
+    expect(chunks).toBeGreaterThan(1);
+    // The header, a block per chunk, the empty last block (a final block of no symbols), the trailer.
+    expect(pieces.length).toBe(chunks + 3);
+    expect([...(pieces.at(-2) as Buffer)]).toEqual([0x03, 0x00]);
+    expectOneGzipMember(gz, text);
+  });
+
+  it("a render stopped between blocks fails its readers, and no block deflated meanwhile is pushed after", async () => {
+    const fleet = new FleetState({ now: () => T0 + 10_000 });
+    // About 25 chunks, each a block: the render is a few blocks ahead of the first one pushed at most.
+    for (let i = 0; i < 400; i++) {
+      fleet.applyWindow(
+        { hostname: `node-${i >> 3}`, labels: {}, windowMs: 10_000 },
+        makeWindow({ uuid: `GPU-${i}`, index: i & 7 }),
+      );
+    }
+    const cache = new MetricsCache({
+      fleet,
+      self: new SelfMetrics(),
+      process: { render: async () => "" },
+      gzipBlockBytes: 1,
+    });
+    const e = cache.exposition();
+    const reader = e.gzip();
+    expect((await reader.next()).done).toBe(false);
+    cache.stop();
+    await expect(
+      (async () => {
+        while (!(await reader.next()).done);
+      })(),
+    ).rejects.toThrow(/stopping/);
+    const pieces = e.chunks.length;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(e.chunks.length).toBe(pieces);
+  });
+
+  it("without the parallel gzip (Node 20 before 20.15), one gzip stream: one member of the same text", async () => {
+    const { gz, text, self } = await gzipRender(25, { parallelGzip: false });
+    expectOneGzipMember(gz, text);
+    expect(self.metricsExpositionBytes).toEqual({ identity: text.length, gzip: gz.length });
   });
 });
