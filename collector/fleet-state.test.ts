@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../common/log.js";
-import { GpuState, RealSource } from "../gen/trueidle/v1/ingest_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { GpuState, OwnerSource, RealSource, type OwnerSchema } from "../gen/trueidle/v1/ingest_pb.js";
 import { FleetState, MAX_COVERED_SPANS, type GpuRecord, type HostInfo } from "./fleet-state.js";
 import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
 
@@ -401,6 +402,62 @@ describe("FleetState", () => {
     expect(rec.observedS).toBe(20);
     const groups = [...fleet.groups()];
     expect(groups.map((g) => g.gpuCount)).toEqual([0, 1]);
+  });
+
+  it("keeps of a window's owners their label fields only, the same objects while they do not change", () => {
+    const fleet = new FleetState({ now: clock().now });
+    const pod = (p: string): MessageInitShape<typeof OwnerSchema> => ({
+      via: OwnerSource.POD_RESOURCES,
+      namespace: "ml-team",
+      pod: p,
+      container: "main",
+      podUid: "0f1e2d3c-0000-4000-8000-000000000001",
+      observedS: 10,
+      heldIdleS: 10,
+    });
+    const proc = { via: OwnerSource.PROCESS, pid: 4242, user: "alice", command: "python train.py", observedS: 10 };
+    const held = (k: number, owners: MessageInitShape<typeof OwnerSchema>[]) =>
+      makeWindow(
+        { uuid: UUID_A, startMs: BigInt(T0 + k * 10_000), freeIdleS: 0, heldIdleS: 10, owners },
+        { state: GpuState.HELD_IDLE, processes: 1 },
+      );
+    fleet.applyWindow(HOST, held(0, [pod("trainer-1"), proc]));
+    const rec = only(fleet);
+    const first = rec.owners;
+    expect(first).toEqual([
+      { namespace: "ml-team", pod: "trainer-1", container: "main", job: "", user: "" },
+      { namespace: "", pod: "", container: "", job: "", user: "alice" },
+    ]);
+    expect(Object.isFrozen(first) && first.every((o) => Object.isFrozen(o))).toBe(true);
+    // The same owners again (other seconds): the record keeps what it has.
+    fleet.applyWindow(HOST, held(1, [pod("trainer-1"), { ...proc, command: "python eval.py" }]));
+    expect(rec.owners).toBe(first);
+    // One owner changes: a new list, the unchanged owner the same object.
+    fleet.applyWindow(HOST, held(2, [pod("trainer-1"), { ...proc, user: "bob" }]));
+    expect(rec.owners).not.toBe(first);
+    expect(rec.owners[0]).toBe(first[0]);
+    expect(rec.owners[1]).toEqual({ namespace: "", pod: "", container: "", job: "", user: "bob" });
+    // An older window filling a gap leaves the newest window's owners alone; a free GPU has none.
+    fleet.applyWindow(HOST, held(10, []));
+    expect(rec.owners).toEqual([]);
+    fleet.applyWindow(HOST, held(5, [pod("trainer-2")]));
+    expect(rec.owners).toEqual([]);
+  });
+
+  it("shares one copy of a driver version and of a label set among the GPUs that have them", () => {
+    const fleet = new FleetState({ now: clock().now });
+    // Each window and Hello arrives with its own copies of the strings.
+    const copy = (s: string): string => Buffer.from(s).toString();
+    const hostB: HostInfo = { ...HOST, hostname: "gpu-node-2", labels: { [copy("site")]: copy("dc1") } };
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, driverVersion: copy("550.54.15") }));
+    fleet.applyWindow(hostB, makeWindow({ uuid: UUID_B, driverVersion: copy("550.54.15") }));
+    const [a, b] = [...fleet.gpus()] as [GpuRecord, GpuRecord];
+    expect(b.driver).toBe(a.driver);
+    expect(b.labels).toBe(a.labels);
+    expect(b.model).toBe(b.group.model);
+    // Another host's labels are its own.
+    fleet.applyWindow({ ...hostB, hostname: "gpu-node-3", labels: { site: "dc2" } }, makeWindow({ uuid: UUID_A }));
+    expect([...fleet.gpus()][2]?.labels).toEqual([["site", "dc2"]]);
   });
 
   it("sweeps on an unref'd timer from start() until stop(), which is safe twice and before start()", async () => {

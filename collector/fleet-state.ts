@@ -39,6 +39,8 @@ import type { Service } from "../common/lifecycle.js";
 import type { Logger } from "../common/log.js";
 import { GPU_STATES, REAL_SOURCES, type GpuState, type RealSource } from "../common/types.js";
 import type { GpuWindow, Owner } from "../gen/trueidle/v1/ingest_pb.js";
+import { OWNER_LABELS } from "../common/owner-fields.js";
+import type { OwnerLabelFields } from "./owner-ledger.js";
 import { COLLECTOR_SETTINGS } from "./settings.js";
 import { DEFAULT_WINDOW_LIMITS } from "./validate.js";
 
@@ -96,9 +98,10 @@ export interface GpuRecord {
   lastStartMs: number;
   /**
    * Time the applied windows cover (agent clock), as flat pairs [from0, to0, from1, to1, ...]:
-   * sorted, disjoint and not adjacent, at most MAX_COVERED_SPANS pairs.
+   * sorted, disjoint and not adjacent, at most MAX_COVERED_SPANS pairs. Replaced, not
+   * grown, when its spans are added or merged, so it holds no spare room.
    */
-  readonly covered: number[];
+  covered: readonly number[];
   /** End of the last span dropped (the oldest then) to keep `covered` bounded; time before it counts as covered. */
   coveredFloorMs: number;
   /** Window length used for staleness: the larger of the host's and the newest window's. */
@@ -116,8 +119,12 @@ export interface GpuRecord {
   powerW: number | undefined;
   powerFloorW: number | undefined;
   memUsedBytes: number | undefined;
-  /** Who held the GPU in its newest window (trueidle_gpu_owner_info and the fleet page, while it is held). */
-  owners: readonly Owner[];
+  /**
+   * Who held the GPU in its newest window (trueidle_gpu_owner_info and the fleet page, while
+   * it is held): each owner's label fields, frozen, and the same objects from window to
+   * window while they do not change.
+   */
+  owners: readonly OwnerLabelFields[];
 
   /** Cache for the renderer; cleared whenever an identity label changes. */
   promLabels: string | undefined;
@@ -160,6 +167,43 @@ export const MAX_COVERED_SPANS = 8;
 /** Proto enum value → state / source; the proto numbers them in the same order as common/types.ts. */
 const STATE_BY_ENUM: readonly (GpuState | undefined)[] = [undefined, ...GPU_STATES];
 const SOURCE_BY_ENUM: readonly (RealSource | undefined)[] = [undefined, ...REAL_SOURCES];
+/** The owners of a window without any: one array shared by every record. */
+const NO_OWNERS: readonly OwnerLabelFields[] = Object.freeze([]);
+/** Distinct driver versions, and host label sets, kept for sharing (see SharedCopies). */
+const MAX_SHARED_DRIVER_VERSIONS = 64;
+const MAX_SHARED_LABEL_SETS = 1_024;
+
+/**
+ * One copy of each of a few values that many records hold: a driver version, a host's
+ * sorted labels. Each window and Hello decodes its own copy of such strings, while a fleet
+ * runs few driver versions and its hosts share few label sets, so the records share one
+ * copy per value instead of holding one each. Past `max` values the table starts over
+ * (records keep the copies they hold), so it stays small however varied the fleet.
+ */
+class SharedCopies<T> {
+  private readonly byKey = new Map<string, T>();
+
+  constructor(private readonly max: number) {}
+
+  get(key: string, make: () => T): T {
+    let v = this.byKey.get(key);
+    if (v === undefined) {
+      if (this.byKey.size >= this.max) this.byKey.clear();
+      v = make();
+      this.byKey.set(key, v);
+    }
+    return v;
+  }
+
+  clear(): void {
+    this.byKey.clear();
+  }
+}
+
+interface SortedLabels {
+  labels: readonly (readonly [string, string])[];
+  labelsKey: string;
+}
 
 export function zeroStates(): Record<GpuState, number> {
   return { unavailable: 0, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 };
@@ -197,16 +241,16 @@ export class FleetState implements Service {
   private lastSeriesLimitLogAt = -Infinity;
   private lastOverlapLogAt = -Infinity;
   private readonly hosts = new Map<string, HostEntry>();
-  private readonly records = new Map<string, GpuRecord>();
+  /** Every live record, in the order they first appeared. */
+  private readonly records = new Set<GpuRecord>();
   private readonly groupMap = new Map<string, FleetGroup>();
   private readonly totals = { observedS: 0, reportedIdleS: 0, stateS: zeroStates() };
   private sweeper: NodeJS.Timeout | undefined;
+  private readonly driverVersions = new SharedCopies<string>(MAX_SHARED_DRIVER_VERSIONS);
+  private readonly labelSets = new SharedCopies<SortedLabels>(MAX_SHARED_LABEL_SETS);
   private changes = 0;
   /** Sorted labels per HostInfo object: a stream passes the same one with every window. */
-  private readonly sortedLabels = new WeakMap<
-    HostInfo,
-    { labels: readonly (readonly [string, string])[]; labelsKey: string }
-  >();
+  private readonly sortedLabels = new WeakMap<HostInfo, SortedLabels>();
 
   constructor(options: FleetStateOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -314,16 +358,16 @@ export class FleetState implements Service {
     rec.powerW = last?.powerW;
     rec.powerFloorW = w.powerFloorW;
     rec.memUsedBytes = last?.memUsedBytes === undefined ? undefined : Number(last.memUsedBytes);
-    rec.owners = w.owners;
+    rec.owners = keptOwners(rec.owners, w.owners);
     return "applied";
   }
 
   /** Removes GPUs without a window for `expireAfterMs`, and empty groups as old. Returns GPUs removed. */
   sweep(now = this.now()): number {
     let removed = 0;
-    for (const [key, rec] of this.records) {
+    for (const rec of this.records) {
       if (now - rec.freshAt <= this.expireAfterMs) continue;
-      this.records.delete(key);
+      this.records.delete(rec);
       leaveGroup(rec.group, now);
       const host = this.hosts.get(rec.host);
       host?.gpus.delete(rec.uuid);
@@ -336,6 +380,10 @@ export class FleetState implements Service {
         this.groupMap.delete(key);
         this.changes++;
       }
+    }
+    if (this.records.size === 0) {
+      this.driverVersions.clear();
+      this.labelSets.clear();
     }
     return removed;
   }
@@ -425,11 +473,13 @@ export class FleetState implements Service {
     return "overlap";
   }
 
-  private sortedLabelsOf(host: HostInfo): { labels: readonly (readonly [string, string])[]; labelsKey: string } {
+  /** The host's labels sorted by key, one copy shared by the hosts with the same labels. */
+  private sortedLabelsOf(host: HostInfo): SortedLabels {
     let sorted = this.sortedLabels.get(host);
     if (!sorted) {
       const labels = Object.entries(host.labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      sorted = { labels, labelsKey: JSON.stringify(labels) };
+      const labelsKey = JSON.stringify(labels);
+      sorted = this.labelSets.get(labelsKey, () => ({ labels, labelsKey }));
       this.sortedLabels.set(host, sorted);
     }
     return sorted;
@@ -480,8 +530,8 @@ export class FleetState implements Service {
       host: hostname,
       uuid: w.uuid,
       index: w.index,
-      model: w.model,
-      driver: w.driverVersion,
+      model: group.model,
+      driver: this.driverVersion(w.driverVersion),
       labels: host.labels,
       group,
       observedS: 0,
@@ -503,12 +553,17 @@ export class FleetState implements Service {
       powerW: undefined,
       powerFloorW: undefined,
       memUsedBytes: undefined,
-      owners: [],
+      owners: NO_OWNERS,
       promLabels: undefined,
     };
     host.gpus.set(w.uuid, rec);
-    this.records.set(JSON.stringify([hostname, w.uuid]), rec);
+    this.records.add(rec);
     return rec;
+  }
+
+  /** The shared copy of a driver version string. */
+  private driverVersion(v: string): string {
+    return this.driverVersions.get(v, () => v);
   }
 
   /** Moves the record to the window's identity; false (nothing changed) when its new group would pass the cap. */
@@ -517,14 +572,14 @@ export class FleetState implements Service {
       const now = this.now();
       const group = this.group(w.model, host.labels, now);
       if (!group) return false;
-      rec.model = w.model;
+      rec.model = group.model;
       rec.labels = host.labels;
       leaveGroup(rec.group, now);
       rec.group = group;
       rec.group.gpuCount++;
     }
     rec.index = w.index;
-    rec.driver = w.driverVersion;
+    if (rec.driver !== w.driverVersion) rec.driver = this.driverVersion(w.driverVersion);
     rec.promLabels = undefined;
     return true;
   }
@@ -548,27 +603,57 @@ function coverageOf(rec: GpuRecord, from: number, to: number): "new" | "covered"
   return "new";
 }
 
-/** Adds [from, to), apart from every span (coverageOf said "new"), merging it with adjacent spans. */
+/**
+ * Adds [from, to), apart from every span (coverageOf said "new"), merging it with adjacent
+ * spans. A span that grows is changed in place (a steady GPU's every window); a span added
+ * or two merged make a new array of the exact length, as growing one in place would
+ * leave it spare room for several more spans.
+ */
 function cover(rec: GpuRecord, from: number, to: number): void {
-  const c = rec.covered;
+  const c = rec.covered as number[];
   let i = c.length;
   while (i >= 2 && (c[i - 2] as number) > from) i -= 2;
   const joinsBefore = i >= 2 && c[i - 1] === from;
   const joinsAfter = i < c.length && c[i] === to;
   if (joinsBefore && joinsAfter) {
-    c[i - 1] = c[i + 1] as number;
-    c.splice(i, 2);
+    // The span before ends where the one after ended.
+    rec.covered = c.slice(0, i - 1).concat(c.slice(i + 1));
   } else if (joinsBefore) {
     c[i - 1] = to;
   } else if (joinsAfter) {
     c[i] = from;
   } else {
-    c.splice(i, 0, from, to);
-    if (c.length > 2 * MAX_COVERED_SPANS) {
-      rec.coveredFloorMs = c[1] as number;
-      c.splice(0, 2);
+    let spans = c.slice(0, i).concat([from, to], c.slice(i));
+    if (spans.length > 2 * MAX_COVERED_SPANS) {
+      rec.coveredFloorMs = spans[1] as number;
+      spans = spans.slice(2);
     }
+    rec.covered = spans;
   }
+}
+
+/**
+ * What a record keeps of a window's owners: their label fields (a decoded Owner message,
+ * with its ids, command and seconds, is many times larger), the record's previous objects
+ * where they are unchanged, as they are from window to window while the GPU has the same
+ * owners.
+ */
+function keptOwners(prev: readonly OwnerLabelFields[], owners: readonly Owner[]): readonly OwnerLabelFields[] {
+  if (owners.length === 0) return NO_OWNERS;
+  if (owners.length === prev.length && owners.every((o, i) => sameLabelFields(prev[i] as OwnerLabelFields, o)))
+    return prev;
+  return Object.freeze(
+    owners.map((o, i) => {
+      const p = prev[i];
+      if (p !== undefined && sameLabelFields(p, o)) return p;
+      return Object.freeze({ namespace: o.namespace, pod: o.pod, container: o.container, job: o.job, user: o.user });
+    }),
+  );
+}
+
+function sameLabelFields(a: OwnerLabelFields, b: OwnerLabelFields): boolean {
+  for (const l of OWNER_LABELS) if (a[l] !== b[l]) return false;
+  return true;
 }
 
 function iso(ms: number): string {

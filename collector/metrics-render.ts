@@ -25,7 +25,7 @@ import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatSeconds, formatValue, labelPairs } from "../common/prom-text.js";
 import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
 import { CONNECTION_REFUSAL_REASONS } from "../common/connection-guard.js";
-import { windowOwnerGroups, type OwnerLedger } from "./owner-ledger.js";
+import { ownerLabelValues, type OwnerLedger } from "./owner-ledger.js";
 import { REJECTION_REASONS } from "./validate.js";
 import type { GpuSeriesMode } from "./settings.js";
 
@@ -199,7 +199,7 @@ export function* renderMetricsChunks(
         ["uuid", rec.uuid],
       ]);
       // Owners that share their labels are one series.
-      for (const { values } of windowOwnerGroups(names, rec.owners))
+      for (const values of ownerLabelValues(names, rec.owners))
         out.buf += `${METRICS.gpuOwnerInfo.name}{${gpu},${ownerPairs(values)}} 1\n`;
       if ((chunk = out.take())) yield chunk;
     }

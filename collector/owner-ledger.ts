@@ -54,6 +54,9 @@ export interface OwnerSeconds {
   realBusyS: number;
 }
 
+/** The fields of an owner that can become labels: what a GPU record keeps of its newest window's owners. */
+export type OwnerLabelFields = Readonly<Pick<Owner, OwnerLabel>>;
+
 /** One window's owners that share the configured label values, merged. */
 export interface WindowOwnerGroup {
   readonly values: readonly string[];
@@ -92,6 +95,28 @@ export function windowOwnerGroups(labels: readonly OwnerLabel[], owners: readonl
     for (const k of STATE_KEYS) s[k] = Math.max(s[k], o[k]);
     s.observedS = s.freeIdleS + s.heldIdleS + s.busyPhantomS + s.activeS + s.unavailableS;
     for (const k of REPORTED_KEYS) s[k] = Math.min(s.observedS, Math.max(s[k], o[k]));
+  }
+  return out;
+}
+
+/**
+ * The distinct values of `labels` among `owners`, in first-seen order; owners with none of
+ * the fields are left out. The `values` of windowOwnerGroups, without the seconds.
+ */
+export function ownerLabelValues(
+  labels: readonly OwnerLabel[],
+  owners: readonly OwnerLabelFields[],
+): (readonly string[])[] {
+  if (labels.length === 0 || owners.length === 0) return [];
+  const out: (readonly string[])[] = [];
+  const keys: string[] = [];
+  for (const o of owners) {
+    const values = labels.map((l) => o[l]);
+    if (values.every((v) => v === "")) continue;
+    const key = values.join("\u0000");
+    if (keys.includes(key)) continue;
+    keys.push(key);
+    out.push(values);
   }
   return out;
 }
@@ -137,7 +162,7 @@ export class OwnerLedger {
   }
 
   /** The values of the configured labels for owner `o`; undefined when it has none of them. */
-  ownerValues(o: Owner): readonly string[] | undefined {
+  ownerValues(o: OwnerLabelFields): readonly string[] | undefined {
     const values = this.labels.map((l) => o[l]);
     return values.every((v) => v === "") ? undefined : values;
   }

@@ -20,13 +20,14 @@ export function escapeHelp(text: string): string {
   return text.replace(/[\\\n]/g, (c) => (c === "\n" ? "\\n" : "\\\\"));
 }
 
-/** `k1="v1",k2="v2"` from pairs whose keys are valid label names; no braces. */
+/**
+ * `k1="v1",k2="v2"` from pairs whose keys are valid label names; no braces. One flat
+ * string (joined, not a chain of concatenations), as callers cache it per series.
+ */
 export function labelPairs(pairs: Iterable<readonly [string, string]>): string {
-  let out = "";
-  for (const [k, v] of pairs) {
-    out += `${out ? "," : ""}${k}="${escapeLabelValue(v)}"`;
-  }
-  return out;
+  const parts: string[] = [];
+  for (const [k, v] of pairs) parts.push(`${k}="${escapeLabelValue(v)}"`);
+  return parts.join(",");
 }
 
 /** A sample value as Go's strconv.ParseFloat reads it, with Prometheus' spellings of the specials. */
