@@ -22,14 +22,12 @@
  * the collector did not stop cleanly. A benchmark, not a test: nothing fails on time.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import * as http from "node:http";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { gunzipSync } from "node:zlib";
 import * as grpc from "@grpc/grpc-js";
 import { MEASUREMENT_OWNER_WINDOW, MEASUREMENT_WINDOW, RP_WINDOW } from "../collector/influx/schema.js";
 import { formatDuration, parseDuration } from "../common/duration.js";
@@ -47,6 +45,7 @@ import { freePort } from "../test/helpers/ports.js";
 import { environment, median, textTable } from "./harness.js";
 import { summariseCpuProfile } from "./loadgen-profile.js";
 import { LoadTotals, SimHost } from "./loadgen-host.js";
+import { scrapeInWorker } from "./loadgen-scrape.mjs";
 import { parseLabelSpread, simHost, WindowTemplates } from "./loadgen-windows.js";
 
 const MiB = 2 ** 20;
@@ -121,81 +120,32 @@ function percentile(xs: readonly number[], p: number): number {
 }
 
 /**
- * CPU the generator spent reading /metrics (gunzip, decode, scanning for a few series): the
- * measuring, not the load, so it is left out of the generator's CPU.
+ * CPU the generator's scrape worker spent reading /metrics (gunzip, decode, scanning for a
+ * few series): the measuring, not the load, so it is left out of the generator's CPU.
  */
 let measuringUs = 0;
-function measuring<T>(fn: () => T): T {
-  const before = process.cpuUsage();
-  try {
-    return fn();
-  } finally {
-    const d = process.cpuUsage(before);
-    measuringUs += d.user + d.system;
-  }
-}
 /** The generator's CPU so far, µs, less its measuring. */
 const generatorUs = (): number => {
   const c = process.cpuUsage(cpu0);
   return c.user + c.system - measuringUs;
 };
 
-/** A /metrics scrape: time to the last byte, bytes on the wire and decoded, and the text. */
+/** A /metrics scrape: time to the last byte, bytes on the wire and decoded. */
 interface Scrape {
   atS: number;
   ms: number;
   wireBytes: number;
   bytes: number;
   gzip: boolean;
-  text: string;
 }
 
-function scrape(url: string, t0: number): Promise<Scrape> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const req = http.get(url, { headers: { "accept-encoding": "gzip" }, timeout: 120_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
-      res.on("end", () => {
-        const ms = performance.now() - started;
-        if (res.statusCode !== 200) {
-          reject(new Error(`GET ${url} answered ${res.statusCode}`));
-          return;
-        }
-        const wire = Buffer.concat(chunks);
-        const gzip = res.headers["content-encoding"] === "gzip";
-        const body = measuring(() => (gzip ? gunzipSync(wire) : wire));
-        const text = measuring(() => body.toString("utf8"));
-        resolve({
-          atS: Math.round((Date.now() - t0) / 1000),
-          ms,
-          wireBytes: wire.length,
-          bytes: body.length,
-          gzip,
-          text,
-        });
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`GET ${url} took over 120 s`)));
-    req.on("error", reject);
-  });
-}
-
-/** Sum of the unlabelled or labelled samples of `name` in an exposition, without parsing all of it. */
-function metricSum(text: string, name: string): number | undefined {
-  let sum: number | undefined;
-  for (let at = text.indexOf(name); at >= 0; at = text.indexOf(name, at + name.length)) {
-    if (at > 0 && text[at - 1] !== "\n") continue;
-    const next = text[at + name.length];
-    if (next !== " " && next !== "{") continue;
-    const eol = text.indexOf("\n", at);
-    const line = text.slice(at, eol < 0 ? undefined : eol);
-    const value = Number(line.slice(line.lastIndexOf(" ") + 1));
-    if (Number.isFinite(value)) sum = (sum ?? 0) + value;
-  }
-  return sum;
-}
+/** What the generator reads of the collector's /metrics (bench/loadgen-scrape.mjs sums them off its event loop). */
+const SCRAPED = [
+  "trueidle_influx_points_written_total",
+  "trueidle_spool_bytes",
+  "process_cpu_seconds_total",
+  "process_resident_memory_bytes",
+] as const;
 
 /** A child process of ours by its command name (the private influxd), for its CPU. */
 function childByComm(comm: string): number | undefined {
@@ -407,9 +357,9 @@ const timeoutTimer = setInterval(() => {
 // ---- sampling ---------------------------------------------------------------------------
 
 const samples: Sample[] = [];
-const scrapes: Array<Omit<Scrape, "text"> & { spoolBytes?: number | undefined; backlogPoints?: number | undefined }> =
-  [];
-let lastScrapeText: string | undefined;
+const scrapes: Array<Scrape & { spoolBytes?: number | undefined; backlogPoints?: number | undefined }> = [];
+/** The sums of SCRAPED in the last scrape. */
+let lastScraped: Record<string, number | undefined> | undefined;
 let prev = {
   at: Date.now(),
   acked: 0,
@@ -423,20 +373,22 @@ let prev = {
 async function scrapeNow(): Promise<void> {
   if (!metricsUrl) return;
   try {
-    const s = await scrape(metricsUrl, t0);
-    lastScrapeText = s.text;
-    const written = measuring(() => metricSum(s.text, "trueidle_influx_points_written_total"));
+    const s = await scrapeInWorker(metricsUrl, SCRAPED);
+    measuringUs += s.cpuUs;
+    lastScraped = s.sums;
+    const written = s.sums["trueidle_influx_points_written_total"];
     scrapes.push({
-      atS: s.atS,
+      atS: Math.round((Date.now() - t0) / 1000),
       ms: s.ms,
       wireBytes: s.wireBytes,
       bytes: s.bytes,
       gzip: s.gzip,
-      spoolBytes: measuring(() => metricSum(s.text, "trueidle_spool_bytes")),
+      spoolBytes: s.sums["trueidle_spool_bytes"],
       backlogPoints:
         influxCheck && written !== undefined ? totals.windowsAcked + totals.ownedAcked - written : undefined,
     });
   } catch (err) {
+    measuringUs += (err as { cpuUs?: number }).cpuUs ?? 0;
     say(`  /metrics scrape failed: ${errorMessage(err)}`);
   }
 }
@@ -450,8 +402,7 @@ function sample(): Sample {
   let collectorCores: number | undefined;
   if (collectorNs !== undefined && prev.collectorNs !== undefined)
     collectorCores = (collectorNs - prev.collectorNs) / 1e9 / dt;
-  const text = lastScrapeText;
-  const collectorCpuS = text ? measuring(() => metricSum(text, "process_cpu_seconds_total")) : undefined;
+  const collectorCpuS = lastScraped?.["process_cpu_seconds_total"];
   const s: Sample = {
     atS: Math.round((now - t0) / 1000),
     acked: totals.windowsAcked,
@@ -464,9 +415,7 @@ function sample(): Sample {
     generatorCores: (genUs - prev.genUs) / 1e6 / dt,
     collectorRssBytes: collectorPid
       ? (readProcessCpu([collectorPid])[0]?.rssKiB ?? 0) * 1024
-      : text
-        ? measuring(() => metricSum(text, "process_resident_memory_bytes"))
-        : undefined,
+      : lastScraped?.["process_resident_memory_bytes"],
     loadavg1: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
   };
   const recent = totals.ackLatencyMs.slice(prev.latencies);
@@ -524,7 +473,7 @@ try {
   // One window of warm-up: every host's first cohort sent, so the steady span starts with streams open.
   await sleep(windowMs);
   await scrapeNow();
-  const startCpuS = lastScrapeText ? metricSum(lastScrapeText, "process_cpu_seconds_total") : undefined;
+  const startCpuS = lastScraped?.["process_cpu_seconds_total"];
   sample();
   steady = {
     atMs: Date.now(),
@@ -563,7 +512,7 @@ try {
     atMs: Date.now(),
     acked: totals.windowsAcked,
     collectorNs: cpuNs(collectorPid),
-    cpuS: lastScrapeText ? metricSum(lastScrapeText, "process_cpu_seconds_total") : undefined,
+    cpuS: lastScraped?.["process_cpu_seconds_total"],
     genUs: generatorUs(),
   };
 
