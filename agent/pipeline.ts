@@ -246,6 +246,8 @@ export class SamplePipeline {
     rec.realBusyS += c.real * dt;
     if (r.model && c.state !== "unavailable") rec.model = r.model;
     if (r.driverVersion) rec.driverVersion = r.driverVersion;
+    if (r.parentUuid) rec.parentUuid = r.parentUuid;
+    if (r.migProfile) rec.migProfile = r.migProfile;
     rec.index = r.index;
     if (r.powerW !== undefined) {
       w.powerSum += r.powerW;

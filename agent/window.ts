@@ -50,6 +50,9 @@ export interface GpuWindowRecord {
   index: number;
   model: string;
   driverVersion: string;
+  /** A MIG instance's board uuid and profile (GpuReading); absent for a whole GPU. */
+  parentUuid?: string | undefined;
+  migProfile?: string | undefined;
   startMs: number;
   durationMs: number;
   observedS: number;

@@ -84,6 +84,9 @@ export interface GpuRecord {
   index: number;
   model: string;
   driver: string;
+  /** A MIG instance: its board's uuid and its profile; "" for a whole GPU. */
+  parentUuid: string;
+  migProfile: string;
   /** The host's configured labels, sorted by key. */
   labels: readonly (readonly [string, string])[];
   group: FleetGroup;
@@ -320,7 +323,9 @@ export class FleetState implements Service {
         rec.model !== w.model ||
         rec.labels !== hostEntry.labels ||
         rec.index !== w.index ||
-        rec.driver !== w.driverVersion
+        rec.driver !== w.driverVersion ||
+        rec.parentUuid !== w.parentUuid ||
+        rec.migProfile !== w.migProfile
       ) {
         if (!this.relabel(rec, hostEntry, w)) return this.seriesLimit(host, w, now, "roll-up groups");
       }
@@ -532,6 +537,8 @@ export class FleetState implements Service {
       index: w.index,
       model: group.model,
       driver: this.driverVersion(w.driverVersion),
+      parentUuid: w.parentUuid,
+      migProfile: w.migProfile,
       labels: host.labels,
       group,
       observedS: 0,
@@ -580,6 +587,8 @@ export class FleetState implements Service {
     }
     rec.index = w.index;
     if (rec.driver !== w.driverVersion) rec.driver = this.driverVersion(w.driverVersion);
+    rec.parentUuid = w.parentUuid;
+    rec.migProfile = w.migProfile;
     rec.promLabels = undefined;
     return true;
   }

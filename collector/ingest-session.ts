@@ -281,7 +281,7 @@ export class IngestSession implements RegisteredStream {
         rejections.push(rejection);
         continue;
       }
-      const overBudget = gpuLabelProblem(w.index, w.uuid, w.model, w.driverVersion);
+      const overBudget = gpuLabelProblem(w.index, w.uuid, w.model, w.driverVersion, w.parentUuid, w.migProfile);
       if (overBudget) {
         rejections.push({ index: i, reason: "too_large", field: `windows[${i}].${overBudget}` });
         continue;

@@ -211,6 +211,31 @@ describe("renderMetrics", () => {
     expect(text).not.toMatch(/\d\.\d{7,}/);
   });
 
+  it("labels a MIG instance's series with its board and profile, and drops them when it becomes a whole GPU", () => {
+    let t = T0;
+    const fleet = new FleetState({ now: () => t });
+    const node = { hostname: "n", labels: { site: "dc1" }, windowMs: 10_000 };
+    fleet.applyWindow(node, makeWindow({ uuid: "MIG-1", parentUuid: "GPU-0", migProfile: "3g.40gb" }));
+    fleet.applyWindow(node, makeWindow({ uuid: "GPU-2", index: 1 }));
+    let text = renderMetricsText(fleet, new SelfMetrics());
+    expect(text).toMatch(
+      /^trueidle_gpu_observed_seconds_total\{host="n",gpu="0",uuid="MIG-1",model="[^"]+",parent_uuid="GPU-0",mig_profile="3g.40gb",site="dc1"\} 10$/m,
+    );
+    expect(text).toMatch(
+      /^trueidle_gpu_observed_seconds_total\{host="n",gpu="1",uuid="GPU-2",model="[^"]+",site="dc1"\} 10$/m,
+    );
+    // Its profile changed (the instance was re-created with another): the labels follow the newest window.
+    t += 10_000;
+    fleet.applyWindow(
+      node,
+      makeWindow({ uuid: "MIG-1", parentUuid: "GPU-0", migProfile: "1g.10gb", startMs: BigInt(T0 + 10_000) }),
+    );
+    text = renderMetricsText(fleet, new SelfMetrics());
+    expect(text).toContain('uuid="MIG-1",model=');
+    expect(text).toMatch(/mig_profile="1g.10gb"/);
+    expect(text).not.toMatch(/mig_profile="3g.40gb"/);
+  });
+
   it("appends the process metrics' text once, after the collector's families", () => {
     const { fleet, self } = goldenFleet();
     const tail =

@@ -61,13 +61,15 @@ const STATE_SUFFIX: Record<GpuState, string> = Object.fromEntries(
 
 function gpuLabels(rec: GpuRecord): string {
   if (rec.promLabels === undefined) {
-    rec.promLabels = labelPairs([
+    const pairs: Array<readonly [string, string]> = [
       ["host", rec.host],
       ["gpu", String(rec.index)],
       ["uuid", rec.uuid],
       ["model", rec.model],
-      ...rec.labels,
-    ]);
+    ];
+    // A MIG instance is a GPU of its own, with its board and profile beside its identity.
+    if (rec.parentUuid !== "") pairs.push(["parent_uuid", rec.parentUuid], ["mig_profile", rec.migProfile]);
+    rec.promLabels = labelPairs([...pairs, ...rec.labels]);
   }
   return rec.promLabels;
 }

@@ -14,7 +14,7 @@ import { labelPairs } from "../common/prom-text.js";
 
 /** The host's part of every per-GPU series' labels: `host="…"` and the configured labels. */
 export const HOST_LABEL_BYTES = 640;
-/** The GPU's part: `gpu="…",uuid="…",model="…"` and `driver="…"`. */
+/** The GPU's part: `gpu="…",uuid="…",model="…"`, `driver="…"` and a MIG instance's `parent_uuid` and `mig_profile`. */
 export const GPU_LABEL_BYTES = 384;
 
 /** Bytes of `k="v",…` as the exposition renders it (escapes included). */
@@ -34,25 +34,38 @@ export function hostLabelProblem(hostname: string, labels: Readonly<Record<strin
 
 /**
  * The field of a window whose identity is over the GPU's budget (the longest of uuid,
- * model and driver_version), or undefined. Allocation-free for every window that is
- * plainly within it: UTF-16 length × 3 bounds the UTF-8 bytes of a BMP character and its
- * escape (a backslash doubles one byte at most).
+ * model, driver_version and, for a MIG instance, parent_uuid and mig_profile), or
+ * undefined. Allocation-free for every window that is plainly within it: UTF-16 length × 3
+ * bounds the UTF-8 bytes of a BMP character and its escape (a backslash doubles one byte at
+ * most).
  */
 export function gpuLabelProblem(
   index: number,
   uuid: string,
   model: string,
   driver: string,
-): "uuid" | "model" | "driver_version" | undefined {
-  const quick = 3 * (uuid.length + model.length + driver.length) + 40;
+  parentUuid = "",
+  migProfile = "",
+): "uuid" | "model" | "driver_version" | "parent_uuid" | "mig_profile" | undefined {
+  const quick = 3 * (uuid.length + model.length + driver.length + parentUuid.length + migProfile.length) + 80;
   if (quick <= GPU_LABEL_BYTES) return undefined;
-  const bytes = renderedBytes([
+  const pairs: Array<readonly [string, string]> = [
     ["gpu", String(index)],
     ["uuid", uuid],
     ["model", model],
     ["driver", driver],
-  ]);
+  ];
+  if (parentUuid !== "") pairs.push(["parent_uuid", parentUuid], ["mig_profile", migProfile]);
+  const bytes = renderedBytes(pairs);
   if (bytes <= GPU_LABEL_BYTES) return undefined;
-  if (uuid.length >= model.length && uuid.length >= driver.length) return "uuid";
-  return model.length >= driver.length ? "model" : "driver_version";
+  const fields = [
+    ["uuid", uuid.length],
+    ["model", model.length],
+    ["driver_version", driver.length],
+    ["parent_uuid", parentUuid.length],
+    ["mig_profile", migProfile.length],
+  ] as const;
+  let longest: (typeof fields)[number] = fields[0];
+  for (const f of fields) if (f[1] > longest[1]) longest = f;
+  return longest[0];
 }

@@ -227,8 +227,38 @@ describe("validateWindow", () => {
     ).toBeUndefined();
   });
 
+  it("accepts a MIG instance: its MIG uuid, its board's uuid and a profile as NVIDIA names them", () => {
+    for (const migProfile of ["1g.10gb", "3g.40gb", "1g.10gb+me", "1c.3g.40gb", "7g.80gb"])
+      expect(
+        validateWindow(
+          makeWindow({ uuid: "MIG-8b5a9a5e-0000-0000-0000-000000000001", parentUuid: "GPU-1", migProfile }),
+          0,
+          DEFAULT_WINDOW_LIMITS,
+          NOW,
+        ),
+      ).toBeUndefined();
+  });
+
   const cases: [string, WindowInit, LastInit, RejectionReason, string][] = [
     ["empty uuid", { uuid: "" }, {}, "bad_uuid", "uuid"],
+    ["MIG profile without the board's uuid", { migProfile: "1g.10gb" }, {}, "inconsistent", "parent_uuid"],
+    [
+      "MIG instance whose board is itself",
+      { parentUuid: "GPU-1", uuid: "GPU-1", migProfile: "1g.10gb" },
+      {},
+      "bad_uuid",
+      "parent_uuid",
+    ],
+    ["MIG board uuid with a newline", { parentUuid: "GPU-1\n", migProfile: "1g.10gb" }, {}, "bad_uuid", "parent_uuid"],
+    ["MIG instance without a profile", { parentUuid: "GPU-9" }, {}, "bad_string", "mig_profile"],
+    ["MIG profile with a space", { parentUuid: "GPU-9", migProfile: "3g 40gb" }, {}, "bad_string", "mig_profile"],
+    [
+      "MIG profile over 48 characters",
+      { parentUuid: "GPU-9", migProfile: "g".repeat(49) },
+      {},
+      "bad_string",
+      "mig_profile",
+    ],
     ["uuid over 128 characters", { uuid: "G".repeat(129) }, {}, "bad_uuid", "uuid"],
     ["uuid with a newline", { uuid: "GPU-1\n" }, {}, "bad_uuid", "uuid"],
     ["model over 256 characters", { model: "m".repeat(257) }, {}, "bad_string", "model"],

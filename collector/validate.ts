@@ -78,6 +78,8 @@ export const MAX_PID = 4_194_304;
 export const MAX_IDLE_STREAK_S = 10 * 365 * 86_400;
 
 const MAX_UUID_LENGTH = 128;
+/** A MIG profile as NVIDIA names them ("1g.10gb", "1g.10gb+me", "1c.3g.40gb"), at most 48 characters. */
+const MIG_PROFILE_RE = /^[0-9A-Za-z][0-9A-Za-z.+_-]{0,47}$/;
 const MAX_MODEL_LENGTH = 256;
 const MAX_DRIVER_LENGTH = 64;
 const MAX_HOSTNAME_LENGTH = 255;
@@ -176,6 +178,13 @@ export function validateWindow(
   if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false))
     return reject(index, "bad_string", "driver_version");
   if (w.index > MAX_GPU_INDEX) return reject(index, "bad_number", "index");
+  if (w.parentUuid !== "" || w.migProfile !== "") {
+    // A MIG instance: both set, its board's uuid not its own, a profile as NVIDIA writes them.
+    if (w.parentUuid.length > MAX_UUID_LENGTH || UNSAFE_TEXT_RE.test(w.parentUuid) || w.parentUuid === w.uuid)
+      return reject(index, "bad_uuid", "parent_uuid");
+    if (w.parentUuid === "") return reject(index, "inconsistent", "parent_uuid");
+    if (!MIG_PROFILE_RE.test(w.migProfile)) return reject(index, "bad_string", "mig_profile");
+  }
 
   if (w.durationMs < MIN_WINDOW_MS || w.durationMs > MAX_WINDOW_MS) return reject(index, "bad_duration", "duration_ms");
   // Unix milliseconds are exact in a double for the next 280,000 years.

@@ -67,6 +67,10 @@ export interface GpuReading {
   uuid: string;
   index: number;
   model: string;
+  /** A MIG instance: the uuid of its board ("GPU-…"); uuid is then the instance's "MIG-…". */
+  parentUuid?: string | undefined;
+  /** A MIG instance's profile, for example "3g.40gb". */
+  migProfile?: string | undefined;
   busId?: string | undefined;
   driverVersion?: string | undefined;
   /** utilization.gpu, 0–100. */

@@ -145,6 +145,8 @@ export function encodeWindow(w: GpuWindowRecord): Buffer {
     out.implicitDouble(34, w.heldByS.allocation);
   }
   for (const o of sentOwners(w)) out.message(35, (m) => writeOwner(m, o));
+  out.implicitString(36, w.parentUuid ?? "");
+  out.implicitString(37, w.migProfile ?? "");
   return out.bytes();
 }
 

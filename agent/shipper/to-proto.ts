@@ -54,6 +54,8 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
     index: w.index,
     model: w.model,
     driverVersion: w.driverVersion,
+    parentUuid: w.parentUuid ?? "",
+    migProfile: w.migProfile ?? "",
     startMs: BigInt(w.startMs),
     durationMs: w.durationMs,
     observedS: w.observedS,

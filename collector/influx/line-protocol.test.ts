@@ -31,6 +31,23 @@ describe("windowToLine", () => {
     expect(line).toContain(`reported_busy_s=${0.1 + 0.2}`);
   });
 
+  it("tags a MIG instance with its board's uuid and its profile, in key order; a whole GPU has neither", () => {
+    const line = windowToLine(
+      "h",
+      { site: "dc1" },
+      makeWindow({ uuid: "MIG-1", parentUuid: "GPU-0", migProfile: "3g.40gb", model: "NVIDIA H100" }),
+    );
+    expect(line.slice(0, line.indexOf(" observed_s="))).toBe(
+      "gpu_window,gpu=0,host=h,mig_profile=3g.40gb,model=NVIDIA\\ H100,parent_uuid=GPU-0,site=dc1,uuid=MIG-1",
+    );
+    // Cached per identity: the same encoder gives the whole GPU no MIG tags after an instance.
+    const enc = new HostLineEncoder("h", {});
+    expect(enc.line(makeWindow({ uuid: "MIG-1", parentUuid: "GPU-0", migProfile: "1g.10gb" }))).toContain(
+      "mig_profile=1g.10gb",
+    );
+    expect(enc.line(makeWindow({ uuid: "MIG-1" }))).not.toMatch(/mig_profile|parent_uuid/);
+  });
+
   it("omits an empty model tag (InfluxDB reads a missing tag as empty)", () => {
     expect(windowToLine("h", {}, makeWindow({ model: "" }))).not.toContain("model=");
   });

@@ -4,7 +4,8 @@
  *
  *   gpu_window,gpu=0,host=h1,model=NVIDIA\ H100,site=dc1,uuid=GPU-… observed_s=10,…,processes_max=1i 1709251200000
  *
- * Tags: `host`, `gpu` (index), `uuid`, `model` and the host's configured labels, sorted by
+ * Tags: `host`, `gpu` (index), `uuid`, `model`, for a MIG instance `parent_uuid` and
+ * `mig_profile`, and the host's configured labels, sorted by
  * key (InfluxDB's own order, so it need not sort them). Fields as DESIGN.md names them;
  * `mem_used_max_bytes` and `processes_max` are integers (`i`), the rest floats. A value
  * the agent did not have (no power reading) omits its field; it is never written as 0.
@@ -62,7 +63,7 @@ function checkedTag(key: string, value: string): string {
 }
 
 /** Tags of one GPU that come from the window itself. */
-const GPU_TAG_KEYS = ["gpu", "uuid", "model"] as const;
+const GPU_TAG_KEYS = ["gpu", "uuid", "model", "parent_uuid", "mig_profile"] as const;
 
 /**
  * Encodes the windows of one host (one agent stream). The host's tags are checked and
@@ -141,11 +142,16 @@ export class HostLineEncoder {
       ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`],
     ];
     if (w.model !== "") tags.push(["model", `model=${checkedTag("model", w.model)}`]);
+    // A MIG instance: its board and profile, so the report groups and joins by them.
+    if (w.parentUuid !== "") {
+      tags.push(["parent_uuid", `parent_uuid=${checkedTag("parent_uuid", w.parentUuid)}`]);
+      tags.push(["mig_profile", `mig_profile=${checkedTag("mig_profile", w.migProfile)}`]);
+    }
     return tags;
   }
 
   private seriesKey(w: GpuWindow): string {
-    const cacheKey = `${w.index}\u0000${w.uuid}\u0000${w.model}`;
+    const cacheKey = `${w.index}\u0000${w.uuid}\u0000${w.model}\u0000${w.parentUuid}\u0000${w.migProfile}`;
     const hit = this.cache.get(cacheKey);
     if (hit !== undefined) return hit;
     const key = seriesOf(MEASUREMENT_WINDOW, this.gpuTags(w));
