@@ -26,6 +26,7 @@ import {
   nextBaseline,
   type Classification,
   type GpuBaseline,
+  reportedUtil,
 } from "./model/idle-model.js";
 import { ownerKey } from "./owners/allocations.js";
 import {
@@ -242,7 +243,8 @@ export class SamplePipeline {
     rec.observedS += dt;
     rec.stateS[c.state] += dt;
     if (c.reportedIdle) rec.reportedIdleS += dt;
-    if (r.util !== undefined && c.state !== "unavailable") rec.reportedBusyS += (r.util / 100) * dt;
+    const util = reportedUtil(r, c);
+    if (util !== undefined) rec.reportedBusyS += (util / 100) * dt;
     rec.realBusyS += c.real * dt;
     if (r.model && c.state !== "unavailable") rec.model = r.model;
     if (r.driverVersion) rec.driverVersion = r.driverVersion;
@@ -354,7 +356,8 @@ export const MAX_TRACKED_OWNERS = 16;
 function trackOwners(w: OpenWindow, r: GpuReading, c: Classification, dt: number): void {
   const now = w.samples;
   const state = c.state;
-  const reportedBusy = r.util !== undefined && state !== "unavailable" ? (r.util / 100) * dt : 0;
+  const util = reportedUtil(r, c);
+  const reportedBusy = util !== undefined ? (util / 100) * dt : 0;
   const add = (o: GpuOwner): void => {
     const key = ownerKey(o);
     let e = w.owners.get(key);

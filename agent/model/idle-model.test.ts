@@ -22,6 +22,7 @@ import {
   nextBaseline,
   powerFloor,
   powerFraction,
+  reportedUtil,
   type GpuBaseline,
 } from "./idle-model.js";
 
@@ -450,5 +451,53 @@ describe("idleStreakSeconds", () => {
       streaks.push(idleStreakSeconds(b, c.state, t));
     }
     expect(streaks).toEqual([0, 0, 1, 2, 3]);
+  });
+});
+
+describe("a MIG instance: no utilization.gpu, so reported follows whether it is taken", () => {
+  /** A 3g.40gb instance of an H100: no util, no power of its own, GPM SM activity per instance. */
+  const mig = (over: Partial<GpuReading> = {}): GpuReading =>
+    h100({
+      uuid: "MIG-1",
+      parentUuid: "GPU-0",
+      migProfile: "3g.40gb",
+      util: undefined,
+      powerW: undefined,
+      powerLimitW: undefined,
+      smActive: 0,
+      ...over,
+    });
+  const base: GpuBaseline = {};
+
+  it("held by a process and doing nothing: held_idle, reported busy (as schedulers and nvidia-smi show it)", () => {
+    const c = classify(mig({ smActive: 0.01 }), base, T);
+    expect(c).toMatchObject({ state: "held_idle", source: "sm_active", reportedIdle: false });
+    expect(reportedUtil(mig({ smActive: 0.01 }), c)).toBe(100);
+  });
+
+  it("free: free_idle and reported idle", () => {
+    const r = mig({ processes: [], memUsedBytes: 0 });
+    const c = classify(r, base, T);
+    expect(c).toMatchObject({ state: "free_idle", reportedIdle: true });
+    expect(reportedUtil(r, c)).toBe(0);
+  });
+
+  it("running: active from its own SM activity, never busy_phantom", () => {
+    expect(classify(mig({ smActive: R }), base, T).state).toBe("active");
+    expect(classify(mig({ smActive: R / 2 }), base, T).state).toBe("held_idle");
+  });
+
+  it("unavailable: neither reported idle nor busy", () => {
+    const r = mig({ error: "GPU is lost" });
+    const c = classify(r, base, T);
+    expect(c).toMatchObject({ state: "unavailable", reportedIdle: false });
+    expect(reportedUtil(r, c)).toBeUndefined();
+  });
+
+  it("leaves a whole GPU without utilization as before: not reported idle, no reported busy", () => {
+    const r = h100({ util: undefined, processes: [], memUsedBytes: 0 });
+    const c = classify(r, base, T);
+    expect(c).toMatchObject({ state: "free_idle", reportedIdle: false });
+    expect(reportedUtil(r, c)).toBeUndefined();
   });
 });

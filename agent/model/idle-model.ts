@@ -107,10 +107,33 @@ function unknownHeld(reading: GpuReading): boolean {
   return reading.processes === undefined && reading.memUsedBytes === undefined;
 }
 
+/**
+ * A MIG instance without utilization.gpu — NVML and nvidia-smi give none per instance.
+ * What the usual tools show for such an instance is whether it is taken: a scheduler counts
+ * the slice as used while it is allocated, nvidia-smi lists its processes, and its
+ * utilization reads N/A. So trueidle's "reported" figures for it follow that: reported idle
+ * while it is free, reported busy (as if at 100 %) while it is held, whatever it does. Its
+ * state still comes from what it really does (GPM SM activity per instance); with no
+ * utilization it is never busy_phantom, and a held instance doing nothing is held_idle.
+ */
+export function isMigWithoutUtil(reading: GpuReading): boolean {
+  return reading.parentUuid !== undefined && reading.util === undefined;
+}
+
+/**
+ * The utilization the usual tools show, %, for reported_busy_s (Σ util·dt): utilization.gpu,
+ * or for a MIG instance without it, 100 while held and 0 while free (isMigWithoutUtil).
+ */
+export function reportedUtil(reading: GpuReading, c: Classification): number | undefined {
+  if (c.state === "unavailable") return undefined;
+  if (isMigWithoutUtil(reading)) return c.held ? 100 : 0;
+  return reading.util;
+}
+
 /** Classifies one reading. Pure: same inputs, same answer. */
 export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): Classification {
   const util = reading.util;
-  const reportedIdle = util !== undefined && util < thresholds.utilBusyPercent;
+  let reportedIdle = util !== undefined && util < thresholds.utilBusyPercent;
   const floorW = powerFloor(reading, baseline);
   const powerFrac = powerFraction(reading.powerW, floorW, reading.powerLimitW);
 
@@ -129,6 +152,8 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
   }
   const heldBy = heldByMask(reading, baseline, thresholds);
   const held = heldBy !== 0 || unknownHeld(reading);
+  // A MIG instance has no utilization.gpu: the usual tools show it in use while it is held.
+  if (isMigWithoutUtil(reading)) reportedIdle = !held;
   if (!held) return { state: "free_idle", real: 0, source: "none", held, heldBy, floorW, powerFrac, reportedIdle };
 
   let compute: number | undefined;
