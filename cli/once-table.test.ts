@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SamplePipeline } from "../agent/pipeline.js";
-import { readingsAt } from "../agent/sim/evaluate.js";
+import { readingsAt, sourceReadingsAt } from "../agent/sim/evaluate.js";
 import { parseScenario } from "../agent/sim/scenario.js";
 import { DEFAULT_THRESHOLDS, type GpuReading } from "../common/types.js";
 import { renderOnceTable } from "./once-table.js";
@@ -48,6 +48,33 @@ describe("renderOnceTable", () => {
     const processes = [1, 5, 3, 2, 4].map((g) => ({ pid: g, name: `p${g}`, usedMemoryBytes: g * 1024 ** 3 }));
     const text = tableOf([{ ...base, memUsedBytes: 15 * 1024 ** 3, processes }]);
     expect(text).toContain("GPU 0 holders: p5 (pid 5) 5.0 GiB; p4 (pid 4) 4.0 GiB; p3 (pid 3) 3.0 GiB; 2 more\n");
+  });
+});
+
+describe("renderOnceTable: MIG", () => {
+  it("shows each instance as a GPU of its own, named by board and profile, reported by whether it is held", () => {
+    const scenario = parseScenario({
+      gpus: [
+        {
+          model: "NVIDIA H100 80GB HBM3",
+          phases: [{ for: "1h", powerW: 190 }],
+          mig: [
+            { profile: "3g.40gb", gi: 2, phases: [{ for: "1h", state: "active" }] },
+            { profile: "1g.10gb", gi: 9, phases: [{ for: "1h", state: "free_idle" }] },
+          ],
+        },
+        { phases: [{ for: "1h", state: "held_idle" }] },
+      ],
+    });
+    const text = tableOf(sourceReadingsAt(scenario, T0));
+    const lines = text.split("\n");
+    expect(lines.find((l) => l.startsWith("0 3g.40gb "))).toMatch(/ busy \(held\) +72% +72% sm_active +active +n\/a /);
+    expect(lines.find((l) => l.startsWith("0 1g.10gb "))).toMatch(/ idle \(free\) +0% +0% none +free_idle /);
+    expect(lines.find((l) => l.startsWith("1 "))).toMatch(/ 0% idle +n\/a .* held_idle /);
+    expect(lines.some((l) => l.startsWith("GPU 0 3g.40gb holders: "))).toBe(true);
+    expect(text).toContain("MIG: 2 instance(s) of 1 board(s), each a GPU of its own");
+    expect(text).toContain("busy while it is held and idle");
+    for (const l of lines) expect(l.length).toBeLessThanOrEqual(120);
   });
 });
 

@@ -8,7 +8,8 @@
  */
 import { TOP_HOLDERS, type ClassifiedSample } from "../agent/pipeline.js";
 import type { OwnerStats } from "../agent/owners/owner-annotator.js";
-import type { GpuOwner, GpuProcess, Thresholds } from "../common/types.js";
+import type { GpuOwner, GpuProcess, GpuReading, Thresholds } from "../common/types.js";
+import { isMigWithoutUtil } from "../agent/model/idle-model.js";
 
 export const ONCE_TABLE_WIDTH = 120;
 /** HELD BY is never narrower than this, even beside a very long model name. */
@@ -26,6 +27,11 @@ export interface OnceOwners {
   stats: OwnerStats;
   /** How long `--once` waited for the sources' first answers. */
   waitedMs: number;
+}
+
+/** A GPU as the table names it: its index, and for a MIG instance its board's index and its profile. */
+function gpuName(r: GpuReading): string {
+  return r.migProfile === undefined ? String(r.index) : `${r.index} ${r.migProfile}`;
 }
 
 export function renderOnceTable(
@@ -49,7 +55,14 @@ export function renderOnceTable(
   const rows = samples.map((s) => {
     const r = s.reading;
     const c = s.classification;
-    const util = r.util === undefined ? "n/a" : `${fmt(r.util, 0)}% ${c.reportedIdle ? "idle" : "busy"}`;
+    const util =
+      r.util !== undefined
+        ? `${fmt(r.util, 0)}% ${c.reportedIdle ? "idle" : "busy"}`
+        : isMigWithoutUtil(r) && c.state !== "unavailable"
+          ? c.reportedIdle
+            ? "idle (free)"
+            : "busy (held)"
+          : "n/a";
     const real = c.state === "unavailable" ? "-" : `${fmt(c.real * 100, 0)}% ${c.source}`;
     const sm = r.smActive === undefined ? "n/a" : `${fmt(r.smActive * 100, 0)}%`;
     const power =
@@ -59,7 +72,7 @@ export function renderOnceTable(
         ? "n/a"
         : `${fmt(r.memUsedBytes / GiB, 1)}${r.memTotalBytes === undefined ? "" : `/${fmt(r.memTotalBytes / GiB, 0)}`} GiB`;
     const procs = r.processes === undefined ? "?" : String(r.processes.length);
-    return [String(r.index), modelText(r.model), util, sm, real, c.state, power, mem, procs];
+    return [gpuName(r), modelText(r.model), util, sm, real, c.state, power, mem, procs];
   });
   const widths = header.slice(0, -1).map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const used = widths.reduce((a, b) => a + b, 0) + GAP.length * widths.length;
@@ -79,6 +92,15 @@ export function renderOnceTable(
   for (const s of samples) counts.set(s.classification.state, (counts.get(s.classification.state) ?? 0) + 1);
   out.push("");
   out.push(`${samples.length} GPU(s): ${[...counts].map(([k, n]) => `${n} ${k}`).join(", ") || "none"}.`);
+  const mig = samples.filter((x) => x.reading.parentUuid !== undefined);
+  if (mig.length > 0) {
+    const boards = new Set(mig.map((x) => x.reading.parentUuid)).size;
+    out.push(
+      `MIG: ${mig.length} instance(s) of ${boards} board(s), each a GPU of its own (GPU column: board index and profile).`,
+      "An instance has no utilization.gpu: REPORTED shows what the usual tools count, busy while it is held and idle",
+      "while free. Its power is the board's, not shared out.",
+    );
+  }
   if (owners !== undefined) out.push(...ownerSourceLines(samples, owners));
   out.push(
     `Thresholds: reported busy at utilization.gpu >= ${t.utilBusyPercent}%, active at real >= ${t.realActiveRatio}, ` +
@@ -145,7 +167,7 @@ function byMemory(procs: readonly GpuProcess[]): GpuProcess[] {
 function errorLines(samples: readonly ClassifiedSample[]): string[] {
   return samples
     .filter((s) => s.classification.state === "unavailable" && s.reading.error)
-    .map((s) => `GPU ${s.reading.index} unavailable: ${s.reading.error}`);
+    .map((s) => `GPU ${gpuName(s.reading)} unavailable: ${s.reading.error}`);
 }
 
 /** Each allocated GPU's pods and jobs, in full. */
@@ -153,7 +175,7 @@ function allocationLines(samples: readonly ClassifiedSample[]): string[] {
   const lines: string[] = [];
   for (const s of samples) {
     const a = s.reading.allocations;
-    if (a && a.length > 0) lines.push(`GPU ${s.reading.index} allocated to: ${a.map(ownerFull).join("; ")}`);
+    if (a && a.length > 0) lines.push(`GPU ${gpuName(s.reading)} allocated to: ${a.map(ownerFull).join("; ")}`);
   }
   return lines;
 }
@@ -175,7 +197,7 @@ function holderLines(samples: readonly ClassifiedSample[]): string[] {
     if (!procs || procs.length === 0) continue;
     const top = byMemory(procs).slice(0, TOP_HOLDERS);
     const more = procs.length > top.length ? `; ${procs.length - top.length} more` : "";
-    lines.push(`GPU ${s.reading.index} holders: ${top.map(holderText).join("; ")}${more}`);
+    lines.push(`GPU ${gpuName(s.reading)} holders: ${top.map(holderText).join("; ")}${more}`);
   }
   return lines;
 }

@@ -3,7 +3,7 @@
  * so the simulator source, the fake nvidia-smi and the tests that check them agree.
  */
 import type { GpuProcess, GpuReading } from "../../common/types.js";
-import type { Scenario, ScenarioGpu, ScenarioPhase } from "./scenario.js";
+import type { Scenario, ScenarioGpu, ScenarioMigInstance, ScenarioPhase } from "./scenario.js";
 
 const MiB = 1024 * 1024;
 
@@ -17,9 +17,102 @@ export function phaseAt(gpu: ScenarioGpu, timeMs: number, originMs: number): Sce
   return gpu.phases[gpu.phases.length - 1]!;
 }
 
-/** Readings of every GPU of the scenario at `timeMs`. */
+/** Readings of every GPU of the scenario at `timeMs`: boards, as nvidia-smi's --query-gpu lists them. */
 export function readingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
   return scenario.gpus.map((g) => readingOf(scenario, g, timeMs));
+}
+
+/**
+ * What the simulator source shows at `timeMs`: each GPU, and for a board in MIG mode each
+ * of its instances present then, a GPU of its own, instead of the board.
+ */
+export function sourceReadingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
+  const out: GpuReading[] = [];
+  for (const g of scenario.gpus) {
+    if (g.mig) out.push(...migReadingsOf(scenario, g, timeMs));
+    else out.push(readingOf(scenario, g, timeMs));
+  }
+  return out;
+}
+
+/** SM activity (GPM per instance) a MIG instance shows for a preset when its phase does not set `smActive`. */
+const MIG_SM_OF_PRESET: Partial<Record<NonNullable<ScenarioPhase["state"]>, number>> = {
+  active: 0.72,
+  busy_phantom: 0.01,
+  free_busy: 0.005,
+};
+
+/** Where `timeMs` falls in a cycle of phases: the phase, and how many absent phases began before it since originMs. */
+function migPhaseAt(
+  inst: ScenarioMigInstance,
+  timeMs: number,
+  originMs: number,
+): { phase: ScenarioPhase; destroyed: number } {
+  const absentPerCycle = inst.phases.filter((p) => p.absent).length;
+  const since = timeMs - originMs;
+  const cycles = Math.floor(since / inst.cycleMs);
+  let t = since - cycles * inst.cycleMs;
+  let destroyed = cycles * absentPerCycle;
+  for (const p of inst.phases) {
+    if (t < p.durationMs) return { phase: p, destroyed };
+    if (p.absent) destroyed++;
+    t -= p.durationMs;
+  }
+  return { phase: inst.phases[inst.phases.length - 1]!, destroyed };
+}
+
+/** The instances of a MIG board present at `timeMs`, each a GPU of its own (see scenario.ts). */
+export function migReadingsOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): GpuReading[] {
+  const out: GpuReading[] = [];
+  for (const inst of g.mig ?? []) {
+    const { phase, destroyed } = migPhaseAt(inst, timeMs, scenario.originMs);
+    if (phase.absent) continue;
+    // A re-created instance is a new one: a uuid of its own each time.
+    const uuid = migUuid(g.uuid, inst.gpuInstanceId, inst.computeInstanceId, destroyed);
+    const base = {
+      uuid,
+      index: g.index,
+      model: g.model,
+      parentUuid: g.uuid,
+      migProfile: inst.profile,
+      busId: g.busId,
+      driverVersion: scenario.driverVersion,
+    };
+    const spec: ScenarioGpu = { ...g, uuid, memTotalMiB: inst.memTotalMiB, mig: undefined };
+    const v = phaseValues(spec, phase);
+    if (v.error !== undefined) {
+      out.push({ ...base, error: v.error });
+      continue;
+    }
+    const m = v.memUsedMiB;
+    out.push({
+      ...base,
+      // Per instance there is no utilization.gpu and no power: both are the board's.
+      memUsedBytes: m === undefined ? undefined : m * MiB,
+      memTotalBytes: inst.memTotalMiB * MiB,
+      smActive:
+        g.gpm === false ? undefined : (v.smActive ?? (phase.state ? MIG_SM_OF_PRESET[phase.state] : undefined) ?? 0),
+      processes: v.processes.map((x) => ({
+        pid: x.pid + (inst.gpuInstanceId + 1) * 1000,
+        name: x.name,
+        usedMemoryBytes: x.usedMemoryBytes,
+      })),
+    });
+  }
+  return out;
+}
+
+/** A stable `MIG-…` uuid for an instance of a board, new for each re-creation. */
+export function migUuid(boardUuid: string, gi: number, ci: number, generation: number): string {
+  const seed = `${boardUuid}/${gi}/${ci}/${generation}`;
+  let h1 = 0x9e3779b9,
+    h2 = 0x85ebca6b;
+  for (let i = 0; i < seed.length; i++) {
+    h1 = Math.imul(h1 ^ seed.charCodeAt(i), 16777619) >>> 0;
+    h2 = Math.imul(h2 ^ seed.charCodeAt(i), 2246822519) >>> 0;
+  }
+  const hex = (h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0")).repeat(2);
+  return `MIG-${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
 export function readingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): GpuReading {

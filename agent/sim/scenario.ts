@@ -29,6 +29,21 @@
  * A GPU entry may say `"gpm": true` or `false`: whether the stub libnvidia-ml.so offers
  * GPM (SM activity) on it. Without it, a GPU has GPM when one of its phases sets
  * `smActive`. The simulator source ignores it.
+ *
+ * A GPU entry with `"mig"` is a board in MIG mode, split into the instances listed:
+ *
+ *   { "model": "NVIDIA H100 80GB HBM3", "phases": [ { "for": "1m", "powerW": 180 } ],
+ *     "mig": [ { "profile": "3g.40gb", "gi": 2, "phases": [ { "for": "1m", "state": "active" } ] },
+ *              { "profile": "1g.10gb", "gi": 9, "phases": [ { "for": "40s", "state": "held_idle" },
+ *                                                          { "for": "20s", "absent": true } ] } ] }
+ *
+ * Each instance has its profile, GPU instance id `gi`, compute instance id `ci` (default 0),
+ * memory (`memTotalMiB`, default from the profile's "…gb") and phases of its own, in the
+ * same form; an instance shows no utilization.gpu and no power (the board's), and SM activity
+ * per instance (GPM) unless the board says `"gpm": false`. A phase `"absent": true` is a time
+ * the instance does not exist (destroyed); when it comes back it is a new instance, with a
+ * new `MIG-…` uuid, as a re-created instance is. The board's own phases give what only the
+ * board has (power).
  */
 import { readFileSync } from "node:fs";
 import { TrueidleError, errorMessage } from "../../common/errors.js";
@@ -53,6 +68,18 @@ export interface ScenarioPhase {
   error?: string | undefined;
   /** Relative noise (0–0.5) added to util and power, deterministic in time. */
   noise?: number | undefined;
+  /** A MIG instance's phase only: the instance does not exist for this long. */
+  absent?: boolean | undefined;
+}
+
+/** One MIG instance of a board (see the file's comment). */
+export interface ScenarioMigInstance {
+  profile: string;
+  gpuInstanceId: number;
+  computeInstanceId: number;
+  memTotalMiB: number;
+  phases: ScenarioPhase[];
+  cycleMs: number;
 }
 
 export interface ScenarioProcess {
@@ -75,6 +102,8 @@ export interface ScenarioGpu {
   cycleMs: number;
   /** Whether the stub libnvidia-ml.so offers GPM on this GPU; undefined: decided by `smActive`. */
   gpm?: boolean | undefined;
+  /** A board in MIG mode: its instances. */
+  mig?: ScenarioMigInstance[] | undefined;
 }
 
 export interface Scenario {
@@ -152,6 +181,9 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
       const cycleMs = phases.reduce((s, p) => s + p.durationMs, 0);
       const gpm = o["gpm"];
       if (gpm !== undefined && typeof gpm !== "boolean") problems.push(`${where}.gpm must be true or false`);
+      for (const [j, ph] of phases.entries())
+        if (ph.absent) problems.push(`${where}.phases[${j}].absent: only a MIG instance's phase may be absent`);
+      const mig = o["mig"] === undefined ? undefined : parseMig(o["mig"], `${where}.mig`, problems);
       for (let c = 0; c < count; c++) {
         const index = gpus.length;
         gpus.push({
@@ -165,6 +197,7 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
           phases,
           cycleMs,
           gpm: typeof gpm === "boolean" ? gpm : undefined,
+          mig,
         });
       }
     });
@@ -181,6 +214,55 @@ export function parseScenario(json: unknown, name = "scenario"): Scenario {
   return scenario;
 }
 
+/** A MIG profile's memory from its name ("3g.40gb": 40 GiB), MiB; undefined when the name has none. */
+export function profileMemMiB(profile: string): number | undefined {
+  const m = /\.(\d+)gb/i.exec(profile);
+  return m ? Number(m[1]) * 1024 : undefined;
+}
+
+function parseMig(v: unknown, where: string, problems: string[]): ScenarioMigInstance[] | undefined {
+  if (!Array.isArray(v) || v.length === 0 || v.length > 7) {
+    problems.push(`${where} must be a list of 1 to 7 instances`);
+    return undefined;
+  }
+  const out: ScenarioMigInstance[] = [];
+  const seen = new Set<string>();
+  v.forEach((x, i) => {
+    const at = `${where}[${i}]`;
+    const o = asObject(x, at, problems);
+    if (!o) return;
+    for (const k of Object.keys(o))
+      if (!["profile", "gi", "ci", "memTotalMiB", "phases"].includes(k)) problems.push(`${at}: unknown key "${k}"`);
+    const profile = optString(o["profile"], `${at}.profile`, problems);
+    if (profile === undefined || !/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,47}$/.test(profile))
+      problems.push(`${at}.profile must be a MIG profile such as "3g.40gb"`);
+    const gi = optNumber(o["gi"], `${at}.gi`, problems, 0, 14);
+    if (gi === undefined) problems.push(`${at}.gi (the GPU instance id) is required`);
+    const ci = optNumber(o["ci"], `${at}.ci`, problems, 0, 7) ?? 0;
+    if (seen.has(`${gi}/${ci}`)) problems.push(`${at}: another instance has gi ${gi} and ci ${ci}`);
+    seen.add(`${gi}/${ci}`);
+    const memTotalMiB =
+      optNumber(o["memTotalMiB"], `${at}.memTotalMiB`, problems, 1, 1e7) ?? profileMemMiB(profile ?? "") ?? 10_240;
+    const phasesIn = o["phases"];
+    const phases: ScenarioPhase[] = [];
+    if (!Array.isArray(phasesIn) || phasesIn.length === 0) problems.push(`${at}.phases must be a non-empty array`);
+    else
+      phasesIn.forEach((p, j) => {
+        const ph = parsePhase(p, `${at}.phases[${j}]`, problems);
+        if (ph) phases.push(ph);
+      });
+    out.push({
+      profile: profile ?? "",
+      gpuInstanceId: gi ?? 0,
+      computeInstanceId: ci,
+      memTotalMiB,
+      phases,
+      cycleMs: phases.reduce((s, p) => s + p.durationMs, 0),
+    });
+  });
+  return out;
+}
+
 function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhase | undefined {
   const o = asObject(p, where, problems);
   if (!o) return undefined;
@@ -195,6 +277,7 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
     "processes",
     "error",
     "noise",
+    "absent",
   ]);
   for (const k of Object.keys(o)) if (!known.has(k)) problems.push(`${where}: unknown key "${k}"`);
   const forText = o["for"];
@@ -211,6 +294,8 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
   if (state !== undefined && !(PHASE_PRESETS as readonly string[]).includes(state as string)) {
     problems.push(`${where}.state must be one of ${PHASE_PRESETS.join(", ")}`);
   }
+  if (o["absent"] !== undefined && typeof o["absent"] !== "boolean")
+    problems.push(`${where}.absent must be true or false`);
   const procs = o["processes"];
   if (procs !== undefined && typeof procs !== "number" && !Array.isArray(procs)) {
     problems.push(`${where}.processes must be a count or a list of {pid, name, usedMiB, smUtil}`);
@@ -232,6 +317,7 @@ function parsePhase(p: unknown, where: string, problems: string[]): ScenarioPhas
     processes: procs as ScenarioPhase["processes"],
     error: optString(o["error"], `${where}.error`, problems),
     noise: optNumber(o["noise"], `${where}.noise`, problems, 0, 0.5),
+    absent: o["absent"] === true ? true : undefined,
   };
 }
 

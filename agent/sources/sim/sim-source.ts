@@ -4,7 +4,7 @@
  */
 import type { GpuReading } from "../../../common/types.js";
 import type { GpuSource, SourceStats } from "../source.js";
-import { readingsAt } from "../../sim/evaluate.js";
+import { sourceReadingsAt } from "../../sim/evaluate.js";
 import type { Scenario } from "../../sim/scenario.js";
 
 export class SimSource implements GpuSource {
@@ -17,7 +17,9 @@ export class SimSource implements GpuSource {
   ) {}
 
   describe(): string {
-    return `the simulator (${this.scenarioPath ?? "a built-in scenario"}, ${this.scenario.gpus.length} GPUs)`;
+    const mig = this.scenario.gpus.reduce((n, g) => n + (g.mig?.length ?? 0), 0);
+    const gpus = `${this.scenario.gpus.length} GPUs${mig > 0 ? `, ${mig} MIG instances` : ""}`;
+    return `the simulator (${this.scenarioPath ?? "a built-in scenario"}, ${gpus})`;
   }
 
   async start(): Promise<void> {
@@ -26,7 +28,7 @@ export class SimSource implements GpuSource {
 
   sample(nowMs: number): GpuReading[] {
     if (!this.started) return [];
-    return readingsAt(this.scenario, nowMs);
+    return sourceReadingsAt(this.scenario, nowMs);
   }
 
   async stop(): Promise<void> {
