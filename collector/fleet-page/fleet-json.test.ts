@@ -143,6 +143,24 @@ describe("buildFleetJson", () => {
     expect(j.longestHeldIdle).toEqual([]);
   });
 
+  it("shows MIG instances under their board: same index, with their board's uuid and profile", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now });
+    fleet.applyWindow(host("n"), makeWindow({ uuid: "GPU-W", index: 1 }));
+    fleet.applyWindow(host("n"), { ...heldWindow("MIG-b", 0, 5), parentUuid: "GPU-B", migProfile: "1g.10gb" });
+    fleet.applyWindow(host("n"), makeWindow({ uuid: "MIG-a", index: 0, parentUuid: "GPU-B", migProfile: "3g.40gb" }));
+    const j = buildFleetJson(fleet);
+    expect(j.hosts[0]!.gpus.map((g) => [g.index, g.uuid, g.parentUuid, g.migProfile])).toEqual([
+      [0, "MIG-a", "GPU-B", "3g.40gb"],
+      [0, "MIG-b", "GPU-B", "1g.10gb"],
+      [1, "GPU-W", undefined, undefined],
+    ]);
+    expect(j.longestHeldIdle).toEqual([
+      expect.objectContaining({ uuid: "MIG-b", index: 0, parentUuid: "GPU-B", migProfile: "1g.10gb" }),
+    ]);
+    expect(Object.keys(j.hosts[0]!.gpus[2]!)).not.toContain("migProfile");
+  });
+
   it("lists the GPUs held idle now, longest first, at most topHeldIdle", () => {
     const fleet = new FleetState({ now: clock().now });
     fleet.applyWindow(host("x"), heldWindow("GPU-x0", 0, 100));

@@ -39,6 +39,9 @@ export interface FleetJsonGpu {
   index: number;
   uuid: string;
   model: string;
+  /** A MIG instance (a GPU of its own): its board's uuid and its profile; absent for a whole GPU. */
+  parentUuid?: string;
+  migProfile?: string;
   state: GpuState;
   up: boolean;
   real: number;
@@ -64,6 +67,8 @@ export interface FleetJsonHeldIdle {
   index: number;
   uuid: string;
   model: string;
+  parentUuid?: string;
+  migProfile?: string;
   idleStreakS: number;
   /** Set when owner fields are configured; [] when none is known. */
   owners?: FleetJsonOwner[];
@@ -192,6 +197,7 @@ export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}
           index: rec.index,
           uuid: rec.uuid,
           model: rec.model,
+          ...migOf(rec),
           state: up ? rec.state : "unavailable",
           up,
           real: rec.real,
@@ -237,6 +243,7 @@ export function buildFleetJson(fleet: FleetState, options: FleetJsonOptions = {}
       index: rec.index,
       uuid: rec.uuid,
       model: rec.model,
+      ...migOf(rec),
       idleStreakS: rec.idleStreakS,
       ...ownersOf(rec),
     })),
@@ -284,4 +291,9 @@ function heldIdleByOwner(
     ownerCount: byKey.size,
     withoutOwner,
   };
+}
+
+/** A MIG instance's board and profile, for the page to show it under its board; nothing for a whole GPU. */
+function migOf(rec: GpuRecord): { parentUuid?: string; migProfile?: string } {
+  return rec.parentUuid === "" ? {} : { parentUuid: rec.parentUuid, migProfile: rec.migProfile };
 }

@@ -53,8 +53,9 @@ function ownersCell(g) {
   return td;
 }
 function watts(w) { return w === null || w === undefined ? "n/a" : w.toFixed(0) + " W"; }
+function gpuName(g) { return g.migProfile ? g.index + " MIG " + g.migProfile : String(g.index); }
 function cellText(h, g) {
-  return h.host + " GPU " + g.index + " (" + g.model + "): " + NAME[g.state] + (g.up ? "" : " (stale)") +
+  return h.host + " GPU " + gpuName(g) + " (" + g.model + "): " + NAME[g.state] + (g.up ? "" : " (stale)") +
     "; real " + pct(g.real) + " via " + g.realSource + ", reported " + pct(g.reportedUtilization) +
     "; idle for " + dur(g.idleStreakS) + "; power " + watts(g.powerW) + " vs floor " + watts(g.powerFloorW) +
     "; " + g.processes + " processes" + (g.owners ? "; owners: " + ownersText(g) : "");
@@ -78,7 +79,8 @@ function render(d) {
     tr.append(el("th", { scope: "row", title: labels ? h.host + " (" + labels + ")" : h.host }, h.host));
     for (const g of h.gpus) {
       const t = cellText(h, g);
-      tr.append(el("td", { class: "cell s-" + g.state + (g.up ? "" : " stale"), "data-gpu": g.index, "data-uuid": g.uuid, "data-state": g.state, title: t, "aria-label": t }, LETTER[g.state]));
+      const mig = g.migProfile ? { "data-mig-profile": g.migProfile, "data-parent-uuid": g.parentUuid } : {};
+      tr.append(el("td", { class: "cell s-" + g.state + (g.up ? "" : " stale") + (g.migProfile ? " mig" : ""), "data-gpu": g.index, "data-uuid": g.uuid, "data-state": g.state, ...mig, title: t, "aria-label": t }, LETTER[g.state]));
     }
     return tr;
   });
@@ -92,7 +94,7 @@ function render(d) {
     : "Owners are not shown: the collector exports no owner fields (--owner-labels none).";
   const held = d.longestHeldIdle.map((g) => {
     const tr = el("tr", { "data-uuid": g.uuid });
-    tr.append(el("td", {}, g.host), el("td", {}, g.index), el("td", {}, g.model), el("td", {}, dur(g.idleStreakS)));
+    tr.append(el("td", {}, g.host), el("td", {}, gpuName(g)), el("td", {}, g.model), el("td", {}, dur(g.idleStreakS)));
     if (showOwners) tr.append(ownersCell(g));
     return tr;
   });
@@ -165,6 +167,7 @@ h2{font-size:14px;margin:0 0 8px;color:var(--muted);font-weight:600;text-transfo
 #grid{border-collapse:separate;border-spacing:3px}
 #grid th{text-align:right;font-weight:500;padding-right:8px;white-space:nowrap;max-width:320px;overflow:hidden;text-overflow:ellipsis}
 #grid td.cell{width:30px;height:24px;border-radius:3px;color:#fff;font-size:11px;font-weight:700;text-align:center}
+#grid td.cell.mig{width:18px;font-size:9px;border-radius:1px}
 #grid td.stale{outline:2px dashed #333;outline-offset:-3px}
 table.list{border-collapse:collapse;width:100%}
 table.list th,table.list td{text-align:left;vertical-align:top;padding:4px 8px;border-bottom:1px solid var(--line)}
