@@ -57,6 +57,41 @@ async function until<T>(what: string, read: () => T | undefined, ms = 10_000): P
   }
 }
 
+describe("OwnerAnnotator: MIG", () => {
+  it("gives a pod's nvidia.com/mig-* allocation to the instance of that uuid; an instance never takes its board's index", async () => {
+    const MIG = "MIG-0f6a2c1e-9d8b-5a4c-b3e2-1d0c9b8a7f65";
+    const kubelet = await PodResourcesServer.start({
+      pods: [gpuPod("infer", "llm-0", "server", [MIG], "nvidia.com/mig-1g.10gb")],
+    });
+    cleanups.push(() => kubelet.stop());
+    const logger = recordingLogger();
+    let annotator: OwnerAnnotator | undefined;
+    const gpuByIndex = (): ReadonlyMap<number, string> => annotator?.gpuByIndex() ?? new Map();
+    const allocations = new Allocations([
+      new PodResourcesSource({ socketPath: kubelet.socketPath, configured: true, pollMs: 200, gpuByIndex, logger }),
+    ]);
+    annotator = new OwnerAnnotator({ allocations, logger });
+    cleanups.push(() => annotator!.stop());
+    annotator.start();
+    const instance = (uuid: string, migProfile: string): GpuReading =>
+      reading(0, { uuid, parentUuid: GPU[0]!, migProfile, util: undefined, powerW: undefined });
+    const sample = (): GpuReading[] => [
+      instance(MIG, "1g.10gb"),
+      instance("MIG-11111111-0000-0000-0000-000000000000", "3g.40gb"),
+      reading(1),
+    ];
+    const out = await until("the pod on the instance", () => {
+      const r = annotator!.annotate(sample());
+      return r[0]!.allocations?.length ? r : undefined;
+    });
+    expect(out[0]!.allocations).toEqual([
+      { via: "pod_resources", namespace: "infer", pod: "llm-0", container: "server" },
+    ]);
+    expect(out[1]!.allocations).toEqual([]);
+    expect([...annotator.gpuByIndex()]).toEqual([[1, GPU[1]]]);
+  });
+});
+
 describe("OwnerAnnotator", () => {
   it("puts the pod, the job and the process owner on the readings, and the windows count their seconds", async () => {
     const kubelet = await PodResourcesServer.start({ pods: [gpuPod("ml", "trainer-0", "main", [GPU[0]!])] });

@@ -117,7 +117,9 @@ export class OwnerAnnotator implements Service {
 
   /** The readings with `allocations` and processes' `owner` set; copies where anything was added. */
   annotate(readings: readonly GpuReading[]): GpuReading[] {
-    for (const r of readings) if (this.byIndex.get(r.index) !== r.uuid) this.byIndex.set(r.index, r.uuid);
+    // By index, whole GPUs only: a MIG instance shares its board's index and is allocated by its own uuid.
+    for (const r of readings)
+      if (r.parentUuid === undefined && this.byIndex.get(r.index) !== r.uuid) this.byIndex.set(r.index, r.uuid);
     const alloc = this.opts.allocations;
     if (this.wanted && !this.allocationsStarted && readings.length > 0 && !this.stopped.signal.aborted) {
       this.allocationsStarted = true;
