@@ -494,6 +494,17 @@ describe("a MIG instance: no utilization.gpu, so reported follows whether it is 
     expect(reportedUtil(r, c)).toBeUndefined();
   });
 
+  it("read without SM activity (nvidia-smi): memory and processes still tell free from held", () => {
+    const held = mig({ smActive: undefined });
+    expect(classify(held, base, T)).toMatchObject({ state: "held_idle", real: 0, source: "none" });
+    const free = mig({ smActive: undefined, processes: [], memUsedBytes: 0 });
+    expect(classify(free, base, T)).toMatchObject({ state: "free_idle", reportedIdle: true });
+    // Nothing at all read: unavailable, as any GPU.
+    expect(classify(mig({ smActive: undefined, processes: undefined, memUsedBytes: undefined }), base, T).state).toBe(
+      "unavailable",
+    );
+  });
+
   it("leaves a whole GPU without utilization as before: not reported idle, no reported busy", () => {
     const r = h100({ util: undefined, processes: [], memUsedBytes: 0 });
     const c = classify(r, base, T);

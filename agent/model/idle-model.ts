@@ -228,7 +228,10 @@ function hasSignal(r: GpuReading): boolean {
     r.util !== undefined ||
     r.smActive !== undefined ||
     r.media !== undefined ||
-    (r.powerW !== undefined && r.powerLimitW !== undefined)
+    (r.powerW !== undefined && r.powerLimitW !== undefined) ||
+    // A MIG instance read without GPM (nvidia-smi, or a board without it) has only its memory
+    // and processes: enough to tell free from held, and held with no activity known is held_idle.
+    (r.parentUuid !== undefined && (r.memUsedBytes !== undefined || r.processes !== undefined))
   );
 }
 

@@ -14,6 +14,15 @@
  * * Compute processes come from `--query-compute-apps`, run every `processIntervalMs`
  *   (an empty list prints nothing, so loop mode cannot tell "none" from "slow"). When it
  *   fails, `processes` is undefined (unknown), never an empty list.
+ * * MIG (DESIGN "MIG"): every `migIntervalMs` (default 15 s), while some board shows no
+ *   utilization.gpu (nvidia-smi prints [N/A] for a board in MIG mode) or MIG instances were
+ *   found, `nvidia-smi -L` is run, and when it lists MIG devices `nvidia-smi -q -x`;
+ *   mig-instances.ts joins them. A board with instances is then shown as its instances
+ *   (each a GPU of its own), not as its `--query-gpu` row, which `boardReadings` still
+ *   gives. Instances created or destroyed show at the next MIG read. When MIG reads
+ *   fail, the failure is logged once, and once what was read grows stale (two intervals
+ *   and the runs' timeouts) MIG boards show as their rows until a read works.
+ *   What nvidia-smi cannot tell of an instance is said by `limitations()`.
  * * Every timer is unref()ed; `stop()` kills every child and is safe twice and before start.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -32,6 +41,8 @@ import {
 import { LatestReadings } from "./latest-readings.js";
 import { LineBuffer } from "./line-buffer.js";
 import { COMPUTE_APPS_FIELDS, parseComputeApps } from "./parse-compute-apps.js";
+import { instanceReadings, joinMig, listsMigDevices, type MigInstance } from "./mig-instances.js";
+import { parseGpuList, parseMigXml } from "./parse-mig.js";
 import {
   busIdKey,
   columnsFromFields,
@@ -49,6 +60,11 @@ export interface NvidiaSmiSourceOptions {
   intervalMs: number;
   /** How often the compute process list is read; default AGENT_SETTINGS.processIntervalMs. */
   processIntervalMs?: number;
+  /**
+   * How often MIG instances are read (`nvidia-smi -L`, then `-q -x`, which costs hundreds of
+   * milliseconds on a big host) where a board may be in MIG mode; default MIG_INTERVAL_MS.
+   */
+  migIntervalMs?: number;
   /** A GPU with no fresh line for this long reads as unavailable; default 3×interval + 2 s. */
   staleAfterMs?: number;
   logger: Logger;
@@ -59,8 +75,12 @@ export interface NvidiaSmiSourceOptions {
   startTimeoutMs?: number;
 }
 
+/** Default time between two MIG reads. */
+export const MIG_INTERVAL_MS = 15_000;
 const HELP_TIMEOUT_MS = 10_000;
 const PROCESS_TIMEOUT_MS = 10_000;
+const MIG_LIST_TIMEOUT_MS = 10_000;
+const MIG_REPORT_TIMEOUT_MS = 20_000;
 const KILL_GRACE_MS = 2_000;
 /** A child that ran this long before exiting earns a fresh backoff. */
 const BACKOFF_RESET_AFTER_MS = 30_000;
@@ -89,6 +109,7 @@ export class NvidiaSmiSource implements GpuSource {
   private readonly path: string;
   private readonly intervalMs: number;
   private readonly processIntervalMs: number;
+  private readonly migIntervalMs: number;
   private readonly staleAfterMs: number;
   private readonly startTimeoutMs: number;
   private readonly log: Logger;
@@ -102,6 +123,13 @@ export class NvidiaSmiSource implements GpuSource {
   private readonly latest = new LatestReadings();
   private processes: { byUuid: Map<string, GpuProcess[]>; at: number } | undefined;
   private processesFailing = false;
+  /** The instances of each MIG board, as of the MIG read that last settled that board. */
+  private mig: Map<string, { instances: MigInstance[]; at: number }> | undefined;
+  private migFailing = false;
+  /** The last `-L` listed MIG devices. */
+  private migListed = false;
+  /** Boards whose -L and -q -x disagreed, already logged. */
+  private readonly migUnsettled = new Set<string>();
   private loop: LoopRun | undefined;
   private downReason: string | undefined;
   private readonly backoff = new Backoff({ initialMs: 1_000, maxMs: 30_000 });
@@ -120,6 +148,7 @@ export class NvidiaSmiSource implements GpuSource {
       1,
       Math.round(opts.processIntervalMs ?? AGENT_SETTINGS.processIntervalMs.default),
     );
+    this.migIntervalMs = Math.max(1, Math.round(opts.migIntervalMs ?? MIG_INTERVAL_MS));
     this.staleAfterMs = opts.staleAfterMs ?? 3 * this.intervalMs + 2_000;
     this.startTimeoutMs = opts.startTimeoutMs ?? 15_000;
     this.log = opts.logger;
@@ -127,15 +156,30 @@ export class NvidiaSmiSource implements GpuSource {
     this.env = opts.spawnEnv;
   }
 
-  /**
-   * Reads the help to choose fields, takes one snapshot (which finds every GPU and proves
-   * the fields are accepted), reads the process list, then starts the loop-mode child.
-   * Rejects with `source_failed` naming the executable and what it printed.
-   */
   describe(): string {
-    return `nvidia-smi (${this.path}, one long-lived --query-gpu loop; no SM activity)`;
+    const notes = this.limitations().map((n) => `; ${n}`);
+    return `nvidia-smi (${this.path}, one long-lived --query-gpu loop; no SM activity)${notes.join("")}`;
   }
 
+  /**
+   * What this source cannot see that the NVML source can, for people (`agent --once`
+   * shows it through `describe()`): said while MIG instances are shown.
+   */
+  limitations(): string[] {
+    const mig = this.mig;
+    const now = this.now();
+    if (mig === undefined || ![...mig.keys()].some((uuid) => this.freshInstances(mig, uuid, now))) return [];
+    return [
+      `MIG instances read by nvidia-smi -L and -q -x every ${formatSeconds(this.migIntervalMs)}: no SM activity per instance (NVML has it, with GPM), so a held instance reads held_idle whatever it runs; memory and processes only as fresh as that read; no utilization.gpu`,
+    ];
+  }
+
+  /**
+   * Reads the help to choose fields, takes one snapshot (which finds every GPU and proves
+   * the fields are accepted), reads the process list and, where a board may be in MIG mode,
+   * its instances, then starts the loop-mode child. Rejects with `source_failed` naming the
+   * executable and what it printed.
+   */
   async start(signal?: AbortSignal): Promise<void> {
     if (this.state !== "new")
       throw new TrueidleError(
@@ -188,14 +232,20 @@ export class NvidiaSmiSource implements GpuSource {
       }
       await firstProcesses;
       if (ctl.signal.aborted) this.throwIfUnstartable(undefined, ctl.signal, signal, lastOutput);
+      // Outside the start deadline: a slow -q -x costs this read, never the start.
+      if (this.migWanted()) await this.pollMig(signal);
+      if (this.stopped() || signal?.aborted)
+        throw new TrueidleError("source_failed", "starting the nvidia-smi source was cancelled");
       this.state = "running";
       this.spawnLoop();
       this.every(() => this.watchdog(), Math.min(1_000, Math.max(100, this.intervalMs)));
       this.timer(() => void this.processLoop(), this.processIntervalMs);
+      this.timer(() => void this.migLoop(), this.migIntervalMs);
       this.log.info("nvidia-smi source started.", {
         path: this.path,
         gpus: this.latest.size,
         fields: this.fields.join(","),
+        ...(this.mig !== undefined && this.mig.size > 0 ? { migBoards: this.mig.size } : {}),
       });
     } catch (err) {
       await this.stop();
@@ -208,6 +258,27 @@ export class NvidiaSmiSource implements GpuSource {
 
   sample(nowMs: number): GpuReading[] {
     if (this.state !== "running") return [];
+    const rows = this.boardRows(nowMs);
+    const mig = this.mig;
+    if (mig === undefined || mig.size === 0) return rows;
+    return rows.flatMap((r) => {
+      const instances = this.freshInstances(mig, r.uuid, nowMs);
+      return instances === undefined ? [r] : instanceReadings(r, instances);
+    });
+  }
+
+  /**
+   * The `--query-gpu` rows of the boards `sample` shows as their MIG instances instead:
+   * what only the board has (power, its power limit) for whoever wants it.
+   */
+  boardReadings(nowMs: number): GpuReading[] {
+    const mig = this.mig;
+    if (this.state !== "running" || mig === undefined) return [];
+    return this.boardRows(nowMs).filter((r) => this.freshInstances(mig, r.uuid, nowMs) !== undefined);
+  }
+
+  /** Every board as its latest `--query-gpu` row, with the processes `--query-compute-apps` lists on it. */
+  private boardRows(nowMs: number): GpuReading[] {
     const procs =
       this.processes !== undefined && nowMs - this.processes.at <= this.processStaleMs()
         ? this.processes.byUuid
@@ -484,6 +555,113 @@ export class NvidiaSmiSource implements GpuSource {
     return 2 * this.processIntervalMs + PROCESS_TIMEOUT_MS;
   }
 
+  // ---- MIG -------------------------------------------------------------------------
+
+  private async migLoop(): Promise<void> {
+    if (this.state !== "running") return;
+    const started = this.now();
+    if (this.migWanted()) await this.pollMig();
+    this.timer(() => void this.migLoop(), Math.max(0, this.migIntervalMs - (this.now() - started)));
+  }
+
+  /**
+   * Whether a MIG read is worth its cost: some board reads no utilization.gpu (a board in
+   * MIG mode never has one), or the last reads found MIG devices (to see them go).
+   */
+  private migWanted(): boolean {
+    if (this.migListed || (this.mig !== undefined && this.mig.size > 0)) return true;
+    return this.latest
+      .snapshot(this.now(), this.staleAfterMs, () => "stale", undefined)
+      .some((r) => r.error === undefined && r.util === undefined);
+  }
+
+  /** A board's instances when a MIG read settled them recently enough to show. */
+  private freshInstances(
+    mig: ReadonlyMap<string, { instances: MigInstance[]; at: number }>,
+    boardUuid: string,
+    nowMs: number,
+  ): MigInstance[] | undefined {
+    const e = mig.get(boardUuid);
+    if (e === undefined || e.instances.length === 0) return undefined;
+    return nowMs - e.at <= 2 * this.migIntervalMs + MIG_LIST_TIMEOUT_MS + MIG_REPORT_TIMEOUT_MS
+      ? e.instances
+      : undefined;
+  }
+
+  private async pollMig(signal?: AbortSignal): Promise<void> {
+    const list = await this.run(["-L"], MIG_LIST_TIMEOUT_MS, signal);
+    if (this.state === "stopped") return;
+    const listed = parseGpuList(list.stdout);
+    if (!ranToEnd(list) || (list.code !== 0 && listed.length === 0)) {
+      this.migFailed("-L", list, MIG_LIST_TIMEOUT_MS);
+      return;
+    }
+    const at = this.now();
+    if (!listsMigDevices(listed)) {
+      this.migListed = false;
+      this.mig = new Map();
+      this.migRecovered();
+      return;
+    }
+    this.migListed = true;
+    const report = await this.run(["-q", "-x"], MIG_REPORT_TIMEOUT_MS, signal);
+    if (this.stopped()) return;
+    const boards = parseMigXml(report.stdout);
+    if (!ranToEnd(report) || boards.length === 0) {
+      // It ran and said nothing readable: output of a form this reader does not know.
+      if (ranToEnd(report) && report.code === 0) this.counters.parseErrors++;
+      this.migFailed("-q -x", report, MIG_REPORT_TIMEOUT_MS);
+      return;
+    }
+    const joined = joinMig(listed, boards);
+    this.counters.parseErrors += joined.invalidDevices;
+    const next = new Map<string, { instances: MigInstance[]; at: number }>();
+    for (const [uuid, instances] of joined.instances) {
+      next.set(uuid, { instances, at });
+      this.migUnsettled.delete(uuid);
+    }
+    for (const uuid of joined.unsettled) {
+      // Changed between the two runs (or a report cut short): what was known stays
+      // until a read agrees or it grows stale.
+      const had = this.mig?.get(uuid);
+      if (had !== undefined) next.set(uuid, had);
+      if (!this.migUnsettled.has(uuid)) {
+        this.migUnsettled.add(uuid);
+        this.log.warn("nvidia-smi -L and -q -x do not list the same MIG devices for a board; keeping what was known.", {
+          path: this.path,
+          board: uuid,
+        });
+      }
+    }
+    this.mig = next;
+    this.migRecovered();
+  }
+
+  /** Read afresh after an await: `stop()` may have run meanwhile. */
+  private stopped(): boolean {
+    return this.state === "stopped";
+  }
+
+  /** What was read stays shown until it grows stale (freshInstances), so one failed run changes nothing. */
+  private migFailed(what: string, r: RunOnceResult, timeoutMs: number): void {
+    if (!this.migFailing) {
+      this.log.warn(
+        `Cannot read MIG instances (nvidia-smi ${what}); boards in MIG mode show as whole boards, once what was read grows stale, until it works again.`,
+        {
+          path: this.path,
+          result: describeExit(r, timeoutMs),
+          output: snippet(r.stdout + r.stderr),
+        },
+      );
+    }
+    this.migFailing = true;
+  }
+
+  private migRecovered(): void {
+    if (this.migFailing) this.log.info("nvidia-smi reads MIG instances again.", { path: this.path });
+    this.migFailing = false;
+  }
+
   // ---- shared ----------------------------------------------------------------------
 
   private queryArgs(): string[] {
@@ -635,6 +813,16 @@ export class NvidiaSmiSource implements GpuSource {
 
 /** Fewer names than this in `--help-query-gpu` means it is not a real field list. */
 const REQUIRED_HELP_FIELDS = 5;
+
+/** The run finished by itself: it started, and was neither timed out nor aborted. */
+function ranToEnd(r: RunOnceResult): boolean {
+  return r.spawnError === undefined && !r.timedOut && !r.aborted;
+}
+
+/** "15 s", "1.5 s". */
+function formatSeconds(ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`;
+}
 
 function snippet(text: string): string {
   const t = text.trim().replace(/\s*\n\s*/g, " | ");
