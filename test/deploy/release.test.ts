@@ -174,7 +174,12 @@ describe("npm run release", () => {
     expect(under("bin/")).toEqual(["trueidle", "trueidle.js"]);
     expect(under("node/")).toEqual(["LICENSE", "bin/node"]);
     expect(under("deploy/")).toEqual(DEPLOY_FILES);
-    expect(under("demo/")).toEqual(["scenarios/gpu-a01.json", "scenarios/gpu-b01.json", "scenarios/gpu-c01.json"]);
+    expect(under("demo/")).toEqual([
+      "scenarios/gpu-a01.json",
+      "scenarios/gpu-b01.json",
+      "scenarios/gpu-c01.json",
+      "scenarios/mig-h100.json",
+    ]);
     expect([...new Set(under("dist/").map((p) => p.split("/")[0]))].sort()).toEqual([
       "agent",
       "cli",
