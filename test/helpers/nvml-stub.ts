@@ -5,7 +5,8 @@
  *
  * The table holds each phase's values as agent/sim/evaluate.ts resolves them
  * (phaseValues), before the per-second noise, which the stub adds itself with the same
- * function; so at any instant the stub shows what readingOf shows for the same scenario.
+ * function; so at any instant the stub shows what readingOf shows for the same scenario,
+ * and on a MIG board the instances migReadingsOf shows, uuids included.
  */
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -20,8 +21,9 @@ import {
   type PhasePreset,
   type Scenario,
   type ScenarioGpu,
+  type ScenarioMigInstance,
 } from "../../agent/sim/scenario.js";
-import { H200_CALL_COST_US } from "./nvml-call-cost.js";
+import { H200_CALL_COST_US, H200_MEASURED_US } from "./nvml-call-cost.js";
 
 export const NVML_STUB_SOURCE = fileURLToPath(new URL("../nvml-stub/nvml-stub.c", import.meta.url));
 const GCC_ARGS = [
@@ -41,7 +43,10 @@ export const NVML_ERROR_GPU_IS_LOST = 15;
 export const NVML_ERROR_RESET_REQUIRED = 16;
 export const NVML_ERROR_UNKNOWN = 999;
 
-/** SM activity (0–1) GPM shows for a preset when the phase does not set `smActive`. */
+/**
+ * SM activity (0–1) GPM shows for a preset when the phase does not set `smActive`, on a
+ * GPU and on a MIG instance alike (MIG_SM_OF_PRESET in agent/sim/evaluate.ts has the same).
+ */
 const GPM_SM_OF_PRESET: Partial<Record<PhasePreset, number>> = { active: 0.72, busy_phantom: 0.01, free_busy: 0.005 };
 
 /** PCI device ids (device << 16 | vendor) by model, as the real boards report them. */
@@ -93,15 +98,42 @@ export function nvmlErrorOf(message: string): number {
   return NVML_ERROR_UNKNOWN;
 }
 
-/** Whether the stub offers GPM on a GPU: `gpm` in the scenario, else any phase setting smActive. */
+/**
+ * Whether the stub offers GPM on a GPU: `gpm` in the scenario, else any phase setting
+ * smActive; on a MIG board unless `gpm` is false, as the simulator shows SM activity per
+ * instance (agent/sim/scenario.ts).
+ */
 export function hasGpm(g: ScenarioGpu): boolean {
+  if (g.mig) return g.gpm !== false;
   return g.gpm ?? g.phases.some((p) => typeof p.smActive === "number");
 }
+
+/**
+ * What the MIG calls cost, in CPU µs per call: none is measured yet (the H200 of
+ * nvml-call-cost.ts is not in MIG mode), so each takes the figure of the measured call most
+ * like it, said beside each.
+ */
+export const MIG_CALL_COST_US: Readonly<Record<string, number>> = {
+  nvmlDeviceGetMigMode: H200_MEASURED_US.nvmlDeviceGetPowerUsage, // a flag
+  nvmlDeviceGetMaxMigDeviceCount: H200_MEASURED_US.nvmlDeviceGetCount, // a count
+  // A lookup that may ask the driver which instances exist: costed like an identity string,
+  // on the side of overstating.
+  nvmlDeviceGetMigDeviceHandleByIndex: H200_MEASURED_US.nvmlDeviceGetUUID,
+  nvmlDeviceIsMigDeviceHandle: H200_MEASURED_US.nvmlDeviceGetCount, // a flag of the handle
+  nvmlDeviceGetGpuInstanceId: H200_MEASURED_US.nvmlDeviceGetCount, // an id of the handle
+  nvmlDeviceGetComputeInstanceId: H200_MEASURED_US.nvmlDeviceGetCount, // an id of the handle
+  nvmlDeviceGetDeviceHandleFromMigDeviceHandle: H200_MEASURED_US.nvmlDeviceGetCount, // a lookup
+  nvmlGpmMigSampleGet: H200_MEASURED_US.nvmlGpmSampleGet, // the board's GPM sample, per instance
+};
+
+/** Every call the stub exports with what it costs: the H200's figures and the MIG estimates. */
+export const STUB_CALL_COST_US: Readonly<Record<string, number>> = { ...H200_CALL_COST_US, ...MIG_CALL_COST_US };
 
 export interface NvmlStubTableOptions {
   /**
    * CPU µs each call burns, by function name; default: what the calls cost on a real H200
-   * (test/helpers/nvml-call-cost.ts). `{}`: only the stub's own work.
+   * (test/helpers/nvml-call-cost.ts) and the MIG calls' estimates (STUB_CALL_COST_US). `{}`:
+   * only the stub's own work.
    */
   callCostUs?: Readonly<Record<string, number>> | undefined;
 }
@@ -122,7 +154,7 @@ export function writeNvmlStubTable(
     `driver ${oneLine(s.driverVersion)}`,
     `origin_ms ${num(s.originMs)}`,
   ];
-  for (const [fn, us] of Object.entries(opts.callCostUs ?? H200_CALL_COST_US)) {
+  for (const [fn, us] of Object.entries(opts.callCostUs ?? STUB_CALL_COST_US)) {
     if (us > 0) lines.push(`cost ${fn} ${num(us)}`);
   }
   for (const g of s.gpus) {
@@ -159,9 +191,49 @@ export function writeNvmlStubTable(
         lines.push(`proc pid=${x.pid} used_bytes=${opt(x.usedMemoryBytes)} sm_util=${sm} name=${oneLine(x.name)}`);
       }
     }
+    if (g.mig) lines.push(...migLines(g, g.mig));
   }
   writeFileSync(outPath, `${lines.join("\n")}\n`);
   return s;
+}
+
+/**
+ * A MIG board's instances, each in the slot of its place in the list, with its phases as
+ * migReadingsOf (agent/sim/evaluate.ts) resolves them: phaseValues of the board with the
+ * instance's memory, the instance's SM activity, its processes' pids moved by its GPU
+ * instance id. The stub works out each instance's uuid and generation itself.
+ */
+function migLines(g: ScenarioGpu, instances: readonly ScenarioMigInstance[]): string[] {
+  const lines = ["mig_mode 1"];
+  for (const [slot, inst] of instances.entries()) {
+    const { gpuInstanceId: gi, computeInstanceId: ci } = inst;
+    // The stub writes the ids into the uuid's seed as integers.
+    if (!Number.isInteger(gi) || !Number.isInteger(ci))
+      throw new Error(`MIG instance ${slot} of GPU ${g.index}: gi and ci must be integers for the NVML stub`);
+    lines.push(
+      `mig slot=${slot} gi=${gi} ci=${ci} mem_total_mib=${num(inst.memTotalMiB)} cycle_ms=${num(inst.cycleMs)}` +
+        ` profile=${oneLine(inst.profile)}`,
+    );
+    const spec: ScenarioGpu = { ...g, memTotalMiB: inst.memTotalMiB, mig: undefined };
+    for (const p of inst.phases) {
+      if (p.absent) {
+        lines.push(`mphase ms=${num(p.durationMs)} absent=1`);
+        continue;
+      }
+      const v = phaseValues(spec, p);
+      if (v.error !== undefined) {
+        lines.push(`mphase ms=${num(p.durationMs)} error=${nvmlErrorOf(v.error)} text=${oneLine(v.error)}`);
+        continue;
+      }
+      const gpmSm = v.smActive ?? (p.state === undefined ? undefined : GPM_SM_OF_PRESET[p.state]) ?? 0;
+      lines.push(`mphase ms=${num(p.durationMs)} mem_used_mib=${opt(v.memUsedMiB)} gpm_sm=${num(gpmSm)}`);
+      for (const x of v.processes) {
+        const pid = x.pid + (gi + 1) * 1000;
+        lines.push(`mproc pid=${pid} used_bytes=${opt(x.usedMemoryBytes)} sm_util=- name=${oneLine(x.name)}`);
+      }
+    }
+  }
+  return lines;
 }
 
 export interface NvmlStubControl {

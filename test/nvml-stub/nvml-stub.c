@@ -4,7 +4,9 @@
  * nvidia-smi.
  *
  * Symbols, struct layouts and return codes follow nvml.h of CUDA 12.4 (driver 550, NVML
- * API v12). Only the functions trueidle's NVML source calls are exported.
+ * API v12). Only the functions trueidle's NVML source calls are exported, and the two MIG
+ * calls that tell an instance's handle from a board's (nvmlDeviceIsMigDeviceHandle,
+ * nvmlDeviceGetDeviceHandleFromMigDeviceHandle).
  *
  * Environment:
  *   TRUEIDLE_NVML_STUB_TABLE    the scenario as a flat table, written by
@@ -35,6 +37,21 @@
  * Readings follow the wall clock: at Date.now() === t every GPU shows what readingOf(scenario,
  * gpu, t) in agent/sim/evaluate.ts gives, the per-second noise included (hash01 below is
  * the same function bit for bit). The table holds each phase's values before the noise.
+ *
+ * MIG: a board whose table has `mig_mode 1` is in MIG mode, split into the instances of its
+ * `mig` lines, each in a slot (0..6) of its own with its phases. At Date.now() === t the
+ * board's instances are those migReadingsOf(scenario, board, t) gives, each under the same
+ * `MIG-…` uuid (mig_uuid below is migUuid, and the count of re-creations migPhaseAt's, bit
+ * for bit). nvmlDeviceGetMigDeviceHandleByIndex(board, slot) gives an instance's handle, one
+ * per board and slot, distinct from board handles: NOT_FOUND while the slot is empty or its
+ * instance destroyed (slots are sparse), and calls on the handle of a destroyed instance
+ * answer NOT_FOUND too. On an instance's handle: its UUID, its name ("<board> MIG
+ * <profile>", as NVML names them), memory, compute processes (with their GPU and compute
+ * instance ids), those ids and its board's handle; board-only calls answer NOT_SUPPORTED.
+ * On a board in MIG mode utilization is NOT_SUPPORTED, and its process list is every
+ * instance's. nvmlGpmMigSampleGet(board, gi, sample) samples a GPU instance's SM activity;
+ * the metrics of two samples are refused (INVALID_ARGUMENT) unless both are of the same
+ * instance, so a sample never pairs across a re-created instance.
  *
  * Thread safety: koffi's async calls come from several threads at once. All state is
  * behind one mutex, which is never held while a call sleeps for a `hang` directive.
@@ -142,6 +159,10 @@ typedef struct {
   unsigned int computeInstanceId;
 } nvmlProcessInfo_t;
 #define NVML_VALUE_NOT_AVAILABLE (~0ULL)
+/* gpuInstanceId and computeInstanceId of a process on a GPU not in MIG mode. */
+#define NVML_INSTANCE_NONE 0xFFFFFFFFu
+
+enum { NVML_DEVICE_MIG_DISABLE = 0, NVML_DEVICE_MIG_ENABLE = 1 };
 
 typedef struct {
   unsigned int pid;
@@ -210,6 +231,10 @@ _Static_assert(offsetof(nvmlGpmMetricsGet_t, metrics) == 24, "nvmlGpmMetricsGet_
 #define SAMPLE_RING 120
 #define CONTROL_CHECK_MS 50.0
 #define GPM_MIN_INTERVAL_US 100000LL
+/* MIG devices a board in MIG mode can hold (nvmlDeviceGetMaxMigDeviceCount on A100, H100, H200). */
+#define MAX_MIG 7
+/* "MIG-" and a uuid's 36 characters. */
+#define MIG_UUID_LENGTH 40
 
 /* Every exported function but nvmlErrorString: the unit of the cost model and of the call counts. */
 #define STUB_FUNCTIONS(X) \
@@ -240,7 +265,15 @@ _Static_assert(offsetof(nvmlGpmMetricsGet_t, metrics) == 24, "nvmlGpmMetricsGet_
   X(nvmlGpmSampleAlloc) \
   X(nvmlGpmSampleFree) \
   X(nvmlGpmSampleGet) \
-  X(nvmlGpmMetricsGet)
+  X(nvmlGpmMetricsGet) \
+  X(nvmlDeviceGetMigMode) \
+  X(nvmlDeviceGetMaxMigDeviceCount) \
+  X(nvmlDeviceGetMigDeviceHandleByIndex) \
+  X(nvmlDeviceIsMigDeviceHandle) \
+  X(nvmlDeviceGetGpuInstanceId) \
+  X(nvmlDeviceGetComputeInstanceId) \
+  X(nvmlDeviceGetDeviceHandleFromMigDeviceHandle) \
+  X(nvmlGpmMigSampleGet)
 
 enum stub_fn {
 #define STUB_FN_ID(n) FN_##n,
@@ -268,6 +301,8 @@ struct proc {
 
 struct phase {
   double ms;
+  /* A MIG instance's phase only: the instance does not exist. */
+  int absent;
   nvmlReturn_t error; /* NVML_SUCCESS: the GPU answers in this phase */
   int has_util, has_power, has_mem, has_media;
   double util, power_w, mem_used_mib, media, noise;
@@ -277,9 +312,20 @@ struct phase {
   unsigned nprocs;
 };
 
+/* A MIG instance of a board (a `mig` line and its `mphase` lines). */
+struct mig {
+  unsigned slot, gi, ci;
+  char *profile;
+  char *name; /* "<board name> MIG <profile>" */
+  double mem_total_mib, cycle_ms;
+  unsigned absent_per_cycle;
+  struct phase *phases;
+  unsigned nphases;
+};
+
 struct gpu {
   char *uuid;
-  uint16_t *uuid_utf16; /* the UUID as JavaScript sees it, for hash01 */
+  uint16_t *uuid_utf16; /* the UUID as JavaScript sees it, for hash01 and mig_uuid */
   size_t uuid_len;
   char *name, *bus_id, *serial;
   unsigned pci_device_id;
@@ -288,6 +334,9 @@ struct gpu {
   int gpm;
   struct phase *phases;
   unsigned nphases;
+  int mig_mode;
+  struct mig *migs;
+  unsigned nmigs;
 };
 
 struct table {
@@ -308,6 +357,11 @@ struct nvmlGpmSample_st {
   int taken;
   unsigned gpu;
   long long time_us;
+  /* A MIG sample (nvmlGpmMigSampleGet): the GPU instance id, and the instance's generation
+   * (re-creations so far), so that two samples pair only within one instance. */
+  int mig;
+  unsigned gi;
+  long long generation;
 };
 
 /* ---- state (all behind mu) -------------------------------------------------------------- */
@@ -315,6 +369,8 @@ struct nvmlGpmSample_st {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct table tbl;
 static struct nvmlDevice_st handles[MAX_GPUS];
+/* MIG device handles: board * MAX_MIG + slot. */
+static struct nvmlDevice_st mig_handles[MAX_GPUS * MAX_MIG];
 static unsigned init_refs;
 /* The driver's generation moves on at every reload; a client initialised in an older one
  * must shut down and initialise again. */
@@ -512,6 +568,52 @@ static int proc_sm(const struct proc *pr, const struct reading *r, double *out) 
   }
 }
 
+/* ---- MIG instances (migReadingsOf) -------------------------------------------------------- */
+
+/* migPhaseAt of agent/sim/evaluate.ts, bit for bit: the instance's phase at `time_ms`, and how
+ * many absent phases ended before it since origin_ms (the instance's generation). */
+static const struct phase *mig_phase_at(const struct mig *m, double time_ms, long long *generation) {
+  double since = time_ms - tbl.origin_ms;
+  double cycles = floor(since / m->cycle_ms);
+  double t = since - cycles * m->cycle_ms;
+  double destroyed = cycles * (double)m->absent_per_cycle;
+  for (unsigned i = 0; i < m->nphases; i++) {
+    const struct phase *p = &m->phases[i];
+    if (t < p->ms) {
+      *generation = (long long)destroyed;
+      return p;
+    }
+    if (p->absent) destroyed++;
+    t -= p->ms;
+  }
+  *generation = (long long)destroyed;
+  return &m->phases[m->nphases - 1];
+}
+
+static void fnv_step(uint32_t *h1, uint32_t *h2, unsigned c) {
+  *h1 = (*h1 ^ c) * 16777619u;
+  *h2 = (*h2 ^ c) * 2246822519u;
+}
+
+/* migUuid of agent/sim/evaluate.ts, bit for bit: the instance's "MIG-…" uuid in `generation`. */
+static void mig_uuid(const struct gpu *g, const struct mig *m, long long generation, char out[MIG_UUID_LENGTH + 1]) {
+  uint32_t h1 = 0x9e3779b9u, h2 = 0x85ebca6bu;
+  for (size_t i = 0; i < g->uuid_len; i++) fnv_step(&h1, &h2, g->uuid_utf16[i]);
+  char tail[64];
+  snprintf(tail, sizeof tail, "/%u/%u/%lld", m->gi, m->ci, generation);
+  for (const char *c = tail; *c != '\0'; c++) fnv_step(&h1, &h2, (unsigned char)*c);
+  char hex[33];
+  snprintf(hex, sizeof hex, "%08x%08x%08x%08x", h1, h2, h1, h2);
+  snprintf(out, MIG_UUID_LENGTH + 1, "MIG-%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+static const struct mig *mig_in_slot(const struct gpu *g, unsigned slot) {
+  for (unsigned i = 0; i < g->nmigs; i++) {
+    if (g->migs[i].slot == slot) return &g->migs[i];
+  }
+  return NULL;
+}
+
 /* ---- reading the table ------------------------------------------------------------------ */
 
 static void free_table(struct table *t) {
@@ -522,6 +624,17 @@ static void free_table(struct table *t) {
       free(g->phases[j].procs);
     }
     free(g->phases);
+    for (unsigned j = 0; j < g->nmigs; j++) {
+      struct mig *m = &g->migs[j];
+      for (unsigned k = 0; k < m->nphases; k++) {
+        for (unsigned q = 0; q < m->phases[k].nprocs; q++) free(m->phases[k].procs[q].name);
+        free(m->phases[k].procs);
+      }
+      free(m->phases);
+      free(m->profile);
+      free(m->name);
+    }
+    free(g->migs);
     free(g->uuid);
     free(g->uuid_utf16);
     free(g->name);
@@ -601,6 +714,11 @@ static const char *phase_field(void *obj, const char *key, const char *value) {
   else if (strcmp(key, "media") == 0) ok = parse_optional(value, &p->has_media, &p->media);
   else if (strcmp(key, "noise") == 0) ok = parse_double(value, &p->noise);
   else if (strcmp(key, "gpm_sm") == 0) ok = parse_double(value, &p->gpm_sm);
+  else if (strcmp(key, "absent") == 0) {
+    double v;
+    ok = parse_double(value, &v) && (v == 0 || v == 1);
+    p->absent = v == 1;
+  }
   else if (strcmp(key, "error") == 0) {
     double code;
     ok = parse_double(value, &code) && code > 0;
@@ -652,8 +770,70 @@ static const char *parse_utf16(struct gpu *g, char *value) {
   return NULL;
 }
 
+/* An unsigned integer field of a `mig` line. */
+static int parse_uint(const char *value, unsigned max, unsigned *out) {
+  double v;
+  if (!parse_double(value, &v) || v < 0 || v > max || v != floor(v)) return 0;
+  *out = (unsigned)v;
+  return 1;
+}
+
+static const char *mig_field(void *obj, const char *key, const char *value) {
+  struct mig *m = obj;
+  int ok = 1;
+  if (strcmp(key, "slot") == 0) ok = parse_uint(value, MAX_MIG - 1, &m->slot);
+  else if (strcmp(key, "gi") == 0) ok = parse_uint(value, 1000, &m->gi);
+  else if (strcmp(key, "ci") == 0) ok = parse_uint(value, 1000, &m->ci);
+  else if (strcmp(key, "mem_total_mib") == 0) ok = parse_double(value, &m->mem_total_mib) && m->mem_total_mib > 0;
+  else if (strcmp(key, "cycle_ms") == 0) ok = parse_double(value, &m->cycle_ms) && m->cycle_ms > 0;
+  else if (strcmp(key, "profile") == 0) {
+    free(m->profile);
+    m->profile = strdup(value);
+    ok = m->profile != NULL && *value != '\0';
+  } else return "unknown mig field";
+  return ok ? NULL : "bad mig value";
+}
+
 static const char *parse_gpu_line(struct gpu *g, const char *key, char *value) {
   double v;
+  if (strcmp(key, "mig_mode") == 0) {
+    if (!parse_double(value, &v) || (v != 0 && v != 1)) return "bad mig_mode";
+    g->mig_mode = v == 1;
+    return NULL;
+  }
+  if (strcmp(key, "mig") == 0) {
+    if (g->nmigs >= MAX_MIG) return "more than 7 MIG instances";
+    if (!grow((void **)&g->migs, g->nmigs, sizeof *g->migs)) return "out of memory";
+    struct mig *m = &g->migs[g->nmigs++];
+    m->slot = MAX_MIG;
+    const char *err = parse_fields(value, "profile", mig_field, m);
+    if (err == NULL && (m->slot >= MAX_MIG || m->profile == NULL || !(m->cycle_ms > 0) || !(m->mem_total_mib > 0)))
+      err = "a mig line lacks one of slot, gi, profile, mem_total_mib, cycle_ms";
+    for (unsigned i = 0; err == NULL && i + 1 < g->nmigs; i++) {
+      if (g->migs[i].slot == m->slot) err = "two MIG instances in one slot";
+    }
+    return err;
+  }
+  if (strcmp(key, "mphase") == 0) {
+    if (g->nmigs == 0) return "mphase before any mig line";
+    struct mig *m = &g->migs[g->nmigs - 1];
+    if (!grow((void **)&m->phases, m->nphases, sizeof *m->phases)) return "out of memory";
+    struct phase *p = &m->phases[m->nphases++];
+    const char *err = parse_fields(value, "text", phase_field, p);
+    if (err == NULL && !(p->ms > 0)) err = "mphase without ms";
+    if (err == NULL && p->absent) m->absent_per_cycle++;
+    return err;
+  }
+  if (strcmp(key, "mproc") == 0) {
+    if (g->nmigs == 0 || g->migs[g->nmigs - 1].nphases == 0) return "mproc before any mphase";
+    struct mig *m = &g->migs[g->nmigs - 1];
+    struct phase *p = &m->phases[m->nphases - 1];
+    if (!grow((void **)&p->procs, p->nprocs, sizeof *p->procs)) return "out of memory";
+    struct proc *pr = &p->procs[p->nprocs++];
+    const char *err = parse_fields(value, "name", proc_field, pr);
+    if (err == NULL && pr->name == NULL) err = "mproc without name";
+    return err;
+  }
   if (strcmp(key, "uuid") == 0) return (g->uuid = strdup(value)) ? NULL : "out of memory";
   if (strcmp(key, "uuid_utf16") == 0) return parse_utf16(g, value);
   if (strcmp(key, "name") == 0) return (g->name = strdup(value)) ? NULL : "out of memory";
@@ -771,6 +951,18 @@ static int load_table(struct table *t) {
     struct gpu *x = &t->gpus[i];
     if (!x->uuid || !x->uuid_utf16 || !x->name || !x->bus_id || !x->serial || x->nphases == 0 || !(x->cycle_ms > 0) || !(x->mem_total_mib > 0)) {
       err = "a GPU lacks one of uuid, uuid_utf16, name, bus_id, serial, mem_total_mib, cycle_ms, phase";
+      lineno = 0;
+    }
+    for (unsigned j = 0; err == NULL && j < x->nmigs; j++) {
+      struct mig *m = &x->migs[j];
+      size_t n = strlen(x->name) + strlen(m->profile) + 6;
+      if (m->nphases == 0) err = "a MIG instance without mphase lines";
+      else if ((m->name = malloc(n)) == NULL) err = "out of memory";
+      else snprintf(m->name, n, "%s MIG %s", x->name, m->profile);
+      lineno = 0;
+    }
+    if (err == NULL && x->nmigs > 0 && !x->mig_mode) {
+      err = "MIG instances on a GPU without mig_mode 1";
       lineno = 0;
     }
   }
@@ -913,18 +1105,55 @@ static long handle_slot(nvmlDevice_t dev) {
   return (long)((p - base) / sizeof handles[0]);
 }
 
+/* A MIG device handle's place in mig_handles (board * MAX_MIG + slot), or -1. */
+static long mig_handle_index(nvmlDevice_t dev) {
+  uintptr_t p = (uintptr_t)dev, base = (uintptr_t)mig_handles;
+  if (p < base || p >= base + sizeof mig_handles || (p - base) % sizeof mig_handles[0] != 0) return -1;
+  return (long)((p - base) / sizeof mig_handles[0]);
+}
+
 /* A device call: on NVML_SUCCESS holds mu and fills *g and *r (the GPU's reading now). A
- * GPU in an error phase answers that error unless `static_ok`. */
+ * GPU in an error phase answers that error unless `static_ok`. A MIG device handle answers
+ * NOT_SUPPORTED: the calls that take one say so (enter_mig). */
 static nvmlReturn_t enter_device(enum stub_fn fn, nvmlDevice_t dev, int static_ok, const struct gpu **g, struct reading *r, long long *t_us) {
   long slot = handle_slot(dev);
-  nvmlReturn_t rc = enter(fn, slot, 1);
+  long mig = slot < 0 ? mig_handle_index(dev) : -1;
+  nvmlReturn_t rc = enter(fn, mig >= 0 ? mig / MAX_MIG : slot, 1);
   if (rc != NVML_SUCCESS) return rc;
+  if (mig >= 0) return done((unsigned long)(mig / MAX_MIG) < tbl.ngpus ? NVML_ERROR_NOT_SUPPORTED : NVML_ERROR_INVALID_ARGUMENT);
   if (slot < 0 || (unsigned long)slot >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
   *g = &tbl.gpus[slot];
   long long us = now_us();
   if (t_us) *t_us = us;
   reading_at(*g, ms_of_us(us), r);
   if (!static_ok && r->error != NVML_SUCCESS) return done(r->error);
+  return NVML_SUCCESS;
+}
+
+/* What a MIG instance shows at an instant. */
+struct mig_now {
+  const struct gpu *g;
+  const struct mig *m;
+  unsigned board;
+  const struct phase *ph;
+  long long generation;
+};
+
+/* A call on a MIG device handle: on NVML_SUCCESS holds mu and fills *out. NOT_FOUND while
+ * the handle's instance does not exist (an empty slot, a destroyed instance); an instance
+ * in an error phase answers that error unless `static_ok` (its identity stays readable). */
+static nvmlReturn_t enter_mig(enum stub_fn fn, nvmlDevice_t dev, int static_ok, struct mig_now *out) {
+  long idx = mig_handle_index(dev);
+  nvmlReturn_t rc = enter(fn, idx >= 0 ? idx / MAX_MIG : -1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (idx < 0 || (unsigned long)(idx / MAX_MIG) >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
+  out->board = (unsigned)(idx / MAX_MIG);
+  out->g = &tbl.gpus[out->board];
+  out->m = out->g->mig_mode ? mig_in_slot(out->g, (unsigned)(idx % MAX_MIG)) : NULL;
+  if (out->m == NULL) return done(NVML_ERROR_NOT_FOUND);
+  out->ph = mig_phase_at(out->m, ms_of_us(now_us()), &out->generation);
+  if (out->ph->absent) return done(NVML_ERROR_NOT_FOUND);
+  if (!static_ok && out->ph->error != NVML_SUCCESS) return done(out->ph->error);
   return NVML_SUCCESS;
 }
 
@@ -1029,11 +1258,21 @@ EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsig
   if (name == NULL || length == 0) return done(NVML_ERROR_INVALID_ARGUMENT);
   double t = ms_of_us(now_us());
   for (unsigned i = 0; i < tbl.ngpus; i++) {
+    const struct gpu *g = &tbl.gpus[i];
     struct reading r;
-    reading_at(&tbl.gpus[i], t, &r);
-    if (r.error != NVML_SUCCESS) continue;
-    for (unsigned k = 0; k < r.ph->nprocs; k++) {
-      if (r.ph->procs[k].pid == pid) return done(copy_string(name, length, r.ph->procs[k].name));
+    reading_at(g, t, &r);
+    if (r.error == NVML_SUCCESS) {
+      for (unsigned k = 0; k < r.ph->nprocs; k++) {
+        if (r.ph->procs[k].pid == pid) return done(copy_string(name, length, r.ph->procs[k].name));
+      }
+    }
+    for (unsigned j = 0; j < g->nmigs; j++) {
+      long long generation;
+      const struct phase *ph = mig_phase_at(&g->migs[j], t, &generation);
+      if (ph->absent || ph->error != NVML_SUCCESS) continue;
+      for (unsigned k = 0; k < ph->nprocs; k++) {
+        if (ph->procs[k].pid == pid) return done(copy_string(name, length, ph->procs[k].name));
+      }
     }
   }
   return done(NVML_ERROR_NOT_FOUND);
@@ -1068,6 +1307,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+  if (mig_handle_index(device) >= 0) {
+    struct mig_now mn;
+    nvmlReturn_t rc = enter_mig(FN_nvmlDeviceGetUUID, device, 1, &mn);
+    if (rc != NVML_SUCCESS) return rc;
+    char u[MIG_UUID_LENGTH + 1];
+    mig_uuid(mn.g, mn.m, mn.generation, u);
+    return done(copy_string(uuid, length, u));
+  }
   const struct gpu *g;
   struct reading r;
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetUUID, device, 0, &g, &r, NULL);
@@ -1076,6 +1323,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned 
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+  if (mig_handle_index(device) >= 0) {
+    struct mig_now mn;
+    nvmlReturn_t rc = enter_mig(FN_nvmlDeviceGetName, device, 1, &mn);
+    if (rc != NVML_SUCCESS) return rc;
+    return done(copy_string(name, length, mn.m->name));
+  }
   const struct gpu *g;
   struct reading r;
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetName, device, 0, &g, &r, NULL);
@@ -1122,7 +1375,28 @@ EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigne
 
 /* ---- exported: readings ------------------------------------------------------------------ */
 
+/* The driver keeps some memory for itself: 512 MiB, less on a small board or instance. */
+static void fill_memory(nvmlMemory_v2_t *memory, double total_mib, double used_mib) {
+  unsigned long long total = to_ull(total_mib * MiB);
+  unsigned long long reserved = total / 8 < 512ULL * 1024 * 1024 ? total / 8 : 512ULL * 1024 * 1024;
+  unsigned long long used = to_ull(used_mib * MiB);
+  memory->total = total;
+  memory->reserved = reserved;
+  memory->used = used;
+  memory->free = total > reserved + used ? total - reserved - used : 0;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+  if (mig_handle_index(device) >= 0) {
+    struct mig_now mn;
+    nvmlReturn_t rc = enter_mig(FN_nvmlDeviceGetMemoryInfo_v2, device, 0, &mn);
+    if (rc != NVML_SUCCESS) return rc;
+    if (memory == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+    if (memory->version != nvmlMemory_v2) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    if (!mn.ph->has_mem) return done(NVML_ERROR_NOT_SUPPORTED);
+    fill_memory(memory, mn.m->mem_total_mib, mn.ph->mem_used_mib);
+    return done(NVML_SUCCESS);
+  }
   const struct gpu *g;
   struct reading r;
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetMemoryInfo_v2, device, 0, &g, &r, NULL);
@@ -1130,14 +1404,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
   if (memory == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (memory->version != nvmlMemory_v2) return done(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
   if (!r.has_mem) return done(NVML_ERROR_NOT_SUPPORTED);
-  unsigned long long total = to_ull(g->mem_total_mib * MiB);
-  /* The driver keeps some memory for itself: 512 MiB, less on a small board. */
-  unsigned long long reserved = total / 8 < 512ULL * 1024 * 1024 ? total / 8 : 512ULL * 1024 * 1024;
-  unsigned long long used = to_ull(r.mem_used_mib * MiB);
-  memory->total = total;
-  memory->reserved = reserved;
-  memory->used = used;
-  memory->free = total > reserved + used ? total - reserved - used : 0;
+  fill_memory(memory, g->mem_total_mib, r.mem_used_mib);
   return done(NVML_SUCCESS);
 }
 
@@ -1147,7 +1414,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtili
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetUtilizationRates, device, 0, &g, &r, NULL);
   if (rc != NVML_SUCCESS) return rc;
   if (utilization == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
-  if (!r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
+  /* In MIG mode no utilization, of the board or of an instance. */
+  if (!r.has_util || g->mig_mode) return done(NVML_ERROR_NOT_SUPPORTED);
   utilization->gpu = to_unsigned(r.util);
   /* What the fake nvidia-smi prints for utilization.memory. */
   utilization->memory = to_unsigned(r.util * 0.6);
@@ -1162,7 +1430,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetSamples(nvmlDevice_t device, int type, unsigned
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetSamples, device, 0, &g, &r, &us);
   if (rc != NVML_SUCCESS) return rc;
   if (sampleValType == NULL || sampleCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
-  if (type != NVML_GPU_UTILIZATION_SAMPLES || !r.has_util) return done(NVML_ERROR_NOT_SUPPORTED);
+  if (type != NVML_GPU_UTILIZATION_SAMPLES || !r.has_util || g->mig_mode) return done(NVML_ERROR_NOT_SUPPORTED);
   /* Samples are taken at every multiple of the period since the epoch; the driver keeps the
    * last SAMPLE_RING of them. */
   unsigned long long last = (unsigned long long)us / SAMPLE_PERIOD_US;
@@ -1267,32 +1535,73 @@ EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t device, unsigne
 
 /* ---- exported: processes ------------------------------------------------------------------ */
 
-EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount, nvmlProcessInfo_t *infos) {
-  const struct gpu *g;
-  struct reading r;
-  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetComputeRunningProcesses_v3, device, 0, &g, &r, NULL);
-  if (rc != NVML_SUCCESS) return rc;
-  if (infoCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
-  unsigned n = r.ph->nprocs;
+/* One instance's processes, or a board's (mig NULL), into infos[at...]; returns how many. */
+static unsigned put_processes(const struct phase *ph, const struct mig *m, nvmlProcessInfo_t *infos, unsigned at) {
+  for (unsigned k = 0; k < ph->nprocs; k++) {
+    const struct proc *pr = &ph->procs[k];
+    nvmlProcessInfo_t *info = &infos[at + k];
+    memset(info, 0, sizeof *info);
+    info->pid = pr->pid;
+    info->usedGpuMemory = pr->has_used ? pr->used_bytes : NVML_VALUE_NOT_AVAILABLE;
+    info->gpuInstanceId = m ? m->gi : NVML_INSTANCE_NONE;
+    info->computeInstanceId = m ? m->ci : NVML_INSTANCE_NONE;
+  }
+  return ph->nprocs;
+}
+
+/* NVML's size protocol over a list of `n` processes: INSUFFICIENT_SIZE with the count needed,
+ * or SUCCESS with *infoCount = n for the caller to fill them in. */
+static nvmlReturn_t size_processes(unsigned n, unsigned int *infoCount, nvmlProcessInfo_t *infos) {
   if (n == 0) {
     *infoCount = 0;
-    return done(NVML_SUCCESS);
+    return NVML_SUCCESS;
   }
   if (infos == NULL || *infoCount < n) {
     *infoCount = n;
-    return done(NVML_ERROR_INSUFFICIENT_SIZE);
-  }
-  for (unsigned k = 0; k < n; k++) {
-    const struct proc *pr = &r.ph->procs[k];
-    memset(&infos[k], 0, sizeof infos[k]);
-    infos[k].pid = pr->pid;
-    infos[k].usedGpuMemory = pr->has_used ? pr->used_bytes : NVML_VALUE_NOT_AVAILABLE;
-    /* Not a MIG instance. */
-    infos[k].gpuInstanceId = 0xFFFFFFFFu;
-    infos[k].computeInstanceId = 0xFFFFFFFFu;
+    return NVML_ERROR_INSUFFICIENT_SIZE;
   }
   *infoCount = n;
-  return done(NVML_SUCCESS);
+  return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int *infoCount, nvmlProcessInfo_t *infos) {
+  if (mig_handle_index(device) >= 0) {
+    struct mig_now mn;
+    nvmlReturn_t rc = enter_mig(FN_nvmlDeviceGetComputeRunningProcesses_v3, device, 0, &mn);
+    if (rc != NVML_SUCCESS) return rc;
+    if (infoCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+    rc = size_processes(mn.ph->nprocs, infoCount, infos);
+    if (rc == NVML_SUCCESS && mn.ph->nprocs > 0) put_processes(mn.ph, mn.m, infos, 0);
+    return done(rc);
+  }
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetComputeRunningProcesses_v3, device, 0, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (infoCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!g->mig_mode) {
+    rc = size_processes(r.ph->nprocs, infoCount, infos);
+    if (rc == NVML_SUCCESS && r.ph->nprocs > 0) put_processes(r.ph, NULL, infos, 0);
+    return done(rc);
+  }
+  /* A board in MIG mode: every instance's processes, each with its instance's ids. */
+  const struct phase *phs[MAX_MIG];
+  unsigned n = 0;
+  for (unsigned j = 0; j < g->nmigs; j++) {
+    long long generation;
+    phs[j] = mig_phase_at(&g->migs[j], ms_of_us(us), &generation);
+    if (phs[j]->absent || phs[j]->error != NVML_SUCCESS) phs[j] = NULL;
+    else n += phs[j]->nprocs;
+  }
+  rc = size_processes(n, infoCount, infos);
+  if (rc == NVML_SUCCESS && n > 0) {
+    unsigned at = 0;
+    for (unsigned j = 0; j < g->nmigs; j++) {
+      if (phs[j] != NULL) at += put_processes(phs[j], &g->migs[j], infos, at);
+    }
+  }
+  return done(rc);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlProcessUtilizationSample_t *utilization,
@@ -1303,6 +1612,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device, nvmlPro
   nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetProcessUtilization, device, 0, &g, &r, &us);
   if (rc != NVML_SUCCESS) return rc;
   if (processSamplesCount == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (g->mig_mode) return done(NVML_ERROR_NOT_SUPPORTED);
   /* Every process with a known SM utilization has one sample, taken now. */
   unsigned n = 0;
   double sm;
@@ -1372,19 +1682,71 @@ EXPORT nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSam
   gpmSample->gpu = (unsigned)(g - tbl.gpus);
   gpmSample->time_us = us;
   gpmSample->taken = 1;
+  gpmSample->mig = 0;
   return done(NVML_SUCCESS);
 }
 
-/* Mean SM activity (0–1) of a GPU over [t1, t2], integrated in steps of about 100 ms. */
-static double mean_sm(const struct gpu *g, long long t1, long long t2) {
+/* The first instance with GPU instance id `gi` present at `time_ms`, with its phase and generation. */
+static const struct mig *mig_of_gi(const struct gpu *g, unsigned gi, double time_ms, const struct phase **ph, long long *generation) {
+  for (unsigned j = 0; j < g->nmigs; j++) {
+    if (g->migs[j].gi != gi) continue;
+    *ph = mig_phase_at(&g->migs[j], time_ms, generation);
+    if (!(*ph)->absent) return &g->migs[j];
+  }
+  return NULL;
+}
+
+EXPORT nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t device, unsigned int gpuInstanceId, nvmlGpmSample_t gpmSample) {
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  /* The board's own phases say nothing of its instances. */
+  nvmlReturn_t rc = enter_device(FN_nvmlGpmMigSampleGet, device, 1, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (gpmSample == NULL || gpmSample->magic != SAMPLE_MAGIC) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!g->mig_mode || !g->gpm) return done(NVML_ERROR_NOT_SUPPORTED);
+  const struct phase *ph;
+  long long generation;
+  if (mig_of_gi(g, gpuInstanceId, ms_of_us(us), &ph, &generation) == NULL) return done(NVML_ERROR_NOT_FOUND);
+  if (ph->error != NVML_SUCCESS) return done(ph->error);
+  gpmSample->gpu = (unsigned)(g - tbl.gpus);
+  gpmSample->time_us = us;
+  gpmSample->taken = 1;
+  gpmSample->mig = 1;
+  gpmSample->gi = gpuInstanceId;
+  gpmSample->generation = generation;
+  return done(NVML_SUCCESS);
+}
+
+/* SM activity (0–1) GPM sees at `time_ms`: the board's, or the GPU instance's (`mig`; the
+ * mean of its compute instances present then). */
+static double sm_at(const struct gpu *g, int mig, unsigned gi, double time_ms) {
+  if (!mig) {
+    const struct phase *p = phase_at(g, time_ms);
+    return p->error == NVML_SUCCESS ? p->gpm_sm : 0;
+  }
+  double sum = 0;
+  unsigned n = 0;
+  for (unsigned j = 0; j < g->nmigs; j++) {
+    if (g->migs[j].gi != gi) continue;
+    long long generation;
+    const struct phase *p = mig_phase_at(&g->migs[j], time_ms, &generation);
+    if (p->absent) continue;
+    sum += p->error == NVML_SUCCESS ? p->gpm_sm : 0;
+    n++;
+  }
+  return n > 0 ? sum / n : 0;
+}
+
+/* Mean SM activity (0–1) of a GPU or GPU instance over [t1, t2], integrated in steps of about 100 ms. */
+static double mean_sm(const struct gpu *g, int mig, unsigned gi, long long t1, long long t2) {
   long long span = t2 - t1;
   long long steps = (span + 99999) / 100000;
   if (steps < 1) steps = 1;
   double sum = 0;
   for (long long k = 0; k < steps; k++) {
     long long t = t1 + (long long)(((double)k + 0.5) * (double)span / (double)steps);
-    const struct phase *p = phase_at(g, ms_of_us(t));
-    sum += p->error == NVML_SUCCESS ? p->gpm_sm : 0;
+    sum += sm_at(g, mig, gi, ms_of_us(t));
   }
   return sum / (double)steps;
 }
@@ -1408,7 +1770,10 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet) {
   /* Two samples of one GPU, the second at least the documented 100 ms after the first. */
   if (s1->gpu != s2->gpu || s1->gpu >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
   if (s2->time_us - s1->time_us < GPM_MIN_INTERVAL_US) return done(NVML_ERROR_INVALID_ARGUMENT);
-  double sm_util = 100 * mean_sm(&tbl.gpus[s1->gpu], s1->time_us, s2->time_us);
+  /* Of one GPU instance, and of one instance of it: never across a re-created one. */
+  if (s1->mig != s2->mig || (s1->mig && (s1->gi != s2->gi || s1->generation != s2->generation)))
+    return done(NVML_ERROR_INVALID_ARGUMENT);
+  double sm_util = 100 * mean_sm(&tbl.gpus[s1->gpu], s1->mig, s1->gi, s1->time_us, s2->time_us);
   for (unsigned i = 0; i < metricsGet->numMetrics; i++) {
     nvmlGpmMetric_t *m = &metricsGet->metrics[i];
     m->nvmlReturn = NVML_SUCCESS;
@@ -1423,5 +1788,85 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet) {
     }
     if (m->nvmlReturn == NVML_SUCCESS) m->metricInfo.unit = (char *)"%";
   }
+  return done(NVML_SUCCESS);
+}
+
+/* ---- exported: MIG ---------------------------------------------------------------------------- */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode, unsigned int *pendingMode) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetMigMode, device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (currentMode == NULL || pendingMode == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *currentMode = *pendingMode = g->mig_mode ? NVML_DEVICE_MIG_ENABLE : NVML_DEVICE_MIG_DISABLE;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+  const struct gpu *g;
+  struct reading r;
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetMaxMigDeviceCount, device, 0, &g, &r, NULL);
+  if (rc != NVML_SUCCESS) return rc;
+  if (count == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  /* Zero where MIG is off. */
+  *count = g->mig_mode ? MAX_MIG : 0;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index, nvmlDevice_t *migDevice) {
+  const struct gpu *g;
+  struct reading r;
+  long long us;
+  nvmlReturn_t rc = enter_device(FN_nvmlDeviceGetMigDeviceHandleByIndex, device, 0, &g, &r, &us);
+  if (rc != NVML_SUCCESS) return rc;
+  if (migDevice == NULL || index >= MAX_MIG) return done(NVML_ERROR_INVALID_ARGUMENT);
+  if (!g->mig_mode) return done(NVML_ERROR_NOT_SUPPORTED);
+  const struct mig *m = mig_in_slot(g, index);
+  long long generation;
+  if (m == NULL || mig_phase_at(m, ms_of_us(us), &generation)->absent) return done(NVML_ERROR_NOT_FOUND);
+  *migDevice = &mig_handles[(size_t)(g - tbl.gpus) * MAX_MIG + index];
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice) {
+  long mig = mig_handle_index(device);
+  nvmlReturn_t rc = enter(FN_nvmlDeviceIsMigDeviceHandle, mig >= 0 ? mig / MAX_MIG : handle_slot(device), 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (isMigDevice == NULL || (mig < 0 && handle_slot(device) < 0)) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *isMigDevice = mig >= 0;
+  return done(NVML_SUCCESS);
+}
+
+static nvmlReturn_t instance_id(enum stub_fn fn, nvmlDevice_t device, int compute, unsigned int *id) {
+  if (mig_handle_index(device) < 0) {
+    /* A board: not a MIG device. */
+    const struct gpu *g;
+    struct reading r;
+    nvmlReturn_t rc = enter_device(fn, device, 1, &g, &r, NULL);
+    return rc != NVML_SUCCESS ? rc : done(NVML_ERROR_NOT_SUPPORTED);
+  }
+  struct mig_now mn;
+  nvmlReturn_t rc = enter_mig(fn, device, 1, &mn);
+  if (rc != NVML_SUCCESS) return rc;
+  if (id == NULL) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *id = compute ? mn.m->ci : mn.m->gi;
+  return done(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id) {
+  return instance_id(FN_nvmlDeviceGetGpuInstanceId, device, 0, id);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id) {
+  return instance_id(FN_nvmlDeviceGetComputeInstanceId, device, 1, id);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice, nvmlDevice_t *device) {
+  long mig = mig_handle_index(migDevice);
+  nvmlReturn_t rc = enter(FN_nvmlDeviceGetDeviceHandleFromMigDeviceHandle, mig >= 0 ? mig / MAX_MIG : -1, 1);
+  if (rc != NVML_SUCCESS) return rc;
+  if (mig < 0 || device == NULL || (unsigned long)(mig / MAX_MIG) >= tbl.ngpus) return done(NVML_ERROR_INVALID_ARGUMENT);
+  *device = &handles[mig / MAX_MIG];
   return done(NVML_SUCCESS);
 }

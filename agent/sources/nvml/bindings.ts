@@ -42,6 +42,8 @@ export const ABSENT_VALUE_ERRORS: ReadonlySet<number> = new Set([
 ]);
 
 export const NVML_GPU_UTILIZATION_SAMPLES = 1;
+/** nvmlDeviceGetMigMode's current mode of a board in MIG mode. */
+export const NVML_DEVICE_MIG_ENABLE = 1;
 export const NVML_CLOCK_SM = 1;
 export const NVML_CLOCKS_EVENT_REASON_GPU_IDLE = 0x1;
 /** usedGpuMemory when the driver cannot say (WDDM): all 64 bits set; read as two 32-bit halves. */
@@ -125,6 +127,13 @@ export interface NvmlFunctions {
   nvmlGpmSampleFree?: Fn | undefined;
   nvmlGpmSampleGet?: Fn | undefined;
   nvmlGpmMetricsGet?: Fn | undefined;
+  /** MIG (driver 450 and newer; GPM per instance from driver 520). */
+  nvmlDeviceGetMigMode?: Fn | undefined;
+  nvmlDeviceGetMaxMigDeviceCount?: Fn | undefined;
+  nvmlDeviceGetMigDeviceHandleByIndex?: Fn | undefined;
+  nvmlDeviceGetGpuInstanceId?: Fn | undefined;
+  nvmlDeviceGetComputeInstanceId?: Fn | undefined;
+  nvmlGpmMigSampleGet?: Fn | undefined;
 }
 
 export interface NvmlLibrary {
@@ -166,6 +175,12 @@ const DECLARATIONS: ReadonlyArray<readonly [keyof NvmlFunctions | string, string
   ["nvmlGpmSampleFree", [H], false],
   ["nvmlGpmSampleGet", [H, H], false],
   ["nvmlGpmMetricsGet", [P], false],
+  ["nvmlDeviceGetMigMode", [H, P, P], false],
+  ["nvmlDeviceGetMaxMigDeviceCount", [H, P], false],
+  ["nvmlDeviceGetMigDeviceHandleByIndex", [H, "uint32_t", P], false],
+  ["nvmlDeviceGetGpuInstanceId", [H, P], false],
+  ["nvmlDeviceGetComputeInstanceId", [H, P], false],
+  ["nvmlGpmMigSampleGet", [H, "uint32_t", H], false],
 ];
 
 /**

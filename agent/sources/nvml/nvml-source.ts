@@ -20,6 +20,12 @@
  * * A GPU's only process has the GPU's utilization as its SM share, set here from each
  *   reading; on a GPU several processes share, the worker measures the shares (at most once
  *   a minute: the call costs milliseconds) and they come with the process list.
+ * * A board in MIG mode is not a GPU of its own: each of its instances is (DESIGN "MIG"),
+ *   with its MIG uuid, its board's uuid and index, the board's model and its profile, no
+ *   utilization and no power (both are the board's). An instance destroyed is gone, not
+ *   unavailable (it is no capacity any more); re-created, it is a new GPU with a new uuid.
+ *   The board shows, unavailable, only when it cannot be read and none of its instances is
+ *   known.
  * * Every timer is unref()ed; `stop()` is safe twice and before start.
  */
 import { existsSync } from "node:fs";
@@ -134,11 +140,14 @@ export class NvmlSource implements GpuSource {
 
   /** What `agent --once` and the start log say about this source. */
   describe(): string {
-    const gpus = [...this.known.values()];
-    const gpm = gpus.filter((k) => k.gpu.gpm).map((k) => k.gpu.index);
+    // Boards: an instance has SM activity where its board has GPM.
+    const boards = [...this.known.values()].filter((k) => !k.gpu.mig);
+    const gpm = boards.filter((k) => k.gpu.gpm).map((k) => k.gpu.index);
+    const mig = boards.filter((k) => k.gpu.migMode).map((k) => k.gpu.index);
     return (
       `NVML (${this.library || this.libPath}, driver ${this.driverVersion || "?"}); ` +
-      (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`)
+      (gpm.length === 0 ? "no GPU supports GPM SM activity" : `GPM SM activity on GPU ${gpm.join(", ")}`) +
+      (mig.length === 0 ? "" : `; MIG mode on GPU ${mig.join(", ")}: each instance a GPU of its own`)
     );
   }
 
@@ -149,8 +158,13 @@ export class NvmlSource implements GpuSource {
   describeSampleBuffers(): string {
     const groups = new Map<string, number[]>();
     for (const k of this.known.values()) {
+      if (k.gpu.mig) continue;
       const b = k.gpu.utilSamples;
-      const key = b ? `every ${b.periodMs} ms, ${b.count} kept (${b.spanS} s)` : "not readable";
+      const key = b
+        ? `every ${b.periodMs} ms, ${b.count} kept (${b.spanS} s)`
+        : k.gpu.migMode
+          ? "none in MIG mode"
+          : "not readable";
       groups.set(key, [...(groups.get(key) ?? []), k.gpu.index]);
     }
     return [...groups].map(([key, gpus]) => `GPU ${gpus.sort((a, b) => a - b).join(", ")}: ${key}`).join("; ");
@@ -194,7 +208,7 @@ export class NvmlSource implements GpuSource {
       this.logger.info("NVML source started.", {
         library: this.library,
         driver: this.driverVersion,
-        gpus: this.known.size,
+        gpus: [...this.known.values()].filter((k) => !k.gpu.migMode).length,
         detail: this.describe(),
         utilization_samples: this.describeSampleBuffers(),
       });
@@ -216,25 +230,36 @@ export class NvmlSource implements GpuSource {
     const global =
       [...this.hung].find((h) => h.gpu < 0) ?? (this.hung.size >= MAX_HUNG_THREADS ? [...this.hung][0] : undefined);
     const allDown = this.driverError ?? (global ? this.hungText(global) : undefined);
-    for (const k of this.known.values()) {
+    const withInstances = new Set<string>();
+    for (const k of this.known.values()) if (k.gpu.mig) withInstances.add(k.gpu.mig.parentUuid);
+    // Boards, then each board's instances in slot order.
+    const entries = [...this.known.values()].sort((a, b) => a.gpu.index - b.gpu.index || a.gpu.slot - b.gpu.slot);
+    for (const k of entries) {
       this.takeFromBoard(k);
       const g = k.gpu;
+      // A board in MIG mode is its instances; itself only when it fails and none is known.
+      if (g.migMode && withInstances.has(g.uuid)) continue;
       const identity: GpuReading = {
         uuid: g.uuid,
         index: g.index,
         model: g.model,
+        ...(g.mig ? { parentUuid: g.mig.parentUuid, migProfile: g.mig.profile } : {}),
         busId: g.busId,
         driverVersion: this.driverVersion || undefined,
       };
       const q = this.quarantine.get(g.index);
-      if (allDown !== undefined) out.push({ ...identity, error: allDown });
-      else if (q) out.push({ ...identity, error: this.hungText(q) });
-      else if (k.at === 0) out.push({ ...identity, error: g.error ?? "NVML: no reading yet" });
+      let r: GpuReading | undefined;
+      if (allDown !== undefined) r = { ...identity, error: allDown };
+      else if (q) r = { ...identity, error: this.hungText(q) };
+      // An instance just created has no reading yet: it shows from its first.
+      else if (k.at === 0)
+        r = g.mig && !g.error ? undefined : { ...identity, error: g.error ?? "NVML: no reading yet" };
       else if (nowMs - k.at > this.staleAfterMs)
-        out.push({ ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` });
-      else out.push(this.toReading(identity, k));
+        r = { ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` };
+      else r = this.toReading(identity, k);
+      if (r && (!g.migMode || r.error !== undefined)) out.push(r);
     }
-    return out.sort((a, b) => a.index - b.index);
+    return out;
   }
 
   /** Takes the GPU's reading from the board when it is newer and of the identity known here. */
@@ -267,6 +292,9 @@ export class NvmlSource implements GpuSource {
       uuid: identity.uuid,
       index: identity.index,
       model: identity.model,
+      ...(identity.parentUuid === undefined
+        ? {}
+        : { parentUuid: identity.parentUuid, migProfile: identity.migProfile }),
       busId: identity.busId,
       driverVersion: identity.driverVersion,
       util,
@@ -373,24 +401,23 @@ export class NvmlSource implements GpuSource {
         this.errorStrings = m.errorStrings;
         if (this.board?.buffer !== m.board) {
           this.badValuesBefore += this.board?.badValues() ?? 0;
-          this.board = new ReadingsBoard(m.board, m.gpus.length);
+          this.board = new ReadingsBoard(m.board, m.slots);
           for (const k of this.known.values()) k.slot = -1;
         }
         const listed = new Set<string>();
         for (const g of m.gpus) {
           listed.add(g.uuid);
-          const k = this.known.get(g.uuid);
-          if (k) {
-            k.gpu = g;
-            k.slot = g.slot;
-          } else {
-            this.known.set(g.uuid, { gpu: g, slot: g.slot, values: emptyReading(), at: 0 });
-          }
+          this.list(g);
         }
         for (const [uuid, k] of this.known) {
           if (listed.has(uuid) || this.quarantine.has(k.gpu.index)) continue;
           // A placeholder for a GPU that could not be identified, now listed under its uuid.
           if (uuid.startsWith("unknown-")) {
+            this.known.delete(uuid);
+            continue;
+          }
+          // An instance its board no longer has: destroyed, while the driver was away.
+          if (k.gpu.mig && listed.has(k.gpu.mig.parentUuid)) {
             this.known.delete(uuid);
             continue;
           }
@@ -414,6 +441,15 @@ export class NvmlSource implements GpuSource {
       case "tick":
         this.readyWaiter?.resolve();
         return;
+      case "mig": {
+        // Every instance the board has: one not listed was destroyed, and is gone.
+        const listed = new Set(m.instances.map((g) => g.uuid));
+        for (const [uuid, k] of this.known) {
+          if (k.gpu.mig?.parentUuid === m.parentUuid && !listed.has(uuid)) this.known.delete(uuid);
+        }
+        for (const g of m.instances) this.list(g);
+        return;
+      }
       case "processes":
         for (const { slot, processes } of m.lists) {
           for (const k of this.known.values()) if (k.slot === slot) k.processes = processes;
@@ -431,6 +467,17 @@ export class NvmlSource implements GpuSource {
       case "log":
         this.logger[m.level](m.msg, m.fields ?? {});
         return;
+    }
+  }
+
+  /** A GPU the current worker lists, in its slot: known from now on, or known again. */
+  private list(g: NvmlGpu): void {
+    const k = this.known.get(g.uuid);
+    if (k) {
+      k.gpu = g;
+      k.slot = g.slot;
+    } else {
+      this.known.set(g.uuid, { gpu: g, slot: g.slot, values: emptyReading(), at: 0 });
     }
   }
 

@@ -11,6 +11,11 @@
  * Finished readings go on the board (readings-board.ts), shared memory the event loop reads
  * at its tick; messages carry only what changes rarely: the GPU list, process lists, logs.
  *
+ * A board in MIG mode is read as its instances, each a GPU of its own (read-mig.ts), with a
+ * slot on the board for every instance it can hold, so instances coming and going never
+ * change the board. Every MIG_SCAN_MS each board's MIG mode is read again (about 1 µs); a
+ * board that changed mode (after a reset) has the GPUs listed anew.
+ *
  * Per-GPU failures (GPU_IS_LOST and the like) make that GPU's reading an error while the
  * others go on; a value the GPU does not have (NOT_SUPPORTED, NO_PERMISSION) is just
  * missing. Driver-level failures (UNINITIALIZED, DRIVER_NOT_LOADED, RM version mismatch)
@@ -35,6 +40,7 @@ import { MediaReader } from "./read-media.js";
 import { MemoryReader } from "./read-memory.js";
 import { PowerClocksReader } from "./read-power-clocks.js";
 import { ProcessBuffers, ProcessNames, ProcessReader } from "./read-processes.js";
+import { type ChangedLists, MIG_SCAN_MS, MigBoard, migModeOf, migSlotsOf } from "./read-mig.js";
 import { UtilizationReader } from "./read-utilization.js";
 import { errorMessage } from "../../../common/errors.js";
 
@@ -52,14 +58,15 @@ interface Readers {
   gpm?: GpmReader | undefined;
 }
 
-/** Process lists that changed during a tick, by slot. */
-type ChangedLists = Array<{ slot: number; processes: ReturnType<ProcessReader["processes"]> }>;
-
 interface Device {
   gpu: NvmlGpu;
   handle: bigint;
-  /** Made once the GPU is identified. */
+  /** Made once the GPU is identified, unless it is in MIG mode. */
   readers?: Readers | undefined;
+  /** A board in MIG mode: its instances. */
+  mig?: MigBoard | undefined;
+  /** When the MIG mode was last read. */
+  modeAtMs: number;
   /** Why the device failed to read last tick; logged once per change. */
   lastError?: string | undefined;
 }
@@ -80,6 +87,10 @@ class NvmlWorker {
   private readonly reading = emptyReading();
   private names!: ProcessNames;
   private readonly processBuffers = new ProcessBuffers();
+  /** Slots on the board: one per GPU listed, and per instance a board in MIG mode can hold. */
+  private slots = 0;
+  /** A board changed MIG mode (or was found in it after discovery): list the GPUs anew. */
+  private rediscover = false;
 
   constructor(private readonly cfg: WorkerConfig) {
     this.watch = new CallWatch(cfg.watch);
@@ -191,6 +202,11 @@ class NvmlWorker {
     const count = d.u32.readUInt32LE(0);
     const skip = new Set(this.cfg.skip);
     const devices: Device[] = [];
+    let slots = 0;
+    // What the GPUs listed before opened is freed first: a failure below frees what it opened.
+    this.closeReaders();
+    this.devices = devices;
+    this.rediscover = false;
     for (let index = 0; index < count; index++) {
       if (skip.has(index)) continue;
       d.gpu = index;
@@ -202,19 +218,26 @@ class NvmlWorker {
         uuid: `unknown-nvml-${index}`,
         model: "unknown",
         gpm: false,
-        slot: devices.length,
+        slot: slots++,
         version: 1,
       };
-      const dev: Device = { gpu, handle };
-      if (hrc !== NVML_SUCCESS) gpu.error = d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2");
-      else this.identify(dev);
-      if (dev.readers) gpu.utilSamples = this.probe(dev);
+      const dev: Device = { gpu, handle, modeAtMs: Date.now() };
       devices.push(dev);
+      if (hrc !== NVML_SUCCESS) gpu.error = d.failure(hrc, "nvmlDeviceGetHandleByIndex_v2");
+      else this.identify(dev, slots);
+      if (dev.mig) slots += dev.mig.slots;
+      if (dev.readers) gpu.utilSamples = this.probe(dev);
+    }
+    this.board = ReadingsBoard.create(slots);
+    this.slots = slots;
+    // Which instances each board in MIG mode has, before the event loop hears of the GPUs.
+    const now = Date.now();
+    for (const dev of devices) {
+      if (!dev.mig) continue;
+      d.gpu = dev.gpu.index;
+      dev.mig.scan(now);
     }
     d.gpu = -1;
-    this.closeReaders();
-    this.devices = devices;
-    this.board = ReadingsBoard.create(devices.length);
     this.announceTick = true;
     this.postReady(reinit);
   }
@@ -230,8 +253,12 @@ class NvmlWorker {
     }
   }
 
-  /** Static identity and the readers; a GPU that fails here is listed with its error. */
-  private identify(dev: Device): void {
+  /**
+   * Static identity and the readers; a GPU that fails here is listed with its error. A board
+   * in MIG mode gets its instances' slots from `migBaseSlot` on; found in MIG mode where no
+   * slots can be given (after discovery), it has the GPUs listed anew.
+   */
+  private identify(dev: Device, migBaseSlot?: number): void {
     const d = this.driver;
     const fn = this.nvml.fn;
     const gpu = dev.gpu;
@@ -245,6 +272,24 @@ class NvmlWorker {
       gpu.model =
         d.readText("nvmlDeviceGetName", fn.nvmlDeviceGetName, dev.handle, BUFFER_SIZE.deviceName) ?? gpu.model;
       gpu.serial = d.readText("nvmlDeviceGetSerial", fn.nvmlDeviceGetSerial, dev.handle, BUFFER_SIZE.serial);
+      dev.modeAtMs = Date.now();
+      if (migModeOf(d, dev.handle) === true) {
+        if (migBaseSlot === undefined) {
+          this.rediscover = true;
+          gpu.error = "NVML: the GPU is in MIG mode; its instances are being listed";
+          return;
+        }
+        gpu.migMode = true;
+        gpu.gpm = GpmReader.supported(d, dev.handle);
+        dev.mig = new MigBoard(d, gpu, dev.handle, migBaseSlot, migSlotsOf(d, dev.handle), gpu.gpm, {
+          names: this.names,
+          buffers: this.processBuffers,
+          processIntervalMs: this.cfg.processIntervalMs,
+          post: (m) => this.post(m),
+        });
+        gpu.error = undefined;
+        return;
+      }
       dev.readers?.gpm?.close();
       const gpm = GpmReader.open(d, dev.handle);
       dev.readers = {
@@ -264,7 +309,10 @@ class NvmlWorker {
   }
 
   private closeReaders(): void {
-    for (const dev of this.devices) dev.readers?.gpm?.close();
+    for (const dev of this.devices) {
+      dev.readers?.gpm?.close();
+      dev.mig?.close();
+    }
   }
 
   private postReady(reinit: boolean): void {
@@ -272,8 +320,9 @@ class NvmlWorker {
       kind: "ready",
       library: this.nvml.path,
       driverVersion: this.driverVersion,
-      gpus: this.devices.map((dv) => ({ ...dv.gpu })),
+      gpus: this.devices.flatMap((dv) => [{ ...dv.gpu }, ...(dv.mig?.instances() ?? [])]),
       board: this.board.buffer,
+      slots: this.slots,
       errorStrings: this.errorStrings,
       reinit,
     });
@@ -300,6 +349,10 @@ class NvmlWorker {
     const lists: ChangedLists = [];
     try {
       for (const dev of this.devices) this.read(dev, atMs, lists);
+      if (this.rediscover) {
+        this.discover(false);
+        return undefined;
+      }
     } catch (err) {
       if (!(err instanceof DriverLost)) throw err;
       return err.message;
@@ -307,7 +360,11 @@ class NvmlWorker {
     if (lists.length > 0) {
       this.post({ kind: "processes", lists });
       this.names.forgetAllBut(
-        new Set(this.devices.flatMap((dv) => dv.readers?.processes.pids().map((p) => p.pid) ?? [])),
+        new Set(
+          this.devices.flatMap((dv) =>
+            [...(dv.readers?.processes.pids() ?? []), ...(dv.mig?.pids() ?? [])].map((p) => p.pid),
+          ),
+        ),
       );
     }
     if (this.announceTick) {
@@ -325,10 +382,15 @@ class NvmlWorker {
     out[F.atMs] = atMs;
     this.driver.gpu = g.index;
     try {
+      if (dev.handle !== 0n && g.error === undefined && atMs - dev.modeAtMs >= MIG_SCAN_MS) this.checkMode(dev, atMs);
+      if (dev.mig) {
+        this.readMig(dev, dev.mig, atMs, lists);
+        return;
+      }
       if (dev.handle !== 0n && g.error !== undefined) {
         // Listed with an error at discovery: try to identify it again, and tell the event
         // loop its identity when that works.
-        this.identify(dev);
+        this.identify(dev, undefined);
         if (g.error === undefined) {
           g.version++;
           this.postReady(false);
@@ -368,6 +430,49 @@ class NvmlWorker {
       }
     } finally {
       this.driver.gpu = -1;
+    }
+    this.board.write(g.slot, out);
+  }
+
+  /** Reads the board's MIG mode again; one that changed has the GPUs listed anew after this tick. */
+  private checkMode(dev: Device, atMs: number): void {
+    const g = dev.gpu;
+    dev.modeAtMs = atMs;
+    let mig: boolean;
+    try {
+      mig = migModeOf(this.driver, dev.handle) === true;
+    } catch (err) {
+      // A GPU that fails says so through its readings.
+      if (!(err instanceof GpuFailure)) throw err;
+      return;
+    }
+    if (mig === (g.migMode === true)) return;
+    this.post({
+      kind: "log",
+      level: "info",
+      msg: "A GPU changed MIG mode; the GPUs are listed anew.",
+      fields: { gpu: g.index, uuid: g.uuid, mig },
+    });
+    this.rediscover = true;
+  }
+
+  /**
+   * A board in MIG mode: its instances, each into its own slot; the board's slot says only
+   * whether they could be listed (the event loop shows the board, unavailable, when they
+   * could not and none is known).
+   */
+  private readMig(dev: Device, mig: MigBoard, atMs: number, lists: ChangedLists): void {
+    const g = dev.gpu;
+    const out = this.reading;
+    if (mig.read(atMs, out, this.board, lists)) {
+      this.post({ kind: "mig", parentUuid: g.uuid, instances: mig.instances() });
+    }
+    out.fill(Number.NaN);
+    out[F.atMs] = atMs;
+    out[F.version] = g.version;
+    if (mig.failure) {
+      out[F.failedCode] = mig.failure.code;
+      out[F.failedCall] = CALL_ID[mig.failure.call];
     }
     this.board.write(g.slot, out);
   }

@@ -47,6 +47,12 @@ export const CALL_NAMES = [
   "nvmlGpmSampleFree",
   "nvmlGpmSampleGet",
   "nvmlGpmMetricsGet",
+  "nvmlDeviceGetMigMode",
+  "nvmlDeviceGetMaxMigDeviceCount",
+  "nvmlDeviceGetMigDeviceHandleByIndex",
+  "nvmlDeviceGetGpuInstanceId",
+  "nvmlDeviceGetComputeInstanceId",
+  "nvmlGpmMigSampleGet",
 ] as const;
 export type CallName = Exclude<(typeof CALL_NAMES)[number], "">;
 export const CALL_ID: Readonly<Record<CallName, number>> = Object.fromEntries(
@@ -115,7 +121,21 @@ export interface UtilSampleBuffer {
   spanS: number;
 }
 
-/** A GPU as NVML lists it. */
+/** What makes a MIG instance one: its board, profile and ids. */
+export interface NvmlMigIdentity {
+  /** The board's uuid ("GPU-…"). */
+  parentUuid: string;
+  /** For example "3g.40gb", from the instance's name ("<board> MIG <profile>"). */
+  profile: string;
+  /** NaN where NVML does not say. */
+  gpuInstanceId: number;
+  computeInstanceId: number;
+}
+
+/**
+ * A GPU as NVML lists it: a board, or an instance of a board in MIG mode (`mig`), which is
+ * a GPU of its own (its MIG uuid, the board's index and model, its own slot).
+ */
 export interface NvmlGpu {
   index: number;
   uuid: string;
@@ -130,21 +150,39 @@ export interface NvmlGpu {
   /** Why the GPU could not be read at discovery, when it could not. */
   error?: string | undefined;
   utilSamples?: UtilSampleBuffer | undefined;
+  /**
+   * A board in MIG mode: not a GPU of its own to trueidle while its instances are; its slot
+   * says only whether its instances could be listed.
+   */
+  migMode?: boolean | undefined;
+  /** A MIG instance. */
+  mig?: NvmlMigIdentity | undefined;
 }
 
 export type WorkerMessage =
-  /** The GPUs, their board and how to spell NVML's return codes (for errors on the board). */
+  /**
+   * The GPUs (boards, and the instances of boards in MIG mode), their board of readings
+   * (`slots` slots: a board in MIG mode keeps one for each instance it can hold) and how to
+   * spell NVML's return codes (for errors on the board).
+   */
   | {
       kind: "ready";
       library: string;
       driverVersion: string;
       gpus: NvmlGpu[];
       board: SharedArrayBuffer;
+      slots: number;
       errorStrings: Record<number, string>;
       reinit: boolean;
     }
   /** The first readings after "ready" are on the board. */
   | { kind: "tick"; atMs: number }
+  /**
+   * The instances a board in MIG mode has now, all of them: one not listed was destroyed;
+   * a re-created one comes under a new uuid. Sent before any process list of a new
+   * instance; its readings carry its own version, so none is taken for another's.
+   */
+  | { kind: "mig"; parentUuid: string; instances: NvmlGpu[] }
   /** Process lists that changed, by slot; `undefined`: the list cannot be read. smUtil where measured. */
   | { kind: "processes"; lists: Array<{ slot: number; processes: GpuProcess[] | undefined }> }
   | { kind: "driver_lost"; error: string }

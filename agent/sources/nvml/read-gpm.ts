@@ -4,6 +4,10 @@
  * H200) and the metrics between it and the previous one (`nvmlGpmMetricsGet`, about 10 µs),
  * so each reading covers exactly the interval since the last: nothing between ticks is lost.
  * NVML needs the two samples at least 100 ms apart; a tick sooner keeps the last metrics.
+ *
+ * A MIG instance has a reader of its own, sampling its GPU instance through its board
+ * (`nvmlGpmMigSampleGet`); a re-created instance gets a new reader, so two samples of one
+ * reader are always of one instance.
  */
 import {
   GPM_METRICS_GET,
@@ -14,7 +18,7 @@ import {
   NVML_GPM_METRIC_SM_UTIL,
   NVML_SUCCESS,
 } from "./bindings.js";
-import type { Driver } from "./driver.js";
+import { GpuFailure, type Driver } from "./driver.js";
 import { F } from "./readings-board.js";
 
 /** What each tick asks GPM for, and where each lands in a reading. */
@@ -28,6 +32,13 @@ const METRICS = [
 export const GPM_MIN_GAP_MS = 100;
 
 export class GpmReader {
+  /**
+   * This tick's sample and metrics calls' return codes (SUCCESS when none was made): on a
+   * MIG instance, NOT_FOUND from the sample says it is gone, and metrics refused
+   * (INVALID_ARGUMENT) that it may be another instance since the last sample.
+   */
+  sampleRc = NVML_SUCCESS;
+  metricsRc = NVML_SUCCESS;
   private readonly samples: [bigint, bigint];
   private turn = 0;
   private prevAtMs: number | undefined;
@@ -42,14 +53,34 @@ export class GpmReader {
 
   /** A reader for a GPU that supports GPM, with its first sample taken; undefined for one that does not. */
   static open(d: Driver, handle: bigint): GpmReader | undefined {
+    const get = d.fn.nvmlGpmSampleGet;
+    if (!get || !GpmReader.supported(d, handle)) return undefined;
+    return GpmReader.start(d, (sample) => d.dcall("nvmlGpmSampleGet", get, handle, sample));
+  }
+
+  /**
+   * A reader for GPU instance `gpuInstanceId` of a board in MIG mode that supports GPM (see
+   * supported), with its first sample taken; undefined where the library has no MIG GPM.
+   */
+  static openMig(d: Driver, boardHandle: bigint, gpuInstanceId: number): GpmReader | undefined {
+    const get = d.fn.nvmlGpmMigSampleGet;
+    if (!get) return undefined;
+    return GpmReader.start(d, (sample) => d.dcall("nvmlGpmMigSampleGet", get, boardHandle, gpuInstanceId, sample));
+  }
+
+  /** Whether the GPU (a board) supports GPM and the library has the calls for it. */
+  static supported(d: Driver, handle: bigint): boolean {
     const fn = d.fn;
-    if (!fn.nvmlGpmQueryDeviceSupport || !fn.nvmlGpmSampleAlloc || !fn.nvmlGpmSampleGet || !fn.nvmlGpmMetricsGet)
-      return undefined;
+    if (!fn.nvmlGpmQueryDeviceSupport || !fn.nvmlGpmSampleAlloc || !fn.nvmlGpmMetricsGet) return false;
     const support = Buffer.alloc(GPM_SUPPORT.size);
     support.writeUInt32LE(GPM_SUPPORT.version, 0);
     if (d.dcall("nvmlGpmQueryDeviceSupport", fn.nvmlGpmQueryDeviceSupport, handle, support) !== NVML_SUCCESS)
-      return undefined;
-    if (support.readUInt32LE(GPM_SUPPORT.isSupported) === 0) return undefined;
+      return false;
+    return support.readUInt32LE(GPM_SUPPORT.isSupported) !== 0;
+  }
+
+  private static start(d: Driver, take: (sample: bigint) => number): GpmReader | undefined {
+    const fn = d.fn;
     const handles: bigint[] = [];
     for (let i = 0; i < 2; i++) {
       if (d.call("nvmlGpmSampleAlloc", fn.nvmlGpmSampleAlloc, d.u64) !== NVML_SUCCESS) {
@@ -58,15 +89,23 @@ export class GpmReader {
       }
       handles.push(d.u64.readBigUInt64LE(0));
     }
-    const reader = new GpmReader(d, handle, [handles[0]!, handles[1]!]);
+    const reader = new GpmReader(d, take, [handles[0]!, handles[1]!]);
     // The first sample now, so the first tick (at least GPM_MIN_GAP_MS later) has SM activity.
-    reader.sample(Date.now());
+    // A GPU that fails it keeps its reader: the next tick samples again.
+    try {
+      reader.sample(Date.now());
+    } catch (err) {
+      if (err instanceof GpuFailure) return reader;
+      reader.close();
+      throw err;
+    }
     return reader;
   }
 
   private constructor(
     private readonly d: Driver,
-    private readonly handle: bigint,
+    /** Takes a sample into the buffer given: nvmlGpmSampleGet or nvmlGpmMigSampleGet. */
+    private readonly take: (sample: bigint) => number,
     samples: [bigint, bigint],
   ) {
     this.samples = samples;
@@ -85,6 +124,8 @@ export class GpmReader {
 
   read(out: Float64Array): void {
     const now = Date.now();
+    this.sampleRc = NVML_SUCCESS;
+    this.metricsRc = NVML_SUCCESS;
     // Too soon for a new pair: the previous metrics still describe the GPU.
     if (this.prevAtMs === undefined || now - this.prevAtMs >= GPM_MIN_GAP_MS) this.sample(now);
     for (let i = 0; i < METRICS.length; i++) out[METRICS[i]![1]] = this.last[i]!;
@@ -105,7 +146,8 @@ export class GpmReader {
   private sample(now: number): void {
     const { d } = this;
     const cur = this.samples[this.turn]!;
-    if (d.dcall("nvmlGpmSampleGet", d.fn.nvmlGpmSampleGet, this.handle, cur) !== NVML_SUCCESS) {
+    this.sampleRc = this.take(cur);
+    if (this.sampleRc !== NVML_SUCCESS) {
       this.prevAtMs = undefined;
       this.last.fill(Number.NaN);
       return;
@@ -115,7 +157,8 @@ export class GpmReader {
     this.prevAtMs = now;
     this.turn = 1 - this.turn;
     if (!hadPrev) return;
-    if (d.dcall("nvmlGpmMetricsGet", d.fn.nvmlGpmMetricsGet, m) !== NVML_SUCCESS) {
+    this.metricsRc = d.dcall("nvmlGpmMetricsGet", d.fn.nvmlGpmMetricsGet, m);
+    if (this.metricsRc !== NVML_SUCCESS) {
       this.last.fill(Number.NaN);
       return;
     }

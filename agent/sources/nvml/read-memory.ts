@@ -26,7 +26,8 @@ export class MemoryReader {
     this.useV2 = d.fn.nvmlDeviceGetMemoryInfo_v2 !== undefined;
   }
 
-  read(out: Float64Array): void {
+  /** Reads memory into `out`; returns the call's return code (NOT_FOUND on a MIG instance: it is gone). */
+  read(out: Float64Array): number {
     const fn = this.d.fn;
     if (this.useV2) {
       this.buf.fill(0);
@@ -34,14 +35,14 @@ export class MemoryReader {
       const rc = this.d.dcall("nvmlDeviceGetMemoryInfo_v2", fn.nvmlDeviceGetMemoryInfo_v2, this.handle, this.buf);
       if (rc === NVML_SUCCESS) {
         this.set(out, u64(this.buf, MEMORY_V2.total), u64(this.buf, MEMORY_V2.used));
-        return;
+        return rc;
       }
-      if (rc !== NVML_ERROR_ARGUMENT_VERSION_MISMATCH && rc !== NVML_ERROR_INVALID_ARGUMENT) return;
+      if (rc !== NVML_ERROR_ARGUMENT_VERSION_MISMATCH && rc !== NVML_ERROR_INVALID_ARGUMENT) return rc;
       this.useV2 = false;
     }
-    if (this.d.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, this.handle, this.buf) === NVML_SUCCESS) {
-      this.set(out, u64(this.buf, MEMORY_V1.total), u64(this.buf, MEMORY_V1.used));
-    }
+    const rc = this.d.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, this.handle, this.buf);
+    if (rc === NVML_SUCCESS) this.set(out, u64(this.buf, MEMORY_V1.total), u64(this.buf, MEMORY_V1.used));
+    return rc;
   }
 
   private set(out: Float64Array, total: number, used: number): void {

@@ -10,7 +10,8 @@
  *   the timestamp of the newest sample seen before, so one call returns every sample since
  *   (as far back as the driver keeps them) and each process's share is its mean over that
  *   span. A GPU's only process has the GPU's utilization as its share: the event loop sets
- *   it from each tick's reading, so none is read here.
+ *   it from each tick's reading, so none is read here. A MIG instance has neither: NVML
+ *   gives no per-process utilization on one, and the instance no utilization of its own.
  */
 import type { GpuProcess } from "../../../common/types.js";
 import {
@@ -79,6 +80,8 @@ export class ProcessReader {
     private readonly names: ProcessNames,
     private readonly bufs: ProcessBuffers,
     private readonly processIntervalMs: number,
+    /** False on a MIG instance: NVML has no per-process utilization there. */
+    private readonly measureShares = true,
   ) {}
 
   /** Reads what is due at `atMs`; true when the list or the shares changed. */
@@ -91,7 +94,7 @@ export class ProcessReader {
       this.listRead = true;
       this.listAtMs = atMs;
     }
-    const shared = this.list !== undefined && this.list.length >= 2;
+    const shared = this.measureShares && this.list !== undefined && this.list.length >= 2;
     if (!shared) {
       if (this.shares !== undefined) changed = true;
       this.shares = undefined;
