@@ -33,8 +33,8 @@ import {
   type NvmlLibrary,
 } from "./bindings.js";
 import { Driver, DriverLost, GpuFailure } from "./driver.js";
-import { CALL_ID, CallWatch, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
-import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
+import { CallWatch, type NvmlGpu, type WorkerConfig, type WorkerMessage } from "./protocol.js";
+import { F, ReadingsBoard, blankReading, emptyReading } from "./readings-board.js";
 import { GPM_MIN_GAP_MS, GpmReader } from "./read-gpm.js";
 import { MediaReader } from "./read-media.js";
 import { MemoryReader } from "./read-memory.js";
@@ -414,11 +414,7 @@ class NvmlWorker {
       }
     } catch (err) {
       if (!(err instanceof GpuFailure)) throw err;
-      out.fill(Number.NaN);
-      out[F.atMs] = atMs;
-      out[F.version] = g.version;
-      out[F.failedCode] = err.code;
-      out[F.failedCall] = CALL_ID[err.call];
+      blankReading(out, atMs, g.version, err);
       if (dev.lastError !== err.message) {
         this.post({
           kind: "log",
@@ -467,13 +463,7 @@ class NvmlWorker {
     if (mig.read(atMs, out, this.board, lists)) {
       this.post({ kind: "mig", parentUuid: g.uuid, instances: mig.instances() });
     }
-    out.fill(Number.NaN);
-    out[F.atMs] = atMs;
-    out[F.version] = g.version;
-    if (mig.failure) {
-      out[F.failedCode] = mig.failure.code;
-      out[F.failedCall] = CALL_ID[mig.failure.call];
-    }
+    blankReading(out, atMs, g.version, mig.failure);
     this.board.write(g.slot, out);
   }
 

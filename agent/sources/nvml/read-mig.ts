@@ -33,8 +33,8 @@ import {
   type NvmlFunctions,
 } from "./bindings.js";
 import { GpuFailure, type Driver } from "./driver.js";
-import { CALL_ID, type NvmlGpu, type WorkerMessage } from "./protocol.js";
-import { F, type ReadingsBoard } from "./readings-board.js";
+import type { NvmlGpu, WorkerMessage } from "./protocol.js";
+import { blankReading, type ReadingsBoard } from "./readings-board.js";
 import { GpmReader } from "./read-gpm.js";
 import { MemoryReader } from "./read-memory.js";
 import { type ProcessBuffers, type ProcessNames, ProcessReader } from "./read-processes.js";
@@ -285,9 +285,7 @@ export class MigBoard {
    */
   private readOne(inst: Instance, atMs: number, out: Float64Array, lists: ChangedLists): boolean {
     const g = inst.gpu;
-    out.fill(Number.NaN);
-    out[F.atMs] = atMs;
-    out[F.version] = g.version;
+    blankReading(out, atMs, g.version);
     try {
       if (inst.memory.read(out) === NVML_ERROR_NOT_FOUND) return true;
       if (inst.gpm) {
@@ -307,11 +305,7 @@ export class MigBoard {
       }
     } catch (err) {
       if (!(err instanceof GpuFailure)) throw err;
-      out.fill(Number.NaN);
-      out[F.atMs] = atMs;
-      out[F.version] = g.version;
-      out[F.failedCode] = err.code;
-      out[F.failedCall] = CALL_ID[err.call];
+      blankReading(out, atMs, g.version, err);
       if (inst.lastError !== err.message) {
         this.ctx.post({
           kind: "log",

@@ -11,6 +11,8 @@
  */
 
 /** The numbers of one reading, in slot order. */
+import { CALL_ID, type CallName } from "./protocol.js";
+
 export const FIELDS = [
   /** Wall-clock ms the reading was taken; 0: none yet. */
   "atMs",
@@ -101,6 +103,25 @@ function headerBytes(slots: number): number {
 }
 
 /** A reading's numbers, all missing: the worker's scratch for one GPU. */
+/**
+ * Sets `out` to a reading that holds only its time and the GPU's version, nothing read;
+ * for a GPU whose call failed, also that call and its NVML code.
+ */
+export function blankReading(
+  out: Float64Array,
+  atMs: number,
+  version: number,
+  failure?: { readonly code: number; readonly call: CallName },
+): void {
+  out.fill(Number.NaN);
+  out[F.atMs] = atMs;
+  out[F.version] = version;
+  if (failure) {
+    out[F.failedCode] = failure.code;
+    out[F.failedCall] = CALL_ID[failure.call];
+  }
+}
+
 export function emptyReading(): Float64Array {
   const r = new Float64Array(SLOT_FIELDS).fill(Number.NaN);
   r[F.atMs] = 0;
