@@ -425,7 +425,8 @@ describe("stub libnvidia-ml.so: MIG", () => {
     );
     expect(after).not.toBe(before);
     expect(after).toMatch(/^MIG-/);
-  });
+    // Three waits of up to 5 s each on a 1.2 s cycle: more than vitest's default 5 s on a busy machine.
+  }, 20_000);
 
   it("samples SM activity per GPU instance, and never pairs samples of two instances, of a board and an instance, or across a re-created one", async () => {
     const alloc = (): unknown => {
