@@ -401,7 +401,16 @@ describe("stub libnvidia-ml.so: MIG", () => {
   });
 
   it("answers NOT_FOUND on the handle of a destroyed instance, and reads the new one on it once re-created", async () => {
-    const [, h] = migHandle(0, 3);
+    // The slot has a handle only while its instance exists (a third of each cycle it does not).
+    const [, h] = await eventually(
+      "a handle on slot 3",
+      () => {
+        const got = migHandle(0, 3);
+        return got[0] === SUCCESS ? got : undefined;
+      },
+      5_000,
+      10,
+    );
     const mem = Buffer.alloc(40);
     const read = () => {
       mem.writeUInt32LE(MEMORY_V2, 0);
@@ -425,7 +434,7 @@ describe("stub libnvidia-ml.so: MIG", () => {
     );
     expect(after).not.toBe(before);
     expect(after).toMatch(/^MIG-/);
-    // Three waits of up to 5 s each on a 1.2 s cycle: more than vitest's default 5 s on a busy machine.
+    // Four waits of up to 5 s each on a 1.2 s cycle: more than vitest's default 5 s on a busy machine.
   }, 20_000);
 
   it("samples SM activity per GPU instance, and never pairs samples of two instances, of a board and an instance, or across a re-created one", async () => {
