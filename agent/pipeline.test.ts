@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { MAX_TRACKED_OWNERS, MAX_TRACKED_PIDS, SamplePipeline, type ClockStepBack } from "./pipeline.js";
 import { MAX_WINDOW_OWNERS } from "./window.js";
 import { DEFAULT_THRESHOLDS, type GpuProcess, type GpuReading } from "../common/types.js";
-import { readingsAt } from "./sim/evaluate.js";
+import { readingsAt, sourceReadingsAt } from "./sim/evaluate.js";
 import { parseScenario } from "./sim/scenario.js";
 
 const MiB = 1024 * 1024;
@@ -109,6 +109,87 @@ describe("SamplePipeline", () => {
     expect(() => new SamplePipeline({ windowMs: 500, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS })).toThrow(
       /at least the interval/,
     );
+  });
+});
+
+describe("SamplePipeline: the row of a board in MIG mode", () => {
+  it("gives instances without SM activity their board's power as their real use, tick by tick", () => {
+    // An A100-like board without GPM: idle power for 10 s, then 400 W for 10 s.
+    const scenario = parseScenario({
+      gpus: [
+        {
+          model: "NVIDIA H100 80GB HBM3",
+          gpm: false,
+          phases: [
+            { for: "10s", powerW: 80 },
+            { for: "10s", powerW: 400 },
+          ],
+          mig: [
+            { profile: "3g.40gb", gi: 2, phases: [{ for: "20s", state: "held_idle" }] },
+            { profile: "1g.10gb", gi: 9, phases: [{ for: "20s", state: "free_idle" }] },
+          ],
+        },
+      ],
+    });
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    const origin = scenario.originMs;
+    for (let s = 0; s < 21; s++) p.ingest(origin + s * 1000, sourceReadingsAt(scenario, origin + s * 1000));
+    const ws = p.drain().filter((w) => w.migProfile !== undefined);
+    const of = (profile: string, start: number) => ws.find((w) => w.migProfile === profile && w.startMs === start)!;
+    // Idle power: the held instance is held_idle on its board's word; the free one free.
+    expect(of("3g.40gb", origin).stateS).toMatchObject({ held_idle: 10, active: 0 });
+    expect(of("3g.40gb", origin).realBusyS).toBeLessThan(0.5);
+    expect(of("1g.10gb", origin).stateS.free_idle).toBe(10);
+    // The board draws power: the held instance is not called idle; the free one still is free.
+    expect(of("3g.40gb", origin + 10_000).stateS).toMatchObject({ held_idle: 0, active: 10 });
+    expect(of("3g.40gb", origin + 10_000).last.realSource).toBe("power");
+    expect(of("1g.10gb", origin + 10_000).stateS.free_idle).toBe(10);
+  });
+
+  it("counts only its observed and unavailable seconds, and keeps its power, never a GPU's figures", () => {
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    // Figures a board row never has, to show none of them is counted.
+    const row = (s: number): GpuReading =>
+      reading({
+        migBoard: true,
+        util: 100,
+        powerW: 100 + 10 * s,
+        ...held,
+        allocations: [{ via: "pod_resources", namespace: "ml", pod: "p" }],
+        error: s >= 7 ? "GPU is lost" : undefined,
+      });
+    for (let s = 0; s < 10; s++) p.ingest(T0 + s * 1000, [row(s)]);
+    p.ingest(T0 + 10_000, []);
+    const [w, ...rest] = p.drain();
+    expect(rest).toEqual([]);
+    expect(w).toMatchObject({
+      migBoard: true,
+      observedS: 10,
+      stateS: { unavailable: 3, free_idle: 0, active: 0, busy_phantom: 0, held_idle: 0 },
+      reportedIdleS: 0,
+      reportedBusyS: 0,
+      realBusyS: 0,
+      processesMax: 0,
+      topHolders: [],
+      powerMaxW: 190,
+      powerLimitW: 700,
+    });
+    expect(w!.powerMeanW).toBeCloseTo(145, 9);
+    expect(w!.heldByS).toBeUndefined();
+    expect(w!.owners).toBeUndefined();
+    expect(w!.memUsedMaxBytes).toBeUndefined();
+    expect(w!.parentUuid).toBeUndefined();
+    expect(w!.last).toEqual({
+      timeMs: T0 + 9_000,
+      state: "unavailable",
+      real: 0,
+      realSource: "none",
+      powerW: 190,
+      processes: 0,
+      idleStreakS: 0,
+      error: "GPU is lost",
+      heldBy: 0,
+    });
   });
 });
 

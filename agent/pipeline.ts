@@ -24,6 +24,8 @@ import {
   classify,
   idleStreakSeconds,
   nextBaseline,
+  powerFloor,
+  powerFraction,
   type Classification,
   type GpuBaseline,
   reportedUtil,
@@ -155,6 +157,7 @@ export class SamplePipeline {
   ingest(timeMs: number, readings: readonly GpuReading[]): void {
     const windowStart = timeMs - mod(timeMs, this.windowMs);
     let step: ClockStepBack | undefined;
+    const boards = this.boardPowerFracs(readings);
     for (const reading of readings) {
       let track = this.tracks.get(reading.uuid);
       if (!track) {
@@ -162,7 +165,8 @@ export class SamplePipeline {
         this.tracks.set(reading.uuid, track);
       }
       // A dropped sample still classifies and shows as the GPU's latest: it is a true reading, only its time is taken.
-      const c = classify(reading, track.baseline, this.thresholds);
+      const boardFrac = reading.parentUuid === undefined ? undefined : boards?.get(reading.parentUuid);
+      const c = classify(reading, track.baseline, this.thresholds, boardFrac);
       track.baseline = nextBaseline(reading, c, track.baseline, timeMs);
       const streak = idleStreakSeconds(track.baseline, c.state, timeMs);
       const sample: ClassifiedSample = { timeMs, reading, classification: c, idleStreakS: streak };
@@ -196,6 +200,22 @@ export class SamplePipeline {
     // GPUs that gave no reading this tick: close their windows once time has moved on.
     this.closeUntil(timeMs);
     if (step) this.onClockStepBack?.(step);
+  }
+
+  /**
+   * The powerFrac of each board in MIG mode that read its power this tick, by uuid, for its
+   * instances without SM activity (classify's boardPowerFrac); undefined on a host without
+   * board rows.
+   */
+  private boardPowerFracs(readings: readonly GpuReading[]): Map<string, number> | undefined {
+    let out: Map<string, number> | undefined;
+    for (const r of readings) {
+      if (!r.migBoard || r.error !== undefined) continue;
+      const baseline = this.tracks.get(r.uuid)?.baseline ?? {};
+      const frac = powerFraction(r.powerW, powerFloor(r, baseline), r.powerLimitW);
+      if (frac !== undefined) (out ??= new Map()).set(r.uuid, frac);
+    }
+    return out;
   }
 
   /** Closes every window that ended at or before `timeMs` (call on a tick with no readings). */
@@ -241,6 +261,10 @@ export class SamplePipeline {
     const c = s.classification;
     w.samples++;
     rec.observedS += dt;
+    if (r.migBoard) {
+      addBoardSample(w, s, dt);
+      return;
+    }
     rec.stateS[c.state] += dt;
     if (c.reportedIdle) rec.reportedIdleS += dt;
     const util = reportedUtil(r, c);
@@ -275,6 +299,28 @@ export class SamplePipeline {
     if (r.allocations !== undefined || r.processes !== undefined) trackOwners(w, r, c, dt);
     w.lastSample = s;
   }
+}
+
+/**
+ * A sample of a board in MIG mode (GpuReading.migBoard): its seconds are observed, and
+ * unavailable while it cannot be read, nothing else; its power and limit.
+ */
+function addBoardSample(w: OpenWindow, s: ClassifiedSample, dt: number): void {
+  const rec = w.rec;
+  const r = s.reading;
+  rec.migBoard = true;
+  if (r.error !== undefined) rec.stateS.unavailable += dt;
+  if (r.model && r.error === undefined) rec.model = r.model;
+  if (r.driverVersion) rec.driverVersion = r.driverVersion;
+  rec.index = r.index;
+  if (r.powerW !== undefined) {
+    w.powerSum += r.powerW;
+    w.powerN++;
+    if (rec.powerMaxW === undefined || r.powerW > rec.powerMaxW) rec.powerMaxW = r.powerW;
+  }
+  if (s.classification.floorW !== undefined) rec.powerFloorW = s.classification.floorW;
+  if (r.powerLimitW !== undefined) rec.powerLimitW = r.powerLimitW;
+  w.lastSample = s;
 }
 
 function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWindow {
@@ -314,7 +360,20 @@ function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWin
 function closeWindow(w: OpenWindow): GpuWindowRecord {
   if (w.powerN > 0) w.rec.powerMeanW = w.powerSum / w.powerN;
   const s = w.lastSample;
-  if (s) {
+  if (s && w.rec.migBoard) {
+    // A board row's last reading: only its power and whether it read.
+    w.rec.last = {
+      timeMs: s.timeMs,
+      state: s.classification.state,
+      real: 0,
+      realSource: "none",
+      powerW: s.reading.powerW,
+      processes: 0,
+      idleStreakS: 0,
+      error: s.reading.error,
+      heldBy: 0,
+    };
+  } else if (s) {
     const r = s.reading;
     w.rec.last = {
       timeMs: s.timeMs,

@@ -22,6 +22,14 @@ export const AGENT_SETTINGS = {
     max: 300_000,
     meaning: "How often the NVML and nvidia-smi sources list compute processes.",
   },
+  migIntervalMs: {
+    kind: "duration",
+    default: 15_000,
+    min: 1_000,
+    max: 600_000,
+    meaning:
+      "How often the nvidia-smi source reads MIG instances (nvidia-smi -L and -q -x, hundreds of milliseconds of CPU on a big host), where a board may be in MIG mode. The NVML source looks every 2 s at no such cost.",
+  },
   maxBufferedWindows: {
     kind: "integer",
     default: 200_000,

@@ -53,6 +53,11 @@ export interface GpuWindowRecord {
   /** A MIG instance's board uuid and profile (GpuReading); absent for a whole GPU. */
   parentUuid?: string | undefined;
   migProfile?: string | undefined;
+  /**
+   * The row of a board in MIG mode (GpuReading.migBoard): observedS and stateS.unavailable
+   * (seconds it could not be read) and its power; every other seconds field stays 0.
+   */
+  migBoard?: boolean | undefined;
   startMs: number;
   durationMs: number;
   observedS: number;

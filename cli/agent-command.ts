@@ -71,6 +71,10 @@ export const agentSpec: CommandSpec = {
       name: "process-interval",
       help: "How often compute processes are listed (NVML and nvidia-smi sources).",
     }),
+    settingFlag(AGENT_SETTINGS.migIntervalMs, {
+      name: "mig-interval",
+      help: "How often the nvidia-smi source reads MIG instances (nvidia-smi -L and -q -x; costly on a big host), while a board may be in MIG mode. The NVML source needs no such setting.",
+    }),
     settingFlag(AGENT_SETTINGS.podResourcesSocket, {
       name: "pod-resources-socket",
       placeholder: "PATH",
@@ -189,6 +193,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     source,
     intervalMs,
     processIntervalMs: v["process-interval"] as number,
+    migIntervalMs: v["mig-interval"] as number,
     nvidiaSmiPath: v["nvidia-smi"] as string,
     nvmlLibPath: v["nvml-lib"] as string | undefined,
     scenarioPath: v["scenario"] as string | undefined,

@@ -7,7 +7,11 @@
  * Line format (every key on every line; a value the source did not give is null):
  *   ts_ms           the tick, ms since the epoch
  *   gpu, uuid       index and UUID
- *   state           free_idle, held_idle, busy_phantom, active or unavailable
+ *   parent_uuid     a MIG instance's board uuid (null for a whole GPU or a board)
+ *   mig_profile     a MIG instance's profile, e.g. 3g.40gb
+ *   state           free_idle, held_idle, busy_phantom, active or unavailable; mig_board for
+ *                   the row of a board in MIG mode that reads (only its power: its instances
+ *                   are the GPUs)
  *   real            real utilization 0–1, rounded to 4 places
  *   real_source     what `real` came from: sm_active, power, util, media or none
  *   util            utilization.gpu, percent
@@ -28,6 +32,8 @@ export interface WatchLine {
   ts_ms: number;
   gpu: number;
   uuid: string;
+  parent_uuid: string | null;
+  mig_profile: string | null;
   state: string;
   real: number;
   real_source: string;
@@ -48,7 +54,9 @@ export function watchLine(s: ClassifiedSample): WatchLine {
     ts_ms: s.timeMs,
     gpu: r.index,
     uuid: r.uuid,
-    state: c.state,
+    parent_uuid: r.parentUuid ?? null,
+    mig_profile: r.migProfile ?? null,
+    state: r.migBoard && c.state !== "unavailable" ? "mig_board" : c.state,
     real: round(c.real, 4),
     real_source: c.source,
     util: r.util ?? null,

@@ -71,8 +71,14 @@ describe("renderOnceTable: MIG", () => {
     expect(lines.find((l) => l.startsWith("0 3g.40gb "))).toMatch(/ busy \(held\) +72% +72% sm_active +active +n\/a /);
     expect(lines.find((l) => l.startsWith("0 1g.10gb "))).toMatch(/ idle \(free\) +0% +0% none +free_idle /);
     expect(lines.find((l) => l.startsWith("1 "))).toMatch(/ 0% idle +n\/a .* held_idle /);
+    // The board's own row: its power only, above its instances, counted as no GPU.
+    const boardRow = lines.findIndex((l) => l.startsWith("0 board "));
+    expect(lines[boardRow]).toMatch(/^0 board +H100 80GB HBM3 +- +- +- +mig board +190\/\d+ W +- +- +—$/);
+    expect(lines[boardRow + 1]).toMatch(/^0 3g\.40gb /);
     expect(lines.some((l) => l.startsWith("GPU 0 3g.40gb holders: "))).toBe(true);
+    expect(text).toContain("3 GPU(s): 1 active, 1 free_idle, 1 held_idle.");
     expect(text).toContain("MIG: 2 instance(s) of 1 board(s), each a GPU of its own");
+    expect(text).toContain('the board\'s own row ("board") has it, and no GPU seconds');
     expect(text).toContain("busy while it is held and idle");
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(120);
   });

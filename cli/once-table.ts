@@ -29,10 +29,17 @@ export interface OnceOwners {
   waitedMs: number;
 }
 
-/** A GPU as the table names it: its index, and for a MIG instance its board's index and its profile. */
+/**
+ * A GPU as the table names it: its index, and for a MIG instance its board's index and its
+ * profile; a board in MIG mode's own row is its index and "board".
+ */
 function gpuName(r: GpuReading): string {
+  if (r.migBoard) return `${r.index} board`;
   return r.migProfile === undefined ? String(r.index) : `${r.index} ${r.migProfile}`;
 }
+
+/** What a board row shows: the board's power and whether it reads, no GPU's figures. */
+const BOARD_STATE = "mig board";
 
 export function renderOnceTable(
   samples: readonly ClassifiedSample[],
@@ -55,6 +62,12 @@ export function renderOnceTable(
   const rows = samples.map((s) => {
     const r = s.reading;
     const c = s.classification;
+    const power =
+      r.powerW === undefined ? "n/a" : `${fmt(r.powerW, 0)}/${c.floorW === undefined ? "?" : fmt(c.floorW, 0)} W`;
+    if (r.migBoard) {
+      const state = c.state === "unavailable" ? c.state : BOARD_STATE;
+      return [gpuName(r), modelText(r.model), "-", "-", "-", state, power, "-", "-"];
+    }
     const util =
       r.util !== undefined
         ? `${fmt(r.util, 0)}% ${c.reportedIdle ? "idle" : "busy"}`
@@ -65,8 +78,6 @@ export function renderOnceTable(
           : "n/a";
     const real = c.state === "unavailable" ? "-" : `${fmt(c.real * 100, 0)}% ${c.source}`;
     const sm = r.smActive === undefined ? "n/a" : `${fmt(r.smActive * 100, 0)}%`;
-    const power =
-      r.powerW === undefined ? "n/a" : `${fmt(r.powerW, 0)}/${c.floorW === undefined ? "?" : fmt(c.floorW, 0)} W`;
     const mem =
       r.memUsedBytes === undefined
         ? "n/a"
@@ -88,17 +99,21 @@ export function renderOnceTable(
   if (rows.length === 0) out.push("(no GPUs found)");
   const notes = [...errorLines(samples), ...allocationLines(samples), ...holderLines(samples)];
   if (notes.length > 0) out.push("", ...notes);
+  const gpus = samples.filter((s) => !s.reading.migBoard);
   const counts = new Map<string, number>();
-  for (const s of samples) counts.set(s.classification.state, (counts.get(s.classification.state) ?? 0) + 1);
+  for (const s of gpus) counts.set(s.classification.state, (counts.get(s.classification.state) ?? 0) + 1);
   out.push("");
-  out.push(`${samples.length} GPU(s): ${[...counts].map(([k, n]) => `${n} ${k}`).join(", ") || "none"}.`);
+  out.push(`${gpus.length} GPU(s): ${[...counts].map(([k, n]) => `${n} ${k}`).join(", ") || "none"}.`);
   const mig = samples.filter((x) => x.reading.parentUuid !== undefined);
-  if (mig.length > 0) {
-    const boards = new Set(mig.map((x) => x.reading.parentUuid)).size;
+  if (mig.length > 0 || gpus.length < samples.length) {
+    const boards = new Set([
+      ...mig.map((x) => x.reading.parentUuid),
+      ...samples.filter((x) => x.reading.migBoard).map((x) => x.reading.uuid),
+    ]).size;
     out.push(
       `MIG: ${mig.length} instance(s) of ${boards} board(s), each a GPU of its own (GPU column: board index and profile).`,
       "An instance has no utilization.gpu: REPORTED shows what the usual tools count, busy while it is held and idle",
-      "while free. Its power is the board's, not shared out.",
+      "while free. Its power is the board's, not shared out: the board's own row (\"board\") has it, and no GPU seconds.",
     );
   }
   if (owners !== undefined) out.push(...ownerSourceLines(samples, owners));

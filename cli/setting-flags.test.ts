@@ -26,6 +26,7 @@ import { Agent } from "../agent/agent.js";
 import { AGENT_SETTINGS } from "../agent/settings.js";
 import { Shipper } from "../agent/shipper/shipper.js";
 import { NvidiaSmiSource } from "../agent/sources/nvidia-smi/nvidia-smi-source.js";
+import { createSource } from "../agent/sources/registry.js";
 import type { GpuSource } from "../agent/sources/source.js";
 import { AgentRegistry } from "../collector/agent-registry.js";
 import { startCollector, type CollectorOptions } from "../collector/collector.js";
@@ -289,6 +290,22 @@ describe("components constructed without the option", () => {
       logger: silentLogger,
     });
     expect(bounds((shipper as unknown as Buffered).buffer)).toEqual(expected);
+  });
+
+  it("the nvidia-smi source reads MIG instances at the default interval, or at --mig-interval", () => {
+    const of = (src: unknown): number => (src as { migIntervalMs: number }).migIntervalMs;
+    const base = {
+      source: "nvidia-smi",
+      intervalMs: 1000,
+      processIntervalMs: 5000,
+      nvidiaSmiPath: "nvidia-smi",
+    } as const;
+    expect(of(createSource({ ...base, logger: silentLogger }))).toBe(AGENT_SETTINGS.migIntervalMs.default);
+    expect(of(createSource({ ...base, migIntervalMs: 30_000, logger: silentLogger }))).toBe(30_000);
+    expect(parseFlags(agentSpec, ["--mig-interval", "30s"], {})["mig-interval"]).toBe(30_000);
+    expect(parseFlags(agentSpec, [], { TRUEIDLE_MIG_INTERVAL: "1m" })["mig-interval"]).toBe(60_000);
+    expect(parseFlags(agentSpec, [], {})["mig-interval"]).toBe(15_000);
+    expect(() => parseFlags(agentSpec, ["--mig-interval", "100ms"], {})).toThrow(/--mig-interval/);
   });
 
   it("the nvidia-smi source lists processes at the default interval", () => {

@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { createLogger } from "../common/log.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { GpuState, OwnerSource, RealSource, type OwnerSchema } from "../gen/trueidle/v1/ingest_pb.js";
-import { FleetState, MAX_COVERED_SPANS, type GpuRecord, type HostInfo } from "./fleet-state.js";
-import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
+import { buildFleetJson } from "./fleet-page/fleet-json.js";
+import { FleetState, MAX_COVERED_SPANS, type BoardRecord, type GpuRecord, type HostInfo } from "./fleet-state.js";
+import { BOARD_UUID, T0, boardWindow, makeWindow, phantomWindow } from "./testdata/windows.js";
 
 const HOST: HostInfo = { hostname: "gpu-node-1", labels: { site: "dc1" }, windowMs: 10_000 };
 const UUID_A = "GPU-aaaaaaaa";
@@ -487,5 +488,184 @@ describe("FleetState", () => {
     stale();
     await new Promise((r) => setTimeout(r, 50));
     expect(fleet.size).toBe(1);
+  });
+});
+
+describe("FleetState: the rows of boards in MIG mode", () => {
+  /** A MIG instance of BOARD_UUID, free and idle for ten seconds. */
+  const instance = (uuid: string, startMs = T0) =>
+    makeWindow({ uuid, index: 0, parentUuid: BOARD_UUID, migProfile: "3g.40gb", startMs: BigInt(startMs) });
+  const board = (init: Parameters<typeof boardWindow>[0] = {}, last: Parameters<typeof boardWindow>[1] = {}) =>
+    boardWindow({ index: 0, ...init }, last);
+  const onlyBoard = (fleet: FleetState): BoardRecord => {
+    const boards = [...fleet.boards()];
+    expect(boards).toHaveLength(1);
+    return boards[0] as BoardRecord;
+  };
+
+  it("keeps a board's row apart: in no GPU count, roll-up, summary or fleet page", () => {
+    const c = clock();
+    const withBoard = new FleetState({ now: c.now });
+    const without = new FleetState({ now: c.now });
+    for (const fleet of [withBoard, without]) {
+      fleet.applyWindow(HOST, instance("MIG-1"));
+      fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, index: 1 }));
+    }
+    expect(withBoard.applyWindow(HOST, board({ unavailableS: 3 }))).toBe("applied");
+    c.advance(5_000);
+    expect(withBoard.size).toBe(2);
+    expect(withBoard.boardCount).toBe(1);
+    expect([...withBoard.gpus()].map((r) => r.uuid)).toEqual(["MIG-1", UUID_A]);
+    expect(withBoard.hostCount).toBe(1);
+    expect(withBoard.summary()).toEqual(without.summary());
+    expect([...withBoard.groupStateCounts().values()]).toEqual([...without.groupStateCounts().values()]);
+    expect([...withBoard.groups()]).toEqual([...without.groups()]);
+    expect(buildFleetJson(withBoard)).toEqual(buildFleetJson(without));
+    // Its own record holds its figures.
+    expect(onlyBoard(withBoard)).toMatchObject({
+      host: HOST.hostname,
+      uuid: BOARD_UUID,
+      index: 0,
+      model: "NVIDIA H100 80GB HBM3",
+      driver: "550.54.15",
+      labels: [["site", "dc1"]],
+      observedS: 10,
+      unavailableS: 3,
+      readable: true,
+      powerW: 182,
+      powerFloorW: 90,
+      powerLimitW: 700,
+    });
+    expect(withBoard.boardInstanceCounts().get(onlyBoard(withBoard))).toBe(1);
+  });
+
+  it("counts a board's windows once: a replay is acknowledged, a partial overlap refused", () => {
+    const fleet = new FleetState({ now: clock().now });
+    const w1 = board({ unavailableS: 1 });
+    const w2 = board({ startMs: BigInt(T0 + 10_000), unavailableS: 2 });
+    expect(fleet.applyWindow(HOST, w1)).toBe("applied");
+    expect(fleet.applyWindow(HOST, w2)).toBe("applied");
+    expect(fleet.applyWindow(HOST, w1)).toBe("replayed");
+    expect(fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 15_000) }))).toBe("overlap");
+    expect(onlyBoard(fleet)).toMatchObject({ observedS: 20, unavailableS: 3, covered: [T0, T0 + 20_000] });
+    // A window filling a gap counts, and leaves the newest window's figures alone.
+    expect(fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 30_000) }, { powerW: 200 }))).toBe("applied");
+    expect(fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 20_000) }, { powerW: 100, error: "x" }))).toBe(
+      "applied",
+    );
+    expect(onlyBoard(fleet)).toMatchObject({ observedS: 40, powerW: 200, readable: true });
+    // The same uuid on another host is another board; none of it is a GPU.
+    expect(fleet.applyWindow({ ...HOST, hostname: "gpu-node-2" }, w1)).toBe("applied");
+    expect([fleet.boardCount, fleet.size]).toEqual([2, 0]);
+  });
+
+  it("is down after three window lengths without a window, or while its last reading failed, and expires like a GPU", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now, expireAfterMs: 60_000 });
+    fleet.applyWindow(HOST, board());
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, index: 1 }));
+    const b = onlyBoard(fleet);
+    c.advance(30_000);
+    expect(fleet.boardUp(b)).toBe(true);
+    c.advance(1);
+    expect(fleet.boardUp(b)).toBe(false);
+    fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 30_000), unavailableS: 10 }, { error: "Unknown Error" }));
+    expect([fleet.isUp(b), fleet.boardUp(b), b.powerW]).toEqual([true, false, 182]);
+    fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 40_000) }));
+    expect(fleet.boardUp(b)).toBe(true);
+    // 60 s after its last window the board goes, as a GPU does; the sweep counts GPUs only.
+    const generation = fleet.generation;
+    c.advance(60_001);
+    expect(fleet.sweep()).toBe(1);
+    expect([fleet.boardCount, fleet.size]).toEqual([0, 0]);
+    expect(fleet.generation).toBe(generation + 2);
+    // A new row starts from nothing.
+    fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 100_000) }));
+    expect(onlyBoard(fleet)).not.toBe(b);
+    expect(onlyBoard(fleet).observedS).toBe(10);
+  });
+
+  it("has caps of its own, by --max-gpus-per-host and --max-gpus: boards never take a GPU's place", () => {
+    const c = clock();
+    const logs: string[] = [];
+    const fleet = new FleetState({
+      now: c.now,
+      maxGpusPerHost: 2,
+      maxGpus: 3,
+      expireAfterMs: 60_000,
+      logger: createLogger({ write: (l) => void logs.push(l) }),
+    });
+    const host = (i: number): HostInfo => ({ ...HOST, hostname: `node-${i}` });
+    // Two GPUs and two boards on one host: each within its own per-host cap.
+    expect(fleet.applyWindow(host(0), makeWindow({ uuid: "GPU-1" }))).toBe("applied");
+    expect(fleet.applyWindow(host(0), makeWindow({ uuid: "GPU-2" }))).toBe("applied");
+    expect(fleet.applyWindow(host(0), board({ uuid: "GPU-b1" }))).toBe("applied");
+    expect(fleet.applyWindow(host(0), board({ uuid: "GPU-b2" }))).toBe("applied");
+    expect(fleet.applyWindow(host(0), board({ uuid: "GPU-b3" }))).toBe("too_many_gpus");
+    expect(fleet.applyWindow(host(1), makeWindow({ uuid: "GPU-3" }))).toBe("applied");
+    // Three GPUs, the cap: a fourth is refused, a board is not.
+    expect(fleet.applyWindow(host(2), makeWindow({ uuid: "GPU-4" }))).toBe("series_limit");
+    expect(fleet.applyWindow(host(1), board({ uuid: "GPU-b4" }))).toBe("applied");
+    // Three boards, their cap: a fourth is refused, and a GPU's place is not taken.
+    expect(fleet.applyWindow(host(2), board({ uuid: "GPU-b5" }))).toBe("series_limit");
+    expect([fleet.size, fleet.boardCount, fleet.hostCount]).toEqual([3, 3, 2]);
+    const warns = logs.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === "warn");
+    expect(warns.map((w) => w.msg)).toEqual([expect.stringMatching(/^The collector holds 3 GPUs, its limit/)]);
+    // A minute later the next refusal is logged, naming boards.
+    c.advance(60_000);
+    expect(fleet.applyWindow(host(3), board({ uuid: "GPU-b6" }))).toBe("series_limit");
+    expect(logs.filter((l) => l.includes('"level":"warn"')).at(-1)).toMatch(
+      /The collector holds 3 MIG boards, its limit \(--max-gpus\): windows of new MIG boards are refused as series_limit .* MIG board GPU-b6 of node-3\./,
+    );
+    // Known boards go on; expired ones free their places.
+    expect(fleet.applyWindow(host(0), board({ uuid: "GPU-b1", startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+    c.advance(1);
+    fleet.sweep();
+    expect([...fleet.boards()].map((b) => b.uuid)).toEqual(["GPU-b1"]);
+    expect(fleet.applyWindow(host(3), board({ uuid: "GPU-b6" }))).toBe("applied");
+  });
+
+  it("follows its host's labels and the newest window's identity, clearing the cached label string", () => {
+    const fleet = new FleetState({ now: clock().now });
+    fleet.applyWindow(HOST, board());
+    const b = onlyBoard(fleet);
+    b.promLabels = "cached";
+    fleet.applyWindow(HOST, board({ startMs: BigInt(T0 + 10_000) }));
+    expect(b.promLabels).toBe("cached");
+    fleet.applyWindow({ ...HOST, labels: { site: "dc2" } }, board({ startMs: BigInt(T0 + 20_000), index: 4 }));
+    expect([b.labels, b.index, b.promLabels]).toEqual([[["site", "dc2"]], 4, undefined]);
+  });
+
+  it("counts as a board's instances those up on its own host, in one pass over the GPUs", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now });
+    fleet.applyWindow(HOST, board());
+    fleet.applyWindow(HOST, instance("MIG-1"));
+    fleet.applyWindow(HOST, instance("MIG-2"));
+    fleet.applyWindow({ ...HOST, hostname: "other" }, instance("MIG-3"));
+    fleet.applyWindow(HOST, makeWindow({ uuid: UUID_A, index: 1 }));
+    const b = onlyBoard(fleet);
+    expect(fleet.boardInstanceCounts().get(b)).toBe(2);
+    c.advance(25_000);
+    fleet.applyWindow(HOST, instance("MIG-1", T0 + 10_000));
+    c.advance(6_000);
+    // MIG-2 is stale now.
+    expect(fleet.boardInstanceCounts().get(b)).toBe(1);
+    c.advance(30_000);
+    expect(fleet.boardInstanceCounts().has(b)).toBe(false);
+  });
+
+  it("keeps a board that leaves MIG mode apart from the whole GPU it becomes, until its row expires", () => {
+    const c = clock();
+    const fleet = new FleetState({ now: c.now, expireAfterMs: 60_000 });
+    fleet.applyWindow(HOST, board());
+    // The same uuid, now a whole GPU: a GPU record of its own, its windows counted from nothing.
+    expect(fleet.applyWindow(HOST, makeWindow({ uuid: BOARD_UUID, startMs: BigInt(T0 + 10_000) }))).toBe("applied");
+    expect(only(fleet).observedS).toBe(10);
+    expect(onlyBoard(fleet).observedS).toBe(10);
+    c.advance(60_001);
+    fleet.applyWindow(HOST, makeWindow({ uuid: BOARD_UUID, startMs: BigInt(T0 + 20_000) }));
+    fleet.sweep();
+    expect([fleet.size, fleet.boardCount]).toEqual([1, 0]);
   });
 });

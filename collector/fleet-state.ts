@@ -34,6 +34,16 @@
  *   refused and creates nothing; GPUs already known keep working, and expired GPUs and
  *   groups free their places. So memory is bounded too: hosts ≤ GPUs ≤ maxGpus, groups ≤
  *   maxGpus.
+ * - The row of a board in MIG mode (GpuWindow.mig_board; its instances are the GPUs) is a
+ *   BoardRecord, kept apart from the GPU records: it is in no GPU count, roll-up group,
+ *   summary or list of GPUs, as its seconds are no GPU capacity. It is keyed by (host, uuid)
+ *   like a GPU, its windows are covered, replayed, refused as overlap, made stale and
+ *   expired by the same rules, and it holds its own counters (observed and unavailable
+ *   seconds) and the last power figures. Board rows have a cap of their own, by the same
+ *   flags: at most `maxGpusPerHost` per host ("too_many_gpus") and `maxGpus` in all
+ *   ("series_limit"), so they never take a GPU's place and memory stays bounded: boards ≤
+ *   maxGpus. (A board in MIG mode is there for its instances, so no real fleet has more
+ *   boards than GPUs.)
  */
 import type { Service } from "../common/lifecycle.js";
 import type { Logger } from "../common/log.js";
@@ -128,6 +138,57 @@ export interface GpuRecord {
    * window while they do not change.
    */
   owners: readonly OwnerLabelFields[];
+
+  /** Cache for the renderer; cleared whenever an identity label changes. */
+  promLabels: string | undefined;
+}
+
+/** Time covered by a record's windows (GpuRecord, BoardRecord): see GpuRecord.covered. */
+interface CoveredTime {
+  covered: readonly number[];
+  coveredFloorMs: number;
+}
+
+/** What staleness is measured from (GpuRecord, BoardRecord). */
+interface Freshness {
+  /** Window length used for staleness: the larger of the host's and the newest window's. */
+  windowMs: number;
+  /** Collector clock when the newest window was applied. */
+  freshAt: number;
+}
+
+/**
+ * The row of a board in MIG mode (GpuWindow.mig_board): only what the board alone has. Its
+ * MIG instances are GPU records of their own (GpuRecord.parentUuid is this uuid); its seconds
+ * are not GPU capacity and enter no GPU count or sum.
+ */
+export interface BoardRecord {
+  readonly host: string;
+  /** The board's uuid (`GPU-…`). */
+  readonly uuid: string;
+  index: number;
+  model: string;
+  driver: string;
+  /** The host's configured labels, sorted by key. */
+  labels: readonly (readonly [string, string])[];
+
+  /** Seconds the board was sampled, and of those the seconds it could not be read. */
+  observedS: number;
+  unavailableS: number;
+
+  /** As GpuRecord's: the newest window's start, the covered time, and freshness. */
+  lastStartMs: number;
+  covered: readonly number[];
+  coveredFloorMs: number;
+  windowMs: number;
+  freshAt: number;
+
+  /** Whether the last reading of the newest window was read without an error. */
+  readable: boolean;
+  /** The newest window's last reading's power, and its floor and limit; undefined where not reported. */
+  powerW: number | undefined;
+  powerFloorW: number | undefined;
+  powerLimitW: number | undefined;
 
   /** Cache for the renderer; cleared whenever an identity label changes. */
   promLabels: string | undefined;
@@ -246,6 +307,9 @@ export class FleetState implements Service {
   private readonly hosts = new Map<string, HostEntry>();
   /** Every live record, in the order they first appeared. */
   private readonly records = new Set<GpuRecord>();
+  /** Board rows by host and uuid, and every live one in the order they first appeared (see BoardRecord). */
+  private readonly boardHosts = new Map<string, Map<string, BoardRecord>>();
+  private readonly boardSet = new Set<BoardRecord>();
   private readonly groupMap = new Map<string, FleetGroup>();
   private readonly totals = { observedS: 0, reportedIdleS: 0, stateS: zeroStates() };
   private sweeper: NodeJS.Timeout | undefined;
@@ -277,6 +341,15 @@ export class FleetState implements Service {
     return this.records.size;
   }
 
+  /** Live board rows (boards in MIG mode), in the order they first appeared; none is a GPU. */
+  boards(): IterableIterator<BoardRecord> {
+    return this.boardSet.values();
+  }
+
+  get boardCount(): number {
+    return this.boardSet.size;
+  }
+
   /** Counts every applied window and every GPU or group removed: unchanged, nothing applied or removed since. */
   get generation(): number {
     return this.changes;
@@ -287,8 +360,29 @@ export class FleetState implements Service {
     return this.hosts.size;
   }
 
-  isUp(rec: GpuRecord, now = this.now()): boolean {
+  isUp(rec: Freshness, now = this.now()): boolean {
     return now - rec.freshAt <= this.staleAfterWindows * rec.windowMs;
+  }
+
+  /** A board is up while fresh windows arrive for it (isUp) and its newest one's last reading had no error. */
+  boardUp(board: BoardRecord, now = this.now()): boolean {
+    return board.readable && this.isUp(board, now);
+  }
+
+  /**
+   * The MIG instances of each board row that are up: GPU records of the board's host whose
+   * parent_uuid is the board's uuid, counted in one pass over the GPU records. A board
+   * without any is absent.
+   */
+  boardInstanceCounts(now = this.now()): Map<BoardRecord, number> {
+    const counts = new Map<BoardRecord, number>();
+    if (this.boardSet.size === 0) return counts;
+    for (const rec of this.records) {
+      if (rec.parentUuid === "" || !this.isUp(rec, now)) continue;
+      const board = this.boardHosts.get(rec.host)?.get(rec.parentUuid);
+      if (board) counts.set(board, (counts.get(board) ?? 0) + 1);
+    }
+    return counts;
   }
 
   /** The state to expose: the last sample's, or `unavailable` once the GPU is stale. */
@@ -298,6 +392,7 @@ export class FleetState implements Service {
 
   /** Applies one validated window of `host`. */
   applyWindow(host: HostInfo, w: GpuWindow): ApplyOutcome {
+    if (w.migBoard) return this.applyBoardWindow(host, w);
     const now = this.now();
     let rec = this.hosts.get(host.hostname)?.gpus.get(w.uuid);
     const startMs = Number(w.startMs);
@@ -367,7 +462,85 @@ export class FleetState implements Service {
     return "applied";
   }
 
-  /** Removes GPUs without a window for `expireAfterMs`, and empty groups as old. Returns GPUs removed. */
+  /**
+   * A board's row: counted, replayed or refused as overlap like a GPU's window, into its
+   * BoardRecord only. Within the caps it costs what a GPU's window costs: no allocation
+   * once the board is known and its windows come one after another.
+   */
+  private applyBoardWindow(host: HostInfo, w: GpuWindow): ApplyOutcome {
+    const now = this.now();
+    let byUuid = this.boardHosts.get(host.hostname);
+    let board = byUuid?.get(w.uuid);
+    const startMs = Number(w.startMs);
+    const endMs = startMs + w.durationMs;
+    if (board) {
+      const coverage = coverageOf(board, startMs, endMs);
+      if (coverage === "covered") return "replayed";
+      if (coverage === "overlap") return this.overlap(host, board, w, endMs, now);
+    } else {
+      // Caps of their own (see the contracts above): boards never take a GPU's place.
+      if (byUuid && byUuid.size >= this.maxGpusPerHost) return "too_many_gpus";
+      if (this.boardSet.size >= this.maxGpus) return this.seriesLimit(host, w, now, "MIG boards");
+      if (!byUuid) this.boardHosts.set(host.hostname, (byUuid = new Map()));
+      board = this.createBoard(host, w, now);
+      byUuid.set(w.uuid, board);
+    }
+    const newest = startMs > board.lastStartMs;
+    board.observedS += w.observedS;
+    board.unavailableS += w.unavailableS;
+    cover(board, startMs, endMs);
+    this.changes++;
+    if (!newest) return "applied";
+    const { labels } = this.sortedLabelsOf(host);
+    if (
+      board.index !== w.index ||
+      board.model !== w.model ||
+      board.driver !== w.driverVersion ||
+      board.labels !== labels
+    ) {
+      board.index = w.index;
+      board.model = w.model;
+      if (board.driver !== w.driverVersion) board.driver = this.driverVersion(w.driverVersion);
+      board.labels = labels;
+      board.promLabels = undefined;
+    }
+    const last = w.last;
+    board.lastStartMs = startMs;
+    board.windowMs = Math.max(host.windowMs, w.durationMs);
+    board.freshAt = now;
+    board.readable = last !== undefined && last.error === "";
+    board.powerW = last?.powerW;
+    board.powerFloorW = w.powerFloorW;
+    board.powerLimitW = w.powerLimitW;
+    return "applied";
+  }
+
+  private createBoard(host: HostInfo, w: GpuWindow, now: number): BoardRecord {
+    const board: BoardRecord = {
+      host: host.hostname,
+      uuid: w.uuid,
+      index: w.index,
+      model: w.model,
+      driver: this.driverVersion(w.driverVersion),
+      labels: this.sortedLabelsOf(host).labels,
+      observedS: 0,
+      unavailableS: 0,
+      lastStartMs: -Infinity,
+      covered: [],
+      coveredFloorMs: -Infinity,
+      windowMs: 0,
+      freshAt: now,
+      readable: false,
+      powerW: undefined,
+      powerFloorW: undefined,
+      powerLimitW: undefined,
+      promLabels: undefined,
+    };
+    this.boardSet.add(board);
+    return board;
+  }
+
+  /** Removes GPUs and board rows without a window for `expireAfterMs`, and empty groups as old. Returns GPUs removed. */
   sweep(now = this.now()): number {
     let removed = 0;
     for (const rec of this.records) {
@@ -380,13 +553,21 @@ export class FleetState implements Service {
       removed++;
       this.changes++;
     }
+    for (const board of this.boardSet) {
+      if (now - board.freshAt <= this.expireAfterMs) continue;
+      this.boardSet.delete(board);
+      const byUuid = this.boardHosts.get(board.host);
+      byUuid?.delete(board.uuid);
+      if (byUuid && byUuid.size === 0) this.boardHosts.delete(board.host);
+      this.changes++;
+    }
     for (const [key, group] of this.groupMap) {
       if (group.gpuCount === 0 && now - group.emptySince > this.expireAfterMs) {
         this.groupMap.delete(key);
         this.changes++;
       }
     }
-    if (this.records.size === 0) {
+    if (this.records.size === 0 && this.boardSet.size === 0) {
       this.driverVersions.clear();
       this.labelSets.clear();
     }
@@ -442,17 +623,25 @@ export class FleetState implements Service {
   private seriesLimit(host: HostInfo, w: GpuWindow, now: number, what: string): "series_limit" {
     if (this.logger && now - this.lastSeriesLimitLogAt >= SERIES_LIMIT_LOG_INTERVAL_MS) {
       this.lastSeriesLimitLogAt = now;
+      const kind = w.migBoard ? "MIG boards" : "GPUs";
+      const one = w.migBoard ? "MIG board" : "GPU";
       this.logger.warn(
-        `The collector holds ${this.maxGpus} ${what}, its limit (--max-gpus): windows of new GPUs are refused as series_limit ` +
-          `until GPUs silent for the expiry time are removed; the first refused was GPU ${w.uuid} of ${host.hostname}. ` +
+        `The collector holds ${this.maxGpus} ${what}, its limit (--max-gpus): windows of new ${kind} are refused as series_limit ` +
+          `until ${kind} silent for the expiry time are removed; the first refused was ${one} ${w.uuid} of ${host.hostname}. ` +
           "Refusals are counted in trueidle_windows_rejected_total and logged at most once a minute.",
-        { host: host.hostname, uuid: w.uuid, gpus: this.records.size, groups: this.groupMap.size },
+        {
+          host: host.hostname,
+          uuid: w.uuid,
+          gpus: this.records.size,
+          groups: this.groupMap.size,
+          boards: this.boardSet.size,
+        },
       );
     }
     return "series_limit";
   }
 
-  private overlap(host: HostInfo, rec: GpuRecord, w: GpuWindow, endMs: number, now: number): "overlap" {
+  private overlap(host: HostInfo, rec: CoveredTime, w: GpuWindow, endMs: number, now: number): "overlap" {
     if (this.logger && now - this.lastOverlapLogAt >= OVERLAP_LOG_INTERVAL_MS) {
       this.lastOverlapLogAt = now;
       const startMs = Number(w.startMs);
@@ -462,7 +651,7 @@ export class FleetState implements Service {
           ? `reaches across ${iso(rec.coveredFloorMs)}, before which the collector no longer tracks the GPU's time in detail`
           : `partly overlaps time the GPU's windows already covered (${describeCovered(rec.covered, startMs, endMs)})`;
       this.logger.warn(
-        `A window of GPU ${w.uuid} of ${host.hostname} from ${span} ${why}: it is refused as overlap and its seconds are not ` +
+        `A window of ${w.migBoard ? "MIG board" : "GPU"} ${w.uuid} of ${host.hostname} from ${span} ${why}: it is refused as overlap and its seconds are not ` +
           "counted, since some of them were counted already (the host's clock stepped back, or its agent's window length changed). " +
           `Refusals are counted in trueidle_windows_rejected_total{reason="overlap"} and logged at most once a minute.`,
         {
@@ -599,7 +788,7 @@ export class FleetState implements Service {
  * floor ("covered"); apart from every span and not before the floor ("new"); or neither
  * ("overlap").
  */
-function coverageOf(rec: GpuRecord, from: number, to: number): "new" | "covered" | "overlap" {
+function coverageOf(rec: CoveredTime, from: number, to: number): "new" | "covered" | "overlap" {
   if (from < rec.coveredFloorMs) return to <= rec.coveredFloorMs ? "covered" : "overlap";
   const c = rec.covered;
   // Newest span first: a window usually comes right after it.
@@ -618,7 +807,7 @@ function coverageOf(rec: GpuRecord, from: number, to: number): "new" | "covered"
  * or two merged make a new array of the exact length, as growing one in place would
  * leave it spare room for several more spans.
  */
-function cover(rec: GpuRecord, from: number, to: number): void {
+function cover(rec: CoveredTime, from: number, to: number): void {
   const c = rec.covered as number[];
   let i = c.length;
   while (i >= 2 && (c[i - 2] as number) > from) i -= 2;

@@ -302,6 +302,7 @@ export class IngestSession implements RegisteredStream {
         // A replay is written too: its first write may have failed.
         if (outcome === "replayed") self.windowsReplayed++;
         if (encoder) {
+          // A board's row is a mig_board_window point, with no owners (line-protocol.ts).
           lines.push(encoder.line(w));
           encoder.ownerLines(w, lines);
         }

@@ -8,19 +8,46 @@ import { renderMetricsText } from "./metrics-render.js";
 import { METRIC_TABLE } from "./metrics-table.js";
 import { escapeHelp, escapeLabelValue, formatSeconds, formatValue } from "../common/prom-text.js";
 import { SelfMetrics } from "./self-metrics.js";
-import { T0, makeWindow, phantomWindow } from "./testdata/windows.js";
+import { T0, boardWindow, makeWindow, phantomWindow } from "./testdata/windows.js";
 
 const GOLDEN = fileURLToPath(new URL("./testdata/metrics.golden.prom", import.meta.url));
 
-/** A small fleet that touches every branch: missing values, a stale GPU, label-less hosts. */
-function goldenFleet(): { fleet: FleetState; self: SelfMetrics } {
+/**
+ * A small fleet that touches every branch: missing values, a stale GPU, label-less hosts, a
+ * board in MIG mode with an instance, and a stale board that could not be read. Without
+ * `boards`, the same fleet without the boards' rows.
+ */
+function goldenFleet({ boards = true } = {}): { fleet: FleetState; self: SelfMetrics } {
   let t = T0;
   const fleet = new FleetState({ now: () => t });
   const dc1 = { hostname: "gpu-node-1", labels: { site: "dc1", pool: "train" }, windowMs: 10_000 };
+  const node2 = { hostname: "gpu-node-2", labels: {}, windowMs: 10_000 };
+  const instance = { uuid: "MIG-dddd-1", index: 3, parentUuid: "GPU-dddd", migProfile: "3g.40gb" };
   fleet.applyWindow(dc1, makeWindow({ uuid: "GPU-aaaa", index: 0 }));
   fleet.applyWindow(dc1, phantomWindow({ uuid: "GPU-bbbb", index: 1 }));
+  fleet.applyWindow(dc1, makeWindow(instance));
+  if (boards) {
+    fleet.applyWindow(dc1, boardWindow({ uuid: "GPU-dddd", index: 2 }));
+    fleet.applyWindow(
+      node2,
+      boardWindow(
+        {
+          uuid: "GPU-eeee",
+          index: 1,
+          model: "NVIDIA A30",
+          unavailableS: 10,
+          powerMeanW: undefined,
+          powerMaxW: undefined,
+          powerFloorW: undefined,
+          powerLimitW: undefined,
+          memTotalBytes: undefined,
+        },
+        { state: GpuState.UNAVAILABLE, powerW: undefined, error: "Unknown Error" },
+      ),
+    );
+  }
   fleet.applyWindow(
-    { hostname: "gpu-node-2", labels: {}, windowMs: 10_000 },
+    node2,
     makeWindow(
       {
         uuid: "GPU-cccc",
@@ -52,7 +79,14 @@ function goldenFleet(): { fleet: FleetState; self: SelfMetrics } {
     dc1,
     makeWindow({ uuid: "GPU-aaaa", index: 0, startMs: BigInt(T0 + 20_000) }, { idleStreakS: 140.5 }),
   );
-  t += 10_000; // GPU-bbbb and GPU-cccc are stale now.
+  fleet.applyWindow(dc1, makeWindow({ ...instance, startMs: BigInt(T0 + 10_000) }));
+  if (boards) {
+    fleet.applyWindow(
+      dc1,
+      boardWindow({ uuid: "GPU-dddd", index: 2, startMs: BigInt(T0 + 10_000), unavailableS: 2.5 }, { powerW: 190.5 }),
+    );
+  }
+  t += 10_000; // GPU-bbbb, GPU-cccc and the board GPU-eeee are stale now.
   const self = new SelfMetrics();
   self.agentsConnected = 2;
   self.windowsReceived = 9;
@@ -154,6 +188,14 @@ describe("the metrics table", () => {
       "trueidle_metrics_render_seconds",
       "trueidle_metrics_renders_total",
       "trueidle_metrics_scrapes_aborted_total",
+      "trueidle_mig_board_info",
+      "trueidle_mig_board_instances",
+      "trueidle_mig_board_observed_seconds_total",
+      "trueidle_mig_board_power_floor_watts",
+      "trueidle_mig_board_power_limit_watts",
+      "trueidle_mig_board_power_watts",
+      "trueidle_mig_board_unavailable_seconds_total",
+      "trueidle_mig_board_up",
       "trueidle_owner_state_seconds_total",
       "trueidle_spool_bytes",
       "trueidle_spool_windows_total",
@@ -251,9 +293,14 @@ describe("renderMetrics", () => {
       { hostname: hostile, labels: { site: hostile, pool: "\\" }, windowMs: 10_000 },
       makeWindow({ uuid: hostile, model: hostile, driverVersion: hostile }),
     );
+    fleet.applyWindow(
+      { hostname: hostile, labels: { site: hostile, pool: "\\" }, windowMs: 10_000 },
+      boardWindow({ uuid: `${hostile}board`, model: hostile, driverVersion: hostile }),
+    );
     fleet.applyWindow({ hostname: "plain", labels: {}, windowMs: 10_000 }, phantomWindow({ uuid: '"', model: "\n" }));
     const text = renderMetricsText(fleet, new SelfMetrics());
     expect(text).toContain(String.raw`host="a\\b\"c\nd}{e=\",é✓ \\n"`);
+    expect(text).toMatch(/^trueidle_mig_board_info\{host="a/m);
     const r = await promtool(["check", "metrics"], text);
     expect({ code: r.code, out: r.stdout + r.stderr }).toEqual({ code: 0, out: "" });
   });
@@ -268,6 +315,8 @@ describe("--gpu-series", () => {
   const families = (text: string): string[] =>
     [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!).filter((f) => f.startsWith("trueidle_"));
   const gpuFamilies = METRIC_TABLE.filter((m) => m.scope === "gpu").map((m) => m.name);
+  const boardFamilies = METRIC_TABLE.filter((m) => m.scope === "board").map((m) => m.name);
+  const perGpuOrBoard = [...gpuFamilies, ...boardFamilies];
   const STATES_FAMILIES = [
     "trueidle_gpu_info",
     "trueidle_gpu_up",
@@ -280,7 +329,7 @@ describe("--gpu-series", () => {
     "trueidle_gpu_idle_streak_seconds",
   ];
 
-  it("full writes every per-GPU family, states only the state and seconds ones, off none; the rest is the same", () => {
+  it("full writes every per-GPU family, states only the state and seconds ones, off none, both every per-board one; the rest is the same", () => {
     const { fleet, self } = goldenFleet();
     const text = {
       full: renderMetricsText(fleet, self, "", "full"),
@@ -291,18 +340,23 @@ describe("--gpu-series", () => {
     expect(families(text.full).filter((f) => gpuFamilies.includes(f))).toEqual(gpuFamilies);
     expect(families(text.states).filter((f) => gpuFamilies.includes(f))).toEqual(STATES_FAMILIES);
     expect(families(text.off).filter((f) => gpuFamilies.includes(f))).toEqual([]);
+    expect(boardFamilies).toHaveLength(8);
+    expect(families(text.full).filter((f) => boardFamilies.includes(f))).toEqual(boardFamilies);
+    expect(families(text.states).filter((f) => boardFamilies.includes(f))).toEqual(boardFamilies);
+    expect(families(text.off).filter((f) => boardFamilies.includes(f))).toEqual([]);
     expect(text.off).not.toMatch(/uuid=/);
-    // What is not per GPU is the same in every mode.
+    // What is not per GPU or board is the same in every mode.
     const rest = (t: string): string =>
       t
         .split("\n")
-        .filter((l) => !gpuFamilies.some((f) => l.startsWith(`${f}{`) || l.includes(` ${f} `)))
+        .filter((l) => !perGpuOrBoard.some((f) => l.startsWith(`${f}{`) || l.includes(` ${f} `)))
         .join("\n");
     expect(rest(text.states)).toBe(rest(text.full));
     expect(rest(text.off)).toBe(rest(text.full));
     // The families states writes are those full writes, series for series.
     const lines = (t: string, f: string): string[] => t.split("\n").filter((l) => l.startsWith(`${f}{`));
-    for (const f of STATES_FAMILIES) expect(lines(text.states, f), f).toEqual(lines(text.full, f));
+    for (const f of [...STATES_FAMILIES, ...boardFamilies])
+      expect(lines(text.states, f), f).toEqual(lines(text.full, f));
   });
 
   it("each mode passes promtool check metrics", async () => {
@@ -349,5 +403,110 @@ describe("the fleet roll-ups", () => {
     expect(fleet.size).toBe(0);
     const after = renderMetricsText(fleet, new SelfMetrics(), "", "off");
     for (const [fleetName] of PAIRS) expect(values(after, fleetName), fleetName).toEqual(values(before, fleetName));
+  });
+});
+
+describe("boards in MIG mode", () => {
+  /** `name{labels} value` lines of a family, as label text → value. */
+  const values = (text: string, name: string): Map<string, number> =>
+    new Map(
+      [...text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, "gm"))].map((m) => [m[1]!, Number(m[2])] as const),
+    );
+  const BOARD = 'host="gpu-node-1",gpu="2",uuid="GPU-dddd",model="NVIDIA H100 80GB HBM3",pool="train",site="dc1"';
+  const STALE_BOARD = 'host="gpu-node-2",gpu="1",uuid="GPU-eeee",model="NVIDIA A30"';
+
+  it("a board's row changes no trueidle_fleet_* value and no trueidle_gpu_* series, in any mode", () => {
+    const withBoards = goldenFleet();
+    const without = goldenFleet({ boards: false });
+    expect(withBoards.fleet.boardCount).toBe(2);
+    expect(without.fleet.boardCount).toBe(0);
+    for (const mode of ["full", "states", "off"] as const) {
+      const a = renderMetricsText(withBoards.fleet, withBoards.self, "", mode);
+      const b = renderMetricsText(without.fleet, without.self, "", mode);
+      const gpuAndFleet = (t: string): string[] => t.split("\n").filter((l) => /trueidle_(gpu|fleet)_/.test(l));
+      expect(gpuAndFleet(a).length, mode).toBeGreaterThan(mode === "off" ? 10 : 100);
+      expect(gpuAndFleet(a), mode).toEqual(gpuAndFleet(b));
+      // Nothing else changes either: the boards' rows are only in their own families.
+      const notBoard = (t: string): string[] => t.split("\n").filter((l) => !l.includes("trueidle_mig_board_"));
+      expect(notBoard(a), mode).toEqual(notBoard(b));
+      expect(a.includes('uuid="GPU-dddd"'), mode).toBe(mode !== "off");
+    }
+  });
+
+  it("writes each board's own figures, labelled as a whole GPU, and counts its instances that are up", () => {
+    const { fleet, self } = goldenFleet();
+    const text = renderMetricsText(fleet, self);
+    expect(text).toContain(`trueidle_mig_board_info{${BOARD},driver="550.54.15"} 1\n`);
+    expect(text).toContain(`trueidle_mig_board_info{${STALE_BOARD},driver="550.54.15"} 1\n`);
+    const board = (name: string): Record<string, number | undefined> => {
+      const v = values(text, name);
+      return { fresh: v.get(BOARD), stale: v.get(STALE_BOARD) };
+    };
+    // The stale board was not read either: down; the fresh one reads.
+    expect(board("trueidle_mig_board_up")).toEqual({ fresh: 1, stale: 0 });
+    expect(board("trueidle_mig_board_observed_seconds_total")).toEqual({ fresh: 20, stale: 10 });
+    expect(board("trueidle_mig_board_unavailable_seconds_total")).toEqual({ fresh: 2.5, stale: 10 });
+    // The last reading's power, the newest window's floor and limit; absent where not reported.
+    expect(board("trueidle_mig_board_power_watts")).toEqual({ fresh: 190.5, stale: undefined });
+    expect(board("trueidle_mig_board_power_floor_watts")).toEqual({ fresh: 90, stale: undefined });
+    expect(board("trueidle_mig_board_power_limit_watts")).toEqual({ fresh: 700, stale: undefined });
+    expect(board("trueidle_mig_board_instances")).toEqual({ fresh: 1, stale: 0 });
+    // No board or profile above a board; its instance names it.
+    expect(text).not.toMatch(/^trueidle_mig_board_\S*\{[^}]*(parent_uuid|mig_profile)=/m);
+    expect(text).toMatch(/^trueidle_gpu_up\{[^}]*uuid="MIG-dddd-1",[^}]*parent_uuid="GPU-dddd",mig_profile="3g.40gb"/m);
+  });
+
+  it("counts as a board's instances the fresh MIG instances of its own host that name it, and follows its readings", () => {
+    let t = T0;
+    const fleet = new FleetState({ now: () => t });
+    const a = { hostname: "a", labels: {}, windowMs: 10_000 };
+    const b = { hostname: "b", labels: {}, windowMs: 10_000 };
+    const mig = (uuid: string, parentUuid: string, startMs = T0) =>
+      makeWindow({ uuid, parentUuid, migProfile: "1g.10gb", startMs: BigInt(startMs) });
+    fleet.applyWindow(a, boardWindow({ uuid: "GPU-B" }));
+    fleet.applyWindow(a, mig("MIG-1", "GPU-B"));
+    fleet.applyWindow(a, mig("MIG-2", "GPU-B"));
+    fleet.applyWindow(a, mig("MIG-3", "GPU-X"));
+    // The same board uuid on another host is another board; its instances are its own.
+    fleet.applyWindow(b, boardWindow({ uuid: "GPU-B" }));
+    fleet.applyWindow(b, mig("MIG-4", "GPU-B"));
+    const instances = (): Map<string, number> =>
+      values(renderMetricsText(fleet, new SelfMetrics()), "trueidle_mig_board_instances");
+    const up = (): Map<string, number> => values(renderMetricsText(fleet, new SelfMetrics()), "trueidle_mig_board_up");
+    const A = 'host="a",gpu="0",uuid="GPU-B",model="NVIDIA H100 80GB HBM3"';
+    const B = 'host="b",gpu="0",uuid="GPU-B",model="NVIDIA H100 80GB HBM3"';
+    expect(instances()).toEqual(
+      new Map([
+        [A, 2],
+        [B, 1],
+      ]),
+    );
+    // MIG-2 goes silent: stale after three window lengths, it is no longer counted.
+    t += 31_000;
+    fleet.applyWindow(a, boardWindow({ uuid: "GPU-B", startMs: BigInt(T0 + 10_000) }));
+    fleet.applyWindow(a, mig("MIG-1", "GPU-B", T0 + 10_000));
+    expect(instances()).toEqual(
+      new Map([
+        [A, 1],
+        [B, 0],
+      ]),
+    );
+    expect(up()).toEqual(
+      new Map([
+        [A, 1],
+        [B, 0],
+      ]),
+    );
+    // A window whose last reading failed: down while it is the newest, up again after a good one.
+    fleet.applyWindow(
+      a,
+      boardWindow({ uuid: "GPU-B", startMs: BigInt(T0 + 20_000), unavailableS: 10 }, { error: "GPU is lost" }),
+    );
+    expect(up().get(A)).toBe(0);
+    fleet.applyWindow(a, boardWindow({ uuid: "GPU-B", startMs: BigInt(T0 + 30_000) }));
+    expect(up().get(A)).toBe(1);
+    expect(
+      values(renderMetricsText(fleet, new SelfMetrics()), "trueidle_mig_board_unavailable_seconds_total").get(A),
+    ).toBe(10);
   });
 });

@@ -5,7 +5,8 @@
  * `gpuSeries` (--gpu-series) picks the per-GPU families: `full` every one, `states` the
  * state and seconds families (info, up, state, idle streak and the five counters) and the
  * owners of held GPUs, `off` none; the fleet roll-ups, owner groups and the collector's own
- * families are written in every mode.
+ * families are written in every mode. The per-board families (trueidle_mig_board_*, one set
+ * per board in MIG mode, whose instances are the GPUs) are written in `full` and `states`.
  *
  * Each GPU's escaped label string is built once and cached on its record (fleet-state
  * clears the cache when a label changes); the output is a sequence of string chunks of about
@@ -20,7 +21,7 @@
  * read when a render starts and appended once, after the collector's own families.
  */
 import { GPU_STATES, type GpuState } from "../common/types.js";
-import type { FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
+import type { BoardRecord, FleetGroup, FleetState, GpuRecord } from "./fleet-state.js";
 import { METRICS, type MetricDef } from "./metrics-table.js";
 import { escapeLabelValue, familyHeader, formatSeconds, formatValue, labelPairs } from "../common/prom-text.js";
 import { HTTP_REFUSAL_REASONS, STREAM_REFUSAL_REASONS, type SelfMetrics } from "./self-metrics.js";
@@ -74,6 +75,18 @@ function gpuLabels(rec: GpuRecord): string {
   return rec.promLabels;
 }
 
+/** A board's labels: those of a whole GPU (a board in MIG mode has no board or profile above it). */
+function boardLabels(b: BoardRecord): string {
+  b.promLabels ??= labelPairs([
+    ["host", b.host],
+    ["gpu", String(b.index)],
+    ["uuid", b.uuid],
+    ["model", b.model],
+    ...b.labels,
+  ]);
+  return b.promLabels;
+}
+
 function groupLabels(g: FleetGroup): string {
   if (g.promLabels === undefined) g.promLabels = labelPairs([["model", g.model], ...g.labels]);
   return g.promLabels;
@@ -98,6 +111,7 @@ export function* renderMetricsChunks(
   // `off` writes nothing per GPU: the GPUs are walked once only, for trueidle_fleet_gpus.
   const recs = gpuSeries === "off" ? [] : [...fleet.gpus()];
   const current = recs.map((r) => fleet.currentState(r, now));
+  const boards = gpuSeries === "off" ? [] : [...fleet.boards()];
   let chunk: string | undefined;
 
   /** One series per GPU: `name{labels} value`, skipped where `value` gives undefined. */
@@ -109,6 +123,17 @@ export function* renderMetricsChunks(
       const rec = recs[i] as GpuRecord;
       const v = value(rec);
       if (v !== undefined) out.buf += `${prefix}${gpuLabels(rec)}} ${format(v)}\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+  }
+  /** One series per board row, skipped where `value` gives undefined. */
+  function* perBoard(m: MetricDef, value: (b: BoardRecord) => number | undefined): Generator<string, void, undefined> {
+    out.buf += header(m);
+    const prefix = `${m.name}{`;
+    const format = formatterOf(m);
+    for (const b of boards) {
+      const v = value(b);
+      if (v !== undefined) out.buf += `${prefix}${boardLabels(b)}} ${format(v)}\n`;
       if ((chunk = out.take())) yield chunk;
     }
   }
@@ -154,6 +179,22 @@ export function* renderMetricsChunks(
     yield* perGpu(METRICS.gpuPowerWatts, (r) => r.powerW);
     yield* perGpu(METRICS.gpuPowerFloorWatts, (r) => r.powerFloorW);
     yield* perGpu(METRICS.gpuMemoryUsedBytes, (r) => r.memUsedBytes);
+  }
+  if (gpuSeries !== "off") {
+    // Boards in MIG mode: their own figures, apart from every GPU family and roll-up.
+    out.buf += header(METRICS.boardInfo);
+    for (const b of boards) {
+      out.buf += `${METRICS.boardInfo.name}{${boardLabels(b)},driver="${escapeLabelValue(b.driver)}"} 1\n`;
+      if ((chunk = out.take())) yield chunk;
+    }
+    yield* perBoard(METRICS.boardUp, (b) => (fleet.boardUp(b, now) ? 1 : 0));
+    yield* perBoard(METRICS.boardObservedSeconds, (b) => b.observedS);
+    yield* perBoard(METRICS.boardUnavailableSeconds, (b) => b.unavailableS);
+    yield* perBoard(METRICS.boardPowerWatts, (b) => b.powerW);
+    yield* perBoard(METRICS.boardPowerFloorWatts, (b) => b.powerFloorW);
+    yield* perBoard(METRICS.boardPowerLimitWatts, (b) => b.powerLimitW);
+    const instances = boards.length === 0 ? undefined : fleet.boardInstanceCounts(now);
+    yield* perBoard(METRICS.boardInstances, (b) => instances?.get(b) ?? 0);
   }
 
   const counts = fleet.groupStateCounts(fleet.now());

@@ -5,6 +5,8 @@
  * Scope says which labels a series carries besides `labels`:
  * - `gpu`: the per-GPU labels `host`, `gpu` (index), `uuid`, `model` and the host's
  *   configured labels;
+ * - `board`: the same labels for a board in MIG mode, whose row (GpuWindow.mig_board) is not
+ *   a GPU: its instances are the GPUs, with series of their own;
  * - `fleet`: `model` and the host's configured labels;
  * - `owner`: the owner fields `--owner-labels` names (namespace, pod, container, job, user);
  * - `self`: none.
@@ -12,7 +14,7 @@
 export type MetricType = "counter" | "gauge";
 /** Base unit, which is also the name's suffix (before `_total` on counters); "" for none. */
 export type MetricUnit = "seconds" | "watts" | "bytes" | "ratio" | "";
-export type MetricScope = "gpu" | "fleet" | "owner" | "self";
+export type MetricScope = "gpu" | "board" | "fleet" | "owner" | "self";
 
 export interface MetricDef {
   readonly name: string;
@@ -155,6 +157,70 @@ export const METRICS = {
     "gpu",
     [],
     "GPU memory in use in the GPU's last sample; absent where the driver does not report it.",
+  ),
+  boardInfo: metric(
+    "trueidle_mig_board_info",
+    "gauge",
+    "",
+    "board",
+    ["driver"],
+    "Always 1, for each board in MIG mode; the labels name the board, its host's configured labels and its driver version. The trueidle_mig_board_* figures are the board's own; its MIG instances are the GPUs (trueidle_gpu_* with parent_uuid set to the board's uuid).",
+  ),
+  boardUp: metric(
+    "trueidle_mig_board_up",
+    "gauge",
+    "",
+    "board",
+    [],
+    "1 while fresh windows arrive for the board in MIG mode and the last reading of its newest window had no error; 0 once three window lengths passed without one, or while the board cannot be read. The board's own health: its MIG instances are the GPUs, each with its trueidle_gpu_up.",
+  ),
+  boardObservedSeconds: metric(
+    "trueidle_mig_board_observed_seconds_total",
+    "counter",
+    "seconds",
+    "board",
+    [],
+    "Seconds the board in MIG mode was sampled: the board's own figure, not GPU capacity (its MIG instances are the GPUs), so it is in no trueidle_gpu_* or trueidle_fleet_* series.",
+  ),
+  boardUnavailableSeconds: metric(
+    "trueidle_mig_board_unavailable_seconds_total",
+    "counter",
+    "seconds",
+    "board",
+    [],
+    "Seconds the board in MIG mode was sampled but could not be read: the board's own figure, not GPU capacity (its MIG instances are the GPUs).",
+  ),
+  boardPowerWatts: metric(
+    "trueidle_mig_board_power_watts",
+    "gauge",
+    "watts",
+    "board",
+    [],
+    "Power draw of the whole board in MIG mode in its last sample: the board's own figure, not shared out among its MIG instances, which are the GPUs. Absent where the driver does not report it.",
+  ),
+  boardPowerFloorWatts: metric(
+    "trueidle_mig_board_power_floor_watts",
+    "gauge",
+    "watts",
+    "board",
+    [],
+    "Idle power floor the agent uses for the whole board in MIG mode: the board's own figure, not shared out among its MIG instances, which are the GPUs. Absent where unknown.",
+  ),
+  boardPowerLimitWatts: metric(
+    "trueidle_mig_board_power_limit_watts",
+    "gauge",
+    "watts",
+    "board",
+    [],
+    "Power limit of the whole board in MIG mode, as of its newest window: the board's own figure, not shared out among its MIG instances, which are the GPUs. Absent where not reported.",
+  ),
+  boardInstances: metric(
+    "trueidle_mig_board_instances",
+    "gauge",
+    "",
+    "board",
+    [],
+    "MIG instances of the board that are up: the GPUs of its host whose parent_uuid is the board's uuid. The board's own figures are the trueidle_mig_board_* series; its instances are the GPUs.",
   ),
   fleetGpus: metric(
     "trueidle_fleet_gpus",

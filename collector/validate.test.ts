@@ -10,7 +10,7 @@ import {
   type Hello,
   type Owner,
 } from "../gen/trueidle/v1/ingest_pb.js";
-import { T0, makeWindow, type LastInit, type WindowInit } from "./testdata/windows.js";
+import { T0, boardWindow, makeWindow, type LastInit, type WindowInit } from "./testdata/windows.js";
 import { DEFAULT_WINDOW_LIMITS, validateHello, validateWindow, type RejectionReason } from "./validate.js";
 
 const NOW = T0 + 10_000;
@@ -487,5 +487,104 @@ describe("validateWindow: held-by seconds and owners", () => {
     );
     expect(check({ ...held, owners: [owner({ pid: 5_000_000 })] })).toBe("bad_number windows[0].owners[0].pid");
     expect(check(held, { heldBy: 8 })).toBe("bad_number windows[0].last.held_by");
+  });
+});
+
+describe("validateWindow: the row of a board in MIG mode", () => {
+  const check = (init: WindowInit = {}, last: LastInit = {}): string | undefined => {
+    const r = validateWindow(boardWindow(init, last), 2, DEFAULT_WINDOW_LIMITS, NOW);
+    return r && `${r.reason} ${r.field}`;
+  };
+
+  it("accepts a board's row: its seconds sampled and unreadable, its power, limit and memory total", () => {
+    expect(check()).toBeUndefined();
+    // Unreadable for part of the window, or all of it, with the error of its last reading.
+    expect(check({ unavailableS: 4 })).toBeUndefined();
+    expect(check({ unavailableS: 10 }, { state: GpuState.UNAVAILABLE, powerW: undefined, error: "GPU is lost" })).toBe(
+      undefined,
+    );
+    // Sampled for part of the window only; power and memory not reported.
+    expect(
+      check({
+        observedS: 6,
+        unavailableS: 6,
+        powerMeanW: undefined,
+        powerMaxW: undefined,
+        powerFloorW: undefined,
+        powerLimitW: undefined,
+        memTotalBytes: undefined,
+      }),
+    ).toBeUndefined();
+  });
+
+  const cases: [string, WindowInit, string][] = [
+    ["with its board's uuid, as a MIG instance", { parentUuid: "GPU-1" }, "inconsistent windows[2].mig_board"],
+    ["with a MIG profile", { migProfile: "1g.10gb" }, "inconsistent windows[2].mig_board"],
+    [
+      "with both, as a MIG instance has",
+      { uuid: "MIG-1", parentUuid: "GPU-1", migProfile: "1g.10gb" },
+      "inconsistent windows[2].mig_board",
+    ],
+    ["with free idle seconds", { freeIdleS: 10 }, "inconsistent windows[2].free_idle_s"],
+    ["with held idle seconds", { heldIdleS: 0.5 }, "inconsistent windows[2].held_idle_s"],
+    ["with busy phantom seconds", { busyPhantomS: 1 }, "inconsistent windows[2].busy_phantom_s"],
+    ["with active seconds", { activeS: 10 }, "inconsistent windows[2].active_s"],
+    ["with reported idle seconds", { reportedIdleS: 10 }, "inconsistent windows[2].reported_idle_s"],
+    ["with reported busy seconds", { reportedBusyS: 2 }, "inconsistent windows[2].reported_busy_s"],
+    ["with real busy seconds", { realBusyS: 0.001 }, "inconsistent windows[2].real_busy_s"],
+    ["held by a process", { heldByProcessS: 10 }, "inconsistent windows[2].held_by_process_s"],
+    ["held by memory", { heldByMemoryS: 10 }, "inconsistent windows[2].held_by_memory_s"],
+    ["held by an allocation", { heldByAllocationS: 10 }, "inconsistent windows[2].held_by_allocation_s"],
+    ["with processes", { processesMax: 1 }, "inconsistent windows[2].processes_max"],
+    [
+      "with holders",
+      { topHolders: [create(HolderSchema, { pid: 1, name: "python" })] },
+      "inconsistent windows[2].top_holders",
+    ],
+    [
+      "with owners",
+      { owners: [create(OwnerSchema, { via: OwnerSource.POD_RESOURCES, pod: "p", observedS: 10, freeIdleS: 10 })] },
+      "inconsistent windows[2].owners",
+    ],
+    // The usual checks still apply.
+    [
+      "with more seconds unreadable than sampled",
+      { observedS: 5, unavailableS: 6 },
+      "inconsistent windows[2].unavailable_s",
+    ],
+    [
+      "with unreadable seconds beyond the window",
+      { observedS: 10, unavailableS: 11 },
+      "exceeds_duration windows[2].unavailable_s",
+    ],
+    ["with negative unreadable seconds", { unavailableS: -1 }, "bad_number windows[2].unavailable_s"],
+    ["with NaN observed seconds", { observedS: Number.NaN }, "bad_number windows[2].observed_s"],
+    ["sampled beyond its window", { observedS: 11 }, "exceeds_duration windows[2].observed_s"],
+    ["with NaN free idle seconds", { freeIdleS: Number.NaN }, "bad_number windows[2].free_idle_s"],
+    ["with infinite real busy seconds", { realBusyS: Number.POSITIVE_INFINITY }, "bad_number windows[2].real_busy_s"],
+    ["with a negative held-by time", { heldByMemoryS: -1 }, "bad_number windows[2].held_by_memory_s"],
+    ["with NaN power", { powerMeanW: Number.NaN }, "bad_number windows[2].power_mean_w"],
+    ["with a power limit beyond 5 kW", { powerLimitW: 5_001 }, "bad_number windows[2].power_limit_w"],
+    ["with memory beyond 16 TiB", { memTotalBytes: 2n ** 60n }, "bad_number windows[2].mem_total_bytes"],
+    ["of a duration under a second", { durationMs: 999 }, "bad_duration windows[2].duration_ms"],
+    ["without a uuid", { uuid: "" }, "bad_uuid windows[2].uuid"],
+    ["with a newline in its uuid", { uuid: "GPU-1\n" }, "bad_uuid windows[2].uuid"],
+    ["with a bidi control in its model", { model: "NVIDIA \u202eA100" }, "bad_string windows[2].model"],
+    ["starting too far ahead", { startMs: BigInt(NOW + 5 * 60_000 + 1) }, "in_future windows[2].start_ms"],
+  ];
+  it.each(cases)("refuses a board's row %s, naming the field", (_name, init, problem) => {
+    expect(check(init)).toBe(problem);
+  });
+
+  it("checks its last reading as a GPU's", () => {
+    expect(check({}, { processes: 1 })).toBe("inconsistent windows[2].last.processes");
+    expect(check({}, { error: "e".repeat(1025) })).toBe("bad_string windows[2].last.error");
+    expect(check({}, { timeMs: BigInt(T0 + 10_000) })).toBe("inconsistent windows[2].last.time_ms");
+  });
+
+  it("keeps the rule that a GPU's state seconds add up to its observed seconds", () => {
+    // The same seconds without the flag are a GPU's, which must be in a state all along.
+    const r = validateWindow(boardWindow({ migBoard: false }), 0, DEFAULT_WINDOW_LIMITS, NOW);
+    expect(r && `${r.reason} ${r.field}`).toBe("inconsistent windows[0].observed_s");
   });
 });

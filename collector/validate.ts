@@ -178,7 +178,10 @@ export function validateWindow(
   if (stringProblem("driver_version", w.driverVersion, MAX_DRIVER_LENGTH, false))
     return reject(index, "bad_string", "driver_version");
   if (w.index > MAX_GPU_INDEX) return reject(index, "bad_number", "index");
-  if (w.parentUuid !== "" || w.migProfile !== "") {
+  if (w.migBoard) {
+    // A board's row is not a MIG instance: an instance's board and profile contradict the flag.
+    if (w.parentUuid !== "" || w.migProfile !== "") return reject(index, "inconsistent", "mig_board");
+  } else if (w.parentUuid !== "" || w.migProfile !== "") {
     // A MIG instance: both set, its board's uuid not its own, a profile as NVIDIA writes them.
     if (w.parentUuid.length > MAX_UUID_LENGTH || UNSAFE_TEXT_RE.test(w.parentUuid) || w.parentUuid === w.uuid)
       return reject(index, "bad_uuid", "parent_uuid");
@@ -196,23 +199,29 @@ export function validateWindow(
   const observed = w.observedS;
   if (badNumber(observed)) return reject(index, "bad_number", "observed_s");
   if (observed > maxS) return reject(index, "exceeds_duration", "observed_s");
-  const stateProblem =
-    secondsProblem(w.freeIdleS, "free_idle_s", maxS) ??
-    secondsProblem(w.heldIdleS, "held_idle_s", maxS) ??
-    secondsProblem(w.busyPhantomS, "busy_phantom_s", maxS) ??
-    secondsProblem(w.activeS, "active_s", maxS) ??
-    secondsProblem(w.unavailableS, "unavailable_s", maxS);
-  if (stateProblem) return reject(index, stateProblem[0], stateProblem[1]);
-  const stateSum = w.freeIdleS + w.heldIdleS + w.busyPhantomS + w.activeS + w.unavailableS;
   const tolerance = Math.max(SUM_TOLERANCE_S, observed * SUM_TOLERANCE_FRACTION);
-  if (Math.abs(stateSum - observed) > tolerance) return reject(index, "inconsistent", "observed_s");
   // Sums bounded by observed seconds (each sample adds at most dt).
   const partMax = observed + tolerance;
-  const partProblem =
-    partProblemOf(w.reportedIdleS, "reported_idle_s", maxS, partMax) ??
-    partProblemOf(w.reportedBusyS, "reported_busy_s", maxS, partMax) ??
-    partProblemOf(w.realBusyS, "real_busy_s", maxS, partMax);
-  if (partProblem) return reject(index, partProblem[0], partProblem[1]);
+  if (w.migBoard) {
+    // Its seconds are not a GPU's: they need not add up to observed_s (boardRowProblem).
+    const boardProblem = boardRowProblem(w, maxS, partMax);
+    if (boardProblem) return reject(index, boardProblem[0], boardProblem[1]);
+  } else {
+    const stateProblem =
+      secondsProblem(w.freeIdleS, "free_idle_s", maxS) ??
+      secondsProblem(w.heldIdleS, "held_idle_s", maxS) ??
+      secondsProblem(w.busyPhantomS, "busy_phantom_s", maxS) ??
+      secondsProblem(w.activeS, "active_s", maxS) ??
+      secondsProblem(w.unavailableS, "unavailable_s", maxS);
+    if (stateProblem) return reject(index, stateProblem[0], stateProblem[1]);
+    const stateSum = w.freeIdleS + w.heldIdleS + w.busyPhantomS + w.activeS + w.unavailableS;
+    if (Math.abs(stateSum - observed) > tolerance) return reject(index, "inconsistent", "observed_s");
+    const partProblem =
+      partProblemOf(w.reportedIdleS, "reported_idle_s", maxS, partMax) ??
+      partProblemOf(w.reportedBusyS, "reported_busy_s", maxS, partMax) ??
+      partProblemOf(w.realBusyS, "real_busy_s", maxS, partMax);
+    if (partProblem) return reject(index, partProblem[0], partProblem[1]);
+  }
   if (badWatts(w.powerMeanW)) return reject(index, "bad_number", "power_mean_w");
   if (badWatts(w.powerMaxW)) return reject(index, "bad_number", "power_max_w");
   if (badWatts(w.powerFloorW)) return reject(index, "bad_number", "power_floor_w");
@@ -251,6 +260,39 @@ export function validateWindow(
   const lastProblem = lastReadingProblem(w.last, startMs, w.durationMs, w.processesMax);
   if (lastProblem) return reject(index, lastProblem[0], `last.${lastProblem[1]}`);
   return undefined;
+}
+
+/**
+ * The first problem of a board's row (GpuWindow.mig_board) as [reason, field]: it carries
+ * the seconds the board was sampled (observed_s) and, of those, the seconds it could not be
+ * read (unavailable_s), and nothing of a GPU's — no state, reported, real or held-by
+ * seconds, no holders, owners or processes — as its MIG instances are the GPUs. What both
+ * carry (power, memory, the last reading) is checked as for a GPU by the caller.
+ */
+function boardRowProblem(w: GpuWindow, maxS: number, partMax: number): [RejectionReason, string] | undefined {
+  const p =
+    partProblemOf(w.unavailableS, "unavailable_s", maxS, partMax) ??
+    zeroProblem(w.freeIdleS, "free_idle_s") ??
+    zeroProblem(w.heldIdleS, "held_idle_s") ??
+    zeroProblem(w.busyPhantomS, "busy_phantom_s") ??
+    zeroProblem(w.activeS, "active_s") ??
+    zeroProblem(w.reportedIdleS, "reported_idle_s") ??
+    zeroProblem(w.reportedBusyS, "reported_busy_s") ??
+    zeroProblem(w.realBusyS, "real_busy_s") ??
+    zeroProblem(w.heldByProcessS, "held_by_process_s") ??
+    zeroProblem(w.heldByMemoryS, "held_by_memory_s") ??
+    zeroProblem(w.heldByAllocationS, "held_by_allocation_s");
+  if (p) return p;
+  if (w.processesMax !== 0) return ["inconsistent", "processes_max"];
+  if (w.topHolders.length > 0) return ["inconsistent", "top_holders"];
+  if (w.owners.length > 0) return ["inconsistent", "owners"];
+  return undefined;
+}
+
+/** A seconds field that must be 0: a number that is not is inconsistent, anything else is not a number. */
+function zeroProblem(v: number, name: string): [RejectionReason, string] | undefined {
+  if (badNumber(v)) return ["bad_number", name];
+  return v !== 0 ? ["inconsistent", name] : undefined;
 }
 
 /** Owner fields that carry text: names, ids and a command, each capped and free of unsafe characters. */

@@ -71,6 +71,11 @@ export interface GpuReading {
   parentUuid?: string | undefined;
   /** A MIG instance's profile, for example "3g.40gb". */
   migProfile?: string | undefined;
+  /**
+   * The row of a board in MIG mode, whose instances are the GPUs: only what the board alone
+   * has (power, power limit, and whether it reads). Never a GPU's capacity.
+   */
+  migBoard?: boolean | undefined;
   busId?: string | undefined;
   driverVersion?: string | undefined;
   /** utilization.gpu, 0–100. */

@@ -16,6 +16,8 @@ const KEYS = [
   "ts_ms",
   "gpu",
   "uuid",
+  "parent_uuid",
+  "mig_profile",
   "state",
   "real",
   "real_source",

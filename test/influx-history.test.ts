@@ -25,7 +25,7 @@ import {
 } from "../collector/influx/schema.js";
 import type { InfluxTarget } from "../common/influx/target.js";
 import { InfluxWriter } from "../collector/influx/writer.js";
-import { batchRequest, helloRequest, makeWindow } from "../collector/testdata/windows.js";
+import { BOARD_UUID, batchRequest, boardWindow, helloRequest, makeWindow } from "../collector/testdata/windows.js";
 import { createLogger, silentLogger } from "../common/log.js";
 import { DEFAULT_THRESHOLDS } from "../common/types.js";
 import type { GpuWindow } from "../gen/trueidle/v1/ingest_pb.js";
@@ -276,6 +276,69 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(error?.["msg"]).toMatch(
       /HTTP 400: partial write: field type conflict: input field "observed_s" .* dropped=2/,
     );
+  });
+
+  it("writes a board's row to mig_board_window in the raw policy, nothing of it to gpu_window, and no roll-up of it", async () => {
+    const db = "boards";
+    const target: InfluxTarget = { baseUrl: influx.url, database: db };
+    const collector = await startWithInflux({ target });
+    const t = Math.floor(Date.now() / 10_000) * 10_000 - 600_000;
+    const instance = (startMs: number) =>
+      makeWindow({
+        uuid: "MIG-8b5a9a5e-0000-0000-0000-000000000001",
+        index: 0,
+        parentUuid: BOARD_UUID,
+        migProfile: "3g.40gb",
+        startMs: BigInt(startMs),
+      });
+    const batch = [
+      instance(t),
+      boardWindow({ startMs: BigInt(t), unavailableS: 2.5 }),
+      boardWindow({ uuid: uuidOf(9), index: 1, startMs: BigInt(t), powerMeanW: undefined, memTotalBytes: undefined }),
+    ];
+    const s = new Stream(collector.grpcPort);
+    await s.hello("node-1", { site: "dc1" });
+    expect(await s.batch(1, batch)).toBe(3);
+    // The same batch again (a lost ack): the same points.
+    expect(await s.batch(2, batch)).toBe(3);
+
+    const gpuRows = await windowRows(db);
+    expect(gpuRows.map((r) => r["uuid"])).toEqual(["MIG-8b5a9a5e-0000-0000-0000-000000000001"]);
+    const boardRows = rows(
+      await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_WINDOW}"."mig_board_window" GROUP BY *`, db),
+    );
+    expect(boardRows).toHaveLength(2);
+    expect(boardRows.find((r) => r["uuid"] === BOARD_UUID)).toEqual({
+      time: t,
+      host: "node-1",
+      gpu: "0",
+      uuid: BOARD_UUID,
+      model: "NVIDIA H100 80GB HBM3",
+      site: "dc1",
+      observed_s: 10,
+      unavailable_s: 2.5,
+      power_w: 180,
+      power_max_w: 195,
+      power_floor_w: 90,
+      power_limit_w: 700,
+      mem_total_bytes: 85_520_809_984,
+    });
+    // A field the board did not report is missing, not 0.
+    expect(boardRows.find((r) => r["uuid"] === uuidOf(9))).toMatchObject({ power_w: null, mem_total_bytes: null });
+    // Every line written is a point counted: the instance's and the boards', twice.
+    expect(await metric(collector.httpPort, "trueidle_influx_points_written_total")).toBe(6);
+    expect(await metric(collector.httpPort, "trueidle_influx_write_errors_total")).toBe(0);
+    // The board is no GPU in the fleet roll-ups either: the instance's 10 s only.
+    const page = await (await fetch(`http://127.0.0.1:${collector.httpPort}/metrics`)).text();
+    expect(page).toMatch(/^trueidle_fleet_observed_seconds_total\{[^}]*\} 10$/m);
+    expect(page).toMatch(/^trueidle_mig_board_observed_seconds_total\{[^}]*uuid="GPU-b0a4d000[^}]*\} 10$/m);
+
+    // Rolled up: GPU-hours for the instance only, and no hourly measurement of boards.
+    expect(await rollup(target, t, t + 10_000)).toEqual({ gpuHours: 1, ownerHours: 0 });
+    const hours = rows(await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_HOUR}"."gpu_hour" GROUP BY *`, db));
+    expect(hours.map((r) => r["uuid"])).toEqual(["MIG-8b5a9a5e-0000-0000-0000-000000000001"]);
+    const measurements = rows(await influxQuery(influx.url, "SHOW MEASUREMENTS", db)).map((r) => r["name"]);
+    expect(measurements).toEqual(["gpu_hour", "gpu_window", "mig_board_window"]);
   });
 
   it("waits while InfluxDB is unreachable — at start and later — and writes everything once it is back", async () => {

@@ -11,8 +11,11 @@ import {
   type Thresholds,
 } from "../../common/types.js";
 import {
+  boardComputeSlices,
   classify,
   idleStreakSeconds,
+  instanceComputeSlices,
+  migPowerCompute,
   HELD_BY_ALLOCATION,
   HELD_BY_MEMORY,
   HELD_BY_PROCESS,
@@ -495,6 +498,7 @@ describe("a MIG instance: no utilization.gpu, so reported follows whether it is 
   });
 
   it("read without SM activity (nvidia-smi): memory and processes still tell free from held", () => {
+    // Nor its board's power: nothing says what it does.
     const held = mig({ smActive: undefined });
     expect(classify(held, base, T)).toMatchObject({ state: "held_idle", real: 0, source: "none" });
     const free = mig({ smActive: undefined, processes: [], memUsedBytes: 0 });
@@ -503,6 +507,36 @@ describe("a MIG instance: no utilization.gpu, so reported follows whether it is 
     expect(classify(mig({ smActive: undefined, processes: undefined, memUsedBytes: undefined }), base, T).state).toBe(
       "unavailable",
     );
+  });
+
+  it("without SM activity, bounds its real use from its board's power, scaled to its share of the board", () => {
+    const held = mig({ smActive: undefined });
+    // A board at its floor: every instance on it idles.
+    expect(classify(held, base, T, 0)).toMatchObject({ state: "held_idle", real: 0, source: "power" });
+    // 3 of 7 slices: the board's powerFrac × 7/3, so a 3g instance alone at full tilt reads 1.
+    expect(classify(held, base, T, 0.03).real).toBeCloseTo(0.07, 12);
+    expect(classify(held, base, T, 0.03).state).toBe("held_idle");
+    expect(classify(held, base, T, 0.05)).toMatchObject({ state: "active", source: "power" });
+    expect(classify(held, base, T, 0.6).real).toBe(1);
+    // A free instance stays free whatever the board draws; SM activity, where read, wins.
+    const free = mig({ smActive: undefined, processes: [], memUsedBytes: 0 });
+    expect(classify(free, base, T, 0.9)).toMatchObject({ state: "free_idle", real: 0 });
+    expect(classify(mig({ smActive: 0.01 }), base, T, 0.9)).toMatchObject({ state: "held_idle", source: "sm_active" });
+    // A whole GPU never takes a board's power.
+    expect(classify(h100({ smActive: 0, powerW: undefined, util: 0 }), base, T, 0.9).real).toBe(0);
+  });
+
+  it("counts compute slices by profile and board", () => {
+    expect(
+      ["1g.10gb", "3g.40gb", "7g.80gb", "1g.10gb+me", "1c.3g.40gb", "2c.4g.40gb", "odd", undefined].map(
+        instanceComputeSlices,
+      ),
+    ).toEqual([1, 3, 7, 1, 1, 2, 1, 1]);
+    expect(boardComputeSlices("NVIDIA A30")).toBe(4);
+    expect(boardComputeSlices("NVIDIA H100 80GB HBM3")).toBe(7);
+    expect(boardComputeSlices("NVIDIA A100-SXM4-40GB")).toBe(7);
+    expect(migPowerCompute(0.1, "1g.10gb", "NVIDIA A30")).toBeCloseTo(0.4, 12);
+    expect(migPowerCompute(0.1, "1c.3g.40gb", "NVIDIA H100 80GB HBM3")).toBeCloseTo(0.7, 12);
   });
 
   it("leaves a whole GPU without utilization as before: not reported idle, no reported busy", () => {

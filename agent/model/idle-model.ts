@@ -121,6 +121,34 @@ export function isMigWithoutUtil(reading: GpuReading): boolean {
 }
 
 /**
+ * A MIG instance with no SM activity of its own (nvidia-smi; boards without GPM, such as
+ * the A100) has no signal of its own of what it does: no utilization, no power. Its board's
+ * power is the one signal there is, so its `compute` is read from it (source `power`), as
+ * the most the instance can be doing: the board's powerFrac as if all of the board's power
+ * above its floor were this instance's, scaled to its share of the board's compute slices,
+ * `min(1, boardPowerFrac × boardSlices / instanceSlices)`. A board at its idle floor says
+ * every instance on it idles (a held one is held_idle); a board drawing power says work runs
+ * somewhere on it, and no held instance on it is called idle unless even that bound is below
+ * R. It never calls a working instance idle; it may call an idle one beside a working one
+ * active, for want of a finer signal.
+ */
+export function migPowerCompute(boardPowerFrac: number, profile: string | undefined, model: string): number {
+  return clamp01((boardPowerFrac * boardComputeSlices(model)) / instanceComputeSlices(profile));
+}
+
+/** Compute slices of a MIG profile: `3g.40gb` 3, `1c.3g.40gb` 1 (its compute instance's); 1 where unknown. */
+export function instanceComputeSlices(profile: string | undefined): number {
+  const m = /^(?:(\d+)c\.)?(\d+)g\./.exec(profile ?? "");
+  const n = m ? Number(m[1] ?? m[2]) : 1;
+  return n >= 1 ? n : 1;
+}
+
+/** Compute slices of a board in MIG mode: 4 on an A30, 7 on every other MIG GPU so far. */
+export function boardComputeSlices(model: string): number {
+  return /\bA30\b/.test(model) ? 4 : 7;
+}
+
+/**
  * The utilization the usual tools show, %, for reported_busy_s (Σ util·dt): utilization.gpu,
  * or for a MIG instance without it, 100 while held and 0 while free (isMigWithoutUtil).
  */
@@ -131,12 +159,28 @@ export function reportedUtil(reading: GpuReading, c: Classification): number | u
 }
 
 /** Classifies one reading. Pure: same inputs, same answer. */
-export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds: Thresholds): Classification {
+/**
+ * @param boardPowerFrac for a MIG instance, its board's powerFrac at the same tick (from the
+ *   board's row), where the board's power could be read: its `real` where it has no SM
+ *   activity of its own (migPowerCompute).
+ */
+export function classify(
+  reading: GpuReading,
+  baseline: GpuBaseline,
+  thresholds: Thresholds,
+  boardPowerFrac?: number,
+): Classification {
   const util = reading.util;
   let reportedIdle = util !== undefined && util < thresholds.utilBusyPercent;
   const floorW = powerFloor(reading, baseline);
   const powerFrac = powerFraction(reading.powerW, floorW, reading.powerLimitW);
 
+  if (reading.migBoard) {
+    // The row of a board in MIG mode is no GPU (its instances are): no state of its own
+    // beyond whether it reads, and never held, so its lowest power is learnt as its floor.
+    const state = reading.error === undefined ? "free_idle" : "unavailable";
+    return { state, real: 0, source: "none", held: false, heldBy: 0, floorW, powerFrac, reportedIdle: false };
+  }
   if (reading.error !== undefined || !hasSignal(reading)) {
     // No valid reading: nobody calls it idle, the usual tools included.
     return {
@@ -163,6 +207,9 @@ export function classify(reading: GpuReading, baseline: GpuBaseline, thresholds:
     source = "sm_active";
   } else if (powerFrac !== undefined) {
     compute = util === undefined ? powerFrac : Math.min(clamp01(util / 100), powerFrac);
+    source = "power";
+  } else if (reading.parentUuid !== undefined && boardPowerFrac !== undefined) {
+    compute = migPowerCompute(boardPowerFrac, reading.migProfile, reading.model);
     source = "power";
   } else if (util !== undefined) {
     // No power reading (some consumer boards and vGPUs): utilization.gpu is all there is.

@@ -117,9 +117,11 @@ export class OwnerAnnotator implements Service {
 
   /** The readings with `allocations` and processes' `owner` set; copies where anything was added. */
   annotate(readings: readonly GpuReading[]): GpuReading[] {
-    // By index, whole GPUs only: a MIG instance shares its board's index and is allocated by its own uuid.
+    // By index, whole GPUs only: a MIG instance shares its board's index and is allocated by
+    // its own uuid, and a board in MIG mode is allocated only through its instances.
     for (const r of readings)
-      if (r.parentUuid === undefined && this.byIndex.get(r.index) !== r.uuid) this.byIndex.set(r.index, r.uuid);
+      if (r.parentUuid === undefined && !r.migBoard && this.byIndex.get(r.index) !== r.uuid)
+        this.byIndex.set(r.index, r.uuid);
     const alloc = this.opts.allocations;
     if (this.wanted && !this.allocationsStarted && readings.length > 0 && !this.stopped.signal.aborted) {
       this.allocationsStarted = true;

@@ -185,6 +185,8 @@ describe("encodeWindow", () => {
     full.last.heldBy = 7;
     full.parentUuid = "GPU-00000000-0000-0000-0000-000000000001";
     full.migProfile = "3g.40gb";
+    // Not a valid window (a board row has no profile), only every field set at once.
+    full.migBoard = true;
     const back = fromBinary(GpuWindowSchema, encodeWindow(full));
     const unset = (
       msg: Parameters<typeof reflect>[1],

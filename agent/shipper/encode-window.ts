@@ -147,6 +147,7 @@ export function encodeWindow(w: GpuWindowRecord): Buffer {
   for (const o of sentOwners(w)) out.message(35, (m) => writeOwner(m, o));
   out.implicitString(36, w.parentUuid ?? "");
   out.implicitString(37, w.migProfile ?? "");
+  out.implicitVarint(38, w.migBoard === true ? 1 : 0);
   return out.bytes();
 }
 

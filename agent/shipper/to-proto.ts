@@ -56,6 +56,7 @@ export function windowToProto(w: GpuWindowRecord): GpuWindow {
     driverVersion: w.driverVersion,
     parentUuid: w.parentUuid ?? "",
     migProfile: w.migProfile ?? "",
+    migBoard: w.migBoard === true,
     startMs: BigInt(w.startMs),
     durationMs: w.durationMs,
     observedS: w.observedS,

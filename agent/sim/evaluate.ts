@@ -3,6 +3,7 @@
  * so the simulator source, the fake nvidia-smi and the tests that check them agree.
  */
 import type { GpuProcess, GpuReading } from "../../common/types.js";
+import { migBoardRow } from "../sources/mig-board-row.js";
 import type { Scenario, ScenarioGpu, ScenarioMigInstance, ScenarioPhase } from "./scenario.js";
 
 const MiB = 1024 * 1024;
@@ -23,16 +24,21 @@ export function readingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
 }
 
 /**
- * What the simulator source shows at `timeMs`: each GPU, and for a board in MIG mode each
- * of its instances present then, a GPU of its own, instead of the board.
+ * What the simulator source shows at `timeMs`: each GPU, and for a board in MIG mode its
+ * board row (migBoardReadingOf) and each of its instances present then, a GPU of its own.
  */
 export function sourceReadingsAt(scenario: Scenario, timeMs: number): GpuReading[] {
   const out: GpuReading[] = [];
   for (const g of scenario.gpus) {
-    if (g.mig) out.push(...migReadingsOf(scenario, g, timeMs));
+    if (g.mig) out.push(migBoardReadingOf(scenario, g, timeMs), ...migReadingsOf(scenario, g, timeMs));
     else out.push(readingOf(scenario, g, timeMs));
   }
   return out;
+}
+
+/** The row of a board in MIG mode: its power and limit from the board's own phases, or their error. */
+export function migBoardReadingOf(scenario: Scenario, g: ScenarioGpu, timeMs: number): GpuReading {
+  return migBoardRow(readingOf(scenario, g, timeMs));
 }
 
 /** SM activity (GPM per instance) a MIG instance shows for a preset when its phase does not set `smActive`. */

@@ -82,7 +82,20 @@ describe("what the simulator source shows of a MIG board", () => {
 
   it("each instance present as a GPU of its own: its MIG uuid, its board and profile, no util and no power", () => {
     const at = 10_000;
-    const rs = sourceReadingsAt(SCENARIO, at);
+    const [row, ...rs] = sourceReadingsAt(SCENARIO, at);
+    // First the board's row: only its power and limit.
+    const whole = readingsAt(SCENARIO, at)[0]!;
+    expect(row).toEqual({
+      uuid: g.uuid,
+      index: 0,
+      model: g.model,
+      busId: g.busId,
+      driverVersion: SCENARIO.driverVersion,
+      migBoard: true,
+      powerW: whole.powerW,
+      powerLimitW: g.powerLimitW,
+      error: undefined,
+    });
     expect(rs).toHaveLength(4);
     for (const r of rs) {
       expect(r.uuid).toMatch(/^MIG-[0-9a-f]{8}-/);
@@ -97,10 +110,12 @@ describe("what the simulator source shows of a MIG board", () => {
   });
 
   it("classifies each instance in the state its phase gives, reported by whether it is held", () => {
-    const states = sourceReadingsAt(SCENARIO, 10_000).map((r) => {
-      const c = classify(r, {}, DEFAULT_THRESHOLDS);
-      return [c.state, reportedUtil(r, c)];
-    });
+    const states = sourceReadingsAt(SCENARIO, 10_000)
+      .slice(1)
+      .map((r) => {
+        const c = classify(r, {}, DEFAULT_THRESHOLDS);
+        return [c.state, reportedUtil(r, c)];
+      });
     expect(states).toEqual([
       ["active", 100],
       ["held_idle", 100],
@@ -125,6 +140,6 @@ describe("what the simulator source shows of a MIG board", () => {
     const noGpm = parseScenario(
       board([{ profile: "1g.10gb", gi: 9, phases: [{ for: "1m", state: "active" }] }], { gpm: false }),
     );
-    expect(sourceReadingsAt(noGpm, 0)[0]!.smActive).toBeUndefined();
+    expect(sourceReadingsAt(noGpm, 0)[1]!.smActive).toBeUndefined();
   });
 });

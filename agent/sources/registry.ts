@@ -15,6 +15,8 @@ export interface SourceConfig {
   source: SourceName;
   intervalMs: number;
   processIntervalMs: number;
+  /** How often the nvidia-smi source reads MIG instances; its default where undefined. */
+  migIntervalMs?: number | undefined;
   nvidiaSmiPath: string;
   /** The NVML library: a path, or undefined for the soname the driver installs. */
   nvmlLibPath?: string | undefined;
@@ -56,6 +58,7 @@ function nvidiaSmi(cfg: SourceConfig): NvidiaSmiSource {
     path: cfg.nvidiaSmiPath,
     intervalMs: cfg.intervalMs,
     processIntervalMs: cfg.processIntervalMs,
+    ...(cfg.migIntervalMs === undefined ? {} : { migIntervalMs: cfg.migIntervalMs }),
     logger: cfg.logger.child({ source: "nvidia-smi" }),
   });
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { TrueidleError } from "../../common/errors.js";
 import { OwnerSource } from "../../gen/trueidle/v1/ingest_pb.js";
-import { makeWindow, phantomWindow, T0 } from "../testdata/windows.js";
+import { BOARD_UUID, boardWindow, makeWindow, phantomWindow, T0 } from "../testdata/windows.js";
 import { escapeMeasurement, escapeTag, HostLineEncoder, tagValueProblem, windowToLine } from "./line-protocol.js";
 
 describe("windowToLine", () => {
@@ -171,5 +171,58 @@ describe("owner lines", () => {
         " observed_s=10,free_idle_s=0,held_idle_s=5,busy_phantom_s=0,active_s=5,unavailable_s=0,reported_idle_s=5,reported_busy_s=4,real_busy_s=3 ",
       );
     }
+  });
+});
+
+describe("board rows", () => {
+  it("writes a board's row as a mig_board_window point: a whole GPU's tags, the board's own fields, the window start", () => {
+    const line = windowToLine("gpu-node-1", { site: "dc1", pool: "training" }, boardWindow({ unavailableS: 2.5 }));
+    expect(line).toBe(
+      `mig_board_window,gpu=0,host=gpu-node-1,model=NVIDIA\\ H100\\ 80GB\\ HBM3,pool=training,site=dc1,uuid=${BOARD_UUID} ` +
+        `observed_s=10,unavailable_s=2.5,power_w=180,power_max_w=195,power_floor_w=90,power_limit_w=700,mem_total_bytes=85520809984i ${T0}`,
+    );
+  });
+
+  it("omits the fields the board did not report instead of writing 0", () => {
+    const line = windowToLine(
+      "h",
+      {},
+      boardWindow({
+        unavailableS: 10,
+        powerMeanW: undefined,
+        powerMaxW: undefined,
+        powerFloorW: undefined,
+        powerLimitW: undefined,
+        memTotalBytes: undefined,
+      }),
+    );
+    expect(line).toBe(
+      `mig_board_window,gpu=0,host=h,model=NVIDIA\\ H100\\ 80GB\\ HBM3,uuid=${BOARD_UUID} observed_s=10,unavailable_s=10 ${T0}`,
+    );
+  });
+
+  it("never writes a gpu_window or gpu_owner_window point for a board's row, and is the same line for the same window", () => {
+    const enc = new HostLineEncoder("h", { site: "dc1" }, ["namespace", "pod"]);
+    const board = boardWindow();
+    // Its uuid as a whole GPU's, before and after (a board that leaves MIG mode): each keeps its measurement.
+    expect(enc.line(makeWindow({ uuid: BOARD_UUID }))).toMatch(/^gpu_window,/);
+    expect(enc.line(board)).toMatch(/^mig_board_window,/);
+    expect(enc.line(board)).toBe(enc.line(board));
+    expect(enc.line(board)).toBe(windowToLine("h", { site: "dc1" }, board));
+    expect(enc.line(makeWindow({ uuid: BOARD_UUID }))).toMatch(/^gpu_window,/);
+    expect(enc.line(board)).not.toMatch(/parent_uuid|mig_profile|free_idle_s|processes_max|mem_used_max_bytes/);
+    // Even with owners (validation refuses them), no owner point.
+    const out: string[] = [];
+    const withOwners = boardWindow({
+      owners: [{ via: OwnerSource.POD_RESOURCES, namespace: "ml", pod: "p", observedS: 10 }],
+    });
+    expect(enc.ownerLines(withOwners, out)).toBe(0);
+    expect(out).toEqual([]);
+  });
+
+  it("refuses values line protocol cannot carry, as for a GPU", () => {
+    expect(() => windowToLine("h", {}, boardWindow({ powerMeanW: Number.NaN }))).toThrow(/power_w/);
+    expect(() => windowToLine("h", {}, boardWindow({ model: "odd\n" }))).toThrow(/tag model/);
+    expect(HostLineEncoder.windowProblem(boardWindow({ uuid: "GPU-1\\" }))).toBe("uuid");
   });
 });

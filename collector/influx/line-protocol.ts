@@ -4,6 +4,13 @@
  *
  *   gpu_window,gpu=0,host=h1,model=NVIDIA\ H100,site=dc1,uuid=GPU-… observed_s=10,…,processes_max=1i 1709251200000
  *
+ * The row of a board in MIG mode (GpuWindow.mig_board) is a `mig_board_window` point instead,
+ * never a `gpu_window` or `gpu_owner_window` one: the tags of a whole GPU (`host`, `gpu`,
+ * `uuid`, `model`, the host's labels) and the board's own fields `observed_s`,
+ * `unavailable_s`, `power_w`, `power_max_w`, `power_floor_w`, `power_limit_w` and
+ * `mem_total_bytes` (an integer), each omitted where the agent did not have it; the same
+ * timestamp, so it too overwrites itself when sent again.
+ *
  * Tags: `host`, `gpu` (index), `uuid`, `model`, for a MIG instance `parent_uuid` and
  * `mig_profile`, and the host's configured labels, sorted by
  * key (InfluxDB's own order, so it need not sort them). Fields as DESIGN.md names them;
@@ -24,7 +31,7 @@
 import { TrueidleError } from "../../common/errors.js";
 import type { GpuWindow } from "../../gen/trueidle/v1/ingest_pb.js";
 import { windowOwnerGroups, type OwnerLabel, type OwnerSeconds } from "../owner-ledger.js";
-import { MEASUREMENT_OWNER_WINDOW, MEASUREMENT_WINDOW } from "./schema.js";
+import { MEASUREMENT_BOARD_WINDOW, MEASUREMENT_OWNER_WINDOW, MEASUREMENT_WINDOW } from "./schema.js";
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -81,6 +88,8 @@ export class HostLineEncoder {
   /** Host-level tags, sorted by key, escaped: [key, "key=value"]. */
   private readonly hostTags: ReadonlyArray<readonly [string, string]>;
   private readonly cache = new Map<string, string>();
+  /** Series keys of board rows, apart: a board's uuid is a whole GPU's once it leaves MIG mode. */
+  private readonly boardCache = new Map<string, string>();
   private static readonly MAX_CACHED = 1024;
 
   /** Throws a bad_input error when the host name or a label cannot be stored exactly. */
@@ -109,8 +118,12 @@ export class HostLineEncoder {
     return undefined;
   }
 
-  /** One line, without a trailing newline. Throws bad_input on a value line protocol cannot carry. */
+  /**
+   * The window's point, without a trailing newline: `gpu_window`, or `mig_board_window` for a
+   * board's row. Throws bad_input on a value line protocol cannot carry.
+   */
   line(w: GpuWindow): string {
+    if (w.migBoard) return `${this.boardSeriesKey(w)} ${boardFields(w)} ${w.startMs}`;
     return `${this.seriesKey(w)} ${fields(w)} ${w.startMs}`;
   }
 
@@ -120,7 +133,8 @@ export class HostLineEncoder {
    * (validation refuses such values first).
    */
   ownerLines(w: GpuWindow, out: string[]): number {
-    if (this.ownerLabels.length === 0 || w.owners.length === 0) return 0;
+    // A board's row has no owners (validate.ts): its instances are the GPUs that do.
+    if (this.ownerLabels.length === 0 || w.owners.length === 0 || w.migBoard) return 0;
     const groups = windowOwnerGroups(this.ownerLabels, w.owners);
     if (groups.length === 0) return 0;
     const gpuTags = this.gpuTags(w);
@@ -135,13 +149,19 @@ export class HostLineEncoder {
     return groups.length;
   }
 
-  private gpuTags(w: GpuWindow): Array<readonly [string, string]> {
+  /** The tags of a whole GPU, and of a board's row: the host's, gpu, uuid and model. */
+  private deviceTags(w: GpuWindow): Array<readonly [string, string]> {
     const tags: Array<readonly [string, string]> = [
       ...this.hostTags,
       ["gpu", `gpu=${w.index}`],
       ["uuid", `uuid=${checkedTag("uuid", w.uuid)}`],
     ];
     if (w.model !== "") tags.push(["model", `model=${checkedTag("model", w.model)}`]);
+    return tags;
+  }
+
+  private gpuTags(w: GpuWindow): Array<readonly [string, string]> {
+    const tags = this.deviceTags(w);
     // A MIG instance: its board and profile, so the report groups and joins by them.
     if (w.parentUuid !== "") {
       tags.push(["parent_uuid", `parent_uuid=${checkedTag("parent_uuid", w.parentUuid)}`]);
@@ -157,6 +177,16 @@ export class HostLineEncoder {
     const key = seriesOf(MEASUREMENT_WINDOW, this.gpuTags(w));
     if (this.cache.size >= HostLineEncoder.MAX_CACHED) this.cache.clear();
     this.cache.set(cacheKey, key);
+    return key;
+  }
+
+  private boardSeriesKey(w: GpuWindow): string {
+    const cacheKey = `${w.index}\u0000${w.uuid}\u0000${w.model}`;
+    const hit = this.boardCache.get(cacheKey);
+    if (hit !== undefined) return hit;
+    const key = seriesOf(MEASUREMENT_BOARD_WINDOW, this.deviceTags(w));
+    if (this.boardCache.size >= HostLineEncoder.MAX_CACHED) this.boardCache.clear();
+    this.boardCache.set(cacheKey, key);
     return key;
   }
 }
@@ -201,8 +231,19 @@ function fields(w: GpuWindow): string {
   return s;
 }
 
+/** The fields of a board's row: its own figures only (see the top of this file). */
+function boardFields(w: GpuWindow): string {
+  let s = `observed_s=${float(w.observedS, "observed_s")},unavailable_s=${float(w.unavailableS, "unavailable_s")}`;
+  if (w.powerMeanW !== undefined) s += `,power_w=${float(w.powerMeanW, "power_w")}`;
+  if (w.powerMaxW !== undefined) s += `,power_max_w=${float(w.powerMaxW, "power_max_w")}`;
+  if (w.powerFloorW !== undefined) s += `,power_floor_w=${float(w.powerFloorW, "power_floor_w")}`;
+  if (w.powerLimitW !== undefined) s += `,power_limit_w=${float(w.powerLimitW, "power_limit_w")}`;
+  if (w.memTotalBytes !== undefined) s += `,mem_total_bytes=${w.memTotalBytes}i`;
+  return s;
+}
+
 /**
- * One `gpu_window` line for a window of `host` with the host's configured labels.
+ * One `gpu_window` line (`mig_board_window` for a board's row) for a window of `host` with the host's configured labels.
  * For many windows of one host, a `HostLineEncoder` does the host's part once.
  */
 export function windowToLine(host: string, labels: Readonly<Record<string, string>>, w: GpuWindow): string {

@@ -12,6 +12,12 @@
  *   per window per owner of a held GPU (line-protocol.ts), rolled up the same way into
  *   `gpu_owner_hour` in the `gpu_hour` policy: the nine `*_s` fields summed and
  *   `count(observed_s) AS windows`, every tag kept.
+ * - Boards in MIG mode (GpuWindow.mig_board; their instances are the GPUs): measurement
+ *   `mig_board_window` beside `gpu_window`, one point per board row (line-protocol.ts) with
+ *   the board's own figures: seconds sampled and unreadable, power, power limit, memory
+ *   total. Written with every other line, into the `gpu_window` policy (the raw retention);
+ *   no continuous query rolls it up, as the report and the roll-ups count GPUs, and a
+ *   board's seconds are not GPU capacity.
  * - Continuous queries `cq_gpu_hour` and `cq_gpu_owner_hour` (`RESAMPLE EVERY 10m FOR 2h`)
  *   keep the last two hours rolled up. Windows older than that when they arrive (an agent
  *   catching up after a long outage, a backfill) are rolled up with `rollup(from, to)`,
@@ -31,6 +37,8 @@ export const MEASUREMENT_WINDOW = "gpu_window";
 export const MEASUREMENT_HOUR = "gpu_hour";
 export const MEASUREMENT_OWNER_WINDOW = "gpu_owner_window";
 export const MEASUREMENT_OWNER_HOUR = "gpu_owner_hour";
+/** Board rows, in the raw policy only: no roll-up (see above). */
+export const MEASUREMENT_BOARD_WINDOW = "mig_board_window";
 export const CQ_NAME = "cq_gpu_hour";
 export const CQ_OWNER_NAME = "cq_gpu_owner_hour";
 export const CQ_RESAMPLE = "RESAMPLE EVERY 10m FOR 2h";
@@ -68,7 +76,23 @@ export const WINDOW_FIELDS = [
   "mem_used_max_bytes",
   "processes_max",
 ] as const;
-export const INTEGER_FIELDS: ReadonlySet<string> = new Set(["mem_used_max_bytes", "processes_max", "windows"]);
+export const INTEGER_FIELDS: ReadonlySet<string> = new Set([
+  "mem_used_max_bytes",
+  "processes_max",
+  "windows",
+  "mem_total_bytes",
+]);
+
+/** Every `mig_board_window` field; `mem_total_bytes` is an integer. A field the board did not report is omitted. */
+export const BOARD_WINDOW_FIELDS = [
+  "observed_s",
+  "unavailable_s",
+  "power_w",
+  "power_max_w",
+  "power_floor_w",
+  "power_limit_w",
+  "mem_total_bytes",
+] as const;
 
 /** `gpu_hour` fields: how each comes from `gpu_window` (aggregate, source field). */
 export const HOUR_FIELDS: ReadonlyArray<

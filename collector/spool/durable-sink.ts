@@ -5,7 +5,7 @@
  * way a batch is acknowledged only once it is durable.
  */
 import type { StagedService } from "../../common/lifecycle.js";
-import { MEASUREMENT_WINDOW } from "../influx/schema.js";
+import { MEASUREMENT_BOARD_WINDOW, MEASUREMENT_WINDOW } from "../influx/schema.js";
 import type { WriteOutcome } from "../influx/writer.js";
 
 export type SinkOutcome =
@@ -63,19 +63,22 @@ export interface DurableSink extends StagedService {
 }
 
 /**
- * The windows among a batch's lines: its `gpu_window` lines (the `gpu_owner_window` lines
- * beside them are the same windows' owners).
+ * The windows among a batch's lines: its `gpu_window` lines and its boards' rows
+ * (`mig_board_window`), one line per window each (the `gpu_owner_window` lines beside them
+ * are the same windows' owners).
  */
 export function windowsIn(lines: readonly string[]): number {
   let n = 0;
-  for (const line of lines) if (line.startsWith(WINDOW_LINE_PREFIX)) n++;
+  for (const line of lines) if (line.startsWith(WINDOW_LINE_PREFIX) || line.startsWith(BOARD_LINE_PREFIX)) n++;
   return n;
 }
 const WINDOW_LINE_PREFIX = `${MEASUREMENT_WINDOW},`;
+const BOARD_LINE_PREFIX = `${MEASUREMENT_BOARD_WINDOW},`;
 
 /**
- * Calls `written` with the timestamp (window start, ms) of every window line. The timestamp is a
- * line's last field: tag values escape their spaces and no field holds a string.
+ * Calls `written` with the timestamp (window start, ms) of every `gpu_window` line, for the
+ * hourly roll-up (board rows have none). The timestamp is a line's last field: tag values
+ * escape their spaces and no field holds a string.
  */
 export function noteWritten(lines: readonly string[], written: ((startMs: number) => void) | undefined): void {
   if (!written) return;

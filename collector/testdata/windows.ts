@@ -82,6 +82,30 @@ export function phantomWindow(init: WindowInit = {}): GpuWindow {
   );
 }
 
+/** The uuid of the board boardWindow() describes (a board in MIG mode is a `GPU-…` device). */
+export const BOARD_UUID = "GPU-b0a4d000-1111-2222-3333-444444444444";
+
+/**
+ * The row of a board in MIG mode (GpuWindow.mig_board): sampled all along and readable, its
+ * power, limit and memory total; every other seconds field 0, no holders or owners.
+ */
+export function boardWindow(init: WindowInit = {}, last: LastInit = {}): GpuWindow {
+  return makeWindow(
+    {
+      uuid: BOARD_UUID,
+      migBoard: true,
+      freeIdleS: 0,
+      reportedIdleS: 0,
+      powerMeanW: 180,
+      powerMaxW: 195,
+      powerFloorW: 90,
+      memUsedMaxBytes: undefined,
+      ...init,
+    },
+    { utilPercent: undefined, powerW: 182, memUsedBytes: undefined, idleStreakS: 0, ...last },
+  );
+}
+
 export function helloRequest(
   hostname = "gpu-node-1",
   labels: Record<string, string> = { site: "dc1" },

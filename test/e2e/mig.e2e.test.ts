@@ -4,7 +4,8 @@
  * free — beside a whole GPU, streaming to a collector subprocess over real gRPC, into a real
  * InfluxDB, then `trueidle report --by mig_profile` as a subprocess. Each instance must be in
  * its state on /metrics with its board's uuid and its profile as labels, its windows tagged
- * with both in InfluxDB, and the report must sum by profile.
+ * with both in InfluxDB, and the report must sum by profile. The board keeps a row of its
+ * own (its power, whether it reads, its instance count) that counts as no GPU anywhere.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -85,6 +86,28 @@ describe("MIG: instances → collector → InfluxDB → report", () => {
     expect(whole.labels["mig_profile"]).toBeUndefined();
   });
 
+  it("keeps the board's own row: its power, up and instance count, and no GPU's figures", async () => {
+    const board = await eventually(
+      "the board row's series",
+      async () => {
+        const m = await collector.metrics();
+        const of = (name: string) => m.find((s) => s.name === name && s.labels["uuid"] === BOARD);
+        const power = of("trueidle_mig_board_power_watts");
+        const instances = of("trueidle_mig_board_instances");
+        return power && instances?.value === 3 ? { m, power, instances, up: of("trueidle_mig_board_up") } : undefined;
+      },
+      60_000,
+      500,
+    );
+    expect(board.power.value).toBe(190);
+    expect(board.power.labels).toMatchObject({ host: HOST, gpu: "0", model: "NVIDIA H100 80GB HBM3" });
+    expect(board.up?.value).toBe(1);
+    // The board is in no GPU family and no fleet count: four GPUs, three instances and one whole.
+    expect(board.m.filter((s) => s.name.startsWith("trueidle_gpu_") && s.labels["uuid"] === BOARD)).toEqual([]);
+    const gpus = board.m.filter((s) => s.name === "trueidle_fleet_gpus").reduce((sum, s) => sum + s.value, 0);
+    expect(gpus).toBe(4);
+  });
+
   it("writes the instances' windows tagged with board and profile, and the report sums by profile", async () => {
     await fleet.stopAgents();
     await fleet.settle();
@@ -108,6 +131,18 @@ describe("MIG: instances → collector → InfluxDB → report", () => {
       expect(ri, `${x.profile} reported idle`).toBe(x.state === "free_idle" ? obs : 0);
     }
     expect(byUuid.get(WHOLE)!.tags).toMatchObject({ parent_uuid: "", mig_profile: "" });
+    // The board's row in a measurement of its own: power, no GPU seconds.
+    const boardRows = await influxQuery(
+      fleet.influxBase,
+      'SELECT sum("observed_s") AS obs, sum("unavailable_s") AS un, min("power_w") AS lo, max("power_w") AS hi ' +
+        'FROM "mig_board_window" GROUP BY "uuid"',
+      fleet.database,
+    );
+    const boardSeries = boardRows[0]?.series ?? [];
+    expect(boardSeries.map((s) => s.tags?.["uuid"])).toEqual([BOARD]);
+    const [, bObs, bUn, bLo, bHi] = boardSeries[0]!.values![0]! as number[];
+    expect(bObs).toBeGreaterThan(0);
+    expect([bUn, bLo, bHi]).toEqual([0, 190, 190]);
 
     const since = new Date(Math.floor(startedMs / 3_600_000) * 3_600_000).toISOString();
     const until = new Date((Math.floor(Date.now() / 3_600_000) + 1) * 3_600_000).toISOString();

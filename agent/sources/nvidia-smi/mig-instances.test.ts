@@ -106,6 +106,15 @@ describe("joinMig when the two runs disagree", () => {
     expect(joinMig(l, report()).unsettled).toEqual([BOARD]);
   });
 
+  it("joins on a report that prints each device's uuid, and leaves the board unsettled when one names another", () => {
+    const l = list();
+    const r = report();
+    for (const [i, d] of r[0]!.migDevices.entries()) d.uuid = l[0]!.migDevices[i]!.uuid;
+    expect(joinMig(l, r).instances.get(BOARD)).toHaveLength(4);
+    r[0]!.migDevices[1]!.uuid = "MIG-ffffffff-ffff-ffff-ffff-ffffffffffff";
+    expect(joinMig(l, r).unsettled).toEqual([BOARD]);
+  });
+
   it("counts report devices without index or GPU instance id and leaves their board unsettled", () => {
     const r = report();
     r[0]!.migDevices[2]!.gpuInstanceId = undefined;

@@ -55,11 +55,12 @@ export function joinMig(list: readonly ListedGpu[], report: readonly MigBoard[])
     for (const dev of listed.migDevices) {
       const found = devices.filter((d) => d.index === dev.deviceIndex);
       const d = found[0];
-      // R450/R460 uuids carry the ids: they must name the same instance.
+      // R450/R460 uuids carry the ids, and some drivers' XML the uuid: they must name the same instance.
       const sameIds =
         d?.gpuInstanceId !== undefined &&
         (dev.gpuInstanceId === undefined || dev.gpuInstanceId === d.gpuInstanceId) &&
-        (dev.computeInstanceId === undefined || dev.computeInstanceId === d.computeInstanceId);
+        (dev.computeInstanceId === undefined || dev.computeInstanceId === d.computeInstanceId) &&
+        (d.uuid === undefined || d.uuid === dev.uuid);
       if (!board || found.length !== 1 || !d || !sameIds) break;
       const gi = d.gpuInstanceId!;
       const ci = d.computeInstanceId;

@@ -14,6 +14,8 @@ import { migReadingsOf, migUuid, readingsAt } from "../../sim/evaluate.js";
 import { parseScenario, type Scenario } from "../../sim/scenario.js";
 import { writeFakeNvidiaSmi } from "../../../test/helpers/fake-nvidia-smi.js";
 import { MIG_INTERVAL_MS, NvidiaSmiSource, type NvidiaSmiSourceOptions } from "./nvidia-smi-source.js";
+import { SamplePipeline } from "../../pipeline.js";
+import { DEFAULT_THRESHOLDS } from "../../../common/types.js";
 
 const MINUTE = 60_000;
 
@@ -95,9 +97,23 @@ function expectLikeSimulator(got: GpuReading[], scenario: Scenario, now: number)
   // No utilization.gpu, no power (the board's) and no SM activity through nvidia-smi.
   for (const r of instances)
     expect([r.util, r.powerW, r.powerLimitW, r.smActive]).toEqual([undefined, undefined, undefined, undefined]);
-  expect(got.some((r) => r.uuid === board.uuid)).toBe(false);
+  // The board only as its board row: power and limit, first, and no GPU's figures.
+  expect(got.filter((r) => r.uuid === board.uuid)).toEqual([
+    {
+      uuid: board.uuid,
+      index: 0,
+      model: board.model,
+      busId: board.busId,
+      driverVersion: scenario.driverVersion,
+      migBoard: true,
+      powerW: readingsAt(scenario, now)[0]!.powerW,
+      powerLimitW: board.powerLimitW,
+      error: undefined,
+    },
+  ]);
+  expect(got[0]!.uuid).toBe(board.uuid);
   // The whole GPU beside it as before.
-  const whole = got.find((r) => r.parentUuid === undefined)!;
+  const whole = got.find((r) => r.parentUuid === undefined && !r.migBoard)!;
   const want = readingsAt(scenario, now)[1]!;
   expect(whole).toMatchObject({
     uuid: want.uuid,
@@ -107,7 +123,7 @@ function expectLikeSimulator(got: GpuReading[], scenario: Scenario, now: number)
     powerW: want.powerW,
   });
   expect(whole.processes).toEqual(want.processes?.map(({ smUtil: _, ...p }) => p));
-  expect(got.map((r) => r.index)).toEqual([...instances.map(() => 0), 1]);
+  expect(got.map((r) => r.index)).toEqual([0, ...instances.map(() => 0), 1]);
 }
 
 describe("NvidiaSmiSource on a board in MIG mode", () => {
@@ -153,10 +169,10 @@ describe("NvidiaSmiSource on a board in MIG mode", () => {
       { pid: 777 + 4000, name: "python3", usedMemoryBytes: 6000 * 1024 * 1024 },
     ]);
     expect(first.find((r) => r.uuid === migUuid(board.uuid, 9, 0, 0))!.processes).toEqual([]);
-    // The board's row, not a GPU reading, still gives its power.
-    expect(s.boardReadings(Date.now())).toMatchObject([{ uuid: board.uuid, powerW: 190, util: undefined }]);
+    // The board's row, not a GPU reading, gives its power.
+    expect(first.filter((r) => r.migBoard)).toMatchObject([{ uuid: board.uuid, powerW: 190, migBoard: true }]);
     expect(s.limitations()).toEqual([
-      "MIG instances read by nvidia-smi -L and -q -x every 0.3 s: no SM activity per instance (NVML has it, with GPM), so a held instance reads held_idle whatever it runs; memory and processes only as fresh as that read; no utilization.gpu",
+      "MIG instances read by nvidia-smi -L and -q -x every 0.3 s: no SM activity per instance (NVML has it, with GPM), so a held instance's real use is bounded from its board's power only, and one idle beside a busy one reads active; memory and processes only as fresh as that read; no utilization.gpu",
     ]);
     expect(s.describe()).toBe(
       `nvidia-smi (${path}, one long-lived --query-gpu loop; no SM activity); ${s.limitations()[0]}`,
@@ -212,7 +228,7 @@ describe("NvidiaSmiSource on a board in MIG mode", () => {
     // The board as --query-gpu and --query-compute-apps give it: no util, its instances' memory and processes.
     expect(rows[0]).toMatchObject({ util: undefined, powerW: 190 });
     expect(rows[0]!.processes!.length).toBe(4);
-    expect(s.boardReadings(Date.now())).toEqual([]);
+    expect(rows.filter((r) => r.migBoard)).toEqual([]);
     expect(s.limitations()).toEqual([]);
     await waitFor("three failed MIG reads", () => s.stats().parseErrors >= 3);
     expect(log.messages().filter((m) => /Cannot read MIG instances/.test(m))).toEqual([
@@ -232,6 +248,67 @@ describe("NvidiaSmiSource on a board in MIG mode", () => {
     expect(s.sample(Date.now()).filter((r) => r.parentUuid === board.uuid)).toHaveLength(4);
     expect(s.sample(Date.now() + 40_000).map((r) => r.uuid)).toEqual([board.uuid, scenario.gpus[1]!.uuid]);
     expect(log.messages().filter((m) => /Cannot read MIG instances/.test(m))).toHaveLength(2);
+  });
+
+  it("reads the real H100 captures' -L and -q text where -q -x gives nothing: four instances, gpu_burn and the memhogs on GI 2", async () => {
+    const fixture = (name: string): string =>
+      new URL(`../../../test/fixtures/nvidia-smi/${name}`, import.meta.url).pathname;
+    const sub = mkdtempSync(join(dir, "captures-"));
+    // The captured board (its masked uuid) as the fake's --query-gpu row, under load: utilization [N/A], as in MIG mode.
+    const BOARD = "GPU-00000000-0000-0000-0000-000000000000";
+    const fake = writeFakeNvidiaSmi(sub, {
+      host: "captured",
+      driverVersion: "590.48.01",
+      gpus: [{ uuid: BOARD, model: "NVIDIA H100 80GB HBM3", phases: [{ for: "1h", powerW: 420, util: null }] }],
+    });
+    const path = join(sub, "stand-in");
+    writeFileSync(
+      path,
+      [
+        "#!/bin/sh",
+        'case "$*" in',
+        `  "-L") exec cat '${fixture("list/h100-mig-590.48.01.txt")}';;`,
+        '  "-q -x") echo "-x is not supported by this build"; exit 0;;',
+        `  "-q") exec cat '${fixture("text-q/nge-h100-mig-590.48.01-load.txt")}';;`,
+        "esac",
+        `exec '${fake}' "$@"`,
+        "",
+      ].join("\n"),
+    );
+    chmodSync(path, 0o755);
+    const s = make({ path });
+    await s.start();
+    await waitFor("the captured instances", () => s.sample(Date.now()).some((r) => r.parentUuid === BOARD));
+    const got = s.sample(Date.now());
+    expect(got.map((r) => [r.uuid, r.migProfile ?? (r.migBoard ? "board" : "")])).toEqual([
+      [BOARD, "board"],
+      ["MIG-00000000-0000-0000-0000-000000000000", "3g.40gb"],
+      ["MIG-00000001-0000-0000-0000-000000000001", "2g.20gb"],
+      ["MIG-00000002-0000-0000-0000-000000000002", "1g.10gb"],
+      ["MIG-00000003-0000-0000-0000-000000000003", "1g.10gb"],
+    ]);
+    expect(got[0]).toMatchObject({ migBoard: true, powerW: 420 });
+    // GI 2 is the 3g.40gb instance: gpu_burn and two memhogs, as the capture lists them.
+    expect(got[1]!.processes!.map((p) => p.name).sort()).toEqual([
+      "./gpu_burn",
+      "/root/tools/memhog",
+      "/root/tools/memhog",
+    ]);
+    for (const r of got.slice(2)) expect(r.processes).toEqual([]);
+    expect(got[1]!.memTotalBytes).toBeGreaterThan(got[2]!.memTotalBytes!);
+    expect(s.stats().parseErrors).toBe(0);
+    // Classified: gpu_burn's instance is not called idle (the board draws 420 W), the others are free.
+    const p = new SamplePipeline({ windowMs: 10_000, intervalMs: 1000, thresholds: DEFAULT_THRESHOLDS });
+    p.ingest(Date.now(), got);
+    expect(
+      p.latest().map((x) => [x.reading.migProfile ?? "board", x.classification.state, x.classification.source]),
+    ).toEqual([
+      ["board", "free_idle", "none"],
+      ["3g.40gb", "active", "power"],
+      ["2g.20gb", "free_idle", "none"],
+      ["1g.10gb", "free_idle", "none"],
+      ["1g.10gb", "free_idle", "none"],
+    ]);
   });
 
   it("reads MIG every 15 s by default, and never on a host whose boards all show utilization", async () => {

@@ -18,8 +18,8 @@
  *   utilization.gpu (nvidia-smi prints [N/A] for a board in MIG mode) or MIG instances were
  *   found, `nvidia-smi -L` is run, and when it lists MIG devices `nvidia-smi -q -x`;
  *   mig-instances.ts joins them. A board with instances is then shown as its instances
- *   (each a GPU of its own), not as its `--query-gpu` row, which `boardReadings` still
- *   gives. Instances created or destroyed show at the next MIG read. When MIG reads
+ *   (each a GPU of its own) after its board row (migBoardRow: only its power, limit and
+ *   health), not as its `--query-gpu` row. Instances created or destroyed show at the next MIG read. When MIG reads
  *   fail, the failure is logged once, and once what was read grows stale (two intervals
  *   and the runs' timeouts) MIG boards show as their rows until a read works.
  *   What nvidia-smi cannot tell of an instance is said by `limitations()`.
@@ -42,7 +42,7 @@ import { LatestReadings } from "./latest-readings.js";
 import { LineBuffer } from "./line-buffer.js";
 import { COMPUTE_APPS_FIELDS, parseComputeApps } from "./parse-compute-apps.js";
 import { instanceReadings, joinMig, listsMigDevices, type MigInstance } from "./mig-instances.js";
-import { parseGpuList, parseMigXml } from "./parse-mig.js";
+import { parseGpuList, parseMigTextQ, parseMigXml } from "./parse-mig.js";
 import {
   busIdKey,
   columnsFromFields,
@@ -53,6 +53,7 @@ import {
 import { RateLimit } from "./rate-limit.js";
 import { describeExit, runOnce, type RunOnceResult } from "./run-once.js";
 import { AGENT_SETTINGS } from "../../settings.js";
+import { migBoardRow } from "../mig-board-row.js";
 
 export interface NvidiaSmiSourceOptions {
   /** The executable: a path, or a bare name looked up in $PATH. */
@@ -62,7 +63,8 @@ export interface NvidiaSmiSourceOptions {
   processIntervalMs?: number;
   /**
    * How often MIG instances are read (`nvidia-smi -L`, then `-q -x`, which costs hundreds of
-   * milliseconds on a big host) where a board may be in MIG mode; default MIG_INTERVAL_MS.
+   * milliseconds on a big host) where a board may be in MIG mode; default
+   * AGENT_SETTINGS.migIntervalMs.
    */
   migIntervalMs?: number;
   /** A GPU with no fresh line for this long reads as unavailable; default 3×interval + 2 s. */
@@ -76,7 +78,7 @@ export interface NvidiaSmiSourceOptions {
 }
 
 /** Default time between two MIG reads. */
-export const MIG_INTERVAL_MS = 15_000;
+export const MIG_INTERVAL_MS = AGENT_SETTINGS.migIntervalMs.default;
 const HELP_TIMEOUT_MS = 10_000;
 const PROCESS_TIMEOUT_MS = 10_000;
 const MIG_LIST_TIMEOUT_MS = 10_000;
@@ -170,7 +172,7 @@ export class NvidiaSmiSource implements GpuSource {
     const now = this.now();
     if (mig === undefined || ![...mig.keys()].some((uuid) => this.freshInstances(mig, uuid, now))) return [];
     return [
-      `MIG instances read by nvidia-smi -L and -q -x every ${formatSeconds(this.migIntervalMs)}: no SM activity per instance (NVML has it, with GPM), so a held instance reads held_idle whatever it runs; memory and processes only as fresh as that read; no utilization.gpu`,
+      `MIG instances read by nvidia-smi -L and -q -x every ${formatSeconds(this.migIntervalMs)}: no SM activity per instance (NVML has it, with GPM), so a held instance's real use is bounded from its board's power only, and one idle beside a busy one reads active; memory and processes only as fresh as that read; no utilization.gpu`,
     ];
   }
 
@@ -263,18 +265,8 @@ export class NvidiaSmiSource implements GpuSource {
     if (mig === undefined || mig.size === 0) return rows;
     return rows.flatMap((r) => {
       const instances = this.freshInstances(mig, r.uuid, nowMs);
-      return instances === undefined ? [r] : instanceReadings(r, instances);
+      return instances === undefined ? [r] : [migBoardRow(r), ...instanceReadings(r, instances)];
     });
-  }
-
-  /**
-   * The `--query-gpu` rows of the boards `sample` shows as their MIG instances instead:
-   * what only the board has (power, its power limit) for whoever wants it.
-   */
-  boardReadings(nowMs: number): GpuReading[] {
-    const mig = this.mig;
-    if (this.state !== "running" || mig === undefined) return [];
-    return this.boardRows(nowMs).filter((r) => this.freshInstances(mig, r.uuid, nowMs) !== undefined);
   }
 
   /** Every board as its latest `--query-gpu` row, with the processes `--query-compute-apps` lists on it. */
@@ -606,7 +598,14 @@ export class NvidiaSmiSource implements GpuSource {
     this.migListed = true;
     const report = await this.run(["-q", "-x"], MIG_REPORT_TIMEOUT_MS, signal);
     if (this.stopped()) return;
-    const boards = parseMigXml(report.stdout);
+    let boards = parseMigXml(report.stdout);
+    if (ranToEnd(report) && boards.length === 0) {
+      // It ran and said nothing readable as XML (a stand-in, a build without it): the same
+      // report as text (`-q`) says the same of each MIG device.
+      const text = await this.run(["-q"], MIG_REPORT_TIMEOUT_MS, signal);
+      if (this.stopped()) return;
+      if (ranToEnd(text)) boards = parseMigTextQ(text.stdout);
+    }
     if (!ranToEnd(report) || boards.length === 0) {
       // It ran and said nothing readable: output of a form this reader does not know.
       if (ranToEnd(report) && report.code === 0) this.counters.parseErrors++;

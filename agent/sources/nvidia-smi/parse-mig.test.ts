@@ -474,6 +474,7 @@ describe("parseMigXml on odd input", () => {
     <mig_devices>
       <mig_device>
         <index>0</index><gpu_instance_id>1</gpu_instance_id><compute_instance_id>0</compute_instance_id>
+        <uuid>MIG-5c3c7e0d-0000-0000-0000-000000000001</uuid>
         <device_attributes><shared><multiprocessor_count>N/A</multiprocessor_count></shared></device_attributes>
         <fb_memory_usage><total>[N/A]</total><used>1 GiB</used></fb_memory_usage>
         <unknown_counter>5</unknown_counter>
@@ -493,6 +494,7 @@ describe("parseMigXml on odd input", () => {
         migDevices: [
           {
             index: 0,
+            uuid: "MIG-5c3c7e0d-0000-0000-0000-000000000001",
             gpuInstanceId: 1,
             computeInstanceId: 0,
             multiprocessorCount: undefined,

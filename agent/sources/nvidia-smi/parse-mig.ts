@@ -53,6 +53,8 @@ export interface MigMode {
 export interface MigDevice {
   /** Index under the board; the `deviceIndex` of `-L`. */
   index: number | undefined;
+  /** `MIG-…`, where the report prints it (`<uuid>` of `<mig_device>` in some drivers' XML). */
+  uuid?: string | undefined;
   gpuInstanceId: number | undefined;
   computeInstanceId: number | undefined;
   /** Streaming multiprocessors of the device. */
@@ -174,6 +176,7 @@ export function parseMigXml(xml: string): MigBoard[] {
       },
       migDevices: elementsAt(gpu, "mig_devices/mig_device").map((d) => ({
         index: parseInteger(textAt(d, "index")),
+        uuid: parseText(textAt(d, "uuid")),
         gpuInstanceId: parseInteger(textAt(d, "gpu_instance_id")),
         computeInstanceId: parseInteger(textAt(d, "compute_instance_id")),
         multiprocessorCount: parseInteger(textAt(d, "device_attributes/shared/multiprocessor_count")),
@@ -405,6 +408,7 @@ function boardFromText(root: TextNode, index: number): MigBoard {
       const memory = d.children.find((c) => FB_MEMORY.test(c.key));
       return {
         index: parseInteger(child(d, "index")?.value),
+        uuid: parseText(child(d, "uuid")?.value ?? child(d, "mig uuid")?.value),
         gpuInstanceId: parseInteger(child(d, "gpu instance id")?.value),
         computeInstanceId: parseInteger(child(d, "compute instance id")?.value),
         multiprocessorCount: parseInteger(findAll(d, "multiprocessor count")[0]?.value),

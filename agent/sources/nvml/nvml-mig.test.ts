@@ -13,9 +13,9 @@ import { recordingLogger } from "../../../common/log.js";
 import type { GpuReading } from "../../../common/types.js";
 import { eventually } from "../../../test/helpers/eventually.js";
 import { STUB_CALL_COST_US, type NvmlStub, prepareNvmlStub } from "../../../test/helpers/nvml-stub.js";
-import { migReadingsOf, migUuid, readingOf } from "../../sim/evaluate.js";
+import { migBoardReadingOf, migReadingsOf, migUuid, readingOf } from "../../sim/evaluate.js";
 import { NvmlSource, type NvmlSourceOptions } from "./nvml-source.js";
-import { MIG_SCAN_MS } from "./read-mig.js";
+import { MIG_SCAN_MS, migGpmStride } from "./read-mig.js";
 
 const H100 = "NVIDIA H100 80GB HBM3";
 const INTERVAL_MS = 250;
@@ -72,7 +72,7 @@ function comparable(r: GpuReading) {
 }
 
 describe("NVML source: MIG", () => {
-  it("reads each MIG instance as a GPU of its own, as the simulator shows it, and no board row; picks up instances created, destroyed and re-created, never mixing two", async () => {
+  it("reads each MIG instance as a GPU of its own, as the simulator shows it, and the board as its board row; picks up instances created, destroyed and re-created, never mixing two", async () => {
     const originMs = Date.now();
     const s = stub({
       originMs,
@@ -136,18 +136,33 @@ describe("NVML source: MIG", () => {
     const now = Date.now();
     expect(now - originMs, "the source took too long to start for this test's timeline").toBeLessThan(2_700);
     const got = src.sample(now);
-    const want = [...migReadingsOf(s.scenario, board, now), readingOf(s.scenario, whole, now)];
+    const want = [
+      migBoardReadingOf(s.scenario, board, now),
+      ...migReadingsOf(s.scenario, board, now),
+      readingOf(s.scenario, whole, now),
+    ];
     expect(got.map((r) => r.uuid)).toEqual(want.map((r) => r.uuid));
     expect(got.map(comparable)).toEqual(want.map(comparable));
-    expect(got.some((r) => r.uuid === board.uuid)).toBe(false);
+    // The board only as its board row: its power, nothing of a GPU's.
+    expect(got.filter((r) => r.uuid === board.uuid)).toEqual([
+      { ...migBoardReadingOf(s.scenario, board, now), driverVersion: got[0]!.driverVersion },
+    ]);
     // SM activity per instance through GPM, within what the boards' tests allow.
     for (const [i, r] of got.entries()) {
       if (want[i]!.smActive === undefined || r.error !== undefined) continue;
       expect(r.smActive, r.migProfile).toBeCloseTo(want[i]!.smActive!, 2);
     }
-    expect(got.map((r) => r.migProfile)).toEqual(["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb", "1g.10gb+me", undefined]);
-    expect(got[4]!.error).toMatch(/^NVML: .*lost/i);
-    expect(got[5]!.util).toBe(100);
+    expect(got.map((r) => r.migProfile)).toEqual([
+      undefined,
+      "3g.40gb",
+      "2g.20gb",
+      "1g.10gb",
+      "1g.10gb",
+      "1g.10gb+me",
+      undefined,
+    ]);
+    expect(got[5]!.error).toMatch(/^NVML: .*lost/i);
+    expect(got[6]!.util).toBe(100);
 
     // Slot 4 is created 3 s after the origin (its first absence over: generation 1): seen
     // within the scan cadence.
@@ -194,7 +209,7 @@ describe("NVML source: MIG", () => {
     // The others go on through all of it.
     const last = src.sample(Date.now());
     expect(last.find((r) => r.migProfile === "3g.40gb")?.smActive).toBeCloseTo(0.72, 2);
-    expect(last.filter((r) => r.error === undefined)).toHaveLength(6);
+    expect(last.filter((r) => r.error === undefined)).toHaveLength(7);
   });
 
   it("reads a board's instances at a cadence: the cheap calls per tick, the slots looked at every scan", async () => {
@@ -219,7 +234,11 @@ describe("NVML source: MIG", () => {
       Object.fromEntries(Object.keys(STUB_CALL_COST_US).map((fn) => [fn, Number(count(fn))]));
     const { src } = source(s);
     await src.start();
-    expect(src.sample(Date.now()).map((r) => r.migProfile)).toEqual([...Array(7).fill("1g.10gb"), undefined]);
+    expect(src.sample(Date.now()).map((r) => r.migProfile)).toEqual([
+      undefined,
+      ...Array(7).fill("1g.10gb"),
+      undefined,
+    ]);
     const before = snapshot();
     const t0 = Date.now();
     await sleep(4_500);
@@ -228,11 +247,14 @@ describe("NVML source: MIG", () => {
     const made = Object.fromEntries(Object.entries(after).map(([fn, n]) => [fn, n - (before[fn] ?? 0)]));
     const ticks = made["nvmlDeviceGetUtilizationRates"]!; // the whole GPU's, one a tick
     expect(ticks).toBeGreaterThanOrEqual(Math.floor((seconds * 1000) / INTERVAL_MS) - 2);
-    // Per tick and instance: memory and a GPM pair. No utilization, no power: the board's.
+    // Per tick and instance: memory; a GPM pair every second tick (7 instances at 4 ticks a
+    // second are 28 samples a second, beyond MIG_GPM_SAMPLES_PER_S). No utilization, no
+    // power: the board's, read once a tick for its board row.
     expect(made["nvmlDeviceGetMemoryInfo_v2"]).toBe(8 * ticks);
-    expect(made["nvmlGpmMigSampleGet"]).toBe(7 * ticks);
+    expect(made["nvmlGpmMigSampleGet"]).toBeGreaterThanOrEqual((7 * (ticks - 1)) / 2);
+    expect(made["nvmlGpmMigSampleGet"]).toBeLessThanOrEqual((7 * (ticks + 1)) / 2);
     expect(made["nvmlGpmSampleGet"]).toBe(ticks);
-    expect(made["nvmlDeviceGetPowerUsage"]).toBe(ticks);
+    expect(made["nvmlDeviceGetPowerUsage"]).toBe(2 * ticks);
     // The slots every MIG_SCAN_MS: 7 lookups and 7 uuids a scan, nothing else once the
     // instances are known; and each board's MIG mode as often.
     const scans = made["nvmlDeviceGetMigDeviceHandleByIndex"]! / 7;
@@ -245,18 +267,70 @@ describe("NVML source: MIG", () => {
     expect(made["nvmlDeviceGetMigMode"]).toBeLessThanOrEqual(2 * (scans + 1));
     expect(made["nvmlDeviceGetProcessUtilization"]).toBe(0);
     expect(made["nvmlDeviceGetSamples"]).toBe(0);
-    // What that costs on an H200's figures: per tick, the board's 7 instances about 7 × 58 µs
-    // (memory, a GPM sample and metrics each), their process lists 7 × 7 µs every process
-    // interval, beside the whole GPU's 70 µs; the scans about 26 µs a second a board,
+    // What that costs on an H200's figures: per tick, the board's 7 instances' memory 7 × 6 µs
+    // and half their GPM samples and metrics, 3.5 × 52 µs, their process lists 7 × 7 µs
+    // every process interval, the board row's power 4 µs, beside the whole GPU's 70 µs; the scans about 26 µs a second a board,
     // whatever the interval.
     const costUs = (fns: string[]): number => fns.reduce((sum, fn) => sum + made[fn]! * STUB_CALL_COST_US[fn]!, 0);
     const scanFns = ["nvmlDeviceGetMigDeviceHandleByIndex", "nvmlDeviceGetUUID", "nvmlDeviceGetMigMode"];
     const perTick = (costUs(Object.keys(made)) - costUs(scanFns)) / ticks;
     const scanPerSecond = costUs(scanFns) / seconds;
-    expect(perTick).toBeGreaterThan(7 * 55);
-    expect(perTick).toBeLessThan(7 * 58 + 7 * 7 + 80);
+    expect(perTick).toBeGreaterThan(7 * 6 + 3 * 52);
+    expect(perTick).toBeLessThan(7 * 6 + 4 * 52 + 7 * 7 + 4 + 80);
     expect(scanPerSecond).toBeLessThan(40);
   });
+
+  it("samples GPM of at most MIG_GPM_SAMPLES_PER_S instances a second on a host of many, each in turn, none left without SM activity", async () => {
+    expect([1, 20, 21, 56].map((n) => migGpmStride(n, 1000))).toEqual([1, 1, 2, 3]);
+    expect(migGpmStride(7, 250)).toBe(2);
+    expect(migGpmStride(0, 100)).toBe(1);
+    // Eight H100s split seven ways: 56 instances, half of them running.
+    const s = stub({
+      gpus: Array.from({ length: 8 }, () => ({
+        model: H100,
+        phases: [{ for: "1h", powerW: 190 }],
+        mig: Array.from({ length: 7 }, (_, i) => ({
+          profile: "1g.10gb",
+          gi: 7 + i,
+          phases: [{ for: "1h", state: i % 2 === 0 ? "active" : "held_idle", smActive: i % 2 === 0 ? 0.6 : 0.02 }],
+        })),
+      })),
+    });
+    const count = koffi.load(s.libPath).func("int64_t trueidle_stub_calls(const char *fn)") as (
+      fn: string,
+    ) => number | bigint;
+    const snapshot = (): Record<string, number> =>
+      Object.fromEntries(Object.keys(STUB_CALL_COST_US).map((fn) => [fn, Number(count(fn))]));
+    const { src } = source(s, { intervalMs: 1000 });
+    await src.start();
+    // Every instance gets SM activity of its own within a stride of ticks and a pair.
+    const all = await eventually(
+      "SM activity on all 56 instances",
+      () => {
+        const rs = src.sample(Date.now()).filter((r) => r.parentUuid !== undefined);
+        return rs.length === 56 && rs.every((r) => r.smActive !== undefined) ? rs : undefined;
+      },
+      15_000,
+      100,
+    );
+    expect(all.filter((r) => Math.abs(r.smActive! - 0.6) < 0.01)).toHaveLength(32);
+    expect(all.filter((r) => Math.abs(r.smActive! - 0.02) < 0.01)).toHaveLength(24);
+    const before = snapshot();
+    const t0 = Date.now();
+    await sleep(6_000);
+    const made = Object.fromEntries(Object.entries(snapshot()).map(([fn, n]) => [fn, n - (before[fn] ?? 0)]));
+    const seconds = (Date.now() - t0) / 1000;
+    const ticks = made["nvmlDeviceGetPowerUsage"]! / 8; // the eight board rows', one a tick each
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(seconds) - 1);
+    // Every tick each instance's memory; its GPM every third tick (56 / 20 a second).
+    expect(made["nvmlDeviceGetMemoryInfo_v2"]).toBe(56 * ticks);
+    expect(made["nvmlGpmMigSampleGet"]).toBeGreaterThanOrEqual((56 * (ticks - 1)) / 3);
+    expect(made["nvmlGpmMigSampleGet"]).toBeLessThanOrEqual((56 * (ticks + 1)) / 3);
+    // What the host's driver calls cost a second on an H200's figures: within 0.2 % of a
+    // core (2 ms a second), where GPM every tick would be 56 × 52 µs = 2.9 ms alone.
+    const costUs = Object.entries(made).reduce((sum, [fn, n]) => sum + n * STUB_CALL_COST_US[fn]!, 0);
+    expect(costUs / seconds).toBeLessThan(2_000);
+  }, 40_000);
 
   it("keeps the instances through a driver reload, and makes a hung board's instances unavailable while the other GPU goes on", async () => {
     const s = stub({
@@ -276,6 +350,7 @@ describe("NVML source: MIG", () => {
     await src.start();
     const uuids = src.sample(Date.now()).map((r) => r.uuid);
     expect(uuids).toEqual([
+      s.scenario.gpus[0]!.uuid,
       ...migReadingsOf(s.scenario, s.scenario.gpus[0]!, Date.now()).map((r) => r.uuid),
       s.scenario.gpus[1]!.uuid,
     ]);
@@ -285,7 +360,7 @@ describe("NVML source: MIG", () => {
       "every GPU unavailable, each instance under its own uuid",
       () => {
         const rs = src.sample(Date.now());
-        return rs.length === 3 && rs.every((r) => /driver/i.test(r.error ?? "")) ? rs : undefined;
+        return rs.length === 4 && rs.every((r) => /driver/i.test(r.error ?? "")) ? rs : undefined;
       },
       20_000,
       100,
@@ -315,7 +390,9 @@ describe("NVML source: MIG", () => {
       50,
     );
     expect(during.map((r) => r.uuid)).toEqual(uuids);
-    expect(during[2]!.error).toBeUndefined();
+    // The board row says the board is hung too; the other GPU reads.
+    expect(during[0]!.error).toMatch(/\(driver hung\)/);
+    expect(during[3]!.error).toBeUndefined();
     s.control.hang(0, 0);
     await eventually(
       "the instances back",

@@ -48,6 +48,7 @@ import {
 } from "./protocol.js";
 import { F, ReadingsBoard, emptyReading } from "./readings-board.js";
 import { AGENT_SETTINGS } from "../../settings.js";
+import { migBoardRow } from "../mig-board-row.js";
 
 export interface NvmlSourceOptions {
   /** The library: a path, or a soname the dynamic loader finds. */
@@ -237,8 +238,9 @@ export class NvmlSource implements GpuSource {
     for (const k of entries) {
       this.takeFromBoard(k);
       const g = k.gpu;
-      // A board in MIG mode is its instances; itself only when it fails and none is known.
-      if (g.migMode && withInstances.has(g.uuid)) continue;
+      // A board in MIG mode is its instances, and its board row (only its power and whether
+      // it reads); a GPU that reads unavailable only when it fails and no instance is known.
+      const boardRow = g.migMode === true && withInstances.has(g.uuid);
       const identity: GpuReading = {
         uuid: g.uuid,
         index: g.index,
@@ -257,7 +259,8 @@ export class NvmlSource implements GpuSource {
       else if (nowMs - k.at > this.staleAfterMs)
         r = { ...identity, error: `NVML: no reading for ${Math.round((nowMs - k.at) / 1000)} s` };
       else r = this.toReading(identity, k);
-      if (r && (!g.migMode || r.error !== undefined)) out.push(r);
+      if (r && g.migMode && (boardRow || r.error === undefined)) r = migBoardRow(r);
+      if (r) out.push(r);
     }
     return out;
   }

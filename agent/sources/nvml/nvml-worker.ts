@@ -40,7 +40,7 @@ import { MediaReader } from "./read-media.js";
 import { MemoryReader } from "./read-memory.js";
 import { PowerClocksReader } from "./read-power-clocks.js";
 import { ProcessBuffers, ProcessNames, ProcessReader } from "./read-processes.js";
-import { type ChangedLists, MIG_SCAN_MS, MigBoard, migModeOf, migSlotsOf } from "./read-mig.js";
+import { type ChangedLists, MIG_SCAN_MS, MigBoard, migGpmStride, migModeOf, migSlotsOf } from "./read-mig.js";
 import { UtilizationReader } from "./read-utilization.js";
 import { errorMessage } from "../../../common/errors.js";
 
@@ -65,6 +65,8 @@ interface Device {
   readers?: Readers | undefined;
   /** A board in MIG mode: its instances. */
   mig?: MigBoard | undefined;
+  /** A board in MIG mode: its power, for its board row (GpuReading.migBoard). */
+  boardPower?: PowerClocksReader | undefined;
   /** When the MIG mode was last read. */
   modeAtMs: number;
   /** Why the device failed to read last tick; logged once per change. */
@@ -82,6 +84,9 @@ class NvmlWorker {
   private initialised = false;
   /** The wall-clock tick the last read stood for. */
   private lastTickMs = 0;
+  /** Ticks read, and every how many of them each MIG instance's GPM is sampled (migGpmStride). */
+  private ticks = 0;
+  private gpmStride = 1;
   /** Whether the next tick is the first since "ready" (the event loop waits for it). */
   private announceTick = false;
   private readonly reading = emptyReading();
@@ -281,6 +286,7 @@ class NvmlWorker {
         }
         gpu.migMode = true;
         gpu.gpm = GpmReader.supported(d, dev.handle);
+        dev.boardPower = new PowerClocksReader(d, dev.handle, gpu.index);
         dev.mig = new MigBoard(d, gpu, dev.handle, migBaseSlot, migSlotsOf(d, dev.handle), gpu.gpm, {
           names: this.names,
           buffers: this.processBuffers,
@@ -347,6 +353,10 @@ class NvmlWorker {
     this.lastTickMs = tickMs;
     const atMs = Date.now();
     const lists: ChangedLists = [];
+    this.ticks++;
+    let instances = 0;
+    for (const dev of this.devices) instances += dev.mig?.count ?? 0;
+    this.gpmStride = migGpmStride(instances, this.cfg.intervalMs);
     try {
       for (const dev of this.devices) this.read(dev, atMs, lists);
       if (this.rediscover) {
@@ -453,17 +463,25 @@ class NvmlWorker {
   }
 
   /**
-   * A board in MIG mode: its instances, each into its own slot; the board's slot says only
-   * whether they could be listed (the event loop shows the board, unavailable, when they
-   * could not and none is known).
+   * A board in MIG mode: its instances, each into its own slot; the board's slot holds its
+   * board row, its power (about 4 µs), or why its instances could not be listed (the event
+   * loop shows the board, unavailable, when they could not and none is known).
    */
   private readMig(dev: Device, mig: MigBoard, atMs: number, lists: ChangedLists): void {
     const g = dev.gpu;
     const out = this.reading;
-    if (mig.read(atMs, out, this.board, lists)) {
+    if (mig.read(atMs, out, this.board, lists, this.ticks, this.gpmStride)) {
       this.post({ kind: "mig", parentUuid: g.uuid, instances: mig.instances() });
     }
     blankReading(out, atMs, g.version, mig.failure);
+    if (mig.failure === undefined) {
+      try {
+        dev.boardPower?.read(out);
+      } catch (err) {
+        if (!(err instanceof GpuFailure)) throw err;
+        blankReading(out, atMs, g.version, err);
+      }
+    }
     this.board.write(g.slot, out);
   }
 

@@ -122,12 +122,16 @@ export class GpmReader {
     this.get = [request(samples[1], samples[0]), request(samples[0], samples[1])];
   }
 
-  read(out: Float64Array): void {
+  /**
+   * The metrics since the last sample, with a new sample taken when `due` (a MIG instance on
+   * a host of many is sampled every few ticks: its metrics then span those ticks).
+   */
+  read(out: Float64Array, due = true): void {
     const now = Date.now();
     this.sampleRc = NVML_SUCCESS;
     this.metricsRc = NVML_SUCCESS;
     // Too soon for a new pair: the previous metrics still describe the GPU.
-    if (this.prevAtMs === undefined || now - this.prevAtMs >= GPM_MIN_GAP_MS) this.sample(now);
+    if (due && (this.prevAtMs === undefined || now - this.prevAtMs >= GPM_MIN_GAP_MS)) this.sample(now);
     for (let i = 0; i < METRICS.length; i++) out[METRICS[i]![1]] = this.last[i]!;
   }
 

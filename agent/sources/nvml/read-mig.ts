@@ -17,7 +17,13 @@
  *
  * Per tick each instance costs its memory (6 µs) and its GPM sample and metrics (52 µs);
  * its process list, at the process interval (7 µs). Nothing else: an instance has no
- * utilization of its own, and NVML gives no per-process utilization in MIG mode.
+ * utilization of its own, and NVML gives no per-process utilization in MIG mode. On a host
+ * of many instances (eight boards split seven ways are 56) GPM every tick would cost 2.9 ms
+ * a second, beyond the agent's budget (DESIGN "Cost": 0.2 % of a core), so a host samples
+ * at most MIG_GPM_SAMPLES_PER_S instances' GPM a second: each instance every `migGpmStride`
+ * ticks, staggered by slot, its SM activity then the mean over those ticks (nothing between
+ * two samples is lost, only its timing is coarser). Up to 20 instances at a 1 s interval,
+ * every tick.
  *
  * An instance is known by its board, GPU instance id and uuid: a re-created instance (the
  * same ids, a new uuid) is a new one, with readers of its own, so its GPM samples never
@@ -42,6 +48,13 @@ import type { GpuProcess } from "../../../common/types.js";
 
 /** How often the slots of a board in MIG mode are looked at, and every board's MIG mode read. */
 export const MIG_SCAN_MS = 2_000;
+/** GPM samples of MIG instances a host takes at most per second (about 52 µs each). */
+export const MIG_GPM_SAMPLES_PER_S = 20;
+
+/** Every how many ticks each MIG instance's GPM is sampled, on a host with `instances` of them. */
+export function migGpmStride(instances: number, intervalMs: number): number {
+  return Math.max(1, Math.ceil((instances * 1000) / intervalMs / MIG_GPM_SAMPLES_PER_S));
+}
 /** Slots looked at where the driver does not say how many a board has (7 on every MIG GPU so far). */
 const DEFAULT_MIG_SLOTS = 7;
 /** Slots looked at, at most, whatever the driver says. */
@@ -115,6 +128,13 @@ export class MigBoard {
     return this.bySlot.flatMap((i) => (i ? [{ ...i.gpu }] : []));
   }
 
+  /** How many instances the board has now. */
+  get count(): number {
+    let n = 0;
+    for (const i of this.bySlot) if (i) n++;
+    return n;
+  }
+
   /** Every instance's processes, for the names kept. */
   pids(): GpuProcess[] {
     return this.bySlot.flatMap((i) => (i ? i.processes.pids() : []));
@@ -143,17 +163,26 @@ export class MigBoard {
   }
 
   /**
-   * Reads every instance into its slot on `readings`, after looking at the slots when due.
+   * Reads every instance into its slot on `readings`, after looking at the slots when due;
+   * GPM of the instances whose turn it is, tick `tick` of `gpmStride` (migGpmStride).
    * An instance whose calls say it may be gone or another (NOT_FOUND; GPM refusing to pair
    * its last two samples) has its slot looked at again at once: its reading is written only
    * if it is still the same instance. True when the instances changed.
    */
-  read(atMs: number, out: Float64Array, readings: ReadingsBoard, lists: ChangedLists): boolean {
+  read(
+    atMs: number,
+    out: Float64Array,
+    readings: ReadingsBoard,
+    lists: ChangedLists,
+    tick = 0,
+    gpmStride = 1,
+  ): boolean {
     let changed = this.scanDue(atMs) ? this.scan(atMs) : false;
     for (let slot = 0; slot < this.slots; slot++) {
       const inst = this.bySlot[slot];
       if (!inst) continue;
-      if (this.readOne(inst, atMs, out, lists)) {
+      const gpmDue = gpmStride <= 1 || (tick + inst.gpu.slot) % gpmStride === 0;
+      if (this.readOne(inst, atMs, out, lists, gpmDue)) {
         if (this.scanSlot(slot) === "changed") changed = true;
         if (this.bySlot[slot] !== inst) continue;
       }
@@ -283,13 +312,13 @@ export class MigBoard {
    * Reads one instance into `out`; true when a call says it may be gone or another instance
    * (then its process list waits for the next tick).
    */
-  private readOne(inst: Instance, atMs: number, out: Float64Array, lists: ChangedLists): boolean {
+  private readOne(inst: Instance, atMs: number, out: Float64Array, lists: ChangedLists, gpmDue: boolean): boolean {
     const g = inst.gpu;
     blankReading(out, atMs, g.version);
     try {
       if (inst.memory.read(out) === NVML_ERROR_NOT_FOUND) return true;
       if (inst.gpm) {
-        inst.gpm.read(out);
+        inst.gpm.read(out, gpmDue);
         if (inst.gpm.sampleRc === NVML_ERROR_NOT_FOUND || inst.gpm.metricsRc === NVML_ERROR_INVALID_ARGUMENT)
           return true;
       }
