@@ -140,7 +140,7 @@ export function migPowerCompute(boardPowerFrac: number, profile: string | undefi
 export function instanceComputeSlices(profile: string | undefined): number {
   const m = /^(?:(\d+)c\.)?(\d+)g\./.exec(profile ?? "");
   const n = m ? Number(m[1] ?? m[2]) : 1;
-  return n >= 1 ? n : 1;
+  return Math.max(n, 1);
 }
 
 /** Compute slices of a board in MIG mode: 4 on an A30, 7 on every other MIG GPU so far. */
