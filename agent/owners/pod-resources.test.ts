@@ -176,7 +176,13 @@ describe("PodResourcesSource", () => {
     // The drop is counted (and logged, once) when the poll that found it stale ends.
     await eventually("the drop counted", () => (src.stats().staleDrops === 1 ? true : undefined), 10_000, 20);
     expect(logger.lines.filter((l) => l.msg.includes("last allocations are dropped"))).toHaveLength(1);
-    expect(logger.lines.filter((l) => l.fields?.["reason"] === "deadline")).toHaveLength(1);
+    // List's failure, once. (GetAllocatableResources, called right after List answered, may
+    // also have met the hang: that is noted apart, at info, and is not this line.)
+    expect(
+      logger.lines.filter(
+        (l) => l.level === "warn" && l.fields?.["reason"] === "deadline" && l.msg.includes("gave no answer"),
+      ),
+    ).toHaveLength(1);
     await server.setMode("ok");
     await eventually("answers again", () => (src.ready() ? true : undefined), 10_000, 20);
     expect(owners(src, GPU0)).toEqual(["ml/train-0/c"]);
