@@ -14,13 +14,21 @@
  * inference model); the values within are a cheap deterministic function of the state and
  * a hash. What matters here is the series count and the point count, not the numbers.
  *
- * Then `buildReport` for the year `--by site,model` and `--by model` (and the last day,
- * read from `gpu_window`), the cases taking turns, `runs` times each; the median is the
- * figure. The self-check: the year's report must count every GPU and every GPU-hour that
+ * Then `buildReport` for the year `--by site,model` and `--by model`, the last 30 days and
+ * the last day (read from `gpu_window`), the cases taking turns, `runs` times each; the
+ * median is the figure. Each case has a baseline measured in the same turn: the same sums as
+ * one bare InfluxQL statement over the measurement the report reads (`SELECT sum(…) × 8 …
+ * GROUP BY <the --by tags>`), so the ratio says what the report costs beyond reading its
+ * sums once. Beside them, every InfluxQL query of the Grafana Capacity dashboard
+ * (deploy/grafana/trueidle-capacity.json) over the last 30 days, against the bare sums of
+ * the same 30 days. The self-check: each report must count every GPU and every GPU-hour that
  * was written, else it measured the wrong thing.
  *
- * `--data DIR` keeps the influxd data in DIR and, when DIR already holds a fill of the same
- * size, reuses it (the year then ends where that fill ended) instead of writing it again.
+ * The fill is kept between runs: in `.bench/report-year/<GPUs>-gpus-<days>-days` unless
+ * `--data DIR` names another place (`--temp`: a temporary one, removed after). A directory
+ * that already holds a fill of the same size is reused (the year then ends where that fill
+ * ended) instead of written again: 1,000 GPUs take about 2 minutes to fill and 0.5 GiB,
+ * 10,000 GPUs (`--gpus 10000`) about 20 minutes and 5 GiB.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -65,6 +73,9 @@ export interface ReportCaseResult {
   /** Every run, in the order they ran. */
   runsMs: number[];
   ms: Spread;
+  /** The bare statement of the same sums, each turn, and report ÷ bare per turn. */
+  baselineMs: Spread;
+  ratio: Spread;
   groups: number;
   gpus: number;
   gpuHoursObserved: number;
@@ -90,12 +101,35 @@ export type ReportYearResult =
       dataDirBytes: number;
       dataDir: string | null;
       reports: ReportCaseResult[];
+      /** The Capacity dashboard's queries over the last 30 days. */
+      dashboard: DashboardQueryResult[];
+      /** The bare 8 sums over the same 30 days, no grouping: the dashboard's baseline. */
+      dashboardBaselineMs: Spread;
       /** Problems the self-check found; empty when the reports counted what was written. */
       selfCheckProblems: string[];
     }
   | { skipped: true; reason: string };
 
+export interface DashboardQueryResult {
+  panel: string;
+  ms: Spread;
+  /** query ÷ the bare 30-day sums, per turn. */
+  ratio: Spread;
+  series: number;
+}
+
 export const REPORT_YEAR_DEFAULTS = { hosts: 125, days: 365, runs: 3 };
+
+/** Where a fill of `hosts` × 8 GPUs over `days` is kept between runs, by default. */
+export function defaultDataDir(hosts: number, days: number): string {
+  return path.join(
+    path.dirname(fileURLToPath(import.meta.url)),
+    "..",
+    ".bench",
+    "report-year",
+    `${hosts * 8}-gpus-${days}-days`,
+  );
+}
 
 const LINES_PER_REQUEST = 10_000;
 const IN_FLIGHT = 2;
@@ -295,6 +329,7 @@ async function fill(
 export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYearResult> {
   if (!findInfluxd()) return { skipped: true, reason: INFLUXD_MISSING_HELP };
   const keep = o.keep || o.dataDir !== undefined;
+  const dashboardQueries = capacityDashboardQueries();
   // No continuous query runs while the bench does: it would only roll the raw last day up again.
   const server = await startPrivateInfluxd({
     keepData: keep,
@@ -358,14 +393,23 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
     const dataDirBytes = duBytes(server.dir);
 
     const year: TimeRange = resolveRange(`${o.days}d`, undefined, endMs);
+    const month: TimeRange = resolveRange("30d", undefined, endMs);
     const day: TimeRange = resolveRange("24h", undefined, endMs);
     const cases = [
       { name: `--since ${o.days}d --by site,model`, since: `${o.days}d`, by: ["site", "model"], range: year },
       { name: `--since ${o.days}d --by model`, since: `${o.days}d`, by: ["model"], range: year },
+      ...(o.days > 30
+        ? [{ name: "--since 30d --by site,model", since: "30d", by: ["site", "model"], range: month }]
+        : []),
       { name: "--since 24h --by site,model", since: "24h", by: ["site", "model"], range: day },
     ];
     const runs: number[][] = cases.map(() => []);
+    const bare: number[][] = cases.map(() => []);
     const last: Array<CapacityReport | undefined> = cases.map(() => undefined);
+    const dash: number[][] = dashboardQueries.map(() => []);
+    const dashSeries: number[] = dashboardQueries.map(() => 0);
+    const dashBare: number[] = [];
+    const monthWhere = `time >= ${month.startMs}ms AND time < ${month.endMs}ms`;
     for (let r = 0; r < o.runs; r++) {
       for (let i = 0; i < cases.length; i++) {
         const c = cases[i]!;
@@ -373,11 +417,31 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
         last[i] = await buildReport({ influxUrl: `${server.url}/${DB}`, range: c.range, by: c.by });
         const ms = performance.now() - t0;
         runs[i]!.push(ms);
+        const m = last[i]!.measurement;
+        const where = `time >= ${c.range.startMs}ms AND time < ${c.range.endMs}ms`;
+        const b = await timeQuery(
+          server.url,
+          `SELECT ${BARE_SUMS} FROM "${m}"."${m}" WHERE ${where} GROUP BY ${c.by.map((t) => `"${t}"`).join(", ")}`,
+        );
+        bare[i]!.push(b.ms);
         o.progress(
-          `report-year: run ${r + 1}/${o.runs} ${c.name}: ${(ms / 1000).toFixed(2)} s (${last[i]!.measurement})`,
+          `report-year: run ${r + 1}/${o.runs} ${c.name}: ${(ms / 1000).toFixed(2)} s (${m}); bare sums ${(b.ms / 1000).toFixed(2)} s`,
         );
       }
+      dashBare.push(
+        (await timeQuery(server.url, `SELECT ${BARE_SUMS} FROM "gpu_hour"."gpu_hour" WHERE ${monthWhere}`)).ms,
+      );
+      for (let i = 0; i < dashboardQueries.length; i++) {
+        const q = dashboardQueries[i]!;
+        const t = await timeQuery(server.url, q.query(month));
+        dash[i]!.push(t.ms);
+        dashSeries[i] = t.series;
+      }
+      o.progress(
+        `report-year: run ${r + 1}/${o.runs} the Capacity dashboard's ${dashboardQueries.length} queries over 30 days: ${(dash.reduce((s, x) => s + x[r]!, 0) / 1000).toFixed(2)} s in all`,
+      );
     }
+    const ratios = (a: readonly number[], b: readonly number[]): Spread => spread(a.map((x, k) => x / b[k]!));
     const reports: ReportCaseResult[] = cases.map((c, i) => {
       const rep = last[i]!;
       return {
@@ -387,15 +451,24 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
         measurement: rep.measurement,
         runsMs: runs[i]!,
         ms: spread(runs[i]!),
+        baselineMs: spread(bare[i]!),
+        ratio: ratios(runs[i]!, bare[i]!),
         groups: rep.groups.length,
         gpus: rep.total.gpus,
         gpuHoursObserved: rep.total.gpuHoursObserved,
       };
     });
+    const dashboard: DashboardQueryResult[] = dashboardQueries.map((q, i) => ({
+      panel: q.panel,
+      ms: spread(dash[i]!),
+      ratio: ratios(dash[i]!, dashBare),
+      series: dashSeries[i]!,
+    }));
 
     const problems: string[] = [];
     for (const r of reports) {
-      const expectHours = r.since === "24h" ? windowPoints / WINDOWS_PER_HOUR : hourPoints;
+      const expectHours =
+        r.since === "24h" ? windowPoints / WINDOWS_PER_HOUR : r.since === "30d" ? 30 * 24 * gpus.length : hourPoints;
       if (r.gpus !== gpus.length) problems.push(`${r.name} counted ${r.gpus} GPUs, ${gpus.length} were written`);
       if (Math.abs(r.gpuHoursObserved - expectHours) > 1e-6 * expectHours)
         problems.push(`${r.name} counted ${r.gpuHoursObserved} GPU-hours, ${expectHours} were written`);
@@ -419,11 +492,76 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
       dataDirBytes,
       dataDir: keep ? server.dir : null,
       reports,
+      dashboard,
+      dashboardBaselineMs: spread(dashBare),
       selfCheckProblems: problems,
     };
   } finally {
     await server.stop();
   }
+}
+
+/** Every field the report sums, summed: the bare baseline's SELECT list. */
+const BARE_SUMS = [
+  "observed_s",
+  "free_idle_s",
+  "held_idle_s",
+  "busy_phantom_s",
+  "active_s",
+  "unavailable_s",
+  "reported_idle_s",
+  "real_busy_s",
+]
+  .map((f) => `sum("${f}") AS "${f}"`)
+  .join(", ");
+
+/** One statement against the bench's database: its wall time and how many series it answered. */
+async function timeQuery(baseUrl: string, statement: string): Promise<{ ms: number; series: number }> {
+  const t0 = performance.now();
+  const res = await fetch(`${baseUrl}/query?db=${DB}&epoch=ms&q=${encodeURIComponent(statement)}`);
+  const body = (await res.json()) as { results?: Array<{ series?: unknown[]; error?: string }> };
+  const ms = performance.now() - t0;
+  const first = body.results?.[0];
+  if (!res.ok || first?.error !== undefined)
+    throw new Error(`InfluxDB refused a bench statement (${first?.error ?? res.status}): ${statement}`);
+  return { ms, series: first?.series?.length ?? 0 };
+}
+
+/**
+ * The InfluxQL queries of the Grafana Capacity dashboard, with Grafana's variables as a
+ * 30-day view of the whole fleet gives them: `$timeFilter` the range, `$site` and `$model`
+ * any value, `$__interval` an hour (a 30-day graph some 700 pixels wide).
+ */
+function capacityDashboardQueries(): Array<{ panel: string; query: (r: TimeRange) => string }> {
+  const file = path.join(
+    path.dirname(fileURLToPath(import.meta.url)),
+    "..",
+    "deploy",
+    "grafana",
+    "trueidle-capacity.json",
+  );
+  const board = JSON.parse(readFileSync(file, "utf8")) as {
+    panels?: Array<{ title?: string; targets?: Array<{ query?: string; rawQuery?: boolean }> }>;
+  };
+  const out: Array<{ panel: string; query: (r: TimeRange) => string }> = [];
+  for (const p of board.panels ?? []) {
+    for (const [k, t] of (p.targets ?? []).entries()) {
+      const text = t.query;
+      if (typeof text !== "string" || !/\bSELECT\b/i.test(text)) continue;
+      out.push({
+        panel: `${p.title ?? "?"}${(p.targets?.length ?? 0) > 1 ? ` (${k + 1})` : ""}`,
+        query: (r) =>
+          text
+            .replaceAll("$timeFilter", `time >= ${r.startMs}ms AND time < ${r.endMs}ms`)
+            .replaceAll("$__interval_ms", String(HOUR_MS))
+            .replaceAll("$__interval", "1h")
+            .replaceAll("/^$site$/", "/.*/")
+            .replaceAll("/^$model$/", "/.*/"),
+      });
+    }
+  }
+  if (out.length === 0) throw new Error(`no InfluxQL query found in ${file}`);
+  return out;
 }
 
 /** Bytes of regular files under `dir`. */
@@ -470,7 +608,7 @@ function fmtDuration(s: number): string {
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
-// ---- run alone: node --import tsx bench/report-year.ts [--hosts N] [--days N] [--runs N] [--keep] [--data DIR]
+// ---- run alone: node --import tsx bench/report-year.ts [--gpus N | --hosts N] [--days N] [--runs N] [--data DIR | --temp] [--keep]
 
 /** Flags of this section, shared with run.ts. */
 export function parseReportYearArgs(argv: readonly string[]): Omit<ReportYearOptions, "progress"> {
@@ -488,12 +626,25 @@ export function parseReportYearArgs(argv: readonly string[]): Omit<ReportYearOpt
     if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer (got ${v})`);
     return n;
   };
+  const gpus = value("--gpus");
+  if (gpus !== undefined && value("--hosts") !== undefined) throw new Error("give --gpus or --hosts, not both");
+  let hosts = int("--hosts", REPORT_YEAR_DEFAULTS.hosts);
+  if (gpus !== undefined) {
+    const n = int("--gpus", 8);
+    if (n % 8 !== 0) throw new Error(`--gpus must be a multiple of 8 (hosts of 8 GPUs; got ${gpus})`);
+    hosts = n / 8;
+  }
+  const days = int("--days", REPORT_YEAR_DEFAULTS.days);
+  const temp = argv.includes("--temp");
+  const data = value("--data");
+  if (temp && data !== undefined) throw new Error("give --data DIR or --temp, not both");
   return {
-    hosts: int("--hosts", REPORT_YEAR_DEFAULTS.hosts),
-    days: int("--days", REPORT_YEAR_DEFAULTS.days),
+    hosts,
+    days,
     runs: int("--runs", REPORT_YEAR_DEFAULTS.runs),
     keep: argv.includes("--keep"),
-    dataDir: value("--data"),
+    // Kept between runs unless --temp: a fill takes minutes to write.
+    dataDir: temp ? undefined : (data ?? defaultDataDir(hosts, days)),
   };
 }
 
@@ -511,16 +662,30 @@ export function reportYearLines(r: ReportYearResult): string[] {
     `(d) trueidle report over ${r.days} days × ${fmtInt(r.gpus)} GPUs (${r.hosts} host${r.hosts === 1 ? "" : "s"}) in InfluxDB ${r.influxdVersion} (private influxd, loopback): ` +
       `${fmtInt(r.hourPoints)} gpu_hour points + ${fmtInt(r.windowPoints)} gpu_window points (last day), ${(r.dataDirBytes / 2 ** 20).toFixed(0)} MiB on disk; ${fill}`,
     textTable([
-      ["buildReport", "reads", "median s", "range s", "runs", "groups", "GPU-hours"],
+      ["buildReport", "reads", "median s", "range s", "bare sums s", "÷ bare", "runs", "groups", "GPU-hours"],
       ...r.reports.map((c) => [
         c.name,
         c.measurement,
         sec(c.ms.median),
         `[${sec(c.ms.min)}–${sec(c.ms.max)}]`,
+        sec(c.baselineMs.median),
+        `${c.ratio.median.toFixed(2)} [${c.ratio.min.toFixed(2)}–${c.ratio.max.toFixed(2)}]`,
         String(c.runsMs.length),
         String(c.groups),
         fmtInt(c.gpuHoursObserved),
       ]),
+    ]),
+    `  Capacity dashboard, each query over the last 30 days of the whole fleet, against the bare 8 sums of the same 30 days (${sec(r.dashboardBaselineMs.median)} s):`,
+    textTable([
+      ["panel", "median s", "range s", "÷ bare", "series"],
+      ...r.dashboard.map((d) => [
+        d.panel,
+        sec(d.ms.median),
+        `[${sec(d.ms.min)}–${sec(d.ms.max)}]`,
+        d.ratio.median.toFixed(2),
+        String(d.series),
+      ]),
+      ["all of them, one refresh", sec(r.dashboard.reduce((s, d) => s + d.ms.median, 0)), "", "", ""],
     ]),
     ...(r.selfCheckProblems.length > 0 ? [`  SELF-CHECK FAILED: ${r.selfCheckProblems.join("; ")}`] : []),
   ];
