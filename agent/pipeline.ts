@@ -275,13 +275,7 @@ export class SamplePipeline {
     if (r.parentUuid) rec.parentUuid = r.parentUuid;
     if (r.migProfile) rec.migProfile = r.migProfile;
     rec.index = r.index;
-    if (r.powerW !== undefined) {
-      w.powerSum += r.powerW;
-      w.powerN++;
-      if (rec.powerMaxW === undefined || r.powerW > rec.powerMaxW) rec.powerMaxW = r.powerW;
-    }
-    if (c.floorW !== undefined) rec.powerFloorW = c.floorW;
-    if (r.powerLimitW !== undefined) rec.powerLimitW = r.powerLimitW;
+    addPower(w, r, c);
     if (r.memUsedBytes !== undefined && (rec.memUsedMaxBytes === undefined || r.memUsedBytes > rec.memUsedMaxBytes)) {
       rec.memUsedMaxBytes = r.memUsedBytes;
     }
@@ -313,14 +307,20 @@ function addBoardSample(w: OpenWindow, s: ClassifiedSample, dt: number): void {
   if (r.model && r.error === undefined) rec.model = r.model;
   if (r.driverVersion) rec.driverVersion = r.driverVersion;
   rec.index = r.index;
+  addPower(w, r, s.classification);
+  w.lastSample = s;
+}
+
+/** A sample's power into the window: its mean and max, and the floor and limit in force. */
+function addPower(w: OpenWindow, r: GpuReading, c: Classification): void {
+  const rec = w.rec;
   if (r.powerW !== undefined) {
     w.powerSum += r.powerW;
     w.powerN++;
     if (rec.powerMaxW === undefined || r.powerW > rec.powerMaxW) rec.powerMaxW = r.powerW;
   }
-  if (s.classification.floorW !== undefined) rec.powerFloorW = s.classification.floorW;
+  if (c.floorW !== undefined) rec.powerFloorW = c.floorW;
   if (r.powerLimitW !== undefined) rec.powerLimitW = r.powerLimitW;
-  w.lastSample = s;
 }
 
 function openWindow(r: GpuReading, startMs: number, durationMs: number): OpenWindow {

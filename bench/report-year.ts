@@ -34,7 +34,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { fileURLToPath } from "node:url";
 import * as path from "node:path";
 import { buildReport } from "../report/report.js";
-import type { CapacityReport } from "../report/capacity.js";
+import { SUM_FIELDS, type CapacityReport } from "../report/capacity.js";
 import { resolveRange, type TimeRange } from "../report/time-range.js";
 import { escapeTag } from "../collector/influx/line-protocol.js";
 import {
@@ -502,18 +502,7 @@ export async function runReportYearBench(o: ReportYearOptions): Promise<ReportYe
 }
 
 /** Every field the report sums, summed: the bare baseline's SELECT list. */
-const BARE_SUMS = [
-  "observed_s",
-  "free_idle_s",
-  "held_idle_s",
-  "busy_phantom_s",
-  "active_s",
-  "unavailable_s",
-  "reported_idle_s",
-  "real_busy_s",
-]
-  .map((f) => `sum("${f}") AS "${f}"`)
-  .join(", ");
+const BARE_SUMS = SUM_FIELDS.map((f) => `sum("${f}") AS "${f}"`).join(", ");
 
 /** One statement against the bench's database: its wall time and how many series it answered. */
 async function timeQuery(baseUrl: string, statement: string): Promise<{ ms: number; series: number }> {
