@@ -1,18 +1,29 @@
 /**
  * Memory: total and used, every tick. `nvmlDeviceGetMemoryInfo_v2` keeps the driver's
  * reserved memory out of `used`, as nvidia-smi does; a driver without it (or that refuses
- * its version) is read with the first version from then on. About 6 µs a call on an H200.
+ * its version, or says it is not supported or not found) is read with the first version
+ * from then on. About 6 µs a call on an H200.
  */
 import { MAX_MEMORY_BYTES } from "../../../common/wire-limits.js";
 import {
   MEMORY_V1,
   MEMORY_V2,
   NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+  NVML_ERROR_FUNCTION_NOT_FOUND,
   NVML_ERROR_INVALID_ARGUMENT,
+  NVML_ERROR_NOT_SUPPORTED,
   NVML_SUCCESS,
 } from "./bindings.js";
 import { u64, type Driver } from "./driver.js";
 import { F } from "./readings-board.js";
+
+/** What `_v2` answers that sends the reader to the first version for good. */
+const V1_INSTEAD: ReadonlySet<number> = new Set([
+  NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+  NVML_ERROR_INVALID_ARGUMENT,
+  NVML_ERROR_NOT_SUPPORTED,
+  NVML_ERROR_FUNCTION_NOT_FOUND,
+]);
 
 export class MemoryReader {
   private useV2: boolean;
@@ -37,7 +48,7 @@ export class MemoryReader {
         this.set(out, u64(this.buf, MEMORY_V2.total), u64(this.buf, MEMORY_V2.used));
         return rc;
       }
-      if (rc !== NVML_ERROR_ARGUMENT_VERSION_MISMATCH && rc !== NVML_ERROR_INVALID_ARGUMENT) return rc;
+      if (!V1_INSTEAD.has(rc)) return rc;
       this.useV2 = false;
     }
     const rc = this.d.dcall("nvmlDeviceGetMemoryInfo", fn.nvmlDeviceGetMemoryInfo, this.handle, this.buf);
