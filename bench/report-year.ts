@@ -279,13 +279,25 @@ async function fill(
     );
   };
   let batch: string[] = [];
-  for (let hour = fromMs / HOUR_MS; hour < toMs / HOUR_MS; hour++) {
-    const t = hour * HOUR_MS;
-    for (const g of gpus) {
-      const a = model.activity(g.hostIndex, g.index, t);
-      batch.push(`${MEASUREMENT_HOUR}${g.tags} ${fieldsFor(g, a, hour, 3600, WINDOWS_PER_HOUR)} ${t}`);
-    }
-    if (batch.length >= LINES_PER_REQUEST) {
+  // A week at a time (InfluxDB's shard of a long policy), and within it a block of GPUs at a
+  // time, each GPU's hours together: a request then touches a few dozen series of one shard.
+  // An hour of every GPU a request touched every series, which at 10,000 GPUs wrote at a
+  // third of the rate.
+  const firstHour = fromMs / HOUR_MS;
+  const lastHour = toMs / HOUR_MS;
+  const weekHours = 7 * 24;
+  const perBlock = Math.max(1, Math.floor(LINES_PER_REQUEST / weekHours));
+  for (let week = firstHour; week < lastHour; week += weekHours) {
+    const weekEnd = Math.min(lastHour, week + weekHours);
+    for (let b = 0; b < gpus.length; b += perBlock) {
+      for (const g of gpus.slice(b, b + perBlock)) {
+        for (let hour = week; hour < weekEnd; hour++) {
+          const t = hour * HOUR_MS;
+          const a = model.activity(g.hostIndex, g.index, t);
+          batch.push(`${MEASUREMENT_HOUR}${g.tags} ${fieldsFor(g, a, hour, 3600, WINDOWS_PER_HOUR)} ${t}`);
+        }
+      }
+      if (batch.length < LINES_PER_REQUEST) continue;
       await poster.push(RP_HOUR, batch);
       batch = [];
       const now = performance.now();
