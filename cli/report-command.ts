@@ -57,7 +57,7 @@ export const reportSpec: CommandSpec = {
       name: "until",
       type: "string",
       placeholder: "TIME",
-      help: "End (exclusive): a duration ago or an RFC 3339 time; rounded down to the hour [default: now].",
+      help: "End (exclusive): now, with the hour in progress marked partial; or a duration ago or an RFC 3339 time, rounded down to the hour [default: now].",
     },
     settingFlag(R.by, {
       name: "by",
@@ -77,7 +77,9 @@ export const reportSpec: CommandSpec = {
     settingFlag(R.measurement, {
       name: "measurement",
       placeholder: "NAME",
-      help: "Read the hourly roll-ups or the raw windows; auto: gpu_window for ranges under 2 days or when gpu_hour holds nothing for the range, else gpu_hour.",
+      help:
+        "auto: gpu_window for ranges under 2 days; else fleet_hour where it has the --by keys and reaches back to --since, else gpu_hour, " +
+        "else gpu_window. The last two hours always come from gpu_window, as the roll-ups may not hold them yet.",
     }),
     settingFlag(R.queryTimeoutMs, {
       name: "timeout",
@@ -93,7 +95,7 @@ export const reportSpec: CommandSpec = {
     },
   ],
   notes: [
-    "The report covers whole UTC hours [since, until). --format html writes one self-contained file with charts;",
+    "The report covers UTC hours [since, until); with --until now (the default) the hour in progress is in it up to now, marked partial in every format. --format html writes one self-contained file with charts;",
     "it needs --out FILE, or stdout redirected to a file or pipe. Progress never goes to stdout.",
   ].join("\n"),
   examples: [

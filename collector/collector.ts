@@ -23,6 +23,7 @@ import { routeGrpcLogs } from "../common/grpc-log.js";
 import { FailureThrottle } from "./auth/failure-throttle.js";
 import { OWNER_LABELS, OwnerLedger, type OwnerLabel } from "./owner-ledger.js";
 import { parseListenAddress, type ListenAddress } from "../common/listen-address.js";
+import { FleetBackfill } from "./influx/fleet-backfill.js";
 import { LateRollup } from "./influx/late-rollup.js";
 import { SchemaKeeper } from "./influx/schema-keeper.js";
 import { describeTarget, type InfluxTarget } from "../common/influx/target.js";
@@ -137,6 +138,8 @@ export interface CollectorInfluxOptions {
   maxQueuedPoints?: number | undefined;
   /** How often hours the continuous query no longer covers are rolled up (default 10 min). */
   lateRollupIntervalMs?: number | undefined;
+  /** How often the fleet roll-up's group keys are checked and its back-fill resumed (default 60 s). */
+  fleetCheckIntervalMs?: number | undefined;
 }
 
 export interface Collector {
@@ -290,6 +293,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   let schema: SchemaKeeper | undefined;
   let writer: InfluxWriter | undefined;
   let late: LateRollup | undefined;
+  let fleetBackfill: FleetBackfill | undefined;
   if (opts.influx) {
     const io = opts.influx;
     const influxLog = logger.child({ part: "influx" });
@@ -312,6 +316,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       schema,
     });
     late = new LateRollup({ target: io.target, logger: influxLog, intervalMs: io.lateRollupIntervalMs });
+    fleetBackfill = new FleetBackfill({
+      target: io.target,
+      logger: influxLog,
+      schema,
+      checkEveryMs: io.fleetCheckIntervalMs,
+    });
   }
   let sink: DurableSink | undefined;
   if (writer) {
@@ -385,6 +395,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     await sink?.stop();
     await writer?.stop();
     await late?.stop();
+    await fleetBackfill?.stop();
     throw new TrueidleError("unavailable", errorMessage(err), { cause: err });
   }
   fleet.start();
@@ -420,6 +431,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     schema.start();
     sink?.start();
     late?.start();
+    fleetBackfill?.start();
   }
 
   let stopping: Promise<void> | undefined;
@@ -445,6 +457,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         const spooled = await sink?.stop();
         await writer?.stop();
         await late?.stop();
+        await fleetBackfill?.stop();
         if (spooled) {
           const left = spooled.spoolBytesLeft;
           logger.info(

@@ -172,6 +172,14 @@ export const COLLECTOR_INFLUX_SETTINGS = {
     meaning:
       "How often hours the continuous query no longer covers are rolled up (default: as often as the query runs).",
   },
+  fleetCheckIntervalMs: {
+    kind: "duration",
+    default: 60_000,
+    min: 0,
+    minExclusive: true,
+    meaning:
+      "How often the fleet roll-up's group keys are checked against the GPUs' tags, and its back-fill from gpu_hour resumed.",
+  },
 } satisfies Record<string, NumericSetting>;
 
 /** The settings of startCollector's `spool` options. */

@@ -42,7 +42,7 @@ describe("nearestRankPercentile", () => {
   });
 
   it("reclaimable GPUs are the 5th percentile of hourly real-idle GPU-equivalents", () => {
-    expect(reclaimableGpus([3600, 7200, 1800, 7200, 7200])).toBe(0.5);
+    expect(reclaimableGpus([1, 2, 0.5, 2, 2])).toBe(0.5);
   });
 });
 

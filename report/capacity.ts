@@ -18,7 +18,7 @@
  * - idle cost: real-idle GPU-hours × the price per GPU-hour, only when a price is given.
  */
 import { OWNER_LABELS } from "../common/owner-fields.js";
-import { DAY_MS, floorDay, rangeHours, type TimeRange } from "./time-range.js";
+import { DAY_MS, floorDay, partialHourOf, rangeHours, type TimeRange } from "./time-range.js";
 
 /** The fields the report sums, as named in InfluxDB. */
 export const SUM_FIELDS = [
@@ -34,7 +34,11 @@ export const SUM_FIELDS = [
 export type SumField = (typeof SUM_FIELDS)[number];
 export type Sums = Record<SumField, number>;
 
-export type Measurement = "gpu_hour" | "gpu_window";
+/**
+ * What the report read its sums from: the fleet-hours (`fleet_hour`, GPUs counted from
+ * `gpu_hour`), the GPU-hours (`gpu_hour`) or the raw windows (`gpu_window`).
+ */
+export type Measurement = "fleet_hour" | "gpu_hour" | "gpu_window";
 /** What the groups are: GPUs (by their tags) or owners (`--by` an owner field; only held time counts). */
 export type Subject = "gpus" | "owners";
 
@@ -64,6 +68,13 @@ export interface HourGroupIdle {
   hourMs: number;
   key: readonly string[];
   realIdleS: number;
+  /**
+   * For the hour in progress only: the group's observed seconds in it so far and its GPUs
+   * in it. Its idle GPU-equivalents are then real idle ÷ observed × GPUs, as if the hour
+   * went on as it began ({@link hourlyIdleGpus}).
+   */
+  observedS?: number | undefined;
+  gpus?: number | undefined;
 }
 
 /** One GPU seen in one group during the range. */
@@ -165,7 +176,10 @@ export const MAX_HOLDERS = 1000;
 
 export interface CapacityReport {
   range: TimeRange;
+  /** Hours in the range; not whole when it ends with the hour in progress. */
   hours: number;
+  /** The start of the hour in progress the range ends with (its figures count up to range.endMs), or null. */
+  partialFromMs: number | null;
   by: string[];
   subject: Subject;
   measurement: Measurement;
@@ -216,13 +230,22 @@ export function nearestRankPercentile(values: readonly number[], p: number): num
  * idle in at least 95 % of the hours with data — what could be sold or handed back without
  * the remaining GPUs running short in more than 1 hour in 20. Hours with no data at all
  * (no point from any GPU of the group) are left out rather than counted as 0 idle: a gap
- * in the history is not evidence that the capacity was used.
+ * in the history is not evidence that the capacity was used. The hour in progress counts
+ * as real idle ÷ observed × its GPUs (see {@link HourGroupIdle}): its seconds so far ÷ 3600
+ * would read as idle capacity lost.
  */
-export function reclaimableGpus(hourlyRealIdleS: readonly number[]): number {
-  return nearestRankPercentile(
-    hourlyRealIdleS.map((s) => s / 3600),
-    5,
-  );
+export function reclaimableGpus(hourlyIdleGpus: readonly number[]): number {
+  return nearestRankPercentile(hourlyIdleGpus, 5);
+}
+
+/** One hour's GPU-equivalents really idle: whole hours Σ ÷ 3600, the hour in progress as said above. */
+export function hourlyIdleGpus(h: {
+  realIdleS: number;
+  observedS?: number | undefined;
+  gpus?: number | undefined;
+}): number {
+  if (h.observedS === undefined) return h.realIdleS / 3600;
+  return h.observedS > 0 ? (h.realIdleS / h.observedS) * (h.gpus ?? 0) : 0;
 }
 
 function figures(
@@ -232,6 +255,7 @@ function figures(
   hourlyIdle: readonly number[],
   price: number | undefined,
 ): Figures {
+  // hourlyIdle: GPU-equivalents really idle, per hour with data.
   const obs = sums.observed_s;
   const pct = (x: number): number => (obs > 0 ? (x / obs) * 100 : 0);
   const realIdle = realIdleS(sums);
@@ -258,8 +282,8 @@ function figures(
 interface Acc {
   key: readonly string[];
   sums: Sums;
-  /** hourMs → real idle seconds in that hour. */
-  hourly: Map<number, number>;
+  /** hourMs → real idle seconds in that hour (and, for the hour in progress, observed seconds and GPUs). */
+  hourly: Map<number, { realIdleS: number; observedS?: number | undefined; gpus?: number | undefined }>;
   uuids: Set<string>;
   daily: Map<number, Sums>;
 }
@@ -276,7 +300,18 @@ function addDay(acc: Acc, d: DayGroupSums): void {
 }
 
 function addHour(acc: Acc, h: HourGroupIdle): void {
-  acc.hourly.set(h.hourMs, (acc.hourly.get(h.hourMs) ?? 0) + h.realIdleS);
+  const cell = acc.hourly.get(h.hourMs);
+  if (!cell) {
+    acc.hourly.set(h.hourMs, { realIdleS: h.realIdleS, observedS: h.observedS, gpus: h.gpus });
+    return;
+  }
+  cell.realIdleS += h.realIdleS;
+  if (h.observedS !== undefined) cell.observedS = (cell.observedS ?? 0) + h.observedS;
+  if (h.gpus !== undefined) cell.gpus = (cell.gpus ?? 0) + h.gpus;
+}
+
+function idleGpusByHour(a: Acc): number[] {
+  return [...a.hourly.values()].map(hourlyIdleGpus);
 }
 
 /** Compares group keys tag by tag, so the order of groups is stable and readable. */
@@ -339,6 +374,7 @@ export function computeReport(input: ReportInput): CapacityReport {
   return {
     range: input.range,
     hours: rangeH,
+    partialFromMs: partialHourOf(input.range),
     by: [...input.by],
     subject: input.subject ?? "gpus",
     measurement: input.measurement,
@@ -346,9 +382,9 @@ export function computeReport(input: ReportInput): CapacityReport {
     pricePerGpuHour: price ?? null,
     groups: sorted.map((a) => ({
       key: keyRecord(a.key),
-      ...figures(a.sums, a.uuids.size, rangeH, [...a.hourly.values()], price),
+      ...figures(a.sums, a.uuids.size, rangeH, idleGpusByHour(a), price),
     })),
-    total: figures(fleet.sums, fleet.uuids.size, rangeH, [...fleet.hourly.values()], price),
+    total: figures(fleet.sums, fleet.uuids.size, rangeH, idleGpusByHour(fleet), price),
     daily: {
       days,
       groups: sorted.map((a) => ({

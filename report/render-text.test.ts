@@ -20,6 +20,49 @@ function report(price?: number) {
 }
 
 describe("report renderings", () => {
+  it("mark the hour in progress partial in every format, and count its idle GPUs from the time observed so far", async () => {
+    // Two whole hours and 30 min of the third; two GPUs. Whole hours: 1 and 2 GPUs really idle.
+    // The hour in progress: 1,800 s observed per GPU so far, 2,700 s of it real idle, two GPUs:
+    // 2,700 / 3,600 × 2 = 1.5 GPU-equivalents (not 2,700 / 3,600 = 0.75, which would read as capacity used).
+    const s = { ...emptySums(), observed_s: 3600, free_idle_s: 3600, reported_idle_s: 3600 };
+    const r = computeReport({
+      range: { startMs: T0, endMs: T0 + 2.5 * 3_600_000 },
+      by: ["model"],
+      measurement: "fleet_hour",
+      measurementReason: "fleet_hour: test",
+      days: [{ dayMs: T0, key: ["H100"], sums: s }],
+      hours: [
+        { hourMs: T0, key: ["H100"], realIdleS: 3600 },
+        { hourMs: T0 + 3_600_000, key: ["H100"], realIdleS: 7200 },
+        { hourMs: T0 + 7_200_000, key: ["H100"], realIdleS: 2700, observedS: 3600, gpus: 2 },
+      ],
+      gpus: [
+        { key: ["H100"], uuid: "a" },
+        { key: ["H100"], uuid: "b" },
+      ],
+    });
+    expect(r.partialFromMs).toBe(T0 + 7_200_000);
+    expect(r.hours).toBe(2.5);
+    expect(r.total.hoursWithData).toBe(3);
+    // 5th percentile (nearest rank) of [1, 2, 1.5] is the smallest: 1; with 0.75 it would be 0.75.
+    expect(r.total.reclaimableGpus).toBe(1);
+    expect(renderTable(r)).toMatch(/to 2024-05-01T02:30:00Z \(2 hours \+ the hour in progress, PARTIAL\)/);
+    expect(renderTable(r)).toMatch(/PARTIAL: the range ends with the hour in progress \(from 2024-05-01T02:00:00Z\)/);
+    const csv = renderCsv(r).split("\r\n");
+    expect(csv[0]).toMatch(/,partial$/);
+    expect(csv[1]).toMatch(/,2024-05-01T02:00:00Z$/);
+    expect(csv[2]).toMatch(/^fleet,.*,2024-05-01T02:00:00Z$/);
+    expect((reportJson(r) as { range: unknown }).range).toEqual({
+      start: "2024-05-01T00:00:00Z",
+      end: "2024-05-01T02:30:00Z",
+      hours: 2.5,
+      partial_from: "2024-05-01T02:00:00Z",
+    });
+    const html = await renderHtml(r);
+    expect(html).toContain("PARTIAL: the range ends with the hour in progress");
+    expect(html).toContain("2 hours + the hour in progress, PARTIAL");
+  });
+
   it("CSV quotes per RFC 4180 and always has the same columns", () => {
     expect(csvField("plain")).toBe("plain");
     expect(csvField('a,"b"')).toBe('"a,""b"""');
@@ -28,10 +71,10 @@ describe("report renderings", () => {
     expect(lines[0]).toBe(
       "scope,site,model,gpus,gpu_hours_observed,coverage_pct,reported_idle_pct,real_idle_pct,hidden_idle_pct," +
         "real_idle_gpu_hours,held_idle_gpu_hours,phantom_busy_gpu_hours,unused_capacity_pct,reclaimable_gpus,hours_with_data,idle_cost," +
-        "owner_namespace,owner_pod,owner_job,owner_user",
+        "owner_namespace,owner_pod,owner_job,owner_user,partial",
     );
-    expect(lines[1]).toBe('group,"a,""b""",,1,1,100,100,100,0,1,1,0,100,1,1,,,,,');
-    expect(lines[2]).toBe("fleet,,,1,1,100,100,100,0,1,1,0,100,1,1,,,,,");
+    expect(lines[1]).toBe('group,"a,""b""",,1,1,100,100,100,0,1,1,0,100,1,1,,,,,,');
+    expect(lines[2]).toBe("fleet,,,1,1,100,100,100,0,1,1,0,100,1,1,,,,,,");
     expect(lines[3]).toBe("");
   });
 
@@ -70,8 +113,8 @@ describe("report renderings", () => {
     expect(table).toMatch(/^ml\/trainer,0\s+1\s+1\.0\s+1\.0\s+100\.0%\s+100\.0%$/m);
     expect(table).toMatch(/^user alice\s+1\s+1\.0\s+0\.0/m);
     const csv = renderCsv(r).split("\r\n");
-    expect(csv[3]).toBe('holder,,1,1,,100,100,0,1,1,0,,,,,ml,"trainer,0",,');
-    expect(csv[4]).toBe("holder,,1,1,,0,0,0,0,0,0,,,,,,,,alice");
+    expect(csv[3]).toBe('holder,,1,1,,100,100,0,1,1,0,,,,,ml,"trainer,0",,,');
+    expect(csv[4]).toBe("holder,,1,1,,0,0,0,0,0,0,,,,,,,,alice,");
     const j = reportJson(r) as { holders: { tags: string[]; owners: Array<Record<string, unknown>>; omitted: number } };
     expect(j.holders.tags).toEqual(["namespace", "pod", "user"]);
     expect(j.holders.owners[0]).toMatchObject({

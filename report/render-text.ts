@@ -14,7 +14,9 @@ export function describeReport(r: CapacityReport): string {
 /** The range and the grouping. */
 function describeRange(r: CapacityReport): string {
   const of = r.subject === "owners" ? " (owners' held time)" : "";
-  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${r.hours} hours), by ${r.by.join(", ")}${of}`;
+  const hours =
+    r.partialFromMs === null ? `${r.hours} hours` : `${Math.floor(r.hours)} hours + the hour in progress, PARTIAL`;
+  return `${iso(r.range.startMs)} to ${iso(r.range.endMs)} (${hours}), by ${r.by.join(", ")}${of}`;
 }
 
 /** Which measurement was read, and why. */
@@ -55,6 +57,13 @@ export function reportNotes(r: CapacityReport): string[] {
       "(real-idle seconds in the hour / 3600): capacity that was really idle in at least 95% of those hours. " +
       `Hours without any data are not counted (whole fleet: ${r.total.hoursWithData} of ${r.hours} hours had data).`,
   ];
+  if (r.partialFromMs !== null) {
+    notes.push(
+      `PARTIAL: the range ends with the hour in progress (from ${iso(r.partialFromMs)}), read from the raw windows up to ${iso(r.range.endMs)}. ` +
+        "Windows still on their way are not in it yet, so its coverage reads low; its reclaimable GPUs are its real-idle share of the time observed so far x its GPUs. " +
+        "Give --until a time to report whole hours only.",
+    );
+  }
   if (r.pricePerGpuHour !== null) notes.push(`Idle cost = real-idle GPU-hours x ${r.pricePerGpuHour} per GPU-hour.`);
   if (r.subject === "owners") {
     notes.push(
@@ -202,7 +211,9 @@ export function csvField(v: string): string {
  * tag columns empty), then one row per owner of "who holds idle GPUs" (`scope` = `holder`,
  * tag columns empty, the owner in the `owner_*` columns at the end, the figures that apply
  * to the time it held GPUs, the others empty). Numbers at full precision. The columns are
- * always the same; idle_cost is empty when no price was given.
+ * always the same; idle_cost is empty when no price was given. The last column, `partial`,
+ * is the start of the hour in progress the range ends with (RFC 3339) on every row, empty
+ * when the range is whole hours.
  */
 export function renderCsv(r: CapacityReport): string {
   const cols = COLUMNS;
@@ -210,10 +221,11 @@ export function renderCsv(r: CapacityReport): string {
   // Always the same columns, whichever owner fields the database has.
   const ownerCols = HOLDER_TAGS;
   const none = ownerCols.map(() => "");
-  const lines = [["scope", ...r.by, ...cols.map((c) => c.id), ...ownerCols.map((t) => `owner_${t}`)]];
+  const partial = r.partialFromMs === null ? "" : iso(r.partialFromMs);
+  const lines = [["scope", ...r.by, ...cols.map((c) => c.id), ...ownerCols.map((t) => `owner_${t}`), "partial"]];
   for (const g of r.groups)
-    lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g))), ...none]);
-  lines.push(["fleet", ...r.by.map(() => ""), ...cols.map((c) => num(c.value(r.total))), ...none]);
+    lines.push(["group", ...r.by.map((t) => g.key[t] ?? ""), ...cols.map((c) => num(c.value(g))), ...none, partial]);
+  lines.push(["fleet", ...r.by.map(() => ""), ...cols.map((c) => num(c.value(r.total))), ...none, partial]);
   const holderValue = new Map(HOLDER_COLUMNS.map((c) => [c.id, c.value]));
   for (const h of r.holders.holders) {
     lines.push([
@@ -221,6 +233,7 @@ export function renderCsv(r: CapacityReport): string {
       ...r.by.map(() => ""),
       ...cols.map((c) => num(holderValue.get(c.id)?.(h))),
       ...ownerCols.map((t) => h.key[t] ?? ""),
+      partial,
     ]);
   }
   return `${lines.map((l) => l.map(csvField).join(",")).join("\r\n")}\r\n`;
@@ -234,7 +247,13 @@ function figuresJson(f: Figures): Record<string, number | null> {
 /** The JSON document; its keys are a stable interface (see README, "Capacity report"). */
 export function reportJson(r: CapacityReport): unknown {
   return {
-    range: { start: iso(r.range.startMs), end: iso(r.range.endMs), hours: r.hours },
+    range: {
+      start: iso(r.range.startMs),
+      end: iso(r.range.endMs),
+      hours: r.hours,
+      // The start of the hour in progress the range ends with, or null: whole hours.
+      partial_from: r.partialFromMs === null ? null : iso(r.partialFromMs),
+    },
     by: r.by,
     measurement: r.measurement,
     measurement_reason: r.measurementReason,

@@ -30,6 +30,8 @@ export interface BuildReportOptions {
   signal?: AbortSignal | undefined;
   /** Per InfluxDB query; default 60 s (DEFAULT_QUERY_TIMEOUT_MS). */
   queryTimeoutMs?: number | undefined;
+  /** Now, for which hours the roll-ups may not hold yet (default Date.now()). */
+  nowMs?: number | undefined;
 }
 
 export async function buildReport(opts: BuildReportOptions): Promise<CapacityReport> {
@@ -46,6 +48,7 @@ export async function buildReport(opts: BuildReportOptions): Promise<CapacityRep
     measurement: opts.measurement ?? REPORT_SETTINGS.measurement.default,
     onProgress: opts.onProgress,
     signal: opts.signal,
+    nowMs: opts.nowMs,
   });
   return computeReport({ ...data, pricePerGpuHour: opts.pricePerGpuHour });
 }
@@ -70,5 +73,6 @@ export function formatProgress(p: Progress): string {
     const days = Math.ceil(p.totalHours / 24);
     return `report: ${pct}% (${p.doneHours >= p.totalHours ? days : Math.floor(p.doneHours / 24)}/${days} days)`;
   }
-  return `report: ${pct}% (${p.doneHours}/${p.totalHours} hours)`;
+  const h = (x: number): string => String(Math.round(x * 10) / 10);
+  return `report: ${pct}% (${h(p.doneHours)}/${h(p.totalHours)} hours)`;
 }

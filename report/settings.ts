@@ -8,7 +8,10 @@ import { DEFAULT_INFLUX_DATABASE } from "../common/influx/url.js";
 import type { Setting } from "../common/settings.js";
 import type { Measurement } from "./capacity.js";
 
-const MEASUREMENTS = ["auto", "gpu_hour", "gpu_window"] as const satisfies readonly (Measurement | "auto")[];
+const MEASUREMENTS = ["auto", "fleet_hour", "gpu_hour", "gpu_window"] as const satisfies readonly (
+  | Measurement
+  | "auto"
+)[];
 
 export const REPORT_SETTINGS = {
   influxUrl: {
@@ -32,7 +35,8 @@ export const REPORT_SETTINGS = {
     kind: "text",
     default: "auto" as const,
     choices: MEASUREMENTS,
-    meaning: "Read the hourly roll-ups (gpu_hour) or the raw windows (gpu_window); auto picks by the range.",
+    meaning:
+      "Read the fleet-hour roll-ups (fleet_hour), the GPU-hour roll-ups (gpu_hour) or the raw windows (gpu_window); auto picks by the range and the --by keys.",
   },
   pricePerGpuHour: { kind: "number", min: 0, meaning: "Price of a GPU-hour, for the idle cost." },
   queryTimeoutMs: {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseTimeArg, resolveRange } from "./time-range.js";
+import { parseTimeArg, partialHourOf, resolveRange } from "./time-range.js";
 
 const NOW = Date.UTC(2024, 4, 10, 10, 30, 15);
 
@@ -18,12 +18,17 @@ describe("report time range", () => {
     expect(() => parseTimeArg("last week", NOW, "--until")).toThrow(/^--until "last week"/);
   });
 
-  it("rounds both ends down to whole UTC hours and needs at least one", () => {
-    expect(resolveRange("2d", undefined, NOW)).toEqual({
-      startMs: Date.UTC(2024, 4, 8, 10),
-      endMs: Date.UTC(2024, 4, 10, 10),
-    });
-    expect(() => resolveRange("20m", "now", NOW)).toThrow(/hold no whole hour/);
+  it("rounds the start down to the hour, and an end of now includes the hour in progress, marked partial", () => {
+    expect(resolveRange("2d", undefined, NOW)).toEqual({ startMs: Date.UTC(2024, 4, 8, 10), endMs: NOW });
+    expect(resolveRange("2d", "now", NOW)).toEqual({ startMs: Date.UTC(2024, 4, 8, 10), endMs: NOW });
+    expect(partialHourOf(resolveRange("2d", undefined, NOW))).toBe(Date.UTC(2024, 4, 10, 10));
+    // Right after an install: the hour in progress alone.
+    expect(resolveRange("20m", undefined, NOW)).toEqual({ startMs: Date.UTC(2024, 4, 10, 10), endMs: NOW });
+    // An end given as a duration ago or a time is rounded down: whole hours, nothing partial.
+    const whole = resolveRange("2d", "1h", NOW);
+    expect(whole).toEqual({ startMs: Date.UTC(2024, 4, 8, 10), endMs: Date.UTC(2024, 4, 10, 9) });
+    expect(partialHourOf(whole)).toBeNull();
+    expect(() => resolveRange("20m", "5m", NOW)).toThrow(/hold no whole hour/);
   });
 
   it("names an --until before --since as such, and takes an --until ahead of now", () => {

@@ -3,10 +3,12 @@
  * or an RFC 3339 time (`2024-05-01T00:00:00Z`, `2024-05-01T02:00:00+02:00`, or a bare
  * date `2024-05-01` meaning 00:00 UTC).
  *
- * The report covers whole UTC hours only: both ends are rounded down to the hour and the
- * range is [start, end). Whole hours are what `gpu_hour` holds, so a report read from
- * `gpu_window` covers exactly the same windows as one read from `gpu_hour`; rounding the
- * end down means a default `--until now` stops at the last complete hour.
+ * The report covers UTC hours: the start is rounded down to the hour and the range is
+ * [start, end). An end given as a time or a duration ago is rounded down too, so the range
+ * is whole hours, which is what the roll-ups hold: a report read from `gpu_window` covers
+ * exactly the same windows as one read from `gpu_hour`. An end of `now` (the default) is
+ * not: the range then ends with the hour in progress, read from the raw windows up to now,
+ * and the report marks that hour partial (`partialFromMs`).
  */
 import { parseDuration } from "../common/duration.js";
 import { TrueidleError } from "../common/errors.js";
@@ -17,8 +19,13 @@ export const DAY_MS = 86_400_000;
 export interface TimeRange {
   /** Inclusive, a whole UTC hour, ms since the epoch. */
   startMs: number;
-  /** Exclusive, a whole UTC hour. */
+  /** Exclusive: a whole UTC hour, or now when the range ends with the hour in progress. */
   endMs: number;
+}
+
+/** The start of the hour in progress that ends the range, or null when the range is whole hours. */
+export function partialHourOf(r: TimeRange): number | null {
+  return r.endMs % HOUR_MS === 0 ? null : floorHour(r.endMs);
 }
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|z|[+-]\d{2}:\d{2})$/;
@@ -52,9 +59,13 @@ export function floorDay(ms: number): number {
   return Math.floor(ms / DAY_MS) * DAY_MS;
 }
 
-/** The whole-hour range of the two flags; at least one hour, else a bad_input error. */
+/**
+ * The range of the two flags: whole hours, and the hour in progress up to now when the end
+ * is `now` (the default); not empty, else a bad_input error.
+ */
 export function resolveRange(since: string, until: string | undefined, nowMs: number): TimeRange {
   const s = parseTimeArg(since, nowMs, "--since");
+  const toNow = (until ?? "now").trim() === "now";
   const u = parseTimeArg(until ?? "now", nowMs, "--until");
   if (u < s) {
     throw new TrueidleError(
@@ -64,12 +75,13 @@ export function resolveRange(since: string, until: string | undefined, nowMs: nu
     );
   }
   const startMs = floorHour(s);
-  const endMs = floorHour(u);
+  const endMs = toNow ? Math.floor(u / 1000) * 1000 : floorHour(u);
   if (endMs <= startMs) {
     throw new TrueidleError(
       "bad_input",
-      `--since ${since} and --until ${until ?? "now"} hold no whole hour (${iso(startMs)} to ${iso(endMs)}); ` +
-        "the report covers whole UTC hours, so make the range at least one hour, ending at least an hour after it starts",
+      `--since ${since} and --until ${until} hold no whole hour (${iso(startMs)} to ${iso(endMs)}); ` +
+        "the report covers UTC hours from the hour --since falls in, and an --until other than now is rounded down to the hour, " +
+        "so end the range at least an hour after it starts, or at now",
     );
   }
   return { startMs, endMs };

@@ -205,7 +205,7 @@ describe("the collector writes windows to InfluxDB", () => {
       ),
     ).toBe(true);
     const cqs = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === "reset");
-    expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour", "cq_gpu_owner_hour"]);
+    expect(cqs?.values?.map((v) => v[0])).toEqual(["cq_gpu_hour", "cq_gpu_owner_hour", "cq_fleet_hour"]);
   });
 
   it("stores hostile label values, host names and models exactly as the agent sent them", async () => {
@@ -334,11 +334,11 @@ describe("the collector writes windows to InfluxDB", () => {
     expect(page).toMatch(/^trueidle_mig_board_observed_seconds_total\{[^}]*uuid="GPU-b0a4d000[^}]*\} 10$/m);
 
     // Rolled up: GPU-hours for the instance only, and no hourly measurement of boards.
-    expect(await rollup(target, t, t + 10_000)).toEqual({ gpuHours: 1, ownerHours: 0 });
+    expect(await rollup(target, t, t + 10_000)).toEqual({ gpuHours: 1, ownerHours: 0, fleetHours: 1 });
     const hours = rows(await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_HOUR}"."gpu_hour" GROUP BY *`, db));
     expect(hours.map((r) => r["uuid"])).toEqual(["MIG-8b5a9a5e-0000-0000-0000-000000000001"]);
     const measurements = rows(await influxQuery(influx.url, "SHOW MEASUREMENTS", db)).map((r) => r["name"]);
-    expect(measurements).toEqual(["gpu_hour", "gpu_window", "mig_board_window"]);
+    expect(measurements).toEqual(["fleet_hour", "gpu_hour", "gpu_window", "mig_board_window"]);
   });
 
   it("waits while InfluxDB is unreachable — at start and later — and writes everything once it is back", async () => {
@@ -498,10 +498,11 @@ describe("the hourly roll-up", () => {
     expect(await ensureSchema(target)).toEqual([
       "created continuous query cq_gpu_hour",
       "created continuous query cq_gpu_owner_hour",
+      "created continuous query cq_fleet_hour (by mig_profile, model, site)",
     ]);
     // One series per database; databases without continuous queries come without values.
     const shown = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((x) => x.name === db);
-    expect(shown?.values).toHaveLength(2);
+    expect(shown?.values).toHaveLength(3);
     expect(shown?.values?.[0]?.[0]).toBe("cq_gpu_hour");
     expect(sameStatement(String(shown?.values?.[0]?.[1]), continuousQueryStatement(db))).toBe(true);
 
@@ -517,6 +518,7 @@ describe("the hourly roll-up", () => {
     expect(await rollup(target, thisHour - 8 * HOUR_MS, thisHour - 5 * HOUR_MS, { chunkHours: 2 })).toEqual({
       gpuHours: expected(old).size,
       ownerHours: 0,
+      fleetHours: 3, // one fleet group (roll-host's GPUs share model and site), three hours
     });
     const all = rows(await influxQuery(influx.url, hourQuery, db));
     expectHourRows(all, new Map([...wantRecent, ...expected(old)]));

@@ -28,6 +28,8 @@ import { influxQuery, startInfluxd, type PrivateInfluxd } from "./helpers/influx
 import { freePort } from "./helpers/ports.js";
 import { runTrueidle } from "./helpers/trueidle-process.js";
 import { buildReport, type BuildReportOptions } from "../report/report.js";
+import { rollup } from "../collector/influx/schema.js";
+import { resolveRange } from "../report/time-range.js";
 import type { CapacityReport, Figures } from "../report/capacity.js";
 
 const HOUR = 3_600_000;
@@ -376,6 +378,125 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     expectSameReport(withoutSource(fallback), withoutSource(await buildReport(opts({ measurement: "gpu_hour" }))));
   });
 
+  it("reads fleet_hour, rolled up from gpu_hour, for 48 hours or more by fleet keys: the same report, every figure of the hand computation", async () => {
+    // The same scenario in a database of its own, rolled up by the product's own roll-up
+    // (gpu_window → gpu_hour → fleet_hour, by the tag keys the GPUs carry: model, site).
+    const db = "fleet";
+    await createSchema(influx.url, db);
+    await write(influx.url, db, "gpu_window", scenarioLines(true).windows);
+    const written = await rollup({ baseUrl: influx.url, database: db }, T0, T1);
+    expect(written.gpuHours).toBe(6 * 48 - 8);
+    expect(written.fleetHours).toBe(4 * 48 - 8); // (site, model) pairs × hours; eu-west L40S (E3) lacks 8 hours
+    const url = `${influx.url}/${db}`;
+    const fleet = await buildReport(opts({ influxUrl: url }));
+    expect(fleet.measurement).toBe("fleet_hour");
+    expect(fleet.measurementReason).toBe("fleet_hour, GPUs counted from gpu_hour: the range is 48 hours or more");
+    for (const [i, e] of EXPECTED.entries()) expectFigures(fleet.groups[i]!, e.f, JSON.stringify(e.key));
+    expectFigures(fleet.total, EXPECTED_TOTAL, "fleet");
+    expectSameReport(withoutSource(fleet), withoutSource(await buildReport(opts())));
+    expectSameReport(
+      withoutSource(fleet),
+      withoutSource(await buildReport(opts({ influxUrl: url, measurement: "gpu_window" }))),
+    );
+    const byModel = await buildReport(opts({ influxUrl: url, by: ["model"] }));
+    expect(byModel.measurement).toBe("fleet_hour");
+    expectSameReport(withoutSource(byModel), withoutSource(await buildReport(opts({ by: ["model"] }))));
+
+    // --by a key that names single GPUs: gpu_hour, saying why.
+    const byHost = await buildReport(opts({ influxUrl: url, by: ["host"] }));
+    expect(byHost.measurement).toBe("gpu_hour");
+    expect(byHost.measurementReason).toMatch(/--by host names single GPUs, which fleet_hour does not keep apart/);
+    expectSameReport(withoutSource(byHost), withoutSource(await buildReport(opts({ by: ["host"] }))));
+    await expect(buildReport(opts({ influxUrl: url, by: ["host"], measurement: "fleet_hour" }))).rejects.toThrow(
+      /--measurement fleet_hour: --by host names single GPUs/,
+    );
+
+    // A fleet_hour that does not reach back to the range's start yet (its back-fill under
+    // way): gpu_hour, with the same figures.
+    await influxQuery(influx.url, `DELETE FROM "fleet_hour" WHERE time < ${T0 + 24 * HOUR}ms`, db);
+    const partial = await buildReport(opts({ influxUrl: url }));
+    expect(partial.measurement).toBe("gpu_hour");
+    expect(partial.measurementReason).toMatch(
+      new RegExp(`fleet_hour reaches back only to ${iso(T0 + 24 * HOUR)} \\(the collector rolls it up from gpu_hour`),
+    );
+    expectSameReport(withoutSource(partial), withoutSource(fleet));
+    // …but a range within its reach reads it.
+    const within = { startMs: T0 + 24 * HOUR, endMs: T1 };
+    const second = await buildReport(opts({ influxUrl: url, range: within, measurement: "fleet_hour" }));
+    expect(second.measurement).toBe("fleet_hour");
+    expectSameReport(
+      withoutSource(second),
+      withoutSource(await buildReport(opts({ range: within, measurement: "gpu_hour" }))),
+    );
+  });
+
+  it("ends a default --until now with the hour in progress, from the raw windows, marked partial; the last hours too come from gpu_window", async () => {
+    // Fifty hours of two GPUs up to a minute ago. The roll-ups hold all but the last two
+    // hours, as a collector's continuous queries would leave them at worst.
+    const db = "now";
+    await createSchema(influx.url, db);
+    const now = Date.now();
+    const thisHour = Math.floor(now / HOUR) * HOUR;
+    const lines: string[] = [];
+    for (let t = thisHour - 49 * HOUR; t + 600_000 <= now - 60_000; t += 600_000) {
+      const i = Math.floor((t - (thisHour - 49 * HOUR)) / HOUR);
+      for (const g of [GPUS[0]!, GPUS[1]!])
+        lines.push(point("gpu_window", g, g.hour(i)!, 6, t, ",power_w=100,processes_max=1i"));
+    }
+    await write(influx.url, db, "gpu_window", lines);
+    await rollup({ baseUrl: influx.url, database: db }, thisHour - 49 * HOUR, thisHour - HOUR);
+    const url = `${influx.url}/${db}`;
+    const range = resolveRange("49h", undefined, now);
+    expect(range).toEqual({ startMs: thisHour - 49 * HOUR, endMs: Math.floor(now / 1000) * 1000 });
+
+    const r = await buildReport(opts({ influxUrl: url, range, by: ["model"], nowMs: now }));
+    expect(r.measurement).toBe("fleet_hour");
+    expect(r.measurementReason).toBe(
+      `fleet_hour, GPUs counted from gpu_hour: the range is 48 hours or more; gpu_window from ${iso(thisHour - HOUR)}, the hours the roll-ups may not hold yet`,
+    );
+    expect(r.partialFromMs).toBe(thisHour);
+    // Every window written counts, the last two hours' too: 600 s each.
+    expect(r.total.gpuHoursObserved).toBeCloseTo((lines.length * 600) / 3600, 9);
+    expect(r.total.gpus).toBe(2);
+    expect(r.total.hoursWithData).toBe(thisHour + 600_000 + 60_000 <= now ? 50 : 49);
+    // The same from the raw windows alone.
+    expectSameReport(
+      withoutSource(r),
+      withoutSource(
+        await buildReport(opts({ influxUrl: url, range, by: ["model"], nowMs: now, measurement: "gpu_window" })),
+      ),
+    );
+
+    // Right after an install, `--since 1h` shows what the collector wrote, the hour in progress marked partial.
+    const jsonFile = path.join(dir, "now.json");
+    const cli = await runTrueidle([
+      "report",
+      "--influx-url",
+      url,
+      "--since",
+      "1h",
+      "--by",
+      "model",
+      "--format",
+      "json",
+      "--out",
+      jsonFile,
+    ]);
+    expect(cli.code, cli.output).toBe(0);
+    const doc = JSON.parse(readFileSync(jsonFile, "utf8")) as {
+      range: { partial_from: string | null };
+      measurement: string;
+      total: { gpus: number };
+    };
+    expect(doc.measurement).toBe("gpu_window");
+    expect(doc.total.gpus).toBe(2);
+    expect(doc.range.partial_from).toBe(iso(Math.floor(Date.now() / HOUR) * HOUR));
+    const table = await runTrueidle(["report", "--influx-url", url, "--since", "1h", "--by", "model"]);
+    expect(table.code, table.output).toBe(0);
+    expect(table.output).toMatch(/\(1 hours \+ the hour in progress, PARTIAL\)/);
+    expect(table.output).toContain("PARTIAL: the range ends with the hour in progress");
+  });
+
   it("runs as `trueidle report`: JSON and CSV parse back to the same figures, the table names every group, progress stays on stderr", async () => {
     const common = [
       "report",
@@ -401,7 +522,7 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
       groups: Array<Record<string, unknown> & { key: Record<string, string> }>;
       total: Record<string, number>;
     };
-    expect(doc.range).toEqual({ start: iso(T0), end: iso(T1), hours: 48 });
+    expect(doc.range).toEqual({ start: iso(T0), end: iso(T1), hours: 48, partial_from: null });
     expect(doc.measurement).toBe("gpu_hour");
     expect(doc.price_per_gpu_hour).toBe(2.5);
     expect(doc.groups.map((g) => g.key)).toEqual(EXPECTED.map((e) => e.key));
@@ -418,8 +539,14 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const header = csv[0]!;
     expect(header.slice(0, 4)).toEqual(["scope", "site", "model", "gpus"]);
     expect(csv.length).toBe(1 + 4 + 1);
-    const figures = header.slice(3).filter((h) => !h.startsWith("owner_"));
-    expect(header.slice(3 + figures.length)).toEqual(["owner_namespace", "owner_pod", "owner_job", "owner_user"]);
+    const figures = header.slice(3).filter((h) => !h.startsWith("owner_") && h !== "partial");
+    expect(header.slice(3 + figures.length)).toEqual([
+      "owner_namespace",
+      "owner_pod",
+      "owner_job",
+      "owner_user",
+      "partial",
+    ]);
     for (let i = 0; i < 4; i++) {
       const row = Object.fromEntries(header.map((h, k) => [h, csv[i + 1]![k]!]));
       expect(row["scope"]).toBe("group");

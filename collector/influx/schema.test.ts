@@ -5,14 +5,19 @@ import { TrueidleError } from "../../common/errors.js";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "../../test/helpers/influxdb.js";
 import {
   continuousQueryStatement,
+  CQ_FLEET_NAME,
   CQ_NAME,
   CQ_OWNER_NAME,
   OWNER_ROLLUP,
   DAY_MS,
   ensureSchema,
+  fleetKeys,
+  fleetKeysOfQuery,
+  fleetRollup,
   HOUR_MS,
   hourRollupSelect,
   parseGoDuration,
+  rollup,
   rollupStatement,
   sameStatement,
   SECONDS_FIELDS,
@@ -21,6 +26,27 @@ import { InfluxQueryClient } from "../../common/influx/client.js";
 import type { InfluxTarget } from "../../common/influx/target.js";
 
 describe("schema statements", () => {
+  it("rolls GPU-hours up into fleet-hours by every tag but the per-GPU ones, with real idle and the GPUs seen", () => {
+    const keys = fleetKeys(["host", "gpu", "uuid", "parent_uuid", "model", "site", "pool"]);
+    expect(keys).toEqual(["mig_profile", "model", "pool", "site"]);
+    expect(fleetKeys([])).toEqual(["mig_profile", "model"]);
+    const select = hourRollupSelect("trueidle", undefined, fleetRollup(keys));
+    for (const f of SECONDS_FIELDS) expect(select).toContain(`sum("${f}") AS "${f}"`);
+    expect(select).toContain('sum("free_idle_s") + sum("held_idle_s") + sum("busy_phantom_s") AS "real_idle_s"');
+    expect(select).toContain('count("observed_s") AS "gpus"');
+    expect(select).toContain(
+      'INTO "trueidle"."gpu_hour"."fleet_hour" FROM "trueidle"."gpu_hour"."gpu_hour" GROUP BY time(1h), "mig_profile", "model", "pool", "site"',
+    );
+    const cq = continuousQueryStatement("trueidle", fleetRollup(keys));
+    expect(cq).toBe(
+      `CREATE CONTINUOUS QUERY "${CQ_FLEET_NAME}" ON "trueidle" RESAMPLE EVERY 10m FOR 3h BEGIN ${select} END`,
+    );
+    // The keys read back from the query's text, quoted or as InfluxDB prints it.
+    expect(fleetKeysOfQuery(cq)).toEqual(keys);
+    expect(fleetKeysOfQuery(cq.replace(/"/g, ""))).toEqual(keys);
+    expect(fleetKeysOfQuery(continuousQueryStatement("trueidle"))).toBeUndefined();
+  });
+
   it("rolls every seconds field up as a sum, and the rest as DESIGN.md says", () => {
     const select = hourRollupSelect("trueidle");
     for (const f of SECONDS_FIELDS) expect(select).toContain(`sum("${f}") AS "${f}"`);
@@ -93,6 +119,7 @@ describe("ensureSchema on a real InfluxDB", () => {
       "created retention policy gpu_hour (730d)",
       "created continuous query cq_gpu_hour",
       "created continuous query cq_gpu_owner_hour",
+      "created continuous query cq_fleet_hour (by mig_profile, model)",
     ]);
     expect(await ensureSchema(target)).toEqual([]);
 
@@ -131,6 +158,48 @@ describe("ensureSchema on a real InfluxDB", () => {
     expect(await ensureSchema(t, { rawRetentionMs: 7 * DAY_MS, hourRetentionMs: 365 * DAY_MS })).toEqual([]);
     const rps = rows(await influxQuery(influx.url, 'SHOW RETENTION POLICIES ON "other"'));
     expect(rps.find((r) => r["name"] === "gpu_window")).toMatchObject({ duration: "168h0m0s", default: true });
+  });
+
+  it("groups the fleet roll-up by the GPUs' tag keys: a new label key replaces its query and drops fleet_hour, so nothing counts twice", async () => {
+    const t: InfluxTarget = { ...target, database: "keys" };
+    expect(await ensureSchema(t)).toContain("created continuous query cq_fleet_hour (by mig_profile, model)");
+    const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS - 5 * HOUR_MS;
+    const write = async (lines: string[]): Promise<void> => {
+      const res = await fetch(`${influx.url}/write?db=keys&rp=gpu_window&precision=ms`, {
+        method: "POST",
+        body: lines.join("\n"),
+      });
+      expect(res.status).toBe(204);
+    };
+    const win = (uuid: string, tags: string, s: number): string =>
+      // Every seconds field, as the collector writes them (line-protocol.ts).
+      `gpu_window,host=h,gpu=0,uuid=${uuid},model=H100${tags} observed_s=${s},free_idle_s=${s},held_idle_s=0,busy_phantom_s=0,active_s=0,unavailable_s=0,reported_idle_s=${s},reported_busy_s=0,real_busy_s=0 ${hour + 60_000}`;
+    const fleetRows = async (): Promise<Array<Record<string, unknown>>> =>
+      rows(await influxQuery(influx.url, 'SELECT * FROM "keys"."gpu_hour"."fleet_hour" GROUP BY *', "keys"));
+
+    // GPUs with a site: the roll-up first makes the query group by it.
+    await write([win("a", ",site=x", 600), win("b", ",site=y", 300)]);
+    expect(await rollup(t, hour, hour + HOUR_MS)).toEqual({ gpuHours: 2, ownerHours: 0, fleetHours: 2 });
+    expect(await ensureSchema(t)).toEqual([]);
+    expect((await fleetRows()).map((r) => [r["site"], r["observed_s"], r["real_idle_s"], r["gpus"]])).toEqual([
+      ["x", 600, 600, 1],
+      ["y", 300, 300, 1],
+    ]);
+
+    // A pool appears: the query is replaced and fleet_hour dropped — else the hour would
+    // hold both the (site) points and the (pool, site) points, and count twice.
+    await write([win("c", ",site=x,pool=p", 100)]);
+    expect(await ensureSchema(t)).toEqual([
+      "replaced continuous query cq_fleet_hour, whose group keys changed from mig_profile, model, site to mig_profile, model, pool, site; dropped fleet_hour, to be rolled up again from gpu_hour",
+    ]);
+    expect(await fleetRows()).toEqual([]);
+    const shown = (await influxQuery(influx.url, "SHOW CONTINUOUS QUERIES"))[0]?.series?.find((s) => s.name === "keys");
+    const cq = shown?.values?.find((v) => v[0] === CQ_FLEET_NAME);
+    expect(fleetKeysOfQuery(String(cq?.[1]))).toEqual(["mig_profile", "model", "pool", "site"]);
+    expect((await rollup(t, hour, hour + HOUR_MS)).fleetHours).toBe(3);
+    const fleet = await fleetRows();
+    expect(fleet.reduce((s, r) => s + Number(r["observed_s"]), 0)).toBe(1000);
+    expect(fleet.find((r) => r["pool"] === "p")).toMatchObject({ site: "x", observed_s: 100, gpus: 1 });
   });
 
   it("gives up on a statement when its signal aborts, even after the response began", async () => {

@@ -18,8 +18,20 @@
  *   total. Written with every other line, into the `gpu_window` policy (the raw retention);
  *   no continuous query rolls it up, as the report and the roll-ups count GPUs, and a
  *   board's seconds are not GPU capacity.
+ * - Fleet-hours (for the report and the Capacity dashboard at fleet scale): measurement
+ *   `fleet_hour` in the `gpu_hour` policy, rolled up FROM `gpu_hour`: per hour and fleet
+ *   group (`model`, `mig_profile` and every label key the GPUs carry — every tag but the
+ *   per-GPU `host`, `gpu`, `uuid`, `parent_uuid`), the nine `*_s` fields summed,
+ *   `real_idle_s` (free idle + held idle + phantom busy) and `count(observed_s) AS gpus` (the
+ *   GPUs seen in that hour). A year of 10,000 GPUs is 87.6 M `gpu_hour` points but only
+ *   8,760 × groups `fleet_hour` points; InfluxDB 1.x pays per series and time bucket, so
+ *   that is what makes a year's report take seconds. Its group keys are found with `SHOW
+ *   TAG KEYS`; when they change (a label key new to the fleet) `ensureSchema` replaces the
+ *   query and drops `fleet_hour`, which is then rolled up again from `gpu_hour`, newest hour
+ *   first, by the collector (fleet-backfill.ts); a report reads it only where it reaches.
  * - Continuous queries `cq_gpu_hour` and `cq_gpu_owner_hour` (`RESAMPLE EVERY 10m FOR 2h`)
- *   keep the last two hours rolled up. Windows older than that when they arrive (an agent
+ *   keep the last two hours rolled up; `cq_fleet_hour` (`RESAMPLE EVERY 10m FOR 3h`) rolls
+ *   the last three hours of `gpu_hour` up again, so it sees the hourly query's last run. Windows older than that when they arrive (an agent
  *   catching up after a long outage, a backfill) are rolled up with `rollup(from, to)`,
  *   which runs the SAME SELECTs with an explicit time range: `hourRollupSelect` is the one
  *   place their text is written.
@@ -42,6 +54,15 @@ export const MEASUREMENT_BOARD_WINDOW = "mig_board_window";
 export const CQ_NAME = "cq_gpu_hour";
 export const CQ_OWNER_NAME = "cq_gpu_owner_hour";
 export const CQ_RESAMPLE = "RESAMPLE EVERY 10m FOR 2h";
+/** Fleet-hours, rolled up from `gpu_hour` in the same policy (see above). */
+export const MEASUREMENT_FLEET_HOUR = "fleet_hour";
+export const CQ_FLEET_NAME = "cq_fleet_hour";
+/** An hour longer than the hourly query's look-back: its last run on an hour comes before this one's. */
+export const CQ_FLEET_RESAMPLE = "RESAMPLE EVERY 10m FOR 3h";
+/** Tags that name one GPU (or one board): never a fleet group key. */
+export const PER_GPU_TAGS: ReadonlySet<string> = new Set(["host", "gpu", "uuid", "parent_uuid"]);
+/** Fleet group keys every roll-up has, whatever the GPUs carry. */
+export const BASE_FLEET_KEYS = ["model", "mig_profile"] as const;
 
 export const DAY_MS = 86_400_000;
 export const HOUR_MS = 3_600_000;
@@ -94,6 +115,13 @@ export const BOARD_WINDOW_FIELDS = [
   "mem_total_bytes",
 ] as const;
 
+/** One roll-up column: its name, the aggregate, and the field it aggregates (several: their aggregates added). */
+export type RollupField = readonly [
+  name: string,
+  aggregate: "sum" | "mean" | "max" | "count",
+  from: string | readonly string[],
+];
+
 /** `gpu_hour` fields: how each comes from `gpu_window` (aggregate, source field). */
 export const HOUR_FIELDS: ReadonlyArray<
   readonly [name: string, aggregate: "sum" | "mean" | "max" | "count", from: string]
@@ -112,29 +140,85 @@ export const OWNER_HOUR_FIELDS: typeof HOUR_FIELDS = [
   ["windows", "count", "observed_s"],
 ];
 
+/** The real-idle states: what `real_idle_s` adds up. */
+export const REAL_IDLE_FIELDS = ["free_idle_s", "held_idle_s", "busy_phantom_s"] as const;
+
+/** `fleet_hour` fields, from `gpu_hour`: the seconds summed, real idle, and the GPUs seen. */
+export const FLEET_HOUR_FIELDS: readonly RollupField[] = [
+  ...SECONDS_FIELDS.map((f) => [f, "sum", f] as const),
+  ["real_idle_s", "sum", REAL_IDLE_FIELDS],
+  ["gpus", "count", "observed_s"],
+];
+
 /** One hourly roll-up: its continuous query, what it reads and writes, and how. */
 export interface Rollup {
   cq: string;
+  /** The policy `from` is in; the roll-up is written to `gpu_hour`. */
+  fromRp: string;
   from: string;
   into: string;
-  fields: typeof HOUR_FIELDS;
+  fields: readonly RollupField[];
+  /** `*` (every tag), or the tag keys to group by. */
+  groupBy: "*" | readonly string[];
+  resample: string;
 }
 
 /** GPU windows into GPU-hours. */
 export const GPU_ROLLUP: Rollup = {
   cq: CQ_NAME,
+  fromRp: RP_WINDOW,
   from: MEASUREMENT_WINDOW,
   into: MEASUREMENT_HOUR,
   fields: HOUR_FIELDS,
+  groupBy: "*",
+  resample: CQ_RESAMPLE,
 };
 /** Owner windows into owner-hours. */
 export const OWNER_ROLLUP: Rollup = {
   cq: CQ_OWNER_NAME,
+  fromRp: RP_WINDOW,
   from: MEASUREMENT_OWNER_WINDOW,
   into: MEASUREMENT_OWNER_HOUR,
   fields: OWNER_HOUR_FIELDS,
+  groupBy: "*",
+  resample: CQ_RESAMPLE,
 };
+/** The roll-ups every database has; the fleet's depends on its tag keys ({@link fleetRollup}). */
 export const ROLLUPS: readonly Rollup[] = [GPU_ROLLUP, OWNER_ROLLUP];
+
+/** The fleet group keys for a set of tag keys: the base keys and every tag that does not name one GPU, sorted. */
+export function fleetKeys(tagKeys: Iterable<string>): string[] {
+  const keys = new Set<string>(BASE_FLEET_KEYS);
+  for (const k of tagKeys) if (!PER_GPU_TAGS.has(k)) keys.add(k);
+  return [...keys].sort();
+}
+
+/** GPU-hours into fleet-hours, grouped by `keys` (see {@link fleetKeys}). */
+export function fleetRollup(keys: readonly string[]): Rollup {
+  return {
+    cq: CQ_FLEET_NAME,
+    fromRp: RP_HOUR,
+    from: MEASUREMENT_HOUR,
+    into: MEASUREMENT_FLEET_HOUR,
+    fields: FLEET_HOUR_FIELDS,
+    groupBy: [...keys],
+    resample: CQ_FLEET_RESAMPLE,
+  };
+}
+
+/**
+ * The group keys of the fleet roll-up a continuous query's text (as `SHOW CONTINUOUS
+ * QUERIES` prints it) groups by; undefined when the text is not a fleet roll-up. Label keys
+ * are plain identifiers (common/labels.ts), so the text's `GROUP BY` reads back exactly.
+ */
+export function fleetKeysOfQuery(text: string): string[] | undefined {
+  const m = /GROUP BY time\(1h\)((?:\s*,\s*"?[A-Za-z_][A-Za-z0-9_]*"?)*)\s+END\s*$/i.exec(text.trim());
+  if (!m || !/\bfleet_hour\b/.test(text)) return undefined;
+  return (m[1] ?? "")
+    .split(",")
+    .map((k) => k.trim().replace(/"/g, ""))
+    .filter((k) => k !== "");
+}
 
 /** `"db"."rp"."measurement"` */
 export function qualified(db: string, rp: string, measurement: string): string {
@@ -146,16 +230,19 @@ export function qualified(db: string, rp: string, measurement: string): string {
  * `WHERE time >= … AND time < …` (milliseconds) goes before the GROUP BY.
  */
 export function hourRollupSelect(db: string, range?: { fromMs: number; toMs: number }, r: Rollup = GPU_ROLLUP): string {
-  const columns = r.fields.map(([name, agg, from]) => `${agg}(${quoteIdent(from)}) AS ${quoteIdent(name)}`).join(", ");
+  const column = ([name, agg, from]: RollupField): string =>
+    `${(typeof from === "string" ? [from] : from).map((f) => `${agg}(${quoteIdent(f)})`).join(" + ")} AS ${quoteIdent(name)}`;
+  const columns = r.fields.map(column).join(", ");
   const where = range ? ` WHERE time >= ${range.fromMs}ms AND time < ${range.toMs}ms` : "";
+  const groupBy = r.groupBy === "*" ? ", *" : r.groupBy.map((k) => `, ${quoteIdent(k)}`).join("");
   return (
     `SELECT ${columns} INTO ${qualified(db, RP_HOUR, r.into)} ` +
-    `FROM ${qualified(db, RP_WINDOW, r.from)}${where} GROUP BY time(1h), *`
+    `FROM ${qualified(db, r.fromRp, r.from)}${where} GROUP BY time(1h)${groupBy}`
   );
 }
 
 export function continuousQueryStatement(db: string, r: Rollup = GPU_ROLLUP): string {
-  return `CREATE CONTINUOUS QUERY ${quoteIdent(r.cq)} ON ${quoteIdent(db)} ${CQ_RESAMPLE} BEGIN ${hourRollupSelect(db, undefined, r)} END`;
+  return `CREATE CONTINUOUS QUERY ${quoteIdent(r.cq)} ON ${quoteIdent(db)} ${r.resample} BEGIN ${hourRollupSelect(db, undefined, r)} END`;
 }
 
 /**
@@ -243,7 +330,8 @@ export interface EnsureSchemaOptions extends RetentionConfig, StatementOptions {
 /**
  * Creates what is missing and corrects what differs: the database, the two retention
  * policies (`gpu_window` the default; durations as configured) and the continuous queries
- * (dropped and created again when its text differs). Returns what it changed, one
+ * (dropped and created again when its text differs; the fleet query's text follows the
+ * GPUs' tag keys, and `fleet_hour` is dropped with it, see above). Returns what it changed, one
  * sentence per change; running it again changes nothing and returns [].
  */
 export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptions = {}): Promise<string[]> {
@@ -295,13 +383,67 @@ export async function ensureSchema(target: InfluxTarget, opts: EnsureSchemaOptio
       changes.push(`replaced continuous query ${r.cq}, whose text differed`);
     }
   }
+
+  const fleet = await ensureFleetRollup(client, db, opts.signal, cqs);
+  if (fleet.change) changes.push(fleet.change);
   return changes;
 }
 
-/** Points a roll-up wrote: `gpu_hour` and `gpu_owner_hour`. */
+/**
+ * Makes the fleet roll-up's continuous query group by the keys the GPUs carry now, and
+ * returns that roll-up, with a sentence when it changed something. Its points are keyed by
+ * those tags, so a roll-up by other keys would not overwrite them but add to them: when the
+ * query changes, `fleet_hour` is dropped first, to be rolled up again from `gpu_hour`
+ * (fleet-backfill.ts); the report reads `gpu_hour` wherever `fleet_hour` does not reach yet.
+ */
+export async function ensureFleetRollup(
+  client: InfluxQueryClient,
+  db: string,
+  signal?: AbortSignal,
+  shown?: ReadonlyArray<{ series: string | undefined; row: Record<string, unknown> }>,
+): Promise<{ rollup: Rollup; change?: string }> {
+  const run = (s: string): Promise<StatementResult> => runStatement(client, s, { signal });
+  const cqs = shown ?? rowsOf(await run("SHOW CONTINUOUS QUERIES"));
+  const keys = fleetKeys(await tagKeysOf(client, db, signal));
+  const r = fleetRollup(keys);
+  const want = continuousQueryStatement(db, r);
+  const have = cqs.find((c) => c.series === db && c.row["name"] === CQ_FLEET_NAME);
+  if (have && sameStatement(String(have.row["query"]), want)) return { rollup: r };
+  const was = have ? fleetKeysOfQuery(String(have.row["query"])) : undefined;
+  if (have) await run(`DROP CONTINUOUS QUERY ${quoteIdent(CQ_FLEET_NAME)} ON ${quoteIdent(db)}`);
+  await run(`DROP MEASUREMENT ${quoteIdent(MEASUREMENT_FLEET_HOUR)}`);
+  await run(want);
+  return {
+    rollup: r,
+    change: have
+      ? `replaced continuous query ${CQ_FLEET_NAME}, ` +
+        (was && was.join(",") !== keys.join(",")
+          ? `whose group keys changed from ${was.join(", ")} to ${keys.join(", ")}`
+          : "whose text differed") +
+        `; dropped ${MEASUREMENT_FLEET_HOUR}, to be rolled up again from ${MEASUREMENT_HOUR}`
+      : `created continuous query ${CQ_FLEET_NAME} (by ${keys.join(", ")})`,
+  };
+}
+
+/** Every tag key of the GPU measurements (`gpu_window` and `gpu_hour`), from InfluxDB's index. */
+export async function tagKeysOf(client: InfluxQueryClient, db: string, signal?: AbortSignal): Promise<Set<string>> {
+  const results = await client.query(
+    [
+      `SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(RP_WINDOW)}.${quoteIdent(MEASUREMENT_WINDOW)}`,
+      `SHOW TAG KEYS ON ${quoteIdent(db)} FROM ${quoteIdent(RP_HOUR)}.${quoteIdent(MEASUREMENT_HOUR)}`,
+    ],
+    signal,
+  );
+  const keys = new Set<string>();
+  for (const r of results) for (const s of r.series) for (const v of s.values) keys.add(String(v[0]));
+  return keys;
+}
+
+/** Points a roll-up wrote: `gpu_hour`, `gpu_owner_hour` and `fleet_hour`. */
 export interface RollupCounts {
   gpuHours: number;
   ownerHours: number;
+  fleetHours: number;
 }
 
 export interface RollupOptions extends StatementOptions {
@@ -314,10 +456,10 @@ export interface RollupOptions extends StatementOptions {
 }
 
 /**
- * Rolls `gpu_window` up into `gpu_hour`, and `gpu_owner_window` into `gpu_owner_hour`,
- * over `[fromMs, toMs)`, widened to whole hours, in chunks, with the continuous queries'
- * own SELECTs. Idempotent: an hour rolled up again is overwritten with the same point.
- * Returns the hourly points written to each measurement.
+ * Rolls `gpu_window` up into `gpu_hour`, `gpu_owner_window` into `gpu_owner_hour`, and then
+ * `gpu_hour` into `fleet_hour` (by the keys the GPUs carry, {@link ensureFleetRollup}), over `[fromMs, toMs)`, widened to whole hours, in chunks, with the continuous
+ * queries' own SELECTs. Idempotent: an hour rolled up again is overwritten with the same
+ * point. Returns the hourly points written to each measurement.
  */
 export async function rollup(
   target: InfluxTarget,
@@ -329,15 +471,19 @@ export async function rollup(
   const from = Math.floor(fromMs / HOUR_MS) * HOUR_MS;
   const to = Math.ceil(toMs / HOUR_MS) * HOUR_MS;
   const chunk = Math.max(1, Math.floor(opts.chunkHours ?? 24)) * HOUR_MS;
-  const written: RollupCounts = { gpuHours: 0, ownerHours: 0 };
+  const written: RollupCounts = { gpuHours: 0, ownerHours: 0, fleetHours: 0 };
+  // By the keys the GPUs carry now, the query made to match (a change drops fleet_hour).
+  const fleet = (await ensureFleetRollup(client, target.database, opts.signal)).rollup;
+  const rollups = [...ROLLUPS, fleet];
   for (let start = from; start < to; start += chunk) {
     const end = Math.min(to, start + chunk);
-    for (const r of ROLLUPS) {
+    for (const r of rollups) {
       const result = await runStatement(client, rollupStatement(target.database, start, end, r), opts);
       let n = 0;
       for (const { row } of rowsOf(result)) n += Number(row["written"] ?? 0);
       if (r === GPU_ROLLUP) written.gpuHours += n;
-      else written.ownerHours += n;
+      else if (r === OWNER_ROLLUP) written.ownerHours += n;
+      else written.fleetHours += n;
     }
     opts.onProgress?.(end, from, to);
   }

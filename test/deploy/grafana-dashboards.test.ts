@@ -12,8 +12,10 @@
  *   idle ratio, the GPUs per state and the owners holding GPUs idle are what the scenario
  *   implies.
  * - trueidle-capacity.json against a real InfluxDB holding 3 days of `trueidle demo
- *   --backfill`: every query returns data; the idle ratios, GPU-hours, daily series and
- *   reclaimable GPUs equal what `trueidle report --format json` says for the same range.
+ *   --backfill`: every query reads the fleet-hour roll-up (`gpu_hour`.`fleet_hour`), never
+ *   the per-GPU `gpu_hour`, and returns data; fleet_hour holds the same seconds as gpu_hour;
+ *   the idle ratios, GPU-hours, daily series and reclaimable GPUs equal what `trueidle report
+ *   --format json` says for the same range.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
@@ -684,7 +686,8 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
     };
     bySiteModel = await report("site,model");
     bySite = await report("site");
-    expect(bySiteModel.measurement).toBe("gpu_hour");
+    // An hourly roll-up (gpu_hour, or fleet_hour where it reaches), not the windows.
+    expect(["gpu_hour", "fleet_hour"]).toContain(bySiteModel.measurement);
   }, 120_000);
 
   afterAll(async () => {
@@ -730,6 +733,47 @@ describe("deploy/grafana: trueidle-capacity.json against a real InfluxDB holding
   const close = (a: number, b: number, what: string): void => {
     expect(Math.abs(a - b), `${what}: ${a} vs ${b}`).toBeLessThan(1e-9 * Math.max(1, Math.abs(b)));
   };
+
+  it("every query reads fleet_hour, never the per-GPU gpu_hour", () => {
+    const queries = allQueries(CAPACITY);
+    expect(queries.length).toBeGreaterThanOrEqual(11);
+    // What each FROM names, subqueries aside.
+    const measurements = (q: string): string[] => [...q.matchAll(/\bFROM\s+(?!\()(\S+)/gi)].map((m) => m[1]!);
+    for (const { where, query } of queries) {
+      expect(query, where).not.toMatch(/gpu_hour"?\s*\.\s*"?gpu_hour\b/);
+      expect(measurements(query).length, where).toBeGreaterThan(0);
+      for (const m of measurements(query)) expect(m, where).toBe('"gpu_hour"."fleet_hour"');
+    }
+  });
+
+  it("fleet_hour carries site and model and holds the same seconds as gpu_hour over the range", async () => {
+    const keys = (await runInflux(`SHOW TAG KEYS FROM "gpu_hour"."fleet_hour"`)).map((r) => String(r["tagKey"]));
+    expect(keys).toEqual(expect.arrayContaining(["site", "model"]));
+    for (const k of ["host", "gpu", "uuid"]) expect(keys).not.toContain(k);
+    const where = `WHERE time >= ${FROM}ms AND time < ${END}ms`;
+    const fields = ["observed_s", "free_idle_s", "held_idle_s", "busy_phantom_s", "reported_idle_s"];
+    const sums = fields.map((f) => `sum("${f}") AS "${f}"`).join(", ");
+    const [fleet] = await runInflux(
+      `SELECT ${sums}, sum("real_idle_s") AS "real_idle_s" FROM "gpu_hour"."fleet_hour" ${where}`,
+    );
+    const [hour] = await runInflux(`SELECT ${sums} FROM "gpu_hour"."gpu_hour" ${where}`);
+    expect(fleet, "fleet_hour has points in the range").toBeDefined();
+    expect(hour, "gpu_hour has points in the range").toBeDefined();
+    expect(num(hour!["observed_s"])).toBeGreaterThan(0);
+    for (const f of fields) close(num(fleet![f]), num(hour![f]), `sum(${f}) of fleet_hour vs gpu_hour`);
+    close(
+      num(fleet!["real_idle_s"]),
+      num(hour!["free_idle_s"]) + num(hour!["held_idle_s"]) + num(hour!["busy_phantom_s"]),
+      "fleet_hour real_idle_s vs gpu_hour's real-idle states",
+    );
+    // Its `gpus` counts the GPU-hour points of each hour: the GPUs seen in that hour.
+    const perHour = async (q: string): Promise<number[]> =>
+      (await runInflux(`${q} ${where} GROUP BY time(1h) fill(none)`)).map((r) => num(r["n"]));
+    const gpus = await perHour(`SELECT sum("gpus") AS "n" FROM "gpu_hour"."fleet_hour"`);
+    expect(gpus).toHaveLength(BACKFILL_DAYS * 24);
+    expect(gpus).toEqual(await perHour(`SELECT count("observed_s") AS "n" FROM "gpu_hour"."gpu_hour"`));
+    for (const n of gpus) expect(n).toBeLessThanOrEqual(bySiteModel.total.gpus);
+  });
 
   it("every query returns data over the default range (now-90d to now) and over the backfilled range", async () => {
     const queries = allQueries(CAPACITY);

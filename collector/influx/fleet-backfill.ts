@@ -1,0 +1,197 @@
+/**
+ * Keeps `fleet_hour` reaching back as far as `gpu_hour`. The continuous query rolls up only
+ * the last hours; after an upgrade (history from before `fleet_hour` existed) or a change
+ * of the fleet's group keys (which drops `fleet_hour`, schema.ts), the older hours are
+ * rolled up here, in the background, with the query's own SELECT (`rollupStatement`).
+ *
+ * Newest hours first, a day per statement: what is done is always one stretch from some
+ * hour up to now, so `fleet_hour`'s earliest point says how far it reaches, to this
+ * process after a restart (it goes on from there) and to the report, which reads
+ * `gpu_hour` for whatever lies before it. Every `checkEveryMs` it also makes the query
+ * match the GPUs' tag keys again (`ensureFleetRollup`): a label key new to the fleet is
+ * picked up within that time.
+ *
+ * A failure is logged (at most once a minute) and tried again at the next check; it never
+ * throws, and never holds up writes.
+ */
+import { errorMessage } from "../../common/errors.js";
+import { InfluxQueryClient } from "../../common/influx/client.js";
+import { quoteIdent } from "../../common/influx/quote.js";
+import { describeTarget, type InfluxTarget } from "../../common/influx/target.js";
+import type { Logger } from "../../common/log.js";
+import {
+  DAY_MS,
+  HOUR_MS,
+  MEASUREMENT_FLEET_HOUR,
+  MEASUREMENT_HOUR,
+  RP_HOUR,
+  ensureFleetRollup,
+  rollupStatement,
+} from "./schema.js";
+import type { SchemaGate } from "./writer.js";
+
+export interface FleetBackfillOptions {
+  target: InfluxTarget;
+  logger: Logger;
+  /** Waited for before anything runs: the schema in place. */
+  schema: Pick<SchemaGate, "ready">;
+  /** How often the group keys are checked, and an unfinished back-fill resumed (default 60 s). */
+  checkEveryMs?: number | undefined;
+  /** Hours per statement (default 24). */
+  chunkHours?: number | undefined;
+  /** Per statement (default 5 min: a day of 10,000 GPUs takes about 10 s on 2 cores). */
+  statementTimeoutMs?: number | undefined;
+  now?: (() => number) | undefined;
+}
+
+/** Progress is logged at most this often. */
+const LOG_EVERY_MS = 60_000;
+
+/** Where the back-fill stands, for tests and logs. */
+export interface FleetBackfillStatus {
+  /** `fleet_hour` holds every hour from here on (ms); undefined before the first check. */
+  reachesMs: number | undefined;
+  /** The earliest `gpu_hour` point; the back-fill is done when `reachesMs` is at or before it. */
+  goalMs: number | undefined;
+  done: boolean;
+  /** Fleet-hour statements run since start. */
+  statements: number;
+}
+
+export class FleetBackfill {
+  private readonly stopCtl = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly now: () => number;
+  private readonly client: InfluxQueryClient;
+  private readonly st: FleetBackfillStatus = { reachesMs: undefined, goalMs: undefined, done: false, statements: 0 };
+  private lastFailureLogAt = -Infinity;
+  private readonly checked: Array<() => void> = [];
+
+  constructor(private readonly opts: FleetBackfillOptions) {
+    this.now = opts.now ?? Date.now;
+    this.client = new InfluxQueryClient({ target: opts.target, timeoutMs: opts.statementTimeoutMs ?? 300_000 });
+  }
+
+  status(): FleetBackfillStatus {
+    return { ...this.st };
+  }
+
+  /** Resolves after the next check has run to its end (done, failed or stopped). */
+  nextCheck(): Promise<void> {
+    return new Promise((resolve) => this.checked.push(resolve));
+  }
+
+  start(): void {
+    if (this.running || this.stopCtl.signal.aborted) return;
+    this.running = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopCtl.abort();
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    const signal = this.stopCtl.signal;
+    try {
+      await this.opts.schema.ready(signal);
+    } catch {
+      return;
+    }
+    while (!signal.aborted) {
+      try {
+        await this.check(signal);
+      } catch (err) {
+        if (signal.aborted) break;
+        const t = this.now();
+        if (t - this.lastFailureLogAt >= LOG_EVERY_MS) {
+          this.lastFailureLogAt = t;
+          this.opts.logger.warn(
+            `Could not roll fleet_hour up from gpu_hour: ${errorMessage(err)}. Reports read gpu_hour where fleet_hour does not reach; trying again in the background.`,
+            { target: describeTarget(this.opts.target) },
+          );
+        }
+      }
+      for (const f of this.checked.splice(0)) f();
+      if (signal.aborted) break;
+      await new Promise<void>((resolve) => {
+        this.timer = setTimeout(resolve, this.opts.checkEveryMs ?? 60_000);
+        this.timer.unref();
+        signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    }
+    for (const f of this.checked.splice(0)) f();
+  }
+
+  /** The time of the earliest point of `measurement` in the `gpu_hour` policy, or undefined. */
+  private async earliest(measurement: string, field: string, signal: AbortSignal): Promise<number | undefined> {
+    const db = this.opts.target.database;
+    const [r] = await this.client.query(
+      [`SELECT ${quoteIdent(field)} FROM ${quoteIdent(db)}.${quoteIdent(RP_HOUR)}.${quoteIdent(measurement)} LIMIT 1`],
+      signal,
+    );
+    const t = r?.series[0]?.values[0]?.[0];
+    return typeof t === "number" ? t : undefined;
+  }
+
+  private async check(signal: AbortSignal): Promise<void> {
+    const log = this.opts.logger;
+    const db = this.opts.target.database;
+    const { rollup, change } = await ensureFleetRollup(this.client, db, signal);
+    if (change) {
+      log.info(`The fleet roll-up changed: ${change}.`, { target: describeTarget(this.opts.target) });
+      this.st.done = false;
+      this.st.reachesMs = undefined;
+      this.st.goalMs = undefined;
+    }
+    if (this.st.done) return;
+    this.st.goalMs ??= await this.earliest(MEASUREMENT_HOUR, "observed_s", signal);
+    const goal = this.st.goalMs;
+    if (goal === undefined) {
+      // No GPU-hour yet: the continuous query rolls up what comes.
+      this.st.done = true;
+      return;
+    }
+    // The stretch done so far: from fleet_hour's earliest point up to now. Nothing yet: from
+    // the hour after the current one down (the query covers the newest hours too; the same
+    // SELECT writes the same points).
+    this.st.reachesMs ??=
+      (await this.earliest(MEASUREMENT_FLEET_HOUR, "gpus", signal)) ??
+      Math.floor(this.now() / HOUR_MS) * HOUR_MS + HOUR_MS;
+    const startedAt = this.now();
+    const from = this.st.reachesMs;
+    let lastLogAt = startedAt;
+    const chunk = Math.max(1, Math.floor(this.opts.chunkHours ?? 24)) * HOUR_MS;
+    if (from > goal)
+      log.info(
+        `Rolling fleet_hour up from gpu_hour, newest hours first: ${Math.ceil((from - goal) / DAY_MS)} days to go back to ${new Date(goal).toISOString()}. Reports read gpu_hour (slower) where fleet_hour does not reach yet.`,
+        { target: describeTarget(this.opts.target) },
+      );
+    while (this.st.reachesMs > goal) {
+      signal.throwIfAborted();
+      const end = this.st.reachesMs;
+      const start = Math.max(goal, end - chunk);
+      await this.client.query([rollupStatement(db, start, end, rollup)], signal);
+      this.st.statements++;
+      this.st.reachesMs = Math.floor(start / HOUR_MS) * HOUR_MS;
+      const t = this.now();
+      if (t - lastLogAt >= LOG_EVERY_MS && this.st.reachesMs > goal) {
+        lastLogAt = t;
+        const doneMs = from - this.st.reachesMs;
+        const leftMs = this.st.reachesMs - goal;
+        log.info(
+          `fleet_hour reaches back to ${new Date(this.st.reachesMs).toISOString()}: ${Math.round((doneMs / (from - goal)) * 100)}% done, about ${Math.ceil((((t - startedAt) / doneMs) * leftMs) / 60_000)} min left.`,
+          { target: describeTarget(this.opts.target) },
+        );
+      }
+    }
+    if (from > goal)
+      log.info(
+        `fleet_hour now reaches back to ${new Date(goal).toISOString()}, as gpu_hour does (${Math.round((this.now() - startedAt) / 1000)} s).`,
+        { target: describeTarget(this.opts.target) },
+      );
+    this.st.done = true;
+  }
+}
