@@ -463,6 +463,23 @@ describe("the hourly roll-up", () => {
       );
       return true;
     });
+    // …and in fleet_hour, rolled up from them by the same turn: one fleet group, its sums the GPUs'.
+    await eventually("the late hours in fleet_hour", async () => {
+      const fleet = rows(
+        await influxQuery(influx.url, `SELECT * FROM "${db}"."${RP_HOUR}"."fleet_hour" GROUP BY *`, db),
+      );
+      const hours = new Set([...want.keys()].map((k) => Number(k.split(" ")[1])));
+      expect(fleet.map((r) => r["time"]).sort()).toEqual([...hours].sort());
+      for (const r of fleet) {
+        const gpus = [...want.entries()].filter(([k]) => Number(k.split(" ")[1]) === r["time"]).map(([, e]) => e);
+        expect(r).toMatchObject({ site: "dc-r", model: "NVIDIA H100 80GB HBM3", gpus: gpus.length });
+        expect(r["held_idle_s"] as number).toBeCloseTo(
+          gpus.reduce((sum, e) => sum + e["held_idle_s"]!, 0),
+          9,
+        );
+      }
+      return true;
+    });
   });
 
   it("the continuous query rolls recent windows up, and rollup() gives the same points for any range", async () => {

@@ -35,8 +35,11 @@ async function silentServer(): Promise<{ port: number; accepted: () => number; c
 }
 
 /** In front of a real InfluxDB: /ping passed through with InfluxDB's own answer, every /query held unanswered. */
-async function holdingQueries(influxUrl: string): Promise<{ url: string; queries: () => number; close: () => void }> {
+async function holdingQueries(
+  influxUrl: string,
+): Promise<{ url: string; queries: () => number; hungUp: () => number; close: () => void }> {
   let queries = 0;
+  let hungUp = 0;
   const held: http.ServerResponse[] = [];
   const server = http.createServer((req, res) => {
     if (req.url?.startsWith("/ping")) {
@@ -48,12 +51,17 @@ async function holdingQueries(influxUrl: string): Promise<{ url: string; queries
     }
     queries++;
     held.push(res);
+    // The client going away before an answer: what InfluxDB sees as the query cancelled.
+    res.on("close", () => {
+      if (!res.writableEnded) hungUp++;
+    });
     req.resume();
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   return {
     url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
     queries: () => queries,
+    hungUp: () => hungUp,
     close: () => {
       for (const r of held) r.destroy();
       server.closeAllConnections();
@@ -99,8 +107,9 @@ describe.concurrent("trueidle report when InfluxDB does not answer", () => {
     );
   });
 
-  it("stops on Ctrl-C while a query waits", { timeout: 60_000 }, async () => {
+  it("stops on Ctrl-C while a query waits, hanging up on the query at once", { timeout: 60_000 }, async () => {
     const before = front.queries();
+    const hungUpBefore = front.hungUp();
     const p = startTrueidle(["report", "--influx-url", `${front.url}/trueidle`, "--timeout", "10m", ...RANGE]);
     try {
       for (let i = 0; i < 600 && front.queries() === before && p.child.exitCode === null; i++)
@@ -109,6 +118,9 @@ describe.concurrent("trueidle report when InfluxDB does not answer", () => {
       p.child.kill("SIGINT");
       await p.exited;
       expect(p.child.signalCode ?? p.child.exitCode).toBe("SIGINT");
+      // InfluxDB 1.x stops a query whose client hung up; the front sees the same hang-up.
+      for (let i = 0; i < 200 && front.hungUp() === hungUpBefore; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(front.hungUp()).toBeGreaterThan(hungUpBefore);
     } finally {
       await p.stop("SIGKILL");
     }
