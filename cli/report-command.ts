@@ -78,8 +78,8 @@ export const reportSpec: CommandSpec = {
       name: "measurement",
       placeholder: "NAME",
       help:
-        "auto: gpu_window for ranges under 2 days; else fleet_hour where it has the --by keys and reaches back to --since, else gpu_hour, " +
-        "else gpu_window. The last two hours always come from gpu_window, as the roll-ups may not hold them yet.",
+        "auto: fleet_hour where it has the --by keys and reaches back to --since; else gpu_window under 2 days, gpu_hour from 2 days. " +
+        "The last two hours always come from gpu_window, as the roll-ups may not hold them yet.",
     }),
     settingFlag(R.queryTimeoutMs, {
       name: "timeout",

@@ -5,15 +5,16 @@
  * the FROM differs, so they agree wherever they hold the same whole hours.
  *
  * Which measurement ({@link chooseMeasurement}):
- * - a range shorter than 2 days reads `gpu_window`, the raw windows;
- * - a longer one reads `fleet_hour` (per hour and fleet group, collector/influx/schema.ts)
- *   when every `--by` key is one of its group keys and it reaches back to the range's start
- *   (its back-fill from `gpu_hour` may be under way after an upgrade). The GPUs per group,
- *   which no sum can give, are still counted from `gpu_hour`: one point per GPU and chunk.
- *   This is what makes a year of 10,000 GPUs a matter of seconds, as InfluxDB 1.x pays per
- *   series and time bucket: the year's sums read 8,760 points per group, not per GPU;
- * - else `gpu_hour`, unless it has no point in the range (roll-ups not run, or the policy
- *   missing): then `gpu_window`.
+ * - `fleet_hour` (per hour and fleet group, collector/influx/schema.ts) when every `--by`
+ *   key is one of its group keys and it reaches back to the range's start (its back-fill
+ *   from `gpu_hour` may be under way after an upgrade), whatever the range's length. The
+ *   GPUs per group, which no sum can give, are still counted from `gpu_hour`: one point per
+ *   GPU and chunk. This is what makes a year of 10,000 GPUs a matter of seconds, as
+ *   InfluxDB 1.x pays per series and time bucket: the year's sums read 8,760 points per
+ *   group, not per GPU;
+ * - else a range shorter than 2 days reads `gpu_window`, the raw windows;
+ * - and a longer one `gpu_hour`, unless it has no point in the range (roll-ups not run, or
+ *   the policy missing): then `gpu_window`.
  * Whatever is read for the body, the hours the roll-ups may not hold yet — the hour before
  * the current one and the hour in progress — are read from `gpu_window`, so the report
  * never lags the continuous queries. The hour in progress is its own chunk: its GPUs and
@@ -187,6 +188,9 @@ export async function fleetHourGap(
   return null;
 }
 
+/** Why `fleet_hour` was read, when auto read it. */
+export const FLEET_REASON = "fleet_hour, GPUs counted from gpu_hour: it holds the range, grouped by every --by key";
+
 /** Which measurement to read for [range.startMs, bodyEndMs), and why (see the module comment for the rule). */
 export async function chooseMeasurement(
   client: InfluxQueryClient,
@@ -207,6 +211,12 @@ export async function chooseMeasurement(
     return { measurement: "fleet_hour", reason: "fleet_hour, GPUs counted from gpu_hour (--measurement)" };
   }
   if (requested !== "auto") return { measurement: requested, reason: `${name(requested)} (--measurement)` };
+  let whyNotFleet = "";
+  if (subject === "gpus" && policies.has("gpu_hour")) {
+    const gap = await fleetHourGap(client, by, range.startMs, bodyEndMs, signal);
+    if (gap === null) return { measurement: "fleet_hour", reason: FLEET_REASON };
+    whyNotFleet = `; ${gap}`;
+  }
   const hours = rangeHours(range);
   if (hours < SHORT_RANGE_HOURS)
     return {
@@ -218,16 +228,6 @@ export async function chooseMeasurement(
       measurement: "gpu_window",
       reason: `${name("gpu_window")}: the database has no gpu_hour retention policy`,
     };
-  let whyNotFleet = "";
-  if (subject === "gpus") {
-    const gap = await fleetHourGap(client, by, range.startMs, bodyEndMs, signal);
-    if (gap === null)
-      return {
-        measurement: "fleet_hour",
-        reason: `fleet_hour, GPUs counted from gpu_hour: the range is ${SHORT_RANGE_HOURS} hours or more`,
-      };
-    whyNotFleet = `; ${gap}`;
-  }
   const [probe] = await client.query(
     [
       `SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour", subject)} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`,

@@ -55,7 +55,7 @@ export function reportNotes(r: CapacityReport): string[] {
     "Coverage = GPU-hours observed / (GPUs x hours in the range). Unused capacity = 1 - real busy / observed (real busy = sum of real utilization x time).",
     "Reclaimable GPUs = the 5th percentile, over the hours with data, of the GPU-equivalents really idle in each hour " +
       "(real-idle seconds in the hour / 3600): capacity that was really idle in at least 95% of those hours. " +
-      `Hours without any data are not counted (whole fleet: ${r.total.hoursWithData} of ${r.hours} hours had data).`,
+      `Hours without any data are not counted (whole fleet: ${r.total.hoursWithData} of ${Math.ceil(r.hours)} hours had data).`,
   ];
   if (r.partialFromMs !== null) {
     notes.push(

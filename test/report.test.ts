@@ -390,7 +390,7 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const url = `${influx.url}/${db}`;
     const fleet = await buildReport(opts({ influxUrl: url }));
     expect(fleet.measurement).toBe("fleet_hour");
-    expect(fleet.measurementReason).toBe("fleet_hour, GPUs counted from gpu_hour: the range is 48 hours or more");
+    expect(fleet.measurementReason).toBe("fleet_hour, GPUs counted from gpu_hour: it holds the range, grouped by every --by key");
     for (const [i, e] of EXPECTED.entries()) expectFigures(fleet.groups[i]!, e.f, JSON.stringify(e.key));
     expectFigures(fleet.total, EXPECTED_TOTAL, "fleet");
     expectSameReport(withoutSource(fleet), withoutSource(await buildReport(opts())));
@@ -452,9 +452,19 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const r = await buildReport(opts({ influxUrl: url, range, by: ["model"], nowMs: now }));
     expect(r.measurement).toBe("fleet_hour");
     expect(r.measurementReason).toBe(
-      `fleet_hour, GPUs counted from gpu_hour: the range is 48 hours or more; gpu_window from ${iso(thisHour - HOUR)}, the hours the roll-ups may not hold yet`,
+      `fleet_hour, GPUs counted from gpu_hour: it holds the range, grouped by every --by key; gpu_window from ${iso(thisHour - HOUR)}, the hours the roll-ups may not hold yet`,
     );
     expect(r.partialFromMs).toBe(thisHour);
+    // A day reads fleet_hour too, with the same figures as the raw windows.
+    const day = resolveRange("24h", undefined, now);
+    const dayReport = await buildReport(opts({ influxUrl: url, range: day, by: ["model"], nowMs: now }));
+    expect(dayReport.measurement).toBe("fleet_hour");
+    expectSameReport(
+      withoutSource(dayReport),
+      withoutSource(
+        await buildReport(opts({ influxUrl: url, range: day, by: ["model"], nowMs: now, measurement: "gpu_window" })),
+      ),
+    );
     // Every window written counts, the last two hours' too: 600 s each.
     expect(r.total.gpuHoursObserved).toBeCloseTo((lines.length * 600) / 3600, 9);
     expect(r.total.gpus).toBe(2);
