@@ -390,7 +390,9 @@ describe("trueidle report on a hand-computed scenario in a real InfluxDB", () =>
     const url = `${influx.url}/${db}`;
     const fleet = await buildReport(opts({ influxUrl: url }));
     expect(fleet.measurement).toBe("fleet_hour");
-    expect(fleet.measurementReason).toBe("fleet_hour, GPUs counted from gpu_hour: it holds the range, grouped by every --by key");
+    expect(fleet.measurementReason).toBe(
+      "fleet_hour, GPUs counted from gpu_hour: it holds the range, grouped by every --by key",
+    );
     for (const [i, e] of EXPECTED.entries()) expectFigures(fleet.groups[i]!, e.f, JSON.stringify(e.key));
     expectFigures(fleet.total, EXPECTED_TOTAL, "fleet");
     expectSameReport(withoutSource(fleet), withoutSource(await buildReport(opts())));

@@ -26,7 +26,7 @@ import {
   MEASUREMENT_HOUR,
   RP_HOUR,
   ensureFleetRollup,
-  rollupStatement,
+  rollupFleetRange,
 } from "./schema.js";
 import type { SchemaGate } from "./writer.js";
 
@@ -66,6 +66,8 @@ export class FleetBackfill {
   private readonly client: InfluxQueryClient;
   private readonly st: FleetBackfillStatus = { reachesMs: undefined, goalMs: undefined, done: false, statements: 0 };
   private lastFailureLogAt = -Infinity;
+  /** After a change: the newest hours are rolled up again at the next check (see check()). */
+  private redoNewest = false;
   private readonly checked: Array<() => void> = [];
 
   constructor(private readonly opts: FleetBackfillOptions) {
@@ -139,12 +141,21 @@ export class FleetBackfill {
   private async check(signal: AbortSignal): Promise<void> {
     const log = this.opts.logger;
     const db = this.opts.target.database;
-    const { rollup, change } = await ensureFleetRollup(this.client, db, signal);
+    let { rollup, change } = await ensureFleetRollup(this.client, db, signal);
+    const top = Math.floor(this.now() / HOUR_MS) * HOUR_MS + HOUR_MS;
     if (change) {
       log.info(`The fleet roll-up changed: ${change}.`, { target: describeTarget(this.opts.target) });
       this.st.done = false;
       this.st.reachesMs = undefined;
       this.st.goalMs = undefined;
+      this.redoNewest = true;
+    } else if (this.redoNewest) {
+      // A continuous query run by the old keys may have landed after the drop: the hours it
+      // covers are cleared and rolled up again, once, a check after the change.
+      this.redoNewest = false;
+      rollup = (await rollupFleetRange(this.client, db, top - 5 * HOUR_MS, top, rollup, { signal, clearFirst: true }))
+        .rollup;
+      this.st.statements++;
     }
     if (this.st.done) return;
     this.st.goalMs ??= await this.earliest(MEASUREMENT_HOUR, "observed_s", signal);
@@ -157,9 +168,7 @@ export class FleetBackfill {
     // The stretch done so far: from fleet_hour's earliest point up to now. Nothing yet: from
     // the hour after the current one down (the query covers the newest hours too; the same
     // SELECT writes the same points).
-    this.st.reachesMs ??=
-      (await this.earliest(MEASUREMENT_FLEET_HOUR, "gpus", signal)) ??
-      Math.floor(this.now() / HOUR_MS) * HOUR_MS + HOUR_MS;
+    this.st.reachesMs ??= (await this.earliest(MEASUREMENT_FLEET_HOUR, "gpus", signal)) ?? top;
     const startedAt = this.now();
     const from = this.st.reachesMs;
     let lastLogAt = startedAt;
@@ -171,9 +180,14 @@ export class FleetBackfill {
       );
     while (this.st.reachesMs > goal) {
       signal.throwIfAborted();
+      // Another collector on the same database may be further back: go on from there.
+      const theirs = await this.earliest(MEASUREMENT_FLEET_HOUR, "gpus", signal);
+      if (theirs !== undefined && theirs < this.st.reachesMs) this.st.reachesMs = Math.max(goal, theirs);
+      if (this.st.reachesMs <= goal) break;
       const end = this.st.reachesMs;
       const start = Math.max(goal, end - chunk);
-      await this.client.query([rollupStatement(db, start, end, rollup)], signal);
+      // The range should hold nothing yet: cleared first, so nothing by other keys stays in it.
+      rollup = (await rollupFleetRange(this.client, db, start, end, rollup, { signal, clearFirst: true })).rollup;
       this.st.statements++;
       this.st.reachesMs = Math.floor(start / HOUR_MS) * HOUR_MS;
       const t = this.now();

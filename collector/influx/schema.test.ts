@@ -18,6 +18,7 @@ import {
   hourRollupSelect,
   parseGoDuration,
   rollup,
+  rollupFleetRange,
   rollupStatement,
   sameStatement,
   SECONDS_FIELDS,
@@ -200,6 +201,22 @@ describe("ensureSchema on a real InfluxDB", () => {
     const fleet = await fleetRows();
     expect(fleet.reduce((s, r) => s + Number(r["observed_s"]), 0)).toBe(1000);
     expect(fleet.find((r) => r["pool"] === "p")).toMatchObject({ site: "x", observed_s: 100, gpus: 1 });
+
+    // A roll-up still holding the old keys (another collector's, mid-way when the keys
+    // changed) notices, clears its range and rolls it up again by the keys in force.
+    const client = new InfluxQueryClient({ target: t });
+    const stale = await rollupFleetRange(
+      client,
+      "keys",
+      hour,
+      hour + HOUR_MS,
+      fleetRollup(["mig_profile", "model", "site"]),
+    );
+    expect(stale.rollup.groupBy).toEqual(["mig_profile", "model", "pool", "site"]);
+    expect(stale.written).toBe(3);
+    const after = await fleetRows();
+    expect(after).toHaveLength(3);
+    expect(after.reduce((sum, r) => sum + Number(r["observed_s"]), 0)).toBe(1000);
   });
 
   it("gives up on a statement when its signal aborts, even after the response began", async () => {

@@ -439,6 +439,50 @@ export async function tagKeysOf(client: InfluxQueryClient, db: string, signal?: 
   return keys;
 }
 
+/** The points a `SELECT … INTO` says it wrote. */
+function writtenBy(result: StatementResult): number {
+  let n = 0;
+  for (const { row } of rowsOf(result)) n += Number(row["written"] ?? 0);
+  return n;
+}
+
+/**
+ * Rolls `[fromMs, toMs)` of `gpu_hour` up into `fleet_hour` by `fleet`'s keys, and makes
+ * sure no hour of it ends up holding points of two key sets (which would count twice):
+ * when the fleet query's keys changed while the statement ran (a label key new to the
+ * fleet, seen by this process or another collector), the range is cleared and rolled up
+ * again by the keys in force. With `clearFirst` (the back-fill, whose range should hold
+ * nothing yet) the range is cleared before the first try too, which also removes points a
+ * continuous query run by the old keys may have written after the drop. Returns the
+ * roll-up in force and the points written.
+ */
+export async function rollupFleetRange(
+  client: InfluxQueryClient,
+  db: string,
+  fromMs: number,
+  toMs: number,
+  fleet: Rollup,
+  opts: StatementOptions & { clearFirst?: boolean | undefined } = {},
+): Promise<{ rollup: Rollup; written: number }> {
+  let r = fleet;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0 || opts.clearFirst)
+      await runStatement(
+        client,
+        `DELETE FROM ${quoteIdent(MEASUREMENT_FLEET_HOUR)} WHERE time >= ${fromMs}ms AND time < ${toMs}ms`,
+        opts,
+      );
+    const n = writtenBy(await runStatement(client, rollupStatement(db, fromMs, toMs, r), opts));
+    const now = (await ensureFleetRollup(client, db, opts.signal)).rollup;
+    if (now.groupBy.toString() === r.groupBy.toString()) return { rollup: r, written: n };
+    r = now;
+  }
+  throw new TrueidleError(
+    "unavailable",
+    `the fleet roll-up's group keys changed three times while ${MEASUREMENT_FLEET_HOUR} was rolled up from ${new Date(fromMs).toISOString()} to ${new Date(toMs).toISOString()}; it is tried again later`,
+  );
+}
+
 /** Points a roll-up wrote: `gpu_hour`, `gpu_owner_hour` and `fleet_hour`. */
 export interface RollupCounts {
   gpuHours: number;
@@ -473,18 +517,17 @@ export async function rollup(
   const chunk = Math.max(1, Math.floor(opts.chunkHours ?? 24)) * HOUR_MS;
   const written: RollupCounts = { gpuHours: 0, ownerHours: 0, fleetHours: 0 };
   // By the keys the GPUs carry now, the query made to match (a change drops fleet_hour).
-  const fleet = (await ensureFleetRollup(client, target.database, opts.signal)).rollup;
-  const rollups = [...ROLLUPS, fleet];
+  let fleet = (await ensureFleetRollup(client, target.database, opts.signal)).rollup;
   for (let start = from; start < to; start += chunk) {
     const end = Math.min(to, start + chunk);
-    for (const r of rollups) {
-      const result = await runStatement(client, rollupStatement(target.database, start, end, r), opts);
-      let n = 0;
-      for (const { row } of rowsOf(result)) n += Number(row["written"] ?? 0);
+    for (const r of ROLLUPS) {
+      const n = writtenBy(await runStatement(client, rollupStatement(target.database, start, end, r), opts));
       if (r === GPU_ROLLUP) written.gpuHours += n;
-      else if (r === OWNER_ROLLUP) written.ownerHours += n;
-      else written.fleetHours += n;
+      else written.ownerHours += n;
     }
+    const f = await rollupFleetRange(client, target.database, start, end, fleet, { signal: opts.signal });
+    fleet = f.rollup;
+    written.fleetHours += f.written;
     opts.onProgress?.(end, from, to);
   }
   return written;
