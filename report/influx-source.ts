@@ -15,9 +15,10 @@
  * - else a range shorter than 2 days reads `gpu_window`, the raw windows;
  * - and a longer one `gpu_hour`, unless it has no point in the range (roll-ups not run, or
  *   the policy missing): then `gpu_window`.
- * Whatever is read for the body, the hours the roll-ups may not hold yet — the hour before
- * the current one and the hour in progress — are read from `gpu_window`, so the report
- * never lags the continuous queries. The hour in progress is its own chunk: its GPUs and
+ * Whatever auto reads for the body, the hours the roll-ups may not hold yet — the hour
+ * before the current one and the hour in progress — are read from `gpu_window`, so the
+ * report never lags the continuous queries (a `--measurement` given is read as asked, but
+ * for the hour in progress). The hour in progress is its own chunk: its GPUs and
  * observed seconds per group give its idle GPU-equivalents (capacity.ts, hourlyIdleGpus).
  *
  * Long ranges are read in chunks of whole hours (28 days of `fleet_hour`, 7 days of
@@ -285,9 +286,13 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
     );
   }
   const subject: Subject = by.some(isOwnerLabel) ? "owners" : "gpus";
-  // The hours the roll-ups may not hold yet: the one before the current hour (the
-  // continuous queries finish it within minutes of its end) and the hour in progress.
-  const rawFromMs = floorHour(opts.nowMs ?? Date.now()) - HOUR_MS;
+  // Read from the raw windows whatever the measurement: the hour in progress (its GPUs'
+  // observed seconds are needed) and, with auto, the hour before it too, which the
+  // continuous queries finish only minutes after its end. A --measurement given reads the
+  // rest of the range from that measurement, as asked.
+  const partialFrom = partialHourOf(range);
+  const rawFromMs =
+    opts.measurement === "auto" ? floorHour(opts.nowMs ?? Date.now()) - HOUR_MS : (partialFrom ?? range.endMs);
   const wantsRollup = opts.measurement !== "gpu_window" && policies.has("gpu_window");
   const bodyEndMs = wantsRollup && range.endMs > rawFromMs ? Math.max(range.startMs, rawFromMs) : range.endMs;
   let { measurement, reason } =
@@ -298,7 +303,10 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
           reason: `${measurementName("gpu_window", subject)}: the range lies in the last hours, which the roll-ups may not hold yet`,
         };
   if (measurement !== "gpu_window" && bodyEndMs < range.endMs)
-    reason += `; ${measurementName("gpu_window", subject)} from ${iso(bodyEndMs)}, the hours the roll-ups may not hold yet`;
+    reason +=
+      bodyEndMs === partialFrom
+        ? `; ${measurementName("gpu_window", subject)} for the hour in progress`
+        : `; ${measurementName("gpu_window", subject)} from ${iso(bodyEndMs)}, the hours the roll-ups may not hold yet`;
   if (!policies.has(policyOf(measurement))) {
     throw new TrueidleError(
       "not_found",
@@ -330,7 +338,6 @@ export async function readReportData(opts: ReadOptions): Promise<ReportData> {
     gpus: GroupGpu[];
     holders: HolderGpuSums[];
   }
-  const partialFrom = partialHourOf(range);
   const readChunk = async (m: Measurement, s: number, e: number, sig: AbortSignal): Promise<ChunkRows> => {
     const out: ChunkRows = { days: [], hours: [], gpus: [], holders: [] };
     const statements: string[] = chunkStatements(db, m, by, s, e, subject);
