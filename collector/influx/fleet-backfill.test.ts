@@ -154,4 +154,26 @@ describe("the fleet_hour back-fill", () => {
     expect(await sums("fleet_hour", "site")).toEqual(await sums("gpu_hour", "site"));
     expect(await sums("fleet_hour", "pool")).toEqual(await sums("gpu_hour", "pool"));
   });
+
+  it("rolls fleet_hour up again when it was dropped elsewhere (another collector's change of keys)", async () => {
+    const log = recordingLogger();
+    const b = new FleetBackfill({ target, logger: log, schema: ready, checkEveryMs: 50, chunkHours: 48 });
+    b.start();
+    try {
+      await untilDone(b);
+      const before = b.status().statements;
+      await influxQuery(influx.url, 'DROP MEASUREMENT "fleet_hour"', DB);
+      for (let i = 0; i < 200 && b.status().statements === before; i++) await b.nextCheck();
+      await untilDone(b);
+    } finally {
+      await b.stop();
+    }
+    expect(log.lines.map((l) => l.msg)).toContainEqual(
+      expect.stringMatching(
+        /^fleet_hour is empty \(dropped elsewhere, after a change of the fleet's keys\): rolling it up again/,
+      ),
+    );
+    expect(await earliest("fleet_hour")).toBe(START);
+    expect(await sums("fleet_hour", "site")).toEqual(await sums("gpu_hour", "site"));
+  });
 });

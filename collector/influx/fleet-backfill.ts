@@ -9,7 +9,9 @@
  * process after a restart (it goes on from there) and to the report, which reads
  * `gpu_hour` for whatever lies before it. Every `checkEveryMs` it also makes the query
  * match the GPUs' tag keys again (`ensureFleetRollup`): a label key new to the fleet is
- * picked up within that time.
+ * picked up within that time; and once done, it checks that `fleet_hour` still reaches
+ * back (a change made by another collector, or by the roll-up of late windows, drops it
+ * too) and rolls it up again when it does not.
  *
  * A failure is logged (at most once a minute) and tried again at the next check; it never
  * throws, and never holds up writes.
@@ -157,7 +159,22 @@ export class FleetBackfill {
         .rollup;
       this.st.statements++;
     }
-    if (this.st.done) return;
+    if (this.st.done) {
+      // Done once does not mean done for good: another collector, or this one's roll-up of
+      // late windows, may have changed the keys and dropped fleet_hour. A cheap look at its
+      // earliest point says whether it still reaches back; gpu_hour's is asked again only
+      // when it may not (retention moves both).
+      const reach = await this.earliest(MEASUREMENT_FLEET_HOUR, "gpus", signal);
+      if (this.st.goalMs !== undefined && reach !== undefined && reach <= this.st.goalMs) return;
+      this.st.goalMs = await this.earliest(MEASUREMENT_HOUR, "observed_s", signal);
+      if (this.st.goalMs === undefined || (reach !== undefined && reach <= this.st.goalMs)) return;
+      log.info(
+        `fleet_hour ${reach === undefined ? "is empty" : `reaches back only to ${new Date(reach).toISOString()}`} (dropped elsewhere, after a change of the fleet's keys): rolling it up again from gpu_hour.`,
+        { target: describeTarget(this.opts.target) },
+      );
+      this.st.done = false;
+      this.st.reachesMs = reach;
+    }
     this.st.goalMs ??= await this.earliest(MEASUREMENT_HOUR, "observed_s", signal);
     const goal = this.st.goalMs;
     if (goal === undefined) {
