@@ -46,7 +46,8 @@ import {
   type ReportInput,
   type Subject,
 } from "./capacity.js";
-import type { InfluxQueryClient, InfluxSeries } from "../common/influx/client.js";
+import { firstPointMs, type InfluxQueryClient, type InfluxSeries } from "../common/influx/client.js";
+import { PER_GPU_TAGS } from "../common/influx/fleet-keys.js";
 import { quoteIdent } from "../common/influx/quote.js";
 import { HOUR_MS, floorHour, iso, partialHourOf, rangeHours, type TimeRange } from "./time-range.js";
 
@@ -56,8 +57,6 @@ export const SHORT_RANGE_HOURS = 48;
 export const CHUNK_HOURS: Record<Measurement, number> = { fleet_hour: 28 * 24, gpu_hour: 7 * 24, gpu_window: 6 };
 /** Chunk queries in flight at once. */
 export const CONCURRENT_CHUNKS = 2;
-/** Tags that name one GPU: `fleet_hour` is not grouped by them (collector/influx/schema.ts). */
-const PER_GPU_TAGS: ReadonlySet<string> = new Set(["host", "gpu", "uuid", "parent_uuid"]);
 
 export interface Progress {
   doneHours: number;
@@ -149,7 +148,7 @@ function sums(fields: readonly string[]): string {
 const IDLE_FIELDS = ["free_idle_s", "held_idle_s", "busy_phantom_s"] as const;
 
 /** The time of the first point of `m` in [startMs, endMs), or undefined. */
-async function firstPoint(
+function firstPoint(
   client: InfluxQueryClient,
   m: Measurement,
   field: string,
@@ -157,12 +156,7 @@ async function firstPoint(
   endMs: number,
   signal: AbortSignal | undefined,
 ): Promise<number | undefined> {
-  const [r] = await client.query(
-    [`SELECT ${quoteIdent(field)} FROM ${from(client.target.database, m)} WHERE ${timeWhere(startMs, endMs)} LIMIT 1`],
-    signal,
-  );
-  const t = r?.series[0]?.values[0]?.[0];
-  return typeof t === "number" ? t : undefined;
+  return firstPointMs(client, from(client.target.database, m), field, { fromMs: startMs, toMs: endMs }, signal);
 }
 
 /**
@@ -229,13 +223,14 @@ export async function chooseMeasurement(
       measurement: "gpu_window",
       reason: `${name("gpu_window")}: the database has no gpu_hour retention policy`,
     };
-  const [probe] = await client.query(
-    [
-      `SELECT "observed_s" FROM ${from(client.target.database, "gpu_hour", subject)} WHERE ${timeWhere(range.startMs, range.endMs)} LIMIT 1`,
-    ],
+  const probe = await firstPointMs(
+    client,
+    from(client.target.database, "gpu_hour", subject),
+    "observed_s",
+    { fromMs: range.startMs, toMs: range.endMs },
     signal,
   );
-  if ((probe?.series.length ?? 0) === 0)
+  if (probe === undefined)
     return {
       measurement: "gpu_window",
       reason: `${name("gpu_window")}: ${name("gpu_hour")} holds no roll-up for this range`,

@@ -17,8 +17,7 @@
  * throws, and never holds up writes.
  */
 import { errorMessage } from "../../common/errors.js";
-import { InfluxQueryClient } from "../../common/influx/client.js";
-import { quoteIdent } from "../../common/influx/quote.js";
+import { InfluxQueryClient, firstPointMs } from "../../common/influx/client.js";
 import { describeTarget, type InfluxTarget } from "../../common/influx/target.js";
 import type { Logger } from "../../common/log.js";
 import {
@@ -28,6 +27,7 @@ import {
   MEASUREMENT_HOUR,
   RP_HOUR,
   ensureFleetRollup,
+  qualified,
   rollupFleetRange,
 } from "./schema.js";
 import type { SchemaGate } from "./writer.js";
@@ -130,14 +130,14 @@ export class FleetBackfill {
   }
 
   /** The time of the earliest point of `measurement` in the `gpu_hour` policy, or undefined. */
-  private async earliest(measurement: string, field: string, signal: AbortSignal): Promise<number | undefined> {
-    const db = this.opts.target.database;
-    const [r] = await this.client.query(
-      [`SELECT ${quoteIdent(field)} FROM ${quoteIdent(db)}.${quoteIdent(RP_HOUR)}.${quoteIdent(measurement)} LIMIT 1`],
+  private earliest(measurement: string, field: string, signal: AbortSignal): Promise<number | undefined> {
+    return firstPointMs(
+      this.client,
+      qualified(this.opts.target.database, RP_HOUR, measurement),
+      field,
+      undefined,
       signal,
     );
-    const t = r?.series[0]?.values[0]?.[0];
-    return typeof t === "number" ? t : undefined;
   }
 
   private async check(signal: AbortSignal): Promise<void> {

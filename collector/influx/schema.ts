@@ -39,6 +39,7 @@
 import { TrueidleError } from "../../common/errors.js";
 import { formatDuration } from "../../common/duration.js";
 import { InfluxQueryClient, type StatementResult } from "../../common/influx/client.js";
+import { fleetKeys } from "../../common/influx/fleet-keys.js";
 import { quoteIdent } from "../../common/influx/quote.js";
 import type { InfluxTarget } from "../../common/influx/target.js";
 import { COLLECTOR_INFLUX_SETTINGS } from "../settings.js";
@@ -59,10 +60,6 @@ export const MEASUREMENT_FLEET_HOUR = "fleet_hour";
 export const CQ_FLEET_NAME = "cq_fleet_hour";
 /** An hour longer than the hourly query's look-back: its last run on an hour comes before this one's. */
 export const CQ_FLEET_RESAMPLE = "RESAMPLE EVERY 10m FOR 3h";
-/** Tags that name one GPU (or one board): never a fleet group key. */
-export const PER_GPU_TAGS: ReadonlySet<string> = new Set(["host", "gpu", "uuid", "parent_uuid"]);
-/** Fleet group keys every roll-up has, whatever the GPUs carry. */
-export const BASE_FLEET_KEYS = ["model", "mig_profile"] as const;
 
 export const DAY_MS = 86_400_000;
 export const HOUR_MS = 3_600_000;
@@ -183,15 +180,10 @@ export const OWNER_ROLLUP: Rollup = {
   groupBy: "*",
   resample: CQ_RESAMPLE,
 };
+export { BASE_FLEET_KEYS, PER_GPU_TAGS, fleetKeys } from "../../common/influx/fleet-keys.js";
+
 /** The roll-ups every database has; the fleet's depends on its tag keys ({@link fleetRollup}). */
 export const ROLLUPS: readonly Rollup[] = [GPU_ROLLUP, OWNER_ROLLUP];
-
-/** The fleet group keys for a set of tag keys: the base keys and every tag that does not name one GPU, sorted. */
-export function fleetKeys(tagKeys: Iterable<string>): string[] {
-  const keys = new Set<string>(BASE_FLEET_KEYS);
-  for (const k of tagKeys) if (!PER_GPU_TAGS.has(k)) keys.add(k);
-  return [...keys].sort();
-}
 
 /** GPU-hours into fleet-hours, grouped by `keys` (see {@link fleetKeys}). */
 export function fleetRollup(keys: readonly string[]): Rollup {

@@ -11,6 +11,7 @@
  * (collector/influx/writer.ts has its own measured write path).
  */
 import { TrueidleError, errorMessage } from "../errors.js";
+import { quoteIdent } from "./quote.js";
 import { authorizationHeader, type InfluxTarget } from "./target.js";
 
 export interface InfluxSeries {
@@ -260,4 +261,22 @@ function causeText(err: unknown): string {
   if (cause?.code) return cause.code;
   if (cause?.message) return cause.message;
   return errorMessage(err);
+}
+
+/**
+ * The time (ms) of the first point of `field` in `from` (a quoted `"db"."rp"."measurement"`),
+ * within `[range.fromMs, range.toMs)` when given; undefined when there is none. One point
+ * by time order (`LIMIT 1`), so InfluxDB reads no more than the first block of each series.
+ */
+export async function firstPointMs(
+  client: InfluxQueryClient,
+  from: string,
+  field: string,
+  range?: { fromMs: number; toMs: number },
+  signal?: AbortSignal,
+): Promise<number | undefined> {
+  const where = range ? ` WHERE time >= ${range.fromMs}ms AND time < ${range.toMs}ms` : "";
+  const [r] = await client.query([`SELECT ${quoteIdent(field)} FROM ${from}${where} LIMIT 1`], signal);
+  const t = r?.series[0]?.values[0]?.[0];
+  return typeof t === "number" ? t : undefined;
 }
