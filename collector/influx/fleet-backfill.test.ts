@@ -6,7 +6,7 @@
  * and nothing counts twice.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { recordingLogger } from "../../common/log.js";
+import { recordingLogger, type Logger } from "../../common/log.js";
 import type { InfluxTarget } from "../../common/influx/target.js";
 import { influxQuery, rows, startInfluxd, type PrivateInfluxd } from "../../test/helpers/influxdb.js";
 import { FleetBackfill } from "./fleet-backfill.js";
@@ -62,6 +62,26 @@ async function untilDone(b: FleetBackfill): Promise<void> {
   expect(b.status().done).toBe(true);
 }
 
+/**
+ * Runs a back-fill (checks every 50 ms, `chunkHours` a statement) until it is done, then
+ * `then` (which may change the database and wait for more checks), and stops it.
+ */
+async function backfill(
+  logger: Logger,
+  chunkHours: number,
+  then?: (b: FleetBackfill) => Promise<void>,
+): Promise<FleetBackfill> {
+  const b = new FleetBackfill({ target, logger, schema: ready, checkEveryMs: 50, chunkHours });
+  b.start();
+  try {
+    await untilDone(b);
+    await then?.(b);
+  } finally {
+    await b.stop();
+  }
+  return b;
+}
+
 beforeAll(async () => {
   influx = await startInfluxd();
   target = { baseUrl: influx.url, database: DB };
@@ -83,13 +103,7 @@ afterAll(async () => {
 describe("the fleet_hour back-fill", () => {
   it("rolls gpu_hour's history up into fleet_hour, newest hours first, to the first GPU-hour, and logs its progress", async () => {
     const log = recordingLogger();
-    const b = new FleetBackfill({ target, logger: log, schema: ready, checkEveryMs: 50, chunkHours: 24 });
-    b.start();
-    try {
-      await untilDone(b);
-    } finally {
-      await b.stop();
-    }
+    const b = await backfill(log, 24);
     // The query now groups by site too (the GPUs carry it), and the history was rolled up.
     expect(log.lines.map((l) => l.msg)).toEqual(
       expect.arrayContaining([
@@ -117,13 +131,7 @@ describe("the fleet_hour back-fill", () => {
     const mid = START + 2 * 86_400_000;
     await influxQuery(influx.url, `DELETE FROM "fleet_hour" WHERE time < ${mid}ms`, DB);
     expect(await earliest("fleet_hour")).toBe(mid);
-    const b = new FleetBackfill({ target, logger: recordingLogger(), schema: ready, checkEveryMs: 50, chunkHours: 24 });
-    b.start();
-    try {
-      await untilDone(b);
-    } finally {
-      await b.stop();
-    }
+    const b = await backfill(recordingLogger(), 24);
     // Two days back, a day a statement: nothing newer rolled up again.
     expect(b.status().statements).toBe(2);
     expect(await earliest("fleet_hour")).toBe(START);
@@ -132,10 +140,7 @@ describe("the fleet_hour back-fill", () => {
 
   it("builds fleet_hour again when a label key new to the fleet appears, and counts nothing twice", async () => {
     const log = recordingLogger();
-    const b = new FleetBackfill({ target, logger: log, schema: ready, checkEveryMs: 50, chunkHours: 48 });
-    b.start();
-    try {
-      await untilDone(b);
+    await backfill(log, 48, async (b) => {
       const before = b.status().statements;
       // A GPU with a pool: at the next check the query groups by pool, and fleet_hour is built again.
       await writeHours([gpuHour("d", ",site=x,pool=p", END - HOUR_MS, 0)]);
@@ -147,9 +152,7 @@ describe("the fleet_hour back-fill", () => {
         await b.nextCheck();
       await untilDone(b);
       expect(b.status().statements).toBeGreaterThan(before);
-    } finally {
-      await b.stop();
-    }
+    });
     expect(await earliest("fleet_hour")).toBe(START);
     expect(await sums("fleet_hour", "site")).toEqual(await sums("gpu_hour", "site"));
     expect(await sums("fleet_hour", "pool")).toEqual(await sums("gpu_hour", "pool"));
@@ -157,17 +160,12 @@ describe("the fleet_hour back-fill", () => {
 
   it("rolls fleet_hour up again when it was dropped elsewhere (another collector's change of keys)", async () => {
     const log = recordingLogger();
-    const b = new FleetBackfill({ target, logger: log, schema: ready, checkEveryMs: 50, chunkHours: 48 });
-    b.start();
-    try {
-      await untilDone(b);
+    await backfill(log, 48, async (b) => {
       const before = b.status().statements;
       await influxQuery(influx.url, 'DROP MEASUREMENT "fleet_hour"', DB);
       for (let i = 0; i < 200 && b.status().statements === before; i++) await b.nextCheck();
       await untilDone(b);
-    } finally {
-      await b.stop();
-    }
+    });
     expect(log.lines.map((l) => l.msg)).toContainEqual(
       expect.stringMatching(
         /^fleet_hour is empty \(dropped elsewhere, after a change of the fleet's keys\): rolling it up again/,
