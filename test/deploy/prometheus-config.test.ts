@@ -318,8 +318,12 @@ describe.each(GPU_SERIES_MODES)(
         }
         // The fleet: both collectors' GPUs, each site weighted by its observed seconds.
         const obs = expected.map((e) => one(`site_model:trueidle_gpu_observed_seconds:rate${w}`, e.site));
-        const weighted = (k: "real" | "reported"): number =>
-          expected.reduce((sum, e, i) => sum + e[k] * obs[i]!, 0) / obs.reduce((a, b) => a + b, 0);
+        const weighted = (k: "real" | "reported", weights: readonly number[] = obs): number =>
+          expected.reduce((sum, e, i) => sum + e[k] * weights[i]!, 0) / weights.reduce((a, b) => a + b, 0);
+        // The fleet roll-up's ratio weighs each site by its state seconds, as its rule does:
+        // rate() extrapolates each state's series on its own (a state's series starts when a
+        // GPU first enters it), so early on they need not add up to the observed seconds' rate.
+        const stateObs = expected.map((e) => one(`site_model:trueidle_fleet_state_seconds:rate${w}`, e.site));
         const real = one(`job:trueidle_real_idle:ratio_rate${w}`);
         const reported = one(`job:trueidle_reported_idle:ratio_rate${w}`);
         expect(real, `fleet real idle ${w}`).toBeCloseTo(weighted("real"), 9);
@@ -329,7 +333,7 @@ describe.each(GPU_SERIES_MODES)(
           12,
         );
         expect(one(`job:trueidle_fleet_real_idle:ratio_rate${w}`), `fleet roll-up real idle ${w}`).toBeCloseTo(
-          weighted("real"),
+          weighted("real", stateObs),
           9,
         );
         for (const v of [real, reported]) {
